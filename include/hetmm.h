@@ -1,0 +1,342 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * hetmm.h - heterogeneous memory management in userspace.
+ *
+ * hetmm gives a process the kernel's ZONE_DEVICE/HMM model on a stock
+ * kernel, built on userfaultfd:
+ *
+ *   context   one userfaultfd and the thread that resolves its faults
+ *             (the kernel's mm, as far as device memory is concerned);
+ *   pagemap   a hot-added range of device memory of one memory type, with
+ *             per-page metadata and the driver's ops (struct dev_pagemap);
+ *   pfn       a typed frame number naming one device page, valid across
+ *             every hot-added range (pfn_t);
+ *   migrate   moving private anonymous memory to a device and back
+ *             (migrate_vma_setup/pages/finalize);
+ *   mirror    a device's view of the process address space, faulted in
+ *             through hetmm_range_fault (hmm_range_fault + dmirror).
+ *
+ * A page migrated to a DEVICE_PRIVATE pagemap leaves the CPU page tables;
+ * a CPU access to it raises a userfaultfd fault and the context's handler
+ * migrates it back, with fault-around, before the thread resumes.
+ *
+ * Conventions: every call returns 0 (or a count where documented) or a
+ * negative errno.  Bad input (NULL, zero length, unaligned or overflowing
+ * ranges, unmapped memory, an object of the wrong context) is refused with
+ * -EINVAL, -EFAULT or -ENXIO before anything changes.
+ */
+#ifndef HETMM_H
+#define HETMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define HETMM_PAGE_SHIFT 12
+#define HETMM_PAGE_SIZE (1UL << HETMM_PAGE_SHIFT)
+
+struct hetmm_ctx;
+struct hetmm_pagemap;
+struct hetmm_page;
+struct hetmm_emu;
+struct hetmm_mirror;
+
+/* ------------------------------------------------------------------------
+ * Kernel capabilities
+ */
+
+/* How the context's userfaultfd was opened, best first. */
+enum hetmm_uffd_route {
+	HETMM_UFFD_SYSCALL = 1,     /* userfaultfd(2), kernel faults included */
+	HETMM_UFFD_DEVNODE,         /* /dev/userfaultfd, kernel faults included */
+	HETMM_UFFD_USER_MODE_ONLY,  /* userfaultfd(UFFD_USER_MODE_ONLY): a
+				     * syscall that touches a device-resident
+				     * buffer (read(2) into it, say) gets
+				     * EFAULT instead of a migration back */
+};
+
+struct hetmm_kernel_info {
+	enum hetmm_uffd_route route; /* best route that works, 0 if none */
+	int route_errno;             /* why the better routes failed */
+	uint64_t uffd_features;      /* UFFDIO_API features offered */
+	uint64_t uffd_ioctls;        /* ioctls offered on an anon range */
+	int has_move;                /* UFFDIO_MOVE */
+	int has_wp;                  /* write-protect faults on anon memory */
+	int has_pagemap_scan;        /* PAGEMAP_SCAN ioctl */
+	int has_procmap_query;       /* PROCMAP_QUERY ioctl */
+	int has_thp;                 /* transparent huge pages enabled */
+	char release[65];            /* uname -r */
+};
+
+/* Probe what the running kernel offers; needs no context. */
+int hetmm_kernel_probe(struct hetmm_kernel_info *info);
+
+/* ------------------------------------------------------------------------
+ * Contexts
+ */
+
+struct hetmm_ctx_params {
+	/* Largest fault-around window in pages (default 512, i.e. 2 MiB).
+	 * The window starts at one page and doubles while faults stay
+	 * sequential, so random access pays for one page only. */
+	uint32_t fault_around_max;
+	uint32_t flags;              /* must be 0 */
+};
+
+/* Open a userfaultfd by the best route and start the fault handler. */
+int hetmm_ctx_create(struct hetmm_ctx **ctxp,
+		     const struct hetmm_ctx_params *params /* may be NULL */);
+
+/*
+ * Migrate every device page of the context back to system memory, remove
+ * every pagemap, stop the handler and close the userfaultfd.  Pagemaps
+ * that cannot be removed (a driver still holds a page) keep the call from
+ * completing: it returns -EBUSY and the context stays usable.
+ */
+int hetmm_ctx_destroy(struct hetmm_ctx *ctx);
+
+/* Which route the context's userfaultfd came from, and its features. */
+int hetmm_ctx_uffd_info(struct hetmm_ctx *ctx, enum hetmm_uffd_route *route,
+			uint64_t *features);
+
+/* Counters; all monotonic except the *_resident gauges. */
+struct hetmm_stats {
+	uint64_t faults;             /* userfaultfd faults handled */
+	uint64_t fault_pages;        /* pages migrated back by faults */
+	uint64_t fault_zero;         /* holes filled with zeroes */
+	uint64_t to_device_pages;    /* pages migrated to a device */
+	uint64_t to_system_pages;    /* pages migrated back, all causes */
+	uint64_t skipped_pages;      /* pages a migration could not move */
+	uint64_t mirror_faults;      /* range faults done for mirrors */
+	uint64_t device_resident;    /* pages on a device now */
+};
+
+int hetmm_ctx_get_stats(struct hetmm_ctx *ctx, struct hetmm_stats *stats);
+
+/* ------------------------------------------------------------------------
+ * Frame numbers and per-page metadata
+ */
+
+/*
+ * A device frame number.  The wrapper keeps it from being mixed up with a
+ * plain integer or an address; the flags say what it refers to.  A frame
+ * number with HETMM_PFN_DEV set names one page of one hot-added pagemap
+ * and stays valid until that pagemap is removed.
+ */
+typedef struct {
+	uint64_t val;
+} hetmm_pfn_t;
+
+#define HETMM_PFN_DEV (1ULL << 63)   /* device memory with metadata */
+#define HETMM_PFN_FLAGS_MASK (0xffULL << 56)
+
+static inline uint64_t hetmm_pfn_number(hetmm_pfn_t pfn)
+{
+	return pfn.val & ~HETMM_PFN_FLAGS_MASK;
+}
+
+static inline uint64_t hetmm_pfn_flags(hetmm_pfn_t pfn)
+{
+	return pfn.val & HETMM_PFN_FLAGS_MASK;
+}
+
+/* A snapshot of one device page's metadata. */
+struct hetmm_page_info {
+	uint32_t refcount;           /* 0: free; 1: backs a process page */
+	uint32_t pincount;
+	uintptr_t owner;             /* process address it backs, 0 if free */
+	uint32_t flags;              /* HETMM_PAGE_* */
+	struct hetmm_pagemap *pagemap;
+	uint64_t index;              /* page index within its pagemap */
+};
+
+#define HETMM_PAGE_ALLOCATED (1u << 0)
+#define HETMM_PAGE_BUSY (1u << 1)    /* locked by a migration in flight */
+
+/* Frame number to page metadata; -ENXIO for anything not hot-added. */
+int hetmm_pfn_to_page(hetmm_pfn_t pfn, struct hetmm_page **pagep);
+int hetmm_page_get_info(const struct hetmm_page *page,
+			struct hetmm_page_info *info);
+
+/* The device frame now backing a process address; -ENOENT if none. */
+int hetmm_addr_to_pfn(struct hetmm_ctx *ctx, const void *addr,
+		      hetmm_pfn_t *pfn);
+
+/* Size of the metadata hetmm keeps per device page, in bytes. */
+int hetmm_page_metadata_size(void);
+
+/* ------------------------------------------------------------------------
+ * Pagemaps: hot-added device memory
+ */
+
+/* Values match the kernel's enum memory_type. */
+enum hetmm_memory_type {
+	HETMM_MEMORY_DEVICE_PRIVATE = 1,  /* not CPU addressable */
+	HETMM_MEMORY_DEVICE_COHERENT,     /* CPU addressable, migratable */
+	HETMM_MEMORY_FS_DAX,              /* file backed, CPU addressable */
+	HETMM_MEMORY_GENERIC,             /* CPU addressable, never migrates */
+	HETMM_MEMORY_PCI_P2PDMA,          /* peer-to-peer DMA target */
+};
+
+/*
+ * A driver's ops.  Indices are page indices within the pagemap; ranges of
+ * consecutive indices are handed over in one call so a copy engine can
+ * batch them.  Calls may come from the fault handler thread and from any
+ * thread that migrates, concurrently, for distinct pages.
+ */
+struct hetmm_pagemap_ops {
+	/* Copy nr pages of system memory at src into device pages. */
+	int (*copy_to_device)(struct hetmm_pagemap *pgmap, uint64_t index,
+			      const void *src, size_t nr);
+	/* Copy nr device pages into system memory at dst. */
+	int (*copy_from_device)(struct hetmm_pagemap *pgmap, void *dst,
+				uint64_t index, size_t nr);
+	/* Optional: a CPU-readable address of a device page, so that the
+	 * handler can install it with one kernel copy instead of two. */
+	void *(*page_address)(struct hetmm_pagemap *pgmap, uint64_t index);
+	/* Optional: a page went back to the free pool (page_free). */
+	void (*page_free)(struct hetmm_pagemap *pgmap, uint64_t index);
+};
+
+struct hetmm_pagemap_desc {
+	enum hetmm_memory_type type;
+	uint64_t nr_pages;
+	const struct hetmm_pagemap_ops *ops;
+	void *drvdata;
+	/* Mirrors whose owner equals this see its pages as local and use
+	 * them in place; others see them as remote (pgmap->owner). */
+	const void *owner;
+};
+
+/* Hot-add device memory.  -EOPNOTSUPP for types this build can't host. */
+int hetmm_pagemap_add(struct hetmm_ctx *ctx,
+		      const struct hetmm_pagemap_desc *desc,
+		      struct hetmm_pagemap **pgmapp);
+
+/*
+ * Hot-remove: new migrations to the pagemap are refused, every resident
+ * page is migrated back to system memory, then its frame numbers stop
+ * resolving and the metadata is freed.
+ */
+int hetmm_pagemap_remove(struct hetmm_pagemap *pgmap);
+
+struct hetmm_pagemap_info {
+	enum hetmm_memory_type type;
+	uint64_t nr_pages;
+	uint64_t nr_free;
+	hetmm_pfn_t first_pfn;
+	void *drvdata;
+	const void *owner;
+};
+
+int hetmm_pagemap_get_info(struct hetmm_pagemap *pgmap,
+			   struct hetmm_pagemap_info *info);
+
+/* ------------------------------------------------------------------------
+ * Migration
+ */
+
+/* Per-page outcome of a migration, for callers that pass a status array. */
+enum hetmm_migrate_status {
+	HETMM_MIGRATE_MOVED = 1,
+	HETMM_MIGRATE_ALREADY,        /* already where it was asked to go */
+	HETMM_MIGRATE_SKIP_SHARED,    /* shared mapping */
+	HETMM_MIGRATE_SKIP_FILE,      /* file-backed or hugetlb mapping */
+	HETMM_MIGRATE_SKIP_PINNED,    /* pinned for DMA */
+	HETMM_MIGRATE_SKIP_OTHER_DEVICE, /* on another device */
+	HETMM_MIGRATE_SKIP_BUSY,      /* another migration holds it */
+	HETMM_MIGRATE_SKIP_NOMEM,     /* the device is full */
+	HETMM_MIGRATE_SKIP_SYSTEM,    /* not on a device (migrate back) */
+};
+
+struct hetmm_migrate_report {
+	uint64_t moved;
+	uint64_t skipped;
+	uint8_t *status;   /* optional, len / HETMM_PAGE_SIZE entries */
+};
+
+/*
+ * Collect, copy, commit: move the private anonymous pages of
+ * [addr, addr + len) to the pagemap.  Pages that can't move are skipped
+ * and reported.  A CPU write racing the migration is never lost: pages are
+ * write-protected while they are copied and writers wait for the commit,
+ * then fault the page back.
+ *
+ * Returns 0 when at least one page moved; -ENOENT when nothing in the range
+ * could; -EINVAL when the range is not fully mapped or not accessible,
+ * unaligned, empty or overflowing; -ENXIO when the pagemap is being
+ * removed; -ENOMEM when the device is full before any page moved.
+ */
+int hetmm_migrate_to_device(struct hetmm_pagemap *pgmap, void *addr,
+			    size_t len, struct hetmm_migrate_report *report);
+
+/*
+ * Move every device page of [addr, addr + len) back to system memory.
+ * -ENOENT when no page of the range is on a device; -EINVAL as above.
+ */
+int hetmm_migrate_to_system(struct hetmm_ctx *ctx, void *addr, size_t len,
+			    struct hetmm_migrate_report *report);
+
+/* ------------------------------------------------------------------------
+ * Range fault (hmm_range_fault) and snapshots
+ */
+
+/* Per-page state, same values as the kernel's HMM_DMIRROR_PROT_*. */
+#define HETMM_PROT_ERROR 0xff
+#define HETMM_PROT_NONE 0x00
+#define HETMM_PROT_READ 0x01
+#define HETMM_PROT_WRITE 0x02
+#define HETMM_PROT_PMD 0x04
+#define HETMM_PROT_PUD 0x08
+#define HETMM_PROT_ZERO 0x10
+#define HETMM_PROT_DEV_PRIVATE_LOCAL 0x20
+#define HETMM_PROT_DEV_PRIVATE_REMOTE 0x30
+#define HETMM_PROT_DEV_COHERENT_LOCAL 0x40
+#define HETMM_PROT_DEV_COHERENT_REMOTE 0x50
+
+/* ------------------------------------------------------------------------
+ * The emulated device
+ *
+ * Device memory in its own allocation (a memfd, never part of any process
+ * range hetmm migrates), a copy engine, and mirrors with the semantics of
+ * the kernel's lib/test_hmm.c dmirror.
+ */
+
+/* Create a device with nr_pages of memory of the given type. */
+int hetmm_emu_create(struct hetmm_ctx *ctx, enum hetmm_memory_type type,
+		     uint64_t nr_pages, struct hetmm_emu **emup);
+int hetmm_emu_destroy(struct hetmm_emu *emu);
+int hetmm_emu_pagemap(struct hetmm_emu *emu, struct hetmm_pagemap **pgmapp);
+
+/* A device mirror: the device's page table over the process. */
+int hetmm_mirror_create(struct hetmm_emu *emu, struct hetmm_mirror **mirrorp);
+int hetmm_mirror_destroy(struct hetmm_mirror *mirror);
+
+/*
+ * Device reads and writes of process memory.  Pages the mirror lacks are
+ * faulted in with one range fault over the rest of the request, counted in
+ * *faults.  Pages of this device are used where they are; pages of another
+ * device are migrated back first.  -EFAULT where the CPU has no access
+ * (unmapped, PROT_NONE), -EPERM for a write to a read-only mapping.
+ */
+int hetmm_mirror_read(struct hetmm_mirror *mirror, const void *addr,
+		      void *buf, uint64_t npages, uint64_t *faults);
+int hetmm_mirror_write(struct hetmm_mirror *mirror, void *addr,
+		       const void *buf, uint64_t npages, uint64_t *faults);
+
+/*
+ * One HETMM_PROT_* byte per page, without faulting anything in: unmapped
+ * and inaccessible pages are HETMM_PROT_ERROR, device pages local or remote
+ * to this mirror's device.
+ */
+int hetmm_mirror_snapshot(struct hetmm_mirror *mirror, const void *addr,
+			  uint64_t npages, uint8_t *prot);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* HETMM_H */

@@ -1,0 +1,194 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ctx.c - contexts: a userfaultfd, its handler, the shadow of where each
+ * process page lives, and the pagemaps, devices and mirrors that hang off
+ * it.
+ */
+#include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "compat.h"
+#include "internal.h"
+
+/* What the context asks of UFFDIO_API; it runs with what is offered. */
+#define CTX_WANTED_FEATURES \
+	(UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_THREAD_ID | \
+	 UFFD_FEATURE_MOVE)
+
+#define DEFAULT_FAULT_AROUND CHUNK_PAGES
+
+static int check_params(const struct hetmm_ctx_params *p)
+{
+	if (!p)
+		return 0;
+	if (p->flags || p->fault_around_max > CHUNK_PAGES)
+		return -EINVAL;
+	return 0;
+}
+
+static void *map_pages(size_t npages, int prot)
+{
+	void *p = mmap(NULL, npages * PAGE_SIZE, prot,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static void ctx_free(struct hetmm_ctx *ctx)
+{
+	fault_handler_stop(ctx);
+	uffd_close(&ctx->uffd);
+	vmaq_close(&ctx->vmaq);
+	vtab_destroy(&ctx->shadow);
+	if (ctx->zero_src)
+		munmap(ctx->zero_src, CHUNK_PAGES * PAGE_SIZE);
+	if (ctx->fault_staging)
+		munmap(ctx->fault_staging, CHUNK_PAGES * PAGE_SIZE);
+	free(ctx->fault_claims);
+	pthread_mutex_destroy(&ctx->lock);
+	pthread_rwlock_destroy(&ctx->mirrors_lock);
+	free(ctx);
+}
+
+int hetmm_ctx_create(struct hetmm_ctx **ctxp,
+		     const struct hetmm_ctx_params *params)
+{
+	if (!ctxp)
+		return -EINVAL;
+	int rc = check_params(params);
+	if (rc)
+		return rc;
+
+	struct hetmm_ctx *ctx = calloc(1, sizeof(*ctx));
+	if (!ctx)
+		return -ENOMEM;
+	ctx->uffd.fd = -1;
+	ctx->vmaq.maps_fd = ctx->vmaq.pagemap_fd = -1;
+	ctx->fault_around_max = params && params->fault_around_max ?
+				params->fault_around_max : DEFAULT_FAULT_AROUND;
+	vtab_init(&ctx->shadow);
+	pthread_mutex_init(&ctx->lock, NULL);
+	pthread_rwlock_init(&ctx->mirrors_lock, NULL);
+
+	/* Everything the fault path needs is allocated here, not there. */
+	ctx->zero_src = map_pages(CHUNK_PAGES, PROT_READ);
+	ctx->fault_staging = map_pages(CHUNK_PAGES, PROT_READ | PROT_WRITE);
+	ctx->fault_claims = calloc(CHUNK_PAGES, sizeof(uint64_t));
+	if (!ctx->zero_src || !ctx->fault_staging || !ctx->fault_claims) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	rc = vmaq_open(&ctx->vmaq);
+	if (rc)
+		goto fail;
+	rc = uffd_open(&ctx->uffd, CTX_WANTED_FEATURES);
+	if (rc)
+		goto fail;
+	rc = fault_handler_start(ctx);
+	if (rc)
+		goto fail;
+	*ctxp = ctx;
+	return 0;
+fail:
+	ctx_free(ctx);
+	return rc;
+}
+
+int hetmm_ctx_destroy(struct hetmm_ctx *ctx)
+{
+	if (!ctx)
+		return -EINVAL;
+	emu_destroy_all(ctx);
+	for (;;) {
+		pthread_mutex_lock(&ctx->lock);
+		struct hetmm_pagemap *pgmap = ctx->pagemaps;
+		pthread_mutex_unlock(&ctx->lock);
+		if (!pgmap)
+			break;
+		int rc = hetmm_pagemap_remove(pgmap);
+		if (rc)
+			return rc;
+	}
+	ctx_free(ctx);
+	return 0;
+}
+
+int hetmm_ctx_uffd_info(struct hetmm_ctx *ctx, enum hetmm_uffd_route *route,
+			uint64_t *features)
+{
+	if (!ctx || (!route && !features))
+		return -EINVAL;
+	if (route)
+		*route = ctx->uffd.route;
+	if (features)
+		*features = ctx->uffd.features;
+	return 0;
+}
+
+#define STAT_LOAD(ctx, f) \
+	atomic_load_explicit(&(ctx)->stats.f, memory_order_relaxed)
+
+int hetmm_ctx_get_stats(struct hetmm_ctx *ctx, struct hetmm_stats *st)
+{
+	if (!ctx || !st)
+		return -EINVAL;
+	st->faults = STAT_LOAD(ctx, faults);
+	st->fault_pages = STAT_LOAD(ctx, fault_pages);
+	st->fault_zero = STAT_LOAD(ctx, fault_zero);
+	st->to_device_pages = STAT_LOAD(ctx, to_device_pages);
+	st->to_system_pages = STAT_LOAD(ctx, to_system_pages);
+	st->skipped_pages = STAT_LOAD(ctx, skipped_pages);
+	st->mirror_faults = STAT_LOAD(ctx, mirror_faults);
+	int64_t resident = STAT_LOAD(ctx, device_resident);
+	st->device_resident = resident > 0 ? (uint64_t)resident : 0;
+	return 0;
+}
+
+int hetmm_addr_to_pfn(struct hetmm_ctx *ctx, const void *addr,
+		      hetmm_pfn_t *pfn)
+{
+	if (!ctx || !pfn || (uintptr_t)addr >= USER_VA_END)
+		return -EINVAL;
+	uint64_t e = vtab_get(&ctx->shadow, addr_to_vpn((uintptr_t)addr));
+	if (!(e & SHADOW_DEVICE))
+		return -ENOENT;
+	pfn->val = HETMM_PFN_DEV | shadow_pfn(e);
+	return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Threads in a copy-to-device phase, so the handler can tell their faults.
+ */
+
+void migrator_enter(struct hetmm_ctx *ctx, pid_t tid)
+{
+	for (;;) {
+		for (unsigned i = 0; i < MAX_MIGRATORS; i++) {
+			pid_t free_slot = 0;
+			if (atomic_compare_exchange_strong(&ctx->migrators[i],
+							   &free_slot, tid))
+				return;
+		}
+		sched_yield();
+	}
+}
+
+void migrator_leave(struct hetmm_ctx *ctx, pid_t tid)
+{
+	for (unsigned i = 0; i < MAX_MIGRATORS; i++) {
+		pid_t me = tid;
+		if (atomic_compare_exchange_strong(&ctx->migrators[i], &me, 0))
+			return;
+	}
+}
+
+bool is_migrator(struct hetmm_ctx *ctx, pid_t tid)
+{
+	for (unsigned i = 0; i < MAX_MIGRATORS; i++)
+		if (atomic_load(&ctx->migrators[i]) == tid)
+			return true;
+	return false;
+}

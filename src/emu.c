@@ -1,0 +1,457 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * emu.c - the emulated device: memory, copy engine and mirrors.
+ *
+ * The device's memory is a memfd mapped shared, so it is never private
+ * anonymous memory that a migration could pick up, and its copy engine is
+ * memcpy.  A mirror is the device's page table over the process, filled by
+ * range_fault() and emptied by invalidations, as lib/test_hmm.c's dmirror
+ * keeps an xarray filled by hmm_range_fault().
+ *
+ * A mirror's lock covers its page table and device-memory copies, never a
+ * touch of process memory: that can fault, and the fault handler may need
+ * the lock to invalidate.  Process memory is reached with
+ * process_vm_readv/writev, so a page that lost its access since the entry
+ * was made yields EFAULT, not a signal.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "compat.h"
+#include "internal.h"
+
+struct hetmm_emu {
+	struct hetmm_emu *next;           /* ctx->emus, under ctx->lock */
+	struct hetmm_ctx *ctx;
+	struct hetmm_pagemap *pgmap;
+	int memfd;
+	char *mem;
+	size_t size;
+};
+
+static char *emu_page(struct hetmm_emu *emu, uint64_t index)
+{
+	return emu->mem + index * PAGE_SIZE;
+}
+
+static int emu_copy_to_device(struct hetmm_pagemap *pgmap, uint64_t index,
+			      const void *src, size_t nr)
+{
+	struct hetmm_emu *emu = pgmap->drvdata;
+	memcpy(emu_page(emu, index), src, nr * PAGE_SIZE);
+	return 0;
+}
+
+static int emu_copy_from_device(struct hetmm_pagemap *pgmap, void *dst,
+				uint64_t index, size_t nr)
+{
+	struct hetmm_emu *emu = pgmap->drvdata;
+	memcpy(dst, emu_page(emu, index), nr * PAGE_SIZE);
+	return 0;
+}
+
+static void *emu_page_address(struct hetmm_pagemap *pgmap, uint64_t index)
+{
+	return emu_page(pgmap->drvdata, index);
+}
+
+static const struct hetmm_pagemap_ops emu_ops = {
+	.copy_to_device = emu_copy_to_device,
+	.copy_from_device = emu_copy_from_device,
+	.page_address = emu_page_address,
+};
+
+static int emu_map_memory(struct hetmm_emu *emu, uint64_t nr_pages)
+{
+	emu->size = nr_pages * PAGE_SIZE;
+	emu->memfd = memfd_create("hetmm-emu", MFD_CLOEXEC);
+	if (emu->memfd < 0)
+		return -errno;
+	if (ftruncate(emu->memfd, (off_t)emu->size) < 0)
+		return -errno;
+	/* Device memory exists before anything migrates to it: populate,
+	 * so the copy engine never pays for allocating it. */
+	void *p = mmap(NULL, emu->size, PROT_READ | PROT_WRITE,
+		       MAP_SHARED | MAP_POPULATE, emu->memfd, 0);
+	if (p == MAP_FAILED)
+		return -errno;
+	emu->mem = p;
+	return 0;
+}
+
+static void emu_free(struct hetmm_emu *emu)
+{
+	if (emu->mem)
+		munmap(emu->mem, emu->size);
+	if (emu->memfd >= 0)
+		close(emu->memfd);
+	free(emu);
+}
+
+int hetmm_emu_create(struct hetmm_ctx *ctx, enum hetmm_memory_type type,
+		     uint64_t nr_pages, struct hetmm_emu **emup)
+{
+	if (!ctx || !emup || !nr_pages || nr_pages > (1ULL << 32))
+		return -EINVAL;
+	struct hetmm_emu *emu = calloc(1, sizeof(*emu));
+	if (!emu)
+		return -ENOMEM;
+	emu->ctx = ctx;
+	emu->memfd = -1;
+
+	struct hetmm_pagemap_desc desc = {
+		.type = type,
+		.nr_pages = nr_pages,
+		.ops = &emu_ops,
+		.drvdata = emu,
+		.owner = emu,
+	};
+	/* Validate the type before paying for the memory. */
+	int rc = type < HETMM_MEMORY_DEVICE_PRIVATE ||
+		 type > HETMM_MEMORY_PCI_P2PDMA ? -EINVAL :
+		 type != HETMM_MEMORY_DEVICE_PRIVATE ? -EOPNOTSUPP : 0;
+	if (!rc)
+		rc = emu_map_memory(emu, nr_pages);
+	if (!rc)
+		rc = hetmm_pagemap_add(ctx, &desc, &emu->pgmap);
+	if (rc) {
+		emu_free(emu);
+		return rc;
+	}
+	pthread_mutex_lock(&ctx->lock);
+	emu->next = ctx->emus;
+	ctx->emus = emu;
+	pthread_mutex_unlock(&ctx->lock);
+	*emup = emu;
+	return 0;
+}
+
+static bool emu_unlink(struct hetmm_emu *emu)
+{
+	struct hetmm_ctx *ctx = emu->ctx;
+	bool found = false;
+	pthread_mutex_lock(&ctx->lock);
+	for (struct hetmm_emu **pp = &ctx->emus; *pp; pp = &(*pp)->next) {
+		if (*pp == emu) {
+			*pp = emu->next;
+			found = true;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&ctx->lock);
+	return found;
+}
+
+static void mirror_free(struct hetmm_mirror *m)
+{
+	vtab_destroy(&m->pt);
+	pthread_mutex_destroy(&m->lock);
+	free(m);
+}
+
+/* Unlink and free every mirror of emu. */
+static void emu_drop_mirrors(struct hetmm_emu *emu)
+{
+	struct hetmm_ctx *ctx = emu->ctx;
+	pthread_rwlock_wrlock(&ctx->mirrors_lock);
+	for (struct hetmm_mirror **pp = &ctx->mirrors; *pp;) {
+		struct hetmm_mirror *m = *pp;
+		if (m->emu != emu) {
+			pp = &m->next;
+			continue;
+		}
+		*pp = m->next;
+		mirror_free(m);
+	}
+	pthread_rwlock_unlock(&ctx->mirrors_lock);
+}
+
+int hetmm_emu_destroy(struct hetmm_emu *emu)
+{
+	if (!emu)
+		return -EINVAL;
+	int rc = hetmm_pagemap_remove(emu->pgmap);
+	if (rc)
+		return rc;
+	if (!emu_unlink(emu))
+		return -EINVAL;
+	emu_drop_mirrors(emu);
+	emu_free(emu);
+	return 0;
+}
+
+void emu_destroy_all(struct hetmm_ctx *ctx)
+{
+	for (;;) {
+		pthread_mutex_lock(&ctx->lock);
+		struct hetmm_emu *emu = ctx->emus;
+		pthread_mutex_unlock(&ctx->lock);
+		if (!emu || hetmm_emu_destroy(emu))
+			return;
+	}
+}
+
+int hetmm_emu_pagemap(struct hetmm_emu *emu, struct hetmm_pagemap **pgmapp)
+{
+	if (!emu || !pgmapp)
+		return -EINVAL;
+	*pgmapp = emu->pgmap;
+	return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Mirrors
+ */
+
+int hetmm_mirror_create(struct hetmm_emu *emu, struct hetmm_mirror **mirrorp)
+{
+	if (!emu || !mirrorp)
+		return -EINVAL;
+	struct hetmm_mirror *m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	m->emu = emu;
+	pthread_mutex_init(&m->lock, NULL);
+	vtab_init(&m->pt);
+	struct hetmm_ctx *ctx = emu->ctx;
+	pthread_rwlock_wrlock(&ctx->mirrors_lock);
+	m->next = ctx->mirrors;
+	ctx->mirrors = m;
+	pthread_rwlock_unlock(&ctx->mirrors_lock);
+	*mirrorp = m;
+	return 0;
+}
+
+int hetmm_mirror_destroy(struct hetmm_mirror *mirror)
+{
+	if (!mirror)
+		return -EINVAL;
+	struct hetmm_ctx *ctx = mirror->emu->ctx;
+	bool found = false;
+	pthread_rwlock_wrlock(&ctx->mirrors_lock);
+	for (struct hetmm_mirror **pp = &ctx->mirrors; *pp;
+	     pp = &(*pp)->next) {
+		if (*pp == mirror) {
+			*pp = mirror->next;
+			found = true;
+			break;
+		}
+	}
+	pthread_rwlock_unlock(&ctx->mirrors_lock);
+	if (!found)
+		return -EINVAL;
+	mirror_free(mirror);
+	return 0;
+}
+
+static int clear_entry(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
+{
+	(void)arg;
+	(void)vpn;
+	atomic_store_explicit(slot, 0, memory_order_relaxed);
+	return 0;
+}
+
+static void mirror_clear(struct hetmm_mirror *m, uintptr_t start,
+			 uintptr_t end)
+{
+	vtab_for_each(&m->pt, addr_to_vpn(start), addr_to_vpn(end),
+		      clear_entry, NULL);
+}
+
+void mirrors_invalidate(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	pthread_rwlock_rdlock(&ctx->mirrors_lock);
+	for (struct hetmm_mirror *m = ctx->mirrors; m; m = m->next) {
+		pthread_mutex_lock(&m->lock);
+		mirror_clear(m, start, end);
+		pthread_mutex_unlock(&m->lock);
+	}
+	pthread_rwlock_unlock(&ctx->mirrors_lock);
+}
+
+/*
+ * Store the entries of one range fault.  A device entry is kept only if
+ * the shadow still names that frame, unclaimed: with our lock held, the
+ * frame cannot be freed before an invalidation removes the entry again.
+ */
+static int mirror_store(struct hetmm_mirror *m, uint64_t vpn, size_t n,
+			const uint64_t *ents)
+{
+	struct hetmm_ctx *ctx = m->emu->ctx;
+	int rc = 0;
+	pthread_mutex_lock(&m->lock);
+	for (size_t i = 0; i < n; i++) {
+		uint64_t e = ents[i];
+		if ((e & MENT_DEVICE) &&
+		    vtab_get(&ctx->shadow, vpn + i) !=
+		    (SHADOW_DEVICE | shadow_pfn(e)))
+			continue;   /* moved meanwhile; the next use refaults */
+		_Atomic uint64_t *slot = vtab_slot(&m->pt, vpn + i, true);
+		if (!slot) {
+			rc = -ENOMEM;
+			break;
+		}
+		atomic_store_explicit(slot, e, memory_order_relaxed);
+	}
+	pthread_mutex_unlock(&m->lock);
+	return rc;
+}
+
+/* Fault the rest of a request into the mirror: one fault, however long. */
+static int mirror_fault(struct hetmm_mirror *m, uint64_t vpn, size_t npages,
+			bool write)
+{
+	uint64_t ents[CHUNK_PAGES];
+	for (size_t done = 0; done < npages;) {
+		size_t n = MIN(npages - done, (size_t)CHUNK_PAGES);
+		int rc = range_fault(m->emu->ctx, m->emu, vpn_to_addr(vpn + done),
+				     n, write, ents);
+		if (!rc)
+			rc = mirror_store(m, vpn + done, n, ents);
+		if (rc)
+			return rc;
+		done += n;
+	}
+	return 0;
+}
+
+/* Copy a run of system pages between the process and buf. */
+static int mirror_copy_system(uintptr_t addr, char *buf, size_t n, bool write)
+{
+	struct iovec local = { .iov_base = buf, .iov_len = n * PAGE_SIZE };
+	struct iovec remote = { .iov_base = (void *)addr,
+				.iov_len = n * PAGE_SIZE };
+	ssize_t got = write ? process_vm_writev(getpid(), &local, 1, &remote,
+						1, 0)
+			    : process_vm_readv(getpid(), &local, 1, &remote,
+					       1, 0);
+	if (got < 0)
+		return -errno;
+	return (size_t)got == n * PAGE_SIZE ? 0 : -EFAULT;
+}
+
+static bool entry_usable(uint64_t e, bool write)
+{
+	return (e & MENT_VALID) && (!write || (e & MENT_WRITE));
+}
+
+/* How many entries from vpn are usable system entries, up to max. */
+static size_t system_run(struct hetmm_mirror *m, uint64_t vpn, size_t max,
+			 bool write)
+{
+	size_t n = 0;
+	while (n < max) {
+		uint64_t e = vtab_get(&m->pt, vpn + n);
+		if (!entry_usable(e, write) || (e & MENT_DEVICE))
+			break;
+		n++;
+	}
+	return n;
+}
+
+/* Retries of one page before giving up: each one is a full range fault
+ * that something undid before we could use it. */
+#define MIRROR_RETRIES 64
+
+static int mirror_access(struct hetmm_mirror *m, uintptr_t addr, char *buf,
+			 uint64_t npages, bool write, uint64_t *faults)
+{
+	struct hetmm_emu *emu = m->emu;
+	uint64_t vpn = addr_to_vpn(addr);
+	uint64_t nfaults = 0;
+	unsigned retries = 0;
+	int rc = 0;
+
+	for (uint64_t i = 0; i < npages;) {
+		if (retries > MIRROR_RETRIES) {
+			rc = -EAGAIN;
+			break;
+		}
+		pthread_mutex_lock(&m->lock);
+		uint64_t e = vtab_get(&m->pt, vpn + i);
+		if (!entry_usable(e, write)) {
+			pthread_mutex_unlock(&m->lock);
+			rc = mirror_fault(m, vpn + i, npages - i, write);
+			if (rc)
+				break;
+			nfaults++;
+			retries++;
+			continue;
+		}
+		if (e & MENT_DEVICE) {
+			uint64_t idx;
+			pfn_pagemap(shadow_pfn(e), &idx);
+			char *dev = emu_page(emu, idx);
+			if (write)
+				memcpy(dev, buf + i * PAGE_SIZE, PAGE_SIZE);
+			else
+				memcpy(buf + i * PAGE_SIZE, dev, PAGE_SIZE);
+			pthread_mutex_unlock(&m->lock);
+			i++;
+			retries = 0;
+			continue;
+		}
+		pthread_mutex_unlock(&m->lock);
+		size_t n = system_run(m, vpn + i, MIN(npages - i,
+						      (uint64_t)CHUNK_PAGES),
+				      write);
+		if (n && !mirror_copy_system(vpn_to_addr(vpn + i),
+					     buf + i * PAGE_SIZE, n, write)) {
+			i += n;
+			retries = 0;
+			continue;
+		}
+		/* The CPU side changed under the entry: drop it, refault. */
+		pthread_mutex_lock(&m->lock);
+		mirror_clear(m, vpn_to_addr(vpn + i), vpn_to_addr(vpn + i + 1));
+		pthread_mutex_unlock(&m->lock);
+		retries++;
+	}
+	if (faults)
+		*faults = nfaults;
+	return rc;
+}
+
+static int check_mirror_args(struct hetmm_mirror *m, const void *addr,
+			     const void *buf, uint64_t npages)
+{
+	if (!m || !buf || !npages || npages > (SIZE_MAX >> PAGE_SHIFT))
+		return -EINVAL;
+	return check_user_range(addr, npages << PAGE_SHIFT);
+}
+
+int hetmm_mirror_read(struct hetmm_mirror *mirror, const void *addr,
+		      void *buf, uint64_t npages, uint64_t *faults)
+{
+	int rc = check_mirror_args(mirror, addr, buf, npages);
+	if (rc)
+		return rc;
+	return mirror_access(mirror, (uintptr_t)addr, buf, npages, false,
+			     faults);
+}
+
+int hetmm_mirror_write(struct hetmm_mirror *mirror, void *addr,
+		       const void *buf, uint64_t npages, uint64_t *faults)
+{
+	int rc = check_mirror_args(mirror, addr, buf, npages);
+	if (rc)
+		return rc;
+	return mirror_access(mirror, (uintptr_t)addr, (char *)buf, npages, true,
+			     faults);
+}
+
+int hetmm_mirror_snapshot(struct hetmm_mirror *mirror, const void *addr,
+			  uint64_t npages, uint8_t *prot)
+{
+	int rc = check_mirror_args(mirror, addr, prot, npages);
+	if (rc)
+		return rc;
+	return range_snapshot(mirror->emu->ctx, mirror->emu, (uintptr_t)addr,
+			      npages, prot);
+}

@@ -1,0 +1,185 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fault.c - the fault engine: one thread per context resolves every
+ * userfaultfd fault of the context's registered ranges.
+ *
+ * A MISSING fault on a device-resident page is the CPU touching
+ * device-private memory (the kernel's do_swap_page -> migrate_to_ram):
+ * the page comes back, with fault-around, before the thread resumes.  A
+ * MISSING fault on any other page of a registered range is a hole and gets
+ * a zero page.  A write-protect fault is a write racing a migration to the
+ * device; the migration wakes it when it commits.
+ *
+ * The handler never blocks on a page another thread holds BUSY: whoever
+ * set BUSY wakes the range when it lets go.  It allocates nothing and
+ * takes no lock on the fault path, except the mirrors' when a page leaves
+ * a device that mirrors may be using.
+ */
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "compat.h"
+#include "internal.h"
+
+/*
+ * Adaptive fault-around.  A fault that lands where a recent stream of
+ * faults predicted doubles that stream's window, up to fault_around_max;
+ * any other fault starts a new stream of one page.  A sequential scan of
+ * 1 GiB thus costs about 520 round trips instead of 262144, while a random
+ * access pays for exactly the page it touches.
+ */
+static size_t fault_window(struct hetmm_ctx *ctx, uintptr_t addr)
+{
+	for (unsigned i = 0; i < FAULT_STREAMS; i++) {
+		struct fault_stream *s = &ctx->streams[i];
+		if (s->next != addr)
+			continue;
+		s->window = MIN(s->window * 2, ctx->fault_around_max);
+		return s->window;
+	}
+	struct fault_stream *s = &ctx->streams[ctx->stream_next++ %
+					       FAULT_STREAMS];
+	s->next = addr;
+	s->window = 1;
+	return 1;
+}
+
+static void fault_window_advance(struct hetmm_ctx *ctx, uintptr_t addr,
+				 uintptr_t next)
+{
+	for (unsigned i = 0; i < FAULT_STREAMS; i++)
+		if (ctx->streams[i].next == addr) {
+			ctx->streams[i].next = next;
+			return;
+		}
+}
+
+static void fault_back(struct hetmm_ctx *ctx, uintptr_t addr)
+{
+	uint64_t vpn = addr_to_vpn(addr);
+	size_t window = fault_window(ctx, addr);
+	size_t n = claim_device_run(ctx, vpn, window, ctx->fault_claims);
+	if (n == 0)
+		return;   /* someone else holds it and will wake us */
+	void *staging = ctx->fault_staging;
+	size_t got = migrate_back_claimed(ctx, vpn, n, ctx->fault_claims,
+					  &staging);
+	fault_window_advance(ctx, addr, addr + n * PAGE_SIZE);
+	STAT_ADD(ctx, fault_pages, got);
+}
+
+/* A hole in a registered range: fill it as the kernel would have. */
+static void fault_zero(struct hetmm_ctx *ctx, uintptr_t addr, bool write)
+{
+	_Atomic uint64_t *slot = vtab_slot(&ctx->shadow, addr_to_vpn(addr),
+					   true);
+	uint64_t e = 0;
+	if (!slot || !atomic_compare_exchange_strong(slot, &e, SHADOW_BUSY)) {
+		/* Changed under us; the new owner wakes us, or, with no slot
+		 * at all, waking lets the thread retry. */
+		if (!slot)
+			uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
+		return;
+	}
+	/* A write would take a second fault to break a zero-page mapping,
+	 * so give it a private zeroed page at once. */
+	int rc = write ? (int)uffd_copy(ctx->uffd.fd, addr, ctx->zero_src,
+					PAGE_SIZE, true)
+		       : uffd_zeropage(ctx->uffd.fd, addr, PAGE_SIZE);
+	atomic_store_explicit(slot, 0, memory_order_release);
+	if (rc < 0)
+		uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
+	else
+		STAT_ADD(ctx, fault_zero, 1);
+}
+
+static void handle_pagefault(struct hetmm_ctx *ctx, const struct uffd_msg *m)
+{
+	uintptr_t addr = (uintptr_t)m->arg.pagefault.address & PAGE_MASK;
+	uint64_t flags = m->arg.pagefault.flags;
+
+	STAT_ADD(ctx, faults, 1);
+	if (addr == (uintptr_t)ctx->doorbell) {
+		uffd_zeropage(ctx->uffd.fd, addr, PAGE_SIZE);
+		return;
+	}
+	uint64_t e = vtab_get(&ctx->shadow, addr_to_vpn(addr));
+	if (flags & UFFD_PAGEFAULT_FLAG_WP) {
+		/* BUSY: a migration holds it and lifts the protection. */
+		if (!(e & SHADOW_BUSY))
+			uffd_writeprotect(ctx->uffd.fd, addr, PAGE_SIZE, false);
+		return;
+	}
+	if (e & SHADOW_BUSY) {
+		/* A migrating thread reading a page the process zapped
+		 * under it: the kernel would have read zeroes. */
+		if (!(e & SHADOW_DEVICE) &&
+		    is_migrator(ctx, (pid_t)m->arg.pagefault.feat.ptid))
+			uffd_zeropage(ctx->uffd.fd, addr, PAGE_SIZE);
+		return;
+	}
+	if (e & SHADOW_DEVICE)
+		fault_back(ctx, addr);
+	else
+		fault_zero(ctx, addr, flags & UFFD_PAGEFAULT_FLAG_WRITE);
+}
+
+static void *fault_handler_main(void *arg)
+{
+	struct hetmm_ctx *ctx = arg;
+	struct uffd_msg msgs[32];
+
+	while (!atomic_load_explicit(&ctx->stopping, memory_order_acquire)) {
+		ssize_t got = read(ctx->uffd.fd, msgs, sizeof(msgs));
+		if (got < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			break;
+		}
+		size_t n = (size_t)got / sizeof(msgs[0]);
+		for (size_t i = 0; i < n; i++)
+			if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
+				handle_pagefault(ctx, &msgs[i]);
+	}
+	return NULL;
+}
+
+int fault_handler_start(struct hetmm_ctx *ctx)
+{
+	ctx->doorbell = mmap(NULL, PAGE_SIZE, PROT_READ,
+			     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (ctx->doorbell == MAP_FAILED) {
+		ctx->doorbell = NULL;
+		return -ENOMEM;
+	}
+	int rc = uffd_register(ctx->uffd.fd, (uintptr_t)ctx->doorbell,
+			       PAGE_SIZE, UFFDIO_REGISTER_MODE_MISSING, NULL);
+	if (rc)
+		return rc;
+	rc = -pthread_create(&ctx->handler, NULL, fault_handler_main, ctx);
+	if (rc)
+		return rc;
+	ctx->handler_running = true;
+	return 0;
+}
+
+/*
+ * The handler sleeps in a blocking read(); the way to reach it is a fault.
+ * Raise the stop flag, then touch the doorbell page: the handler resolves
+ * that last fault, sees the flag and leaves.
+ */
+void fault_handler_stop(struct hetmm_ctx *ctx)
+{
+	if (ctx->handler_running) {
+		atomic_store_explicit(&ctx->stopping, true,
+				      memory_order_release);
+		(void)*(volatile const char *)ctx->doorbell;
+		pthread_join(ctx->handler, NULL);
+		ctx->handler_running = false;
+	}
+	if (ctx->doorbell)
+		munmap(ctx->doorbell, PAGE_SIZE);
+	ctx->doorbell = NULL;
+}

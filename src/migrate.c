@@ -1,0 +1,594 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * migrate.c - moving process pages to device memory and back.
+ *
+ * To the device, per chunk of at most 2 MiB, in the kernel's three phases:
+ *
+ *   collect  claim each page's shadow entry (0 -> BUSY); pages that are
+ *            pinned, on a device or claimed by someone else are skipped.
+ *            Allocate device frames, register the range with userfaultfd
+ *            and write-protect the claimed pages.
+ *   copy     copy present pages to the device, zero the frames of holes.
+ *            A CPU write now waits in a write-protect fault, so the bytes
+ *            copied are the bytes the process last wrote.
+ *   commit   zap the pages (MADV_DONTNEED), publish DEVICE | pfn in the
+ *            shadow, then lift the write protection, which wakes every
+ *            waiter.  A woken writer faults again on the now-missing page
+ *            and the handler brings it back with its write to come.
+ *
+ * Back to system memory, a claimed run of device pages is installed with
+ * UFFDIO_COPY (atomically: the page appears filled, then waiters wake),
+ * straight from the device's CPU-readable address when the driver has one.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "compat.h"
+#include "internal.h"
+
+int check_user_range(const void *addr, size_t len)
+{
+	uintptr_t a = (uintptr_t)addr;
+	if (!addr || !len || (a & ~PAGE_MASK) || (len & ~PAGE_MASK))
+		return -EINVAL;
+	if (a + len < a || a + len > USER_VA_END)
+		return -EINVAL;
+	return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Back to system memory
+ */
+
+size_t claim_device_run(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
+			uint64_t *claims)
+{
+	size_t i;
+	for (i = 0; i < n; i++) {
+		_Atomic uint64_t *slot = vtab_slot(&ctx->shadow, vpn + i,
+						   false);
+		if (!slot)
+			break;
+		uint64_t e = atomic_load_explicit(slot, memory_order_acquire);
+		if (!(e & SHADOW_DEVICE) || (e & SHADOW_BUSY))
+			break;
+		if (!atomic_compare_exchange_strong(slot, &e, e | SHADOW_BUSY))
+			break;
+		claims[i] = e | SHADOW_BUSY;
+	}
+	return i;
+}
+
+static void shadow_store(struct hetmm_ctx *ctx, uint64_t vpn, uint64_t e)
+{
+	_Atomic uint64_t *slot = vtab_slot(&ctx->shadow, vpn, false);
+	atomic_store_explicit(slot, e, memory_order_release);
+}
+
+/* Length of the run of claims from i whose frames are consecutive. */
+static size_t frame_run(const uint64_t *claims, size_t i, size_t n,
+			struct hetmm_pagemap *pgmap, uint64_t idx0)
+{
+	size_t run = 1;
+	while (i + run < n && idx0 + run < pgmap->nr_pages &&
+	       shadow_pfn(claims[i + run]) == shadow_pfn(claims[i]) + run)
+		run++;
+	return run;
+}
+
+/* The device page is gone from the shadow: free its frames. */
+static void release_frames(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+			   uint64_t vpn, uint64_t idx0, size_t run)
+{
+	uint32_t idx[CHUNK_PAGES];
+	mirrors_invalidate(ctx, vpn_to_addr(vpn), vpn_to_addr(vpn + run));
+	for (size_t k = 0; k < run; k++) {
+		idx[k] = (uint32_t)(idx0 + k);
+		shadow_store(ctx, vpn + k, 0);
+	}
+	pagemap_free(pgmap, idx, run);
+	atomic_fetch_sub(&ctx->stats.device_resident, (int64_t)run);
+}
+
+/* Source for UFFDIO_COPY of a run: the device itself, or staging. */
+static const void *run_source(struct hetmm_pagemap *pgmap, uint64_t idx0,
+			      size_t run, void **staging, int *err)
+{
+	if (pgmap->ops->page_address)
+		return pgmap->ops->page_address(pgmap, idx0);
+	if (!*staging) {
+		void *p = mmap(NULL, CHUNK_PAGES * PAGE_SIZE,
+			       PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED) {
+			*err = -ENOMEM;
+			return NULL;
+		}
+		*staging = p;
+	}
+	*err = pgmap->ops->copy_from_device(pgmap, *staging, idx0, run);
+	return *err ? NULL : *staging;
+}
+
+/*
+ * Install one run; returns pages that left the device.  A page the kernel
+ * refuses because its mapping is gone (ENOENT, EFAULT) or was replaced by
+ * a fresh one (EEXIST) has no process page left to restore: its device
+ * copy is dropped, like the kernel's zap of a device-private entry.
+ */
+static size_t install_run(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+			  uint64_t vpn, uint64_t idx0, size_t run,
+			  void **staging, size_t *installed)
+{
+	int err = 0;
+	const char *src = run_source(pgmap, idx0, run, staging, &err);
+	if (!src)
+		return 0;
+
+	uintptr_t dst = vpn_to_addr(vpn);
+	size_t done = 0;
+	while (done < run) {
+		long got = uffd_copy(ctx->uffd.fd, dst + done * PAGE_SIZE,
+				     src + done * PAGE_SIZE,
+				     (run - done) * PAGE_SIZE, true);
+		if (got > 0) {
+			*installed += (size_t)got / PAGE_SIZE;
+			done += (size_t)got / PAGE_SIZE;
+			continue;
+		}
+		if (got != -EEXIST && got != -ENOENT && got != -EFAULT)
+			break;
+		uffd_wake(ctx->uffd.fd, dst + done * PAGE_SIZE, PAGE_SIZE);
+		done++;
+	}
+	if (done)
+		release_frames(ctx, pgmap, vpn, idx0, done);
+	return done;
+}
+
+size_t migrate_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
+			    const uint64_t *claims, void **staging)
+{
+	size_t installed = 0;
+	size_t i = 0;
+	while (i < n) {
+		uint64_t idx0;
+		struct hetmm_pagemap *pgmap =
+			pfn_pagemap(shadow_pfn(claims[i]), &idx0);
+		size_t run = frame_run(claims, i, n, pgmap, idx0);
+		size_t gone = install_run(ctx, pgmap, vpn + i, idx0, run,
+					  staging, &installed);
+		/* Pages that could not be installed stay on the device. */
+		for (size_t k = gone; k < run; k++)
+			shadow_store(ctx, vpn + i + k,
+				     claims[i + k] & ~SHADOW_BUSY);
+		if (gone < run)
+			uffd_wake(ctx->uffd.fd, vpn_to_addr(vpn + i + gone),
+				  (run - gone) * PAGE_SIZE);
+		i += run;
+	}
+	STAT_ADD(ctx, to_system_pages, installed);
+	return installed;
+}
+
+static void report_status(struct hetmm_migrate_report *rep, size_t page,
+			  enum hetmm_migrate_status st)
+{
+	if (!rep)
+		return;
+	if (st == HETMM_MIGRATE_MOVED)
+		rep->moved++;
+	else
+		rep->skipped++;
+	if (rep->status)
+		rep->status[page] = (uint8_t)st;
+}
+
+int migrate_back_range(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end,
+		       struct hetmm_migrate_report *rep)
+{
+	uint64_t claims[CHUNK_PAGES];
+	void *staging = NULL;
+	uint64_t first = addr_to_vpn(start), last = addr_to_vpn(end);
+	size_t moved = 0;
+
+	for (uint64_t vpn = first; vpn < last;) {
+		size_t page = vpn - first;
+		uint64_t e = vtab_get(&ctx->shadow, vpn);
+		if (!(e & SHADOW_DEVICE) || (e & SHADOW_BUSY)) {
+			report_status(rep, page, (e & SHADOW_BUSY) ?
+				      HETMM_MIGRATE_SKIP_BUSY :
+				      HETMM_MIGRATE_SKIP_SYSTEM);
+			vpn++;
+			continue;
+		}
+		size_t want = MIN((size_t)(last - vpn), (size_t)CHUNK_PAGES);
+		size_t n = claim_device_run(ctx, vpn, want, claims);
+		if (n == 0)
+			continue;   /* lost a race; look at the page again */
+		size_t got = migrate_back_claimed(ctx, vpn, n, claims,
+						  &staging);
+		for (size_t k = 0; k < n; k++)
+			report_status(rep, page + k, k < got ?
+				      HETMM_MIGRATE_MOVED :
+				      HETMM_MIGRATE_SKIP_BUSY);
+		moved += got;
+		vpn += n;
+	}
+	if (staging)
+		munmap(staging, CHUNK_PAGES * PAGE_SIZE);
+	return moved ? 0 : -ENOENT;
+}
+
+int hetmm_migrate_to_system(struct hetmm_ctx *ctx, void *addr, size_t len,
+			    struct hetmm_migrate_report *report)
+{
+	if (!ctx)
+		return -EINVAL;
+	int rc = check_user_range(addr, len);
+	if (rc)
+		return rc;
+	uintptr_t start = (uintptr_t)addr, end = start + len;
+	rc = vma_check_accessible(&ctx->vmaq, start, end);
+	if (rc)
+		return rc;
+	if (report) {
+		report->moved = 0;
+		report->skipped = 0;
+	}
+	return migrate_back_range(ctx, start, end, report);
+}
+
+/* ------------------------------------------------------------------------
+ * To the device
+ */
+
+struct chunk {
+	uintptr_t start;
+	uint64_t vpn;
+	size_t n;
+	uint8_t status[CHUNK_PAGES];    /* 0 while claimed */
+	uint32_t frame[CHUNK_PAGES];    /* per page */
+	uint32_t frames[CHUNK_PAGES];   /* as allocated */
+	size_t nframes;
+	uint8_t pflags[CHUNK_PAGES];
+};
+
+static enum hetmm_migrate_status classify_unclaimable(uint64_t e,
+		struct hetmm_pagemap *pgmap)
+{
+	if (e & SHADOW_BUSY)
+		return HETMM_MIGRATE_SKIP_BUSY;
+	if (e & SHADOW_DEVICE) {
+		uint64_t idx;
+		return pfn_pagemap(shadow_pfn(e), &idx) == pgmap ?
+		       HETMM_MIGRATE_ALREADY : HETMM_MIGRATE_SKIP_OTHER_DEVICE;
+	}
+	return HETMM_MIGRATE_SKIP_PINNED;
+}
+
+static size_t chunk_collect(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+			    struct chunk *c)
+{
+	size_t claimed = 0;
+	for (size_t i = 0; i < c->n; i++) {
+		_Atomic uint64_t *slot = vtab_slot(&ctx->shadow, c->vpn + i,
+						   true);
+		uint64_t e = 0;
+		if (!slot) {
+			c->status[i] = HETMM_MIGRATE_SKIP_NOMEM;
+			continue;
+		}
+		if (atomic_compare_exchange_strong(slot, &e, SHADOW_BUSY)) {
+			c->status[i] = 0;
+			claimed++;
+		} else {
+			c->status[i] = (uint8_t)classify_unclaimable(e, pgmap);
+		}
+	}
+	return claimed;
+}
+
+/* Apply fn to each maximal run of claimed pages of the chunk. */
+static int for_each_claimed_run(struct chunk *c,
+				int (*fn)(struct hetmm_ctx *, struct chunk *,
+					  size_t, size_t),
+				struct hetmm_ctx *ctx)
+{
+	for (size_t i = 0; i < c->n;) {
+		if (c->status[i]) {
+			i++;
+			continue;
+		}
+		size_t run = 1;
+		while (i + run < c->n && !c->status[i + run])
+			run++;
+		int rc = fn(ctx, c, i, run);
+		if (rc)
+			return rc;
+		i += run;
+	}
+	return 0;
+}
+
+static int run_wp(struct hetmm_ctx *ctx, struct chunk *c, size_t i, size_t n)
+{
+	return uffd_writeprotect(ctx->uffd.fd, c->start + i * PAGE_SIZE,
+				 n * PAGE_SIZE, true);
+}
+
+/* Lifting write protection also wakes every fault waiting in the run. */
+static int run_unwp(struct hetmm_ctx *ctx, struct chunk *c, size_t i,
+		    size_t n)
+{
+	uintptr_t a = c->start + i * PAGE_SIZE;
+	if (uffd_writeprotect(ctx->uffd.fd, a, n * PAGE_SIZE, false))
+		uffd_wake(ctx->uffd.fd, a, n * PAGE_SIZE);
+	return 0;
+}
+
+static int run_zap(struct hetmm_ctx *ctx, struct chunk *c, size_t i, size_t n)
+{
+	(void)ctx;
+	return madvise((void *)(c->start + i * PAGE_SIZE), n * PAGE_SIZE,
+		       MADV_DONTNEED) ? -errno : 0;
+}
+
+static bool page_has_data(uint8_t pflags)
+{
+	return pflags & (PG_PRESENT | PG_SWAPPED);
+}
+
+/* Copy runs with consecutive frames and the same data-or-hole state. */
+static int chunk_copy(struct hetmm_pagemap *pgmap, struct chunk *c,
+		      const char *zero_src)
+{
+	for (size_t i = 0; i < c->n;) {
+		if (c->status[i]) {
+			i++;
+			continue;
+		}
+		bool data = page_has_data(c->pflags[i]);
+		size_t run = 1;
+		while (i + run < c->n && !c->status[i + run] &&
+		       c->frame[i + run] == c->frame[i] + run &&
+		       page_has_data(c->pflags[i + run]) == data)
+			run++;
+		const void *src = data ? (const void *)(c->start + i * PAGE_SIZE)
+				       : zero_src;
+		int rc = pgmap->ops->copy_to_device(pgmap, c->frame[i], src,
+						    run);
+		if (rc)
+			return rc < 0 ? rc : -EIO;
+		i += run;
+	}
+	return 0;
+}
+
+/* Wake every waiter of the chunk: claims it saw BUSY are gone. */
+static void chunk_wake(struct hetmm_ctx *ctx, struct chunk *c)
+{
+	uffd_wake(ctx->uffd.fd, c->start, c->n * PAGE_SIZE);
+}
+
+/* Give back the claims and frames of a chunk that could not commit. */
+static void chunk_abort(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+			struct chunk *c)
+{
+	for (size_t i = 0; i < c->n; i++)
+		if (!c->status[i])
+			shadow_store(ctx, c->vpn + i, 0);
+	/* Unclaim first, then lift the protection, which wakes waiters:
+	 * a waiter woken earlier would fault on BUSY and sleep again. */
+	for_each_claimed_run(c, run_unwp, ctx);
+	pagemap_free(pgmap, c->frames, c->nframes);
+	for (size_t i = 0; i < c->n; i++)
+		if (!c->status[i])
+			c->status[i] = HETMM_MIGRATE_SKIP_BUSY;
+}
+
+/* Frames for the claimed pages, in order; the rest are left unclaimed. */
+static void chunk_alloc_frames(struct hetmm_ctx *ctx,
+			       struct hetmm_pagemap *pgmap, struct chunk *c,
+			       size_t claimed)
+{
+	c->nframes = pagemap_alloc(pgmap, c->frames, claimed);
+	size_t k = 0;
+	bool unclaimed = false;
+	for (size_t i = 0; i < c->n; i++) {
+		if (c->status[i])
+			continue;
+		if (k < c->nframes) {
+			c->frame[i] = c->frames[k++];
+			continue;
+		}
+		shadow_store(ctx, c->vpn + i, 0);
+		c->status[i] = HETMM_MIGRATE_SKIP_NOMEM;
+		unclaimed = true;
+	}
+	if (unclaimed)
+		chunk_wake(ctx, c);
+}
+
+static void chunk_commit(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+			 struct chunk *c)
+{
+	size_t moved = 0;
+	for (size_t i = 0; i < c->n; i++) {
+		if (c->status[i])
+			continue;
+		struct hetmm_page *p = &pgmap->pages[c->frame[i]];
+		atomic_store(&p->refcount, 1);
+		atomic_store(&p->owner, (c->start + i * PAGE_SIZE) |
+			     HETMM_PAGE_ALLOCATED);
+	}
+	/* Zap before publishing: a fault that sees DEVICE must find the
+	 * page already gone from the CPU page table. */
+	for_each_claimed_run(c, run_zap, ctx);
+	for (size_t i = 0; i < c->n; i++) {
+		if (c->status[i])
+			continue;
+		shadow_store(ctx, c->vpn + i, SHADOW_DEVICE |
+			     pagemap_pfn(pgmap, c->frame[i]));
+		moved++;
+	}
+	for_each_claimed_run(c, run_unwp, ctx);
+	for (size_t i = 0; i < c->n; i++)
+		if (!c->status[i])
+			c->status[i] = HETMM_MIGRATE_MOVED;
+	atomic_fetch_add(&ctx->stats.device_resident, (int64_t)moved);
+	STAT_ADD(ctx, to_device_pages, moved);
+}
+
+static int chunk_to_device(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+			   struct chunk *c)
+{
+	size_t claimed = chunk_collect(ctx, pgmap, c);
+	if (!claimed)
+		return 0;
+	chunk_alloc_frames(ctx, pgmap, c, claimed);
+	if (!c->nframes)
+		return 0;
+
+	int rc = uffd_register(ctx->uffd.fd, c->start, c->n * PAGE_SIZE,
+			       UFFDIO_REGISTER_MODE_MISSING |
+			       UFFDIO_REGISTER_MODE_WP, NULL);
+	if (rc) {
+		chunk_abort(ctx, pgmap, c);
+		return rc;
+	}
+	rc = for_each_claimed_run(c, run_wp, ctx);
+	if (rc) {
+		chunk_abort(ctx, pgmap, c);
+		return rc;
+	}
+	/* The device must not keep using the CPU copy it is replacing. */
+	mirrors_invalidate(ctx, c->start, c->start + c->n * PAGE_SIZE);
+
+	rc = vma_page_flags(&ctx->vmaq, c->start, c->n, c->pflags);
+	if (!rc) {
+		pid_t tid = gettid();
+		migrator_enter(ctx, tid);
+		rc = chunk_copy(pgmap, c, ctx->zero_src);
+		migrator_leave(ctx, tid);
+	}
+	if (rc) {
+		chunk_abort(ctx, pgmap, c);
+		return rc;
+	}
+	chunk_commit(ctx, pgmap, c);
+	return 0;
+}
+
+struct to_device_totals {
+	size_t moved;
+	size_t nomem;
+};
+
+static void chunk_report(struct chunk *c, size_t page0,
+			 struct hetmm_migrate_report *rep,
+			 struct to_device_totals *t, struct hetmm_ctx *ctx)
+{
+	size_t skipped = 0;
+	for (size_t i = 0; i < c->n; i++) {
+		report_status(rep, page0 + i,
+			      (enum hetmm_migrate_status)c->status[i]);
+		if (c->status[i] == HETMM_MIGRATE_MOVED)
+			t->moved++;
+		else
+			skipped++;
+		if (c->status[i] == HETMM_MIGRATE_SKIP_NOMEM)
+			t->nomem++;
+	}
+	STAT_ADD(ctx, skipped_pages, skipped);
+}
+
+static void report_fill(struct hetmm_migrate_report *rep, size_t page0,
+			size_t n, enum hetmm_migrate_status st,
+			struct hetmm_ctx *ctx)
+{
+	for (size_t i = 0; i < n; i++)
+		report_status(rep, page0 + i, st);
+	STAT_ADD(ctx, skipped_pages, n);
+}
+
+/* Chunks end at 2 MiB boundaries so that huge pages are zapped whole. */
+static size_t chunk_pages(uintptr_t a, uintptr_t end)
+{
+	uintptr_t boundary = (a + CHUNK_PAGES * PAGE_SIZE) &
+			     ~(uintptr_t)(CHUNK_PAGES * PAGE_SIZE - 1);
+	return (MIN(boundary, end) - a) >> PAGE_SHIFT;
+}
+
+static int migrate_segment(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+			   uintptr_t a, uintptr_t end, size_t page0,
+			   struct hetmm_migrate_report *rep,
+			   struct to_device_totals *t)
+{
+	struct chunk c;
+	while (a < end) {
+		c.start = a;
+		c.vpn = addr_to_vpn(a);
+		c.n = chunk_pages(a, end);
+		int rc = chunk_to_device(ctx, pgmap, &c);
+		if (rc)
+			return rc;
+		chunk_report(&c, page0, rep, t, ctx);
+		page0 += c.n;
+		a += c.n * PAGE_SIZE;
+	}
+	return 0;
+}
+
+int hetmm_migrate_to_device(struct hetmm_pagemap *pgmap, void *addr,
+			    size_t len, struct hetmm_migrate_report *report)
+{
+	if (!pgmap)
+		return -EINVAL;
+	int rc = check_user_range(addr, len);
+	if (rc)
+		return rc;
+	struct hetmm_ctx *ctx = pgmap->ctx;
+	if (!(ctx->uffd.features & UFFD_FEATURE_PAGEFAULT_FLAG_WP))
+		return -EOPNOTSUPP;
+	uintptr_t start = (uintptr_t)addr, end = start + len;
+	rc = vma_check_accessible(&ctx->vmaq, start, end);
+	if (rc)
+		return rc;
+	rc = pagemap_get(pgmap);
+	if (rc)
+		return rc;
+	if (report) {
+		report->moved = 0;
+		report->skipped = 0;
+	}
+
+	struct to_device_totals t = { 0, 0 };
+	struct vma v;
+	for (uintptr_t a = start; a < end && !rc; a = v.end) {
+		rc = vma_find(&ctx->vmaq, a, &v);
+		if (rc) {
+			rc = -EINVAL;   /* unmapped while we worked */
+			break;
+		}
+		uintptr_t seg_end = MIN(v.end, end);
+		size_t page0 = (a - start) >> PAGE_SHIFT;
+		if (vma_is_private_anon(&v))
+			rc = migrate_segment(ctx, pgmap, a, seg_end, page0,
+					     report, &t);
+		else
+			report_fill(report, page0, (seg_end - a) >> PAGE_SHIFT,
+				    (v.flags & VMA_SHARED) ?
+				    HETMM_MIGRATE_SKIP_SHARED :
+				    HETMM_MIGRATE_SKIP_FILE, ctx);
+	}
+	pagemap_put(pgmap);
+	if (rc)
+		return rc;
+	if (t.moved)
+		return 0;
+	return t.nomem ? -ENOMEM : -ENOENT;
+}

@@ -1,0 +1,319 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pagemap.c - hot-added device memory: frame numbers, metadata, frames.
+ *
+ * Like memremap_pages(), hot-add gives a range of device memory a place in
+ * one frame-number space shared by every pagemap of the process: pagemap
+ * number s owns the frame numbers [s << 32, (s << 32) + nr_pages).  The
+ * section table turns a frame number into its pagemap with one load, and
+ * any number outside a live section fails cleanly with -ENXIO.
+ */
+#include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+static pthread_rwlock_t sections_lock = PTHREAD_RWLOCK_INITIALIZER;
+static _Atomic(struct hetmm_pagemap *) sections[PFN_MAX_SECTIONS];
+
+int hetmm_page_metadata_size(void)
+{
+	return (int)sizeof(struct hetmm_page);
+}
+
+static int section_alloc(struct hetmm_pagemap *pgmap)
+{
+	int rc = -ENOSPC;
+	pthread_rwlock_wrlock(&sections_lock);
+	/* Section 0 stays empty so that frame number 0 is never valid. */
+	for (unsigned s = 1; s < PFN_MAX_SECTIONS; s++) {
+		if (atomic_load(&sections[s]))
+			continue;
+		pgmap->section = s;
+		atomic_store_explicit(&sections[s], pgmap, memory_order_release);
+		rc = 0;
+		break;
+	}
+	pthread_rwlock_unlock(&sections_lock);
+	return rc;
+}
+
+static void section_free(struct hetmm_pagemap *pgmap)
+{
+	pthread_rwlock_wrlock(&sections_lock);
+	atomic_store_explicit(&sections[pgmap->section], NULL,
+			      memory_order_release);
+	pthread_rwlock_unlock(&sections_lock);
+}
+
+struct hetmm_pagemap *pfn_pagemap(uint64_t pfn, uint64_t *index)
+{
+	uint64_t s = pfn >> PFN_SECTION_SHIFT;
+	if (s == 0 || s >= PFN_MAX_SECTIONS)
+		return NULL;
+	struct hetmm_pagemap *pgmap =
+		atomic_load_explicit(&sections[s], memory_order_acquire);
+	uint64_t idx = pfn & ((1ULL << PFN_SECTION_SHIFT) - 1);
+	if (!pgmap || idx >= pgmap->nr_pages)
+		return NULL;
+	*index = idx;
+	return pgmap;
+}
+
+int hetmm_pfn_to_page(hetmm_pfn_t pfn, struct hetmm_page **pagep)
+{
+	if (!pagep)
+		return -EINVAL;
+	if (!(hetmm_pfn_flags(pfn) & HETMM_PFN_DEV))
+		return -ENXIO;
+	int rc = -ENXIO;
+	uint64_t idx;
+	pthread_rwlock_rdlock(&sections_lock);
+	struct hetmm_pagemap *pgmap = pfn_pagemap(hetmm_pfn_number(pfn), &idx);
+	if (pgmap && !atomic_load(&pgmap->dying)) {
+		*pagep = &pgmap->pages[idx];
+		rc = 0;
+	}
+	pthread_rwlock_unlock(&sections_lock);
+	return rc;
+}
+
+int hetmm_page_get_info(const struct hetmm_page *page,
+			struct hetmm_page_info *info)
+{
+	if (!page || !info)
+		return -EINVAL;
+	int rc = -ENXIO;
+	pthread_rwlock_rdlock(&sections_lock);
+	for (unsigned s = 1; s < PFN_MAX_SECTIONS; s++) {
+		struct hetmm_pagemap *pgmap = atomic_load(&sections[s]);
+		if (!pgmap || page < pgmap->pages ||
+		    page >= pgmap->pages + pgmap->nr_pages)
+			continue;
+		uint64_t owner = atomic_load(&page->owner);
+		info->refcount = atomic_load(&page->refcount);
+		info->pincount = atomic_load(&page->pincount);
+		info->owner = (uintptr_t)(owner & PAGE_MASK);
+		info->flags = (uint32_t)(owner & ~PAGE_MASK);
+		info->pagemap = pgmap;
+		info->index = (uint64_t)(page - pgmap->pages);
+		rc = 0;
+		break;
+	}
+	pthread_rwlock_unlock(&sections_lock);
+	return rc;
+}
+
+static bool type_is_valid(enum hetmm_memory_type type)
+{
+	return type >= HETMM_MEMORY_DEVICE_PRIVATE &&
+	       type <= HETMM_MEMORY_PCI_P2PDMA;
+}
+
+static int check_desc(const struct hetmm_pagemap_desc *d)
+{
+	if (!d || !d->ops || !type_is_valid(d->type))
+		return -EINVAL;
+	if (d->nr_pages == 0 || d->nr_pages > (1ULL << PFN_SECTION_SHIFT))
+		return -EINVAL;
+	if (!d->ops->copy_to_device || !d->ops->copy_from_device)
+		return -EINVAL;
+	/* Only device-private memory is hosted so far. */
+	if (d->type != HETMM_MEMORY_DEVICE_PRIVATE)
+		return -EOPNOTSUPP;
+	return 0;
+}
+
+int hetmm_pagemap_add(struct hetmm_ctx *ctx,
+		      const struct hetmm_pagemap_desc *desc,
+		      struct hetmm_pagemap **pgmapp)
+{
+	if (!ctx || !pgmapp)
+		return -EINVAL;
+	int rc = check_desc(desc);
+	if (rc)
+		return rc;
+
+	struct hetmm_pagemap *pgmap = calloc(1, sizeof(*pgmap));
+	if (!pgmap)
+		return -ENOMEM;
+	pgmap->ctx = ctx;
+	pgmap->type = desc->type;
+	pgmap->nr_pages = desc->nr_pages;
+	pgmap->ops = desc->ops;
+	pgmap->drvdata = desc->drvdata;
+	pgmap->owner = desc->owner;
+	pgmap->pages = calloc(desc->nr_pages, sizeof(struct hetmm_page));
+	pgmap->free_stack = malloc(desc->nr_pages * sizeof(uint32_t));
+	if (!pgmap->pages || !pgmap->free_stack) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	/* Pop order is ascending so that a fresh device hands out
+	 * contiguous frames, which the copy paths batch. */
+	for (uint64_t i = 0; i < desc->nr_pages; i++)
+		pgmap->free_stack[i] = (uint32_t)(desc->nr_pages - 1 - i);
+	pgmap->nr_free = desc->nr_pages;
+	pthread_mutex_init(&pgmap->free_lock, NULL);
+
+	rc = section_alloc(pgmap);
+	if (rc)
+		goto fail_lock;
+
+	pthread_mutex_lock(&ctx->lock);
+	pgmap->next = ctx->pagemaps;
+	ctx->pagemaps = pgmap;
+	pthread_mutex_unlock(&ctx->lock);
+	*pgmapp = pgmap;
+	return 0;
+
+fail_lock:
+	pthread_mutex_destroy(&pgmap->free_lock);
+fail:
+	free(pgmap->pages);
+	free(pgmap->free_stack);
+	free(pgmap);
+	return rc;
+}
+
+size_t pagemap_alloc(struct hetmm_pagemap *pgmap, uint32_t *idx, size_t nr)
+{
+	pthread_mutex_lock(&pgmap->free_lock);
+	size_t n = MIN(nr, pgmap->nr_free);
+	for (size_t i = 0; i < n; i++)
+		idx[i] = pgmap->free_stack[--pgmap->nr_free];
+	pthread_mutex_unlock(&pgmap->free_lock);
+	return n;
+}
+
+void pagemap_free(struct hetmm_pagemap *pgmap, const uint32_t *idx, size_t nr)
+{
+	for (size_t i = 0; i < nr; i++) {
+		struct hetmm_page *p = &pgmap->pages[idx[i]];
+		atomic_store_explicit(&p->owner, 0, memory_order_relaxed);
+		atomic_store_explicit(&p->refcount, 0, memory_order_relaxed);
+		if (pgmap->ops->page_free)
+			pgmap->ops->page_free(pgmap, idx[i]);
+	}
+	pthread_mutex_lock(&pgmap->free_lock);
+	for (size_t i = 0; i < nr; i++)
+		pgmap->free_stack[pgmap->nr_free++] = idx[i];
+	pthread_mutex_unlock(&pgmap->free_lock);
+}
+
+int pagemap_get(struct hetmm_pagemap *pgmap)
+{
+	atomic_fetch_add(&pgmap->users, 1);
+	if (atomic_load(&pgmap->dying)) {
+		atomic_fetch_sub(&pgmap->users, 1);
+		return -ENXIO;
+	}
+	return 0;
+}
+
+void pagemap_put(struct hetmm_pagemap *pgmap)
+{
+	atomic_fetch_sub(&pgmap->users, 1);
+}
+
+/* Is pgmap one of ctx's live pagemaps?  Guards against stale handles. */
+static bool pagemap_is_listed(struct hetmm_ctx *ctx,
+			      struct hetmm_pagemap *pgmap)
+{
+	for (struct hetmm_pagemap *p = ctx->pagemaps; p; p = p->next)
+		if (p == pgmap)
+			return true;
+	return false;
+}
+
+/* Migrate back every allocated page, in runs of consecutive owners. */
+static int pagemap_evacuate(struct hetmm_pagemap *pgmap)
+{
+	for (;;) {
+		bool resident = false;
+		uint64_t i = 0;
+		while (i < pgmap->nr_pages) {
+			uint64_t o = atomic_load(&pgmap->pages[i].owner);
+			if (!(o & HETMM_PAGE_ALLOCATED)) {
+				i++;
+				continue;
+			}
+			resident = true;
+			uintptr_t start = (uintptr_t)(o & PAGE_MASK);
+			uint64_t n = 1;
+			while (i + n < pgmap->nr_pages && n < CHUNK_PAGES &&
+			       (atomic_load(&pgmap->pages[i + n].owner) &
+				PAGE_MASK) == start + n * PAGE_SIZE)
+				n++;
+			int rc = migrate_back_range(pgmap->ctx, start,
+						    start + n * PAGE_SIZE,
+						    NULL);
+			if (rc < 0 && rc != -ENOENT)
+				return rc;
+			i += n;
+		}
+		if (!resident)
+			return 0;
+		/* Pages busy in a racing fault are done on the next pass. */
+		sched_yield();
+	}
+}
+
+int hetmm_pagemap_remove(struct hetmm_pagemap *pgmap)
+{
+	if (!pgmap)
+		return -EINVAL;
+	struct hetmm_ctx *ctx = pgmap->ctx;
+
+	pthread_mutex_lock(&ctx->lock);
+	bool listed = pagemap_is_listed(ctx, pgmap);
+	bool was_dying = listed && atomic_exchange(&pgmap->dying, true);
+	pthread_mutex_unlock(&ctx->lock);
+	if (!listed || was_dying)
+		return -EINVAL;
+
+	/* No new migrations now; let those in flight finish. */
+	while (atomic_load(&pgmap->users))
+		sched_yield();
+
+	int rc = pagemap_evacuate(pgmap);
+	if (rc < 0) {
+		atomic_store(&pgmap->dying, false);
+		return rc;
+	}
+
+	pthread_mutex_lock(&ctx->lock);
+	for (struct hetmm_pagemap **pp = &ctx->pagemaps; *pp;
+	     pp = &(*pp)->next) {
+		if (*pp == pgmap) {
+			*pp = pgmap->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&ctx->lock);
+
+	section_free(pgmap);
+	pthread_mutex_destroy(&pgmap->free_lock);
+	free(pgmap->pages);
+	free(pgmap->free_stack);
+	free(pgmap);
+	return 0;
+}
+
+int hetmm_pagemap_get_info(struct hetmm_pagemap *pgmap,
+			   struct hetmm_pagemap_info *info)
+{
+	if (!pgmap || !info)
+		return -EINVAL;
+	info->type = pgmap->type;
+	info->nr_pages = pgmap->nr_pages;
+	pthread_mutex_lock(&pgmap->free_lock);
+	info->nr_free = pgmap->nr_free;
+	pthread_mutex_unlock(&pgmap->free_lock);
+	info->first_pfn.val = HETMM_PFN_DEV | pagemap_pfn(pgmap, 0);
+	info->drvdata = pgmap->drvdata;
+	info->owner = pgmap->owner;
+	return 0;
+}

@@ -1,0 +1,179 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * uffd.c - open a userfaultfd by the best route and wrap its ioctls.
+ *
+ * Routes, best first: the userfaultfd(2) syscall (needs CAP_SYS_PTRACE or
+ * vm.unprivileged_userfaultfd=1), /dev/userfaultfd (needs access to the
+ * node), and the syscall with UFFD_USER_MODE_ONLY, which any process may
+ * use but which does not catch faults the kernel takes on the process's
+ * behalf: a read(2) into a device-resident buffer fails with EFAULT
+ * instead of migrating the page back.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "compat.h"
+#include "internal.h"
+
+static int open_by_syscall(int flags)
+{
+	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | flags);
+	return fd < 0 ? -errno : fd;
+}
+
+static int open_by_devnode(void)
+{
+	int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+	if (dev < 0)
+		return -errno;
+	int fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC);
+	int err = errno;
+	close(dev);
+	return fd < 0 ? -err : fd;
+}
+
+/*
+ * UFFDIO_API may be called once per fd.  Ask for what we want of what the
+ * kernel offers, which a first probe on a throwaway fd tells.
+ */
+static int api_handshake(int fd, uint64_t want, uint64_t *got)
+{
+	struct uffdio_api api = { .api = UFFD_API, .features = want };
+	if (ioctl(fd, UFFDIO_API, &api) < 0)
+		return -errno;
+	*got = api.features;
+	return 0;
+}
+
+static int open_route(enum hetmm_uffd_route route)
+{
+	switch (route) {
+	case HETMM_UFFD_SYSCALL:
+		return open_by_syscall(0);
+	case HETMM_UFFD_DEVNODE:
+		return open_by_devnode();
+	case HETMM_UFFD_USER_MODE_ONLY:
+		return open_by_syscall(UFFD_USER_MODE_ONLY);
+	}
+	return -EINVAL;
+}
+
+int uffd_open(struct uffd *u, uint64_t want_features)
+{
+	memset(u, 0, sizeof(*u));
+	u->fd = -1;
+	int first_err = 0;
+	for (int r = HETMM_UFFD_SYSCALL; r <= HETMM_UFFD_USER_MODE_ONLY; r++) {
+		int probe = open_route((enum hetmm_uffd_route)r);
+		if (probe < 0) {
+			if (!first_err)
+				first_err = probe;
+			continue;
+		}
+		/* Learn the offered features on a throwaway fd, then ask
+		 * the real one for the subset we want. */
+		uint64_t offered = 0;
+		int rc = api_handshake(probe, 0, &offered);
+		close(probe);
+		if (rc < 0) {
+			if (!first_err)
+				first_err = rc;
+			continue;
+		}
+		int fd = open_route((enum hetmm_uffd_route)r);
+		if (fd < 0)
+			return fd;
+		rc = api_handshake(fd, want_features & offered, &u->features);
+		if (rc < 0) {
+			close(fd);
+			return rc;
+		}
+		u->fd = fd;
+		u->offered = offered;
+		u->route = (enum hetmm_uffd_route)r;
+		u->route_errno = first_err;
+		return 0;
+	}
+	u->route_errno = first_err;
+	return first_err ? first_err : -ENOSYS;
+}
+
+void uffd_close(struct uffd *u)
+{
+	if (u->fd >= 0)
+		close(u->fd);
+	u->fd = -1;
+}
+
+int uffd_register(int fd, uintptr_t start, size_t len, uint64_t mode,
+		  uint64_t *ioctls)
+{
+	struct uffdio_register reg = {
+		.range = { .start = start, .len = len },
+		.mode = mode,
+	};
+	if (ioctl(fd, UFFDIO_REGISTER, &reg) < 0)
+		return -errno;
+	if (ioctls)
+		*ioctls = reg.ioctls;
+	return 0;
+}
+
+int uffd_writeprotect(int fd, uintptr_t start, size_t len, bool wp)
+{
+	struct uffdio_writeprotect w = {
+		.range = { .start = start, .len = len },
+		.mode = wp ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
+	};
+	for (;;) {
+		if (ioctl(fd, UFFDIO_WRITEPROTECT, &w) == 0)
+			return 0;
+		if (errno != EAGAIN)
+			return -errno;
+	}
+}
+
+long uffd_copy(int fd, uintptr_t dst, const void *src, size_t len, bool wake)
+{
+	size_t done = 0;
+	while (done < len) {
+		struct uffdio_copy c = {
+			.dst = dst + done,
+			.src = (uintptr_t)src + done,
+			.len = len - done,
+			.mode = wake ? 0 : UFFDIO_COPY_MODE_DONTWAKE,
+		};
+		if (ioctl(fd, UFFDIO_COPY, &c) == 0) {
+			done += (size_t)c.copy;
+			continue;
+		}
+		int err = errno;
+		/* copy > 0 is progress even when the ioctl fails. */
+		if (c.copy > 0)
+			done += (size_t)c.copy;
+		if (err == EAGAIN)
+			continue;
+		return done ? (long)done : -err;
+	}
+	return (long)done;
+}
+
+int uffd_zeropage(int fd, uintptr_t start, size_t len)
+{
+	struct uffdio_zeropage z = { .range = { .start = start, .len = len } };
+	for (;;) {
+		if (ioctl(fd, UFFDIO_ZEROPAGE, &z) == 0)
+			return 0;
+		if (errno != EAGAIN)
+			return -errno;
+	}
+}
+
+int uffd_wake(int fd, uintptr_t start, size_t len)
+{
+	struct uffdio_range r = { .start = start, .len = len };
+	return ioctl(fd, UFFDIO_WAKE, &r) < 0 ? -errno : 0;
+}
