@@ -154,7 +154,8 @@ struct hetmm_page_info {
 };
 
 #define HETMM_PAGE_ALLOCATED (1u << 0)
-#define HETMM_PAGE_BUSY (1u << 1)    /* locked by a migration in flight */
+#define HETMM_PAGE_ZERO (1u << 1)    /* backs a page never written: reads
+				      * as zeroes, device copy not made */
 
 /* Frame number to page metadata; -ENXIO for anything not hot-added. */
 int hetmm_pfn_to_page(hetmm_pfn_t pfn, struct hetmm_page **pagep);
@@ -209,7 +210,18 @@ struct hetmm_pagemap_desc {
 	/* Mirrors whose owner equals this see its pages as local and use
 	 * them in place; others see them as remote (pgmap->owner). */
 	const void *owner;
+	uint32_t flags;              /* HETMM_PAGEMAP_* */
 };
+
+/*
+ * The device memory is private anonymous memory of this process at the
+ * linear addresses page_address() gives, not populated while free.  hetmm
+ * registers it with the context's userfaultfd and migrates by moving the
+ * pages themselves (UFFDIO_MOVE), which beats any copy; pages the kernel
+ * won't move (shared after fork, read-only, mlocked) take the copy path.
+ * The emulated device works this way.
+ */
+#define HETMM_PAGEMAP_REMAP (1u << 0)
 
 /* Hot-add device memory.  -EOPNOTSUPP for types this build can't host. */
 int hetmm_pagemap_add(struct hetmm_ctx *ctx,

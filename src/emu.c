@@ -2,9 +2,9 @@
 /*
  * emu.c - the emulated device: memory, copy engine and mirrors.
  *
- * The device's memory is a memfd mapped shared, so it is never private
- * anonymous memory that a migration could pick up, and its copy engine is
- * memcpy.  A mirror is the device's page table over the process, filled by
+ * The device's memory is an allocation of its own, which hetmm registers
+ * and migrates into by moving pages (HETMM_PAGEMAP_REMAP); its copy engine
+ * is memcpy, for pages the kernel won't move and for device writes.  A mirror is the device's page table over the process, filled by
  * range_fault() and emptied by invalidations, as lib/test_hmm.c's dmirror
  * keeps an xarray filled by hmm_range_fault().
  *
@@ -29,8 +29,9 @@ struct hetmm_emu {
 	struct hetmm_emu *next;           /* ctx->emus, under ctx->lock */
 	struct hetmm_ctx *ctx;
 	struct hetmm_pagemap *pgmap;
-	int memfd;
-	char *mem;
+	char *map;                        /* the mapping, for munmap */
+	size_t map_size;
+	char *mem;                        /* device page 0, 2 MiB aligned */
 	size_t size;
 };
 
@@ -66,30 +67,30 @@ static const struct hetmm_pagemap_ops emu_ops = {
 	.page_address = emu_page_address,
 };
 
+/*
+ * Device memory is private anonymous memory, 2 MiB aligned so that huge
+ * pages can move in whole, and registered by hetmm as a remapping pagemap:
+ * migration moves the process's pages into it rather than copying.  Free
+ * frames are holes and cost nothing.
+ */
 static int emu_map_memory(struct hetmm_emu *emu, uint64_t nr_pages)
 {
+	const size_t align = CHUNK_PAGES * PAGE_SIZE;
 	emu->size = nr_pages * PAGE_SIZE;
-	emu->memfd = memfd_create("hetmm-emu", MFD_CLOEXEC);
-	if (emu->memfd < 0)
-		return -errno;
-	if (ftruncate(emu->memfd, (off_t)emu->size) < 0)
-		return -errno;
-	/* Device memory exists before anything migrates to it: populate,
-	 * so the copy engine never pays for allocating it. */
-	void *p = mmap(NULL, emu->size, PROT_READ | PROT_WRITE,
-		       MAP_SHARED | MAP_POPULATE, emu->memfd, 0);
+	emu->map_size = emu->size + align;
+	char *p = mmap(NULL, emu->map_size, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (p == MAP_FAILED)
 		return -errno;
-	emu->mem = p;
+	emu->map = p;
+	emu->mem = (char *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
 	return 0;
 }
 
 static void emu_free(struct hetmm_emu *emu)
 {
-	if (emu->mem)
-		munmap(emu->mem, emu->size);
-	if (emu->memfd >= 0)
-		close(emu->memfd);
+	if (emu->map)
+		munmap(emu->map, emu->map_size);
 	free(emu);
 }
 
@@ -102,7 +103,6 @@ int hetmm_emu_create(struct hetmm_ctx *ctx, enum hetmm_memory_type type,
 	if (!emu)
 		return -ENOMEM;
 	emu->ctx = ctx;
-	emu->memfd = -1;
 
 	struct hetmm_pagemap_desc desc = {
 		.type = type,
@@ -110,6 +110,7 @@ int hetmm_emu_create(struct hetmm_ctx *ctx, enum hetmm_memory_type type,
 		.ops = &emu_ops,
 		.drvdata = emu,
 		.owner = emu,
+		.flags = HETMM_PAGEMAP_REMAP,
 	};
 	/* Validate the type before paying for the memory. */
 	int rc = type < HETMM_MEMORY_DEVICE_PRIVATE ||
@@ -355,6 +356,48 @@ static size_t system_run(struct hetmm_mirror *m, uint64_t vpn, size_t max,
 	return n;
 }
 
+/* Has the frame memory behind it?  Asking doesn't fault, touching would. */
+static bool frame_populated(const char *dev)
+{
+	unsigned char vec = 0;
+	return mincore((void *)dev, PAGE_SIZE, &vec) == 0 && (vec & 1);
+}
+
+static void mirror_prepare_frame(struct hetmm_mirror *m, uint64_t e)
+{
+	uint64_t idx;
+	pfn_pagemap(shadow_pfn(e), &idx);
+	madvise(emu_page(m->emu, idx), PAGE_SIZE, MADV_POPULATE_WRITE);
+}
+
+/*
+ * Device access to one of its own pages, under the mirror lock.  A zero
+ * page reads as zeroes; writing one needs its frame populated first, which
+ * may fault, so that is left to the caller without the lock (-EAGAIN).
+ */
+static int mirror_device_page(struct hetmm_mirror *m, uint64_t e, char *buf,
+			      bool write)
+{
+	uint64_t idx;
+	struct hetmm_pagemap *pgmap = pfn_pagemap(shadow_pfn(e), &idx);
+	struct hetmm_page *page = &pgmap->pages[idx];
+	char *dev = emu_page(m->emu, idx);
+	bool zero = atomic_load(&page->owner) & HETMM_PAGE_ZERO;
+
+	if (!write) {
+		if (zero)
+			memset(buf, 0, PAGE_SIZE);
+		else
+			memcpy(buf, dev, PAGE_SIZE);
+		return 0;
+	}
+	if (zero && !frame_populated(dev))
+		return -EAGAIN;
+	memcpy(dev, buf, PAGE_SIZE);
+	atomic_fetch_and(&page->owner, ~(uint64_t)HETMM_PAGE_ZERO);
+	return 0;
+}
+
 /* Retries of one page before giving up: each one is a full range fault
  * that something undid before we could use it. */
 #define MIRROR_RETRIES 64
@@ -362,7 +405,6 @@ static size_t system_run(struct hetmm_mirror *m, uint64_t vpn, size_t max,
 static int mirror_access(struct hetmm_mirror *m, uintptr_t addr, char *buf,
 			 uint64_t npages, bool write, uint64_t *faults)
 {
-	struct hetmm_emu *emu = m->emu;
 	uint64_t vpn = addr_to_vpn(addr);
 	uint64_t nfaults = 0;
 	unsigned retries = 0;
@@ -385,14 +427,18 @@ static int mirror_access(struct hetmm_mirror *m, uintptr_t addr, char *buf,
 			continue;
 		}
 		if (e & MENT_DEVICE) {
-			uint64_t idx;
-			pfn_pagemap(shadow_pfn(e), &idx);
-			char *dev = emu_page(emu, idx);
-			if (write)
-				memcpy(dev, buf + i * PAGE_SIZE, PAGE_SIZE);
-			else
-				memcpy(buf + i * PAGE_SIZE, dev, PAGE_SIZE);
+			rc = mirror_device_page(m, e, buf + i * PAGE_SIZE,
+						write);
 			pthread_mutex_unlock(&m->lock);
+			if (rc == -EAGAIN) {
+				/* A zero page to write: give the frame
+				 * memory first, outside the lock, since
+				 * that faults. */
+				mirror_prepare_frame(m, e);
+				retries++;
+				rc = 0;
+				continue;
+			}
 			i++;
 			retries = 0;
 			continue;

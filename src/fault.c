@@ -85,9 +85,8 @@ static void fault_zero(struct hetmm_ctx *ctx, uintptr_t addr, bool write)
 	}
 	/* A write would take a second fault to break a zero-page mapping,
 	 * so give it a private zeroed page at once. */
-	int rc = write ? (int)uffd_copy(ctx->uffd.fd, addr, ctx->zero_src,
-					PAGE_SIZE, true)
-		       : uffd_zeropage(ctx->uffd.fd, addr, PAGE_SIZE);
+	long rc = uffd_fill(ctx->uffd.fd, write ? FILL_COPY : FILL_ZERO, addr,
+			    (uintptr_t)ctx->zero_src, PAGE_SIZE, true);
 	atomic_store_explicit(slot, 0, memory_order_release);
 	if (rc < 0)
 		uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
@@ -102,7 +101,7 @@ static void handle_pagefault(struct hetmm_ctx *ctx, const struct uffd_msg *m)
 
 	STAT_ADD(ctx, faults, 1);
 	if (addr == (uintptr_t)ctx->doorbell) {
-		uffd_zeropage(ctx->uffd.fd, addr, PAGE_SIZE);
+		uffd_fill(ctx->uffd.fd, FILL_ZERO, addr, 0, PAGE_SIZE, true);
 		return;
 	}
 	uint64_t e = vtab_get(&ctx->shadow, addr_to_vpn(addr));
@@ -117,7 +116,8 @@ static void handle_pagefault(struct hetmm_ctx *ctx, const struct uffd_msg *m)
 		 * under it: the kernel would have read zeroes. */
 		if (!(e & SHADOW_DEVICE) &&
 		    is_migrator(ctx, (pid_t)m->arg.pagefault.feat.ptid))
-			uffd_zeropage(ctx->uffd.fd, addr, PAGE_SIZE);
+			uffd_fill(ctx->uffd.fd, FILL_ZERO, addr, 0, PAGE_SIZE,
+				  true);
 		return;
 	}
 	if (e & SHADOW_DEVICE)

@@ -104,11 +104,11 @@ void uffd_close(struct uffd *u);
 int uffd_register(int fd, uintptr_t start, size_t len, uint64_t mode,
 		  uint64_t *ioctls);
 int uffd_writeprotect(int fd, uintptr_t start, size_t len, bool wp);
-/* UFFDIO_COPY all of len, retrying EAGAIN; returns bytes copied or -errno
- * for the page at which it stopped. */
-long uffd_copy(int fd, uintptr_t dst, const void *src, size_t len,
-	       bool wake);
-int uffd_zeropage(int fd, uintptr_t start, size_t len);
+enum uffd_fill { FILL_COPY, FILL_ZERO, FILL_MOVE };
+/* Fill [dst, dst + len) by UFFDIO_COPY/ZEROPAGE/MOVE from src, retrying
+ * EAGAIN: bytes done, or -errno if it stopped at the first page. */
+long uffd_fill(int fd, enum uffd_fill op, uintptr_t dst, uintptr_t src,
+	       size_t len, bool wake);
 int uffd_wake(int fd, uintptr_t start, size_t len);
 
 /* ------------------------------------------------------------------------
@@ -181,6 +181,8 @@ struct hetmm_pagemap {
 	const struct hetmm_pagemap_ops *ops;
 	void *drvdata;
 	const void *owner;
+	uint32_t flags;                   /* HETMM_PAGEMAP_* */
+	uintptr_t remap_base;             /* HETMM_PAGEMAP_REMAP memory */
 	unsigned section;
 	struct hetmm_page *pages;
 

@@ -6,19 +6,22 @@
  *
  *   collect  claim each page's shadow entry (0 -> BUSY); pages that are
  *            pinned, on a device or claimed by someone else are skipped.
- *            Allocate device frames, register the range with userfaultfd
- *            and write-protect the claimed pages.
- *   copy     copy present pages to the device, zero the frames of holes.
- *            A CPU write now waits in a write-protect fault, so the bytes
- *            copied are the bytes the process last wrote.
- *   commit   zap the pages (MADV_DONTNEED), publish DEVICE | pfn in the
- *            shadow, then lift the write protection, which wakes every
- *            waiter.  A woken writer faults again on the now-missing page
- *            and the handler brings it back with its write to come.
+ *            Allocate frames and register the range with userfaultfd.  A
+ *            CPU access that misses a claimed page now waits for a wake.
+ *   copy     holes are not copied: they become zero device pages.  Pages
+ *            of a remapping pagemap move into their frames by UFFDIO_MOVE,
+ *            atomically, so no write can slip between copy and unmap.  The
+ *            rest are write-protected, copied and zapped: a write racing
+ *            them waits in a write-protect fault.
+ *   commit   publish DEVICE | pfn in the shadow, lift the protection and
+ *            wake every waiter.  A woken thread faults again on the
+ *            now-missing page and the handler brings it back, its write
+ *            still to come.
  *
- * Back to system memory, a claimed run of device pages is installed with
- * UFFDIO_COPY (atomically: the page appears filled, then waiters wake),
- * straight from the device's CPU-readable address when the driver has one.
+ * Back to system memory, a claimed run of device pages is installed
+ * atomically (the page appears filled, then waiters wake): UFFDIO_MOVE
+ * from a remapping pagemap, UFFDIO_ZEROPAGE for zero pages, UFFDIO_COPY
+ * from the device's CPU-readable address or a staging copy otherwise.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -37,6 +40,33 @@ int check_user_range(const void *addr, size_t len)
 	if (a + len < a || a + len > USER_VA_END)
 		return -EINVAL;
 	return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Page metadata
+ */
+
+static struct hetmm_page *pgmap_page(struct hetmm_pagemap *pgmap,
+				     uint64_t idx)
+{
+	return &pgmap->pages[idx];
+}
+
+static bool page_is_zero(struct hetmm_pagemap *pgmap, uint64_t idx)
+{
+	return atomic_load_explicit(&pgmap_page(pgmap, idx)->owner,
+				    memory_order_relaxed) & HETMM_PAGE_ZERO;
+}
+
+static uintptr_t remap_addr(struct hetmm_pagemap *pgmap, uint64_t idx)
+{
+	return pgmap->remap_base + idx * PAGE_SIZE;
+}
+
+static bool can_move(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap)
+{
+	return (pgmap->flags & HETMM_PAGEMAP_REMAP) &&
+	       (ctx->uffd.features & UFFD_FEATURE_MOVE);
 }
 
 /* ------------------------------------------------------------------------
@@ -68,23 +98,25 @@ static void shadow_store(struct hetmm_ctx *ctx, uint64_t vpn, uint64_t e)
 	atomic_store_explicit(slot, e, memory_order_release);
 }
 
-/* Length of the run of claims from i whose frames are consecutive. */
+/* Length of the run of claims from i with consecutive frames, all zero or
+ * all holding data. */
 static size_t frame_run(const uint64_t *claims, size_t i, size_t n,
 			struct hetmm_pagemap *pgmap, uint64_t idx0)
 {
+	bool zero = page_is_zero(pgmap, idx0);
 	size_t run = 1;
 	while (i + run < n && idx0 + run < pgmap->nr_pages &&
-	       shadow_pfn(claims[i + run]) == shadow_pfn(claims[i]) + run)
+	       shadow_pfn(claims[i + run]) == shadow_pfn(claims[i]) + run &&
+	       page_is_zero(pgmap, idx0 + run) == zero)
 		run++;
 	return run;
 }
 
-/* The device page is gone from the shadow: free its frames. */
+/* The pages left the device: clear the shadow, free the frames. */
 static void release_frames(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			   uint64_t vpn, uint64_t idx0, size_t run)
 {
 	uint32_t idx[CHUNK_PAGES];
-	mirrors_invalidate(ctx, vpn_to_addr(vpn), vpn_to_addr(vpn + run));
 	for (size_t k = 0; k < run; k++) {
 		idx[k] = (uint32_t)(idx0 + k);
 		shadow_store(ctx, vpn + k, 0);
@@ -94,23 +126,22 @@ static void release_frames(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 }
 
 /* Source for UFFDIO_COPY of a run: the device itself, or staging. */
-static const void *run_source(struct hetmm_pagemap *pgmap, uint64_t idx0,
-			      size_t run, void **staging, int *err)
+static uintptr_t copy_source(struct hetmm_pagemap *pgmap, uint64_t idx0,
+			     size_t run, void **staging)
 {
 	if (pgmap->ops->page_address)
-		return pgmap->ops->page_address(pgmap, idx0);
+		return (uintptr_t)pgmap->ops->page_address(pgmap, idx0);
 	if (!*staging) {
 		void *p = mmap(NULL, CHUNK_PAGES * PAGE_SIZE,
 			       PROT_READ | PROT_WRITE,
 			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (p == MAP_FAILED) {
-			*err = -ENOMEM;
-			return NULL;
-		}
+		if (p == MAP_FAILED)
+			return 0;
 		*staging = p;
 	}
-	*err = pgmap->ops->copy_from_device(pgmap, *staging, idx0, run);
-	return *err ? NULL : *staging;
+	if (pgmap->ops->copy_from_device(pgmap, *staging, idx0, run))
+		return 0;
+	return (uintptr_t)*staging;
 }
 
 /*
@@ -123,27 +154,46 @@ static size_t install_run(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			  uint64_t vpn, uint64_t idx0, size_t run,
 			  void **staging, size_t *installed)
 {
-	int err = 0;
-	const char *src = run_source(pgmap, idx0, run, staging, &err);
-	if (!src)
-		return 0;
+	enum uffd_fill op;
+	uintptr_t src = 0;
+	if (page_is_zero(pgmap, idx0)) {
+		op = FILL_ZERO;
+	} else if (can_move(ctx, pgmap)) {
+		op = FILL_MOVE;
+		src = remap_addr(pgmap, idx0);
+	} else {
+		op = FILL_COPY;
+		src = copy_source(pgmap, idx0, run, staging);
+		if (!src)
+			return 0;
+	}
 
 	uintptr_t dst = vpn_to_addr(vpn);
 	size_t done = 0;
 	while (done < run) {
-		long got = uffd_copy(ctx->uffd.fd, dst + done * PAGE_SIZE,
-				     src + done * PAGE_SIZE,
+		size_t off = done * PAGE_SIZE;
+		long got = uffd_fill(ctx->uffd.fd, op, dst + off,
+				     src ? src + off : 0,
 				     (run - done) * PAGE_SIZE, true);
 		if (got > 0) {
 			*installed += (size_t)got / PAGE_SIZE;
 			done += (size_t)got / PAGE_SIZE;
 			continue;
 		}
+		/* The kernel won't move it (the range was mprotect()ed
+		 * since, say): the remapped page is still readable. */
+		if (op == FILL_MOVE && (got == -EINVAL || got == -EBUSY)) {
+			op = FILL_COPY;
+			continue;
+		}
 		if (got != -EEXIST && got != -ENOENT && got != -EFAULT)
 			break;
-		uffd_wake(ctx->uffd.fd, dst + done * PAGE_SIZE, PAGE_SIZE);
+		uffd_wake(ctx->uffd.fd, dst + off, PAGE_SIZE);
 		done++;
 	}
+	/* A remapped frame must be a hole again before it is reused. */
+	if (op == FILL_COPY && (pgmap->flags & HETMM_PAGEMAP_REMAP) && done)
+		madvise((void *)src, done * PAGE_SIZE, MADV_DONTNEED);
 	if (done)
 		release_frames(ctx, pgmap, vpn, idx0, done);
 	return done;
@@ -152,6 +202,9 @@ static size_t install_run(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 size_t migrate_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 			    const uint64_t *claims, void **staging)
 {
+	/* Devices stop using the pages before their contents move. */
+	mirrors_invalidate(ctx, vpn_to_addr(vpn), vpn_to_addr(vpn + n));
+
 	size_t installed = 0;
 	size_t i = 0;
 	while (i < n) {
@@ -246,16 +299,67 @@ int hetmm_migrate_to_system(struct hetmm_ctx *ctx, void *addr, size_t len,
  * To the device
  */
 
+/* Chunk page states beyond the public ones, while the chunk is worked. */
+enum {
+	ST_PENDING = 0,      /* claimed, not yet on the device */
+	ST_DONE_DATA = 0x80, /* on the device */
+	ST_DONE_ZERO,        /* a hole: on the device as a zero page */
+	ST_COPIED,           /* copied; still mapped until the zap */
+};
+
 struct chunk {
 	uintptr_t start;
 	uint64_t vpn;
 	size_t n;
-	uint8_t status[CHUNK_PAGES];    /* 0 while claimed */
+	bool wp[CHUNK_PAGES];           /* we write-protected the page */
+	uint8_t status[CHUNK_PAGES];
 	uint32_t frame[CHUNK_PAGES];    /* per page */
 	uint32_t frames[CHUNK_PAGES];   /* as allocated */
 	size_t nframes;
 	uint8_t pflags[CHUNK_PAGES];
 };
+
+static bool st_claimed(uint8_t st)
+{
+	return st == ST_PENDING || st >= ST_DONE_DATA;
+}
+
+static bool st_pending(uint8_t st)
+{
+	return st == ST_PENDING;
+}
+
+static bool st_copied(uint8_t st)
+{
+	return st == ST_COPIED;
+}
+
+static uintptr_t chunk_addr(const struct chunk *c, size_t i)
+{
+	return c->start + i * PAGE_SIZE;
+}
+
+/* Apply fn to each maximal run of pages whose status satisfies pred. */
+static int for_each_run(struct hetmm_ctx *ctx, struct chunk *c,
+			bool (*pred)(uint8_t),
+			int (*fn)(struct hetmm_ctx *, struct chunk *, size_t,
+				  size_t))
+{
+	for (size_t i = 0; i < c->n;) {
+		if (!pred(c->status[i])) {
+			i++;
+			continue;
+		}
+		size_t run = 1;
+		while (i + run < c->n && pred(c->status[i + run]))
+			run++;
+		int rc = fn(ctx, c, i, run);
+		if (rc)
+			return rc;
+		i += run;
+	}
+	return 0;
+}
 
 static enum hetmm_migrate_status classify_unclaimable(uint64_t e,
 		struct hetmm_pagemap *pgmap)
@@ -270,6 +374,7 @@ static enum hetmm_migrate_status classify_unclaimable(uint64_t e,
 	return HETMM_MIGRATE_SKIP_PINNED;
 }
 
+/* Collect: claim every page nobody else holds. */
 static size_t chunk_collect(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			    struct chunk *c)
 {
@@ -280,10 +385,9 @@ static size_t chunk_collect(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		uint64_t e = 0;
 		if (!slot) {
 			c->status[i] = HETMM_MIGRATE_SKIP_NOMEM;
-			continue;
-		}
-		if (atomic_compare_exchange_strong(slot, &e, SHADOW_BUSY)) {
-			c->status[i] = 0;
+		} else if (atomic_compare_exchange_strong(slot, &e,
+							  SHADOW_BUSY)) {
+			c->status[i] = ST_PENDING;
 			claimed++;
 		} else {
 			c->status[i] = (uint8_t)classify_unclaimable(e, pgmap);
@@ -292,102 +396,10 @@ static size_t chunk_collect(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	return claimed;
 }
 
-/* Apply fn to each maximal run of claimed pages of the chunk. */
-static int for_each_claimed_run(struct chunk *c,
-				int (*fn)(struct hetmm_ctx *, struct chunk *,
-					  size_t, size_t),
-				struct hetmm_ctx *ctx)
-{
-	for (size_t i = 0; i < c->n;) {
-		if (c->status[i]) {
-			i++;
-			continue;
-		}
-		size_t run = 1;
-		while (i + run < c->n && !c->status[i + run])
-			run++;
-		int rc = fn(ctx, c, i, run);
-		if (rc)
-			return rc;
-		i += run;
-	}
-	return 0;
-}
-
-static int run_wp(struct hetmm_ctx *ctx, struct chunk *c, size_t i, size_t n)
-{
-	return uffd_writeprotect(ctx->uffd.fd, c->start + i * PAGE_SIZE,
-				 n * PAGE_SIZE, true);
-}
-
-/* Lifting write protection also wakes every fault waiting in the run. */
-static int run_unwp(struct hetmm_ctx *ctx, struct chunk *c, size_t i,
-		    size_t n)
-{
-	uintptr_t a = c->start + i * PAGE_SIZE;
-	if (uffd_writeprotect(ctx->uffd.fd, a, n * PAGE_SIZE, false))
-		uffd_wake(ctx->uffd.fd, a, n * PAGE_SIZE);
-	return 0;
-}
-
-static int run_zap(struct hetmm_ctx *ctx, struct chunk *c, size_t i, size_t n)
-{
-	(void)ctx;
-	return madvise((void *)(c->start + i * PAGE_SIZE), n * PAGE_SIZE,
-		       MADV_DONTNEED) ? -errno : 0;
-}
-
-static bool page_has_data(uint8_t pflags)
-{
-	return pflags & (PG_PRESENT | PG_SWAPPED);
-}
-
-/* Copy runs with consecutive frames and the same data-or-hole state. */
-static int chunk_copy(struct hetmm_pagemap *pgmap, struct chunk *c,
-		      const char *zero_src)
-{
-	for (size_t i = 0; i < c->n;) {
-		if (c->status[i]) {
-			i++;
-			continue;
-		}
-		bool data = page_has_data(c->pflags[i]);
-		size_t run = 1;
-		while (i + run < c->n && !c->status[i + run] &&
-		       c->frame[i + run] == c->frame[i] + run &&
-		       page_has_data(c->pflags[i + run]) == data)
-			run++;
-		const void *src = data ? (const void *)(c->start + i * PAGE_SIZE)
-				       : zero_src;
-		int rc = pgmap->ops->copy_to_device(pgmap, c->frame[i], src,
-						    run);
-		if (rc)
-			return rc < 0 ? rc : -EIO;
-		i += run;
-	}
-	return 0;
-}
-
 /* Wake every waiter of the chunk: claims it saw BUSY are gone. */
 static void chunk_wake(struct hetmm_ctx *ctx, struct chunk *c)
 {
 	uffd_wake(ctx->uffd.fd, c->start, c->n * PAGE_SIZE);
-}
-
-/* Give back the claims and frames of a chunk that could not commit. */
-static void chunk_abort(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
-			struct chunk *c)
-{
-	for (size_t i = 0; i < c->n; i++)
-		if (!c->status[i])
-			shadow_store(ctx, c->vpn + i, 0);
-	/* Unclaim first, then lift the protection, which wakes waiters:
-	 * a waiter woken earlier would fault on BUSY and sleep again. */
-	for_each_claimed_run(c, run_unwp, ctx);
-	pagemap_free(pgmap, c->frames, c->nframes);
-	for (size_t i = 0; i < c->n; i++)
-		if (!c->status[i])
-			c->status[i] = HETMM_MIGRATE_SKIP_BUSY;
 }
 
 /* Frames for the claimed pages, in order; the rest are left unclaimed. */
@@ -399,7 +411,7 @@ static void chunk_alloc_frames(struct hetmm_ctx *ctx,
 	size_t k = 0;
 	bool unclaimed = false;
 	for (size_t i = 0; i < c->n; i++) {
-		if (c->status[i])
+		if (!st_pending(c->status[i]))
 			continue;
 		if (k < c->nframes) {
 			c->frame[i] = c->frames[k++];
@@ -413,39 +425,220 @@ static void chunk_alloc_frames(struct hetmm_ctx *ctx,
 		chunk_wake(ctx, c);
 }
 
-static void chunk_commit(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
-			 struct chunk *c)
+static bool page_has_data(uint8_t pflags)
+{
+	return pflags & (PG_PRESENT | PG_SWAPPED);
+}
+
+/* Holes have nothing to copy: they go to the device as zero pages.  No
+ * hole can fill meanwhile: the range is registered and the pages BUSY. */
+static void chunk_mark_holes(struct chunk *c)
+{
+	for (size_t i = 0; i < c->n; i++)
+		if (st_pending(c->status[i]) && !page_has_data(c->pflags[i]))
+			c->status[i] = ST_DONE_ZERO;
+}
+
+/* A remapped frame should be a hole; make it one if a stray read of the
+ * free frame left a zero page there. */
+static void frame_clear(struct hetmm_pagemap *pgmap, uint32_t idx)
+{
+	madvise((void *)remap_addr(pgmap, idx), PAGE_SIZE, MADV_DONTNEED);
+}
+
+/*
+ * Move the pending pages that have data into their frames.  UFFDIO_MOVE
+ * is atomic per page: a CPU access after it misses and waits on BUSY.
+ * Pages the kernel refuses (shared with a fork child, pinned, read-only or
+ * mlocked mappings) stay pending for the copy path.
+ */
+static void chunk_move(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+		       struct chunk *c)
+{
+	for (size_t i = 0; i < c->n;) {
+		if (!st_pending(c->status[i])) {
+			i++;
+			continue;
+		}
+		size_t run = 1;
+		while (i + run < c->n && st_pending(c->status[i + run]) &&
+		       c->frame[i + run] == c->frame[i] + run)
+			run++;
+		long got = uffd_fill(ctx->uffd.fd, FILL_MOVE,
+				     remap_addr(pgmap, c->frame[i]),
+				     chunk_addr(c, i), run * PAGE_SIZE, false);
+		size_t moved = got > 0 ? (size_t)got / PAGE_SIZE : 0;
+		for (size_t k = 0; k < moved; k++)
+			c->status[i + k] = ST_DONE_DATA;
+		if (moved == run) {
+			i += run;
+			continue;
+		}
+		/* Stopped at page i + moved; got is its error if it was the
+		 * first, else ask again about that page alone. */
+		size_t p = i + moved;
+		if (moved)
+			got = uffd_fill(ctx->uffd.fd, FILL_MOVE,
+					remap_addr(pgmap, c->frame[p]),
+					chunk_addr(c, p), PAGE_SIZE, false);
+		if (got > 0) {
+			c->status[p] = ST_DONE_DATA;
+		} else if (got == -ENOENT) {
+			c->status[p] = ST_DONE_ZERO;    /* zapped meanwhile */
+		} else if (got == -EEXIST) {
+			frame_clear(pgmap, c->frame[p]);
+			continue;                       /* retry from p */
+		}
+		/* Anything else: leave it pending for the copy path. */
+		i = p + 1;
+	}
+}
+
+static int run_wp(struct hetmm_ctx *ctx, struct chunk *c, size_t i, size_t n)
+{
+	return uffd_writeprotect(ctx->uffd.fd, chunk_addr(c, i),
+				 n * PAGE_SIZE, true);
+}
+
+static int run_zap(struct hetmm_ctx *ctx, struct chunk *c, size_t i, size_t n)
+{
+	(void)ctx;
+	return madvise((void *)chunk_addr(c, i), n * PAGE_SIZE,
+		       MADV_DONTNEED) ? -errno : 0;
+}
+
+/* Copy runs of pending pages with consecutive frames. */
+static int chunk_copy_pending(struct hetmm_pagemap *pgmap, struct chunk *c)
+{
+	for (size_t i = 0; i < c->n;) {
+		if (!st_pending(c->status[i])) {
+			i++;
+			continue;
+		}
+		size_t run = 1;
+		while (i + run < c->n && st_pending(c->status[i + run]) &&
+		       c->frame[i + run] == c->frame[i] + run)
+			run++;
+		int rc = pgmap->ops->copy_to_device(pgmap, c->frame[i],
+				(const void *)chunk_addr(c, i), run);
+		if (rc)
+			return rc < 0 ? rc : -EIO;
+		for (size_t k = 0; k < run; k++)
+			c->status[i + k] = ST_COPIED;
+		i += run;
+	}
+	return 0;
+}
+
+static int run_mark_wp(struct hetmm_ctx *ctx, struct chunk *c, size_t i,
+		       size_t n)
+{
+	int rc = run_wp(ctx, c, i, n);
+	if (rc == 0)
+		memset(&c->wp[i], 1, n);
+	return rc;
+}
+
+/* Let go of the pages the copy path could not finish. */
+static void chunk_drop_unfinished(struct hetmm_ctx *ctx,
+				  struct hetmm_pagemap *pgmap, struct chunk *c)
+{
+	uint32_t frames[CHUNK_PAGES];
+	size_t n = 0;
+	for (size_t i = 0; i < c->n; i++) {
+		if (!st_pending(c->status[i]) && !st_copied(c->status[i]))
+			continue;
+		shadow_store(ctx, c->vpn + i, 0);
+		frames[n++] = c->frame[i];
+		c->status[i] = HETMM_MIGRATE_SKIP_BUSY;
+	}
+	if (n)
+		pagemap_free(pgmap, frames, n);
+}
+
+/*
+ * The copy path, for pages that could not be moved: write-protect, copy,
+ * zap.  A write racing it waits in a write-protect fault until the commit
+ * lifts the protection, then faults the page back with the write to come.
+ */
+static void chunk_copy(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+		       struct chunk *c)
+{
+	int rc = for_each_run(ctx, c, st_pending, run_mark_wp);
+	if (rc == 0) {
+		pid_t tid = gettid();
+		migrator_enter(ctx, tid);
+		rc = chunk_copy_pending(pgmap, c);
+		migrator_leave(ctx, tid);
+	}
+	if (rc == 0)
+		rc = for_each_run(ctx, c, st_copied, run_zap);
+	if (rc) {
+		chunk_drop_unfinished(ctx, pgmap, c);
+		return;
+	}
+	for (size_t i = 0; i < c->n; i++)
+		if (st_copied(c->status[i]))
+			c->status[i] = ST_DONE_DATA;
+}
+
+static bool page_wp(const struct chunk *c, size_t i)
+{
+	return c->wp[i];
+}
+
+/* Commit: metadata, then publish, then wake everyone who waited. */
+static size_t chunk_commit(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+			   struct chunk *c)
 {
 	size_t moved = 0;
 	for (size_t i = 0; i < c->n; i++) {
-		if (c->status[i])
+		uint8_t st = c->status[i];
+		if (st != ST_DONE_DATA && st != ST_DONE_ZERO)
 			continue;
-		struct hetmm_page *p = &pgmap->pages[c->frame[i]];
+		struct hetmm_page *p = pgmap_page(pgmap, c->frame[i]);
 		atomic_store(&p->refcount, 1);
-		atomic_store(&p->owner, (c->start + i * PAGE_SIZE) |
-			     HETMM_PAGE_ALLOCATED);
-	}
-	/* Zap before publishing: a fault that sees DEVICE must find the
-	 * page already gone from the CPU page table. */
-	for_each_claimed_run(c, run_zap, ctx);
-	for (size_t i = 0; i < c->n; i++) {
-		if (c->status[i])
-			continue;
-		shadow_store(ctx, c->vpn + i, SHADOW_DEVICE |
-			     pagemap_pfn(pgmap, c->frame[i]));
+		atomic_store(&p->owner, chunk_addr(c, i) | HETMM_PAGE_ALLOCATED |
+			     (st == ST_DONE_ZERO ? HETMM_PAGE_ZERO : 0));
+		shadow_store(ctx, c->vpn + i,
+			     SHADOW_DEVICE | pagemap_pfn(pgmap, c->frame[i]));
+		c->status[i] = HETMM_MIGRATE_MOVED;
 		moved++;
 	}
-	for_each_claimed_run(c, run_unwp, ctx);
-	for (size_t i = 0; i < c->n; i++)
-		if (!c->status[i])
-			c->status[i] = HETMM_MIGRATE_MOVED;
+	/* Only the pages we protected: others may be another migration's. */
+	for (size_t i = 0; i < c->n;) {
+		if (!page_wp(c, i)) {
+			i++;
+			continue;
+		}
+		size_t run = 1;
+		while (i + run < c->n && page_wp(c, i + run))
+			run++;
+		uffd_writeprotect(ctx->uffd.fd, chunk_addr(c, i),
+				  run * PAGE_SIZE, false);
+		i += run;
+	}
+	chunk_wake(ctx, c);
 	atomic_fetch_add(&ctx->stats.device_resident, (int64_t)moved);
 	STAT_ADD(ctx, to_device_pages, moved);
+	return moved;
+}
+
+/* Give back every claim and frame: nothing of the chunk moved yet. */
+static void chunk_abort(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+			struct chunk *c)
+{
+	for (size_t i = 0; i < c->n; i++)
+		if (st_claimed(c->status[i]))
+			shadow_store(ctx, c->vpn + i, 0);
+	pagemap_free(pgmap, c->frames, c->nframes);
+	chunk_wake(ctx, c);
 }
 
 static int chunk_to_device(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			   struct chunk *c)
 {
+	memset(c->wp, 0, c->n);
 	size_t claimed = chunk_collect(ctx, pgmap, c);
 	if (!claimed)
 		return 0;
@@ -456,11 +649,8 @@ static int chunk_to_device(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	int rc = uffd_register(ctx->uffd.fd, c->start, c->n * PAGE_SIZE,
 			       UFFDIO_REGISTER_MODE_MISSING |
 			       UFFDIO_REGISTER_MODE_WP, NULL);
-	if (rc) {
-		chunk_abort(ctx, pgmap, c);
-		return rc;
-	}
-	rc = for_each_claimed_run(c, run_wp, ctx);
+	if (!rc)
+		rc = vma_page_flags(&ctx->vmaq, c->start, c->n, c->pflags);
 	if (rc) {
 		chunk_abort(ctx, pgmap, c);
 		return rc;
@@ -468,17 +658,10 @@ static int chunk_to_device(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	/* The device must not keep using the CPU copy it is replacing. */
 	mirrors_invalidate(ctx, c->start, c->start + c->n * PAGE_SIZE);
 
-	rc = vma_page_flags(&ctx->vmaq, c->start, c->n, c->pflags);
-	if (!rc) {
-		pid_t tid = gettid();
-		migrator_enter(ctx, tid);
-		rc = chunk_copy(pgmap, c, ctx->zero_src);
-		migrator_leave(ctx, tid);
-	}
-	if (rc) {
-		chunk_abort(ctx, pgmap, c);
-		return rc;
-	}
+	chunk_mark_holes(c);
+	if (can_move(ctx, pgmap))
+		chunk_move(ctx, pgmap, c);
+	chunk_copy(ctx, pgmap, c);
 	chunk_commit(ctx, pgmap, c);
 	return 0;
 }
@@ -515,7 +698,7 @@ static void report_fill(struct hetmm_migrate_report *rep, size_t page0,
 	STAT_ADD(ctx, skipped_pages, n);
 }
 
-/* Chunks end at 2 MiB boundaries so that huge pages are zapped whole. */
+/* Chunks end at 2 MiB boundaries so that huge pages move whole. */
 static size_t chunk_pages(uintptr_t a, uintptr_t end)
 {
 	uintptr_t boundary = (a + CHUNK_PAGES * PAGE_SIZE) &

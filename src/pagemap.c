@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "compat.h"
 #include "internal.h"
 
 static pthread_rwlock_t sections_lock = PTHREAD_RWLOCK_INITIALIZER;
@@ -120,10 +121,33 @@ static int check_desc(const struct hetmm_pagemap_desc *d)
 		return -EINVAL;
 	if (!d->ops->copy_to_device || !d->ops->copy_from_device)
 		return -EINVAL;
+	if (d->flags & ~HETMM_PAGEMAP_REMAP)
+		return -EINVAL;
+	if ((d->flags & HETMM_PAGEMAP_REMAP) && !d->ops->page_address)
+		return -EINVAL;
 	/* Only device-private memory is hosted so far. */
 	if (d->type != HETMM_MEMORY_DEVICE_PRIVATE)
 		return -EOPNOTSUPP;
 	return 0;
+}
+
+/*
+ * Remapped device memory is registered like the process ranges migrated
+ * to it: UFFDIO_MOVE wants a registered destination and equal protections
+ * on both sides, and a read of a free frame becomes a zero-fill fault.
+ */
+static int pagemap_register_remap(struct hetmm_ctx *ctx,
+				  struct hetmm_pagemap *pgmap)
+{
+	if (!(pgmap->flags & HETMM_PAGEMAP_REMAP))
+		return 0;
+	uintptr_t base = (uintptr_t)pgmap->ops->page_address(pgmap, 0);
+	if (!base || (base & ~PAGE_MASK))
+		return -EINVAL;
+	pgmap->remap_base = base;
+	return uffd_register(ctx->uffd.fd, base, pgmap->nr_pages * PAGE_SIZE,
+			     UFFDIO_REGISTER_MODE_MISSING |
+			     UFFDIO_REGISTER_MODE_WP, NULL);
 }
 
 int hetmm_pagemap_add(struct hetmm_ctx *ctx,
@@ -145,6 +169,7 @@ int hetmm_pagemap_add(struct hetmm_ctx *ctx,
 	pgmap->ops = desc->ops;
 	pgmap->drvdata = desc->drvdata;
 	pgmap->owner = desc->owner;
+	pgmap->flags = desc->flags;
 	pgmap->pages = calloc(desc->nr_pages, sizeof(struct hetmm_page));
 	pgmap->free_stack = malloc(desc->nr_pages * sizeof(uint32_t));
 	if (!pgmap->pages || !pgmap->free_stack) {
@@ -158,6 +183,9 @@ int hetmm_pagemap_add(struct hetmm_ctx *ctx,
 	pgmap->nr_free = desc->nr_pages;
 	pthread_mutex_init(&pgmap->free_lock, NULL);
 
+	rc = pagemap_register_remap(ctx, pgmap);
+	if (rc)
+		goto fail_lock;
 	rc = section_alloc(pgmap);
 	if (rc)
 		goto fail_lock;
@@ -197,8 +225,10 @@ void pagemap_free(struct hetmm_pagemap *pgmap, const uint32_t *idx, size_t nr)
 		if (pgmap->ops->page_free)
 			pgmap->ops->page_free(pgmap, idx[i]);
 	}
+	/* Push in reverse so the run pops in its order again: a freed run
+	 * is handed out as a run, which the move and copy paths batch. */
 	pthread_mutex_lock(&pgmap->free_lock);
-	for (size_t i = 0; i < nr; i++)
+	for (size_t i = nr; i-- > 0;)
 		pgmap->free_stack[pgmap->nr_free++] = idx[i];
 	pthread_mutex_unlock(&pgmap->free_lock);
 }

@@ -136,40 +136,66 @@ int uffd_writeprotect(int fd, uintptr_t start, size_t len, bool wp)
 	}
 }
 
-long uffd_copy(int fd, uintptr_t dst, const void *src, size_t len, bool wake)
+/* One UFFDIO_COPY, _ZEROPAGE or _MOVE: its progress field, or -errno. */
+static long fill_once(int fd, enum uffd_fill op, uintptr_t dst, uintptr_t src,
+		      size_t len, bool wake)
+{
+	int rc;
+	long progress;
+	switch (op) {
+	case FILL_COPY: {
+		struct uffdio_copy c = {
+			.dst = dst, .src = src, .len = len,
+			.mode = wake ? 0 : UFFDIO_COPY_MODE_DONTWAKE,
+		};
+		rc = ioctl(fd, UFFDIO_COPY, &c);
+		progress = (long)c.copy;
+		break;
+	}
+	case FILL_ZERO: {
+		struct uffdio_zeropage z = {
+			.range = { .start = dst, .len = len },
+			.mode = wake ? 0 : UFFDIO_ZEROPAGE_MODE_DONTWAKE,
+		};
+		rc = ioctl(fd, UFFDIO_ZEROPAGE, &z);
+		progress = (long)z.zeropage;
+		break;
+	}
+	case FILL_MOVE: {
+		struct uffdio_move m = {
+			.dst = dst, .src = src, .len = len,
+			.mode = wake ? 0 : UFFDIO_MOVE_MODE_DONTWAKE,
+		};
+		rc = ioctl(fd, UFFDIO_MOVE, &m);
+		progress = (long)m.move;
+		break;
+	}
+	default:
+		return -EINVAL;
+	}
+	if (rc == 0)
+		return progress;
+	/* On failure the progress field holds bytes done or -errno. */
+	return progress > 0 ? progress : -errno;
+}
+
+long uffd_fill(int fd, enum uffd_fill op, uintptr_t dst, uintptr_t src,
+	       size_t len, bool wake)
 {
 	size_t done = 0;
 	while (done < len) {
-		struct uffdio_copy c = {
-			.dst = dst + done,
-			.src = (uintptr_t)src + done,
-			.len = len - done,
-			.mode = wake ? 0 : UFFDIO_COPY_MODE_DONTWAKE,
-		};
-		if (ioctl(fd, UFFDIO_COPY, &c) == 0) {
-			done += (size_t)c.copy;
+		long got = fill_once(fd, op, dst + done,
+				     op == FILL_ZERO ? 0 : src + done,
+				     len - done, wake);
+		if (got > 0) {
+			done += (size_t)got;
 			continue;
 		}
-		int err = errno;
-		/* copy > 0 is progress even when the ioctl fails. */
-		if (c.copy > 0)
-			done += (size_t)c.copy;
-		if (err == EAGAIN)
+		if (got == -EAGAIN)
 			continue;
-		return done ? (long)done : -err;
+		return done ? (long)done : got;
 	}
 	return (long)done;
-}
-
-int uffd_zeropage(int fd, uintptr_t start, size_t len)
-{
-	struct uffdio_zeropage z = { .range = { .start = start, .len = len } };
-	for (;;) {
-		if (ioctl(fd, UFFDIO_ZEROPAGE, &z) == 0)
-			return 0;
-		if (errno != EAGAIN)
-			return -errno;
-	}
 }
 
 int uffd_wake(int fd, uintptr_t start, size_t len)
