@@ -340,9 +340,11 @@ int hetmm_mirror_write(struct hetmm_mirror *mirror, void *addr,
 		       const void *buf, uint64_t npages, uint64_t *faults);
 
 /*
- * One HETMM_PROT_* byte per page, without faulting anything in: unmapped
- * and inaccessible pages are HETMM_PROT_ERROR, device pages local or remote
- * to this mirror's device.
+ * One HETMM_PROT_* byte per page, without faulting anything in, as the
+ * kernel's dmirror snapshot reports it: unmapped and inaccessible pages
+ * are HETMM_PROT_ERROR; a device-private page is DEV_PRIVATE_LOCAL with
+ * READ or WRITE to its own device and NONE (not present) to any other;
+ * coherent pages are local or remote.
  */
 int hetmm_mirror_snapshot(struct hetmm_mirror *mirror, const void *addr,
 			  uint64_t npages, uint8_t *prot);

@@ -23,12 +23,14 @@
 #include "compat.h"
 #include "internal.h"
 
+#define FAULT_AROUND_GROWTH 8
+
 /*
  * Adaptive fault-around.  A fault that lands where a recent stream of
- * faults predicted doubles that stream's window, up to fault_around_max;
- * any other fault starts a new stream of one page.  A sequential scan of
- * 1 GiB thus costs about 520 round trips instead of 262144, while a random
- * access pays for exactly the page it touches.
+ * faults predicted grows that stream's window eightfold, up to
+ * fault_around_max; any other fault starts a new stream of one page.  A
+ * sequential scan of 1 GiB thus costs about 515 round trips instead of
+ * 262144, while a random access pays for exactly the page it touches.
  */
 static size_t fault_window(struct hetmm_ctx *ctx, uintptr_t addr)
 {
@@ -36,7 +38,8 @@ static size_t fault_window(struct hetmm_ctx *ctx, uintptr_t addr)
 		struct fault_stream *s = &ctx->streams[i];
 		if (s->next != addr)
 			continue;
-		s->window = MIN(s->window * 2, ctx->fault_around_max);
+		s->window = MIN(s->window * FAULT_AROUND_GROWTH,
+				ctx->fault_around_max);
 		return s->window;
 	}
 	struct fault_stream *s = &ctx->streams[ctx->stream_next++ %
@@ -65,14 +68,22 @@ static void fault_back(struct hetmm_ctx *ctx, uintptr_t addr)
 		return;   /* someone else holds it and will wake us */
 	void *staging = ctx->fault_staging;
 	size_t got = migrate_back_claimed(ctx, vpn, n, ctx->fault_claims,
-					  &staging);
+					  &staging, true);
 	fault_window_advance(ctx, addr, addr + n * PAGE_SIZE);
-	STAT_ADD(ctx, fault_pages, got);
+	ctx->last_fill_start = addr;
+	ctx->last_fill_end = addr + got * PAGE_SIZE;
 }
 
 /* A hole in a registered range: fill it as the kernel would have. */
 static void fault_zero(struct hetmm_ctx *ctx, uintptr_t addr, bool write)
 {
+	/* A stale fault for a page that is back already: don't claim it
+	 * (others would see it BUSY), just let the thread go. */
+	uint8_t pf = 0;
+	if (vma_page_flags(&ctx->vmaq, addr, 1, &pf) == 0 && (pf & PG_PRESENT)) {
+		uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
+		return;
+	}
 	_Atomic uint64_t *slot = vtab_slot(&ctx->shadow, addr_to_vpn(addr),
 					   true);
 	uint64_t e = 0;
@@ -102,6 +113,7 @@ static void handle_pagefault(struct hetmm_ctx *ctx, const struct uffd_msg *m)
 	STAT_ADD(ctx, faults, 1);
 	if (addr == (uintptr_t)ctx->doorbell) {
 		uffd_fill(ctx->uffd.fd, FILL_ZERO, addr, 0, PAGE_SIZE, true);
+		ctx->doorbell_served = true;
 		return;
 	}
 	uint64_t e = vtab_get(&ctx->shadow, addr_to_vpn(addr));
@@ -120,10 +132,17 @@ static void handle_pagefault(struct hetmm_ctx *ctx, const struct uffd_msg *m)
 				  true);
 		return;
 	}
-	if (e & SHADOW_DEVICE)
+	if (e & SHADOW_DEVICE) {
 		fault_back(ctx, addr);
-	else
+	} else if (addr >= ctx->last_fill_start && addr < ctx->last_fill_end) {
+		/* Queued while we brought its page back with a window: it
+		 * is there now.  Forget the window so that a real hole
+		 * there (zapped since) gets filled on the next try. */
+		ctx->last_fill_end = 0;
+		uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
+	} else {
 		fault_zero(ctx, addr, flags & UFFD_PAGEFAULT_FLAG_WRITE);
+	}
 }
 
 static void *fault_handler_main(void *arg)
@@ -131,7 +150,9 @@ static void *fault_handler_main(void *arg)
 	struct hetmm_ctx *ctx = arg;
 	struct uffd_msg msgs[32];
 
-	while (!atomic_load_explicit(&ctx->stopping, memory_order_acquire)) {
+	/* Leave only once the doorbell fault is served: leaving on the
+	 * stop flag alone could strand the thread that rang it. */
+	while (!ctx->doorbell_served) {
 		ssize_t got = read(ctx->uffd.fd, msgs, sizeof(msgs));
 		if (got < 0) {
 			if (errno == EINTR || errno == EAGAIN)
@@ -167,14 +188,12 @@ int fault_handler_start(struct hetmm_ctx *ctx)
 
 /*
  * The handler sleeps in a blocking read(); the way to reach it is a fault.
- * Raise the stop flag, then touch the doorbell page: the handler resolves
- * that last fault, sees the flag and leaves.
+ * Touch the doorbell page: the handler resolves that last fault and
+ * leaves.
  */
 void fault_handler_stop(struct hetmm_ctx *ctx)
 {
 	if (ctx->handler_running) {
-		atomic_store_explicit(&ctx->stopping, true,
-				      memory_order_release);
 		(void)*(volatile const char *)ctx->doorbell;
 		pthread_join(ctx->handler, NULL);
 		ctx->handler_running = false;

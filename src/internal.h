@@ -244,13 +244,15 @@ struct hetmm_ctx {
 
 	pthread_t handler;
 	bool handler_running;
-	atomic_bool stopping;
 	void *doorbell;                   /* touched to stop the handler */
+	bool doorbell_served;             /* handler-owned */
 	void *zero_src;                   /* CHUNK_PAGES readable zero pages */
 
 	/* Handler-owned state: no lock, only the handler touches it. */
 	struct fault_stream streams[FAULT_STREAMS];
 	unsigned stream_next;
+	uintptr_t last_fill_start;        /* the last fault-around window */
+	uintptr_t last_fill_end;
 	uint64_t *fault_claims;           /* CHUNK_PAGES entries */
 	void *fault_staging;              /* CHUNK_PAGES pages */
 
@@ -288,7 +290,7 @@ bool is_migrator(struct hetmm_ctx *ctx, pid_t tid);
  * every waiter on the range was woken.  Returns pages installed.
  */
 size_t migrate_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
-			    const uint64_t *claims, void **staging);
+			    const uint64_t *claims, void **staging, bool fault);
 /* Claim up to n consecutive device-resident pages from vpn. */
 size_t claim_device_run(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 			uint64_t *claims);

@@ -24,6 +24,7 @@
  * from the device's CPU-readable address or a staging copy otherwise.
  */
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -152,8 +153,9 @@ static uintptr_t copy_source(struct hetmm_pagemap *pgmap, uint64_t idx0,
  */
 static size_t install_run(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			  uint64_t vpn, uint64_t idx0, size_t run,
-			  void **staging, size_t *installed)
+			  void **staging, bool fault)
 {
+	size_t installed = 0;
 	enum uffd_fill op;
 	uintptr_t src = 0;
 	if (page_is_zero(pgmap, idx0)) {
@@ -174,9 +176,9 @@ static size_t install_run(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		size_t off = done * PAGE_SIZE;
 		long got = uffd_fill(ctx->uffd.fd, op, dst + off,
 				     src ? src + off : 0,
-				     (run - done) * PAGE_SIZE, true);
+				     (run - done) * PAGE_SIZE, false);
 		if (got > 0) {
-			*installed += (size_t)got / PAGE_SIZE;
+			installed += (size_t)got / PAGE_SIZE;
 			done += (size_t)got / PAGE_SIZE;
 			continue;
 		}
@@ -188,19 +190,25 @@ static size_t install_run(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		}
 		if (got != -EEXIST && got != -ENOENT && got != -EFAULT)
 			break;
-		uffd_wake(ctx->uffd.fd, dst + off, PAGE_SIZE);
 		done++;
 	}
 	/* A remapped frame must be a hole again before it is reused. */
 	if (op == FILL_COPY && (pgmap->flags & HETMM_PAGEMAP_REMAP) && done)
 		madvise((void *)src, done * PAGE_SIZE, MADV_DONTNEED);
-	if (done)
+	/* Wake only once the shadow says "system": a thread that resumes
+	 * must find the page where hetmm says it is. */
+	if (done) {
 		release_frames(ctx, pgmap, vpn, idx0, done);
-	return done;
+		STAT_ADD(ctx, to_system_pages, installed);
+		if (fault)
+			STAT_ADD(ctx, fault_pages, installed);
+		uffd_wake(ctx->uffd.fd, dst, done * PAGE_SIZE);
+	}
+	return installed;
 }
 
 size_t migrate_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
-			    const uint64_t *claims, void **staging)
+			    const uint64_t *claims, void **staging, bool fault)
 {
 	/* Devices stop using the pages before their contents move. */
 	mirrors_invalidate(ctx, vpn_to_addr(vpn), vpn_to_addr(vpn + n));
@@ -213,7 +221,8 @@ size_t migrate_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 			pfn_pagemap(shadow_pfn(claims[i]), &idx0);
 		size_t run = frame_run(claims, i, n, pgmap, idx0);
 		size_t gone = install_run(ctx, pgmap, vpn + i, idx0, run,
-					  staging, &installed);
+					  staging, fault);
+		installed += gone;
 		/* Pages that could not be installed stay on the device. */
 		for (size_t k = gone; k < run; k++)
 			shadow_store(ctx, vpn + i + k,
@@ -223,7 +232,6 @@ size_t migrate_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 				  (run - gone) * PAGE_SIZE);
 		i += run;
 	}
-	STAT_ADD(ctx, to_system_pages, installed);
 	return installed;
 }
 
@@ -263,7 +271,7 @@ int migrate_back_range(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end,
 		if (n == 0)
 			continue;   /* lost a race; look at the page again */
 		size_t got = migrate_back_claimed(ctx, vpn, n, claims,
-						  &staging);
+						  &staging, false);
 		for (size_t k = 0; k < n; k++)
 			report_status(rep, page + k, k < got ?
 				      HETMM_MIGRATE_MOVED :
@@ -374,6 +382,24 @@ static enum hetmm_migrate_status classify_unclaimable(uint64_t e,
 	return HETMM_MIGRATE_SKIP_PINNED;
 }
 
+/*
+ * Claim a system page.  BUSY on a system page is brief (a hole being
+ * filled, a page on its way back), so wait a little for it before calling
+ * the page busy; a device or pinned page is final.
+ */
+static bool claim_system_page(_Atomic uint64_t *slot, uint64_t *e)
+{
+	for (int spins = 0; spins < 64; spins++) {
+		*e = 0;
+		if (atomic_compare_exchange_strong(slot, e, SHADOW_BUSY))
+			return true;
+		if (*e != SHADOW_BUSY)
+			return false;
+		sched_yield();
+	}
+	return false;
+}
+
 /* Collect: claim every page nobody else holds. */
 static size_t chunk_collect(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			    struct chunk *c)
@@ -385,8 +411,7 @@ static size_t chunk_collect(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		uint64_t e = 0;
 		if (!slot) {
 			c->status[i] = HETMM_MIGRATE_SKIP_NOMEM;
-		} else if (atomic_compare_exchange_strong(slot, &e,
-							  SHADOW_BUSY)) {
+		} else if (claim_system_page(slot, &e)) {
 			c->status[i] = ST_PENDING;
 			claimed++;
 		} else {

@@ -53,8 +53,11 @@ int hetmm_kernel_probe(struct hetmm_kernel_info *info)
 	memset(info, 0, sizeof(*info));
 
 	struct uffd u;
-	/* Everything but FORK, which may need CAP_SYS_PTRACE to enable. */
-	int rc = uffd_open(&u, ~(uint64_t)UFFD_FEATURE_EVENT_FORK);
+	/* Fault features only: an event feature (UNMAP, REMOVE, ...) would
+	 * make our own munmap wait for a reader that isn't there, and FORK
+	 * may need CAP_SYS_PTRACE. */
+	int rc = uffd_open(&u, UFFD_FEATURE_PAGEFAULT_FLAG_WP |
+			   UFFD_FEATURE_MOVE | UFFD_FEATURE_THREAD_ID);
 	info->route_errno = u.route_errno;
 	if (rc == 0) {
 		info->route = u.route;

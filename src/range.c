@@ -143,16 +143,24 @@ int range_fault(struct hetmm_ctx *ctx, const void *owner, uintptr_t start,
 	return 0;
 }
 
-static uint8_t snapshot_device(uint64_t e, const void *owner)
+/*
+ * As hmm_range_fault() reports it: a device-private page is visible to its
+ * own device only (local, with the mapping's permission); to any other it
+ * is not present.  Coherent pages are CPU pages, local or remote.
+ */
+static uint8_t snapshot_device(uint64_t e, const void *owner,
+			       const struct vma *v)
 {
 	enum hetmm_memory_type type = HETMM_MEMORY_DEVICE_PRIVATE;
 	const void *o = entry_owner(e, &type);
 	bool local = o == owner;
+	uint8_t perm = (v->flags & VMA_WRITE) ? HETMM_PROT_WRITE
+					      : HETMM_PROT_READ;
 	if (type == HETMM_MEMORY_DEVICE_COHERENT)
-		return local ? HETMM_PROT_DEV_COHERENT_LOCAL
-			     : HETMM_PROT_DEV_COHERENT_REMOTE;
-	return local ? HETMM_PROT_DEV_PRIVATE_LOCAL
-		     : HETMM_PROT_DEV_PRIVATE_REMOTE;
+		return perm | (local ? HETMM_PROT_DEV_COHERENT_LOCAL
+				     : HETMM_PROT_DEV_COHERENT_REMOTE);
+	return local ? (uint8_t)(perm | HETMM_PROT_DEV_PRIVATE_LOCAL)
+		     : HETMM_PROT_NONE;
 }
 
 static uint8_t snapshot_system(const struct vma *v, uint8_t pf)
@@ -196,7 +204,7 @@ int range_snapshot(struct hetmm_ctx *ctx, const void *owner, uintptr_t start,
 			if (!readable)
 				prot[i + k] = HETMM_PROT_ERROR;
 			else if (e & SHADOW_DEVICE)
-				prot[i + k] = snapshot_device(e, owner);
+				prot[i + k] = snapshot_device(e, owner, &v);
 			else
 				prot[i + k] = snapshot_system(&v, pflags[k]);
 		}
