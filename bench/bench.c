@@ -1,0 +1,1819 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * bench.c - `hetmm bench`.
+ *
+ * Every hetmm figure is paired with a baseline measured in the same run on
+ * the same machine, and every figure is the median of several repetitions
+ * (after one untimed warm-up repetition):
+ *
+ *   migrate_to_device  hetmm_migrate_to_device() of a populated private
+ *                      anonymous buffer to an emulated DEVICE_PRIVATE device
+ *                      sized to fit, vs memcpy() of the same bytes into
+ *                      already-populated memory (best of 4 KiB pages and
+ *                      THP-advised buffers).
+ *   migrate_to_system  hetmm_migrate_to_system() of the whole buffer, vs the
+ *                      best raw kernel primitive: UFFDIO_COPY from a
+ *                      populated source into a fresh MISSING-registered
+ *                      region (2 MiB per ioctl, and the whole range in one
+ *                      ioctl), and UFFDIO_MOVE from a populated 4 KiB-page
+ *                      staging region (2 MiB per ioctl and whole range).
+ *   fault_seq          one thread reads one byte per 4 KiB page of a
+ *                      device-resident buffer, so every page faults back,
+ *                      vs the same best raw primitive as migrate_to_system.
+ *   fault latency      one touch each of random pages of a device-resident
+ *                      buffer, clock_gettime() around each touch, vs a bare
+ *                      userfaultfd round trip (own uffd, own handler thread
+ *                      doing a blocking read() then a one-page UFFDIO_COPY
+ *                      from a prepared source page), timed the same way.
+ *                      Run three times: handlers unpinned, pinned to the
+ *                      toucher's CPU, and pinned to another CPU (the
+ *                      placement changes the figure several times over on a
+ *                      VM); the headline is the worse ratio of the two
+ *                      pinned runs, since unpinned compares whatever
+ *                      placement the scheduler happened to pick for each.
+ *   metadata           hetmm_page_metadata_size().
+ *
+ * For information, also: a raw fault-driven sequential read (our handler
+ * answering each fault with 2 MiB of UFFDIO_COPY or UFFDIO_MOVE), and
+ * memcpy() out of a device-resident buffer (up to 64 MiB).
+ *
+ * The summary "ratios" are taken at the LARGEST size measured.
+ * Throughput is in GB/s with 1 GB = 1e9 bytes.  Buffers are unmapped
+ * between repetitions so memory stays bounded (about 3x the largest size).
+ * Progress and warnings go to stderr; with --json stdout carries exactly one
+ * JSON object.
+ */
+#include "bench.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hetmm.h"
+#include "compat.h"
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+#define PAGE ((size_t)HETMM_PAGE_SIZE)
+#define MIB ((size_t)1 << 20)
+#define CHUNK_2M (2 * MIB)
+#define MAX_SIZES 32
+
+/* ------------------------------------------------------------------------
+ * Small helpers
+ */
+
+static int g_midline; /* a progress line is open on stderr */
+
+/* Progress on stderr. */
+static void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void note(const char *fmt, ...)
+{
+	char line[256];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (n <= 0)
+		return;
+	fputs(line, stderr);
+	g_midline = line[strlen(line) - 1] != '\n';
+}
+
+static void warn_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void warn_(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (g_midline)
+		fputc('\n', stderr);
+	g_midline = 0;
+	fputs("hetmm bench: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* Median of n values (sorts in place); NAN for n == 0. */
+static double median(double *v, int n)
+{
+	if (n <= 0)
+		return NAN;
+	qsort(v, (size_t)n, sizeof(*v), cmp_double);
+	if (n & 1)
+		return v[n / 2];
+	return (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* Nearest-rank percentile of sorted values. */
+static double percentile_sorted(const double *v, int n, double pct)
+{
+	long rank;
+
+	if (n <= 0)
+		return NAN;
+	rank = (long)ceil(pct / 100.0 * n);
+	if (rank < 1)
+		rank = 1;
+	if (rank > n)
+		rank = n;
+	return v[rank - 1];
+}
+
+/* bytes per ns == GB/s (1e9 B/s). */
+static double gbps(size_t bytes, double ns)
+{
+	if (!(ns > 0))
+		return NAN;
+	return (double)bytes / ns;
+}
+
+static double us_per_page(size_t bytes, double ns)
+{
+	if (!(ns > 0) || bytes < PAGE)
+		return NAN;
+	return ns / 1000.0 / (double)(bytes / PAGE);
+}
+
+/* thp: 0 leave default, 1 MADV_HUGEPAGE, -1 MADV_NOHUGEPAGE. */
+static void *map_anon(size_t len, int thp)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		return NULL;
+	if (thp > 0)
+		(void)madvise(p, len, MADV_HUGEPAGE);
+	else if (thp < 0)
+		(void)madvise(p, len, MADV_NOHUGEPAGE);
+	return p;
+}
+
+/* Populate with real (non-zero) pages. */
+static void populate(void *p, size_t len, int byte)
+{
+	(void)madvise(p, len, MADV_POPULATE_WRITE);
+	memset(p, byte, len);
+}
+
+static volatile uint64_t g_sink;
+
+static const char *fmt_size(size_t sz, char *buf, size_t n)
+{
+	if (sz >= ((size_t)1 << 30) && !(sz & (((size_t)1 << 30) - 1)))
+		snprintf(buf, n, "%zuG", sz >> 30);
+	else if (sz >= MIB && !(sz & (MIB - 1)))
+		snprintf(buf, n, "%zuM", sz >> 20);
+	else if (sz >= 1024 && !(sz & 1023))
+		snprintf(buf, n, "%zuK", sz >> 10);
+	else
+		snprintf(buf, n, "%zu", sz);
+	return buf;
+}
+
+/* xorshift64* */
+static uint64_t rng_next(uint64_t *s)
+{
+	uint64_t x = *s;
+
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	*s = x;
+	return x * 0x2545F4914F6CDD1Dull;
+}
+
+static void shuffle(uint32_t *v, size_t n, uint64_t *seed)
+{
+	for (size_t i = n; i > 1; i--) {
+		size_t j = (size_t)(rng_next(seed) % i);
+		uint32_t t = v[i - 1];
+
+		v[i - 1] = v[j];
+		v[j] = t;
+	}
+}
+
+/* ------------------------------------------------------------------------
+ * Raw userfaultfd, for the baselines
+ */
+
+static int uffd_open_raw(int flags)
+{
+	int fd = (int)syscall(SYS_userfaultfd, flags);
+
+	if (fd >= 0)
+		return fd;
+	{
+		int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+
+		if (dev >= 0) {
+			fd = ioctl(dev, USERFAULTFD_IOC_NEW, flags);
+			close(dev);
+			if (fd >= 0)
+				return fd;
+		}
+	}
+	/* Our baselines only fault from user mode. */
+	return (int)syscall(SYS_userfaultfd, flags | UFFD_USER_MODE_ONLY);
+}
+
+/* Open a uffd with the wanted features the kernel offers; -errno. */
+static int uffd_open_features(uint64_t want, int nonblock, uint64_t *got)
+{
+	int flags = O_CLOEXEC | (nonblock ? O_NONBLOCK : 0);
+	struct uffdio_api api;
+	uint64_t avail;
+	int fd;
+
+	fd = uffd_open_raw(flags);
+	if (fd < 0)
+		return -errno;
+	memset(&api, 0, sizeof(api));
+	api.api = UFFD_API;
+	if (ioctl(fd, UFFDIO_API, &api)) {
+		int e = errno;
+
+		close(fd);
+		return -e;
+	}
+	avail = api.features;
+	close(fd);
+
+	fd = uffd_open_raw(flags);
+	if (fd < 0)
+		return -errno;
+	memset(&api, 0, sizeof(api));
+	api.api = UFFD_API;
+	api.features = want & avail;
+	if (ioctl(fd, UFFDIO_API, &api)) {
+		int e = errno;
+
+		close(fd);
+		return -e;
+	}
+	if (got)
+		*got = want & avail;
+	return fd;
+}
+
+static int uffd_register_missing(int fd, void *p, size_t len, uint64_t *ioctls)
+{
+	struct uffdio_register r;
+
+	memset(&r, 0, sizeof(r));
+	r.range.start = (uintptr_t)p;
+	r.range.len = len;
+	r.mode = UFFDIO_REGISTER_MODE_MISSING;
+	if (ioctl(fd, UFFDIO_REGISTER, &r))
+		return -errno;
+	if (ioctls)
+		*ioctls = r.ioctls;
+	return 0;
+}
+
+/* UFFDIO_COPY [dst, dst+len) from src, chunk bytes per ioctl. */
+static int raw_copy(int fd, char *dst, const char *src, size_t len,
+		    size_t chunk, uint64_t mode)
+{
+	size_t off = 0;
+	int spins = 0;
+
+	while (off < len) {
+		size_t n = len - off < chunk ? len - off : chunk;
+		struct uffdio_copy c;
+
+		c.dst = (uintptr_t)(dst + off);
+		c.src = (uintptr_t)(src + off);
+		c.len = n;
+		c.mode = mode;
+		c.copy = 0;
+		if (ioctl(fd, UFFDIO_COPY, &c) == 0) {
+			off += n;
+			continue;
+		}
+		if (errno == EAGAIN) {
+			if (c.copy > 0)
+				off += (size_t)c.copy;
+			else if (++spins > 1000000)
+				return -EAGAIN;
+			continue;
+		}
+		return -errno;
+	}
+	return 0;
+}
+
+static int raw_move(int fd, char *dst, char *src, size_t len, size_t chunk)
+{
+	size_t off = 0;
+	int spins = 0;
+
+	while (off < len) {
+		size_t n = len - off < chunk ? len - off : chunk;
+		struct uffdio_move m;
+
+		m.dst = (uintptr_t)(dst + off);
+		m.src = (uintptr_t)(src + off);
+		m.len = n;
+		m.mode = UFFDIO_MOVE_MODE_DONTWAKE;
+		m.move = 0;
+		if (ioctl(fd, UFFDIO_MOVE, &m) == 0) {
+			off += n;
+			continue;
+		}
+		if (errno == EAGAIN) {
+			if (m.move > 0)
+				off += (size_t)m.move;
+			else if (++spins > 1000000)
+				return -EAGAIN;
+			continue;
+		}
+		return -errno;
+	}
+	return 0;
+}
+
+/*
+ * A bare fault handler thread: blocking read() of one uffd_msg, then one
+ * UFFDIO_COPY (window bytes from the faulting page, clamped to the region).
+ * A fault on stop_page ends the thread.
+ */
+struct raw_handler {
+	int fd;
+	pthread_t thr;
+	char *stop_page;
+	const char *src;          /* single page if src_single */
+	int src_single;
+	int use_move;             /* UFFDIO_MOVE from src instead of COPY */
+	size_t window;
+	_Atomic uintptr_t base;   /* current region */
+	_Atomic size_t len;
+	atomic_ulong faults;
+	atomic_int error;
+	atomic_int tid;
+};
+
+static void *raw_handler_main(void *arg)
+{
+	struct raw_handler *h = arg;
+
+	atomic_store(&h->tid, (int)syscall(SYS_gettid));
+	for (;;) {
+		struct uffd_msg msg;
+		struct uffdio_copy c;
+		uintptr_t a, base;
+		size_t len, n;
+		ssize_t r = read(h->fd, &msg, sizeof(msg));
+
+		if (r < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			atomic_store(&h->error, errno);
+			break;
+		}
+		if (r != (ssize_t)sizeof(msg) || msg.event != UFFD_EVENT_PAGEFAULT)
+			continue;
+		a = (uintptr_t)msg.arg.pagefault.address & ~(uintptr_t)(PAGE - 1);
+		if (a == (uintptr_t)h->stop_page) {
+			struct uffdio_zeropage z;
+
+			z.range.start = a;
+			z.range.len = PAGE;
+			z.mode = 0;
+			(void)ioctl(h->fd, UFFDIO_ZEROPAGE, &z);
+			break;
+		}
+		base = atomic_load_explicit(&h->base, memory_order_relaxed);
+		len = atomic_load_explicit(&h->len, memory_order_relaxed);
+		n = h->window;
+		if (a < base || a >= base + len) {
+			n = PAGE; /* not ours: still resolve it */
+		} else if (a + n > base + len) {
+			n = base + len - a;
+		}
+		if (h->use_move) {
+			struct uffdio_move m;
+
+			m.dst = a;
+			m.src = (uintptr_t)h->src + (a - base);
+			m.len = n;
+			m.mode = 0;
+			m.move = 0;
+			if (ioctl(h->fd, UFFDIO_MOVE, &m)) {
+				struct uffdio_range w = { .start = a, .len = PAGE };
+
+				if (errno != EEXIST && errno != EAGAIN)
+					atomic_store(&h->error, errno);
+				(void)ioctl(h->fd, UFFDIO_WAKE, &w);
+			}
+			atomic_fetch_add_explicit(&h->faults, 1,
+						  memory_order_relaxed);
+			continue;
+		}
+		c.dst = a;
+		c.src = h->src_single ? (uintptr_t)h->src
+				      : (uintptr_t)h->src + (a - base);
+		c.len = n;
+		c.mode = 0;
+		c.copy = 0;
+		if (ioctl(h->fd, UFFDIO_COPY, &c)) {
+			if (errno == EEXIST || (errno == EAGAIN && c.copy > 0)) {
+				struct uffdio_range w = { .start = a, .len = PAGE };
+
+				(void)ioctl(h->fd, UFFDIO_WAKE, &w);
+			} else if (errno == EAGAIN) {
+				/* retried by the faulting thread */
+				struct uffdio_range w = { .start = a, .len = PAGE };
+
+				(void)ioctl(h->fd, UFFDIO_WAKE, &w);
+			} else {
+				atomic_store(&h->error, errno);
+			}
+		}
+		atomic_fetch_add_explicit(&h->faults, 1, memory_order_relaxed);
+	}
+	return NULL;
+}
+
+static int raw_handler_start(struct raw_handler *h, const char *src,
+			     int src_single, size_t window, int use_move)
+{
+	int rc;
+	uint64_t got = 0;
+
+	memset(h, 0, sizeof(*h));
+	h->use_move = use_move;
+	h->fd = uffd_open_features(use_move ? UFFD_FEATURE_MOVE : 0, 0, &got);
+	if (h->fd >= 0 && use_move && !(got & UFFD_FEATURE_MOVE)) {
+		close(h->fd);
+		return -EOPNOTSUPP;
+	}
+	if (h->fd < 0)
+		return h->fd;
+	h->stop_page = map_anon(PAGE, 0);
+	if (!h->stop_page) {
+		close(h->fd);
+		return -ENOMEM;
+	}
+	rc = uffd_register_missing(h->fd, h->stop_page, PAGE, NULL);
+	if (rc) {
+		munmap(h->stop_page, PAGE);
+		close(h->fd);
+		return rc;
+	}
+	h->src = src;
+	h->src_single = src_single;
+	h->window = window;
+	rc = pthread_create(&h->thr, NULL, raw_handler_main, h);
+	if (rc) {
+		munmap(h->stop_page, PAGE);
+		close(h->fd);
+		return -rc;
+	}
+	while (!atomic_load(&h->tid))
+		sched_yield();
+	return 0;
+}
+
+static void raw_handler_stop(struct raw_handler *h)
+{
+	g_sink += *(volatile char *)h->stop_page;
+	pthread_join(h->thr, NULL);
+	munmap(h->stop_page, PAGE);
+	close(h->fd);
+}
+
+/* ------------------------------------------------------------------------
+ * Options and results
+ */
+
+struct opts {
+	int quick;
+	int json;
+	int reps;
+	int samples;
+	size_t lat_region;
+	size_t sizes[MAX_SIZES];
+	int nsizes;
+};
+
+struct size_result {
+	size_t size;
+	int err;
+	/* a */
+	double memcpy_ns;
+	const char *memcpy_kind;
+	double to_dev_ns;
+	uint64_t moved_min;
+	/* b */
+	double to_sys_ns;
+	double raw_copy2m_ns, raw_copyall_ns, raw_move2m_ns, raw_moveall_ns;
+	double raw_best_ns;
+	const char *raw_best_kind;
+	/* c */
+	double fault_seq_ns;
+	double faults_per_rep;
+	double fault_pages_per_rep;
+	double raw_fault_seq_ns;       /* 2 MiB UFFDIO_COPY per fault */
+	double raw_fault_seq_move_ns;  /* 2 MiB UFFDIO_MOVE per fault */
+	double memcpy_out_ns;          /* memcpy out of device-resident */
+	double memcpy_out_faults;
+};
+
+struct lat_result {
+	int err;
+	int place;
+	uint64_t hetmm_fault_pages;
+	size_t region;
+	int n_hetmm, n_raw;
+	uint64_t hetmm_faults;
+	double med, p99, raw_med, raw_p99;
+	double mean, raw_mean;
+};
+
+static int parse_size(const char *s, size_t *out)
+{
+	char *end;
+	unsigned long long v;
+	size_t mul = 1;
+
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return -EINVAL;
+	switch (*end) {
+	case 'k': case 'K': mul = (size_t)1 << 10; end++; break;
+	case 'm': case 'M': mul = (size_t)1 << 20; end++; break;
+	case 'g': case 'G': mul = (size_t)1 << 30; end++; break;
+	default: break;
+	}
+	if (*end == 'i')
+		end++;
+	if (*end == 'B' || *end == 'b')
+		end++;
+	if (*end != '\0' || v == 0 || v > (SIZE_MAX / mul))
+		return -EINVAL;
+	v *= mul;
+	v = (v + PAGE - 1) & ~(unsigned long long)(PAGE - 1);
+	*out = (size_t)v;
+	return 0;
+}
+
+static int add_sizes(struct opts *o, const char *list)
+{
+	char buf[512];
+	char *save = NULL, *tok;
+
+	if (strlen(list) >= sizeof(buf))
+		return -EINVAL;
+	strcpy(buf, list);
+	for (tok = strtok_r(buf, ",", &save); tok;
+	     tok = strtok_r(NULL, ",", &save)) {
+		size_t sz;
+
+		if (!*tok)
+			continue;
+		if (parse_size(tok, &sz) || o->nsizes >= MAX_SIZES)
+			return -EINVAL;
+		o->sizes[o->nsizes++] = sz;
+	}
+	return 0;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: hetmm bench [--quick] [--json] [--sizes 1M,16M,256M,1G]\n"
+		"                   [--reps N] [--samples N]\n"
+		"  --quick     sizes 1M,16M,64M and 1000 latency samples (a few seconds)\n"
+		"  --json      print one JSON object on stdout (progress on stderr)\n"
+		"  --sizes     list of sizes (K/M/G suffixes), commas or separate args\n"
+		"  --reps      repetitions per figure, median reported (default 5)\n"
+		"  --samples   fault-latency samples per repetition\n");
+}
+
+/* ------------------------------------------------------------------------
+ * (a) baseline: memcpy into populated memory
+ */
+
+static int bench_memcpy(size_t size, int reps, struct size_result *res)
+{
+	double t[64];
+	int variant;
+
+	res->memcpy_ns = NAN;
+	for (variant = 0; variant < 2; variant++) {
+		char *src = map_anon(size, variant ? 1 : -1);
+		char *dst = map_anon(size, variant ? 1 : -1);
+		double m;
+
+		if (!src || !dst) {
+			if (src)
+				munmap(src, size);
+			if (dst)
+				munmap(dst, size);
+			return -ENOMEM;
+		}
+		populate(src, size, 0x5a);
+		populate(dst, size, 0x11);
+		memcpy(dst, src, size); /* warm-up */
+		for (int r = 0; r < reps; r++) {
+			uint64_t t0 = now_ns();
+
+			memcpy(dst, src, size);
+			t[r] = (double)(now_ns() - t0);
+			g_sink += (unsigned char)dst[(size_t)r * 7919 % size];
+		}
+		m = median(t, reps);
+		if (isnan(res->memcpy_ns) || m < res->memcpy_ns) {
+			res->memcpy_ns = m;
+			res->memcpy_kind = variant ? "memcpy (THP-advised)"
+						   : "memcpy (4 KiB pages)";
+		}
+		munmap(src, size);
+		munmap(dst, size);
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * (a), (b), (c): hetmm
+ */
+
+static int check_device_empty(struct hetmm_emu *emu, const char *what)
+{
+	struct hetmm_pagemap *pg;
+	struct hetmm_pagemap_info info;
+	int rc = hetmm_emu_pagemap(emu, &pg);
+
+	if (!rc)
+		rc = hetmm_pagemap_get_info(pg, &info);
+	if (rc) {
+		warn_("%s: pagemap info: %s", what, strerror(-rc));
+		return rc;
+	}
+	if (info.nr_free != info.nr_pages) {
+		warn_("%s: device still holds %" PRIu64 " of %" PRIu64
+		      " pages after the buffer went back", what,
+		      info.nr_pages - info.nr_free, info.nr_pages);
+		return -EBUSY;
+	}
+	return 0;
+}
+
+static int bench_hetmm_migrate(struct hetmm_ctx *ctx, struct hetmm_emu *emu,
+			       size_t size, int reps, struct size_result *res)
+{
+	struct hetmm_pagemap *pg;
+	double tdev[64], tsys[64];
+	uint64_t npages = size / PAGE;
+	int rc, n = 0;
+
+	res->to_dev_ns = res->to_sys_ns = NAN;
+	res->moved_min = UINT64_MAX;
+	rc = hetmm_emu_pagemap(emu, &pg);
+	if (rc) {
+		warn_("hetmm_emu_pagemap: %s", strerror(-rc));
+		return rc;
+	}
+	for (int r = -1; r < reps; r++) {
+		struct hetmm_migrate_report rd, rs;
+		char *buf = map_anon(size, 0);
+		uint64_t t0, t1, t2;
+
+		if (!buf)
+			return -ENOMEM;
+		populate(buf, size, 0xa5);
+		memset(&rd, 0, sizeof(rd));
+		memset(&rs, 0, sizeof(rs));
+		t0 = now_ns();
+		rc = hetmm_migrate_to_device(pg, buf, size, &rd);
+		t1 = now_ns();
+		if (rc < 0) {
+			warn_("hetmm_migrate_to_device(%zu bytes): %s", size,
+			      strerror(-rc));
+			munmap(buf, size);
+			return rc;
+		}
+		if (rd.moved != npages)
+			warn_("migrate_to_device moved %" PRIu64 " of %" PRIu64
+			      " pages (skipped %" PRIu64 ")", rd.moved, npages,
+			      rd.skipped);
+		if (rd.moved < res->moved_min)
+			res->moved_min = rd.moved;
+		rc = hetmm_migrate_to_system(ctx, buf, size, &rs);
+		t2 = now_ns();
+		if (rc < 0) {
+			warn_("hetmm_migrate_to_system(%zu bytes): %s", size,
+			      strerror(-rc));
+			munmap(buf, size);
+			return rc;
+		}
+		if (rs.moved != rd.moved)
+			warn_("migrate_to_system moved %" PRIu64
+			      " pages, expected %" PRIu64, rs.moved, rd.moved);
+		/* Untimed spot check of the data. */
+		for (uint64_t i = 0; i < npages; i += (npages + 63) / 64) {
+			unsigned char v = ((volatile unsigned char *)buf)
+				[i * PAGE + (i * 97) % PAGE];
+
+			if (v != 0xa5) {
+				warn_("DATA MISMATCH after migrate back: page %"
+				      PRIu64 " has 0x%02x, want 0xa5", i, v);
+				munmap(buf, size);
+				return -EIO;
+			}
+		}
+		munmap(buf, size);
+		if (r >= 0) {
+			tdev[n] = (double)(t1 - t0);
+			tsys[n] = (double)(t2 - t1);
+			n++;
+		}
+	}
+	res->to_dev_ns = median(tdev, n);
+	res->to_sys_ns = median(tsys, n);
+	return check_device_empty(emu, "migrate bench");
+}
+
+static int bench_hetmm_fault_seq(struct hetmm_ctx *ctx, struct hetmm_emu *emu,
+				 size_t size, int reps, struct size_result *res)
+{
+	struct hetmm_pagemap *pg;
+	double t[64], faults = 0, fpages = 0;
+	uint64_t npages = size / PAGE;
+	int rc, n = 0;
+
+	res->fault_seq_ns = NAN;
+	rc = hetmm_emu_pagemap(emu, &pg);
+	if (rc)
+		return rc;
+	for (int r = -1; r < reps; r++) {
+		struct hetmm_migrate_report rd;
+		struct hetmm_stats s0, s1;
+		char *buf = map_anon(size, 0);
+		uint64_t t0, t1, sum = 0;
+
+		if (!buf)
+			return -ENOMEM;
+		populate(buf, size, 0x3c);
+		memset(&rd, 0, sizeof(rd));
+		rc = hetmm_migrate_to_device(pg, buf, size, &rd);
+		if (rc < 0) {
+			warn_("fault_seq: hetmm_migrate_to_device: %s",
+			      strerror(-rc));
+			munmap(buf, size);
+			return rc;
+		}
+		if (rd.moved != npages)
+			warn_("fault_seq: only %" PRIu64 " of %" PRIu64
+			      " pages on the device", rd.moved, npages);
+		hetmm_ctx_get_stats(ctx, &s0);
+		t0 = now_ns();
+		for (uint64_t i = 0; i < npages; i++)
+			sum += ((volatile unsigned char *)buf)[i * PAGE];
+		t1 = now_ns();
+		hetmm_ctx_get_stats(ctx, &s1);
+		g_sink += sum;
+		if (sum != 0x3cull * npages) {
+			warn_("DATA MISMATCH in fault-back: sum %" PRIu64
+			      ", want %" PRIu64, sum, (uint64_t)0x3c * npages);
+			munmap(buf, size);
+			return -EIO;
+		}
+		munmap(buf, size);
+		if (r >= 0) {
+			t[n++] = (double)(t1 - t0);
+			faults += (double)(s1.faults - s0.faults);
+			fpages += (double)(s1.fault_pages - s0.fault_pages);
+		}
+	}
+	res->fault_seq_ns = median(t, n);
+	res->faults_per_rep = n ? faults / n : NAN;
+	res->fault_pages_per_rep = n ? fpages / n : NAN;
+	return check_device_empty(emu, "fault_seq bench");
+}
+
+/*
+ * Informational: memcpy() out of a device-resident buffer into a populated
+ * page-aligned one, as an application would.  glibc copies large 4 KiB-
+ * aliased buffers backwards, so this shows how fault-around copes with a
+ * descending stream.  Only up to MEMCPY_OUT_MAX: without fault-around
+ * every page is one round trip.
+ */
+#define MEMCPY_OUT_MAX (64 * MIB)
+
+static int bench_hetmm_memcpy_out(struct hetmm_ctx *ctx, struct hetmm_emu *emu,
+				  size_t size, int reps,
+				  struct size_result *res)
+{
+	struct hetmm_pagemap *pg;
+	double t[64], faults = 0;
+	int rc, n = 0;
+	char *dst;
+
+	res->memcpy_out_ns = res->memcpy_out_faults = NAN;
+	if (size > MEMCPY_OUT_MAX)
+		return 0;
+	if (reps > 3)
+		reps = 3;
+	rc = hetmm_emu_pagemap(emu, &pg);
+	if (rc)
+		return rc;
+	dst = map_anon(size, 0);
+	if (!dst)
+		return -ENOMEM;
+	populate(dst, size, 0);
+	for (int r = -1; r < reps; r++) {
+		struct hetmm_migrate_report rd;
+		struct hetmm_stats s0, s1;
+		char *buf = map_anon(size, 0);
+		uint64_t t0, t1;
+
+		if (!buf) {
+			rc = -ENOMEM;
+			break;
+		}
+		populate(buf, size, 0x6b);
+		memset(&rd, 0, sizeof(rd));
+		rc = hetmm_migrate_to_device(pg, buf, size, &rd);
+		if (rc < 0) {
+			munmap(buf, size);
+			break;
+		}
+		rc = 0;
+		hetmm_ctx_get_stats(ctx, &s0);
+		t0 = now_ns();
+		memcpy(dst, buf, size);
+		t1 = now_ns();
+		hetmm_ctx_get_stats(ctx, &s1);
+		munmap(buf, size);
+		if (dst[0] != 0x6b || dst[size / 2] != 0x6b ||
+		    dst[size - 1] != 0x6b) {
+			warn_("DATA MISMATCH in memcpy out of the device");
+			rc = -EIO;
+			break;
+		}
+		if (r >= 0) {
+			t[n++] = (double)(t1 - t0);
+			faults += (double)(s1.faults - s0.faults);
+		}
+	}
+	munmap(dst, size);
+	if (rc)
+		return rc;
+	res->memcpy_out_ns = median(t, n);
+	res->memcpy_out_faults = n ? faults / n : NAN;
+	return check_device_empty(emu, "memcpy_out bench");
+}
+
+/* ------------------------------------------------------------------------
+ * (b) raw primitives
+ */
+
+enum raw_kind { RAW_COPY_2M, RAW_COPY_ALL, RAW_MOVE_2M, RAW_MOVE_ALL };
+
+static const char *raw_name[] = {
+	"UFFDIO_COPY 2 MiB/ioctl", "UFFDIO_COPY whole range",
+	"UFFDIO_MOVE 2 MiB/ioctl", "UFFDIO_MOVE whole range",
+};
+
+static int bench_raw_one(int fd, enum raw_kind kind, const char *src,
+			 size_t size, int reps, double *out)
+{
+	double t[64];
+	int n = 0, rc;
+	int move = kind == RAW_MOVE_2M || kind == RAW_MOVE_ALL;
+	size_t chunk = (kind == RAW_COPY_2M || kind == RAW_MOVE_2M) ? CHUNK_2M
+								     : size;
+
+	*out = NAN;
+	for (int r = -1; r < reps; r++) {
+		char *dst = map_anon(size, 0), *stg = NULL;
+		uint64_t ioctls = 0, t0, t1;
+
+		if (!dst)
+			return -ENOMEM;
+		rc = uffd_register_missing(fd, dst, size, &ioctls);
+		if (rc) {
+			munmap(dst, size);
+			return rc;
+		}
+		if (move) {
+			if (!(ioctls & (1ull << _UFFDIO_MOVE))) {
+				munmap(dst, size);
+				return -EOPNOTSUPP;
+			}
+			/* 4 KiB pages, exclusive to us: what hetmm installs */
+			stg = map_anon(size, -1);
+			if (!stg) {
+				munmap(dst, size);
+				return -ENOMEM;
+			}
+			populate(stg, size, 0x77);
+		}
+		t0 = now_ns();
+		if (move)
+			rc = raw_move(fd, dst, stg, size, chunk);
+		else
+			rc = raw_copy(fd, dst, src, size, chunk,
+				      UFFDIO_COPY_MODE_DONTWAKE);
+		t1 = now_ns();
+		if (!rc && (dst[0] != 0x77 || dst[size - 1] != 0x77))
+			rc = -EIO;
+		munmap(dst, size);
+		if (stg)
+			munmap(stg, size);
+		if (rc) {
+			warn_("raw %s: %s", raw_name[kind], strerror(-rc));
+			return rc;
+		}
+		if (r >= 0)
+			t[n++] = (double)(t1 - t0);
+	}
+	*out = median(t, n);
+	return 0;
+}
+
+static int bench_raw(int fd, int has_move, size_t size, int reps,
+		     struct size_result *res)
+{
+	char *src = map_anon(size, 1);
+	double *slot[4] = { &res->raw_copy2m_ns, &res->raw_copyall_ns,
+			    &res->raw_move2m_ns, &res->raw_moveall_ns };
+	int rc = 0;
+
+	res->raw_best_ns = NAN;
+	res->raw_best_kind = NULL;
+	if (!src)
+		return -ENOMEM;
+	populate(src, size, 0x77);
+	for (int k = RAW_COPY_2M; k <= RAW_MOVE_ALL; k++) {
+		int r;
+
+		*slot[k] = NAN;
+		if ((k == RAW_MOVE_2M || k == RAW_MOVE_ALL) && !has_move)
+			continue;
+		r = bench_raw_one(fd, (enum raw_kind)k, src, size, reps, slot[k]);
+		if (r) {
+			if (r != -EOPNOTSUPP)
+				rc = r;
+			continue;
+		}
+		if (isnan(res->raw_best_ns) || *slot[k] < res->raw_best_ns) {
+			res->raw_best_ns = *slot[k];
+			res->raw_best_kind = raw_name[k];
+		}
+	}
+	munmap(src, size);
+	if (isnan(res->raw_best_ns))
+		return rc ? rc : -EIO;
+	return 0;
+}
+
+/*
+ * Informational: a raw fault-driven sequential read, our own handler thread
+ * answering each fault with 2 MiB at once (UFFDIO_COPY from a populated
+ * source, or UFFDIO_MOVE from a populated staging region).
+ */
+static int bench_raw_fault_seq(size_t size, int reps, int use_move,
+			       double *out)
+{
+	struct raw_handler h;
+	char *src = map_anon(size, use_move ? -1 : 1);
+	double t[64];
+	int n = 0, rc;
+
+	*out = NAN;
+	if (!src)
+		return -ENOMEM;
+	if (!use_move)
+		populate(src, size, 0x3c);
+	rc = raw_handler_start(&h, src, 0, CHUNK_2M, use_move);
+	if (rc) {
+		munmap(src, size);
+		return rc;
+	}
+	for (int r = -1; r < reps && !rc; r++) {
+		char *buf = map_anon(size, 0);
+		uint64_t npages = size / PAGE, sum = 0, t0, t1;
+
+		if (!buf) {
+			rc = -ENOMEM;
+			break;
+		}
+		if (use_move)  /* fresh staging pages each time: MOVE eats them */
+			populate(src, size, 0x3c);
+		rc = uffd_register_missing(h.fd, buf, size, NULL);
+		if (rc) {
+			munmap(buf, size);
+			break;
+		}
+		atomic_store(&h.base, (uintptr_t)buf);
+		atomic_store(&h.len, size);
+		t0 = now_ns();
+		for (uint64_t i = 0; i < npages; i++)
+			sum += ((volatile unsigned char *)buf)[i * PAGE];
+		t1 = now_ns();
+		if (sum != 0x3cull * npages)
+			rc = -EIO;
+		munmap(buf, size);
+		if (r >= 0)
+			t[n++] = (double)(t1 - t0);
+	}
+	if (atomic_load(&h.error))
+		rc = -atomic_load(&h.error);
+	raw_handler_stop(&h);
+	munmap(src, size);
+	if (!rc)
+		*out = median(t, n);
+	return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Thread placement for the latency test
+ *
+ * A fault round trip wakes the handler thread and then the faulting one.
+ * Whether the two share a CPU changes the figure several times over on a
+ * virtual machine (a cross-CPU wake-up is an IPI to a halted vCPU), so the
+ * test runs with the same, explicit placement for hetmm and for the raw
+ * baseline: both handlers on the toucher's CPU, both on another CPU, and
+ * unpinned.  hetmm's threads are the ones that appeared in
+ * hetmm_ctx_create().
+ */
+
+enum place { PLACE_UNPINNED, PLACE_SAME_CPU, PLACE_CROSS_CPU, NPLACES };
+
+static const char *place_name[NPLACES] = { "unpinned", "same_cpu",
+					   "cross_cpu" };
+
+#define MAX_TIDS 64
+
+static int list_tids(int *tids, int max)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *de;
+	int n = 0;
+
+	if (!d)
+		return 0;
+	while ((de = readdir(d)) && n < max) {
+		int t = atoi(de->d_name);
+
+		if (t > 0)
+			tids[n++] = t;
+	}
+	closedir(d);
+	return n;
+}
+
+struct placement {
+	int hetmm_tids[MAX_TIDS];
+	int n_hetmm_tids;
+	cpu_set_t orig;
+	int cpu_a, cpu_b;   /* -1 if not available */
+};
+
+static void pin_tid(int tid, int cpu)
+{
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	(void)sched_setaffinity(tid, sizeof(set), &set);
+}
+
+static void placement_apply(struct placement *pl, enum place p, int raw_tid)
+{
+	int hcpu;
+
+	if (p == PLACE_UNPINNED || pl->cpu_a < 0)
+		return;
+	hcpu = p == PLACE_SAME_CPU ? pl->cpu_a : pl->cpu_b;
+	if (hcpu < 0)
+		return;
+	pin_tid(0, pl->cpu_a);
+	if (raw_tid > 0)
+		pin_tid(raw_tid, hcpu);
+	for (int i = 0; i < pl->n_hetmm_tids; i++)
+		pin_tid(pl->hetmm_tids[i], hcpu);
+}
+
+static void placement_restore(struct placement *pl)
+{
+	(void)sched_setaffinity(0, sizeof(pl->orig), &pl->orig);
+	for (int i = 0; i < pl->n_hetmm_tids; i++)
+		(void)sched_setaffinity(pl->hetmm_tids[i], sizeof(pl->orig),
+					&pl->orig);
+}
+
+/* ------------------------------------------------------------------------
+ * (d) single-page fault latency
+ */
+
+static int bench_latency(struct hetmm_ctx *ctx, const struct opts *o,
+			 struct placement *pl, enum place place,
+			 struct lat_result *lr)
+{
+	size_t region = o->lat_region, npages = region / PAGE;
+	int samples = o->samples, reps = o->reps;
+	int warm = 16;
+	double *ht = NULL, *rt = NULL;
+	uint32_t *perm = NULL;
+	struct hetmm_emu *emu = NULL;
+	struct hetmm_pagemap *pg;
+	struct raw_handler h;
+	char *srcpage = NULL;
+	int rc, hrc = 0, hstarted = 0;
+	uint64_t seed = 0x9e3779b97f4a7c15ull;
+
+	memset(lr, 0, sizeof(*lr));
+	lr->region = region;
+	lr->place = place;
+	if ((size_t)samples + (size_t)warm > npages)
+		samples = (int)(npages - (size_t)warm);
+	ht = calloc((size_t)samples * (size_t)reps, sizeof(*ht));
+	rt = calloc((size_t)samples * (size_t)reps, sizeof(*rt));
+	perm = calloc(npages, sizeof(*perm));
+	srcpage = map_anon(PAGE, 0);
+	if (!ht || !rt || !perm || !srcpage) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	populate(srcpage, PAGE, 0x42);
+	hrc = hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, npages, &emu);
+	if (hrc) {
+		warn_("latency: hetmm_emu_create: %s", strerror(-hrc));
+		emu = NULL;
+	} else {
+		hrc = hetmm_emu_pagemap(emu, &pg);
+		if (hrc)
+			warn_("latency: hetmm_emu_pagemap: %s", strerror(-hrc));
+	}
+	rc = raw_handler_start(&h, srcpage, 1, PAGE, 0);
+	if (rc) {
+		warn_("latency: raw uffd handler: %s", strerror(-rc));
+		goto out;
+	}
+	hstarted = 1;
+	placement_apply(pl, place, atomic_load(&h.tid));
+
+	for (int r = 0; r < reps; r++) {
+		struct hetmm_migrate_report rd;
+		struct hetmm_stats s0, s1;
+		char *buf;
+
+		for (size_t i = 0; i < npages; i++)
+			perm[i] = (uint32_t)i;
+		shuffle(perm, npages, &seed);
+
+		/* hetmm: random pages of a device-resident buffer */
+		if (!hrc) {
+			buf = map_anon(region, 0);
+			if (!buf) {
+				rc = -ENOMEM;
+				goto out;
+			}
+			populate(buf, region, 0x42);
+			memset(&rd, 0, sizeof(rd));
+			hrc = hetmm_migrate_to_device(pg, buf, region, &rd);
+			if (hrc < 0) {
+				warn_("latency: hetmm_migrate_to_device: %s",
+				      strerror(-hrc));
+				munmap(buf, region);
+				goto raw;
+			}
+			hrc = 0;
+			if (rd.moved != npages)
+				warn_("latency: only %" PRIu64 " of %zu pages on "
+				      "the device", rd.moved, npages);
+			hetmm_ctx_get_stats(ctx, &s0);
+			for (int i = 0; i < warm + samples; i++) {
+				volatile unsigned char *p =
+					(volatile unsigned char *)buf +
+					(size_t)perm[i] * PAGE;
+				uint64_t t0, t1;
+				unsigned char v;
+
+				t0 = now_ns();
+				v = *p;
+				t1 = now_ns();
+				if (v != 0x42) {
+					warn_("DATA MISMATCH in latency fault: "
+					      "0x%02x", v);
+					hrc = -EIO;
+				}
+				if (i >= warm)
+					ht[lr->n_hetmm++] = (double)(t1 - t0);
+			}
+			hetmm_ctx_get_stats(ctx, &s1);
+			lr->hetmm_faults += s1.faults - s0.faults;
+			lr->hetmm_fault_pages += s1.fault_pages - s0.fault_pages;
+			/* Bring the rest back before unmapping (untimed). */
+			memset(&rd, 0, sizeof(rd));
+			(void)hetmm_migrate_to_system(ctx, buf, region, &rd);
+			munmap(buf, region);
+		}
+raw:
+		/* raw: random pages of a fresh registered region */
+		shuffle(perm, npages, &seed);
+		buf = map_anon(region, 0);
+		if (!buf) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		rc = uffd_register_missing(h.fd, buf, region, NULL);
+		if (rc) {
+			munmap(buf, region);
+			goto out;
+		}
+		atomic_store(&h.base, (uintptr_t)buf);
+		atomic_store(&h.len, region);
+		for (int i = 0; i < warm + samples; i++) {
+			volatile unsigned char *p =
+				(volatile unsigned char *)buf + (size_t)perm[i] * PAGE;
+			uint64_t t0, t1;
+			unsigned char v;
+
+			t0 = now_ns();
+			v = *p;
+			t1 = now_ns();
+			if (v != 0x42)
+				rc = -EIO;
+			if (i >= warm)
+				rt[lr->n_raw++] = (double)(t1 - t0);
+		}
+		munmap(buf, region);
+		if (rc)
+			goto out;
+	}
+	{
+		double sum = 0;
+
+		for (int i = 0; i < lr->n_hetmm; i++)
+			sum += ht[i];
+		lr->mean = lr->n_hetmm ? sum / lr->n_hetmm : NAN;
+		sum = 0;
+		for (int i = 0; i < lr->n_raw; i++)
+			sum += rt[i];
+		lr->raw_mean = lr->n_raw ? sum / lr->n_raw : NAN;
+	}
+	lr->med = median(ht, lr->n_hetmm);
+	lr->p99 = percentile_sorted(ht, lr->n_hetmm, 99.0);
+	lr->raw_med = median(rt, lr->n_raw);
+	lr->raw_p99 = percentile_sorted(rt, lr->n_raw, 99.0);
+	if ((int64_t)lr->hetmm_faults < (int64_t)lr->n_hetmm)
+		warn_("latency: %" PRIu64 " hetmm faults for %d timed touches"
+		      " (+%d warm-up each rep): some touches did not fault",
+		      lr->hetmm_faults, lr->n_hetmm, warm);
+out:
+	placement_restore(pl);
+	if (hstarted) {
+		if (atomic_load(&h.error))
+			warn_("latency: raw handler error: %s",
+			      strerror(atomic_load(&h.error)));
+		raw_handler_stop(&h);
+	}
+	if (emu) {
+		int r2 = hetmm_emu_destroy(emu);
+
+		if (r2)
+			warn_("latency: hetmm_emu_destroy: %s", strerror(-r2));
+	}
+	if (srcpage)
+		munmap(srcpage, PAGE);
+	free(perm);
+	free(ht);
+	free(rt);
+	if (!rc && hrc)
+		rc = hrc;
+	lr->err = rc;
+	return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Output
+ */
+
+static void json_num(FILE *f, double v, int decimals)
+{
+	if (isnan(v) || isinf(v))
+		fputs("null", f);
+	else
+		fprintf(f, "%.*f", decimals, v);
+}
+
+static void json_str(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; s && *s; s++) {
+		if (*s == '"' || *s == '\\')
+			fputc('\\', f);
+		if ((unsigned char)*s < 0x20)
+			fprintf(f, "\\u%04x", *s);
+		else
+			fputc(*s, f);
+	}
+	fputc('"', f);
+}
+
+struct row {
+	const char *name;
+	size_t size;
+	double hetmm_ns, base_ns;
+	const char *base_kind;
+};
+
+static void json_row(FILE *f, const struct row *r, int *first,
+		     const struct size_result *sr)
+{
+	double hg = gbps(r->size, r->hetmm_ns), bg = gbps(r->size, r->base_ns);
+
+	fprintf(f, "%s\n    {\"name\": ", *first ? "" : ",");
+	*first = 0;
+	json_str(f, r->name);
+	fprintf(f, ", \"size\": %zu, \"hetmm_gbps\": ", r->size);
+	json_num(f, hg, 4);
+	fputs(", \"baseline_gbps\": ", f);
+	json_num(f, bg, 4);
+	fputs(", \"ratio\": ", f);
+	json_num(f, hg / bg, 4);
+	fputs(", \"baseline\": ", f);
+	json_str(f, r->base_kind ? r->base_kind : "n/a");
+	fputs(", \"hetmm_us_per_page\": ", f);
+	json_num(f, us_per_page(r->size, r->hetmm_ns), 4);
+	fputs(", \"baseline_us_per_page\": ", f);
+	json_num(f, us_per_page(r->size, r->base_ns), 4);
+	if (!strcmp(r->name, "migrate_to_system")) {
+		fputs(", \"raw_copy_2m_gbps\": ", f);
+		json_num(f, gbps(r->size, sr->raw_copy2m_ns), 4);
+		fputs(", \"raw_copy_whole_gbps\": ", f);
+		json_num(f, gbps(r->size, sr->raw_copyall_ns), 4);
+		fputs(", \"raw_move_2m_gbps\": ", f);
+		json_num(f, gbps(r->size, sr->raw_move2m_ns), 4);
+		fputs(", \"raw_move_whole_gbps\": ", f);
+		json_num(f, gbps(r->size, sr->raw_moveall_ns), 4);
+	}
+	if (!strcmp(r->name, "fault_seq")) {
+		fputs(", \"hetmm_faults\": ", f);
+		json_num(f, sr->faults_per_rep, 1);
+		fputs(", \"hetmm_pages_per_fault\": ", f);
+		json_num(f, sr->fault_pages_per_rep / sr->faults_per_rep, 2);
+		fputs(", \"raw_fault_seq_copy_2m_gbps\": ", f);
+		json_num(f, gbps(r->size, sr->raw_fault_seq_ns), 4);
+		fputs(", \"raw_fault_seq_move_2m_gbps\": ", f);
+		json_num(f, gbps(r->size, sr->raw_fault_seq_move_ns), 4);
+		fputs(", \"hetmm_memcpy_out_gbps\": ", f);
+		json_num(f, gbps(r->size, sr->memcpy_out_ns), 4);
+		fputs(", \"hetmm_memcpy_out_faults\": ", f);
+		json_num(f, sr->memcpy_out_faults, 1);
+	}
+	fputc('}', f);
+}
+
+static int make_rows(const struct size_result *sr, struct row rows[3])
+{
+	rows[0] = (struct row){ "migrate_to_device", sr->size, sr->to_dev_ns,
+				sr->memcpy_ns, sr->memcpy_kind };
+	rows[1] = (struct row){ "migrate_to_system", sr->size, sr->to_sys_ns,
+				sr->raw_best_ns, sr->raw_best_kind };
+	rows[2] = (struct row){ "fault_seq", sr->size, sr->fault_seq_ns,
+				sr->raw_best_ns, sr->raw_best_kind };
+	return 3;
+}
+
+static double row_ratio(const struct row *r)
+{
+	return gbps(r->size, r->hetmm_ns) / gbps(r->size, r->base_ns);
+}
+
+static void json_lat(FILE *f, const struct lat_result *lr, int head)
+{
+	fputs("{\"median\": ", f);
+	json_num(f, lr->med, 0);
+	fputs(", \"p99\": ", f);
+	json_num(f, lr->p99, 0);
+	fputs(", \"raw_median\": ", f);
+	json_num(f, lr->raw_med, 0);
+	fputs(", \"raw_p99\": ", f);
+	json_num(f, lr->raw_p99, 0);
+	fputs(", \"mean\": ", f);
+	json_num(f, lr->mean, 0);
+	fputs(", \"raw_mean\": ", f);
+	json_num(f, lr->raw_mean, 0);
+	fputs(", \"ratio\": ", f);
+	json_num(f, lr->med / lr->raw_med, 4);
+	fputs(", \"placement\": ", f);
+	json_str(f, place_name[lr->place]);
+	if (head)
+		fputs(", \"placement_rule\": \"headline = worse ratio of "
+		      "same_cpu and cross_cpu\"", f);
+	fprintf(f, ", \"samples\": %d, \"raw_samples\": %d, \"region\": %zu"
+		", \"hetmm_faults\": %" PRIu64 ", \"hetmm_fault_pages\": %"
+		PRIu64 "}", lr->n_hetmm, lr->n_raw, lr->region,
+		lr->hetmm_faults, lr->hetmm_fault_pages);
+}
+
+static void print_json(const struct opts *o, const struct size_result *res,
+		       const struct lat_result *lat, int head, int meta,
+		       const char *release)
+{
+	const struct lat_result *lr = &lat[head];
+	FILE *f = stdout;
+	struct row rows[3], last[3];
+	int first = 1;
+
+	fputs("{\n  \"sizes\": [", f);
+	for (int i = 0; i < o->nsizes; i++)
+		fprintf(f, "%s%zu", i ? ", " : "", o->sizes[i]);
+	fputs("],\n  \"results\": [", f);
+	for (int i = 0; i < o->nsizes; i++) {
+		make_rows(&res[i], rows);
+		for (int k = 0; k < 3; k++)
+			json_row(f, &rows[k], &first, &res[i]);
+	}
+	fputs("\n  ],\n", f);
+	make_rows(&res[o->nsizes - 1], last);
+	fputs("  \"ratios_basis\": \"largest size measured\",\n", f);
+	fprintf(f, "  \"ratios_size\": %zu,\n", res[o->nsizes - 1].size);
+	fputs("  \"ratios\": {\"migrate_to_device_vs_memcpy\": ", f);
+	json_num(f, row_ratio(&last[0]), 4);
+	fputs(", \"migrate_to_system_vs_raw\": ", f);
+	json_num(f, row_ratio(&last[1]), 4);
+	fputs(", \"fault_seq_vs_raw\": ", f);
+	json_num(f, row_ratio(&last[2]), 4);
+	fputs(", \"fault_latency_vs_raw\": ", f);
+	json_num(f, lr->med / lr->raw_med, 4);
+	fputs("},\n  \"fault_latency_ns\": ", f);
+	json_lat(f, lr, 1);
+	for (int p = 0; p < NPLACES; p++) {
+		if (lat[p].n_hetmm == 0 && lat[p].n_raw == 0)
+			continue;
+		fprintf(f, ",\n  \"fault_latency_ns_%s\": ", place_name[p]);
+		json_lat(f, &lat[p], 0);
+	}
+	fprintf(f, ",\n  \"metadata_bytes_per_page\": %d", meta);
+	fprintf(f, ",\n  \"reps\": %d", o->reps);
+	fputs(",\n  \"kernel\": ", f);
+	json_str(f, release);
+	fputs("\n}\n", f);
+	fflush(f);
+}
+
+static void print_text(const struct opts *o, const struct size_result *res,
+		       const struct lat_result *lat, int head, int meta,
+		       const char *release)
+{
+	const struct lat_result *lr = &lat[head];
+	struct row rows[3], last[3];
+	char sb[32];
+
+	printf("hetmm bench: kernel %s, median of %d repetitions (after one "
+	       "warm-up), GB/s = 1e9 bytes/s\n\n", release, o->reps);
+	printf("%-18s %6s %11s %11s %7s %10s %10s  %s\n", "test", "size",
+	       "hetmm GB/s", "base GB/s", "ratio", "hetmm us/p", "base us/p",
+	       "baseline");
+	for (int i = 0; i < o->nsizes; i++) {
+		const struct size_result *sr = &res[i];
+
+		make_rows(sr, rows);
+		for (int k = 0; k < 3; k++) {
+			const struct row *r = &rows[k];
+
+			printf("%-18s %6s %11.3f %11.3f %7.3f %10.3f %10.3f  %s\n",
+			       r->name, fmt_size(r->size, sb, sizeof(sb)),
+			       gbps(r->size, r->hetmm_ns),
+			       gbps(r->size, r->base_ns), row_ratio(r),
+			       us_per_page(r->size, r->hetmm_ns),
+			       us_per_page(r->size, r->base_ns),
+			       r->base_kind ? r->base_kind : "n/a");
+		}
+		printf("  %6s  raw batched GB/s: COPY 2M %.3f, COPY whole %.3f, "
+		       "MOVE 2M %.3f, MOVE whole %.3f\n",
+		       fmt_size(sr->size, sb, sizeof(sb)),
+		       gbps(sr->size, sr->raw_copy2m_ns),
+		       gbps(sr->size, sr->raw_copyall_ns),
+		       gbps(sr->size, sr->raw_move2m_ns),
+		       gbps(sr->size, sr->raw_moveall_ns));
+		printf("  %6s  fault-driven seq GB/s: hetmm %.3f (%.0f faults, "
+		       "%.1f pages/fault); raw handler, 2 MiB per fault: "
+		       "COPY %.3f, MOVE %.3f\n",
+		       fmt_size(sr->size, sb, sizeof(sb)),
+		       gbps(sr->size, sr->fault_seq_ns), sr->faults_per_rep,
+		       sr->fault_pages_per_rep / sr->faults_per_rep,
+		       gbps(sr->size, sr->raw_fault_seq_ns),
+		       gbps(sr->size, sr->raw_fault_seq_move_ns));
+		if (!isnan(sr->memcpy_out_ns))
+			printf("  %6s  memcpy() out of a device-resident buffer "
+			       "(page-aligned dst): %.3f GB/s, %.0f faults\n",
+			       fmt_size(sr->size, sb, sizeof(sb)),
+			       gbps(sr->size, sr->memcpy_out_ns),
+			       sr->memcpy_out_faults);
+	}
+	printf("\nsingle-page fault latency (%d random pages of a %s buffer "
+	       "per placement, one touch each, clock_gettime around it):\n",
+	       lr->n_hetmm, fmt_size(lr->region, sb, sizeof(sb)));
+	printf("  %-10s %10s %10s %10s %10s %10s %10s %7s\n", "handler",
+	       "hetmm med", "p99", "mean", "raw med", "p99", "mean", "ratio");
+	for (int p = 0; p < NPLACES; p++) {
+		const struct lat_result *l = &lat[p];
+
+		if (l->n_hetmm == 0 && l->n_raw == 0)
+			continue;
+		printf("  %-10s %8.0fns %8.0fns %8.0fns %8.0fns %8.0fns %8.0fns "
+		       "%7.3f%s\n", place_name[p], l->med, l->p99, l->mean,
+		       l->raw_med, l->raw_p99, l->raw_mean, l->med / l->raw_med,
+		       p == head ? "  <- headline" : "");
+	}
+	printf("  (ratio = hetmm median / raw median, lower is better, target "
+	       "<= 1.25;\n   headline = the worse of same_cpu and cross_cpu; "
+	       "hetmm took %" PRIu64 " faults for %" PRIu64 " pages there)\n",
+	       lr->hetmm_faults, lr->hetmm_fault_pages);
+	printf("\nmetadata per device page: %d bytes\n", meta);
+
+	make_rows(&res[o->nsizes - 1], last);
+	printf("\nratios at the largest size measured (%s):\n",
+	       fmt_size(res[o->nsizes - 1].size, sb, sizeof(sb)));
+	printf("  migrate_to_device_vs_memcpy  %.3f\n", row_ratio(&last[0]));
+	printf("  migrate_to_system_vs_raw     %.3f\n", row_ratio(&last[1]));
+	printf("  fault_seq_vs_raw             %.3f\n", row_ratio(&last[2]));
+	printf("  fault_latency_vs_raw         %.3f\n", lr->med / lr->raw_med);
+	fflush(stdout);
+}
+
+/* ------------------------------------------------------------------------
+ * Entry point
+ */
+
+int hetmm_bench_main(int argc, char **argv)
+{
+	struct opts o;
+	struct size_result *res = NULL;
+	struct lat_result lat[NPLACES];
+	struct placement pl;
+	int head = PLACE_UNPINNED;
+	int tids0[MAX_TIDS], ntids0;
+	struct utsname kernel;
+	struct hetmm_ctx *ctx = NULL;
+	uint64_t raw_features = 0;
+	int raw_fd = -1, failed = 0, rc, meta;
+	uint64_t tstart = now_ns();
+
+	memset(&o, 0, sizeof(o));
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+
+		if (!strcmp(a, "--quick")) {
+			o.quick = 1;
+		} else if (!strcmp(a, "--json")) {
+			o.json = 1;
+		} else if (!strcmp(a, "--sizes") ||
+			   !strncmp(a, "--sizes=", 8)) {
+			const char *list = a[7] == '=' ? a + 8 : NULL;
+
+			if (!list) {
+				if (i + 1 >= argc) {
+					usage(stderr);
+					return 2;
+				}
+				list = argv[++i];
+			}
+			if (add_sizes(&o, list)) {
+				warn_("bad size list '%s'", list);
+				return 2;
+			}
+			/* further bare sizes: --sizes 1M 16M */
+			while (i + 1 < argc && argv[i + 1][0] != '-') {
+				if (add_sizes(&o, argv[++i])) {
+					warn_("bad size '%s'", argv[i]);
+					return 2;
+				}
+			}
+		} else if ((!strcmp(a, "--reps") || !strcmp(a, "--samples")) &&
+			   i + 1 < argc) {
+			int v = atoi(argv[++i]);
+
+			if (v < 1) {
+				warn_("bad value for %s", a);
+				return 2;
+			}
+			if (a[2] == 'r')
+				o.reps = v > 50 ? 50 : v;
+			else
+				o.samples = v;
+		} else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+			usage(stdout);
+			return 0;
+		} else {
+			warn_("unknown option '%s'", a);
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (!o.nsizes) {
+		if (o.quick)
+			add_sizes(&o, "1M,16M,64M");
+		else
+			add_sizes(&o, "1M,16M,256M,1G");
+	}
+	if (!o.reps)
+		o.reps = 5;
+	if (!o.samples)
+		o.samples = o.quick ? 1000 : 2000;
+	o.lat_region = 64 * MIB;
+
+	memset(&kernel, 0, sizeof(kernel));
+	if (uname(&kernel))
+		strcpy(kernel.release, "?");
+
+	res = calloc((size_t)o.nsizes, sizeof(*res));
+	if (!res)
+		return 1;
+
+	memset(&pl, 0, sizeof(pl));
+	ntids0 = list_tids(tids0, MAX_TIDS);
+	rc = hetmm_ctx_create(&ctx, NULL);
+	if (rc) {
+		warn_("hetmm_ctx_create: %s", strerror(-rc));
+		free(res);
+		return 1;
+	}
+	{
+		int now[MAX_TIDS], n = list_tids(now, MAX_TIDS);
+
+		for (int i = 0; i < n; i++) {
+			int old = 0;
+
+			for (int j = 0; j < ntids0; j++)
+				old |= now[i] == tids0[j];
+			if (!old && pl.n_hetmm_tids < MAX_TIDS)
+				pl.hetmm_tids[pl.n_hetmm_tids++] = now[i];
+		}
+		pl.cpu_a = pl.cpu_b = -1;
+		if (!sched_getaffinity(0, sizeof(pl.orig), &pl.orig)) {
+			for (int c = 0; c < CPU_SETSIZE; c++) {
+				if (!CPU_ISSET(c, &pl.orig))
+					continue;
+				if (pl.cpu_a < 0)
+					pl.cpu_a = c;
+				else if (pl.cpu_b < 0)
+					pl.cpu_b = c;
+			}
+		}
+	}
+	raw_fd = uffd_open_features(UFFD_FEATURE_MOVE, 1, &raw_features);
+	if (raw_fd < 0) {
+		warn_("raw userfaultfd: %s", strerror(-raw_fd));
+		hetmm_ctx_destroy(ctx);
+		free(res);
+		return 1;
+	}
+
+	for (int i = 0; i < o.nsizes; i++) {
+		struct size_result *sr = &res[i];
+		size_t size = o.sizes[i];
+		struct hetmm_emu *emu = NULL;
+		char sb[32];
+		uint64_t t0 = now_ns();
+
+		sr->size = size;
+		sr->memcpy_ns = sr->to_dev_ns = sr->to_sys_ns = NAN;
+		sr->raw_best_ns = sr->fault_seq_ns = sr->raw_fault_seq_ns = NAN;
+		sr->raw_fault_seq_move_ns = NAN;
+		sr->memcpy_out_ns = sr->memcpy_out_faults = NAN;
+		sr->raw_copy2m_ns = sr->raw_copyall_ns = NAN;
+		sr->raw_move2m_ns = sr->raw_moveall_ns = NAN;
+		sr->faults_per_rep = sr->fault_pages_per_rep = NAN;
+		note("bench %s: memcpy", fmt_size(size, sb, sizeof(sb)));
+		if ((rc = bench_memcpy(size, o.reps, sr)))
+			sr->err = rc;
+		note(", raw uffd");
+		if ((rc = bench_raw(raw_fd, !!(raw_features & UFFD_FEATURE_MOVE),
+				    size, o.reps, sr)))
+			sr->err = rc;
+		note(", raw fault seq");
+		if ((rc = bench_raw_fault_seq(size, o.reps, 0,
+					      &sr->raw_fault_seq_ns))) {
+			warn_("raw fault seq (COPY): %s", strerror(-rc));
+			sr->err = rc;
+		}
+		if ((raw_features & UFFD_FEATURE_MOVE) &&
+		    (rc = bench_raw_fault_seq(size, o.reps, 1,
+					      &sr->raw_fault_seq_move_ns))) {
+			warn_("raw fault seq (MOVE): %s", strerror(-rc));
+			sr->err = rc;
+		}
+		note(", hetmm");
+		rc = hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE,
+				      size / PAGE, &emu);
+		if (rc) {
+			warn_("hetmm_emu_create(%zu pages): %s", size / PAGE,
+			      strerror(-rc));
+			sr->err = rc;
+		} else {
+			if ((rc = bench_hetmm_migrate(ctx, emu, size, o.reps, sr)))
+				sr->err = rc;
+			note(", hetmm fault seq");
+			if ((rc = bench_hetmm_fault_seq(ctx, emu, size, o.reps,
+							sr)))
+				sr->err = rc;
+			if (size <= MEMCPY_OUT_MAX)
+				note(", hetmm memcpy out");
+			if ((rc = bench_hetmm_memcpy_out(ctx, emu, size, o.reps,
+							 sr))) {
+				warn_("memcpy out: %s", strerror(-rc));
+				sr->err = rc;
+			}
+			rc = hetmm_emu_destroy(emu);
+			if (rc) {
+				warn_("hetmm_emu_destroy: %s", strerror(-rc));
+				sr->err = rc;
+			}
+		}
+		note(" (%.1f s)\n", (double)(now_ns() - t0) / 1e9);
+		if (sr->err)
+			failed = 1;
+	}
+
+	memset(lat, 0, sizeof(lat));
+	for (int p = 0; p < NPLACES; p++) {
+		uint64_t t0 = now_ns();
+
+		lat[p].med = lat[p].raw_med = NAN;
+		if (p != PLACE_UNPINNED && pl.cpu_a < 0)
+			continue;
+		if (p == PLACE_CROSS_CPU && pl.cpu_b < 0)
+			continue;
+		note("bench latency, %s", place_name[p]);
+		if (bench_latency(ctx, &o, &pl, (enum place)p, &lat[p]))
+			failed = 1;
+		note(" (%.1f s)\n", (double)(now_ns() - t0) / 1e9);
+	}
+	/* Headline: the worse ratio of the two controlled placements. */
+	{
+		double worst = -1;
+
+		for (int p = PLACE_SAME_CPU; p <= PLACE_CROSS_CPU; p++) {
+			double r = lat[p].med / lat[p].raw_med;
+
+			if (!isnan(r) && r > worst) {
+				worst = r;
+				head = p;
+			}
+		}
+	}
+	meta = hetmm_page_metadata_size();
+
+	close(raw_fd);
+	rc = hetmm_ctx_destroy(ctx);
+	if (rc) {
+		warn_("hetmm_ctx_destroy: %s", strerror(-rc));
+		failed = 1;
+	}
+	note("bench total %.1f s\n", (double)(now_ns() - tstart) / 1e9);
+
+	if (o.json)
+		print_json(&o, res, lat, head, meta, kernel.release);
+	else
+		print_text(&o, res, lat, head, meta, kernel.release);
+	free(res);
+	return failed ? 1 : 0;
+}

@@ -1,0 +1,302 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * t.h - the tests' shared helper.
+ *
+ * CHECK and CHECK_EQ record a failure (file:line, the expression, both
+ * values) and let the test go on, so one run shows every broken assertion;
+ * REQUIRE stops the test at once where going on would only crash.  A test's
+ * main ends with `return t_done();`, which exits non-zero if anything
+ * failed.  All of it is safe to call from several threads.
+ *
+ * The pattern helpers fill and verify pages with words derived from a seed
+ * and the page's index, so a page that lands at the wrong place, a stale
+ * page and a torn copy all show up as a mismatch naming page and offset.
+ */
+#ifndef HETMM_T_H
+#define HETMM_T_H
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hetmm.h"
+
+#define PS ((size_t)HETMM_PAGE_SIZE)
+
+static int t_failures __attribute__((unused));
+
+static inline void t_fail(const char *file, int line, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static inline void t_fail(const char *file, int line, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "%s:%d: FAIL: %s\n", file, line, msg);
+	__atomic_fetch_add(&t_failures, 1, __ATOMIC_RELAXED);
+}
+
+#define CHECK(cond)                                                       \
+	do {                                                              \
+		if (!(cond))                                              \
+			t_fail(__FILE__, __LINE__, "%s", #cond);          \
+	} while (0)
+
+#define CHECK_EQ(a, b)                                                    \
+	do {                                                              \
+		long long t_a_ = (long long)(a), t_b_ = (long long)(b);   \
+		if (t_a_ != t_b_)                                         \
+			t_fail(__FILE__, __LINE__,                        \
+			       "%s == %s: %lld (0x%llx) != %lld (0x%llx)", \
+			       #a, #b, t_a_, (unsigned long long)t_a_,    \
+			       t_b_, (unsigned long long)t_b_);           \
+	} while (0)
+
+/* A call that must succeed; prints the errno name of a negative return. */
+#define CHECK_OK(expr)                                                    \
+	do {                                                              \
+		long long t_r_ = (long long)(expr);                       \
+		if (t_r_ != 0)                                            \
+			t_fail(__FILE__, __LINE__, "%s: %lld (%s)", #expr, \
+			       t_r_, t_r_ < 0 ? strerror((int)-t_r_) : "?"); \
+	} while (0)
+
+#define REQUIRE(cond)                                                     \
+	do {                                                              \
+		if (!(cond)) {                                            \
+			t_fail(__FILE__, __LINE__, "required: %s", #cond); \
+			exit(1);                                          \
+		}                                                         \
+	} while (0)
+
+#define REQUIRE_OK(expr)                                                  \
+	do {                                                              \
+		long long t_r_ = (long long)(expr);                       \
+		if (t_r_ != 0) {                                          \
+			t_fail(__FILE__, __LINE__, "required: %s: %lld (%s)", \
+			       #expr, t_r_,                               \
+			       t_r_ < 0 ? strerror((int)-t_r_) : "?");    \
+			exit(1);                                          \
+		}                                                         \
+	} while (0)
+
+static inline int t_done(void)
+{
+	int n = __atomic_load_n(&t_failures, __ATOMIC_RELAXED);
+
+	if (n)
+		fprintf(stderr, "FAILED: %d check(s)\n", n);
+	else
+		fprintf(stderr, "ok\n");
+	return n ? 1 : 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Patterns: every 8-byte word of page i is a function of (seed, i, word).
+ */
+
+static inline uint64_t t_mix(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ULL;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+	return x ^ (x >> 31);
+}
+
+static inline uint64_t t_page_seed(uint64_t seed, size_t page)
+{
+	return t_mix(seed * 0x100000001b3ULL + page);
+}
+
+static inline uint64_t t_word(uint64_t page_seed, size_t word)
+{
+	return t_mix(page_seed ^ (word * 0xff51afd7ed558ccdULL));
+}
+
+/* Fill npages pages at p; page i gets the pattern of (seed, first + i). */
+static inline void t_fill_from(void *p, size_t npages, uint64_t seed,
+			       size_t first)
+{
+	for (size_t i = 0; i < npages; i++) {
+		uint64_t *w = (uint64_t *)((char *)p + i * PS);
+		uint64_t s = t_page_seed(seed, first + i);
+
+		for (size_t j = 0; j < PS / 8; j++)
+			w[j] = t_word(s, j);
+	}
+}
+
+static inline void t_fill(void *p, size_t npages, uint64_t seed)
+{
+	t_fill_from(p, npages, seed, 0);
+}
+
+/*
+ * Verify the pattern; returns the number of bad pages and reports the
+ * first mismatch of each (at most a few) with its page and offset.
+ */
+static inline size_t t_verify_from_at(const void *p, size_t npages,
+				      uint64_t seed, size_t first,
+				      const char *file, int line)
+{
+	size_t bad = 0;
+
+	for (size_t i = 0; i < npages; i++) {
+		const uint64_t *w = (const uint64_t *)((const char *)p + i * PS);
+		uint64_t s = t_page_seed(seed, first + i);
+
+		for (size_t j = 0; j < PS / 8; j++) {
+			uint64_t want = t_word(s, j);
+
+			if (w[j] != want) {
+				if (bad < 4)
+					t_fail(file, line,
+					       "pattern: page %zu offset %zu:"
+					       " 0x%016" PRIx64
+					       " != 0x%016" PRIx64,
+					       i, j * 8, w[j], want);
+				bad++;
+				break;
+			}
+		}
+	}
+	if (bad > 4)
+		t_fail(file, line, "pattern: %zu of %zu pages bad", bad,
+		       npages);
+	return bad;
+}
+
+#define t_verify_from(p, n, seed, first)                                  \
+	t_verify_from_at((p), (n), (seed), (first), __FILE__, __LINE__)
+#define t_verify(p, n, seed) t_verify_from_at((p), (n), (seed), 0, __FILE__, __LINE__)
+
+/* Number of pages in [p, p + npages * PS) that are not all zero bytes. */
+static inline size_t t_nonzero_pages(const void *p, size_t npages)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < npages; i++) {
+		const uint64_t *w = (const uint64_t *)((const char *)p + i * PS);
+
+		for (size_t j = 0; j < PS / 8; j++) {
+			if (w[j]) {
+				n++;
+				break;
+			}
+		}
+	}
+	return n;
+}
+
+/* ------------------------------------------------------------------------
+ * Process helpers
+ */
+
+/* A private anonymous read-write mapping of npages, never touched. */
+static inline void *t_map(size_t npages)
+{
+	void *p = mmap(NULL, npages * PS, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	REQUIRE(p != MAP_FAILED);
+	return p;
+}
+
+static inline void t_unmap(void *p, size_t npages)
+{
+	REQUIRE(munmap(p, npages * PS) == 0);
+}
+
+/*
+ * The raw /proc/self/pagemap entry of addr (bit 63 present, bit 62
+ * swapped); reading it never faults the page in.
+ */
+static inline uint64_t t_pagemap_entry(const void *addr)
+{
+	uint64_t e = 0;
+	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+
+	REQUIRE(fd >= 0);
+	REQUIRE(pread(fd, &e, sizeof(e),
+		      (off_t)((uintptr_t)addr / PS * sizeof(e))) ==
+		(ssize_t)sizeof(e));
+	close(fd);
+	return e;
+}
+
+/* 1 if the CPU page tables map addr right now. */
+static inline int t_present(const void *addr)
+{
+	return (int)(t_pagemap_entry(addr) >> 63);
+}
+
+/* Count the entries of a /proc directory (fds, tasks). */
+static inline int t_count_dir(const char *path)
+{
+	DIR *d = opendir(path);
+	struct dirent *e;
+	int n = 0;
+
+	REQUIRE(d != NULL);
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] != '.')
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
+static inline int t_count_fds(void)
+{
+	return t_count_dir("/proc/self/fd") - 1; /* the opendir itself */
+}
+
+static inline int t_count_threads(void)
+{
+	return t_count_dir("/proc/self/task");
+}
+
+static inline double t_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static inline struct hetmm_stats t_stats(struct hetmm_ctx *ctx)
+{
+	struct hetmm_stats s;
+
+	memset(&s, 0, sizeof(s));
+	REQUIRE_OK(hetmm_ctx_get_stats(ctx, &s));
+	return s;
+}
+
+/* Check that two stats snapshots are equal, field by field. */
+#define CHECK_STATS_EQ(a, b)                                              \
+	do {                                                              \
+		CHECK_EQ((a).faults, (b).faults);                         \
+		CHECK_EQ((a).fault_pages, (b).fault_pages);               \
+		CHECK_EQ((a).fault_zero, (b).fault_zero);                 \
+		CHECK_EQ((a).to_device_pages, (b).to_device_pages);       \
+		CHECK_EQ((a).to_system_pages, (b).to_system_pages);       \
+		CHECK_EQ((a).skipped_pages, (b).skipped_pages);           \
+		CHECK_EQ((a).mirror_faults, (b).mirror_faults);           \
+		CHECK_EQ((a).device_resident, (b).device_resident);       \
+	} while (0)
+
+#endif /* HETMM_T_H */

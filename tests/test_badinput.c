@@ -1,0 +1,408 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_badinput: every public call, fed NULL, zero lengths, unaligned and
+ * wrapping ranges, unmapped memory and objects of another context, answers
+ * with a negative errno and changes nothing: after each refusal the data,
+ * the counters, the device residency and the free frames are what they
+ * were.
+ */
+#include <stdint.h>
+
+#include "t.h"
+
+#define N 16             /* pages of the buffer: 0-7 on a device, 8-15 not */
+#define SEED 0xbad
+
+static struct hetmm_ctx *ctx, *ctx2;
+static struct hetmm_emu *emu, *emu2;
+static struct hetmm_pagemap *pg, *pg2;
+static struct hetmm_mirror *mir, *mir2;
+static char *buf;
+static char *hole;       /* an unmapped range of N pages */
+static hetmm_pfn_t pfns[N / 2];
+
+static struct {
+	struct hetmm_stats st, st2;
+	uint64_t free1, free2;
+} saved;
+
+static uint64_t nr_free(struct hetmm_pagemap *p)
+{
+	struct hetmm_pagemap_info info;
+
+	REQUIRE_OK(hetmm_pagemap_get_info(p, &info));
+	return info.nr_free;
+}
+
+static void save_state(void)
+{
+	saved.st = t_stats(ctx);
+	saved.st2 = t_stats(ctx2);
+	saved.free1 = nr_free(pg);
+	saved.free2 = nr_free(pg2);
+}
+
+/* Nothing of the fixture changed; reading it faults nothing back. */
+static void check_unchanged_at(int line)
+{
+	struct hetmm_stats st = t_stats(ctx), st2 = t_stats(ctx2);
+	int before = __atomic_load_n(&t_failures, __ATOMIC_RELAXED);
+
+	CHECK_STATS_EQ(st, saved.st);
+	CHECK_STATS_EQ(st2, saved.st2);
+	CHECK_EQ(nr_free(pg), saved.free1);
+	CHECK_EQ(nr_free(pg2), saved.free2);
+	for (size_t i = 0; i < N / 2; i++) {
+		hetmm_pfn_t pfn = { 0 };
+
+		CHECK_OK(hetmm_addr_to_pfn(ctx, buf + i * PS, &pfn));
+		CHECK_EQ(pfn.val, pfns[i].val);
+		CHECK(!t_present(buf + i * PS));
+	}
+	for (size_t i = N / 2; i < N; i++) {
+		hetmm_pfn_t pfn;
+
+		CHECK_EQ(hetmm_addr_to_pfn(ctx, buf + i * PS, &pfn), -ENOENT);
+		CHECK(t_present(buf + i * PS));
+	}
+	CHECK_EQ(t_verify_from(buf + N / 2 * PS, N / 2, SEED, N / 2), 0);
+	CHECK_EQ(t_stats(ctx).faults, st.faults);
+	if (__atomic_load_n(&t_failures, __ATOMIC_RELAXED) != before)
+		fprintf(stderr, "  (state changed by the call before line %d)\n",
+			line);
+}
+#define check_unchanged() check_unchanged_at(__LINE__)
+
+/* A negative errno, and state unchanged. */
+#define REFUSED(expr)                                                     \
+	do {                                                              \
+		long long r_ = (long long)(expr);                         \
+		if (r_ >= 0)                                              \
+			t_fail(__FILE__, __LINE__,                        \
+			       "%s: %lld, want a negative errno", #expr, r_); \
+		check_unchanged();                                        \
+	} while (0)
+
+#define REFUSED_WITH(expr, err)                                           \
+	do {                                                              \
+		CHECK_EQ((expr), (err));                                  \
+		check_unchanged();                                        \
+	} while (0)
+
+static void setup(void)
+{
+	struct hetmm_migrate_report rep;
+
+	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
+	REQUIRE_OK(hetmm_ctx_create(&ctx2, NULL));
+	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64, &emu));
+	REQUIRE_OK(hetmm_emu_create(ctx2, HETMM_MEMORY_DEVICE_PRIVATE, 64,
+				    &emu2));
+	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	REQUIRE_OK(hetmm_emu_pagemap(emu2, &pg2));
+	REQUIRE_OK(hetmm_mirror_create(emu, &mir));
+	REQUIRE_OK(hetmm_mirror_create(emu2, &mir2));
+
+	/* N pages, and N unmapped pages right after them. */
+	buf = t_map(2 * N);
+	t_unmap(buf + N * PS, N);
+	t_fill(buf, N, SEED);
+	/* All of it goes through ctx once (so ctx watches the whole range),
+	 * then the second half comes back. */
+	memset(&rep, 0, sizeof(rep));
+	REQUIRE_OK(hetmm_migrate_to_device(pg, buf, N * PS, &rep));
+	REQUIRE(rep.moved == N);
+	memset(&rep, 0, sizeof(rep));
+	REQUIRE_OK(hetmm_migrate_to_system(ctx, buf + N / 2 * PS, N / 2 * PS,
+					   &rep));
+	REQUIRE(rep.moved == N / 2);
+	for (size_t i = 0; i < N / 2; i++)
+		REQUIRE_OK(hetmm_addr_to_pfn(ctx, buf + i * PS, &pfns[i]));
+
+	hole = t_map(N);
+	t_unmap(hole, N);
+	save_state();
+	check_unchanged();
+}
+
+static void no_context_calls(void)
+{
+	struct hetmm_ctx_params params;
+	struct hetmm_ctx *c = (struct hetmm_ctx *)&params;
+	struct hetmm_page *page = (struct hetmm_page *)&params;
+	struct hetmm_page_info pi;
+	hetmm_pfn_t pfn;
+	int fds = t_count_fds();
+
+	REFUSED_WITH(hetmm_kernel_probe(NULL), -EINVAL);
+
+	memset(&params, 0, sizeof(params));
+	REFUSED_WITH(hetmm_ctx_create(NULL, NULL), -EINVAL);
+	REFUSED_WITH(hetmm_ctx_create(NULL, &params), -EINVAL);
+	params.flags = 2;
+	REFUSED_WITH(hetmm_ctx_create(&c, &params), -EINVAL);
+	CHECK(c == (struct hetmm_ctx *)&params);
+	CHECK_EQ(t_count_fds(), fds);
+	REFUSED_WITH(hetmm_ctx_destroy(NULL), -EINVAL);
+	REFUSED_WITH(hetmm_ctx_uffd_info(NULL, NULL, NULL), -EINVAL);
+	REFUSED_WITH(hetmm_ctx_get_stats(NULL, NULL), -EINVAL);
+	REFUSED_WITH(hetmm_ctx_get_stats(ctx, NULL), -EINVAL);
+
+	pfn.val = 0;
+	REFUSED_WITH(hetmm_pfn_to_page(pfn, &page), -ENXIO);
+	pfn.val = HETMM_PFN_DEV;
+	REFUSED_WITH(hetmm_pfn_to_page(pfn, &page), -ENXIO);
+	pfn.val = (uintptr_t)buf; /* an address is not a frame */
+	REFUSED_WITH(hetmm_pfn_to_page(pfn, &page), -ENXIO);
+	pfn.val = pfns[0].val & ~HETMM_PFN_DEV;
+	REFUSED_WITH(hetmm_pfn_to_page(pfn, &page), -ENXIO);
+	REFUSED_WITH(hetmm_pfn_to_page(pfns[0], NULL), -EINVAL);
+	CHECK(page == (struct hetmm_page *)&params);
+	REFUSED_WITH(hetmm_page_get_info(NULL, &pi), -EINVAL);
+	page = NULL;
+	CHECK_OK(hetmm_pfn_to_page(pfns[0], &page));
+	REQUIRE(page != NULL);
+	REFUSED_WITH(hetmm_page_get_info(page, NULL), -EINVAL);
+
+	REFUSED_WITH(hetmm_addr_to_pfn(NULL, buf, &pfn), -EINVAL);
+	REFUSED_WITH(hetmm_addr_to_pfn(ctx, buf, NULL), -EINVAL);
+	REFUSED(hetmm_addr_to_pfn(ctx, (void *)~(uintptr_t)0xfff, &pfn));
+	REFUSED(hetmm_addr_to_pfn(ctx, hole, &pfn));
+	/* The other context doesn't know ctx's pages. */
+	REFUSED_WITH(hetmm_addr_to_pfn(ctx2, buf, &pfn), -ENOENT);
+}
+
+static void pagemap_calls(void)
+{
+	static const struct hetmm_pagemap_ops ops = { 0 };
+	struct hetmm_pagemap_desc desc;
+	struct hetmm_pagemap *p = (struct hetmm_pagemap *)&desc;
+	struct hetmm_pagemap_info info;
+	struct hetmm_emu *e = (struct hetmm_emu *)&desc;
+
+	memset(&desc, 0, sizeof(desc));
+	desc.type = HETMM_MEMORY_DEVICE_PRIVATE;
+	desc.nr_pages = 4;
+	desc.ops = &ops; /* copy callbacks missing */
+	REFUSED_WITH(hetmm_pagemap_add(ctx, &desc, &p), -EINVAL);
+	desc.ops = NULL;
+	REFUSED_WITH(hetmm_pagemap_add(ctx, &desc, &p), -EINVAL);
+	REFUSED_WITH(hetmm_pagemap_add(ctx, NULL, &p), -EINVAL);
+	REFUSED_WITH(hetmm_pagemap_add(NULL, NULL, NULL), -EINVAL);
+	CHECK(p == (struct hetmm_pagemap *)&desc);
+	REFUSED_WITH(hetmm_pagemap_remove(NULL), -EINVAL);
+	REFUSED_WITH(hetmm_pagemap_get_info(NULL, &info), -EINVAL);
+	REFUSED_WITH(hetmm_pagemap_get_info(pg, NULL), -EINVAL);
+
+	REFUSED_WITH(hetmm_emu_create(NULL, HETMM_MEMORY_DEVICE_PRIVATE, 4,
+				      &e), -EINVAL);
+	REFUSED_WITH(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 4,
+				      NULL), -EINVAL);
+	REFUSED_WITH(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 0,
+				      &e), -EINVAL);
+	REFUSED_WITH(hetmm_emu_create(ctx, (enum hetmm_memory_type)0, 4, &e),
+		     -EINVAL);
+	REFUSED_WITH(hetmm_emu_create(ctx, (enum hetmm_memory_type)99, 4, &e),
+		     -EINVAL);
+	/* A size whose byte count overflows. */
+	REFUSED(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, UINT64_MAX,
+				 &e));
+	REFUSED(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE,
+				 (UINT64_MAX >> HETMM_PAGE_SHIFT) + 2, &e));
+	CHECK(e == (struct hetmm_emu *)&desc);
+	REFUSED_WITH(hetmm_emu_destroy(NULL), -EINVAL);
+	REFUSED_WITH(hetmm_emu_pagemap(NULL, &p), -EINVAL);
+	REFUSED_WITH(hetmm_emu_pagemap(emu, NULL), -EINVAL);
+	REFUSED_WITH(hetmm_mirror_create(NULL, &mir2), -EINVAL);
+	REFUSED_WITH(hetmm_mirror_create(emu, NULL), -EINVAL);
+	REFUSED_WITH(hetmm_mirror_destroy(NULL), -EINVAL);
+}
+
+/* Every malformed range, for both migration directions. */
+static void migrate_calls(void)
+{
+	struct hetmm_migrate_report rep;
+	const size_t wrap = (size_t)0 - 2 * PS; /* aligned, buf + wrap wraps */
+	char *top = (char *)(uintptr_t)((1ULL << 47) - PS);
+	char *kernel = (char *)(uintptr_t)0xffff888000000000ULL;
+
+	struct {
+		void *addr;
+		size_t len;
+		int err;
+	} cases[] = {
+		{ NULL, PS, -EINVAL },
+		{ NULL, 0, -EINVAL },
+		{ buf, 0, -EINVAL },
+		{ buf + 1, PS, -EINVAL },
+		{ buf + PS - 1, PS, -EINVAL },
+		{ buf, 1, -EINVAL },
+		{ buf, PS + 1, -EINVAL },
+		{ buf, PS - 1, -EINVAL },
+		{ buf, wrap, -EINVAL },
+		{ buf, SIZE_MAX & ~(PS - 1), -EINVAL },
+		{ buf + N / 2 * PS, wrap, -EINVAL },
+		{ top, 2 * PS, -EINVAL },
+		{ kernel, PS, -EINVAL },
+		{ hole, N * PS, -EINVAL },
+		{ hole + PS, PS, -EINVAL },
+		/* Mapped, then running into the hole kept after buf. */
+		{ buf, 2 * N * PS, -EINVAL },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int rc;
+
+		memset(&rep, 0, sizeof(rep));
+		rc = hetmm_migrate_to_device(pg, cases[i].addr, cases[i].len,
+					     &rep);
+		CHECK_EQ(rc, cases[i].err);
+		CHECK_EQ(rep.moved, 0);
+		check_unchanged();
+
+		memset(&rep, 0, sizeof(rep));
+		rc = hetmm_migrate_to_system(ctx, cases[i].addr, cases[i].len,
+					     &rep);
+		CHECK_EQ(rc, cases[i].err);
+		CHECK_EQ(rep.moved, 0);
+		check_unchanged();
+		if (rc != cases[i].err)
+			fprintf(stderr, "  (case %zu: addr %p len 0x%zx)\n", i,
+				cases[i].addr, cases[i].len);
+	}
+
+	memset(&rep, 0, sizeof(rep));
+	REFUSED_WITH(hetmm_migrate_to_device(NULL, buf, PS, &rep), -EINVAL);
+	REFUSED_WITH(hetmm_migrate_to_system(NULL, buf, PS, &rep), -EINVAL);
+}
+
+/*
+ * Objects of the other context.  ctx watches all of buf; ctx2 must not
+ * take its pages, steal its system pages, or bring them back.
+ */
+static void other_context(void)
+{
+	struct hetmm_migrate_report rep;
+
+	/* ctx's device pages, to ctx2's device. */
+	memset(&rep, 0, sizeof(rep));
+	REFUSED(hetmm_migrate_to_device(pg2, buf, N / 2 * PS, &rep));
+	CHECK_EQ(rep.moved, 0);
+	/* ctx's system pages (ctx watches them), to ctx2's device. */
+	memset(&rep, 0, sizeof(rep));
+	REFUSED(hetmm_migrate_to_device(pg2, buf + N / 2 * PS, N / 2 * PS,
+					&rep));
+	CHECK_EQ(rep.moved, 0);
+	/* ctx2 bringing back pages it doesn't have. */
+	memset(&rep, 0, sizeof(rep));
+	REFUSED_WITH(hetmm_migrate_to_system(ctx2, buf, N * PS, &rep),
+		     -ENOENT);
+	CHECK_EQ(rep.moved, 0);
+}
+
+static void mirror_calls(void)
+{
+	char *out, *src;
+	uint8_t prot[N];
+	uint64_t faults;
+	char *top = (char *)(uintptr_t)((1ULL << 47) - PS);
+
+	REQUIRE(posix_memalign((void **)&out, PS, N * PS) == 0);
+	REQUIRE(posix_memalign((void **)&src, PS, N * PS) == 0);
+	memset(out, 0xab, N * PS);
+	t_fill(src, N, 0x51);
+
+	struct {
+		void *addr;
+		uint64_t npages;
+		int err;
+	} cases[] = {
+		{ NULL, 1, -EINVAL },
+		{ buf, 0, -EINVAL },
+		{ buf + 1, 1, -EINVAL },
+		{ buf + 64, 1, -EINVAL },
+		{ buf, 1ULL << 52, -EINVAL },        /* npages * 4096 == 2^64 */
+		{ buf, (1ULL << 52) + 1, -EINVAL },
+		{ buf, UINT64_MAX, -EINVAL },
+		{ top, 2, -EINVAL },
+		{ hole, N, -EFAULT },
+		{ hole + PS, 1, -EFAULT },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		uint64_t n = cases[i].npages;
+
+		/* Never hand a buffer shorter than the request unless the
+		 * request must be refused before it is looked at. */
+		if (cases[i].err == -EFAULT)
+			REQUIRE(n <= N);
+		faults = 77;
+		CHECK_EQ(hetmm_mirror_read(mir, cases[i].addr, out, n, &faults),
+			 cases[i].err);
+		check_unchanged();
+		CHECK_EQ(hetmm_mirror_write(mir, cases[i].addr, src, n, &faults),
+			 cases[i].err);
+		check_unchanged();
+		if (cases[i].err == -EINVAL) {
+			CHECK_EQ(hetmm_mirror_snapshot(mir, cases[i].addr, n,
+						       prot), -EINVAL);
+			check_unchanged();
+		}
+	}
+	for (size_t i = 0; i < N * PS; i++) {
+		if ((unsigned char)out[i] != 0xab) {
+			t_fail(__FILE__, __LINE__,
+			       "refused mirror read wrote byte %zu", i);
+			break;
+		}
+	}
+
+	REFUSED_WITH(hetmm_mirror_read(NULL, buf, out, 1, &faults), -EINVAL);
+	REFUSED_WITH(hetmm_mirror_write(NULL, buf, src, 1, &faults), -EINVAL);
+	REFUSED_WITH(hetmm_mirror_read(mir, buf, NULL, 1, &faults), -EINVAL);
+	REFUSED_WITH(hetmm_mirror_write(mir, buf, NULL, 1, &faults), -EINVAL);
+	REFUSED_WITH(hetmm_mirror_snapshot(NULL, buf, 1, prot), -EINVAL);
+	REFUSED_WITH(hetmm_mirror_snapshot(mir, buf, 1, NULL), -EINVAL);
+
+	/* Partly mapped: the write is refused and the mapped part keeps its
+	 * bytes. */
+	{
+		char *p = t_map(4);
+
+		t_fill(p, 4, 0x52);
+		REQUIRE(munmap(p + 3 * PS, PS) == 0);
+		CHECK_EQ(hetmm_mirror_write(mir, p, src, 4, &faults), -EFAULT);
+		CHECK_EQ(t_verify(p, 3, 0x52), 0);
+		REQUIRE(mprotect(p + PS, PS, PROT_NONE) == 0);
+		CHECK_EQ(hetmm_mirror_write(mir, p, src, 3, &faults), -EFAULT);
+		REQUIRE(mprotect(p + PS, PS, PROT_READ) == 0);
+		CHECK_EQ(hetmm_mirror_write(mir, p, src, 3, &faults), -EPERM);
+		CHECK_EQ(t_verify(p, 3, 0x52), 0);
+		REQUIRE(munmap(p, 3 * PS) == 0);
+		check_unchanged();
+	}
+	free(out);
+	free(src);
+}
+
+int main(void)
+{
+	setup();
+	no_context_calls();
+	pagemap_calls();
+	migrate_calls();
+	other_context();
+	mirror_calls();
+
+	/* Everything still works after all that. */
+	CHECK_EQ(t_verify(buf, N, SEED), 0);
+	CHECK_EQ(t_stats(ctx).device_resident, 0);
+	CHECK_OK(hetmm_mirror_destroy(mir));
+	CHECK_OK(hetmm_mirror_destroy(mir2));
+	CHECK_OK(hetmm_emu_destroy(emu));
+	CHECK_OK(hetmm_emu_destroy(emu2));
+	CHECK_OK(hetmm_ctx_destroy(ctx));
+	CHECK_OK(hetmm_ctx_destroy(ctx2));
+	t_unmap(buf, N);
+	return t_done();
+}

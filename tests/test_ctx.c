@@ -1,0 +1,252 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_ctx: contexts come and go without leaking descriptors or threads,
+ * refuse bad parameters, report their userfaultfd, keep separate counters,
+ * and bring resident device pages home when destroyed.
+ */
+#include "compat.h"
+#include "t.h"
+
+/*
+ * A thread that pthread_join has reaped may still be listed in
+ * /proc/self/task for a moment (the kernel wakes the joiner before it
+ * releases the task); wait, boundedly, for the count to settle.
+ */
+static int settled_threads(int want)
+{
+	double end = t_now() + 10.0;
+	int n;
+
+	while ((n = t_count_threads()) != want && t_now() < end)
+		usleep(1000);
+	return n;
+}
+
+static void create_destroy_cycles(void)
+{
+	int fds = t_count_fds();
+	int threads = t_count_threads();
+	struct hetmm_ctx_params params;
+
+	for (int i = 0; i < 64; i++) {
+		struct hetmm_ctx *ctx = NULL;
+
+		REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
+		REQUIRE(ctx != NULL);
+		/* The handler runs: at least one more fd (the uffd). */
+		CHECK(t_count_fds() > fds);
+		CHECK_OK(hetmm_ctx_destroy(ctx));
+	}
+	CHECK_EQ(t_count_fds(), fds);
+	CHECK_EQ(settled_threads(threads), threads);
+
+	memset(&params, 0, sizeof(params));
+	params.fault_around_max = 16;
+	for (int i = 0; i < 16; i++) {
+		struct hetmm_ctx *ctx = NULL;
+
+		REQUIRE_OK(hetmm_ctx_create(&ctx, &params));
+		CHECK_OK(hetmm_ctx_destroy(ctx));
+	}
+	CHECK_EQ(t_count_fds(), fds);
+	CHECK_EQ(settled_threads(threads), threads);
+
+	/* Several alive at once, destroyed in another order. */
+	{
+		struct hetmm_ctx *c[8];
+
+		for (int i = 0; i < 8; i++)
+			REQUIRE_OK(hetmm_ctx_create(&c[i], NULL));
+		for (int i = 0; i < 8; i += 2)
+			CHECK_OK(hetmm_ctx_destroy(c[i]));
+		for (int i = 7; i > 0; i -= 2)
+			CHECK_OK(hetmm_ctx_destroy(c[i]));
+	}
+	CHECK_EQ(t_count_fds(), fds);
+	CHECK_EQ(settled_threads(threads), threads);
+}
+
+static void bad_params(void)
+{
+	struct hetmm_ctx_params params;
+	struct hetmm_ctx *ctx = (struct hetmm_ctx *)&params; /* sentinel */
+	int fds = t_count_fds();
+	int threads = t_count_threads();
+
+	memset(&params, 0, sizeof(params));
+	params.flags = 1;
+	CHECK_EQ(hetmm_ctx_create(&ctx, &params), -EINVAL);
+	params.flags = 0x80000000u;
+	CHECK_EQ(hetmm_ctx_create(&ctx, &params), -EINVAL);
+	CHECK(ctx == (struct hetmm_ctx *)&params);
+	CHECK_EQ(hetmm_ctx_create(NULL, NULL), -EINVAL);
+	CHECK_EQ(hetmm_ctx_destroy(NULL), -EINVAL);
+	CHECK_EQ(t_count_fds(), fds);
+	CHECK_EQ(settled_threads(threads), threads);
+}
+
+static void uffd_info_and_stats(void)
+{
+	struct hetmm_kernel_info ki;
+	struct hetmm_ctx *ctx;
+	enum hetmm_uffd_route route = 0;
+	uint64_t features = 0;
+	struct hetmm_stats st;
+
+	REQUIRE_OK(hetmm_kernel_probe(&ki));
+	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
+
+	CHECK_OK(hetmm_ctx_uffd_info(ctx, &route, &features));
+	CHECK_EQ(route, ki.route);
+	/* Enabled features are a subset of the offered ones. */
+	CHECK_EQ(features & ~ki.uffd_features, 0);
+	/* Device-private pages need write-protect faults where offered,
+	 * so that a racing write is never lost. */
+	if (ki.has_wp)
+		CHECK(features & UFFD_FEATURE_PAGEFAULT_FLAG_WP);
+	CHECK_EQ(hetmm_ctx_uffd_info(NULL, &route, &features), -EINVAL);
+
+	memset(&st, 0xff, sizeof(st));
+	CHECK_OK(hetmm_ctx_get_stats(ctx, &st));
+	CHECK_EQ(st.faults, 0);
+	CHECK_EQ(st.fault_pages, 0);
+	CHECK_EQ(st.fault_zero, 0);
+	CHECK_EQ(st.to_device_pages, 0);
+	CHECK_EQ(st.to_system_pages, 0);
+	CHECK_EQ(st.skipped_pages, 0);
+	CHECK_EQ(st.mirror_faults, 0);
+	CHECK_EQ(st.device_resident, 0);
+	CHECK_EQ(hetmm_ctx_get_stats(NULL, &st), -EINVAL);
+	CHECK_EQ(hetmm_ctx_get_stats(ctx, NULL), -EINVAL);
+
+	CHECK_OK(hetmm_ctx_destroy(ctx));
+}
+
+/* Two contexts at once, each with its own device and buffer. */
+static void two_contexts(void)
+{
+	enum { NA = 24, NB = 40 };
+	struct hetmm_ctx *a, *b;
+	struct hetmm_emu *ea, *eb;
+	struct hetmm_pagemap *pa, *pb;
+	struct hetmm_migrate_report ra, rb;
+	struct hetmm_stats sa, sb;
+	char *ba = t_map(NA), *bb = t_map(NB);
+	hetmm_pfn_t pfn;
+
+	REQUIRE_OK(hetmm_ctx_create(&a, NULL));
+	REQUIRE_OK(hetmm_ctx_create(&b, NULL));
+	REQUIRE_OK(hetmm_emu_create(a, HETMM_MEMORY_DEVICE_PRIVATE, 64, &ea));
+	REQUIRE_OK(hetmm_emu_create(b, HETMM_MEMORY_DEVICE_PRIVATE, 64, &eb));
+	REQUIRE_OK(hetmm_emu_pagemap(ea, &pa));
+	REQUIRE_OK(hetmm_emu_pagemap(eb, &pb));
+
+	t_fill(ba, NA, 0xa);
+	t_fill(bb, NB, 0xb);
+	memset(&ra, 0, sizeof(ra));
+	memset(&rb, 0, sizeof(rb));
+	CHECK_OK(hetmm_migrate_to_device(pa, ba, NA * PS, &ra));
+	CHECK_OK(hetmm_migrate_to_device(pb, bb, NB * PS, &rb));
+	CHECK_EQ(ra.moved, NA);
+	CHECK_EQ(rb.moved, NB);
+
+	/* Each context knows its own pages only. */
+	CHECK_OK(hetmm_addr_to_pfn(a, ba, &pfn));
+	CHECK_OK(hetmm_addr_to_pfn(b, bb, &pfn));
+	CHECK_EQ(hetmm_addr_to_pfn(a, bb, &pfn), -ENOENT);
+	CHECK_EQ(hetmm_addr_to_pfn(b, ba, &pfn), -ENOENT);
+
+	sa = t_stats(a);
+	sb = t_stats(b);
+	CHECK_EQ(sa.to_device_pages, NA);
+	CHECK_EQ(sb.to_device_pages, NB);
+	CHECK_EQ(sa.device_resident, NA);
+	CHECK_EQ(sb.device_resident, NB);
+
+	/* CPU touches fault back through each context's own handler. */
+	CHECK_EQ(t_verify(ba, NA, 0xa), 0);
+	CHECK_EQ(t_verify(bb, NB, 0xb), 0);
+	sa = t_stats(a);
+	sb = t_stats(b);
+	CHECK(sa.faults > 0);
+	CHECK(sb.faults > 0);
+	CHECK_EQ(sa.fault_pages, NA);
+	CHECK_EQ(sb.fault_pages, NB);
+	CHECK_EQ(sa.device_resident, 0);
+	CHECK_EQ(sb.device_resident, 0);
+
+	CHECK_OK(hetmm_emu_destroy(ea));
+	CHECK_OK(hetmm_emu_destroy(eb));
+	CHECK_OK(hetmm_ctx_destroy(a));
+	CHECK_OK(hetmm_ctx_destroy(b));
+	/* Memory stays usable after its context is gone. */
+	CHECK_EQ(t_verify(ba, NA, 0xa), 0);
+	CHECK_EQ(t_verify(bb, NB, 0xb), 0);
+	ba[0] ^= 1;
+	bb[0] ^= 1;
+	t_unmap(ba, NA);
+	t_unmap(bb, NB);
+}
+
+/*
+ * Destroying a context with pages still on its device migrates them home
+ * first: afterwards every page is mapped again and holds its bytes.
+ */
+static void destroy_with_resident_pages(void)
+{
+	enum { N = 96 };
+	int fds = t_count_fds();
+	int threads = t_count_threads();
+
+	for (int round = 0; round < 4; round++) {
+		struct hetmm_ctx *ctx;
+		struct hetmm_emu *emu;
+		struct hetmm_pagemap *pg;
+		struct hetmm_migrate_report rep;
+		char *buf = t_map(N);
+		size_t present = 0;
+
+		t_fill(buf, N, 100 + round);
+		REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
+		REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE,
+					    N, &emu));
+		REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+		memset(&rep, 0, sizeof(rep));
+		CHECK_OK(hetmm_migrate_to_device(pg, buf, N * PS, &rep));
+		CHECK_EQ(rep.moved, N);
+		for (size_t i = 0; i < N; i++)
+			present += (size_t)t_present(buf + i * PS);
+		CHECK_EQ(present, 0);
+
+		/* Half of the rounds leave the emulated device to the
+		 * context's destroy, the other half remove it first. */
+		if (round & 1)
+			CHECK_OK(hetmm_emu_destroy(emu));
+		CHECK_OK(hetmm_ctx_destroy(ctx));
+
+		present = 0;
+		for (size_t i = 0; i < N; i++)
+			present += (size_t)t_present(buf + i * PS);
+		CHECK_EQ(present, N);
+		CHECK_EQ(t_verify(buf, N, 100 + round), 0);
+		t_unmap(buf, N);
+	}
+	CHECK_EQ(t_count_fds(), fds);
+	CHECK_EQ(settled_threads(threads), threads);
+}
+
+int main(void)
+{
+	int fds = t_count_fds();
+	int threads = t_count_threads();
+
+	create_destroy_cycles();
+	bad_params();
+	uffd_info_and_stats();
+	two_contexts();
+	destroy_with_resident_pages();
+
+	CHECK_EQ(t_count_fds(), fds);
+	CHECK_EQ(settled_threads(threads), threads);
+	return t_done();
+}

@@ -1,0 +1,651 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_migrate: private anonymous memory to an emulated DEVICE_PRIVATE
+ * device and back, by CPU faults and explicitly; what may not move and
+ * why; ranges that are refused; a full device; hot-remove.
+ */
+#include "t.h"
+
+/*
+ * Snapshot values as the kernel's dmirror gives them: a device-private
+ * page of the mirror's own device is LOCAL plus the mapping's permission;
+ * another device's private page is not reported at all (hmm_range_fault
+ * only hands out pages whose owner matches), so it reads as NONE.
+ */
+#define LOCAL_RW (HETMM_PROT_DEV_PRIVATE_LOCAL | HETMM_PROT_WRITE)
+#define REMOTE_PRIVATE HETMM_PROT_NONE
+
+static struct hetmm_ctx *ctx;
+static struct hetmm_emu *emu0, *emu1;
+static struct hetmm_pagemap *pg0, *pg1;
+static struct hetmm_mirror *mir0, *mir1;
+
+#define NDEV 256
+
+static const char *status_name(unsigned s)
+{
+	static const char *names[] = {
+		"0", "MOVED", "ALREADY", "SKIP_SHARED", "SKIP_FILE",
+		"SKIP_PINNED", "SKIP_OTHER_DEVICE", "SKIP_BUSY", "SKIP_NOMEM",
+		"SKIP_SYSTEM",
+	};
+	return s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
+}
+
+#define CHECK_STATUS(st, i, want)                                          \
+	do {                                                               \
+		if ((st)[i] != (want))                                     \
+			t_fail(__FILE__, __LINE__,                         \
+			       "status[%zu] = %s (%u), want %s", (size_t)(i), \
+			       status_name((st)[i]), (unsigned)(st)[i],    \
+			       status_name(want));                         \
+	} while (0)
+
+static size_t count_present(const char *p, size_t n)
+{
+	size_t c = 0;
+
+	for (size_t i = 0; i < n; i++)
+		c += (size_t)t_present(p + i * PS);
+	return c;
+}
+
+static size_t count_on_device(const char *p, size_t n)
+{
+	size_t c = 0;
+	hetmm_pfn_t pfn;
+
+	for (size_t i = 0; i < n; i++)
+		c += hetmm_addr_to_pfn(ctx, p + i * PS, &pfn) == 0;
+	return c;
+}
+
+static void check_snapshot(struct hetmm_mirror *m, const char *p, size_t n,
+			   uint8_t want, int line)
+{
+	uint8_t *prot = malloc(n);
+
+	REQUIRE(prot != NULL);
+	memset(prot, 0xee, n);
+	CHECK_OK(hetmm_mirror_snapshot(m, p, n, prot));
+	for (size_t i = 0; i < n; i++) {
+		if (prot[i] != want) {
+			t_fail(__FILE__, line, "snapshot page %zu: 0x%02x != 0x%02x",
+			       i, prot[i], want);
+			break;
+		}
+	}
+	free(prot);
+}
+
+static uint64_t nr_free(struct hetmm_pagemap *pg)
+{
+	struct hetmm_pagemap_info info;
+
+	REQUIRE_OK(hetmm_pagemap_get_info(pg, &info));
+	return info.nr_free;
+}
+
+/* ------------------------------------------------------------------------
+ */
+
+static void basic_round_trip(void)
+{
+	enum { N = 64 };
+	char *buf = t_map(N);
+	uint8_t status[N];
+	struct hetmm_migrate_report rep;
+	struct hetmm_stats s0, s1, s2;
+	hetmm_pfn_t pfns[N];
+	struct hetmm_pagemap_info info;
+
+	REQUIRE_OK(hetmm_pagemap_get_info(pg0, &info));
+	t_fill(buf, N, 1);
+	s0 = t_stats(ctx);
+
+	memset(&rep, 0, sizeof(rep));
+	memset(status, 0, sizeof(status));
+	rep.status = status;
+	CHECK_OK(hetmm_migrate_to_device(pg0, buf, N * PS, &rep));
+	CHECK_EQ(rep.moved, N);
+	CHECK_EQ(rep.skipped, 0);
+	for (size_t i = 0; i < N; i++)
+		CHECK_STATUS(status, i, HETMM_MIGRATE_MOVED);
+
+	s1 = t_stats(ctx);
+	CHECK_EQ(s1.to_device_pages - s0.to_device_pages, N);
+	CHECK_EQ(s1.device_resident - s0.device_resident, N);
+	CHECK_EQ(s1.faults, s0.faults);
+	CHECK_EQ(nr_free(pg0), info.nr_free - N);
+
+	/* The pages left the CPU page tables and each has its own frame,
+	 * owned by its address. */
+	CHECK_EQ(count_present(buf, N), 0);
+	for (size_t i = 0; i < N; i++) {
+		struct hetmm_page *page = NULL;
+		struct hetmm_page_info pi;
+
+		pfns[i].val = 0;
+		CHECK_OK(hetmm_addr_to_pfn(ctx, buf + i * PS, &pfns[i]));
+		CHECK(hetmm_pfn_flags(pfns[i]) & HETMM_PFN_DEV);
+		CHECK(hetmm_pfn_number(pfns[i]) >=
+			      hetmm_pfn_number(info.first_pfn) &&
+		      hetmm_pfn_number(pfns[i]) <
+			      hetmm_pfn_number(info.first_pfn) + info.nr_pages);
+		CHECK_OK(hetmm_pfn_to_page(pfns[i], &page));
+		if (page) {
+			CHECK_OK(hetmm_page_get_info(page, &pi));
+			CHECK_EQ(pi.owner, (uintptr_t)(buf + i * PS));
+			CHECK_EQ(pi.refcount, 1);
+			CHECK(pi.pagemap == pg0);
+		}
+		for (size_t j = 0; j < i; j++)
+			CHECK(pfns[j].val != pfns[i].val);
+	}
+
+	/* Mirrors see the pages as local on their device, not at all from
+	 * the other, and a snapshot faults nothing back. */
+	check_snapshot(mir0, buf, N, LOCAL_RW, __LINE__);
+	check_snapshot(mir1, buf, N, REMOTE_PRIVATE, __LINE__);
+	s2 = t_stats(ctx);
+	CHECK_EQ(s2.device_resident, s1.device_resident);
+	CHECK_EQ(s2.faults, s1.faults);
+	CHECK_EQ(count_present(buf, N), 0);
+
+	/* The CPU reads every byte: faults bring the pages back. */
+	CHECK_EQ(t_verify(buf, N, 1), 0);
+	s2 = t_stats(ctx);
+	CHECK(s2.faults > s1.faults);
+	CHECK(s2.faults - s1.faults <= N);
+	CHECK_EQ(s2.fault_pages - s1.fault_pages, N);
+	CHECK_EQ(s2.to_system_pages - s1.to_system_pages, N);
+	CHECK_EQ(s2.device_resident, s0.device_resident);
+	CHECK_EQ(count_present(buf, N), N);
+	CHECK_EQ(count_on_device(buf, N), 0);
+	CHECK_EQ(nr_free(pg0), info.nr_free);
+	for (size_t i = 0; i < N; i++) {
+		struct hetmm_page *page = NULL;
+		struct hetmm_page_info pi;
+
+		CHECK_OK(hetmm_pfn_to_page(pfns[i], &page));
+		if (page) {
+			CHECK_OK(hetmm_page_get_info(page, &pi));
+			CHECK_EQ(pi.refcount, 0);
+			CHECK_EQ(pi.owner, 0);
+		}
+	}
+
+	/* A write first (not a read) also faults back, and sticks. */
+	memset(&rep, 0, sizeof(rep));
+	CHECK_OK(hetmm_migrate_to_device(pg0, buf, N * PS, &rep));
+	CHECK_EQ(rep.moved, N);
+	for (size_t i = 0; i < N; i++) /* a pure store, no load before */
+		((volatile uint64_t *)(buf + i * PS))[3] =
+			t_word(t_page_seed(1, i), 3);
+	CHECK_EQ(t_verify(buf, N, 1), 0);
+	CHECK_EQ(count_on_device(buf, N), 0);
+	t_unmap(buf, N);
+}
+
+static void explicit_to_system(void)
+{
+	enum { N = 48 };
+	char *buf = t_map(N);
+	uint8_t status[N];
+	struct hetmm_migrate_report rep;
+	struct hetmm_stats s0, s1;
+
+	t_fill(buf, N, 2);
+	memset(&rep, 0, sizeof(rep));
+	CHECK_OK(hetmm_migrate_to_device(pg0, buf, N * PS, &rep));
+	CHECK_EQ(rep.moved, N);
+
+	/* Already there: nothing moves, every page says so. */
+	memset(&rep, 0, sizeof(rep));
+	memset(status, 0, sizeof(status));
+	rep.status = status;
+	CHECK_EQ(hetmm_migrate_to_device(pg0, buf, N * PS, &rep), -ENOENT);
+	CHECK_EQ(rep.moved, 0);
+	for (size_t i = 0; i < N; i++)
+		CHECK_STATUS(status, i, HETMM_MIGRATE_ALREADY);
+	CHECK_EQ(count_on_device(buf, N), N);
+
+	s0 = t_stats(ctx);
+	memset(&rep, 0, sizeof(rep));
+	memset(status, 0, sizeof(status));
+	rep.status = status;
+	CHECK_OK(hetmm_migrate_to_system(ctx, buf, N * PS, &rep));
+	CHECK_EQ(rep.moved, N);
+	CHECK_EQ(rep.skipped, 0);
+	for (size_t i = 0; i < N; i++)
+		CHECK_STATUS(status, i, HETMM_MIGRATE_MOVED);
+	s1 = t_stats(ctx);
+	CHECK_EQ(s1.to_system_pages - s0.to_system_pages, N);
+	CHECK_EQ(s1.device_resident + N, s0.device_resident);
+	CHECK_EQ(s1.faults, s0.faults);
+	CHECK_EQ(count_present(buf, N), N);
+	CHECK_EQ(count_on_device(buf, N), 0);
+
+	/* The pages are mapped: reading them takes no fault. */
+	CHECK_EQ(t_verify(buf, N, 2), 0);
+	s0 = t_stats(ctx);
+	CHECK_EQ(s0.faults, s1.faults);
+
+	/* Nothing left on a device. */
+	memset(&rep, 0, sizeof(rep));
+	memset(status, 0, sizeof(status));
+	rep.status = status;
+	CHECK_EQ(hetmm_migrate_to_system(ctx, buf, N * PS, &rep), -ENOENT);
+	CHECK_EQ(rep.moved, 0);
+	for (size_t i = 0; i < N; i++)
+		CHECK_STATUS(status, i, HETMM_MIGRATE_SKIP_SYSTEM);
+	/* ...also for memory hetmm never saw. */
+	{
+		char *other = t_map(4);
+
+		other[0] = 1;
+		memset(&rep, 0, sizeof(rep));
+		CHECK_EQ(hetmm_migrate_to_system(ctx, other, 4 * PS, &rep),
+			 -ENOENT);
+		CHECK_EQ(rep.moved, 0);
+		CHECK_EQ(other[0], 1);
+		t_unmap(other, 4);
+	}
+
+	/* Half back explicitly, half by faults. */
+	memset(&rep, 0, sizeof(rep));
+	CHECK_OK(hetmm_migrate_to_device(pg0, buf, N * PS, &rep));
+	memset(&rep, 0, sizeof(rep));
+	CHECK_OK(hetmm_migrate_to_system(ctx, buf + N / 2 * PS, N / 2 * PS,
+					 &rep));
+	CHECK_EQ(rep.moved, N / 2);
+	CHECK_EQ(count_on_device(buf, N / 2), N / 2);
+	CHECK_EQ(count_present(buf + N / 2 * PS, N / 2), N / 2);
+	CHECK_EQ(t_verify(buf, N, 2), 0);
+	t_unmap(buf, N);
+}
+
+static int make_file(size_t npages, uint64_t seed)
+{
+	char path[] = "/tmp/hetmm-test-XXXXXX";
+	int fd = mkstemp(path);
+	char *tmp = malloc(npages * PS);
+
+	REQUIRE(fd >= 0);
+	REQUIRE(tmp != NULL);
+	unlink(path);
+	t_fill(tmp, npages, seed);
+	REQUIRE(pwrite(fd, tmp, npages * PS, 0) == (ssize_t)(npages * PS));
+	free(tmp);
+	return fd;
+}
+
+static void not_movable(void)
+{
+	enum { N = 8 };
+	uint8_t status[N];
+	struct hetmm_migrate_report rep;
+	struct hetmm_stats s0, s1;
+	char *shared, *file;
+	int fd;
+
+	/* MAP_SHARED anonymous: skipped as shared, -ENOENT. */
+	shared = mmap(NULL, N * PS, PROT_READ | PROT_WRITE,
+		      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	REQUIRE(shared != MAP_FAILED);
+	t_fill(shared, N, 3);
+	s0 = t_stats(ctx);
+	memset(&rep, 0, sizeof(rep));
+	memset(status, 0, sizeof(status));
+	rep.status = status;
+	CHECK_EQ(hetmm_migrate_to_device(pg0, shared, N * PS, &rep), -ENOENT);
+	CHECK_EQ(rep.moved, 0);
+	CHECK_EQ(rep.skipped, N);
+	for (size_t i = 0; i < N; i++)
+		CHECK_STATUS(status, i, HETMM_MIGRATE_SKIP_SHARED);
+	s1 = t_stats(ctx);
+	CHECK_EQ(s1.to_device_pages, s0.to_device_pages);
+	CHECK_EQ(s1.skipped_pages - s0.skipped_pages, N);
+	CHECK_EQ(count_present(shared, N), N);
+	CHECK_EQ(count_on_device(shared, N), 0);
+	CHECK_EQ(t_verify(shared, N, 3), 0);
+	REQUIRE(munmap(shared, N * PS) == 0);
+
+	/* File-backed MAP_PRIVATE, read and partly written (copied on
+	 * write): skipped as file-backed, -ENOENT. */
+	fd = make_file(N, 4);
+	file = mmap(NULL, N * PS, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+	REQUIRE(file != MAP_FAILED);
+	CHECK_EQ(t_verify(file, N, 4), 0);
+	t_fill_from(file + 2 * PS, 2, 5, 2);
+	memset(&rep, 0, sizeof(rep));
+	memset(status, 0, sizeof(status));
+	rep.status = status;
+	CHECK_EQ(hetmm_migrate_to_device(pg0, file, N * PS, &rep), -ENOENT);
+	CHECK_EQ(rep.moved, 0);
+	CHECK_EQ(rep.skipped, N);
+	for (size_t i = 0; i < N; i++)
+		CHECK_STATUS(status, i, HETMM_MIGRATE_SKIP_FILE);
+	CHECK_EQ(count_on_device(file, N), 0);
+	CHECK_EQ(t_verify(file, 2, 4), 0);
+	CHECK_EQ(t_verify_from(file + 2 * PS, 2, 5, 2), 0);
+	CHECK_EQ(t_verify_from(file + 4 * PS, N - 4, 4, 4), 0);
+	REQUIRE(munmap(file, N * PS) == 0);
+	close(fd);
+}
+
+/*
+ * One range, one page of each kind:
+ *   0,1 anon written   -> MOVED       2,3 shared anon  -> SKIP_SHARED
+ *   4,5 file private   -> SKIP_FILE   6   on this dev  -> ALREADY
+ *   7   on other dev   -> SKIP_OTHER_DEVICE
+ *   8   anon untouched -> MOVED       9   anon written -> MOVED
+ */
+static void mixed_range(void)
+{
+	enum { N = 10 };
+	static const uint8_t want[N] = {
+		HETMM_MIGRATE_MOVED, HETMM_MIGRATE_MOVED,
+		HETMM_MIGRATE_SKIP_SHARED, HETMM_MIGRATE_SKIP_SHARED,
+		HETMM_MIGRATE_SKIP_FILE, HETMM_MIGRATE_SKIP_FILE,
+		HETMM_MIGRATE_ALREADY, HETMM_MIGRATE_SKIP_OTHER_DEVICE,
+		HETMM_MIGRATE_MOVED, HETMM_MIGRATE_MOVED,
+	};
+	uint8_t status[N], prot[N];
+	struct hetmm_migrate_report rep;
+	hetmm_pfn_t pfn6, pfn7, pfn;
+	char *r = t_map(N);
+	int fd = make_file(2, 7);
+
+	t_fill(r, N, 6);
+	REQUIRE(mmap(r + 2 * PS, 2 * PS, PROT_READ | PROT_WRITE,
+		     MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED, -1, 0) ==
+		r + 2 * PS);
+	t_fill_from(r + 2 * PS, 2, 6, 2);
+	REQUIRE(mmap(r + 4 * PS, 2 * PS, PROT_READ | PROT_WRITE,
+		     MAP_PRIVATE | MAP_FIXED, fd, 0) == r + 4 * PS);
+	close(fd);
+	/* Page 8 never touched: drop what t_fill wrote. */
+	REQUIRE(madvise(r + 8 * PS, PS, MADV_DONTNEED) == 0);
+
+	memset(&rep, 0, sizeof(rep));
+	CHECK_OK(hetmm_migrate_to_device(pg0, r + 6 * PS, PS, &rep));
+	CHECK_EQ(rep.moved, 1);
+	memset(&rep, 0, sizeof(rep));
+	CHECK_OK(hetmm_migrate_to_device(pg1, r + 7 * PS, PS, &rep));
+	CHECK_EQ(rep.moved, 1);
+	CHECK_OK(hetmm_addr_to_pfn(ctx, r + 6 * PS, &pfn6));
+	CHECK_OK(hetmm_addr_to_pfn(ctx, r + 7 * PS, &pfn7));
+
+	memset(&rep, 0, sizeof(rep));
+	memset(status, 0, sizeof(status));
+	rep.status = status;
+	CHECK_OK(hetmm_migrate_to_device(pg0, r, N * PS, &rep));
+	CHECK_EQ(rep.moved, 4);
+	/* Shared, file and other-device pages were skipped; whether the
+	 * page already there counts as skipped is the library's choice. */
+	CHECK(rep.skipped == 5 || rep.skipped == 6);
+	for (size_t i = 0; i < N; i++)
+		CHECK_STATUS(status, i, want[i]);
+
+	/* Page 6 kept its frame, page 7 stayed on the other device. */
+	pfn.val = 0;
+	CHECK_OK(hetmm_addr_to_pfn(ctx, r + 6 * PS, &pfn));
+	CHECK_EQ(pfn.val, pfn6.val);
+	pfn.val = 0;
+	CHECK_OK(hetmm_addr_to_pfn(ctx, r + 7 * PS, &pfn));
+	CHECK_EQ(pfn.val, pfn7.val);
+
+	memset(prot, 0xee, sizeof(prot));
+	CHECK_OK(hetmm_mirror_snapshot(mir0, r, N, prot));
+	for (size_t i = 0; i < N; i++) {
+		if (want[i] == HETMM_MIGRATE_MOVED || i == 6)
+			CHECK_EQ(prot[i], LOCAL_RW);
+		else if (i == 7)
+			CHECK_EQ(prot[i], REMOTE_PRIVATE);
+		else /* system memory: no device value, no error */
+			CHECK(prot[i] != HETMM_PROT_ERROR &&
+			      (prot[i] & 0x60) == 0);
+	}
+	CHECK_OK(hetmm_mirror_snapshot(mir1, r + 6 * PS, 2, prot));
+	CHECK_EQ(prot[0], REMOTE_PRIVATE);
+	CHECK_EQ(prot[1], LOCAL_RW);
+
+	/* Every byte, from wherever it is. */
+	CHECK_EQ(t_verify(r, 4, 6), 0);
+	CHECK_EQ(t_verify_from(r + 4 * PS, 2, 7, 0), 0);
+	CHECK_EQ(t_verify_from(r + 6 * PS, 2, 6, 6), 0);
+	CHECK_EQ(t_nonzero_pages(r + 8 * PS, 1), 0);
+	CHECK_EQ(t_verify_from(r + 9 * PS, 1, 6, 9), 0);
+	CHECK_EQ(count_on_device(r, N), 0);
+	t_unmap(r, N);
+}
+
+/* Refused ranges change nothing. */
+static void check_refused(char *p, size_t npages, size_t len, int want_rc)
+{
+	struct hetmm_migrate_report rep;
+	struct hetmm_stats s0, s1;
+	uint8_t status[16];
+
+	REQUIRE(npages <= 16);
+	s0 = t_stats(ctx);
+	memset(&rep, 0, sizeof(rep));
+	rep.status = status;
+	CHECK_EQ(hetmm_migrate_to_device(pg0, p, len, &rep), want_rc);
+	CHECK_EQ(rep.moved, 0);
+	memset(&rep, 0, sizeof(rep));
+	rep.status = status;
+	CHECK_EQ(hetmm_migrate_to_system(ctx, p, len, &rep), want_rc);
+	CHECK_EQ(rep.moved, 0);
+	s1 = t_stats(ctx);
+	CHECK_STATS_EQ(s0, s1);
+	CHECK_EQ(count_on_device(p, npages), 0);
+}
+
+static void refused_ranges(void)
+{
+	enum { N = 6 };
+	char *p = t_map(N + 1);
+
+	/* Keep a hole right after the range, whatever gets mapped later. */
+	t_unmap(p + N * PS, 1);
+	t_fill(p, N, 8);
+
+	/* A hole in the middle. */
+	REQUIRE(munmap(p + 2 * PS, PS) == 0);
+	check_refused(p, N, N * PS, -EINVAL);
+	CHECK_EQ(count_present(p, 2), 2);
+	CHECK_EQ(count_present(p + 3 * PS, 3), 3);
+	CHECK_EQ(t_verify(p, 2, 8), 0);
+	CHECK_EQ(t_verify_from(p + 3 * PS, 3, 8, 3), 0);
+
+	/* A range running past the end of the mapping. */
+	check_refused(p + 3 * PS, 3, 4 * PS, -EINVAL);
+	CHECK_EQ(t_verify_from(p + 3 * PS, 3, 8, 3), 0);
+
+	/* PROT_NONE in the middle, and all PROT_NONE. */
+	REQUIRE(mprotect(p + 4 * PS, PS, PROT_NONE) == 0);
+	check_refused(p + 3 * PS, 3, 3 * PS, -EINVAL);
+	check_refused(p + 4 * PS, 1, PS, -EINVAL);
+	REQUIRE(mprotect(p + 4 * PS, PS, PROT_READ | PROT_WRITE) == 0);
+	CHECK_EQ(t_verify_from(p + 3 * PS, 3, 8, 3), 0);
+
+	/* Fully unmapped. */
+	REQUIRE(munmap(p + 3 * PS, 3 * PS) == 0);
+	check_refused(p + 3 * PS, 3, 3 * PS, -EINVAL);
+
+	REQUIRE(munmap(p, 2 * PS) == 0);
+}
+
+static void never_touched(void)
+{
+	enum { N = 16 };
+	char *p = t_map(N);
+	struct hetmm_migrate_report rep;
+
+	memset(&rep, 0, sizeof(rep));
+	CHECK_OK(hetmm_migrate_to_device(pg0, p, N * PS, &rep));
+	CHECK_EQ(rep.moved, N);
+	CHECK_EQ(count_on_device(p, N), N);
+	check_snapshot(mir0, p, N, LOCAL_RW, __LINE__);
+	CHECK_EQ(t_nonzero_pages(p, N), 0);
+	CHECK_EQ(count_on_device(p, N), 0);
+
+	/* Never touched again, now migrated back explicitly. */
+	REQUIRE(madvise(p, N * PS, MADV_DONTNEED) == 0);
+	memset(&rep, 0, sizeof(rep));
+	CHECK_OK(hetmm_migrate_to_device(pg0, p, N * PS, &rep));
+	CHECK_EQ(rep.moved, N);
+	memset(&rep, 0, sizeof(rep));
+	CHECK_OK(hetmm_migrate_to_system(ctx, p, N * PS, &rep));
+	CHECK_EQ(rep.moved, N);
+	CHECK_EQ(t_nonzero_pages(p, N), 0);
+
+	/* And they are ordinary memory afterwards. */
+	t_fill(p, N, 9);
+	CHECK_EQ(t_verify(p, N, 9), 0);
+	t_unmap(p, N);
+}
+
+static void device_full(void)
+{
+	enum { NSMALL = 8, N = 12 };
+	struct hetmm_emu *small;
+	struct hetmm_pagemap *pg;
+	struct hetmm_migrate_report rep;
+	uint8_t status[N];
+	char *p = t_map(N), *q = t_map(4);
+	size_t moved = 0, nomem = 0;
+
+	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, NSMALL,
+				    &small));
+	REQUIRE_OK(hetmm_emu_pagemap(small, &pg));
+	t_fill(p, N, 10);
+	t_fill(q, 4, 11);
+
+	memset(&rep, 0, sizeof(rep));
+	memset(status, 0, sizeof(status));
+	rep.status = status;
+	CHECK_OK(hetmm_migrate_to_device(pg, p, N * PS, &rep));
+	CHECK_EQ(rep.moved, NSMALL);
+	CHECK_EQ(rep.skipped, N - NSMALL);
+	for (size_t i = 0; i < N; i++) {
+		hetmm_pfn_t pfn;
+
+		if (status[i] == HETMM_MIGRATE_MOVED) {
+			moved++;
+			CHECK_OK(hetmm_addr_to_pfn(ctx, p + i * PS, &pfn));
+			CHECK(!t_present(p + i * PS));
+		} else if (status[i] == HETMM_MIGRATE_SKIP_NOMEM) {
+			nomem++;
+			CHECK_EQ(hetmm_addr_to_pfn(ctx, p + i * PS, &pfn),
+				 -ENOENT);
+			CHECK(t_present(p + i * PS));
+		} else {
+			CHECK_STATUS(status, i, HETMM_MIGRATE_SKIP_NOMEM);
+		}
+	}
+	CHECK_EQ(moved, NSMALL);
+	CHECK_EQ(nomem, N - NSMALL);
+	CHECK_EQ(nr_free(pg), 0);
+
+	/* No free page at all: -ENOMEM, nothing moves. */
+	memset(&rep, 0, sizeof(rep));
+	memset(status, 0, sizeof(status));
+	rep.status = status;
+	CHECK_EQ(hetmm_migrate_to_device(pg, q, 4 * PS, &rep), -ENOMEM);
+	CHECK_EQ(rep.moved, 0);
+	for (size_t i = 0; i < 4; i++)
+		CHECK_STATUS(status, i, HETMM_MIGRATE_SKIP_NOMEM);
+	CHECK_EQ(count_present(q, 4), 4);
+	CHECK_EQ(t_verify(q, 4, 11), 0);
+
+	/* Room again after migrating back. */
+	memset(&rep, 0, sizeof(rep));
+	CHECK_OK(hetmm_migrate_to_system(ctx, p, N * PS, &rep));
+	CHECK_EQ(rep.moved, NSMALL);
+	CHECK_EQ(nr_free(pg), NSMALL);
+	CHECK_EQ(t_verify(p, N, 10), 0);
+	memset(&rep, 0, sizeof(rep));
+	CHECK_OK(hetmm_migrate_to_device(pg, q, 4 * PS, &rep));
+	CHECK_EQ(rep.moved, 4);
+	CHECK_EQ(nr_free(pg), NSMALL - 4);
+	CHECK_EQ(t_verify(q, 4, 11), 0);
+
+	CHECK_OK(hetmm_emu_destroy(small));
+	t_unmap(p, N);
+	t_unmap(q, 4);
+}
+
+/* Hot-remove with pages resident: every byte comes home. */
+static void hot_remove(void)
+{
+	enum { N = 48 };
+	struct hetmm_emu *e;
+	struct hetmm_pagemap *pg;
+	struct hetmm_migrate_report rep;
+	struct hetmm_stats s0, s1;
+	char *p = t_map(N);
+
+	t_fill(p, N, 12);
+	s0 = t_stats(ctx);
+	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64, &e));
+	REQUIRE_OK(hetmm_emu_pagemap(e, &pg));
+	memset(&rep, 0, sizeof(rep));
+	CHECK_OK(hetmm_migrate_to_device(pg, p, N * PS, &rep));
+	CHECK_EQ(rep.moved, N);
+	/* Some come back by fault before the removal. */
+	CHECK_EQ(t_verify_from(p + 5 * PS, 1, 12, 5), 0);
+	CHECK_OK(hetmm_emu_destroy(e));
+
+	s1 = t_stats(ctx);
+	CHECK_EQ(s1.device_resident, s0.device_resident);
+	CHECK_EQ(s1.to_system_pages - s0.to_system_pages, N);
+	CHECK_EQ(count_present(p, N), N);
+	CHECK_EQ(count_on_device(p, N), 0);
+	CHECK_EQ(t_verify(p, N, 12), 0);
+	/* No fault was needed to read them. */
+	CHECK_EQ(t_stats(ctx).faults, s1.faults);
+	t_unmap(p, N);
+}
+
+static void stats_balance(void)
+{
+	struct hetmm_stats s = t_stats(ctx);
+
+	CHECK_EQ(s.device_resident, 0);
+	CHECK_EQ(s.to_device_pages, s.to_system_pages);
+	CHECK(s.fault_pages <= s.to_system_pages);
+	CHECK(s.faults <= s.fault_pages + s.fault_zero);
+}
+
+int main(void)
+{
+	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
+	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, NDEV,
+				    &emu0));
+	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, NDEV,
+				    &emu1));
+	REQUIRE_OK(hetmm_emu_pagemap(emu0, &pg0));
+	REQUIRE_OK(hetmm_emu_pagemap(emu1, &pg1));
+	REQUIRE_OK(hetmm_mirror_create(emu0, &mir0));
+	REQUIRE_OK(hetmm_mirror_create(emu1, &mir1));
+
+	basic_round_trip();
+	explicit_to_system();
+	not_movable();
+	mixed_range();
+	refused_ranges();
+	never_touched();
+	device_full();
+	hot_remove();
+	stats_balance();
+
+	CHECK_OK(hetmm_mirror_destroy(mir0));
+	CHECK_OK(hetmm_mirror_destroy(mir1));
+	CHECK_OK(hetmm_emu_destroy(emu0));
+	CHECK_OK(hetmm_emu_destroy(emu1));
+	CHECK_OK(hetmm_ctx_destroy(ctx));
+	return t_done();
+}

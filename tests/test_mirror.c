@@ -1,0 +1,393 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_mirror: device mirrors with the semantics of the kernel's
+ * lib/test_hmm.c dmirror: range faults counted per request, reads and
+ * writes through the device's page table, refusals where the CPU has no
+ * access, invalidations when the CPU side changes, and snapshots.
+ */
+#include "t.h"
+
+/*
+ * Snapshot values as the kernel's dmirror gives them: a device-private
+ * page of the mirror's own device is LOCAL plus the mapping's permission;
+ * another device's private page is not reported at all (hmm_range_fault
+ * only hands out pages whose owner matches), so it reads as NONE.
+ */
+#define LOCAL_RW (HETMM_PROT_DEV_PRIVATE_LOCAL | HETMM_PROT_WRITE)
+#define REMOTE_PRIVATE HETMM_PROT_NONE
+
+static struct hetmm_ctx *ctx;
+static struct hetmm_emu *emu0, *emu1;
+static struct hetmm_pagemap *pg0, *pg1;
+static struct hetmm_mirror *m0, *m1;
+
+static size_t count_on_device(const char *p, size_t n)
+{
+	size_t c = 0;
+	hetmm_pfn_t pfn;
+
+	for (size_t i = 0; i < n; i++)
+		c += hetmm_addr_to_pfn(ctx, p + i * PS, &pfn) == 0;
+	return c;
+}
+
+static char *xmalloc_pages(size_t n)
+{
+	char *p = NULL;
+
+	REQUIRE(posix_memalign((void **)&p, PS, n * PS) == 0);
+	return p;
+}
+
+/* First read faults once, the second not at all; both see the bytes. */
+static void read_faults(void)
+{
+	enum { N = 16 };
+	char *buf = t_map(2 * N), *out = xmalloc_pages(2 * N);
+	uint64_t faults;
+	struct hetmm_stats s0, s1;
+
+	t_fill(buf, 2 * N, 20);
+	s0 = t_stats(ctx);
+	faults = 99;
+	CHECK_OK(hetmm_mirror_read(m0, buf, out, N, &faults));
+	CHECK_EQ(faults, 1);
+	CHECK_EQ(t_verify(out, N, 20), 0);
+	s1 = t_stats(ctx);
+	CHECK_EQ(s1.mirror_faults - s0.mirror_faults, 1);
+
+	memset(out, 0, N * PS);
+	faults = 99;
+	CHECK_OK(hetmm_mirror_read(m0, buf, out, N, &faults));
+	CHECK_EQ(faults, 0);
+	CHECK_EQ(t_verify(out, N, 20), 0);
+	s0 = t_stats(ctx);
+	CHECK_EQ(s0.mirror_faults, s1.mirror_faults);
+
+	/* Half mirrored, half not: one fault for the rest. */
+	faults = 99;
+	CHECK_OK(hetmm_mirror_read(m0, buf + N / 2 * PS, out, N, &faults));
+	CHECK_EQ(faults, 1);
+	CHECK_EQ(t_verify_from(out, N, 20, N / 2), 0);
+
+	/* Another mirror has its own page table. */
+	faults = 99;
+	CHECK_OK(hetmm_mirror_read(m1, buf, out, N, &faults));
+	CHECK_EQ(faults, 1);
+	CHECK_EQ(t_verify(out, N, 20), 0);
+
+	/* The device sees what the CPU writes later, at once. */
+	t_fill(buf, N, 21);
+	CHECK_OK(hetmm_mirror_read(m0, buf, out, N, &faults));
+	CHECK_EQ(t_verify(out, N, 21), 0);
+
+	/* Reading faults nothing onto a device and moves nothing. */
+	CHECK_EQ(count_on_device(buf, 2 * N), 0);
+	for (size_t i = 0; i < 2 * N; i++)
+		CHECK(t_present(buf + i * PS));
+
+	free(out);
+	t_unmap(buf, 2 * N);
+}
+
+static void write_then_cpu_reads(void)
+{
+	enum { N = 12 };
+	char *buf = t_map(N), *src = xmalloc_pages(N), *out = xmalloc_pages(N);
+	uint64_t faults;
+
+	/* Into memory the CPU never touched: one fault, then the bytes. */
+	t_fill(src, N, 22);
+	faults = 99;
+	CHECK_OK(hetmm_mirror_write(m0, buf, src, N, &faults));
+	CHECK_EQ(faults, 1);
+	CHECK_EQ(t_verify(buf, N, 22), 0);
+
+	/* Over memory the mirror already has. */
+	CHECK_OK(hetmm_mirror_read(m0, buf, out, N, &faults));
+	t_fill(src, N, 23);
+	CHECK_OK(hetmm_mirror_write(m0, buf, src, N, &faults));
+	CHECK_EQ(t_verify(buf, N, 23), 0);
+	faults = 99;
+	CHECK_OK(hetmm_mirror_write(m0, buf, src, N, &faults));
+	CHECK_EQ(faults, 0);
+
+	/* Written pages are writable in the CPU page tables. */
+	{
+		uint8_t prot[N];
+
+		CHECK_OK(hetmm_mirror_snapshot(m0, buf, N, prot));
+		for (size_t i = 0; i < N; i++)
+			CHECK_EQ(prot[i], HETMM_PROT_WRITE);
+	}
+	free(src);
+	free(out);
+	t_unmap(buf, N);
+}
+
+static void no_access(void)
+{
+	enum { N = 4 };
+	char *out = xmalloc_pages(N), *src = xmalloc_pages(N);
+	char *p = t_map(N);
+	uint64_t faults;
+
+	memset(out, 0xab, N * PS);
+	t_fill(src, N, 24);
+
+	/* Unmapped. */
+	t_unmap(p, N);
+	CHECK_EQ(hetmm_mirror_read(m0, p, out, N, &faults), -EFAULT);
+	CHECK_EQ(hetmm_mirror_write(m0, p, src, N, &faults), -EFAULT);
+	for (size_t i = 0; i < N * PS; i++)
+		if ((unsigned char)out[i] != 0xab) {
+			CHECK(!"read into buf despite -EFAULT");
+			break;
+		}
+
+	/* PROT_NONE. */
+	p = mmap(NULL, N * PS, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	REQUIRE(p != MAP_FAILED);
+	CHECK_EQ(hetmm_mirror_read(m0, p, out, N, &faults), -EFAULT);
+	CHECK_EQ(hetmm_mirror_write(m0, p, src, N, &faults), -EFAULT);
+	t_unmap(p, N);
+
+	/* Mapped then unmapped at the end of the range. */
+	p = t_map(N);
+	t_fill(p, N, 25);
+	REQUIRE(munmap(p + (N - 1) * PS, PS) == 0);
+	CHECK_EQ(hetmm_mirror_read(m0, p, out, N, &faults), -EFAULT);
+	CHECK_EQ(hetmm_mirror_write(m0, p, src, N, &faults), -EFAULT);
+	CHECK_EQ(t_verify(p, N - 1, 25), 0);
+	t_unmap(p, N - 1);
+
+	/* PROT_READ, never written: reads give zeroes, writes -EPERM. */
+	p = mmap(NULL, N * PS, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	REQUIRE(p != MAP_FAILED);
+	CHECK_EQ(hetmm_mirror_write(m0, p, src, N, &faults), -EPERM);
+	memset(out, 0xab, N * PS);
+	CHECK_OK(hetmm_mirror_read(m0, p, out, N, &faults));
+	CHECK_EQ(t_nonzero_pages(out, N), 0);
+	CHECK_EQ(hetmm_mirror_write(m0, p, src, N, &faults), -EPERM);
+	CHECK_EQ(t_nonzero_pages(p, N), 0);
+	t_unmap(p, N);
+
+	/* PROT_READ over data: reads see it, writes are refused and change
+	 * nothing. */
+	p = t_map(N);
+	t_fill(p, N, 26);
+	REQUIRE(mprotect(p, N * PS, PROT_READ) == 0);
+	CHECK_EQ(hetmm_mirror_write(m0, p, src, N, &faults), -EPERM);
+	CHECK_OK(hetmm_mirror_read(m0, p, out, N, &faults));
+	CHECK_EQ(t_verify(out, N, 26), 0);
+	CHECK_EQ(t_verify(p, N, 26), 0);
+	t_unmap(p, N);
+
+	free(out);
+	free(src);
+}
+
+/* The mirror follows the CPU side: unmap, madvise, mprotect. */
+static void invalidations(void)
+{
+	enum { N = 8 };
+	char *p = t_map(N), *out = xmalloc_pages(N), *src = xmalloc_pages(N);
+	uint64_t faults;
+
+	t_fill(p, N, 27);
+	t_fill(src, N, 28);
+
+	/* mprotect(PROT_NONE) after a read: no access any more. */
+	CHECK_OK(hetmm_mirror_read(m0, p, out, N, &faults));
+	CHECK_OK(hetmm_mirror_write(m0, p, p, N, &faults)); /* p onto p */
+	REQUIRE(mprotect(p, N * PS, PROT_NONE) == 0);
+	CHECK_EQ(hetmm_mirror_read(m0, p, out, N, &faults), -EFAULT);
+	CHECK_EQ(hetmm_mirror_write(m0, p, src, N, &faults), -EFAULT);
+	REQUIRE(mprotect(p, N * PS, PROT_READ) == 0);
+	CHECK_EQ(hetmm_mirror_write(m0, p, src, N, &faults), -EPERM);
+	CHECK_OK(hetmm_mirror_read(m0, p, out, N, &faults));
+	CHECK_EQ(t_verify(out, N, 27), 0);
+	REQUIRE(mprotect(p, N * PS, PROT_READ | PROT_WRITE) == 0);
+	CHECK_OK(hetmm_mirror_write(m0, p, src, N, &faults));
+	CHECK_EQ(t_verify(p, N, 28), 0);
+
+	/* MADV_DONTNEED: the device reads zeroes, like the CPU. */
+	CHECK_OK(hetmm_mirror_read(m0, p, out, N, &faults));
+	REQUIRE(madvise(p, N / 2 * PS, MADV_DONTNEED) == 0);
+	CHECK_OK(hetmm_mirror_read(m0, p, out, N, &faults));
+	CHECK_EQ(t_nonzero_pages(out, N / 2), 0);
+	CHECK_EQ(t_verify_from(out + N / 2 * PS, N / 2, 28, N / 2), 0);
+
+	/* Unmap and map something else there. */
+	CHECK_OK(hetmm_mirror_read(m0, p, out, N, &faults));
+	REQUIRE(munmap(p, N * PS) == 0);
+	REQUIRE(mmap(p, N * PS, PROT_READ | PROT_WRITE,
+		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == p);
+	t_fill(p, N, 29);
+	CHECK_OK(hetmm_mirror_read(m0, p, out, N, &faults));
+	CHECK_EQ(t_verify(out, N, 29), 0);
+	CHECK_OK(hetmm_mirror_write(m0, p, src, N, &faults));
+	CHECK_EQ(t_verify(p, N, 28), 0);
+
+	free(out);
+	free(src);
+	t_unmap(p, N);
+}
+
+/* Device pages: used in place on their own device, brought back for
+ * another. */
+static void device_pages(void)
+{
+	enum { N = 16 };
+	char *p = t_map(N), *out = xmalloc_pages(N), *src = xmalloc_pages(N);
+	struct hetmm_migrate_report rep;
+	uint64_t faults;
+	uint8_t prot[N];
+
+	t_fill(p, N, 30);
+	memset(&rep, 0, sizeof(rep));
+	CHECK_OK(hetmm_migrate_to_device(pg0, p, N * PS, &rep));
+	CHECK_EQ(rep.moved, N);
+
+	CHECK_OK(hetmm_mirror_read(m0, p, out, N, &faults));
+	CHECK_EQ(t_verify(out, N, 30), 0);
+	CHECK_EQ(count_on_device(p, N), N);
+	CHECK_OK(hetmm_mirror_snapshot(m0, p, N, prot));
+	for (size_t i = 0; i < N; i++)
+		CHECK_EQ(prot[i], LOCAL_RW);
+
+	/* A device write lands in device memory; the CPU faults it back. */
+	t_fill(src, N, 31);
+	CHECK_OK(hetmm_mirror_write(m0, p, src, N, &faults));
+	CHECK_EQ(count_on_device(p, N), N);
+	faults = 99;
+	CHECK_OK(hetmm_mirror_read(m0, p, out, N, &faults));
+	CHECK_EQ(faults, 0);
+	CHECK_EQ(t_verify(out, N, 31), 0);
+	CHECK_EQ(t_verify(p, N, 31), 0);
+	CHECK_EQ(count_on_device(p, N), 0);
+
+	/* On the other device: a read through m0 brings them back first. */
+	memset(&rep, 0, sizeof(rep));
+	CHECK_OK(hetmm_migrate_to_device(pg1, p, N * PS, &rep));
+	CHECK_EQ(rep.moved, N);
+	CHECK_OK(hetmm_mirror_snapshot(m0, p, N, prot));
+	for (size_t i = 0; i < N; i++)
+		CHECK_EQ(prot[i], REMOTE_PRIVATE);
+	CHECK_OK(hetmm_mirror_read(m0, p, out, N, &faults));
+	CHECK_EQ(t_verify(out, N, 31), 0);
+	CHECK_EQ(count_on_device(p, N), 0);
+
+	/* A mirror entry made before a migration is not used after it. */
+	CHECK_OK(hetmm_mirror_read(m1, p, out, N, &faults));
+	memset(&rep, 0, sizeof(rep));
+	CHECK_OK(hetmm_migrate_to_device(pg0, p, N * PS, &rep));
+	t_fill(src, N, 32);
+	CHECK_OK(hetmm_mirror_write(m1, p, src, N, &faults));
+	CHECK_EQ(t_verify(p, N, 32), 0);
+
+	free(out);
+	free(src);
+	t_unmap(p, N);
+}
+
+/*
+ * Snapshot, one page of each kind (as the kernel's hmm selftests):
+ *   0 unmapped              ERROR        1 PROT_NONE         ERROR
+ *   2 untouched anon        NONE         3 read (zero page)  ZERO|READ
+ *   4 written               WRITE        5 written, then PROT_READ  READ
+ *   6 PROT_READ, read       ZERO|READ    7 on this device    LOCAL|WRITE
+ *   8 on the other device   NONE (not this mirror's to see)
+ */
+static void snapshot(void)
+{
+	enum { N = 9 };
+	static const uint8_t want[N] = {
+		HETMM_PROT_ERROR,
+		HETMM_PROT_ERROR,
+		HETMM_PROT_NONE,
+		HETMM_PROT_ZERO | HETMM_PROT_READ,
+		HETMM_PROT_WRITE,
+		HETMM_PROT_READ,
+		HETMM_PROT_ZERO | HETMM_PROT_READ,
+		LOCAL_RW,
+		REMOTE_PRIVATE,
+	};
+	char *p = t_map(N);
+	uint8_t prot[N];
+	struct hetmm_migrate_report rep;
+	volatile char sink;
+
+	REQUIRE(munmap(p, PS) == 0);
+	REQUIRE(mprotect(p + PS, PS, PROT_NONE) == 0);
+	sink = p[3 * PS];
+	(void)sink;
+	p[4 * PS] = 1;
+	p[5 * PS] = 1;
+	REQUIRE(mprotect(p + 5 * PS, PS, PROT_READ) == 0);
+	REQUIRE(mprotect(p + 6 * PS, PS, PROT_READ) == 0);
+	sink = p[6 * PS];
+	(void)sink;
+	p[7 * PS] = 7;
+	p[8 * PS] = 8;
+	memset(&rep, 0, sizeof(rep));
+	CHECK_OK(hetmm_migrate_to_device(pg0, p + 7 * PS, PS, &rep));
+	memset(&rep, 0, sizeof(rep));
+	CHECK_OK(hetmm_migrate_to_device(pg1, p + 8 * PS, PS, &rep));
+
+	memset(prot, 0xee, sizeof(prot));
+	CHECK_OK(hetmm_mirror_snapshot(m0, p, N, prot));
+	for (size_t i = 0; i < N; i++) {
+		if (prot[i] != want[i])
+			t_fail(__FILE__, __LINE__,
+			       "snapshot page %zu: 0x%02x, want 0x%02x", i,
+			       prot[i], want[i]);
+	}
+	/* Through the other device's mirror, the other way round. */
+	CHECK_OK(hetmm_mirror_snapshot(m1, p + 7 * PS, 2, prot));
+	CHECK_EQ(prot[0], REMOTE_PRIVATE);
+	CHECK_EQ(prot[1], LOCAL_RW);
+
+	/* A snapshot faults nothing in and moves nothing. */
+	CHECK(!t_present(p + 2 * PS));
+	CHECK(!t_present(p + 7 * PS));
+	CHECK(!t_present(p + 8 * PS));
+	CHECK_EQ(count_on_device(p + 7 * PS, 2), 2);
+
+	/* Wholly unmapped. */
+	memset(prot, 0, sizeof(prot));
+	CHECK_OK(hetmm_mirror_snapshot(m0, p, 1, prot));
+	CHECK_EQ(prot[0], HETMM_PROT_ERROR);
+
+	CHECK_EQ(p[7 * PS], 7);
+	CHECK_EQ(p[8 * PS], 8);
+	REQUIRE(munmap(p + PS, (N - 1) * PS) == 0);
+}
+
+int main(void)
+{
+	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
+	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64,
+				    &emu0));
+	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64,
+				    &emu1));
+	REQUIRE_OK(hetmm_emu_pagemap(emu0, &pg0));
+	REQUIRE_OK(hetmm_emu_pagemap(emu1, &pg1));
+	REQUIRE_OK(hetmm_mirror_create(emu0, &m0));
+	REQUIRE_OK(hetmm_mirror_create(emu1, &m1));
+
+	read_faults();
+	write_then_cpu_reads();
+	no_access();
+	invalidations();
+	device_pages();
+	snapshot();
+
+	CHECK_OK(hetmm_mirror_destroy(m0));
+	CHECK_OK(hetmm_mirror_destroy(m1));
+	CHECK_OK(hetmm_emu_destroy(emu0));
+	CHECK_OK(hetmm_emu_destroy(emu1));
+	CHECK_EQ(t_stats(ctx).device_resident, 0);
+	CHECK_OK(hetmm_ctx_destroy(ctx));
+	return t_done();
+}

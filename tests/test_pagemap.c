@@ -1,0 +1,574 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_pagemap: hot-adding device memory driven by this test's own tiny
+ * driver (malloc'd "device memory"), frame number lookups across several
+ * pagemaps, per-page metadata through a migration and back, hot-remove.
+ */
+#include "t.h"
+
+/* ------------------------------------------------------------------------
+ * A tiny driver: device memory is a malloc'd array of pages.
+ */
+struct tdev {
+	uint64_t nr;
+	unsigned char *mem;
+	int with_address;
+	/* Written from the fault handler and migrating threads. */
+	uint64_t pages_to, pages_from, freed, calls;
+	int bad_index;
+	unsigned *free_count; /* page_free calls per index */
+};
+
+/*
+ * pagemap -> driver, filled in right after hetmm_pagemap_add returns (no
+ * callback can come before a migration to the pagemap), so the callbacks
+ * never need to call back into the library.
+ */
+#define MAX_DEVS 16
+static struct {
+	struct hetmm_pagemap *pg;
+	struct tdev *dev;
+} devs[MAX_DEVS];
+static int ndevs;
+
+static struct tdev *pgmap_dev(struct hetmm_pagemap *pg)
+{
+	int n = __atomic_load_n(&ndevs, __ATOMIC_ACQUIRE);
+
+	/* Newest first: a removed pagemap's address may be reused. */
+	for (int i = n - 1; i >= 0; i--)
+		if (devs[i].pg == pg)
+			return devs[i].dev;
+	return NULL;
+}
+
+static void devs_register(struct hetmm_pagemap *pg, struct tdev *d)
+{
+	REQUIRE(ndevs < MAX_DEVS);
+	devs[ndevs].pg = pg;
+	devs[ndevs].dev = d;
+	__atomic_store_n(&ndevs, ndevs + 1, __ATOMIC_RELEASE);
+}
+
+#define LD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+
+static int range_ok(struct tdev *d, uint64_t index, size_t nr)
+{
+	if (!d || nr == 0 || index >= d->nr || nr > d->nr - index) {
+		if (d)
+			__atomic_store_n(&d->bad_index, 1, __ATOMIC_RELAXED);
+		return 0;
+	}
+	return 1;
+}
+
+static int tdev_copy_to(struct hetmm_pagemap *pg, uint64_t index,
+			const void *src, size_t nr)
+{
+	struct tdev *d = pgmap_dev(pg);
+
+	if (!range_ok(d, index, nr))
+		return -EINVAL;
+	memcpy(d->mem + index * PS, src, nr * PS);
+	__atomic_fetch_add(&d->pages_to, nr, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&d->calls, 1, __ATOMIC_RELAXED);
+	return 0;
+}
+
+static int tdev_copy_from(struct hetmm_pagemap *pg, void *dst,
+			  uint64_t index, size_t nr)
+{
+	struct tdev *d = pgmap_dev(pg);
+
+	if (!range_ok(d, index, nr))
+		return -EINVAL;
+	memcpy(dst, d->mem + index * PS, nr * PS);
+	__atomic_fetch_add(&d->pages_from, nr, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&d->calls, 1, __ATOMIC_RELAXED);
+	return 0;
+}
+
+static void *tdev_address(struct hetmm_pagemap *pg, uint64_t index)
+{
+	struct tdev *d = pgmap_dev(pg);
+
+	if (!range_ok(d, index, 1))
+		return NULL;
+	return d->mem + index * PS;
+}
+
+static void tdev_free(struct hetmm_pagemap *pg, uint64_t index)
+{
+	struct tdev *d = pgmap_dev(pg);
+
+	if (!range_ok(d, index, 1))
+		return;
+	__atomic_fetch_add(&d->free_count[index], 1, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&d->freed, 1, __ATOMIC_RELAXED);
+}
+
+static const struct hetmm_pagemap_ops ops_plain = {
+	.copy_to_device = tdev_copy_to,
+	.copy_from_device = tdev_copy_from,
+	.page_free = tdev_free,
+};
+
+static const struct hetmm_pagemap_ops ops_addr = {
+	.copy_to_device = tdev_copy_to,
+	.copy_from_device = tdev_copy_from,
+	.page_address = tdev_address,
+	.page_free = tdev_free,
+};
+
+static struct tdev *tdev_new(uint64_t nr, int with_address)
+{
+	struct tdev *d = calloc(1, sizeof(*d));
+
+	REQUIRE(d != NULL);
+	d->nr = nr;
+	d->with_address = with_address;
+	REQUIRE(posix_memalign((void **)&d->mem, PS, nr * PS) == 0);
+	memset(d->mem, 0x5a, nr * PS);
+	d->free_count = calloc(nr, sizeof(*d->free_count));
+	REQUIRE(d->free_count != NULL);
+	return d;
+}
+
+static void tdev_free_all(struct tdev *d)
+{
+	free(d->free_count);
+	free(d->mem);
+	free(d);
+}
+
+static int add(struct hetmm_ctx *ctx, struct tdev *d, const void *owner,
+	       struct hetmm_pagemap **pgp)
+{
+	struct hetmm_pagemap_desc desc;
+	int rc;
+
+	memset(&desc, 0, sizeof(desc));
+	desc.type = HETMM_MEMORY_DEVICE_PRIVATE;
+	desc.nr_pages = d->nr;
+	desc.ops = d->with_address ? &ops_addr : &ops_plain;
+	desc.drvdata = d;
+	desc.owner = owner;
+	rc = hetmm_pagemap_add(ctx, &desc, pgp);
+	if (rc == 0)
+		devs_register(*pgp, d);
+	return rc;
+}
+
+static hetmm_pfn_t pfn_plus(hetmm_pfn_t p, int64_t delta)
+{
+	hetmm_pfn_t r = { p.val + (uint64_t)delta };
+	return r;
+}
+
+/* ------------------------------------------------------------------------
+ */
+
+static void add_validation(struct hetmm_ctx *ctx)
+{
+	static const struct hetmm_pagemap_ops no_to = {
+		.copy_from_device = tdev_copy_from,
+	};
+	static const struct hetmm_pagemap_ops no_from = {
+		.copy_to_device = tdev_copy_to,
+	};
+	struct tdev *d = tdev_new(8, 0);
+	struct hetmm_pagemap_desc desc;
+	struct hetmm_pagemap *pg = NULL, *sentinel = (void *)&desc;
+
+	memset(&desc, 0, sizeof(desc));
+	desc.type = HETMM_MEMORY_DEVICE_PRIVATE;
+	desc.nr_pages = 8;
+	desc.ops = &ops_plain;
+	desc.drvdata = d;
+
+	/* Every memory type the header names: 0 or -EOPNOTSUPP; only
+	 * DEVICE_PRIVATE must be hostable. */
+	for (int type = HETMM_MEMORY_DEVICE_PRIVATE;
+	     type <= HETMM_MEMORY_PCI_P2PDMA; type++) {
+		struct hetmm_pagemap_info info;
+		int rc;
+
+		desc.type = (enum hetmm_memory_type)type;
+		pg = NULL;
+		rc = hetmm_pagemap_add(ctx, &desc, &pg);
+		if (type == HETMM_MEMORY_DEVICE_PRIVATE)
+			CHECK_EQ(rc, 0);
+		else
+			CHECK(rc == 0 || rc == -EOPNOTSUPP);
+		if (rc == 0) {
+			REQUIRE(pg != NULL);
+			CHECK_OK(hetmm_pagemap_get_info(pg, &info));
+			CHECK_EQ(info.type, type);
+			CHECK_EQ(info.nr_pages, 8);
+			CHECK_EQ(info.nr_free, 8);
+			CHECK(info.drvdata == d);
+			CHECK_OK(hetmm_pagemap_remove(pg));
+		}
+		printf("pagemap type %d: %s\n", type,
+		       rc == 0 ? "supported" : strerror(-rc));
+	}
+	desc.type = HETMM_MEMORY_DEVICE_PRIVATE;
+
+	pg = sentinel;
+	desc.type = (enum hetmm_memory_type)0;
+	CHECK_EQ(hetmm_pagemap_add(ctx, &desc, &pg), -EINVAL);
+	desc.type = (enum hetmm_memory_type)99;
+	CHECK_EQ(hetmm_pagemap_add(ctx, &desc, &pg), -EINVAL);
+	desc.type = (enum hetmm_memory_type)-1;
+	CHECK_EQ(hetmm_pagemap_add(ctx, &desc, &pg), -EINVAL);
+	desc.type = HETMM_MEMORY_DEVICE_PRIVATE;
+
+	desc.nr_pages = 0;
+	CHECK_EQ(hetmm_pagemap_add(ctx, &desc, &pg), -EINVAL);
+	desc.nr_pages = 8;
+
+	desc.ops = NULL;
+	CHECK_EQ(hetmm_pagemap_add(ctx, &desc, &pg), -EINVAL);
+	/* The copy callbacks are not optional. */
+	desc.ops = &no_to;
+	CHECK_EQ(hetmm_pagemap_add(ctx, &desc, &pg), -EINVAL);
+	desc.ops = &no_from;
+	CHECK_EQ(hetmm_pagemap_add(ctx, &desc, &pg), -EINVAL);
+	desc.ops = &ops_plain;
+
+	CHECK_EQ(hetmm_pagemap_add(NULL, &desc, &pg), -EINVAL);
+	CHECK_EQ(hetmm_pagemap_add(ctx, NULL, &pg), -EINVAL);
+	CHECK_EQ(hetmm_pagemap_add(ctx, &desc, NULL), -EINVAL);
+	CHECK(pg == sentinel);
+
+	CHECK_EQ(hetmm_pagemap_remove(NULL), -EINVAL);
+	CHECK_EQ(hetmm_pagemap_get_info(NULL, NULL), -EINVAL);
+	{
+		struct hetmm_page_info pi;
+		CHECK_EQ(hetmm_page_get_info(NULL, &pi), -EINVAL);
+	}
+	CHECK_EQ(__atomic_load_n(&d->calls, __ATOMIC_RELAXED), 0);
+	tdev_free_all(d);
+}
+
+/* Does pfn fall in [first, first + nr) of pagemap info i? */
+static int in_map(const struct hetmm_pagemap_info *i, hetmm_pfn_t pfn)
+{
+	return hetmm_pfn_flags(pfn) == hetmm_pfn_flags(i->first_pfn) &&
+	       hetmm_pfn_number(pfn) >= hetmm_pfn_number(i->first_pfn) &&
+	       hetmm_pfn_number(pfn) - hetmm_pfn_number(i->first_pfn) <
+		       i->nr_pages;
+}
+
+/*
+ * A pfn at the edge of one pagemap: it must either name the right page of
+ * another pagemap that happens to start or end there, or be -ENXIO.
+ */
+static void check_edge(struct hetmm_pagemap **pgs,
+		       const struct hetmm_pagemap_info *infos, int n,
+		       hetmm_pfn_t pfn)
+{
+	struct hetmm_page *page = NULL;
+	int rc = hetmm_pfn_to_page(pfn, &page);
+	int owner = -1;
+
+	for (int k = 0; k < n; k++)
+		if (in_map(&infos[k], pfn))
+			owner = k;
+	if (owner < 0) {
+		CHECK_EQ(rc, -ENXIO);
+	} else {
+		struct hetmm_page_info pi;
+
+		CHECK_EQ(rc, 0);
+		if (rc == 0) {
+			CHECK_OK(hetmm_page_get_info(page, &pi));
+			CHECK(pi.pagemap == pgs[owner]);
+			CHECK_EQ(pi.index,
+				 hetmm_pfn_number(pfn) -
+					 hetmm_pfn_number(infos[owner].first_pfn));
+		}
+	}
+}
+
+static void pfn_lookups(struct hetmm_ctx *ctx)
+{
+	enum { NA = 40, NB = 13 };
+	struct tdev *da = tdev_new(NA, 0), *db = tdev_new(NB, 1);
+	struct hetmm_pagemap *pgs[2];
+	struct hetmm_pagemap_info infos[2];
+	int owner_a, owner_b;
+	struct hetmm_page *page;
+	struct hetmm_page_info pi;
+
+	REQUIRE_OK(add(ctx, da, &owner_a, &pgs[0]));
+	REQUIRE_OK(add(ctx, db, &owner_b, &pgs[1]));
+	for (int k = 0; k < 2; k++) {
+		REQUIRE_OK(hetmm_pagemap_get_info(pgs[k], &infos[k]));
+		CHECK_EQ(infos[k].type, HETMM_MEMORY_DEVICE_PRIVATE);
+		CHECK(hetmm_pfn_flags(infos[k].first_pfn) & HETMM_PFN_DEV);
+	}
+	CHECK_EQ(infos[0].nr_pages, NA);
+	CHECK_EQ(infos[1].nr_pages, NB);
+	CHECK_EQ(infos[0].nr_free, NA);
+	CHECK_EQ(infos[1].nr_free, NB);
+	CHECK(infos[0].drvdata == da);
+	CHECK(infos[1].drvdata == db);
+	CHECK(infos[0].owner == &owner_a);
+	CHECK(infos[1].owner == &owner_b);
+
+	/* The two frame ranges don't overlap. */
+	for (uint64_t i = 0; i < NB; i++)
+		CHECK(!in_map(&infos[0], pfn_plus(infos[1].first_pfn, (int64_t)i)));
+
+	/* Every page of both resolves to itself, free and unowned. */
+	for (int k = 0; k < 2; k++) {
+		for (uint64_t i = 0; i < infos[k].nr_pages; i++) {
+			page = NULL;
+			CHECK_OK(hetmm_pfn_to_page(
+				pfn_plus(infos[k].first_pfn, (int64_t)i), &page));
+			if (!page)
+				continue;
+			memset(&pi, 0xee, sizeof(pi));
+			CHECK_OK(hetmm_page_get_info(page, &pi));
+			CHECK(pi.pagemap == pgs[k]);
+			CHECK_EQ(pi.index, i);
+			CHECK_EQ(pi.refcount, 0);
+			CHECK_EQ(pi.pincount, 0);
+			CHECK_EQ(pi.owner, 0);
+			CHECK_EQ(pi.flags & HETMM_PAGE_ALLOCATED, 0);
+		}
+	}
+	/* Distinct pfns give distinct pages. */
+	{
+		struct hetmm_page *p0 = NULL, *p1 = NULL;
+
+		CHECK_OK(hetmm_pfn_to_page(infos[0].first_pfn, &p0));
+		CHECK_OK(hetmm_pfn_to_page(pfn_plus(infos[0].first_pfn, 1), &p1));
+		CHECK(p0 != p1);
+	}
+
+	/* Edges: one before and one past each range. */
+	for (int k = 0; k < 2; k++) {
+		check_edge(pgs, infos, 2,
+			   pfn_plus(infos[k].first_pfn,
+				    (int64_t)infos[k].nr_pages));
+		if (hetmm_pfn_number(infos[k].first_pfn) > 0)
+			check_edge(pgs, infos, 2,
+				   pfn_plus(infos[k].first_pfn, -1));
+	}
+
+	/* Garbage: raw integers, a valid number without the DEV flag, a
+	 * huge number with it. */
+	{
+		hetmm_pfn_t g;
+
+		g.val = 0;
+		CHECK_EQ(hetmm_pfn_to_page(g, &page), -ENXIO);
+		g.val = 0x12345;
+		CHECK_EQ(hetmm_pfn_to_page(g, &page), -ENXIO);
+		g.val = (uintptr_t)&owner_a;
+		CHECK_EQ(hetmm_pfn_to_page(g, &page), -ENXIO);
+		g.val = infos[0].first_pfn.val & ~HETMM_PFN_DEV;
+		CHECK_EQ(hetmm_pfn_to_page(g, &page), -ENXIO);
+		g.val = infos[1].first_pfn.val & ~HETMM_PFN_DEV;
+		CHECK_EQ(hetmm_pfn_to_page(g, &page), -ENXIO);
+		g.val = HETMM_PFN_DEV | ~HETMM_PFN_FLAGS_MASK;
+		CHECK_EQ(hetmm_pfn_to_page(g, &page), -ENXIO);
+		g.val = ~0ULL;
+		CHECK_EQ(hetmm_pfn_to_page(g, &page), -ENXIO);
+		CHECK_EQ(hetmm_pfn_to_page(infos[0].first_pfn, NULL), -EINVAL);
+	}
+
+	/* Remove the first: its pfns stop resolving, the second's don't. */
+	CHECK_OK(hetmm_pagemap_remove(pgs[0]));
+	for (uint64_t i = 0; i < NA; i++)
+		CHECK_EQ(hetmm_pfn_to_page(pfn_plus(infos[0].first_pfn,
+						    (int64_t)i), &page),
+			 -ENXIO);
+	for (uint64_t i = 0; i < NB; i++) {
+		page = NULL;
+		CHECK_OK(hetmm_pfn_to_page(
+			pfn_plus(infos[1].first_pfn, (int64_t)i), &page));
+		if (page) {
+			CHECK_OK(hetmm_page_get_info(page, &pi));
+			CHECK(pi.pagemap == pgs[1]);
+			CHECK_EQ(pi.index, i);
+		}
+	}
+
+	/* A third pagemap added now may reuse the freed numbers; whatever it
+	 * gets must resolve to it, not to the removed one. */
+	{
+		struct tdev *dc = tdev_new(NA, 0);
+		struct hetmm_pagemap *pc;
+		struct hetmm_pagemap_info ic;
+
+		REQUIRE_OK(add(ctx, dc, NULL, &pc));
+		REQUIRE_OK(hetmm_pagemap_get_info(pc, &ic));
+		for (uint64_t i = 0; i < NA; i++) {
+			page = NULL;
+			CHECK_OK(hetmm_pfn_to_page(
+				pfn_plus(ic.first_pfn, (int64_t)i), &page));
+			if (page) {
+				CHECK_OK(hetmm_page_get_info(page, &pi));
+				CHECK(pi.pagemap == pc);
+				CHECK_EQ(pi.index, i);
+			}
+		}
+		CHECK_OK(hetmm_pagemap_remove(pc));
+		for (uint64_t i = 0; i < NA; i++)
+			CHECK_EQ(hetmm_pfn_to_page(pfn_plus(ic.first_pfn,
+							    (int64_t)i),
+						   &page),
+				 -ENXIO);
+		tdev_free_all(dc);
+	}
+
+	CHECK_OK(hetmm_pagemap_remove(pgs[1]));
+	for (uint64_t i = 0; i < NB; i++)
+		CHECK_EQ(hetmm_pfn_to_page(pfn_plus(infos[1].first_pfn,
+						    (int64_t)i), &page),
+			 -ENXIO);
+	CHECK_EQ(LD(da->calls) + LD(db->calls), 0);
+	tdev_free_all(da);
+	tdev_free_all(db);
+}
+
+/*
+ * Migrate through the driver and back; watch the metadata, the driver's
+ * calls and the bytes in "device memory".
+ */
+static void metadata_through_migration(struct hetmm_ctx *ctx, int with_address)
+{
+	enum { NDEV = 32, N = 12 };
+	struct tdev *d = tdev_new(NDEV, with_address);
+	struct hetmm_pagemap *pg;
+	struct hetmm_pagemap_info info;
+	struct hetmm_migrate_report rep;
+	uint8_t status[N];
+	hetmm_pfn_t pfns[N];
+	char *buf = t_map(N);
+	int owner;
+	uint64_t seed = 0x1000 + (uint64_t)with_address;
+
+	REQUIRE_OK(add(ctx, d, &owner, &pg));
+	t_fill(buf, N, seed);
+
+	memset(&rep, 0, sizeof(rep));
+	memset(status, 0, sizeof(status));
+	rep.status = status;
+	CHECK_OK(hetmm_migrate_to_device(pg, buf, N * PS, &rep));
+	CHECK_EQ(rep.moved, N);
+	CHECK_EQ(rep.skipped, 0);
+	for (int i = 0; i < N; i++)
+		CHECK_EQ(status[i], HETMM_MIGRATE_MOVED);
+	CHECK_EQ(LD(d->pages_to), N);
+	CHECK_EQ(LD(d->bad_index), 0);
+
+	CHECK_OK(hetmm_pagemap_get_info(pg, &info));
+	CHECK_EQ(info.nr_free, NDEV - N);
+
+	for (int i = 0; i < N; i++) {
+		struct hetmm_page *page = NULL;
+		struct hetmm_page_info pi;
+
+		CHECK(!t_present(buf + i * PS));
+		pfns[i].val = 0;
+		CHECK_OK(hetmm_addr_to_pfn(ctx, buf + i * PS, &pfns[i]));
+		/* The address inside the page names the same frame. */
+		{
+			hetmm_pfn_t mid = { 0 };
+			CHECK_OK(hetmm_addr_to_pfn(ctx, buf + i * PS + 123, &mid));
+			CHECK_EQ(mid.val, pfns[i].val);
+		}
+		CHECK(hetmm_pfn_flags(pfns[i]) & HETMM_PFN_DEV);
+		CHECK(in_map(&info, pfns[i]));
+		CHECK_OK(hetmm_pfn_to_page(pfns[i], &page));
+		if (!page)
+			continue;
+		memset(&pi, 0, sizeof(pi));
+		CHECK_OK(hetmm_page_get_info(page, &pi));
+		CHECK_EQ(pi.refcount, 1);
+		CHECK_EQ(pi.pincount, 0);
+		CHECK_EQ(pi.owner, (uintptr_t)(buf + i * PS));
+		CHECK(pi.flags & HETMM_PAGE_ALLOCATED);
+		CHECK(pi.pagemap == pg);
+		CHECK_EQ(pi.index, hetmm_pfn_number(pfns[i]) -
+					   hetmm_pfn_number(info.first_pfn));
+		/* The driver holds the page's bytes at that index. */
+		CHECK_EQ(t_verify_from(d->mem + pi.index * PS, 1, seed,
+				       (size_t)i), 0);
+		for (int j = 0; j < i; j++)
+			CHECK(pfns[j].val != pfns[i].val);
+	}
+
+	/* The first half comes back by CPU faults, page by page. */
+	for (int i = 0; i < N / 2; i++) {
+		struct hetmm_page *page = NULL;
+		struct hetmm_page_info pi;
+
+		CHECK_EQ(t_verify_from(buf + i * PS, 1, seed, (size_t)i), 0);
+		CHECK(t_present(buf + i * PS));
+		/* Fault-around may have brought later pages back too; the
+		 * frame of this one must be free whatever happened. */
+		CHECK_OK(hetmm_pfn_to_page(pfns[i], &page));
+		if (page) {
+			CHECK_OK(hetmm_page_get_info(page, &pi));
+			CHECK_EQ(pi.refcount, 0);
+			CHECK_EQ(pi.owner, 0);
+			CHECK_EQ(pi.flags & HETMM_PAGE_ALLOCATED, 0);
+		}
+		CHECK_EQ(hetmm_addr_to_pfn(ctx, buf + i * PS, &pfns[i]),
+			 -ENOENT);
+	}
+	CHECK(LD(d->pages_from) >= N / 2 || with_address);
+
+	/* The rest, if still there, goes with hot-remove: hetmm brings
+	 * every byte home before the pfns go away. */
+	CHECK_OK(hetmm_pagemap_remove(pg));
+	for (int i = 0; i < N; i++)
+		CHECK(t_present(buf + i * PS));
+	CHECK_EQ(t_verify(buf, N, seed), 0);
+	for (int i = N / 2; i < N; i++) {
+		struct hetmm_page *page;
+
+		CHECK_EQ(hetmm_pfn_to_page(pfns[i], &page), -ENXIO);
+		CHECK_EQ(hetmm_addr_to_pfn(ctx, buf + i * PS, &pfns[i]),
+			 -ENOENT);
+	}
+
+	/* Each page that went to the device was freed exactly once. */
+	CHECK_EQ(LD(d->freed), N);
+	for (int i = 0; i < NDEV; i++)
+		CHECK(LD(d->free_count[i]) <= 1);
+	CHECK_EQ(LD(d->bad_index), 0);
+	/* Without page_address, every page came back through
+	 * copy_from_device. */
+	if (!with_address)
+		CHECK_EQ(LD(d->pages_from), N);
+
+	/* The buffer is an ordinary buffer again. */
+	buf[0] ^= 0x7f;
+	CHECK_EQ(t_verify_from(buf + PS, N - 1, seed, 1), 0);
+	t_unmap(buf, N);
+	tdev_free_all(d);
+}
+
+int main(void)
+{
+	struct hetmm_ctx *ctx;
+	int sz = hetmm_page_metadata_size();
+
+	printf("metadata per page: %d bytes\n", sz);
+	CHECK(sz > 0);
+	CHECK(sz <= 32);
+
+	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
+	add_validation(ctx);
+	pfn_lookups(ctx);
+	metadata_through_migration(ctx, 0);
+	metadata_through_migration(ctx, 1);
+	CHECK_OK(hetmm_ctx_destroy(ctx));
+	return t_done();
+}
