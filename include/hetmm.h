@@ -79,9 +79,11 @@ int hetmm_kernel_probe(struct hetmm_kernel_info *info);
  */
 
 struct hetmm_ctx_params {
-	/* Largest fault-around window in pages (default 512, i.e. 2 MiB).
-	 * The window starts at one page and doubles while faults stay
-	 * sequential, so random access pays for one page only. */
+	/* Largest fault-around window in pages (0: the default and most,
+	 * 8192, i.e. 32 MiB).  The window starts at one page and grows
+	 * eightfold while faults stay sequential, so random access pays
+	 * for one page only; past the first 2 MiB the faulting thread
+	 * runs on while the handler brings back the rest. */
 	uint32_t fault_around_max;
 	uint32_t flags;              /* must be 0 */
 };

@@ -19,13 +19,13 @@
 	(UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_THREAD_ID | \
 	 UFFD_FEATURE_MOVE)
 
-#define DEFAULT_FAULT_AROUND CHUNK_PAGES
+#define DEFAULT_FAULT_AROUND FAULT_AROUND_MAX
 
 static int check_params(const struct hetmm_ctx_params *p)
 {
 	if (!p)
 		return 0;
-	if (p->flags || p->fault_around_max > CHUNK_PAGES)
+	if (p->flags || p->fault_around_max > FAULT_AROUND_MAX)
 		return -EINVAL;
 	return 0;
 }

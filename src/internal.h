@@ -23,6 +23,8 @@
 
 /* Migrations work in chunks of at most this many pages (2 MiB). */
 #define CHUNK_PAGES 512
+/* A fault brings back at most this many pages, a chunk at a time. */
+#define FAULT_AROUND_MAX (16 * CHUNK_PAGES)
 
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
@@ -62,6 +64,18 @@ void vtab_destroy(struct vtab *t);
 /* The slot for vpn, or NULL if absent and !create (or out of memory). */
 _Atomic uint64_t *vtab_slot(struct vtab *t, uint64_t vpn, bool create);
 uint64_t vtab_get(struct vtab *t, uint64_t vpn);
+
+/* The slot after slot (that of vpn - 1): leaves are arrays, so only a
+ * walk into the next leaf costs more than an increment. */
+#define VTAB_LEAF_SLOTS 512
+static inline _Atomic uint64_t *vtab_next(struct vtab *t,
+					  _Atomic uint64_t *slot,
+					  uint64_t vpn, bool create)
+{
+	if (slot && vpn % VTAB_LEAF_SLOTS)
+		return slot + 1;
+	return vtab_slot(t, vpn, create);
+}
 /* Call fn for each non-zero entry in [first, last); stop if it returns !0. */
 int vtab_for_each(struct vtab *t, uint64_t first, uint64_t last,
 		  int (*fn)(void *arg, uint64_t vpn, _Atomic uint64_t *slot),

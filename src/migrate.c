@@ -77,10 +77,10 @@ static bool can_move(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap)
 size_t claim_device_run(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 			uint64_t *claims)
 {
+	_Atomic uint64_t *slot = NULL;
 	size_t i;
 	for (i = 0; i < n; i++) {
-		_Atomic uint64_t *slot = vtab_slot(&ctx->shadow, vpn + i,
-						   false);
+		slot = vtab_next(&ctx->shadow, slot, vpn + i, false);
 		if (!slot)
 			break;
 		uint64_t e = atomic_load_explicit(slot, memory_order_acquire);
@@ -118,9 +118,11 @@ static void release_frames(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			   uint64_t vpn, uint64_t idx0, size_t run)
 {
 	uint32_t idx[CHUNK_PAGES];
+	_Atomic uint64_t *slot = NULL;
 	for (size_t k = 0; k < run; k++) {
 		idx[k] = (uint32_t)(idx0 + k);
-		shadow_store(ctx, vpn + k, 0);
+		slot = vtab_next(&ctx->shadow, slot, vpn + k, false);
+		atomic_store_explicit(slot, 0, memory_order_release);
 	}
 	pagemap_free(pgmap, idx, run);
 	atomic_fetch_sub(&ctx->stats.device_resident, (int64_t)run);
@@ -405,9 +407,9 @@ static size_t chunk_collect(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			    struct chunk *c)
 {
 	size_t claimed = 0;
+	_Atomic uint64_t *slot = NULL;
 	for (size_t i = 0; i < c->n; i++) {
-		_Atomic uint64_t *slot = vtab_slot(&ctx->shadow, c->vpn + i,
-						   true);
+		slot = vtab_next(&ctx->shadow, slot, c->vpn + i, true);
 		uint64_t e = 0;
 		if (!slot) {
 			c->status[i] = HETMM_MIGRATE_SKIP_NOMEM;

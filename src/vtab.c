@@ -14,6 +14,7 @@
 
 #define VTAB_BITS 9
 #define VTAB_FANOUT (1u << VTAB_BITS)
+_Static_assert(VTAB_FANOUT == VTAB_LEAF_SLOTS, "leaf size");
 #define VTAB_LEVELS 4   /* 36 bits of page number: 48-bit addresses */
 
 struct vtab_node {
