@@ -258,6 +258,14 @@ static bool pagemap_is_listed(struct hetmm_ctx *ctx,
 	return false;
 }
 
+static bool pagemap_all_free(struct hetmm_pagemap *pgmap)
+{
+	pthread_mutex_lock(&pgmap->free_lock);
+	bool all = pgmap->nr_free == pgmap->nr_pages;
+	pthread_mutex_unlock(&pgmap->free_lock);
+	return all;
+}
+
 /* Migrate back every allocated page, in runs of consecutive owners. */
 static int pagemap_evacuate(struct hetmm_pagemap *pgmap)
 {
@@ -284,7 +292,10 @@ static int pagemap_evacuate(struct hetmm_pagemap *pgmap)
 				return rc;
 			i += n;
 		}
-		if (!resident)
+		/* Done when every frame is back in the pool: a page's owner
+		 * is cleared just before its frame is pushed, under the
+		 * lock, by a thread that may still be in pagemap_free(). */
+		if (!resident && pagemap_all_free(pgmap))
 			return 0;
 		/* Pages busy in a racing fault are done on the next pass. */
 		sched_yield();
