@@ -7,47 +7,34 @@
 #include "t.h"
 
 /* ------------------------------------------------------------------------
- * A tiny driver: device memory is a malloc'd array of pages.
+ * A tiny driver.  Device memory is a malloc'd array of pages (COPY and
+ * ADDR modes) or, for HETMM_PAGEMAP_REMAP, an untouched private anonymous
+ * mapping that hetmm moves pages into.
  */
+enum tmode {
+	T_COPY,   /* copy callbacks only */
+	T_ADDR,   /* plus page_address */
+	T_REMAP,  /* page_address over anonymous memory, HETMM_PAGEMAP_REMAP */
+};
+
 struct tdev {
 	uint64_t nr;
 	unsigned char *mem;
-	int with_address;
+	enum tmode mode;
 	/* Written from the fault handler and migrating threads. */
 	uint64_t pages_to, pages_from, freed, calls;
 	int bad_index;
 	unsigned *free_count; /* page_free calls per index */
 };
 
-/*
- * pagemap -> driver, filled in right after hetmm_pagemap_add returns (no
- * callback can come before a migration to the pagemap), so the callbacks
- * never need to call back into the library.
- */
-#define MAX_DEVS 16
-static struct {
-	struct hetmm_pagemap *pg;
-	struct tdev *dev;
-} devs[MAX_DEVS];
-static int ndevs;
-
+/* What a real driver does: drvdata of the pagemap it is called for. */
 static struct tdev *pgmap_dev(struct hetmm_pagemap *pg)
 {
-	int n = __atomic_load_n(&ndevs, __ATOMIC_ACQUIRE);
+	struct hetmm_pagemap_info info;
 
-	/* Newest first: a removed pagemap's address may be reused. */
-	for (int i = n - 1; i >= 0; i--)
-		if (devs[i].pg == pg)
-			return devs[i].dev;
-	return NULL;
-}
-
-static void devs_register(struct hetmm_pagemap *pg, struct tdev *d)
-{
-	REQUIRE(ndevs < MAX_DEVS);
-	devs[ndevs].pg = pg;
-	devs[ndevs].dev = d;
-	__atomic_store_n(&ndevs, ndevs + 1, __ATOMIC_RELEASE);
+	if (hetmm_pagemap_get_info(pg, &info))
+		return NULL;
+	return info.drvdata;
 }
 
 #define LD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
@@ -120,15 +107,21 @@ static const struct hetmm_pagemap_ops ops_addr = {
 	.page_free = tdev_free,
 };
 
-static struct tdev *tdev_new(uint64_t nr, int with_address)
+static struct tdev *tdev_new(uint64_t nr, enum tmode mode)
 {
 	struct tdev *d = calloc(1, sizeof(*d));
 
 	REQUIRE(d != NULL);
 	d->nr = nr;
-	d->with_address = with_address;
-	REQUIRE(posix_memalign((void **)&d->mem, PS, nr * PS) == 0);
-	memset(d->mem, 0x5a, nr * PS);
+	d->mode = mode;
+	if (mode == T_REMAP) {
+		d->mem = mmap(NULL, nr * PS, PROT_READ | PROT_WRITE,
+			      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		REQUIRE(d->mem != MAP_FAILED);
+	} else {
+		REQUIRE(posix_memalign((void **)&d->mem, PS, nr * PS) == 0);
+		memset(d->mem, 0x5a, nr * PS);
+	}
 	d->free_count = calloc(nr, sizeof(*d->free_count));
 	REQUIRE(d->free_count != NULL);
 	return d;
@@ -137,7 +130,10 @@ static struct tdev *tdev_new(uint64_t nr, int with_address)
 static void tdev_free_all(struct tdev *d)
 {
 	free(d->free_count);
-	free(d->mem);
+	if (d->mode == T_REMAP)
+		munmap(d->mem, d->nr * PS);
+	else
+		free(d->mem);
 	free(d);
 }
 
@@ -150,12 +146,11 @@ static int add(struct hetmm_ctx *ctx, struct tdev *d, const void *owner,
 	memset(&desc, 0, sizeof(desc));
 	desc.type = HETMM_MEMORY_DEVICE_PRIVATE;
 	desc.nr_pages = d->nr;
-	desc.ops = d->with_address ? &ops_addr : &ops_plain;
+	desc.ops = d->mode == T_COPY ? &ops_plain : &ops_addr;
+	desc.flags = d->mode == T_REMAP ? HETMM_PAGEMAP_REMAP : 0;
 	desc.drvdata = d;
 	desc.owner = owner;
 	rc = hetmm_pagemap_add(ctx, &desc, pgp);
-	if (rc == 0)
-		devs_register(*pgp, d);
 	return rc;
 }
 
@@ -176,7 +171,7 @@ static void add_validation(struct hetmm_ctx *ctx)
 	static const struct hetmm_pagemap_ops no_from = {
 		.copy_to_device = tdev_copy_to,
 	};
-	struct tdev *d = tdev_new(8, 0);
+	struct tdev *d = tdev_new(8, T_COPY);
 	struct hetmm_pagemap_desc desc;
 	struct hetmm_pagemap *pg = NULL, *sentinel = (void *)&desc;
 
@@ -294,7 +289,7 @@ static void check_edge(struct hetmm_pagemap **pgs,
 static void pfn_lookups(struct hetmm_ctx *ctx)
 {
 	enum { NA = 40, NB = 13 };
-	struct tdev *da = tdev_new(NA, 0), *db = tdev_new(NB, 1);
+	struct tdev *da = tdev_new(NA, T_COPY), *db = tdev_new(NB, T_ADDR);
 	struct hetmm_pagemap *pgs[2];
 	struct hetmm_pagemap_info infos[2];
 	int owner_a, owner_b;
@@ -400,7 +395,7 @@ static void pfn_lookups(struct hetmm_ctx *ctx)
 	/* A third pagemap added now may reuse the freed numbers; whatever it
 	 * gets must resolve to it, not to the removed one. */
 	{
-		struct tdev *dc = tdev_new(NA, 0);
+		struct tdev *dc = tdev_new(NA, T_REMAP);
 		struct hetmm_pagemap *pc;
 		struct hetmm_pagemap_info ic;
 
