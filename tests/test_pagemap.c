@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test_pagemap: hot-adding device memory driven by this test's own tiny
- * driver (malloc'd "device memory"), frame number lookups across several
- * pagemaps, per-page metadata through a migration and back, hot-remove.
+ * driver (copying, with a page address, and remapping), frame number
+ * lookups across several pagemaps, per-page metadata through a migration
+ * and back, zero pages, hot-remove.
  */
 #include "t.h"
 
@@ -231,6 +232,13 @@ static void add_validation(struct hetmm_ctx *ctx)
 	CHECK_EQ(hetmm_pagemap_add(ctx, &desc, &pg), -EINVAL);
 	desc.ops = &ops_plain;
 
+	/* Unknown flags; remapping without a page address to remap to. */
+	desc.flags = 1u << 7;
+	CHECK_EQ(hetmm_pagemap_add(ctx, &desc, &pg), -EINVAL);
+	desc.flags = HETMM_PAGEMAP_REMAP;
+	CHECK_EQ(hetmm_pagemap_add(ctx, &desc, &pg), -EINVAL);
+	desc.flags = 0;
+
 	CHECK_EQ(hetmm_pagemap_add(NULL, &desc, &pg), -EINVAL);
 	CHECK_EQ(hetmm_pagemap_add(ctx, NULL, &pg), -EINVAL);
 	CHECK_EQ(hetmm_pagemap_add(ctx, &desc, NULL), -EINVAL);
@@ -432,20 +440,22 @@ static void pfn_lookups(struct hetmm_ctx *ctx)
 
 /*
  * Migrate through the driver and back; watch the metadata, the driver's
- * calls and the bytes in "device memory".
+ * calls and the bytes in "device memory".  N pages hold data, Z more were
+ * never written: those become zero device pages, with no copy made.
  */
-static void metadata_through_migration(struct hetmm_ctx *ctx, int with_address)
+static void metadata_through_migration(struct hetmm_ctx *ctx,
+				       enum tmode mode)
 {
-	enum { NDEV = 32, N = 12 };
-	struct tdev *d = tdev_new(NDEV, with_address);
+	enum { NDEV = 32, N = 12, Z = 3, NB = N + Z };
+	struct tdev *d = tdev_new(NDEV, mode);
 	struct hetmm_pagemap *pg;
 	struct hetmm_pagemap_info info;
 	struct hetmm_migrate_report rep;
-	uint8_t status[N];
-	hetmm_pfn_t pfns[N];
-	char *buf = t_map(N);
+	uint8_t status[NB];
+	hetmm_pfn_t pfns[NB];
+	char *buf = t_map(NB);
 	int owner;
-	uint64_t seed = 0x1000 + (uint64_t)with_address;
+	uint64_t seed = 0x1000 + (uint64_t)mode;
 
 	REQUIRE_OK(add(ctx, d, &owner, &pg));
 	t_fill(buf, N, seed);
@@ -453,25 +463,27 @@ static void metadata_through_migration(struct hetmm_ctx *ctx, int with_address)
 	memset(&rep, 0, sizeof(rep));
 	memset(status, 0, sizeof(status));
 	rep.status = status;
-	CHECK_OK(hetmm_migrate_to_device(pg, buf, N * PS, &rep));
-	CHECK_EQ(rep.moved, N);
+	CHECK_OK(hetmm_migrate_to_device(pg, buf, NB * PS, &rep));
+	CHECK_EQ(rep.moved, NB);
 	CHECK_EQ(rep.skipped, 0);
-	for (int i = 0; i < N; i++)
+	for (int i = 0; i < NB; i++)
 		CHECK_EQ(status[i], HETMM_MIGRATE_MOVED);
-	CHECK_EQ(LD(d->pages_to), N);
+	/* Copying drivers got the data pages, and only those. */
+	if (mode != T_REMAP)
+		CHECK_EQ(LD(d->pages_to), N);
 	CHECK_EQ(LD(d->bad_index), 0);
 
 	CHECK_OK(hetmm_pagemap_get_info(pg, &info));
-	CHECK_EQ(info.nr_free, NDEV - N);
+	CHECK_EQ(info.nr_free, NDEV - NB);
 
-	for (int i = 0; i < N; i++) {
+	for (int i = 0; i < NB; i++) {
 		struct hetmm_page *page = NULL;
 		struct hetmm_page_info pi;
 
 		CHECK(!t_present(buf + i * PS));
 		pfns[i].val = 0;
 		CHECK_OK(hetmm_addr_to_pfn(ctx, buf + i * PS, &pfns[i]));
-		/* The address inside the page names the same frame. */
+		/* An address inside the page names the same frame. */
 		{
 			hetmm_pfn_t mid = { 0 };
 			CHECK_OK(hetmm_addr_to_pfn(ctx, buf + i * PS + 123, &mid));
@@ -491,9 +503,14 @@ static void metadata_through_migration(struct hetmm_ctx *ctx, int with_address)
 		CHECK(pi.pagemap == pg);
 		CHECK_EQ(pi.index, hetmm_pfn_number(pfns[i]) -
 					   hetmm_pfn_number(info.first_pfn));
-		/* The driver holds the page's bytes at that index. */
-		CHECK_EQ(t_verify_from(d->mem + pi.index * PS, 1, seed,
-				       (size_t)i), 0);
+		if (i < N) {
+			/* The driver holds the page's bytes at that index. */
+			CHECK_EQ(pi.flags & HETMM_PAGE_ZERO, 0);
+			CHECK_EQ(t_verify_from(d->mem + pi.index * PS, 1, seed,
+					       (size_t)i), 0);
+		} else {
+			CHECK(pi.flags & HETMM_PAGE_ZERO);
+		}
 		for (int j = 0; j < i; j++)
 			CHECK(pfns[j].val != pfns[i].val);
 	}
@@ -517,15 +534,17 @@ static void metadata_through_migration(struct hetmm_ctx *ctx, int with_address)
 		CHECK_EQ(hetmm_addr_to_pfn(ctx, buf + i * PS, &pfns[i]),
 			 -ENOENT);
 	}
-	CHECK(LD(d->pages_from) >= N / 2 || with_address);
+	if (mode == T_COPY)
+		CHECK(LD(d->pages_from) >= N / 2);
 
 	/* The rest, if still there, goes with hot-remove: hetmm brings
 	 * every byte home before the pfns go away. */
 	CHECK_OK(hetmm_pagemap_remove(pg));
-	for (int i = 0; i < N; i++)
+	for (int i = 0; i < NB; i++)
 		CHECK(t_present(buf + i * PS));
 	CHECK_EQ(t_verify(buf, N, seed), 0);
-	for (int i = N / 2; i < N; i++) {
+	CHECK_EQ(t_nonzero_pages(buf + N * PS, Z), 0);
+	for (int i = N / 2; i < NB; i++) {
 		struct hetmm_page *page;
 
 		CHECK_EQ(hetmm_pfn_to_page(pfns[i], &page), -ENXIO);
@@ -534,19 +553,19 @@ static void metadata_through_migration(struct hetmm_ctx *ctx, int with_address)
 	}
 
 	/* Each page that went to the device was freed exactly once. */
-	CHECK_EQ(LD(d->freed), N);
+	CHECK_EQ(LD(d->freed), NB);
 	for (int i = 0; i < NDEV; i++)
 		CHECK(LD(d->free_count[i]) <= 1);
 	CHECK_EQ(LD(d->bad_index), 0);
-	/* Without page_address, every page came back through
-	 * copy_from_device. */
-	if (!with_address)
+	/* Without page_address, every data page came back through
+	 * copy_from_device, and no zero page did. */
+	if (mode == T_COPY)
 		CHECK_EQ(LD(d->pages_from), N);
 
 	/* The buffer is an ordinary buffer again. */
 	buf[0] ^= 0x7f;
 	CHECK_EQ(t_verify_from(buf + PS, N - 1, seed, 1), 0);
-	t_unmap(buf, N);
+	t_unmap(buf, NB);
 	tdev_free_all(d);
 }
 
@@ -562,8 +581,9 @@ int main(void)
 	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
 	add_validation(ctx);
 	pfn_lookups(ctx);
-	metadata_through_migration(ctx, 0);
-	metadata_through_migration(ctx, 1);
+	metadata_through_migration(ctx, T_COPY);
+	metadata_through_migration(ctx, T_ADDR);
+	metadata_through_migration(ctx, T_REMAP);
 	CHECK_OK(hetmm_ctx_destroy(ctx));
 	return t_done();
 }
