@@ -235,6 +235,54 @@ static void destroy_with_resident_pages(void)
 	CHECK_EQ(settled_threads(threads), threads);
 }
 
+/*
+ * fault_around_max bounds how many pages one fault brings back: with 1,
+ * a sequential read of N device pages takes N faults; with the default
+ * the window grows while the faults stay sequential, so it takes far
+ * fewer.
+ */
+static int sequential_read_faults(uint32_t fault_around_max, size_t n)
+{
+	struct hetmm_ctx_params params;
+	struct hetmm_ctx *ctx;
+	struct hetmm_emu *emu;
+	struct hetmm_pagemap *pg;
+	struct hetmm_migrate_report rep;
+	struct hetmm_stats s0, s1;
+	char *buf = t_map(n);
+
+	memset(&params, 0, sizeof(params));
+	params.fault_around_max = fault_around_max;
+	REQUIRE_OK(hetmm_ctx_create(&ctx, &params));
+	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, n, &emu));
+	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	t_fill(buf, n, 7);
+	memset(&rep, 0, sizeof(rep));
+	CHECK_OK(hetmm_migrate_to_device(pg, buf, n * PS, &rep));
+	CHECK_EQ(rep.moved, n);
+	s0 = t_stats(ctx);
+	CHECK_EQ(t_verify(buf, n, 7), 0);
+	s1 = t_stats(ctx);
+	CHECK_EQ(s1.fault_pages - s0.fault_pages, n);
+	CHECK_OK(hetmm_emu_destroy(emu));
+	CHECK_OK(hetmm_ctx_destroy(ctx));
+	t_unmap(buf, n);
+	return (int)(s1.faults - s0.faults);
+}
+
+static void fault_around(void)
+{
+	enum { N = 256 };
+	int one = sequential_read_faults(1, N);
+	int dflt = sequential_read_faults(0, N);
+
+	printf("sequential read of %d device pages: %d faults with"
+	       " fault_around_max 1, %d by default\n", N, one, dflt);
+	CHECK_EQ(one, N);
+	CHECK(dflt > 0);
+	CHECK(dflt <= N / 8);
+}
+
 int main(void)
 {
 	struct hetmm_ctx *warm = NULL;
@@ -252,6 +300,7 @@ int main(void)
 	uffd_info_and_stats();
 	two_contexts();
 	destroy_with_resident_pages();
+	fault_around();
 
 	CHECK_EQ(t_count_fds(), fds);
 	CHECK_EQ(settled_threads(threads), threads);

@@ -610,6 +610,61 @@ static void hot_remove(void)
 	t_unmap(p, N);
 }
 
+/*
+ * The kernel itself touching device-resident memory: write(2) from it and
+ * read(2) into it.  With a userfaultfd that sees kernel-mode faults (any
+ * route but USER_MODE_ONLY) the pages come back and the syscalls see and
+ * leave the right bytes; USER_MODE_ONLY documents EFAULT instead.
+ */
+static void kernel_access(void)
+{
+	enum { N = 16 };
+	char *src = t_map(N), *dst = t_map(N);
+	struct hetmm_migrate_report rep;
+	enum hetmm_uffd_route route;
+	uint64_t features;
+	int fds[2];
+	ssize_t got = 0;
+
+	REQUIRE_OK(hetmm_ctx_uffd_info(ctx, &route, &features));
+	REQUIRE(pipe(fds) == 0);
+	REQUIRE(fcntl(fds[1], F_SETPIPE_SZ, (int)(N * PS)) >= (int)(N * PS));
+	t_fill(src, N, 13);
+	t_fill(dst, N, 14);
+	memset(&rep, 0, sizeof(rep));
+	CHECK_OK(hetmm_migrate_to_device(pg0, src, N * PS, &rep));
+	memset(&rep, 0, sizeof(rep));
+	CHECK_OK(hetmm_migrate_to_device(pg0, dst, N * PS, &rep));
+	CHECK_EQ(count_on_device(src, N) + count_on_device(dst, N), 2 * N);
+
+	if (route == HETMM_UFFD_USER_MODE_ONLY) {
+		CHECK_EQ(write(fds[1], src, N * PS), -1);
+		CHECK_EQ(errno, EFAULT);
+	} else {
+		for (size_t done = 0; done < N * PS; done += (size_t)got) {
+			got = write(fds[1], src + done, N * PS - done);
+			CHECK(got > 0);
+			if (got <= 0)
+				break;
+		}
+		for (size_t done = 0; done < N * PS; done += (size_t)got) {
+			got = read(fds[0], dst + done, N * PS - done);
+			CHECK(got > 0);
+			if (got <= 0)
+				break;
+		}
+		/* dst now holds src's pattern: what read(2) wrote was not
+		 * overwritten by a late migration back. */
+		CHECK_EQ(count_on_device(dst, N), 0);
+		CHECK_EQ(t_verify(dst, N, 13), 0);
+		CHECK_EQ(t_verify(src, N, 13), 0);
+	}
+	close(fds[0]);
+	close(fds[1]);
+	t_unmap(src, N);
+	t_unmap(dst, N);
+}
+
 static void stats_balance(void)
 {
 	struct hetmm_stats s = t_stats(ctx);
@@ -640,6 +695,7 @@ int main(void)
 	never_touched();
 	device_full();
 	hot_remove();
+	kernel_access();
 	stats_balance();
 
 	CHECK_OK(hetmm_mirror_destroy(mir0));

@@ -292,6 +292,49 @@ static void device_pages(void)
 }
 
 /*
+ * A mirror of another context's device reads and writes this context's
+ * device-resident memory the way the CPU would: the pages come back
+ * through their own context first.
+ */
+static void other_context(void)
+{
+	enum { N = 8 };
+	struct hetmm_ctx *ctx2;
+	struct hetmm_emu *e2;
+	struct hetmm_mirror *m2;
+	char *p = t_map(N), *out = xmalloc_pages(N), *src = xmalloc_pages(N);
+	struct hetmm_migrate_report rep;
+	uint64_t faults;
+
+	REQUIRE_OK(hetmm_ctx_create(&ctx2, NULL));
+	REQUIRE_OK(hetmm_emu_create(ctx2, HETMM_MEMORY_DEVICE_PRIVATE, 16, &e2));
+	REQUIRE_OK(hetmm_mirror_create(e2, &m2));
+
+	t_fill(p, N, 33);
+	memset(&rep, 0, sizeof(rep));
+	CHECK_OK(hetmm_migrate_to_device(pg0, p, N * PS, &rep));
+	CHECK_EQ(rep.moved, N);
+	CHECK_OK(hetmm_mirror_read(m2, p, out, N, &faults));
+	CHECK_EQ(t_verify(out, N, 33), 0);
+	CHECK_EQ(count_on_device(p, N), 0);
+
+	memset(&rep, 0, sizeof(rep));
+	CHECK_OK(hetmm_migrate_to_device(pg0, p, N * PS, &rep));
+	t_fill(src, N, 34);
+	CHECK_OK(hetmm_mirror_write(m2, p, src, N, &faults));
+	CHECK_EQ(count_on_device(p, N), 0);
+	CHECK_EQ(t_verify(p, N, 34), 0);
+	CHECK_EQ(t_stats(ctx2).device_resident, 0);
+
+	CHECK_OK(hetmm_mirror_destroy(m2));
+	CHECK_OK(hetmm_emu_destroy(e2));
+	CHECK_OK(hetmm_ctx_destroy(ctx2));
+	free(out);
+	free(src);
+	t_unmap(p, N);
+}
+
+/*
  * Snapshot, one page of each kind (as the kernel's hmm selftests):
  *   0 unmapped              ERROR        1 PROT_NONE         ERROR
  *   2 untouched anon        NONE         3 read (zero page)  ZERO|READ
@@ -381,6 +424,7 @@ int main(void)
 	no_access();
 	invalidations();
 	device_pages();
+	other_context();
 	snapshot();
 
 	CHECK_OK(hetmm_mirror_destroy(m0));

@@ -12,6 +12,9 @@
  * the same and in different orders, reading the pattern and writing their
  * own word of every page; every byte must be right afterwards.
  *
+ * Devices: two emulated ones (pages move by UFFDIO_MOVE) and a copying
+ * one of this test's (write-protect, copy, zap), so both paths race.
+ *
  * Both parts run for a bounded time (a couple of seconds each) and assert
  * nothing about speed.
  */
@@ -21,7 +24,46 @@
 #include "t.h"
 
 static struct hetmm_ctx *ctx;
-static struct hetmm_pagemap *pg0, *pg1;
+static struct hetmm_pagemap *pg0, *pg1; /* emulated: pages move (REMAP) */
+static struct hetmm_pagemap *pgc;       /* this test's: pages are copied */
+
+/*
+ * A copying driver, so that the write-protect-copy-zap path races the
+ * writers too.  It reads process memory with relaxed atomic loads: the
+ * writers store atomically, and the real ordering (write-protect faults)
+ * is the kernel's, which ThreadSanitizer cannot see.
+ */
+#define CDEV_PAGES 256
+static uint64_t *cdev_mem;
+
+static int cdev_copy_to(struct hetmm_pagemap *pg, uint64_t index,
+			const void *src, size_t nr)
+{
+	const uint64_t *s = src;
+	uint64_t *d = cdev_mem + index * (PS / 8);
+
+	(void)pg;
+	if (index >= CDEV_PAGES || nr > CDEV_PAGES - index)
+		return -EINVAL;
+	for (size_t w = 0; w < nr * (PS / 8); w++)
+		d[w] = __atomic_load_n(&s[w], __ATOMIC_RELAXED);
+	return 0;
+}
+
+static int cdev_copy_from(struct hetmm_pagemap *pg, void *dst,
+			  uint64_t index, size_t nr)
+{
+	(void)pg;
+	if (index >= CDEV_PAGES || nr > CDEV_PAGES - index)
+		return -EINVAL;
+	memcpy(dst, cdev_mem + index * (PS / 8), nr * PS);
+	return 0;
+}
+
+static const struct hetmm_pagemap_ops cdev_ops = {
+	.copy_to_device = cdev_copy_to,
+	.copy_from_device = cdev_copy_from,
+};
 
 #define NWRITERS 3
 #define OWN 24             /* pages per writer */
@@ -95,11 +137,13 @@ static void *migrator_main(void *arg)
 	uint8_t status[NPAGES];
 
 	while (t_now() < m->deadline && m->rounds < 100000) {
-		/* Migrator 0: whole range, alternating devices.
-		 * Migrator 1: a window sliding over the range. */
+		/* Migrator 0: the whole range, to each device in turn.
+		 * Migrator 1: a window sliding over the range, to the
+		 * copying device and an emulated one in turn. */
+		struct hetmm_pagemap *const all[3] = { pg0, pg1, pgc };
 		char *a = region;
 		size_t n = NPAGES;
-		struct hetmm_pagemap *pg = (m->rounds & 1) ? pg1 : pg0;
+		struct hetmm_pagemap *pg = all[m->rounds % 3];
 		int rc;
 
 		if (m->id == 1) {
@@ -107,7 +151,7 @@ static void *migrator_main(void *arg)
 
 			a = region + first * PS;
 			n = 16;
-			pg = pg1;
+			pg = (m->rounds & 1) ? pg1 : pgc;
 		}
 		memset(&rep, 0, sizeof(rep));
 		rep.status = status;
@@ -376,7 +420,9 @@ static void concurrent_fault_back(void)
 		struct hetmm_migrate_report rep;
 
 		memset(&rep, 0, sizeof(rep));
-		CHECK_OK(hetmm_migrate_to_device((rounds & 1) ? pg1 : pg0, fb,
+		struct hetmm_pagemap *const all[3] = { pg0, pg1, pgc };
+
+		CHECK_OK(hetmm_migrate_to_device(all[rounds % 3], fb,
 						 FB_PAGES * PS, &rep));
 		CHECK_EQ(rep.moved, FB_PAGES);
 		__atomic_store_n(&fb_round, rounds + 1, __ATOMIC_RELEASE);
@@ -448,8 +494,22 @@ int main(void)
 	REQUIRE_OK(hetmm_emu_pagemap(e0, &pg0));
 	REQUIRE_OK(hetmm_emu_pagemap(e1, &pg1));
 
+	{
+		struct hetmm_pagemap_desc desc;
+
+		REQUIRE(posix_memalign((void **)&cdev_mem, PS,
+				       CDEV_PAGES * PS) == 0);
+		memset(&desc, 0, sizeof(desc));
+		desc.type = HETMM_MEMORY_DEVICE_PRIVATE;
+		desc.nr_pages = CDEV_PAGES;
+		desc.ops = &cdev_ops;
+		REQUIRE_OK(hetmm_pagemap_add(ctx, &desc, &pgc));
+	}
+
 	writers_vs_migrations();
 	concurrent_fault_back();
+	CHECK_OK(hetmm_pagemap_remove(pgc));
+	free(cdev_mem);
 
 	CHECK_OK(hetmm_emu_destroy(e0));
 	CHECK_OK(hetmm_emu_destroy(e1));
