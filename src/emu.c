@@ -15,7 +15,6 @@
  * was made yields EFAULT, not a signal.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>

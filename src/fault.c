@@ -94,7 +94,7 @@ static void fault_zero(struct hetmm_ctx *ctx, uintptr_t addr, bool write)
 	/* A stale fault for a page that is back already: don't claim it
 	 * (others would see it BUSY), just let the thread go. */
 	uint8_t pf = 0;
-	if (vma_page_flags(&ctx->vmaq, addr, 1, &pf) == 0 && (pf & PG_PRESENT)) {
+	if (vma_page_presence(&ctx->vmaq, addr, 1, &pf) == 0 && (pf & PG_PRESENT)) {
 		uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
 		return;
 	}

@@ -168,6 +168,9 @@ static inline bool vma_is_private_anon(const struct vma *v)
 
 int vma_page_flags(struct vmaq *q, uintptr_t start, size_t npages,
 		   uint8_t *flags);
+/* PG_PRESENT, PG_SWAPPED and PG_EXCLUSIVE only: one pread, no scan. */
+int vma_page_presence(struct vmaq *q, uintptr_t start, size_t npages,
+		      uint8_t *flags);
 
 /* ------------------------------------------------------------------------
  * pagemap.c - hot-added device memory and its per-page metadata.

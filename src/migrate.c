@@ -677,7 +677,7 @@ static int chunk_to_device(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			       UFFDIO_REGISTER_MODE_MISSING |
 			       UFFDIO_REGISTER_MODE_WP, NULL);
 	if (!rc)
-		rc = vma_page_flags(&ctx->vmaq, c->start, c->n, c->pflags);
+		rc = vma_page_presence(&ctx->vmaq, c->start, c->n, c->pflags);
 	if (rc) {
 		chunk_abort(ctx, pgmap, c);
 		return rc;

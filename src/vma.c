@@ -137,7 +137,7 @@ int vma_check_accessible(struct vmaq *q, uintptr_t start, uintptr_t end)
 #define PM_SWAP (1ULL << 62)
 #define PM_MMAP_EXCLUSIVE (1ULL << 56)
 
-static int page_flags_pagemap(struct vmaq *q, uintptr_t start, size_t npages,
+int vma_page_presence(struct vmaq *q, uintptr_t start, size_t npages,
 			      uint8_t *flags)
 {
 	uint64_t buf[CHUNK_PAGES];
@@ -204,7 +204,7 @@ static int page_flags_scan(struct vmaq *q, uintptr_t start, size_t npages,
 int vma_page_flags(struct vmaq *q, uintptr_t start, size_t npages,
 		   uint8_t *flags)
 {
-	int rc = page_flags_pagemap(q, start, npages, flags);
+	int rc = vma_page_presence(q, start, npages, flags);
 	if (rc == 0 && q->has_scan)
 		rc = page_flags_scan(q, start, npages, flags);
 	return rc;
