@@ -132,9 +132,13 @@ static void handle_pagefault(struct hetmm_ctx *ctx, const struct uffd_msg *m)
 	}
 	uint64_t e = vtab_get(&ctx->shadow, addr_to_vpn(addr));
 	if (flags & UFFD_PAGEFAULT_FLAG_WP) {
-		/* BUSY: a migration holds it and lifts the protection. */
+		/* BUSY: a migration holds it, lifts the protection and
+		 * wakes us.  Otherwise the fault is stale: every migration
+		 * lifts its protection before it lets go of the page, so
+		 * the thread only needs to retry.  Lifting it here could
+		 * undo the protection of a migration that began since. */
 		if (!(e & SHADOW_BUSY))
-			uffd_writeprotect(ctx->uffd.fd, addr, PAGE_SIZE, false);
+			uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
 		return;
 	}
 	if (e & SHADOW_BUSY) {

@@ -304,7 +304,8 @@ bool is_migrator(struct hetmm_ctx *ctx, pid_t tid);
 /*
  * Bring the claimed pages [vpn, vpn + n) back to system memory.  claims[i]
  * is the shadow entry with BUSY set; on return every entry is 0 again and
- * every waiter on the range was woken.  Returns pages installed.
+ * every waiter on the range was woken.  Returns pages that left the
+ * device (a page whose mapping vanished meanwhile leaves it dropped).
  */
 size_t migrate_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 			    const uint64_t *claims, void **staging, bool fault);

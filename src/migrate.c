@@ -148,7 +148,9 @@ static uintptr_t copy_source(struct hetmm_pagemap *pgmap, uint64_t idx0,
 }
 
 /*
- * Install one run; returns pages that left the device.  A page the kernel
+ * Install one run; returns pages that left the device, installed or
+ * dropped (that count, not the installed one, says which claims are
+ * gone: the rest of the run stays on the device).  A page the kernel
  * refuses because its mapping is gone (ENOENT, EFAULT) or was replaced by
  * a fresh one (EEXIST) has no process page left to restore: its device
  * copy is dropped, like the kernel's zap of a device-private entry.
@@ -206,7 +208,7 @@ static size_t install_run(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			STAT_ADD(ctx, fault_pages, installed);
 		uffd_wake(ctx->uffd.fd, dst, done * PAGE_SIZE);
 	}
-	return installed;
+	return done;
 }
 
 size_t migrate_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
@@ -215,7 +217,7 @@ size_t migrate_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 	/* Devices stop using the pages before their contents move. */
 	mirrors_invalidate(ctx, vpn_to_addr(vpn), vpn_to_addr(vpn + n));
 
-	size_t installed = 0;
+	size_t left = 0;
 	size_t i = 0;
 	while (i < n) {
 		uint64_t idx0;
@@ -224,8 +226,8 @@ size_t migrate_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 		size_t run = frame_run(claims, i, n, pgmap, idx0);
 		size_t gone = install_run(ctx, pgmap, vpn + i, idx0, run,
 					  staging, fault);
-		installed += gone;
-		/* Pages that could not be installed stay on the device. */
+		left += gone;
+		/* Pages that could not leave stay on the device. */
 		for (size_t k = gone; k < run; k++)
 			shadow_store(ctx, vpn + i + k,
 				     claims[i + k] & ~SHADOW_BUSY);
@@ -234,7 +236,7 @@ size_t migrate_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 				  (run - gone) * PAGE_SIZE);
 		i += run;
 	}
-	return installed;
+	return left;
 }
 
 static void report_status(struct hetmm_migrate_report *rep, size_t page,
@@ -566,10 +568,33 @@ static int run_mark_wp(struct hetmm_ctx *ctx, struct chunk *c, size_t i,
 	return rc;
 }
 
+/*
+ * Lift the write protection this chunk set, while its pages are still
+ * BUSY: once a claim is let go another migration may protect the page
+ * again, and lifting it after that would open a window for a lost write.
+ */
+static void chunk_unprotect(struct hetmm_ctx *ctx, struct chunk *c)
+{
+	for (size_t i = 0; i < c->n;) {
+		if (!c->wp[i]) {
+			i++;
+			continue;
+		}
+		size_t run = 1;
+		while (i + run < c->n && c->wp[i + run])
+			run++;
+		uffd_writeprotect(ctx->uffd.fd, chunk_addr(c, i),
+				  run * PAGE_SIZE, false);
+		memset(&c->wp[i], 0, run);
+		i += run;
+	}
+}
+
 /* Let go of the pages the copy path could not finish. */
 static void chunk_drop_unfinished(struct hetmm_ctx *ctx,
 				  struct hetmm_pagemap *pgmap, struct chunk *c)
 {
+	chunk_unprotect(ctx, c);
 	uint32_t frames[CHUNK_PAGES];
 	size_t n = 0;
 	for (size_t i = 0; i < c->n; i++) {
@@ -609,16 +634,12 @@ static void chunk_copy(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			c->status[i] = ST_DONE_DATA;
 }
 
-static bool page_wp(const struct chunk *c, size_t i)
-{
-	return c->wp[i];
-}
-
 /* Commit: metadata, then publish, then wake everyone who waited. */
 static size_t chunk_commit(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			   struct chunk *c)
 {
 	size_t moved = 0;
+	chunk_unprotect(ctx, c);
 	for (size_t i = 0; i < c->n; i++) {
 		uint8_t st = c->status[i];
 		if (st != ST_DONE_DATA && st != ST_DONE_ZERO)
@@ -631,19 +652,6 @@ static size_t chunk_commit(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			     SHADOW_DEVICE | pagemap_pfn(pgmap, c->frame[i]));
 		c->status[i] = HETMM_MIGRATE_MOVED;
 		moved++;
-	}
-	/* Only the pages we protected: others may be another migration's. */
-	for (size_t i = 0; i < c->n;) {
-		if (!page_wp(c, i)) {
-			i++;
-			continue;
-		}
-		size_t run = 1;
-		while (i + run < c->n && page_wp(c, i + run))
-			run++;
-		uffd_writeprotect(ctx->uffd.fd, chunk_addr(c, i),
-				  run * PAGE_SIZE, false);
-		i += run;
 	}
 	chunk_wake(ctx, c);
 	atomic_fetch_add(&ctx->stats.device_resident, (int64_t)moved);
