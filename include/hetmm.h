@@ -24,6 +24,20 @@
  * negative errno.  Bad input (NULL, zero length, unaligned or overflowing
  * ranges, unmapped memory, an object of the wrong context) is refused with
  * -EINVAL, -EFAULT or -ENXIO before anything changes.
+ *
+ * Process lifecycle.  munmap, mremap and madvise(MADV_DONTNEED/FREE/
+ * REMOVE) of memory with pages on a device do what they do to the kernel's
+ * device-private pages: unmapped and discarded pages free their device
+ * frames (a discarded page reads as zeroes again), remapped pages keep
+ * their device residency at the new address.  fork() first brings every
+ * device page of every context back to system memory, so the kernel's
+ * copy-on-write applies to the bytes as they are; the child inherits
+ * system memory only.  hetmm objects belong to the process that created
+ * them: in a fork child every call on an inherited one returns -ECHILD,
+ * and the child creates its own context if it wants a device.  (fork()
+ * here means the C library's, which runs pthread_atfork handlers; a raw
+ * clone() without CLONE_VM bypasses them and the child reads zeroes where
+ * the parent had device pages.)
  */
 #ifndef HETMM_H
 #define HETMM_H
@@ -114,6 +128,9 @@ struct hetmm_stats {
 	uint64_t skipped_pages;      /* pages a migration could not move */
 	uint64_t mirror_faults;      /* range faults done for mirrors */
 	uint64_t device_resident;    /* pages on a device now */
+	uint64_t discarded_pages;    /* device pages freed by munmap/madvise */
+	uint64_t remapped_pages;     /* device pages carried by mremap */
+	uint64_t fork_pages;         /* device pages brought back for fork */
 };
 
 int hetmm_ctx_get_stats(struct hetmm_ctx *ctx, struct hetmm_stats *stats);
@@ -312,6 +329,72 @@ int hetmm_migrate_to_system(struct hetmm_ctx *ctx, void *addr, size_t len,
 #define HETMM_PROT_DEV_COHERENT_REMOTE 0x50
 
 /* ------------------------------------------------------------------------
+ * Interval notifiers (mmu_interval_notifier)
+ *
+ * A device that keeps its own page table over process memory (a mirror)
+ * must drop entries when the CPU side changes.  It registers a notifier
+ * over the range it mirrors and follows the kernel's pattern:
+ *
+ *	again:
+ *		hetmm_notifier_read_begin(n, &seq);
+ *		... look the range up (fault it in) without the device lock ...
+ *		lock(device page table);
+ *		if (hetmm_notifier_read_retry(n, seq)) {
+ *			unlock(device page table);
+ *			goto again;
+ *		}
+ *		... program the device page table ...
+ *		unlock(device page table);
+ *
+ * and its invalidate callback takes the same lock and drops the entries of
+ * [start, end).  Why the range changed is told in the callback.
+ */
+
+enum hetmm_event {
+	HETMM_EVENT_MIGRATE = 1,  /* pages move between system and device
+				   * memory; before the move */
+	HETMM_EVENT_UNMAP,        /* munmap, or the part of a range mremap
+				   * dropped; after the kernel unmapped it */
+	HETMM_EVENT_DISCARD,      /* madvise DONTNEED/FREE/REMOVE; before
+				   * the kernel drops the pages */
+	HETMM_EVENT_REMAP,        /* mremap moved the range; told for the
+				   * old and the new range, after the move */
+	HETMM_EVENT_FORK,         /* fork: the whole address space, before
+				   * the child exists */
+	HETMM_EVENT_EXCLUSIVE,    /* exclusive device access changed hands */
+	HETMM_EVENT_RELEASE,      /* the context is being destroyed; the
+				   * notifier is freed when this returns */
+};
+#define HETMM_EVENT_COUNT 8   /* array size for per-event counters */
+
+struct hetmm_notifier;
+
+struct hetmm_notifier_ops {
+	/*
+	 * [start, end) of the notifier's range is changing or changed, for
+	 * the reason given.  Called from the fault handler thread or from a
+	 * thread that migrates, possibly concurrently for different ranges.
+	 * It must not touch process memory that may fault, nor munmap or
+	 * madvise memory of the context: the handler may be waiting on it.
+	 */
+	void (*invalidate)(struct hetmm_notifier *n, uintptr_t start,
+			   uintptr_t end, enum hetmm_event why, void *arg);
+};
+
+/* Watch [addr, addr + len) of ctx's process (page aligned). */
+int hetmm_notifier_insert(struct hetmm_ctx *ctx, const void *addr, size_t len,
+			  const struct hetmm_notifier_ops *ops, void *arg,
+			  struct hetmm_notifier **np);
+/* Stop watching; no callback runs once this returns. */
+int hetmm_notifier_remove(struct hetmm_notifier *n);
+/* The sequence count to check later; waits out an invalidation that is
+ * running, so a lookup that follows sees what it left behind. */
+int hetmm_notifier_read_begin(struct hetmm_notifier *n, uint64_t *seq);
+/* 1 if an invalidation began since read_begin gave seq: the lookup may
+ * be stale, do it again.  0 if it is still good.  -EINVAL on bad input. */
+int hetmm_notifier_read_retry(const struct hetmm_notifier *n, uint64_t seq);
+
+/* ------------------------------------------------------------------------
  * The emulated device
  *
  * Device memory in its own allocation (a memfd, never part of any process
@@ -350,6 +433,20 @@ int hetmm_mirror_write(struct hetmm_mirror *mirror, void *addr,
  */
 int hetmm_mirror_snapshot(struct hetmm_mirror *mirror, const void *addr,
 			  uint64_t npages, uint8_t *prot);
+
+/*
+ * What happened to a mirror: range faults it took, and invalidations by
+ * reason (indexed by enum hetmm_event; slot 0 unused).  A mirror's page
+ * table follows the notifier pattern above, so an entry an invalidation
+ * dropped is never used again.
+ */
+struct hetmm_mirror_stats {
+	uint64_t faults;
+	uint64_t invalidations[HETMM_EVENT_COUNT];
+};
+
+int hetmm_mirror_get_stats(struct hetmm_mirror *mirror,
+			   struct hetmm_mirror_stats *stats);
 
 #ifdef __cplusplus
 }

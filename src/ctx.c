@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "compat.h"
@@ -17,7 +18,8 @@
 /* What the context asks of UFFDIO_API; it runs with what is offered. */
 #define CTX_WANTED_FEATURES \
 	(UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_THREAD_ID | \
-	 UFFD_FEATURE_MOVE)
+	 UFFD_FEATURE_MOVE | UFFD_FEATURE_EVENT_UNMAP | \
+	 UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_REMAP)
 
 #define DEFAULT_FAULT_AROUND FAULT_AROUND_MAX
 
@@ -30,6 +32,17 @@ static int check_params(const struct hetmm_ctx_params *p)
 	return 0;
 }
 
+/* A fork must not wait behind a stream of migrations: writers first. */
+static void fork_lock_init(pthread_rwlock_t *l)
+{
+	pthread_rwlockattr_t a;
+	pthread_rwlockattr_init(&a);
+	pthread_rwlockattr_setkind_np(&a,
+			PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(l, &a);
+	pthread_rwlockattr_destroy(&a);
+}
+
 static void *map_pages(size_t npages, int prot)
 {
 	void *p = mmap(NULL, npages * PAGE_SIZE, prot,
@@ -37,10 +50,17 @@ static void *map_pages(size_t npages, int prot)
 	return p == MAP_FAILED ? NULL : p;
 }
 
+/* Teardown order matters: once the handler is gone, nothing registered
+ * may be unmapped until the userfaultfd is closed (see fault.c). */
 static void ctx_free(struct hetmm_ctx *ctx)
 {
+	lifecycle_unregister(ctx);
 	fault_handler_stop(ctx);
 	uffd_close(&ctx->uffd);
+	if (ctx->doorbell)
+		munmap(ctx->doorbell, PAGE_SIZE);
+	if (ctx->sync_pages)
+		munmap(ctx->sync_pages, MAX_MIGRATORS * PAGE_SIZE);
 	vmaq_close(&ctx->vmaq);
 	vtab_destroy(&ctx->shadow);
 	if (ctx->zero_src)
@@ -49,7 +69,8 @@ static void ctx_free(struct hetmm_ctx *ctx)
 		munmap(ctx->fault_staging, CHUNK_PAGES * PAGE_SIZE);
 	free(ctx->fault_claims);
 	pthread_mutex_destroy(&ctx->lock);
-	pthread_rwlock_destroy(&ctx->mirrors_lock);
+	pthread_rwlock_destroy(&ctx->notifiers_lock);
+	pthread_rwlock_destroy(&ctx->fork_lock);
 	free(ctx);
 }
 
@@ -71,7 +92,8 @@ int hetmm_ctx_create(struct hetmm_ctx **ctxp,
 				params->fault_around_max : DEFAULT_FAULT_AROUND;
 	vtab_init(&ctx->shadow);
 	pthread_mutex_init(&ctx->lock, NULL);
-	pthread_rwlock_init(&ctx->mirrors_lock, NULL);
+	pthread_rwlock_init(&ctx->notifiers_lock, NULL);
+	fork_lock_init(&ctx->fork_lock);
 
 	/* Everything the fault path needs is allocated here, not there. */
 	ctx->zero_src = map_pages(CHUNK_PAGES, PROT_READ);
@@ -87,7 +109,18 @@ int hetmm_ctx_create(struct hetmm_ctx **ctxp,
 	rc = uffd_open(&ctx->uffd, CTX_WANTED_FEATURES);
 	if (rc)
 		goto fail;
-	rc = fault_handler_start(ctx);
+	ctx->sync_pages = map_pages(MAX_MIGRATORS, PROT_READ | PROT_WRITE);
+	if (!ctx->sync_pages) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	rc = uffd_register(ctx->uffd.fd, (uintptr_t)ctx->sync_pages,
+			   MAX_MIGRATORS * PAGE_SIZE,
+			   UFFDIO_REGISTER_MODE_MISSING, NULL);
+	if (!rc)
+		rc = fault_handler_start(ctx);
+	if (!rc)
+		rc = lifecycle_register(ctx);
 	if (rc)
 		goto fail;
 	*ctxp = ctx;
@@ -101,6 +134,8 @@ int hetmm_ctx_destroy(struct hetmm_ctx *ctx)
 {
 	if (!ctx)
 		return -EINVAL;
+	if (ctx_forked(ctx))
+		return -ECHILD;
 	emu_destroy_all(ctx);
 	for (;;) {
 		pthread_mutex_lock(&ctx->lock);
@@ -112,6 +147,7 @@ int hetmm_ctx_destroy(struct hetmm_ctx *ctx)
 		if (rc)
 			return rc;
 	}
+	notifiers_release(ctx);
 	ctx_free(ctx);
 	return 0;
 }
@@ -144,6 +180,9 @@ int hetmm_ctx_get_stats(struct hetmm_ctx *ctx, struct hetmm_stats *st)
 	st->mirror_faults = STAT_LOAD(ctx, mirror_faults);
 	int64_t resident = STAT_LOAD(ctx, device_resident);
 	st->device_resident = resident > 0 ? (uint64_t)resident : 0;
+	st->discarded_pages = STAT_LOAD(ctx, discarded_pages);
+	st->remapped_pages = STAT_LOAD(ctx, remapped_pages);
+	st->fork_pages = STAT_LOAD(ctx, fork_pages);
 	return 0;
 }
 
@@ -163,32 +202,78 @@ int hetmm_addr_to_pfn(struct hetmm_ctx *ctx, const void *addr,
  * Threads in a copy-to-device phase, so the handler can tell their faults.
  */
 
-void migrator_enter(struct hetmm_ctx *ctx, pid_t tid)
+struct migrator *migrator_enter(struct hetmm_ctx *ctx, pid_t tid)
 {
 	for (;;) {
 		for (unsigned i = 0; i < MAX_MIGRATORS; i++) {
 			pid_t free_slot = 0;
-			if (atomic_compare_exchange_strong(&ctx->migrators[i],
-							   &free_slot, tid))
-				return;
+			struct migrator *m = &ctx->migrators[i];
+			if (atomic_compare_exchange_strong(&m->tid, &free_slot,
+							   tid))
+				return m;
 		}
 		sched_yield();
 	}
 }
 
-void migrator_leave(struct hetmm_ctx *ctx, pid_t tid)
+void migrator_leave(struct migrator *m)
 {
-	for (unsigned i = 0; i < MAX_MIGRATORS; i++) {
-		pid_t me = tid;
-		if (atomic_compare_exchange_strong(&ctx->migrators[i], &me, 0))
-			return;
-	}
+	atomic_store(&m->tid, 0);
 }
 
 bool is_migrator(struct hetmm_ctx *ctx, pid_t tid)
 {
 	for (unsigned i = 0; i < MAX_MIGRATORS; i++)
-		if (atomic_load(&ctx->migrators[i]) == tid)
+		if (atomic_load(&ctx->migrators[i].tid) == tid)
 			return true;
 	return false;
+}
+
+/* Bound on waiting for the handler to see a zap: only a zap of memory the
+ * process remapped under us raises no event, and then nothing is owed. */
+#define ZAP_SEEN_TIMEOUT_NS 1000000000LL
+
+int migrator_zap(struct hetmm_ctx *ctx, struct migrator *m, uintptr_t start,
+		 uintptr_t end)
+{
+	(void)ctx;
+	atomic_store(&m->zap_left, end - start);
+	atomic_store(&m->zap_end, end);
+	atomic_store(&m->zap_start, start);
+	int rc = madvise((void *)start, end - start, MADV_DONTNEED) ? -errno : 0;
+	struct timespec t0, t;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (!rc && atomic_load(&m->zap_left)) {
+		sched_yield();
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		if ((t.tv_sec - t0.tv_sec) * 1000000000LL +
+		    (t.tv_nsec - t0.tv_nsec) > ZAP_SEEN_TIMEOUT_NS)
+			break;
+	}
+	atomic_store(&m->zap_start, 0);
+	atomic_store(&m->zap_end, 0);
+	return rc;
+}
+
+/* A zap of the slot's own sync page is an event like any other: once the
+ * handler has seen it, it has handled everything read before it. */
+void handler_sync(struct hetmm_ctx *ctx)
+{
+	struct migrator *m = migrator_enter(ctx, gettid());
+	uintptr_t page = (uintptr_t)ctx->sync_pages +
+			 (uintptr_t)(m - ctx->migrators) * PAGE_SIZE;
+	migrator_zap(ctx, m, page, page + PAGE_SIZE);
+	migrator_leave(m);
+}
+
+void migrators_zap_seen(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	for (unsigned i = 0; i < MAX_MIGRATORS; i++) {
+		struct migrator *m = &ctx->migrators[i];
+		uintptr_t zs = atomic_load(&m->zap_start);
+		uintptr_t ze = atomic_load(&m->zap_end);
+		if (!zs || ze <= start || end <= zs)
+			continue;
+		atomic_fetch_sub(&m->zap_left, MIN(end, ze) - MAX(start, zs));
+	}
 }

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "compat.h"
@@ -32,6 +33,7 @@ struct hetmm_emu {
 	size_t map_size;
 	char *mem;                        /* device page 0, 2 MiB aligned */
 	size_t size;
+	struct hetmm_mirror *mirrors;     /* under ctx->lock */
 };
 
 static char *emu_page(struct hetmm_emu *emu, uint64_t index)
@@ -83,6 +85,8 @@ static int emu_map_memory(struct hetmm_emu *emu, uint64_t nr_pages)
 		return -errno;
 	emu->map = p;
 	emu->mem = (char *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
+	/* A fork child gets no device: fork brings every page home first. */
+	madvise(p, emu->map_size, MADV_DONTFORK);
 	return 0;
 }
 
@@ -149,6 +153,7 @@ static bool emu_unlink(struct hetmm_emu *emu)
 
 static void mirror_free(struct hetmm_mirror *m)
 {
+	hetmm_notifier_remove(m->notifier);
 	vtab_destroy(&m->pt);
 	pthread_mutex_destroy(&m->lock);
 	free(m);
@@ -157,24 +162,23 @@ static void mirror_free(struct hetmm_mirror *m)
 /* Unlink and free every mirror of emu. */
 static void emu_drop_mirrors(struct hetmm_emu *emu)
 {
-	struct hetmm_ctx *ctx = emu->ctx;
-	pthread_rwlock_wrlock(&ctx->mirrors_lock);
-	for (struct hetmm_mirror **pp = &ctx->mirrors; *pp;) {
-		struct hetmm_mirror *m = *pp;
-		if (m->emu != emu) {
-			pp = &m->next;
-			continue;
-		}
-		*pp = m->next;
+	pthread_mutex_lock(&emu->ctx->lock);
+	struct hetmm_mirror *m = emu->mirrors;
+	emu->mirrors = NULL;
+	pthread_mutex_unlock(&emu->ctx->lock);
+	while (m) {
+		struct hetmm_mirror *next = m->next;
 		mirror_free(m);
+		m = next;
 	}
-	pthread_rwlock_unlock(&ctx->mirrors_lock);
 }
 
 int hetmm_emu_destroy(struct hetmm_emu *emu)
 {
 	if (!emu)
 		return -EINVAL;
+	if (ctx_forked(emu->ctx))
+		return -ECHILD;
 	int rc = hetmm_pagemap_remove(emu->pgmap);
 	if (rc)
 		return rc;
@@ -208,47 +212,6 @@ int hetmm_emu_pagemap(struct hetmm_emu *emu, struct hetmm_pagemap **pgmapp)
  * Mirrors
  */
 
-int hetmm_mirror_create(struct hetmm_emu *emu, struct hetmm_mirror **mirrorp)
-{
-	if (!emu || !mirrorp)
-		return -EINVAL;
-	struct hetmm_mirror *m = calloc(1, sizeof(*m));
-	if (!m)
-		return -ENOMEM;
-	m->emu = emu;
-	pthread_mutex_init(&m->lock, NULL);
-	vtab_init(&m->pt);
-	struct hetmm_ctx *ctx = emu->ctx;
-	pthread_rwlock_wrlock(&ctx->mirrors_lock);
-	m->next = ctx->mirrors;
-	ctx->mirrors = m;
-	pthread_rwlock_unlock(&ctx->mirrors_lock);
-	*mirrorp = m;
-	return 0;
-}
-
-int hetmm_mirror_destroy(struct hetmm_mirror *mirror)
-{
-	if (!mirror)
-		return -EINVAL;
-	struct hetmm_ctx *ctx = mirror->emu->ctx;
-	bool found = false;
-	pthread_rwlock_wrlock(&ctx->mirrors_lock);
-	for (struct hetmm_mirror **pp = &ctx->mirrors; *pp;
-	     pp = &(*pp)->next) {
-		if (*pp == mirror) {
-			*pp = mirror->next;
-			found = true;
-			break;
-		}
-	}
-	pthread_rwlock_unlock(&ctx->mirrors_lock);
-	if (!found)
-		return -EINVAL;
-	mirror_free(mirror);
-	return 0;
-}
-
 static int clear_entry(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
 {
 	(void)arg;
@@ -264,43 +227,137 @@ static void mirror_clear(struct hetmm_mirror *m, uintptr_t start,
 		      clear_entry, NULL);
 }
 
-void mirrors_invalidate(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
+/* The notifier's callback: drop the entries, note why. */
+static void mirror_invalidate(struct hetmm_notifier *n, uintptr_t start,
+			      uintptr_t end, enum hetmm_event why, void *arg)
 {
-	pthread_rwlock_rdlock(&ctx->mirrors_lock);
-	for (struct hetmm_mirror *m = ctx->mirrors; m; m = m->next) {
-		pthread_mutex_lock(&m->lock);
-		mirror_clear(m, start, end);
-		pthread_mutex_unlock(&m->lock);
-	}
-	pthread_rwlock_unlock(&ctx->mirrors_lock);
+	struct hetmm_mirror *m = arg;
+	(void)n;
+	pthread_mutex_lock(&m->lock);
+	mirror_clear(m, start, end);
+	pthread_mutex_unlock(&m->lock);
+	atomic_fetch_add_explicit(&m->events[why], 1, memory_order_relaxed);
 }
 
-/*
- * Store the entries of one range fault.  A device entry is kept only if
- * the shadow still names that frame, unclaimed: with our lock held, the
- * frame cannot be freed before an invalidation removes the entry again.
- */
+static const struct hetmm_notifier_ops mirror_notifier_ops = {
+	.invalidate = mirror_invalidate,
+};
+
+int hetmm_mirror_create(struct hetmm_emu *emu, struct hetmm_mirror **mirrorp)
+{
+	if (!emu || !mirrorp)
+		return -EINVAL;
+	struct hetmm_ctx *ctx = emu->ctx;
+	if (ctx_forked(ctx))
+		return -ECHILD;
+	struct hetmm_mirror *m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	m->emu = emu;
+	pthread_mutex_init(&m->lock, NULL);
+	vtab_init(&m->pt);
+	/* Like dmirror, one notifier over the whole address space. */
+	int rc = hetmm_notifier_insert(ctx, (void *)PAGE_SIZE,
+				       USER_VA_END - PAGE_SIZE,
+				       &mirror_notifier_ops, m, &m->notifier);
+	if (rc) {
+		vtab_destroy(&m->pt);
+		pthread_mutex_destroy(&m->lock);
+		free(m);
+		return rc;
+	}
+	pthread_mutex_lock(&ctx->lock);
+	m->next = emu->mirrors;
+	emu->mirrors = m;
+	pthread_mutex_unlock(&ctx->lock);
+	*mirrorp = m;
+	return 0;
+}
+
+int hetmm_mirror_destroy(struct hetmm_mirror *mirror)
+{
+	if (!mirror)
+		return -EINVAL;
+	struct hetmm_ctx *ctx = mirror->emu->ctx;
+	if (ctx_forked(ctx))
+		return -ECHILD;
+	bool found = false;
+	pthread_mutex_lock(&ctx->lock);
+	for (struct hetmm_mirror **pp = &mirror->emu->mirrors; *pp;
+	     pp = &(*pp)->next) {
+		if (*pp == mirror) {
+			*pp = mirror->next;
+			found = true;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&ctx->lock);
+	if (!found)
+		return -EINVAL;
+	mirror_free(mirror);
+	return 0;
+}
+
+int hetmm_mirror_get_stats(struct hetmm_mirror *mirror,
+			   struct hetmm_mirror_stats *st)
+{
+	if (!mirror || !st)
+		return -EINVAL;
+	st->faults = atomic_load(&mirror->faults);
+	for (unsigned i = 0; i < HETMM_EVENT_COUNT; i++)
+		st->invalidations[i] = atomic_load(&mirror->events[i]);
+	return 0;
+}
+
+/* Store the entries of one range fault, under the mirror lock. */
 static int mirror_store(struct hetmm_mirror *m, uint64_t vpn, size_t n,
 			const uint64_t *ents)
 {
-	struct hetmm_ctx *ctx = m->emu->ctx;
-	int rc = 0;
-	pthread_mutex_lock(&m->lock);
 	for (size_t i = 0; i < n; i++) {
-		uint64_t e = ents[i];
-		if ((e & MENT_DEVICE) &&
-		    vtab_get(&ctx->shadow, vpn + i) !=
-		    (SHADOW_DEVICE | shadow_pfn(e)))
-			continue;   /* moved meanwhile; the next use refaults */
 		_Atomic uint64_t *slot = vtab_slot(&m->pt, vpn + i, true);
-		if (!slot) {
-			rc = -ENOMEM;
-			break;
-		}
-		atomic_store_explicit(slot, e, memory_order_relaxed);
+		if (!slot)
+			return -ENOMEM;
+		atomic_store_explicit(slot, ents[i], memory_order_relaxed);
 	}
-	pthread_mutex_unlock(&m->lock);
-	return rc;
+	return 0;
+}
+
+/* How long a range fault keeps retrying while invalidations undo it,
+ * like the kernel's HMM_RANGE_DEFAULT_TIMEOUT. */
+#define MIRROR_FAULT_TIMEOUT_NS 1000000000LL
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/*
+ * One chunk of a mirror fault, the notifier way: look the range up, then
+ * store the result only if no invalidation began since; else again.
+ */
+static int mirror_fault_chunk(struct hetmm_mirror *m, uint64_t vpn, size_t n,
+			      bool write, uint64_t *ents)
+{
+	int64_t deadline = now_ns() + MIRROR_FAULT_TIMEOUT_NS;
+	for (;;) {
+		uint64_t seq;
+		hetmm_notifier_read_begin(m->notifier, &seq);
+		int rc = range_fault(m->emu->ctx, m->emu, vpn_to_addr(vpn), n,
+				     write, ents);
+		if (rc)
+			return rc;
+		pthread_mutex_lock(&m->lock);
+		if (!hetmm_notifier_read_retry(m->notifier, seq)) {
+			rc = mirror_store(m, vpn, n, ents);
+			pthread_mutex_unlock(&m->lock);
+			return rc;
+		}
+		pthread_mutex_unlock(&m->lock);
+		if (now_ns() > deadline)
+			return -EBUSY;
+	}
 }
 
 /* Fault the rest of a request into the mirror: one fault, however long. */
@@ -308,12 +365,10 @@ static int mirror_fault(struct hetmm_mirror *m, uint64_t vpn, size_t npages,
 			bool write)
 {
 	uint64_t ents[CHUNK_PAGES];
+	atomic_fetch_add_explicit(&m->faults, 1, memory_order_relaxed);
 	for (size_t done = 0; done < npages;) {
 		size_t n = MIN(npages - done, (size_t)CHUNK_PAGES);
-		int rc = range_fault(m->emu->ctx, m->emu, vpn_to_addr(vpn + done),
-				     n, write, ents);
-		if (!rc)
-			rc = mirror_store(m, vpn + done, n, ents);
+		int rc = mirror_fault_chunk(m, vpn + done, n, write, ents);
 		if (rc)
 			return rc;
 		done += n;

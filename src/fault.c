@@ -77,10 +77,13 @@ static void fault_back(struct hetmm_ctx *ctx, uintptr_t addr)
 					    ctx->fault_claims);
 		if (n == 0)
 			break;   /* not on a device, or someone else holds it */
-		migrate_back_claimed(ctx, vpn + done, n, ctx->fault_claims,
-				     &staging, true);
-		done += n;
-		if (n < want)
+		size_t got = migrate_back_claimed(ctx, vpn + done, n,
+						  ctx->fault_claims, &staging,
+						  true);
+		done += got;
+		/* Short: someone holds the next page, or an event waits to
+		 * be read (the rest was woken to fault again after it). */
+		if (got < want)
 			break;
 	}
 	fault_window_advance(ctx, addr, addr + done * PAGE_SIZE);
@@ -111,7 +114,8 @@ static void fault_zero(struct hetmm_ctx *ctx, uintptr_t addr, bool write)
 	/* A write would take a second fault to break a zero-page mapping,
 	 * so give it a private zeroed page at once. */
 	long rc = uffd_fill(ctx->uffd.fd, write ? FILL_COPY : FILL_ZERO, addr,
-			    (uintptr_t)ctx->zero_src, PAGE_SIZE, true);
+			    (uintptr_t)ctx->zero_src, PAGE_SIZE,
+			    FILL_WAKE | FILL_ONCE);
 	atomic_store_explicit(slot, 0, memory_order_release);
 	if (rc < 0)
 		uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
@@ -126,8 +130,11 @@ static void handle_pagefault(struct hetmm_ctx *ctx, const struct uffd_msg *m)
 
 	STAT_ADD(ctx, faults, 1);
 	if (addr == (uintptr_t)ctx->doorbell) {
-		uffd_fill(ctx->uffd.fd, FILL_ZERO, addr, 0, PAGE_SIZE, true);
-		ctx->doorbell_served = true;
+		if (uffd_fill(ctx->uffd.fd, FILL_ZERO, addr, 0, PAGE_SIZE,
+			      FILL_WAKE | FILL_ONCE) > 0)
+			ctx->doorbell_served = true;
+		else
+			uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
 		return;
 	}
 	uint64_t e = vtab_get(&ctx->shadow, addr_to_vpn(addr));
@@ -146,8 +153,9 @@ static void handle_pagefault(struct hetmm_ctx *ctx, const struct uffd_msg *m)
 		 * under it: the kernel would have read zeroes. */
 		if (!(e & SHADOW_DEVICE) &&
 		    is_migrator(ctx, (pid_t)m->arg.pagefault.feat.ptid))
-			uffd_fill(ctx->uffd.fd, FILL_ZERO, addr, 0, PAGE_SIZE,
-				  true);
+			if (uffd_fill(ctx->uffd.fd, FILL_ZERO, addr, 0,
+				      PAGE_SIZE, FILL_WAKE | FILL_ONCE) < 0)
+				uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
 		return;
 	}
 	if (e & SHADOW_DEVICE) {
@@ -160,6 +168,28 @@ static void handle_pagefault(struct hetmm_ctx *ctx, const struct uffd_msg *m)
 		uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
 	} else {
 		fault_zero(ctx, addr, flags & UFFD_PAGEFAULT_FLAG_WRITE);
+	}
+}
+
+/* The process changed a registered range: see lifecycle.c. */
+static void handle_msg(struct hetmm_ctx *ctx, const struct uffd_msg *m)
+{
+	switch (m->event) {
+	case UFFD_EVENT_PAGEFAULT:
+		handle_pagefault(ctx, m);
+		break;
+	case UFFD_EVENT_UNMAP:
+		lifecycle_unmap(ctx, m->arg.remove.start, m->arg.remove.end);
+		break;
+	case UFFD_EVENT_REMOVE:
+		lifecycle_discard(ctx, m->arg.remove.start, m->arg.remove.end);
+		break;
+	case UFFD_EVENT_REMAP:
+		lifecycle_remap(ctx, m->arg.remap.from, m->arg.remap.to,
+				m->arg.remap.len);
+		break;
+	default:
+		break;
 	}
 }
 
@@ -179,8 +209,7 @@ static void *fault_handler_main(void *arg)
 		}
 		size_t n = (size_t)got / sizeof(msgs[0]);
 		for (size_t i = 0; i < n; i++)
-			if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
-				handle_pagefault(ctx, &msgs[i]);
+			handle_msg(ctx, &msgs[i]);
 	}
 	return NULL;
 }
@@ -207,7 +236,9 @@ int fault_handler_start(struct hetmm_ctx *ctx)
 /*
  * The handler sleeps in a blocking read(); the way to reach it is a fault.
  * Touch the doorbell page: the handler resolves that last fault and
- * leaves.
+ * leaves.  The doorbell stays mapped: unmapping a registered page now
+ * would wait for a reader that is gone, so the caller closes the
+ * userfaultfd first (see ctx_free).
  */
 void fault_handler_stop(struct hetmm_ctx *ctx)
 {
@@ -216,7 +247,4 @@ void fault_handler_stop(struct hetmm_ctx *ctx)
 		pthread_join(ctx->handler, NULL);
 		ctx->handler_running = false;
 	}
-	if (ctx->doorbell)
-		munmap(ctx->doorbell, PAGE_SIZE);
-	ctx->doorbell = NULL;
 }

@@ -91,10 +91,13 @@ int vtab_for_each(struct vtab *t, uint64_t first, uint64_t last,
  *   DEVICE | pfn            on the device frame pfn
  *   BUSY [| DEVICE | pfn]   claimed by a migration or a fault in flight;
  *                           whoever set BUSY clears it and wakes waiters
+ *   BUSY | GONE [| ...]     claimed, and the process unmapped the page
+ *                           meanwhile: the claimer must not publish it
  *   n (no flag bits)        system page pinned n times (pin API)
  */
 #define SHADOW_DEVICE (1ULL << 63)
 #define SHADOW_BUSY (1ULL << 62)
+#define SHADOW_GONE (1ULL << 61)
 #define SHADOW_PFN_MASK ((1ULL << 56) - 1)
 
 static inline uint64_t shadow_pfn(uint64_t e)
@@ -119,10 +122,15 @@ int uffd_register(int fd, uintptr_t start, size_t len, uint64_t mode,
 		  uint64_t *ioctls);
 int uffd_writeprotect(int fd, uintptr_t start, size_t len, bool wp);
 enum uffd_fill { FILL_COPY, FILL_ZERO, FILL_MOVE };
-/* Fill [dst, dst + len) by UFFDIO_COPY/ZEROPAGE/MOVE from src, retrying
- * EAGAIN: bytes done, or -errno if it stopped at the first page. */
+#define FILL_WAKE (1u << 0)  /* wake the range's waiters when filled */
+/* Don't retry EAGAIN.  The kernel gives it while an event (munmap,
+ * madvise, mremap) waits to be read; only the handler reads events, so
+ * the handler must give up, read, and let the thread fault again. */
+#define FILL_ONCE (1u << 1)
+/* Fill [dst, dst + len) by UFFDIO_COPY/ZEROPAGE/MOVE from src: bytes
+ * done, or -errno if it stopped at the first page. */
 long uffd_fill(int fd, enum uffd_fill op, uintptr_t dst, uintptr_t src,
-	       size_t len, bool wake);
+	       size_t len, unsigned flags);
 int uffd_wake(int fd, uintptr_t start, size_t len);
 
 /* ------------------------------------------------------------------------
@@ -242,6 +250,20 @@ struct fault_stream {
 #define FAULT_STREAMS 4
 #define MAX_MIGRATORS 16
 
+/*
+ * A thread in the copy path of a migration to a device.  Its zap of the
+ * copied pages (MADV_DONTNEED) raises a REMOVE event like any madvise;
+ * the handler counts the bytes of such events against zap_left, and the
+ * migrator publishes the pages only once all are counted, so that the
+ * handler cannot take its own zap for the process discarding them.
+ */
+struct migrator {
+	_Atomic pid_t tid;
+	_Atomic uintptr_t zap_start;
+	_Atomic uintptr_t zap_end;
+	_Atomic size_t zap_left;
+};
+
 struct hetmm_stats_atomic {
 	atomic_uint_fast64_t faults;
 	atomic_uint_fast64_t fault_pages;
@@ -251,7 +273,34 @@ struct hetmm_stats_atomic {
 	atomic_uint_fast64_t skipped_pages;
 	atomic_uint_fast64_t mirror_faults;
 	atomic_int_fast64_t device_resident;
+	atomic_uint_fast64_t discarded_pages;
+	atomic_uint_fast64_t remapped_pages;
+	atomic_uint_fast64_t fork_pages;
 };
+
+/* ------------------------------------------------------------------------
+ * notifier.c - interval notifiers.
+ *
+ * seq counts invalidations begun; active counts those running.  An
+ * invalidation raises active before seq, and a reader reads seq before
+ * checking active, so a reader either sees the invalidation running and
+ * waits, or gets a seq that the invalidation will change.
+ */
+struct hetmm_notifier {
+	struct hetmm_notifier *next;      /* ctx->notifiers */
+	struct hetmm_ctx *ctx;
+	uintptr_t start, end;
+	const struct hetmm_notifier_ops *ops;
+	void *arg;
+	_Atomic uint64_t seq;
+	atomic_uint active;
+};
+
+/* Tell every notifier overlapping [start, end) that it changes. */
+void notifiers_invalidate(struct hetmm_ctx *ctx, uintptr_t start,
+			  uintptr_t end, enum hetmm_event why);
+/* Context teardown: RELEASE to all, then free them. */
+void notifiers_release(struct hetmm_ctx *ctx);
 
 struct hetmm_ctx {
 	struct uffd uffd;
@@ -262,6 +311,8 @@ struct hetmm_ctx {
 	pthread_t handler;
 	bool handler_running;
 	void *doorbell;                   /* touched to stop the handler */
+	char *sync_pages;                 /* one per migrator slot: see
+					   * handler_sync() */
 	bool doorbell_served;             /* handler-owned */
 	void *zero_src;                   /* CHUNK_PAGES readable zero pages */
 
@@ -275,17 +326,44 @@ struct hetmm_ctx {
 
 	/* Threads inside a copy-to-device phase: a MISSING fault they take
 	 * on their own claimed page means the page vanished under them. */
-	_Atomic pid_t migrators[MAX_MIGRATORS];
+	struct migrator migrators[MAX_MIGRATORS];
 
 	pthread_mutex_t lock;             /* pagemaps, emus */
 	struct hetmm_pagemap *pagemaps;
 	struct hetmm_emu *emus;
 
-	pthread_rwlock_t mirrors_lock;
-	struct hetmm_mirror *mirrors;
+	pthread_rwlock_t notifiers_lock;
+	struct hetmm_notifier *notifiers;
+
+	/* Migrations to a device hold it shared; fork preparation holds
+	 * it exclusive while it brings every device page home. */
+	pthread_rwlock_t fork_lock;
+	unsigned fork_gen;                /* fork_generation at creation */
+	struct hetmm_ctx *next;           /* every context, for fork */
 
 	struct hetmm_stats_atomic stats;
 };
+
+/* ------------------------------------------------------------------------
+ * lifecycle.c - what the process does to its memory: munmap, madvise,
+ * mremap (userfaultfd events, read by the handler) and fork.
+ */
+extern atomic_uint fork_generation;
+
+/* An object inherited across fork: its handler and device are the
+ * parent's, so the child may not use it. */
+static inline bool ctx_forked(const struct hetmm_ctx *ctx)
+{
+	return ctx->fork_gen !=
+	       atomic_load_explicit(&fork_generation, memory_order_relaxed);
+}
+
+int lifecycle_register(struct hetmm_ctx *ctx);
+void lifecycle_unregister(struct hetmm_ctx *ctx);
+void lifecycle_unmap(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end);
+void lifecycle_discard(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end);
+void lifecycle_remap(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
+		     size_t len);
 
 #define STAT_ADD(ctx, field, n) \
 	atomic_fetch_add_explicit(&(ctx)->stats.field, (n), memory_order_relaxed)
@@ -293,9 +371,23 @@ struct hetmm_ctx {
 int fault_handler_start(struct hetmm_ctx *ctx);
 void fault_handler_stop(struct hetmm_ctx *ctx);
 
-void migrator_enter(struct hetmm_ctx *ctx, pid_t tid);
-void migrator_leave(struct hetmm_ctx *ctx, pid_t tid);
+struct migrator *migrator_enter(struct hetmm_ctx *ctx, pid_t tid);
+void migrator_leave(struct migrator *m);
 bool is_migrator(struct hetmm_ctx *ctx, pid_t tid);
+/* madvise(MADV_DONTNEED) of [start, end) by migrator m, returning once
+ * the handler has seen the REMOVE events it raised. */
+int migrator_zap(struct hetmm_ctx *ctx, struct migrator *m, uintptr_t start,
+		 uintptr_t end);
+/*
+ * Return once the handler has processed every event the kernel handed it
+ * before this call.  munmap returns when its event is read, not handled:
+ * without this, memory mapped anew at the same address and migrated at
+ * once could meet the late UNMAP meant for the old mapping.
+ */
+void handler_sync(struct hetmm_ctx *ctx);
+/* The handler saw a REMOVE event: count it against the zaps it covers. */
+void migrators_zap_seen(struct hetmm_ctx *ctx, uintptr_t start,
+			uintptr_t end);
 
 /* ------------------------------------------------------------------------
  * migrate.c
@@ -315,6 +407,10 @@ size_t claim_device_run(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 /* Move every device page of [start, end) back; used by remove/destroy. */
 int migrate_back_range(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end,
 		       struct hetmm_migrate_report *report);
+/* Forget claimed device pages whose process page is gone: free their
+ * frames and clear their entries, copying nothing. */
+void migrate_drop_claimed(struct hetmm_ctx *ctx, const uint64_t *vpns,
+			  const uint64_t *claims, size_t n);
 
 /* ------------------------------------------------------------------------
  * range.c - the device's view: range fault and snapshot.
@@ -334,15 +430,15 @@ int range_snapshot(struct hetmm_ctx *ctx, const void *owner, uintptr_t start,
  * emu.c - the emulated device and its mirrors.
  */
 struct hetmm_mirror {
-	struct hetmm_mirror *next;        /* ctx->mirrors */
+	struct hetmm_mirror *next;        /* emu->mirrors, under ctx->lock */
 	struct hetmm_emu *emu;
+	struct hetmm_notifier *notifier;  /* the whole address space */
 	pthread_mutex_t lock;             /* the device page table */
 	struct vtab pt;
+	atomic_uint_fast64_t faults;
+	atomic_uint_fast64_t events[HETMM_EVENT_COUNT];
 };
 
-/* Drop every mirror entry of [start, end): the CPU side changed. */
-void mirrors_invalidate(struct hetmm_ctx *ctx, uintptr_t start,
-			uintptr_t end);
 void emu_destroy_all(struct hetmm_ctx *ctx);
 
 #endif /* HETMM_INTERNAL_H */

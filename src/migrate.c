@@ -99,6 +99,48 @@ static void shadow_store(struct hetmm_ctx *ctx, uint64_t vpn, uint64_t e)
 	atomic_store_explicit(slot, e, memory_order_release);
 }
 
+/* Free the frame meant for a page that is gone. */
+static void frame_drop(struct hetmm_ctx *ctx, uint64_t pfn, bool resident)
+{
+	uint64_t idx;
+	struct hetmm_pagemap *pgmap = pfn_pagemap(pfn, &idx);
+	uint32_t i = (uint32_t)idx;
+	pagemap_free(pgmap, &i, 1);
+	if (resident)
+		atomic_fetch_sub(&ctx->stats.device_resident, 1);
+}
+
+/*
+ * Let go of a claim by publishing e, unless the process unmapped the page
+ * meanwhile and marked the claim GONE: then the slot is cleared and the
+ * frame e names, if any, freed.  Returns whether e was published.
+ */
+static bool shadow_publish(struct hetmm_ctx *ctx, uint64_t vpn,
+			   uint64_t claim, uint64_t e, bool resident)
+{
+	_Atomic uint64_t *slot = vtab_slot(&ctx->shadow, vpn, false);
+	if (atomic_compare_exchange_strong(slot, &claim, e))
+		return true;
+	atomic_store_explicit(slot, 0, memory_order_release);
+	if (e & SHADOW_DEVICE)
+		frame_drop(ctx, shadow_pfn(e), resident);
+	return false;
+}
+
+void migrate_drop_claimed(struct hetmm_ctx *ctx, const uint64_t *vpns,
+			  const uint64_t *claims, size_t n)
+{
+	if (!n)
+		return;
+	/* Devices stop using the frames before they are reused. */
+	notifiers_invalidate(ctx, vpn_to_addr(vpns[0]),
+			     vpn_to_addr(vpns[n - 1] + 1), HETMM_EVENT_MIGRATE);
+	for (size_t i = 0; i < n; i++) {
+		shadow_store(ctx, vpns[i], 0);
+		frame_drop(ctx, shadow_pfn(claims[i]), true);
+	}
+}
+
 /* Length of the run of claims from i with consecutive frames, all zero or
  * all holding data. */
 static size_t frame_run(const uint64_t *claims, size_t i, size_t n,
@@ -180,7 +222,8 @@ static size_t install_run(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		size_t off = done * PAGE_SIZE;
 		long got = uffd_fill(ctx->uffd.fd, op, dst + off,
 				     src ? src + off : 0,
-				     (run - done) * PAGE_SIZE, false);
+				     (run - done) * PAGE_SIZE,
+				     fault ? FILL_ONCE : 0);
 		if (got > 0) {
 			installed += (size_t)got / PAGE_SIZE;
 			done += (size_t)got / PAGE_SIZE;
@@ -196,8 +239,11 @@ static size_t install_run(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			break;
 		done++;
 	}
-	/* A remapped frame must be a hole again before it is reused. */
-	if (op == FILL_COPY && (pgmap->flags & HETMM_PAGEMAP_REMAP) && done)
+	/* Give the copied-out frames' memory back.  Not on the handler:
+	 * its madvise would wait for itself to read the REMOVE event.  A
+	 * frame left populated is cleared when it is next moved into. */
+	if (op == FILL_COPY && (pgmap->flags & HETMM_PAGEMAP_REMAP) && done &&
+	    !fault)
 		madvise((void *)src, done * PAGE_SIZE, MADV_DONTNEED);
 	/* Wake only once the shadow says "system": a thread that resumes
 	 * must find the page where hetmm says it is. */
@@ -215,7 +261,8 @@ size_t migrate_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 			    const uint64_t *claims, void **staging, bool fault)
 {
 	/* Devices stop using the pages before their contents move. */
-	mirrors_invalidate(ctx, vpn_to_addr(vpn), vpn_to_addr(vpn + n));
+	notifiers_invalidate(ctx, vpn_to_addr(vpn), vpn_to_addr(vpn + n),
+			     HETMM_EVENT_MIGRATE);
 
 	size_t left = 0;
 	size_t i = 0;
@@ -229,8 +276,8 @@ size_t migrate_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 		left += gone;
 		/* Pages that could not leave stay on the device. */
 		for (size_t k = gone; k < run; k++)
-			shadow_store(ctx, vpn + i + k,
-				     claims[i + k] & ~SHADOW_BUSY);
+			shadow_publish(ctx, vpn + i + k, claims[i + k],
+				       claims[i + k] & ~SHADOW_BUSY, true);
 		if (gone < run)
 			uffd_wake(ctx->uffd.fd, vpn_to_addr(vpn + i + gone),
 				  (run - gone) * PAGE_SIZE);
@@ -293,6 +340,8 @@ int hetmm_migrate_to_system(struct hetmm_ctx *ctx, void *addr, size_t len,
 {
 	if (!ctx)
 		return -EINVAL;
+	if (ctx_forked(ctx))
+		return -ECHILD;
 	int rc = check_user_range(addr, len);
 	if (rc)
 		return rc;
@@ -329,6 +378,7 @@ struct chunk {
 	uint32_t frames[CHUNK_PAGES];   /* as allocated */
 	size_t nframes;
 	uint8_t pflags[CHUNK_PAGES];
+	struct migrator *migrator;      /* while in the copy path */
 };
 
 static bool st_claimed(uint8_t st)
@@ -495,7 +545,7 @@ static void chunk_move(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			run++;
 		long got = uffd_fill(ctx->uffd.fd, FILL_MOVE,
 				     remap_addr(pgmap, c->frame[i]),
-				     chunk_addr(c, i), run * PAGE_SIZE, false);
+				     chunk_addr(c, i), run * PAGE_SIZE, 0);
 		size_t moved = got > 0 ? (size_t)got / PAGE_SIZE : 0;
 		for (size_t k = 0; k < moved; k++)
 			c->status[i + k] = ST_DONE_DATA;
@@ -509,7 +559,7 @@ static void chunk_move(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		if (moved)
 			got = uffd_fill(ctx->uffd.fd, FILL_MOVE,
 					remap_addr(pgmap, c->frame[p]),
-					chunk_addr(c, p), PAGE_SIZE, false);
+					chunk_addr(c, p), PAGE_SIZE, 0);
 		if (got > 0) {
 			c->status[p] = ST_DONE_DATA;
 		} else if (got == -ENOENT) {
@@ -531,9 +581,8 @@ static int run_wp(struct hetmm_ctx *ctx, struct chunk *c, size_t i, size_t n)
 
 static int run_zap(struct hetmm_ctx *ctx, struct chunk *c, size_t i, size_t n)
 {
-	(void)ctx;
-	return madvise((void *)chunk_addr(c, i), n * PAGE_SIZE,
-		       MADV_DONTNEED) ? -errno : 0;
+	return migrator_zap(ctx, c->migrator, chunk_addr(c, i),
+			    chunk_addr(c, i + n));
 }
 
 /* Copy runs of pending pages with consecutive frames. */
@@ -617,14 +666,12 @@ static void chunk_copy(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		       struct chunk *c)
 {
 	int rc = for_each_run(ctx, c, st_pending, run_mark_wp);
-	if (rc == 0) {
-		pid_t tid = gettid();
-		migrator_enter(ctx, tid);
+	c->migrator = migrator_enter(ctx, gettid());
+	if (rc == 0)
 		rc = chunk_copy_pending(pgmap, c);
-		migrator_leave(ctx, tid);
-	}
 	if (rc == 0)
 		rc = for_each_run(ctx, c, st_copied, run_zap);
+	migrator_leave(c->migrator);
 	if (rc) {
 		chunk_drop_unfinished(ctx, pgmap, c);
 		return;
@@ -648,8 +695,11 @@ static size_t chunk_commit(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		atomic_store(&p->refcount, 1);
 		atomic_store(&p->owner, chunk_addr(c, i) | HETMM_PAGE_ALLOCATED |
 			     (st == ST_DONE_ZERO ? HETMM_PAGE_ZERO : 0));
-		shadow_store(ctx, c->vpn + i,
-			     SHADOW_DEVICE | pagemap_pfn(pgmap, c->frame[i]));
+		if (!shadow_publish(ctx, c->vpn + i, SHADOW_BUSY, SHADOW_DEVICE |
+				    pagemap_pfn(pgmap, c->frame[i]), false)) {
+			c->status[i] = HETMM_MIGRATE_SKIP_BUSY;  /* unmapped */
+			continue;
+		}
 		c->status[i] = HETMM_MIGRATE_MOVED;
 		moved++;
 	}
@@ -691,7 +741,8 @@ static int chunk_to_device(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		return rc;
 	}
 	/* The device must not keep using the CPU copy it is replacing. */
-	mirrors_invalidate(ctx, c->start, c->start + c->n * PAGE_SIZE);
+	notifiers_invalidate(ctx, c->start, c->start + c->n * PAGE_SIZE,
+			     HETMM_EVENT_MIGRATE);
 
 	chunk_mark_holes(c);
 	if (can_move(ctx, pgmap))
@@ -770,6 +821,8 @@ int hetmm_migrate_to_device(struct hetmm_pagemap *pgmap, void *addr,
 	if (rc)
 		return rc;
 	struct hetmm_ctx *ctx = pgmap->ctx;
+	if (ctx_forked(ctx))
+		return -ECHILD;
 	if (!(ctx->uffd.features & UFFD_FEATURE_PAGEFAULT_FLAG_WP))
 		return -EOPNOTSUPP;
 	uintptr_t start = (uintptr_t)addr, end = start + len;
@@ -779,6 +832,11 @@ int hetmm_migrate_to_device(struct hetmm_pagemap *pgmap, void *addr,
 	rc = pagemap_get(pgmap);
 	if (rc)
 		return rc;
+	/* Events of munmap and mremap calls that returned are handled
+	 * before any page of ours is published: see handler_sync(). */
+	handler_sync(ctx);
+	/* A fork waits for us, and we for a fork to finish. */
+	pthread_rwlock_rdlock(&ctx->fork_lock);
 	if (report) {
 		report->moved = 0;
 		report->skipped = 0;
@@ -803,6 +861,7 @@ int hetmm_migrate_to_device(struct hetmm_pagemap *pgmap, void *addr,
 				    HETMM_MIGRATE_SKIP_SHARED :
 				    HETMM_MIGRATE_SKIP_FILE, ctx);
 	}
+	pthread_rwlock_unlock(&ctx->fork_lock);
 	pagemap_put(pgmap);
 	if (rc)
 		return rc;

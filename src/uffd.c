@@ -180,8 +180,9 @@ static long fill_once(int fd, enum uffd_fill op, uintptr_t dst, uintptr_t src,
 }
 
 long uffd_fill(int fd, enum uffd_fill op, uintptr_t dst, uintptr_t src,
-	       size_t len, bool wake)
+	       size_t len, unsigned flags)
 {
+	bool wake = flags & FILL_WAKE;
 	size_t done = 0;
 	while (done < len) {
 		long got = fill_once(fd, op, dst + done,
@@ -191,7 +192,7 @@ long uffd_fill(int fd, enum uffd_fill op, uintptr_t dst, uintptr_t src,
 			done += (size_t)got;
 			continue;
 		}
-		if (got == -EAGAIN)
+		if (got == -EAGAIN && !(flags & FILL_ONCE))
 			continue;
 		return done ? (long)done : got;
 	}

@@ -1,0 +1,297 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * lifecycle.c - what the process does to memory that has pages on a
+ * device, and what hetmm does about it.
+ *
+ *   munmap     UNMAP event: the device frames of the range are freed and
+ *              their entries forgotten.  A page claimed by a migration in
+ *              flight is marked GONE so its claimer drops it.
+ *   madvise    REMOVE event (DONTNEED, FREE, REMOVE): device frames are
+ *              freed, and the next access finds a hole and reads zeroes,
+ *              as the kernel zaps a device-private entry.
+ *   mremap     REMAP event: device entries move to the new address.
+ *   fork       pthread_atfork: before the child exists every device page
+ *              of every context comes home, with new migrations held off,
+ *              so the kernel's copy-on-write covers all the bytes.
+ *
+ * Why fork works that way: the kernel shares a device-private page
+ * between parent and child and lets either fault it back.  Here the
+ * child's copy of a device page would be a hole in the child's page
+ * tables with nobody to fill it: the parent's handler cannot reach into
+ * the child, and the child would lose the bytes once the parent exits.
+ * UFFD_FEATURE_EVENT_FORK would hand the parent a userfaultfd of the
+ * child's, but serving it means a handler per child in the parent, for
+ * as long as the child lives.  Bringing the pages home costs one
+ * migration back per fork and keeps both processes self-contained.
+ *
+ * UNMAP and REMAP arrive after the fact, REMOVE before; the caller of
+ * munmap, madvise or mremap waits until the handler has read the event.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+
+#include "internal.h"
+
+atomic_uint fork_generation;
+
+/* ------------------------------------------------------------------------
+ * Discarding device pages: munmap and madvise
+ */
+
+struct discard {
+	struct hetmm_ctx *ctx;
+	bool unmap;                       /* mark claimed pages GONE too */
+	size_t n;
+	uint64_t vpns[CHUNK_PAGES];
+	uint64_t claims[CHUNK_PAGES];
+};
+
+static void discard_flush(struct discard *d)
+{
+	if (!d->n)
+		return;
+	migrate_drop_claimed(d->ctx, d->vpns, d->claims, d->n);
+	STAT_ADD(d->ctx, discarded_pages, d->n);
+	d->n = 0;
+}
+
+/*
+ * Claim a device page for discarding.  A page someone else holds is
+ * theirs to finish: on munmap it is marked GONE, so that they drop it
+ * rather than publish it; madvise leaves it alone, since our own
+ * migrations zap pages they hold and that comes back as REMOVE too (and
+ * they wait for the handler to see it before they publish: ctx.c).
+ */
+static int discard_one(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
+{
+	struct discard *d = arg;
+	uint64_t e = atomic_load(slot);
+	while (e & (SHADOW_DEVICE | SHADOW_BUSY)) {
+		uint64_t want;
+		if (e & SHADOW_BUSY) {
+			if (!d->unmap || (e & SHADOW_GONE))
+				return 0;
+			want = e | SHADOW_GONE;
+		} else {
+			want = e | SHADOW_BUSY;
+		}
+		if (!atomic_compare_exchange_weak(slot, &e, want))
+			continue;
+		if (e & SHADOW_BUSY)
+			return 0;
+		d->vpns[d->n] = vpn;
+		d->claims[d->n++] = want;
+		if (d->n == CHUNK_PAGES)
+			discard_flush(d);
+		return 0;
+	}
+	return 0;
+}
+
+static void discard_range(struct hetmm_ctx *ctx, uintptr_t start,
+			  uintptr_t end, bool unmap)
+{
+	struct discard d = { .ctx = ctx, .unmap = unmap, .n = 0 };
+	vtab_for_each(&ctx->shadow, addr_to_vpn(start), addr_to_vpn(end),
+		      discard_one, &d);
+	discard_flush(&d);
+}
+
+void lifecycle_unmap(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	notifiers_invalidate(ctx, start, end, HETMM_EVENT_UNMAP);
+	discard_range(ctx, start, end, true);
+}
+
+void lifecycle_discard(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	notifiers_invalidate(ctx, start, end, HETMM_EVENT_DISCARD);
+	discard_range(ctx, start, end, false);
+	/* Only now may a migrator whose zap this was publish its pages. */
+	migrators_zap_seen(ctx, start, end);
+}
+
+/* ------------------------------------------------------------------------
+ * mremap
+ */
+
+struct remap {
+	struct hetmm_ctx *ctx;
+	uint64_t from_vpn;
+	uint64_t to_vpn;
+	size_t moved;
+	size_t n;                         /* pages dropped, to flush */
+	uint64_t vpns[CHUNK_PAGES];
+	uint64_t claims[CHUNK_PAGES];
+};
+
+static void remap_flush(struct remap *r)
+{
+	if (r->n)
+		migrate_drop_claimed(r->ctx, r->vpns, r->claims, r->n);
+	r->n = 0;
+}
+
+/* The frame's metadata names the page it backs: make it the new one. */
+static void frame_set_owner(uint64_t pfn, uintptr_t addr)
+{
+	uint64_t idx;
+	struct hetmm_pagemap *pgmap = pfn_pagemap(pfn, &idx);
+	if (!pgmap)
+		return;
+	_Atomic uint64_t *owner = &pgmap->pages[idx].owner;
+	uint64_t o = atomic_load(owner);
+	atomic_store(owner, addr | (o & ~PAGE_MASK));
+}
+
+/*
+ * Carry one device entry to its new address.  The handler is the only
+ * one to fault pages back, and it is busy here, so the page cannot come
+ * back meanwhile; claiming it keeps explicit migrations off it.
+ */
+static int remap_one(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
+{
+	struct remap *r = arg;
+	uint64_t e = atomic_load(slot);
+	if (!(e & SHADOW_DEVICE) || (e & SHADOW_BUSY) ||
+	    !atomic_compare_exchange_strong(slot, &e, e | SHADOW_BUSY))
+		return 0;   /* in a migration's hands: see the notes above */
+
+	uint64_t to = r->to_vpn + (vpn - r->from_vpn);
+	_Atomic uint64_t *dst = vtab_slot(&r->ctx->shadow, to, true);
+	uint64_t empty = 0;
+	frame_set_owner(shadow_pfn(e), vpn_to_addr(to));
+	if (dst && atomic_compare_exchange_strong(dst, &empty, e)) {
+		atomic_store(slot, 0);
+		r->moved++;
+		return 0;
+	}
+	/* Nowhere to put it (out of memory, or the target is claimed). */
+	r->vpns[r->n] = vpn;
+	r->claims[r->n++] = e | SHADOW_BUSY;
+	if (r->n == CHUNK_PAGES)
+		remap_flush(r);
+	return 0;
+}
+
+void lifecycle_remap(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
+		     size_t len)
+{
+	notifiers_invalidate(ctx, from, from + len, HETMM_EVENT_REMAP);
+	notifiers_invalidate(ctx, to, to + len, HETMM_EVENT_REMAP);
+	struct remap r = {
+		.ctx = ctx, .from_vpn = addr_to_vpn(from),
+		.to_vpn = addr_to_vpn(to),
+	};
+	vtab_for_each(&ctx->shadow, r.from_vpn, r.from_vpn + addr_to_vpn(len),
+		      remap_one, &r);
+	remap_flush(&r);
+	STAT_ADD(ctx, remapped_pages, r.moved);
+}
+
+/* ------------------------------------------------------------------------
+ * fork
+ */
+
+static pthread_mutex_t ctx_list_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct hetmm_ctx *ctx_list;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+struct home {
+	uint64_t vpn;
+	bool busy;                        /* a page in someone's hands */
+};
+
+static int find_device_page(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
+{
+	struct home *h = arg;
+	uint64_t e = atomic_load(slot);
+	if (!(e & SHADOW_DEVICE))
+		return 0;
+	if (e & SHADOW_BUSY) {
+		h->busy = true;
+		return 0;
+	}
+	h->vpn = vpn;
+	return 1;
+}
+
+/* Bring every device page of ctx back, a chunk at a time from the first
+ * one found; pages a fault is bringing back already are waited for. */
+static void bring_all_home(struct hetmm_ctx *ctx)
+{
+	uint64_t from = 0;
+	for (;;) {
+		struct home h = { 0, false };
+		if (vtab_for_each(&ctx->shadow, from, addr_to_vpn(USER_VA_END),
+				  find_device_page, &h)) {
+			uintptr_t a = vpn_to_addr(h.vpn);
+			struct hetmm_migrate_report rep = { 0, 0, NULL };
+			migrate_back_range(ctx, a, a + CHUNK_PAGES * PAGE_SIZE,
+					   &rep);
+			STAT_ADD(ctx, fork_pages, rep.moved);
+			from = h.vpn;
+			continue;
+		}
+		if (!h.busy)
+			return;
+		from = 0;
+		sched_yield();
+	}
+}
+
+static void fork_prepare(void)
+{
+	pthread_mutex_lock(&ctx_list_lock);
+	for (struct hetmm_ctx *ctx = ctx_list; ctx; ctx = ctx->next) {
+		pthread_rwlock_wrlock(&ctx->fork_lock);
+		notifiers_invalidate(ctx, 0, USER_VA_END, HETMM_EVENT_FORK);
+		bring_all_home(ctx);
+	}
+}
+
+static void fork_parent(void)
+{
+	for (struct hetmm_ctx *ctx = ctx_list; ctx; ctx = ctx->next)
+		pthread_rwlock_unlock(&ctx->fork_lock);
+	pthread_mutex_unlock(&ctx_list_lock);
+}
+
+/* The child has none of the parent's threads: its contexts are dead. */
+static void fork_child(void)
+{
+	atomic_fetch_add(&fork_generation, 1);
+	ctx_list = NULL;
+	pthread_mutex_init(&ctx_list_lock, NULL);
+}
+
+static void atfork_install(void)
+{
+	pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+int lifecycle_register(struct hetmm_ctx *ctx)
+{
+	int rc = pthread_once(&atfork_once, atfork_install);
+	if (rc)
+		return -rc;
+	pthread_mutex_lock(&ctx_list_lock);
+	ctx->fork_gen = atomic_load(&fork_generation);
+	ctx->next = ctx_list;
+	ctx_list = ctx;
+	pthread_mutex_unlock(&ctx_list_lock);
+	return 0;
+}
+
+void lifecycle_unregister(struct hetmm_ctx *ctx)
+{
+	pthread_mutex_lock(&ctx_list_lock);
+	for (struct hetmm_ctx **pp = &ctx_list; *pp; pp = &(*pp)->next) {
+		if (*pp == ctx) {
+			*pp = ctx->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&ctx_list_lock);
+}

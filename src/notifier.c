@@ -1,0 +1,133 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * notifier.c - interval notifiers: telling devices that the CPU side of a
+ * range they mirror changes (mmu_interval_notifier).
+ *
+ * Notifiers hang off their context in a list under a reader-writer lock:
+ * invalidations, which run on the fault path, only read it.
+ */
+#include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+static bool event_is_valid(enum hetmm_event why)
+{
+	return why >= HETMM_EVENT_MIGRATE && why <= HETMM_EVENT_RELEASE;
+}
+
+int hetmm_notifier_insert(struct hetmm_ctx *ctx, const void *addr, size_t len,
+			  const struct hetmm_notifier_ops *ops, void *arg,
+			  struct hetmm_notifier **np)
+{
+	if (!ctx || !ops || !ops->invalidate || !np)
+		return -EINVAL;
+	if (ctx_forked(ctx))
+		return -ECHILD;
+	int rc = check_user_range(addr, len);
+	if (rc)
+		return rc;
+	struct hetmm_notifier *n = calloc(1, sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	n->ctx = ctx;
+	n->start = (uintptr_t)addr;
+	n->end = n->start + len;
+	n->ops = ops;
+	n->arg = arg;
+	pthread_rwlock_wrlock(&ctx->notifiers_lock);
+	n->next = ctx->notifiers;
+	ctx->notifiers = n;
+	pthread_rwlock_unlock(&ctx->notifiers_lock);
+	*np = n;
+	return 0;
+}
+
+/* Unlink n; false if it is not one of its context's notifiers. */
+static bool notifier_unlink(struct hetmm_notifier *n)
+{
+	struct hetmm_ctx *ctx = n->ctx;
+	bool found = false;
+	pthread_rwlock_wrlock(&ctx->notifiers_lock);
+	for (struct hetmm_notifier **pp = &ctx->notifiers; *pp;
+	     pp = &(*pp)->next) {
+		if (*pp == n) {
+			*pp = n->next;
+			found = true;
+			break;
+		}
+	}
+	pthread_rwlock_unlock(&ctx->notifiers_lock);
+	return found;
+}
+
+int hetmm_notifier_remove(struct hetmm_notifier *n)
+{
+	if (!n)
+		return -EINVAL;
+	if (ctx_forked(n->ctx))
+		return -ECHILD;
+	/* Invalidations hold the lock shared, so none runs past this. */
+	if (!notifier_unlink(n))
+		return -EINVAL;
+	free(n);
+	return 0;
+}
+
+int hetmm_notifier_read_begin(struct hetmm_notifier *n, uint64_t *seq)
+{
+	if (!n || !seq)
+		return -EINVAL;
+	for (;;) {
+		uint64_t s = atomic_load(&n->seq);
+		if (!atomic_load(&n->active)) {
+			*seq = s;
+			return 0;
+		}
+		sched_yield();
+	}
+}
+
+int hetmm_notifier_read_retry(const struct hetmm_notifier *n, uint64_t seq)
+{
+	if (!n)
+		return -EINVAL;
+	return atomic_load(&n->seq) != seq;
+}
+
+static void notifier_call(struct hetmm_notifier *n, uintptr_t start,
+			  uintptr_t end, enum hetmm_event why)
+{
+	atomic_fetch_add(&n->active, 1);
+	atomic_fetch_add(&n->seq, 1);
+	n->ops->invalidate(n, MAX(start, n->start), MIN(end, n->end), why,
+			   n->arg);
+	atomic_fetch_sub(&n->active, 1);
+}
+
+void notifiers_invalidate(struct hetmm_ctx *ctx, uintptr_t start,
+			  uintptr_t end, enum hetmm_event why)
+{
+	if (!event_is_valid(why) || start >= end)
+		return;
+	pthread_rwlock_rdlock(&ctx->notifiers_lock);
+	for (struct hetmm_notifier *n = ctx->notifiers; n; n = n->next)
+		if (start < n->end && n->start < end)
+			notifier_call(n, start, end, why);
+	pthread_rwlock_unlock(&ctx->notifiers_lock);
+}
+
+void notifiers_release(struct hetmm_ctx *ctx)
+{
+	pthread_rwlock_wrlock(&ctx->notifiers_lock);
+	struct hetmm_notifier *n = ctx->notifiers;
+	ctx->notifiers = NULL;
+	pthread_rwlock_unlock(&ctx->notifiers_lock);
+	while (n) {
+		struct hetmm_notifier *next = n->next;
+		notifier_call(n, n->start, n->end, HETMM_EVENT_RELEASE);
+		free(n);
+		n = next;
+	}
+}
