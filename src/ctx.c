@@ -144,6 +144,8 @@ int hetmm_ctx_get_stats(struct hetmm_ctx *ctx, struct hetmm_stats *st)
 	st->mirror_faults = STAT_LOAD(ctx, mirror_faults);
 	int64_t resident = STAT_LOAD(ctx, device_resident);
 	st->device_resident = resident > 0 ? (uint64_t)resident : 0;
+	st->evictions = STAT_LOAD(ctx, evictions);
+	st->pins = STAT_LOAD(ctx, pins);
 	return 0;
 }
 

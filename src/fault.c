@@ -88,6 +88,33 @@ static void fault_back(struct hetmm_ctx *ctx, uintptr_t addr)
 	ctx->last_fill_end = addr + done * PAGE_SIZE;
 }
 
+/*
+ * A hole in a page the pin API holds (or in fixed device memory): no
+ * migration may take it, so fill it for the thread touching it, with a
+ * reference of our own (a count word's low bits) so that the holder
+ * can't let go and a migration claim it meanwhile.  If the word stopped
+ * being a hold, wake the thread to fault again.
+ */
+static void fault_zero_held(struct hetmm_ctx *ctx, _Atomic uint64_t *slot,
+			    uintptr_t addr, bool write)
+{
+	uint64_t e = atomic_load(slot);
+	bool ref = false;
+	while (e && !(e & SHADOW_FLAGS) && !ref)
+		ref = atomic_compare_exchange_weak(slot, &e, e + 1);
+	if (!ref && !(e & SHADOW_FIXED)) {
+		uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
+		return;
+	}
+	if (uffd_fill(ctx->uffd.fd, write ? FILL_COPY : FILL_ZERO, addr,
+		      (uintptr_t)ctx->zero_src, PAGE_SIZE, true) < 0)
+		uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
+	else
+		STAT_ADD(ctx, fault_zero, 1);
+	if (ref)
+		atomic_fetch_sub(slot, 1);
+}
+
 /* A hole in a registered range: fill it as the kernel would have. */
 static void fault_zero(struct hetmm_ctx *ctx, uintptr_t addr, bool write)
 {
@@ -103,8 +130,11 @@ static void fault_zero(struct hetmm_ctx *ctx, uintptr_t addr, bool write)
 	uint64_t e = 0;
 	if (!slot || !atomic_compare_exchange_strong(slot, &e, SHADOW_BUSY)) {
 		/* Changed under us; the new owner wakes us, or, with no slot
-		 * at all, waking lets the thread retry. */
-		if (!slot)
+		 * at all, waking lets the thread retry.  A held page has no
+		 * owner to wake us: fill it here. */
+		if (slot && !(e & (SHADOW_DEVICE | SHADOW_BUSY)))
+			fault_zero_held(ctx, slot, addr, write);
+		else if (!slot)
 			uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
 		return;
 	}

@@ -91,10 +91,16 @@ int vtab_for_each(struct vtab *t, uint64_t first, uint64_t last,
  *   DEVICE | pfn            on the device frame pfn
  *   BUSY [| DEVICE | pfn]   claimed by a migration or a fault in flight;
  *                           whoever set BUSY clears it and wakes waiters
- *   n (no flag bits)        system page pinned n times (pin API)
+ *   n (no flag bits)        system page with references or pins taken
+ *                           by the pin API (pin.c: n = refs + pins * BIAS)
+ *   FIXED | pfn             CPU-addressable device memory (FS_DAX,
+ *                           GENERIC) mapped at this address by its driver:
+ *                           never migrated; pins count in the metadata
  */
 #define SHADOW_DEVICE (1ULL << 63)
 #define SHADOW_BUSY (1ULL << 62)
+#define SHADOW_FIXED (1ULL << 61)
+#define SHADOW_FLAGS (SHADOW_DEVICE | SHADOW_BUSY | SHADOW_FIXED)
 #define SHADOW_PFN_MASK ((1ULL << 56) - 1)
 
 static inline uint64_t shadow_pfn(uint64_t e)
@@ -209,7 +215,16 @@ struct hetmm_pagemap {
 
 	atomic_bool dying;                /* hot-remove started */
 	atomic_int users;                 /* migrations to it in flight */
+	uintptr_t fixed_base;             /* FS_DAX, GENERIC: the mapping */
+	_Atomic uint64_t clock_hand;      /* eviction: next frame to look at */
 };
+
+/* Frames of FS_DAX and GENERIC pagemaps are CPU memory mapped in place. */
+static inline bool pagemap_is_fixed(const struct hetmm_pagemap *pgmap)
+{
+	return pgmap->type == HETMM_MEMORY_FS_DAX ||
+	       pgmap->type == HETMM_MEMORY_GENERIC;
+}
 
 static inline uint64_t pagemap_pfn(const struct hetmm_pagemap *pgmap,
 				   uint64_t index)
@@ -228,6 +243,24 @@ void pagemap_free(struct hetmm_pagemap *pgmap, const uint32_t *idx,
 /* Enter/leave a migration to pgmap; enter fails with -ENXIO if dying. */
 int pagemap_get(struct hetmm_pagemap *pgmap);
 void pagemap_put(struct hetmm_pagemap *pgmap);
+
+/*
+ * A reference (pin false) or pin (pin true) on the page of a fixed
+ * pagemap that the shadow entry e (FIXED | pfn) names.  0, -EAGAIN if the
+ * pagemap is being removed or e is stale (look at the shadow again),
+ * -EOPNOTSUPP for a long-term pin of FS_DAX memory, -ENOMEM on overflow.
+ */
+int pagemap_fixed_grab(_Atomic uint64_t *slot, uint64_t e, bool pin,
+		       bool longterm);
+/* Drop what grab took; -EINVAL if the page holds none. */
+int pagemap_fixed_release(uint64_t e, bool pin, bool check_only);
+/* References and pins held on the fixed page e names. */
+int pagemap_fixed_counts(uint64_t e, uint64_t *refs, uint64_t *pins);
+
+/* evict.c: frames for a full HETMM_PAGEMAP_EVICT pagemap, by evicting its
+ * least recently used pages to system memory; returns frames taken. */
+size_t pagemap_alloc_evict(struct hetmm_pagemap *pgmap, uint32_t *idx,
+			   size_t nr);
 
 /* ------------------------------------------------------------------------
  * ctx.c, fault.c - the context and its fault handler.
@@ -251,6 +284,8 @@ struct hetmm_stats_atomic {
 	atomic_uint_fast64_t skipped_pages;
 	atomic_uint_fast64_t mirror_faults;
 	atomic_int_fast64_t device_resident;
+	atomic_uint_fast64_t evictions;
+	atomic_uint_fast64_t pins;
 };
 
 struct hetmm_ctx {

@@ -378,10 +378,14 @@ static enum hetmm_migrate_status classify_unclaimable(uint64_t e,
 {
 	if (e & SHADOW_BUSY)
 		return HETMM_MIGRATE_SKIP_BUSY;
-	if (e & SHADOW_DEVICE) {
+	if (e & (SHADOW_DEVICE | SHADOW_FIXED)) {
 		uint64_t idx;
-		return pfn_pagemap(shadow_pfn(e), &idx) == pgmap ?
-		       HETMM_MIGRATE_ALREADY : HETMM_MIGRATE_SKIP_OTHER_DEVICE;
+		if (pfn_pagemap(shadow_pfn(e), &idx) != pgmap)
+			return HETMM_MIGRATE_SKIP_OTHER_DEVICE;
+		/* Asked for again: the eviction clock spares it once. */
+		atomic_fetch_or(&pgmap_page(pgmap, idx)->owner,
+				(uint64_t)HETMM_PAGE_REFERENCED);
+		return HETMM_MIGRATE_ALREADY;
 	}
 	return HETMM_MIGRATE_SKIP_PINNED;
 }
@@ -437,6 +441,9 @@ static void chunk_alloc_frames(struct hetmm_ctx *ctx,
 			       size_t claimed)
 {
 	c->nframes = pagemap_alloc(pgmap, c->frames, claimed);
+	if (c->nframes < claimed && (pgmap->flags & HETMM_PAGEMAP_EVICT))
+		c->nframes += pagemap_alloc_evict(pgmap, c->frames + c->nframes,
+						  claimed - c->nframes);
 	size_t k = 0;
 	bool unclaimed = false;
 	for (size_t i = 0; i < c->n; i++) {
@@ -770,8 +777,9 @@ int hetmm_migrate_to_device(struct hetmm_pagemap *pgmap, void *addr,
 	if (rc)
 		return rc;
 	struct hetmm_ctx *ctx = pgmap->ctx;
-	if (!(ctx->uffd.features & UFFD_FEATURE_PAGEFAULT_FLAG_WP))
-		return -EOPNOTSUPP;
+	if (!(ctx->uffd.features & UFFD_FEATURE_PAGEFAULT_FLAG_WP) ||
+	    pagemap_is_fixed(pgmap))
+		return -EOPNOTSUPP;   /* FS_DAX, GENERIC: nothing migrates */
 	uintptr_t start = (uintptr_t)addr, end = start + len;
 	rc = vma_check_accessible(&ctx->vmaq, start, end);
 	if (rc)
