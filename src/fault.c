@@ -107,12 +107,13 @@ static void fault_zero_held(struct hetmm_ctx *ctx, _Atomic uint64_t *slot,
 		return;
 	}
 	if (uffd_fill(ctx->uffd.fd, write ? FILL_COPY : FILL_ZERO, addr,
-		      (uintptr_t)ctx->zero_src, PAGE_SIZE, true) < 0)
-		uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
-	else
+		      (uintptr_t)ctx->zero_src, PAGE_SIZE, false) > 0)
 		STAT_ADD(ctx, fault_zero, 1);
+	/* Our reference goes before the thread resumes: it may release its
+	 * own hold and expect the word back where it left it. */
 	if (ref)
 		atomic_fetch_sub(slot, 1);
+	uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
 }
 
 /* A hole in a registered range: fill it as the kernel would have. */

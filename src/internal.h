@@ -246,8 +246,8 @@ void pagemap_put(struct hetmm_pagemap *pgmap);
 
 /*
  * A reference (pin false) or pin (pin true) on the page of a fixed
- * pagemap that the shadow entry e (FIXED | pfn) names.  0, -EAGAIN if the
- * pagemap is being removed or e is stale (look at the shadow again),
+ * pagemap that the shadow entry e (FIXED | pfn) names.  0, -ENXIO if the
+ * pagemap is being removed, -EAGAIN if e is stale (look again),
  * -EOPNOTSUPP for a long-term pin of FS_DAX memory, -ENOMEM on overflow.
  */
 int pagemap_fixed_grab(_Atomic uint64_t *slot, uint64_t e, bool pin,

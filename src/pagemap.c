@@ -273,7 +273,9 @@ int pagemap_fixed_grab(_Atomic uint64_t *slot, uint64_t e, bool pin,
 	rc = 0;
 	if (atomic_fetch_add(cnt, 1) >= UINT32_MAX - 1)
 		rc = -ENOMEM;
-	else if (atomic_load(&pgmap->dying) || atomic_load(slot) != e)
+	else if (atomic_load(&pgmap->dying))
+		rc = -ENXIO;
+	else if (atomic_load(slot) != e)
 		rc = -EAGAIN;
 	if (rc)
 		atomic_fetch_sub(cnt, 1);

@@ -158,8 +158,13 @@ static int bring_back(struct gup *g, _Atomic uint64_t *slot, uint64_t e,
 	return 0;
 }
 
-/* The slow path for one page: wait out claims, bring device pages back,
- * hold what is left. */
+/*
+ * The slow path for one page: wait out claims, bring device pages back,
+ * hold what is left.  A fixed page whose pagemap is being removed is
+ * waited for only while the call holds nothing yet: holding pages while
+ * waiting could hold the removal up until it gives up.  Otherwise it ends
+ * the call short, as the kernel's get_dev_pagemap() failing does.
+ */
 static int gup_slow_page(struct gup *g, size_t i)
 {
 	uintptr_t a = gup_addr(g, i);
@@ -181,9 +186,11 @@ static int gup_slow_page(struct gup *g, size_t i)
 			rc = hold_fixed(g, slot, e, a);
 			if (rc == 0)
 				break;
-			if (rc == -EAGAIN) {   /* being removed, or stale */
+			if (rc == -EAGAIN || (rc == -ENXIO && i == 0)) {
 				sched_yield();
 				rc = 0;
+			} else if (rc == -ENXIO) {
+				rc = -EFAULT;
 			}
 		} else {
 			rc = hold_system(slot, g->pin);
