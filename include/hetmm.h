@@ -261,8 +261,9 @@ struct hetmm_pagemap_desc {
  * first: a clock over frame indices passes over pages that were asked
  * for again (HETMM_PAGE_REFERENCED: a migration found them already
  * there) once, and evicts the rest, in runs, through the ordinary
- * migrate-back path.  Pages of the migration under way are never its
- * victims.  Counted in hetmm_stats.evictions.
+ * migrate-back path.  Pages of the chunk (2 MiB) under way are never its
+ * victims; a migration larger than the device evicts its own earlier
+ * chunks.  Counted in hetmm_stats.evictions.
  */
 #define HETMM_PAGEMAP_EVICT (1u << 1)
 

@@ -70,9 +70,14 @@ static size_t evict(struct hetmm_pagemap *pgmap, size_t want)
 		size_t n = claim_victims(pgmap, idx,
 					 MIN(want - evicted, (size_t)CHUNK_PAGES),
 					 &vpn, claims);
-		if (n)
-			evicted += migrate_back_claimed(ctx, vpn, n, claims,
-							&staging, false);
+		if (!n)
+			continue;
+		/* The hand passes the whole run: the frames after idx are
+		 * free now and will be the next to fill, the youngest. */
+		atomic_fetch_add_explicit(&pgmap->clock_hand, n - 1,
+					  memory_order_relaxed);
+		evicted += migrate_back_claimed(ctx, vpn, n, claims, &staging,
+						false);
 	}
 	if (staging)
 		munmap(staging, CHUNK_PAGES * PAGE_SIZE);
