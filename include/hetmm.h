@@ -131,6 +131,8 @@ struct hetmm_stats {
 	uint64_t discarded_pages;    /* device pages freed by munmap/madvise */
 	uint64_t remapped_pages;     /* device pages carried by mremap */
 	uint64_t fork_pages;         /* device pages brought back for fork */
+	uint64_t evictions;          /* pages evicted from a full device */
+	uint64_t pins;               /* pages got or pinned (pin API) */
 };
 
 int hetmm_ctx_get_stats(struct hetmm_ctx *ctx, struct hetmm_stats *stats);
@@ -175,6 +177,8 @@ struct hetmm_page_info {
 #define HETMM_PAGE_ALLOCATED (1u << 0)
 #define HETMM_PAGE_ZERO (1u << 1)    /* backs a page never written: reads
 				      * as zeroes, device copy not made */
+#define HETMM_PAGE_REFERENCED (1u << 2) /* asked for again since the
+					 * eviction clock last passed */
 
 /* Frame number to page metadata; -ENXIO for anything not hot-added. */
 int hetmm_pfn_to_page(hetmm_pfn_t pfn, struct hetmm_page **pagep);
@@ -192,7 +196,31 @@ int hetmm_page_metadata_size(void);
  * Pagemaps: hot-added device memory
  */
 
-/* Values match the kernel's enum memory_type. */
+/*
+ * Values match the kernel's enum memory_type.  What this build hosts:
+ *
+ * DEVICE_PRIVATE  memory the CPU cannot address; process pages migrate to
+ *                 it and fault back on a CPU access.  Needs the copy ops.
+ * FS_DAX          a file's pages mapped straight into the process, as a
+ *                 DAX filesystem maps persistent memory: the driver maps a
+ *                 regular file (or a /dev/shm file) and page_address()
+ *                 gives that mapping, which must be file backed and
+ *                 contiguous.  Nothing migrates to or from it; its pages
+ *                 take references and short-term pins through their own
+ *                 mapping, and refuse a long-term pin with -EOPNOTSUPP
+ *                 (the kernel's rule: a long-term pin would block the
+ *                 filesystem's truncate and hole punch indefinitely).
+ * GENERIC         CPU-addressable memory the driver mapped at
+ *                 page_address() (contiguous, any mapping): per-page
+ *                 metadata, references and pins of either term, no
+ *                 migration: hetmm_migrate_to_device() to it gives
+ *                 -EOPNOTSUPP.
+ *
+ * For FS_DAX and GENERIC the copy ops are optional and unused, and every
+ * page is in use from hot-add on (refcount 1, owner its address, no free
+ * frames).  Hot-remove waits for their references and pins to go.
+ * DEVICE_COHERENT and PCI_P2PDMA give -EOPNOTSUPP for now.
+ */
 enum hetmm_memory_type {
 	HETMM_MEMORY_DEVICE_PRIVATE = 1,  /* not CPU addressable */
 	HETMM_MEMORY_DEVICE_COHERENT,     /* CPU addressable, migratable */
@@ -242,6 +270,24 @@ struct hetmm_pagemap_desc {
  */
 #define HETMM_PAGEMAP_REMAP (1u << 0)
 
+/*
+ * Eviction policy of a DEVICE_PRIVATE pagemap.  Without this flag a
+ * migration to a full device skips the pages it has no frame for
+ * (HETMM_MIGRATE_SKIP_NOMEM, -ENOMEM if none moved).  With it, the
+ * migration first evicts pages of the device to system memory, oldest
+ * first: a clock over frame indices passes over pages that were asked
+ * for again (HETMM_PAGE_REFERENCED: a migration found them already
+ * there) once, and evicts the rest, in runs, through the ordinary
+ * migrate-back path.  Pages of the chunk (2 MiB) under way are never its
+ * victims; a migration larger than the device evicts its own earlier
+ * chunks.  Counted in hetmm_stats.evictions.
+ */
+#define HETMM_PAGEMAP_EVICT (1u << 1)
+
+/* How long hot-remove of an FS_DAX or GENERIC pagemap waits for its
+ * pages' references and pins to go before it gives up with -EBUSY. */
+#define HETMM_REMOVE_PIN_WAIT_MS 500
+
 /* Hot-add device memory.  -EOPNOTSUPP for types this build can't host. */
 int hetmm_pagemap_add(struct hetmm_ctx *ctx,
 		      const struct hetmm_pagemap_desc *desc,
@@ -250,7 +296,13 @@ int hetmm_pagemap_add(struct hetmm_ctx *ctx,
 /*
  * Hot-remove: new migrations to the pagemap are refused, every resident
  * page is migrated back to system memory, then its frame numbers stop
- * resolving and the metadata is freed.
+ * resolving and the metadata is freed.  Threads faulting on its pages
+ * meanwhile get them back with their data.  DEVICE_PRIVATE pages are never
+ * pinned (a pin migrates them back first), so nothing holds the removal
+ * up.  FS_DAX and GENERIC pages stay where they are and may be pinned:
+ * removal refuses new references, waits up to HETMM_REMOVE_PIN_WAIT_MS for
+ * those held to go, and otherwise returns -EBUSY with the pagemap intact
+ * and usable.  After removal their addresses are ordinary memory.
  */
 int hetmm_pagemap_remove(struct hetmm_pagemap *pgmap);
 
@@ -310,6 +362,81 @@ int hetmm_migrate_to_device(struct hetmm_pagemap *pgmap, void *addr,
  */
 int hetmm_migrate_to_system(struct hetmm_ctx *ctx, void *addr, size_t len,
 			    struct hetmm_migrate_report *report);
+
+/* ------------------------------------------------------------------------
+ * Getting and pinning user pages (get_user_pages, pin_user_pages)
+ *
+ * A device about to DMA to or from process memory holds the pages so that
+ * they stay where they are.  hetmm gives the kernel's two kinds of hold:
+ *
+ *   get   a reference (FOLL_GET): the page is held in place and can't be
+ *         migrated, evicted or hot-removed until hetmm_put_user_pages().
+ *         For short uses: reading a page, a brief copy.
+ *   pin   a pin (FOLL_PIN): the same hold, counted apart from references
+ *         so that hetmm_user_page_holds() can tell a page is pinned for
+ *         DMA (the kernel's page_maybe_dma_pinned()), and the only hold
+ *         that may be long term.  Released by hetmm_unpin_user_pages().
+ *
+ * Rules, as the kernel's:
+ *   - a page on a DEVICE_PRIVATE device is migrated back to system memory
+ *     before any get or pin returns it;
+ *   - a held page is never migrated (migration skips it and reports
+ *     HETMM_MIGRATE_SKIP_PINNED), evicted or hot-removed;
+ *   - a get or pin makes the page present for the access asked for: read,
+ *     or write with HETMM_FOLL_WRITE (a hole gets its own zeroed page);
+ *   - HETMM_FOLL_LONGTERM is for pins only (-EINVAL on a get) and is
+ *     refused on FS_DAX pages with -EOPNOTSUPP;
+ *   - pages of an FS_DAX or GENERIC pagemap reached through the driver's
+ *     own mapping are held in place: the hold is in their metadata.
+ * hetmm holds pages against hetmm: the kernel may still reclaim or swap a
+ * held system page under memory pressure unless the caller mlock()s it.
+ *
+ * pages[] (nr_pages entries, required) receives each page's address, to
+ * be passed back to put or unpin.  The return value is the number of pages
+ * held, from addr on, or a negative errno if the first page could not be
+ * held: -EFAULT for an unmapped or inaccessible page, or one not writable
+ * with HETMM_FOLL_WRITE; -EOPNOTSUPP as above; -EINVAL for bad arguments,
+ * including nr_pages == 0 (the kernel returns 0 there; hetmm refuses an
+ * empty range everywhere).  A short count means page [count] failed; the
+ * pages before it are held and must be released.
+ *
+ * The _fast variants do what the kernel's do: a system page with nobody
+ * migrating it is held with one compare-and-swap on its shadow word and a
+ * one-byte touch (read, or an atomic add of zero for a write), with no
+ * lock and no allocation; the range's mappings are checked with one
+ * PROCMAP_QUERY per mapping so that bad input fails instead of crashing.
+ * Where the kernel's fast path would give up (the page is on a device, a
+ * migration or fault holds it, a page of a fixed pagemap, a page hetmm
+ * never tracked) they go on with the slow variant, which waits for busy
+ * pages, migrates device pages back and takes the locks it needs.
+ */
+#define HETMM_FOLL_WRITE (1u << 0)
+#define HETMM_FOLL_LONGTERM (1u << 1)
+
+long hetmm_get_user_pages(struct hetmm_ctx *ctx, void *addr, size_t nr_pages,
+			  unsigned int flags, void **pages);
+long hetmm_get_user_pages_fast(struct hetmm_ctx *ctx, void *addr,
+			       size_t nr_pages, unsigned int flags,
+			       void **pages);
+long hetmm_pin_user_pages(struct hetmm_ctx *ctx, void *addr, size_t nr_pages,
+			  unsigned int flags, void **pages);
+long hetmm_pin_user_pages_fast(struct hetmm_ctx *ctx, void *addr,
+			       size_t nr_pages, unsigned int flags,
+			       void **pages);
+
+/*
+ * Release what get (put) or pin (unpin) took on each page of pages[].
+ * -EINVAL, and nothing released, if an entry is NULL, unaligned or not
+ * held that way; pass pinned pages to unpin and got pages to put.
+ */
+int hetmm_put_user_pages(struct hetmm_ctx *ctx, void *const *pages,
+			 size_t nr_pages);
+int hetmm_unpin_user_pages(struct hetmm_ctx *ctx, void *const *pages,
+			   size_t nr_pages);
+
+/* The references and pins held on the page at addr (0 and 0 if none). */
+int hetmm_user_page_holds(struct hetmm_ctx *ctx, const void *addr,
+			  uint64_t *refs, uint64_t *pins);
 
 /* ------------------------------------------------------------------------
  * Range fault (hmm_range_fault) and snapshots

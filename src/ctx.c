@@ -114,9 +114,15 @@ int hetmm_ctx_create(struct hetmm_ctx **ctxp,
 		rc = -ENOMEM;
 		goto fail;
 	}
+	memset(ctx->sync_pages, 0, MAX_MIGRATORS * PAGE_SIZE);
 	rc = uffd_register(ctx->uffd.fd, (uintptr_t)ctx->sync_pages,
 			   MAX_MIGRATORS * PAGE_SIZE,
-			   UFFDIO_REGISTER_MODE_MISSING, NULL);
+			   UFFDIO_REGISTER_MODE_MISSING |
+			   UFFDIO_REGISTER_MODE_WP, NULL);
+	if (!rc)
+		rc = uffd_writeprotect(ctx->uffd.fd,
+				       (uintptr_t)ctx->sync_pages,
+				       MAX_MIGRATORS * PAGE_SIZE, WP_ON);
 	if (!rc)
 		rc = fault_handler_start(ctx);
 	if (!rc)
@@ -183,6 +189,8 @@ int hetmm_ctx_get_stats(struct hetmm_ctx *ctx, struct hetmm_stats *st)
 	st->discarded_pages = STAT_LOAD(ctx, discarded_pages);
 	st->remapped_pages = STAT_LOAD(ctx, remapped_pages);
 	st->fork_pages = STAT_LOAD(ctx, fork_pages);
+	st->evictions = STAT_LOAD(ctx, evictions);
+	st->pins = STAT_LOAD(ctx, pins);
 	return 0;
 }
 
@@ -255,15 +263,24 @@ int migrator_zap(struct hetmm_ctx *ctx, struct migrator *m, uintptr_t start,
 	return rc;
 }
 
-/* A zap of the slot's own sync page is an event like any other: once the
- * handler has seen it, it has handled everything read before it. */
+/*
+ * A write to the slot's own write-protected sync page is a fault, and the
+ * handler takes messages in the order the kernel queued them: once it has
+ * lifted the protection, it has handled every event read before.  A fault,
+ * unlike an madvise, holds nobody else's userfaultfd calls up meanwhile.
+ */
 void handler_sync(struct hetmm_ctx *ctx)
 {
 	struct migrator *m = migrator_enter(ctx, gettid());
-	uintptr_t page = (uintptr_t)ctx->sync_pages +
-			 (uintptr_t)(m - ctx->migrators) * PAGE_SIZE;
-	migrator_zap(ctx, m, page, page + PAGE_SIZE);
+	char *page = ctx->sync_pages + (m - ctx->migrators) * PAGE_SIZE;
+	*(volatile char *)page = 1;
+	uffd_writeprotect(ctx->uffd.fd, (uintptr_t)page, PAGE_SIZE, WP_ON);
 	migrator_leave(m);
+}
+
+bool is_sync_page(const struct hetmm_ctx *ctx, uintptr_t addr)
+{
+	return addr - (uintptr_t)ctx->sync_pages < MAX_MIGRATORS * PAGE_SIZE;
 }
 
 void migrators_zap_seen(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)

@@ -91,6 +91,34 @@ static void fault_back(struct hetmm_ctx *ctx, uintptr_t addr)
 	ctx->last_fill_end = addr + done * PAGE_SIZE;
 }
 
+/*
+ * A hole in a page the pin API holds (or in fixed device memory): no
+ * migration may take it, so fill it for the thread touching it, with a
+ * reference of our own (a count word's low bits) so that the holder
+ * can't let go and a migration claim it meanwhile.  If the word stopped
+ * being a hold, wake the thread to fault again.
+ */
+static void fault_zero_held(struct hetmm_ctx *ctx, _Atomic uint64_t *slot,
+			    uintptr_t addr, bool write)
+{
+	uint64_t e = atomic_load(slot);
+	bool ref = false;
+	while (e && !(e & SHADOW_FLAGS) && !ref)
+		ref = atomic_compare_exchange_weak(slot, &e, e + 1);
+	if (!ref && !(e & SHADOW_FIXED)) {
+		uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
+		return;
+	}
+	if (uffd_fill(ctx->uffd.fd, write ? FILL_COPY : FILL_ZERO, addr,
+		      (uintptr_t)ctx->zero_src, PAGE_SIZE, FILL_ONCE) > 0)
+		STAT_ADD(ctx, fault_zero, 1);
+	/* Our reference goes before the thread resumes: it may release its
+	 * own hold and expect the word back where it left it. */
+	if (ref)
+		atomic_fetch_sub(slot, 1);
+	uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
+}
+
 /* A hole in a registered range: fill it as the kernel would have. */
 static void fault_zero(struct hetmm_ctx *ctx, uintptr_t addr, bool write)
 {
@@ -106,8 +134,11 @@ static void fault_zero(struct hetmm_ctx *ctx, uintptr_t addr, bool write)
 	uint64_t e = 0;
 	if (!slot || !atomic_compare_exchange_strong(slot, &e, SHADOW_BUSY)) {
 		/* Changed under us; the new owner wakes us, or, with no slot
-		 * at all, waking lets the thread retry. */
-		if (!slot)
+		 * at all, waking lets the thread retry.  A held page has no
+		 * owner to wake us: fill it here. */
+		if (slot && !(e & (SHADOW_DEVICE | SHADOW_BUSY)))
+			fault_zero_held(ctx, slot, addr, write);
+		else if (!slot)
 			uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
 		return;
 	}
@@ -128,6 +159,13 @@ static void handle_pagefault(struct hetmm_ctx *ctx, const struct uffd_msg *m)
 	uintptr_t addr = (uintptr_t)m->arg.pagefault.address & PAGE_MASK;
 	uint64_t flags = m->arg.pagefault.flags;
 
+	if (is_sync_page(ctx, addr)) {
+		/* handler_sync(): everything before it is handled now.  Not
+		 * a fault of the process's: not counted. */
+		if (uffd_writeprotect(ctx->uffd.fd, addr, PAGE_SIZE, FILL_ONCE))
+			uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
+		return;
+	}
 	STAT_ADD(ctx, faults, 1);
 	if (addr == (uintptr_t)ctx->doorbell) {
 		if (uffd_fill(ctx->uffd.fd, FILL_ZERO, addr, 0, PAGE_SIZE,

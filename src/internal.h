@@ -93,11 +93,17 @@ int vtab_for_each(struct vtab *t, uint64_t first, uint64_t last,
  *                           whoever set BUSY clears it and wakes waiters
  *   BUSY | GONE [| ...]     claimed, and the process unmapped the page
  *                           meanwhile: the claimer must not publish it
- *   n (no flag bits)        system page pinned n times (pin API)
+ *   n (no flag bits)        system page with references or pins taken
+ *                           by the pin API (pin.c: n = refs + pins * BIAS)
+ *   FIXED | pfn             CPU-addressable device memory (FS_DAX,
+ *                           GENERIC) mapped at this address by its driver:
+ *                           never migrated; pins count in the metadata
  */
 #define SHADOW_DEVICE (1ULL << 63)
 #define SHADOW_BUSY (1ULL << 62)
-#define SHADOW_GONE (1ULL << 61)
+#define SHADOW_FIXED (1ULL << 61)
+#define SHADOW_GONE (1ULL << 60)
+#define SHADOW_FLAGS (SHADOW_DEVICE | SHADOW_BUSY | SHADOW_FIXED | SHADOW_GONE)
 #define SHADOW_PFN_MASK ((1ULL << 56) - 1)
 
 static inline uint64_t shadow_pfn(uint64_t e)
@@ -120,7 +126,9 @@ int uffd_open(struct uffd *u, uint64_t want_features);
 void uffd_close(struct uffd *u);
 int uffd_register(int fd, uintptr_t start, size_t len, uint64_t mode,
 		  uint64_t *ioctls);
-int uffd_writeprotect(int fd, uintptr_t start, size_t len, bool wp);
+#define WP_ON (1u << 2)  /* protect; without it, lift and wake */
+/* UFFDIO_WRITEPROTECT; flags WP_ON and FILL_ONCE (below). */
+int uffd_writeprotect(int fd, uintptr_t start, size_t len, unsigned flags);
 enum uffd_fill { FILL_COPY, FILL_ZERO, FILL_MOVE };
 #define FILL_WAKE (1u << 0)  /* wake the range's waiters when filled */
 /* Don't retry EAGAIN.  The kernel gives it while an event (munmap,
@@ -217,7 +225,16 @@ struct hetmm_pagemap {
 
 	atomic_bool dying;                /* hot-remove started */
 	atomic_int users;                 /* migrations to it in flight */
+	uintptr_t fixed_base;             /* FS_DAX, GENERIC: the mapping */
+	_Atomic uint64_t clock_hand;      /* eviction: next frame to look at */
 };
+
+/* Frames of FS_DAX and GENERIC pagemaps are CPU memory mapped in place. */
+static inline bool pagemap_is_fixed(const struct hetmm_pagemap *pgmap)
+{
+	return pgmap->type == HETMM_MEMORY_FS_DAX ||
+	       pgmap->type == HETMM_MEMORY_GENERIC;
+}
 
 static inline uint64_t pagemap_pfn(const struct hetmm_pagemap *pgmap,
 				   uint64_t index)
@@ -236,6 +253,24 @@ void pagemap_free(struct hetmm_pagemap *pgmap, const uint32_t *idx,
 /* Enter/leave a migration to pgmap; enter fails with -ENXIO if dying. */
 int pagemap_get(struct hetmm_pagemap *pgmap);
 void pagemap_put(struct hetmm_pagemap *pgmap);
+
+/*
+ * A reference (pin false) or pin (pin true) on the page of a fixed
+ * pagemap that the shadow entry e (FIXED | pfn) names.  0, -ENXIO if the
+ * pagemap is being removed, -EAGAIN if e is stale (look again),
+ * -EOPNOTSUPP for a long-term pin of FS_DAX memory, -ENOMEM on overflow.
+ */
+int pagemap_fixed_grab(_Atomic uint64_t *slot, uint64_t e, bool pin,
+		       bool longterm);
+/* Drop what grab took; -EINVAL if the page holds none. */
+int pagemap_fixed_release(uint64_t e, bool pin, bool check_only);
+/* References and pins held on the fixed page e names. */
+int pagemap_fixed_counts(uint64_t e, uint64_t *refs, uint64_t *pins);
+
+/* evict.c: frames for a full HETMM_PAGEMAP_EVICT pagemap, by evicting its
+ * least recently used pages to system memory; returns frames taken. */
+size_t pagemap_alloc_evict(struct hetmm_pagemap *pgmap, uint32_t *idx,
+			   size_t nr);
 
 /* ------------------------------------------------------------------------
  * ctx.c, fault.c - the context and its fault handler.
@@ -276,6 +311,8 @@ struct hetmm_stats_atomic {
 	atomic_uint_fast64_t discarded_pages;
 	atomic_uint_fast64_t remapped_pages;
 	atomic_uint_fast64_t fork_pages;
+	atomic_uint_fast64_t evictions;
+	atomic_uint_fast64_t pins;
 };
 
 /* ------------------------------------------------------------------------
@@ -311,8 +348,8 @@ struct hetmm_ctx {
 	pthread_t handler;
 	bool handler_running;
 	void *doorbell;                   /* touched to stop the handler */
-	char *sync_pages;                 /* one per migrator slot: see
-					   * handler_sync() */
+	char *sync_pages;                 /* one per migrator slot, write
+					   * protected: see handler_sync() */
 	bool doorbell_served;             /* handler-owned */
 	void *zero_src;                   /* CHUNK_PAGES readable zero pages */
 
@@ -385,6 +422,7 @@ int migrator_zap(struct hetmm_ctx *ctx, struct migrator *m, uintptr_t start,
  * once could meet the late UNMAP meant for the old mapping.
  */
 void handler_sync(struct hetmm_ctx *ctx);
+bool is_sync_page(const struct hetmm_ctx *ctx, uintptr_t addr);
 /* The handler saw a REMOVE event: count it against the zaps it covers. */
 void migrators_zap_seen(struct hetmm_ctx *ctx, uintptr_t start,
 			uintptr_t end);

@@ -428,10 +428,14 @@ static enum hetmm_migrate_status classify_unclaimable(uint64_t e,
 {
 	if (e & SHADOW_BUSY)
 		return HETMM_MIGRATE_SKIP_BUSY;
-	if (e & SHADOW_DEVICE) {
+	if (e & (SHADOW_DEVICE | SHADOW_FIXED)) {
 		uint64_t idx;
-		return pfn_pagemap(shadow_pfn(e), &idx) == pgmap ?
-		       HETMM_MIGRATE_ALREADY : HETMM_MIGRATE_SKIP_OTHER_DEVICE;
+		if (pfn_pagemap(shadow_pfn(e), &idx) != pgmap)
+			return HETMM_MIGRATE_SKIP_OTHER_DEVICE;
+		/* Asked for again: the eviction clock spares it once. */
+		atomic_fetch_or(&pgmap_page(pgmap, idx)->owner,
+				(uint64_t)HETMM_PAGE_REFERENCED);
+		return HETMM_MIGRATE_ALREADY;
 	}
 	return HETMM_MIGRATE_SKIP_PINNED;
 }
@@ -487,6 +491,9 @@ static void chunk_alloc_frames(struct hetmm_ctx *ctx,
 			       size_t claimed)
 {
 	c->nframes = pagemap_alloc(pgmap, c->frames, claimed);
+	if (c->nframes < claimed && (pgmap->flags & HETMM_PAGEMAP_EVICT))
+		c->nframes += pagemap_alloc_evict(pgmap, c->frames + c->nframes,
+						  claimed - c->nframes);
 	size_t k = 0;
 	bool unclaimed = false;
 	for (size_t i = 0; i < c->n; i++) {
@@ -576,7 +583,7 @@ static void chunk_move(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 static int run_wp(struct hetmm_ctx *ctx, struct chunk *c, size_t i, size_t n)
 {
 	return uffd_writeprotect(ctx->uffd.fd, chunk_addr(c, i),
-				 n * PAGE_SIZE, true);
+				 n * PAGE_SIZE, WP_ON);
 }
 
 static int run_zap(struct hetmm_ctx *ctx, struct chunk *c, size_t i, size_t n)
@@ -633,7 +640,7 @@ static void chunk_unprotect(struct hetmm_ctx *ctx, struct chunk *c)
 		while (i + run < c->n && c->wp[i + run])
 			run++;
 		uffd_writeprotect(ctx->uffd.fd, chunk_addr(c, i),
-				  run * PAGE_SIZE, false);
+				  run * PAGE_SIZE, 0);
 		memset(&c->wp[i], 0, run);
 		i += run;
 	}
@@ -823,8 +830,9 @@ int hetmm_migrate_to_device(struct hetmm_pagemap *pgmap, void *addr,
 	struct hetmm_ctx *ctx = pgmap->ctx;
 	if (ctx_forked(ctx))
 		return -ECHILD;
-	if (!(ctx->uffd.features & UFFD_FEATURE_PAGEFAULT_FLAG_WP))
-		return -EOPNOTSUPP;
+	if (!(ctx->uffd.features & UFFD_FEATURE_PAGEFAULT_FLAG_WP) ||
+	    pagemap_is_fixed(pgmap))
+		return -EOPNOTSUPP;   /* FS_DAX, GENERIC: nothing migrates */
 	uintptr_t start = (uintptr_t)addr, end = start + len;
 	rc = vma_check_accessible(&ctx->vmaq, start, end);
 	if (rc)

@@ -12,6 +12,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "compat.h"
 #include "internal.h"
@@ -119,9 +120,12 @@ static int check_desc(const struct hetmm_pagemap_desc *d)
 		return -EINVAL;
 	if (d->nr_pages == 0 || d->nr_pages > (1ULL << PFN_SECTION_SHIFT))
 		return -EINVAL;
+	/* CPU memory mapped in place: an address, no copies, no policy. */
+	if (d->type == HETMM_MEMORY_FS_DAX || d->type == HETMM_MEMORY_GENERIC)
+		return d->ops->page_address && !d->flags ? 0 : -EINVAL;
 	if (!d->ops->copy_to_device || !d->ops->copy_from_device)
 		return -EINVAL;
-	if (d->flags & ~HETMM_PAGEMAP_REMAP)
+	if (d->flags & ~(HETMM_PAGEMAP_REMAP | HETMM_PAGEMAP_EVICT))
 		return -EINVAL;
 	if ((d->flags & HETMM_PAGEMAP_REMAP) && !d->ops->page_address)
 		return -EINVAL;
@@ -148,6 +152,180 @@ static int pagemap_register_remap(struct hetmm_ctx *ctx,
 	return uffd_register(ctx->uffd.fd, base, pgmap->nr_pages * PAGE_SIZE,
 			     UFFDIO_REGISTER_MODE_MISSING |
 			     UFFDIO_REGISTER_MODE_WP, NULL);
+}
+
+/* ------------------------------------------------------------------------
+ * FS_DAX and GENERIC: CPU memory the driver mapped, used in place.
+ */
+
+/* The driver's mapping: contiguous, accessible and, for FS_DAX, a file. */
+static int fixed_check_mapping(struct hetmm_ctx *ctx,
+			       struct hetmm_pagemap *pgmap)
+{
+	uintptr_t base = (uintptr_t)pgmap->ops->page_address(pgmap, 0);
+	uint64_t last = pgmap->nr_pages - 1;
+	if (check_user_range((void *)base, pgmap->nr_pages * PAGE_SIZE) ||
+	    (uintptr_t)pgmap->ops->page_address(pgmap, last) !=
+	    base + last * PAGE_SIZE)
+		return -EINVAL;
+	struct vma v;
+	uintptr_t end = base + pgmap->nr_pages * PAGE_SIZE;
+	for (uintptr_t a = base; a < end; a = v.end) {
+		if (vma_find(&ctx->vmaq, a, &v) < 0 || !(v.flags & VMA_READ))
+			return -EINVAL;
+		if (pgmap->type == HETMM_MEMORY_FS_DAX &&
+		    !(v.flags & VMA_FILE))
+			return -EINVAL;
+	}
+	pgmap->fixed_base = base;
+	return 0;
+}
+
+/* Undo the shadow entries of pages [0, n). */
+static void fixed_unpublish(struct hetmm_pagemap *pgmap, uint64_t n)
+{
+	struct hetmm_ctx *ctx = pgmap->ctx;
+	uint64_t vpn0 = addr_to_vpn(pgmap->fixed_base);
+	_Atomic uint64_t *slot = NULL;
+	for (uint64_t i = 0; i < n; i++) {
+		slot = vtab_next(&ctx->shadow, slot, vpn0 + i, false);
+		uint64_t e = SHADOW_FIXED | pagemap_pfn(pgmap, i);
+		if (slot)
+			atomic_compare_exchange_strong(slot, &e, 0);
+	}
+}
+
+/*
+ * Every page is in use from the start, owned by its own address.  The
+ * shadow entries go from 0 to FIXED | pfn by CAS, so a page hetmm holds
+ * otherwise (on a device, pinned, migrating) makes hot-add fail -EBUSY.
+ */
+static int fixed_publish(struct hetmm_pagemap *pgmap)
+{
+	struct hetmm_ctx *ctx = pgmap->ctx;
+	uint64_t vpn0 = addr_to_vpn(pgmap->fixed_base);
+	_Atomic uint64_t *slot = NULL;
+	pgmap->nr_free = 0;
+	for (uint64_t i = 0; i < pgmap->nr_pages; i++) {
+		struct hetmm_page *p = &pgmap->pages[i];
+		atomic_store(&p->refcount, 1);
+		atomic_store(&p->owner, vpn_to_addr(vpn0 + i) |
+			     HETMM_PAGE_ALLOCATED);
+		slot = vtab_next(&ctx->shadow, slot, vpn0 + i, true);
+		uint64_t e = 0;
+		if (!slot || !atomic_compare_exchange_strong(slot, &e,
+				SHADOW_FIXED | pagemap_pfn(pgmap, i))) {
+			fixed_unpublish(pgmap, i);
+			return slot ? -EBUSY : -ENOMEM;
+		}
+	}
+	return 0;
+}
+
+static bool fixed_idle(struct hetmm_pagemap *pgmap)
+{
+	for (uint64_t i = 0; i < pgmap->nr_pages; i++)
+		if (atomic_load(&pgmap->pages[i].pincount) ||
+		    atomic_load(&pgmap->pages[i].refcount) != 1)
+			return false;
+	return true;
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/*
+ * Hot-remove of a fixed pagemap: dying is set, so no new hold succeeds
+ * (grab raises its count, then looks at dying: one of the two sees the
+ * other).  Wait a bounded time for the holds there are.
+ */
+static int fixed_drain(struct hetmm_pagemap *pgmap)
+{
+	uint64_t deadline = now_ms() + HETMM_REMOVE_PIN_WAIT_MS;
+	while (!fixed_idle(pgmap)) {
+		if (now_ms() >= deadline)
+			return -EBUSY;
+		struct timespec nap = { 0, 1000000 };
+		nanosleep(&nap, NULL);
+	}
+	fixed_unpublish(pgmap, pgmap->nr_pages);
+	return 0;
+}
+
+int pagemap_fixed_grab(_Atomic uint64_t *slot, uint64_t e, bool pin,
+		       bool longterm)
+{
+	uint64_t idx;
+	int rc = -EAGAIN;
+	pthread_rwlock_rdlock(&sections_lock);
+	struct hetmm_pagemap *pgmap = pfn_pagemap(shadow_pfn(e), &idx);
+	if (!pgmap || !pagemap_is_fixed(pgmap) || atomic_load(slot) != e)
+		goto out;
+	rc = -EOPNOTSUPP;
+	if (longterm && pgmap->type == HETMM_MEMORY_FS_DAX)
+		goto out;
+	struct hetmm_page *p = &pgmap->pages[idx];
+	_Atomic uint32_t *cnt = pin ? &p->pincount : &p->refcount;
+	rc = 0;
+	if (atomic_fetch_add(cnt, 1) >= UINT32_MAX - 1)
+		rc = -ENOMEM;
+	else if (atomic_load(&pgmap->dying))
+		rc = -ENXIO;
+	else if (atomic_load(slot) != e)
+		rc = -EAGAIN;
+	if (rc)
+		atomic_fetch_sub(cnt, 1);
+out:
+	pthread_rwlock_unlock(&sections_lock);
+	return rc;
+}
+
+/* The count a hold of this kind lives in, and its floor. */
+static _Atomic uint32_t *fixed_count(uint64_t e, bool pin, uint32_t *floor)
+{
+	uint64_t idx;
+	struct hetmm_pagemap *pgmap = pfn_pagemap(shadow_pfn(e), &idx);
+	if (!pgmap || !pagemap_is_fixed(pgmap))
+		return NULL;
+	*floor = pin ? 0 : 1;      /* the mapping itself is a reference */
+	return pin ? &pgmap->pages[idx].pincount : &pgmap->pages[idx].refcount;
+}
+
+int pagemap_fixed_release(uint64_t e, bool pin, bool check_only)
+{
+	uint32_t floor;
+	int rc = -EINVAL;
+	pthread_rwlock_rdlock(&sections_lock);
+	_Atomic uint32_t *cnt = fixed_count(e, pin, &floor);
+	uint32_t v = cnt ? atomic_load(cnt) : 0;
+	while (cnt && v > floor) {
+		if (check_only ||
+		    atomic_compare_exchange_weak(cnt, &v, v - 1)) {
+			rc = 0;
+			break;
+		}
+	}
+	pthread_rwlock_unlock(&sections_lock);
+	return rc;
+}
+
+int pagemap_fixed_counts(uint64_t e, uint64_t *refs, uint64_t *pins)
+{
+	uint32_t floor;
+	int rc = -EINVAL;
+	pthread_rwlock_rdlock(&sections_lock);
+	_Atomic uint32_t *r = fixed_count(e, false, &floor);
+	if (r) {
+		*refs = atomic_load(r) - 1;
+		*pins = atomic_load(fixed_count(e, true, &floor));
+		rc = 0;
+	}
+	pthread_rwlock_unlock(&sections_lock);
+	return rc;
 }
 
 int hetmm_pagemap_add(struct hetmm_ctx *ctx,
@@ -183,12 +361,20 @@ int hetmm_pagemap_add(struct hetmm_ctx *ctx,
 	pgmap->nr_free = desc->nr_pages;
 	pthread_mutex_init(&pgmap->free_lock, NULL);
 
-	rc = pagemap_register_remap(ctx, pgmap);
+	rc = pagemap_is_fixed(pgmap) ? fixed_check_mapping(ctx, pgmap)
+				     : pagemap_register_remap(ctx, pgmap);
 	if (rc)
 		goto fail_lock;
 	rc = section_alloc(pgmap);
 	if (rc)
 		goto fail_lock;
+	if (pagemap_is_fixed(pgmap)) {
+		rc = fixed_publish(pgmap);
+		if (rc) {
+			section_free(pgmap);
+			goto fail_lock;
+		}
+	}
 
 	pthread_mutex_lock(&ctx->lock);
 	pgmap->next = ctx->pagemaps;
@@ -319,7 +505,8 @@ int hetmm_pagemap_remove(struct hetmm_pagemap *pgmap)
 	while (atomic_load(&pgmap->users))
 		sched_yield();
 
-	int rc = pagemap_evacuate(pgmap);
+	int rc = pagemap_is_fixed(pgmap) ? fixed_drain(pgmap)
+					 : pagemap_evacuate(pgmap);
 	if (rc < 0) {
 		atomic_store(&pgmap->dying, false);
 		return rc;

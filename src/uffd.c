@@ -122,16 +122,16 @@ int uffd_register(int fd, uintptr_t start, size_t len, uint64_t mode,
 	return 0;
 }
 
-int uffd_writeprotect(int fd, uintptr_t start, size_t len, bool wp)
+int uffd_writeprotect(int fd, uintptr_t start, size_t len, unsigned flags)
 {
 	struct uffdio_writeprotect w = {
 		.range = { .start = start, .len = len },
-		.mode = wp ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
+		.mode = (flags & WP_ON) ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
 	};
 	for (;;) {
 		if (ioctl(fd, UFFDIO_WRITEPROTECT, &w) == 0)
 			return 0;
-		if (errno != EAGAIN)
+		if (errno != EAGAIN || (flags & FILL_ONCE))
 			return -errno;
 	}
 }

@@ -297,6 +297,8 @@ static inline struct hetmm_stats t_stats(struct hetmm_ctx *ctx)
 		CHECK_EQ((a).skipped_pages, (b).skipped_pages);           \
 		CHECK_EQ((a).mirror_faults, (b).mirror_faults);           \
 		CHECK_EQ((a).device_resident, (b).device_resident);       \
+		CHECK_EQ((a).evictions, (b).evictions);                   \
+		CHECK_EQ((a).pins, (b).pins);                             \
 	} while (0)
 
 #endif /* HETMM_T_H */

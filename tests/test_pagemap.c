@@ -183,7 +183,9 @@ static void add_validation(struct hetmm_ctx *ctx)
 	desc.drvdata = d;
 
 	/* Every memory type the header names: 0 or -EOPNOTSUPP; only
-	 * DEVICE_PRIVATE must be hostable. */
+	 * DEVICE_PRIVATE must be hostable.  FS_DAX and GENERIC need a
+	 * page_address() mapping, which this driver lacks (test_pin has
+	 * them). */
 	for (int type = HETMM_MEMORY_DEVICE_PRIVATE;
 	     type <= HETMM_MEMORY_PCI_P2PDMA; type++) {
 		struct hetmm_pagemap_info info;
@@ -194,6 +196,9 @@ static void add_validation(struct hetmm_ctx *ctx)
 		rc = hetmm_pagemap_add(ctx, &desc, &pg);
 		if (type == HETMM_MEMORY_DEVICE_PRIVATE)
 			CHECK_EQ(rc, 0);
+		else if (type == HETMM_MEMORY_FS_DAX ||
+			 type == HETMM_MEMORY_GENERIC)
+			CHECK_EQ(rc, -EINVAL);
 		else
 			CHECK(rc == 0 || rc == -EOPNOTSUPP);
 		if (rc == 0) {

@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * evict.c - making room on a full device (HETMM_PAGEMAP_EVICT).
+ *
+ * A clock over frame indices: the hand moves one frame per look, frames
+ * are handed out in ascending order, so the hand meets pages in about the
+ * order they arrived.  A page asked for again since the hand last passed
+ * (HETMM_PAGE_REFERENCED) gets a second chance; any other resident page is
+ * a victim.  Victims are claimed like a fault claims pages (DEVICE | pfn
+ * -> BUSY by CAS, so a page some fault or migration holds is passed over)
+ * and go back through migrate_back_claimed(), in runs of consecutive
+ * frames backing consecutive addresses.  Device pages are never pinned
+ * (a pin brings its page back first), so every resident page may go.
+ */
+#include <sys/mman.h>
+
+#include "compat.h"
+#include "internal.h"
+
+/* Rounds of evict-then-allocate before a migration settles for fewer. */
+#define EVICT_ROUNDS 8
+
+/*
+ * Claim the run of victims that starts at frame idx, at most max pages:
+ * frames idx, idx + 1, ... backing vpn, vpn + 1, ...  Returns its length;
+ * *vpn is where it starts.
+ */
+static size_t claim_victims(struct hetmm_pagemap *pgmap, uint64_t idx,
+			    size_t max, uint64_t *vpn, uint64_t *claims)
+{
+	struct hetmm_page *p = &pgmap->pages[idx];
+	uint64_t o = atomic_load(&p->owner);
+	if (!(o & HETMM_PAGE_ALLOCATED))
+		return 0;
+	if (o & HETMM_PAGE_REFERENCED) {
+		atomic_fetch_and(&p->owner, ~(uint64_t)HETMM_PAGE_REFERENCED);
+		return 0;
+	}
+	*vpn = addr_to_vpn(o & PAGE_MASK);
+	_Atomic uint64_t *slot = NULL;
+	size_t k;
+	for (k = 0; k < max && idx + k < pgmap->nr_pages; k++) {
+		if (k && (atomic_load(&pgmap->pages[idx + k].owner) &
+			  HETMM_PAGE_REFERENCED))
+			break;   /* its turn comes with the hand */
+		slot = vtab_next(&pgmap->ctx->shadow, slot, *vpn + k, false);
+		uint64_t e = SHADOW_DEVICE | pagemap_pfn(pgmap, idx + k);
+		/* The CAS also proves the owner was current. */
+		if (!slot || !atomic_compare_exchange_strong(slot, &e,
+							     e | SHADOW_BUSY))
+			break;
+		claims[k] = e | SHADOW_BUSY;
+	}
+	return k;
+}
+
+/* Evict up to want pages; returns how many left the device. */
+static size_t evict(struct hetmm_pagemap *pgmap, size_t want)
+{
+	struct hetmm_ctx *ctx = pgmap->ctx;
+	uint64_t claims[CHUNK_PAGES];
+	void *staging = NULL;
+	size_t evicted = 0;
+	/* Two turns of the hand: one may only clear reference bits. */
+	for (uint64_t look = 0; evicted < want && look < 2 * pgmap->nr_pages;
+	     look++) {
+		uint64_t idx = atomic_fetch_add_explicit(&pgmap->clock_hand, 1,
+				memory_order_relaxed) % pgmap->nr_pages;
+		uint64_t vpn = 0;
+		size_t n = claim_victims(pgmap, idx,
+					 MIN(want - evicted, (size_t)CHUNK_PAGES),
+					 &vpn, claims);
+		if (!n)
+			continue;
+		/* The hand passes the whole run: the frames after idx are
+		 * free now and will be the next to fill, the youngest. */
+		atomic_fetch_add_explicit(&pgmap->clock_hand, n - 1,
+					  memory_order_relaxed);
+		evicted += migrate_back_claimed(ctx, vpn, n, claims, &staging,
+						false);
+	}
+	if (staging)
+		munmap(staging, CHUNK_PAGES * PAGE_SIZE);
+	STAT_ADD(ctx, evictions, evicted);
+	return evicted;
+}
+
+size_t pagemap_alloc_evict(struct hetmm_pagemap *pgmap, uint32_t *idx,
+			   size_t nr)
+{
+	size_t got = 0;
+	/* Frames freed here may go to a racing migration first: a few
+	 * rounds, then the caller reports the rest as SKIP_NOMEM. */
+	for (int round = 0; round < EVICT_ROUNDS && got < nr; round++) {
+		if (!evict(pgmap, nr - got))
+			break;
+		got += pagemap_alloc(pgmap, idx + got, nr - got);
+	}
+	return got;
+}

@@ -1,0 +1,335 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pin.c - get_user_pages, pin_user_pages and their fast variants.
+ *
+ * A system page's hold lives in its shadow word, the word every migration
+ * and fault claims by compare-and-swap: a word with no flag bits is a
+ * count, references in the low bits and pins above PIN_BIAS (the kernel
+ * counts pins in the refcount the same way, GUP_PIN_COUNTING_BIAS).  A
+ * held word is never 0, so collect's CAS 0 -> BUSY fails on it and the
+ * page is skipped as pinned; a claimed word (BUSY) or a device word is
+ * never a count, so a hold can't start while a migration or fault owns
+ * the page.  Migrating back only ever claims DEVICE words: no path can
+ * overwrite a count.
+ *
+ * Pages of FS_DAX and GENERIC pagemaps (shadow FIXED | pfn) keep their
+ * holds in their metadata instead; pagemap.c owns those.
+ */
+#include <errno.h>
+#include <sched.h>
+#include <sys/mman.h>
+
+#include "compat.h"
+#include "internal.h"
+
+#define PIN_BIAS (1ULL << 24)
+/* Counts stay below every flag and frame-number flag bit. */
+#define HOLD_LIMIT (1ULL << 56)
+#define FOLL_KNOWN (HETMM_FOLL_WRITE | HETMM_FOLL_LONGTERM)
+/* Tries to bring a device page back before calling the page lost. */
+#define BACK_TRIES 4
+
+struct gup {
+	struct hetmm_ctx *ctx;
+	uintptr_t start;
+	size_t n;
+	bool write;
+	bool pin;
+	bool longterm;
+	void **pages;
+};
+
+static uintptr_t gup_addr(const struct gup *g, size_t i)
+{
+	return g->start + i * PAGE_SIZE;
+}
+
+static int gup_init(struct gup *g, struct hetmm_ctx *ctx, void *addr,
+		    size_t nr, unsigned int flags, bool pin, void **pages)
+{
+	if (!ctx || !pages || !nr || (flags & ~FOLL_KNOWN))
+		return -EINVAL;
+	/* As the kernel: only a pin may be long term. */
+	if (!pin && (flags & HETMM_FOLL_LONGTERM))
+		return -EINVAL;
+	if (nr > (USER_VA_END >> PAGE_SHIFT))
+		return -EINVAL;
+	int rc = check_user_range(addr, nr * PAGE_SIZE);
+	if (rc)
+		return rc;
+	*g = (struct gup){ .ctx = ctx, .start = (uintptr_t)addr, .n = nr,
+			   .write = flags & HETMM_FOLL_WRITE, .pin = pin,
+			   .longterm = flags & HETMM_FOLL_LONGTERM,
+			   .pages = pages };
+	return 0;
+}
+
+/*
+ * How many pages from the start lie in mappings that allow the access;
+ * the kernel's check_vma_flags().  Touching a page is safe only there.
+ */
+static size_t gup_accessible(const struct gup *g)
+{
+	uintptr_t end = gup_addr(g, g->n);
+	struct vma v;
+	for (uintptr_t a = g->start; a < end; a = v.end) {
+		if (vma_find(&g->ctx->vmaq, a, &v) < 0 ||
+		    !(v.flags & VMA_READ) || (g->write && !(v.flags & VMA_WRITE)))
+			return (a - g->start) >> PAGE_SHIFT;
+	}
+	return g->n;
+}
+
+/* Take a hold on a system page: e -> e + unit.  -EAGAIN if the word is
+ * not a count (device, busy, fixed), -ENOMEM if the count is full. */
+static int hold_system(_Atomic uint64_t *slot, bool pin)
+{
+	uint64_t unit = pin ? PIN_BIAS : 1;
+	uint64_t e = atomic_load_explicit(slot, memory_order_acquire);
+	for (;;) {
+		if (e & SHADOW_FLAGS)
+			return -EAGAIN;
+		if (pin ? e + PIN_BIAS >= HOLD_LIMIT
+			: e % PIN_BIAS == PIN_BIAS - 1)
+			return -ENOMEM;
+		if (atomic_compare_exchange_weak_explicit(slot, &e, e + unit,
+				memory_order_acq_rel, memory_order_acquire))
+			return 0;
+	}
+}
+
+/* Make the held page present for the access: a read, or a write of
+ * nothing (atomic, so a write racing from another thread is not lost). */
+static void touch(uintptr_t a, bool write)
+{
+	if (write)
+		__atomic_fetch_add((unsigned char *)a, 0, __ATOMIC_RELAXED);
+	else
+		(void)*(volatile const unsigned char *)a;
+}
+
+/*
+ * The fast path: for each page whose shadow word exists and is a count,
+ * one CAS and one touch.  No lock, no allocation.  Stops at the first page
+ * that needs more; returns how many it held.
+ */
+static size_t gup_fast_run(struct gup *g, size_t limit)
+{
+	uint64_t vpn0 = addr_to_vpn(g->start);
+	_Atomic uint64_t *slot = NULL;
+	size_t i;
+	for (i = 0; i < limit; i++) {
+		slot = vtab_next(&g->ctx->shadow, slot, vpn0 + i, false);
+		if (!slot || hold_system(slot, g->pin))
+			break;
+		touch(gup_addr(g, i), g->write);
+		g->pages[i] = (void *)gup_addr(g, i);
+	}
+	return i;
+}
+
+/* A page of a fixed pagemap: held in its metadata, populated by the
+ * kernel so that a file page past the end gives an error, not SIGBUS. */
+static int hold_fixed(struct gup *g, _Atomic uint64_t *slot, uint64_t e,
+		      uintptr_t a)
+{
+	int rc = pagemap_fixed_grab(slot, e, g->pin, g->longterm);
+	if (rc)
+		return rc;
+	if (madvise((void *)a, PAGE_SIZE, g->write ? MADV_POPULATE_WRITE :
+		    MADV_POPULATE_READ)) {
+		pagemap_fixed_release(e, g->pin, false);
+		return -EFAULT;
+	}
+	return 0;
+}
+
+/* A device page comes back to system memory; -EFAULT if it can't. */
+static int bring_back(struct gup *g, _Atomic uint64_t *slot, uint64_t e,
+		      uintptr_t a, int *tries)
+{
+	if (migrate_back_range(g->ctx, a, a + PAGE_SIZE, NULL) == 0)
+		return 0;
+	/* Nothing moved: lost a race (the word changed), or the driver
+	 * could not give the page back (it did not). */
+	if (atomic_load(slot) == e && ++*tries >= BACK_TRIES)
+		return -EFAULT;
+	sched_yield();
+	return 0;
+}
+
+/*
+ * The slow path for one page: wait out claims, bring device pages back,
+ * hold what is left.  A fixed page whose pagemap is being removed is
+ * waited for only while the call holds nothing yet: holding pages while
+ * waiting could hold the removal up until it gives up.  Otherwise it ends
+ * the call short, as the kernel's get_dev_pagemap() failing does.
+ */
+static int gup_slow_page(struct gup *g, size_t i)
+{
+	uintptr_t a = gup_addr(g, i);
+	_Atomic uint64_t *slot = vtab_slot(&g->ctx->shadow, addr_to_vpn(a),
+					   true);
+	if (!slot)
+		return -ENOMEM;
+	int tries = 0;
+	for (;;) {
+		uint64_t e = atomic_load_explicit(slot, memory_order_acquire);
+		int rc;
+		if (e & SHADOW_BUSY) {
+			sched_yield();   /* a migration or fault finishing */
+			continue;
+		}
+		if (e & SHADOW_DEVICE) {
+			rc = bring_back(g, slot, e, a, &tries);
+		} else if (e & SHADOW_FIXED) {
+			rc = hold_fixed(g, slot, e, a);
+			if (rc == 0)
+				break;
+			if (rc == -EAGAIN || (rc == -ENXIO && i == 0)) {
+				sched_yield();
+				rc = 0;
+			} else if (rc == -ENXIO) {
+				rc = -EFAULT;
+			}
+		} else {
+			rc = hold_system(slot, g->pin);
+			if (rc == 0) {
+				touch(a, g->write);
+				break;
+			}
+			if (rc == -EAGAIN)
+				rc = 0;   /* changed under us: look again */
+		}
+		if (rc)
+			return rc;
+	}
+	g->pages[i] = (void *)a;
+	return 0;
+}
+
+static long gup(struct hetmm_ctx *ctx, void *addr, size_t nr,
+		unsigned int flags, bool pin, void **pages, bool fast)
+{
+	struct gup g;
+	int rc = gup_init(&g, ctx, addr, nr, flags, pin, pages);
+	if (rc)
+		return rc;
+	size_t limit = gup_accessible(&g);
+	size_t done = fast ? gup_fast_run(&g, limit) : 0;
+	rc = -EFAULT;   /* what stops us at limit */
+	if (done < limit) {
+		/* Device pages of the rest come back in runs first. */
+		migrate_back_range(ctx, gup_addr(&g, done),
+				   gup_addr(&g, limit), NULL);
+		for (rc = 0; done < limit && !rc; done += !rc)
+			rc = gup_slow_page(&g, done);
+	}
+	if (done)
+		STAT_ADD(ctx, pins, done);
+	return done ? (long)done : rc;
+}
+
+long hetmm_get_user_pages(struct hetmm_ctx *ctx, void *addr, size_t nr_pages,
+			  unsigned int flags, void **pages)
+{
+	return gup(ctx, addr, nr_pages, flags, false, pages, false);
+}
+
+long hetmm_get_user_pages_fast(struct hetmm_ctx *ctx, void *addr,
+			       size_t nr_pages, unsigned int flags,
+			       void **pages)
+{
+	return gup(ctx, addr, nr_pages, flags, false, pages, true);
+}
+
+long hetmm_pin_user_pages(struct hetmm_ctx *ctx, void *addr, size_t nr_pages,
+			  unsigned int flags, void **pages)
+{
+	return gup(ctx, addr, nr_pages, flags, true, pages, false);
+}
+
+long hetmm_pin_user_pages_fast(struct hetmm_ctx *ctx, void *addr,
+			       size_t nr_pages, unsigned int flags,
+			       void **pages)
+{
+	return gup(ctx, addr, nr_pages, flags, true, pages, true);
+}
+
+/* ------------------------------------------------------------------------
+ * Release
+ */
+
+/* Drop one hold of the kind asked for (or only check there is one). */
+static int release_one(_Atomic uint64_t *slot, bool pin, bool check_only)
+{
+	uint64_t e = atomic_load_explicit(slot, memory_order_acquire);
+	if (e & SHADOW_FIXED)
+		return pagemap_fixed_release(e, pin, check_only);
+	for (;;) {
+		if (e & SHADOW_FLAGS)
+			return -EINVAL;
+		uint64_t held = pin ? e / PIN_BIAS : e % PIN_BIAS;
+		if (!held)
+			return -EINVAL;
+		if (check_only)
+			return 0;
+		if (atomic_compare_exchange_weak_explicit(slot, &e,
+				e - (pin ? PIN_BIAS : 1),
+				memory_order_acq_rel, memory_order_acquire))
+			return 0;
+	}
+}
+
+static _Atomic uint64_t *held_slot(struct hetmm_ctx *ctx, const void *page)
+{
+	uintptr_t a = (uintptr_t)page;
+	if (!a || (a & ~PAGE_MASK) || a >= USER_VA_END)
+		return NULL;
+	return vtab_slot(&ctx->shadow, addr_to_vpn(a), false);
+}
+
+/* Every entry is checked before any is released: bad input changes
+ * nothing. */
+static int release(struct hetmm_ctx *ctx, void *const *pages, size_t nr,
+		   bool pin)
+{
+	if (!ctx || !pages || !nr)
+		return -EINVAL;
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t i = 0; i < nr; i++) {
+			_Atomic uint64_t *slot = held_slot(ctx, pages[i]);
+			if (!slot || release_one(slot, pin, pass == 0))
+				return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+int hetmm_put_user_pages(struct hetmm_ctx *ctx, void *const *pages,
+			 size_t nr_pages)
+{
+	return release(ctx, pages, nr_pages, false);
+}
+
+int hetmm_unpin_user_pages(struct hetmm_ctx *ctx, void *const *pages,
+			   size_t nr_pages)
+{
+	return release(ctx, pages, nr_pages, true);
+}
+
+int hetmm_user_page_holds(struct hetmm_ctx *ctx, const void *addr,
+			  uint64_t *refs, uint64_t *pins)
+{
+	if (!ctx || !refs || !pins || (uintptr_t)addr >= USER_VA_END)
+		return -EINVAL;
+	uint64_t e = vtab_get(&ctx->shadow, addr_to_vpn((uintptr_t)addr));
+	*refs = *pins = 0;
+	if (e & SHADOW_FIXED)
+		return pagemap_fixed_counts(e, refs, pins);
+	if (!(e & SHADOW_FLAGS)) {
+		*refs = e % PIN_BIAS;
+		*pins = e / PIN_BIAS;
+	}
+	return 0;
+}

@@ -1,0 +1,224 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_hotremove: removing a pagemap under load.
+ *
+ * DEVICE_PRIVATE: reader threads fault the device's pages back, a writer
+ * rewrites its own pages, pinners pin (fast and slow) pages of the device
+ * while hetmm_pagemap_remove() evacuates it: every byte is where it should
+ * be, nothing stays held, no frame number resolves afterwards.
+ *
+ * FS_DAX and GENERIC pages stay put and may be pinned: a pin held makes
+ * removal wait, then fail with -EBUSY and leave the pagemap usable; pins
+ * taken and released meanwhile only delay it.
+ */
+#include <pthread.h>
+
+#include "tdrv.h"
+
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+
+#define NPAGES 1024
+#define WPAGES 128
+#define SEED 5
+
+static struct hetmm_ctx *ctx;
+static char *buf;       /* readers and pinners: fixed pattern */
+static char *wbuf;      /* the writer's own pages */
+static int stop;
+
+static int stopped(void)
+{
+	return __atomic_load_n(&stop, __ATOMIC_ACQUIRE);
+}
+
+static void *reader(void *arg)
+{
+	size_t off = (size_t)(uintptr_t)arg;
+
+	do {
+		for (size_t i = 0; i < NPAGES; i += 64) {
+			size_t p = (i + off) % NPAGES;
+			size_t n = MIN((size_t)64, NPAGES - p);
+			t_verify_from(buf + p * PS, n, SEED, p);
+		}
+	} while (!stopped());
+	return NULL;
+}
+
+static void *writer(void *arg)
+{
+	uint64_t gen = 0;
+
+	(void)arg;
+	do {
+		gen++;
+		for (size_t i = 0; i < WPAGES; i++)
+			((volatile uint64_t *)(wbuf + i * PS))[i % 512] = gen;
+		for (size_t i = 0; i < WPAGES; i++)
+			CHECK_EQ(((volatile uint64_t *)(wbuf + i * PS))[i % 512],
+				 gen);
+	} while (!stopped());
+	return (void *)(uintptr_t)gen;
+}
+
+static void *pinner(void *arg)
+{
+	unsigned s = (unsigned)(uintptr_t)arg;
+	void *pages[16];
+
+	do {
+		s = s * 1103515245u + 12345u;
+		size_t a = (s >> 8) % (NPAGES - 16);
+		long got = (s & 1) ?
+			hetmm_pin_user_pages_fast(ctx, buf + a * PS, 16, 0, pages) :
+			hetmm_pin_user_pages(ctx, buf + a * PS, 16, 0, pages);
+		CHECK_EQ(got, 16);
+		if (got <= 0)
+			continue;
+		for (long i = 0; i < got; i++) {
+			hetmm_pfn_t pfn;
+			CHECK_EQ(hetmm_addr_to_pfn(ctx, pages[i], &pfn), -ENOENT);
+		}
+		t_verify_from(buf + a * PS, (size_t)got, SEED, a);
+		CHECK_OK(hetmm_unpin_user_pages(ctx, pages, (size_t)got));
+	} while (!stopped());
+	return NULL;
+}
+
+static void test_private(enum td_mode mode)
+{
+	struct td d;
+	pthread_t r[2], w, p[2];
+	struct hetmm_pagemap_info info;
+	struct hetmm_page *pg;
+
+	buf = t_map(NPAGES);
+	wbuf = t_map(WPAGES);
+	t_fill(buf, NPAGES, SEED);
+	memset(wbuf, 0, WPAGES * PS);
+	REQUIRE_OK(td_add(ctx, &d, NPAGES + WPAGES, mode,
+			  HETMM_MEMORY_DEVICE_PRIVATE, 0));
+	REQUIRE_OK(hetmm_pagemap_get_info(d.pg, &info));
+	REQUIRE_OK(hetmm_migrate_to_device(d.pg, buf, NPAGES * PS, NULL));
+	REQUIRE_OK(hetmm_migrate_to_device(d.pg, wbuf, WPAGES * PS, NULL));
+
+	__atomic_store_n(&stop, 0, __ATOMIC_RELEASE);
+	for (uintptr_t i = 0; i < 2; i++) {
+		REQUIRE(pthread_create(&r[i], NULL, reader,
+				       (void *)(i * NPAGES / 2)) == 0);
+		REQUIRE(pthread_create(&p[i], NULL, pinner,
+				       (void *)(i + 3)) == 0);
+	}
+	REQUIRE(pthread_create(&w, NULL, writer, NULL) == 0);
+	CHECK_OK(hetmm_pagemap_remove(d.pg));
+	__atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
+	for (int i = 0; i < 2; i++) {
+		pthread_join(r[i], NULL);
+		pthread_join(p[i], NULL);
+	}
+	void *gen;
+	pthread_join(w, &gen);
+
+	CHECK_EQ(hetmm_pfn_to_page(info.first_pfn, &pg), -ENXIO);
+	CHECK_EQ(t_stats(ctx).device_resident, 0);
+	t_verify(buf, NPAGES, SEED);
+	for (size_t i = 0; i < NPAGES; i++) {
+		uint64_t refs, pins;
+		CHECK_OK(hetmm_user_page_holds(ctx, buf + i * PS, &refs, &pins));
+		CHECK_EQ(refs + pins, 0);
+	}
+	for (size_t i = 0; i < WPAGES; i++)
+		CHECK_EQ(((uint64_t *)(wbuf + i * PS))[i % 512],
+			 (uint64_t)(uintptr_t)gen);
+	td_free(&d);
+	t_unmap(buf, NPAGES);
+	t_unmap(wbuf, WPAGES);
+}
+
+/* Fixed memory: churning pinners, then a pin held across the removal. */
+struct churn {
+	unsigned char *mem;
+	size_t n;
+	unsigned seed;
+};
+
+static void *churner(void *arg)
+{
+	struct churn *c = arg;
+	void *pages[4];
+	unsigned s = c->seed;
+
+	do {
+		s = s * 1103515245u + 12345u;
+		size_t a = (s >> 8) % (c->n - 4);
+		long got = (s & 1) ?
+			hetmm_pin_user_pages_fast(ctx, c->mem + a * PS, 4, 0, pages) :
+			hetmm_get_user_pages(ctx, c->mem + a * PS, 4, 0, pages);
+		/* Short only while the pagemap goes away, never empty. */
+		CHECK(got >= 1 && got <= 4);
+		if (got <= 0)
+			continue;
+		t_verify_from(c->mem + a * PS, (size_t)got, SEED + 1, a);
+		CHECK_OK((s & 1) ? hetmm_unpin_user_pages(ctx, pages, (size_t)got)
+				 : hetmm_put_user_pages(ctx, pages, (size_t)got));
+	} while (!stopped());
+	return NULL;
+}
+
+static void test_fixed(enum hetmm_memory_type type)
+{
+	struct td d;
+	void *held[1];
+	const size_t n = 64;
+	struct churn c[2];
+	pthread_t th[2];
+
+	REQUIRE_OK(td_add(ctx, &d, n, TD_FIXED, type, 0));
+	t_fill(d.mem, n, SEED + 1);
+
+	/* A held pin: -EBUSY after the wait, pagemap intact. */
+	CHECK_EQ(hetmm_pin_user_pages(ctx, d.mem + 7 * PS, 1, 0, held), 1);
+	CHECK_EQ(hetmm_pagemap_remove(d.pg), -EBUSY);
+	struct hetmm_pagemap_info info;
+	CHECK_OK(hetmm_pagemap_get_info(d.pg, &info));
+	uint64_t refs = 9, pins = 9;
+	CHECK_OK(hetmm_user_page_holds(ctx, d.mem + 7 * PS, &refs, &pins));
+	CHECK_EQ(pins, 1);
+	void *more[2];
+	CHECK_EQ(hetmm_pin_user_pages_fast(ctx, d.mem, 2, 0, more), 2);
+	CHECK_OK(hetmm_unpin_user_pages(ctx, more, 2));
+	CHECK_OK(hetmm_unpin_user_pages(ctx, held, 1));
+
+	/* Short pins and gets churning: removal waits them out. */
+	__atomic_store_n(&stop, 0, __ATOMIC_RELEASE);
+	for (unsigned i = 0; i < 2; i++) {
+		c[i] = (struct churn){ d.mem, n, 17 + i };
+		REQUIRE(pthread_create(&th[i], NULL, churner, &c[i]) == 0);
+	}
+	struct timespec nap = { 0, 2000000 };
+	nanosleep(&nap, NULL);   /* let them start: not a timing assert */
+	CHECK_OK(hetmm_pagemap_remove(d.pg));
+	__atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
+	for (int i = 0; i < 2; i++)
+		pthread_join(th[i], NULL);
+	CHECK_EQ(hetmm_pfn_to_page(info.first_pfn, (struct hetmm_page **)more),
+		 -ENXIO);
+	for (size_t i = 0; i < n; i++) {
+		CHECK_OK(hetmm_user_page_holds(ctx, d.mem + i * PS, &refs,
+					       &pins));
+		CHECK_EQ(refs + pins, 0);
+	}
+	t_verify(d.mem, n, SEED + 1);
+	td_free(&d);
+}
+
+int main(void)
+{
+	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
+	test_private(TD_REMAP);
+	test_private(TD_COPY);
+	test_fixed(HETMM_MEMORY_FS_DAX);
+	test_fixed(HETMM_MEMORY_GENERIC);
+	CHECK_OK(hetmm_ctx_destroy(ctx));
+	return t_done();
+}
