@@ -27,68 +27,97 @@
 
 /*
  * Adaptive fault-around.  A fault that lands where a recent stream of
- * faults predicted grows that stream's window eightfold, up to
- * fault_around_max; any other fault starts a new stream of one page.  A
- * sequential scan of 1 GiB thus costs about 36 round trips instead of
- * 262144, while a random access pays for exactly the page it touches.
+ * faults predicted, just past its last window either way, grows that
+ * stream's window eightfold, up to fault_around_max; any other fault
+ * starts a new stream of one page.  A sequential scan of 1 GiB thus costs
+ * about 36 round trips instead of 262144, while a random access pays for
+ * exactly the page it touches.
  */
-static size_t fault_window(struct hetmm_ctx *ctx, uintptr_t addr)
+static struct fault_stream *fault_stream_of(struct hetmm_ctx *ctx,
+					    uintptr_t addr, bool *down)
 {
 	for (unsigned i = 0; i < FAULT_STREAMS; i++) {
 		struct fault_stream *s = &ctx->streams[i];
-		if (s->next != addr)
-			continue;
-		s->window = MIN(s->window * FAULT_AROUND_GROWTH,
-				ctx->fault_around_max);
-		return s->window;
+		if (s->next == addr || s->prev == addr) {
+			*down = s->prev == addr;
+			s->window = MIN(s->window * FAULT_AROUND_GROWTH,
+					ctx->fault_around_max);
+			return s;
+		}
 	}
 	struct fault_stream *s = &ctx->streams[ctx->stream_next++ %
 					       FAULT_STREAMS];
-	s->next = addr;
 	s->window = 1;
-	return 1;
+	*down = false;
+	return s;
 }
 
-static void fault_window_advance(struct hetmm_ctx *ctx, uintptr_t addr,
-				 uintptr_t next)
+/* Claim and bring back up to n device pages from vpn upward; returns how
+ * many left the device. */
+static size_t fault_back_run(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
+			     void **staging)
 {
-	for (unsigned i = 0; i < FAULT_STREAMS; i++)
-		if (ctx->streams[i].next == addr) {
-			ctx->streams[i].next = next;
-			return;
-		}
+	size_t got = claim_device_run(ctx, vpn, n, ctx->fault_claims);
+	if (got)
+		got = migrate_back_claimed(ctx, vpn, got, ctx->fault_claims,
+					   staging, true);
+	return got;
+}
+
+/* How many pages below and including top, at most max, are unclaimed
+ * device pages: the run a downward chunk can take. */
+static size_t device_run_down(struct hetmm_ctx *ctx, uint64_t top, size_t max)
+{
+	size_t n = 0;
+	while (n < max && n <= top) {
+		uint64_t e = vtab_get(&ctx->shadow, top - n);
+		if (!(e & SHADOW_DEVICE) || (e & SHADOW_BUSY))
+			break;
+		n++;
+	}
+	return n;
 }
 
 /*
  * Bring back the faulting page and the rest of its window, a chunk at a
- * time.  Each chunk wakes its waiters as it lands, so the thread runs on
- * as soon as the first one is in while the handler moves the rest ahead
- * of it, on the other core.
+ * time, moving away from the faulting page in the stream's direction.
+ * Each chunk wakes its waiters as it lands, so the thread runs on as soon
+ * as the first one is in while the handler moves the rest ahead of it, on
+ * the other core.  A chunk that comes up short (someone holds the next
+ * page, or an event waits to be read and the rest was woken to fault
+ * again after it) ends the window.
  */
 static void fault_back(struct hetmm_ctx *ctx, uintptr_t addr)
 {
+	bool down;
+	struct fault_stream *s = fault_stream_of(ctx, addr, &down);
 	uint64_t vpn = addr_to_vpn(addr);
-	size_t window = fault_window(ctx, addr);
 	void *staging = ctx->fault_staging;
-	size_t done = 0;
-	while (done < window) {
-		size_t want = MIN(window - done, (size_t)CHUNK_PAGES);
-		size_t n = claim_device_run(ctx, vpn + done, want,
-					    ctx->fault_claims);
-		if (n == 0)
-			break;   /* not on a device, or someone else holds it */
-		size_t got = migrate_back_claimed(ctx, vpn + done, n,
-						  ctx->fault_claims, &staging,
-						  true);
-		done += got;
-		/* Short: someone holds the next page, or an event waits to
-		 * be read (the rest was woken to fault again after it). */
+	uint64_t lo = vpn, hi = vpn;     /* [lo, hi) is back */
+	while (hi - lo < s->window) {
+		size_t want = MIN(s->window - (hi - lo), (size_t)CHUNK_PAGES);
+		size_t got;
+		if (!down) {
+			got = fault_back_run(ctx, hi, want, &staging);
+			hi += got;
+		} else {
+			uint64_t top = lo == hi ? vpn : lo - 1;
+			size_t n = device_run_down(ctx, top, want);
+			got = n ? fault_back_run(ctx, top + 1 - n, n, &staging)
+				: 0;
+			if (got < n)
+				break;   /* raced: the run is not whole */
+			if (lo == hi)
+				hi = top + 1;
+			lo = top + 1 - got;
+		}
 		if (got < want)
 			break;
 	}
-	fault_window_advance(ctx, addr, addr + done * PAGE_SIZE);
-	ctx->last_fill_start = addr;
-	ctx->last_fill_end = addr + done * PAGE_SIZE;
+	s->next = vpn_to_addr(hi);
+	s->prev = vpn_to_addr(lo) - PAGE_SIZE;
+	ctx->last_fill_start = vpn_to_addr(lo);
+	ctx->last_fill_end = vpn_to_addr(hi);
 }
 
 /*

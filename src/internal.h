@@ -276,9 +276,11 @@ size_t pagemap_alloc_evict(struct hetmm_pagemap *pgmap, uint32_t *idx,
  * ctx.c, fault.c - the context and its fault handler.
  */
 
-/* One sequential stream the fault-around logic is following. */
+/* One sequential stream the fault-around logic is following, upward or
+ * downward (memcpy runs backwards for some alignments). */
 struct fault_stream {
-	uintptr_t next;
+	uintptr_t next;                   /* where an upward scan faults next */
+	uintptr_t prev;                   /* where a downward one does */
 	uint32_t window;
 };
 
