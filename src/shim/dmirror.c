@@ -59,10 +59,18 @@ int dmirror_open(struct shim_file *f)
 	return hetmm_mirror_create(emu, &f->mirror);
 }
 
-static int cmp_addr(const void *a, const void *b)
+/* Sort without allocating (qsort may take the program's heap). */
+static void sort_addrs(uintptr_t *a, size_t n)
 {
-	uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
-	return x < y ? -1 : x > y;
+	for (size_t gap = n / 2; gap; gap /= 2) {
+		for (size_t i = gap; i < n; i++) {
+			uintptr_t v = a[i];
+			size_t j = i;
+			for (; j >= gap && a[j - gap] > v; j -= gap)
+				a[j] = a[j - gap];
+			a[j] = v;
+		}
+	}
 }
 
 /*
@@ -96,7 +104,7 @@ static void dmirror_evict(int unit)
 		if (pi.refcount && pi.owner)
 			owners[n++] = pi.owner;
 	}
-	qsort(owners, n, sizeof(*owners), cmp_addr);
+	sort_addrs(owners, n);
 	for (size_t i = 0; i < n;) {
 		size_t k = 1;
 		while (i + k < n && owners[i + k] == owners[i] + k * PS)

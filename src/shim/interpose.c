@@ -19,7 +19,6 @@
  * Nothing here holds the process lock across a hetmm call that could wait
  * for the fault handler: the handler's own ioctls pass through this file.
  */
-#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -31,6 +30,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -152,11 +152,27 @@ static void atfork_parent(void)
 static void atfork_child(void)
 {
 	pthread_mutex_init(&proc_lock, NULL);
+	shim_alloc_atfork_child();
 	forget_parent();
 }
 
 __attribute__((constructor)) static void shim_init(void)
 {
+	/* Everything looked up now, so that no call later needs dlsym (which
+	 * allocates from the program's heap). */
+	next_open();
+	next_open64();
+	next_openat();
+	next_openat64();
+	next___open_2();
+	next___open64_2();
+	next___openat_2();
+	next___openat64_2();
+	next_close();
+	next_ioctl();
+	next_mmap();
+	next_mmap64();
+	shim_alloc_init();
 	proc_pid = getpid();
 	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }
@@ -284,26 +300,43 @@ static struct shim_file *file_get(int fd)
 	return found;
 }
 
-/* Does any descriptor of this process still refer to the description? */
+/*
+ * Does any descriptor of this process still refer to the description?
+ * Read from /proc/self/fd with getdents64 into the stack: nothing here may
+ * allocate from the program's heap, which the program may have overrun.
+ */
 static bool still_open(const struct shim_file *f)
 {
-	DIR *d = opendir("/proc/self/fd");
-	if (!d)
+	open_fn o = next_open();
+	int dir = o ? o("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+		    : -1;
+	if (dir < 0)
 		return false;
 	bool open = false;
-	int self = dirfd(d);
-	struct dirent *e;
-	while (!open && (e = readdir(d))) {
-		char *end;
-		long fd = strtol(e->d_name, &end, 10);
-		struct stat st;
-		if (*end || end == e->d_name || fd == self)
-			continue;
-		if (!fstat((int)fd, &st) && st.st_ino == f->ino &&
-		    st.st_dev == f->dev)
-			open = true;
+	char buf[4096];
+	long n;
+	while (!open &&
+	       (n = syscall(SYS_getdents64, dir, buf, sizeof(buf))) > 0) {
+		for (long off = 0; off < n && !open;) {
+			struct linux_dirent64 {
+				uint64_t d_ino;
+				int64_t d_off;
+				unsigned short d_reclen;
+				unsigned char d_type;
+				char d_name[];
+			} *d = (void *)(buf + off);
+			char *end;
+			long fd = strtol(d->d_name, &end, 10);
+			struct stat st;
+			off += d->d_reclen;
+			if (*end || end == d->d_name || fd == dir)
+				continue;
+			if (!fstat((int)fd, &st) && st.st_ino == f->ino &&
+			    st.st_dev == f->dev)
+				open = true;
+		}
 	}
-	closedir(d);
+	shim_real_close(dir);
 	return open;
 }
 

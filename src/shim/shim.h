@@ -125,6 +125,10 @@ void *shim_real_mmap(void *addr, size_t len, int prot, int flags, int fd,
 		     off_t off);
 int shim_real_close(int fd);
 
+/* alloc.c: the arena, reserved at load time. */
+void shim_alloc_init(void);
+void shim_alloc_atfork_child(void);
+
 /* dmirror.c */
 int dmirror_open(struct shim_file *f);
 /* Last close of the description (file_operations.release). */
