@@ -182,6 +182,33 @@ static void exclusive(void)
 		 -EPERM);
 	CHECK_EQ(t_verify(p, N, 21), 0);        /* the CPU reads them */
 	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_CHECK_EXCLUSIVE, p, buf, N, &c), 0);
+	/* A device write ends the hold through a fault, which checks the
+	 * mapping as it is now. */
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_EXCLUSIVE, p, buf, N, &c), 0);
+	REQUIRE(mprotect(p, N * PS, PROT_READ) == 0);
+	t_fill(buf, N, 22);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_WRITE, p, buf, N, &c), -EPERM);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_CHECK_EXCLUSIVE, p, buf, N, &c), 0);
+	CHECK_EQ(t_verify(p, N, 21), 0);
+	REQUIRE(mprotect(p, N * PS, PROT_READ | PROT_WRITE) == 0);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_EXCLUSIVE, p, buf, N, &c), 0);
+	t_fill(buf, N, 23);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_WRITE, p, buf, N, &c), 0);
+	CHECK_EQ(c.faults, 1);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_CHECK_EXCLUSIVE, p, buf, N, &c), 0);
+	CHECK_EQ(t_verify(p, N, 23), 0);
+	/* Fork gives held pages back first: both sides see their data. */
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_EXCLUSIVE, p, buf, N, &c), 0);
+	fflush(NULL);
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0)
+		_exit(t_verify(p, N, 23) ? 1 : 0);
+	int status;
+	REQUIRE(waitpid(pid, &status, 0) == pid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_CHECK_EXCLUSIVE, p, buf, N, &c), 0);
+	CHECK_EQ(t_verify(p, N, 23), 0);
 	/* Shared memory can't be held that way. */
 	char *s = mmap(NULL, PS, PROT_READ | PROT_WRITE,
 		       MAP_SHARED | MAP_ANONYMOUS, -1, 0);

@@ -40,6 +40,8 @@
 #endif
 
 #define PS HETMM_PAGE_SIZE
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
 
 static bool unit_coherent(int unit)
 {
@@ -211,6 +213,47 @@ static int range_errno(int rc)
 	return rc == -EINVAL ? -EFAULT : rc;
 }
 
+/*
+ * A device write to pages it holds exclusively: the driver's entries for
+ * them are not writable, so the write faults, and the fault gives the
+ * pages back to the CPU (ending the hold) before it checks the access
+ * against the mapping as it is now.  Here: the held pages go back to
+ * system memory, which drops the mirror's entries, so the write refaults.
+ */
+static void excl_end(struct shim_file *f, struct hetmm_ctx *ctx,
+		     uintptr_t start, uintptr_t end)
+{
+	for (;;) {
+		struct shim_range r = { 0, 0 };
+		pthread_mutex_lock(&f->lock);
+		for (size_t i = 0; i < f->nr_excl; i++) {
+			if (f->excl[i].end > start && f->excl[i].start < end) {
+				r.start = MAX(f->excl[i].start, start);
+				r.end = MIN(f->excl[i].end, end);
+				break;
+			}
+		}
+		if (r.start < r.end && excl_remove(f, r.start, r.end))
+			r.end = r.start;   /* no memory: leave it held */
+		pthread_mutex_unlock(&f->lock);
+		if (r.start >= r.end)
+			return;
+		if (ctx)
+			hetmm_migrate_to_system(ctx, (void *)r.start,
+						r.end - r.start, NULL);
+	}
+}
+
+/*
+ * Before fork: the kernel gives device-exclusive pages back to the CPU
+ * when it copies the page tables, so parent and child get them as
+ * ordinary copy-on-write pages.  So here, for every hold of f.
+ */
+void dmirror_fork(struct shim_file *f, struct hetmm_ctx *ctx)
+{
+	excl_end(f, ctx, 0, UINTPTR_MAX);
+}
+
 static int do_read(struct shim_file *f, struct shim_dmirror_cmd *c,
 		   uint64_t size)
 {
@@ -237,11 +280,7 @@ static int do_write(struct shim_file *f, struct shim_dmirror_cmd *c,
 		return -ENOMEM;
 	int rc = shim_copy_in(buf, c->ptr, size);
 	if (!rc) {
-		/* A device write goes through a fault, which ends any
-		 * exclusive access the device held there. */
-		pthread_mutex_lock(&f->lock);
-		excl_remove(f, c->addr, c->addr + size);
-		pthread_mutex_unlock(&f->lock);
+		excl_end(f, shim_ctx_peek(), c->addr, c->addr + size);
 		rc = range_errno(hetmm_mirror_write(f->mirror,
 						    (void *)(uintptr_t)c->addr,
 						    buf, n, &faults));

@@ -142,6 +142,11 @@ static void forget_parent(void)
 static void atfork_prepare(void)
 {
 	pthread_mutex_lock(&proc_lock);
+	if (proc_pid != getpid() || !proc_ctx)
+		return;
+	for (struct shim_file *f = proc_files; f; f = f->next)
+		if (f->pid == proc_pid && f->unit < SHIM_DMIRROR_UNITS)
+			dmirror_fork(f, proc_ctx);
 }
 
 static void atfork_parent(void)

@@ -133,6 +133,8 @@ void shim_alloc_atfork_child(void);
 int dmirror_open(struct shim_file *f);
 /* Last close of the description (file_operations.release). */
 void dmirror_release(struct shim_file *f);
+/* fork is coming (in the parent, the process lock held). */
+void dmirror_fork(struct shim_file *f, struct hetmm_ctx *ctx);
 long dmirror_ioctl(struct shim_file *f, unsigned int cmd, void *arg);
 void *dmirror_mmap(struct shim_file *f, void *addr, size_t len, int prot,
 		   int flags, off_t off);
