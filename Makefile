@@ -1,9 +1,9 @@
-# Front door: make | make demo | make test | make bench
+# Front door: make | make demo | make test | make bench | make conformance
 BUILD ?= build
 CMAKE_FLAGS ?=
 JOBS ?= $(shell nproc)
 
-.PHONY: all build demo test bench asan tsan clean
+.PHONY: all build demo test bench asan tsan clean conformance
 
 all: build
 
@@ -21,6 +21,12 @@ test: build
 
 bench: build
 	./$(BUILD)/hetmm bench
+
+# The kernel's own HMM selftest (Linux 6.1 hmm-tests, from Debian's
+# linux-source-6.1, built unmodified in $(BUILD)/conformance) run under the
+# ABI shim: LD_PRELOAD=$(BUILD)/libhetmm-dmirror.so.
+conformance: build
+	./tests/conformance/conformance.sh $(BUILD)
 
 # Sanitizer builds: the same tests under ASan+UBSan, and under TSan.
 asan:

@@ -181,10 +181,12 @@ static inline bool vma_is_private_anon(const struct vma *v)
 #define PG_EXCLUSIVE (1u << 2)
 #define PG_ZERO (1u << 3)
 #define PG_HUGE (1u << 4)
+#define PG_FILE (1u << 5)    /* a file (or shmem) page, not anonymous */
 
 int vma_page_flags(struct vmaq *q, uintptr_t start, size_t npages,
 		   uint8_t *flags);
-/* PG_PRESENT, PG_SWAPPED and PG_EXCLUSIVE only: one pread, no scan. */
+/* PG_PRESENT, PG_SWAPPED, PG_EXCLUSIVE and PG_FILE only: one pread, no
+ * scan. */
 int vma_page_presence(struct vmaq *q, uintptr_t start, size_t npages,
 		      uint8_t *flags);
 

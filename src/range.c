@@ -171,8 +171,10 @@ static uint8_t snapshot_system(const struct vma *v, uint8_t pf)
 	if (pf & PG_ZERO)
 		prot = HETMM_PROT_ZERO | HETMM_PROT_READ;
 	else if ((v->flags & VMA_WRITE) &&
-		 ((pf & PG_EXCLUSIVE) || (v->flags & VMA_SHARED)))
-		prot = HETMM_PROT_WRITE;
+		 ((v->flags & VMA_SHARED) ||
+		  ((pf & PG_EXCLUSIVE) && !(pf & PG_FILE))))
+		prot = HETMM_PROT_WRITE;   /* a file page in a private mapping
+					    * stays read-only until written */
 	else
 		prot = HETMM_PROT_READ;
 	if (pf & PG_HUGE)

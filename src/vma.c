@@ -135,6 +135,7 @@ int vma_check_accessible(struct vmaq *q, uintptr_t start, uintptr_t end)
 /* /proc/self/pagemap bits (Documentation/admin-guide/mm/pagemap.rst). */
 #define PM_PRESENT (1ULL << 63)
 #define PM_SWAP (1ULL << 62)
+#define PM_FILE (1ULL << 61)
 #define PM_MMAP_EXCLUSIVE (1ULL << 56)
 
 int vma_page_presence(struct vmaq *q, uintptr_t start, size_t npages,
@@ -157,6 +158,8 @@ int vma_page_presence(struct vmaq *q, uintptr_t start, size_t npages,
 				f |= PG_SWAPPED;
 			if (buf[i] & PM_MMAP_EXCLUSIVE)
 				f |= PG_EXCLUSIVE;
+			if (buf[i] & PM_FILE)
+				f |= PG_FILE;
 			flags[done + i] = f;
 		}
 		done += n;

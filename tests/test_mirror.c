@@ -407,6 +407,36 @@ static void snapshot(void)
 	REQUIRE(munmap(p + PS, (N - 1) * PS) == 0);
 }
 
+/*
+ * A private mapping of a file: a page read in is the file's, mapped
+ * read-only until a write gives the process its own copy (the kernel
+ * reports READ, then WRITE); a shared mapping's page is writable at once.
+ */
+static void snapshot_file(void)
+{
+	int fd = memfd_create("test_mirror", MFD_CLOEXEC);
+	REQUIRE(fd >= 0);
+	REQUIRE(ftruncate(fd, 2 * PS) == 0);
+	char *priv = mmap(NULL, 2 * PS, PROT_READ | PROT_WRITE, MAP_PRIVATE,
+			  fd, 0);
+	char *shared = mmap(NULL, PS, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+			    PS);
+	REQUIRE(priv != MAP_FAILED && shared != MAP_FAILED);
+	volatile char sink = priv[0];
+	(void)sink;
+	priv[PS] = 1;
+	sink = shared[0];
+	uint8_t prot[2];
+	CHECK_OK(hetmm_mirror_snapshot(m0, priv, 2, prot));
+	CHECK_EQ(prot[0], HETMM_PROT_READ);
+	CHECK_EQ(prot[1], HETMM_PROT_WRITE);
+	CHECK_OK(hetmm_mirror_snapshot(m0, shared, 1, prot));
+	CHECK_EQ(prot[0], HETMM_PROT_WRITE);
+	munmap(priv, 2 * PS);
+	munmap(shared, PS);
+	close(fd);
+}
+
 int main(void)
 {
 	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
@@ -426,6 +456,7 @@ int main(void)
 	device_pages();
 	other_context();
 	snapshot();
+	snapshot_file();
 
 	CHECK_OK(hetmm_mirror_destroy(m0));
 	CHECK_OK(hetmm_mirror_destroy(m1));

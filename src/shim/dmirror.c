@@ -1,0 +1,573 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * dmirror.c - /dev/hmm_dmirrorN: the kernel test driver's ioctls, served
+ * by a hetmm mirror of an emulated device.
+ *
+ * Each command is checked as the driver checks it (the command block is
+ * read first, -EFAULT if it can't be; an unaligned or wrapping range is
+ * -EINVAL; an unknown command -EINVAL), then translated to the public API:
+ *
+ *   READ, WRITE        hetmm_mirror_read/write through a bounce buffer
+ *   SNAPSHOT           hetmm_mirror_snapshot
+ *   MIGRATE_TO_DEV     hetmm_migrate_to_device, then the device reads the
+ *                      range back: every page must be on this device, or
+ *                      -ENOENT, as the driver's read of its page table
+ *   MIGRATE_TO_SYS     hetmm_migrate_to_system of the pages on this device
+ *   EXCLUSIVE          device atomics: the pages move to this device, so
+ *                      any CPU access faults them back, which is what
+ *                      revokes exclusive access in the kernel
+ *   CHECK_EXCLUSIVE    -EPERM while a page still is held that way
+ *   RELEASE            every page of the device goes back to system memory
+ *
+ * and close of the last descriptor of an open (the driver's release)
+ * evicts the device as the driver does.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "shim.h"
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+#define PS HETMM_PAGE_SIZE
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+
+static bool unit_coherent(int unit)
+{
+	return unit >= 2;
+}
+
+int dmirror_open(struct shim_file *f)
+{
+	struct hetmm_emu *emu;
+	int rc = shim_emu(f->unit, &emu);
+	/* A device this build can't host is a device node that isn't there,
+	 * as on a kernel whose test driver was loaded without it. */
+	if (rc == -EOPNOTSUPP)
+		return -ENOENT;
+	if (rc)
+		return rc;
+	return hetmm_mirror_create(emu, &f->mirror);
+}
+
+/* Sort without allocating (qsort may take the program's heap). */
+static void sort_addrs(uintptr_t *a, size_t n)
+{
+	for (size_t gap = n / 2; gap; gap /= 2) {
+		for (size_t i = gap; i < n; i++) {
+			uintptr_t v = a[i];
+			size_t j = i;
+			for (; j >= gap && a[j - gap] > v; j -= gap)
+				a[j] = a[j - gap];
+			a[j] = v;
+		}
+	}
+}
+
+/*
+ * Every page of the device back to system memory, whoever migrated it:
+ * the driver's eviction of its memory.  Found through the pages'
+ * metadata, migrated back a run of consecutive addresses at a time.
+ */
+static void dmirror_evict(int unit)
+{
+	struct hetmm_emu *emu;
+	struct hetmm_pagemap *pgmap;
+	struct hetmm_pagemap_info info;
+	struct hetmm_ctx *ctx = shim_ctx_peek();
+	if (!ctx || shim_emu(unit, &emu) || hetmm_emu_pagemap(emu, &pgmap) ||
+	    hetmm_pagemap_get_info(pgmap, &info))
+		return;
+	uint64_t used = info.nr_pages - info.nr_free;
+	if (!used)
+		return;
+	uintptr_t *owners = malloc(used * sizeof(*owners));
+	if (!owners)
+		return;
+	size_t n = 0;
+	for (uint64_t i = 0; i < info.nr_pages && n < used; i++) {
+		hetmm_pfn_t pfn = { info.first_pfn.val + i };
+		struct hetmm_page *page;
+		struct hetmm_page_info pi;
+		if (hetmm_pfn_to_page(pfn, &page) ||
+		    hetmm_page_get_info(page, &pi))
+			continue;
+		if (pi.refcount && pi.owner)
+			owners[n++] = pi.owner;
+	}
+	sort_addrs(owners, n);
+	for (size_t i = 0; i < n;) {
+		size_t k = 1;
+		while (i + k < n && owners[i + k] == owners[i] + k * PS)
+			k++;
+		hetmm_migrate_to_system(ctx, (void *)owners[i], k * PS, NULL);
+		i += k;
+	}
+	free(owners);
+}
+
+void dmirror_release(struct shim_file *f)
+{
+	if (!f->mirror)
+		return;
+	hetmm_mirror_destroy(f->mirror);
+	f->mirror = NULL;
+	dmirror_evict(f->unit);
+}
+
+/* ------------------------------------------------------------------------
+ * Exclusive ranges
+ */
+
+/* Under f->lock: room for n more ranges. */
+static int excl_reserve(struct shim_file *f, size_t n)
+{
+	if (f->nr_excl + n <= f->cap_excl)
+		return 0;
+	size_t cap = f->cap_excl ? f->cap_excl : 8;
+	while (cap < f->nr_excl + n)
+		cap *= 2;
+	struct shim_range *r = realloc(f->excl, cap * sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	f->excl = r;
+	f->cap_excl = cap;
+	return 0;
+}
+
+/* Under f->lock: forget [start, end); a range it splits keeps both ends. */
+static int excl_remove(struct shim_file *f, uintptr_t start, uintptr_t end)
+{
+	size_t n = f->nr_excl;
+	for (size_t i = 0; i < n; i++) {
+		struct shim_range *r = &f->excl[i];
+		if (r->end <= start || r->start >= end)
+			continue;
+		if (r->start < start && r->end > end) {
+			if (excl_reserve(f, 1))
+				return -ENOMEM;
+			r = &f->excl[i];
+			f->excl[f->nr_excl++] = (struct shim_range){ end,
+								     r->end };
+			r->end = start;
+		} else if (r->start < start) {
+			r->end = start;
+		} else if (r->end > end) {
+			r->start = end;
+		} else {
+			r->start = r->end = 0;  /* emptied */
+		}
+	}
+	size_t out = 0;
+	for (size_t i = 0; i < f->nr_excl; i++)
+		if (f->excl[i].start < f->excl[i].end)
+			f->excl[out++] = f->excl[i];
+	f->nr_excl = out;
+	return 0;
+}
+
+static int excl_add(struct shim_file *f, uintptr_t start, uintptr_t end)
+{
+	int rc = excl_remove(f, start, end);
+	if (!rc)
+		rc = excl_reserve(f, 1);
+	if (!rc)
+		f->excl[f->nr_excl++] = (struct shim_range){ start, end };
+	return rc;
+}
+
+static bool excl_has(struct shim_file *f, uintptr_t addr)
+{
+	for (size_t i = 0; i < f->nr_excl; i++)
+		if (addr >= f->excl[i].start && addr < f->excl[i].end)
+			return true;
+	return false;
+}
+
+/* ------------------------------------------------------------------------
+ * The commands
+ */
+
+static bool prot_local(uint8_t p)
+{
+	return p != HETMM_PROT_ERROR &&
+	       ((p & 0xf0) == HETMM_PROT_DEV_PRIVATE_LOCAL ||
+		(p & 0xf0) == HETMM_PROT_DEV_COHERENT_LOCAL);
+}
+
+/* A range the caller gave: the mirror's -EINVAL for it (outside the
+ * user half) is the kernel's -EFAULT for memory with nothing there. */
+static int range_errno(int rc)
+{
+	return rc == -EINVAL ? -EFAULT : rc;
+}
+
+/*
+ * A device write to pages it holds exclusively: the driver's entries for
+ * them are not writable, so the write faults, and the fault gives the
+ * pages back to the CPU (ending the hold) before it checks the access
+ * against the mapping as it is now.  Here: the held pages go back to
+ * system memory, which drops the mirror's entries, so the write refaults.
+ */
+static void excl_end(struct shim_file *f, struct hetmm_ctx *ctx,
+		     uintptr_t start, uintptr_t end)
+{
+	for (;;) {
+		struct shim_range r = { 0, 0 };
+		pthread_mutex_lock(&f->lock);
+		for (size_t i = 0; i < f->nr_excl; i++) {
+			if (f->excl[i].end > start && f->excl[i].start < end) {
+				r.start = MAX(f->excl[i].start, start);
+				r.end = MIN(f->excl[i].end, end);
+				break;
+			}
+		}
+		if (r.start < r.end && excl_remove(f, r.start, r.end))
+			r.end = r.start;   /* no memory: leave it held */
+		pthread_mutex_unlock(&f->lock);
+		if (r.start >= r.end)
+			return;
+		if (ctx)
+			hetmm_migrate_to_system(ctx, (void *)r.start,
+						r.end - r.start, NULL);
+	}
+}
+
+/*
+ * Before fork: the kernel gives device-exclusive pages back to the CPU
+ * when it copies the page tables, so parent and child get them as
+ * ordinary copy-on-write pages.  So here, for every hold of f.
+ */
+void dmirror_fork(struct shim_file *f, struct hetmm_ctx *ctx)
+{
+	excl_end(f, ctx, 0, UINTPTR_MAX);
+}
+
+static int do_read(struct shim_file *f, struct shim_dmirror_cmd *c,
+		   uint64_t size)
+{
+	uint64_t n = size / PS, faults = 0;
+	void *buf = malloc(size);
+	if (!buf)
+		return -ENOMEM;
+	int rc = hetmm_mirror_read(f->mirror, (void *)(uintptr_t)c->addr, buf,
+				   n, &faults);
+	if (!rc)
+		rc = shim_copy_out(c->ptr, buf, size);
+	free(buf);
+	c->cpages = n;
+	c->faults = faults;
+	return range_errno(rc);
+}
+
+static int do_write(struct shim_file *f, struct shim_dmirror_cmd *c,
+		    uint64_t size)
+{
+	uint64_t n = size / PS, faults = 0;
+	void *buf = malloc(size);
+	if (!buf)
+		return -ENOMEM;
+	int rc = shim_copy_in(buf, c->ptr, size);
+	if (!rc) {
+		excl_end(f, shim_ctx_peek(), c->addr, c->addr + size);
+		rc = range_errno(hetmm_mirror_write(f->mirror,
+						    (void *)(uintptr_t)c->addr,
+						    buf, n, &faults));
+	}
+	free(buf);
+	c->cpages = n;
+	c->faults = faults;
+	return rc;
+}
+
+static int snapshot(struct shim_file *f, uint64_t addr, uint64_t n,
+		    uint8_t **protp)
+{
+	uint8_t *prot = malloc(n);
+	if (!prot)
+		return -ENOMEM;
+	int rc = hetmm_mirror_snapshot(f->mirror, (void *)(uintptr_t)addr, n,
+				       prot);
+	if (rc) {
+		free(prot);
+		return range_errno(rc);
+	}
+	*protp = prot;
+	return 0;
+}
+
+/* The device reads back what it holds of the range: -ENOENT unless every
+ * page is in this device's memory. */
+static int read_back(struct shim_file *f, struct shim_dmirror_cmd *c,
+		     uint64_t size)
+{
+	uint64_t n = size / PS;
+	uint8_t *prot;
+	int rc = snapshot(f, c->addr, n, &prot);
+	if (rc)
+		return rc;
+	for (uint64_t i = 0; i < n && !rc; i++)
+		if (!prot_local(prot[i]))
+			rc = -ENOENT;
+	free(prot);
+	if (rc)
+		return rc;
+	rc = do_read(f, c, size);
+	c->faults = 0;
+	return rc;
+}
+
+static int do_migrate_to_dev(struct shim_file *f, struct shim_dmirror_cmd *c,
+			     uint64_t size)
+{
+	struct hetmm_emu *emu;
+	struct hetmm_pagemap *pgmap;
+	int rc = shim_emu(f->unit, &emu);
+	if (!rc)
+		rc = hetmm_emu_pagemap(emu, &pgmap);
+	if (rc)
+		return rc;
+	struct hetmm_migrate_report rep = { 0, 0, NULL };
+	rc = hetmm_migrate_to_device(pgmap, (void *)(uintptr_t)c->addr, size,
+				     &rep);
+	/* Pages that could not move show up in the read back. */
+	if (rc && rc != -ENOENT && rc != -ENOMEM && rc != -ENXIO)
+		return rc;
+	pthread_mutex_lock(&f->lock);
+	excl_remove(f, c->addr, c->addr + size);
+	pthread_mutex_unlock(&f->lock);
+	return read_back(f, c, size);
+}
+
+static int do_migrate_to_sys(struct shim_file *f, struct shim_dmirror_cmd *c,
+			     uint64_t size)
+{
+	struct hetmm_ctx *ctx = shim_ctx();
+	uint64_t n = size / PS;
+	uint8_t *prot;
+	if (!ctx)
+		return -ENOMEM;
+	int rc = snapshot(f, c->addr, n, &prot);
+	if (rc)
+		return rc;
+	/* The driver walks the range's VMAs: a hole or an unreadable one
+	 * is -EINVAL. */
+	for (uint64_t i = 0; i < n; i++) {
+		if (prot[i] == HETMM_PROT_ERROR) {
+			free(prot);
+			return -EINVAL;
+		}
+	}
+	/* Only this device's pages move: the driver selects its own. */
+	for (uint64_t i = 0; i < n && !rc;) {
+		if (!prot_local(prot[i])) {
+			i++;
+			continue;
+		}
+		uint64_t k = 1;
+		while (i + k < n && prot_local(prot[i + k]))
+			k++;
+		struct hetmm_migrate_report rep = { 0, 0, NULL };
+		rc = hetmm_migrate_to_system(ctx,
+					     (void *)(uintptr_t)(c->addr + i * PS),
+					     k * PS, &rep);
+		if (rc == -ENOENT)
+			rc = 0;
+		c->cpages += rep.moved;
+		i += k;
+	}
+	free(prot);
+	return rc;
+}
+
+static int do_snapshot(struct shim_file *f, struct shim_dmirror_cmd *c,
+		       uint64_t size)
+{
+	uint64_t n = size / PS;
+	uint8_t *prot;
+	int rc = snapshot(f, c->addr, n, &prot);
+	if (rc)
+		return rc;
+	rc = shim_copy_out(c->ptr, prot, n);
+	free(prot);
+	if (!rc)
+		c->cpages = n;
+	return rc;
+}
+
+/*
+ * Exclusive access for device atomics.  The kernel leaves the page where
+ * it is and replaces the CPU's mapping by a device-exclusive entry that
+ * any CPU access turns back, telling the device.  Moving the page into
+ * this device-private memory has the same effect here: the CPU's next
+ * access faults it back and the device loses it.  All pages or -EBUSY,
+ * then the device reads the range back.
+ */
+static int do_exclusive(struct shim_file *f, struct shim_dmirror_cmd *c,
+			uint64_t size)
+{
+	if (unit_coherent(f->unit))
+		return -EOPNOTSUPP;  /* needs hetmm's exclusive-access API */
+	struct hetmm_emu *emu;
+	struct hetmm_pagemap *pgmap;
+	int rc = shim_emu(f->unit, &emu);
+	if (!rc)
+		rc = hetmm_emu_pagemap(emu, &pgmap);
+	if (rc)
+		return rc;
+	rc = hetmm_migrate_to_device(pgmap, (void *)(uintptr_t)c->addr, size,
+				     NULL);
+	if (rc && rc != -ENOENT)
+		return -EBUSY;
+	rc = read_back(f, c, size);
+	if (rc)
+		return rc == -ENOENT ? -EBUSY : rc;
+	pthread_mutex_lock(&f->lock);
+	rc = excl_add(f, c->addr, c->addr + size);
+	pthread_mutex_unlock(&f->lock);
+	return rc;
+}
+
+static int do_check_exclusive(struct shim_file *f,
+			      struct shim_dmirror_cmd *c, uint64_t size)
+{
+	uint64_t n = size / PS;
+	pthread_mutex_lock(&f->lock);
+	bool any = false;
+	for (size_t i = 0; i < f->nr_excl && !any; i++)
+		any = f->excl[i].start < c->addr + size &&
+		      f->excl[i].end > c->addr;
+	pthread_mutex_unlock(&f->lock);
+	if (!any)
+		return 0;
+	uint8_t *prot;
+	int rc = snapshot(f, c->addr, n, &prot);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&f->lock);
+	for (uint64_t i = 0; i < n && !rc; i++)
+		if (prot_local(prot[i]) && excl_has(f, c->addr + i * PS))
+			rc = -EPERM;
+	pthread_mutex_unlock(&f->lock);
+	free(prot);
+	return rc;
+}
+
+long dmirror_ioctl(struct shim_file *f, unsigned int cmd, void *arg)
+{
+	struct shim_dmirror_cmd c;
+	if (!f->mirror)
+		return -EINVAL;
+	if (shim_copy_in(&c, (uintptr_t)arg, sizeof(c)))
+		return -EFAULT;
+	if (c.addr & (PS - 1))
+		return -EINVAL;
+	/* As the driver computes it: the page count shifted, modulo 2^64. */
+	uint64_t size = c.npages << HETMM_PAGE_SHIFT;
+	if (c.addr >= c.addr + size)
+		return -EINVAL;
+	c.cpages = 0;
+	c.faults = 0;
+
+	int rc;
+	switch (cmd) {
+	case SHIM_DMIRROR_READ:
+		rc = do_read(f, &c, size);
+		break;
+	case SHIM_DMIRROR_WRITE:
+		rc = do_write(f, &c, size);
+		break;
+	case SHIM_DMIRROR_MIGRATE_TO_DEV:
+		rc = do_migrate_to_dev(f, &c, size);
+		break;
+	case SHIM_DMIRROR_MIGRATE_TO_SYS:
+		rc = do_migrate_to_sys(f, &c, size);
+		break;
+	case SHIM_DMIRROR_EXCLUSIVE:
+		rc = do_exclusive(f, &c, size);
+		break;
+	case SHIM_DMIRROR_CHECK_EXCLUSIVE:
+		rc = do_check_exclusive(f, &c, size);
+		break;
+	case SHIM_DMIRROR_SNAPSHOT:
+		rc = do_snapshot(f, &c, size);
+		break;
+	case SHIM_DMIRROR_RELEASE:
+		dmirror_evict(f->unit);
+		rc = 0;
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (rc)
+		return rc;
+	if (shim_copy_out((uintptr_t)arg, &c, sizeof(c)))
+		return -EFAULT;
+	return 0;
+}
+
+/*
+ * mmap of the device: the driver maps a fresh zeroed page at every address
+ * of the new mapping at once, with the mapping's protection (read-only
+ * until written, in a private writable mapping).  A new memfd per mapping
+ * gives the same: pages of its own, a file page read into each.
+ */
+void *dmirror_mmap(struct shim_file *f, void *addr, size_t len, int prot,
+		   int flags, off_t off)
+{
+	int err;
+	if (!len || (off & (off_t)(PS - 1))) {
+		errno = EINVAL;
+		return MAP_FAILED;
+	}
+	if (f->accmode == O_WRONLY ||
+	    ((flags & MAP_TYPE) != MAP_PRIVATE && (prot & PROT_WRITE) &&
+	     f->accmode != O_RDWR)) {
+		errno = EACCES;
+		return MAP_FAILED;
+	}
+	size_t size = (len + PS - 1) & ~(size_t)(PS - 1);
+	if (size < len) {
+		errno = ENOMEM;
+		return MAP_FAILED;
+	}
+	int fd = memfd_create("hmm_dmirror_pages", MFD_CLOEXEC);
+	if (fd < 0)
+		return MAP_FAILED;
+	if (ftruncate(fd, (off_t)size)) {
+		err = errno;
+		shim_real_close(fd);
+		errno = err;
+		return MAP_FAILED;
+	}
+	void *p = shim_real_mmap(addr, len, prot, flags, fd, 0);
+	err = errno;
+	shim_real_close(fd);
+	if (p == MAP_FAILED) {
+		errno = err;
+		return MAP_FAILED;
+	}
+	if (prot & PROT_READ) {
+		bool shared_write = (flags & MAP_TYPE) != MAP_PRIVATE &&
+				    (prot & PROT_WRITE);
+		if (madvise(p, size, shared_write ? MADV_POPULATE_WRITE
+						  : MADV_POPULATE_READ)) {
+			err = errno;
+			munmap(p, len);
+			errno = err == EINVAL ? ENOMEM : err;
+			return MAP_FAILED;
+		}
+	}
+	return p;
+}

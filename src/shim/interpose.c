@@ -1,0 +1,667 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * interpose.c - open, close, ioctl and mmap, and which file is whose.
+ *
+ * Opening one of the served paths gives a memfd of its own, which the
+ * program holds like any descriptor.  Its inode names the open file
+ * description: an ioctl, mmap or close on any descriptor of it (a dup, one
+ * inherited over fork) finds the shim's state by fstat, and every other
+ * call goes to the next definition (dlsym RTLD_NEXT) untouched.
+ *
+ * One hetmm context serves the process, created on the first open of a
+ * dmirror device; each device is an emulated device of that context, each
+ * open a mirror of it.  A child after fork starts without them: the
+ * parent's context has no handler thread there, so the child builds its own
+ * on its first open, and the descriptions it inherited stay the parent's
+ * (their mirrors mirror the parent's memory, which the child can't reach:
+ * their ioctls fail with EINVAL, as on a kernel whose mm has gone).
+ *
+ * Nothing here holds the process lock across a hetmm call that could wait
+ * for the fault handler: the handler's own ioctls pass through this file.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "shim.h"
+
+#define SHIM_EXPORT __attribute__((visibility("default")))
+
+/* Size of each emulated device: the kernel's test driver adds memory in
+ * 256 MiB chunks; one chunk's worth is plenty for its tests.  Free frames
+ * cost nothing but 20 bytes of metadata. */
+#define SHIM_DEFAULT_DEVICE_PAGES 65536
+
+/* ------------------------------------------------------------------------
+ * The next definitions
+ */
+
+static void *next_sym(const char *name)
+{
+	return dlsym(RTLD_NEXT, name);
+}
+
+#define NEXT(type, name)                                                  \
+	static type next_##name(void)                                     \
+	{                                                                 \
+		static _Atomic(type) fn;                                  \
+		type f = atomic_load_explicit(&fn, memory_order_acquire); \
+		if (!f) {                                                 \
+			f = (type)next_sym(#name);                        \
+			atomic_store_explicit(&fn, f, memory_order_release); \
+		}                                                         \
+		return f;                                                 \
+	}
+
+typedef int (*open_fn)(const char *, int, ...);
+typedef int (*openat_fn)(int, const char *, int, ...);
+typedef int (*open2_fn)(const char *, int);
+typedef int (*openat2_fn)(int, const char *, int);
+typedef int (*close_fn)(int);
+typedef int (*ioctl_fn)(int, unsigned long, ...);
+typedef void *(*mmap_fn)(void *, size_t, int, int, int, off_t);
+
+NEXT(open_fn, open)
+NEXT(open_fn, open64)
+NEXT(openat_fn, openat)
+NEXT(openat_fn, openat64)
+NEXT(open2_fn, __open_2)
+NEXT(open2_fn, __open64_2)
+NEXT(openat2_fn, __openat_2)
+NEXT(openat2_fn, __openat64_2)
+NEXT(close_fn, close)
+NEXT(ioctl_fn, ioctl)
+NEXT(mmap_fn, mmap)
+NEXT(mmap_fn, mmap64)
+
+int shim_real_ioctl(int fd, unsigned long req, void *arg)
+{
+	ioctl_fn f = next_ioctl();
+	if (!f) {
+		errno = ENOSYS;
+		return -1;
+	}
+	return f(fd, req, arg);
+}
+
+void *shim_real_mmap(void *addr, size_t len, int prot, int flags, int fd,
+		     off_t off)
+{
+	mmap_fn f = next_mmap();
+	if (!f) {
+		errno = ENOSYS;
+		return MAP_FAILED;
+	}
+	return f(addr, len, prot, flags, fd, off);
+}
+
+int shim_real_close(int fd)
+{
+	close_fn f = next_close();
+	if (!f) {
+		errno = ENOSYS;
+		return -1;
+	}
+	return f(fd);
+}
+
+/* ------------------------------------------------------------------------
+ * The process: its context, devices and open files
+ */
+
+static pthread_mutex_t proc_lock = PTHREAD_MUTEX_INITIALIZER;
+static pid_t proc_pid;
+static struct hetmm_ctx *proc_ctx;
+static struct hetmm_emu *proc_emu[SHIM_DMIRROR_UNITS];
+static struct shim_file *proc_files;      /* this process's and inherited */
+static atomic_int proc_nfiles;            /* list length, read unlocked */
+static atomic_ulong memfd_dev;            /* st_dev of every memfd */
+
+/* After fork, in the child: what the parent built belongs to the parent.
+ * Its context is left alone (its handler thread is not here to stop, and
+ * its locks may have been held at the fork); the files stay listed, under
+ * the parent's pid, so that they are still recognised. */
+static void forget_parent(void)
+{
+	proc_pid = getpid();
+	proc_ctx = NULL;
+	memset(proc_emu, 0, sizeof(proc_emu));
+}
+
+static void atfork_prepare(void)
+{
+	pthread_mutex_lock(&proc_lock);
+	if (proc_pid != getpid() || !proc_ctx)
+		return;
+	for (struct shim_file *f = proc_files; f; f = f->next)
+		if (f->pid == proc_pid && f->unit < SHIM_DMIRROR_UNITS)
+			dmirror_fork(f, proc_ctx);
+}
+
+static void atfork_parent(void)
+{
+	pthread_mutex_unlock(&proc_lock);
+}
+
+static void atfork_child(void)
+{
+	pthread_mutex_init(&proc_lock, NULL);
+	shim_alloc_atfork_child();
+	forget_parent();
+}
+
+__attribute__((constructor)) static void shim_init(void)
+{
+	/* Everything looked up now, so that no call later needs dlsym (which
+	 * allocates from the program's heap). */
+	next_open();
+	next_open64();
+	next_openat();
+	next_openat64();
+	next___open_2();
+	next___open64_2();
+	next___openat_2();
+	next___openat64_2();
+	next_close();
+	next_ioctl();
+	next_mmap();
+	next_mmap64();
+	shim_alloc_init();
+	proc_pid = getpid();
+	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
+/* Under proc_lock: a process made by clone(2) without fork's handlers
+ * is noticed here. */
+static void proc_check(void)
+{
+	if (proc_pid != getpid())
+		forget_parent();
+}
+
+static int ctx_locked(struct hetmm_ctx **ctxp)
+{
+	proc_check();
+	if (!proc_ctx) {
+		int rc = hetmm_ctx_create(&proc_ctx, NULL);
+		if (rc) {
+			proc_ctx = NULL;
+			return rc;
+		}
+	}
+	*ctxp = proc_ctx;
+	return 0;
+}
+
+struct hetmm_ctx *shim_ctx(void)
+{
+	struct hetmm_ctx *ctx = NULL;
+	pthread_mutex_lock(&proc_lock);
+	ctx_locked(&ctx);
+	pthread_mutex_unlock(&proc_lock);
+	return ctx;
+}
+
+struct hetmm_ctx *shim_ctx_peek(void)
+{
+	pthread_mutex_lock(&proc_lock);
+	proc_check();
+	struct hetmm_ctx *ctx = proc_ctx;
+	pthread_mutex_unlock(&proc_lock);
+	return ctx;
+}
+
+static uint64_t device_pages(void)
+{
+	const char *s = getenv("HETMM_DMIRROR_PAGES");
+	if (s && *s) {
+		char *end;
+		unsigned long long v = strtoull(s, &end, 0);
+		if (!*end && v)
+			return v;
+	}
+	return SHIM_DEFAULT_DEVICE_PAGES;
+}
+
+/*
+ * The emulated device behind /dev/hmm_dmirror<unit>, made on first use.
+ * Units 0 and 1 are device-private, 2 and 3 device-coherent, as the
+ * kernel's test driver numbers them.
+ */
+int shim_emu(int unit, struct hetmm_emu **emup)
+{
+	if (unit < 0 || unit >= SHIM_DMIRROR_UNITS)
+		return -ENODEV;
+	pthread_mutex_lock(&proc_lock);
+	struct hetmm_ctx *ctx = NULL;
+	int rc = ctx_locked(&ctx);
+	if (!rc && !proc_emu[unit]) {
+		enum hetmm_memory_type type = unit < 2 ?
+			HETMM_MEMORY_DEVICE_PRIVATE :
+			HETMM_MEMORY_DEVICE_COHERENT;
+		rc = hetmm_emu_create(ctx, type, device_pages(),
+				      &proc_emu[unit]);
+		if (rc)
+			proc_emu[unit] = NULL;
+	}
+	if (!rc)
+		*emup = proc_emu[unit];
+	pthread_mutex_unlock(&proc_lock);
+	return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Files
+ */
+
+static void file_free(struct shim_file *f)
+{
+	/* The last reference of a description opened here: the kernel's
+	 * release.  One inherited from the parent only goes away. */
+	if (f->pid == getpid() && f->unit < SHIM_DMIRROR_UNITS)
+		dmirror_release(f);
+	pthread_mutex_destroy(&f->lock);
+	free(f->excl);
+	free(f);
+}
+
+static void file_put(struct shim_file *f)
+{
+	if (atomic_fetch_sub(&f->refs, 1) == 1)
+		file_free(f);
+}
+
+/* The file a descriptor refers to, with a reference; NULL for every
+ * descriptor the shim doesn't serve. */
+static struct shim_file *file_get(int fd)
+{
+	if (fd < 0 || !atomic_load_explicit(&proc_nfiles, memory_order_acquire))
+		return NULL;
+	struct stat st;
+	if (fstat(fd, &st) ||
+	    (unsigned long)st.st_dev != atomic_load(&memfd_dev))
+		return NULL;
+	struct shim_file *found = NULL;
+	pthread_mutex_lock(&proc_lock);
+	for (struct shim_file *f = proc_files; f; f = f->next) {
+		if (f->ino == st.st_ino && f->dev == st.st_dev) {
+			atomic_fetch_add(&f->refs, 1);
+			found = f;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&proc_lock);
+	return found;
+}
+
+/*
+ * Does any descriptor of this process still refer to the description?
+ * Read from /proc/self/fd with getdents64 into the stack: nothing here may
+ * allocate from the program's heap, which the program may have overrun.
+ */
+static bool still_open(const struct shim_file *f)
+{
+	open_fn o = next_open();
+	int dir = o ? o("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+		    : -1;
+	if (dir < 0)
+		return false;
+	bool open = false;
+	char buf[4096];
+	long n;
+	while (!open &&
+	       (n = syscall(SYS_getdents64, dir, buf, sizeof(buf))) > 0) {
+		for (long off = 0; off < n && !open;) {
+			struct linux_dirent64 {
+				uint64_t d_ino;
+				int64_t d_off;
+				unsigned short d_reclen;
+				unsigned char d_type;
+				char d_name[];
+			} *d = (void *)(buf + off);
+			char *end;
+			long fd = strtol(d->d_name, &end, 10);
+			struct stat st;
+			off += d->d_reclen;
+			if (*end || end == d->d_name || fd == dir)
+				continue;
+			if (!fstat((int)fd, &st) && st.st_ino == f->ino &&
+			    st.st_dev == f->dev)
+				open = true;
+		}
+	}
+	shim_real_close(dir);
+	return open;
+}
+
+static void file_unlist(struct shim_file *f)
+{
+	bool found = false;
+	pthread_mutex_lock(&proc_lock);
+	for (struct shim_file **pp = &proc_files; *pp; pp = &(*pp)->next) {
+		if (*pp == f) {
+			*pp = f->next;
+			found = true;
+			break;
+		}
+	}
+	if (found)
+		atomic_fetch_sub(&proc_nfiles, 1);
+	pthread_mutex_unlock(&proc_lock);
+	if (found)
+		file_put(f);   /* the list's reference */
+}
+
+static const char *const dmirror_paths[SHIM_DMIRROR_UNITS] = {
+	"/dev/hmm_dmirror0", "/dev/hmm_dmirror1",
+	"/dev/hmm_dmirror2", "/dev/hmm_dmirror3",
+};
+static const char gup_test_path[] = "/sys/kernel/debug/gup_test";
+
+/* Which file a path names: a unit, or -1 for any other path. */
+static int path_unit(const char *path)
+{
+	if (!path)
+		return -1;
+	if (!strncmp(path, "/dev/hmm_dmirror", 16)) {
+		for (int i = 0; i < SHIM_DMIRROR_UNITS; i++)
+			if (!strcmp(path, dmirror_paths[i]))
+				return i;
+		return -1;
+	}
+	if (!strcmp(path, gup_test_path))
+		return SHIM_UNIT_GUP;
+	return -1;
+}
+
+static int shim_open(int unit, int flags)
+{
+	if ((flags & O_DIRECTORY) || (flags & (O_CREAT | O_EXCL)) ==
+	    (O_CREAT | O_EXCL)) {
+		errno = (flags & O_DIRECTORY) ? ENOTDIR : EEXIST;
+		return -1;
+	}
+	struct shim_file *f = calloc(1, sizeof(*f));
+	if (!f) {
+		errno = ENOMEM;
+		return -1;
+	}
+	char name[32];
+	snprintf(name, sizeof(name), "%s",
+		 unit == SHIM_UNIT_GUP ? "gup_test"
+				       : dmirror_paths[unit] + 5);
+	int fd = memfd_create(name, (flags & O_CLOEXEC) ? MFD_CLOEXEC : 0);
+	if (fd < 0) {
+		free(f);
+		return -1;
+	}
+	struct stat st;
+	if (fstat(fd, &st)) {
+		int e = errno;
+		shim_real_close(fd);
+		free(f);
+		errno = e;
+		return -1;
+	}
+	f->dev = st.st_dev;
+	f->ino = st.st_ino;
+	f->pid = getpid();
+	f->unit = unit;
+	f->accmode = flags & O_ACCMODE;
+	atomic_init(&f->refs, 1);
+	pthread_mutex_init(&f->lock, NULL);
+	atomic_store(&memfd_dev, (unsigned long)st.st_dev);
+
+	int rc = unit == SHIM_UNIT_GUP ? 0 : dmirror_open(f);
+	if (rc) {
+		shim_real_close(fd);
+		pthread_mutex_destroy(&f->lock);
+		free(f);
+		errno = -rc;
+		return -1;
+	}
+	pthread_mutex_lock(&proc_lock);
+	f->next = proc_files;
+	proc_files = f;
+	atomic_fetch_add_explicit(&proc_nfiles, 1, memory_order_release);
+	pthread_mutex_unlock(&proc_lock);
+	return fd;
+}
+
+/* ------------------------------------------------------------------------
+ * The interposed calls
+ */
+
+static mode_t open_mode(int flags, va_list ap)
+{
+	if ((flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE)
+		return (mode_t)va_arg(ap, int);
+	return 0;
+}
+
+static int fail_nosys(void)
+{
+	errno = ENOSYS;
+	return -1;
+}
+
+SHIM_EXPORT int open(const char *path, int flags, ...)
+{
+	va_list ap;
+	va_start(ap, flags);
+	mode_t mode = open_mode(flags, ap);
+	va_end(ap);
+	int unit = path_unit(path);
+	if (unit >= 0)
+		return shim_open(unit, flags);
+	open_fn f = next_open();
+	return f ? f(path, flags, mode) : fail_nosys();
+}
+
+SHIM_EXPORT int open64(const char *path, int flags, ...)
+{
+	va_list ap;
+	va_start(ap, flags);
+	mode_t mode = open_mode(flags, ap);
+	va_end(ap);
+	int unit = path_unit(path);
+	if (unit >= 0)
+		return shim_open(unit, flags);
+	open_fn f = next_open64();
+	return f ? f(path, flags, mode) : fail_nosys();
+}
+
+SHIM_EXPORT int openat(int dirfd, const char *path, int flags, ...)
+{
+	va_list ap;
+	va_start(ap, flags);
+	mode_t mode = open_mode(flags, ap);
+	va_end(ap);
+	int unit = path_unit(path);
+	if (unit >= 0)
+		return shim_open(unit, flags);
+	openat_fn f = next_openat();
+	return f ? f(dirfd, path, flags, mode) : fail_nosys();
+}
+
+SHIM_EXPORT int openat64(int dirfd, const char *path, int flags, ...)
+{
+	va_list ap;
+	va_start(ap, flags);
+	mode_t mode = open_mode(flags, ap);
+	va_end(ap);
+	int unit = path_unit(path);
+	if (unit >= 0)
+		return shim_open(unit, flags);
+	openat_fn f = next_openat64();
+	return f ? f(dirfd, path, flags, mode) : fail_nosys();
+}
+
+/* The _FORTIFY_SOURCE entry points. */
+SHIM_EXPORT int __open_2(const char *path, int flags);
+SHIM_EXPORT int __open64_2(const char *path, int flags);
+SHIM_EXPORT int __openat_2(int dirfd, const char *path, int flags);
+SHIM_EXPORT int __openat64_2(int dirfd, const char *path, int flags);
+
+int __open_2(const char *path, int flags)
+{
+	int unit = path_unit(path);
+	if (unit >= 0)
+		return shim_open(unit, flags);
+	open2_fn f = next___open_2();
+	return f ? f(path, flags) : fail_nosys();
+}
+
+int __open64_2(const char *path, int flags)
+{
+	int unit = path_unit(path);
+	if (unit >= 0)
+		return shim_open(unit, flags);
+	open2_fn f = next___open64_2();
+	return f ? f(path, flags) : fail_nosys();
+}
+
+int __openat_2(int dirfd, const char *path, int flags)
+{
+	int unit = path_unit(path);
+	if (unit >= 0)
+		return shim_open(unit, flags);
+	openat2_fn f = next___openat_2();
+	return f ? f(dirfd, path, flags) : fail_nosys();
+}
+
+int __openat64_2(int dirfd, const char *path, int flags)
+{
+	int unit = path_unit(path);
+	if (unit >= 0)
+		return shim_open(unit, flags);
+	openat2_fn f = next___openat64_2();
+	return f ? f(dirfd, path, flags) : fail_nosys();
+}
+
+SHIM_EXPORT int close(int fd)
+{
+	struct shim_file *f = file_get(fd);
+	int rc = shim_real_close(fd);
+	if (f) {
+		int e = errno;
+		if (!rc && !still_open(f))
+			file_unlist(f);
+		file_put(f);
+		errno = e;
+	}
+	return rc;
+}
+
+/* Requests the VFS answers itself, before any driver sees them. */
+static bool vfs_ioctl(unsigned int cmd)
+{
+	return cmd == FIOCLEX || cmd == FIONCLEX || cmd == FIONBIO ||
+	       cmd == FIOASYNC;
+}
+
+SHIM_EXPORT int ioctl(int fd, unsigned long req, ...)
+{
+	va_list ap;
+	va_start(ap, req);
+	void *arg = va_arg(ap, void *);
+	va_end(ap);
+
+	struct shim_file *f = file_get(fd);
+	if (!f)
+		return shim_real_ioctl(fd, req, arg);
+	/* The kernel's ioctl takes the command as an unsigned int. */
+	unsigned int cmd = (unsigned int)req;
+	long rc;
+	if (vfs_ioctl(cmd)) {
+		int r = shim_real_ioctl(fd, req, arg);
+		rc = r < 0 ? -errno : r;
+	} else if (f->unit == SHIM_UNIT_GUP) {
+		rc = gup_test_ioctl(cmd, arg);
+	} else if (f->pid != getpid()) {
+		rc = -EINVAL;  /* the parent's mirror, of the parent's mm */
+	} else {
+		rc = dmirror_ioctl(f, cmd, arg);
+	}
+	file_put(f);
+	if (rc < 0) {
+		errno = (int)-rc;
+		return -1;
+	}
+	return (int)rc;
+}
+
+static void *shim_mmap(void *addr, size_t len, int prot, int flags, int fd,
+		       off_t off, mmap_fn next)
+{
+	struct shim_file *f = NULL;
+	if (fd >= 0 && !(flags & MAP_ANONYMOUS))
+		f = file_get(fd);
+	if (!f) {
+		if (!next) {
+			errno = ENOSYS;
+			return MAP_FAILED;
+		}
+		return next(addr, len, prot, flags, fd, off);
+	}
+	void *p;
+	if (f->unit == SHIM_UNIT_GUP) {
+		errno = ENODEV;   /* gup_test has no mmap */
+		p = MAP_FAILED;
+	} else {
+		p = dmirror_mmap(f, addr, len, prot, flags, off);
+	}
+	int e = errno;
+	file_put(f);
+	errno = e;
+	return p;
+}
+
+SHIM_EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd,
+		       off_t off)
+{
+	return shim_mmap(addr, len, prot, flags, fd, off, next_mmap());
+}
+
+SHIM_EXPORT void *mmap64(void *addr, size_t len, int prot, int flags,
+			 int fd, off_t off)
+{
+	return shim_mmap(addr, len, prot, flags, fd, off, next_mmap64());
+}
+
+/* ------------------------------------------------------------------------
+ * The caller's memory
+ */
+
+int shim_copy_in(void *dst, uint64_t src, size_t len)
+{
+	if (!len)
+		return 0;
+	struct iovec local = { .iov_base = dst, .iov_len = len };
+	struct iovec remote = { .iov_base = (void *)(uintptr_t)src,
+				.iov_len = len };
+	ssize_t n = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+	return n == (ssize_t)len ? 0 : -EFAULT;
+}
+
+int shim_copy_out(uint64_t dst, const void *src, size_t len)
+{
+	if (!len)
+		return 0;
+	struct iovec local = { .iov_base = (void *)src, .iov_len = len };
+	struct iovec remote = { .iov_base = (void *)(uintptr_t)dst,
+				.iov_len = len };
+	ssize_t n = process_vm_writev(getpid(), &local, 1, &remote, 1, 0);
+	return n == (ssize_t)len ? 0 : -EFAULT;
+}

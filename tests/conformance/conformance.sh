@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# conformance.sh BUILD_DIR [PRELOAD...]
+#
+# The kernel's own HMM selftest (tools/testing/selftests/vm/hmm-tests.c of
+# Linux 6.1, as Debian ships it in linux-source-6.1), built unmodified and
+# run with LD_PRELOAD=BUILD_DIR/libhetmm-dmirror.so, which serves the test
+# driver's /dev/hmm_dmirror0..3 and /sys/kernel/debug/gup_test from hetmm.
+#
+# Only the files the test needs are taken from the tarball, into
+# BUILD_DIR/conformance; nothing of the kernel's lands in the repository.
+# Extra PRELOAD arguments go before the shim (a sanitizer's runtime).
+#
+# Run as root, hugetlbfs pages are reserved for the test's hugetlb cases
+# and the old reservation put back afterwards.  Exit status: the suite's
+# (0 when every test passed or was skipped); 77 when the sources can't be
+# had (not root and the package is missing).
+set -euo pipefail
+
+build=$(cd "${1:?usage: conformance.sh BUILD_DIR [PRELOAD...]}" && pwd)
+shift
+preload=("$@")
+shim="$build/libhetmm-dmirror.so"
+pkg=linux-source-6.1
+tarball=/usr/src/linux-source-6.1.tar.xz
+top=linux-source-6.1
+out="$build/conformance"
+src="$out/src"
+members=(
+	"$top/tools/testing/selftests/vm/hmm-tests.c"
+	"$top/tools/testing/selftests/kselftest_harness.h"
+	"$top/tools/testing/selftests/kselftest.h"
+	"$top/lib/test_hmm_uapi.h"
+	"$top/mm/gup_test.h"
+)
+
+[ -f "$shim" ] || { echo "conformance: $shim not built" >&2; exit 1; }
+
+if [ ! -f "$tarball" ]; then
+	if [ "$(id -u)" != 0 ]; then
+		echo "conformance: $tarball missing; as root: apt-get install $pkg" >&2
+		exit 77
+	fi
+	echo "conformance: installing $pkg"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get install -y -qq "$pkg" >/dev/null 2>&1 ||
+		{ apt-get update -qq && apt-get install -y -qq "$pkg" >/dev/null; }
+fi
+
+# Extract once per tarball.
+stamp="$out/.extracted"
+if [ ! -f "$stamp" ] || [ "$tarball" -nt "$stamp" ]; then
+	rm -rf "$src"
+	mkdir -p "$src"
+	tar -xJf "$tarball" -C "$src" "${members[@]}"
+	touch "$stamp"
+fi
+
+kroot="$src/$top"
+bin="$out/hmm-tests"
+test_c="$kroot/tools/testing/selftests/vm/hmm-tests.c"
+if [ ! -x "$bin" ] || [ "$test_c" -nt "$bin" ]; then
+	# As the kernel's selftests Makefile builds it: its relative includes
+	# resolve against the kernel tree's root.
+	${CC:-cc} -Wall -I "$kroot" -o "$bin" "$test_c" -lrt -lpthread \
+		2> "$out/build.log" || { cat "$out/build.log" >&2; exit 1; }
+fi
+
+# Huge pages for anon_write_hugetlbfs and compound (2 MiB each).
+hp=/proc/sys/vm/nr_hugepages
+want=4
+old=
+if [ -w "$hp" ]; then
+	old=$(cat "$hp")
+	if [ "$old" -lt "$want" ]; then
+		echo "$want" > "$hp" 2>/dev/null || true
+	fi
+fi
+restore() { if [ -n "$old" ]; then echo "$old" > "$hp" 2>/dev/null || true; fi; }
+trap restore EXIT
+echo "conformance: hugetlb pages reserved: $(cat $hp 2>/dev/null || echo '?')"
+
+log="$out/hmm-tests.log"
+pre=$(IFS=:; echo "${preload[*]:+${preload[*]}:}$shim")
+# A failed check makes the 6.1 harness repeat the fixture's teardown, and
+# its failing close, until the test's timeout: millions of equal lines,
+# kept here as one and a count.
+set +e
+(cd "$out" && LD_PRELOAD="$pre" "$bin") 2>&1 | awk '
+	$0 == prev { n++; next }
+	{ if (n) print "# (last line repeated " n " more times)"; n = 0
+	  prev = $0; print; fflush() }
+	END { if (n) print "# (last line repeated " n " more times)" }' > "$log"
+rc=${PIPESTATUS[0]}
+set -e
+
+# The harness's per-test lines, then its summary.
+grep -E '^(ok|not ok) ' "$log" || true
+grep -E '^# (Totals|PASSED|FAILED)' "$log" || true
+if [ "$rc" -ne 0 ]; then
+	echo "conformance: hmm-tests exited $rc; full log: $log"
+	# The first report of each failed check.
+	grep -E '^# .*hmm-tests\.c:[0-9]+:' "$log" | sed 's|^# .*/hmm-tests\.c:|hmm-tests.c:|' |
+		awk '!seen[$0]++' | head -40 || true
+fi
+exit "$rc"

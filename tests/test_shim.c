@@ -1,0 +1,385 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_shim: the kernel ABI shim, run as a program under it would run
+ * (ctest sets LD_PRELOAD=libhetmm-dmirror.so): the dmirror and gup_test
+ * ioctls with their kernel return values and errno, descriptors that dup,
+ * close and fork like real ones, and every other call passed through.
+ *
+ * The ABI comes from the shim's own header (src/shim/shim.h), which
+ * defines it from the kernel's published values.
+ */
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "t.h"
+#include "shim.h"
+
+static int dm_cmd(int fd, unsigned long req, void *addr, void *ptr,
+		  uint64_t npages, struct shim_dmirror_cmd *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->addr = (uintptr_t)addr;
+	c->ptr = (uintptr_t)ptr;
+	c->npages = npages;
+	return ioctl(fd, req, c) ? -errno : 0;
+}
+
+static int open_dm(int unit)
+{
+	char path[32];
+	snprintf(path, sizeof(path), "/dev/hmm_dmirror%d", unit);
+	return open(path, O_RDWR | O_CLOEXEC);
+}
+
+static void preloaded(void)
+{
+	/* Without the shim there is no device: say so plainly. */
+	int fd = open_dm(0);
+	if (fd < 0) {
+		fprintf(stderr, "test_shim: /dev/hmm_dmirror0: %s; run with "
+			"LD_PRELOAD=libhetmm-dmirror.so\n", strerror(errno));
+		exit(1);
+	}
+	close(fd);
+}
+
+/* Commands the driver refuses, with the driver's errno. */
+static void bad_commands(void)
+{
+	int fd = open_dm(0);
+	REQUIRE(fd >= 0);
+	char *p = t_map(4);
+	char *buf = malloc(4 * PS);
+	struct shim_dmirror_cmd c;
+	REQUIRE(buf);
+
+	/* The driver reads the command block before it looks at the
+	 * command: an unknown one is -EINVAL, unless the block is bad. */
+	memset(&c, 0, sizeof(c));
+	c.addr = (uintptr_t)p;
+	c.npages = 1;
+	CHECK_EQ(ioctl(fd, _IO('H', 0x42), &c), -1);
+	CHECK_EQ(errno, EINVAL);
+	CHECK_EQ(ioctl(fd, _IO('H', 0x42), 0), -1);
+	CHECK_EQ(errno, EFAULT);
+	CHECK_EQ(ioctl(fd, SHIM_DMIRROR_READ, (void *)8), -1);
+	CHECK_EQ(errno, EFAULT);                           /* bad block */
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_READ, p + 1, buf, 1, &c), -EINVAL);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_READ, p, buf, 0, &c), -EINVAL);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_READ, (void *)(uintptr_t)-PS, buf,
+			2, &c), -EINVAL);                  /* wraps */
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_READ, p, (void *)8, 1, &c), -EFAULT);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_WRITE, p, (void *)8, 1, &c),
+		 -EFAULT);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_SNAPSHOT, p, (void *)8, 1, &c),
+		 -EFAULT);
+	/* The VFS's own requests still work on the descriptor. */
+	CHECK_EQ(ioctl(fd, FIOCLEX), 0);
+	/* gup_test has no mmap, the dmirror no such request. */
+	int g = open("/sys/kernel/debug/gup_test", O_RDWR);
+	REQUIRE(g >= 0);
+	CHECK(mmap(NULL, PS, PROT_READ, MAP_SHARED, g, 0) == MAP_FAILED);
+	CHECK_EQ(errno, ENODEV);
+	CHECK_EQ(ioctl(g, _IO('g', 99), 0), -1);
+	CHECK_EQ(errno, EINVAL);
+	close(g);
+	free(buf);
+	munmap(p, 4 * PS);
+	CHECK_EQ(close(fd), 0);
+	CHECK_EQ(close(fd), -1);
+	CHECK_EQ(errno, EBADF);
+}
+
+/* Read, write, migrate there and back, snapshot; counts as the driver's. */
+static void round_trip(void)
+{
+	enum { N = 16 };
+	int fd = open_dm(0);
+	REQUIRE(fd >= 0);
+	char *p = t_map(N);
+	char *buf = malloc(N * PS);
+	uint8_t prot[N];
+	struct shim_dmirror_cmd c;
+	REQUIRE(buf);
+
+	t_fill(p, N, 11);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_READ, p, buf, N, &c), 0);
+	CHECK_EQ(c.cpages, N);
+	CHECK_EQ(c.faults, 1);
+	CHECK_EQ(t_verify(buf, N, 11), 0);
+
+	t_fill(buf, N, 12);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_WRITE, p, buf, N, &c), 0);
+	CHECK_EQ(c.cpages, N);
+	CHECK_EQ(t_verify(p, N, 12), 0);
+
+	memset(buf, 0, N * PS);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_MIGRATE_TO_DEV, p, buf, N, &c), 0);
+	CHECK_EQ(c.cpages, N);
+	CHECK_EQ(t_verify(buf, N, 12), 0);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_SNAPSHOT, p, prot, N, &c), 0);
+	CHECK_EQ(c.cpages, N);
+	for (int i = 0; i < N; i++)
+		CHECK_EQ(prot[i], HETMM_PROT_DEV_PRIVATE_LOCAL |
+				  HETMM_PROT_WRITE);
+
+	/* Another device sees them as not present and can't take them. */
+	int fd1 = open_dm(1);
+	REQUIRE(fd1 >= 0);
+	CHECK_EQ(dm_cmd(fd1, SHIM_DMIRROR_SNAPSHOT, p, prot, 1, &c), 0);
+	CHECK_EQ(prot[0], HETMM_PROT_NONE);
+	CHECK_EQ(dm_cmd(fd1, SHIM_DMIRROR_MIGRATE_TO_DEV, p, buf, 1, &c),
+		 -ENOENT);
+	/* ... nor bring them back: only the owner selects its pages. */
+	CHECK_EQ(dm_cmd(fd1, SHIM_DMIRROR_MIGRATE_TO_SYS, p, buf, N, &c), 0);
+	CHECK_EQ(c.cpages, 0);
+
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_MIGRATE_TO_SYS, p, buf, N, &c), 0);
+	CHECK_EQ(c.cpages, N);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_SNAPSHOT, p, prot, N, &c), 0);
+	for (int i = 0; i < N; i++)
+		CHECK_EQ(prot[i], HETMM_PROT_WRITE);
+	CHECK_EQ(t_verify(p, N, 12), 0);
+
+	/* Holes and inaccessible memory are the driver's -EINVAL. */
+	REQUIRE(mprotect(p, PS, PROT_NONE) == 0);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_MIGRATE_TO_DEV, p, buf, 2, &c),
+		 -EINVAL);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_MIGRATE_TO_SYS, p, buf, 2, &c),
+		 -EINVAL);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_READ, p, buf, 2, &c), -EFAULT);
+
+	/* Closing a description gives its device's memory back. */
+	REQUIRE(mprotect(p, PS, PROT_READ | PROT_WRITE) == 0);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_MIGRATE_TO_DEV, p, buf, N, &c), 0);
+	CHECK_EQ(close(fd), 0);
+	CHECK_EQ(dm_cmd(fd1, SHIM_DMIRROR_SNAPSHOT, p, prot, N, &c), 0);
+	for (int i = 0; i < N; i++)
+		CHECK_EQ(prot[i], HETMM_PROT_WRITE);
+	CHECK_EQ(t_verify(p, N, 12), 0);
+	close(fd1);
+	free(buf);
+	munmap(p, N * PS);
+}
+
+/* Device atomics: held until the CPU touches the pages. */
+static void exclusive(void)
+{
+	enum { N = 4 };
+	int fd = open_dm(0);
+	REQUIRE(fd >= 0);
+	char *p = t_map(N);
+	char *buf = malloc(N * PS);
+	struct shim_dmirror_cmd c;
+	REQUIRE(buf);
+	t_fill(p, N, 21);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_EXCLUSIVE, p, buf, N, &c), 0);
+	CHECK_EQ(c.cpages, N);
+	CHECK_EQ(t_verify(buf, N, 21), 0);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_CHECK_EXCLUSIVE, p, buf, N, &c),
+		 -EPERM);
+	CHECK_EQ(t_verify(p, N, 21), 0);        /* the CPU reads them */
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_CHECK_EXCLUSIVE, p, buf, N, &c), 0);
+	/* A device write ends the hold through a fault, which checks the
+	 * mapping as it is now. */
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_EXCLUSIVE, p, buf, N, &c), 0);
+	REQUIRE(mprotect(p, N * PS, PROT_READ) == 0);
+	t_fill(buf, N, 22);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_WRITE, p, buf, N, &c), -EPERM);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_CHECK_EXCLUSIVE, p, buf, N, &c), 0);
+	CHECK_EQ(t_verify(p, N, 21), 0);
+	REQUIRE(mprotect(p, N * PS, PROT_READ | PROT_WRITE) == 0);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_EXCLUSIVE, p, buf, N, &c), 0);
+	t_fill(buf, N, 23);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_WRITE, p, buf, N, &c), 0);
+	CHECK_EQ(c.faults, 1);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_CHECK_EXCLUSIVE, p, buf, N, &c), 0);
+	CHECK_EQ(t_verify(p, N, 23), 0);
+	/* Fork gives held pages back first: both sides see their data. */
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_EXCLUSIVE, p, buf, N, &c), 0);
+	fflush(NULL);
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0)
+		_exit(t_verify(p, N, 23) ? 1 : 0);
+	int status;
+	REQUIRE(waitpid(pid, &status, 0) == pid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_CHECK_EXCLUSIVE, p, buf, N, &c), 0);
+	CHECK_EQ(t_verify(p, N, 23), 0);
+	/* Shared memory can't be held that way. */
+	char *s = mmap(NULL, PS, PROT_READ | PROT_WRITE,
+		       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	REQUIRE(s != MAP_FAILED);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_EXCLUSIVE, s, buf, 1, &c), -EBUSY);
+	munmap(s, PS);
+	free(buf);
+	munmap(p, N * PS);
+	close(fd);
+}
+
+/* A descriptor is a real one: dup, and the description lives on. */
+static void descriptors(void)
+{
+	enum { N = 2 };
+	int fd = open_dm(0);
+	REQUIRE(fd >= 0);
+	struct stat st;
+	CHECK_EQ(fstat(fd, &st), 0);
+	int fd2 = dup(fd);
+	REQUIRE(fd2 >= 0);
+	char *p = t_map(N);
+	char *buf = malloc(N * PS);
+	struct shim_dmirror_cmd c;
+	REQUIRE(buf);
+	t_fill(p, N, 31);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_MIGRATE_TO_DEV, p, buf, N, &c), 0);
+	CHECK_EQ(close(fd), 0);
+	/* Still open through the dup: the pages stay on the device. */
+	uint8_t prot[N];
+	CHECK_EQ(dm_cmd(fd2, SHIM_DMIRROR_SNAPSHOT, p, prot, N, &c), 0);
+	CHECK_EQ(prot[0], HETMM_PROT_DEV_PRIVATE_LOCAL | HETMM_PROT_WRITE);
+	CHECK_EQ(close(fd2), 0);
+	CHECK_EQ(t_verify(p, N, 31), 0);
+
+	/* mmap of the device: fresh zero pages, read-only until written. */
+	fd = open_dm(1);
+	REQUIRE(fd >= 0);
+	char *m = mmap(NULL, N * PS, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd,
+		       0);
+	REQUIRE(m != MAP_FAILED);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_SNAPSHOT, m, prot, N, &c), 0);
+	CHECK_EQ(prot[0], HETMM_PROT_READ);
+	CHECK_EQ(m[0], 0);
+	m[PS] = 1;
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_SNAPSHOT, m, prot, N, &c), 0);
+	CHECK_EQ(prot[1], HETMM_PROT_WRITE);
+	CHECK(mmap(NULL, PS, PROT_READ, MAP_PRIVATE, fd, 1) == MAP_FAILED);
+	CHECK_EQ(errno, EINVAL);
+	munmap(m, N * PS);
+	close(fd);
+
+	/* Coherent devices need hetmm's coherent memory; until then they
+	 * are not there, as on a kernel without it. */
+	fd = open_dm(2);
+	if (fd < 0)
+		CHECK_EQ(errno, ENOENT);
+	else
+		close(fd);
+	CHECK_EQ(open("/dev/hmm_dmirror9", O_RDWR), -1);
+	free(buf);
+	munmap(p, N * PS);
+}
+
+/* A child mirrors its own memory through its own open. */
+static void child(void)
+{
+	enum { N = 4 };
+	int fd = open_dm(0);
+	REQUIRE(fd >= 0);
+	char *p = t_map(N);
+	char *buf = malloc(N * PS);
+	REQUIRE(buf);
+	t_fill(p, N, 41);
+	fflush(NULL);
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		struct shim_dmirror_cmd c;
+		int ok = 1;
+		/* The parent's description mirrors the parent's memory. */
+		ok &= dm_cmd(fd, SHIM_DMIRROR_READ, p, buf, N, &c) == -EINVAL;
+		int cfd = open_dm(0);
+		ok &= cfd >= 0;
+		t_fill(buf, N, 42);
+		ok &= dm_cmd(cfd, SHIM_DMIRROR_WRITE, p, buf, N, &c) == 0;
+		ok &= c.faults == 1;
+		ok &= t_verify(p, N, 42) == 0;
+		ok &= close(cfd) == 0;
+		_exit(ok ? 0 : 1);
+	}
+	int status;
+	REQUIRE(waitpid(pid, &status, 0) == pid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	CHECK_EQ(t_verify(p, N, 41), 0);       /* copy-on-write */
+	struct shim_dmirror_cmd c;
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_READ, p, buf, N, &c), 0);
+	CHECK_EQ(t_verify(buf, N, 41), 0);
+	close(fd);
+	free(buf);
+	munmap(p, N * PS);
+}
+
+/* gup_test: device pages come back when taken. */
+static void gup(void)
+{
+	enum { N = 4 };
+	int fd = open_dm(0);
+	int g = open("/sys/kernel/debug/gup_test", O_RDWR);
+	REQUIRE(fd >= 0 && g >= 0);
+	char *p = t_map(N);
+	char *buf = malloc(N * PS);
+	uint8_t prot[N];
+	struct shim_dmirror_cmd c;
+	REQUIRE(buf);
+	t_fill(p, N, 51);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_MIGRATE_TO_DEV, p, buf, N, &c), 0);
+	struct shim_gup_test gt = {
+		.addr = (uintptr_t)p,
+		.size = N * PS,
+		.nr_pages_per_call = 1,
+		.gup_flags = SHIM_FOLL_WRITE,
+	};
+	CHECK_EQ(ioctl(g, SHIM_PIN_LONGTERM_BENCHMARK, &gt), 0);
+	CHECK_EQ(gt.size, N * PS);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_SNAPSHOT, p, prot, N, &c), 0);
+	for (int i = 0; i < N; i++)
+		CHECK_EQ(prot[i], HETMM_PROT_WRITE);
+	CHECK_EQ(t_verify(p, N, 51), 0);
+	/* It stops at the first page it can't take. */
+	REQUIRE(mprotect(p + 2 * PS, 2 * PS, PROT_NONE) == 0);
+	gt.size = N * PS;
+	CHECK_EQ(ioctl(g, SHIM_GUP_BASIC_TEST, &gt), 0);
+	CHECK_EQ(gt.size, 2 * PS);
+	CHECK_EQ(ioctl(g, SHIM_GUP_BASIC_TEST, (void *)8), -1);
+	CHECK_EQ(errno, EFAULT);
+	close(g);
+	close(fd);
+	free(buf);
+	munmap(p, N * PS);
+}
+
+/* Everything else is the next definition's. */
+static void pass_through(void)
+{
+	int fds[2];
+	REQUIRE(pipe(fds) == 0);
+	CHECK_EQ(write(fds[1], "abc", 3), 3);
+	int n = -1;
+	CHECK_EQ(ioctl(fds[0], FIONREAD, &n), 0);
+	CHECK_EQ(n, 3);
+	CHECK_EQ(close(fds[0]), 0);
+	CHECK_EQ(close(fds[1]), 0);
+	int fd = open("/dev/null", O_RDONLY);
+	CHECK(fd >= 0);
+	CHECK_EQ(ioctl(fd, SHIM_DMIRROR_READ, NULL), -1);
+	CHECK_EQ(errno, ENOTTY);
+	close(fd);
+	CHECK_EQ(open("/nonexistent/x", O_RDONLY), -1);
+	CHECK_EQ(errno, ENOENT);
+}
+
+int main(void)
+{
+	preloaded();
+	bad_commands();
+	round_trip();
+	exclusive();
+	descriptors();
+	child();
+	gup();
+	pass_through();
+	return t_done();
+}
