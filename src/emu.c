@@ -518,18 +518,29 @@ static int mirror_access(struct hetmm_mirror *m, uintptr_t addr, char *buf,
 	return rc;
 }
 
-static int check_mirror_args(struct hetmm_mirror *m, const void *addr,
+/*
+ * Check a mirror call's arguments, then let the handler catch up with the
+ * process: a munmap that returned may still have its invalidation queued,
+ * and the device must not use an entry it is about to drop.
+ */
+static int mirror_call_begin(struct hetmm_mirror *m, const void *addr,
 			     const void *buf, uint64_t npages)
 {
 	if (!m || !buf || !npages || npages > (SIZE_MAX >> PAGE_SHIFT))
 		return -EINVAL;
-	return check_user_range(addr, npages << PAGE_SHIFT);
+	int rc = check_user_range(addr, npages << PAGE_SHIFT);
+	if (rc)
+		return rc;
+	if (ctx_forked(m->emu->ctx))
+		return -ECHILD;
+	handler_sync(m->emu->ctx);
+	return 0;
 }
 
 int hetmm_mirror_read(struct hetmm_mirror *mirror, const void *addr,
 		      void *buf, uint64_t npages, uint64_t *faults)
 {
-	int rc = check_mirror_args(mirror, addr, buf, npages);
+	int rc = mirror_call_begin(mirror, addr, buf, npages);
 	if (rc)
 		return rc;
 	return mirror_access(mirror, (uintptr_t)addr, buf, npages, false,
@@ -539,7 +550,7 @@ int hetmm_mirror_read(struct hetmm_mirror *mirror, const void *addr,
 int hetmm_mirror_write(struct hetmm_mirror *mirror, void *addr,
 		       const void *buf, uint64_t npages, uint64_t *faults)
 {
-	int rc = check_mirror_args(mirror, addr, buf, npages);
+	int rc = mirror_call_begin(mirror, addr, buf, npages);
 	if (rc)
 		return rc;
 	return mirror_access(mirror, (uintptr_t)addr, (char *)buf, npages, true,
@@ -549,7 +560,7 @@ int hetmm_mirror_write(struct hetmm_mirror *mirror, void *addr,
 int hetmm_mirror_snapshot(struct hetmm_mirror *mirror, const void *addr,
 			  uint64_t npages, uint8_t *prot)
 {
-	int rc = check_mirror_args(mirror, addr, prot, npages);
+	int rc = mirror_call_begin(mirror, addr, prot, npages);
 	if (rc)
 		return rc;
 	return range_snapshot(mirror->emu->ctx, mirror->emu, (uintptr_t)addr,

@@ -99,6 +99,27 @@ static int range_populate(struct hetmm_ctx *ctx, const void *owner,
 	return 0;
 }
 
+/*
+ * The context hears of munmap, madvise and mremap only in ranges
+ * registered with its userfaultfd, so a range a device mirrors must be
+ * registered, as migration registers what it moves.  Only private
+ * anonymous memory can be; changes to file and shared mappings are not
+ * seen, and a device reaching them through a stale entry gets what the
+ * kernel has there now, or EFAULT.
+ */
+static void range_watch(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	struct vma v;
+	for (uintptr_t a = start; a < end; a = v.end) {
+		if (vma_find(&ctx->vmaq, a, &v) < 0)
+			return;
+		if (vma_is_private_anon(&v))
+			uffd_register(ctx->uffd.fd, a, MIN(v.end, end) - a,
+				      UFFDIO_REGISTER_MODE_MISSING |
+				      UFFDIO_REGISTER_MODE_WP, NULL);
+	}
+}
+
 int range_fault(struct hetmm_ctx *ctx, const void *owner, uintptr_t start,
 		size_t npages, bool write, uint64_t *entries)
 {
@@ -106,6 +127,7 @@ int range_fault(struct hetmm_ctx *ctx, const void *owner, uintptr_t start,
 	int rc = range_check_access(ctx, start, end, write);
 	if (rc)
 		return rc;
+	range_watch(ctx, start, end);
 	rc = range_repatriate(ctx, owner, start, npages);
 	if (rc)
 		return rc;
