@@ -15,6 +15,7 @@
  * was made yields EFAULT, not a signal.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -33,6 +34,7 @@ struct hetmm_emu {
 	size_t map_size;
 	char *mem;                        /* device page 0, 2 MiB aligned */
 	size_t size;
+	int fd;                           /* coherent: the memfd, else -1 */
 	struct hetmm_mirror *mirrors;     /* under ctx->lock */
 };
 
@@ -68,6 +70,58 @@ static const struct hetmm_pagemap_ops emu_ops = {
 	.page_address = emu_page_address,
 };
 
+static int emu_page_fd(struct hetmm_pagemap *pgmap, uint64_t index,
+		       uint64_t *offset)
+{
+	struct hetmm_emu *emu = pgmap->drvdata;
+	*offset = index * PAGE_SIZE;
+	return emu->fd;
+}
+
+/* A free coherent frame gives its memory back and reads as zeroes. */
+static void emu_page_free(struct hetmm_pagemap *pgmap, uint64_t index)
+{
+	struct hetmm_emu *emu = pgmap->drvdata;
+	fallocate(emu->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		  (off_t)(index * PAGE_SIZE), PAGE_SIZE);
+}
+
+static const struct hetmm_pagemap_ops emu_coherent_ops = {
+	.copy_to_device = emu_copy_to_device,
+	.copy_from_device = emu_copy_from_device,
+	.page_address = emu_page_address,
+	.page_free = emu_page_free,
+	.page_fd = emu_page_fd,
+};
+
+/*
+ * Coherent device memory is a memfd: the device's own view is a shared
+ * mapping of it, and hetmm maps its pages at the process's addresses.
+ */
+static int emu_map_coherent(struct hetmm_emu *emu, uint64_t nr_pages)
+{
+	const size_t align = CHUNK_PAGES * PAGE_SIZE;
+	emu->size = nr_pages * PAGE_SIZE;
+	emu->map_size = emu->size + align;
+	emu->fd = memfd_create("hetmm-coherent", MFD_CLOEXEC);
+	if (emu->fd < 0)
+		return -errno;
+	if (ftruncate(emu->fd, (off_t)emu->size))
+		return -errno;
+	/* Reserve room to align, then map the file at the aligned spot. */
+	char *p = mmap(NULL, emu->map_size, PROT_NONE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		return -errno;
+	emu->map = p;
+	emu->mem = (char *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
+	if (mmap(emu->mem, emu->size, PROT_READ | PROT_WRITE,
+		 MAP_SHARED | MAP_FIXED, emu->fd, 0) == MAP_FAILED)
+		return -errno;
+	madvise(p, emu->map_size, MADV_DONTFORK);
+	return 0;
+}
+
 /*
  * Device memory is private anonymous memory, 2 MiB aligned so that huge
  * pages can move in whole, and registered by hetmm as a remapping pagemap:
@@ -94,6 +148,8 @@ static void emu_free(struct hetmm_emu *emu)
 {
 	if (emu->map)
 		munmap(emu->map, emu->map_size);
+	if (emu->fd >= 0)
+		close(emu->fd);
 	free(emu);
 }
 
@@ -106,21 +162,25 @@ int hetmm_emu_create(struct hetmm_ctx *ctx, enum hetmm_memory_type type,
 	if (!emu)
 		return -ENOMEM;
 	emu->ctx = ctx;
+	emu->fd = -1;
+	bool coherent = type == HETMM_MEMORY_DEVICE_COHERENT;
 
 	struct hetmm_pagemap_desc desc = {
 		.type = type,
 		.nr_pages = nr_pages,
-		.ops = &emu_ops,
+		.ops = coherent ? &emu_coherent_ops : &emu_ops,
 		.drvdata = emu,
 		.owner = emu,
-		.flags = HETMM_PAGEMAP_REMAP,
+		.flags = coherent ? 0 : HETMM_PAGEMAP_REMAP,
 	};
 	/* Validate the type before paying for the memory. */
 	int rc = type < HETMM_MEMORY_DEVICE_PRIVATE ||
 		 type > HETMM_MEMORY_PCI_P2PDMA ? -EINVAL :
-		 type != HETMM_MEMORY_DEVICE_PRIVATE ? -EOPNOTSUPP : 0;
+		 type != HETMM_MEMORY_DEVICE_PRIVATE && !coherent ?
+		 -EOPNOTSUPP : 0;
 	if (!rc)
-		rc = emu_map_memory(emu, nr_pages);
+		rc = coherent ? emu_map_coherent(emu, nr_pages)
+			      : emu_map_memory(emu, nr_pages);
 	if (!rc)
 		rc = hetmm_pagemap_add(ctx, &desc, &emu->pgmap);
 	if (rc) {

@@ -229,6 +229,11 @@ struct hetmm_pagemap {
 	_Atomic uint64_t clock_hand;      /* eviction: next frame to look at */
 };
 
+static inline bool pagemap_is_coherent(const struct hetmm_pagemap *pgmap)
+{
+	return pgmap->type == HETMM_MEMORY_DEVICE_COHERENT;
+}
+
 /* Frames of FS_DAX and GENERIC pagemaps are CPU memory mapped in place. */
 static inline bool pagemap_is_fixed(const struct hetmm_pagemap *pgmap)
 {
@@ -297,6 +302,10 @@ struct migrator {
 	_Atomic uintptr_t zap_start;
 	_Atomic uintptr_t zap_end;
 	_Atomic size_t zap_left;
+	/* A coherent remap of ours (coherent.c): the UNMAP and REMAP events
+	 * it raises for these two ranges are not the process's doing. */
+	_Atomic uintptr_t own_start[2];
+	_Atomic uintptr_t own_end[2];
 };
 
 struct hetmm_stats_atomic {
@@ -423,6 +432,8 @@ int migrator_zap(struct hetmm_ctx *ctx, struct migrator *m, uintptr_t start,
  */
 void handler_sync(struct hetmm_ctx *ctx);
 bool is_sync_page(const struct hetmm_ctx *ctx, uintptr_t addr);
+/* Is [start, end) inside a range a migrator remaps on its own account? */
+bool migrators_own(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end);
 /* The handler saw a REMOVE event: count it against the zaps it covers. */
 void migrators_zap_seen(struct hetmm_ctx *ctx, uintptr_t start,
 			uintptr_t end);
@@ -451,6 +462,29 @@ void migrate_drop_claimed(struct hetmm_ctx *ctx, const uint64_t *vpns,
 			  const uint64_t *claims, size_t n);
 
 /* ------------------------------------------------------------------------
+ * coherent.c - DEVICE_COHERENT pages mapped at the process's addresses.
+ */
+
+/* The pagemap of a device entry e if it is coherent, else NULL. */
+struct hetmm_pagemap *coherent_pagemap(uint64_t e, uint64_t *idx);
+/* Does the coherent page e names carry references or pins? */
+bool coherent_held(uint64_t e);
+/* Replace [addr, addr + n pages) with a shared mapping of device pages
+ * [idx, idx + n) of pgmap, registered for MISSING faults. */
+int coherent_map(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+		 uintptr_t addr, uint64_t idx, size_t n);
+/* Replace the coherent mapping at [addr, addr + up to n pages) with an
+ * empty private anonymous range, registered for MISSING and WP faults,
+ * with the same protection; returns pages done (stops at a mapping's
+ * end), 0 if the mapping is not there. */
+size_t coherent_unmap(struct hetmm_ctx *ctx, uintptr_t addr, size_t n);
+/* A MISSING fault on a coherent page (its file page was punched out):
+ * fill it with zeroes.  False if e is not a coherent page. */
+bool coherent_fault(struct hetmm_ctx *ctx, uint64_t e, uintptr_t addr);
+/* madvise discard of a coherent page: it reads as zeroes again. */
+void coherent_zero(uint64_t e);
+
+/* ------------------------------------------------------------------------
  * range.c - the device's view: range fault and snapshot.
  */
 
@@ -458,6 +492,7 @@ void migrate_drop_claimed(struct hetmm_ctx *ctx, const uint64_t *vpns,
 #define MENT_VALID (1ULL << 63)
 #define MENT_WRITE (1ULL << 62)
 #define MENT_DEVICE (1ULL << 61)   /* payload: device pfn (local) */
+#define MENT_EXCL (1ULL << 60)     /* exclusive access (make_exclusive) */
 
 int range_fault(struct hetmm_ctx *ctx, const void *owner, uintptr_t start,
 		size_t npages, bool write, uint64_t *entries);

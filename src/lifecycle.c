@@ -80,6 +80,13 @@ static int discard_one(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
 			continue;
 		if (e & SHADOW_BUSY)
 			return 0;
+		/* A discarded coherent page stays mapped where it is, a
+		 * page of the device's file: it reads as zeroes again. */
+		if (!d->unmap && coherent_pagemap(e, &(uint64_t){ 0 })) {
+			coherent_zero(e);
+			atomic_store(slot, e);
+			return 0;
+		}
 		d->vpns[d->n] = vpn;
 		d->claims[d->n++] = want;
 		if (d->n == CHUNK_PAGES)
@@ -100,6 +107,9 @@ static void discard_range(struct hetmm_ctx *ctx, uintptr_t start,
 
 void lifecycle_unmap(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 {
+	/* A coherent mapping swapped by a migrator: nothing was lost. */
+	if (migrators_own(ctx, start, end))
+		return;
 	notifiers_invalidate(ctx, start, end, HETMM_EVENT_UNMAP);
 	discard_range(ctx, start, end, true);
 }
@@ -178,6 +188,8 @@ static int remap_one(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
 void lifecycle_remap(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
 		     size_t len)
 {
+	if (migrators_own(ctx, from, from + len))
+		return;   /* a coherent mapping swapped into place */
 	notifiers_invalidate(ctx, from, from + len, HETMM_EVENT_REMAP);
 	notifiers_invalidate(ctx, to, to + len, HETMM_EVENT_REMAP);
 	struct remap r = {

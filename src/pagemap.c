@@ -129,7 +129,11 @@ static int check_desc(const struct hetmm_pagemap_desc *d)
 		return -EINVAL;
 	if ((d->flags & HETMM_PAGEMAP_REMAP) && !d->ops->page_address)
 		return -EINVAL;
-	/* Only device-private memory is hosted so far. */
+	/* Coherent pages are mapped from the device's file and copied
+	 * out of its own view; they are never moved as anonymous memory. */
+	if (d->type == HETMM_MEMORY_DEVICE_COHERENT)
+		return d->ops->page_address && d->ops->page_fd &&
+		       !(d->flags & HETMM_PAGEMAP_REMAP) ? 0 : -EINVAL;
 	if (d->type != HETMM_MEMORY_DEVICE_PRIVATE)
 		return -EOPNOTSUPP;
 	return 0;
@@ -263,7 +267,8 @@ int pagemap_fixed_grab(_Atomic uint64_t *slot, uint64_t e, bool pin,
 	int rc = -EAGAIN;
 	pthread_rwlock_rdlock(&sections_lock);
 	struct hetmm_pagemap *pgmap = pfn_pagemap(shadow_pfn(e), &idx);
-	if (!pgmap || !pagemap_is_fixed(pgmap) || atomic_load(slot) != e)
+	if (!pgmap || !(pagemap_is_fixed(pgmap) || (pagemap_is_coherent(pgmap)
+			&& !longterm)) || atomic_load(slot) != e)
 		goto out;
 	rc = -EOPNOTSUPP;
 	if (longterm && pgmap->type == HETMM_MEMORY_FS_DAX)
@@ -289,7 +294,7 @@ static _Atomic uint32_t *fixed_count(uint64_t e, bool pin, uint32_t *floor)
 {
 	uint64_t idx;
 	struct hetmm_pagemap *pgmap = pfn_pagemap(shadow_pfn(e), &idx);
-	if (!pgmap || !pagemap_is_fixed(pgmap))
+	if (!pgmap || !(pagemap_is_fixed(pgmap) || pagemap_is_coherent(pgmap)))
 		return NULL;
 	*floor = pin ? 0 : 1;      /* the mapping itself is a reference */
 	return pin ? &pgmap->pages[idx].pincount : &pgmap->pages[idx].refcount;
@@ -337,6 +342,13 @@ int hetmm_pagemap_add(struct hetmm_ctx *ctx,
 	int rc = check_desc(desc);
 	if (rc)
 		return rc;
+	/* Coherent mappings are swapped by mremap: the events must come. */
+	const uint64_t coherent_needs = UFFD_FEATURE_EVENT_UNMAP |
+		UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_REMOVE |
+		UFFD_FEATURE_PAGEFAULT_FLAG_WP;
+	if (desc->type == HETMM_MEMORY_DEVICE_COHERENT &&
+	    (ctx->uffd.features & coherent_needs) != coherent_needs)
+		return -EOPNOTSUPP;
 
 	struct hetmm_pagemap *pgmap = calloc(1, sizeof(*pgmap));
 	if (!pgmap)
@@ -452,9 +464,19 @@ static bool pagemap_all_free(struct hetmm_pagemap *pgmap)
 	return all;
 }
 
+static bool coherent_pinned(struct hetmm_pagemap *pgmap)
+{
+	for (uint64_t i = 0; i < pgmap->nr_pages; i++)
+		if (atomic_load(&pgmap->pages[i].pincount) ||
+		    atomic_load(&pgmap->pages[i].refcount) > 1)
+			return true;
+	return false;
+}
+
 /* Migrate back every allocated page, in runs of consecutive owners. */
 static int pagemap_evacuate(struct hetmm_pagemap *pgmap)
 {
+	uint64_t deadline = now_ms() + HETMM_REMOVE_PIN_WAIT_MS;
 	for (;;) {
 		bool resident = false;
 		uint64_t i = 0;
@@ -483,6 +505,11 @@ static int pagemap_evacuate(struct hetmm_pagemap *pgmap)
 		 * lock, by a thread that may still be in pagemap_free(). */
 		if (!resident && pagemap_all_free(pgmap))
 			return 0;
+		/* Coherent pages held in place are waited for a bounded
+		 * time, as fixed pages are. */
+		if (pagemap_is_coherent(pgmap) && now_ms() >= deadline &&
+		    coherent_pinned(pgmap))
+			return -EBUSY;
 		/* Pages busy in a racing fault are done on the next pass. */
 		sched_yield();
 	}
