@@ -16,6 +16,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -512,6 +513,16 @@ static int mirror_device_page(struct hetmm_mirror *m, uint64_t e, char *buf,
 	return 0;
 }
 
+/* Does the mapping at addr still allow writes?  mprotect() raises no
+ * userfaultfd event, so a write through an exclusive entry (one granted
+ * for device atomics) asks the mapping itself. */
+static bool excl_writable(struct hetmm_ctx *ctx, uintptr_t addr)
+{
+	struct vma v;
+	return vma_find(&ctx->vmaq, addr, &v) == 0 && v.start <= addr &&
+	       (v.flags & VMA_WRITE);
+}
+
 /* Retries of one page before giving up: each one is a full range fault
  * that something undid before we could use it. */
 #define MIRROR_RETRIES 64
@@ -539,6 +550,16 @@ static int mirror_access(struct hetmm_mirror *m, uintptr_t addr, char *buf,
 			nfaults++;
 			retries++;
 			continue;
+		}
+		if (write && (e & MENT_EXCL) &&
+		    !excl_writable(m->emu->ctx, vpn_to_addr(vpn + i))) {
+			/* mprotect()ed since: no event told us.  Like
+			 * the kernel's refault of a read-only range. */
+			mirror_clear(m, vpn_to_addr(vpn + i),
+				     vpn_to_addr(vpn + i + 1));
+			pthread_mutex_unlock(&m->lock);
+			rc = -EPERM;
+			break;
 		}
 		if (e & MENT_DEVICE) {
 			rc = mirror_device_page(m, e, buf + i * PAGE_SIZE,
@@ -614,4 +635,139 @@ int hetmm_mirror_snapshot(struct hetmm_mirror *mirror, const void *addr,
 		return rc;
 	return range_snapshot(mirror->emu->ctx, mirror->emu, (uintptr_t)addr,
 			      npages, prot);
+}
+
+/* ------------------------------------------------------------------------
+ * Exclusive access (make_device_exclusive_range, dmirror's EXCLUSIVE)
+ *
+ * The kernel swaps the PTEs of the range for device-exclusive entries: the
+ * device may do atomics on the pages while any CPU access faults, restores
+ * the mapping and tells the device (MMU_NOTIFY_EXCLUSIVE).  hetmm revokes
+ * the CPU mapping the one way userspace can: the pages go into the
+ * device's custody (a DEVICE_PRIVATE migration, bytes and all, so they
+ * leave the CPU page tables), and their frames are marked exclusive.  Any
+ * CPU access, read or write, is then a userfaultfd fault that brings the
+ * page back, and the migration back tells the mirrors HETMM_EVENT_EXCLUSIVE
+ * since the frame was marked; the mirror's entries, marked MENT_EXCL, go
+ * with that invalidation, which hetmm_mirror_check_exclusive() reports.
+ */
+
+/* Retries of the mark step when a CPU access takes pages back under it. */
+#define EXCL_RETRIES 16
+
+/* The mapping must allow the device's read-modify-write, as the kernel
+ * asks for a writable page: -EFAULT if inaccessible, -EPERM if not
+ * writable. */
+static int excl_check_access(struct hetmm_ctx *ctx, uintptr_t start,
+			     uintptr_t end)
+{
+	struct vma v;
+	for (uintptr_t a = start; a < end; a = v.end) {
+		if (vma_find(&ctx->vmaq, a, &v) < 0 || v.start > a ||
+		    !(v.flags & VMA_READ))
+			return -EFAULT;
+		if (!(v.flags & VMA_WRITE))
+			return -EPERM;
+		if (!vma_is_private_anon(&v))
+			return -EPERM;   /* nothing to take custody of */
+	}
+	return 0;
+}
+
+/* Pages on another device come back first (the kernel's exclusive
+ * entries are for system pages). */
+static void excl_repatriate(struct hetmm_ctx *ctx, struct hetmm_pagemap *pg,
+			    uint64_t vpn, uint64_t n)
+{
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t e = vtab_get(&ctx->shadow, vpn + i);
+		uint64_t idx;
+		if ((e & SHADOW_DEVICE) && pfn_pagemap(shadow_pfn(e), &idx) != pg)
+			migrate_back_range(ctx, vpn_to_addr(vpn + i),
+					   vpn_to_addr(vpn + i + 1), NULL);
+	}
+}
+
+/*
+ * Under the mirror lock: every page must be on our device, unclaimed;
+ * mark frames and entries.  -EAGAIN if a CPU access took one back.  The
+ * frame is marked before the shadow is looked at again, and a fault
+ * claims the word before it looks at the mark: either we see its claim,
+ * or it sees the mark and tells the mirror HETMM_EVENT_EXCLUSIVE (its
+ * invalidation waits for our lock, then drops what we stored).
+ */
+static int excl_mark(struct hetmm_mirror *m, uint64_t vpn, uint64_t n)
+{
+	struct hetmm_ctx *ctx = m->emu->ctx;
+	struct hetmm_pagemap *pg = m->emu->pgmap;
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t e = vtab_get(&ctx->shadow, vpn + i);
+		uint64_t idx;
+		if (!(e & SHADOW_DEVICE) || (e & SHADOW_BUSY) ||
+		    pfn_pagemap(shadow_pfn(e), &idx) != pg)
+			return -EAGAIN;
+		atomic_fetch_or(&pg->pages[idx].owner,
+				(uint64_t)HETMM_PAGE_EXCLUSIVE);
+		if (vtab_get(&ctx->shadow, vpn + i) != e)
+			return -EAGAIN;
+		_Atomic uint64_t *slot = vtab_slot(&m->pt, vpn + i, true);
+		if (!slot)
+			return -ENOMEM;
+		atomic_store_explicit(slot, MENT_VALID | MENT_WRITE |
+				      MENT_DEVICE | MENT_EXCL | shadow_pfn(e),
+				      memory_order_relaxed);
+	}
+	return 0;
+}
+
+int hetmm_mirror_make_exclusive(struct hetmm_mirror *mirror, void *addr,
+				uint64_t npages)
+{
+	int rc = check_mirror_args(mirror, addr, addr, npages);
+	if (rc)
+		return rc;
+	struct hetmm_ctx *ctx = mirror->emu->ctx;
+	struct hetmm_pagemap *pg = mirror->emu->pgmap;
+	if (ctx_forked(ctx))
+		return -ECHILD;
+	if (pg->type != HETMM_MEMORY_DEVICE_PRIVATE)
+		return -EOPNOTSUPP;
+	uintptr_t start = (uintptr_t)addr, end = start + npages * PAGE_SIZE;
+	uint64_t vpn = addr_to_vpn(start);
+	rc = excl_check_access(ctx, start, end);
+	if (rc)
+		return rc;
+
+	for (int tries = 0; tries < EXCL_RETRIES; tries++) {
+		excl_repatriate(ctx, pg, vpn, npages);
+		rc = hetmm_migrate_to_device(pg, addr, npages * PAGE_SIZE,
+					     NULL);
+		if (rc == -ENOMEM)
+			return rc;
+		pthread_mutex_lock(&mirror->lock);
+		rc = excl_mark(mirror, vpn, npages);
+		pthread_mutex_unlock(&mirror->lock);
+		if (rc != -EAGAIN)
+			return rc;
+		sched_yield();
+	}
+	return -EBUSY;
+}
+
+int hetmm_mirror_check_exclusive(struct hetmm_mirror *mirror,
+				 const void *addr, uint64_t npages)
+{
+	int rc = check_mirror_args(mirror, addr, addr, npages);
+	if (rc)
+		return rc;
+	uint64_t vpn = addr_to_vpn((uintptr_t)addr);
+	rc = 0;
+	pthread_mutex_lock(&mirror->lock);
+	for (uint64_t i = 0; i < npages && !rc; i++) {
+		uint64_t e = vtab_get(&mirror->pt, vpn + i);
+		if ((e & MENT_VALID) && (e & MENT_EXCL))
+			rc = -EPERM;
+	}
+	pthread_mutex_unlock(&mirror->lock);
+	return rc;
 }
