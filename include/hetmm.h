@@ -413,6 +413,10 @@ int hetmm_migrate_to_system(struct hetmm_ctx *ctx, void *addr, size_t len,
  * Rules, as the kernel's:
  *   - a page on a DEVICE_PRIVATE device is migrated back to system memory
  *     before any get or pin returns it;
+ *   - a page on a DEVICE_COHERENT device is held in place by a get or a
+ *     short-term pin (the hold is in its metadata), and migrated back to
+ *     system memory first by a FOLL_LONGTERM pin, by the _fast variants
+ *     exactly as by the slow ones;
  *   - a held page is never migrated (migration skips it and reports
  *     HETMM_MIGRATE_SKIP_PINNED), evicted or hot-removed;
  *   - a get or pin makes the page present for the access asked for: read,
