@@ -44,16 +44,6 @@ struct hetmm_pagemap *coherent_pagemap(uint64_t e, uint64_t *idx)
 	return pgmap && pagemap_is_coherent(pgmap) ? pgmap : NULL;
 }
 
-bool coherent_held(uint64_t e)
-{
-	uint64_t idx;
-	struct hetmm_pagemap *pgmap = coherent_pagemap(e, &idx);
-	if (!pgmap)
-		return false;
-	struct hetmm_page *p = &pgmap->pages[idx];
-	return atomic_load(&p->refcount) > 1 || atomic_load(&p->pincount);
-}
-
 static int vma_prot(const struct vma *v)
 {
 	return ((v->flags & VMA_READ) ? PROT_READ : 0) |
@@ -133,8 +123,7 @@ size_t coherent_unmap(struct hetmm_ctx *ctx, uintptr_t addr, size_t n)
 
 bool coherent_fault(struct hetmm_ctx *ctx, uint64_t e, uintptr_t addr)
 {
-	uint64_t idx;
-	if (!coherent_pagemap(e, &idx))
+	if (!shadow_is_coherent(e))
 		return false;
 	/* The file page is gone (MADV_REMOVE, say): a zeroed one, as the
 	 * kernel gives a hole.  EEXIST: it is there already. */

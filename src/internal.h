@@ -465,9 +465,13 @@ void migrate_drop_claimed(struct hetmm_ctx *ctx, const uint64_t *vpns,
  * coherent.c - DEVICE_COHERENT pages mapped at the process's addresses.
  */
 
-/* The pagemap of a device entry e if it is coherent, else NULL. */
+/* The pagemap of a device entry e if it is coherent, else NULL.  Only
+ * for a claimed entry: hot-remove may free the pagemap of another. */
 struct hetmm_pagemap *coherent_pagemap(uint64_t e, uint64_t *idx);
-/* Does the coherent page e names carry references or pins? */
+/* pagemap.c: is e a device entry of a coherent pagemap?  Any entry. */
+bool shadow_is_coherent(uint64_t e);
+/* pagemap.c: does the coherent page e names carry references or pins?
+ * Any entry (looked at under the section lock). */
 bool coherent_held(uint64_t e);
 /* Replace [addr, addr + n pages) with a shared mapping of device pages
  * [idx, idx + n) of pgmap, registered for MISSING faults. */

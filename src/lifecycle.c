@@ -82,7 +82,7 @@ static int discard_one(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
 			return 0;
 		/* A discarded coherent page stays mapped where it is, a
 		 * page of the device's file: it reads as zeroes again. */
-		if (!d->unmap && coherent_pagemap(e, &(uint64_t){ 0 })) {
+		if (!d->unmap && shadow_is_coherent(e)) {
 			coherent_zero(e);
 			atomic_store(slot, e);
 			return 0;

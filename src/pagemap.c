@@ -19,6 +19,10 @@
 
 static pthread_rwlock_t sections_lock = PTHREAD_RWLOCK_INITIALIZER;
 static _Atomic(struct hetmm_pagemap *) sections[PFN_MAX_SECTIONS];
+/* Each live section's memory type, readable without the pagemap: a
+ * lookup that holds no claim must not touch a pagemap hot-remove may be
+ * freeing. */
+static _Atomic int section_types[PFN_MAX_SECTIONS];
 
 int hetmm_page_metadata_size(void)
 {
@@ -34,6 +38,7 @@ static int section_alloc(struct hetmm_pagemap *pgmap)
 		if (atomic_load(&sections[s]))
 			continue;
 		pgmap->section = s;
+		atomic_store(&section_types[s], (int)pgmap->type);
 		atomic_store_explicit(&sections[s], pgmap, memory_order_release);
 		rc = 0;
 		break;
@@ -47,6 +52,7 @@ static void section_free(struct hetmm_pagemap *pgmap)
 	pthread_rwlock_wrlock(&sections_lock);
 	atomic_store_explicit(&sections[pgmap->section], NULL,
 			      memory_order_release);
+	atomic_store(&section_types[pgmap->section], 0);
 	pthread_rwlock_unlock(&sections_lock);
 }
 
@@ -62,6 +68,31 @@ struct hetmm_pagemap *pfn_pagemap(uint64_t pfn, uint64_t *index)
 		return NULL;
 	*index = idx;
 	return pgmap;
+}
+
+bool shadow_is_coherent(uint64_t e)
+{
+	uint64_t s = shadow_pfn(e) >> PFN_SECTION_SHIFT;
+	return (e & SHADOW_DEVICE) && s < PFN_MAX_SECTIONS &&
+	       atomic_load_explicit(&section_types[s], memory_order_relaxed) ==
+	       HETMM_MEMORY_DEVICE_COHERENT;
+}
+
+bool coherent_held(uint64_t e)
+{
+	if (!shadow_is_coherent(e))
+		return false;
+	bool held = false;
+	uint64_t idx;
+	pthread_rwlock_rdlock(&sections_lock);
+	struct hetmm_pagemap *pgmap = pfn_pagemap(shadow_pfn(e), &idx);
+	if (pgmap && pagemap_is_coherent(pgmap)) {
+		struct hetmm_page *p = &pgmap->pages[idx];
+		held = atomic_load(&p->refcount) > 1 ||
+		       atomic_load(&p->pincount);
+	}
+	pthread_rwlock_unlock(&sections_lock);
+	return held;
 }
 
 int hetmm_pfn_to_page(hetmm_pfn_t pfn, struct hetmm_page **pagep)

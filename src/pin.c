@@ -186,7 +186,7 @@ static int gup_slow_page(struct gup *g, size_t i)
 			continue;
 		}
 		if ((e & SHADOW_DEVICE) && !g->longterm &&
-		    coherent_pagemap(e, &(uint64_t){ 0 })) {
+		    shadow_is_coherent(e)) {
 			rc = hold_fixed(g, slot, e, a);
 			if (rc == 0)
 				break;
@@ -239,7 +239,7 @@ static void gup_bring_back(struct gup *g, uintptr_t start, uintptr_t end)
 	uint64_t vpn = addr_to_vpn(start), last = addr_to_vpn(end);
 	while (vpn < last) {
 		uint64_t e = vtab_get(&g->ctx->shadow, vpn);
-		if (!(e & SHADOW_DEVICE) || coherent_pagemap(e, &(uint64_t){ 0 })) {
+		if (!(e & SHADOW_DEVICE) || shadow_is_coherent(e)) {
 			vpn++;
 			continue;
 		}
@@ -247,7 +247,7 @@ static void gup_bring_back(struct gup *g, uintptr_t start, uintptr_t end)
 		while (vpn + n < last) {
 			uint64_t f = vtab_get(&g->ctx->shadow, vpn + n);
 			if (!(f & SHADOW_DEVICE) ||
-			    coherent_pagemap(f, &(uint64_t){ 0 }))
+			    shadow_is_coherent(f))
 				break;
 			n++;
 		}
@@ -377,7 +377,7 @@ int hetmm_user_page_holds(struct hetmm_ctx *ctx, const void *addr,
 	*refs = *pins = 0;
 	if (e & SHADOW_FIXED)
 		return pagemap_fixed_counts(e, refs, pins);
-	if (coherent_pagemap(e, &(uint64_t){ 0 }))
+	if (shadow_is_coherent(e))
 		return pagemap_fixed_counts(e, refs, pins);
 	if (!(e & SHADOW_FLAGS)) {
 		*refs = e % PIN_BIAS;

@@ -59,7 +59,7 @@ static int range_repatriate(struct hetmm_ctx *ctx, const void *owner,
 		/* Coherent pages are CPU pages to a device: used where
 		 * they are, as hmm_range_fault() leaves them. */
 		if (!(e & (SHADOW_DEVICE | SHADOW_BUSY)) || is_local(e, owner) ||
-		    coherent_pagemap(e, &(uint64_t){ 0 })) {
+		    shadow_is_coherent(e)) {
 			i++;
 			continue;
 		}
@@ -71,7 +71,7 @@ static int range_repatriate(struct hetmm_ctx *ctx, const void *owner,
 		while (i + n < npages) {
 			uint64_t f = vtab_get(&ctx->shadow, first + i + n);
 			if (!(f & SHADOW_DEVICE) || is_local(f, owner) ||
-			    coherent_pagemap(f, &(uint64_t){ 0 }))
+			    shadow_is_coherent(f))
 				break;
 			n++;
 		}

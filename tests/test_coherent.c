@@ -365,13 +365,15 @@ static void *race_writer(void *arg)
 	while (!__atomic_load_n(&race_stop, __ATOMIC_RELAXED)) {
 		for (size_t pgi = 0; pgi < RACE_PAGES; pgi++) {
 			uint64_t *w = (uint64_t *)(race_buf + pgi * PS) + t;
-			*w = i;   /* each counter only grows */
+			/* Each counter only grows.  Atomic so that a race
+			 * detector sees what the write protection orders. */
+			__atomic_store_n(w, i, __ATOMIC_RELAXED);
 		}
 		i++;
 	}
 	for (size_t pgi = 0; pgi < RACE_PAGES; pgi++) {
 		uint64_t *w = (uint64_t *)(race_buf + pgi * PS) + t;
-		*w = i;
+		__atomic_store_n(w, i, __ATOMIC_RELAXED);
 	}
 	return (void *)(uintptr_t)i;
 }
