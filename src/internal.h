@@ -167,6 +167,8 @@ int vmaq_open(struct vmaq *q);
 void vmaq_close(struct vmaq *q);
 /* The VMA covering addr, -ENOENT if none. */
 int vma_find(struct vmaq *q, uintptr_t addr, struct vma *vma);
+/* The same from a fresh read of /proc/self/maps (a fork child's own). */
+int vma_find_maps(uintptr_t addr, struct vma *vma);
 /* -EINVAL unless [start, end) is covered by accessible VMAs. */
 int vma_check_accessible(struct vmaq *q, uintptr_t start, uintptr_t end);
 

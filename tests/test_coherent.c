@@ -231,6 +231,10 @@ static void test_fork(void)
 
 	t_fill(p, n, 11);
 	REQUIRE_OK(hetmm_migrate_to_device(pg, p, n * PS, NULL));
+	/* Page 2 is pinned in place: it stays on the device through fork
+	 * and the child gets a private copy of it all the same. */
+	void *pinned[1];
+	CHECK_EQ(hetmm_pin_user_pages_fast(ctx, p + 2 * PS, 1, 0, pinned), 1);
 	REQUIRE(pipe(to_child) == 0 && pipe(to_parent) == 0);
 	pid_t pid = fork();
 	REQUIRE(pid >= 0);
@@ -242,10 +246,13 @@ static void test_fork(void)
 		bad |= read(to_child[0], &c, 1) != 1;
 		bad |= t_verify(p, n, 12) != 0;   /* not the parent's 13 */
 		bad |= map_kind(p, NULL) != 'p';
+		bad |= map_kind(p + 2 * PS, NULL) != 'p';
 		_exit(bad);
 	}
 	CHECK(!on_device(p));
 	CHECK_EQ(map_kind(p, NULL), 'p');
+	CHECK(on_device(p + 2 * PS));
+	CHECK_EQ(map_kind(p + 2 * PS, NULL), 's');
 	REQUIRE(read(to_parent[0], &c, 1) == 1);
 	t_verify(p, n, 11);   /* the child's writes are invisible */
 	t_fill(p, n, 13);
@@ -254,6 +261,7 @@ static void test_fork(void)
 	REQUIRE(waitpid(pid, &status, 0) == pid);
 	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	t_verify(p, n, 13);
+	CHECK_OK(hetmm_unpin_user_pages(ctx, pinned, 1));
 	/* And it migrates again. */
 	REQUIRE_OK(hetmm_migrate_to_device(pg, p, n * PS, NULL));
 	CHECK(on_device(p));
