@@ -179,6 +179,8 @@ struct hetmm_page_info {
 				      * as zeroes, device copy not made */
 #define HETMM_PAGE_REFERENCED (1u << 2) /* asked for again since the
 					 * eviction clock last passed */
+#define HETMM_PAGE_EXCLUSIVE (1u << 3) /* held for a mirror's exclusive
+					* access (make_exclusive) */
 
 /* Frame number to page metadata; -ENXIO for anything not hot-added. */
 int hetmm_pfn_to_page(hetmm_pfn_t pfn, struct hetmm_page **pagep);
@@ -216,10 +218,35 @@ int hetmm_page_metadata_size(void);
  *                 migration: hetmm_migrate_to_device() to it gives
  *                 -EOPNOTSUPP.
  *
+ * DEVICE_COHERENT memory the CPU can address, which process pages migrate
+ *                 to: after migration the device page itself is mapped
+ *                 (shared) at the process page's address, so CPU accesses
+ *                 reach device memory without a fault.  Needs the copy
+ *                 ops, page_address() (the device's own view) and
+ *                 page_fd(); not HETMM_PAGEMAP_REMAP.  Migration back
+ *                 (explicit, hot-remove, fork, a long-term pin) puts a
+ *                 private anonymous page with the bytes at the address
+ *                 again.  Its pages take short-term references and pins in
+ *                 place; a long-term pin migrates the page back first.
+ *
  * For FS_DAX and GENERIC the copy ops are optional and unused, and every
  * page is in use from hot-add on (refcount 1, owner its address, no free
  * frames).  Hot-remove waits for their references and pins to go.
- * DEVICE_COHERENT and PCI_P2PDMA give -EOPNOTSUPP for now.
+ * PCI_P2PDMA gives -EOPNOTSUPP for now.
+ *
+ * Coherent pages and the process's mappings.  A device-coherent page is a
+ * shared mapping of the device's file while it is on the device: the
+ * range it belongs to is split in the process's maps, so an mremap() of a
+ * range holding coherent pages among private ones fails with EFAULT
+ * (mremap moves one mapping); mprotect(), munmap() and madvise() work.  A
+ * coherent page discarded by madvise(MADV_DONTNEED) stays on the device
+ * and reads as zeroes once the handler has handled the REMOVE event: the
+ * kernel lets madvise() return when the event is read, and unlike a
+ * private page's, a shared page's bytes are not dropped by the kernel's
+ * own zap, so there is a short window in which the old bytes still read.
+ * hetmm replaces mappings with MAP_FIXED semantics (by mremap) while a
+ * page is claimed: a munmap() racing the migration of the same page, with
+ * another mapping placed there meanwhile, is not supported.
  */
 enum hetmm_memory_type {
 	HETMM_MEMORY_DEVICE_PRIVATE = 1,  /* not CPU addressable */
@@ -247,6 +274,12 @@ struct hetmm_pagemap_ops {
 	void *(*page_address)(struct hetmm_pagemap *pgmap, uint64_t index);
 	/* Optional: a page went back to the free pool (page_free). */
 	void (*page_free)(struct hetmm_pagemap *pgmap, uint64_t index);
+	/* DEVICE_COHERENT only, required there: the file (a memfd, say)
+	 * holding device page index, and its offset in it.  Pages
+	 * [index, index + n) must lie at consecutive offsets of one file:
+	 * hetmm maps runs of them with one mmap. */
+	int (*page_fd)(struct hetmm_pagemap *pgmap, uint64_t index,
+		       uint64_t *offset);
 };
 
 struct hetmm_pagemap_desc {
@@ -380,6 +413,10 @@ int hetmm_migrate_to_system(struct hetmm_ctx *ctx, void *addr, size_t len,
  * Rules, as the kernel's:
  *   - a page on a DEVICE_PRIVATE device is migrated back to system memory
  *     before any get or pin returns it;
+ *   - a page on a DEVICE_COHERENT device is held in place by a get or a
+ *     short-term pin (the hold is in its metadata), and migrated back to
+ *     system memory first by a FOLL_LONGTERM pin, by the _fast variants
+ *     exactly as by the slow ones;
  *   - a held page is never migrated (migration skips it and reports
  *     HETMM_MIGRATE_SKIP_PINNED), evicted or hot-removed;
  *   - a get or pin makes the page present for the access asked for: read,
@@ -574,6 +611,30 @@ struct hetmm_mirror_stats {
 
 int hetmm_mirror_get_stats(struct hetmm_mirror *mirror,
 			   struct hetmm_mirror_stats *stats);
+
+/*
+ * Exclusive access (make_device_exclusive_range), for device atomics.
+ * The pages of [addr, addr + npages pages) are taken out of the CPU page
+ * tables into the device's custody (DEVICE_PRIVATE devices: migrated to
+ * the device, with their bytes) and the mirror maps them for reading and
+ * writing, marked exclusive.  Any CPU access, read or write, ends it: the
+ * page comes back to system memory with its bytes, and the mirror is
+ * invalidated with HETMM_EVENT_EXCLUSIVE.  So does explicit migration,
+ * munmap, madvise, fork.  A mirror write to an exclusive page of a range
+ * the process has since made read-only fails with -EPERM.
+ * -EOPNOTSUPP for coherent devices (their pages stay CPU mapped), -EFAULT
+ * for an unmapped or inaccessible page, -EPERM for a read-only one,
+ * -ENOMEM if the device is full; other pages already on another device
+ * come back first.  Returns 0 when every page is held.
+ */
+int hetmm_mirror_make_exclusive(struct hetmm_mirror *mirror, void *addr,
+				uint64_t npages);
+/*
+ * As dmirror's CHECK_EXCLUSIVE: 0 if no page of the range is still held
+ * exclusive by the mirror (a CPU access revoked it), -EPERM if any is.
+ */
+int hetmm_mirror_check_exclusive(struct hetmm_mirror *mirror,
+				 const void *addr, uint64_t npages);
 
 #ifdef __cplusplus
 }

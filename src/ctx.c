@@ -283,6 +283,20 @@ bool is_sync_page(const struct hetmm_ctx *ctx, uintptr_t addr)
 	return addr - (uintptr_t)ctx->sync_pages < MAX_MIGRATORS * PAGE_SIZE;
 }
 
+bool migrators_own(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	for (unsigned i = 0; i < MAX_MIGRATORS; i++) {
+		struct migrator *m = &ctx->migrators[i];
+		for (unsigned k = 0; k < 2; k++) {
+			uintptr_t os = atomic_load(&m->own_start[k]);
+			uintptr_t oe = atomic_load(&m->own_end[k]);
+			if (os && os <= start && end <= oe)
+				return true;
+		}
+	}
+	return false;
+}
+
 void migrators_zap_seen(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 {
 	for (unsigned i = 0; i < MAX_MIGRATORS; i++) {

@@ -15,6 +15,8 @@
  * was made yields EFAULT, not a signal.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -33,6 +35,7 @@ struct hetmm_emu {
 	size_t map_size;
 	char *mem;                        /* device page 0, 2 MiB aligned */
 	size_t size;
+	int fd;                           /* coherent: the memfd, else -1 */
 	struct hetmm_mirror *mirrors;     /* under ctx->lock */
 };
 
@@ -68,6 +71,74 @@ static const struct hetmm_pagemap_ops emu_ops = {
 	.page_address = emu_page_address,
 };
 
+static int emu_page_fd(struct hetmm_pagemap *pgmap, uint64_t index,
+		       uint64_t *offset)
+{
+	struct hetmm_emu *emu = pgmap->drvdata;
+	*offset = index * PAGE_SIZE;
+	return emu->fd;
+}
+
+/* A free coherent frame gives its memory back and reads as zeroes. */
+static void emu_page_free(struct hetmm_pagemap *pgmap, uint64_t index)
+{
+	struct hetmm_emu *emu = pgmap->drvdata;
+	fallocate(emu->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		  (off_t)(index * PAGE_SIZE), PAGE_SIZE);
+}
+
+/*
+ * The copy engine of the coherent device reads process pages that other
+ * threads may be writing: the write protection hetmm set makes those
+ * writes wait, which a race detector can't see; word loads it can.
+ */
+static int emu_coherent_copy_to(struct hetmm_pagemap *pgmap, uint64_t index,
+				const void *src, size_t nr)
+{
+	struct hetmm_emu *emu = pgmap->drvdata;
+	const uint64_t *s = src;
+	uint64_t *d = (uint64_t *)emu_page(emu, index);
+	for (size_t w = 0; w < nr * (PAGE_SIZE / 8); w++)
+		d[w] = __atomic_load_n(&s[w], __ATOMIC_RELAXED);
+	return 0;
+}
+
+static const struct hetmm_pagemap_ops emu_coherent_ops = {
+	.copy_to_device = emu_coherent_copy_to,
+	.copy_from_device = emu_copy_from_device,
+	.page_address = emu_page_address,
+	.page_free = emu_page_free,
+	.page_fd = emu_page_fd,
+};
+
+/*
+ * Coherent device memory is a memfd: the device's own view is a shared
+ * mapping of it, and hetmm maps its pages at the process's addresses.
+ */
+static int emu_map_coherent(struct hetmm_emu *emu, uint64_t nr_pages)
+{
+	const size_t align = CHUNK_PAGES * PAGE_SIZE;
+	emu->size = nr_pages * PAGE_SIZE;
+	emu->map_size = emu->size + align;
+	emu->fd = memfd_create("hetmm-coherent", MFD_CLOEXEC);
+	if (emu->fd < 0)
+		return -errno;
+	if (ftruncate(emu->fd, (off_t)emu->size))
+		return -errno;
+	/* Reserve room to align, then map the file at the aligned spot. */
+	char *p = mmap(NULL, emu->map_size, PROT_NONE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		return -errno;
+	emu->map = p;
+	emu->mem = (char *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
+	if (mmap(emu->mem, emu->size, PROT_READ | PROT_WRITE,
+		 MAP_SHARED | MAP_FIXED, emu->fd, 0) == MAP_FAILED)
+		return -errno;
+	madvise(p, emu->map_size, MADV_DONTFORK);
+	return 0;
+}
+
 /*
  * Device memory is private anonymous memory, 2 MiB aligned so that huge
  * pages can move in whole, and registered by hetmm as a remapping pagemap:
@@ -94,6 +165,8 @@ static void emu_free(struct hetmm_emu *emu)
 {
 	if (emu->map)
 		munmap(emu->map, emu->map_size);
+	if (emu->fd >= 0)
+		close(emu->fd);
 	free(emu);
 }
 
@@ -106,21 +179,25 @@ int hetmm_emu_create(struct hetmm_ctx *ctx, enum hetmm_memory_type type,
 	if (!emu)
 		return -ENOMEM;
 	emu->ctx = ctx;
+	emu->fd = -1;
+	bool coherent = type == HETMM_MEMORY_DEVICE_COHERENT;
 
 	struct hetmm_pagemap_desc desc = {
 		.type = type,
 		.nr_pages = nr_pages,
-		.ops = &emu_ops,
+		.ops = coherent ? &emu_coherent_ops : &emu_ops,
 		.drvdata = emu,
 		.owner = emu,
-		.flags = HETMM_PAGEMAP_REMAP,
+		.flags = coherent ? 0 : HETMM_PAGEMAP_REMAP,
 	};
 	/* Validate the type before paying for the memory. */
 	int rc = type < HETMM_MEMORY_DEVICE_PRIVATE ||
 		 type > HETMM_MEMORY_PCI_P2PDMA ? -EINVAL :
-		 type != HETMM_MEMORY_DEVICE_PRIVATE ? -EOPNOTSUPP : 0;
+		 type != HETMM_MEMORY_DEVICE_PRIVATE && !coherent ?
+		 -EOPNOTSUPP : 0;
 	if (!rc)
-		rc = emu_map_memory(emu, nr_pages);
+		rc = coherent ? emu_map_coherent(emu, nr_pages)
+			      : emu_map_memory(emu, nr_pages);
 	if (!rc)
 		rc = hetmm_pagemap_add(ctx, &desc, &emu->pgmap);
 	if (rc) {
@@ -452,6 +529,16 @@ static int mirror_device_page(struct hetmm_mirror *m, uint64_t e, char *buf,
 	return 0;
 }
 
+/* Does the mapping at addr still allow writes?  mprotect() raises no
+ * userfaultfd event, so a write through an exclusive entry (one granted
+ * for device atomics) asks the mapping itself. */
+static bool excl_writable(struct hetmm_ctx *ctx, uintptr_t addr)
+{
+	struct vma v;
+	return vma_find(&ctx->vmaq, addr, &v) == 0 && v.start <= addr &&
+	       (v.flags & VMA_WRITE);
+}
+
 /* Retries of one page before giving up: each one is a full range fault
  * that something undid before we could use it. */
 #define MIRROR_RETRIES 64
@@ -479,6 +566,16 @@ static int mirror_access(struct hetmm_mirror *m, uintptr_t addr, char *buf,
 			nfaults++;
 			retries++;
 			continue;
+		}
+		if (write && (e & MENT_EXCL) &&
+		    !excl_writable(m->emu->ctx, vpn_to_addr(vpn + i))) {
+			/* mprotect()ed since: no event told us.  Like
+			 * the kernel's refault of a read-only range. */
+			mirror_clear(m, vpn_to_addr(vpn + i),
+				     vpn_to_addr(vpn + i + 1));
+			pthread_mutex_unlock(&m->lock);
+			rc = -EPERM;
+			break;
 		}
 		if (e & MENT_DEVICE) {
 			rc = mirror_device_page(m, e, buf + i * PAGE_SIZE,
@@ -565,4 +662,137 @@ int hetmm_mirror_snapshot(struct hetmm_mirror *mirror, const void *addr,
 		return rc;
 	return range_snapshot(mirror->emu->ctx, mirror->emu, (uintptr_t)addr,
 			      npages, prot);
+}
+
+/* ------------------------------------------------------------------------
+ * Exclusive access (make_device_exclusive_range, dmirror's EXCLUSIVE)
+ *
+ * The kernel swaps the PTEs of the range for device-exclusive entries: the
+ * device may do atomics on the pages while any CPU access faults, restores
+ * the mapping and tells the device (MMU_NOTIFY_EXCLUSIVE).  hetmm revokes
+ * the CPU mapping the one way userspace can: the pages go into the
+ * device's custody (a DEVICE_PRIVATE migration, bytes and all, so they
+ * leave the CPU page tables), and their frames are marked exclusive.  Any
+ * CPU access, read or write, is then a userfaultfd fault that brings the
+ * page back, and the migration back tells the mirrors HETMM_EVENT_EXCLUSIVE
+ * since the frame was marked; the mirror's entries, marked MENT_EXCL, go
+ * with that invalidation, which hetmm_mirror_check_exclusive() reports.
+ */
+
+/* Retries of the mark step when a CPU access takes pages back under it. */
+#define EXCL_RETRIES 16
+
+/* The mapping must allow the device's read-modify-write, as the kernel
+ * asks for a writable page: -EFAULT if inaccessible, -EPERM if not
+ * writable. */
+static int excl_check_access(struct hetmm_ctx *ctx, uintptr_t start,
+			     uintptr_t end)
+{
+	struct vma v;
+	for (uintptr_t a = start; a < end; a = v.end) {
+		if (vma_find(&ctx->vmaq, a, &v) < 0 || v.start > a ||
+		    !(v.flags & VMA_READ))
+			return -EFAULT;
+		if (!(v.flags & VMA_WRITE))
+			return -EPERM;
+		if (!vma_is_private_anon(&v))
+			return -EPERM;   /* nothing to take custody of */
+	}
+	return 0;
+}
+
+/* Pages on another device come back first (the kernel's exclusive
+ * entries are for system pages). */
+static void excl_repatriate(struct hetmm_ctx *ctx, struct hetmm_pagemap *pg,
+			    uint64_t vpn, uint64_t n)
+{
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t e = vtab_get(&ctx->shadow, vpn + i);
+		uint64_t idx;
+		if ((e & SHADOW_DEVICE) && pfn_pagemap(shadow_pfn(e), &idx) != pg)
+			migrate_back_range(ctx, vpn_to_addr(vpn + i),
+					   vpn_to_addr(vpn + i + 1), NULL);
+	}
+}
+
+/*
+ * Under the mirror lock: every page must be on our device, unclaimed;
+ * mark frames and entries.  -EAGAIN if a CPU access took one back.  The
+ * frame is marked before the shadow is looked at again, and a fault
+ * claims the word before it looks at the mark: either we see its claim,
+ * or it sees the mark and tells the mirror HETMM_EVENT_EXCLUSIVE (its
+ * invalidation waits for our lock, then drops what we stored).
+ */
+static int excl_mark(struct hetmm_mirror *m, uint64_t vpn, uint64_t n)
+{
+	struct hetmm_ctx *ctx = m->emu->ctx;
+	struct hetmm_pagemap *pg = m->emu->pgmap;
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t e = vtab_get(&ctx->shadow, vpn + i);
+		uint64_t idx;
+		if (!(e & SHADOW_DEVICE) || (e & SHADOW_BUSY) ||
+		    pfn_pagemap(shadow_pfn(e), &idx) != pg)
+			return -EAGAIN;
+		atomic_fetch_or(&pg->pages[idx].owner,
+				(uint64_t)HETMM_PAGE_EXCLUSIVE);
+		if (vtab_get(&ctx->shadow, vpn + i) != e)
+			return -EAGAIN;
+		_Atomic uint64_t *slot = vtab_slot(&m->pt, vpn + i, true);
+		if (!slot)
+			return -ENOMEM;
+		atomic_store_explicit(slot, MENT_VALID | MENT_WRITE |
+				      MENT_DEVICE | MENT_EXCL | shadow_pfn(e),
+				      memory_order_relaxed);
+	}
+	return 0;
+}
+
+int hetmm_mirror_make_exclusive(struct hetmm_mirror *mirror, void *addr,
+				uint64_t npages)
+{
+	int rc = mirror_call_begin(mirror, addr, addr, npages);
+	if (rc)
+		return rc;
+	struct hetmm_ctx *ctx = mirror->emu->ctx;
+	struct hetmm_pagemap *pg = mirror->emu->pgmap;
+	if (pg->type != HETMM_MEMORY_DEVICE_PRIVATE)
+		return -EOPNOTSUPP;
+	uintptr_t start = (uintptr_t)addr, end = start + npages * PAGE_SIZE;
+	uint64_t vpn = addr_to_vpn(start);
+	rc = excl_check_access(ctx, start, end);
+	if (rc)
+		return rc;
+
+	for (int tries = 0; tries < EXCL_RETRIES; tries++) {
+		excl_repatriate(ctx, pg, vpn, npages);
+		rc = hetmm_migrate_to_device(pg, addr, npages * PAGE_SIZE,
+					     NULL);
+		if (rc == -ENOMEM)
+			return rc;
+		pthread_mutex_lock(&mirror->lock);
+		rc = excl_mark(mirror, vpn, npages);
+		pthread_mutex_unlock(&mirror->lock);
+		if (rc != -EAGAIN)
+			return rc;
+		sched_yield();
+	}
+	return -EBUSY;
+}
+
+int hetmm_mirror_check_exclusive(struct hetmm_mirror *mirror,
+				 const void *addr, uint64_t npages)
+{
+	int rc = mirror_call_begin(mirror, addr, addr, npages);
+	if (rc)
+		return rc;
+	uint64_t vpn = addr_to_vpn((uintptr_t)addr);
+	rc = 0;
+	pthread_mutex_lock(&mirror->lock);
+	for (uint64_t i = 0; i < npages && !rc; i++) {
+		uint64_t e = vtab_get(&mirror->pt, vpn + i);
+		if ((e & MENT_VALID) && (e & MENT_EXCL))
+			rc = -EPERM;
+	}
+	pthread_mutex_unlock(&mirror->lock);
+	return rc;
 }

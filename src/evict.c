@@ -49,6 +49,11 @@ static size_t claim_victims(struct hetmm_pagemap *pgmap, uint64_t idx,
 		if (!slot || !atomic_compare_exchange_strong(slot, &e,
 							     e | SHADOW_BUSY))
 			break;
+		/* A coherent page held in place is never evicted. */
+		if (unlikely(coherent_held(e))) {
+			atomic_store(slot, e);
+			break;
+		}
 		claims[k] = e | SHADOW_BUSY;
 	}
 	return k;

@@ -225,7 +225,9 @@ static void handle_pagefault(struct hetmm_ctx *ctx, const struct uffd_msg *m)
 				uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
 		return;
 	}
-	if (e & SHADOW_DEVICE) {
+	if ((e & SHADOW_DEVICE) && coherent_fault(ctx, e, addr)) {
+		/* CPU-addressable device memory: filled in place. */
+	} else if (e & SHADOW_DEVICE) {
 		fault_back(ctx, addr);
 	} else if (addr >= ctx->last_fill_start && addr < ctx->last_fill_end) {
 		/* Queued while we brought its page back with a window: it

@@ -167,6 +167,8 @@ int vmaq_open(struct vmaq *q);
 void vmaq_close(struct vmaq *q);
 /* The VMA covering addr, -ENOENT if none. */
 int vma_find(struct vmaq *q, uintptr_t addr, struct vma *vma);
+/* The same from a fresh read of /proc/self/maps (a fork child's own). */
+int vma_find_maps(uintptr_t addr, struct vma *vma);
 /* -EINVAL unless [start, end) is covered by accessible VMAs. */
 int vma_check_accessible(struct vmaq *q, uintptr_t start, uintptr_t end);
 
@@ -230,6 +232,11 @@ struct hetmm_pagemap {
 	uintptr_t fixed_base;             /* FS_DAX, GENERIC: the mapping */
 	_Atomic uint64_t clock_hand;      /* eviction: next frame to look at */
 };
+
+static inline bool pagemap_is_coherent(const struct hetmm_pagemap *pgmap)
+{
+	return pgmap->type == HETMM_MEMORY_DEVICE_COHERENT;
+}
 
 /* Frames of FS_DAX and GENERIC pagemaps are CPU memory mapped in place. */
 static inline bool pagemap_is_fixed(const struct hetmm_pagemap *pgmap)
@@ -301,6 +308,10 @@ struct migrator {
 	_Atomic uintptr_t zap_start;
 	_Atomic uintptr_t zap_end;
 	_Atomic size_t zap_left;
+	/* A coherent remap of ours (coherent.c): the UNMAP and REMAP events
+	 * it raises for these two ranges are not the process's doing. */
+	_Atomic uintptr_t own_start[2];
+	_Atomic uintptr_t own_end[2];
 };
 
 struct hetmm_stats_atomic {
@@ -427,6 +438,8 @@ int migrator_zap(struct hetmm_ctx *ctx, struct migrator *m, uintptr_t start,
  */
 void handler_sync(struct hetmm_ctx *ctx);
 bool is_sync_page(const struct hetmm_ctx *ctx, uintptr_t addr);
+/* Is [start, end) inside a range a migrator remaps on its own account? */
+bool migrators_own(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end);
 /* The handler saw a REMOVE event: count it against the zaps it covers. */
 void migrators_zap_seen(struct hetmm_ctx *ctx, uintptr_t start,
 			uintptr_t end);
@@ -455,6 +468,33 @@ void migrate_drop_claimed(struct hetmm_ctx *ctx, const uint64_t *vpns,
 			  const uint64_t *claims, size_t n);
 
 /* ------------------------------------------------------------------------
+ * coherent.c - DEVICE_COHERENT pages mapped at the process's addresses.
+ */
+
+/* The pagemap of a device entry e if it is coherent, else NULL.  Only
+ * for a claimed entry: hot-remove may free the pagemap of another. */
+struct hetmm_pagemap *coherent_pagemap(uint64_t e, uint64_t *idx);
+/* pagemap.c: is e a device entry of a coherent pagemap?  Any entry. */
+bool shadow_is_coherent(uint64_t e);
+/* pagemap.c: does the coherent page e names carry references or pins?
+ * Any entry (looked at under the section lock). */
+bool coherent_held(uint64_t e);
+/* Replace [addr, addr + n pages) with a shared mapping of device pages
+ * [idx, idx + n) of pgmap, registered for MISSING faults. */
+int coherent_map(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+		 uintptr_t addr, uint64_t idx, size_t n);
+/* Replace the coherent mapping at [addr, addr + up to n pages) with an
+ * empty private anonymous range, registered for MISSING and WP faults,
+ * with the same protection; returns pages done (stops at a mapping's
+ * end), 0 if the mapping is not there. */
+size_t coherent_unmap(struct hetmm_ctx *ctx, uintptr_t addr, size_t n);
+/* A MISSING fault on a coherent page (its file page was punched out):
+ * fill it with zeroes.  False if e is not a coherent page. */
+bool coherent_fault(struct hetmm_ctx *ctx, uint64_t e, uintptr_t addr);
+/* madvise discard of a coherent page: it reads as zeroes again. */
+void coherent_zero(uint64_t e);
+
+/* ------------------------------------------------------------------------
  * range.c - the device's view: range fault and snapshot.
  */
 
@@ -462,6 +502,7 @@ void migrate_drop_claimed(struct hetmm_ctx *ctx, const uint64_t *vpns,
 #define MENT_VALID (1ULL << 63)
 #define MENT_WRITE (1ULL << 62)
 #define MENT_DEVICE (1ULL << 61)   /* payload: device pfn (local) */
+#define MENT_EXCL (1ULL << 60)     /* exclusive access (make_exclusive) */
 
 int range_fault(struct hetmm_ctx *ctx, const void *owner, uintptr_t start,
 		size_t npages, bool write, uint64_t *entries);

@@ -30,6 +30,8 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <string.h>
+#include <sys/mman.h>
 
 #include "internal.h"
 
@@ -80,6 +82,13 @@ static int discard_one(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
 			continue;
 		if (e & SHADOW_BUSY)
 			return 0;
+		/* A discarded coherent page stays mapped where it is, a
+		 * page of the device's file: it reads as zeroes again. */
+		if (!d->unmap && shadow_is_coherent(e)) {
+			coherent_zero(e);
+			atomic_store(slot, e);
+			return 0;
+		}
 		d->vpns[d->n] = vpn;
 		d->claims[d->n++] = want;
 		if (d->n == CHUNK_PAGES)
@@ -100,6 +109,9 @@ static void discard_range(struct hetmm_ctx *ctx, uintptr_t start,
 
 void lifecycle_unmap(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 {
+	/* A coherent mapping swapped by a migrator: nothing was lost. */
+	if (migrators_own(ctx, start, end))
+		return;
 	notifiers_invalidate(ctx, start, end, HETMM_EVENT_UNMAP);
 	discard_range(ctx, start, end, true);
 }
@@ -178,6 +190,8 @@ static int remap_one(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
 void lifecycle_remap(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
 		     size_t len)
 {
+	if (migrators_own(ctx, from, from + len))
+		return;   /* a coherent mapping swapped into place */
 	notifiers_invalidate(ctx, from, from + len, HETMM_EVENT_REMAP);
 	notifiers_invalidate(ctx, to, to + len, HETMM_EVENT_REMAP);
 	struct remap r = {
@@ -208,6 +222,10 @@ static int find_device_page(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
 	struct home *h = arg;
 	uint64_t e = atomic_load(slot);
 	if (!(e & SHADOW_DEVICE))
+		return 0;
+	/* A coherent page a device holds in place can't come home; the
+	 * child makes its own copy (fork_child_coherent). */
+	if (!(e & SHADOW_BUSY) && coherent_held(e))
 		return 0;
 	if (e & SHADOW_BUSY) {
 		h->busy = true;
@@ -258,9 +276,44 @@ static void fork_parent(void)
 	pthread_mutex_unlock(&ctx_list_lock);
 }
 
+/*
+ * A coherent page held in place (a short-term pin) stayed on the device
+ * through fork, so the child inherited its shared mapping.  The kernel
+ * copies a pinned page for the child at fork; the child does it here,
+ * first thing: a private anonymous page with the bytes takes the shared
+ * mapping's place.  (A parent write between fork() and this handler
+ * reaches the child's copy too: the one window the kernel doesn't have.)
+ */
+static int child_copy_coherent(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
+{
+	(void)arg;
+	uint64_t e = atomic_load(slot);
+	struct vma v;
+	uintptr_t a = vpn_to_addr(vpn);
+	if (!shadow_is_coherent(e) || vma_find_maps(a, &v) ||
+	    !(v.flags & VMA_SHARED))
+		return 0;
+	static char copy[PAGE_SIZE];
+	int prot = ((v.flags & VMA_READ) ? PROT_READ : 0) |
+		   ((v.flags & VMA_WRITE) ? PROT_WRITE : 0) |
+		   ((v.flags & VMA_EXEC) ? PROT_EXEC : 0);
+	if (!(v.flags & VMA_READ))
+		return 0;
+	memcpy(copy, (void *)a, PAGE_SIZE);
+	if (mmap((void *)a, PAGE_SIZE, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED)
+		return 0;
+	memcpy((void *)a, copy, PAGE_SIZE);
+	mprotect((void *)a, PAGE_SIZE, prot);
+	return 0;
+}
+
 /* The child has none of the parent's threads: its contexts are dead. */
 static void fork_child(void)
 {
+	for (struct hetmm_ctx *ctx = ctx_list; ctx; ctx = ctx->next)
+		vtab_for_each(&ctx->shadow, 0, addr_to_vpn(USER_VA_END),
+			      child_copy_coherent, NULL);
 	atomic_fetch_add(&fork_generation, 1);
 	ctx_list = NULL;
 	pthread_mutex_init(&ctx_list_lock, NULL);

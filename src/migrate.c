@@ -88,6 +88,13 @@ size_t claim_device_run(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 			break;
 		if (!atomic_compare_exchange_strong(slot, &e, e | SHADOW_BUSY))
 			break;
+		/* A coherent page held in place stays: a hold raises its
+		 * count, then looks at the word; we set the word, then look
+		 * at the count.  One of the two sees the other. */
+		if (unlikely(coherent_held(e))) {
+			atomic_store(slot, e);
+			break;
+		}
 		claims[i] = e | SHADOW_BUSY;
 	}
 	return i;
@@ -257,12 +264,28 @@ static size_t install_run(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	return done;
 }
 
+/* Is any of the claimed pages held for a mirror's exclusive access? */
+static bool claims_exclusive(const uint64_t *claims, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint64_t idx;
+		struct hetmm_pagemap *pgmap =
+			pfn_pagemap(shadow_pfn(claims[i]), &idx);
+		if (pgmap && (atomic_load_explicit(&pgmap->pages[idx].owner,
+				memory_order_relaxed) & HETMM_PAGE_EXCLUSIVE))
+			return true;
+	}
+	return false;
+}
+
 size_t migrate_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 			    const uint64_t *claims, void **staging, bool fault)
 {
-	/* Devices stop using the pages before their contents move. */
+	/* Devices stop using the pages before their contents move; a
+	 * device that held one exclusive learns that it lost it. */
 	notifiers_invalidate(ctx, vpn_to_addr(vpn), vpn_to_addr(vpn + n),
-			     HETMM_EVENT_MIGRATE);
+			     claims_exclusive(claims, n) ? HETMM_EVENT_EXCLUSIVE
+							 : HETMM_EVENT_MIGRATE);
 
 	size_t left = 0;
 	size_t i = 0;
@@ -271,8 +294,21 @@ size_t migrate_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 		struct hetmm_pagemap *pgmap =
 			pfn_pagemap(shadow_pfn(claims[i]), &idx0);
 		size_t run = frame_run(claims, i, n, pgmap, idx0);
-		size_t gone = install_run(ctx, pgmap, vpn + i, idx0, run,
-					  staging, fault);
+		size_t gone;
+		if (pagemap_is_coherent(pgmap)) {
+			/* Private anonymous memory takes the mapping's
+			 * place first; never on the handler, whose events
+			 * the swap raises (it faults coherent pages in
+			 * place: coherent_fault). */
+			size_t k = fault ? 0 : coherent_unmap(ctx,
+					vpn_to_addr(vpn + i), run);
+			run = k ? k : run;
+			gone = k ? install_run(ctx, pgmap, vpn + i, idx0, run,
+					       staging, fault) : 0;
+		} else {
+			gone = install_run(ctx, pgmap, vpn + i, idx0, run,
+					   staging, fault);
+		}
 		left += gone;
 		/* Pages that could not leave stay on the device. */
 		for (size_t k = gone; k < run; k++)
@@ -314,6 +350,11 @@ int migrate_back_range(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end,
 			report_status(rep, page, (e & SHADOW_BUSY) ?
 				      HETMM_MIGRATE_SKIP_BUSY :
 				      HETMM_MIGRATE_SKIP_SYSTEM);
+			vpn++;
+			continue;
+		}
+		if (coherent_held(e)) {
+			report_status(rep, page, HETMM_MIGRATE_SKIP_PINNED);
 			vpn++;
 			continue;
 		}
@@ -688,6 +729,55 @@ static void chunk_copy(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			c->status[i] = ST_DONE_DATA;
 }
 
+/* Map runs of copied pages with consecutive frames over their addresses. */
+static void chunk_map_coherent(struct hetmm_ctx *ctx,
+			       struct hetmm_pagemap *pgmap, struct chunk *c)
+{
+	for (size_t i = 0; i < c->n;) {
+		if (!st_copied(c->status[i])) {
+			i++;
+			continue;
+		}
+		size_t run = 1;
+		while (i + run < c->n && st_copied(c->status[i + run]) &&
+		       c->frame[i + run] == c->frame[i] + run)
+			run++;
+		if (coherent_map(ctx, pgmap, chunk_addr(c, i), c->frame[i],
+				 run) == 0) {
+			/* The protected mapping is gone with its pages. */
+			memset(&c->status[i], ST_DONE_DATA, run);
+			memset(&c->wp[i], 0, run);
+		}
+		i += run;
+	}
+}
+
+/*
+ * The copy path of a coherent device: holes become zeroed frames, the
+ * rest is write-protected and copied, then the device's pages are mapped
+ * over the range (coherent.c).  A write racing it waits in a
+ * write-protect fault (a hole: a missing fault) until the commit wakes
+ * it, then lands in device memory through the new mapping.
+ */
+static void chunk_copy_coherent(struct hetmm_ctx *ctx,
+				struct hetmm_pagemap *pgmap, struct chunk *c)
+{
+	for (size_t i = 0; i < c->n; i++) {
+		if (c->status[i] != ST_DONE_ZERO)
+			continue;
+		memset(pgmap->ops->page_address(pgmap, c->frame[i]), 0,
+		       PAGE_SIZE);
+		c->status[i] = ST_COPIED;
+	}
+	int rc = for_each_run(ctx, c, st_pending, run_mark_wp);
+	if (rc == 0)
+		rc = chunk_copy_pending(pgmap, c);
+	if (rc == 0)
+		chunk_map_coherent(ctx, pgmap, c);
+	/* What could not be mapped stays in system memory. */
+	chunk_drop_unfinished(ctx, pgmap, c);
+}
+
 /* Commit: metadata, then publish, then wake everyone who waited. */
 static size_t chunk_commit(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			   struct chunk *c)
@@ -752,9 +842,13 @@ static int chunk_to_device(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			     HETMM_EVENT_MIGRATE);
 
 	chunk_mark_holes(c);
-	if (can_move(ctx, pgmap))
-		chunk_move(ctx, pgmap, c);
-	chunk_copy(ctx, pgmap, c);
+	if (pagemap_is_coherent(pgmap)) {
+		chunk_copy_coherent(ctx, pgmap, c);
+	} else {
+		if (can_move(ctx, pgmap))
+			chunk_move(ctx, pgmap, c);
+		chunk_copy(ctx, pgmap, c);
+	}
 	chunk_commit(ctx, pgmap, c);
 	return 0;
 }
@@ -782,12 +876,23 @@ static void chunk_report(struct chunk *c, size_t page0,
 	STAT_ADD(ctx, skipped_pages, skipped);
 }
 
-static void report_fill(struct hetmm_migrate_report *rep, size_t page0,
-			size_t n, enum hetmm_migrate_status st,
-			struct hetmm_ctx *ctx)
+/*
+ * A shared or file mapping is not migrated; but the process's own pages
+ * on a coherent device are mapped that way, and the shadow knows them:
+ * already there, or on another device.
+ */
+static void report_mapped(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+			  const struct vma *v, uintptr_t a, uintptr_t end,
+			  size_t page0, struct hetmm_migrate_report *rep)
 {
-	for (size_t i = 0; i < n; i++)
-		report_status(rep, page0 + i, st);
+	enum hetmm_migrate_status other = (v->flags & VMA_SHARED) ?
+		HETMM_MIGRATE_SKIP_SHARED : HETMM_MIGRATE_SKIP_FILE;
+	size_t n = (end - a) >> PAGE_SHIFT;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t e = vtab_get(&ctx->shadow, addr_to_vpn(a) + i);
+		report_status(rep, page0 + i, (e & SHADOW_DEVICE) ?
+			      classify_unclaimable(e, pgmap) : other);
+	}
 	STAT_ADD(ctx, skipped_pages, n);
 }
 
@@ -864,10 +969,8 @@ int hetmm_migrate_to_device(struct hetmm_pagemap *pgmap, void *addr,
 			rc = migrate_segment(ctx, pgmap, a, seg_end, page0,
 					     report, &t);
 		else
-			report_fill(report, page0, (seg_end - a) >> PAGE_SHIFT,
-				    (v.flags & VMA_SHARED) ?
-				    HETMM_MIGRATE_SKIP_SHARED :
-				    HETMM_MIGRATE_SKIP_FILE, ctx);
+			report_mapped(ctx, pgmap, &v, a, seg_end, page0,
+				      report);
 	}
 	pthread_rwlock_unlock(&ctx->fork_lock);
 	pagemap_put(pgmap);

@@ -19,6 +19,10 @@
 
 static pthread_rwlock_t sections_lock = PTHREAD_RWLOCK_INITIALIZER;
 static _Atomic(struct hetmm_pagemap *) sections[PFN_MAX_SECTIONS];
+/* Each live section's memory type, readable without the pagemap: a
+ * lookup that holds no claim must not touch a pagemap hot-remove may be
+ * freeing. */
+static _Atomic int section_types[PFN_MAX_SECTIONS];
 
 int hetmm_page_metadata_size(void)
 {
@@ -34,6 +38,7 @@ static int section_alloc(struct hetmm_pagemap *pgmap)
 		if (atomic_load(&sections[s]))
 			continue;
 		pgmap->section = s;
+		atomic_store(&section_types[s], (int)pgmap->type);
 		atomic_store_explicit(&sections[s], pgmap, memory_order_release);
 		rc = 0;
 		break;
@@ -47,6 +52,7 @@ static void section_free(struct hetmm_pagemap *pgmap)
 	pthread_rwlock_wrlock(&sections_lock);
 	atomic_store_explicit(&sections[pgmap->section], NULL,
 			      memory_order_release);
+	atomic_store(&section_types[pgmap->section], 0);
 	pthread_rwlock_unlock(&sections_lock);
 }
 
@@ -62,6 +68,31 @@ struct hetmm_pagemap *pfn_pagemap(uint64_t pfn, uint64_t *index)
 		return NULL;
 	*index = idx;
 	return pgmap;
+}
+
+bool shadow_is_coherent(uint64_t e)
+{
+	uint64_t s = shadow_pfn(e) >> PFN_SECTION_SHIFT;
+	return (e & SHADOW_DEVICE) && s < PFN_MAX_SECTIONS &&
+	       atomic_load_explicit(&section_types[s], memory_order_relaxed) ==
+	       HETMM_MEMORY_DEVICE_COHERENT;
+}
+
+bool coherent_held(uint64_t e)
+{
+	if (!shadow_is_coherent(e))
+		return false;
+	bool held = false;
+	uint64_t idx;
+	pthread_rwlock_rdlock(&sections_lock);
+	struct hetmm_pagemap *pgmap = pfn_pagemap(shadow_pfn(e), &idx);
+	if (pgmap && pagemap_is_coherent(pgmap)) {
+		struct hetmm_page *p = &pgmap->pages[idx];
+		held = atomic_load(&p->refcount) > 1 ||
+		       atomic_load(&p->pincount);
+	}
+	pthread_rwlock_unlock(&sections_lock);
+	return held;
 }
 
 int hetmm_pfn_to_page(hetmm_pfn_t pfn, struct hetmm_page **pagep)
@@ -129,7 +160,11 @@ static int check_desc(const struct hetmm_pagemap_desc *d)
 		return -EINVAL;
 	if ((d->flags & HETMM_PAGEMAP_REMAP) && !d->ops->page_address)
 		return -EINVAL;
-	/* Only device-private memory is hosted so far. */
+	/* Coherent pages are mapped from the device's file and copied
+	 * out of its own view; they are never moved as anonymous memory. */
+	if (d->type == HETMM_MEMORY_DEVICE_COHERENT)
+		return d->ops->page_address && d->ops->page_fd &&
+		       !(d->flags & HETMM_PAGEMAP_REMAP) ? 0 : -EINVAL;
 	if (d->type != HETMM_MEMORY_DEVICE_PRIVATE)
 		return -EOPNOTSUPP;
 	return 0;
@@ -263,7 +298,8 @@ int pagemap_fixed_grab(_Atomic uint64_t *slot, uint64_t e, bool pin,
 	int rc = -EAGAIN;
 	pthread_rwlock_rdlock(&sections_lock);
 	struct hetmm_pagemap *pgmap = pfn_pagemap(shadow_pfn(e), &idx);
-	if (!pgmap || !pagemap_is_fixed(pgmap) || atomic_load(slot) != e)
+	if (!pgmap || !(pagemap_is_fixed(pgmap) || (pagemap_is_coherent(pgmap)
+			&& !longterm)) || atomic_load(slot) != e)
 		goto out;
 	rc = -EOPNOTSUPP;
 	if (longterm && pgmap->type == HETMM_MEMORY_FS_DAX)
@@ -289,7 +325,7 @@ static _Atomic uint32_t *fixed_count(uint64_t e, bool pin, uint32_t *floor)
 {
 	uint64_t idx;
 	struct hetmm_pagemap *pgmap = pfn_pagemap(shadow_pfn(e), &idx);
-	if (!pgmap || !pagemap_is_fixed(pgmap))
+	if (!pgmap || !(pagemap_is_fixed(pgmap) || pagemap_is_coherent(pgmap)))
 		return NULL;
 	*floor = pin ? 0 : 1;      /* the mapping itself is a reference */
 	return pin ? &pgmap->pages[idx].pincount : &pgmap->pages[idx].refcount;
@@ -337,6 +373,13 @@ int hetmm_pagemap_add(struct hetmm_ctx *ctx,
 	int rc = check_desc(desc);
 	if (rc)
 		return rc;
+	/* Coherent mappings are swapped by mremap: the events must come. */
+	const uint64_t coherent_needs = UFFD_FEATURE_EVENT_UNMAP |
+		UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_REMOVE |
+		UFFD_FEATURE_PAGEFAULT_FLAG_WP;
+	if (desc->type == HETMM_MEMORY_DEVICE_COHERENT &&
+	    (ctx->uffd.features & coherent_needs) != coherent_needs)
+		return -EOPNOTSUPP;
 
 	struct hetmm_pagemap *pgmap = calloc(1, sizeof(*pgmap));
 	if (!pgmap)
@@ -452,9 +495,19 @@ static bool pagemap_all_free(struct hetmm_pagemap *pgmap)
 	return all;
 }
 
+static bool coherent_pinned(struct hetmm_pagemap *pgmap)
+{
+	for (uint64_t i = 0; i < pgmap->nr_pages; i++)
+		if (atomic_load(&pgmap->pages[i].pincount) ||
+		    atomic_load(&pgmap->pages[i].refcount) > 1)
+			return true;
+	return false;
+}
+
 /* Migrate back every allocated page, in runs of consecutive owners. */
 static int pagemap_evacuate(struct hetmm_pagemap *pgmap)
 {
+	uint64_t deadline = now_ms() + HETMM_REMOVE_PIN_WAIT_MS;
 	for (;;) {
 		bool resident = false;
 		uint64_t i = 0;
@@ -483,6 +536,11 @@ static int pagemap_evacuate(struct hetmm_pagemap *pgmap)
 		 * lock, by a thread that may still be in pagemap_free(). */
 		if (!resident && pagemap_all_free(pgmap))
 			return 0;
+		/* Coherent pages held in place are waited for a bounded
+		 * time, as fixed pages are. */
+		if (pagemap_is_coherent(pgmap) && now_ms() >= deadline &&
+		    coherent_pinned(pgmap))
+			return -EBUSY;
 		/* Pages busy in a racing fault are done on the next pass. */
 		sched_yield();
 	}

@@ -13,7 +13,12 @@
  * overwrite a count.
  *
  * Pages of FS_DAX and GENERIC pagemaps (shadow FIXED | pfn) keep their
- * holds in their metadata instead; pagemap.c owns those.
+ * holds in their metadata instead; pagemap.c owns those.  So do pages of
+ * a DEVICE_COHERENT pagemap held in place (DEVICE | pfn): the CPU reaches
+ * them where they are, so a short-term hold needs no migration, while a
+ * long-term pin would keep device memory from ever being freed or moved:
+ * FOLL_LONGTERM migrates them to system memory first, and the fast path
+ * does exactly what the slow one does, since it never holds a device word.
  */
 #include <errno.h>
 #include <sched.h>
@@ -180,7 +185,20 @@ static int gup_slow_page(struct gup *g, size_t i)
 			sched_yield();   /* a migration or fault finishing */
 			continue;
 		}
-		if (e & SHADOW_DEVICE) {
+		if ((e & SHADOW_DEVICE) && !g->longterm &&
+		    shadow_is_coherent(e)) {
+			rc = hold_fixed(g, slot, e, a);
+			if (rc == 0)
+				break;
+			/* Changed, or its pagemap is going: look again
+			 * (a dying pagemap's pages come home). */
+			if (rc == -EAGAIN || rc == -ENXIO) {
+				if (rc == -ENXIO)
+					bring_back(g, slot, e, a, &tries);
+				sched_yield();
+				rc = 0;
+			}
+		} else if (e & SHADOW_DEVICE) {
 			rc = bring_back(g, slot, e, a, &tries);
 		} else if (e & SHADOW_FIXED) {
 			rc = hold_fixed(g, slot, e, a);
@@ -208,6 +226,37 @@ static int gup_slow_page(struct gup *g, size_t i)
 	return 0;
 }
 
+/*
+ * Bring the device pages of [start, end) back in runs, except coherent
+ * pages a short-term hold takes in place.
+ */
+static void gup_bring_back(struct gup *g, uintptr_t start, uintptr_t end)
+{
+	if (g->longterm) {
+		migrate_back_range(g->ctx, start, end, NULL);
+		return;
+	}
+	uint64_t vpn = addr_to_vpn(start), last = addr_to_vpn(end);
+	while (vpn < last) {
+		uint64_t e = vtab_get(&g->ctx->shadow, vpn);
+		if (!(e & SHADOW_DEVICE) || shadow_is_coherent(e)) {
+			vpn++;
+			continue;
+		}
+		uint64_t n = 1;
+		while (vpn + n < last) {
+			uint64_t f = vtab_get(&g->ctx->shadow, vpn + n);
+			if (!(f & SHADOW_DEVICE) ||
+			    shadow_is_coherent(f))
+				break;
+			n++;
+		}
+		migrate_back_range(g->ctx, vpn_to_addr(vpn),
+				   vpn_to_addr(vpn + n), NULL);
+		vpn += n;
+	}
+}
+
 static long gup(struct hetmm_ctx *ctx, void *addr, size_t nr,
 		unsigned int flags, bool pin, void **pages, bool fast)
 {
@@ -220,8 +269,7 @@ static long gup(struct hetmm_ctx *ctx, void *addr, size_t nr,
 	rc = -EFAULT;   /* what stops us at limit */
 	if (done < limit) {
 		/* Device pages of the rest come back in runs first. */
-		migrate_back_range(ctx, gup_addr(&g, done),
-				   gup_addr(&g, limit), NULL);
+		gup_bring_back(&g, gup_addr(&g, done), gup_addr(&g, limit));
 		for (rc = 0; done < limit && !rc; done += !rc)
 			rc = gup_slow_page(&g, done);
 	}
@@ -264,7 +312,9 @@ long hetmm_pin_user_pages_fast(struct hetmm_ctx *ctx, void *addr,
 static int release_one(_Atomic uint64_t *slot, bool pin, bool check_only)
 {
 	uint64_t e = atomic_load_explicit(slot, memory_order_acquire);
-	if (e & SHADOW_FIXED)
+	/* Fixed pages, and coherent pages held in place (a claim on one
+	 * that is held backs off: the word may say BUSY for a moment). */
+	if (e & (SHADOW_FIXED | SHADOW_DEVICE))
 		return pagemap_fixed_release(e, pin, check_only);
 	for (;;) {
 		if (e & SHADOW_FLAGS)
@@ -326,6 +376,8 @@ int hetmm_user_page_holds(struct hetmm_ctx *ctx, const void *addr,
 	uint64_t e = vtab_get(&ctx->shadow, addr_to_vpn((uintptr_t)addr));
 	*refs = *pins = 0;
 	if (e & SHADOW_FIXED)
+		return pagemap_fixed_counts(e, refs, pins);
+	if (shadow_is_coherent(e))
 		return pagemap_fixed_counts(e, refs, pins);
 	if (!(e & SHADOW_FLAGS)) {
 		*refs = e % PIN_BIAS;

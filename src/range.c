@@ -56,7 +56,10 @@ static int range_repatriate(struct hetmm_ctx *ctx, const void *owner,
 	uint64_t first = addr_to_vpn(start);
 	for (size_t i = 0; i < npages;) {
 		uint64_t e = vtab_get(&ctx->shadow, first + i);
-		if (!(e & (SHADOW_DEVICE | SHADOW_BUSY)) || is_local(e, owner)) {
+		/* Coherent pages are CPU pages to a device: used where
+		 * they are, as hmm_range_fault() leaves them. */
+		if (!(e & (SHADOW_DEVICE | SHADOW_BUSY)) || is_local(e, owner) ||
+		    shadow_is_coherent(e)) {
 			i++;
 			continue;
 		}
@@ -67,7 +70,8 @@ static int range_repatriate(struct hetmm_ctx *ctx, const void *owner,
 		size_t n = 1;
 		while (i + n < npages) {
 			uint64_t f = vtab_get(&ctx->shadow, first + i + n);
-			if (!(f & SHADOW_DEVICE) || is_local(f, owner))
+			if (!(f & SHADOW_DEVICE) || is_local(f, owner) ||
+			    shadow_is_coherent(f))
 				break;
 			n++;
 		}

@@ -77,7 +77,7 @@ static int vma_find_query(struct vmaq *q, uintptr_t addr, struct vma *vma)
 }
 
 /* The fallback: read /proc/self/maps line by line. */
-static int vma_find_maps(uintptr_t addr, struct vma *vma)
+int vma_find_maps(uintptr_t addr, struct vma *vma)
 {
 	FILE *f = fopen("/proc/self/maps", "re");
 	if (!f)

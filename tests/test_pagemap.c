@@ -197,8 +197,9 @@ static void add_validation(struct hetmm_ctx *ctx)
 		if (type == HETMM_MEMORY_DEVICE_PRIVATE)
 			CHECK_EQ(rc, 0);
 		else if (type == HETMM_MEMORY_FS_DAX ||
-			 type == HETMM_MEMORY_GENERIC)
-			CHECK_EQ(rc, -EINVAL);
+			 type == HETMM_MEMORY_GENERIC ||
+			 type == HETMM_MEMORY_DEVICE_COHERENT)
+			CHECK_EQ(rc, -EINVAL);   /* no page_address/page_fd */
 		else
 			CHECK(rc == 0 || rc == -EOPNOTSUPP);
 		if (rc == 0) {

@@ -417,25 +417,48 @@ static int do_snapshot(struct shim_file *f, struct shim_dmirror_cmd *c,
 static int do_exclusive(struct shim_file *f, struct shim_dmirror_cmd *c,
 			uint64_t size)
 {
-	if (unit_coherent(f->unit))
-		return -EOPNOTSUPP;  /* needs hetmm's exclusive-access API */
+	/* A coherent device's pages stay CPU-mapped, so its exclusive pages
+	 * go into the custody of its device-private sibling (unit - 2). */
+	bool coherent = unit_coherent(f->unit);
 	struct hetmm_emu *emu;
 	struct hetmm_pagemap *pgmap;
-	int rc = shim_emu(f->unit, &emu);
+	int rc = shim_emu(coherent ? f->unit - 2 : f->unit, &emu);
 	if (!rc)
 		rc = hetmm_emu_pagemap(emu, &pgmap);
 	if (rc)
 		return rc;
+	/* A coherent mirror's read would take pages out of the sibling's
+	 * custody again: it reads the range first. */
+	if (coherent) {
+		rc = do_read(f, c, size);
+		c->faults = 0;
+		if (rc)
+			return rc;
+	}
+	uint64_t n = size / PS;
+	uint8_t *status = calloc(n, 1);
+	if (!status)
+		return -ENOMEM;
+	struct hetmm_migrate_report rep = { 0, 0, status };
 	rc = hetmm_migrate_to_device(pgmap, (void *)(uintptr_t)c->addr, size,
-				     NULL);
+				     &rep);
+	for (uint64_t i = 0; i < n && (!rc || rc == -ENOENT); i++)
+		if (status[i] != HETMM_MIGRATE_MOVED &&
+		    status[i] != HETMM_MIGRATE_ALREADY)
+			rc = -EBUSY;
+	free(status);
 	if (rc && rc != -ENOENT)
 		return -EBUSY;
-	rc = read_back(f, c, size);
-	if (rc)
-		return rc == -ENOENT ? -EBUSY : rc;
+	if (!coherent) {
+		rc = read_back(f, c, size);
+		if (rc)
+			return rc == -ENOENT ? -EBUSY : rc;
+	}
 	pthread_mutex_lock(&f->lock);
 	rc = excl_add(f, c->addr, c->addr + size);
 	pthread_mutex_unlock(&f->lock);
+	if (!rc)
+		c->cpages = n;
 	return rc;
 }
 

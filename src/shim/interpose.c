@@ -246,19 +246,30 @@ int shim_emu(int unit, struct hetmm_emu **emup)
 	pthread_mutex_lock(&proc_lock);
 	struct hetmm_ctx *ctx = NULL;
 	int rc = ctx_locked(&ctx);
-	if (!rc && !proc_emu[unit]) {
-		enum hetmm_memory_type type = unit < 2 ?
-			HETMM_MEMORY_DEVICE_PRIVATE :
-			HETMM_MEMORY_DEVICE_COHERENT;
-		rc = hetmm_emu_create(ctx, type, device_pages(),
-				      &proc_emu[unit]);
-		if (rc)
-			proc_emu[unit] = NULL;
-	}
-	if (!rc)
-		*emup = proc_emu[unit];
+	struct hetmm_emu *emu = proc_emu[unit];
 	pthread_mutex_unlock(&proc_lock);
-	return rc;
+	if (rc || emu) {
+		*emup = emu;
+		return rc;
+	}
+	/* Made without proc_lock: the device maps its memory with mmap,
+	 * which comes through this shim's mmap and takes the lock. */
+	enum hetmm_memory_type type = unit < 2 ? HETMM_MEMORY_DEVICE_PRIVATE :
+						 HETMM_MEMORY_DEVICE_COHERENT;
+	rc = hetmm_emu_create(ctx, type, device_pages(), &emu);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&proc_lock);
+	struct hetmm_emu *raced = proc_emu[unit];
+	if (!raced)
+		proc_emu[unit] = emu;
+	pthread_mutex_unlock(&proc_lock);
+	if (raced) {
+		hetmm_emu_destroy(emu);
+		emu = raced;
+	}
+	*emup = emu;
+	return 0;
 }
 
 /* ------------------------------------------------------------------------
