@@ -37,9 +37,20 @@
  * answering each fault with 2 MiB of UFFDIO_COPY or UFFDIO_MOVE), and
  * memcpy() out of a device-resident buffer (up to 64 MiB).
  *
+ * Sections in their own files (sections.h), each against its own baseline
+ * in the same run: device mirror read/write vs memcpy and
+ * process_vm_readv/writev (mirror.c); fork with device pages vs fork with
+ * the same bytes in system RAM (fork.c); 1 vs 2 threads on disjoint halves
+ * with ns/page (scale.c); fault-around and UFFDIO_MOVE off vs on
+ * (ablate.c).  --plot writes throughput against size as SVG (plot.c).
+ * Issue 6's targets are given as "ratios_issue6" in the JSON and as a
+ * table at the end of the text.
+ *
  * The summary "ratios" are taken at the LARGEST size measured.
  * Throughput is in GB/s with 1 GB = 1e9 bytes.  Buffers are unmapped
- * between repetitions so memory stays bounded (about 3x the largest size).
+ * between repetitions so memory stays bounded (about 3x the largest size);
+ * a size the machine's available memory can't hold is skipped with a
+ * message.  Default sizes 1 MiB to 1 GiB; 4 GiB (or more) with --sizes.
  * Progress and warnings go to stderr; with --json stdout carries exactly one
  * JSON object.
  */

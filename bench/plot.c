@@ -48,6 +48,7 @@ static double nice_step(double top)
 static void panel(FILE *f, const struct plot_panel *p, double ox, double oy)
 {
 	double xmin = INFINITY, xmax = -INFINITY, ymax = 0, step;
+	double legend_w, legend_h;
 	double x0 = ox + ML, x1 = ox + PW - MR, y0 = oy + PH - MB, y1 = oy + MT;
 	char buf[64];
 
@@ -97,6 +98,16 @@ static void panel(FILE *f, const struct plot_panel *p, double ox, double oy)
 	fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" "
 		"font-size=\"12\" transform=\"rotate(-90 %.1f %.1f)\">GB/s"
 		"</text>\n", ox + 16, (y0 + y1) / 2, ox + 16, (y0 + y1) / 2);
+	{
+		/* legend box, drawn over the grid, under nothing */
+		size_t w = 0;
+
+		for (int s = 0; s < p->nseries; s++)
+			if (strlen(p->s[s].name) > w)
+				w = strlen(p->s[s].name);
+		legend_w = 44 + 6.2 * (double)w;
+		legend_h = 8 + 15.0 * p->nseries;
+	}
 	for (int s = 0; s < p->nseries; s++) {
 		const struct plot_series *ps = &p->s[s];
 		const char *c = colour[s % 8];
@@ -119,11 +130,18 @@ static void panel(FILE *f, const struct plot_panel *p, double ox, double oy)
 				fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\""
 					" fill=\"%s\"/>\n", X(ps->x[i]),
 					Y(ps->y[i]), c);
-		/* legend, top left of the plot area */
+	}
+	/* legend, top left of the plot area, over the lines */
+	fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\""
+		" fill=\"#fff\" fill-opacity=\"0.85\" stroke=\"#bbb\"/>\n",
+		x0 + 4, y1 + 4, legend_w, legend_h);
+	for (int s = 0; s < p->nseries; s++) {
+		const struct plot_series *ps = &p->s[s];
+
 		fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\""
 			" stroke=\"%s\" stroke-width=\"%s\"%s/>\n", x0 + 8,
-			y1 + 14 + 15 * s, x0 + 32, y1 + 14 + 15 * s, c,
-			ps->hetmm ? "2.5" : "1.5",
+			y1 + 14 + 15 * s, x0 + 32, y1 + 14 + 15 * s,
+			colour[s % 8], ps->hetmm ? "2.5" : "1.5",
 			ps->hetmm ? "" : " stroke-dasharray=\"6 4\"");
 		text(f, x0 + 38, y1 + 18 + 15 * s, "start", 11, ps->name);
 	}
