@@ -37,9 +37,20 @@
  * answering each fault with 2 MiB of UFFDIO_COPY or UFFDIO_MOVE), and
  * memcpy() out of a device-resident buffer (up to 64 MiB).
  *
+ * Sections in their own files (sections.h), each against its own baseline
+ * in the same run: device mirror read/write vs memcpy and
+ * process_vm_readv/writev (mirror.c); fork with device pages vs fork with
+ * the same bytes in system RAM (fork.c); 1 vs 2 threads on disjoint halves
+ * with ns/page (scale.c); fault-around and UFFDIO_MOVE off vs on
+ * (ablate.c).  --plot writes throughput against size as SVG (plot.c).
+ * Issue 6's targets are given as "ratios_issue6" in the JSON and as a
+ * table at the end of the text.
+ *
  * The summary "ratios" are taken at the LARGEST size measured.
  * Throughput is in GB/s with 1 GB = 1e9 bytes.  Buffers are unmapped
- * between repetitions so memory stays bounded (about 3x the largest size).
+ * between repetitions so memory stays bounded (about 3x the largest size);
+ * a size the machine's available memory can't hold is skipped with a
+ * message.  Default sizes 1 MiB to 1 GiB; 4 GiB (or more) with --sizes.
  * Progress and warnings go to stderr; with --json stdout carries exactly one
  * JSON object.
  */
@@ -67,309 +78,9 @@
 
 #include "hetmm.h"
 #include "compat.h"
+#include "common.h"
+#include "sections.h"
 
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
-
-#define PAGE ((size_t)HETMM_PAGE_SIZE)
-#define MIB ((size_t)1 << 20)
-#define CHUNK_2M (2 * MIB)
-#define MAX_SIZES 32
-
-/* ------------------------------------------------------------------------
- * Small helpers
- */
-
-static int g_midline; /* a progress line is open on stderr */
-
-/* Progress on stderr. */
-static void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void note(const char *fmt, ...)
-{
-	char line[256];
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	if (n <= 0)
-		return;
-	fputs(line, stderr);
-	g_midline = line[strlen(line) - 1] != '\n';
-}
-
-static void warn_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void warn_(const char *fmt, ...)
-{
-	va_list ap;
-
-	if (g_midline)
-		fputc('\n', stderr);
-	g_midline = 0;
-	fputs("hetmm bench: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
-/* Median of n values (sorts in place); NAN for n == 0. */
-static double median(double *v, int n)
-{
-	if (n <= 0)
-		return NAN;
-	qsort(v, (size_t)n, sizeof(*v), cmp_double);
-	if (n & 1)
-		return v[n / 2];
-	return (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-/* Nearest-rank percentile of sorted values. */
-static double percentile_sorted(const double *v, int n, double pct)
-{
-	long rank;
-
-	if (n <= 0)
-		return NAN;
-	rank = (long)ceil(pct / 100.0 * n);
-	if (rank < 1)
-		rank = 1;
-	if (rank > n)
-		rank = n;
-	return v[rank - 1];
-}
-
-/* bytes per ns == GB/s (1e9 B/s). */
-static double gbps(size_t bytes, double ns)
-{
-	if (!(ns > 0))
-		return NAN;
-	return (double)bytes / ns;
-}
-
-static double us_per_page(size_t bytes, double ns)
-{
-	if (!(ns > 0) || bytes < PAGE)
-		return NAN;
-	return ns / 1000.0 / (double)(bytes / PAGE);
-}
-
-/* thp: 0 leave default, 1 MADV_HUGEPAGE, -1 MADV_NOHUGEPAGE. */
-static void *map_anon(size_t len, int thp)
-{
-	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-	if (p == MAP_FAILED)
-		return NULL;
-	if (thp > 0)
-		(void)madvise(p, len, MADV_HUGEPAGE);
-	else if (thp < 0)
-		(void)madvise(p, len, MADV_NOHUGEPAGE);
-	return p;
-}
-
-/* Populate with real (non-zero) pages. */
-static void populate(void *p, size_t len, int byte)
-{
-	(void)madvise(p, len, MADV_POPULATE_WRITE);
-	memset(p, byte, len);
-}
-
-static volatile uint64_t g_sink;
-
-static const char *fmt_size(size_t sz, char *buf, size_t n)
-{
-	if (sz >= ((size_t)1 << 30) && !(sz & (((size_t)1 << 30) - 1)))
-		snprintf(buf, n, "%zuG", sz >> 30);
-	else if (sz >= MIB && !(sz & (MIB - 1)))
-		snprintf(buf, n, "%zuM", sz >> 20);
-	else if (sz >= 1024 && !(sz & 1023))
-		snprintf(buf, n, "%zuK", sz >> 10);
-	else
-		snprintf(buf, n, "%zu", sz);
-	return buf;
-}
-
-/* xorshift64* */
-static uint64_t rng_next(uint64_t *s)
-{
-	uint64_t x = *s;
-
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*s = x;
-	return x * 0x2545F4914F6CDD1Dull;
-}
-
-static void shuffle(uint32_t *v, size_t n, uint64_t *seed)
-{
-	for (size_t i = n; i > 1; i--) {
-		size_t j = (size_t)(rng_next(seed) % i);
-		uint32_t t = v[i - 1];
-
-		v[i - 1] = v[j];
-		v[j] = t;
-	}
-}
-
-/* ------------------------------------------------------------------------
- * Raw userfaultfd, for the baselines
- */
-
-static int uffd_open_raw(int flags)
-{
-	int fd = (int)syscall(SYS_userfaultfd, flags);
-
-	if (fd >= 0)
-		return fd;
-	{
-		int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
-
-		if (dev >= 0) {
-			fd = ioctl(dev, USERFAULTFD_IOC_NEW, flags);
-			close(dev);
-			if (fd >= 0)
-				return fd;
-		}
-	}
-	/* Our baselines only fault from user mode. */
-	return (int)syscall(SYS_userfaultfd, flags | UFFD_USER_MODE_ONLY);
-}
-
-/* Open a uffd with the wanted features the kernel offers; -errno. */
-static int uffd_open_features(uint64_t want, int nonblock, uint64_t *got)
-{
-	int flags = O_CLOEXEC | (nonblock ? O_NONBLOCK : 0);
-	struct uffdio_api api;
-	uint64_t avail;
-	int fd;
-
-	fd = uffd_open_raw(flags);
-	if (fd < 0)
-		return -errno;
-	memset(&api, 0, sizeof(api));
-	api.api = UFFD_API;
-	if (ioctl(fd, UFFDIO_API, &api)) {
-		int e = errno;
-
-		close(fd);
-		return -e;
-	}
-	avail = api.features;
-	close(fd);
-
-	fd = uffd_open_raw(flags);
-	if (fd < 0)
-		return -errno;
-	memset(&api, 0, sizeof(api));
-	api.api = UFFD_API;
-	api.features = want & avail;
-	if (ioctl(fd, UFFDIO_API, &api)) {
-		int e = errno;
-
-		close(fd);
-		return -e;
-	}
-	if (got)
-		*got = want & avail;
-	return fd;
-}
-
-static int uffd_register_missing(int fd, void *p, size_t len, uint64_t *ioctls)
-{
-	struct uffdio_register r;
-
-	memset(&r, 0, sizeof(r));
-	r.range.start = (uintptr_t)p;
-	r.range.len = len;
-	r.mode = UFFDIO_REGISTER_MODE_MISSING;
-	if (ioctl(fd, UFFDIO_REGISTER, &r))
-		return -errno;
-	if (ioctls)
-		*ioctls = r.ioctls;
-	return 0;
-}
-
-/* UFFDIO_COPY [dst, dst+len) from src, chunk bytes per ioctl. */
-static int raw_copy(int fd, char *dst, const char *src, size_t len,
-		    size_t chunk, uint64_t mode)
-{
-	size_t off = 0;
-	int spins = 0;
-
-	while (off < len) {
-		size_t n = len - off < chunk ? len - off : chunk;
-		struct uffdio_copy c;
-
-		c.dst = (uintptr_t)(dst + off);
-		c.src = (uintptr_t)(src + off);
-		c.len = n;
-		c.mode = mode;
-		c.copy = 0;
-		if (ioctl(fd, UFFDIO_COPY, &c) == 0) {
-			off += n;
-			continue;
-		}
-		if (errno == EAGAIN) {
-			if (c.copy > 0)
-				off += (size_t)c.copy;
-			else if (++spins > 1000000)
-				return -EAGAIN;
-			continue;
-		}
-		return -errno;
-	}
-	return 0;
-}
-
-static int raw_move(int fd, char *dst, char *src, size_t len, size_t chunk)
-{
-	size_t off = 0;
-	int spins = 0;
-
-	while (off < len) {
-		size_t n = len - off < chunk ? len - off : chunk;
-		struct uffdio_move m;
-
-		m.dst = (uintptr_t)(dst + off);
-		m.src = (uintptr_t)(src + off);
-		m.len = n;
-		m.mode = UFFDIO_MOVE_MODE_DONTWAKE;
-		m.move = 0;
-		if (ioctl(fd, UFFDIO_MOVE, &m) == 0) {
-			off += n;
-			continue;
-		}
-		if (errno == EAGAIN) {
-			if (m.move > 0)
-				off += (size_t)m.move;
-			else if (++spins > 1000000)
-				return -EAGAIN;
-			continue;
-		}
-		return -errno;
-	}
-	return 0;
-}
 
 /*
  * A bare fault handler thread: blocking read() of one uffd_msg, then one
@@ -717,6 +428,7 @@ out:
 struct opts {
 	int quick;
 	int json;
+	const char *plot;
 	int reps;
 	int samples;
 	size_t lat_region;
@@ -756,6 +468,14 @@ struct lat_result {
 	uint64_t hetmm_faults;
 	double med, p99, raw_med, raw_p99;
 	double mean, raw_mean;
+};
+
+/* The sections in their own files, over the sizes measured. */
+struct extra {
+	struct mirror_result mirror[MAX_SIZES];
+	struct fork_result fork[MAX_SIZES];
+	struct scale_result scale[MAX_SIZES];
+	struct ablate_result ablate;
 };
 
 static int parse_size(const char *s, size_t *out)
@@ -811,12 +531,15 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: hetmm bench [--quick] [--json] [--sizes 1M,16M,256M,1G]\n"
-		"                   [--reps N] [--samples N]\n"
+		"                   [--reps N] [--samples N] [--plot FILE.svg]\n"
 		"  --quick     sizes 1M,16M,64M and 1000 latency samples (a few seconds)\n"
 		"  --json      print one JSON object on stdout (progress on stderr)\n"
 		"  --sizes     list of sizes (K/M/G suffixes), commas or separate args\n"
 		"  --reps      repetitions per figure, median reported (default 5)\n"
-		"  --samples   fault-latency samples per repetition\n");
+		"  --samples   fault-latency samples per repetition\n"
+		"  --plot      also write throughput against size as an SVG\n"
+		"  default sizes 1M,4M,16M,64M,256M,1G; up to 4G via --sizes (a size\n"
+		"  is skipped, with a message, when memory is short)\n");
 }
 
 /* ------------------------------------------------------------------------
@@ -1522,27 +1245,6 @@ out:
  * Output
  */
 
-static void json_num(FILE *f, double v, int decimals)
-{
-	if (isnan(v) || isinf(v))
-		fputs("null", f);
-	else
-		fprintf(f, "%.*f", decimals, v);
-}
-
-static void json_str(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (; s && *s; s++) {
-		if (*s == '"' || *s == '\\')
-			fputc('\\', f);
-		if ((unsigned char)*s < 0x20)
-			fprintf(f, "\\u%04x", *s);
-		else
-			fputc(*s, f);
-	}
-	fputc('"', f);
-}
 
 struct row {
 	const char *name;
@@ -1693,10 +1395,59 @@ static void print_pe_json(FILE *f)
 	      "full device (evictions plus the new pages moved in)\"}", f);
 }
 
+/*
+ * Issue 6's targets, as ratios in one run at the largest size: baselines
+ * are batched UFFDIO_COPY (the better of 2 MiB per ioctl and the whole
+ * range in one) for the migrate-back and fault-back rows.
+ */
+struct i6 {
+	const char *name;
+	double value;
+	const char *target;       /* as text */
+	double bound;
+	int upper;                /* value must be <= bound, else >= */
+};
+
+static int issue6_ratios(const struct size_result *sr,
+			 const struct lat_result *lat, int head, int meta,
+			 struct i6 out[8])
+{
+	double copy = fmin(sr->raw_copy2m_ns, sr->raw_copyall_ns);
+	int n = 0;
+
+	if (isnan(sr->raw_copy2m_ns))
+		copy = sr->raw_copyall_ns;
+	else if (isnan(sr->raw_copyall_ns))
+		copy = sr->raw_copy2m_ns;
+	out[n++] = (struct i6){ "migrate_to_device_vs_memcpy",
+				sr->memcpy_ns / sr->to_dev_ns, ">= 0.9", 0.9, 0 };
+	out[n++] = (struct i6){ "migrate_to_system_vs_copy",
+				copy / sr->to_sys_ns, ">= 1.0", 1.0, 0 };
+	out[n++] = (struct i6){ "fault_seq_vs_copy",
+				copy / sr->fault_seq_ns, ">= 0.8", 0.8, 0 };
+	out[n++] = (struct i6){ "fault_latency_random_vs_raw",
+				lat[head].med / lat[head].raw_med, "<= 1.1",
+				1.1, 1 };
+	out[n++] = (struct i6){ "pin_fast_ns_per_page", g_pe.pin_fast_ns,
+				"<= 50", 50, 1 };
+	out[n++] = (struct i6){ "metadata_bytes_per_page", meta, "<= 16", 16,
+				1 };
+	return n;
+}
+
+static int i6_met(const struct i6 *r)
+{
+	if (isnan(r->value))
+		return 0;
+	return r->upper ? r->value <= r->bound : r->value >= r->bound;
+}
+
 static void print_json(const struct opts *o, const struct size_result *res,
 		       const struct lat_result *lat, int head, int meta,
-		       const char *release)
+		       const char *release, const struct extra *x)
 {
+	struct i6 i6[8];
+	int n6;
 	const struct lat_result *lr = &lat[head];
 	FILE *f = stdout;
 	struct row rows[3], last[3];
@@ -1731,7 +1482,29 @@ static void print_json(const struct opts *o, const struct size_result *res,
 		fprintf(f, ",\n  \"fault_latency_ns_%s\": ", place_name[p]);
 		json_lat(f, &lat[p], 0);
 	}
+	n6 = issue6_ratios(&res[o->nsizes - 1], lat, head, meta, i6);
+	fputs(",\n  \"ratios_issue6\": {", f);
+	for (int i = 0; i < n6; i++) {
+		fprintf(f, "%s\"%s\": ", i ? ", " : "", i6[i].name);
+		json_num(f, i6[i].value, 4);
+	}
+	fputs("},\n  \"ratios_issue6_targets\": {", f);
+	for (int i = 0; i < n6; i++)
+		fprintf(f, "%s\"%s\": \"%s\"", i ? ", " : "", i6[i].name,
+			i6[i].target);
+	fputs("},\n  \"ratios_issue6_met\": {", f);
+	for (int i = 0; i < n6; i++)
+		fprintf(f, "%s\"%s\": %s", i ? ", " : "", i6[i].name,
+			i6_met(&i6[i]) ? "true" : "false");
+	fputs("},\n  \"ratios_issue6_basis\": \"largest size measured; "
+	      "migrate back and fault-back against batched UFFDIO_COPY (the "
+	      "better of 2 MiB per ioctl and the whole range per ioctl); "
+	      "latency is the headline placement\"", f);
 	print_pe_json(f);
+	mirror_print_json(f, x->mirror, o->nsizes);
+	fork_print_json(f, x->fork, o->nsizes);
+	scale_print_json(f, x->scale, o->nsizes);
+	ablate_print_json(f, &x->ablate);
 	fprintf(f, ",\n  \"metadata_bytes_per_page\": %d", meta);
 	fprintf(f, ",\n  \"reps\": %d", o->reps);
 	fputs(",\n  \"kernel\": ", f);
@@ -1742,8 +1515,10 @@ static void print_json(const struct opts *o, const struct size_result *res,
 
 static void print_text(const struct opts *o, const struct size_result *res,
 		       const struct lat_result *lat, int head, int meta,
-		       const char *release)
+		       const char *release, const struct extra *x)
 {
+	struct i6 i6[8];
+	int n6;
 	const struct lat_result *lr = &lat[head];
 	struct row rows[3], last[3];
 	char sb[32];
@@ -1791,6 +1566,10 @@ static void print_text(const struct opts *o, const struct size_result *res,
 			       sr->memcpy_out_faults);
 	}
 	print_pe_text();
+	mirror_print_text(x->mirror, o->nsizes);
+	fork_print_text(x->fork, o->nsizes);
+	scale_print_text(x->scale, o->nsizes);
+	ablate_print_text(&x->ablate);
 	printf("\nsingle-page fault latency (%d random pages of a %s buffer "
 	       "per placement, one touch each, clock_gettime around it):\n",
 	       lr->n_hetmm, fmt_size(lr->region, sb, sizeof(sb)));
@@ -1819,12 +1598,188 @@ static void print_text(const struct opts *o, const struct size_result *res,
 	printf("  migrate_to_system_vs_raw     %.3f\n", row_ratio(&last[1]));
 	printf("  fault_seq_vs_raw             %.3f\n", row_ratio(&last[2]));
 	printf("  fault_latency_vs_raw         %.3f\n", lr->med / lr->raw_med);
+	n6 = issue6_ratios(&res[o->nsizes - 1], lat, head, meta, i6);
+	printf("\nissue 6 targets (same run, largest size; migrate back and "
+	       "fault-back vs batched UFFDIO_COPY):\n");
+	for (int i = 0; i < n6; i++)
+		printf("  %-28s %9.3f  target %-7s %s\n", i6[i].name,
+		       i6[i].value, i6[i].target,
+		       i6_met(&i6[i]) ? "met" : "NOT met");
 	fflush(stdout);
+}
+
+/* ------------------------------------------------------------------------
+ * Plot
+ */
+
+static void series(struct plot_panel *p, const char *name, int hetmm)
+{
+	struct plot_series *s = &p->s[p->nseries++];
+
+	s->name = name;
+	s->hetmm = hetmm;
+	s->n = 0;
+}
+
+static void point(struct plot_panel *p, int k, size_t size, double ns)
+{
+	struct plot_series *s = &p->s[k];
+
+	s->x[s->n] = (double)size;
+	s->y[s->n] = gbps(size, ns);
+	s->n++;
+}
+
+static int write_plot(const char *path, const struct opts *o,
+		      const struct size_result *res, const struct extra *x,
+		      const char *release)
+{
+	struct plot_panel *p = calloc(6, sizeof(*p));
+	char title[160];
+	int rc;
+
+	if (!p)
+		return -ENOMEM;
+	p[0].title = "migrate to device";
+	series(&p[0], "hetmm", 1);
+	series(&p[0], "memcpy", 0);
+	p[1].title = "explicit migrate back";
+	series(&p[1], "hetmm", 1);
+	series(&p[1], "UFFDIO_COPY 2 MiB/ioctl", 0);
+	series(&p[1], "UFFDIO_COPY whole range", 0);
+	series(&p[1], "UFFDIO_MOVE 2 MiB/ioctl", 0);
+	series(&p[1], "UFFDIO_MOVE whole range", 0);
+	p[2].title = "sequential CPU fault-back";
+	series(&p[2], "hetmm", 1);
+	series(&p[2], "UFFDIO_COPY 2 MiB/ioctl (no faults)", 0);
+	series(&p[2], "raw handler, COPY 2 MiB/fault", 0);
+	series(&p[2], "raw handler, MOVE 2 MiB/fault", 0);
+	p[3].title = "2 threads, disjoint halves";
+	series(&p[3], "hetmm to device", 1);
+	series(&p[3], "memcpy", 0);
+	series(&p[3], "hetmm migrate back", 1);
+	series(&p[3], "hetmm fault-back", 1);
+	series(&p[3], "UFFDIO_COPY 2 MiB/ioctl", 0);
+	p[4].title = "device mirror (hetmm_mirror_read/write)";
+	series(&p[4], "hetmm read", 1);
+	series(&p[4], "hetmm write", 1);
+	series(&p[4], "hetmm read, device-resident", 1);
+	series(&p[4], "memcpy", 0);
+	series(&p[4], "process_vm_readv", 0);
+	series(&p[4], "process_vm_writev", 0);
+	p[5].title = "fork + child exit (bytes / time)";
+	series(&p[5], "hetmm, pages on the device", 1);
+	series(&p[5], "pages in system RAM", 0);
+	for (int i = 0; i < o->nsizes; i++) {
+		const struct size_result *r = &res[i];
+		const struct scale_result *sc = &x->scale[i];
+		const struct mirror_result *m = &x->mirror[i];
+		size_t z = r->size;
+
+		point(&p[0], 0, z, r->to_dev_ns);
+		point(&p[0], 1, z, r->memcpy_ns);
+		point(&p[1], 0, z, r->to_sys_ns);
+		point(&p[1], 1, z, r->raw_copy2m_ns);
+		point(&p[1], 2, z, r->raw_copyall_ns);
+		point(&p[1], 3, z, r->raw_move2m_ns);
+		point(&p[1], 4, z, r->raw_moveall_ns);
+		point(&p[2], 0, z, r->fault_seq_ns);
+		point(&p[2], 1, z, r->raw_copy2m_ns);
+		point(&p[2], 2, z, r->raw_fault_seq_ns);
+		point(&p[2], 3, z, r->raw_fault_seq_move_ns);
+		point(&p[3], 0, z, sc->hetmm_ns[SCALE_TO_DEVICE][1]);
+		point(&p[3], 1, z, sc->base_ns[SCALE_TO_DEVICE][1]);
+		point(&p[3], 2, z, sc->hetmm_ns[SCALE_TO_SYSTEM][1]);
+		point(&p[3], 3, z, sc->hetmm_ns[SCALE_FAULT_SEQ][1]);
+		point(&p[3], 4, z, sc->base_ns[SCALE_TO_SYSTEM][1]);
+		point(&p[4], 0, z, m->read_ns);
+		point(&p[4], 1, z, m->write_ns);
+		point(&p[4], 2, z, m->read_dev_ns);
+		point(&p[4], 3, z, m->memcpy_ns);
+		point(&p[4], 4, z, m->vm_readv_ns);
+		point(&p[4], 5, z, m->vm_writev_ns);
+		point(&p[5], 0, z, x->fork[i].dev_ns);
+		point(&p[5], 1, z, x->fork[i].sys_ns);
+	}
+	snprintf(title, sizeof(title), "hetmm bench: throughput against size "
+		 "(GB/s, median of %d), kernel %s", o->reps, release);
+	rc = plot_svg(path, title, p, 6);
+	free(p);
+	return rc;
 }
 
 /* ------------------------------------------------------------------------
  * Entry point
  */
+
+/*
+ * A size needs about three times its bytes at once (source, destination
+ * and staging buffers of the raw baselines; buffer, device and copy for
+ * hetmm).  Sizes the machine can't hold now are dropped with a message.
+ */
+static void drop_sizes_short_of_memory(struct opts *o)
+{
+	size_t avail = mem_available();
+	int n = 0;
+
+	for (int i = 0; i < o->nsizes; i++) {
+		size_t need = 3 * o->sizes[i] + 256 * MIB;
+		char sb[32], ab[32];
+
+		if (avail && need > avail) {
+			warn_("skipping size %s: needs about %s, %s available",
+			      fmt_size(o->sizes[i], sb, sizeof(sb)),
+			      fmt_size(need & ~(MIB - 1), ab, sizeof(ab)),
+			      fmt_size(avail & ~(MIB - 1), ab + 16, 16));
+			continue;
+		}
+		o->sizes[n++] = o->sizes[i];
+	}
+	o->nsizes = n;
+}
+
+static int run_extra(struct hetmm_ctx *ctx, int raw_fd, int has_move,
+		     const struct opts *o, struct extra *x)
+{
+	int failed = 0;
+	char sb[32];
+
+	for (int i = 0; i < o->nsizes; i++) {
+		size_t size = o->sizes[i];
+		uint64_t t0 = now_ns();
+
+		note("bench %s: mirror", fmt_size(size, sb, sizeof(sb)));
+		if (bench_mirror(ctx, size, o->reps, &x->mirror[i])) {
+			warn_("mirror %s: %s", sb,
+			      strerror(-x->mirror[i].err));
+			failed = 1;
+		}
+		note(", fork");
+		if (bench_fork(ctx, size, o->reps, &x->fork[i])) {
+			warn_("fork %s: %s", sb, strerror(-x->fork[i].err));
+			failed = 1;
+		}
+		note(", 1 vs 2 threads");
+		if (bench_scale(ctx, raw_fd, has_move, size, o->reps,
+				&x->scale[i])) {
+			warn_("scaling %s: %s", sb,
+			      strerror(-x->scale[i].err));
+			failed = 1;
+		}
+		note(" (%.1f s)\n", (double)(now_ns() - t0) / 1e9);
+	}
+	{
+		uint64_t t0 = now_ns();
+		size_t asz = o->quick ? 16 * MIB : 64 * MIB;
+
+		note("bench optimisations off vs on, %s",
+		     fmt_size(asz, sb, sizeof(sb)));
+		if (bench_ablate(ctx, asz, o->reps, &x->ablate))
+			failed = 1;
+		note(" (%.1f s)\n", (double)(now_ns() - t0) / 1e9);
+	}
+	return failed;
+}
 
 int hetmm_bench_main(int argc, char **argv)
 {
@@ -1836,6 +1791,7 @@ int hetmm_bench_main(int argc, char **argv)
 	int tids0[MAX_TIDS], ntids0;
 	struct utsname kernel;
 	struct hetmm_ctx *ctx = NULL;
+	struct extra *x = NULL;
 	uint64_t raw_features = 0;
 	int raw_fd = -1, failed = 0, rc, meta;
 	uint64_t tstart = now_ns();
@@ -1882,6 +1838,15 @@ int hetmm_bench_main(int argc, char **argv)
 				o.reps = v > 50 ? 50 : v;
 			else
 				o.samples = v;
+		} else if (!strcmp(a, "--plot") || !strncmp(a, "--plot=", 7)) {
+			if (a[6] == '=') {
+				o.plot = a + 7;
+			} else if (i + 1 < argc) {
+				o.plot = argv[++i];
+			} else {
+				usage(stderr);
+				return 2;
+			}
 		} else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
 			usage(stdout);
 			return 0;
@@ -1895,13 +1860,18 @@ int hetmm_bench_main(int argc, char **argv)
 		if (o.quick)
 			add_sizes(&o, "1M,16M,64M");
 		else
-			add_sizes(&o, "1M,16M,256M,1G");
+			add_sizes(&o, "1M,4M,16M,64M,256M,1G");
 	}
 	if (!o.reps)
 		o.reps = 5;
 	if (!o.samples)
 		o.samples = o.quick ? 1000 : 2000;
 	o.lat_region = 64 * MIB;
+	drop_sizes_short_of_memory(&o);
+	if (!o.nsizes) {
+		warn_("no size fits in the memory available");
+		return 1;
+	}
 
 	memset(&kernel, 0, sizeof(kernel));
 	if (uname(&kernel))
@@ -2032,6 +2002,10 @@ int hetmm_bench_main(int argc, char **argv)
 		}
 		note(" (%.1f s)\n", (double)(now_ns() - t0) / 1e9);
 	}
+	x = calloc(1, sizeof(*x));
+	if (!x || run_extra(ctx, raw_fd, !!(raw_features & UFFD_FEATURE_MOVE),
+			    &o, x))
+		failed = 1;
 	memset(lat, 0, sizeof(lat));
 	for (int p = 0; p < NPLACES; p++) {
 		uint64_t t0 = now_ns();
@@ -2069,10 +2043,24 @@ int hetmm_bench_main(int argc, char **argv)
 	}
 	note("bench total %.1f s\n", (double)(now_ns() - tstart) / 1e9);
 
+	if (!x) {
+		free(res);
+		return 1;
+	}
 	if (o.json)
-		print_json(&o, res, lat, head, meta, kernel.release);
+		print_json(&o, res, lat, head, meta, kernel.release, x);
 	else
-		print_text(&o, res, lat, head, meta, kernel.release);
+		print_text(&o, res, lat, head, meta, kernel.release, x);
+	if (o.plot) {
+		rc = write_plot(o.plot, &o, res, x, kernel.release);
+		if (rc) {
+			warn_("--plot %s: %s", o.plot, strerror(-rc));
+			failed = 1;
+		} else {
+			note("plot written to %s\n", o.plot);
+		}
+	}
+	free(x);
 	free(res);
 	return failed ? 1 : 0;
 }

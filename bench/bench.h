@@ -10,8 +10,10 @@
 /*
  * argv[0] is the subcommand name ("bench"); options follow:
  *   --quick          sizes 1M,16M,64M, fewer latency samples (seconds)
+ *   --plot FILE.svg  also write throughput against size as SVG
  *   --json           print exactly one JSON object on stdout
- *   --sizes LIST     sizes such as 1M,16M,256M,1G (commas or separate args)
+ *   --sizes LIST     sizes such as 1M,16M,256M,1G,4G (commas or separate
+ *                    args; default 1M,4M,16M,64M,256M,1G)
  *   --reps N         repetitions per figure (median is reported)
  *   --samples N      fault-latency samples per repetition
  * Returns 0 on success, nonzero if any measurement failed.
