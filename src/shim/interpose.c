@@ -190,26 +190,41 @@ static void proc_check(void)
 		forget_parent();
 }
 
-static int ctx_locked(struct hetmm_ctx **ctxp)
+/*
+ * The process's context, made on first use, and made without proc_lock
+ * held: hetmm_ctx_create takes hetmm's list of contexts, which hetmm's
+ * own fork handler holds when ours takes proc_lock.
+ */
+static int proc_ctx_get(struct hetmm_ctx **ctxp)
 {
+	pthread_mutex_lock(&proc_lock);
 	proc_check();
-	if (!proc_ctx) {
-		int rc = hetmm_ctx_create(&proc_ctx, NULL);
-		if (rc) {
-			proc_ctx = NULL;
+	struct hetmm_ctx *ctx = proc_ctx;
+	pthread_mutex_unlock(&proc_lock);
+	if (!ctx) {
+		struct hetmm_ctx *made = NULL;
+		int rc = hetmm_ctx_create(&made, NULL);
+		if (rc)
 			return rc;
+		pthread_mutex_lock(&proc_lock);
+		proc_check();
+		if (!proc_ctx) {
+			proc_ctx = made;
+			made = NULL;
 		}
+		ctx = proc_ctx;
+		pthread_mutex_unlock(&proc_lock);
+		if (made)
+			hetmm_ctx_destroy(made);   /* another thread won */
 	}
-	*ctxp = proc_ctx;
+	*ctxp = ctx;
 	return 0;
 }
 
 struct hetmm_ctx *shim_ctx(void)
 {
 	struct hetmm_ctx *ctx = NULL;
-	pthread_mutex_lock(&proc_lock);
-	ctx_locked(&ctx);
-	pthread_mutex_unlock(&proc_lock);
+	proc_ctx_get(&ctx);
 	return ctx;
 }
 
@@ -243,17 +258,20 @@ int shim_emu(int unit, struct hetmm_emu **emup)
 {
 	if (unit < 0 || unit >= SHIM_DMIRROR_UNITS)
 		return -ENODEV;
-	pthread_mutex_lock(&proc_lock);
 	struct hetmm_ctx *ctx = NULL;
-	int rc = ctx_locked(&ctx);
+	int rc = proc_ctx_get(&ctx);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&proc_lock);
 	struct hetmm_emu *emu = proc_emu[unit];
 	pthread_mutex_unlock(&proc_lock);
-	if (rc || emu) {
+	if (emu) {
 		*emup = emu;
-		return rc;
+		return 0;
 	}
 	/* Made without proc_lock: the device maps its memory with mmap,
-	 * which comes through this shim's mmap and takes the lock. */
+	 * which comes through this shim's mmap and takes the lock, and
+	 * hetmm's fork handler holds hetmm's locks when ours takes it. */
 	enum hetmm_memory_type type = unit < 2 ? HETMM_MEMORY_DEVICE_PRIVATE :
 						 HETMM_MEMORY_DEVICE_COHERENT;
 	rc = hetmm_emu_create(ctx, type, device_pages(), &emu);
