@@ -217,26 +217,36 @@ static int find_device_page(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
 	return 1;
 }
 
-/* Bring every device page of ctx back, a chunk at a time from the first
- * one found; pages a fault is bringing back already are waited for. */
+/*
+ * Bring every device page of ctx back, a chunk at a time from the first
+ * one found.  Pages in someone else's hands (a fault or a migration back
+ * under way) are waited for: until their claimer lets go their bytes are
+ * not in the process page tables yet, and a fork now would give the child
+ * holes.  A pass that saw one, wherever in the pass, is followed by
+ * another from the start.
+ */
 static void bring_all_home(struct hetmm_ctx *ctx)
 {
-	uint64_t from = 0;
 	for (;;) {
-		struct home h = { 0, false };
-		if (vtab_for_each(&ctx->shadow, from, addr_to_vpn(USER_VA_END),
-				  find_device_page, &h)) {
+		bool busy = false;
+		uint64_t from = 0;
+		for (;;) {
+			struct home h = { 0, false };
+			int found = vtab_for_each(&ctx->shadow, from,
+						  addr_to_vpn(USER_VA_END),
+						  find_device_page, &h);
+			busy |= h.busy;
+			if (!found)
+				break;
 			uintptr_t a = vpn_to_addr(h.vpn);
 			struct hetmm_migrate_report rep = { 0, 0, NULL };
 			migrate_back_range(ctx, a, a + CHUNK_PAGES * PAGE_SIZE,
 					   &rep);
 			STAT_ADD(ctx, fork_pages, rep.moved);
 			from = h.vpn;
-			continue;
 		}
-		if (!h.busy)
+		if (!busy)
 			return;
-		from = 0;
 		sched_yield();
 	}
 }
