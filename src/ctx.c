@@ -163,6 +163,8 @@ int hetmm_ctx_uffd_info(struct hetmm_ctx *ctx, enum hetmm_uffd_route *route,
 {
 	if (!ctx || (!route && !features))
 		return -EINVAL;
+	if (ctx_forked(ctx))
+		return -ECHILD;
 	if (route)
 		*route = ctx->uffd.route;
 	if (features)
@@ -177,6 +179,8 @@ int hetmm_ctx_get_stats(struct hetmm_ctx *ctx, struct hetmm_stats *st)
 {
 	if (!ctx || !st)
 		return -EINVAL;
+	if (ctx_forked(ctx))
+		return -ECHILD;
 	st->faults = STAT_LOAD(ctx, faults);
 	st->fault_pages = STAT_LOAD(ctx, fault_pages);
 	st->fault_zero = STAT_LOAD(ctx, fault_zero);
@@ -199,6 +203,8 @@ int hetmm_addr_to_pfn(struct hetmm_ctx *ctx, const void *addr,
 {
 	if (!ctx || !pfn || (uintptr_t)addr >= USER_VA_END)
 		return -EINVAL;
+	if (ctx_forked(ctx))
+		return -ECHILD;
 	uint64_t e = vtab_get(&ctx->shadow, addr_to_vpn((uintptr_t)addr));
 	if (!(e & SHADOW_DEVICE))
 		return -ENOENT;
