@@ -289,6 +289,18 @@ bool is_sync_page(const struct hetmm_ctx *ctx, uintptr_t addr)
 	return addr - (uintptr_t)ctx->sync_pages < MAX_MIGRATORS * PAGE_SIZE;
 }
 
+bool migrators_zapping(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	for (unsigned i = 0; i < MAX_MIGRATORS; i++) {
+		struct migrator *m = &ctx->migrators[i];
+		uintptr_t zs = atomic_load(&m->zap_start);
+		uintptr_t ze = atomic_load(&m->zap_end);
+		if (zs && zs <= start && end <= ze)
+			return true;
+	}
+	return false;
+}
+
 void migrators_zap_seen(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 {
 	for (unsigned i = 0; i < MAX_MIGRATORS; i++) {

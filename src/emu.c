@@ -470,6 +470,13 @@ static int mirror_access(struct hetmm_mirror *m, uintptr_t addr, char *buf,
 	unsigned retries = 0;
 	int rc = 0;
 
+	/* munmap, madvise and mremap return once the handler has read their
+	 * event, not handled it; the kernel invalidates before they return.
+	 * Let the handler drop the entries they invalidate before any of
+	 * them is used: a discarded page must read as zeroes, an unmapped
+	 * one fault, never give the bytes it had. */
+	handler_sync(m->emu->ctx);
+
 	for (uint64_t i = 0; i < npages;) {
 		if (retries > MIRROR_RETRIES) {
 			rc = -EAGAIN;

@@ -42,6 +42,7 @@ atomic_uint fork_generation;
 struct discard {
 	struct hetmm_ctx *ctx;
 	bool unmap;                       /* mark claimed pages GONE too */
+	enum hetmm_event why;
 	size_t n;
 	uint64_t vpns[CHUNK_PAGES];
 	uint64_t claims[CHUNK_PAGES];
@@ -51,7 +52,7 @@ static void discard_flush(struct discard *d)
 {
 	if (!d->n)
 		return;
-	migrate_drop_claimed(d->ctx, d->vpns, d->claims, d->n);
+	migrate_drop_claimed(d->ctx, d->vpns, d->claims, d->n, d->why);
 	STAT_ADD(d->ctx, discarded_pages, d->n);
 	d->n = 0;
 }
@@ -92,7 +93,10 @@ static int discard_one(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
 static void discard_range(struct hetmm_ctx *ctx, uintptr_t start,
 			  uintptr_t end, bool unmap)
 {
-	struct discard d = { .ctx = ctx, .unmap = unmap, .n = 0 };
+	struct discard d = {
+		.ctx = ctx, .unmap = unmap, .n = 0,
+		.why = unmap ? HETMM_EVENT_UNMAP : HETMM_EVENT_DISCARD,
+	};
 	vtab_for_each(&ctx->shadow, addr_to_vpn(start), addr_to_vpn(end),
 		      discard_one, &d);
 	discard_flush(&d);
@@ -104,9 +108,27 @@ void lifecycle_unmap(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 	discard_range(ctx, start, end, true);
 }
 
+/* hetmm's own madvise: a migrator zapping pages it copied to a device (the
+ * migration told notifiers already), or the device memory of a REMAP
+ * pagemap giving a frame back.  Nothing the process discarded. */
+static bool own_zap(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	if (migrators_zapping(ctx, start, end))
+		return true;
+	bool own = false;
+	pthread_mutex_lock(&ctx->lock);
+	for (struct hetmm_pagemap *p = ctx->pagemaps; p && !own; p = p->next)
+		own = (p->flags & HETMM_PAGEMAP_REMAP) &&
+		      start >= p->remap_base &&
+		      end <= p->remap_base + p->nr_pages * PAGE_SIZE;
+	pthread_mutex_unlock(&ctx->lock);
+	return own;
+}
+
 void lifecycle_discard(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 {
-	notifiers_invalidate(ctx, start, end, HETMM_EVENT_DISCARD);
+	if (!own_zap(ctx, start, end))
+		notifiers_invalidate(ctx, start, end, HETMM_EVENT_DISCARD);
 	discard_range(ctx, start, end, false);
 	/* Only now may a migrator whose zap this was publish its pages. */
 	migrators_zap_seen(ctx, start, end);
@@ -129,7 +151,8 @@ struct remap {
 static void remap_flush(struct remap *r)
 {
 	if (r->n)
-		migrate_drop_claimed(r->ctx, r->vpns, r->claims, r->n);
+		migrate_drop_claimed(r->ctx, r->vpns, r->claims, r->n,
+				     HETMM_EVENT_REMAP);
 	r->n = 0;
 }
 

@@ -128,13 +128,14 @@ static bool shadow_publish(struct hetmm_ctx *ctx, uint64_t vpn,
 }
 
 void migrate_drop_claimed(struct hetmm_ctx *ctx, const uint64_t *vpns,
-			  const uint64_t *claims, size_t n)
+			  const uint64_t *claims, size_t n,
+			  enum hetmm_event why)
 {
 	if (!n)
 		return;
 	/* Devices stop using the frames before they are reused. */
 	notifiers_invalidate(ctx, vpn_to_addr(vpns[0]),
-			     vpn_to_addr(vpns[n - 1] + 1), HETMM_EVENT_MIGRATE);
+			     vpn_to_addr(vpns[n - 1] + 1), why);
 	for (size_t i = 0; i < n; i++) {
 		shadow_store(ctx, vpns[i], 0);
 		frame_drop(ctx, shadow_pfn(claims[i]), true);
