@@ -219,11 +219,12 @@ static size_t install_run(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 
 	uintptr_t dst = vpn_to_addr(vpn);
 	size_t done = 0;
+	bool single = false;
 	while (done < run) {
 		size_t off = done * PAGE_SIZE;
 		long got = uffd_fill(ctx->uffd.fd, op, dst + off,
 				     src ? src + off : 0,
-				     (run - done) * PAGE_SIZE,
+				     (single ? 1 : run - done) * PAGE_SIZE,
 				     fault ? FILL_ONCE : 0);
 		if (got > 0) {
 			installed += (size_t)got / PAGE_SIZE;
@@ -238,6 +239,14 @@ static size_t install_run(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		}
 		if (got != -EEXIST && got != -ENOENT && got != -EFAULT)
 			break;
+		/* A run can span two mappings (its frames were consecutive,
+		 * its pages in adjacent VMAs): the kernel refuses the whole
+		 * request (ENOENT: not within one VMA), which says nothing
+		 * of its first page.  Only a one-page refusal does. */
+		if (!single && run - done > 1) {
+			single = true;
+			continue;
+		}
 		done++;
 	}
 	/* Give the copied-out frames' memory back.  Not on the handler:
