@@ -3,7 +3,7 @@ BUILD ?= build
 CMAKE_FLAGS ?=
 JOBS ?= $(shell nproc)
 
-.PHONY: all build demo test bench asan tsan clean
+.PHONY: all build demo test bench asan tsan soak clean
 
 all: build
 
@@ -21,6 +21,12 @@ test: build
 
 bench: build
 	./$(BUILD)/hetmm bench
+
+# The stress test for a long while (the normal build; ctest runs it for
+# 2 s).  SOAK_SECONDS=n to change.
+SOAK_SECONDS ?= 300
+soak: build
+	HETMM_STRESS_SECONDS=$(SOAK_SECONDS) ./$(BUILD)/tests/test_stress
 
 # Sanitizer builds: the same tests under ASan+UBSan, and under TSan.
 asan:
