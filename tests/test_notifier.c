@@ -42,33 +42,58 @@ struct seen {
 	unsigned by[HETMM_EVENT_COUNT];
 };
 
+/*
+ * Callbacks run on the handler thread, and what orders them before the
+ * test's checks is the kernel (a fault resolved, a wake): invisible to
+ * ThreadSanitizer, so the record is kept under a lock as a driver's page
+ * table would be, and read through look().
+ */
+static pthread_mutex_t seen_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static void record(struct hetmm_notifier *n, uintptr_t start, uintptr_t end,
 		   enum hetmm_event why, void *arg)
 {
 	struct seen *s = arg;
-	unsigned i = __atomic_fetch_add(&s->n, 1, __ATOMIC_RELAXED);
+	unsigned i;
 
 	(void)n;
+	pthread_mutex_lock(&seen_lock);
+	i = s->n++;
 	if (i < MAXCALLS) {
 		s->call[i].start = start;
 		s->call[i].end = end;
 		s->call[i].why = why;
 	}
 	if (why > 0 && why < HETMM_EVENT_COUNT)
-		__atomic_fetch_add(&s->by[why], 1, __ATOMIC_RELAXED);
+		s->by[why]++;
+	pthread_mutex_unlock(&seen_lock);
+}
+
+static struct seen look(const struct seen *s)
+{
+	struct seen c;
+
+	pthread_mutex_lock(&seen_lock);
+	c = *s;
+	pthread_mutex_unlock(&seen_lock);
+	return c;
 }
 
 static const struct hetmm_notifier_ops rec_ops = { record };
 
 static void seen_reset(struct seen *s)
 {
+	pthread_mutex_lock(&seen_lock);
 	memset(s, 0, sizeof(*s));
+	pthread_mutex_unlock(&seen_lock);
 }
 
 /* Did s see a call for why, with exactly [start, end)? */
-static int saw(const struct seen *s, enum hetmm_event why, const void *start,
-	       const void *end)
+static int saw(const struct seen *sp, enum hetmm_event why,
+	       const void *start, const void *end)
 {
+	struct seen c = look(sp), *s = &c;
+
 	for (unsigned i = 0; i < s->n && i < MAXCALLS; i++)
 		if (s->call[i].why == why &&
 		    s->call[i].start == (uintptr_t)start &&
@@ -78,8 +103,10 @@ static int saw(const struct seen *s, enum hetmm_event why, const void *start,
 }
 
 /* Every call s saw lies within [lo, hi). */
-static int all_within(const struct seen *s, const void *lo, const void *hi)
+static int all_within(const struct seen *sp, const void *lo, const void *hi)
 {
+	struct seen c = look(sp), *s = &c;
+
 	for (unsigned i = 0; i < s->n && i < MAXCALLS; i++)
 		if (s->call[i].start < (uintptr_t)lo ||
 		    s->call[i].end > (uintptr_t)hi ||
@@ -165,7 +192,7 @@ static void migrate_events(void)
 	seq = begin(n);
 	CHECK_EQ(t_verify(p, N, 1), 0);
 	CHECK_EQ(hetmm_notifier_read_retry(n, seq), 0);
-	CHECK_EQ(s.n, 0);
+	CHECK_EQ(look(&s).n, 0);
 
 	/* Outside the range: not called, seq still good. */
 	memset(&rep, 0, sizeof(rep));
@@ -173,13 +200,13 @@ static void migrate_events(void)
 	CHECK_OK(hetmm_migrate_to_system(ctx, p, LO * PS, &rep));
 	CHECK_OK(hetmm_migrate_to_device(pg, p + HI * PS, (N - HI) * PS,
 					 &rep));
-	CHECK_EQ(s.n, 0);
+	CHECK_EQ(look(&s).n, 0);
 	CHECK_EQ(hetmm_notifier_read_retry(n, seq), 0);
 
 	/* Over the whole mapping: told, clamped to our range, as MIGRATE. */
 	CHECK_OK(hetmm_migrate_to_device(pg, p, N * PS, &rep));
-	CHECK(s.n >= 1);
-	CHECK_EQ(s.by[HETMM_EVENT_MIGRATE], s.n);
+	CHECK(look(&s).n >= 1);
+	CHECK_EQ(look(&s).by[HETMM_EVENT_MIGRATE], look(&s).n);
 	CHECK(all_within(&s, p + LO * PS, p + HI * PS));
 	CHECK_EQ(hetmm_notifier_read_retry(n, seq), 1);
 
@@ -188,7 +215,7 @@ static void migrate_events(void)
 	seen_reset(&s);
 	CHECK_OK(hetmm_migrate_to_system(ctx, p + 4 * PS, 8 * PS, &rep));
 	CHECK_EQ(hetmm_notifier_read_retry(n, seq), 1);
-	CHECK(s.n >= 1 && s.by[HETMM_EVENT_MIGRATE] == s.n);
+	CHECK(look(&s).n >= 1 && look(&s).by[HETMM_EVENT_MIGRATE] == look(&s).n);
 	CHECK(all_within(&s, p + LO * PS, p + 12 * PS));
 
 	/* And back by a CPU fault. */
@@ -196,7 +223,7 @@ static void migrate_events(void)
 	seen_reset(&s);
 	CHECK_EQ(t_verify_from(p + 16 * PS, 1, 1, 16), 0);
 	CHECK_EQ(hetmm_notifier_read_retry(n, seq), 1);
-	CHECK(s.n >= 1 && s.by[HETMM_EVENT_MIGRATE] == s.n);
+	CHECK(look(&s).n >= 1 && look(&s).by[HETMM_EVENT_MIGRATE] == look(&s).n);
 	CHECK(all_within(&s, p + LO * PS, p + HI * PS));
 
 	/* A fault outside the range, far from it: not told. */
@@ -205,7 +232,7 @@ static void migrate_events(void)
 	seq = begin(n);
 	seen_reset(&s);
 	CHECK_EQ(t_verify_from(p + (N - 1) * PS, 1, 1, N - 1), 0);
-	CHECK_EQ(s.n, 0);
+	CHECK_EQ(look(&s).n, 0);
 	CHECK_EQ(hetmm_notifier_read_retry(n, seq), 0);
 
 	CHECK_OK(hetmm_notifier_remove(n));
@@ -234,15 +261,15 @@ static void unmap_events(void)
 	REQUIRE(munmap(p, 4 * PS) == 0);
 	sync_events();
 	CHECK_EQ(settled_free(free0 - N + 4), free0 - N + 4);
-	CHECK_EQ(s.n, 0);
+	CHECK_EQ(look(&s).n, 0);
 	CHECK_EQ(hetmm_notifier_read_retry(n, seq), 0);
 
 	/* munmap straddling the start: UNMAP for [LO, 12). */
 	REQUIRE(munmap(p + 4 * PS, 8 * PS) == 0);
 	sync_events();
 	CHECK_EQ(settled_free(free0 - N + 12), free0 - N + 12);
-	CHECK(s.n >= 1);
-	CHECK_EQ(s.by[HETMM_EVENT_UNMAP], s.n);
+	CHECK(look(&s).n >= 1);
+	CHECK_EQ(look(&s).by[HETMM_EVENT_UNMAP], look(&s).n);
 	CHECK(all_within(&s, p + LO * PS, p + 12 * PS));
 	CHECK(saw(&s, HETMM_EVENT_UNMAP, p + LO * PS, p + 12 * PS));
 	CHECK_EQ(hetmm_notifier_read_retry(n, seq), 1);
@@ -253,8 +280,8 @@ static void unmap_events(void)
 	REQUIRE(munmap(p + 12 * PS, (N - 12) * PS) == 0);
 	sync_events();
 	CHECK_EQ(settled_free(free0), free0);
-	CHECK(s.n >= 1);
-	CHECK_EQ(s.by[HETMM_EVENT_UNMAP], s.n);
+	CHECK(look(&s).n >= 1);
+	CHECK_EQ(look(&s).by[HETMM_EVENT_UNMAP], look(&s).n);
 	CHECK(all_within(&s, p + 12 * PS, p + HI * PS));
 	CHECK(saw(&s, HETMM_EVENT_UNMAP, p + 12 * PS, p + HI * PS));
 	CHECK_EQ(hetmm_notifier_read_retry(n, seq), 1);
@@ -281,8 +308,8 @@ static void discard_events(void)
 	REQUIRE(madvise(p + 2 * PS, 4 * PS, MADV_DONTNEED) == 0);
 	sync_events();
 	CHECK(saw(&s, HETMM_EVENT_DISCARD, p + 2 * PS, p + 6 * PS));
-	CHECK(s.n >= 1);
-	CHECK_EQ(s.by[HETMM_EVENT_DISCARD], s.n);
+	CHECK(look(&s).n >= 1);
+	CHECK_EQ(look(&s).by[HETMM_EVENT_DISCARD], look(&s).n);
 	CHECK(all_within(&s, p + 2 * PS, p + 6 * PS));
 	CHECK_EQ(hetmm_notifier_read_retry(n, seq), 1);
 	CHECK_EQ(t_nonzero_pages(p + 2 * PS, 4), 0);
@@ -329,8 +356,8 @@ static void remap_events(void)
 	CHECK(saw(&so, HETMM_EVENT_REMAP, p, p + N * PS));
 	CHECK(saw(&sn, HETMM_EVENT_REMAP, q, q + N * PS));
 	/* The old range may be told UNMAP too: the kernel unmaps it. */
-	CHECK_EQ(so.by[HETMM_EVENT_REMAP] + so.by[HETMM_EVENT_UNMAP], so.n);
-	CHECK_EQ(sn.by[HETMM_EVENT_REMAP], sn.n);
+	CHECK_EQ(look(&so).by[HETMM_EVENT_REMAP] + look(&so).by[HETMM_EVENT_UNMAP], look(&so).n);
+	CHECK_EQ(look(&sn).by[HETMM_EVENT_REMAP], look(&sn).n);
 	/* Residency went with the bytes. */
 	CHECK_EQ(hetmm_addr_to_pfn(ctx, q + (N - 1) * PS, &pfn), 0);
 	CHECK_EQ(hetmm_addr_to_pfn(ctx, p + (N - 1) * PS, &pfn), -ENOENT);
@@ -363,7 +390,7 @@ static void fork_events(void)
 	REQUIRE(waitpid(pid, &st, 0) == pid);
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	CHECK_EQ(hetmm_notifier_read_retry(n, seq), 1);
-	CHECK_EQ(s.by[HETMM_EVENT_FORK], 1);
+	CHECK_EQ(look(&s).by[HETMM_EVENT_FORK], 1);
 	/* The whole address space changes: clamped to our range. */
 	CHECK(saw(&s, HETMM_EVENT_FORK, p, p + N * PS));
 	CHECK_OK(hetmm_notifier_remove(n));
@@ -477,7 +504,7 @@ static void remove_stops(void)
 	REQUIRE_OK(hetmm_notifier_insert(ctx, p, N * PS, &rec_ops, &s, &n));
 	memset(&rep, 0, sizeof(rep));
 	CHECK_OK(hetmm_migrate_to_device(pg, p, N * PS, &rep));
-	CHECK(s.n >= 1);
+	CHECK(look(&s).n >= 1);
 	CHECK_OK(hetmm_notifier_remove(n));
 	seen_reset(&s);
 	CHECK_EQ(t_verify(p, N, 7), 0);
@@ -485,7 +512,7 @@ static void remove_stops(void)
 	REQUIRE(madvise(p, PS, MADV_DONTNEED) == 0);
 	t_unmap(p, N);
 	sync_events();
-	CHECK_EQ(s.n, 0);
+	CHECK_EQ(look(&s).n, 0);
 }
 
 static void bad_input(void)
@@ -520,7 +547,7 @@ static void bad_input(void)
 	CHECK_EQ(hetmm_notifier_read_retry(NULL, 0), -EINVAL);
 	CHECK_OK(hetmm_notifier_remove(ok));
 	t_unmap(p, 2);
-	CHECK_EQ(s.n, 0);
+	CHECK_EQ(look(&s).n, 0);
 }
 
 /* RELEASE to each notifier left at destroy, for its whole range, once. */
@@ -537,8 +564,8 @@ static void release_at_destroy(void)
 	REQUIRE_OK(hetmm_notifier_insert(c, p, 4 * PS, &rec_ops, &s1, &n1));
 	REQUIRE_OK(hetmm_notifier_insert(c, p + PS, PS, &rec_ops, &s2, &n2));
 	CHECK_OK(hetmm_ctx_destroy(c));
-	CHECK_EQ(s1.n, 1);
-	CHECK_EQ(s2.n, 1);
+	CHECK_EQ(look(&s1).n, 1);
+	CHECK_EQ(look(&s2).n, 1);
 	CHECK(saw(&s1, HETMM_EVENT_RELEASE, p, p + 4 * PS));
 	CHECK(saw(&s2, HETMM_EVENT_RELEASE, p + PS, p + 2 * PS));
 	t_unmap(p, 4);
