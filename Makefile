@@ -3,7 +3,7 @@ BUILD ?= build
 CMAKE_FLAGS ?=
 JOBS ?= $(shell nproc)
 
-.PHONY: all build demo test bench asan tsan clean conformance
+.PHONY: all build demo test bench asan tsan soak clean conformance
 
 all: build
 
@@ -27,6 +27,12 @@ bench: build
 # ABI shim: LD_PRELOAD=$(BUILD)/libhetmm-dmirror.so.
 conformance: build
 	./tests/conformance/conformance.sh $(BUILD)
+
+# The stress test for a long while (the normal build; ctest runs it for
+# 2 s).  SOAK_SECONDS=n to change.
+SOAK_SECONDS ?= 300
+soak: build
+	HETMM_STRESS_SECONDS=$(SOAK_SECONDS) ./$(BUILD)/tests/test_stress
 
 # Sanitizer builds: the same tests under ASan+UBSan, and under TSan.
 asan:

@@ -163,6 +163,8 @@ int hetmm_ctx_uffd_info(struct hetmm_ctx *ctx, enum hetmm_uffd_route *route,
 {
 	if (!ctx || (!route && !features))
 		return -EINVAL;
+	if (ctx_forked(ctx))
+		return -ECHILD;
 	if (route)
 		*route = ctx->uffd.route;
 	if (features)
@@ -177,6 +179,8 @@ int hetmm_ctx_get_stats(struct hetmm_ctx *ctx, struct hetmm_stats *st)
 {
 	if (!ctx || !st)
 		return -EINVAL;
+	if (ctx_forked(ctx))
+		return -ECHILD;
 	st->faults = STAT_LOAD(ctx, faults);
 	st->fault_pages = STAT_LOAD(ctx, fault_pages);
 	st->fault_zero = STAT_LOAD(ctx, fault_zero);
@@ -199,6 +203,8 @@ int hetmm_addr_to_pfn(struct hetmm_ctx *ctx, const void *addr,
 {
 	if (!ctx || !pfn || (uintptr_t)addr >= USER_VA_END)
 		return -EINVAL;
+	if (ctx_forked(ctx))
+		return -ECHILD;
 	uint64_t e = vtab_get(&ctx->shadow, addr_to_vpn((uintptr_t)addr));
 	if (!(e & SHADOW_DEVICE))
 		return -ENOENT;
@@ -293,6 +299,18 @@ bool migrators_own(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 			if (os && os <= start && end <= oe)
 				return true;
 		}
+	}
+	return false;
+}
+
+bool migrators_zapping(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	for (unsigned i = 0; i < MAX_MIGRATORS; i++) {
+		struct migrator *m = &ctx->migrators[i];
+		uintptr_t zs = atomic_load(&m->zap_start);
+		uintptr_t ze = atomic_load(&m->zap_end);
+		if (zs && zs <= start && end <= ze)
+			return true;
 	}
 	return false;
 }

@@ -175,6 +175,8 @@ int hetmm_emu_create(struct hetmm_ctx *ctx, enum hetmm_memory_type type,
 {
 	if (!ctx || !emup || !nr_pages || nr_pages > (1ULL << 32))
 		return -EINVAL;
+	if (ctx_forked(ctx))
+		return -ECHILD;
 	struct hetmm_emu *emu = calloc(1, sizeof(*emu));
 	if (!emu)
 		return -ENOMEM;
@@ -281,6 +283,8 @@ int hetmm_emu_pagemap(struct hetmm_emu *emu, struct hetmm_pagemap **pgmapp)
 {
 	if (!emu || !pgmapp)
 		return -EINVAL;
+	if (ctx_forked(emu->ctx))
+		return -ECHILD;
 	*pgmapp = emu->pgmap;
 	return 0;
 }
@@ -380,6 +384,8 @@ int hetmm_mirror_get_stats(struct hetmm_mirror *mirror,
 {
 	if (!mirror || !st)
 		return -EINVAL;
+	if (ctx_forked(mirror->emu->ctx))
+		return -ECHILD;
 	st->faults = atomic_load(&mirror->faults);
 	for (unsigned i = 0; i < HETMM_EVENT_COUNT; i++)
 		st->invalidations[i] = atomic_load(&mirror->events[i]);

@@ -443,6 +443,9 @@ bool migrators_own(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end);
 /* The handler saw a REMOVE event: count it against the zaps it covers. */
 void migrators_zap_seen(struct hetmm_ctx *ctx, uintptr_t start,
 			uintptr_t end);
+/* [start, end) lies within a migrator's zap under way. */
+bool migrators_zapping(struct hetmm_ctx *ctx, uintptr_t start,
+		       uintptr_t end);
 
 /* ------------------------------------------------------------------------
  * migrate.c
@@ -463,9 +466,11 @@ size_t claim_device_run(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 int migrate_back_range(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end,
 		       struct hetmm_migrate_report *report);
 /* Forget claimed device pages whose process page is gone: free their
- * frames and clear their entries, copying nothing. */
+ * frames and clear their entries, copying nothing.  Notifiers are told
+ * again, for the reason the pages went (why), before the frames are. */
 void migrate_drop_claimed(struct hetmm_ctx *ctx, const uint64_t *vpns,
-			  const uint64_t *claims, size_t n);
+			  const uint64_t *claims, size_t n,
+			  enum hetmm_event why);
 
 /* ------------------------------------------------------------------------
  * coherent.c - DEVICE_COHERENT pages mapped at the process's addresses.

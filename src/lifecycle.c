@@ -44,6 +44,7 @@ atomic_uint fork_generation;
 struct discard {
 	struct hetmm_ctx *ctx;
 	bool unmap;                       /* mark claimed pages GONE too */
+	enum hetmm_event why;
 	size_t n;
 	uint64_t vpns[CHUNK_PAGES];
 	uint64_t claims[CHUNK_PAGES];
@@ -53,7 +54,7 @@ static void discard_flush(struct discard *d)
 {
 	if (!d->n)
 		return;
-	migrate_drop_claimed(d->ctx, d->vpns, d->claims, d->n);
+	migrate_drop_claimed(d->ctx, d->vpns, d->claims, d->n, d->why);
 	STAT_ADD(d->ctx, discarded_pages, d->n);
 	d->n = 0;
 }
@@ -101,7 +102,10 @@ static int discard_one(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
 static void discard_range(struct hetmm_ctx *ctx, uintptr_t start,
 			  uintptr_t end, bool unmap)
 {
-	struct discard d = { .ctx = ctx, .unmap = unmap, .n = 0 };
+	struct discard d = {
+		.ctx = ctx, .unmap = unmap, .n = 0,
+		.why = unmap ? HETMM_EVENT_UNMAP : HETMM_EVENT_DISCARD,
+	};
 	vtab_for_each(&ctx->shadow, addr_to_vpn(start), addr_to_vpn(end),
 		      discard_one, &d);
 	discard_flush(&d);
@@ -116,9 +120,27 @@ void lifecycle_unmap(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 	discard_range(ctx, start, end, true);
 }
 
+/* hetmm's own madvise: a migrator zapping pages it copied to a device (the
+ * migration told notifiers already), or the device memory of a REMAP
+ * pagemap giving a frame back.  Nothing the process discarded. */
+static bool own_zap(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	if (migrators_zapping(ctx, start, end))
+		return true;
+	bool own = false;
+	pthread_mutex_lock(&ctx->lock);
+	for (struct hetmm_pagemap *p = ctx->pagemaps; p && !own; p = p->next)
+		own = (p->flags & HETMM_PAGEMAP_REMAP) &&
+		      start >= p->remap_base &&
+		      end <= p->remap_base + p->nr_pages * PAGE_SIZE;
+	pthread_mutex_unlock(&ctx->lock);
+	return own;
+}
+
 void lifecycle_discard(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 {
-	notifiers_invalidate(ctx, start, end, HETMM_EVENT_DISCARD);
+	if (!own_zap(ctx, start, end))
+		notifiers_invalidate(ctx, start, end, HETMM_EVENT_DISCARD);
 	discard_range(ctx, start, end, false);
 	/* Only now may a migrator whose zap this was publish its pages. */
 	migrators_zap_seen(ctx, start, end);
@@ -141,7 +163,8 @@ struct remap {
 static void remap_flush(struct remap *r)
 {
 	if (r->n)
-		migrate_drop_claimed(r->ctx, r->vpns, r->claims, r->n);
+		migrate_drop_claimed(r->ctx, r->vpns, r->claims, r->n,
+				     HETMM_EVENT_REMAP);
 	r->n = 0;
 }
 
@@ -235,26 +258,36 @@ static int find_device_page(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
 	return 1;
 }
 
-/* Bring every device page of ctx back, a chunk at a time from the first
- * one found; pages a fault is bringing back already are waited for. */
+/*
+ * Bring every device page of ctx back, a chunk at a time from the first
+ * one found.  Pages in someone else's hands (a fault or a migration back
+ * under way) are waited for: until their claimer lets go their bytes are
+ * not in the process page tables yet, and a fork now would give the child
+ * holes.  A pass that saw one, wherever in the pass, is followed by
+ * another from the start.
+ */
 static void bring_all_home(struct hetmm_ctx *ctx)
 {
-	uint64_t from = 0;
 	for (;;) {
-		struct home h = { 0, false };
-		if (vtab_for_each(&ctx->shadow, from, addr_to_vpn(USER_VA_END),
-				  find_device_page, &h)) {
+		bool busy = false;
+		uint64_t from = 0;
+		for (;;) {
+			struct home h = { 0, false };
+			int found = vtab_for_each(&ctx->shadow, from,
+						  addr_to_vpn(USER_VA_END),
+						  find_device_page, &h);
+			busy |= h.busy;
+			if (!found)
+				break;
 			uintptr_t a = vpn_to_addr(h.vpn);
 			struct hetmm_migrate_report rep = { 0, 0, NULL };
 			migrate_back_range(ctx, a, a + CHUNK_PAGES * PAGE_SIZE,
 					   &rep);
 			STAT_ADD(ctx, fork_pages, rep.moved);
 			from = h.vpn;
-			continue;
 		}
-		if (!h.busy)
+		if (!busy)
 			return;
-		from = 0;
 		sched_yield();
 	}
 }

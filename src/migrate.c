@@ -135,13 +135,14 @@ static bool shadow_publish(struct hetmm_ctx *ctx, uint64_t vpn,
 }
 
 void migrate_drop_claimed(struct hetmm_ctx *ctx, const uint64_t *vpns,
-			  const uint64_t *claims, size_t n)
+			  const uint64_t *claims, size_t n,
+			  enum hetmm_event why)
 {
 	if (!n)
 		return;
 	/* Devices stop using the frames before they are reused. */
 	notifiers_invalidate(ctx, vpn_to_addr(vpns[0]),
-			     vpn_to_addr(vpns[n - 1] + 1), HETMM_EVENT_MIGRATE);
+			     vpn_to_addr(vpns[n - 1] + 1), why);
 	for (size_t i = 0; i < n; i++) {
 		shadow_store(ctx, vpns[i], 0);
 		frame_drop(ctx, shadow_pfn(claims[i]), true);
@@ -225,11 +226,12 @@ static size_t install_run(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 
 	uintptr_t dst = vpn_to_addr(vpn);
 	size_t done = 0;
+	bool single = false;
 	while (done < run) {
 		size_t off = done * PAGE_SIZE;
 		long got = uffd_fill(ctx->uffd.fd, op, dst + off,
 				     src ? src + off : 0,
-				     (run - done) * PAGE_SIZE,
+				     (single ? 1 : run - done) * PAGE_SIZE,
 				     fault ? FILL_ONCE : 0);
 		if (got > 0) {
 			installed += (size_t)got / PAGE_SIZE;
@@ -244,6 +246,14 @@ static size_t install_run(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		}
 		if (got != -EEXIST && got != -ENOENT && got != -EFAULT)
 			break;
+		/* A run can span two mappings (its frames were consecutive,
+		 * its pages in adjacent VMAs): the kernel refuses the whole
+		 * request (ENOENT: not within one VMA), which says nothing
+		 * of its first page.  Only a one-page refusal does. */
+		if (!single && run - done > 1) {
+			single = true;
+			continue;
+		}
 		done++;
 	}
 	/* Give the copied-out frames' memory back.  Not on the handler:

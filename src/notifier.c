@@ -79,6 +79,8 @@ int hetmm_notifier_read_begin(struct hetmm_notifier *n, uint64_t *seq)
 {
 	if (!n || !seq)
 		return -EINVAL;
+	if (ctx_forked(n->ctx))
+		return -ECHILD;
 	for (;;) {
 		uint64_t s = atomic_load(&n->seq);
 		if (!atomic_load(&n->active)) {
@@ -93,6 +95,8 @@ int hetmm_notifier_read_retry(const struct hetmm_notifier *n, uint64_t seq)
 {
 	if (!n)
 		return -EINVAL;
+	if (ctx_forked(n->ctx))
+		return -ECHILD;
 	return atomic_load(&n->seq) != seq;
 }
 

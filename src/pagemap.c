@@ -105,7 +105,9 @@ int hetmm_pfn_to_page(hetmm_pfn_t pfn, struct hetmm_page **pagep)
 	uint64_t idx;
 	pthread_rwlock_rdlock(&sections_lock);
 	struct hetmm_pagemap *pgmap = pfn_pagemap(hetmm_pfn_number(pfn), &idx);
-	if (pgmap && !atomic_load(&pgmap->dying)) {
+	if (pgmap && ctx_forked(pgmap->ctx)) {
+		rc = -ECHILD;
+	} else if (pgmap && !atomic_load(&pgmap->dying)) {
 		*pagep = &pgmap->pages[idx];
 		rc = 0;
 	}
@@ -125,6 +127,10 @@ int hetmm_page_get_info(const struct hetmm_page *page,
 		if (!pgmap || page < pgmap->pages ||
 		    page >= pgmap->pages + pgmap->nr_pages)
 			continue;
+		if (ctx_forked(pgmap->ctx)) {
+			rc = -ECHILD;
+			break;
+		}
 		uint64_t owner = atomic_load(&page->owner);
 		info->refcount = atomic_load(&page->refcount);
 		info->pincount = atomic_load(&page->pincount);
@@ -370,6 +376,8 @@ int hetmm_pagemap_add(struct hetmm_ctx *ctx,
 {
 	if (!ctx || !pgmapp)
 		return -EINVAL;
+	if (ctx_forked(ctx))
+		return -ECHILD;
 	int rc = check_desc(desc);
 	if (rc)
 		return rc;
@@ -551,6 +559,8 @@ int hetmm_pagemap_remove(struct hetmm_pagemap *pgmap)
 	if (!pgmap)
 		return -EINVAL;
 	struct hetmm_ctx *ctx = pgmap->ctx;
+	if (ctx_forked(ctx))
+		return -ECHILD;
 
 	pthread_mutex_lock(&ctx->lock);
 	bool listed = pagemap_is_listed(ctx, pgmap);
@@ -593,6 +603,8 @@ int hetmm_pagemap_get_info(struct hetmm_pagemap *pgmap,
 {
 	if (!pgmap || !info)
 		return -EINVAL;
+	if (ctx_forked(pgmap->ctx))
+		return -ECHILD;
 	info->type = pgmap->type;
 	info->nr_pages = pgmap->nr_pages;
 	pthread_mutex_lock(&pgmap->free_lock);

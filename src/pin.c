@@ -261,6 +261,8 @@ static long gup(struct hetmm_ctx *ctx, void *addr, size_t nr,
 		unsigned int flags, bool pin, void **pages, bool fast)
 {
 	struct gup g;
+	if (ctx && ctx_forked(ctx))
+		return -ECHILD;
 	int rc = gup_init(&g, ctx, addr, nr, flags, pin, pages);
 	if (rc)
 		return rc;
@@ -346,6 +348,8 @@ static int release(struct hetmm_ctx *ctx, void *const *pages, size_t nr,
 {
 	if (!ctx || !pages || !nr)
 		return -EINVAL;
+	if (ctx_forked(ctx))
+		return -ECHILD;
 	for (int pass = 0; pass < 2; pass++) {
 		for (size_t i = 0; i < nr; i++) {
 			_Atomic uint64_t *slot = held_slot(ctx, pages[i]);
@@ -373,6 +377,8 @@ int hetmm_user_page_holds(struct hetmm_ctx *ctx, const void *addr,
 {
 	if (!ctx || !refs || !pins || (uintptr_t)addr >= USER_VA_END)
 		return -EINVAL;
+	if (ctx_forked(ctx))
+		return -ECHILD;
 	uint64_t e = vtab_get(&ctx->shadow, addr_to_vpn((uintptr_t)addr));
 	*refs = *pins = 0;
 	if (e & SHADOW_FIXED)
