@@ -55,12 +55,12 @@ static struct fault_stream *fault_stream_of(struct hetmm_ctx *ctx,
 /* Claim and bring back up to n device pages from vpn upward; returns how
  * many left the device. */
 static size_t fault_back_run(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
-			     void **staging)
+			     void **staging, unsigned how)
 {
 	size_t got = claim_device_run(ctx, vpn, n, ctx->fault_claims);
 	if (got)
 		got = migrate_back_claimed(ctx, vpn, got, ctx->fault_claims,
-					   staging, true);
+					   staging, BACK_FAULT | how);
 	return got;
 }
 
@@ -81,11 +81,13 @@ static size_t device_run_down(struct hetmm_ctx *ctx, uint64_t top, size_t max)
 /*
  * Bring back the faulting page and the rest of its window, a chunk at a
  * time, moving away from the faulting page in the stream's direction.
- * Each chunk wakes its waiters as it lands, so the thread runs on as soon
- * as the first one is in while the handler moves the rest ahead of it, on
- * the other core.  A chunk that comes up short (someone holds the next
- * page, or an event waits to be read and the rest was woken to fault
- * again after it) ends the window.
+ * The faulting page's chunk wakes its waiters as it lands, so the thread
+ * runs on at once; the rest of the window is woken once, at the end.  A
+ * thread that catches up with the handler sleeps until then: waking it
+ * chunk by chunk costs a cross-CPU wake-up per chunk, as long as moving
+ * the chunk itself on these machines.  A chunk that comes up short
+ * (someone holds the next page, or an event waits to be read and the rest
+ * was woken to fault again after it) ends the window.
  */
 static void fault_back(struct hetmm_ctx *ctx, uintptr_t addr)
 {
@@ -94,26 +96,43 @@ static void fault_back(struct hetmm_ctx *ctx, uintptr_t addr)
 	uint64_t vpn = addr_to_vpn(addr);
 	void *staging = ctx->fault_staging;
 	uint64_t lo = vpn, hi = vpn;     /* [lo, hi) is back */
+	uint64_t woke_lo = vpn, woke_hi = vpn;
 	while (hi - lo < s->window) {
 		size_t want = MIN(s->window - (hi - lo), (size_t)CHUNK_PAGES);
+		unsigned how = hi == lo ? 0 : BACK_NO_WAKE;
 		size_t got;
 		if (!down) {
-			got = fault_back_run(ctx, hi, want, &staging);
+			got = fault_back_run(ctx, hi, want, &staging, how);
 			hi += got;
 		} else {
 			uint64_t top = lo == hi ? vpn : lo - 1;
 			size_t n = device_run_down(ctx, top, want);
-			got = n ? fault_back_run(ctx, top + 1 - n, n, &staging)
-				: 0;
-			if (got < n)
-				break;   /* raced: the run is not whole */
+			got = n ? fault_back_run(ctx, top + 1 - n, n, &staging,
+						 how) : 0;
+			if (got < n) {
+				/* raced: the run is not whole */
+				uffd_wake(ctx->uffd.fd,
+					  vpn_to_addr(top + 1 - n),
+					  n * PAGE_SIZE);
+				break;
+			}
 			if (lo == hi)
 				hi = top + 1;
 			lo = top + 1 - got;
 		}
+		if (!how) {
+			woke_lo = lo;
+			woke_hi = hi;
+		}
 		if (got < want)
 			break;
 	}
+	if (lo < woke_lo)
+		uffd_wake(ctx->uffd.fd, vpn_to_addr(lo),
+			  (woke_lo - lo) * PAGE_SIZE);
+	if (woke_hi < hi)
+		uffd_wake(ctx->uffd.fd, vpn_to_addr(woke_hi),
+			  (hi - woke_hi) * PAGE_SIZE);
 	s->next = vpn_to_addr(hi);
 	s->prev = vpn_to_addr(lo) - PAGE_SIZE;
 	ctx->last_fill_start = vpn_to_addr(lo);

@@ -454,11 +454,14 @@ bool migrators_zapping(struct hetmm_ctx *ctx, uintptr_t start,
 /*
  * Bring the claimed pages [vpn, vpn + n) back to system memory.  claims[i]
  * is the shadow entry with BUSY set; on return every entry is 0 again and
- * every waiter on the range was woken.  Returns pages that left the
+ * every waiter on the range was woken (unless BACK_NO_WAKE).  Returns pages that left the
  * device (a page whose mapping vanished meanwhile leaves it dropped).
  */
+#define BACK_FAULT (1u << 0)    /* on the handler, for a fault */
+#define BACK_NO_WAKE (1u << 1)  /* the caller wakes the range later */
 size_t migrate_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
-			    const uint64_t *claims, void **staging, bool fault);
+			    const uint64_t *claims, void **staging,
+			    unsigned how);
 /* Claim up to n consecutive device-resident pages from vpn. */
 size_t claim_device_run(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 			uint64_t *claims);

@@ -197,6 +197,13 @@ static uintptr_t copy_source(struct hetmm_pagemap *pgmap, uint64_t idx0,
 	return (uintptr_t)*staging;
 }
 
+static bool dst_present(struct hetmm_ctx *ctx, uintptr_t addr)
+{
+	uint8_t pf = 0;
+	return vma_page_presence(&ctx->vmaq, addr, 1, &pf) == 0 &&
+	       (pf & PG_PRESENT);
+}
+
 /*
  * Install one run; returns pages that left the device, installed or
  * dropped (that count, not the installed one, says which claims are
@@ -207,8 +214,9 @@ static uintptr_t copy_source(struct hetmm_pagemap *pgmap, uint64_t idx0,
  */
 static size_t install_run(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			  uint64_t vpn, uint64_t idx0, size_t run,
-			  void **staging, bool fault)
+			  void **staging, unsigned how)
 {
+	bool fault = how & BACK_FAULT;
 	size_t installed = 0;
 	enum uffd_fill op;
 	uintptr_t src = 0;
@@ -236,6 +244,14 @@ static size_t install_run(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		if (got > 0) {
 			installed += (size_t)got / PAGE_SIZE;
 			done += (size_t)got / PAGE_SIZE;
+			continue;
+		}
+		/* The page is there already: the kernel moved it and still
+		 * said EAGAIN, say.  We hold the page, so nobody else put
+		 * it there. */
+		if (dst_present(ctx, dst + off)) {
+			installed++;
+			done++;
 			continue;
 		}
 		/* The kernel won't move it (the range was mprotect()ed
@@ -269,7 +285,8 @@ static size_t install_run(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		STAT_ADD(ctx, to_system_pages, installed);
 		if (fault)
 			STAT_ADD(ctx, fault_pages, installed);
-		uffd_wake(ctx->uffd.fd, dst, done * PAGE_SIZE);
+		if (!(how & BACK_NO_WAKE))
+			uffd_wake(ctx->uffd.fd, dst, done * PAGE_SIZE);
 	}
 	return done;
 }
@@ -289,8 +306,10 @@ static bool claims_exclusive(const uint64_t *claims, size_t n)
 }
 
 size_t migrate_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
-			    const uint64_t *claims, void **staging, bool fault)
+			    const uint64_t *claims, void **staging,
+			    unsigned how)
 {
+	bool fault = how & BACK_FAULT;
 	/* Devices stop using the pages before their contents move; a
 	 * device that held one exclusive learns that it lost it. */
 	notifiers_invalidate(ctx, vpn_to_addr(vpn), vpn_to_addr(vpn + n),
@@ -314,10 +333,10 @@ size_t migrate_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 					vpn_to_addr(vpn + i), run);
 			run = k ? k : run;
 			gone = k ? install_run(ctx, pgmap, vpn + i, idx0, run,
-					       staging, fault) : 0;
+					       staging, how) : 0;
 		} else {
 			gone = install_run(ctx, pgmap, vpn + i, idx0, run,
-					   staging, fault);
+					   staging, how);
 		}
 		left += gone;
 		/* Pages that could not leave stay on the device. */
@@ -373,7 +392,7 @@ int migrate_back_range(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end,
 		if (n == 0)
 			continue;   /* lost a race; look at the page again */
 		size_t got = migrate_back_claimed(ctx, vpn, n, claims,
-						  &staging, false);
+						  &staging, 0);
 		for (size_t k = 0; k < n; k++)
 			report_status(rep, page + k, k < got ?
 				      HETMM_MIGRATE_MOVED :
