@@ -187,7 +187,9 @@ int hetmm_pfn_to_page(hetmm_pfn_t pfn, struct hetmm_page **pagep);
 int hetmm_page_get_info(const struct hetmm_page *page,
 			struct hetmm_page_info *info);
 
-/* The device frame now backing a process address; -ENOENT if none. */
+/* The device frame now backing a process address; -ENOENT if none, or
+ * if the page is on its way back to system memory (a fault or migration
+ * holds it, and its bytes may be in place already). */
 int hetmm_addr_to_pfn(struct hetmm_ctx *ctx, const void *addr,
 		      hetmm_pfn_t *pfn);
 

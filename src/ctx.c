@@ -206,7 +206,9 @@ int hetmm_addr_to_pfn(struct hetmm_ctx *ctx, const void *addr,
 	if (ctx_forked(ctx))
 		return -ECHILD;
 	uint64_t e = vtab_get(&ctx->shadow, addr_to_vpn((uintptr_t)addr));
-	if (!(e & SHADOW_DEVICE))
+	/* A claimed device page is leaving its frame: a fault-back may have
+	 * put it in place already, and the thread that touched it run on. */
+	if (!(e & SHADOW_DEVICE) || (e & SHADOW_BUSY))
 		return -ENOENT;
 	pfn->val = HETMM_PFN_DEV | shadow_pfn(e);
 	return 0;
