@@ -733,6 +733,7 @@ static int excl_mark(struct hetmm_mirror *m, uint64_t vpn, uint64_t n)
 {
 	struct hetmm_ctx *ctx = m->emu->ctx;
 	struct hetmm_pagemap *pg = m->emu->pgmap;
+	atomic_store_explicit(&ctx->exclusive_used, true, memory_order_release);
 	for (uint64_t i = 0; i < n; i++) {
 		uint64_t e = vtab_get(&ctx->shadow, vpn + i);
 		uint64_t idx;

@@ -393,6 +393,10 @@ struct hetmm_ctx {
 	unsigned fork_gen;                /* fork_generation at creation */
 	struct hetmm_ctx *next;           /* every context, for fork */
 
+	/* Some mirror was ever granted exclusive access: until then no
+	 * migration back needs to look for exclusive frames. */
+	atomic_bool exclusive_used;
+
 	struct hetmm_stats_atomic stats;
 };
 

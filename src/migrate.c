@@ -292,8 +292,11 @@ static size_t install_run(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 }
 
 /* Is any of the claimed pages held for a mirror's exclusive access? */
-static bool claims_exclusive(const uint64_t *claims, size_t n)
+static bool claims_exclusive(struct hetmm_ctx *ctx, const uint64_t *claims,
+			     size_t n)
 {
+	if (!atomic_load_explicit(&ctx->exclusive_used, memory_order_acquire))
+		return false;
 	for (size_t i = 0; i < n; i++) {
 		uint64_t idx;
 		struct hetmm_pagemap *pgmap =
@@ -313,7 +316,7 @@ size_t migrate_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 	/* Devices stop using the pages before their contents move; a
 	 * device that held one exclusive learns that it lost it. */
 	notifiers_invalidate(ctx, vpn_to_addr(vpn), vpn_to_addr(vpn + n),
-			     claims_exclusive(claims, n) ? HETMM_EVENT_EXCLUSIVE
+			     claims_exclusive(ctx, claims, n) ? HETMM_EVENT_EXCLUSIVE
 							 : HETMM_EVENT_MIGRATE);
 
 	size_t left = 0;
