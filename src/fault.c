@@ -97,8 +97,20 @@ static void fault_back(struct hetmm_ctx *ctx, uintptr_t addr)
 	void *staging = ctx->fault_staging;
 	uint64_t lo = vpn, hi = vpn;     /* [lo, hi) is back */
 	uint64_t woke_lo = vpn, woke_hi = vpn;
+	/* A window stays within the faulting page's mapping: the next one
+	 * is another thread's business (it may be mremapping it). */
+	uint64_t vma_lo = 0, vma_hi = UINT64_MAX;
+	struct vma v;
+	if (s->window > 1 && vma_find(&ctx->vmaq, addr, &v) == 0) {
+		vma_lo = addr_to_vpn(v.start);
+		vma_hi = addr_to_vpn(v.end);
+	}
 	while (hi - lo < s->window) {
 		size_t want = MIN(s->window - (hi - lo), (size_t)CHUNK_PAGES);
+		want = MIN(want, down ? (lo == hi ? vpn + 1 : lo) - vma_lo
+				      : vma_hi - hi);
+		if (!want)
+			break;
 		unsigned how = hi == lo ? 0 : BACK_NO_WAKE;
 		size_t got;
 		if (!down) {

@@ -51,17 +51,7 @@ static double deadline;
  * (about one run in three).  Not seen in the plain or ASan builds; whether
  * TSan or hetmm is at fault is not settled.
  */
-/*
- * Under AddressSanitizer, too: everything runs several times slower, and
- * a known race of the library shows (about one run in six, with op_remap;
- * never without it): mremap of a worker's region while another worker's
- * migration to the small device evicts one of its pages.  The kernel
- * serializes the two with the mmap lock; hetmm learns of the mremap from
- * an event after the fact, and a page held by the evictor at that moment
- * is installed at the old address and lost (see docs/DESIGN.md, "Process
- * lifecycle").  The plain build runs op_remap.
- */
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#if defined(__SANITIZE_THREAD__)
 #define OPS_DEFAULT (OPS_ALL & ~OP_UNMAP_BIT & ~OP_REMAP_BIT)
 #else
 #define OPS_DEFAULT (OPS_ALL & ~OP_UNMAP_BIT)
