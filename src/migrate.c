@@ -469,6 +469,18 @@ static bool st_copied(uint8_t st)
 	return st == ST_COPIED;
 }
 
+/* The run from page i of pages in pred's state whose frames follow on
+ * one another: what one copy, move or mapping call can take. */
+static size_t chunk_frame_run(const struct chunk *c, size_t i,
+			      bool (*pred)(uint8_t))
+{
+	size_t run = 1;
+	while (i + run < c->n && pred(c->status[i + run]) &&
+	       c->frame[i + run] == c->frame[i] + run)
+		run++;
+	return run;
+}
+
 static uintptr_t chunk_addr(const struct chunk *c, size_t i)
 {
 	return c->start + i * PAGE_SIZE;
@@ -619,10 +631,7 @@ static void chunk_move(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			i++;
 			continue;
 		}
-		size_t run = 1;
-		while (i + run < c->n && st_pending(c->status[i + run]) &&
-		       c->frame[i + run] == c->frame[i] + run)
-			run++;
+		size_t run = chunk_frame_run(c, i, st_pending);
 		long got = uffd_fill(ctx->uffd.fd, FILL_MOVE,
 				     remap_addr(pgmap, c->frame[i]),
 				     chunk_addr(c, i), run * PAGE_SIZE, 0);
@@ -673,10 +682,7 @@ static int chunk_copy_pending(struct hetmm_pagemap *pgmap, struct chunk *c)
 			i++;
 			continue;
 		}
-		size_t run = 1;
-		while (i + run < c->n && st_pending(c->status[i + run]) &&
-		       c->frame[i + run] == c->frame[i] + run)
-			run++;
+		size_t run = chunk_frame_run(c, i, st_pending);
 		int rc = pgmap->ops->copy_to_device(pgmap, c->frame[i],
 				(const void *)chunk_addr(c, i), run);
 		if (rc)
@@ -770,10 +776,7 @@ static void chunk_map_coherent(struct hetmm_ctx *ctx,
 			i++;
 			continue;
 		}
-		size_t run = 1;
-		while (i + run < c->n && st_copied(c->status[i + run]) &&
-		       c->frame[i + run] == c->frame[i] + run)
-			run++;
+		size_t run = chunk_frame_run(c, i, st_copied);
 		if (coherent_map(ctx, pgmap, chunk_addr(c, i), c->frame[i],
 				 run) == 0) {
 			/* The protected mapping is gone with its pages. */
