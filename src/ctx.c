@@ -291,16 +291,23 @@ bool is_sync_page(const struct hetmm_ctx *ctx, uintptr_t addr)
 	return addr - (uintptr_t)ctx->sync_pages < MAX_MIGRATORS * PAGE_SIZE;
 }
 
+/* Does the recorded range [*rs, *re) (none while *rs is 0) hold
+ * [start, end)? */
+static bool recorded_covers(_Atomic uintptr_t *rs, _Atomic uintptr_t *re,
+			    uintptr_t start, uintptr_t end)
+{
+	uintptr_t s = atomic_load(rs), e = atomic_load(re);
+	return s && s <= start && end <= e;
+}
+
 bool migrators_own(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 {
 	for (unsigned i = 0; i < MAX_MIGRATORS; i++) {
 		struct migrator *m = &ctx->migrators[i];
-		for (unsigned k = 0; k < 2; k++) {
-			uintptr_t os = atomic_load(&m->own_start[k]);
-			uintptr_t oe = atomic_load(&m->own_end[k]);
-			if (os && os <= start && end <= oe)
+		for (unsigned k = 0; k < 2; k++)
+			if (recorded_covers(&m->own_start[k], &m->own_end[k],
+					    start, end))
 				return true;
-		}
 	}
 	return false;
 }
@@ -309,9 +316,7 @@ bool migrators_zapping(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 {
 	for (unsigned i = 0; i < MAX_MIGRATORS; i++) {
 		struct migrator *m = &ctx->migrators[i];
-		uintptr_t zs = atomic_load(&m->zap_start);
-		uintptr_t ze = atomic_load(&m->zap_end);
-		if (zs && zs <= start && end <= ze)
+		if (recorded_covers(&m->zap_start, &m->zap_end, start, end))
 			return true;
 	}
 	return false;

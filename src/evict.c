@@ -45,15 +45,10 @@ static size_t claim_victims(struct hetmm_pagemap *pgmap, uint64_t idx,
 			break;   /* its turn comes with the hand */
 		slot = vtab_next(&pgmap->ctx->shadow, slot, *vpn + k, false);
 		uint64_t e = SHADOW_DEVICE | pagemap_pfn(pgmap, idx + k);
-		/* The CAS also proves the owner was current. */
-		if (!slot || !atomic_compare_exchange_strong(slot, &e,
-							     e | SHADOW_BUSY))
+		/* The CAS also proves the owner was current; a coherent
+		 * page held in place is never evicted. */
+		if (!slot || !claim_device_page(slot, e))
 			break;
-		/* A coherent page held in place is never evicted. */
-		if (unlikely(coherent_held(e))) {
-			atomic_store(slot, e);
-			break;
-		}
 		claims[k] = e | SHADOW_BUSY;
 	}
 	return k;

@@ -466,6 +466,9 @@ bool migrators_zapping(struct hetmm_ctx *ctx, uintptr_t start,
 size_t migrate_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 			    const uint64_t *claims, void **staging,
 			    unsigned how);
+/* Claim the device page whose entry is e (DEVICE, not BUSY): false if
+ * the entry changed, or if it is a coherent page held in place. */
+bool claim_device_page(_Atomic uint64_t *slot, uint64_t e);
 /* Claim up to n consecutive device-resident pages from vpn. */
 size_t claim_device_run(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 			uint64_t *claims);

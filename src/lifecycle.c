@@ -41,23 +41,37 @@ atomic_uint fork_generation;
  * Discarding device pages: munmap and madvise
  */
 
-struct discard {
+/* Claimed device pages to forget, dropped a chunk's worth at a time. */
+struct drop_batch {
 	struct hetmm_ctx *ctx;
-	bool unmap;                       /* mark claimed pages GONE too */
 	enum hetmm_event why;
 	size_t n;
+	size_t dropped;                   /* in all, flushed so far */
 	uint64_t vpns[CHUNK_PAGES];
 	uint64_t claims[CHUNK_PAGES];
 };
 
-static void discard_flush(struct discard *d)
+static void drop_flush(struct drop_batch *b)
 {
-	if (!d->n)
+	if (!b->n)
 		return;
-	migrate_drop_claimed(d->ctx, d->vpns, d->claims, d->n, d->why);
-	STAT_ADD(d->ctx, discarded_pages, d->n);
-	d->n = 0;
+	migrate_drop_claimed(b->ctx, b->vpns, b->claims, b->n, b->why);
+	b->dropped += b->n;
+	b->n = 0;
 }
+
+static void drop_add(struct drop_batch *b, uint64_t vpn, uint64_t claim)
+{
+	b->vpns[b->n] = vpn;
+	b->claims[b->n++] = claim;
+	if (b->n == CHUNK_PAGES)
+		drop_flush(b);
+}
+
+struct discard {
+	struct drop_batch drop;
+	bool unmap;                       /* mark claimed pages GONE too */
+};
 
 /*
  * Claim a device page for discarding.  A page someone else holds is
@@ -90,10 +104,7 @@ static int discard_one(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
 			atomic_store(slot, e);
 			return 0;
 		}
-		d->vpns[d->n] = vpn;
-		d->claims[d->n++] = want;
-		if (d->n == CHUNK_PAGES)
-			discard_flush(d);
+		drop_add(&d->drop, vpn, want);
 		return 0;
 	}
 	return 0;
@@ -103,12 +114,14 @@ static void discard_range(struct hetmm_ctx *ctx, uintptr_t start,
 			  uintptr_t end, bool unmap)
 {
 	struct discard d = {
-		.ctx = ctx, .unmap = unmap, .n = 0,
-		.why = unmap ? HETMM_EVENT_UNMAP : HETMM_EVENT_DISCARD,
+		.drop = { .ctx = ctx, .why = unmap ? HETMM_EVENT_UNMAP
+						   : HETMM_EVENT_DISCARD },
+		.unmap = unmap,
 	};
 	vtab_for_each(&ctx->shadow, addr_to_vpn(start), addr_to_vpn(end),
 		      discard_one, &d);
-	discard_flush(&d);
+	drop_flush(&d.drop);
+	STAT_ADD(ctx, discarded_pages, d.drop.dropped);
 }
 
 void lifecycle_unmap(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
@@ -151,22 +164,11 @@ void lifecycle_discard(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
  */
 
 struct remap {
-	struct hetmm_ctx *ctx;
+	struct drop_batch drop;           /* pages with nowhere to go */
 	uint64_t from_vpn;
 	uint64_t to_vpn;
 	size_t moved;
-	size_t n;                         /* pages dropped, to flush */
-	uint64_t vpns[CHUNK_PAGES];
-	uint64_t claims[CHUNK_PAGES];
 };
-
-static void remap_flush(struct remap *r)
-{
-	if (r->n)
-		migrate_drop_claimed(r->ctx, r->vpns, r->claims, r->n,
-				     HETMM_EVENT_REMAP);
-	r->n = 0;
-}
 
 /* The frame's metadata names the page it backs: make it the new one. */
 static void frame_set_owner(uint64_t pfn, uintptr_t addr)
@@ -194,7 +196,7 @@ static int remap_one(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
 		return 0;   /* in a migration's hands: see the notes above */
 
 	uint64_t to = r->to_vpn + (vpn - r->from_vpn);
-	_Atomic uint64_t *dst = vtab_slot(&r->ctx->shadow, to, true);
+	_Atomic uint64_t *dst = vtab_slot(&r->drop.ctx->shadow, to, true);
 	uint64_t empty = 0;
 	frame_set_owner(shadow_pfn(e), vpn_to_addr(to));
 	if (dst && atomic_compare_exchange_strong(dst, &empty, e)) {
@@ -203,10 +205,7 @@ static int remap_one(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
 		return 0;
 	}
 	/* Nowhere to put it (out of memory, or the target is claimed). */
-	r->vpns[r->n] = vpn;
-	r->claims[r->n++] = e | SHADOW_BUSY;
-	if (r->n == CHUNK_PAGES)
-		remap_flush(r);
+	drop_add(&r->drop, vpn, e | SHADOW_BUSY);
 	return 0;
 }
 
@@ -218,12 +217,12 @@ void lifecycle_remap(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
 	notifiers_invalidate(ctx, from, from + len, HETMM_EVENT_REMAP);
 	notifiers_invalidate(ctx, to, to + len, HETMM_EVENT_REMAP);
 	struct remap r = {
-		.ctx = ctx, .from_vpn = addr_to_vpn(from),
-		.to_vpn = addr_to_vpn(to),
+		.drop = { .ctx = ctx, .why = HETMM_EVENT_REMAP },
+		.from_vpn = addr_to_vpn(from), .to_vpn = addr_to_vpn(to),
 	};
 	vtab_for_each(&ctx->shadow, r.from_vpn, r.from_vpn + addr_to_vpn(len),
 		      remap_one, &r);
-	remap_flush(&r);
+	drop_flush(&r.drop);
 	STAT_ADD(ctx, remapped_pages, r.moved);
 }
 

@@ -74,6 +74,20 @@ static bool can_move(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap)
  * Back to system memory
  */
 
+bool claim_device_page(_Atomic uint64_t *slot, uint64_t e)
+{
+	if (!atomic_compare_exchange_strong(slot, &e, e | SHADOW_BUSY))
+		return false;
+	/* A coherent page held in place stays: a hold raises its count,
+	 * then looks at the word; we set the word, then look at the count.
+	 * One of the two sees the other. */
+	if (unlikely(coherent_held(e))) {
+		atomic_store(slot, e);
+		return false;
+	}
+	return true;
+}
+
 size_t claim_device_run(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 			uint64_t *claims)
 {
@@ -84,17 +98,9 @@ size_t claim_device_run(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 		if (!slot)
 			break;
 		uint64_t e = atomic_load_explicit(slot, memory_order_acquire);
-		if (!(e & SHADOW_DEVICE) || (e & SHADOW_BUSY))
+		if (!(e & SHADOW_DEVICE) || (e & SHADOW_BUSY) ||
+		    !claim_device_page(slot, e))
 			break;
-		if (!atomic_compare_exchange_strong(slot, &e, e | SHADOW_BUSY))
-			break;
-		/* A coherent page held in place stays: a hold raises its
-		 * count, then looks at the word; we set the word, then look
-		 * at the count.  One of the two sees the other. */
-		if (unlikely(coherent_held(e))) {
-			atomic_store(slot, e);
-			break;
-		}
 		claims[i] = e | SHADOW_BUSY;
 	}
 	return i;
