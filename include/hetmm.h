@@ -297,11 +297,14 @@ struct hetmm_pagemap_desc {
 
 /*
  * The device memory is private anonymous memory of this process at the
- * linear addresses page_address() gives, not populated while free.  hetmm
- * registers it with the context's userfaultfd and migrates by moving the
- * pages themselves (UFFDIO_MOVE), which beats any copy; pages the kernel
- * won't move (shared after fork, read-only, mlocked) take the copy path.
- * The emulated device works this way.
+ * linear addresses page_address() gives, not populated when first added.
+ * hetmm registers it with a userfaultfd of the context's own and migrates
+ * by moving the pages themselves (UFFDIO_MOVE), which beats any copy;
+ * pages the kernel won't move (shared after fork, read-only, mlocked)
+ * take the copy path.  A page the CPU faults back on its own is copied
+ * out instead, for latency, so a free frame may still hold the bytes of
+ * the page it last backed until hetmm next moves a page into it.  The
+ * emulated device works this way.
  */
 #define HETMM_PAGEMAP_REMAP (1u << 0)
 

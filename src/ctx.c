@@ -50,6 +50,14 @@ static void *map_pages(size_t npages, int prot)
 	return p == MAP_FAILED ? NULL : p;
 }
 
+/* Without a second userfaultfd pages are copied to devices, not moved. */
+static void open_frames_uffd(struct hetmm_ctx *ctx)
+{
+	if (uffd_open(&ctx->frames, UFFD_FEATURE_MOVE) == 0 &&
+	    !(ctx->frames.features & UFFD_FEATURE_MOVE))
+		uffd_close(&ctx->frames);
+}
+
 /* Teardown order matters: once the handler is gone, nothing registered
  * may be unmapped until the userfaultfd is closed (see fault.c). */
 static void ctx_free(struct hetmm_ctx *ctx)
@@ -57,6 +65,7 @@ static void ctx_free(struct hetmm_ctx *ctx)
 	lifecycle_unregister(ctx);
 	fault_handler_stop(ctx);
 	uffd_close(&ctx->uffd);
+	uffd_close(&ctx->frames);
 	if (ctx->doorbell)
 		munmap(ctx->doorbell, PAGE_SIZE);
 	if (ctx->sync_pages)
@@ -86,7 +95,7 @@ int hetmm_ctx_create(struct hetmm_ctx **ctxp,
 	struct hetmm_ctx *ctx = calloc(1, sizeof(*ctx));
 	if (!ctx)
 		return -ENOMEM;
-	ctx->uffd.fd = -1;
+	ctx->uffd.fd = ctx->frames.fd = -1;
 	ctx->vmaq.maps_fd = ctx->vmaq.pagemap_fd = -1;
 	ctx->fault_around_max = params && params->fault_around_max ?
 				params->fault_around_max : DEFAULT_FAULT_AROUND;
@@ -109,6 +118,8 @@ int hetmm_ctx_create(struct hetmm_ctx **ctxp,
 	rc = uffd_open(&ctx->uffd, CTX_WANTED_FEATURES);
 	if (rc)
 		goto fail;
+	if (ctx->uffd.features & UFFD_FEATURE_MOVE)
+		open_frames_uffd(ctx);
 	ctx->sync_pages = map_pages(MAX_MIGRATORS, PROT_READ | PROT_WRITE);
 	if (!ctx->sync_pages) {
 		rc = -ENOMEM;

@@ -207,6 +207,12 @@ struct hetmm_page {
 	_Atomic uint32_t pincount;
 };
 
+/* In the owner word of a frame of a remapping pagemap: a page was copied
+ * out of it, not moved, and its memory still holds that page.  No page
+ * can move into it until it is emptied (migrate.c: frames_empty_stale).
+ * Kept from free to allocated and back; never reported. */
+#define PAGE_STALE (1u << 11)
+
 #define PFN_SECTION_SHIFT 32
 #define PFN_MAX_SECTIONS 256
 
@@ -257,8 +263,10 @@ struct hetmm_pagemap *pfn_pagemap(uint64_t pfn, uint64_t *index);
 
 /* Take up to nr free frames; returns how many, indices into idx[]. */
 size_t pagemap_alloc(struct hetmm_pagemap *pgmap, uint32_t *idx, size_t nr);
+/* Give frames back; free_flags is 0, or PAGE_STALE for frames whose
+ * memory still holds the page copied out of them. */
 void pagemap_free(struct hetmm_pagemap *pgmap, const uint32_t *idx,
-		  size_t nr);
+		  size_t nr, uint64_t free_flags);
 /* Enter/leave a migration to pgmap; enter fails with -ENXIO if dying. */
 int pagemap_get(struct hetmm_pagemap *pgmap);
 void pagemap_put(struct hetmm_pagemap *pgmap);
@@ -356,6 +364,12 @@ void notifiers_release(struct hetmm_ctx *ctx);
 
 struct hetmm_ctx {
 	struct uffd uffd;
+	/* Device memory that pages move into (HETMM_PAGEMAP_REMAP) is
+	 * registered here, write-protect mode only and with no events:
+	 * UFFDIO_MOVE wants a registered destination, and a frame given back
+	 * by madvise must not raise an event the handler has to read.  Its
+	 * fd is -1 when the kernel cannot move pages. */
+	struct uffd frames;
 	struct vmaq vmaq;
 	struct vtab shadow;
 	uint32_t fault_around_max;

@@ -133,26 +133,11 @@ void lifecycle_unmap(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 	discard_range(ctx, start, end, true);
 }
 
-/* hetmm's own madvise: a migrator zapping pages it copied to a device (the
- * migration told notifiers already), or the device memory of a REMAP
- * pagemap giving a frame back.  Nothing the process discarded. */
-static bool own_zap(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
-{
-	if (migrators_zapping(ctx, start, end))
-		return true;
-	bool own = false;
-	pthread_mutex_lock(&ctx->lock);
-	for (struct hetmm_pagemap *p = ctx->pagemaps; p && !own; p = p->next)
-		own = (p->flags & HETMM_PAGEMAP_REMAP) &&
-		      start >= p->remap_base &&
-		      end <= p->remap_base + p->nr_pages * PAGE_SIZE;
-	pthread_mutex_unlock(&ctx->lock);
-	return own;
-}
-
 void lifecycle_discard(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 {
-	if (!own_zap(ctx, start, end))
+	/* A migrator's own zap of pages it copied to a device: the
+	 * migration told notifiers already. */
+	if (!migrators_zapping(ctx, start, end))
 		notifiers_invalidate(ctx, start, end, HETMM_EVENT_DISCARD);
 	discard_range(ctx, start, end, false);
 	/* Only now may a migrator whose zap this was publish its pages. */

@@ -66,8 +66,7 @@ static uintptr_t remap_addr(struct hetmm_pagemap *pgmap, uint64_t idx)
 
 static bool can_move(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap)
 {
-	return (pgmap->flags & HETMM_PAGEMAP_REMAP) &&
-	       (ctx->uffd.features & UFFD_FEATURE_MOVE);
+	return (pgmap->flags & HETMM_PAGEMAP_REMAP) && ctx->frames.fd >= 0;
 }
 
 /* ------------------------------------------------------------------------
@@ -118,7 +117,7 @@ static void frame_drop(struct hetmm_ctx *ctx, uint64_t pfn, bool resident)
 	uint64_t idx;
 	struct hetmm_pagemap *pgmap = pfn_pagemap(pfn, &idx);
 	uint32_t i = (uint32_t)idx;
-	pagemap_free(pgmap, &i, 1);
+	pagemap_free(pgmap, &i, 1, 0);
 	if (resident)
 		atomic_fetch_sub(&ctx->stats.device_resident, 1);
 }
@@ -171,7 +170,8 @@ static size_t frame_run(const uint64_t *claims, size_t i, size_t n,
 
 /* The pages left the device: clear the shadow, free the frames. */
 static void release_frames(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
-			   uint64_t vpn, uint64_t idx0, size_t run)
+			   uint64_t vpn, uint64_t idx0, size_t run,
+			   uint64_t free_flags)
 {
 	uint32_t idx[CHUNK_PAGES];
 	_Atomic uint64_t *slot = NULL;
@@ -180,7 +180,7 @@ static void release_frames(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		slot = vtab_next(&ctx->shadow, slot, vpn + k, false);
 		atomic_store_explicit(slot, 0, memory_order_release);
 	}
-	pagemap_free(pgmap, idx, run);
+	pagemap_free(pgmap, idx, run, free_flags);
 	atomic_fetch_sub(&ctx->stats.device_resident, (int64_t)run);
 }
 
@@ -226,9 +226,14 @@ static size_t install_run(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	size_t installed = 0;
 	enum uffd_fill op;
 	uintptr_t src = 0;
+	/* A lone page a thread waits for is copied, not moved: the thread
+	 * resumes sooner (a move also unmaps the frame, whose page tables,
+	 * folio and anon_vma are cold in a random access), and the frame
+	 * is emptied off the fault path, when a page next moves into it. */
+	bool copy_lone = fault && run == 1 && pgmap->ops->page_address;
 	if (page_is_zero(pgmap, idx0)) {
 		op = FILL_ZERO;
-	} else if (can_move(ctx, pgmap)) {
+	} else if (can_move(ctx, pgmap) && !copy_lone) {
 		op = FILL_MOVE;
 		src = remap_addr(pgmap, idx0);
 	} else {
@@ -278,16 +283,19 @@ static size_t install_run(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		}
 		done++;
 	}
-	/* Give the copied-out frames' memory back.  Not on the handler:
-	 * its madvise would wait for itself to read the REMOVE event.  A
-	 * frame left populated is cleared when it is next moved into. */
-	if (op == FILL_COPY && (pgmap->flags & HETMM_PAGEMAP_REMAP) && done &&
-	    !fault)
-		madvise((void *)src, done * PAGE_SIZE, MADV_DONTNEED);
+	/* Frames copied out of still hold their pages: give the memory
+	 * back, or, on the fault path, leave that for later. */
+	uint64_t free_flags = 0;
+	if (op == FILL_COPY && (pgmap->flags & HETMM_PAGEMAP_REMAP) && done) {
+		if (fault)
+			free_flags = PAGE_STALE;
+		else
+			madvise((void *)src, done * PAGE_SIZE, MADV_DONTNEED);
+	}
 	/* Wake only once the shadow says "system": a thread that resumes
 	 * must find the page where hetmm says it is. */
 	if (done) {
-		release_frames(ctx, pgmap, vpn, idx0, done);
+		release_frames(ctx, pgmap, vpn, idx0, done, free_flags);
 		STAT_ADD(ctx, to_system_pages, installed);
 		if (fault)
 			STAT_ADD(ctx, fault_pages, installed);
@@ -616,11 +624,46 @@ static void chunk_mark_holes(struct chunk *c)
 			c->status[i] = ST_DONE_ZERO;
 }
 
-/* A remapped frame should be a hole; make it one if a stray read of the
+/* A frame moved into must be a hole; make it one if a stray read of the
  * free frame left a zero page there. */
 static void frame_clear(struct hetmm_pagemap *pgmap, uint32_t idx)
 {
 	madvise((void *)remap_addr(pgmap, idx), PAGE_SIZE, MADV_DONTNEED);
+}
+
+static bool frame_is_stale(struct hetmm_pagemap *pgmap, uint32_t idx)
+{
+	return atomic_load_explicit(&pgmap_page(pgmap, idx)->owner,
+				    memory_order_relaxed) & PAGE_STALE;
+}
+
+/*
+ * Empty the chunk's frames that still hold a page copied out of them
+ * (PAGE_STALE), one madvise per run of consecutive frames that has any:
+ * the chunk owns them all, and none holds anything of value.  Device
+ * memory raises no event (see hetmm_ctx.frames), so this costs a
+ * syscall, not a round trip through the handler.
+ */
+static void frames_empty_stale(struct hetmm_pagemap *pgmap, struct chunk *c)
+{
+	for (size_t k = 0; k < c->nframes;) {
+		size_t run = 1;
+		bool stale = frame_is_stale(pgmap, c->frames[k]);
+		while (k + run < c->nframes &&
+		       c->frames[k + run] == c->frames[k] + run) {
+			stale |= frame_is_stale(pgmap, c->frames[k + run]);
+			run++;
+		}
+		if (stale) {
+			madvise((void *)remap_addr(pgmap, c->frames[k]),
+				run * PAGE_SIZE, MADV_DONTNEED);
+			for (size_t i = k; i < k + run; i++)
+				atomic_fetch_and(&pgmap_page(pgmap,
+						c->frames[i])->owner,
+						~(uint64_t)PAGE_STALE);
+		}
+		k += run;
+	}
 }
 
 /*
@@ -632,13 +675,14 @@ static void frame_clear(struct hetmm_pagemap *pgmap, uint32_t idx)
 static void chunk_move(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		       struct chunk *c)
 {
+	frames_empty_stale(pgmap, c);
 	for (size_t i = 0; i < c->n;) {
 		if (!st_pending(c->status[i])) {
 			i++;
 			continue;
 		}
 		size_t run = chunk_frame_run(c, i, st_pending);
-		long got = uffd_fill(ctx->uffd.fd, FILL_MOVE,
+		long got = uffd_fill(ctx->frames.fd, FILL_MOVE,
 				     remap_addr(pgmap, c->frame[i]),
 				     chunk_addr(c, i), run * PAGE_SIZE, 0);
 		size_t moved = got > 0 ? (size_t)got / PAGE_SIZE : 0;
@@ -652,7 +696,7 @@ static void chunk_move(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		 * first, else ask again about that page alone. */
 		size_t p = i + moved;
 		if (moved)
-			got = uffd_fill(ctx->uffd.fd, FILL_MOVE,
+			got = uffd_fill(ctx->frames.fd, FILL_MOVE,
 					remap_addr(pgmap, c->frame[p]),
 					chunk_addr(c, p), PAGE_SIZE, 0);
 		if (got > 0) {
@@ -746,7 +790,7 @@ static void chunk_drop_unfinished(struct hetmm_ctx *ctx,
 		c->status[i] = HETMM_MIGRATE_SKIP_BUSY;
 	}
 	if (n)
-		pagemap_free(pgmap, frames, n);
+		pagemap_free(pgmap, frames, n, 0);
 }
 
 /*
@@ -831,8 +875,9 @@ static size_t chunk_commit(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			continue;
 		struct hetmm_page *p = pgmap_page(pgmap, c->frame[i]);
 		atomic_store(&p->refcount, 1);
+		uint64_t stale = atomic_load(&p->owner) & PAGE_STALE;
 		atomic_store(&p->owner, chunk_addr(c, i) | HETMM_PAGE_ALLOCATED |
-			     (st == ST_DONE_ZERO ? HETMM_PAGE_ZERO : 0));
+			     (st == ST_DONE_ZERO ? HETMM_PAGE_ZERO : 0) | stale);
 		if (!shadow_publish(ctx, c->vpn + i, SHADOW_BUSY, SHADOW_DEVICE |
 				    pagemap_pfn(pgmap, c->frame[i]), false)) {
 			c->status[i] = HETMM_MIGRATE_SKIP_BUSY;  /* unmapped */
@@ -854,7 +899,7 @@ static void chunk_abort(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	for (size_t i = 0; i < c->n; i++)
 		if (st_claimed(c->status[i]))
 			shadow_store(ctx, c->vpn + i, 0);
-	pagemap_free(pgmap, c->frames, c->nframes);
+	pagemap_free(pgmap, c->frames, c->nframes, 0);
 	chunk_wake(ctx, c);
 }
 

@@ -135,7 +135,7 @@ int hetmm_page_get_info(const struct hetmm_page *page,
 		info->refcount = atomic_load(&page->refcount);
 		info->pincount = atomic_load(&page->pincount);
 		info->owner = (uintptr_t)(owner & PAGE_MASK);
-		info->flags = (uint32_t)(owner & ~PAGE_MASK);
+		info->flags = (uint32_t)(owner & ~PAGE_MASK & ~PAGE_STALE);
 		info->pagemap = pgmap;
 		info->index = (uint64_t)(page - pgmap->pages);
 		rc = 0;
@@ -177,9 +177,11 @@ static int check_desc(const struct hetmm_pagemap_desc *d)
 }
 
 /*
- * Remapped device memory is registered like the process ranges migrated
- * to it: UFFDIO_MOVE wants a registered destination and equal protections
- * on both sides, and a read of a free frame becomes a zero-fill fault.
+ * Remapped device memory is registered with the context's second
+ * userfaultfd, for write-protect faults (which never come: nothing
+ * protects a frame): UFFDIO_MOVE wants a registered destination and equal
+ * protections on both sides.  A read of a free frame is the kernel's
+ * business, and giving a frame back (madvise) raises no event.
  */
 static int pagemap_register_remap(struct hetmm_ctx *ctx,
 				  struct hetmm_pagemap *pgmap)
@@ -190,8 +192,9 @@ static int pagemap_register_remap(struct hetmm_ctx *ctx,
 	if (!base || (base & ~PAGE_MASK))
 		return -EINVAL;
 	pgmap->remap_base = base;
-	return uffd_register(ctx->uffd.fd, base, pgmap->nr_pages * PAGE_SIZE,
-			     UFFDIO_REGISTER_MODE_MISSING |
+	if (ctx->frames.fd < 0)
+		return 0;
+	return uffd_register(ctx->frames.fd, base, pgmap->nr_pages * PAGE_SIZE,
 			     UFFDIO_REGISTER_MODE_WP, NULL);
 }
 
@@ -453,11 +456,15 @@ size_t pagemap_alloc(struct hetmm_pagemap *pgmap, uint32_t *idx, size_t nr)
 	return n;
 }
 
-void pagemap_free(struct hetmm_pagemap *pgmap, const uint32_t *idx, size_t nr)
+void pagemap_free(struct hetmm_pagemap *pgmap, const uint32_t *idx, size_t nr,
+		  uint64_t free_flags)
 {
 	for (size_t i = 0; i < nr; i++) {
 		struct hetmm_page *p = &pgmap->pages[idx[i]];
-		atomic_store_explicit(&p->owner, 0, memory_order_relaxed);
+		uint64_t o = atomic_load_explicit(&p->owner,
+						  memory_order_relaxed);
+		atomic_store_explicit(&p->owner, (o & PAGE_STALE) | free_flags,
+				      memory_order_relaxed);
 		atomic_store_explicit(&p->refcount, 0, memory_order_relaxed);
 		if (pgmap->ops->page_free)
 			pgmap->ops->page_free(pgmap, idx[i]);

@@ -575,6 +575,117 @@ static void metadata_through_migration(struct hetmm_ctx *ctx,
 	tdev_free_all(d);
 }
 
+static int frame_resident(struct tdev *d, uint64_t index)
+{
+	unsigned char v = 0;
+
+	REQUIRE(mincore(d->mem + index * PS, PS, &v) == 0);
+	return v & 1;
+}
+
+static uint64_t frame_index(struct hetmm_ctx *ctx, const void *addr)
+{
+	hetmm_pfn_t pfn;
+	struct hetmm_page *page = NULL;
+	struct hetmm_page_info pi;
+
+	REQUIRE_OK(hetmm_addr_to_pfn(ctx, addr, &pfn));
+	REQUIRE_OK(hetmm_pfn_to_page(pfn, &page));
+	REQUIRE_OK(hetmm_page_get_info(page, &pi));
+	return pi.index;
+}
+
+/* Every frame reports only the documented flags. */
+static void check_frame_flags(struct hetmm_pagemap *pg, uint64_t nr)
+{
+	struct hetmm_pagemap_info info;
+	const uint32_t known = HETMM_PAGE_ALLOCATED | HETMM_PAGE_ZERO |
+			       HETMM_PAGE_REFERENCED | HETMM_PAGE_EXCLUSIVE;
+
+	REQUIRE_OK(hetmm_pagemap_get_info(pg, &info));
+	for (uint64_t i = 0; i < nr; i++) {
+		struct hetmm_page *page = NULL;
+		struct hetmm_page_info pi;
+
+		CHECK_OK(hetmm_pfn_to_page(pfn_plus(info.first_pfn,
+						    (int64_t)i), &page));
+		if (!page)
+			continue;
+		CHECK_OK(hetmm_page_get_info(page, &pi));
+		CHECK_EQ(pi.flags & ~known, 0);
+	}
+}
+
+/*
+ * A remapping pagemap: a page the CPU faults back on its own is copied
+ * out, and its frame keeps those bytes while free; a page that moves into
+ * the frame later finds it emptied, and no zero page ever shows them.
+ * Pages brought back a window at a time move out, leaving holes.
+ */
+static void remap_lone_faults(struct hetmm_ctx *ctx)
+{
+	enum { NDEV = 16, NB = 8, ND = 6 };
+	/* Even pages only, far apart: no touch continues a stream. */
+	static const int order[NB] = { 0, 8, 4, 12, 2, 10, 6, 14 };
+	struct tdev *d = tdev_new(NDEV, T_REMAP);
+	struct hetmm_pagemap *pg;
+	struct hetmm_migrate_report rep;
+	char *a = t_map(NDEV), *b = t_map(NB);
+	uint64_t idx[NDEV];
+
+	REQUIRE_OK(add(ctx, d, NULL, &pg));
+	t_fill(a, NDEV, 0x2001);
+	memset(&rep, 0, sizeof(rep));
+	CHECK_OK(hetmm_migrate_to_device(pg, a, NDEV * PS, &rep));
+	REQUIRE(rep.moved == NDEV);
+	for (int i = 0; i < NDEV; i++) {
+		idx[i] = frame_index(ctx, a + i * PS);
+		CHECK(frame_resident(d, idx[i]));
+	}
+
+	for (int k = 0; k < NB; k++) {
+		int i = order[k];
+		struct hetmm_stats s0 = t_stats(ctx), s1;
+
+		CHECK_EQ(t_verify_from(a + i * PS, 1, 0x2001, (size_t)i), 0);
+		s1 = t_stats(ctx);
+		CHECK_EQ(s1.faults - s0.faults, 1);
+		CHECK_EQ(s1.fault_pages - s0.fault_pages, 1);
+		/* Copied out: the free frame still holds the page. */
+		CHECK(frame_resident(d, idx[i]));
+		CHECK_EQ(t_verify_from(d->mem + idx[i] * PS, 1, 0x2001,
+				       (size_t)i), 0);
+	}
+	check_frame_flags(pg, NDEV);
+
+	/* b takes the eight free frames, every one of them still full:
+	 * ND pages of data move in, two holes become zero pages. */
+	t_fill(b, ND, 0x2002);
+	memset(&rep, 0, sizeof(rep));
+	CHECK_OK(hetmm_migrate_to_device(pg, b, NB * PS, &rep));
+	CHECK_EQ(rep.moved, NB);
+	for (int i = 0; i < ND; i++)
+		CHECK_EQ(t_verify_from(d->mem + frame_index(ctx, b + i * PS) *
+				       PS, 1, 0x2002, (size_t)i), 0);
+	check_frame_flags(pg, NDEV);
+
+	/* Back by faults, a window at a time: data, then zeroes. */
+	CHECK_EQ(t_verify(b, ND, 0x2002), 0);
+	CHECK_EQ(t_nonzero_pages(b + ND * PS, NB - ND), 0);
+	/* The odd pages of a were never touched: a window moves them out. */
+	memset(&rep, 0, sizeof(rep));
+	CHECK_OK(hetmm_migrate_to_system(ctx, a, NDEV * PS, &rep));
+	CHECK_EQ(rep.moved, NDEV - NB);
+	for (int i = 1; i < NDEV; i += 2)
+		CHECK(!frame_resident(d, idx[i]));
+	CHECK_EQ(t_verify(a, NDEV, 0x2001), 0);
+
+	CHECK_OK(hetmm_pagemap_remove(pg));
+	t_unmap(a, NDEV);
+	t_unmap(b, NB);
+	tdev_free_all(d);
+}
+
 int main(void)
 {
 	struct hetmm_ctx *ctx;
@@ -590,6 +701,7 @@ int main(void)
 	metadata_through_migration(ctx, T_COPY);
 	metadata_through_migration(ctx, T_ADDR);
 	metadata_through_migration(ctx, T_REMAP);
+	remap_lone_faults(ctx);
 	CHECK_OK(hetmm_ctx_destroy(ctx));
 	return t_done();
 }
