@@ -503,11 +503,28 @@ void migrate_drop_claimed(struct hetmm_ctx *ctx, const uint64_t *vpns,
 /* The pagemap of a device entry e if it is coherent, else NULL.  Only
  * for a claimed entry: hot-remove may free the pagemap of another. */
 struct hetmm_pagemap *coherent_pagemap(uint64_t e, uint64_t *idx);
-/* pagemap.c: is e a device entry of a coherent pagemap?  Any entry. */
-bool shadow_is_coherent(uint64_t e);
+/* pagemap.c: each live section's memory type (0 for none). */
+extern _Atomic int section_types[PFN_MAX_SECTIONS];
+
+/* Is e a device entry of a coherent pagemap?  Any entry; inline, as every
+ * claim of a device page asks. */
+static inline bool shadow_is_coherent(uint64_t e)
+{
+	uint64_t s = shadow_pfn(e) >> PFN_SECTION_SHIFT;
+	return (e & SHADOW_DEVICE) && s < PFN_MAX_SECTIONS &&
+	       atomic_load_explicit(&section_types[s], memory_order_relaxed) ==
+	       HETMM_MEMORY_DEVICE_COHERENT;
+}
+
 /* pagemap.c: does the coherent page e names carry references or pins?
- * Any entry (looked at under the section lock). */
-bool coherent_held(uint64_t e);
+ * (Looked at under the section lock.) */
+bool coherent_page_held(uint64_t e);
+
+/* The same for any entry. */
+static inline bool coherent_held(uint64_t e)
+{
+	return shadow_is_coherent(e) && coherent_page_held(e);
+}
 /* Replace [addr, addr + n pages) with a shared mapping of device pages
  * [idx, idx + n) of pgmap, registered for MISSING faults. */
 int coherent_map(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,

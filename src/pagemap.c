@@ -22,7 +22,7 @@ static _Atomic(struct hetmm_pagemap *) sections[PFN_MAX_SECTIONS];
 /* Each live section's memory type, readable without the pagemap: a
  * lookup that holds no claim must not touch a pagemap hot-remove may be
  * freeing. */
-static _Atomic int section_types[PFN_MAX_SECTIONS];
+_Atomic int section_types[PFN_MAX_SECTIONS];
 
 int hetmm_page_metadata_size(void)
 {
@@ -70,18 +70,8 @@ struct hetmm_pagemap *pfn_pagemap(uint64_t pfn, uint64_t *index)
 	return pgmap;
 }
 
-bool shadow_is_coherent(uint64_t e)
+bool coherent_page_held(uint64_t e)
 {
-	uint64_t s = shadow_pfn(e) >> PFN_SECTION_SHIFT;
-	return (e & SHADOW_DEVICE) && s < PFN_MAX_SECTIONS &&
-	       atomic_load_explicit(&section_types[s], memory_order_relaxed) ==
-	       HETMM_MEMORY_DEVICE_COHERENT;
-}
-
-bool coherent_held(uint64_t e)
-{
-	if (!shadow_is_coherent(e))
-		return false;
 	bool held = false;
 	uint64_t idx;
 	pthread_rwlock_rdlock(&sections_lock);
@@ -342,7 +332,7 @@ static _Atomic uint32_t *fixed_count(uint64_t e, bool pin, uint32_t *floor)
 
 int pagemap_fixed_release(uint64_t e, bool pin, bool check_only)
 {
-	uint32_t floor;
+	uint32_t floor = 0;
 	int rc = -EINVAL;
 	pthread_rwlock_rdlock(&sections_lock);
 	_Atomic uint32_t *cnt = fixed_count(e, pin, &floor);
@@ -360,7 +350,7 @@ int pagemap_fixed_release(uint64_t e, bool pin, bool check_only)
 
 int pagemap_fixed_counts(uint64_t e, uint64_t *refs, uint64_t *pins)
 {
-	uint32_t floor;
+	uint32_t floor = 0;
 	int rc = -EINVAL;
 	pthread_rwlock_rdlock(&sections_lock);
 	_Atomic uint32_t *r = fixed_count(e, false, &floor);
