@@ -207,10 +207,11 @@ struct hetmm_page {
 	_Atomic uint32_t pincount;
 };
 
-/* In the owner word of a frame of a remapping pagemap: a page was copied
- * out of it, not moved, and its memory still holds that page.  No page
- * can move into it until it is emptied (migrate.c: frames_empty_stale).
- * Kept from free to allocated and back; never reported. */
+/* In the owner word of a free frame of a remapping pagemap: a page was
+ * copied out of it, not moved, and its memory still holds that page.  No
+ * page can move into it until it is emptied (migrate.c:
+ * frames_empty_stale, before anything moves in; pagemap_free keeps the
+ * flag for a frame given back unused).  Never reported. */
 #define PAGE_STALE (1u << 11)
 
 #define PFN_SECTION_SHIFT 32

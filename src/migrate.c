@@ -875,9 +875,8 @@ static size_t chunk_commit(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			continue;
 		struct hetmm_page *p = pgmap_page(pgmap, c->frame[i]);
 		atomic_store(&p->refcount, 1);
-		uint64_t stale = atomic_load(&p->owner) & PAGE_STALE;
 		atomic_store(&p->owner, chunk_addr(c, i) | HETMM_PAGE_ALLOCATED |
-			     (st == ST_DONE_ZERO ? HETMM_PAGE_ZERO : 0) | stale);
+			     (st == ST_DONE_ZERO ? HETMM_PAGE_ZERO : 0));
 		if (!shadow_publish(ctx, c->vpn + i, SHADOW_BUSY, SHADOW_DEVICE |
 				    pagemap_pfn(pgmap, c->frame[i]), false)) {
 			c->status[i] = HETMM_MIGRATE_SKIP_BUSY;  /* unmapped */
