@@ -243,6 +243,19 @@ static inline int t_present(const void *addr)
 	return (int)(t_pagemap_entry(addr) >> 63);
 }
 
+/* How many of the n pages at p hetmm has on a device right now. */
+static inline size_t t_count_on_device(struct hetmm_ctx *ctx, const void *p,
+				       size_t n)
+{
+	size_t c = 0;
+	hetmm_pfn_t pfn;
+
+	for (size_t i = 0; i < n; i++)
+		c += hetmm_addr_to_pfn(ctx, (const char *)p + i * PS,
+				       &pfn) == 0;
+	return c;
+}
+
 /* Count the entries of a /proc directory (fds, tasks). */
 static inline int t_count_dir(const char *path)
 {

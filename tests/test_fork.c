@@ -64,16 +64,6 @@ static uint64_t nr_free(struct hetmm_pagemap *p)
 	return info.nr_free;
 }
 
-static size_t count_on_device(struct hetmm_ctx *c, const char *p, size_t n)
-{
-	size_t k = 0;
-	hetmm_pfn_t pfn;
-
-	for (size_t i = 0; i < n; i++)
-		k += hetmm_addr_to_pfn(c, p + i * PS, &pfn) == 0;
-	return k;
-}
-
 static void to_device(struct hetmm_pagemap *p, char *a, size_t n)
 {
 	struct hetmm_migrate_report rep;
@@ -179,7 +169,7 @@ static void cow_case(size_t n, size_t on_dev, uint64_t seed)
 	t_fill(p, n, seed);
 	if (on_dev)
 		to_device(pg, p, on_dev);
-	CHECK_EQ(count_on_device(ctx, p, n), on_dev);
+	CHECK_EQ(t_count_on_device(ctx, p, n), on_dev);
 	REQUIRE(pipe(up) == 0 && pipe(down) == 0);
 	a = (struct cow_arg){ p, n, seed, up[1], down[0] };
 	s0 = t_stats(ctx);
@@ -189,7 +179,7 @@ static void cow_case(size_t n, size_t on_dev, uint64_t seed)
 	s1 = t_stats(ctx);
 	CHECK_EQ(s1.fork_pages - s0.fork_pages, on_dev);
 	CHECK_EQ(s1.device_resident, 0);
-	CHECK_EQ(count_on_device(ctx, p, n), 0);
+	CHECK_EQ(t_count_on_device(ctx, p, n), 0);
 	CHECK_EQ(nr_free(pg), free0);
 
 	CHECK_EQ(xread(up[0]), 'r');
@@ -249,12 +239,12 @@ static void own_child(void *v)
 
 	/* Inherited memory migrates to the child's device. */
 	to_device(cp, a->p, a->n);
-	CHECK_EQ(count_on_device(c, a->p, a->n), a->n);
+	CHECK_EQ(t_count_on_device(c, a->p, a->n), a->n);
 	CHECK_EQ(nr_free(cp), 64 - a->n);
 	/* The mirror reads it where it is, without bringing it back. */
 	CHECK_OK(hetmm_mirror_read(m, a->p, out, a->n, &faults));
 	CHECK_EQ(t_verify(out, a->n, a->seed), 0);
-	CHECK_EQ(count_on_device(c, a->p, a->n), a->n);
+	CHECK_EQ(t_count_on_device(c, a->p, a->n), a->n);
 	/* The device writes half; the CPU reads all back by faults. */
 	t_fill(out, a->n / 2, a->seed + 1);
 	CHECK_OK(hetmm_mirror_write(m, a->p, out, a->n / 2, &faults));
@@ -490,7 +480,7 @@ static void outlives_middle(void *v)
 	to_device(cp, a->p, a->n);
 	t_fill(a->p, 1, 402);
 	to_device(cp, a->p, 1);
-	CHECK_EQ(count_on_device(c, a->p, a->n), a->n);
+	CHECK_EQ(t_count_on_device(c, a->p, a->n), a->n);
 }
 
 static void outlives(void)

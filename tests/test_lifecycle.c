@@ -43,16 +43,6 @@ static uint64_t settled_free(uint64_t want)
 	return n;
 }
 
-static size_t count_on_device(const char *p, size_t n)
-{
-	size_t c = 0;
-	hetmm_pfn_t pfn;
-
-	for (size_t i = 0; i < n; i++)
-		c += hetmm_addr_to_pfn(ctx, p + i * PS, &pfn) == 0;
-	return c;
-}
-
 static void to_device(char *p, size_t n)
 {
 	struct hetmm_migrate_report rep;
@@ -135,7 +125,7 @@ static void munmap_frees_and_forgets(void)
 	REQUIRE(mmap(p, N * PS, PROT_READ | PROT_WRITE,
 		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == p);
 	t_fill(p, N, 44);
-	CHECK_EQ(count_on_device(p, N), 0);
+	CHECK_EQ(t_count_on_device(ctx, p, N), 0);
 	out = malloc(N * PS);
 	REQUIRE(out != NULL);
 	CHECK_OK(hetmm_mirror_read(mir, p, out, N, &faults));
@@ -159,7 +149,7 @@ static void dontneed_zeroes(void)
 	to_device(p, N);
 	REQUIRE(madvise(p, N / 2 * PS, MADV_DONTNEED) == 0);
 	CHECK_EQ(settled_free(before - N / 2), before - N / 2);
-	CHECK_EQ(count_on_device(p, N / 2), 0);
+	CHECK_EQ(t_count_on_device(ctx, p, N / 2), 0);
 	CHECK_EQ(t_nonzero_pages(p, N / 2), 0);
 	CHECK_EQ(t_verify_from(p + N / 2 * PS, N / 2, 45, N / 2), 0);
 	t_unmap(p, N);
@@ -178,9 +168,9 @@ static void mremap_moves_bytes(void)
 	q = mremap(p, N * PS, N * PS, MREMAP_MAYMOVE | MREMAP_FIXED, target);
 	REQUIRE(q == target);
 	CHECK_EQ(t_verify(q, N, 46), 0);
-	CHECK_EQ(count_on_device(q, N), 0);
+	CHECK_EQ(t_count_on_device(ctx, q, N), 0);
 	/* The old range is gone, and nothing of it stays on the device. */
-	CHECK_EQ(count_on_device(p, N), 0);
+	CHECK_EQ(t_count_on_device(ctx, p, N), 0);
 	CHECK_EQ(settled_free(before), before);
 
 	/* Growing in place keeps the device pages reachable too. */
@@ -205,7 +195,7 @@ static void mprotect_then_read(void)
 	to_device(p, N);
 	REQUIRE(mprotect(p, N * PS, PROT_READ) == 0);
 	CHECK_EQ(t_verify(p, N, 47), 0);
-	CHECK_EQ(count_on_device(p, N), 0);
+	CHECK_EQ(t_count_on_device(ctx, p, N), 0);
 	REQUIRE(mprotect(p, N * PS, PROT_READ | PROT_WRITE) == 0);
 
 	to_device(p, N);

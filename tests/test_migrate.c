@@ -50,16 +50,6 @@ static size_t count_present(const char *p, size_t n)
 	return c;
 }
 
-static size_t count_on_device(const char *p, size_t n)
-{
-	size_t c = 0;
-	hetmm_pfn_t pfn;
-
-	for (size_t i = 0; i < n; i++)
-		c += hetmm_addr_to_pfn(ctx, p + i * PS, &pfn) == 0;
-	return c;
-}
-
 static void check_snapshot(struct hetmm_mirror *m, const char *p, size_t n,
 			   uint8_t want, int line)
 {
@@ -161,7 +151,7 @@ static void basic_round_trip(void)
 	CHECK_EQ(s2.to_system_pages - s1.to_system_pages, N);
 	CHECK_EQ(s2.device_resident, s0.device_resident);
 	CHECK_EQ(count_present(buf, N), N);
-	CHECK_EQ(count_on_device(buf, N), 0);
+	CHECK_EQ(t_count_on_device(ctx, buf, N), 0);
 	CHECK_EQ(nr_free(pg0), info.nr_free);
 	for (size_t i = 0; i < N; i++) {
 		struct hetmm_page *page = NULL;
@@ -183,7 +173,7 @@ static void basic_round_trip(void)
 		((volatile uint64_t *)(buf + i * PS))[3] =
 			t_word(t_page_seed(1, i), 3);
 	CHECK_EQ(t_verify(buf, N, 1), 0);
-	CHECK_EQ(count_on_device(buf, N), 0);
+	CHECK_EQ(t_count_on_device(ctx, buf, N), 0);
 	t_unmap(buf, N);
 }
 
@@ -208,7 +198,7 @@ static void explicit_to_system(void)
 	CHECK_EQ(rep.moved, 0);
 	for (size_t i = 0; i < N; i++)
 		CHECK_STATUS(status, i, HETMM_MIGRATE_ALREADY);
-	CHECK_EQ(count_on_device(buf, N), N);
+	CHECK_EQ(t_count_on_device(ctx, buf, N), N);
 
 	s0 = t_stats(ctx);
 	memset(&rep, 0, sizeof(rep));
@@ -224,7 +214,7 @@ static void explicit_to_system(void)
 	CHECK_EQ(s1.device_resident + N, s0.device_resident);
 	CHECK_EQ(s1.faults, s0.faults);
 	CHECK_EQ(count_present(buf, N), N);
-	CHECK_EQ(count_on_device(buf, N), 0);
+	CHECK_EQ(t_count_on_device(ctx, buf, N), 0);
 
 	/* The pages are mapped: reading them takes no fault. */
 	CHECK_EQ(t_verify(buf, N, 2), 0);
@@ -259,7 +249,7 @@ static void explicit_to_system(void)
 	CHECK_OK(hetmm_migrate_to_system(ctx, buf + N / 2 * PS, N / 2 * PS,
 					 &rep));
 	CHECK_EQ(rep.moved, N / 2);
-	CHECK_EQ(count_on_device(buf, N / 2), N / 2);
+	CHECK_EQ(t_count_on_device(ctx, buf, N / 2), N / 2);
 	CHECK_EQ(count_present(buf + N / 2 * PS, N / 2), N / 2);
 	CHECK_EQ(t_verify(buf, N, 2), 0);
 	t_unmap(buf, N);
@@ -307,7 +297,7 @@ static void not_movable(void)
 	CHECK_EQ(s1.to_device_pages, s0.to_device_pages);
 	CHECK_EQ(s1.skipped_pages - s0.skipped_pages, N);
 	CHECK_EQ(count_present(shared, N), N);
-	CHECK_EQ(count_on_device(shared, N), 0);
+	CHECK_EQ(t_count_on_device(ctx, shared, N), 0);
 	CHECK_EQ(t_verify(shared, N, 3), 0);
 	REQUIRE(munmap(shared, N * PS) == 0);
 
@@ -326,7 +316,7 @@ static void not_movable(void)
 	CHECK_EQ(rep.skipped, N);
 	for (size_t i = 0; i < N; i++)
 		CHECK_STATUS(status, i, HETMM_MIGRATE_SKIP_FILE);
-	CHECK_EQ(count_on_device(file, N), 0);
+	CHECK_EQ(t_count_on_device(ctx, file, N), 0);
 	CHECK_EQ(t_verify(file, 2, 4), 0);
 	CHECK_EQ(t_verify_from(file + 2 * PS, 2, 5, 2), 0);
 	CHECK_EQ(t_verify_from(file + 4 * PS, N - 4, 4, 4), 0);
@@ -417,7 +407,7 @@ static void mixed_range(void)
 	CHECK_EQ(t_verify_from(r + 6 * PS, 2, 6, 6), 0);
 	CHECK_EQ(t_nonzero_pages(r + 8 * PS, 1), 0);
 	CHECK_EQ(t_verify_from(r + 9 * PS, 1, 6, 9), 0);
-	CHECK_EQ(count_on_device(r, N), 0);
+	CHECK_EQ(t_count_on_device(ctx, r, N), 0);
 	t_unmap(r, N);
 }
 
@@ -440,7 +430,7 @@ static void check_refused(char *p, size_t npages, size_t len, int want_rc)
 	CHECK_EQ(rep.moved, 0);
 	s1 = t_stats(ctx);
 	CHECK_STATS_EQ(s0, s1);
-	CHECK_EQ(count_on_device(p, npages), 0);
+	CHECK_EQ(t_count_on_device(ctx, p, npages), 0);
 }
 
 static void refused_ranges(void)
@@ -487,10 +477,10 @@ static void never_touched(void)
 	memset(&rep, 0, sizeof(rep));
 	CHECK_OK(hetmm_migrate_to_device(pg0, p, N * PS, &rep));
 	CHECK_EQ(rep.moved, N);
-	CHECK_EQ(count_on_device(p, N), N);
+	CHECK_EQ(t_count_on_device(ctx, p, N), N);
 	check_snapshot(mir0, p, N, LOCAL_RW, __LINE__);
 	CHECK_EQ(t_nonzero_pages(p, N), 0);
-	CHECK_EQ(count_on_device(p, N), 0);
+	CHECK_EQ(t_count_on_device(ctx, p, N), 0);
 
 	/* Never touched again, now migrated back explicitly. */
 	REQUIRE(madvise(p, N * PS, MADV_DONTNEED) == 0);
@@ -603,7 +593,7 @@ static void hot_remove(void)
 	CHECK_EQ(s1.device_resident, s0.device_resident);
 	CHECK_EQ(s1.to_system_pages - s0.to_system_pages, N);
 	CHECK_EQ(count_present(p, N), N);
-	CHECK_EQ(count_on_device(p, N), 0);
+	CHECK_EQ(t_count_on_device(ctx, p, N), 0);
 	CHECK_EQ(t_verify(p, N, 12), 0);
 	/* No fault was needed to read them. */
 	CHECK_EQ(t_stats(ctx).faults, s1.faults);
@@ -635,7 +625,7 @@ static void kernel_access(void)
 	CHECK_OK(hetmm_migrate_to_device(pg0, src, N * PS, &rep));
 	memset(&rep, 0, sizeof(rep));
 	CHECK_OK(hetmm_migrate_to_device(pg0, dst, N * PS, &rep));
-	CHECK_EQ(count_on_device(src, N) + count_on_device(dst, N), 2 * N);
+	CHECK_EQ(t_count_on_device(ctx, src, N) + t_count_on_device(ctx, dst, N), 2 * N);
 
 	if (route == HETMM_UFFD_USER_MODE_ONLY) {
 		CHECK_EQ(write(fds[1], src, N * PS), -1);
@@ -655,7 +645,7 @@ static void kernel_access(void)
 		}
 		/* dst now holds src's pattern: what read(2) wrote was not
 		 * overwritten by a late migration back. */
-		CHECK_EQ(count_on_device(dst, N), 0);
+		CHECK_EQ(t_count_on_device(ctx, dst, N), 0);
 		CHECK_EQ(t_verify(dst, N, 13), 0);
 		CHECK_EQ(t_verify(src, N, 13), 0);
 	}
@@ -704,7 +694,7 @@ static void scan_both_ways(void)
 		CHECK_EQ(s1.fault_pages - s0.fault_pages, N);
 		/* 1, 8, 64, 512 pages: four faults cover 256 pages. */
 		CHECK(s1.faults - s0.faults <= 8);
-		CHECK_EQ(count_on_device(buf, N), 0);
+		CHECK_EQ(t_count_on_device(ctx, buf, N), 0);
 	}
 	CHECK_EQ(bad, 0);
 	CHECK_EQ(t_verify(buf, N, 77), 0);

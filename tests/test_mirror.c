@@ -21,16 +21,6 @@ static struct hetmm_emu *emu0, *emu1;
 static struct hetmm_pagemap *pg0, *pg1;
 static struct hetmm_mirror *m0, *m1;
 
-static size_t count_on_device(const char *p, size_t n)
-{
-	size_t c = 0;
-	hetmm_pfn_t pfn;
-
-	for (size_t i = 0; i < n; i++)
-		c += hetmm_addr_to_pfn(ctx, p + i * PS, &pfn) == 0;
-	return c;
-}
-
 static char *xmalloc_pages(size_t n)
 {
 	char *p = NULL;
@@ -82,7 +72,7 @@ static void read_faults(void)
 	CHECK_EQ(t_verify(out, N, 21), 0);
 
 	/* Reading faults nothing onto a device and moves nothing. */
-	CHECK_EQ(count_on_device(buf, 2 * N), 0);
+	CHECK_EQ(t_count_on_device(ctx, buf, 2 * N), 0);
 	for (size_t i = 0; i < 2 * N; i++)
 		CHECK(t_present(buf + i * PS));
 
@@ -251,7 +241,7 @@ static void device_pages(void)
 
 	CHECK_OK(hetmm_mirror_read(m0, p, out, N, &faults));
 	CHECK_EQ(t_verify(out, N, 30), 0);
-	CHECK_EQ(count_on_device(p, N), N);
+	CHECK_EQ(t_count_on_device(ctx, p, N), N);
 	CHECK_OK(hetmm_mirror_snapshot(m0, p, N, prot));
 	for (size_t i = 0; i < N; i++)
 		CHECK_EQ(prot[i], LOCAL_RW);
@@ -259,13 +249,13 @@ static void device_pages(void)
 	/* A device write lands in device memory; the CPU faults it back. */
 	t_fill(src, N, 31);
 	CHECK_OK(hetmm_mirror_write(m0, p, src, N, &faults));
-	CHECK_EQ(count_on_device(p, N), N);
+	CHECK_EQ(t_count_on_device(ctx, p, N), N);
 	faults = 99;
 	CHECK_OK(hetmm_mirror_read(m0, p, out, N, &faults));
 	CHECK_EQ(faults, 0);
 	CHECK_EQ(t_verify(out, N, 31), 0);
 	CHECK_EQ(t_verify(p, N, 31), 0);
-	CHECK_EQ(count_on_device(p, N), 0);
+	CHECK_EQ(t_count_on_device(ctx, p, N), 0);
 
 	/* On the other device: a read through m0 brings them back first. */
 	memset(&rep, 0, sizeof(rep));
@@ -276,7 +266,7 @@ static void device_pages(void)
 		CHECK_EQ(prot[i], REMOTE_PRIVATE);
 	CHECK_OK(hetmm_mirror_read(m0, p, out, N, &faults));
 	CHECK_EQ(t_verify(out, N, 31), 0);
-	CHECK_EQ(count_on_device(p, N), 0);
+	CHECK_EQ(t_count_on_device(ctx, p, N), 0);
 
 	/* A mirror entry made before a migration is not used after it. */
 	CHECK_OK(hetmm_mirror_read(m1, p, out, N, &faults));
@@ -316,13 +306,13 @@ static void other_context(void)
 	CHECK_EQ(rep.moved, N);
 	CHECK_OK(hetmm_mirror_read(m2, p, out, N, &faults));
 	CHECK_EQ(t_verify(out, N, 33), 0);
-	CHECK_EQ(count_on_device(p, N), 0);
+	CHECK_EQ(t_count_on_device(ctx, p, N), 0);
 
 	memset(&rep, 0, sizeof(rep));
 	CHECK_OK(hetmm_migrate_to_device(pg0, p, N * PS, &rep));
 	t_fill(src, N, 34);
 	CHECK_OK(hetmm_mirror_write(m2, p, src, N, &faults));
-	CHECK_EQ(count_on_device(p, N), 0);
+	CHECK_EQ(t_count_on_device(ctx, p, N), 0);
 	CHECK_EQ(t_verify(p, N, 34), 0);
 	CHECK_EQ(t_stats(ctx2).device_resident, 0);
 
@@ -395,7 +385,7 @@ static void snapshot(void)
 	CHECK(!t_present(p + 2 * PS));
 	CHECK(!t_present(p + 7 * PS));
 	CHECK(!t_present(p + 8 * PS));
-	CHECK_EQ(count_on_device(p + 7 * PS, 2), 2);
+	CHECK_EQ(t_count_on_device(ctx, p + 7 * PS, 2), 2);
 
 	/* Wholly unmapped. */
 	memset(prot, 0, sizeof(prot));
