@@ -558,43 +558,53 @@ static void usage(FILE *f)
  * (a) baseline: memcpy into populated memory
  */
 
-static int bench_memcpy(size_t size, int reps, struct size_result *res)
+/* One memcpy() into populated memory: 4 KiB pages, or THP-advised. */
+static int memcpy_once(size_t size, int thp, double *ns)
 {
-	double t[64];
-	int variant;
+	char *src = map_anon(size, thp ? 1 : -1);
+	char *dst = map_anon(size, thp ? 1 : -1);
+	int rc = -ENOMEM;
 
-	res->memcpy_ns = NAN;
-	for (variant = 0; variant < 2; variant++) {
-		char *src = map_anon(size, variant ? 1 : -1);
-		char *dst = map_anon(size, variant ? 1 : -1);
-		double m;
+	if (src && dst) {
+		uint64_t t0;
 
-		if (!src || !dst) {
-			if (src)
-				munmap(src, size);
-			if (dst)
-				munmap(dst, size);
-			return -ENOMEM;
-		}
 		populate(src, size, 0x5a);
 		populate(dst, size, 0x11);
-		memcpy(dst, src, size); /* warm-up */
-		for (int r = 0; r < reps; r++) {
-			uint64_t t0 = now_ns();
+		t0 = now_ns();
+		memcpy(dst, src, size);
+		*ns = (double)(now_ns() - t0);
+		g_sink += (unsigned char)dst[size / 2];
+		rc = 0;
+	}
+	if (src)
+		munmap(src, size);
+	if (dst)
+		munmap(dst, size);
+	return rc;
+}
 
-			memcpy(dst, src, size);
-			t[r] = (double)(now_ns() - t0);
-			g_sink += (unsigned char)dst[(size_t)r * 7919 % size];
+static int bench_memcpy(size_t size, int reps, struct size_result *res)
+{
+	res->memcpy_ns = NAN;
+	for (int thp = 0; thp < 2; thp++) {
+		double t[MAX_REPS], m;
+		int n = 0;
+
+		for (int r = -1; r < reps; r++) {
+			int rc = memcpy_once(size, thp, &t[n]);
+
+			if (rc)
+				return rc;
+			if (r >= 0)
+				n++;
 		}
-		m = median(t, reps);
+		m = median(t, n);
 		if (isnan(res->memcpy_ns) || m < res->memcpy_ns) {
 			res->memcpy_ns = m;
-			res->memcpy_thp = variant;
-			res->memcpy_kind = variant ? "memcpy (THP-advised)"
-						   : "memcpy (4 KiB pages)";
+			res->memcpy_thp = thp;
+			res->memcpy_kind = thp ? "memcpy (THP-advised)"
+					       : "memcpy (4 KiB pages)";
 		}
-		munmap(src, size);
-		munmap(dst, size);
 	}
 	return 0;
 }
@@ -1004,14 +1014,12 @@ struct round {
 };
 
 static int baselines_once(const struct size_result *sr, int raw_fd,
-			  char *msrc, char *mdst, const char *raw_src,
-			  struct round *rd)
+			  const char *raw_src, struct round *rd)
 {
-	uint64_t t0 = now_ns();
+	int rc = memcpy_once(sr->size, sr->memcpy_thp, &rd->memcpy_ns);
 
-	memcpy(mdst, msrc, sr->size);
-	rd->memcpy_ns = (double)(now_ns() - t0);
-	g_sink += (unsigned char)mdst[sr->size / 2];
+	if (rc)
+		return rc;
 	return raw_once(raw_fd, (enum raw_kind)sr->raw_best, raw_src, sr->size,
 			&rd->raw_ns);
 }
@@ -1075,50 +1083,45 @@ static void paired_results(struct size_result *sr, const struct round *rd,
 				offsetof(struct round, fault_seq_ns));
 }
 
+/* Buffers are mapped per repetition, so a round holds at most three times
+ * the size at once, as the phases before it do. */
 static int bench_paired(struct hetmm_ctx *ctx, struct hetmm_emu *emu,
 			int raw_fd, int reps, struct size_result *sr)
 {
 	struct round rd[MAX_REPS];
 	struct hetmm_pagemap *pg;
 	size_t size = sr->size;
-	char *msrc = map_anon(size, sr->memcpy_thp ? 1 : -1);
-	char *mdst = map_anon(size, sr->memcpy_thp ? 1 : -1);
-	char *raw_src = map_anon(size, 1);
+	int copy = sr->raw_best == RAW_COPY_2M || sr->raw_best == RAW_COPY_ALL;
+	char *raw_src = NULL;
 	int rc = hetmm_emu_pagemap(emu, &pg), n = 0;
 
 	sr->moved_min = UINT64_MAX;
-	if (!rc && (!msrc || !mdst || !raw_src))
-		rc = -ENOMEM;
 	if (!rc && isnan(sr->raw_best_ns))
 		rc = -EIO;       /* no raw primitive worked: said already */
-	if (!rc) {
-		populate(msrc, size, 0x5a);
-		populate(mdst, size, 0x11);
-		populate(raw_src, size, 0x77);
+	if (!rc && copy) {
+		raw_src = map_anon(size, 1);
+		if (raw_src)
+			populate(raw_src, size, 0x77);
+		else
+			rc = -ENOMEM;
 	}
 	/* Round -1 warms both sides up and is not counted. */
 	for (int r = -1; r < reps && !rc; r++) {
 		struct round *cur = &rd[n];
 
 		if (r & 1) {
-			rc = baselines_once(sr, raw_fd, msrc, mdst, raw_src,
-					    cur);
+			rc = baselines_once(sr, raw_fd, raw_src, cur);
 			if (!rc)
 				rc = hetmm_once(ctx, pg, size, cur,
 						&sr->moved_min);
 		} else {
 			rc = hetmm_once(ctx, pg, size, cur, &sr->moved_min);
 			if (!rc)
-				rc = baselines_once(sr, raw_fd, msrc, mdst,
-						    raw_src, cur);
+				rc = baselines_once(sr, raw_fd, raw_src, cur);
 		}
 		if (!rc && r >= 0)
 			n++;
 	}
-	if (msrc)
-		munmap(msrc, size);
-	if (mdst)
-		munmap(mdst, size);
 	if (raw_src)
 		munmap(raw_src, size);
 	if (rc)
