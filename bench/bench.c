@@ -449,7 +449,6 @@ struct size_result {
 	const char *memcpy_kind;
 	int memcpy_thp;                /* the faster memcpy variant */
 	double to_dev_ns;
-	uint64_t moved_min;
 	/* b */
 	double to_sys_ns;
 	double raw_copy2m_ns, raw_copyall_ns, raw_move2m_ns, raw_moveall_ns;
@@ -468,7 +467,6 @@ struct size_result {
 	 * the medians of the per-round ratios, the figures reported. */
 	double pair_memcpy_ns, pair_raw_ns;
 	double ratio_to_dev, ratio_to_sys, ratio_fault_seq;
-	int rounds;
 };
 
 struct lat_result {
@@ -639,8 +637,7 @@ static int check_device_empty(struct hetmm_emu *emu, const char *what)
  * to the device and comes home; the data is spot-checked untimed.
  */
 static int hetmm_migrate_once(struct hetmm_ctx *ctx, struct hetmm_pagemap *pg,
-			      size_t size, double *tdev, double *tsys,
-			      uint64_t *moved)
+			      size_t size, double *tdev, double *tsys)
 {
 	struct hetmm_migrate_report rd, rs;
 	uint64_t npages = size / PAGE, t0, t1, t2;
@@ -687,7 +684,6 @@ static int hetmm_migrate_once(struct hetmm_ctx *ctx, struct hetmm_pagemap *pg,
 	}
 	*tdev = (double)(t1 - t0);
 	*tsys = (double)(t2 - t1);
-	*moved = rd.moved;
 	rc = 0;
 out:
 	munmap(buf, size);
@@ -878,7 +874,7 @@ out:
 static int bench_raw_one(int fd, enum raw_kind kind, const char *src,
 			 size_t size, int reps, double *out)
 {
-	double t[64];
+	double t[MAX_REPS];
 	int n = 0;
 
 	*out = NAN;
@@ -1025,16 +1021,13 @@ static int baselines_once(const struct size_result *sr, int raw_fd,
 }
 
 static int hetmm_once(struct hetmm_ctx *ctx, struct hetmm_pagemap *pg,
-		      size_t size, struct round *rd, uint64_t *moved_min)
+		      size_t size, struct round *rd)
 {
-	uint64_t moved = 0;
 	int rc = hetmm_migrate_once(ctx, pg, size, &rd->to_dev_ns,
-				    &rd->to_sys_ns, &moved);
+				    &rd->to_sys_ns);
 
 	if (rc)
 		return rc;
-	if (moved < *moved_min)
-		*moved_min = moved;
 	return hetmm_fault_seq_once(ctx, pg, size, &rd->fault_seq_ns,
 				    &rd->faults, &rd->fault_pages);
 }
@@ -1063,7 +1056,6 @@ static double median_ratio(const struct round *rd, int n, size_t base,
 static void paired_results(struct size_result *sr, const struct round *rd,
 			   int n)
 {
-	sr->rounds = n;
 	sr->pair_memcpy_ns = median_of(rd, n, offsetof(struct round, memcpy_ns));
 	sr->pair_raw_ns = median_of(rd, n, offsetof(struct round, raw_ns));
 	sr->to_dev_ns = median_of(rd, n, offsetof(struct round, to_dev_ns));
@@ -1095,7 +1087,6 @@ static int bench_paired(struct hetmm_ctx *ctx, struct hetmm_emu *emu,
 	char *raw_src = NULL;
 	int rc = hetmm_emu_pagemap(emu, &pg), n = 0;
 
-	sr->moved_min = UINT64_MAX;
 	if (!rc && isnan(sr->raw_best_ns))
 		rc = -EIO;       /* no raw primitive worked: said already */
 	if (!rc && copy) {
@@ -1112,10 +1103,9 @@ static int bench_paired(struct hetmm_ctx *ctx, struct hetmm_emu *emu,
 		if (r & 1) {
 			rc = baselines_once(sr, raw_fd, raw_src, cur);
 			if (!rc)
-				rc = hetmm_once(ctx, pg, size, cur,
-						&sr->moved_min);
+				rc = hetmm_once(ctx, pg, size, cur);
 		} else {
-			rc = hetmm_once(ctx, pg, size, cur, &sr->moved_min);
+			rc = hetmm_once(ctx, pg, size, cur);
 			if (!rc)
 				rc = baselines_once(sr, raw_fd, raw_src, cur);
 		}
