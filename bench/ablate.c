@@ -3,9 +3,10 @@
  * ablate.c - what hetmm's optimisations buy, each off vs on in the same
  * run, at one size:
  *
- *   fault-around   a sequential read of a device-resident buffer in a
- *                  context made with hetmm_ctx_params.fault_around_max = 1
- *                  (one page per fault) vs the default context;
+ *   fault-around   a read of a device-resident buffer, one byte a page,
+ *                  in a context made with hetmm_ctx_params.fault_around_max
+ *                  = 1 (one page per fault) vs the default context: in
+ *                  order (the streams) and in random order (density);
  *   UFFDIO_MOVE    the same driver (device memory in an anonymous mapping,
  *                  memcpy copy engine) added without HETMM_PAGEMAP_REMAP,
  *                  so that pages are copied (write-protect, copy, zap;
@@ -18,6 +19,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -50,9 +52,11 @@ static const struct hetmm_pagemap_ops drv_ops = {
 	.page_address = drv_address,
 };
 
-/* Sequential one-byte-per-page read of a buffer on pg; time and faults. */
-static int fault_seq(struct hetmm_ctx *ctx, struct hetmm_pagemap *pg,
-		     size_t size, int reps, double *ns, double *faults)
+/* One-byte-per-page read of a buffer on pg, in order or in the order of
+ * perm; time and faults. */
+static int fault_read(struct hetmm_ctx *ctx, struct hetmm_pagemap *pg,
+		      size_t size, int reps, const uint32_t *perm, double *ns,
+		      double *faults)
 {
 	double t[MAX_REPS], nf = 0;
 	int rc = 0, n = 0;
@@ -71,8 +75,9 @@ static int fault_seq(struct hetmm_ctx *ctx, struct hetmm_pagemap *pg,
 		if (!rc) {
 			hetmm_ctx_get_stats(ctx, &s0);
 			t0 = now_ns();
-			for (size_t o = 0; o < size; o += PAGE)
-				sum += ((volatile unsigned char *)buf)[o];
+			for (size_t i = 0; i < size / PAGE; i++)
+				sum += ((volatile unsigned char *)buf)
+					[(perm ? perm[i] : i) * PAGE];
 			t1 = now_ns();
 			hetmm_ctx_get_stats(ctx, &s1);
 			if (sum != 0x3cull * (size / PAGE)) {
@@ -94,7 +99,14 @@ static int fault_seq(struct hetmm_ctx *ctx, struct hetmm_pagemap *pg,
 	return 0;
 }
 
-static int fault_around(size_t size, int reps, struct ablate_result *r)
+static int fault_seq(struct hetmm_ctx *ctx, struct hetmm_pagemap *pg,
+		     size_t size, int reps, double *ns, double *faults)
+{
+	return fault_read(ctx, pg, size, reps, NULL, ns, faults);
+}
+
+static int fault_around(size_t size, int reps, const uint32_t *perm,
+			struct ablate_result *r)
 {
 	for (int on = 0; on < 2; on++) {
 		struct hetmm_ctx_params p = { .fault_around_max = on ? 0 : 1 };
@@ -113,6 +125,11 @@ static int fault_around(size_t size, int reps, struct ablate_result *r)
 			rc = fault_seq(ctx, pg, size, reps,
 				       on ? &r->fa_on_ns : &r->fa_off_ns,
 				       on ? &r->fa_on_faults : &r->fa_off_faults);
+		if (!rc)
+			rc = fault_read(ctx, pg, size, reps, perm,
+					on ? &r->far_on_ns : &r->far_off_ns,
+					on ? &r->far_on_faults
+					   : &r->far_off_faults);
 		if (emu) {
 			int r2 = hetmm_emu_destroy(emu);
 
@@ -204,10 +221,24 @@ int bench_ablate(struct hetmm_ctx *ctx, size_t size, int reps,
 	memset(r, 0, sizeof(*r));
 	r->size = size;
 	r->fa_off_ns = r->fa_on_ns = r->fa_off_faults = r->fa_on_faults = NAN;
+	r->far_off_ns = r->far_on_ns = NAN;
+	r->far_off_faults = r->far_on_faults = NAN;
 	r->copy_to_dev_ns = r->move_to_dev_ns = NAN;
 	r->copy_to_sys_ns = r->move_to_sys_ns = NAN;
 	r->copy_fault_ns = r->move_fault_ns = NAN;
-	rc = fault_around(size, reps, r);
+	{
+		size_t n = size / PAGE;
+		uint32_t *perm = malloc(n * sizeof(*perm));
+		uint64_t seed = 0x6a09e667f3bcc909ull;
+
+		if (!perm)
+			return r->err = -ENOMEM;
+		for (size_t i = 0; i < n; i++)
+			perm[i] = (uint32_t)i;
+		shuffle(perm, n, &seed);
+		rc = fault_around(size, reps, perm, r);
+		free(perm);
+	}
 	if (rc)
 		warn_("ablate: fault-around: %s", strerror(-rc));
 	for (int remap = 0; remap < 2; remap++) {
@@ -236,6 +267,10 @@ void ablate_print_text(const struct ablate_result *r)
 	       "fault-around: sequential fault-back", gbps(s, r->fa_off_ns),
 	       gbps(s, r->fa_on_ns), r->fa_off_ns / r->fa_on_ns,
 	       r->fa_off_faults, r->fa_on_faults);
+	printf("  %-38s %10.3f %10.3f %8.2f  (%.0f vs %.0f faults)\n",
+	       "fault-around: random-order fault-back", gbps(s, r->far_off_ns),
+	       gbps(s, r->far_on_ns), r->far_off_ns / r->far_on_ns,
+	       r->far_off_faults, r->far_on_faults);
 	printf("  %-38s %10.3f %10.3f %8.2f\n",
 	       "UFFDIO_MOVE (REMAP): migrate to device",
 	       gbps(s, r->copy_to_dev_ns), gbps(s, r->move_to_dev_ns),
@@ -274,6 +309,12 @@ void ablate_print_json(FILE *f, const struct ablate_result *r)
 	json_num(f, r->fa_off_faults, 0);
 	fputs(", \"on\": ", f);
 	json_num(f, r->fa_on_faults, 0);
+	fputs("}, ", f);
+	pair(f, "fault_around_random", s, r->far_off_ns, r->far_on_ns, 0);
+	fputs("\"fault_around_random_faults\": {\"off\": ", f);
+	json_num(f, r->far_off_faults, 0);
+	fputs(", \"on\": ", f);
+	json_num(f, r->far_on_faults, 0);
 	fputs("}, ", f);
 	pair(f, "move_to_device", s, r->copy_to_dev_ns, r->move_to_dev_ns, 0);
 	pair(f, "move_to_system", s, r->copy_to_sys_ns, r->move_to_sys_ns, 0);

@@ -1201,6 +1201,23 @@ static void placement_restore(struct placement *pl)
  * (d) single-page fault latency
  */
 
+#define LAT_GROUP 4
+
+/* Random pages for the latency test, one of each aligned group of
+ * LAT_GROUP at most, in random order: the first npages / LAT_GROUP of
+ * perm. */
+static void lat_pages(uint32_t *perm, size_t npages, uint64_t *seed)
+{
+	size_t groups = npages / LAT_GROUP;
+
+	for (size_t g = 0; g < groups; g++)
+		perm[g] = (uint32_t)g;
+	shuffle(perm, groups, seed);
+	for (size_t g = 0; g < groups; g++)
+		perm[g] = perm[g] * LAT_GROUP +
+			  (uint32_t)(rng_next(seed) % LAT_GROUP);
+}
+
 static int bench_latency(struct hetmm_ctx *ctx, const struct opts *o,
 			 struct placement *pl, enum place place,
 			 struct lat_result *lr)
@@ -1220,8 +1237,11 @@ static int bench_latency(struct hetmm_ctx *ctx, const struct opts *o,
 	memset(lr, 0, sizeof(*lr));
 	lr->region = region;
 	lr->place = place;
-	if ((size_t)samples + (size_t)warm > npages)
-		samples = (int)(npages - (size_t)warm);
+	/* One page of each aligned group of four at most, so that no
+	 * fault-around (streams, density) finds a neighbour asked for: this
+	 * measures single-page faults. */
+	if ((size_t)samples + (size_t)warm > npages / LAT_GROUP)
+		samples = (int)(npages / LAT_GROUP - (size_t)warm);
 	ht = calloc((size_t)samples * (size_t)reps, sizeof(*ht));
 	rt = calloc((size_t)samples * (size_t)reps, sizeof(*rt));
 	perm = calloc(npages, sizeof(*perm));
@@ -1253,9 +1273,7 @@ static int bench_latency(struct hetmm_ctx *ctx, const struct opts *o,
 		struct hetmm_stats s0, s1;
 		char *buf;
 
-		for (size_t i = 0; i < npages; i++)
-			perm[i] = (uint32_t)i;
-		shuffle(perm, npages, &seed);
+		lat_pages(perm, npages, &seed);
 
 		/* hetmm: random pages of a device-resident buffer */
 		if (!hrc) {
@@ -1306,7 +1324,7 @@ static int bench_latency(struct hetmm_ctx *ctx, const struct opts *o,
 		}
 raw:
 		/* raw: random pages of a fresh registered region */
-		shuffle(perm, npages, &seed);
+		lat_pages(perm, npages, &seed);
 		buf = map_anon(region, 0);
 		if (!buf) {
 			rc = -ENOMEM;

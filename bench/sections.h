@@ -71,9 +71,12 @@ void scale_print_json(FILE *f, const struct scale_result *r, int n);
 struct ablate_result {
 	size_t size;
 	int err;
-	/* fault-around: fault_around_max = 1 vs the default */
+	/* fault-around: fault_around_max = 1 vs the default, a sequential
+	 * read and a read in random order */
 	double fa_off_ns, fa_on_ns;
 	double fa_off_faults, fa_on_faults;
+	double far_off_ns, far_on_ns;
+	double far_off_faults, far_on_faults;
 	/* migration path: a pagemap without HETMM_PAGEMAP_REMAP (copies)
 	 * vs with it (UFFDIO_MOVE) */
 	double copy_to_dev_ns, move_to_dev_ns;

@@ -79,6 +79,114 @@ static size_t device_run_down(struct hetmm_ctx *ctx, uint64_t top, size_t max)
 }
 
 /*
+ * Density-based fault-around, for a fault no stream predicted: the way
+ * GPU drivers prefetch for a device fault.  The 2 MiB block around the
+ * page is a tree of aligned regions (2 pages, 4, ... 512); the largest
+ * region around the page of which more than half has come back by faults
+ * comes back whole.  A lone random access brings back one page; a block
+ * read in random order comes back in ever larger pieces once half of
+ * each piece has been asked for.
+ */
+static struct fault_dense *dense_block_of(struct hetmm_ctx *ctx,
+					  uint64_t vpn)
+{
+	uint64_t block = vpn / DENSE_BLOCK_PAGES + 1;
+	uint64_t gen = atomic_load_explicit(&ctx->dense_gen,
+					    memory_order_relaxed);
+	struct fault_dense *d = &ctx->dense[block % DENSE_BLOCKS];
+	if (d->block != block || d->gen != gen) {
+		memset(d->bits, 0, sizeof(d->bits));
+		d->block = block;
+		d->gen = gen;
+	}
+	return d;
+}
+
+static unsigned dense_count(const struct fault_dense *d, unsigned lo,
+			    unsigned n)
+{
+	if (n < 64) {
+		uint64_t mask = ((1ull << n) - 1) << (lo % 64);
+		return (unsigned)__builtin_popcountll(d->bits[lo / 64] & mask);
+	}
+	unsigned set = 0;
+	for (unsigned w = lo / 64; w < (lo + n) / 64; w++)
+		set += (unsigned)__builtin_popcountll(d->bits[w]);
+	return set;
+}
+
+static void dense_mark(struct fault_dense *d, unsigned lo, unsigned n)
+{
+	for (unsigned i = lo; i < lo + n; i++)
+		d->bits[i / 64] |= 1ull << (i % 64);
+}
+
+/* The number of pages of the region to bring back around vpn: the
+ * largest aligned region more than half asked for, fault_around_max at
+ * most, or 1. */
+static unsigned dense_region(struct hetmm_ctx *ctx, uint64_t vpn,
+			     struct fault_dense *d)
+{
+	unsigned idx = (unsigned)(vpn % DENSE_BLOCK_PAGES), best = 1;
+	dense_mark(d, idx, 1);
+	for (unsigned size = 2; size <= DENSE_BLOCK_PAGES &&
+	     size <= ctx->fault_around_max; size *= 2)
+		if (2 * dense_count(d, idx & ~(size - 1), size) > size)
+			best = size;
+	return best;
+}
+
+/* Bring back every device page of [lo, hi), run by run, waking no one;
+ * true if vpn came back (or was back already). */
+static bool fault_back_region(struct hetmm_ctx *ctx, uint64_t lo,
+			      uint64_t hi, uint64_t vpn)
+{
+	void *staging = ctx->fault_staging;
+	bool ok = false;
+	for (uint64_t v = lo; v < hi;) {
+		uint64_t e = vtab_get(&ctx->shadow, v);
+		if (!(e & SHADOW_DEVICE) || (e & SHADOW_BUSY)) {
+			ok |= v == vpn && !(e & SHADOW_BUSY);
+			v++;
+			continue;
+		}
+		size_t got = fault_back_run(ctx, v, hi - v, &staging,
+					    BACK_NO_WAKE);
+		ok |= vpn >= v && vpn < v + got;
+		v += got ? got : 1;
+	}
+	return ok;
+}
+
+/*
+ * If the fault's block is dense enough, bring back its region and wake
+ * it; false leaves the fault to the one-page path.
+ */
+static bool fault_back_dense(struct hetmm_ctx *ctx, uintptr_t addr,
+			     struct fault_stream *s)
+{
+	uint64_t vpn = addr_to_vpn(addr);
+	struct fault_dense *d = dense_block_of(ctx, vpn);
+	unsigned size = dense_region(ctx, vpn, d);
+	struct vma v;
+	if (size == 1 || vma_find(&ctx->vmaq, addr, &v))
+		return false;
+	/* Within the faulting page's mapping, as windows are. */
+	uint64_t lo = MAX(vpn & ~(uint64_t)(size - 1), addr_to_vpn(v.start));
+	uint64_t hi = MIN((vpn | (size - 1)) + 1, addr_to_vpn(v.end));
+	bool back = fault_back_region(ctx, lo, hi, vpn);
+	uffd_wake(ctx->uffd.fd, vpn_to_addr(lo), (hi - lo) * PAGE_SIZE);
+	if (!back)
+		return false;   /* raced for it: the one-page path decides */
+	dense_mark(d, (unsigned)(lo % DENSE_BLOCK_PAGES), (unsigned)(hi - lo));
+	s->next = vpn_to_addr(hi);
+	s->prev = vpn_to_addr(lo) - PAGE_SIZE;
+	ctx->last_fill_start = vpn_to_addr(lo);
+	ctx->last_fill_end = vpn_to_addr(hi);
+	return true;
+}
+
+/*
  * Bring back the faulting page and the rest of its window, a chunk at a
  * time, moving away from the faulting page in the stream's direction.
  * The faulting page's chunk wakes its waiters as it lands, so the thread
@@ -93,6 +201,8 @@ static void fault_back(struct hetmm_ctx *ctx, uintptr_t addr)
 {
 	bool down;
 	struct fault_stream *s = fault_stream_of(ctx, addr, &down);
+	if (s->window == 1 && fault_back_dense(ctx, addr, s))
+		return;
 	uint64_t vpn = addr_to_vpn(addr);
 	void *staging = ctx->fault_staging;
 	uint64_t lo = vpn, hi = vpn;     /* [lo, hi) is back */

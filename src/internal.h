@@ -303,6 +303,21 @@ struct fault_stream {
 };
 
 #define FAULT_STREAMS 4
+
+/*
+ * Which pages of one 2 MiB block of virtual memory the fault path has
+ * brought back lately: density-based fault-around (fault.c).  The table
+ * is direct-mapped, so it follows up to 128 MiB at once.  gen is
+ * hetmm_ctx.dense_gen when the block was first seen; a migration to a
+ * device since then makes the bits stale.
+ */
+#define DENSE_BLOCK_PAGES CHUNK_PAGES
+#define DENSE_BLOCKS 64
+struct fault_dense {
+	uint64_t block;                   /* vpn / DENSE_BLOCK_PAGES, + 1 */
+	uint64_t gen;
+	uint64_t bits[DENSE_BLOCK_PAGES / 64];
+};
 #define MAX_MIGRATORS 16
 
 /*
@@ -386,6 +401,7 @@ struct hetmm_ctx {
 	/* Handler-owned state: no lock, only the handler touches it. */
 	struct fault_stream streams[FAULT_STREAMS];
 	unsigned stream_next;
+	struct fault_dense dense[DENSE_BLOCKS];
 	uintptr_t last_fill_start;        /* the last fault-around window */
 	uintptr_t last_fill_end;
 	uint64_t *fault_claims;           /* CHUNK_PAGES entries */
@@ -411,6 +427,10 @@ struct hetmm_ctx {
 	/* Some mirror was ever granted exclusive access: until then no
 	 * migration back needs to look for exclusive frames. */
 	atomic_bool exclusive_used;
+
+	/* Counts migrations to a device: what the fault path learnt of a
+	 * block's density before one is stale (struct fault_dense). */
+	_Atomic uint64_t dense_gen;
 
 	struct hetmm_stats_atomic stats;
 };

@@ -1033,6 +1033,9 @@ int hetmm_migrate_to_device(struct hetmm_pagemap *pgmap, void *addr,
 	/* Events of munmap and mremap calls that returned are handled
 	 * before any page of ours is published: see handler_sync(). */
 	handler_sync(ctx);
+	/* Before any page is published (release): what the fault path
+	 * knows of density may be stale from now on. */
+	atomic_fetch_add_explicit(&ctx->dense_gen, 1, memory_order_relaxed);
 	/* A fork waits for us, and we for a fork to finish. */
 	pthread_rwlock_rdlock(&ctx->fork_lock);
 	if (report) {

@@ -283,6 +283,89 @@ static void fault_around(void)
 	CHECK(dflt <= N / 8);
 }
 
+/*
+ * Density-based fault-around.  One thread reads pages of a 2 MiB block of
+ * device pages in random order, checking each page's bytes as it goes:
+ * every stride-th page, or all of them.  Returns the faults taken; the
+ * pages the faults brought back go to *pages, and how many pages of the
+ * next block, never touched, are still on the device to *next_left.
+ */
+static int random_block_reads(uint32_t fault_around_max, size_t stride,
+			      int *pages, size_t *next_left)
+{
+	enum { B = 512 };
+	struct hetmm_ctx_params params;
+	struct hetmm_ctx *ctx;
+	struct hetmm_emu *emu;
+	struct hetmm_pagemap *pg;
+	struct hetmm_migrate_report rep;
+	struct hetmm_stats s0, s1;
+	char *map = t_map(3 * B);
+	char *blk = (char *)(((uintptr_t)map + B * PS - 1) & ~(B * PS - 1));
+	size_t order[B], n = 0;
+	uint64_t rng = 0x2545f4914f6cdd1dULL + stride;
+
+	memset(&params, 0, sizeof(params));
+	params.fault_around_max = fault_around_max;
+	REQUIRE_OK(hetmm_ctx_create(&ctx, &params));
+	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 2 * B,
+				    &emu));
+	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	t_fill(blk, 2 * B, 11);
+	memset(&rep, 0, sizeof(rep));
+	CHECK_OK(hetmm_migrate_to_device(pg, blk, 2 * B * PS, &rep));
+	CHECK_EQ(rep.moved, 2 * B);
+	for (size_t i = 0; i < B; i += stride)
+		order[n++] = i;
+	for (size_t i = n - 1; i > 0; i--) {
+		size_t j, tmp;
+
+		rng = t_mix(rng);
+		j = rng % (i + 1);
+		tmp = order[i];
+		order[i] = order[j];
+		order[j] = tmp;
+	}
+	s0 = t_stats(ctx);
+	for (size_t i = 0; i < n; i++)
+		CHECK_EQ(t_verify_from(blk + order[i] * PS, 1, 11, order[i]),
+			 0);
+	s1 = t_stats(ctx);
+	*pages = (int)(s1.fault_pages - s0.fault_pages);
+	*next_left = t_count_on_device(ctx, blk + B * PS, B);
+	CHECK_EQ(t_verify(blk, B, 11), 0);
+	CHECK_OK(hetmm_emu_destroy(emu));
+	CHECK_OK(hetmm_ctx_destroy(ctx));
+	t_unmap(map, 3 * B);
+	return (int)(s1.faults - s0.faults);
+}
+
+static void dense_fault_around(void)
+{
+	enum { B = 512 };
+	int pages, faults;
+	size_t next_left;
+
+	/* All of a block, in random order: it comes back in pieces. */
+	faults = random_block_reads(0, 1, &pages, &next_left);
+	printf("random-order read of a 2 MiB block: %d faults for %d pages\n",
+	       faults, pages);
+	CHECK_EQ(pages, B);
+	CHECK(faults < B / 2);
+	CHECK_EQ(next_left, B);
+	/* The same with fault-around off: a fault a page. */
+	faults = random_block_reads(1, 1, &pages, &next_left);
+	CHECK_EQ(faults, B);
+	CHECK_EQ(pages, B);
+	CHECK_EQ(next_left, B);
+	/* One page in four: never more than half of any region, so each
+	 * fault brings back its own page and nothing else. */
+	faults = random_block_reads(0, 4, &pages, &next_left);
+	CHECK_EQ(faults, B / 4);
+	CHECK_EQ(pages, B / 4);
+	CHECK_EQ(next_left, B);
+}
+
 int main(void)
 {
 	struct hetmm_ctx *warm = NULL;
@@ -301,6 +384,7 @@ int main(void)
 	two_contexts();
 	destroy_with_resident_pages();
 	fault_around();
+	dense_fault_around();
 
 	CHECK_EQ(t_count_fds(), fds);
 	CHECK_EQ(settled_threads(threads), threads);
