@@ -94,10 +94,13 @@ int hetmm_kernel_probe(struct hetmm_kernel_info *info);
 
 struct hetmm_ctx_params {
 	/* Largest fault-around window in pages (0: the default and most,
-	 * 8192, i.e. 32 MiB).  The window starts at one page and grows
-	 * eightfold while faults stay sequential, so random access pays
-	 * for one page only; past the first 2 MiB the faulting thread
-	 * runs on while the handler brings back the rest. */
+	 * 8192, i.e. 32 MiB; 1: no fault-around).  A window starts at one
+	 * page and grows eightfold while faults stay sequential, so random
+	 * access pays for one page only; past the first 2 MiB the faulting
+	 * thread runs on while the handler brings back the rest.  Faults in
+	 * no sequence bring back the largest aligned region of their 2 MiB
+	 * block of which more than half was faulted on (at most 512 pages,
+	 * and this bound). */
 	uint32_t fault_around_max;
 	uint32_t flags;              /* must be 0 */
 };
