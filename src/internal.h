@@ -318,6 +318,7 @@ struct fault_dense {
 	uint64_t gen;
 	uint64_t bits[DENSE_BLOCK_PAGES / 64];
 };
+
 #define MAX_MIGRATORS 16
 
 /*
