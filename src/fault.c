@@ -368,6 +368,8 @@ static void handle_pagefault(struct hetmm_ctx *ctx, const struct uffd_msg *m)
 	}
 	if ((e & SHADOW_DEVICE) && coherent_fault(ctx, e, addr)) {
 		/* CPU-addressable device memory: filled in place. */
+	} else if ((e & SHADOW_DEVICE) && ctx->events_read) {
+		uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
 	} else if (e & SHADOW_DEVICE) {
 		fault_back(ctx, addr);
 	} else if (addr >= ctx->last_fill_start && addr < ctx->last_fill_end) {
@@ -418,8 +420,26 @@ static void *fault_handler_main(void *arg)
 			break;
 		}
 		size_t n = (size_t)got / sizeof(msgs[0]);
+		/*
+		 * Reading an event (munmap, madvise, mremap) lets the thread
+		 * that raised it go on: a range may be zapped, unmapped or
+		 * moved before the faults read with it in this batch are
+		 * handled.  A page brought back for one of them then could
+		 * outlive the zap with stale bytes, or be dropped for a
+		 * mapping that only moved.  So a device page faulted on
+		 * before the batch's last event is not brought back: its
+		 * thread is woken to fault again, and that fault comes after
+		 * the event.
+		 */
+		size_t events = 0;
 		for (size_t i = 0; i < n; i++)
+			if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
+				events = i + 1;
+		for (size_t i = 0; i < n; i++) {
+			ctx->events_read = i < events;
 			handle_msg(ctx, &msgs[i]);
+		}
+		ctx->events_read = false;
 	}
 	return NULL;
 }

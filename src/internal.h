@@ -403,6 +403,7 @@ struct hetmm_ctx {
 	struct fault_stream streams[FAULT_STREAMS];
 	unsigned stream_next;
 	struct fault_dense dense[DENSE_BLOCKS];
+	bool events_read;                 /* see fault_handler_main() */
 	uintptr_t last_fill_start;        /* the last fault-around window */
 	uintptr_t last_fill_end;
 	uint64_t *fault_claims;           /* CHUNK_PAGES entries */

@@ -35,11 +35,13 @@ static double deadline;
 /*
  * Which ops run (bit k: ops[k] in worker_main).  HETMM_STRESS_OPS
  * overrides.  The default leaves op_unmap out: with it and op_remap in
- * the same run a worker loses a page now and then (about one run in
- * twenty-five of a second: a page reads zeroes or another thread's old
- * bytes after its region was mremapped back; either op alone, with all
+ * the same run, about one 15-second ASan run in fourteen dies of a
+ * SEGV that corrupts ASan's own thread state (either op alone, with all
  * the others, runs clean).  That is an open bug of the library, reported
- * with issue 4; HETMM_STRESS_OPS=0xff reproduces it.
+ * with issue 4; HETMM_STRESS_OPS=0xff reproduces it.  (A page that read
+ * zeroes or old bytes after an mremap or a discard, seen with it before,
+ * came from faults handled after an event read in the same batch: see
+ * fault_handler_main.)
  */
 #define OPS_ALL 0xffu
 #define OP_REMAP_BIT (1u << 4)
