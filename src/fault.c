@@ -96,6 +96,7 @@ static struct fault_dense *dense_block_of(struct hetmm_ctx *ctx,
 	struct fault_dense *d = &ctx->dense[block % DENSE_BLOCKS];
 	if (d->block != block || d->gen != gen) {
 		memset(d->bits, 0, sizeof(d->bits));
+		d->nset = 0;
 		d->block = block;
 		d->gen = gen;
 	}
@@ -119,18 +120,25 @@ static void dense_mark(struct fault_dense *d, unsigned lo, unsigned n)
 {
 	for (unsigned i = lo; i < lo + n; i++)
 		d->bits[i / 64] |= 1ull << (i % 64);
+	d->nset = dense_count(d, 0, DENSE_BLOCK_PAGES);
 }
 
 /* The number of pages of the region to bring back around vpn: the
  * largest aligned region more than half asked for, fault_around_max at
- * most, or 1. */
+ * most, or 1.  No region twice the size of all that was asked for can
+ * qualify, which keeps a sparse block's fault to one bit and a test. */
 static unsigned dense_region(struct hetmm_ctx *ctx, uint64_t vpn,
 			     struct fault_dense *d)
 {
 	unsigned idx = (unsigned)(vpn % DENSE_BLOCK_PAGES), best = 1;
-	dense_mark(d, idx, 1);
-	for (unsigned size = 2; size <= DENSE_BLOCK_PAGES &&
-	     size <= ctx->fault_around_max; size *= 2)
+	uint64_t bit = 1ull << (idx % 64);
+	if (!(d->bits[idx / 64] & bit)) {
+		d->bits[idx / 64] |= bit;
+		d->nset++;
+	}
+	for (unsigned size = 2; size < 2 * d->nset &&
+	     size <= DENSE_BLOCK_PAGES && size <= ctx->fault_around_max;
+	     size *= 2)
 		if (2 * dense_count(d, idx & ~(size - 1), size) > size)
 			best = size;
 	return best;

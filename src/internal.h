@@ -316,6 +316,7 @@ struct fault_stream {
 struct fault_dense {
 	uint64_t block;                   /* vpn / DENSE_BLOCK_PAGES, + 1 */
 	uint64_t gen;
+	unsigned nset;                    /* bits set */
 	uint64_t bits[DENSE_BLOCK_PAGES / 64];
 };
 
