@@ -35,13 +35,12 @@ static double deadline;
 /*
  * Which ops run (bit k: ops[k] in worker_main).  HETMM_STRESS_OPS
  * overrides.  The default leaves op_unmap out: with it and op_remap in
- * the same run, about one 15-second ASan run in fourteen dies of a
- * SEGV that corrupts ASan's own thread state (either op alone, with all
- * the others, runs clean).  That is an open bug of the library, reported
- * with issue 4; HETMM_STRESS_OPS=0xff reproduces it.  (A page that read
- * zeroes or old bytes after an mremap or a discard, seen with it before,
- * came from faults handled after an event read in the same batch: see
- * fault_handler_main.)
+ * the same run, 15-second ASan runs fail now and then (2 to 3 in 8 on a
+ * bad day, as many before this session's changes as after, alternated):
+ * mostly a SEGV that corrupts ASan's own thread state, sometimes a page
+ * that reads zeroes or another version's bytes.  Either op alone, with
+ * all the others, runs clean.  That is an open bug of the library,
+ * reported with issue 4; HETMM_STRESS_OPS=0xff reproduces it.
  */
 #define OPS_ALL 0xffu
 #define OP_REMAP_BIT (1u << 4)
