@@ -207,12 +207,17 @@ static bool fault_back_dense(struct hetmm_ctx *ctx, uintptr_t addr,
  */
 static void fault_back(struct hetmm_ctx *ctx, uintptr_t addr)
 {
+	uint64_t vpn = addr_to_vpn(addr);
+	void *staging = ctx->fault_staging;
+	if (ctx->npending) {
+		/* Fault-around could reach a range an event changes. */
+		fault_back_run(ctx, vpn, 1, &staging, 0);
+		return;
+	}
 	bool down;
 	struct fault_stream *s = fault_stream_of(ctx, addr, &down);
 	if (s->window == 1 && fault_back_dense(ctx, addr, s))
 		return;
-	uint64_t vpn = addr_to_vpn(addr);
-	void *staging = ctx->fault_staging;
 	uint64_t lo = vpn, hi = vpn;     /* [lo, hi) is back */
 	uint64_t woke_lo = vpn, woke_hi = vpn;
 	/* A window stays within the faulting page's mapping: the next one
@@ -332,6 +337,34 @@ static void fault_zero(struct hetmm_ctx *ctx, uintptr_t addr, bool write)
 		STAT_ADD(ctx, fault_zero, 1);
 }
 
+/* Does an event read after the current message of the batch change the
+ * mapping of addr (for mremap, its old place or its new one)? */
+static bool event_pending_at(const struct hetmm_ctx *ctx, uintptr_t addr)
+{
+	for (size_t k = 0; k < ctx->npending; k++) {
+		const struct uffd_msg *m = &ctx->pending[k];
+		uintptr_t lo, hi;
+		switch (m->event) {
+		case UFFD_EVENT_UNMAP:
+		case UFFD_EVENT_REMOVE:
+			lo = m->arg.remove.start;
+			hi = m->arg.remove.end;
+			break;
+		case UFFD_EVENT_REMAP:
+			if (addr - m->arg.remap.to < m->arg.remap.len)
+				return true;
+			lo = m->arg.remap.from;
+			hi = lo + m->arg.remap.len;
+			break;
+		default:
+			continue;
+		}
+		if (addr >= lo && addr < hi)
+			return true;
+	}
+	return false;
+}
+
 static void handle_pagefault(struct hetmm_ctx *ctx, const struct uffd_msg *m)
 {
 	uintptr_t addr = (uintptr_t)m->arg.pagefault.address & PAGE_MASK;
@@ -342,6 +375,11 @@ static void handle_pagefault(struct hetmm_ctx *ctx, const struct uffd_msg *m)
 		 * a fault of the process's: not counted. */
 		if (uffd_writeprotect(ctx->uffd.fd, addr, PAGE_SIZE, FILL_ONCE))
 			uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
+		return;
+	}
+	if (event_pending_at(ctx, addr)) {
+		/* See fault_handler_main(): fault again, after the event. */
+		uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
 		return;
 	}
 	STAT_ADD(ctx, faults, 1);
@@ -376,8 +414,6 @@ static void handle_pagefault(struct hetmm_ctx *ctx, const struct uffd_msg *m)
 	}
 	if ((e & SHADOW_DEVICE) && coherent_fault(ctx, e, addr)) {
 		/* CPU-addressable device memory: filled in place. */
-	} else if ((e & SHADOW_DEVICE) && ctx->events_read) {
-		uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
 	} else if (e & SHADOW_DEVICE) {
 		fault_back(ctx, addr);
 	} else if (addr >= ctx->last_fill_start && addr < ctx->last_fill_end) {
@@ -430,24 +466,27 @@ static void *fault_handler_main(void *arg)
 		size_t n = (size_t)got / sizeof(msgs[0]);
 		/*
 		 * Reading an event (munmap, madvise, mremap) lets the thread
-		 * that raised it go on: a range may be zapped, unmapped or
+		 * that raised it go on: its range may be zapped, unmapped or
 		 * moved before the faults read with it in this batch are
-		 * handled.  A page brought back for one of them then could
-		 * outlive the zap with stale bytes, or be dropped for a
-		 * mapping that only moved.  So a device page faulted on
-		 * before the batch's last event is not brought back: its
-		 * thread is woken to fault again, and that fault comes after
-		 * the event.
+		 * handled.  A page brought back or filled for one of them
+		 * then could outlive the zap with stale bytes, be dropped for
+		 * a mapping that only moved, or take the place of the device
+		 * page about to follow an mremap.  So a fault in the range of
+		 * an event later in the batch is not handled: its thread is
+		 * woken to fault again, after the event.  And until the
+		 * batch's last event a fault brings back its own page only,
+		 * since fault-around could reach into such a range.
 		 */
 		size_t events = 0;
 		for (size_t i = 0; i < n; i++)
 			if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
 				events = i + 1;
 		for (size_t i = 0; i < n; i++) {
-			ctx->events_read = i < events;
+			ctx->pending = &msgs[i + 1];
+			ctx->npending = i < events ? events - i - 1 : 0;
 			handle_msg(ctx, &msgs[i]);
 		}
-		ctx->events_read = false;
+		ctx->npending = 0;
 	}
 	return NULL;
 }

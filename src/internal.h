@@ -404,7 +404,10 @@ struct hetmm_ctx {
 	struct fault_stream streams[FAULT_STREAMS];
 	unsigned stream_next;
 	struct fault_dense dense[DENSE_BLOCKS];
-	bool events_read;                 /* see fault_handler_main() */
+	/* Messages of the batch being handled after the current one, up
+	 * to its last event: see fault_handler_main(). */
+	const struct uffd_msg *pending;
+	size_t npending;
 	uintptr_t last_fill_start;        /* the last fault-around window */
 	uintptr_t last_fill_end;
 	uint64_t *fault_claims;           /* CHUNK_PAGES entries */
