@@ -37,7 +37,7 @@ static double deadline;
  * overrides.  The default leaves op_unmap out.  With it, runs used to
  * fail now and then; that was the test's own race (see op_unmap), and
  * HETMM_STRESS_OPS=0xff now passes 10 of 10 15-second runs under ASan
- * and 7 of 7 under TSan.  But one of 63 plain 4-second runs with every op
+ * and 7 of 7 under TSan.  But one of 123 plain 4-second runs with every op
  * failed without a trace to go on, so op_unmap stays out of the default
  * (which CI runs) until that is understood.
  */
