@@ -52,57 +52,30 @@ static const struct hetmm_pagemap_ops drv_ops = {
 	.page_address = drv_address,
 };
 
-/* One-byte-per-page read of a buffer on pg, in order or in the order of
- * perm; time and faults. */
+/* fault_read_once, reps times after a warm-up: the median time and the
+ * mean faults. */
 static int fault_read(struct hetmm_ctx *ctx, struct hetmm_pagemap *pg,
 		      size_t size, int reps, const uint32_t *perm, double *ns,
 		      double *faults)
 {
-	double t[MAX_REPS], nf = 0;
-	int rc = 0, n = 0;
+	double t[MAX_REPS], nf = 0, f, pages;
+	int n = 0;
 
-	for (int r = -1; r < reps && !rc; r++) {
-		char *buf = map_anon(size, 0);
-		struct hetmm_stats s0, s1;
-		uint64_t sum = 0, t0, t1;
+	for (int r = -1; r < reps; r++) {
+		int rc = fault_read_once(ctx, pg, size, perm, &t[n], &f,
+					 &pages);
 
-		if (!buf)
-			return -ENOMEM;
-		populate(buf, size, 0x3c);
-		rc = hetmm_migrate_to_device(pg, buf, size, NULL);
-		if (rc > 0)
-			rc = 0;
-		if (!rc) {
-			hetmm_ctx_get_stats(ctx, &s0);
-			t0 = now_ns();
-			for (size_t i = 0; i < size / PAGE; i++)
-				sum += ((volatile unsigned char *)buf)
-					[(perm ? perm[i] : i) * PAGE];
-			t1 = now_ns();
-			hetmm_ctx_get_stats(ctx, &s1);
-			if (sum != 0x3cull * (size / PAGE)) {
-				warn_("ablate: DATA MISMATCH in fault-back");
-				rc = -EIO;
-			}
-			if (r >= 0) {
-				t[n++] = (double)(t1 - t0);
-				nf += (double)(s1.faults - s0.faults);
-			}
+		if (rc)
+			return rc;
+		if (r >= 0) {
+			n++;
+			nf += f;
 		}
-		munmap(buf, size);
 	}
-	if (rc)
-		return rc;
 	*ns = median(t, n);
 	if (faults)
 		*faults = nf / n;
 	return 0;
-}
-
-static int fault_seq(struct hetmm_ctx *ctx, struct hetmm_pagemap *pg,
-		     size_t size, int reps, double *ns, double *faults)
-{
-	return fault_read(ctx, pg, size, reps, NULL, ns, faults);
 }
 
 static int fault_around(size_t size, int reps, const uint32_t *perm,
@@ -122,7 +95,7 @@ static int fault_around(size_t size, int reps, const uint32_t *perm,
 		if (!rc)
 			rc = hetmm_emu_pagemap(emu, &pg);
 		if (!rc)
-			rc = fault_seq(ctx, pg, size, reps,
+			rc = fault_read(ctx, pg, size, reps, NULL,
 				       on ? &r->fa_on_ns : &r->fa_off_ns,
 				       on ? &r->fa_on_faults : &r->fa_off_faults);
 		if (!rc)
@@ -169,39 +142,18 @@ static int migrate_path(struct hetmm_ctx *ctx, size_t size, int reps,
 	};
 	rc = hetmm_pagemap_add(ctx, &desc, &pg);
 	for (int i = -1; i < reps && !rc; i++) {
-		char *buf = map_anon(size, 0);
-		uint64_t t0, t1, t2;
-
-		if (!buf) {
-			rc = -ENOMEM;
-			break;
-		}
-		populate(buf, size, 0x29);
-		t0 = now_ns();
-		rc = hetmm_migrate_to_device(pg, buf, size, NULL);
-		t1 = now_ns();
-		if (!rc)
-			rc = hetmm_migrate_to_system(ctx, buf, size, NULL);
-		t2 = now_ns();
-		if (!rc && (buf[0] != 0x29 || buf[size - 1] != 0x29)) {
-			warn_("ablate: DATA MISMATCH after migrate back");
-			rc = -EIO;
-		}
-		munmap(buf, size);
-		if (!rc && i >= 0) {
-			td[n] = (double)(t1 - t0);
-			ts[n] = (double)(t2 - t1);
+		rc = migrate_round_trip(ctx, pg, size, &td[n], &ts[n]);
+		if (!rc && i >= 0)
 			n++;
-		}
 	}
 	if (!rc) {
 		*(remap ? &r->move_to_dev_ns : &r->copy_to_dev_ns) =
 			median(td, n);
 		*(remap ? &r->move_to_sys_ns : &r->copy_to_sys_ns) =
 			median(ts, n);
-		rc = fault_seq(ctx, pg, size, reps,
-			       remap ? &r->move_fault_ns : &r->copy_fault_ns,
-			       NULL);
+		rc = fault_read(ctx, pg, size, reps, NULL,
+				remap ? &r->move_fault_ns : &r->copy_fault_ns,
+				NULL);
 	}
 	if (pg) {
 		int r2 = hetmm_pagemap_remove(pg);
@@ -299,23 +251,25 @@ static void pair(FILE *f, const char *name, size_t s, double off, double on,
 	fputs(last ? "}" : "}, ", f);
 }
 
+static void faults(FILE *f, const char *name, double off, double on)
+{
+	fprintf(f, "\"%s\": {\"off\": ", name);
+	json_num(f, off, 0);
+	fputs(", \"on\": ", f);
+	json_num(f, on, 0);
+	fputs("}, ", f);
+}
+
 void ablate_print_json(FILE *f, const struct ablate_result *r)
 {
 	size_t s = r->size;
 
 	fprintf(f, ",\n  \"optimisations\": {\"size\": %zu, ", s);
 	pair(f, "fault_around", s, r->fa_off_ns, r->fa_on_ns, 0);
-	fputs("\"fault_around_faults\": {\"off\": ", f);
-	json_num(f, r->fa_off_faults, 0);
-	fputs(", \"on\": ", f);
-	json_num(f, r->fa_on_faults, 0);
-	fputs("}, ", f);
+	faults(f, "fault_around_faults", r->fa_off_faults, r->fa_on_faults);
 	pair(f, "fault_around_random", s, r->far_off_ns, r->far_on_ns, 0);
-	fputs("\"fault_around_random_faults\": {\"off\": ", f);
-	json_num(f, r->far_off_faults, 0);
-	fputs(", \"on\": ", f);
-	json_num(f, r->far_on_faults, 0);
-	fputs("}, ", f);
+	faults(f, "fault_around_random_faults", r->far_off_faults,
+	       r->far_on_faults);
 	pair(f, "move_to_device", s, r->copy_to_dev_ns, r->move_to_dev_ns, 0);
 	pair(f, "move_to_system", s, r->copy_to_sys_ns, r->move_to_sys_ns, 0);
 	pair(f, "move_fault_seq", s, r->copy_fault_ns, r->move_fault_ns, 0);

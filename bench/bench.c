@@ -633,113 +633,6 @@ static int check_device_empty(struct hetmm_emu *emu, const char *what)
 }
 
 /*
- * One repetition of migrate to device and back: a populated buffer goes
- * to the device and comes home; the data is spot-checked untimed.
- */
-static int hetmm_migrate_once(struct hetmm_ctx *ctx, struct hetmm_pagemap *pg,
-			      size_t size, double *tdev, double *tsys)
-{
-	struct hetmm_migrate_report rd, rs;
-	uint64_t npages = size / PAGE, t0, t1, t2;
-	char *buf = map_anon(size, 0);
-	int rc;
-
-	if (!buf)
-		return -ENOMEM;
-	populate(buf, size, 0xa5);
-	memset(&rd, 0, sizeof(rd));
-	memset(&rs, 0, sizeof(rs));
-	t0 = now_ns();
-	rc = hetmm_migrate_to_device(pg, buf, size, &rd);
-	t1 = now_ns();
-	if (rc < 0) {
-		warn_("hetmm_migrate_to_device(%zu bytes): %s", size,
-		      strerror(-rc));
-		goto out;
-	}
-	if (rd.moved != npages)
-		warn_("migrate_to_device moved %" PRIu64 " of %" PRIu64
-		      " pages (skipped %" PRIu64 ")", rd.moved, npages,
-		      rd.skipped);
-	rc = hetmm_migrate_to_system(ctx, buf, size, &rs);
-	t2 = now_ns();
-	if (rc < 0) {
-		warn_("hetmm_migrate_to_system(%zu bytes): %s", size,
-		      strerror(-rc));
-		goto out;
-	}
-	if (rs.moved != rd.moved)
-		warn_("migrate_to_system moved %" PRIu64
-		      " pages, expected %" PRIu64, rs.moved, rd.moved);
-	for (uint64_t i = 0; i < npages; i += (npages + 63) / 64) {
-		unsigned char v = ((volatile unsigned char *)buf)
-			[i * PAGE + (i * 97) % PAGE];
-
-		if (v != 0xa5) {
-			warn_("DATA MISMATCH after migrate back: page %" PRIu64
-			      " has 0x%02x, want 0xa5", i, v);
-			rc = -EIO;
-			goto out;
-		}
-	}
-	*tdev = (double)(t1 - t0);
-	*tsys = (double)(t2 - t1);
-	rc = 0;
-out:
-	munmap(buf, size);
-	return rc;
-}
-
-/*
- * One sequential fault-back: a device-resident buffer read one byte per
- * page, so every page faults home; faults and pages brought back by them
- * from the context's counters.
- */
-static int hetmm_fault_seq_once(struct hetmm_ctx *ctx,
-				struct hetmm_pagemap *pg, size_t size,
-				double *t, double *faults, double *fpages)
-{
-	struct hetmm_migrate_report rd;
-	struct hetmm_stats s0, s1;
-	uint64_t npages = size / PAGE, t0, t1, sum = 0;
-	char *buf = map_anon(size, 0);
-	int rc;
-
-	if (!buf)
-		return -ENOMEM;
-	populate(buf, size, 0x3c);
-	memset(&rd, 0, sizeof(rd));
-	rc = hetmm_migrate_to_device(pg, buf, size, &rd);
-	if (rc < 0) {
-		warn_("fault_seq: hetmm_migrate_to_device: %s", strerror(-rc));
-		goto out;
-	}
-	if (rd.moved != npages)
-		warn_("fault_seq: only %" PRIu64 " of %" PRIu64
-		      " pages on the device", rd.moved, npages);
-	hetmm_ctx_get_stats(ctx, &s0);
-	t0 = now_ns();
-	for (uint64_t i = 0; i < npages; i++)
-		sum += ((volatile unsigned char *)buf)[i * PAGE];
-	t1 = now_ns();
-	hetmm_ctx_get_stats(ctx, &s1);
-	g_sink += sum;
-	if (sum != 0x3cull * npages) {
-		warn_("DATA MISMATCH in fault-back: sum %" PRIu64 ", want %"
-		      PRIu64, sum, (uint64_t)0x3c * npages);
-		rc = -EIO;
-		goto out;
-	}
-	*t = (double)(t1 - t0);
-	*faults = (double)(s1.faults - s0.faults);
-	*fpages = (double)(s1.fault_pages - s0.fault_pages);
-	rc = 0;
-out:
-	munmap(buf, size);
-	return rc;
-}
-
-/*
  * Informational: memcpy() out of a device-resident buffer into a populated
  * page-aligned one, as an application would.  glibc copies large 4 KiB-
  * aliased buffers backwards, so this shows how fault-around copes with a
@@ -770,23 +663,13 @@ static int bench_hetmm_memcpy_out(struct hetmm_ctx *ctx, struct hetmm_emu *emu,
 		return -ENOMEM;
 	populate(dst, size, 0);
 	for (int r = -1; r < reps; r++) {
-		struct hetmm_migrate_report rd;
 		struct hetmm_stats s0, s1;
-		char *buf = map_anon(size, 0);
+		char *buf;
 		uint64_t t0, t1;
 
-		if (!buf) {
-			rc = -ENOMEM;
+		rc = buffer_to_device(pg, size, 0x6b, &buf, NULL);
+		if (rc)
 			break;
-		}
-		populate(buf, size, 0x6b);
-		memset(&rd, 0, sizeof(rd));
-		rc = hetmm_migrate_to_device(pg, buf, size, &rd);
-		if (rc < 0) {
-			munmap(buf, size);
-			break;
-		}
-		rc = 0;
 		hetmm_ctx_get_stats(ctx, &s0);
 		t0 = now_ns();
 		memcpy(dst, buf, size);
@@ -1023,13 +906,13 @@ static int baselines_once(const struct size_result *sr, int raw_fd,
 static int hetmm_once(struct hetmm_ctx *ctx, struct hetmm_pagemap *pg,
 		      size_t size, struct round *rd)
 {
-	int rc = hetmm_migrate_once(ctx, pg, size, &rd->to_dev_ns,
+	int rc = migrate_round_trip(ctx, pg, size, &rd->to_dev_ns,
 				    &rd->to_sys_ns);
 
 	if (rc)
 		return rc;
-	return hetmm_fault_seq_once(ctx, pg, size, &rd->fault_seq_ns,
-				    &rd->faults, &rd->fault_pages);
+	return fault_read_once(ctx, pg, size, NULL, &rd->fault_seq_ns,
+			       &rd->faults, &rd->fault_pages);
 }
 
 static double median_of(const struct round *rd, int n, size_t off)

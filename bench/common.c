@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -452,4 +453,106 @@ int par_run(int nthreads, par_fn fn, void *arg, double *ns)
 		if (c.rc[i] && !rc)
 			rc = c.rc[i];
 	return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * hetmm repetitions the sections share
+ */
+
+int buffer_to_device(struct hetmm_pagemap *pg, size_t size, int byte,
+		     char **bufp, double *ns)
+{
+	struct hetmm_migrate_report rep;
+	uint64_t npages = size / PAGE, t0;
+	char *buf = map_anon(size, 0);
+	int rc;
+
+	if (!buf)
+		return -ENOMEM;
+	populate(buf, size, byte);
+	memset(&rep, 0, sizeof(rep));
+	t0 = now_ns();
+	rc = hetmm_migrate_to_device(pg, buf, size, &rep);
+	if (ns)
+		*ns = (double)(now_ns() - t0);
+	if (rc < 0) {
+		warn_("hetmm_migrate_to_device(%zu bytes): %s", size,
+		      strerror(-rc));
+		munmap(buf, size);
+		return rc;
+	}
+	if (rep.moved != npages)
+		warn_("hetmm_migrate_to_device moved %" PRIu64 " of %" PRIu64
+		      " pages (skipped %" PRIu64 ")", rep.moved, npages,
+		      rep.skipped);
+	*bufp = buf;
+	return 0;
+}
+
+int migrate_round_trip(struct hetmm_ctx *ctx, struct hetmm_pagemap *pg,
+		       size_t size, double *tdev, double *tsys)
+{
+	struct hetmm_migrate_report rep;
+	uint64_t npages = size / PAGE, t0;
+	char *buf;
+	int rc = buffer_to_device(pg, size, 0xa5, &buf, tdev);
+
+	if (rc)
+		return rc;
+	memset(&rep, 0, sizeof(rep));
+	t0 = now_ns();
+	rc = hetmm_migrate_to_system(ctx, buf, size, &rep);
+	*tsys = (double)(now_ns() - t0);
+	if (rc < 0) {
+		warn_("hetmm_migrate_to_system(%zu bytes): %s", size,
+		      strerror(-rc));
+		goto out;
+	}
+	rc = 0;
+	/* Untimed spot check of the data. */
+	for (uint64_t i = 0; i < npages; i += (npages + 63) / 64) {
+		unsigned char v = ((volatile unsigned char *)buf)
+			[i * PAGE + (i * 97) % PAGE];
+
+		if (v != 0xa5) {
+			warn_("DATA MISMATCH after migrate back: page %" PRIu64
+			      " has 0x%02x, want 0xa5", i, v);
+			rc = -EIO;
+			break;
+		}
+	}
+out:
+	munmap(buf, size);
+	return rc;
+}
+
+int fault_read_once(struct hetmm_ctx *ctx, struct hetmm_pagemap *pg,
+		    size_t size, const uint32_t *perm, double *ns,
+		    double *faults, double *fpages)
+{
+	struct hetmm_stats s0, s1;
+	uint64_t npages = size / PAGE, sum = 0, t0, t1;
+	char *buf;
+	int rc = buffer_to_device(pg, size, 0x3c, &buf, NULL);
+
+	if (rc)
+		return rc;
+	hetmm_ctx_get_stats(ctx, &s0);
+	t0 = now_ns();
+	for (uint64_t i = 0; i < npages; i++)
+		sum += ((volatile unsigned char *)buf)
+			[(perm ? perm[i] : i) * PAGE];
+	t1 = now_ns();
+	hetmm_ctx_get_stats(ctx, &s1);
+	munmap(buf, size);
+	g_sink += sum;
+	if (sum != 0x3cull * npages) {
+		warn_("DATA MISMATCH in fault-back: sum %" PRIu64 ", want %"
+		      PRIu64, sum, (uint64_t)0x3c * npages);
+		return -EIO;
+	}
+	*ns = (double)(t1 - t0);
+	*faults = (double)(s1.faults - s0.faults);
+	*fpages = (double)(s1.fault_pages - s0.fault_pages);
+	return 0;
 }

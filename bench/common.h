@@ -62,6 +62,26 @@ void json_num(FILE *f, double v, int decimals);
 void json_str(FILE *f, const char *s);
 
 /*
+ * hetmm repetitions the sections share; each warns on stderr of what went
+ * wrong and returns 0 or a negative errno.
+ *
+ * buffer_to_device: a fresh buffer of size bytes, populated with byte,
+ * migrated to pg (timed into *ns unless ns is NULL); *bufp is the
+ * caller's to unmap.  migrate_round_trip: such a buffer to the device and
+ * back, each way timed, the data spot-checked.  fault_read_once: such a
+ * buffer read one byte a page, in order or in the order of perm, so that
+ * every page faults home; the time, the faults, and the pages they
+ * brought back (the context's counters), the bytes checked.
+ */
+int buffer_to_device(struct hetmm_pagemap *pg, size_t size, int byte,
+		     char **bufp, double *ns);
+int migrate_round_trip(struct hetmm_ctx *ctx, struct hetmm_pagemap *pg,
+		       size_t size, double *tdev, double *tsys);
+int fault_read_once(struct hetmm_ctx *ctx, struct hetmm_pagemap *pg,
+		    size_t size, const uint32_t *perm, double *ns,
+		    double *faults, double *fpages);
+
+/*
  * Run fn(arg, i) on nthreads threads at once; returns the wall time from
  * the common start to the last one's end in *ns, and the first nonzero
  * return of fn.  Threads are created before and joined after the timed
