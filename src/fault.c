@@ -78,6 +78,31 @@ static size_t device_run_down(struct hetmm_ctx *ctx, uint64_t top, size_t max)
 	return n;
 }
 
+/* The faulting page's mapping in page numbers: fault-around stays inside
+ * it (the next one is another thread's business: it may be mremapping
+ * it).  False, and *lo, *hi untouched, if it can't be found. */
+static bool fault_vma(struct hetmm_ctx *ctx, uintptr_t addr, uint64_t *lo,
+		      uint64_t *hi)
+{
+	struct vma v;
+	if (vma_find(&ctx->vmaq, addr, &v))
+		return false;
+	*lo = addr_to_vpn(v.start);
+	*hi = addr_to_vpn(v.end);
+	return true;
+}
+
+/* [lo, hi) came back around a fault: where stream s goes on, and what a
+ * fault queued meanwhile finds in place. */
+static void fault_around_done(struct hetmm_ctx *ctx, struct fault_stream *s,
+			      uint64_t lo, uint64_t hi)
+{
+	s->next = vpn_to_addr(hi);
+	s->prev = vpn_to_addr(lo) - PAGE_SIZE;
+	ctx->last_fill_start = vpn_to_addr(lo);
+	ctx->last_fill_end = vpn_to_addr(hi);
+}
+
 /*
  * Density-based fault-around, for a fault no stream predicted: the way
  * GPU drivers prefetch for a device fault.  The 2 MiB block around the
@@ -126,16 +151,12 @@ static void dense_mark(struct fault_dense *d, unsigned lo, unsigned n)
 /* The number of pages of the region to bring back around vpn: the
  * largest aligned region more than half asked for, fault_around_max at
  * most, or 1.  No region twice the size of all that was asked for can
- * qualify, which keeps a sparse block's fault to one bit and a test. */
+ * qualify, which keeps a sparse block's fault to a few instructions. */
 static unsigned dense_region(struct hetmm_ctx *ctx, uint64_t vpn,
 			     struct fault_dense *d)
 {
 	unsigned idx = (unsigned)(vpn % DENSE_BLOCK_PAGES), best = 1;
-	uint64_t bit = 1ull << (idx % 64);
-	if (!(d->bits[idx / 64] & bit)) {
-		d->bits[idx / 64] |= bit;
-		d->nset++;
-	}
+	dense_mark(d, idx, 1);
 	for (unsigned size = 2; size < 2 * d->nset &&
 	     size <= DENSE_BLOCK_PAGES && size <= ctx->fault_around_max;
 	     size *= 2)
@@ -176,21 +197,17 @@ static bool fault_back_dense(struct hetmm_ctx *ctx, uintptr_t addr,
 	uint64_t vpn = addr_to_vpn(addr);
 	struct fault_dense *d = dense_block_of(ctx, vpn);
 	unsigned size = dense_region(ctx, vpn, d);
-	struct vma v;
-	if (size == 1 || vma_find(&ctx->vmaq, addr, &v))
+	uint64_t vma_lo, vma_hi;
+	if (size == 1 || !fault_vma(ctx, addr, &vma_lo, &vma_hi))
 		return false;
-	/* Within the faulting page's mapping, as windows are. */
-	uint64_t lo = MAX(vpn & ~(uint64_t)(size - 1), addr_to_vpn(v.start));
-	uint64_t hi = MIN((vpn | (size - 1)) + 1, addr_to_vpn(v.end));
+	uint64_t lo = MAX(vpn & ~(uint64_t)(size - 1), vma_lo);
+	uint64_t hi = MIN((vpn | (size - 1)) + 1, vma_hi);
 	bool back = fault_back_region(ctx, lo, hi, vpn);
 	uffd_wake(ctx->uffd.fd, vpn_to_addr(lo), (hi - lo) * PAGE_SIZE);
 	if (!back)
 		return false;   /* raced for it: the one-page path decides */
 	dense_mark(d, (unsigned)(lo % DENSE_BLOCK_PAGES), (unsigned)(hi - lo));
-	s->next = vpn_to_addr(hi);
-	s->prev = vpn_to_addr(lo) - PAGE_SIZE;
-	ctx->last_fill_start = vpn_to_addr(lo);
-	ctx->last_fill_end = vpn_to_addr(hi);
+	fault_around_done(ctx, s, lo, hi);
 	return true;
 }
 
@@ -220,14 +237,9 @@ static void fault_back(struct hetmm_ctx *ctx, uintptr_t addr)
 		return;
 	uint64_t lo = vpn, hi = vpn;     /* [lo, hi) is back */
 	uint64_t woke_lo = vpn, woke_hi = vpn;
-	/* A window stays within the faulting page's mapping: the next one
-	 * is another thread's business (it may be mremapping it). */
-	uint64_t vma_lo = 0, vma_hi = UINT64_MAX;
-	struct vma v;
-	if (s->window > 1 && vma_find(&ctx->vmaq, addr, &v) == 0) {
-		vma_lo = addr_to_vpn(v.start);
-		vma_hi = addr_to_vpn(v.end);
-	}
+	uint64_t vma_lo = 0, vma_hi = UINT64_MAX;   /* unbounded if unknown */
+	if (s->window > 1)
+		(void)fault_vma(ctx, addr, &vma_lo, &vma_hi);
 	while (hi - lo < s->window) {
 		size_t want = MIN(s->window - (hi - lo), (size_t)CHUNK_PAGES);
 		want = MIN(want, down ? (lo == hi ? vpn + 1 : lo) - vma_lo
@@ -268,10 +280,7 @@ static void fault_back(struct hetmm_ctx *ctx, uintptr_t addr)
 	if (woke_hi < hi)
 		uffd_wake(ctx->uffd.fd, vpn_to_addr(woke_hi),
 			  (hi - woke_hi) * PAGE_SIZE);
-	s->next = vpn_to_addr(hi);
-	s->prev = vpn_to_addr(lo) - PAGE_SIZE;
-	ctx->last_fill_start = vpn_to_addr(lo);
-	ctx->last_fill_end = vpn_to_addr(hi);
+	fault_around_done(ctx, s, lo, hi);
 }
 
 /*

@@ -499,8 +499,9 @@ bool migrators_zapping(struct hetmm_ctx *ctx, uintptr_t start,
 /*
  * Bring the claimed pages [vpn, vpn + n) back to system memory.  claims[i]
  * is the shadow entry with BUSY set; on return every entry is 0 again and
- * every waiter on the range was woken (unless BACK_NO_WAKE).  Returns pages that left the
- * device (a page whose mapping vanished meanwhile leaves it dropped).
+ * every waiter on the range was woken (unless BACK_NO_WAKE).  Returns
+ * pages that left the device (a page whose mapping vanished meanwhile
+ * leaves it dropped).
  */
 #define BACK_FAULT (1u << 0)    /* on the handler, for a fault */
 #define BACK_NO_WAKE (1u << 1)  /* the caller wakes the range later */
