@@ -236,6 +236,32 @@ static void destroy_with_resident_pages(void)
 }
 
 /*
+ * A context made with fault_around_max and an emulated private device of
+ * n pages, the n pages at buf filled with seed's pattern and on it.
+ */
+static struct hetmm_ctx *ctx_with_pages_on_device(uint32_t fault_around_max,
+						  char *buf, size_t n,
+						  uint64_t seed,
+						  struct hetmm_emu **emu)
+{
+	struct hetmm_ctx_params params;
+	struct hetmm_ctx *ctx;
+	struct hetmm_pagemap *pg;
+	struct hetmm_migrate_report rep;
+
+	memset(&params, 0, sizeof(params));
+	params.fault_around_max = fault_around_max;
+	REQUIRE_OK(hetmm_ctx_create(&ctx, &params));
+	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, n, emu));
+	REQUIRE_OK(hetmm_emu_pagemap(*emu, &pg));
+	t_fill(buf, n, seed);
+	memset(&rep, 0, sizeof(rep));
+	CHECK_OK(hetmm_migrate_to_device(pg, buf, n * PS, &rep));
+	CHECK_EQ(rep.moved, n);
+	return ctx;
+}
+
+/*
  * fault_around_max bounds how many pages one fault brings back: with 1,
  * a sequential read of N device pages takes N faults; with the default
  * the window grows while the faults stay sequential, so it takes far
@@ -243,23 +269,12 @@ static void destroy_with_resident_pages(void)
  */
 static int sequential_read_faults(uint32_t fault_around_max, size_t n)
 {
-	struct hetmm_ctx_params params;
-	struct hetmm_ctx *ctx;
 	struct hetmm_emu *emu;
-	struct hetmm_pagemap *pg;
-	struct hetmm_migrate_report rep;
 	struct hetmm_stats s0, s1;
 	char *buf = t_map(n);
+	struct hetmm_ctx *ctx = ctx_with_pages_on_device(fault_around_max, buf,
+							 n, 7, &emu);
 
-	memset(&params, 0, sizeof(params));
-	params.fault_around_max = fault_around_max;
-	REQUIRE_OK(hetmm_ctx_create(&ctx, &params));
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, n, &emu));
-	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
-	t_fill(buf, n, 7);
-	memset(&rep, 0, sizeof(rep));
-	CHECK_OK(hetmm_migrate_to_device(pg, buf, n * PS, &rep));
-	CHECK_EQ(rep.moved, n);
 	s0 = t_stats(ctx);
 	CHECK_EQ(t_verify(buf, n, 7), 0);
 	s1 = t_stats(ctx);
@@ -294,27 +309,15 @@ static int random_block_reads(uint32_t fault_around_max, size_t stride,
 			      int *pages, size_t *next_left)
 {
 	enum { B = 512 };
-	struct hetmm_ctx_params params;
-	struct hetmm_ctx *ctx;
 	struct hetmm_emu *emu;
-	struct hetmm_pagemap *pg;
-	struct hetmm_migrate_report rep;
 	struct hetmm_stats s0, s1;
 	char *map = t_map(3 * B);
 	char *blk = (char *)(((uintptr_t)map + B * PS - 1) & ~(B * PS - 1));
 	size_t order[B], n = 0;
 	uint64_t rng = 0x2545f4914f6cdd1dULL + stride;
+	struct hetmm_ctx *ctx = ctx_with_pages_on_device(fault_around_max, blk,
+							 2 * B, 11, &emu);
 
-	memset(&params, 0, sizeof(params));
-	params.fault_around_max = fault_around_max;
-	REQUIRE_OK(hetmm_ctx_create(&ctx, &params));
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 2 * B,
-				    &emu));
-	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
-	t_fill(blk, 2 * B, 11);
-	memset(&rep, 0, sizeof(rep));
-	CHECK_OK(hetmm_migrate_to_device(pg, blk, 2 * B * PS, &rep));
-	CHECK_EQ(rep.moved, 2 * B);
 	for (size_t i = 0; i < B; i += stride)
 		order[n++] = i;
 	for (size_t i = n - 1; i > 0; i--) {
