@@ -47,7 +47,7 @@ static size_t claim_victims(struct hetmm_pagemap *pgmap, uint64_t idx,
 		uint64_t e = SHADOW_DEVICE | pagemap_pfn(pgmap, idx + k);
 		/* The CAS also proves the owner was current; a coherent
 		 * page held in place is never evicted. */
-		if (!slot || !claim_device_page(slot, e))
+		if (!slot || !claim_device_page(pgmap->ctx, *vpn + k, slot, e))
 			break;
 		claims[k] = e | SHADOW_BUSY;
 	}

@@ -23,6 +23,8 @@
 
 /* Migrations work in chunks of at most this many pages (2 MiB). */
 #define CHUNK_PAGES 512
+/* Words that batch claims of device pages take: hetmm_ctx.claim_words. */
+#define CLAIM_WORDS 64
 /* A fault brings back at most this many pages, a chunk at a time. */
 #define FAULT_AROUND_MAX (16 * CHUNK_PAGES)
 
@@ -438,6 +440,11 @@ struct hetmm_ctx {
 	 * block's density before one is stale (struct fault_dense). */
 	_Atomic uint64_t dense_gen;
 
+	/* Batch claims of device pages (migrate.c: claim_batch), one word
+	 * per group of vtab leaves: CLAIM_BATCH while a batch claims in
+	 * the leaf, plus CLAIM_ONE per compare-and-swap claim under way. */
+	_Atomic uint32_t claim_words[CLAIM_WORDS];
+
 	struct hetmm_stats_atomic stats;
 };
 
@@ -508,10 +515,21 @@ bool migrators_zapping(struct hetmm_ctx *ctx, uintptr_t start,
 size_t migrate_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 			    const uint64_t *claims, void **staging,
 			    unsigned how);
-/* Claim the device page whose entry is e (DEVICE, not BUSY): false if
- * the entry changed, or if it is a coherent page held in place. */
-bool claim_device_page(_Atomic uint64_t *slot, uint64_t e);
-/* Claim up to n consecutive device-resident pages from vpn. */
+/*
+ * Every compare-and-swap that claims a device page (its expected value
+ * has DEVICE, not BUSY) goes through here, for claim_device_run's
+ * batches: it is atomic_compare_exchange_strong(slot, expected,
+ * desired), made while no batch claims pages of vpn's leaf.
+ */
+bool shadow_claim(struct hetmm_ctx *ctx, uint64_t vpn,
+		  _Atomic uint64_t *slot, uint64_t *expected,
+		  uint64_t desired);
+/* Claim the device page vpn whose entry is e (DEVICE, not BUSY): false
+ * if the entry changed, or if it is a coherent page held in place. */
+bool claim_device_page(struct hetmm_ctx *ctx, uint64_t vpn,
+		       _Atomic uint64_t *slot, uint64_t e);
+/* Claim up to n consecutive device-resident pages from vpn; returns how
+ * many, their entries as claimed (e | BUSY) in claims. */
 size_t claim_device_run(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 			uint64_t *claims);
 /* Move every device page of [start, end) back; used by remove/destroy. */

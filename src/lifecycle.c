@@ -93,7 +93,10 @@ static int discard_one(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
 		} else {
 			want = e | SHADOW_BUSY;
 		}
-		if (!atomic_compare_exchange_weak(slot, &e, want))
+		bool ok = (e & SHADOW_BUSY) ?
+			  atomic_compare_exchange_weak(slot, &e, want) :
+			  shadow_claim(d->drop.ctx, vpn, slot, &e, want);
+		if (!ok)
 			continue;
 		if (e & SHADOW_BUSY)
 			return 0;
@@ -177,7 +180,7 @@ static int remap_one(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
 	struct remap *r = arg;
 	uint64_t e = atomic_load(slot);
 	if (!(e & SHADOW_DEVICE) || (e & SHADOW_BUSY) ||
-	    !atomic_compare_exchange_strong(slot, &e, e | SHADOW_BUSY))
+	    !shadow_claim(r->drop.ctx, vpn, slot, &e, e | SHADOW_BUSY))
 		return 0;   /* in a migration's hands: see the notes above */
 
 	uint64_t to = r->to_vpn + (vpn - r->from_vpn);

@@ -15,7 +15,11 @@
  * Devices: two emulated ones (pages move by UFFDIO_MOVE) and a copying
  * one of this test's (write-protect, copy, zap), so both paths race.
  *
- * Both parts run for a bounded time (a couple of seconds each) and assert
+ * Part 3: migrations back claim pages in batches while other migrations
+ * and faults claim the same pages one by one; each page leaves the device
+ * once, with its bytes.
+ *
+ * All parts run for a bounded time (a couple of seconds each) and assert
  * nothing about speed.
  */
 #include <pthread.h>
@@ -493,6 +497,159 @@ static void concurrent_fault_back(void)
 	t_unmap(fb, FB_PAGES);
 }
 
+/* ------------------------------------------------------------------------
+ * Part 3: claims.  A migration back claims up to a leaf of the shadow
+ * (512 pages) at a time with plain stores; a fault on a lone page, and
+ * any claim that meets a batch, claims by compare-and-swap.  Two
+ * migrators bring the same region back, one forward in one call, one
+ * backward a piece at a time, while two threads touch lone pages of it,
+ * all from a common start: each page must leave the device exactly once
+ * (the migrators' reports and the pages faults brought back add up to
+ * the region), with its bytes, and every frame must be free after.
+ */
+
+#define CL_PAGES 2048      /* four leaves */
+#define CL_PIECE 8         /* the backward migrator's step: claimed one by one */
+#define CL_TOUCHES 48
+#define CL_SEED 0xc1a1
+
+static char *cl;
+static struct hetmm_pagemap *cl_pg;
+static pthread_barrier_t cl_start, cl_end;
+static int cl_done;
+static uint64_t cl_moved[2], cl_bad[2];
+
+static void *cl_migrator_main(void *arg)
+{
+	int t = (int)(intptr_t)arg;
+
+	for (;;) {
+		pthread_barrier_wait(&cl_start);
+		if (__atomic_load_n(&cl_done, __ATOMIC_ACQUIRE))
+			break;
+		struct hetmm_migrate_report rep;
+		int rc;
+
+		if (t == 0) {
+			memset(&rep, 0, sizeof(rep));
+			rc = hetmm_migrate_to_system(ctx, cl, CL_PAGES * PS,
+						     &rep);
+			CHECK(rc == 0 || rc == -ENOENT);
+			cl_moved[t] += rep.moved;
+		}
+		for (size_t end = CL_PAGES; t == 1 && end > 0;) {
+			size_t n = end < CL_PIECE ? end : CL_PIECE;
+
+			memset(&rep, 0, sizeof(rep));
+			rc = hetmm_migrate_to_system(ctx, cl + (end - n) * PS,
+						     n * PS, &rep);
+			CHECK(rc == 0 || rc == -ENOENT);
+			cl_moved[t] += rep.moved;
+			end -= n;
+		}
+		pthread_barrier_wait(&cl_end);
+	}
+	return NULL;
+}
+
+static void *cl_toucher_main(void *arg)
+{
+	int t = (int)(intptr_t)arg;
+	uint64_t rng = 0x9e3779b9ULL * (uint64_t)(t + 7);
+
+	for (;;) {
+		pthread_barrier_wait(&cl_start);
+		if (__atomic_load_n(&cl_done, __ATOMIC_ACQUIRE))
+			break;
+		for (int k = 0; k < CL_TOUCHES; k++) {
+			rng = rng * 6364136223846793005ULL +
+			      1442695040888963407ULL;
+			size_t page = (size_t)(rng >> 33) % CL_PAGES;
+			size_t word = (size_t)(rng >> 13) % (PS / 8);
+			const uint64_t *w = (const uint64_t *)(cl + page * PS);
+
+			if (w[word] != t_word(t_page_seed(CL_SEED, page), word))
+				cl_bad[t]++;
+		}
+		pthread_barrier_wait(&cl_end);
+	}
+	return NULL;
+}
+
+static void batch_claims(void)
+{
+	enum { NTH = 4 };
+	pthread_t th[NTH];
+	struct hetmm_emu *emu;
+	struct hetmm_pagemap_info info;
+	struct hetmm_stats s0, s1;
+	uint64_t rounds = 0;
+	double deadline;
+
+	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE,
+				    CL_PAGES, &emu));
+	REQUIRE_OK(hetmm_emu_pagemap(emu, &cl_pg));
+	cl = t_map(CL_PAGES);
+	t_fill(cl, CL_PAGES, CL_SEED);
+	REQUIRE(pthread_barrier_init(&cl_start, NULL, NTH + 1) == 0);
+	REQUIRE(pthread_barrier_init(&cl_end, NULL, NTH + 1) == 0);
+	for (int t = 0; t < 2; t++) {
+		REQUIRE(pthread_create(&th[t], NULL, cl_migrator_main,
+				       (void *)(intptr_t)t) == 0);
+		REQUIRE(pthread_create(&th[2 + t], NULL, cl_toucher_main,
+				       (void *)(intptr_t)t) == 0);
+	}
+	s0 = t_stats(ctx);
+
+	deadline = t_now() + 2.0;
+	while (rounds < 3 || (t_now() < deadline && rounds < 1000)) {
+		struct hetmm_migrate_report rep;
+
+		memset(&rep, 0, sizeof(rep));
+		CHECK_OK(hetmm_migrate_to_device(cl_pg, cl, CL_PAGES * PS,
+						 &rep));
+		CHECK_EQ(rep.moved, CL_PAGES);
+		pthread_barrier_wait(&cl_start);
+		pthread_barrier_wait(&cl_end);
+		rounds++;
+		/* A fault-around window may still be landing. */
+		{
+			double until = t_now() + 10.0;
+
+			while (t_stats(ctx).device_resident !=
+			       s0.device_resident && t_now() < until)
+				sched_yield();
+		}
+		CHECK_EQ(t_count_on_device(ctx, cl, CL_PAGES), 0);
+		CHECK_EQ(t_verify(cl, CL_PAGES, CL_SEED), 0);
+		s1 = t_stats(ctx);
+		CHECK_EQ(cl_moved[0] + cl_moved[1] +
+				 (s1.fault_pages - s0.fault_pages),
+			 rounds * CL_PAGES);
+		REQUIRE_OK(hetmm_pagemap_get_info(cl_pg, &info));
+		CHECK_EQ(info.nr_free, CL_PAGES);
+		if (__atomic_load_n(&t_failures, __ATOMIC_RELAXED))
+			break;
+	}
+	__atomic_store_n(&cl_done, 1, __ATOMIC_RELEASE);
+	pthread_barrier_wait(&cl_start);
+	for (int t = 0; t < NTH; t++)
+		REQUIRE(pthread_join(th[t], NULL) == 0);
+	CHECK_EQ(cl_bad[0] + cl_bad[1], 0);
+	s1 = t_stats(ctx);
+	printf("claims: %llu rounds; pages back by migrator 0 %llu, "
+	       "migrator 1 %llu, faults %llu\n",
+	       (unsigned long long)rounds, (unsigned long long)cl_moved[0],
+	       (unsigned long long)cl_moved[1],
+	       (unsigned long long)(s1.fault_pages - s0.fault_pages));
+	/* Both ways of claiming met: each migrator won some pages. */
+	CHECK(cl_moved[0] > 0 && cl_moved[1] > 0);
+	pthread_barrier_destroy(&cl_start);
+	pthread_barrier_destroy(&cl_end);
+	t_unmap(cl, CL_PAGES);
+	CHECK_OK(hetmm_emu_destroy(emu));
+}
+
 int main(void)
 {
 	struct hetmm_emu *e0, *e1;
@@ -519,6 +676,7 @@ int main(void)
 
 	writers_vs_migrations();
 	concurrent_fault_back();
+	batch_claims();
 	CHECK_OK(hetmm_pagemap_remove(pgc));
 	free(cdev_mem);
 
