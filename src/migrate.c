@@ -880,6 +880,22 @@ static void chunk_drop_unfinished(struct hetmm_ctx *ctx,
 }
 
 /*
+ * A zap failed, but madvise zaps what it can before it says so (the
+ * process unmapped part of the range meanwhile, say): a copied page that
+ * is no longer there exists only on the device now and must stay there.
+ * Unmapped pages among them are marked GONE and dropped at the commit.
+ */
+static void chunk_keep_zapped(struct hetmm_ctx *ctx, struct chunk *c)
+{
+	uint8_t pf[CHUNK_PAGES];
+	if (vma_page_presence(&ctx->vmaq, c->start, c->n, pf))
+		return;
+	for (size_t i = 0; i < c->n; i++)
+		if (st_copied(c->status[i]) && !page_has_data(pf[i]))
+			c->status[i] = ST_DONE_DATA;
+}
+
+/*
  * The copy path, for pages that could not be moved: write-protect, copy,
  * zap.  A write racing it waits in a write-protect fault until the commit
  * lifts the protection, then faults the page back with the write to come.
@@ -895,6 +911,7 @@ static void chunk_copy(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		rc = for_each_run(ctx, c, st_copied, run_zap);
 	migrator_leave(c->migrator);
 	if (rc) {
+		chunk_keep_zapped(ctx, c);
 		chunk_drop_unfinished(ctx, pgmap, c);
 		return;
 	}

@@ -701,6 +701,82 @@ static void scan_both_ways(void)
 	t_unmap(buf, N);
 }
 
+/*
+ * The copy path (write-protect, copy, zap) with the process unmapping a
+ * page of the range meanwhile: the zap's madvise then zaps the rest and
+ * fails on the hole.  The pages it did zap exist only on the device and
+ * must stay there; the unmapped one is dropped.  A copying driver of the
+ * test's own does the unmapping from inside its copy.
+ */
+#define ZDEV_PAGES 8
+static uint64_t zdev_mem[ZDEV_PAGES * (PS / 8)];
+static char *zap_hole;
+
+static int zdev_copy_to(struct hetmm_pagemap *pg, uint64_t index,
+			const void *src, size_t nr)
+{
+	(void)pg;
+	if (index >= ZDEV_PAGES || nr > ZDEV_PAGES - index)
+		return -EINVAL;
+	memcpy(zdev_mem + index * (PS / 8), src, nr * PS);
+	if (zap_hole) {
+		REQUIRE(munmap(zap_hole, PS) == 0);
+		zap_hole = NULL;
+	}
+	return 0;
+}
+
+static int zdev_copy_from(struct hetmm_pagemap *pg, void *dst,
+			  uint64_t index, size_t nr)
+{
+	(void)pg;
+	if (index >= ZDEV_PAGES || nr > ZDEV_PAGES - index)
+		return -EINVAL;
+	memcpy(dst, zdev_mem + index * (PS / 8), nr * PS);
+	return 0;
+}
+
+static void unmapped_during_copy(void)
+{
+	enum { N = 4, HOLE = 1 };
+	static const struct hetmm_pagemap_ops ops = {
+		.copy_to_device = zdev_copy_to,
+		.copy_from_device = zdev_copy_from,
+	};
+	struct hetmm_pagemap_desc desc;
+	struct hetmm_pagemap *pg;
+	struct hetmm_migrate_report rep;
+	uint8_t status[N];
+	char *p = t_map(N);
+
+	memset(&desc, 0, sizeof(desc));
+	desc.type = HETMM_MEMORY_DEVICE_PRIVATE;
+	desc.nr_pages = ZDEV_PAGES;
+	desc.ops = &ops;
+	REQUIRE_OK(hetmm_pagemap_add(ctx, &desc, &pg));
+	t_fill(p, N, 0x2a9);
+	zap_hole = p + HOLE * PS;
+	memset(&rep, 0, sizeof(rep));
+	memset(status, 0, sizeof(status));
+	rep.status = status;
+	CHECK_OK(hetmm_migrate_to_device(pg, p, N * PS, &rep));
+	CHECK(zap_hole == NULL);
+	CHECK_EQ(rep.moved, N - 1);
+	for (size_t i = 0; i < N; i++)
+		CHECK_STATUS(status, i, i == HOLE ? HETMM_MIGRATE_SKIP_BUSY
+						  : HETMM_MIGRATE_MOVED);
+	CHECK_EQ(t_count_on_device(ctx, p, HOLE), HOLE);
+	CHECK_EQ(t_count_on_device(ctx, p + (HOLE + 1) * PS, N - HOLE - 1),
+		 N - HOLE - 1);
+	/* Read back by faults: every page that was not unmapped, intact. */
+	CHECK_EQ(t_verify(p, HOLE, 0x2a9), 0);
+	CHECK_EQ(t_verify_from(p + (HOLE + 1) * PS, N - HOLE - 1, 0x2a9,
+			       HOLE + 1), 0);
+	t_unmap(p, HOLE);
+	t_unmap(p + (HOLE + 1) * PS, N - HOLE - 1);
+	CHECK_OK(hetmm_pagemap_remove(pg));
+}
+
 int main(void)
 {
 	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
@@ -724,6 +800,7 @@ int main(void)
 	kernel_access();
 	stats_balance();
 	scan_both_ways();
+	unmapped_during_copy();
 
 	CHECK_OK(hetmm_mirror_destroy(mir0));
 	CHECK_OK(hetmm_mirror_destroy(mir1));
