@@ -335,6 +335,22 @@ static void writers_vs_migrations(void)
 	t_unmap(region, NPAGES);
 }
 
+/*
+ * The handler counts a page off the device just after putting it in
+ * place, and a thread that finds it there runs on without waiting (nor
+ * waits for the rest of a fault-around window): give the count a bounded
+ * moment to reach want.
+ */
+static uint64_t settled_resident(uint64_t want)
+{
+	double until = t_now() + 10.0;
+	uint64_t n;
+
+	while ((n = t_stats(ctx).device_resident) != want && t_now() < until)
+		sched_yield();
+	return n;
+}
+
 /* ------------------------------------------------------------------------
  * Part 2: concurrent fault-back of the same pages.
  */
@@ -464,18 +480,8 @@ static void concurrent_fault_back(void)
 							  &pfn) == 0;
 			CHECK_EQ(left, 0);
 		}
-		/* The handler counts a page off the device just after
-		 * putting it in place, and a thread that finds it there runs
-		 * on without waiting: give the count a bounded moment. */
-		{
-			double until = t_now() + 10.0;
-
-			while (t_stats(ctx).device_resident !=
-			       s0.device_resident && t_now() < until)
-				sched_yield();
-			CHECK_EQ(t_stats(ctx).device_resident,
-				 s0.device_resident);
-		}
+		CHECK_EQ(settled_resident(s0.device_resident),
+			 s0.device_resident);
 		if (__atomic_load_n(&t_failures, __ATOMIC_RELAXED))
 			break;
 	}
@@ -612,14 +618,8 @@ static void batch_claims(void)
 		pthread_barrier_wait(&cl_start);
 		pthread_barrier_wait(&cl_end);
 		rounds++;
-		/* A fault-around window may still be landing. */
-		{
-			double until = t_now() + 10.0;
-
-			while (t_stats(ctx).device_resident !=
-			       s0.device_resident && t_now() < until)
-				sched_yield();
-		}
+		CHECK_EQ(settled_resident(s0.device_resident),
+			 s0.device_resident);
 		CHECK_EQ(t_count_on_device(ctx, cl, CL_PAGES), 0);
 		CHECK_EQ(t_verify(cl, CL_PAGES, CL_SEED), 0);
 		s1 = t_stats(ctx);
