@@ -180,13 +180,11 @@ size_t claim_device_run(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 		size_t want = MIN(n - i, leaf_left);
 		size_t got = want >= CLAIM_BATCH_MIN ?
 			     claim_batch(ctx, vpn + i, want, claims + i) : 0;
-		i += got;
-		if (got == want)
-			continue;
-		/* The batch stopped short, or none ran: one page alone. */
-		if (!claim_one(ctx, vpn + i, &claims[i]))
-			break;
-		i++;
+		/* What the batch left of the leaf (a short run, a coherent
+		 * page, a word another batch holds): one page at a time. */
+		for (i += got; got < want; got++, i++)
+			if (!claim_one(ctx, vpn + i, &claims[i]))
+				return i;
 	}
 	return i;
 }
