@@ -219,7 +219,7 @@ int hetmm_addr_to_pfn(struct hetmm_ctx *ctx, const void *addr,
 	uint64_t e = vtab_get(&ctx->shadow, addr_to_vpn((uintptr_t)addr));
 	/* A claimed device page is leaving its frame: a fault-back may have
 	 * put it in place already, and the thread that touched it run on. */
-	if (!(e & SHADOW_DEVICE) || (e & SHADOW_BUSY))
+	if (!shadow_claimable(e))
 		return -ENOENT;
 	pfn->val = HETMM_PFN_DEV | shadow_pfn(e);
 	return 0;

@@ -737,7 +737,7 @@ static int excl_mark(struct hetmm_mirror *m, uint64_t vpn, uint64_t n)
 	for (uint64_t i = 0; i < n; i++) {
 		uint64_t e = vtab_get(&ctx->shadow, vpn + i);
 		uint64_t idx;
-		if (!(e & SHADOW_DEVICE) || (e & SHADOW_BUSY) ||
+		if (!shadow_claimable(e) ||
 		    pfn_pagemap(shadow_pfn(e), &idx) != pg)
 			return -EAGAIN;
 		atomic_fetch_or(&pg->pages[idx].owner,

@@ -71,7 +71,7 @@ static size_t device_run_down(struct hetmm_ctx *ctx, uint64_t top, size_t max)
 	size_t n = 0;
 	while (n < max && n <= top) {
 		uint64_t e = vtab_get(&ctx->shadow, top - n);
-		if (!(e & SHADOW_DEVICE) || (e & SHADOW_BUSY))
+		if (!shadow_claimable(e))
 			break;
 		n++;
 	}
@@ -174,7 +174,7 @@ static bool fault_back_region(struct hetmm_ctx *ctx, uint64_t lo,
 	bool ok = false;
 	for (uint64_t v = lo; v < hi;) {
 		uint64_t e = vtab_get(&ctx->shadow, v);
-		if (!(e & SHADOW_DEVICE) || (e & SHADOW_BUSY)) {
+		if (!shadow_claimable(e)) {
 			ok |= v == vpn && !(e & SHADOW_BUSY);
 			v++;
 			continue;

@@ -113,6 +113,12 @@ static inline uint64_t shadow_pfn(uint64_t e)
 	return e & SHADOW_PFN_MASK;
 }
 
+/* On a device, and nobody holds it: a page a claim may take. */
+static inline bool shadow_claimable(uint64_t e)
+{
+	return (e & (SHADOW_DEVICE | SHADOW_BUSY)) == SHADOW_DEVICE;
+}
+
 /* ------------------------------------------------------------------------
  * uffd.c - opening and driving a userfaultfd.
  */

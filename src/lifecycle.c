@@ -179,7 +179,7 @@ static int remap_one(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
 {
 	struct remap *r = arg;
 	uint64_t e = atomic_load(slot);
-	if (!(e & SHADOW_DEVICE) || (e & SHADOW_BUSY) ||
+	if (!shadow_claimable(e) ||
 	    !shadow_claim(r->drop.ctx, vpn, slot, &e, e | SHADOW_BUSY))
 		return 0;   /* in a migration's hands: see the notes above */
 

@@ -129,7 +129,7 @@ static size_t claim_batch(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 	size_t i = 0;
 	for (; slot && i < n; i++, slot++) {
 		uint64_t e = atomic_load_explicit(slot, memory_order_relaxed);
-		if (!(e & SHADOW_DEVICE) || (e & SHADOW_BUSY) ||
+		if (!shadow_claimable(e) ||
 		    shadow_is_coherent(e))
 			break;
 		atomic_store_explicit(slot, e | SHADOW_BUSY,
@@ -164,7 +164,7 @@ static bool claim_one(struct hetmm_ctx *ctx, uint64_t vpn, uint64_t *claim)
 	if (!slot)
 		return false;
 	uint64_t e = atomic_load_explicit(slot, memory_order_acquire);
-	if (!(e & SHADOW_DEVICE) || (e & SHADOW_BUSY) ||
+	if (!shadow_claimable(e) ||
 	    !claim_device_page(ctx, vpn, slot, e))
 		return false;
 	*claim = e | SHADOW_BUSY;
@@ -476,7 +476,7 @@ int migrate_back_range(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end,
 	for (uint64_t vpn = first; vpn < last;) {
 		size_t page = vpn - first;
 		uint64_t e = vtab_get(&ctx->shadow, vpn);
-		if (!(e & SHADOW_DEVICE) || (e & SHADOW_BUSY)) {
+		if (!shadow_claimable(e)) {
 			report_status(rep, page, (e & SHADOW_BUSY) ?
 				      HETMM_MIGRATE_SKIP_BUSY :
 				      HETMM_MIGRATE_SKIP_SYSTEM);

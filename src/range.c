@@ -29,7 +29,7 @@ static const void *entry_owner(uint64_t e, enum hetmm_memory_type *type)
 
 static bool is_local(uint64_t e, const void *owner)
 {
-	return (e & SHADOW_DEVICE) && !(e & SHADOW_BUSY) &&
+	return shadow_claimable(e) &&
 	       entry_owner(e, NULL) == owner;
 }
 
