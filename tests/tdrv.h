@@ -91,10 +91,12 @@ static inline unsigned char *td_map_file(uint64_t nr)
 	return p;
 }
 
-/* A pagemap of nr pages of type with extra desc flags; rc of the add. */
-static inline int td_add(struct hetmm_ctx *ctx, struct td *d, uint64_t nr,
-			 enum td_mode mode, enum hetmm_memory_type type,
-			 uint32_t flags)
+/* A pagemap of nr pages of type with extra desc flags and ops of the
+ * test's own (NULL: the mode's); rc of the add. */
+static inline int td_add_ops(struct hetmm_ctx *ctx, struct td *d,
+			     uint64_t nr, enum td_mode mode,
+			     enum hetmm_memory_type type, uint32_t flags,
+			     const struct hetmm_pagemap_ops *ops)
 {
 	struct hetmm_pagemap_desc desc;
 
@@ -108,12 +110,19 @@ static inline int td_add(struct hetmm_ctx *ctx, struct td *d, uint64_t nr,
 	memset(&desc, 0, sizeof(desc));
 	desc.type = type;
 	desc.nr_pages = nr;
-	desc.ops = mode == TD_COPY ? &td_ops_copy :
+	desc.ops = ops ? ops : mode == TD_COPY ? &td_ops_copy :
 		   mode == TD_REMAP ? &td_ops_addr : &td_ops_fixed;
 	desc.flags = flags | (mode == TD_REMAP ? HETMM_PAGEMAP_REMAP : 0);
 	desc.drvdata = d;
 	desc.owner = d;
 	return hetmm_pagemap_add(ctx, &desc, &d->pg);
+}
+
+static inline int td_add(struct hetmm_ctx *ctx, struct td *d, uint64_t nr,
+			 enum td_mode mode, enum hetmm_memory_type type,
+			 uint32_t flags)
+{
+	return td_add_ops(ctx, d, nr, mode, type, flags, NULL);
 }
 
 /* Unmap the device memory (after the pagemap is gone). */

@@ -4,7 +4,7 @@
  * device and back, by CPU faults and explicitly; what may not move and
  * why; ranges that are refused; a full device; hot-remove.
  */
-#include "t.h"
+#include "tdrv.h"
 
 /*
  * Snapshot values as the kernel's dmirror gives them: a device-private
@@ -708,52 +708,37 @@ static void scan_both_ways(void)
  * must stay there; the unmapped one is dropped.  A copying driver of the
  * test's own does the unmapping from inside its copy.
  */
-#define ZDEV_PAGES 8
-static uint64_t zdev_mem[ZDEV_PAGES * (PS / 8)];
 static char *zap_hole;
 
-static int zdev_copy_to(struct hetmm_pagemap *pg, uint64_t index,
-			const void *src, size_t nr)
+/* td_copy_to, and the process unmaps zap_hole meanwhile. */
+static int unmapping_copy_to(struct hetmm_pagemap *pg, uint64_t index,
+			     const void *src, size_t nr)
 {
-	(void)pg;
-	if (index >= ZDEV_PAGES || nr > ZDEV_PAGES - index)
-		return -EINVAL;
-	memcpy(zdev_mem + index * (PS / 8), src, nr * PS);
+	int rc = td_copy_to(pg, index, src, nr);
+
 	if (zap_hole) {
 		REQUIRE(munmap(zap_hole, PS) == 0);
 		zap_hole = NULL;
 	}
-	return 0;
-}
-
-static int zdev_copy_from(struct hetmm_pagemap *pg, void *dst,
-			  uint64_t index, size_t nr)
-{
-	(void)pg;
-	if (index >= ZDEV_PAGES || nr > ZDEV_PAGES - index)
-		return -EINVAL;
-	memcpy(dst, zdev_mem + index * (PS / 8), nr * PS);
-	return 0;
+	return rc;
 }
 
 static void unmapped_during_copy(void)
 {
 	enum { N = 4, HOLE = 1 };
 	static const struct hetmm_pagemap_ops ops = {
-		.copy_to_device = zdev_copy_to,
-		.copy_from_device = zdev_copy_from,
+		.copy_to_device = unmapping_copy_to,
+		.copy_from_device = td_copy_from,
 	};
-	struct hetmm_pagemap_desc desc;
+	struct td d;
 	struct hetmm_pagemap *pg;
 	struct hetmm_migrate_report rep;
 	uint8_t status[N];
 	char *p = t_map(N);
 
-	memset(&desc, 0, sizeof(desc));
-	desc.type = HETMM_MEMORY_DEVICE_PRIVATE;
-	desc.nr_pages = ZDEV_PAGES;
-	desc.ops = &ops;
-	REQUIRE_OK(hetmm_pagemap_add(ctx, &desc, &pg));
+	REQUIRE_OK(td_add_ops(ctx, &d, 2 * N, TD_COPY,
+			      HETMM_MEMORY_DEVICE_PRIVATE, 0, &ops));
+	pg = d.pg;
 	t_fill(p, N, 0x2a9);
 	zap_hole = p + HOLE * PS;
 	memset(&rep, 0, sizeof(rep));
@@ -775,6 +760,7 @@ static void unmapped_during_copy(void)
 	t_unmap(p, HOLE);
 	t_unmap(p + (HOLE + 1) * PS, N - HOLE - 1);
 	CHECK_OK(hetmm_pagemap_remove(pg));
+	td_free(&d);
 }
 
 int main(void)
