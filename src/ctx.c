@@ -256,45 +256,66 @@ bool is_migrator(struct hetmm_ctx *ctx, pid_t tid)
 	return false;
 }
 
-/* Bound on waiting for the handler to see a zap: only a zap of memory the
- * process remapped under us raises no event, and then nothing is owed. */
-#define ZAP_SEEN_TIMEOUT_NS 1000000000LL
-
-int migrator_zap(struct hetmm_ctx *ctx, struct migrator *m, uintptr_t start,
-		 uintptr_t end)
-{
-	(void)ctx;
-	atomic_store(&m->zap_left, end - start);
-	atomic_store(&m->zap_end, end);
-	atomic_store(&m->zap_start, start);
-	int rc = madvise((void *)start, end - start, MADV_DONTNEED) ? -errno : 0;
-	struct timespec t0, t;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	while (!rc && atomic_load(&m->zap_left)) {
-		sched_yield();
-		clock_gettime(CLOCK_MONOTONIC, &t);
-		if ((t.tv_sec - t0.tv_sec) * 1000000000LL +
-		    (t.tv_nsec - t0.tv_nsec) > ZAP_SEEN_TIMEOUT_NS)
-			break;
-	}
-	atomic_store(&m->zap_start, 0);
-	atomic_store(&m->zap_end, 0);
-	return rc;
-}
-
 /*
  * A write to the slot's own write-protected sync page is a fault, and the
  * handler takes messages in the order the kernel queued them: once it has
  * lifted the protection, it has handled every event read before.  A fault,
  * unlike an madvise, holds nobody else's userfaultfd calls up meanwhile.
  */
-void handler_sync(struct hetmm_ctx *ctx)
+static void sync_through(struct hetmm_ctx *ctx, struct migrator *m)
 {
-	struct migrator *m = migrator_enter(ctx, gettid());
 	char *page = ctx->sync_pages + (m - ctx->migrators) * PAGE_SIZE;
 	*(volatile char *)page = 1;
 	uffd_writeprotect(ctx->uffd.fd, (uintptr_t)page, PAGE_SIZE, WP_ON);
+}
+
+void handler_sync(struct hetmm_ctx *ctx)
+{
+	struct migrator *m = migrator_enter(ctx, gettid());
+	sync_through(ctx, m);
 	migrator_leave(m);
+}
+
+/* How long a zap waits for the handler to count its events before it
+ * asks the handler to catch up (handler_sync) instead. */
+#define ZAP_SEEN_SPIN_NS 1000000LL
+
+static int64_t elapsed_ns(const struct timespec *t0)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (t.tv_sec - t0->tv_sec) * 1000000000LL +
+	       (t.tv_nsec - t0->tv_nsec);
+}
+
+/*
+ * Zap [start, end) and return only once the handler has handled every
+ * REMOVE event the zap raised: until then it could take one of them,
+ * handled after our commit, for the process discarding the pages we
+ * just published.  madvise returns once the handler has read the
+ * events, so a handler_sync() after it is always enough; counting the
+ * events' bytes down to zero usually ends sooner.  The count never gets
+ * there when part of the range raised no event: a zap that failed on a
+ * hole (the process unmapped a page meanwhile: madvise zaps the rest
+ * before it says so), or memory the process remapped under us.
+ */
+int migrator_zap(struct hetmm_ctx *ctx, struct migrator *m, uintptr_t start,
+		 uintptr_t end)
+{
+	atomic_store(&m->zap_left, end - start);
+	atomic_store(&m->zap_end, end);
+	atomic_store(&m->zap_start, start);
+	int rc = madvise((void *)start, end - start, MADV_DONTNEED) ? -errno : 0;
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (!rc && atomic_load(&m->zap_left) &&
+	       elapsed_ns(&t0) < ZAP_SEEN_SPIN_NS)
+		sched_yield();
+	if (rc || atomic_load(&m->zap_left))
+		sync_through(ctx, m);
+	atomic_store(&m->zap_start, 0);
+	atomic_store(&m->zap_end, 0);
+	return rc;
 }
 
 bool is_sync_page(const struct hetmm_ctx *ctx, uintptr_t addr)
