@@ -241,6 +241,9 @@ struct hetmm_pagemap {
 	pthread_mutex_t free_lock;
 	uint32_t *free_stack;             /* indices, top at nr_free - 1 */
 	uint64_t nr_free;
+	/* Frames flagged HETMM_PAGE_ZERO.  While there are none, a run
+	 * coming back needs no look at its metadata before it moves. */
+	_Atomic uint64_t nr_zero;
 
 	atomic_bool dying;                /* hot-remove started */
 	atomic_int users;                 /* migrations to it in flight */

@@ -53,8 +53,14 @@ static struct hetmm_page *pgmap_page(struct hetmm_pagemap *pgmap,
 	return &pgmap->pages[idx];
 }
 
+/* A claim we hold orders us after the commit that counted its frame in
+ * nr_zero, and the frame is not freed under us: a count of 0 means none
+ * of the claimed frames is a zero page, without touching their
+ * metadata (cold, in a large migration back). */
 static bool page_is_zero(struct hetmm_pagemap *pgmap, uint64_t idx)
 {
+	if (!atomic_load_explicit(&pgmap->nr_zero, memory_order_relaxed))
+		return false;
 	return atomic_load_explicit(&pgmap_page(pgmap, idx)->owner,
 				    memory_order_relaxed) & HETMM_PAGE_ZERO;
 }
@@ -975,6 +981,8 @@ static size_t chunk_commit(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		if (st != ST_DONE_DATA && st != ST_DONE_ZERO)
 			continue;
 		struct hetmm_page *p = pgmap_page(pgmap, c->frame[i]);
+		if (st == ST_DONE_ZERO)
+			atomic_fetch_add(&pgmap->nr_zero, 1);
 		atomic_store(&p->refcount, 1);
 		atomic_store(&p->owner, chunk_addr(c, i) | HETMM_PAGE_ALLOCATED |
 			     (st == ST_DONE_ZERO ? HETMM_PAGE_ZERO : 0));

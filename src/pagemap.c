@@ -453,6 +453,8 @@ void pagemap_free(struct hetmm_pagemap *pgmap, const uint32_t *idx, size_t nr,
 		struct hetmm_page *p = &pgmap->pages[idx[i]];
 		uint64_t o = atomic_load_explicit(&p->owner,
 						  memory_order_relaxed);
+		if (o & HETMM_PAGE_ZERO)
+			atomic_fetch_sub(&pgmap->nr_zero, 1);
 		atomic_store_explicit(&p->owner, (o & PAGE_STALE) | free_flags,
 				      memory_order_relaxed);
 		atomic_store_explicit(&p->refcount, 0, memory_order_relaxed);

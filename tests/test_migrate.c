@@ -498,6 +498,68 @@ static void never_touched(void)
 	t_unmap(p, N);
 }
 
+/*
+ * Holes go to the device as zero pages (no copy made) and come back as
+ * the zero page; pages with data are moved.  A migration back skips the
+ * per-frame look for zero pages while its pagemap holds none, so here
+ * both kinds come back together, from a device whose free frames are
+ * holes: a zero page moved like data would leave a hole behind.  Then
+ * again with a mirror write turning one zero page into data on the
+ * device.  Every page must come back mapped, with its bytes.
+ */
+static void zero_round(struct hetmm_pagemap *pg, struct hetmm_mirror *mir,
+		       char *p, size_t n, size_t written)
+{
+	char buf[PS];
+	struct hetmm_migrate_report rep;
+	uint64_t faults;
+
+	memset(buf, 0x5c, sizeof(buf));
+	memset(&rep, 0, sizeof(rep));
+	CHECK_OK(hetmm_migrate_to_device(pg, p, n * PS, &rep));
+	CHECK_EQ(rep.moved, n);
+	if (written < n)
+		CHECK_OK(hetmm_mirror_write(mir, p + written * PS, buf, 1,
+					    &faults));
+	memset(&rep, 0, sizeof(rep));
+	CHECK_OK(hetmm_migrate_to_system(ctx, p, n * PS, &rep));
+	CHECK_EQ(rep.moved, n);
+	for (size_t i = 0; i < n; i++)
+		CHECK_EQ(t_present(p + i * PS), 1);
+	for (size_t i = 0; i < n; i++) {
+		if (i == written)
+			CHECK(memcmp(p + i * PS, buf, PS) == 0);
+		else if (i % 3)
+			CHECK_EQ(t_verify_from(p + i * PS, 1, 21, i), 0);
+		else
+			CHECK_EQ(t_nonzero_pages(p + i * PS, 1), 0);
+	}
+	/* The holes again, for the next round. */
+	for (size_t i = 0; i < n; i += 3)
+		REQUIRE(madvise(p + i * PS, PS, MADV_DONTNEED) == 0);
+}
+
+static void zero_and_data_frames(void)
+{
+	enum { N = 24 };
+	struct hetmm_emu *emu;
+	struct hetmm_pagemap *pg;
+	struct hetmm_mirror *mir;
+	char *p = t_map(N);
+
+	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, N, &emu));
+	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	REQUIRE_OK(hetmm_mirror_create(emu, &mir));
+	for (size_t i = 0; i < N; i++)
+		if (i % 3)
+			t_fill_from(p + i * PS, 1, 21, i);
+	zero_round(pg, mir, p, N, N);
+	zero_round(pg, mir, p, N, 3);
+	t_unmap(p, N);
+	CHECK_OK(hetmm_mirror_destroy(mir));
+	CHECK_OK(hetmm_emu_destroy(emu));
+}
+
 static void device_full(void)
 {
 	enum { NSMALL = 8, N = 12 };
@@ -781,6 +843,7 @@ int main(void)
 	mixed_range();
 	refused_ranges();
 	never_touched();
+	zero_and_data_frames();
 	device_full();
 	hot_remove();
 	kernel_access();
