@@ -276,43 +276,24 @@ void handler_sync(struct hetmm_ctx *ctx)
 	migrator_leave(m);
 }
 
-/* How long a zap waits for the handler to count its events before it
- * asks the handler to catch up (handler_sync) instead. */
-#define ZAP_SEEN_SPIN_NS 1000000LL
-
-static int64_t elapsed_ns(const struct timespec *t0)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (t.tv_sec - t0->tv_sec) * 1000000000LL +
-	       (t.tv_nsec - t0->tv_nsec);
-}
-
 /*
  * Zap [start, end) and return only once the handler has handled every
  * REMOVE event the zap raised: until then it could take one of them,
  * handled after our commit, for the process discarding the pages we
  * just published.  madvise returns once the handler has read the
- * events, so a handler_sync() after it is always enough; counting the
- * events' bytes down to zero usually ends sooner.  The count never gets
- * there when part of the range raised no event: a zap that failed on a
- * hole (the process unmapped a page meanwhile: madvise zaps the rest
- * before it says so), or memory the process remapped under us.
+ * events, so a sync through the handler after it is enough.  Counting
+ * the events' bytes is not: a zap that fails on a hole (the process
+ * unmapped a page meanwhile) has zapped the rest without an event for
+ * the hole, and madvise repeats an event for the part of a range whose
+ * mapping was split while it waited for the first one to be read.
  */
 int migrator_zap(struct hetmm_ctx *ctx, struct migrator *m, uintptr_t start,
 		 uintptr_t end)
 {
-	atomic_store(&m->zap_left, end - start);
 	atomic_store(&m->zap_end, end);
 	atomic_store(&m->zap_start, start);
 	int rc = madvise((void *)start, end - start, MADV_DONTNEED) ? -errno : 0;
-	struct timespec t0;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	while (!rc && atomic_load(&m->zap_left) &&
-	       elapsed_ns(&t0) < ZAP_SEEN_SPIN_NS)
-		sched_yield();
-	if (rc || atomic_load(&m->zap_left))
-		sync_through(ctx, m);
+	sync_through(ctx, m);
 	atomic_store(&m->zap_start, 0);
 	atomic_store(&m->zap_end, 0);
 	return rc;
@@ -352,16 +333,4 @@ bool migrators_zapping(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 			return true;
 	}
 	return false;
-}
-
-void migrators_zap_seen(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
-{
-	for (unsigned i = 0; i < MAX_MIGRATORS; i++) {
-		struct migrator *m = &ctx->migrators[i];
-		uintptr_t zs = atomic_load(&m->zap_start);
-		uintptr_t ze = atomic_load(&m->zap_end);
-		if (!zs || ze <= start || end <= zs)
-			continue;
-		atomic_fetch_sub(&m->zap_left, MIN(end, ze) - MAX(start, zs));
-	}
 }

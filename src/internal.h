@@ -335,16 +335,16 @@ struct fault_dense {
 
 /*
  * A thread in the copy path of a migration to a device.  Its zap of the
- * copied pages (MADV_DONTNEED) raises a REMOVE event like any madvise;
- * the handler counts the bytes of such events against zap_left, and the
- * migrator publishes the pages only once all are counted, so that the
- * handler cannot take its own zap for the process discarding them.
+ * copied pages (MADV_DONTNEED) raises REMOVE events like any madvise;
+ * the handler tells them by the zap range, and the migrator publishes
+ * the pages only once the handler has handled them all (migrator_zap),
+ * so that the handler cannot take its own zap for the process
+ * discarding them.
  */
 struct migrator {
 	_Atomic pid_t tid;
 	_Atomic uintptr_t zap_start;
 	_Atomic uintptr_t zap_end;
-	_Atomic size_t zap_left;
 	/* A coherent remap of ours (coherent.c): the UNMAP and REMAP events
 	 * it raises for these two ranges are not the process's doing. */
 	_Atomic uintptr_t own_start[2];
@@ -501,9 +501,6 @@ void handler_sync(struct hetmm_ctx *ctx);
 bool is_sync_page(const struct hetmm_ctx *ctx, uintptr_t addr);
 /* Is [start, end) inside a range a migrator remaps on its own account? */
 bool migrators_own(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end);
-/* The handler saw a REMOVE event: count it against the zaps it covers. */
-void migrators_zap_seen(struct hetmm_ctx *ctx, uintptr_t start,
-			uintptr_t end);
 /* [start, end) lies within a migrator's zap under way. */
 bool migrators_zapping(struct hetmm_ctx *ctx, uintptr_t start,
 		       uintptr_t end);

@@ -143,8 +143,6 @@ void lifecycle_discard(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 	if (!migrators_zapping(ctx, start, end))
 		notifiers_invalidate(ctx, start, end, HETMM_EVENT_DISCARD);
 	discard_range(ctx, start, end, false);
-	/* Only now may a migrator whose zap this was publish its pages. */
-	migrators_zap_seen(ctx, start, end);
 }
 
 /* ------------------------------------------------------------------------
