@@ -531,9 +531,7 @@ static int mirror_device_page(struct hetmm_mirror *m, uint64_t e, char *buf,
 	if (zero && !frame_populated(dev))
 		return -EAGAIN;
 	memcpy(dev, buf, PAGE_SIZE);
-	if (atomic_fetch_and(&page->owner, ~(uint64_t)HETMM_PAGE_ZERO) &
-	    HETMM_PAGE_ZERO)
-		atomic_fetch_sub(&pgmap->nr_zero, 1);
+	pagemap_page_written(pgmap, page);
 	return 0;
 }
 

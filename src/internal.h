@@ -241,8 +241,10 @@ struct hetmm_pagemap {
 	pthread_mutex_t free_lock;
 	uint32_t *free_stack;             /* indices, top at nr_free - 1 */
 	uint64_t nr_free;
-	/* Frames flagged HETMM_PAGE_ZERO.  While there are none, a run
-	 * coming back needs no look at its metadata before it moves. */
+	/* Frames flagged HETMM_PAGE_ZERO (counted at the commit that flags
+	 * one, uncounted by pagemap_page_written and pagemap_free).  While
+	 * there are none, a run coming back needs no look at its metadata
+	 * before it moves. */
 	_Atomic uint64_t nr_zero;
 
 	atomic_bool dying;                /* hot-remove started */
@@ -279,6 +281,8 @@ size_t pagemap_alloc(struct hetmm_pagemap *pgmap, uint32_t *idx, size_t nr);
  * memory still holds the page copied out of them. */
 void pagemap_free(struct hetmm_pagemap *pgmap, const uint32_t *idx,
 		  size_t nr, uint64_t free_flags);
+/* A device write gave the page data: it is no zero page any more. */
+void pagemap_page_written(struct hetmm_pagemap *pgmap, struct hetmm_page *p);
 /* Enter/leave a migration to pgmap; enter fails with -ENXIO if dying. */
 int pagemap_get(struct hetmm_pagemap *pgmap);
 void pagemap_put(struct hetmm_pagemap *pgmap);

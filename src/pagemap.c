@@ -469,6 +469,13 @@ void pagemap_free(struct hetmm_pagemap *pgmap, const uint32_t *idx, size_t nr,
 	pthread_mutex_unlock(&pgmap->free_lock);
 }
 
+void pagemap_page_written(struct hetmm_pagemap *pgmap, struct hetmm_page *p)
+{
+	if (atomic_fetch_and(&p->owner, ~(uint64_t)HETMM_PAGE_ZERO) &
+	    HETMM_PAGE_ZERO)
+		atomic_fetch_sub(&pgmap->nr_zero, 1);
+}
+
 int pagemap_get(struct hetmm_pagemap *pgmap)
 {
 	atomic_fetch_add(&pgmap->users, 1);
