@@ -135,8 +135,7 @@ static size_t claim_batch(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 	size_t i = 0;
 	for (; slot && i < n; i++, slot++) {
 		uint64_t e = atomic_load_explicit(slot, memory_order_relaxed);
-		if (!shadow_claimable(e) ||
-		    shadow_is_coherent(e))
+		if (!shadow_claimable(e) || shadow_is_coherent(e))
 			break;
 		atomic_store_explicit(slot, e | SHADOW_BUSY,
 				      memory_order_relaxed);
@@ -170,8 +169,7 @@ static bool claim_one(struct hetmm_ctx *ctx, uint64_t vpn, uint64_t *claim)
 	if (!slot)
 		return false;
 	uint64_t e = atomic_load_explicit(slot, memory_order_acquire);
-	if (!shadow_claimable(e) ||
-	    !claim_device_page(ctx, vpn, slot, e))
+	if (!shadow_claimable(e) || !claim_device_page(ctx, vpn, slot, e))
 		return false;
 	*claim = e | SHADOW_BUSY;
 	return true;
