@@ -143,9 +143,11 @@ static unsigned dense_count(const struct fault_dense *d, unsigned lo,
 
 static void dense_mark(struct fault_dense *d, unsigned lo, unsigned n)
 {
-	for (unsigned i = lo; i < lo + n; i++)
-		d->bits[i / 64] |= 1ull << (i % 64);
-	d->nset = dense_count(d, 0, DENSE_BLOCK_PAGES);
+	for (unsigned i = lo; i < lo + n; i++) {
+		uint64_t bit = 1ull << (i % 64);
+		d->nset += !(d->bits[i / 64] & bit);
+		d->bits[i / 64] |= bit;
+	}
 }
 
 /* The number of pages of the region to bring back around vpn: the
@@ -212,6 +214,19 @@ static bool fault_back_dense(struct hetmm_ctx *ctx, uintptr_t addr,
 }
 
 /*
+ * The faulting page's frame metadata is written when the page leaves the
+ * device, after the fill: a random access finds it cold, and its miss,
+ * fetched now, overlaps the fill instead of following it.
+ */
+static void frame_prefetch(uint64_t e)
+{
+	uint64_t idx;
+	struct hetmm_pagemap *pgmap = pfn_pagemap(shadow_pfn(e), &idx);
+	if (pgmap)
+		__builtin_prefetch(&pgmap->pages[idx], 1);
+}
+
+/*
  * Bring back the faulting page and the rest of its window, a chunk at a
  * time, moving away from the faulting page in the stream's direction.
  * The faulting page's chunk wakes its waiters as it lands, so the thread
@@ -222,10 +237,11 @@ static bool fault_back_dense(struct hetmm_ctx *ctx, uintptr_t addr,
  * (someone holds the next page, or an event waits to be read and the rest
  * was woken to fault again after it) ends the window.
  */
-static void fault_back(struct hetmm_ctx *ctx, uintptr_t addr)
+static void fault_back(struct hetmm_ctx *ctx, uintptr_t addr, uint64_t e)
 {
 	uint64_t vpn = addr_to_vpn(addr);
 	void *staging = ctx->fault_staging;
+	frame_prefetch(e);
 	if (ctx->npending) {
 		/* Fault-around could reach a range an event changes. */
 		fault_back_run(ctx, vpn, 1, &staging, 0);
@@ -424,7 +440,7 @@ static void handle_pagefault(struct hetmm_ctx *ctx, const struct uffd_msg *m)
 	if ((e & SHADOW_DEVICE) && coherent_fault(ctx, e, addr)) {
 		/* CPU-addressable device memory: filled in place. */
 	} else if (e & SHADOW_DEVICE) {
-		fault_back(ctx, addr);
+		fault_back(ctx, addr, e);
 	} else if (addr >= ctx->last_fill_start && addr < ctx->last_fill_end) {
 		/* Queued while we brought its page back with a window: it
 		 * is there now.  Forget the window so that a real hole

@@ -93,6 +93,9 @@ int vtab_for_each(struct vtab *t, uint64_t first, uint64_t last,
  *   DEVICE | pfn            on the device frame pfn
  *   BUSY [| DEVICE | pfn]   claimed by a migration or a fault in flight;
  *                           whoever set BUSY clears it and wakes waiters
+ *   BUSY                    a system page being filled: a hole, or a page
+ *                           a fault brought back, whose thread may run
+ *                           already; 0 in a moment (migrate.c)
  *   BUSY | GONE [| ...]     claimed, and the process unmapped the page
  *                           meanwhile: the claimer must not publish it
  *   n (no flag bits)        system page with references or pins taken
@@ -241,6 +244,10 @@ struct hetmm_pagemap {
 	pthread_mutex_t free_lock;
 	uint32_t *free_stack;             /* indices, top at nr_free - 1 */
 	uint64_t nr_free;
+	/* Frames whose pages have left, freed once the fill reading them
+	 * is done (migrate.c, install_run): counted free already, and
+	 * waited for by an allocation that finds the pool short. */
+	_Atomic uint64_t nr_leaving;
 	/* Frames flagged HETMM_PAGE_ZERO (counted at the commit that flags
 	 * one, uncounted by pagemap_page_written and pagemap_free).  While
 	 * there are none, a run coming back needs no look at its metadata
@@ -281,6 +288,21 @@ size_t pagemap_alloc(struct hetmm_pagemap *pgmap, uint32_t *idx, size_t nr);
  * memory still holds the page copied out of them. */
 void pagemap_free(struct hetmm_pagemap *pgmap, const uint32_t *idx,
 		  size_t nr, uint64_t free_flags);
+/*
+ * A frame whose page leaves before the fill that reads it has run
+ * (migrate.c, install_run): begin makes its metadata say free and counts
+ * it as free (nr_leaving), keeping it out of the pool; done puts it in
+ * the pool; undo, if the page stays, makes it the page's again.
+ */
+struct frame_owner {
+	uint64_t owner;
+	uint32_t refcount;
+};
+struct frame_owner pagemap_leave_begin(struct hetmm_pagemap *pgmap,
+				       uint32_t idx, uint64_t free_flags);
+void pagemap_leave_done(struct hetmm_pagemap *pgmap, uint32_t idx);
+void pagemap_leave_undo(struct hetmm_pagemap *pgmap, uint32_t idx,
+			struct frame_owner was);
 /* A device write gave the page data: it is no zero page any more. */
 void pagemap_page_written(struct hetmm_pagemap *pgmap, struct hetmm_page *p);
 /* Enter/leave a migration to pgmap; enter fails with -ENXIO if dying. */

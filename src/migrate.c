@@ -256,20 +256,38 @@ static size_t frame_run(const uint64_t *claims, size_t i, size_t n,
 	return run;
 }
 
+/* Set the run's entries to e. */
+static void shadow_store_run(struct hetmm_ctx *ctx, uint64_t vpn, size_t run,
+			     uint64_t e)
+{
+	_Atomic uint64_t *slot = NULL;
+	for (size_t k = 0; k < run; k++) {
+		slot = vtab_next(&ctx->shadow, slot, vpn + k, false);
+		atomic_store_explicit(slot, e, memory_order_release);
+	}
+}
+
+/* Count pages that left the device (negative counts take some back):
+ * left of them, installed of those mapped in the process. */
+static void count_back(struct hetmm_ctx *ctx, int64_t installed,
+		       int64_t left, bool fault)
+{
+	STAT_ADD(ctx, to_system_pages, (uint64_t)installed);
+	if (fault)
+		STAT_ADD(ctx, fault_pages, (uint64_t)installed);
+	atomic_fetch_sub(&ctx->stats.device_resident, left);
+}
+
 /* The pages left the device: clear the shadow, free the frames. */
 static void release_frames(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			   uint64_t vpn, uint64_t idx0, size_t run,
 			   uint64_t free_flags)
 {
 	uint32_t idx[CHUNK_PAGES];
-	_Atomic uint64_t *slot = NULL;
-	for (size_t k = 0; k < run; k++) {
+	for (size_t k = 0; k < run; k++)
 		idx[k] = (uint32_t)(idx0 + k);
-		slot = vtab_next(&ctx->shadow, slot, vpn + k, false);
-		atomic_store_explicit(slot, 0, memory_order_release);
-	}
+	shadow_store_run(ctx, vpn, run, 0);
 	pagemap_free(pgmap, idx, run, free_flags);
-	atomic_fetch_sub(&ctx->stats.device_resident, (int64_t)run);
 }
 
 /* Source for UFFDIO_COPY of a run: the device itself, or staging. */
@@ -298,6 +316,55 @@ static bool dst_present(struct hetmm_ctx *ctx, uintptr_t addr)
 	       (pf & PG_PRESENT);
 }
 
+/* Frames copied out of still hold their pages: on the fault path they
+ * are emptied later, when a page next moves in (PAGE_STALE). */
+static uint64_t copied_free_flags(struct hetmm_pagemap *pgmap,
+				  enum uffd_fill op, bool fault)
+{
+	bool stale = op == FILL_COPY && (pgmap->flags & HETMM_PAGEMAP_REMAP);
+	return stale && fault ? PAGE_STALE : 0;
+}
+
+/*
+ * A lone page a thread waits for, on the fault path (a random access).
+ * The fill itself wakes the thread: a UFFDIO_WAKE after it would be one
+ * more system call on the fault's critical path.  The thread may then run
+ * before we return, and must find everything as the kernel's
+ * migrate_to_ram leaves it.  So before the fill the page's entry becomes
+ * bare BUSY (a system page being filled, which every claimer waits out,
+ * as for a hole: fault_zero), the counters move, and its frame says free
+ * and counts as free (an allocation short of frames waits for it).  The
+ * frame goes back to the pool after the fill, which reads it.  Returns
+ * as install_run().
+ */
+static size_t install_lone(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+			   uint64_t vpn, uint64_t idx, uint64_t claim,
+			   enum uffd_fill op, uintptr_t src)
+{
+	uintptr_t dst = vpn_to_addr(vpn);
+	shadow_store(ctx, vpn, SHADOW_BUSY);
+	count_back(ctx, 1, 1, true);
+	struct frame_owner was = pagemap_leave_begin(pgmap, (uint32_t)idx,
+			copied_free_flags(pgmap, op, true));
+	long got = uffd_fill(ctx->uffd.fd, op, dst, src, PAGE_SIZE,
+			     FILL_ONCE | FILL_WAKE);
+	/* As in install_run: there already, refused for good, or not now. */
+	bool installed = got > 0 || dst_present(ctx, dst);
+	if (!installed && got != -EEXIST && got != -ENOENT && got != -EFAULT) {
+		pagemap_leave_undo(pgmap, (uint32_t)idx, was);
+		count_back(ctx, -1, -1, true);
+		shadow_store(ctx, vpn, claim);
+		return 0;
+	}
+	if (!installed)
+		count_back(ctx, -1, 0, true);
+	shadow_store(ctx, vpn, 0);
+	pagemap_leave_done(pgmap, (uint32_t)idx);
+	if (got <= 0)
+		uffd_wake(ctx->uffd.fd, dst, PAGE_SIZE);
+	return 1;
+}
+
 /*
  * Install one run; returns pages that left the device, installed or
  * dropped (that count, not the installed one, says which claims are
@@ -308,7 +375,8 @@ static bool dst_present(struct hetmm_ctx *ctx, uintptr_t addr)
  */
 static size_t install_run(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			  uint64_t vpn, uint64_t idx0, size_t run,
-			  void **staging, unsigned how)
+			  const uint64_t *claims, void **staging,
+			  unsigned how)
 {
 	bool fault = how & BACK_FAULT;
 	size_t installed = 0;
@@ -330,6 +398,8 @@ static size_t install_run(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		if (!src)
 			return 0;
 	}
+	if (fault && run == 1 && op != FILL_MOVE && !(how & BACK_NO_WAKE))
+		return install_lone(ctx, pgmap, vpn, idx0, claims[0], op, src);
 
 	uintptr_t dst = vpn_to_addr(vpn);
 	size_t done = 0;
@@ -371,25 +441,19 @@ static size_t install_run(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		}
 		done++;
 	}
-	/* Frames copied out of still hold their pages: give the memory
-	 * back, or, on the fault path, leave that for later. */
-	uint64_t free_flags = 0;
-	if (op == FILL_COPY && (pgmap->flags & HETMM_PAGEMAP_REMAP) && done) {
-		if (fault)
-			free_flags = PAGE_STALE;
-		else
-			madvise((void *)src, done * PAGE_SIZE, MADV_DONTNEED);
-	}
+	if (!done)
+		return 0;
+	/* Off the fault path, a frame copied out of gives its memory back
+	 * now. */
+	if (op == FILL_COPY && (pgmap->flags & HETMM_PAGEMAP_REMAP) && !fault)
+		madvise((void *)src, done * PAGE_SIZE, MADV_DONTNEED);
 	/* Wake only once the shadow says "system": a thread that resumes
 	 * must find the page where hetmm says it is. */
-	if (done) {
-		release_frames(ctx, pgmap, vpn, idx0, done, free_flags);
-		STAT_ADD(ctx, to_system_pages, installed);
-		if (fault)
-			STAT_ADD(ctx, fault_pages, installed);
-		if (!(how & BACK_NO_WAKE))
-			uffd_wake(ctx->uffd.fd, dst, done * PAGE_SIZE);
-	}
+	release_frames(ctx, pgmap, vpn, idx0, done,
+		       copied_free_flags(pgmap, op, fault));
+	count_back(ctx, (int64_t)installed, (int64_t)done, fault);
+	if (!(how & BACK_NO_WAKE))
+		uffd_wake(ctx->uffd.fd, dst, done * PAGE_SIZE);
 	return done;
 }
 
@@ -438,10 +502,10 @@ size_t migrate_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 					vpn_to_addr(vpn + i), run);
 			run = k ? k : run;
 			gone = k ? install_run(ctx, pgmap, vpn + i, idx0, run,
-					       staging, how) : 0;
+					       claims + i, staging, how) : 0;
 		} else {
 			gone = install_run(ctx, pgmap, vpn + i, idx0, run,
-					   staging, how);
+					   claims + i, staging, how);
 		}
 		left += gone;
 		/* Pages that could not leave stay on the device. */
@@ -454,6 +518,25 @@ size_t migrate_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 		i += run;
 	}
 	return left;
+}
+
+/*
+ * A bare BUSY entry is a system page being filled: a hole (fault_zero), or
+ * a page a fault brought back, whose thread may run already.  It is a
+ * system page in a moment, so callers wait a little for it (yielding: the
+ * filler may be waiting for this CPU) before they call it busy.
+ */
+#define FILLING_SPINS 64
+
+static uint64_t settled_entry(struct hetmm_ctx *ctx, uint64_t vpn)
+{
+	uint64_t e = vtab_get(&ctx->shadow, vpn);
+	for (int spins = 0; e == SHADOW_BUSY && spins < FILLING_SPINS;
+	     spins++) {
+		sched_yield();
+		e = vtab_get(&ctx->shadow, vpn);
+	}
+	return e;
 }
 
 static void report_status(struct hetmm_migrate_report *rep, size_t page,
@@ -479,7 +562,7 @@ int migrate_back_range(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end,
 
 	for (uint64_t vpn = first; vpn < last;) {
 		size_t page = vpn - first;
-		uint64_t e = vtab_get(&ctx->shadow, vpn);
+		uint64_t e = settled_entry(ctx, vpn);
 		if (!shadow_claimable(e)) {
 			report_status(rep, page, (e & SHADOW_BUSY) ?
 				      HETMM_MIGRATE_SKIP_BUSY :
@@ -634,7 +717,7 @@ static enum hetmm_migrate_status classify_unclaimable(uint64_t e,
  */
 static bool claim_system_page(_Atomic uint64_t *slot, uint64_t *e)
 {
-	for (int spins = 0; spins < 64; spins++) {
+	for (int spins = 0; spins < FILLING_SPINS; spins++) {
 		*e = 0;
 		if (atomic_compare_exchange_strong(slot, e, SHADOW_BUSY))
 			return true;

@@ -438,35 +438,87 @@ fail:
 
 size_t pagemap_alloc(struct hetmm_pagemap *pgmap, uint32_t *idx, size_t nr)
 {
-	pthread_mutex_lock(&pgmap->free_lock);
-	size_t n = MIN(nr, pgmap->nr_free);
-	for (size_t i = 0; i < n; i++)
-		idx[i] = pgmap->free_stack[--pgmap->nr_free];
-	pthread_mutex_unlock(&pgmap->free_lock);
-	return n;
+	for (;;) {
+		pthread_mutex_lock(&pgmap->free_lock);
+		size_t n = MIN(nr, pgmap->nr_free);
+		/* Short, with frames on their way back: those count as
+		 * free, so wait for them rather than come up short. */
+		bool wait = n < nr && atomic_load(&pgmap->nr_leaving);
+		for (size_t i = 0; i < n && !wait; i++)
+			idx[i] = pgmap->free_stack[--pgmap->nr_free];
+		pthread_mutex_unlock(&pgmap->free_lock);
+		if (!wait)
+			return n;
+		sched_yield();
+	}
 }
 
-void pagemap_free(struct hetmm_pagemap *pgmap, const uint32_t *idx, size_t nr,
-		  uint64_t free_flags)
+/* The frame's metadata says free; returns what it said before. */
+static struct frame_owner frame_unown(struct hetmm_pagemap *pgmap,
+				      uint32_t idx, uint64_t free_flags)
 {
-	for (size_t i = 0; i < nr; i++) {
-		struct hetmm_page *p = &pgmap->pages[idx[i]];
-		uint64_t o = atomic_load_explicit(&p->owner,
-						  memory_order_relaxed);
-		if (o & HETMM_PAGE_ZERO)
-			atomic_fetch_sub(&pgmap->nr_zero, 1);
-		atomic_store_explicit(&p->owner, (o & PAGE_STALE) | free_flags,
-				      memory_order_relaxed);
-		atomic_store_explicit(&p->refcount, 0, memory_order_relaxed);
-		if (pgmap->ops->page_free)
+	struct hetmm_page *p = &pgmap->pages[idx];
+	struct frame_owner was = {
+		.owner = atomic_load_explicit(&p->owner, memory_order_relaxed),
+		.refcount = atomic_load_explicit(&p->refcount,
+						 memory_order_relaxed),
+	};
+	if (was.owner & HETMM_PAGE_ZERO)
+		atomic_fetch_sub(&pgmap->nr_zero, 1);
+	atomic_store_explicit(&p->owner, (was.owner & PAGE_STALE) | free_flags,
+			      memory_order_relaxed);
+	atomic_store_explicit(&p->refcount, 0, memory_order_relaxed);
+	return was;
+}
+
+/* Put unowned frames back in the pool; left of them were counted by
+ * pagemap_leave_begin(). */
+static void frames_push(struct hetmm_pagemap *pgmap, const uint32_t *idx,
+			size_t nr, size_t left)
+{
+	if (pgmap->ops->page_free)
+		for (size_t i = 0; i < nr; i++)
 			pgmap->ops->page_free(pgmap, idx[i]);
-	}
 	/* Push in reverse so the run pops in its order again: a freed run
 	 * is handed out as a run, which the move and copy paths batch. */
 	pthread_mutex_lock(&pgmap->free_lock);
 	for (size_t i = nr; i-- > 0;)
 		pgmap->free_stack[pgmap->nr_free++] = idx[i];
+	/* Under the lock, so that the count of free frames never sees one
+	 * twice or not at all. */
+	atomic_fetch_sub(&pgmap->nr_leaving, left);
 	pthread_mutex_unlock(&pgmap->free_lock);
+}
+
+void pagemap_free(struct hetmm_pagemap *pgmap, const uint32_t *idx, size_t nr,
+		  uint64_t free_flags)
+{
+	for (size_t i = 0; i < nr; i++)
+		frame_unown(pgmap, idx[i], free_flags);
+	frames_push(pgmap, idx, nr, 0);
+}
+
+struct frame_owner pagemap_leave_begin(struct hetmm_pagemap *pgmap,
+				       uint32_t idx, uint64_t free_flags)
+{
+	atomic_fetch_add(&pgmap->nr_leaving, 1);
+	return frame_unown(pgmap, idx, free_flags);
+}
+
+void pagemap_leave_done(struct hetmm_pagemap *pgmap, uint32_t idx)
+{
+	frames_push(pgmap, &idx, 1, 1);
+}
+
+void pagemap_leave_undo(struct hetmm_pagemap *pgmap, uint32_t idx,
+			struct frame_owner was)
+{
+	struct hetmm_page *p = &pgmap->pages[idx];
+	if (was.owner & HETMM_PAGE_ZERO)
+		atomic_fetch_add(&pgmap->nr_zero, 1);
+	atomic_store_explicit(&p->refcount, was.refcount, memory_order_relaxed);
+	atomic_store_explicit(&p->owner, was.owner, memory_order_relaxed);
+	atomic_fetch_sub(&pgmap->nr_leaving, 1);
 }
 
 void pagemap_page_written(struct hetmm_pagemap *pgmap, struct hetmm_page *p)
@@ -614,7 +666,7 @@ int hetmm_pagemap_get_info(struct hetmm_pagemap *pgmap,
 	info->type = pgmap->type;
 	info->nr_pages = pgmap->nr_pages;
 	pthread_mutex_lock(&pgmap->free_lock);
-	info->nr_free = pgmap->nr_free;
+	info->nr_free = pgmap->nr_free + atomic_load(&pgmap->nr_leaving);
 	pthread_mutex_unlock(&pgmap->free_lock);
 	info->first_pfn.val = HETMM_PFN_DEV | pagemap_pfn(pgmap, 0);
 	info->drvdata = pgmap->drvdata;

@@ -4,6 +4,9 @@
  * device and back, by CPU faults and explicitly; what may not move and
  * why; ranges that are refused; a full device; hot-remove.
  */
+#include <sched.h>
+#include <stdbool.h>
+
 #include "tdrv.h"
 
 /*
@@ -825,6 +828,132 @@ static void unmapped_during_copy(void)
 	td_free(&d);
 }
 
+
+/* ------------------------------------------------------------------------
+ * A thread resumes from a fault with everything final, as after the
+ * kernel's migrate_to_ram: its page is a system page to every call, the
+ * frame is free and can be had at once, the counters have moved.  The
+ * fault handler shares the thread's CPU here, so the thread runs as soon
+ * as the handler's call that wakes it returns, before the handler's next
+ * instruction: whatever the handler left for after the wake shows.
+ */
+
+#define MAX_TIDS 64
+
+static int list_tids(int *tids)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	int n = 0;
+
+	REQUIRE(d != NULL);
+	while ((e = readdir(d)) != NULL && n < MAX_TIDS)
+		if (atoi(e->d_name) > 0)
+			tids[n++] = atoi(e->d_name);
+	closedir(d);
+	return n;
+}
+
+/* Pin the calling thread, and every thread not in old[], to cpu. */
+static void pin_new_threads(const int *old, int nold, int cpu)
+{
+	int tids[MAX_TIDS];
+	int n = list_tids(tids);
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	REQUIRE(sched_setaffinity(0, sizeof(set), &set) == 0);
+	for (int i = 0; i < n; i++) {
+		bool known = false;
+
+		for (int j = 0; j < nold; j++)
+			known |= tids[i] == old[j];
+		if (!known)
+			REQUIRE(sched_setaffinity(tids[i], sizeof(set),
+						  &set) == 0);
+	}
+}
+
+static void fault_leaves_nothing_behind(void)
+{
+	/* One page of each aligned group of 4, in a scrambled order: no
+	 * fault-around finds a neighbour asked for, so each fault brings
+	 * back exactly its page. */
+	enum { N = 64, STEP = 4, TOUCHED = N / STEP };
+	int old[MAX_TIDS], nold = list_tids(old);
+	cpu_set_t all;
+	struct hetmm_ctx *c;
+	struct hetmm_emu *e;
+	struct hetmm_pagemap *pg;
+	struct hetmm_migrate_report rep;
+	uint8_t status;
+	char *p = t_map(N), *q = t_map(1);
+
+	REQUIRE(sched_getaffinity(0, sizeof(all), &all) == 0);
+	REQUIRE_OK(hetmm_ctx_create(&c, NULL));
+	pin_new_threads(old, nold, sched_getcpu());
+	/* Exactly as many frames as pages: full once they are all there. */
+	REQUIRE_OK(hetmm_emu_create(c, HETMM_MEMORY_DEVICE_PRIVATE, N, &e));
+	REQUIRE_OK(hetmm_emu_pagemap(e, &pg));
+	t_fill(p, N, 41);
+	t_fill(q, 1, 42);
+	memset(&rep, 0, sizeof(rep));
+	CHECK_OK(hetmm_migrate_to_device(pg, p, N * PS, &rep));
+	CHECK_EQ(rep.moved, N);
+	CHECK_EQ(nr_free(pg), 0);
+
+	struct hetmm_stats s0 = t_stats(c);
+	for (size_t k = 0; k < TOUCHED; k++) {
+		size_t i = ((k * 7) % TOUCHED) * STEP + k % STEP;
+		char *page = p + i * PS;
+		hetmm_pfn_t pfn, none;
+		struct hetmm_page *frame = NULL;
+		struct hetmm_page_info pi;
+
+		CHECK_OK(hetmm_addr_to_pfn(c, page, &pfn));
+		/* The touch: a fault brings the page back.  Nothing after
+		 * it makes a system call: the handler, which gets the CPU
+		 * back only when this thread blocks or yields, can't run
+		 * between the touch and the checks. */
+		CHECK_EQ(t_verify_from(page, 1, 41, i), 0);
+		if (k == 0) {
+			/* The full device has the frame for another page
+			 * at once. */
+			memset(&rep, 0, sizeof(rep));
+			CHECK_OK(hetmm_migrate_to_device(pg, q, PS, &rep));
+			CHECK_EQ(rep.moved, 1);
+		}
+		CHECK_EQ(hetmm_addr_to_pfn(c, page, &none), -ENOENT);
+		CHECK_OK(hetmm_pfn_to_page(pfn, &frame));
+		REQUIRE(frame != NULL);
+		CHECK_OK(hetmm_page_get_info(frame, &pi));
+		/* Free, or q's: the only free frame, at k == 0. */
+		CHECK_EQ(pi.owner, k ? 0 : (uintptr_t)q);
+		CHECK_EQ(pi.refcount, k ? 0 : 1);
+		CHECK_EQ(!(pi.flags & HETMM_PAGE_ALLOCATED), k != 0);
+		struct hetmm_stats s = t_stats(c);
+		CHECK_EQ(s.fault_pages - s0.fault_pages, k + 1);
+		CHECK_EQ(s.to_system_pages - s0.to_system_pages, k + 1);
+		/* Every page so far left, and q took a frame. */
+		CHECK_EQ(s0.device_resident - s.device_resident, k);
+		CHECK_EQ(nr_free(pg), k);
+		/* Migrate back: a system page already, not a busy one. */
+		memset(&rep, 0, sizeof(rep));
+		rep.status = &status;
+		CHECK_EQ(hetmm_migrate_to_system(c, page, PS, &rep), -ENOENT);
+		CHECK_STATUS(&status, 0, HETMM_MIGRATE_SKIP_SYSTEM);
+	}
+	CHECK_EQ(t_verify(q, 1, 42), 0);
+	for (size_t i = 0; i < N; i++)
+		CHECK_EQ(t_verify_from(p + i * PS, 1, 41, i), 0);
+	CHECK_OK(hetmm_emu_destroy(e));
+	CHECK_OK(hetmm_ctx_destroy(c));
+	REQUIRE(sched_setaffinity(0, sizeof(all), &all) == 0);
+	t_unmap(p, N);
+	t_unmap(q, 1);
+}
+
 int main(void)
 {
 	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
@@ -850,6 +979,7 @@ int main(void)
 	stats_balance();
 	scan_both_ways();
 	unmapped_during_copy();
+	fault_leaves_nothing_behind();
 
 	CHECK_OK(hetmm_mirror_destroy(mir0));
 	CHECK_OK(hetmm_mirror_destroy(mir1));
