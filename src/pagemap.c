@@ -443,13 +443,15 @@ size_t pagemap_alloc(struct hetmm_pagemap *pgmap, uint32_t *idx, size_t nr)
 		size_t n = MIN(nr, pgmap->nr_free);
 		/* Short, with frames on their way back: those count as
 		 * free, so wait for them rather than come up short. */
-		bool wait = n < nr && atomic_load(&pgmap->nr_leaving);
-		for (size_t i = 0; i < n && !wait; i++)
+		if (n < nr && atomic_load(&pgmap->nr_leaving)) {
+			pthread_mutex_unlock(&pgmap->free_lock);
+			sched_yield();
+			continue;
+		}
+		for (size_t i = 0; i < n; i++)
 			idx[i] = pgmap->free_stack[--pgmap->nr_free];
 		pthread_mutex_unlock(&pgmap->free_lock);
-		if (!wait)
-			return n;
-		sched_yield();
+		return n;
 	}
 }
 
