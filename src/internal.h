@@ -93,9 +93,10 @@ int vtab_for_each(struct vtab *t, uint64_t first, uint64_t last,
  *   DEVICE | pfn            on the device frame pfn
  *   BUSY [| DEVICE | pfn]   claimed by a migration or a fault in flight;
  *                           whoever set BUSY clears it and wakes waiters
- *   BUSY                    a system page being filled: a hole, or a page
- *                           a fault brought back, whose thread may run
- *                           already; 0 in a moment (migrate.c)
+ *   BUSY                    a system page claimed by a migration to a
+ *                           device, or being filled: a hole, or a page a
+ *                           fault brought back, whose thread may run
+ *                           already (0 in a moment: migrate.c)
  *   BUSY | GONE [| ...]     claimed, and the process unmapped the page
  *                           meanwhile: the claimer must not publish it
  *   n (no flag bits)        system page with references or pins taken
@@ -245,7 +246,7 @@ struct hetmm_pagemap {
 	uint32_t *free_stack;             /* indices, top at nr_free - 1 */
 	uint64_t nr_free;
 	/* Frames whose pages have left, freed once the fill reading them
-	 * is done (migrate.c, install_run): counted free already, and
+	 * is done (migrate.c, install_lone): counted free already, and
 	 * waited for by an allocation that finds the pool short. */
 	_Atomic uint64_t nr_leaving;
 	/* Frames flagged HETMM_PAGE_ZERO (counted at the commit that flags
@@ -290,7 +291,7 @@ void pagemap_free(struct hetmm_pagemap *pgmap, const uint32_t *idx,
 		  size_t nr, uint64_t free_flags);
 /*
  * A frame whose page leaves before the fill that reads it has run
- * (migrate.c, install_run): begin makes its metadata say free and counts
+ * (migrate.c, install_lone): begin makes its metadata say free and counts
  * it as free (nr_leaving), keeping it out of the pool; done puts it in
  * the pool; undo, if the page stays, makes it the page's again.
  */

@@ -524,15 +524,20 @@ size_t migrate_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
  * A bare BUSY entry is a system page being filled: a hole (fault_zero), or
  * a page a fault brought back, whose thread may run already.  It is a
  * system page in a moment, so callers wait a little for it (yielding: the
- * filler may be waiting for this CPU) before they call it busy.
+ * filler may be waiting for this CPU) before they call it busy.  A
+ * migration to a device claims system pages with bare BUSY too, and holds
+ * them far longer: *spins_left is the caller's budget of yields for all
+ * its pages, so a range such a migration holds costs it one page's wait,
+ * not one per page.
  */
 #define FILLING_SPINS 64
 
-static uint64_t settled_entry(struct hetmm_ctx *ctx, uint64_t vpn)
+static uint64_t settled_entry(struct hetmm_ctx *ctx, uint64_t vpn,
+			      int *spins_left)
 {
 	uint64_t e = vtab_get(&ctx->shadow, vpn);
-	for (int spins = 0; e == SHADOW_BUSY && spins < FILLING_SPINS;
-	     spins++) {
+	while (e == SHADOW_BUSY && *spins_left > 0) {
+		--*spins_left;
 		sched_yield();
 		e = vtab_get(&ctx->shadow, vpn);
 	}
@@ -559,10 +564,11 @@ int migrate_back_range(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end,
 	void *staging = NULL;
 	uint64_t first = addr_to_vpn(start), last = addr_to_vpn(end);
 	size_t moved = 0;
+	int spins_left = FILLING_SPINS;
 
 	for (uint64_t vpn = first; vpn < last;) {
 		size_t page = vpn - first;
-		uint64_t e = settled_entry(ctx, vpn);
+		uint64_t e = settled_entry(ctx, vpn, &spins_left);
 		if (!shadow_claimable(e)) {
 			report_status(rep, page, (e & SHADOW_BUSY) ?
 				      HETMM_MIGRATE_SKIP_BUSY :
