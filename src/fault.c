@@ -24,6 +24,7 @@
 #include "internal.h"
 
 #define FAULT_AROUND_GROWTH 8
+#define FAULT_READ_BATCH 32
 
 /*
  * Adaptive fault-around.  A fault that lands where a recent stream of
@@ -474,21 +475,43 @@ static void handle_msg(struct hetmm_ctx *ctx, const struct uffd_msg *m)
 	}
 }
 
+/*
+ * How many messages to ask the kernel for.  A thread has one message at
+ * most waiting for us (a fault or an event it waits on), so while they
+ * come one at a time from one thread, nothing else can be queued behind
+ * the one it raised, and a read for more costs that fault the kernel's
+ * second look at empty queues.  A message from another thread, or a
+ * batch, means several threads fault at once: read batches again.
+ */
+static size_t read_want(const struct uffd_msg *msgs, size_t n,
+			uint32_t *last_tid)
+{
+	uint32_t tid = msgs[0].event == UFFD_EVENT_PAGEFAULT ?
+		       msgs[0].arg.pagefault.feat.ptid : 0;
+	bool alone = n == 1 && tid && tid == *last_tid;
+	*last_tid = n == 1 ? tid : 0;
+	return alone ? 1 : FAULT_READ_BATCH;
+}
+
 static void *fault_handler_main(void *arg)
 {
 	struct hetmm_ctx *ctx = arg;
-	struct uffd_msg msgs[32];
+	struct uffd_msg msgs[FAULT_READ_BATCH];
+	size_t want = FAULT_READ_BATCH;
+	uint32_t last_tid = 0;
 
 	/* Leave only once the doorbell fault is served: leaving on the
 	 * stop flag alone could strand the thread that rang it. */
 	while (!ctx->doorbell_served) {
-		ssize_t got = read(ctx->uffd.fd, msgs, sizeof(msgs));
+		ssize_t got = read(ctx->uffd.fd, msgs, want * sizeof(msgs[0]));
 		if (got < 0) {
 			if (errno == EINTR || errno == EAGAIN)
 				continue;
 			break;
 		}
 		size_t n = (size_t)got / sizeof(msgs[0]);
+		if (!n)
+			continue;
 		/*
 		 * Reading an event (munmap, madvise, mremap) lets the thread
 		 * that raised it go on: its range may be zapped, unmapped or
@@ -512,6 +535,7 @@ static void *fault_handler_main(void *arg)
 			handle_msg(ctx, &msgs[i]);
 		}
 		ctx->npending = 0;
+		want = read_want(msgs, n, &last_tid);
 	}
 	return NULL;
 }
