@@ -772,6 +772,12 @@ static void scan_both_ways(void)
  * fails on the hole.  The pages it did zap exist only on the device and
  * must stay there; the unmapped one is dropped.  A copying driver of the
  * test's own does the unmapping from inside its copy.
+ *
+ * Migrations go a 2 MiB chunk at a time.  With the range inside one
+ * chunk, the hole is unmapped while its chunk holds it.  With the hole
+ * starting the next chunk, it is unmapped before that chunk is
+ * registered, so no UNMAP event tells the migration: it must still not
+ * send an address with no mapping to the device.
  */
 static char *zap_hole;
 
@@ -788,7 +794,22 @@ static int unmapping_copy_to(struct hetmm_pagemap *pg, uint64_t index,
 	return rc;
 }
 
-static void unmapped_during_copy(void)
+/* n pages mapped so that page first starts a 2 MiB chunk. */
+static char *map_chunk_at(size_t n, size_t first)
+{
+	const size_t chunk = 2u << 20;
+	char *r = t_map(n + 2 * chunk / PS);
+	uintptr_t b = ((uintptr_t)r + first * PS + chunk - 1) & ~(chunk - 1);
+	char *p = (char *)(b - first * PS);
+	char *end = r + n * PS + 2 * chunk;
+
+	if (p > r)
+		t_unmap(r, (size_t)(p - r) / PS);
+	t_unmap(p + n * PS, (size_t)(end - (p + n * PS)) / PS);
+	return p;
+}
+
+static void unmapped_during_copy(size_t first_of_chunk)
 {
 	enum { N = 4, HOLE = 1 };
 	static const struct hetmm_pagemap_ops ops = {
@@ -799,7 +820,7 @@ static void unmapped_during_copy(void)
 	struct hetmm_pagemap *pg;
 	struct hetmm_migrate_report rep;
 	uint8_t status[N];
-	char *p = t_map(N);
+	char *p = map_chunk_at(N, first_of_chunk);
 
 	REQUIRE_OK(td_add_ops(ctx, &d, 2 * N, TD_COPY,
 			      HETMM_MEMORY_DEVICE_PRIVATE, 0, &ops));
@@ -978,7 +999,8 @@ int main(void)
 	kernel_access();
 	stats_balance();
 	scan_both_ways();
-	unmapped_during_copy();
+	unmapped_during_copy(0);
+	unmapped_during_copy(1);   /* the hole starts the next chunk */
 	fault_leaves_nothing_behind();
 
 	CHECK_OK(hetmm_mirror_destroy(mir0));
