@@ -1408,37 +1408,34 @@ static int make_rows(const struct size_result *sr, struct row rows[3])
 
 static void json_lat(FILE *f, const struct lat_result *lr, int head)
 {
-	fputs("{\"median\": ", f);
-	json_num(f, lr->med, 0);
-	fputs(", \"p99\": ", f);
-	json_num(f, lr->p99, 0);
-	fputs(", \"raw_median\": ", f);
-	json_num(f, lr->raw_med, 0);
-	fputs(", \"raw_p99\": ", f);
-	json_num(f, lr->raw_p99, 0);
-	fputs(", \"mean\": ", f);
-	json_num(f, lr->mean, 0);
-	fputs(", \"raw_mean\": ", f);
-	json_num(f, lr->raw_mean, 0);
-	fputs(", \"ratio\": ", f);
-	json_num(f, lr->med / lr->raw_med, 4);
-	fputs(", \"raw_cold_median\": ", f);
-	json_num(f, lr->cold_med, 0);
-	fputs(", \"raw_cold_p99\": ", f);
-	json_num(f, lr->cold_p99, 0);
-	fputs(", \"raw_cold_mean\": ", f);
-	json_num(f, lr->cold_mean, 0);
-	fputs(", \"ratio_cold\": ", f);
-	json_num(f, lr->med / lr->cold_med, 4);
+	const struct { const char *key; double v; int decimals; } num[] = {
+		{ "median", lr->med, 0 },
+		{ "p99", lr->p99, 0 },
+		{ "raw_median", lr->raw_med, 0 },
+		{ "raw_p99", lr->raw_p99, 0 },
+		{ "mean", lr->mean, 0 },
+		{ "raw_mean", lr->raw_mean, 0 },
+		{ "ratio", lr->med / lr->raw_med, 4 },
+		{ "raw_cold_median", lr->cold_med, 0 },
+		{ "raw_cold_p99", lr->cold_p99, 0 },
+		{ "raw_cold_mean", lr->cold_mean, 0 },
+		{ "ratio_cold", lr->med / lr->cold_med, 4 },
+	};
+
+	for (size_t i = 0; i < sizeof(num) / sizeof(num[0]); i++) {
+		fprintf(f, "%s\"%s\": ", i ? ", " : "{", num[i].key);
+		json_num(f, num[i].v, num[i].decimals);
+	}
 	fputs(", \"placement\": ", f);
 	json_str(f, place_name[lr->place]);
 	if (head)
 		fputs(", \"placement_rule\": \"headline = worse ratio of "
 		      "same_cpu and cross_cpu\"", f);
-	fprintf(f, ", \"samples\": %d, \"raw_samples\": %d, \"region\": %zu"
-		", \"hetmm_faults\": %" PRIu64 ", \"hetmm_fault_pages\": %"
-		PRIu64 "}", lr->n_hetmm, lr->n_raw, lr->region,
-		lr->hetmm_faults, lr->hetmm_fault_pages);
+	fprintf(f, ", \"samples\": %d, \"raw_samples\": %d, \"raw_cold_samples\": "
+		"%d, \"region\": %zu, \"hetmm_faults\": %" PRIu64
+		", \"hetmm_fault_pages\": %" PRIu64 "}", lr->n_hetmm, lr->n_raw,
+		lr->n_cold, lr->region, lr->hetmm_faults,
+		lr->hetmm_fault_pages);
 }
 
 static void print_pe_text(void)
