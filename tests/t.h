@@ -220,6 +220,22 @@ static inline void t_unmap(void *p, size_t npages)
 	REQUIRE(munmap(p, npages * PS) == 0);
 }
 
+/* As t_map, placed so that page first starts a 2 MiB boundary: where a
+ * migration starts a new chunk. */
+static inline void *t_map_chunk_at(size_t npages, size_t first)
+{
+	const uintptr_t chunk = 2u << 20;
+	char *r = t_map(npages + 2 * chunk / PS);
+	char *end = r + npages * PS + 2 * chunk;
+	uintptr_t b = ((uintptr_t)r + first * PS + chunk - 1) & ~(chunk - 1);
+	char *p = (char *)(b - first * PS);
+
+	if (p > r)
+		t_unmap(r, (size_t)(p - r) / PS);
+	t_unmap(p + npages * PS, (size_t)(end - (p + npages * PS)) / PS);
+	return p;
+}
+
 /*
  * The raw /proc/self/pagemap entry of addr (bit 63 present, bit 62
  * swapped); reading it never faults the page in.

@@ -28,11 +28,7 @@ static void test_slices(enum td_mode mode)
 	struct td d;
 	/* Each slice straddles a 2 MiB boundary, so it goes in two chunks:
 	 * the second must not evict what the first just moved in. */
-	const size_t span = DATA_PAGES + 1024;
-	char *map = t_map(span);
-	uintptr_t al = ((uintptr_t)map + 32 * PS + (2u << 20) - 1) &
-		       ~(uintptr_t)((2u << 20) - 1);
-	char *buf = (char *)(al - 32 * PS);
+	char *buf = t_map_chunk_at(DATA_PAGES, 32);
 	uint8_t st[DEV_PAGES];
 	struct hetmm_migrate_report rep = { 0, 0, st };
 
@@ -58,7 +54,7 @@ static void test_slices(enum td_mode mode)
 	t_verify(buf, DATA_PAGES, 11 + mode);
 	CHECK_OK(hetmm_pagemap_remove(d.pg));
 	td_free(&d);
-	t_unmap(map, span);
+	t_unmap(buf, DATA_PAGES);
 }
 
 /* A page asked for again survives one pass of the clock. */

@@ -794,21 +794,6 @@ static int unmapping_copy_to(struct hetmm_pagemap *pg, uint64_t index,
 	return rc;
 }
 
-/* n pages mapped so that page first starts a 2 MiB chunk. */
-static char *map_chunk_at(size_t n, size_t first)
-{
-	const size_t chunk = 2u << 20;
-	char *r = t_map(n + 2 * chunk / PS);
-	uintptr_t b = ((uintptr_t)r + first * PS + chunk - 1) & ~(chunk - 1);
-	char *p = (char *)(b - first * PS);
-	char *end = r + n * PS + 2 * chunk;
-
-	if (p > r)
-		t_unmap(r, (size_t)(p - r) / PS);
-	t_unmap(p + n * PS, (size_t)(end - (p + n * PS)) / PS);
-	return p;
-}
-
 static void unmapped_during_copy(size_t first_of_chunk)
 {
 	enum { N = 4, HOLE = 1 };
@@ -820,7 +805,7 @@ static void unmapped_during_copy(size_t first_of_chunk)
 	struct hetmm_pagemap *pg;
 	struct hetmm_migrate_report rep;
 	uint8_t status[N];
-	char *p = map_chunk_at(N, first_of_chunk);
+	char *p = t_map_chunk_at(N, first_of_chunk);
 
 	REQUIRE_OK(td_add_ops(ctx, &d, 2 * N, TD_COPY,
 			      HETMM_MEMORY_DEVICE_PRIVATE, 0, &ops));
