@@ -1115,6 +1115,32 @@ static void lat_pages(uint32_t *perm, size_t npages, uint64_t *seed)
 			  (uint32_t)(rng_next(seed) % LAT_GROUP);
 }
 
+/* Touch pages perm[0 .. warm + samples) of buf once each, each expected
+ * to read 0x42; the timed touches after the first warm go to out. */
+static int touch_pages(char *buf, const uint32_t *perm, int warm,
+		       int samples, double *out, int *nout)
+{
+	int rc = 0;
+
+	for (int i = 0; i < warm + samples; i++) {
+		volatile unsigned char *p =
+			(volatile unsigned char *)buf + (size_t)perm[i] * PAGE;
+		uint64_t t0, t1;
+		unsigned char v;
+
+		t0 = now_ns();
+		v = *p;
+		t1 = now_ns();
+		if (v != 0x42) {
+			warn_("DATA MISMATCH in latency fault: 0x%02x", v);
+			rc = -EIO;
+		}
+		if (i >= warm)
+			out[(*nout)++] = (double)(t1 - t0);
+	}
+	return rc;
+}
+
 /* One raw phase of the latency test: random pages of a fresh region
  * registered with h, each touched once; the timed ones go to out. */
 static int raw_touches(struct raw_handler *h, size_t region,
@@ -1127,25 +1153,10 @@ static int raw_touches(struct raw_handler *h, size_t region,
 	if (!buf)
 		return -ENOMEM;
 	rc = uffd_register_missing(h->fd, buf, region, NULL);
-	if (rc) {
-		munmap(buf, region);
-		return rc;
-	}
-	atomic_store(&h->base, (uintptr_t)buf);
-	atomic_store(&h->len, region);
-	for (int i = 0; i < warm + samples; i++) {
-		volatile unsigned char *p =
-			(volatile unsigned char *)buf + (size_t)perm[i] * PAGE;
-		uint64_t t0, t1;
-		unsigned char v;
-
-		t0 = now_ns();
-		v = *p;
-		t1 = now_ns();
-		if (v != 0x42)
-			rc = -EIO;
-		if (i >= warm)
-			out[(*nout)++] = (double)(t1 - t0);
+	if (!rc) {
+		atomic_store(&h->base, (uintptr_t)buf);
+		atomic_store(&h->len, region);
+		rc = touch_pages(buf, perm, warm, samples, out, nout);
 	}
 	munmap(buf, region);
 	return rc;
@@ -1244,24 +1255,8 @@ static int bench_latency(struct hetmm_ctx *ctx, const struct opts *o,
 				warn_("latency: only %" PRIu64 " of %zu pages on "
 				      "the device", rd.moved, npages);
 			hetmm_ctx_get_stats(ctx, &s0);
-			for (int i = 0; i < warm + samples; i++) {
-				volatile unsigned char *p =
-					(volatile unsigned char *)buf +
-					(size_t)perm[i] * PAGE;
-				uint64_t t0, t1;
-				unsigned char v;
-
-				t0 = now_ns();
-				v = *p;
-				t1 = now_ns();
-				if (v != 0x42) {
-					warn_("DATA MISMATCH in latency fault: "
-					      "0x%02x", v);
-					hrc = -EIO;
-				}
-				if (i >= warm)
-					ht[lr->n_hetmm++] = (double)(t1 - t0);
-			}
+			hrc = touch_pages(buf, perm, warm, samples, ht,
+					  &lr->n_hetmm);
 			hetmm_ctx_get_stats(ctx, &s1);
 			lr->hetmm_faults += s1.faults - s0.faults;
 			lr->hetmm_fault_pages += s1.fault_pages - s0.fault_pages;
