@@ -31,9 +31,12 @@
  *                      from a prepared source page), timed the same way.
  *                      For information, the same bare handler copying each
  *                      page from the same offset of a populated buffer of
- *                      the region's size, as cold as the device's memory:
- *                      the same bytes moved, so the ratio to it is hetmm's
- *                      own cost, without the cold read the copy needs.
+ *                      the region's size, as cold as the device's memory
+ *                      (cold: the same bytes moved), and doing so after
+ *                      reading the offset from a cold page-indexed table
+ *                      (floor: the least any design with per-page state
+ *                      does on a fault), so the ratio to it is what
+ *                      hetmm's own bookkeeping costs.
  *                      Run three times: handlers unpinned, pinned to the
  *                      toucher's CPU, and pinned to another CPU (the
  *                      placement changes the figure several times over on a
@@ -102,10 +105,13 @@ struct raw_handler {
 	pthread_t thr;
 	char *stop_page;
 	/* Where the bytes come from: the same offset of src, or src's one
-	 * page if src_single.  Atomic: the latency test switches source
-	 * between phases while the thread waits in read(). */
+	 * page if src_single, or, given an entry table (one word a page of
+	 * the region), the offset its entry for the page says.  Atomic: the
+	 * latency test switches source between phases while the thread
+	 * waits in read(). */
 	_Atomic uintptr_t src;
 	atomic_int src_single;
+	_Atomic uintptr_t entries;
 	int use_move;             /* UFFDIO_MOVE from src instead of COPY */
 	size_t window;
 	_Atomic uintptr_t base;   /* current region */
@@ -114,6 +120,17 @@ struct raw_handler {
 	atomic_int error;
 	atomic_int tid;
 };
+
+/* Where the bytes of the region's page at off are in src.  The entry
+ * table stands for the least a library with per-page state does on a
+ * fault: one load, which a random access finds cold, before the copy. */
+static size_t source_offset(struct raw_handler *h, size_t off)
+{
+	const uint64_t *ent = (const uint64_t *)atomic_load_explicit(
+		&h->entries, memory_order_relaxed);
+
+	return ent ? (size_t)ent[off / PAGE] : off;
+}
 
 static void *raw_handler_main(void *arg)
 {
@@ -177,7 +194,7 @@ static void *raw_handler_main(void *arg)
 		c.dst = a;
 		c.src = atomic_load_explicit(&h->src, memory_order_relaxed);
 		if (!atomic_load_explicit(&h->src_single, memory_order_relaxed))
-			c.src += a - base;
+			c.src += source_offset(h, a - base);
 		c.len = n;
 		c.mode = 0;
 		c.copy = 0;
@@ -480,19 +497,36 @@ struct size_result {
 	double ratio_to_dev, ratio_to_sys, ratio_fault_seq;
 };
 
+/* One phase of the latency test: its timed touches. */
+struct lat_stat {
+	int n;
+	double med, p99, mean;
+};
+
+/*
+ * The latency test's phases, all the same random touches (see
+ * bench_latency): hetmm; the bare round trip (raw, copying one hot page:
+ * the target's baseline); raw copying the same bytes from a buffer as
+ * cold as the device's memory (cold); and cold with one cold entry read
+ * per fault to find them (floor: what any design with per-page state
+ * costs at least).
+ */
+enum lat_phase { LAT_HETMM, LAT_RAW, LAT_COLD, LAT_FLOOR, NLAT };
+
 struct lat_result {
 	int err;
 	int place;
 	uint64_t hetmm_fault_pages;
 	size_t region;
-	int n_hetmm, n_raw, n_cold;
 	uint64_t hetmm_faults;
-	double med, p99, raw_med, raw_p99;
-	double mean, raw_mean;
-	/* The raw handler copying each page from the same offset of a
-	 * buffer as cold as the device's memory (see bench_latency). */
-	double cold_med, cold_p99, cold_mean;
+	struct lat_stat st[NLAT];
 };
+
+/* hetmm's median over phase ph's */
+static double lat_ratio(const struct lat_result *lr, enum lat_phase ph)
+{
+	return lr->st[LAT_HETMM].med / lr->st[ph].med;
+}
 
 /* The sections in their own files, over the sizes measured. */
 struct extra {
@@ -1171,6 +1205,25 @@ static double mean_of(const double *v, int n)
 	return n ? sum / n : NAN;
 }
 
+static struct lat_stat lat_stat_of(double *v, int n)
+{
+	struct lat_stat st = { .n = n, .mean = mean_of(v, n) };
+
+	st.med = median(v, n);
+	st.p99 = percentile_sorted(v, n, 99.0);
+	return st;
+}
+
+/* The raw handler's source for raw phase ph. */
+static void raw_source(struct raw_handler *h, enum lat_phase ph,
+		       const char *hot, const char *cold,
+		       const uint64_t *entries)
+{
+	atomic_store(&h->src, (uintptr_t)(ph == LAT_RAW ? hot : cold));
+	atomic_store(&h->src_single, ph == LAT_RAW);
+	atomic_store(&h->entries, ph == LAT_FLOOR ? (uintptr_t)entries : 0);
+}
+
 static int bench_latency(struct hetmm_ctx *ctx, const struct opts *o,
 			 struct placement *pl, enum place place,
 			 struct lat_result *lr)
@@ -1178,13 +1231,15 @@ static int bench_latency(struct hetmm_ctx *ctx, const struct opts *o,
 	size_t region = o->lat_region, npages = region / PAGE;
 	int samples = o->samples, reps = o->reps;
 	int warm = 16;
-	double *ht = NULL, *rt = NULL, *ct = NULL;
+	double *t[NLAT] = { NULL };
+	int n[NLAT] = { 0 };
 	uint32_t *perm = NULL;
+	uint64_t *entries = NULL;
 	struct hetmm_emu *emu = NULL;
 	struct hetmm_pagemap *pg;
 	struct raw_handler h;
 	char *srcpage = NULL, *cold = NULL;
-	int rc, hrc = 0, hstarted = 0;
+	int rc = 0, hrc = 0, hstarted = 0;
 	uint64_t seed = 0x9e3779b97f4a7c15ull;
 
 	memset(lr, 0, sizeof(*lr));
@@ -1195,21 +1250,25 @@ static int bench_latency(struct hetmm_ctx *ctx, const struct opts *o,
 	 * measures single-page faults. */
 	if ((size_t)samples + (size_t)warm > npages / LAT_GROUP)
 		samples = (int)(npages / LAT_GROUP - (size_t)warm);
-	ht = calloc((size_t)samples * (size_t)reps, sizeof(*ht));
-	rt = calloc((size_t)samples * (size_t)reps, sizeof(*rt));
-	ct = calloc((size_t)samples * (size_t)reps, sizeof(*ct));
+	for (int ph = 0; ph < NLAT; ph++)
+		if (!(t[ph] = calloc((size_t)samples * (size_t)reps,
+				     sizeof(double))))
+			rc = -ENOMEM;
 	perm = calloc(npages, sizeof(*perm));
+	entries = calloc(npages, sizeof(*entries));
 	srcpage = map_anon(PAGE, 0);
 	cold = map_anon(region, 0);
-	if (!ht || !rt || !ct || !perm || !srcpage || !cold) {
+	if (rc || !perm || !entries || !srcpage || !cold) {
 		rc = -ENOMEM;
 		goto out;
 	}
 	populate(srcpage, PAGE, 0x42);
 	/* Written once: each repetition writes a fresh region-sized
-	 * buffer for hetmm before this is read again, as cold as the
-	 * frames hetmm copies from. */
+	 * buffer for hetmm before these are read again, as cold as the
+	 * frames hetmm copies from and the entries it finds them by. */
 	populate(cold, region, 0x42);
+	for (size_t i = 0; i < npages; i++)
+		entries[i] = i * PAGE;
 	hrc = hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, npages, &emu);
 	if (hrc) {
 		warn_("latency: hetmm_emu_create: %s", strerror(-hrc));
@@ -1255,8 +1314,8 @@ static int bench_latency(struct hetmm_ctx *ctx, const struct opts *o,
 				warn_("latency: only %" PRIu64 " of %zu pages on "
 				      "the device", rd.moved, npages);
 			hetmm_ctx_get_stats(ctx, &s0);
-			hrc = touch_pages(buf, perm, warm, samples, ht,
-					  &lr->n_hetmm);
+			hrc = touch_pages(buf, perm, warm, samples,
+					  t[LAT_HETMM], &n[LAT_HETMM]);
 			hetmm_ctx_get_stats(ctx, &s1);
 			lr->hetmm_faults += s1.faults - s0.faults;
 			lr->hetmm_fault_pages += s1.fault_pages - s0.fault_pages;
@@ -1266,37 +1325,23 @@ static int bench_latency(struct hetmm_ctx *ctx, const struct opts *o,
 			munmap(buf, region);
 		}
 raw:
-		/* raw: random pages of a fresh registered region, copied
-		 * from one hot page (the bare round trip), then from the
-		 * same offset of the cold buffer (the same bytes moved) */
-		lat_pages(perm, npages, &seed);
-		atomic_store(&h.src, (uintptr_t)srcpage);
-		atomic_store(&h.src_single, 1);
-		rc = raw_touches(&h, region, perm, warm, samples, rt,
-				 &lr->n_raw);
-		if (rc)
-			goto out;
-		lat_pages(perm, npages, &seed);
-		atomic_store(&h.src, (uintptr_t)cold);
-		atomic_store(&h.src_single, 0);
-		rc = raw_touches(&h, region, perm, warm, samples, ct,
-				 &lr->n_cold);
-		if (rc)
-			goto out;
+		/* raw: random pages of a fresh registered region each */
+		for (int ph = LAT_RAW; ph < NLAT; ph++) {
+			lat_pages(perm, npages, &seed);
+			raw_source(&h, (enum lat_phase)ph, srcpage, cold,
+				   entries);
+			rc = raw_touches(&h, region, perm, warm, samples,
+					 t[ph], &n[ph]);
+			if (rc)
+				goto out;
+		}
 	}
-	lr->mean = mean_of(ht, lr->n_hetmm);
-	lr->raw_mean = mean_of(rt, lr->n_raw);
-	lr->cold_mean = mean_of(ct, lr->n_cold);
-	lr->med = median(ht, lr->n_hetmm);
-	lr->p99 = percentile_sorted(ht, lr->n_hetmm, 99.0);
-	lr->raw_med = median(rt, lr->n_raw);
-	lr->raw_p99 = percentile_sorted(rt, lr->n_raw, 99.0);
-	lr->cold_med = median(ct, lr->n_cold);
-	lr->cold_p99 = percentile_sorted(ct, lr->n_cold, 99.0);
-	if ((int64_t)lr->hetmm_faults < (int64_t)lr->n_hetmm)
+	for (int ph = 0; ph < NLAT; ph++)
+		lr->st[ph] = lat_stat_of(t[ph], n[ph]);
+	if ((int64_t)lr->hetmm_faults < (int64_t)n[LAT_HETMM])
 		warn_("latency: %" PRIu64 " hetmm faults for %d timed touches"
 		      " (+%d warm-up each rep): some touches did not fault",
-		      lr->hetmm_faults, lr->n_hetmm, warm);
+		      lr->hetmm_faults, n[LAT_HETMM], warm);
 out:
 	placement_restore(pl);
 	if (hstarted) {
@@ -1315,10 +1360,10 @@ out:
 		munmap(srcpage, PAGE);
 	if (cold)
 		munmap(cold, region);
+	free(entries);
 	free(perm);
-	free(ht);
-	free(rt);
-	free(ct);
+	for (int ph = 0; ph < NLAT; ph++)
+		free(t[ph]);
 	if (!rc && hrc)
 		rc = hrc;
 	lr->err = rc;
@@ -1401,36 +1446,36 @@ static int make_rows(const struct size_result *sr, struct row rows[3])
 	return 3;
 }
 
+/* Key prefixes of the latency phases in the JSON. */
+static const char *lat_key[NLAT] = { "", "raw_", "raw_cold_", "raw_floor_" };
+
 static void json_lat(FILE *f, const struct lat_result *lr, int head)
 {
-	const struct { const char *key; double v; int decimals; } num[] = {
-		{ "median", lr->med, 0 },
-		{ "p99", lr->p99, 0 },
-		{ "raw_median", lr->raw_med, 0 },
-		{ "raw_p99", lr->raw_p99, 0 },
-		{ "mean", lr->mean, 0 },
-		{ "raw_mean", lr->raw_mean, 0 },
-		{ "ratio", lr->med / lr->raw_med, 4 },
-		{ "raw_cold_median", lr->cold_med, 0 },
-		{ "raw_cold_p99", lr->cold_p99, 0 },
-		{ "raw_cold_mean", lr->cold_mean, 0 },
-		{ "ratio_cold", lr->med / lr->cold_med, 4 },
-	};
+	for (int ph = 0; ph < NLAT; ph++) {
+		const struct lat_stat *st = &lr->st[ph];
 
-	for (size_t i = 0; i < sizeof(num) / sizeof(num[0]); i++) {
-		fprintf(f, "%s\"%s\": ", i ? ", " : "{", num[i].key);
-		json_num(f, num[i].v, num[i].decimals);
+		fprintf(f, "%s\"%smedian\": ", ph ? ", " : "{", lat_key[ph]);
+		json_num(f, st->med, 0);
+		fprintf(f, ", \"%sp99\": ", lat_key[ph]);
+		json_num(f, st->p99, 0);
+		fprintf(f, ", \"%smean\": ", lat_key[ph]);
+		json_num(f, st->mean, 0);
+		fprintf(f, ", \"%ssamples\": %d", lat_key[ph], st->n);
 	}
+	fputs(", \"ratio\": ", f);
+	json_num(f, lat_ratio(lr, LAT_RAW), 4);
+	fputs(", \"ratio_cold\": ", f);
+	json_num(f, lat_ratio(lr, LAT_COLD), 4);
+	fputs(", \"ratio_floor\": ", f);
+	json_num(f, lat_ratio(lr, LAT_FLOOR), 4);
 	fputs(", \"placement\": ", f);
 	json_str(f, place_name[lr->place]);
 	if (head)
 		fputs(", \"placement_rule\": \"headline = worse ratio of "
 		      "same_cpu and cross_cpu\"", f);
-	fprintf(f, ", \"samples\": %d, \"raw_samples\": %d, \"raw_cold_samples\": "
-		"%d, \"region\": %zu, \"hetmm_faults\": %" PRIu64
-		", \"hetmm_fault_pages\": %" PRIu64 "}", lr->n_hetmm, lr->n_raw,
-		lr->n_cold, lr->region, lr->hetmm_faults,
-		lr->hetmm_fault_pages);
+	fprintf(f, ", \"region\": %zu, \"hetmm_faults\": %" PRIu64
+		", \"hetmm_fault_pages\": %" PRIu64 "}", lr->region,
+		lr->hetmm_faults, lr->hetmm_fault_pages);
 }
 
 static void print_pe_text(void)
@@ -1516,7 +1561,7 @@ static int issue6_ratios(const struct size_result *sr,
 	out[n++] = (struct i6){ "fault_seq_vs_copy",
 				copy / sr->fault_seq_ns, ">= 0.8", 0.8, 0 };
 	out[n++] = (struct i6){ "fault_latency_random_vs_raw",
-				lat[head].med / lat[head].raw_med, "<= 1.1",
+				lat_ratio(&lat[head], LAT_RAW), "<= 1.1",
 				1.1, 1 };
 	out[n++] = (struct i6){ "pin_fast_ns_per_page", g_pe.pin_fast_ns,
 				"<= 50", 50, 1 };
@@ -1565,13 +1610,15 @@ static void print_json(const struct opts *o, const struct size_result *res,
 	fputs(", \"fault_seq_vs_raw\": ", f);
 	json_num(f, last[2].ratio, 4);
 	fputs(", \"fault_latency_vs_raw\": ", f);
-	json_num(f, lr->med / lr->raw_med, 4);
+	json_num(f, lat_ratio(lr, LAT_RAW), 4);
 	fputs(", \"fault_latency_vs_raw_cold\": ", f);
-	json_num(f, lr->med / lr->cold_med, 4);
+	json_num(f, lat_ratio(lr, LAT_COLD), 4);
+	fputs(", \"fault_latency_vs_raw_floor\": ", f);
+	json_num(f, lat_ratio(lr, LAT_FLOOR), 4);
 	fputs("},\n  \"fault_latency_ns\": ", f);
 	json_lat(f, lr, 1);
 	for (int p = 0; p < NPLACES; p++) {
-		if (lat[p].n_hetmm == 0 && lat[p].n_raw == 0)
+		if (lat[p].st[LAT_HETMM].n == 0 && lat[p].st[LAT_RAW].n == 0)
 			continue;
 		fprintf(f, ",\n  \"fault_latency_ns_%s\": ", place_name[p]);
 		json_lat(f, &lat[p], 0);
@@ -1668,27 +1715,30 @@ static void print_text(const struct opts *o, const struct size_result *res,
 	ablate_print_text(&x->ablate);
 	printf("\nsingle-page fault latency (%d random pages of a %s buffer "
 	       "per placement, one touch each, clock_gettime around it):\n",
-	       lr->n_hetmm, fmt_size(lr->region, sb, sizeof(sb)));
-	printf("  %-10s %10s %10s %10s %10s %10s %10s %7s %10s %7s\n",
-	       "handler", "hetmm med", "p99", "mean", "raw med", "p99",
-	       "mean", "ratio", "cold med", "ratio");
+	       lr->st[LAT_HETMM].n, fmt_size(lr->region, sb, sizeof(sb)));
+	printf("  %-10s %10s %10s %10s %10s %7s %10s %7s %10s %7s\n",
+	       "handler", "hetmm med", "p99", "raw med", "p99", "ratio",
+	       "cold med", "ratio", "floor med", "ratio");
 	for (int p = 0; p < NPLACES; p++) {
 		const struct lat_result *l = &lat[p];
+		const struct lat_stat *st = l->st;
 
-		if (l->n_hetmm == 0 && l->n_raw == 0)
+		if (st[LAT_HETMM].n == 0 && st[LAT_RAW].n == 0)
 			continue;
-		printf("  %-10s %8.0fns %8.0fns %8.0fns %8.0fns %8.0fns %8.0fns "
-		       "%7.3f %8.0fns %7.3f%s\n", place_name[p], l->med, l->p99,
-		       l->mean, l->raw_med, l->raw_p99, l->raw_mean,
-		       l->med / l->raw_med, l->cold_med, l->med / l->cold_med,
-		       p == head ? "  <- headline" : "");
+		printf("  %-10s %8.0fns %8.0fns %8.0fns %8.0fns %7.3f "
+		       "%8.0fns %7.3f %8.0fns %7.3f%s\n", place_name[p],
+		       st[LAT_HETMM].med, st[LAT_HETMM].p99, st[LAT_RAW].med,
+		       st[LAT_RAW].p99, lat_ratio(l, LAT_RAW), st[LAT_COLD].med,
+		       lat_ratio(l, LAT_COLD), st[LAT_FLOOR].med,
+		       lat_ratio(l, LAT_FLOOR), p == head ? "  <- headline" : "");
 	}
-	printf("  (ratio = hetmm median / raw median, lower is better; raw "
+	printf("  (ratio = hetmm median / that median, lower is better; raw "
 	       "copies one hot page,\n   cold = raw copying the same bytes "
-	       "from a buffer as cold as the device's memory;\n   headline = "
-	       "the worse of same_cpu and cross_cpu; hetmm took %" PRIu64
-	       " faults for %" PRIu64 " pages there)\n",
-	       lr->hetmm_faults, lr->hetmm_fault_pages);
+	       "from a buffer as cold as the device's memory,\n   floor = cold "
+	       "finding them by a cold entry of a page-indexed table first;\n"
+	       "   headline = the worse of same_cpu and cross_cpu; hetmm took "
+	       "%" PRIu64 " faults for %" PRIu64 " pages there; means in "
+	       "--json)\n", lr->hetmm_faults, lr->hetmm_fault_pages);
 	printf("\nmetadata per device page: %d bytes\n", meta);
 
 	make_rows(&res[o->nsizes - 1], last);
@@ -1697,8 +1747,9 @@ static void print_text(const struct opts *o, const struct size_result *res,
 	printf("  migrate_to_device_vs_memcpy  %.3f\n", last[0].ratio);
 	printf("  migrate_to_system_vs_raw     %.3f\n", last[1].ratio);
 	printf("  fault_seq_vs_raw             %.3f\n", last[2].ratio);
-	printf("  fault_latency_vs_raw         %.3f\n", lr->med / lr->raw_med);
-	printf("  fault_latency_vs_raw_cold    %.3f\n", lr->med / lr->cold_med);
+	printf("  fault_latency_vs_raw         %.3f\n", lat_ratio(lr, LAT_RAW));
+	printf("  fault_latency_vs_raw_cold    %.3f\n", lat_ratio(lr, LAT_COLD));
+	printf("  fault_latency_vs_raw_floor   %.3f\n", lat_ratio(lr, LAT_FLOOR));
 	n6 = issue6_ratios(&res[o->nsizes - 1], lat, head, meta, i6);
 	printf("\nissue 6 targets (same run, largest size; migrate back and "
 	       "fault-back vs batched UFFDIO_COPY):\n");
@@ -2109,7 +2160,8 @@ int hetmm_bench_main(int argc, char **argv)
 	for (int p = 0; p < NPLACES; p++) {
 		uint64_t t0 = now_ns();
 
-		lat[p].med = lat[p].raw_med = NAN;
+		for (int ph = 0; ph < NLAT; ph++)
+			lat[p].st[ph].med = NAN;
 		if (p != PLACE_UNPINNED && pl.cpu_a < 0)
 			continue;
 		if (p == PLACE_CROSS_CPU && pl.cpu_b < 0)
@@ -2124,7 +2176,7 @@ int hetmm_bench_main(int argc, char **argv)
 		double worst = -1;
 
 		for (int p = PLACE_SAME_CPU; p <= PLACE_CROSS_CPU; p++) {
-			double r = lat[p].med / lat[p].raw_med;
+			double r = lat_ratio(&lat[p], LAT_RAW);
 
 			if (!isnan(r) && r > worst) {
 				worst = r;
