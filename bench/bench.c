@@ -1446,8 +1446,20 @@ static int make_rows(const struct size_result *sr, struct row rows[3])
 	return 3;
 }
 
-/* Key prefixes of the latency phases in the JSON. */
+/* The latency phases' keys in the JSON: prefixes of their figures,
+ * suffixes of hetmm's ratios to them. */
 static const char *lat_key[NLAT] = { "", "raw_", "raw_cold_", "raw_floor_" };
+static const char *lat_suffix[NLAT] = { "", "", "_cold", "_floor" };
+
+/* hetmm's ratio to each baseline phase, as name + the phase's suffix */
+static void json_lat_ratios(FILE *f, const struct lat_result *lr,
+			    const char *name)
+{
+	for (int ph = LAT_RAW; ph < NLAT; ph++) {
+		fprintf(f, ", \"%s%s\": ", name, lat_suffix[ph]);
+		json_num(f, lat_ratio(lr, (enum lat_phase)ph), 4);
+	}
+}
 
 static void json_lat(FILE *f, const struct lat_result *lr, int head)
 {
@@ -1462,12 +1474,7 @@ static void json_lat(FILE *f, const struct lat_result *lr, int head)
 		json_num(f, st->mean, 0);
 		fprintf(f, ", \"%ssamples\": %d", lat_key[ph], st->n);
 	}
-	fputs(", \"ratio\": ", f);
-	json_num(f, lat_ratio(lr, LAT_RAW), 4);
-	fputs(", \"ratio_cold\": ", f);
-	json_num(f, lat_ratio(lr, LAT_COLD), 4);
-	fputs(", \"ratio_floor\": ", f);
-	json_num(f, lat_ratio(lr, LAT_FLOOR), 4);
+	json_lat_ratios(f, lr, "ratio");
 	fputs(", \"placement\": ", f);
 	json_str(f, place_name[lr->place]);
 	if (head)
@@ -1609,12 +1616,7 @@ static void print_json(const struct opts *o, const struct size_result *res,
 	json_num(f, last[1].ratio, 4);
 	fputs(", \"fault_seq_vs_raw\": ", f);
 	json_num(f, last[2].ratio, 4);
-	fputs(", \"fault_latency_vs_raw\": ", f);
-	json_num(f, lat_ratio(lr, LAT_RAW), 4);
-	fputs(", \"fault_latency_vs_raw_cold\": ", f);
-	json_num(f, lat_ratio(lr, LAT_COLD), 4);
-	fputs(", \"fault_latency_vs_raw_floor\": ", f);
-	json_num(f, lat_ratio(lr, LAT_FLOOR), 4);
+	json_lat_ratios(f, lr, "fault_latency_vs_raw");
 	fputs("},\n  \"fault_latency_ns\": ", f);
 	json_lat(f, lr, 1);
 	for (int p = 0; p < NPLACES; p++) {
