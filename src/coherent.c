@@ -34,11 +34,15 @@
 #include <unistd.h>
 
 #include "compat.h"
-#include "internal.h"
+#include "coherent.h"
+#include "ctx.h"
+#include "order.h"
+#include "pagemap.h"
+#include "shadow.h"
 
 struct hetmm_pagemap *coherent_pagemap(uint64_t e, uint64_t *idx)
 {
-	if (!(e & SHADOW_DEVICE))
+	if (!shadow_on_device(e))
 		return NULL;
 	struct hetmm_pagemap *pgmap = pfn_pagemap(shadow_pfn(e), idx);
 	return pgmap && pagemap_is_coherent(pgmap) ? pgmap : NULL;

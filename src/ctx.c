@@ -2,7 +2,8 @@
 /*
  * ctx.c - contexts: a userfaultfd, its handler, the shadow of where each
  * process page lives, and the pagemaps, devices and mirrors that hang off
- * it.
+ * it.  Creation builds the modules' state bottom up; destruction removes
+ * devices and pagemaps (every page comes home) before it takes it down.
  */
 #include <errno.h>
 #include <sched.h>
@@ -13,7 +14,13 @@
 #include <unistd.h>
 
 #include "compat.h"
-#include "internal.h"
+#include "ctx.h"
+#include "emu.h"
+#include "entry.h"
+#include "fault.h"
+#include "fork.h"
+#include "notifier.h"
+#include "order.h"
 
 /* What the context asks of UFFDIO_API; it runs with what is offered. */
 #define CTX_WANTED_FEATURES \
@@ -62,21 +69,16 @@ static void open_frames_uffd(struct hetmm_ctx *ctx)
  * may be unmapped until the userfaultfd is closed (see fault.c). */
 static void ctx_free(struct hetmm_ctx *ctx)
 {
-	lifecycle_unregister(ctx);
+	fork_unregister(ctx);
 	fault_handler_stop(ctx);
 	uffd_close(&ctx->uffd);
 	uffd_close(&ctx->frames);
-	if (ctx->doorbell)
-		munmap(ctx->doorbell, PAGE_SIZE);
-	if (ctx->sync_pages)
-		munmap(ctx->sync_pages, MAX_MIGRATORS * PAGE_SIZE);
+	order_fini(ctx);
+	fault_engine_destroy(ctx);
 	vmaq_close(&ctx->vmaq);
-	vtab_destroy(&ctx->shadow);
+	shadow_destroy(&ctx->shadow);
 	if (ctx->zero_src)
 		munmap(ctx->zero_src, CHUNK_PAGES * PAGE_SIZE);
-	if (ctx->fault_staging)
-		munmap(ctx->fault_staging, CHUNK_PAGES * PAGE_SIZE);
-	free(ctx->fault_claims);
 	pthread_mutex_destroy(&ctx->lock);
 	pthread_rwlock_destroy(&ctx->notifiers_lock);
 	pthread_rwlock_destroy(&ctx->fork_lock);
@@ -99,16 +101,13 @@ int hetmm_ctx_create(struct hetmm_ctx **ctxp,
 	ctx->vmaq.maps_fd = ctx->vmaq.pagemap_fd = -1;
 	ctx->fault_around_max = params && params->fault_around_max ?
 				params->fault_around_max : DEFAULT_FAULT_AROUND;
-	vtab_init(&ctx->shadow);
+	shadow_init(&ctx->shadow);
 	pthread_mutex_init(&ctx->lock, NULL);
 	pthread_rwlock_init(&ctx->notifiers_lock, NULL);
 	fork_lock_init(&ctx->fork_lock);
 
-	/* Everything the fault path needs is allocated here, not there. */
 	ctx->zero_src = map_pages(CHUNK_PAGES, PROT_READ);
-	ctx->fault_staging = map_pages(CHUNK_PAGES, PROT_READ | PROT_WRITE);
-	ctx->fault_claims = calloc(CHUNK_PAGES, sizeof(uint64_t));
-	if (!ctx->zero_src || !ctx->fault_staging || !ctx->fault_claims) {
+	if (!ctx->zero_src) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -120,24 +119,13 @@ int hetmm_ctx_create(struct hetmm_ctx **ctxp,
 		goto fail;
 	if (ctx->uffd.features & UFFD_FEATURE_MOVE)
 		open_frames_uffd(ctx);
-	ctx->sync_pages = map_pages(MAX_MIGRATORS, PROT_READ | PROT_WRITE);
-	if (!ctx->sync_pages) {
-		rc = -ENOMEM;
-		goto fail;
-	}
-	memset(ctx->sync_pages, 0, MAX_MIGRATORS * PAGE_SIZE);
-	rc = uffd_register(ctx->uffd.fd, (uintptr_t)ctx->sync_pages,
-			   MAX_MIGRATORS * PAGE_SIZE,
-			   UFFDIO_REGISTER_MODE_MISSING |
-			   UFFDIO_REGISTER_MODE_WP, NULL);
+	rc = order_init(ctx);
 	if (!rc)
-		rc = uffd_writeprotect(ctx->uffd.fd,
-				       (uintptr_t)ctx->sync_pages,
-				       MAX_MIGRATORS * PAGE_SIZE, WP_ON);
+		rc = fault_engine_create(ctx);
 	if (!rc)
 		rc = fault_handler_start(ctx);
 	if (!rc)
-		rc = lifecycle_register(ctx);
+		rc = fork_register(ctx);
 	if (rc)
 		goto fail;
 	*ctxp = ctx;
@@ -149,10 +137,9 @@ fail:
 
 int hetmm_ctx_destroy(struct hetmm_ctx *ctx)
 {
-	if (!ctx)
-		return -EINVAL;
-	if (ctx_forked(ctx))
-		return -ECHILD;
+	int rc = entry_ctx(ctx);
+	if (rc)
+		return rc;
 	emu_destroy_all(ctx);
 	for (;;) {
 		pthread_mutex_lock(&ctx->lock);
@@ -160,7 +147,7 @@ int hetmm_ctx_destroy(struct hetmm_ctx *ctx)
 		pthread_mutex_unlock(&ctx->lock);
 		if (!pgmap)
 			break;
-		int rc = hetmm_pagemap_remove(pgmap);
+		rc = hetmm_pagemap_remove(pgmap);
 		if (rc)
 			return rc;
 	}
@@ -172,10 +159,11 @@ int hetmm_ctx_destroy(struct hetmm_ctx *ctx)
 int hetmm_ctx_uffd_info(struct hetmm_ctx *ctx, enum hetmm_uffd_route *route,
 			uint64_t *features)
 {
-	if (!ctx || (!route && !features))
+	int rc = entry_ctx(ctx);
+	if (rc)
+		return rc;
+	if (!route && !features)
 		return -EINVAL;
-	if (ctx_forked(ctx))
-		return -ECHILD;
 	if (route)
 		*route = ctx->uffd.route;
 	if (features)
@@ -188,10 +176,11 @@ int hetmm_ctx_uffd_info(struct hetmm_ctx *ctx, enum hetmm_uffd_route *route,
 
 int hetmm_ctx_get_stats(struct hetmm_ctx *ctx, struct hetmm_stats *st)
 {
-	if (!ctx || !st)
+	int rc = entry_ctx(ctx);
+	if (rc)
+		return rc;
+	if (!st)
 		return -EINVAL;
-	if (ctx_forked(ctx))
-		return -ECHILD;
 	st->faults = STAT_LOAD(ctx, faults);
 	st->fault_pages = STAT_LOAD(ctx, fault_pages);
 	st->fault_zero = STAT_LOAD(ctx, fault_zero);
@@ -212,11 +201,12 @@ int hetmm_ctx_get_stats(struct hetmm_ctx *ctx, struct hetmm_stats *st)
 int hetmm_addr_to_pfn(struct hetmm_ctx *ctx, const void *addr,
 		      hetmm_pfn_t *pfn)
 {
-	if (!ctx || !pfn || (uintptr_t)addr >= USER_VA_END)
+	int rc = entry_ctx(ctx);
+	if (rc)
+		return rc;
+	if (!pfn || (uintptr_t)addr >= USER_VA_END)
 		return -EINVAL;
-	if (ctx_forked(ctx))
-		return -ECHILD;
-	uint64_t e = vtab_get(&ctx->shadow, addr_to_vpn((uintptr_t)addr));
+	uint64_t e = shadow_get(&ctx->shadow, addr_to_vpn((uintptr_t)addr));
 	/* A claimed device page is leaving its frame: a fault-back may have
 	 * put it in place already, and the thread that touched it run on. */
 	if (!shadow_claimable(e))
@@ -225,112 +215,3 @@ int hetmm_addr_to_pfn(struct hetmm_ctx *ctx, const void *addr,
 	return 0;
 }
 
-/* ------------------------------------------------------------------------
- * Threads in a copy-to-device phase, so the handler can tell their faults.
- */
-
-struct migrator *migrator_enter(struct hetmm_ctx *ctx, pid_t tid)
-{
-	for (;;) {
-		for (unsigned i = 0; i < MAX_MIGRATORS; i++) {
-			pid_t free_slot = 0;
-			struct migrator *m = &ctx->migrators[i];
-			if (atomic_compare_exchange_strong(&m->tid, &free_slot,
-							   tid))
-				return m;
-		}
-		sched_yield();
-	}
-}
-
-void migrator_leave(struct migrator *m)
-{
-	atomic_store(&m->tid, 0);
-}
-
-bool is_migrator(struct hetmm_ctx *ctx, pid_t tid)
-{
-	for (unsigned i = 0; i < MAX_MIGRATORS; i++)
-		if (atomic_load(&ctx->migrators[i].tid) == tid)
-			return true;
-	return false;
-}
-
-/*
- * A write to the slot's own write-protected sync page is a fault, and the
- * handler takes messages in the order the kernel queued them: once it has
- * lifted the protection, it has handled every event read before.  A fault,
- * unlike an madvise, holds nobody else's userfaultfd calls up meanwhile.
- */
-static void sync_through(struct hetmm_ctx *ctx, struct migrator *m)
-{
-	char *page = ctx->sync_pages + (m - ctx->migrators) * PAGE_SIZE;
-	*(volatile char *)page = 1;
-	uffd_writeprotect(ctx->uffd.fd, (uintptr_t)page, PAGE_SIZE, WP_ON);
-}
-
-void handler_sync(struct hetmm_ctx *ctx)
-{
-	struct migrator *m = migrator_enter(ctx, gettid());
-	sync_through(ctx, m);
-	migrator_leave(m);
-}
-
-/*
- * Zap [start, end) and return only once the handler has handled every
- * REMOVE event the zap raised: until then it could take one of them,
- * handled after our commit, for the process discarding the pages we
- * just published.  madvise returns once the handler has read the
- * events, so a sync through the handler after it is enough.  Counting
- * the events' bytes is not: a zap that fails on a hole (the process
- * unmapped a page meanwhile) has zapped the rest without an event for
- * the hole, and madvise repeats an event for the part of a range whose
- * mapping was split while it waited for the first one to be read.
- */
-int migrator_zap(struct hetmm_ctx *ctx, struct migrator *m, uintptr_t start,
-		 uintptr_t end)
-{
-	atomic_store(&m->zap_end, end);
-	atomic_store(&m->zap_start, start);
-	int rc = madvise((void *)start, end - start, MADV_DONTNEED) ? -errno : 0;
-	sync_through(ctx, m);
-	atomic_store(&m->zap_start, 0);
-	atomic_store(&m->zap_end, 0);
-	return rc;
-}
-
-bool is_sync_page(const struct hetmm_ctx *ctx, uintptr_t addr)
-{
-	return addr - (uintptr_t)ctx->sync_pages < MAX_MIGRATORS * PAGE_SIZE;
-}
-
-/* Does the recorded range [*rs, *re) (none while *rs is 0) hold
- * [start, end)? */
-static bool recorded_covers(_Atomic uintptr_t *rs, _Atomic uintptr_t *re,
-			    uintptr_t start, uintptr_t end)
-{
-	uintptr_t s = atomic_load(rs), e = atomic_load(re);
-	return s && s <= start && end <= e;
-}
-
-bool migrators_own(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
-{
-	for (unsigned i = 0; i < MAX_MIGRATORS; i++) {
-		struct migrator *m = &ctx->migrators[i];
-		for (unsigned k = 0; k < 2; k++)
-			if (recorded_covers(&m->own_start[k], &m->own_end[k],
-					    start, end))
-				return true;
-	}
-	return false;
-}
-
-bool migrators_zapping(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
-{
-	for (unsigned i = 0; i < MAX_MIGRATORS; i++) {
-		struct migrator *m = &ctx->migrators[i];
-		if (recorded_covers(&m->zap_start, &m->zap_end, start, end))
-			return true;
-	}
-	return false;
-}

@@ -25,7 +25,26 @@
 #include <unistd.h>
 
 #include "compat.h"
-#include "internal.h"
+#include "back.h"
+#include "ctx.h"
+#include "emu.h"
+#include "entry.h"
+#include "notifier.h"
+#include "pagemap.h"
+#include "range.h"
+#include "shadow.h"
+#include "vma.h"
+#include "vtab.h"
+
+struct hetmm_mirror {
+	struct hetmm_mirror *next;        /* emu->mirrors, under ctx->lock */
+	struct hetmm_emu *emu;
+	struct hetmm_notifier *notifier;  /* the whole address space */
+	pthread_mutex_t lock;             /* the device page table */
+	struct vtab pt;
+	atomic_uint_fast64_t faults;
+	atomic_uint_fast64_t events[HETMM_EVENT_COUNT];
+};
 
 struct hetmm_emu {
 	struct hetmm_emu *next;           /* ctx->emus, under ctx->lock */
@@ -713,9 +732,9 @@ static void excl_repatriate(struct hetmm_ctx *ctx, struct hetmm_pagemap *pg,
 			    uint64_t vpn, uint64_t n)
 {
 	for (uint64_t i = 0; i < n; i++) {
-		uint64_t e = vtab_get(&ctx->shadow, vpn + i);
+		uint64_t e = shadow_get(&ctx->shadow, vpn + i);
 		uint64_t idx;
-		if ((e & SHADOW_DEVICE) && pfn_pagemap(shadow_pfn(e), &idx) != pg)
+		if (shadow_on_device(e) && pfn_pagemap(shadow_pfn(e), &idx) != pg)
 			migrate_back_range(ctx, vpn_to_addr(vpn + i),
 					   vpn_to_addr(vpn + i + 1), NULL);
 	}
@@ -735,14 +754,14 @@ static int excl_mark(struct hetmm_mirror *m, uint64_t vpn, uint64_t n)
 	struct hetmm_pagemap *pg = m->emu->pgmap;
 	atomic_store_explicit(&ctx->exclusive_used, true, memory_order_release);
 	for (uint64_t i = 0; i < n; i++) {
-		uint64_t e = vtab_get(&ctx->shadow, vpn + i);
+		uint64_t e = shadow_get(&ctx->shadow, vpn + i);
 		uint64_t idx;
 		if (!shadow_claimable(e) ||
 		    pfn_pagemap(shadow_pfn(e), &idx) != pg)
 			return -EAGAIN;
 		atomic_fetch_or(&pg->pages[idx].owner,
 				(uint64_t)HETMM_PAGE_EXCLUSIVE);
-		if (vtab_get(&ctx->shadow, vpn + i) != e)
+		if (shadow_get(&ctx->shadow, vpn + i) != e)
 			return -EAGAIN;
 		_Atomic uint64_t *slot = vtab_slot(&m->pt, vpn + i, true);
 		if (!slot)

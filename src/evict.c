@@ -14,8 +14,11 @@
  */
 #include <sys/mman.h>
 
-#include "compat.h"
-#include "internal.h"
+#include "back.h"
+#include "ctx.h"
+#include "evict.h"
+#include "pagemap.h"
+#include "shadow.h"
 
 /* Rounds of evict-then-allocate before a migration settles for fewer. */
 #define EVICT_ROUNDS 8
@@ -43,13 +46,14 @@ static size_t claim_victims(struct hetmm_pagemap *pgmap, uint64_t idx,
 		if (k && (atomic_load(&pgmap->pages[idx + k].owner) &
 			  HETMM_PAGE_REFERENCED))
 			break;   /* its turn comes with the hand */
-		slot = vtab_next(&pgmap->ctx->shadow, slot, *vpn + k, false);
-		uint64_t e = SHADOW_DEVICE | pagemap_pfn(pgmap, idx + k);
+		slot = shadow_next(&pgmap->ctx->shadow, slot, *vpn + k, false);
+		uint64_t e = shadow_device(pagemap_pfn(pgmap, idx + k));
 		/* The CAS also proves the owner was current; a coherent
 		 * page held in place is never evicted. */
-		if (!slot || !claim_device_page(pgmap->ctx, *vpn + k, slot, e))
+		if (!slot || !claim_device_page(&pgmap->ctx->shadow, *vpn + k, slot,
+						 e))
 			break;
-		claims[k] = e | SHADOW_BUSY;
+		claims[k] = shadow_busy(e);
 	}
 	return k;
 }

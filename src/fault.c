@@ -16,15 +16,70 @@
  * a device that mirrors may be using.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "back.h"
+#include "coherent.h"
 #include "compat.h"
-#include "internal.h"
+#include "ctx.h"
+#include "fault.h"
+#include "lifecycle.h"
+#include "order.h"
+#include "pagemap.h"
+#include "shadow.h"
 
 #define FAULT_AROUND_GROWTH 8
 #define FAULT_READ_BATCH 32
+
+/* One sequential stream the fault-around logic is following, upward or
+ * downward (memcpy runs backwards for some alignments). */
+struct fault_stream {
+	uintptr_t next;                   /* where an upward scan faults next */
+	uintptr_t prev;                   /* where a downward one does */
+	uint32_t window;
+};
+
+#define FAULT_STREAMS 4
+
+/*
+ * Which pages of one 2 MiB block of virtual memory the fault path has
+ * brought back lately: density-based fault-around (fault.c).  The table
+ * is direct-mapped, so it follows up to 128 MiB at once.  gen is
+ * hetmm_ctx.dense_gen when the block was first seen; a migration to a
+ * device since then makes the bits stale.
+ */
+#define DENSE_BLOCK_PAGES CHUNK_PAGES
+#define DENSE_BLOCKS 64
+struct fault_dense {
+	uint64_t block;                   /* vpn / DENSE_BLOCK_PAGES, + 1 */
+	uint64_t gen;
+	unsigned nset;                    /* bits set */
+	uint64_t bits[DENSE_BLOCK_PAGES / 64];
+};
+
+/* The handler's own state: only the handler thread touches it. */
+struct fault_engine {
+	pthread_t handler;
+	bool handler_running;
+	void *doorbell;                   /* touched to stop the handler */
+	bool doorbell_served;
+
+	struct fault_stream streams[FAULT_STREAMS];
+	unsigned stream_next;
+	struct fault_dense dense[DENSE_BLOCKS];
+	/* Messages of the batch being handled after the current one, up
+	 * to its last event: see fault_handler_main(). */
+	const struct uffd_msg *pending;
+	size_t npending;
+	uintptr_t last_fill_start;        /* the last fault-around window */
+	uintptr_t last_fill_end;
+	/* Allocated with the engine: the fault path allocates nothing. */
+	uint64_t *claims;                 /* CHUNK_PAGES entries */
+	void *staging;                    /* CHUNK_PAGES pages */
+};
 
 /*
  * Adaptive fault-around.  A fault that lands where a recent stream of
@@ -38,7 +93,7 @@ static struct fault_stream *fault_stream_of(struct hetmm_ctx *ctx,
 					    uintptr_t addr, bool *down)
 {
 	for (unsigned i = 0; i < FAULT_STREAMS; i++) {
-		struct fault_stream *s = &ctx->streams[i];
+		struct fault_stream *s = &ctx->fault->streams[i];
 		if (s->next == addr || s->prev == addr) {
 			*down = s->prev == addr;
 			s->window = MIN(s->window * FAULT_AROUND_GROWTH,
@@ -46,11 +101,120 @@ static struct fault_stream *fault_stream_of(struct hetmm_ctx *ctx,
 			return s;
 		}
 	}
-	struct fault_stream *s = &ctx->streams[ctx->stream_next++ %
-					       FAULT_STREAMS];
+	struct fault_engine *f = ctx->fault;
+	struct fault_stream *s = &f->streams[f->stream_next++ % FAULT_STREAMS];
 	s->window = 1;
 	*down = false;
 	return s;
+}
+
+/* Pages that left the device for a fault: counted as back_count() does,
+ * and as fault pages. */
+static void count_fault_back(struct hetmm_ctx *ctx, int64_t installed,
+			     int64_t left)
+{
+	back_count(ctx, installed, left);
+	STAT_ADD(ctx, fault_pages, (uint64_t)installed);
+}
+
+/*
+ * A lone page a thread waits for, on the fault path (a random access).
+ * The fill itself wakes the thread: a UFFDIO_WAKE after it would be one
+ * more system call on the fault's critical path.  The thread may then run
+ * before we return, and must find everything as the kernel's
+ * migrate_to_ram leaves it.  So before the fill the page's entry becomes
+ * bare BUSY (a system page being filled, which every claimer waits out,
+ * as for a hole: fault_zero), the counters move, and its frame says free
+ * and counts as free (an allocation short of frames waits for it).  The
+ * frame goes back to the pool after the fill, which reads it.  Returns
+ * as back_install().
+ */
+static size_t fault_back_lone(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+			   uint64_t vpn, uint64_t idx, uint64_t claim,
+			   enum uffd_fill op, uintptr_t src)
+{
+	uintptr_t dst = vpn_to_addr(vpn);
+	shadow_store(&ctx->shadow, vpn, shadow_filling());
+	count_fault_back(ctx, 1, 1);
+	struct frame_owner was = pagemap_leave_begin(pgmap, (uint32_t)idx,
+			back_free_flags(pgmap, op, true));
+	long got = uffd_fill(ctx->uffd.fd, op, dst, src, PAGE_SIZE,
+			     FILL_ONCE | FILL_WAKE);
+	/* As in back_install: there already, refused for good, or not now. */
+	bool installed = got > 0 || vma_page_present(&ctx->vmaq, dst);
+	if (!installed && got != -EEXIST && got != -ENOENT && got != -EFAULT) {
+		pagemap_leave_undo(pgmap, (uint32_t)idx, was);
+		count_fault_back(ctx, -1, -1);
+		shadow_store(&ctx->shadow, vpn, claim);
+		return 0;
+	}
+	if (!installed)
+		count_fault_back(ctx, -1, 0);
+	shadow_store(&ctx->shadow, vpn, 0);
+	pagemap_leave_done(pgmap, (uint32_t)idx);
+	if (got <= 0)
+		uffd_wake(ctx->uffd.fd, dst, PAGE_SIZE);
+	return 1;
+}
+
+/*
+ * Bring one run back for a fault.  A lone page a thread waits for is
+ * copied, not moved: the thread resumes sooner (a move also unmaps the
+ * frame, whose page tables, folio and anon_vma are cold in a random
+ * access), and the frame is emptied off the fault path, when a page next
+ * moves into it.  The handler gives up where an event waits to be read
+ * (BACK_ONCE).  Returns pages that left the device.
+ */
+static size_t fault_back_one_run(struct hetmm_ctx *ctx,
+				 struct hetmm_pagemap *pgmap, uint64_t vpn,
+				 uint64_t idx0, size_t run,
+				 const uint64_t *claims, void **staging,
+				 unsigned how)
+{
+	enum uffd_fill op;
+	uintptr_t src;
+	size_t installed;
+	if (back_source(ctx, pgmap, idx0, run, run == 1, staging, &op, &src))
+		return 0;
+	if (run == 1 && op != FILL_MOVE && !(how & BACK_NO_WAKE))
+		return fault_back_lone(ctx, pgmap, vpn, idx0, claims[0], op,
+				       src);
+	/* Counted before the wake: a thread that resumes sees its fault in
+	 * the counters. */
+	size_t gone = back_install(ctx, pgmap, vpn, idx0, run, op, src,
+				   how | BACK_ONCE | BACK_LAZY_EMPTY |
+				   BACK_NO_WAKE, &installed);
+	STAT_ADD(ctx, fault_pages, installed);
+	if (gone && !(how & BACK_NO_WAKE))
+		uffd_wake(ctx->uffd.fd, vpn_to_addr(vpn), gone * PAGE_SIZE);
+	return gone;
+}
+
+/*
+ * Bring the claimed pages [vpn, vpn + n) back for a fault, as
+ * migrate_back_claimed() does, but coherent pages stay: the handler
+ * faults them in place (coherent_fault), and may not swap their mapping,
+ * whose events it would have to read itself.
+ */
+static size_t fault_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn,
+				 size_t n, const uint64_t *claims,
+				 void **staging, unsigned how)
+{
+	back_invalidate(ctx, vpn, n, claims);
+	size_t left = 0;
+	for (size_t i = 0; i < n;) {
+		uint64_t idx0;
+		struct hetmm_pagemap *pgmap =
+			pfn_pagemap(shadow_pfn(claims[i]), &idx0);
+		size_t run = back_frame_run(claims, i, n, pgmap, idx0);
+		size_t gone = pagemap_is_coherent(pgmap) ? 0 :
+			fault_back_one_run(ctx, pgmap, vpn + i, idx0, run,
+					   claims + i, staging, how);
+		left += gone;
+		back_keep(ctx, vpn + i + gone, claims + i + gone, run - gone);
+		i += run;
+	}
+	return left;
 }
 
 /* Claim and bring back up to n device pages from vpn upward; returns how
@@ -58,10 +222,10 @@ static struct fault_stream *fault_stream_of(struct hetmm_ctx *ctx,
 static size_t fault_back_run(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 			     void **staging, unsigned how)
 {
-	size_t got = claim_device_run(ctx, vpn, n, ctx->fault_claims);
+	size_t got = claim_device_run(&ctx->shadow, vpn, n, ctx->fault->claims);
 	if (got)
-		got = migrate_back_claimed(ctx, vpn, got, ctx->fault_claims,
-					   staging, BACK_FAULT | how);
+		got = fault_back_claimed(ctx, vpn, got, ctx->fault->claims,
+					 staging, how);
 	return got;
 }
 
@@ -71,7 +235,7 @@ static size_t device_run_down(struct hetmm_ctx *ctx, uint64_t top, size_t max)
 {
 	size_t n = 0;
 	while (n < max && n <= top) {
-		uint64_t e = vtab_get(&ctx->shadow, top - n);
+		uint64_t e = shadow_get(&ctx->shadow, top - n);
 		if (!shadow_claimable(e))
 			break;
 		n++;
@@ -100,8 +264,8 @@ static void fault_around_done(struct hetmm_ctx *ctx, struct fault_stream *s,
 {
 	s->next = vpn_to_addr(hi);
 	s->prev = vpn_to_addr(lo) - PAGE_SIZE;
-	ctx->last_fill_start = vpn_to_addr(lo);
-	ctx->last_fill_end = vpn_to_addr(hi);
+	ctx->fault->last_fill_start = vpn_to_addr(lo);
+	ctx->fault->last_fill_end = vpn_to_addr(hi);
 }
 
 /*
@@ -119,7 +283,7 @@ static struct fault_dense *dense_block_of(struct hetmm_ctx *ctx,
 	uint64_t block = vpn / DENSE_BLOCK_PAGES + 1;
 	uint64_t gen = atomic_load_explicit(&ctx->dense_gen,
 					    memory_order_relaxed);
-	struct fault_dense *d = &ctx->dense[block % DENSE_BLOCKS];
+	struct fault_dense *d = &ctx->fault->dense[block % DENSE_BLOCKS];
 	if (d->block != block || d->gen != gen) {
 		memset(d->bits, 0, sizeof(d->bits));
 		d->nset = 0;
@@ -173,12 +337,12 @@ static unsigned dense_region(struct hetmm_ctx *ctx, uint64_t vpn,
 static bool fault_back_region(struct hetmm_ctx *ctx, uint64_t lo,
 			      uint64_t hi, uint64_t vpn)
 {
-	void *staging = ctx->fault_staging;
+	void *staging = ctx->fault->staging;
 	bool ok = false;
 	for (uint64_t v = lo; v < hi;) {
-		uint64_t e = vtab_get(&ctx->shadow, v);
+		uint64_t e = shadow_get(&ctx->shadow, v);
 		if (!shadow_claimable(e)) {
-			ok |= v == vpn && !(e & SHADOW_BUSY);
+			ok |= v == vpn && !shadow_is_busy(e);
 			v++;
 			continue;
 		}
@@ -241,9 +405,9 @@ static void frame_prefetch(uint64_t e)
 static void fault_back(struct hetmm_ctx *ctx, uintptr_t addr, uint64_t e)
 {
 	uint64_t vpn = addr_to_vpn(addr);
-	void *staging = ctx->fault_staging;
+	void *staging = ctx->fault->staging;
 	frame_prefetch(e);
-	if (ctx->npending) {
+	if (ctx->fault->npending) {
 		/* Fault-around could reach a range an event changes. */
 		fault_back_run(ctx, vpn, 1, &staging, 0);
 		return;
@@ -310,11 +474,9 @@ static void fault_back(struct hetmm_ctx *ctx, uintptr_t addr, uint64_t e)
 static void fault_zero_held(struct hetmm_ctx *ctx, _Atomic uint64_t *slot,
 			    uintptr_t addr, bool write)
 {
-	uint64_t e = atomic_load(slot);
-	bool ref = false;
-	while (e && !(e & SHADOW_FLAGS) && !ref)
-		ref = atomic_compare_exchange_weak(slot, &e, e + 1);
-	if (!ref && !(e & SHADOW_FIXED)) {
+	uint64_t e;
+	bool ref = shadow_ref_held(slot, &e);
+	if (!ref && !shadow_is_fixed(e)) {
 		uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
 		return;
 	}
@@ -324,7 +486,7 @@ static void fault_zero_held(struct hetmm_ctx *ctx, _Atomic uint64_t *slot,
 	/* Our reference goes before the thread resumes: it may release its
 	 * own hold and expect the word back where it left it. */
 	if (ref)
-		atomic_fetch_sub(slot, 1);
+		shadow_unref(slot);
 	uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
 }
 
@@ -338,14 +500,15 @@ static void fault_zero(struct hetmm_ctx *ctx, uintptr_t addr, bool write)
 		uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
 		return;
 	}
-	_Atomic uint64_t *slot = vtab_slot(&ctx->shadow, addr_to_vpn(addr),
-					   true);
+	_Atomic uint64_t *slot = shadow_slot(&ctx->shadow, addr_to_vpn(addr),
+					     true);
 	uint64_t e = 0;
-	if (!slot || !atomic_compare_exchange_strong(slot, &e, SHADOW_BUSY)) {
+	if (!slot ||
+	    !atomic_compare_exchange_strong(slot, &e, shadow_filling())) {
 		/* Changed under us; the new owner wakes us, or, with no slot
 		 * at all, waking lets the thread retry.  A held page has no
 		 * owner to wake us: fill it here. */
-		if (slot && !(e & (SHADOW_DEVICE | SHADOW_BUSY)))
+		if (slot && shadow_is_system(e))
 			fault_zero_held(ctx, slot, addr, write);
 		else if (!slot)
 			uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
@@ -367,8 +530,8 @@ static void fault_zero(struct hetmm_ctx *ctx, uintptr_t addr, bool write)
  * mapping of addr (for mremap, its old place or its new one)? */
 static bool event_pending_at(const struct hetmm_ctx *ctx, uintptr_t addr)
 {
-	for (size_t k = 0; k < ctx->npending; k++) {
-		const struct uffd_msg *m = &ctx->pending[k];
+	for (size_t k = 0; k < ctx->fault->npending; k++) {
+		const struct uffd_msg *m = &ctx->fault->pending[k];
 		uintptr_t lo, hi;
 		switch (m->event) {
 		case UFFD_EVENT_UNMAP:
@@ -409,44 +572,45 @@ static void handle_pagefault(struct hetmm_ctx *ctx, const struct uffd_msg *m)
 		return;
 	}
 	STAT_ADD(ctx, faults, 1);
-	if (addr == (uintptr_t)ctx->doorbell) {
+	if (addr == (uintptr_t)ctx->fault->doorbell) {
 		if (uffd_fill(ctx->uffd.fd, FILL_ZERO, addr, 0, PAGE_SIZE,
 			      FILL_WAKE | FILL_ONCE) > 0)
-			ctx->doorbell_served = true;
+			ctx->fault->doorbell_served = true;
 		else
 			uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
 		return;
 	}
-	uint64_t e = vtab_get(&ctx->shadow, addr_to_vpn(addr));
+	uint64_t e = shadow_get(&ctx->shadow, addr_to_vpn(addr));
 	if (flags & UFFD_PAGEFAULT_FLAG_WP) {
 		/* BUSY: a migration holds it, lifts the protection and
 		 * wakes us.  Otherwise the fault is stale: every migration
 		 * lifts its protection before it lets go of the page, so
 		 * the thread only needs to retry.  Lifting it here could
 		 * undo the protection of a migration that began since. */
-		if (!(e & SHADOW_BUSY))
+		if (!shadow_is_busy(e))
 			uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
 		return;
 	}
-	if (e & SHADOW_BUSY) {
+	if (shadow_is_busy(e)) {
 		/* A migrating thread reading a page the process zapped
 		 * under it: the kernel would have read zeroes. */
-		if (!(e & SHADOW_DEVICE) &&
+		if (!shadow_on_device(e) &&
 		    is_migrator(ctx, (pid_t)m->arg.pagefault.feat.ptid))
 			if (uffd_fill(ctx->uffd.fd, FILL_ZERO, addr, 0,
 				      PAGE_SIZE, FILL_WAKE | FILL_ONCE) < 0)
 				uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
 		return;
 	}
-	if ((e & SHADOW_DEVICE) && coherent_fault(ctx, e, addr)) {
+	if (shadow_on_device(e) && coherent_fault(ctx, e, addr)) {
 		/* CPU-addressable device memory: filled in place. */
-	} else if (e & SHADOW_DEVICE) {
+	} else if (shadow_on_device(e)) {
 		fault_back(ctx, addr, e);
-	} else if (addr >= ctx->last_fill_start && addr < ctx->last_fill_end) {
+	} else if (addr >= ctx->fault->last_fill_start &&
+		   addr < ctx->fault->last_fill_end) {
 		/* Queued while we brought its page back with a window: it
 		 * is there now.  Forget the window so that a real hole
 		 * there (zapped since) gets filled on the next try. */
-		ctx->last_fill_end = 0;
+		ctx->fault->last_fill_end = 0;
 		uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
 	} else {
 		fault_zero(ctx, addr, flags & UFFD_PAGEFAULT_FLAG_WRITE);
@@ -502,7 +666,7 @@ static void *fault_handler_main(void *arg)
 
 	/* Leave only once the doorbell fault is served: leaving on the
 	 * stop flag alone could strand the thread that rang it. */
-	while (!ctx->doorbell_served) {
+	while (!ctx->fault->doorbell_served) {
 		ssize_t got = read(ctx->uffd.fd, msgs, want * sizeof(msgs[0]));
 		if (got < 0) {
 			if (errno == EINTR || errno == EAGAIN)
@@ -530,32 +694,60 @@ static void *fault_handler_main(void *arg)
 			if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
 				events = i + 1;
 		for (size_t i = 0; i < n; i++) {
-			ctx->pending = &msgs[i + 1];
-			ctx->npending = i < events ? events - i - 1 : 0;
+			ctx->fault->pending = &msgs[i + 1];
+			ctx->fault->npending = i < events ? events - i - 1 : 0;
 			handle_msg(ctx, &msgs[i]);
 		}
-		ctx->npending = 0;
+		ctx->fault->npending = 0;
 		want = read_want(msgs, n, &last_tid);
 	}
 	return NULL;
 }
 
+static void *map_pages(size_t npages, int prot)
+{
+	void *p = mmap(NULL, npages * PAGE_SIZE, prot,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+int fault_engine_create(struct hetmm_ctx *ctx)
+{
+	struct fault_engine *f = calloc(1, sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	ctx->fault = f;
+	/* Everything the fault path needs is allocated here, not there. */
+	f->staging = map_pages(CHUNK_PAGES, PROT_READ | PROT_WRITE);
+	f->claims = calloc(CHUNK_PAGES, sizeof(uint64_t));
+	f->doorbell = map_pages(1, PROT_READ);
+	if (!f->staging || !f->claims || !f->doorbell)
+		return -ENOMEM;
+	return uffd_register(ctx->uffd.fd, (uintptr_t)f->doorbell, PAGE_SIZE,
+			     UFFDIO_REGISTER_MODE_MISSING, NULL);
+}
+
+void fault_engine_destroy(struct hetmm_ctx *ctx)
+{
+	struct fault_engine *f = ctx->fault;
+	if (!f)
+		return;
+	if (f->doorbell)
+		munmap(f->doorbell, PAGE_SIZE);
+	if (f->staging)
+		munmap(f->staging, CHUNK_PAGES * PAGE_SIZE);
+	free(f->claims);
+	free(f);
+	ctx->fault = NULL;
+}
+
 int fault_handler_start(struct hetmm_ctx *ctx)
 {
-	ctx->doorbell = mmap(NULL, PAGE_SIZE, PROT_READ,
-			     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (ctx->doorbell == MAP_FAILED) {
-		ctx->doorbell = NULL;
-		return -ENOMEM;
-	}
-	int rc = uffd_register(ctx->uffd.fd, (uintptr_t)ctx->doorbell,
-			       PAGE_SIZE, UFFDIO_REGISTER_MODE_MISSING, NULL);
+	int rc = -pthread_create(&ctx->fault->handler, NULL,
+				 fault_handler_main, ctx);
 	if (rc)
 		return rc;
-	rc = -pthread_create(&ctx->handler, NULL, fault_handler_main, ctx);
-	if (rc)
-		return rc;
-	ctx->handler_running = true;
+	ctx->fault->handler_running = true;
 	return 0;
 }
 
@@ -568,9 +760,9 @@ int fault_handler_start(struct hetmm_ctx *ctx)
  */
 void fault_handler_stop(struct hetmm_ctx *ctx)
 {
-	if (ctx->handler_running) {
-		(void)*(volatile const char *)ctx->doorbell;
-		pthread_join(ctx->handler, NULL);
-		ctx->handler_running = false;
+	if (ctx->fault && ctx->fault->handler_running) {
+		(void)*(volatile const char *)ctx->fault->doorbell;
+		pthread_join(ctx->fault->handler, NULL);
+		ctx->fault->handler_running = false;
 	}
 }

@@ -10,7 +10,25 @@
 #include <sched.h>
 #include <stdlib.h>
 
-#include "internal.h"
+#include "ctx.h"
+#include "entry.h"
+#include "notifier.h"
+
+/*
+ * seq counts invalidations begun; active counts those running.  An
+ * invalidation raises active before seq, and a reader reads seq before
+ * checking active, so a reader either sees the invalidation running and
+ * waits, or gets a seq that the invalidation will change.
+ */
+struct hetmm_notifier {
+	struct hetmm_notifier *next;      /* ctx->notifiers */
+	struct hetmm_ctx *ctx;
+	uintptr_t start, end;
+	const struct hetmm_notifier_ops *ops;
+	void *arg;
+	_Atomic uint64_t seq;
+	atomic_uint active;
+};
 
 static bool event_is_valid(enum hetmm_event why)
 {
@@ -21,13 +39,11 @@ int hetmm_notifier_insert(struct hetmm_ctx *ctx, const void *addr, size_t len,
 			  const struct hetmm_notifier_ops *ops, void *arg,
 			  struct hetmm_notifier **np)
 {
-	if (!ctx || !ops || !ops->invalidate || !np)
-		return -EINVAL;
-	if (ctx_forked(ctx))
-		return -ECHILD;
-	int rc = check_user_range(addr, len);
+	int rc = entry_range(ctx, addr, len);
 	if (rc)
 		return rc;
+	if (!ops || !ops->invalidate || !np)
+		return -EINVAL;
 	struct hetmm_notifier *n = calloc(1, sizeof(*n));
 	if (!n)
 		return -ENOMEM;

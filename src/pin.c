@@ -3,17 +3,14 @@
  * pin.c - get_user_pages, pin_user_pages and their fast variants.
  *
  * A system page's hold lives in its shadow word, the word every migration
- * and fault claims by compare-and-swap: a word with no flag bits is a
- * count, references in the low bits and pins above PIN_BIAS (the kernel
- * counts pins in the refcount the same way, GUP_PIN_COUNTING_BIAS).  A
- * held word is never 0, so collect's CAS 0 -> BUSY fails on it and the
- * page is skipped as pinned; a claimed word (BUSY) or a device word is
- * never a count, so a hold can't start while a migration or fault owns
- * the page.  Migrating back only ever claims DEVICE words: no path can
- * overwrite a count.
+ * and fault claims by compare-and-swap (shadow.h: shadow_hold): a held
+ * word is never 0, so a migration's claim fails on it and the page is
+ * skipped as pinned, and a claimed or device word is never a count, so a
+ * hold can't start while a migration or fault owns the page.  Migrating
+ * back only ever claims device words: no path can overwrite a count.
  *
  * Pages of FS_DAX and GENERIC pagemaps (shadow FIXED | pfn) keep their
- * holds in their metadata instead; pagemap.c owns those.  So do pages of
+ * holds in their metadata instead; pagemap.c keeps those.  So do pages of
  * a DEVICE_COHERENT pagemap held in place (DEVICE | pfn): the CPU reaches
  * them where they are, so a short-term hold needs no migration, while a
  * long-term pin would keep device memory from ever being freed or moved:
@@ -24,12 +21,13 @@
 #include <sched.h>
 #include <sys/mman.h>
 
+#include "back.h"
 #include "compat.h"
-#include "internal.h"
+#include "ctx.h"
+#include "entry.h"
+#include "pagemap.h"
+#include "shadow.h"
 
-#define PIN_BIAS (1ULL << 24)
-/* Counts stay below every flag and frame-number flag bit. */
-#define HOLD_LIMIT (1ULL << 56)
 #define FOLL_KNOWN (HETMM_FOLL_WRITE | HETMM_FOLL_LONGTERM)
 /* Tries to bring a device page back before calling the page lost. */
 #define BACK_TRIES 4
@@ -85,24 +83,6 @@ static size_t gup_accessible(const struct gup *g)
 	return g->n;
 }
 
-/* Take a hold on a system page: e -> e + unit.  -EAGAIN if the word is
- * not a count (device, busy, fixed), -ENOMEM if the count is full. */
-static int hold_system(_Atomic uint64_t *slot, bool pin)
-{
-	uint64_t unit = pin ? PIN_BIAS : 1;
-	uint64_t e = atomic_load_explicit(slot, memory_order_acquire);
-	for (;;) {
-		if (e & SHADOW_FLAGS)
-			return -EAGAIN;
-		if (pin ? e + PIN_BIAS >= HOLD_LIMIT
-			: e % PIN_BIAS == PIN_BIAS - 1)
-			return -ENOMEM;
-		if (atomic_compare_exchange_weak_explicit(slot, &e, e + unit,
-				memory_order_acq_rel, memory_order_acquire))
-			return 0;
-	}
-}
-
 /* Make the held page present for the access: a read, or a write of
  * nothing (atomic, so a write racing from another thread is not lost). */
 static void touch(uintptr_t a, bool write)
@@ -124,8 +104,8 @@ static size_t gup_fast_run(struct gup *g, size_t limit)
 	_Atomic uint64_t *slot = NULL;
 	size_t i;
 	for (i = 0; i < limit; i++) {
-		slot = vtab_next(&g->ctx->shadow, slot, vpn0 + i, false);
-		if (!slot || hold_system(slot, g->pin))
+		slot = shadow_next(&g->ctx->shadow, slot, vpn0 + i, false);
+		if (!slot || shadow_hold(slot, g->pin))
 			break;
 		touch(gup_addr(g, i), g->write);
 		g->pages[i] = (void *)gup_addr(g, i);
@@ -138,12 +118,12 @@ static size_t gup_fast_run(struct gup *g, size_t limit)
 static int hold_fixed(struct gup *g, _Atomic uint64_t *slot, uint64_t e,
 		      uintptr_t a)
 {
-	int rc = pagemap_fixed_grab(slot, e, g->pin, g->longterm);
+	int rc = pagemap_hold(shadow_pfn(e), slot, e, g->pin, g->longterm);
 	if (rc)
 		return rc;
 	if (madvise((void *)a, PAGE_SIZE, g->write ? MADV_POPULATE_WRITE :
 		    MADV_POPULATE_READ)) {
-		pagemap_fixed_release(e, g->pin, false);
+		pagemap_unhold(shadow_pfn(e), g->pin, false);
 		return -EFAULT;
 	}
 	return 0;
@@ -173,19 +153,19 @@ static int bring_back(struct gup *g, _Atomic uint64_t *slot, uint64_t e,
 static int gup_slow_page(struct gup *g, size_t i)
 {
 	uintptr_t a = gup_addr(g, i);
-	_Atomic uint64_t *slot = vtab_slot(&g->ctx->shadow, addr_to_vpn(a),
-					   true);
+	_Atomic uint64_t *slot = shadow_slot(&g->ctx->shadow, addr_to_vpn(a),
+					     true);
 	if (!slot)
 		return -ENOMEM;
 	int tries = 0;
 	for (;;) {
 		uint64_t e = atomic_load_explicit(slot, memory_order_acquire);
 		int rc;
-		if (e & SHADOW_BUSY) {
+		if (shadow_is_busy(e)) {
 			sched_yield();   /* a migration or fault finishing */
 			continue;
 		}
-		if ((e & SHADOW_DEVICE) && !g->longterm &&
+		if (shadow_on_device(e) && !g->longterm &&
 		    shadow_is_coherent(e)) {
 			rc = hold_fixed(g, slot, e, a);
 			if (rc == 0)
@@ -198,9 +178,9 @@ static int gup_slow_page(struct gup *g, size_t i)
 				sched_yield();
 				rc = 0;
 			}
-		} else if (e & SHADOW_DEVICE) {
+		} else if (shadow_on_device(e)) {
 			rc = bring_back(g, slot, e, a, &tries);
-		} else if (e & SHADOW_FIXED) {
+		} else if (shadow_is_fixed(e)) {
 			rc = hold_fixed(g, slot, e, a);
 			if (rc == 0)
 				break;
@@ -211,7 +191,7 @@ static int gup_slow_page(struct gup *g, size_t i)
 				rc = -EFAULT;
 			}
 		} else {
-			rc = hold_system(slot, g->pin);
+			rc = shadow_hold(slot, g->pin);
 			if (rc == 0) {
 				touch(a, g->write);
 				break;
@@ -238,15 +218,15 @@ static void gup_bring_back(struct gup *g, uintptr_t start, uintptr_t end)
 	}
 	uint64_t vpn = addr_to_vpn(start), last = addr_to_vpn(end);
 	while (vpn < last) {
-		uint64_t e = vtab_get(&g->ctx->shadow, vpn);
-		if (!(e & SHADOW_DEVICE) || shadow_is_coherent(e)) {
+		uint64_t e = shadow_get(&g->ctx->shadow, vpn);
+		if (!shadow_on_device(e) || shadow_is_coherent(e)) {
 			vpn++;
 			continue;
 		}
 		uint64_t n = 1;
 		while (vpn + n < last) {
-			uint64_t f = vtab_get(&g->ctx->shadow, vpn + n);
-			if (!(f & SHADOW_DEVICE) ||
+			uint64_t f = shadow_get(&g->ctx->shadow, vpn + n);
+			if (!shadow_on_device(f) ||
 			    shadow_is_coherent(f))
 				break;
 			n++;
@@ -261,9 +241,10 @@ static long gup(struct hetmm_ctx *ctx, void *addr, size_t nr,
 		unsigned int flags, bool pin, void **pages, bool fast)
 {
 	struct gup g;
-	if (ctx && ctx_forked(ctx))
-		return -ECHILD;
-	int rc = gup_init(&g, ctx, addr, nr, flags, pin, pages);
+	int rc = entry_ctx(ctx);
+	if (rc)
+		return rc;
+	rc = gup_init(&g, ctx, addr, nr, flags, pin, pages);
 	if (rc)
 		return rc;
 	size_t limit = gup_accessible(&g);
@@ -316,21 +297,9 @@ static int release_one(_Atomic uint64_t *slot, bool pin, bool check_only)
 	uint64_t e = atomic_load_explicit(slot, memory_order_acquire);
 	/* Fixed pages, and coherent pages held in place (a claim on one
 	 * that is held backs off: the word may say BUSY for a moment). */
-	if (e & (SHADOW_FIXED | SHADOW_DEVICE))
-		return pagemap_fixed_release(e, pin, check_only);
-	for (;;) {
-		if (e & SHADOW_FLAGS)
-			return -EINVAL;
-		uint64_t held = pin ? e / PIN_BIAS : e % PIN_BIAS;
-		if (!held)
-			return -EINVAL;
-		if (check_only)
-			return 0;
-		if (atomic_compare_exchange_weak_explicit(slot, &e,
-				e - (pin ? PIN_BIAS : 1),
-				memory_order_acq_rel, memory_order_acquire))
-			return 0;
-	}
+	if (shadow_is_fixed(e) || shadow_on_device(e))
+		return pagemap_unhold(shadow_pfn(e), pin, check_only);
+	return shadow_unhold(slot, pin, check_only);
 }
 
 static _Atomic uint64_t *held_slot(struct hetmm_ctx *ctx, const void *page)
@@ -338,7 +307,7 @@ static _Atomic uint64_t *held_slot(struct hetmm_ctx *ctx, const void *page)
 	uintptr_t a = (uintptr_t)page;
 	if (!a || (a & ~PAGE_MASK) || a >= USER_VA_END)
 		return NULL;
-	return vtab_slot(&ctx->shadow, addr_to_vpn(a), false);
+	return shadow_slot(&ctx->shadow, addr_to_vpn(a), false);
 }
 
 /* Every entry is checked before any is released: bad input changes
@@ -346,10 +315,11 @@ static _Atomic uint64_t *held_slot(struct hetmm_ctx *ctx, const void *page)
 static int release(struct hetmm_ctx *ctx, void *const *pages, size_t nr,
 		   bool pin)
 {
-	if (!ctx || !pages || !nr)
+	int rc = entry_ctx(ctx);
+	if (rc)
+		return rc;
+	if (!pages || !nr)
 		return -EINVAL;
-	if (ctx_forked(ctx))
-		return -ECHILD;
 	for (int pass = 0; pass < 2; pass++) {
 		for (size_t i = 0; i < nr; i++) {
 			_Atomic uint64_t *slot = held_slot(ctx, pages[i]);
@@ -375,19 +345,15 @@ int hetmm_unpin_user_pages(struct hetmm_ctx *ctx, void *const *pages,
 int hetmm_user_page_holds(struct hetmm_ctx *ctx, const void *addr,
 			  uint64_t *refs, uint64_t *pins)
 {
-	if (!ctx || !refs || !pins || (uintptr_t)addr >= USER_VA_END)
+	int rc = entry_ctx(ctx);
+	if (rc)
+		return rc;
+	if (!refs || !pins || (uintptr_t)addr >= USER_VA_END)
 		return -EINVAL;
-	if (ctx_forked(ctx))
-		return -ECHILD;
-	uint64_t e = vtab_get(&ctx->shadow, addr_to_vpn((uintptr_t)addr));
+	uint64_t e = shadow_get(&ctx->shadow, addr_to_vpn((uintptr_t)addr));
 	*refs = *pins = 0;
-	if (e & SHADOW_FIXED)
-		return pagemap_fixed_counts(e, refs, pins);
-	if (shadow_is_coherent(e))
-		return pagemap_fixed_counts(e, refs, pins);
-	if (!(e & SHADOW_FLAGS)) {
-		*refs = e % PIN_BIAS;
-		*pins = e / PIN_BIAS;
-	}
+	if (shadow_is_fixed(e) || shadow_is_coherent(e))
+		return pagemap_hold_counts(shadow_pfn(e), refs, pins);
+	shadow_hold_counts(e, refs, pins);
 	return 0;
 }

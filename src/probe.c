@@ -11,7 +11,8 @@
 #include <unistd.h>
 
 #include "compat.h"
-#include "internal.h"
+#include "uffd.h"
+#include "vma.h"
 
 /* The ioctls a MISSING|WP registration of an anonymous page offers. */
 static uint64_t probe_range_ioctls(int fd)

@@ -13,8 +13,13 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 
+#include "back.h"
 #include "compat.h"
-#include "internal.h"
+#include "ctx.h"
+#include "pagemap.h"
+#include "range.h"
+#include "shadow.h"
+#include "vma.h"
 
 static const void *entry_owner(uint64_t e, enum hetmm_memory_type *type)
 {
@@ -55,22 +60,22 @@ static int range_repatriate(struct hetmm_ctx *ctx, const void *owner,
 {
 	uint64_t first = addr_to_vpn(start);
 	for (size_t i = 0; i < npages;) {
-		uint64_t e = vtab_get(&ctx->shadow, first + i);
+		uint64_t e = shadow_get(&ctx->shadow, first + i);
 		/* Coherent pages are CPU pages to a device: used where
 		 * they are, as hmm_range_fault() leaves them. */
-		if (!(e & (SHADOW_DEVICE | SHADOW_BUSY)) || is_local(e, owner) ||
+		if (!(shadow_on_device(e) || shadow_is_busy(e)) || is_local(e, owner) ||
 		    shadow_is_coherent(e)) {
 			i++;
 			continue;
 		}
-		if (e & SHADOW_BUSY) {
+		if (shadow_is_busy(e)) {
 			sched_yield();   /* a migration is finishing */
 			continue;
 		}
 		size_t n = 1;
 		while (i + n < npages) {
-			uint64_t f = vtab_get(&ctx->shadow, first + i + n);
-			if (!(f & SHADOW_DEVICE) || is_local(f, owner) ||
+			uint64_t f = shadow_get(&ctx->shadow, first + i + n);
+			if (!shadow_on_device(f) || is_local(f, owner) ||
 			    shadow_is_coherent(f))
 				break;
 			n++;
@@ -87,13 +92,13 @@ static int range_populate(struct hetmm_ctx *ctx, const void *owner,
 {
 	uint64_t first = addr_to_vpn(start);
 	for (size_t i = 0; i < npages;) {
-		if (is_local(vtab_get(&ctx->shadow, first + i), owner)) {
+		if (is_local(shadow_get(&ctx->shadow, first + i), owner)) {
 			i++;
 			continue;
 		}
 		size_t n = 1;
 		while (i + n < npages &&
-		       !is_local(vtab_get(&ctx->shadow, first + i + n), owner))
+		       !is_local(shadow_get(&ctx->shadow, first + i + n), owner))
 			n++;
 		if (madvise((void *)vpn_to_addr(first + i), n * PAGE_SIZE,
 			    write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ))
@@ -153,7 +158,7 @@ int range_fault(struct hetmm_ctx *ctx, const void *owner, uintptr_t start,
 			if (rc)
 				return rc;
 		}
-		uint64_t e = vtab_get(&ctx->shadow, first + i);
+		uint64_t e = shadow_get(&ctx->shadow, first + i);
 		bool writable = v.flags & VMA_WRITE;
 		if (is_local(e, owner)) {
 			entries[i] = MENT_VALID | MENT_DEVICE | shadow_pfn(e) |
@@ -228,10 +233,10 @@ int range_snapshot(struct hetmm_ctx *ctx, const void *owner, uintptr_t start,
 		if (rc)
 			return rc;
 		for (size_t k = 0; k < n; k++) {
-			uint64_t e = vtab_get(&ctx->shadow, first + i + k);
+			uint64_t e = shadow_get(&ctx->shadow, first + i + k);
 			if (!readable)
 				prot[i + k] = HETMM_PROT_ERROR;
-			else if (e & SHADOW_DEVICE)
+			else if (shadow_on_device(e))
 				prot[i + k] = snapshot_device(e, owner, &v);
 			else
 				prot[i + k] = snapshot_system(&v, pflags[k]);

@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "compat.h"
-#include "internal.h"
+#include "uffd.h"
 
 static int open_by_syscall(int flags)
 {

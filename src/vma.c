@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "compat.h"
-#include "internal.h"
+#include "vma.h"
 
 int vmaq_open(struct vmaq *q)
 {

@@ -10,7 +10,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "internal.h"
+#include "vtab.h"
 
 #define VTAB_BITS 9
 #define VTAB_FANOUT (1u << VTAB_BITS)

@@ -1,0 +1,377 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * back.c - device pages back to system memory (the kernel's
+ * migrate_vma_* with the device as the source, and the zap of device
+ * entries whose process page is gone).
+ *
+ * A claimed run of device pages is installed atomically (the page appears
+ * filled, then waiters wake): UFFDIO_MOVE from a remapping pagemap,
+ * UFFDIO_ZEROPAGE for zero pages, UFFDIO_COPY from the device's
+ * CPU-readable address or a staging copy otherwise.  The shadow is
+ * cleared and frames freed before the wake, so a thread that resumes
+ * finds the page where hetmm says it is.  Mirrors are invalidated before
+ * any content moves.  The fault engine brings pages back with these same
+ * pieces (fault.c), with its own policy for a lone page.
+ */
+#include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "back.h"
+#include "coherent.h"
+#include "compat.h"
+#include "ctx.h"
+#include "entry.h"
+#include "notifier.h"
+#include "pagemap.h"
+#include "shadow.h"
+
+/* A claim we hold orders us after the commit that counted its frame in
+ * nr_zero, and the frame is not freed under us: a count of 0 means none
+ * of the claimed frames is a zero page, without touching their
+ * metadata (cold, in a large migration back). */
+static bool page_is_zero(struct hetmm_pagemap *pgmap, uint64_t idx)
+{
+	if (!atomic_load_explicit(&pgmap->nr_zero, memory_order_relaxed))
+		return false;
+	return atomic_load_explicit(&pagemap_page(pgmap, idx)->owner,
+				    memory_order_relaxed) & HETMM_PAGE_ZERO;
+}
+
+bool back_can_move(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap)
+{
+	return (pgmap->flags & HETMM_PAGEMAP_REMAP) && ctx->frames.fd >= 0;
+}
+/* Free the frame meant for a page that is gone. */
+static void frame_drop(struct hetmm_ctx *ctx, uint64_t pfn, bool resident)
+{
+	uint64_t idx;
+	struct hetmm_pagemap *pgmap = pfn_pagemap(pfn, &idx);
+	uint32_t i = (uint32_t)idx;
+	pagemap_free(pgmap, &i, 1, 0);
+	if (resident)
+		atomic_fetch_sub(&ctx->stats.device_resident, 1);
+}
+
+bool publish_or_drop(struct hetmm_ctx *ctx, uint64_t vpn, uint64_t claim,
+		     uint64_t e, bool resident)
+{
+	if (shadow_release(&ctx->shadow, vpn, claim, e))
+		return true;
+	if (shadow_on_device(e))
+		frame_drop(ctx, shadow_pfn(e), resident);
+	return false;
+}
+
+void migrate_drop_claimed(struct hetmm_ctx *ctx, const uint64_t *vpns,
+			  const uint64_t *claims, size_t n,
+			  enum hetmm_event why)
+{
+	if (!n)
+		return;
+	/* Devices stop using the frames before they are reused. */
+	notifiers_invalidate(ctx, vpn_to_addr(vpns[0]),
+			     vpn_to_addr(vpns[n - 1] + 1), why);
+	for (size_t i = 0; i < n; i++) {
+		shadow_store(&ctx->shadow, vpns[i], 0);
+		frame_drop(ctx, shadow_pfn(claims[i]), true);
+	}
+}
+
+/* Length of the run of claims from i with consecutive frames, all zero or
+ * all holding data. */
+size_t back_frame_run(const uint64_t *claims, size_t i, size_t n,
+			struct hetmm_pagemap *pgmap, uint64_t idx0)
+{
+	bool zero = page_is_zero(pgmap, idx0);
+	size_t run = 1;
+	while (i + run < n && idx0 + run < pgmap->nr_pages &&
+	       shadow_pfn(claims[i + run]) == shadow_pfn(claims[i]) + run &&
+	       page_is_zero(pgmap, idx0 + run) == zero)
+		run++;
+	return run;
+}
+
+void back_count(struct hetmm_ctx *ctx, int64_t installed, int64_t left)
+{
+	STAT_ADD(ctx, to_system_pages, (uint64_t)installed);
+	atomic_fetch_sub(&ctx->stats.device_resident, left);
+}
+
+/* The pages left the device: clear the shadow, free the frames. */
+static void release_frames(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+			   uint64_t vpn, uint64_t idx0, size_t run,
+			   uint64_t free_flags)
+{
+	uint32_t idx[CHUNK_PAGES];
+	for (size_t k = 0; k < run; k++)
+		idx[k] = (uint32_t)(idx0 + k);
+	shadow_store_run(&ctx->shadow, vpn, run, 0);
+	pagemap_free(pgmap, idx, run, free_flags);
+}
+
+/* Source for UFFDIO_COPY of a run: the device itself, or staging. */
+static uintptr_t copy_source(struct hetmm_pagemap *pgmap, uint64_t idx0,
+			     size_t run, void **staging)
+{
+	if (pgmap->ops->page_address)
+		return (uintptr_t)pgmap->ops->page_address(pgmap, idx0);
+	if (!*staging) {
+		void *p = mmap(NULL, CHUNK_PAGES * PAGE_SIZE,
+			       PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED)
+			return 0;
+		*staging = p;
+	}
+	if (pgmap->ops->copy_from_device(pgmap, *staging, idx0, run))
+		return 0;
+	return (uintptr_t)*staging;
+}
+
+uint64_t back_free_flags(struct hetmm_pagemap *pgmap, enum uffd_fill op,
+			 bool lazy)
+{
+	bool stale = op == FILL_COPY && (pgmap->flags & HETMM_PAGEMAP_REMAP);
+	return stale && lazy ? PAGE_STALE : 0;
+}
+
+/*
+ * Install one run; returns pages that left the device, installed or
+ * dropped (that count, not the installed one, says which claims are
+ * gone: the rest of the run stays on the device).  A page the kernel
+ * refuses because its mapping is gone (ENOENT, EFAULT) or was replaced by
+ * a fresh one (EEXIST) has no process page left to restore: its device
+ * copy is dropped, like the kernel's zap of a device-private entry.
+ */
+int back_source(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+		uint64_t idx0, size_t run, bool copy, void **staging,
+		enum uffd_fill *op, uintptr_t *src)
+{
+	*src = 0;
+	if (page_is_zero(pgmap, idx0)) {
+		*op = FILL_ZERO;
+	} else if (back_can_move(ctx, pgmap) && !copy) {
+		*op = FILL_MOVE;
+		*src = pagemap_remap_addr(pgmap, idx0);
+	} else {
+		*op = FILL_COPY;
+		*src = copy_source(pgmap, idx0, run, staging);
+		if (!*src)
+			return -EIO;
+	}
+	return 0;
+}
+
+size_t back_install(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+		    uint64_t vpn, uint64_t idx0, size_t run,
+		    enum uffd_fill op, uintptr_t src, unsigned how,
+		    size_t *installedp)
+{
+	size_t installed = 0;
+	*installedp = 0;
+	uintptr_t dst = vpn_to_addr(vpn);
+	size_t done = 0;
+	bool single = false;
+	while (done < run) {
+		size_t off = done * PAGE_SIZE;
+		long got = uffd_fill(ctx->uffd.fd, op, dst + off,
+				     src ? src + off : 0,
+				     (single ? 1 : run - done) * PAGE_SIZE,
+				     (how & BACK_ONCE) ? FILL_ONCE : 0);
+		if (got > 0) {
+			installed += (size_t)got / PAGE_SIZE;
+			done += (size_t)got / PAGE_SIZE;
+			continue;
+		}
+		/* The page is there already: the kernel moved it and still
+		 * said EAGAIN, say.  We hold the page, so nobody else put
+		 * it there. */
+		if (vma_page_present(&ctx->vmaq, dst + off)) {
+			installed++;
+			done++;
+			continue;
+		}
+		/* The kernel won't move it (the range was mprotect()ed
+		 * since, say): the remapped page is still readable. */
+		if (op == FILL_MOVE && (got == -EINVAL || got == -EBUSY)) {
+			op = FILL_COPY;
+			continue;
+		}
+		if (got != -EEXIST && got != -ENOENT && got != -EFAULT)
+			break;
+		/* A run can span two mappings (its frames were consecutive,
+		 * its pages in adjacent VMAs): the kernel refuses the whole
+		 * request (ENOENT: not within one VMA), which says nothing
+		 * of its first page.  Only a one-page refusal does. */
+		if (!single && run - done > 1) {
+			single = true;
+			continue;
+		}
+		done++;
+	}
+	if (!done)
+		return 0;
+	/* Unless it is left for later, a frame copied out of gives its
+	 * memory back now. */
+	if (op == FILL_COPY && (pgmap->flags & HETMM_PAGEMAP_REMAP) &&
+	    !(how & BACK_LAZY_EMPTY))
+		madvise((void *)src, done * PAGE_SIZE, MADV_DONTNEED);
+	/* Wake only once the shadow says "system": a thread that resumes
+	 * must find the page where hetmm says it is. */
+	release_frames(ctx, pgmap, vpn, idx0, done,
+		       back_free_flags(pgmap, op, how & BACK_LAZY_EMPTY));
+	back_count(ctx, (int64_t)installed, (int64_t)done);
+	*installedp = installed;
+	if (!(how & BACK_NO_WAKE))
+		uffd_wake(ctx->uffd.fd, dst, done * PAGE_SIZE);
+	return done;
+}
+
+/* Is any of the claimed pages held for a mirror's exclusive access? */
+static bool claims_exclusive(struct hetmm_ctx *ctx, const uint64_t *claims,
+			     size_t n)
+{
+	if (!atomic_load_explicit(&ctx->exclusive_used, memory_order_acquire))
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t idx;
+		struct hetmm_pagemap *pgmap =
+			pfn_pagemap(shadow_pfn(claims[i]), &idx);
+		if (pgmap && (atomic_load_explicit(&pgmap->pages[idx].owner,
+				memory_order_relaxed) & HETMM_PAGE_EXCLUSIVE))
+			return true;
+	}
+	return false;
+}
+
+void back_invalidate(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
+		     const uint64_t *claims)
+{
+	notifiers_invalidate(ctx, vpn_to_addr(vpn), vpn_to_addr(vpn + n),
+			     claims_exclusive(ctx, claims, n) ?
+			     HETMM_EVENT_EXCLUSIVE : HETMM_EVENT_MIGRATE);
+}
+
+void back_keep(struct hetmm_ctx *ctx, uint64_t vpn, const uint64_t *claims,
+	       size_t n)
+{
+	for (size_t k = 0; k < n; k++)
+		publish_or_drop(ctx, vpn + k, claims[k],
+				shadow_unbusy(claims[k]), true);
+	if (n)
+		uffd_wake(ctx->uffd.fd, vpn_to_addr(vpn), n * PAGE_SIZE);
+}
+
+/* Bring one run back, moving it where the pagemap allows. */
+static size_t back_run(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+		       uint64_t vpn, uint64_t idx0, size_t run,
+		       void **staging, unsigned how)
+{
+	enum uffd_fill op;
+	uintptr_t src;
+	size_t installed;
+	if (back_source(ctx, pgmap, idx0, run, false, staging, &op, &src))
+		return 0;
+	return back_install(ctx, pgmap, vpn, idx0, run, op, src, how,
+			    &installed);
+}
+
+size_t migrate_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
+			    const uint64_t *claims, void **staging,
+			    unsigned how)
+{
+	/* Devices stop using the pages before their contents move; a
+	 * device that held one exclusive learns that it lost it. */
+	back_invalidate(ctx, vpn, n, claims);
+
+	size_t left = 0;
+	size_t i = 0;
+	while (i < n) {
+		uint64_t idx0;
+		struct hetmm_pagemap *pgmap =
+			pfn_pagemap(shadow_pfn(claims[i]), &idx0);
+		size_t run = back_frame_run(claims, i, n, pgmap, idx0);
+		size_t gone;
+		if (pagemap_is_coherent(pgmap)) {
+			/* Private anonymous memory takes the mapping's
+			 * place first. */
+			size_t k = coherent_unmap(ctx, vpn_to_addr(vpn + i),
+						  run);
+			run = k ? k : run;
+			gone = k ? back_run(ctx, pgmap, vpn + i, idx0, run,
+					    staging, how) : 0;
+		} else {
+			gone = back_run(ctx, pgmap, vpn + i, idx0, run,
+					staging, how);
+		}
+		left += gone;
+		/* Pages that could not leave stay on the device. */
+		back_keep(ctx, vpn + i + gone, claims + i + gone, run - gone);
+		i += run;
+	}
+	return left;
+}
+
+int migrate_back_range(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end,
+		       struct hetmm_migrate_report *rep)
+{
+	uint64_t claims[CHUNK_PAGES];
+	void *staging = NULL;
+	uint64_t first = addr_to_vpn(start), last = addr_to_vpn(end);
+	size_t moved = 0;
+	int spins_left = SHADOW_FILLING_SPINS;
+
+	for (uint64_t vpn = first; vpn < last;) {
+		size_t page = vpn - first;
+		uint64_t e = shadow_settled(&ctx->shadow, vpn, &spins_left);
+		if (!shadow_claimable(e)) {
+			report_page(rep, page, shadow_is_busy(e) ?
+				      HETMM_MIGRATE_SKIP_BUSY :
+				      HETMM_MIGRATE_SKIP_SYSTEM);
+			vpn++;
+			continue;
+		}
+		if (shadow_coherent_held(e)) {
+			report_page(rep, page, HETMM_MIGRATE_SKIP_PINNED);
+			vpn++;
+			continue;
+		}
+		size_t want = MIN((size_t)(last - vpn), (size_t)CHUNK_PAGES);
+		size_t n = claim_device_run(&ctx->shadow, vpn, want, claims);
+		if (n == 0)
+			continue;   /* lost a race; look at the page again */
+		size_t got = migrate_back_claimed(ctx, vpn, n, claims,
+						  &staging, 0);
+		for (size_t k = 0; k < n; k++)
+			report_page(rep, page + k, k < got ?
+				      HETMM_MIGRATE_MOVED :
+				      HETMM_MIGRATE_SKIP_BUSY);
+		moved += got;
+		vpn += n;
+	}
+	if (staging)
+		munmap(staging, CHUNK_PAGES * PAGE_SIZE);
+	return moved ? 0 : -ENOENT;
+}
+
+int hetmm_migrate_to_system(struct hetmm_ctx *ctx, void *addr, size_t len,
+			    struct hetmm_migrate_report *report)
+{
+	int rc = entry_range(ctx, addr, len);
+	if (rc)
+		return rc;
+	uintptr_t start = (uintptr_t)addr, end = start + len;
+	rc = vma_check_accessible(&ctx->vmaq, start, end);
+	if (rc)
+		return rc;
+	if (report) {
+		report->moved = 0;
+		report->skipped = 0;
+	}
+	return migrate_back_range(ctx, start, end, report);
+}
+

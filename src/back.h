@@ -1,0 +1,113 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * back.h - device pages back to system memory.
+ *
+ * Whole migrations back (hetmm_migrate_to_system, hot-remove, pins, fork)
+ * call migrate_back_range(); callers that claimed pages themselves (the
+ * fault engine, eviction, munmap) use the pieces.
+ */
+#ifndef HETMM_BACK_H
+#define HETMM_BACK_H
+
+#include "base.h"
+#include "uffd.h"
+
+struct hetmm_ctx;
+struct hetmm_pagemap;
+
+/* Move every device page of [start, end) back; -ENOENT if none moved. */
+int migrate_back_range(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end,
+		       struct hetmm_migrate_report *report);
+
+/* Record page's status st in a migration's report, if there is one. */
+static inline void report_page(struct hetmm_migrate_report *rep, size_t page,
+			       enum hetmm_migrate_status st)
+{
+	if (!rep)
+		return;
+	if (st == HETMM_MIGRATE_MOVED)
+		rep->moved++;
+	else
+		rep->skipped++;
+	if (rep->status)
+		rep->status[page] = (uint8_t)st;
+}
+
+/* Pages of pgmap move in and out by UFFDIO_MOVE (HETMM_PAGEMAP_REMAP, and
+ * the kernel can). */
+bool back_can_move(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap);
+
+/* How a run is installed (back_install, migrate_back_claimed). */
+#define BACK_NO_WAKE (1u << 0)    /* the caller wakes the range later */
+/* Give up where the kernel says EAGAIN (an event waits to be read): only
+ * the handler reads events, so the handler must not retry. */
+#define BACK_ONCE (1u << 1)
+/* A frame copied out of keeps its bytes (PAGE_STALE) until a page next
+ * moves into it, instead of being emptied now. */
+#define BACK_LAZY_EMPTY (1u << 2)
+
+/*
+ * Bring the claimed pages [vpn, vpn + n) back to system memory.  claims[i]
+ * is the shadow entry with BUSY set; on return every entry is 0 again, or
+ * the page's device entry where it could not leave, and every waiter on
+ * the range was woken (unless BACK_NO_WAKE).  Returns pages that left the
+ * device (a page whose mapping vanished meanwhile leaves it dropped).
+ */
+size_t migrate_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
+			    const uint64_t *claims, void **staging,
+			    unsigned how);
+/* Forget claimed device pages whose process page is gone: free their
+ * frames and clear their entries, copying nothing.  Notifiers are told
+ * again, for the reason the pages went (why), before the frames are. */
+void migrate_drop_claimed(struct hetmm_ctx *ctx, const uint64_t *vpns,
+			  const uint64_t *claims, size_t n,
+			  enum hetmm_event why);
+
+/* --- the pieces of migrate_back_claimed -------------------------------- */
+
+/* Tell devices that the claimed pages leave (EXCLUSIVE if a device held
+ * one of them exclusive, else MIGRATE), before any content moves. */
+void back_invalidate(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
+		     const uint64_t *claims);
+/* Length of the run of claims from i with consecutive frames of pgmap
+ * (claims[i]'s is idx0), all zero pages or all holding data. */
+size_t back_frame_run(const uint64_t *claims, size_t i, size_t n,
+		      struct hetmm_pagemap *pgmap, uint64_t idx0);
+/* How to install a run: zero pages, a move out of a remapping pagemap
+ * (unless copy), or a copy from the device's address or from *staging
+ * (mapped on first use).  -EIO if the driver's copy failed. */
+int back_source(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+		uint64_t idx0, size_t run, bool copy, void **staging,
+		enum uffd_fill *op, uintptr_t *src);
+/*
+ * Install a run by op from src; returns pages that left the device,
+ * installed or dropped (that count says which claims are gone: the rest
+ * of the run stays claimed), and in *installed those mapped in the
+ * process.  A page the kernel refuses because its mapping is gone
+ * (ENOENT, EFAULT) or was replaced by a fresh one (EEXIST) has no process
+ * page left to restore: its device copy is dropped, like the kernel's zap
+ * of a device-private entry.
+ */
+size_t back_install(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+		    uint64_t vpn, uint64_t idx0, size_t run,
+		    enum uffd_fill op, uintptr_t src, unsigned how,
+		    size_t *installed);
+/* Claims [vpn, vpn + n) stay on the device: published again, woken. */
+void back_keep(struct hetmm_ctx *ctx, uint64_t vpn, const uint64_t *claims,
+	       size_t n);
+/* Count pages that left the device (negative counts take some back):
+ * left of them, installed of those mapped in the process. */
+void back_count(struct hetmm_ctx *ctx, int64_t installed, int64_t left);
+/* What a frame a page left by op is freed with: PAGE_STALE if its bytes
+ * stay there (a copy out of a remapping pagemap, emptied lazily). */
+uint64_t back_free_flags(struct hetmm_pagemap *pgmap, enum uffd_fill op,
+			 bool lazy);
+/*
+ * Let go of a claim by publishing e, unless the process unmapped the page
+ * meanwhile and marked the claim GONE: then the entry is cleared and the
+ * frame e names, if any, freed.  Returns whether e was published.
+ */
+bool publish_or_drop(struct hetmm_ctx *ctx, uint64_t vpn, uint64_t claim,
+		     uint64_t e, bool resident);
+
+#endif /* HETMM_BACK_H */

@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * base.h - page arithmetic and the limits every module shares.
+ */
+#ifndef HETMM_BASE_H
+#define HETMM_BASE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "hetmm.h"
+
+#define PAGE_SHIFT HETMM_PAGE_SHIFT
+#define PAGE_SIZE HETMM_PAGE_SIZE
+#define PAGE_MASK (~(PAGE_SIZE - 1))
+
+/* Userspace addresses hetmm manages: the 48-bit x86-64/arm64 user half. */
+#define USER_VA_END (1ULL << 47)
+
+/* Migrations work in chunks of at most this many pages (2 MiB). */
+#define CHUNK_PAGES 512
+/* A fault brings back at most this many pages, a chunk at a time. */
+#define FAULT_AROUND_MAX (16 * CHUNK_PAGES)
+
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+
+static inline uint64_t addr_to_vpn(uintptr_t addr)
+{
+	return (uint64_t)addr >> PAGE_SHIFT;
+}
+
+static inline uintptr_t vpn_to_addr(uint64_t vpn)
+{
+	return (uintptr_t)(vpn << PAGE_SHIFT);
+}
+
+/* Milliseconds of CLOCK_MONOTONIC, for bounded waits. */
+static inline uint64_t monotonic_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+#endif /* HETMM_BASE_H */

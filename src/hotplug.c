@@ -1,0 +1,228 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * hotplug.c - hot-add and hot-remove of device memory (the kernel's
+ * memremap_pages and memunmap_pages).
+ *
+ * Hot-add checks what the driver describes, gives the pagemap its frame
+ * numbers and, for memory the CPU uses in place, its pages' entries.
+ * Hot-remove refuses new migrations, lets those in flight finish, brings
+ * every page home (or waits a bounded time for the pins on pages that
+ * can't move), and only then frees the metadata.
+ */
+#include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
+
+#include "back.h"
+#include "compat.h"
+#include "ctx.h"
+#include "entry.h"
+#include "fixed.h"
+#include "pagemap.h"
+
+static bool type_is_valid(enum hetmm_memory_type type)
+{
+	return type >= HETMM_MEMORY_DEVICE_PRIVATE &&
+	       type <= HETMM_MEMORY_PCI_P2PDMA;
+}
+
+static int check_desc(const struct hetmm_pagemap_desc *d)
+{
+	if (!d || !d->ops || !type_is_valid(d->type))
+		return -EINVAL;
+	if (d->nr_pages == 0 || d->nr_pages > (1ULL << PFN_SECTION_SHIFT))
+		return -EINVAL;
+	/* CPU memory mapped in place: an address, no copies, no policy. */
+	if (d->type == HETMM_MEMORY_FS_DAX || d->type == HETMM_MEMORY_GENERIC)
+		return d->ops->page_address && !d->flags ? 0 : -EINVAL;
+	if (!d->ops->copy_to_device || !d->ops->copy_from_device)
+		return -EINVAL;
+	if (d->flags & ~(HETMM_PAGEMAP_REMAP | HETMM_PAGEMAP_EVICT))
+		return -EINVAL;
+	if ((d->flags & HETMM_PAGEMAP_REMAP) && !d->ops->page_address)
+		return -EINVAL;
+	/* Coherent pages are mapped from the device's file and copied
+	 * out of its own view; they are never moved as anonymous memory. */
+	if (d->type == HETMM_MEMORY_DEVICE_COHERENT)
+		return d->ops->page_address && d->ops->page_fd &&
+		       !(d->flags & HETMM_PAGEMAP_REMAP) ? 0 : -EINVAL;
+	if (d->type != HETMM_MEMORY_DEVICE_PRIVATE)
+		return -EOPNOTSUPP;
+	return 0;
+}
+
+/*
+ * Remapped device memory is registered with the context's second
+ * userfaultfd, for write-protect faults (which never come: nothing
+ * protects a frame): UFFDIO_MOVE wants a registered destination and equal
+ * protections on both sides.  A read of a free frame is the kernel's
+ * business, and giving a frame back (madvise) raises no event.
+ */
+static int pagemap_register_remap(struct hetmm_ctx *ctx,
+				  struct hetmm_pagemap *pgmap)
+{
+	if (!(pgmap->flags & HETMM_PAGEMAP_REMAP))
+		return 0;
+	uintptr_t base = (uintptr_t)pgmap->ops->page_address(pgmap, 0);
+	if (!base || (base & ~PAGE_MASK))
+		return -EINVAL;
+	pgmap->remap_base = base;
+	if (ctx->frames.fd < 0)
+		return 0;
+	return uffd_register(ctx->frames.fd, base, pgmap->nr_pages * PAGE_SIZE,
+			     UFFDIO_REGISTER_MODE_WP, NULL);
+}
+
+int hetmm_pagemap_add(struct hetmm_ctx *ctx,
+		      const struct hetmm_pagemap_desc *desc,
+		      struct hetmm_pagemap **pgmapp)
+{
+	int rc = entry_ctx(ctx);
+	if (rc)
+		return rc;
+	if (!pgmapp)
+		return -EINVAL;
+	rc = check_desc(desc);
+	if (rc)
+		return rc;
+	/* Coherent mappings are swapped by mremap: the events must come. */
+	const uint64_t coherent_needs = UFFD_FEATURE_EVENT_UNMAP |
+		UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_REMOVE |
+		UFFD_FEATURE_PAGEFAULT_FLAG_WP;
+	if (desc->type == HETMM_MEMORY_DEVICE_COHERENT &&
+	    (ctx->uffd.features & coherent_needs) != coherent_needs)
+		return -EOPNOTSUPP;
+
+	struct hetmm_pagemap *pgmap;
+	rc = pagemap_create(ctx, desc, &pgmap);
+	if (rc)
+		return rc;
+	rc = pagemap_is_fixed(pgmap) ? fixed_check_mapping(ctx, pgmap)
+				     : pagemap_register_remap(ctx, pgmap);
+	if (rc)
+		goto fail;
+	rc = pagemap_section_alloc(pgmap);
+	if (rc)
+		goto fail;
+	if (pagemap_is_fixed(pgmap)) {
+		rc = fixed_publish(pgmap);
+		if (rc) {
+			pagemap_section_free(pgmap);
+			goto fail;
+		}
+	}
+
+	pthread_mutex_lock(&ctx->lock);
+	pgmap->next = ctx->pagemaps;
+	ctx->pagemaps = pgmap;
+	pthread_mutex_unlock(&ctx->lock);
+	*pgmapp = pgmap;
+	return 0;
+
+fail:
+	pagemap_destroy(pgmap);
+	return rc;
+}
+
+/* Is pgmap one of ctx's live pagemaps?  Guards against stale handles. */
+static bool pagemap_is_listed(struct hetmm_ctx *ctx,
+			      struct hetmm_pagemap *pgmap)
+{
+	for (struct hetmm_pagemap *p = ctx->pagemaps; p; p = p->next)
+		if (p == pgmap)
+			return true;
+	return false;
+}
+
+static bool coherent_pinned(struct hetmm_pagemap *pgmap)
+{
+	for (uint64_t i = 0; i < pgmap->nr_pages; i++)
+		if (atomic_load(&pgmap->pages[i].pincount) ||
+		    atomic_load(&pgmap->pages[i].refcount) > 1)
+			return true;
+	return false;
+}
+
+/* Migrate back every allocated page, in runs of consecutive owners. */
+static int pagemap_evacuate(struct hetmm_pagemap *pgmap)
+{
+	uint64_t deadline = monotonic_ms() + HETMM_REMOVE_PIN_WAIT_MS;
+	for (;;) {
+		bool resident = false;
+		uint64_t i = 0;
+		while (i < pgmap->nr_pages) {
+			uint64_t o = atomic_load(&pgmap->pages[i].owner);
+			if (!(o & HETMM_PAGE_ALLOCATED)) {
+				i++;
+				continue;
+			}
+			resident = true;
+			uintptr_t start = (uintptr_t)(o & PAGE_MASK);
+			uint64_t n = 1;
+			while (i + n < pgmap->nr_pages && n < CHUNK_PAGES &&
+			       (atomic_load(&pgmap->pages[i + n].owner) &
+				PAGE_MASK) == start + n * PAGE_SIZE)
+				n++;
+			int rc = migrate_back_range(pgmap->ctx, start,
+						    start + n * PAGE_SIZE,
+						    NULL);
+			if (rc < 0 && rc != -ENOENT)
+				return rc;
+			i += n;
+		}
+		/* Done when every frame is back in the pool: a page's owner
+		 * is cleared just before its frame is pushed, under the
+		 * lock, by a thread that may still be in pagemap_free(). */
+		if (!resident && pagemap_all_free(pgmap))
+			return 0;
+		/* Coherent pages held in place are waited for a bounded
+		 * time, as fixed pages are. */
+		if (pagemap_is_coherent(pgmap) && monotonic_ms() >= deadline &&
+		    coherent_pinned(pgmap))
+			return -EBUSY;
+		/* Pages busy in a racing fault are done on the next pass. */
+		sched_yield();
+	}
+}
+
+int hetmm_pagemap_remove(struct hetmm_pagemap *pgmap)
+{
+	if (!pgmap)
+		return -EINVAL;
+	struct hetmm_ctx *ctx = pgmap->ctx;
+	int rc = entry_ctx(ctx);
+	if (rc)
+		return rc;
+
+	pthread_mutex_lock(&ctx->lock);
+	bool listed = pagemap_is_listed(ctx, pgmap);
+	bool was_dying = listed && atomic_exchange(&pgmap->dying, true);
+	pthread_mutex_unlock(&ctx->lock);
+	if (!listed || was_dying)
+		return -EINVAL;
+
+	/* No new migrations now; let those in flight finish. */
+	while (atomic_load(&pgmap->users))
+		sched_yield();
+
+	rc = pagemap_is_fixed(pgmap) ? fixed_drain(pgmap)
+					 : pagemap_evacuate(pgmap);
+	if (rc < 0) {
+		atomic_store(&pgmap->dying, false);
+		return rc;
+	}
+
+	pthread_mutex_lock(&ctx->lock);
+	for (struct hetmm_pagemap **pp = &ctx->pagemaps; *pp;
+	     pp = &(*pp)->next) {
+		if (*pp == pgmap) {
+			*pp = pgmap->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&ctx->lock);
+
+	pagemap_section_free(pgmap);
+	pagemap_destroy(pgmap);
+	return 0;
+}

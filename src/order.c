@@ -1,0 +1,146 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * order.c - ordering other threads with the fault handler: migrator
+ * slots, the sync through the handler, and the zaps that need it.
+ */
+#include <errno.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "compat.h"
+#include "ctx.h"
+#include "order.h"
+
+#define SYNC_LEN (MAX_MIGRATORS * PAGE_SIZE)
+
+int order_init(struct hetmm_ctx *ctx)
+{
+	void *p = mmap(NULL, SYNC_LEN, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return -ENOMEM;
+	ctx->order.sync_pages = p;
+	memset(p, 0, SYNC_LEN);
+	int rc = uffd_register(ctx->uffd.fd, (uintptr_t)p, SYNC_LEN,
+			       UFFDIO_REGISTER_MODE_MISSING |
+			       UFFDIO_REGISTER_MODE_WP, NULL);
+	if (!rc)
+		rc = uffd_writeprotect(ctx->uffd.fd, (uintptr_t)p, SYNC_LEN,
+				       WP_ON);
+	return rc;
+}
+
+void order_fini(struct hetmm_ctx *ctx)
+{
+	if (ctx->order.sync_pages)
+		munmap(ctx->order.sync_pages, SYNC_LEN);
+}
+
+
+struct migrator *migrator_enter(struct hetmm_ctx *ctx, pid_t tid)
+{
+	for (;;) {
+		for (unsigned i = 0; i < MAX_MIGRATORS; i++) {
+			pid_t free_slot = 0;
+			struct migrator *m = &ctx->order.migrators[i];
+			if (atomic_compare_exchange_strong(&m->tid, &free_slot,
+							   tid))
+				return m;
+		}
+		sched_yield();
+	}
+}
+
+void migrator_leave(struct migrator *m)
+{
+	atomic_store(&m->tid, 0);
+}
+
+bool is_migrator(struct hetmm_ctx *ctx, pid_t tid)
+{
+	for (unsigned i = 0; i < MAX_MIGRATORS; i++)
+		if (atomic_load(&ctx->order.migrators[i].tid) == tid)
+			return true;
+	return false;
+}
+
+/*
+ * A write to the slot's own write-protected sync page is a fault, and the
+ * handler takes messages in the order the kernel queued them: once it has
+ * lifted the protection, it has handled every event read before.  A fault,
+ * unlike an madvise, holds nobody else's userfaultfd calls up meanwhile.
+ */
+static void sync_through(struct hetmm_ctx *ctx, struct migrator *m)
+{
+	char *page = ctx->order.sync_pages + (m - ctx->order.migrators) * PAGE_SIZE;
+	*(volatile char *)page = 1;
+	uffd_writeprotect(ctx->uffd.fd, (uintptr_t)page, PAGE_SIZE, WP_ON);
+}
+
+void handler_sync(struct hetmm_ctx *ctx)
+{
+	struct migrator *m = migrator_enter(ctx, gettid());
+	sync_through(ctx, m);
+	migrator_leave(m);
+}
+
+/*
+ * Zap [start, end) and return only once the handler has handled every
+ * REMOVE event the zap raised: until then it could take one of them,
+ * handled after our commit, for the process discarding the pages we
+ * just published.  madvise returns once the handler has read the
+ * events, so a sync through the handler after it is enough.  Counting
+ * the events' bytes is not: a zap that fails on a hole (the process
+ * unmapped a page meanwhile) has zapped the rest without an event for
+ * the hole, and madvise repeats an event for the part of a range whose
+ * mapping was split while it waited for the first one to be read.
+ */
+int migrator_zap(struct hetmm_ctx *ctx, struct migrator *m, uintptr_t start,
+		 uintptr_t end)
+{
+	atomic_store(&m->zap_end, end);
+	atomic_store(&m->zap_start, start);
+	int rc = madvise((void *)start, end - start, MADV_DONTNEED) ? -errno : 0;
+	sync_through(ctx, m);
+	atomic_store(&m->zap_start, 0);
+	atomic_store(&m->zap_end, 0);
+	return rc;
+}
+
+bool is_sync_page(const struct hetmm_ctx *ctx, uintptr_t addr)
+{
+	return addr - (uintptr_t)ctx->order.sync_pages < SYNC_LEN;
+}
+
+/* Does the recorded range [*rs, *re) (none while *rs is 0) hold
+ * [start, end)? */
+static bool recorded_covers(_Atomic uintptr_t *rs, _Atomic uintptr_t *re,
+			    uintptr_t start, uintptr_t end)
+{
+	uintptr_t s = atomic_load(rs), e = atomic_load(re);
+	return s && s <= start && end <= e;
+}
+
+bool migrators_own(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	for (unsigned i = 0; i < MAX_MIGRATORS; i++) {
+		struct migrator *m = &ctx->order.migrators[i];
+		for (unsigned k = 0; k < 2; k++)
+			if (recorded_covers(&m->own_start[k], &m->own_end[k],
+					    start, end))
+				return true;
+	}
+	return false;
+}
+
+bool migrators_zapping(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	for (unsigned i = 0; i < MAX_MIGRATORS; i++) {
+		struct migrator *m = &ctx->order.migrators[i];
+		if (recorded_covers(&m->zap_start, &m->zap_end, start, end))
+			return true;
+	}
+	return false;
+}

@@ -1,0 +1,73 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * order.h - ordering other threads with the fault handler.
+ *
+ * The handler reads the process's events (munmap, madvise, mremap) after
+ * the fact.  A thread that changes mappings itself (a migration's zap, a
+ * coherent mapping swap) must know when the handler has seen its events,
+ * and the handler must tell those events from the process's own.
+ */
+#ifndef HETMM_ORDER_H
+#define HETMM_ORDER_H
+
+#include <stdatomic.h>
+#include <sys/types.h>
+
+#include "base.h"
+
+#define MAX_MIGRATORS 16
+
+struct hetmm_ctx;
+
+/*
+ * A thread in the copy path of a migration to a device.  Its zap of the
+ * copied pages (MADV_DONTNEED) raises REMOVE events like any madvise;
+ * the handler tells them by the zap range, and the migrator publishes
+ * the pages only once the handler has handled them all (migrator_zap),
+ * so that the handler cannot take its own zap for the process
+ * discarding them.
+ */
+struct migrator {
+	_Atomic pid_t tid;
+	_Atomic uintptr_t zap_start;
+	_Atomic uintptr_t zap_end;
+	/* A coherent remap of ours (coherent.c): the UNMAP and REMAP events
+	 * it raises for these two ranges are not the process's doing. */
+	_Atomic uintptr_t own_start[2];
+	_Atomic uintptr_t own_end[2];
+};
+
+struct handler_order {
+	char *sync_pages;                 /* one per migrator slot, write
+					   * protected: see handler_sync() */
+	struct migrator migrators[MAX_MIGRATORS];
+};
+
+/* Map and protect the sync pages (ctx's userfaultfd is open). */
+int order_init(struct hetmm_ctx *ctx);
+/* After the userfaultfd is closed. */
+void order_fini(struct hetmm_ctx *ctx);
+
+struct migrator *migrator_enter(struct hetmm_ctx *ctx, pid_t tid);
+void migrator_leave(struct migrator *m);
+bool is_migrator(struct hetmm_ctx *ctx, pid_t tid);
+/* madvise(MADV_DONTNEED) of [start, end) by migrator m, returning once
+ * the handler has seen the REMOVE events it raised. */
+int migrator_zap(struct hetmm_ctx *ctx, struct migrator *m, uintptr_t start,
+		 uintptr_t end);
+/*
+ * Return once the handler has processed every event the kernel handed it
+ * before this call.  munmap returns when its event is read, not handled:
+ * without this, memory mapped anew at the same address and migrated at
+ * once could meet the late UNMAP meant for the old mapping.
+ */
+void handler_sync(struct hetmm_ctx *ctx);
+/* A fault on a sync page: handler_sync's, not the process's. */
+bool is_sync_page(const struct hetmm_ctx *ctx, uintptr_t addr);
+/* Is [start, end) inside a range a migrator remaps on its own account? */
+bool migrators_own(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end);
+/* [start, end) lies within a migrator's zap under way. */
+bool migrators_zapping(struct hetmm_ctx *ctx, uintptr_t start,
+		       uintptr_t end);
+
+#endif /* HETMM_ORDER_H */

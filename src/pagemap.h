@@ -1,0 +1,190 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pagemap.h - hot-added device memory: its frame numbers, its per-page
+ * metadata and its pool of free frames (the kernel's struct dev_pagemap
+ * and struct page).  Hot-add and hot-remove themselves are hotplug.c's.
+ */
+#ifndef HETMM_PAGEMAP_H
+#define HETMM_PAGEMAP_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "base.h"
+
+/*
+ * Metadata of one device page: 16 bytes, half the kernel's struct page.
+ * owner holds the page-aligned process address the frame backs; its low
+ * bits hold the HETMM_PAGE_* flags.
+ */
+struct hetmm_page {
+	_Atomic uint64_t owner;
+	_Atomic uint32_t refcount;
+	_Atomic uint32_t pincount;
+};
+
+/* In the owner word of a free frame of a remapping pagemap: a page was
+ * copied out of it, not moved, and its memory still holds that page.  No
+ * page can move into it until it is emptied (migrate.c:
+ * frames_empty_stale, before anything moves in; pagemap_free keeps the
+ * flag for a frame given back unused).  Never reported. */
+#define PAGE_STALE (1u << 11)
+
+/* Pagemap number s owns the frame numbers [s << 32, (s << 32) + n). */
+#define PFN_SECTION_SHIFT 32
+#define PFN_MAX_SECTIONS 256
+
+struct hetmm_pagemap {
+	struct hetmm_ctx *ctx;
+	struct hetmm_pagemap *next;      /* ctx->pagemaps, under ctx->lock */
+	enum hetmm_memory_type type;
+	uint64_t nr_pages;
+	const struct hetmm_pagemap_ops *ops;
+	void *drvdata;
+	const void *owner;
+	uint32_t flags;                   /* HETMM_PAGEMAP_* */
+	uintptr_t remap_base;             /* HETMM_PAGEMAP_REMAP memory */
+	unsigned section;
+	struct hetmm_page *pages;
+
+	pthread_mutex_t free_lock;
+	uint32_t *free_stack;             /* indices, top at nr_free - 1 */
+	uint64_t nr_free;
+	/* Frames whose pages have left, freed once the fill reading them
+	 * is done (fault.c, fault_back_lone): counted free already, and
+	 * waited for by an allocation that finds the pool short. */
+	_Atomic uint64_t nr_leaving;
+	/* Frames flagged HETMM_PAGE_ZERO (counted at the commit that flags
+	 * one, uncounted by pagemap_page_written and pagemap_free).  While
+	 * there are none, a run coming back needs no look at its metadata
+	 * before it moves. */
+	_Atomic uint64_t nr_zero;
+
+	atomic_bool dying;                /* hot-remove started */
+	atomic_int users;                 /* migrations to it in flight */
+	uintptr_t fixed_base;             /* FS_DAX, GENERIC: the mapping */
+	_Atomic uint64_t clock_hand;      /* eviction: next frame to look at */
+};
+
+static inline bool pagemap_is_coherent(const struct hetmm_pagemap *pgmap)
+{
+	return pgmap->type == HETMM_MEMORY_DEVICE_COHERENT;
+}
+
+/* Frames of FS_DAX and GENERIC pagemaps are CPU memory mapped in place. */
+static inline bool pagemap_is_fixed(const struct hetmm_pagemap *pgmap)
+{
+	return pgmap->type == HETMM_MEMORY_FS_DAX ||
+	       pgmap->type == HETMM_MEMORY_GENERIC;
+}
+
+static inline uint64_t pagemap_pfn(const struct hetmm_pagemap *pgmap,
+				   uint64_t index)
+{
+	return ((uint64_t)pgmap->section << PFN_SECTION_SHIFT) | index;
+}
+
+static inline struct hetmm_page *pagemap_page(struct hetmm_pagemap *pgmap,
+					      uint64_t idx)
+{
+	return &pgmap->pages[idx];
+}
+
+/* Where frame idx of a remapping pagemap lives in the process. */
+static inline uintptr_t pagemap_remap_addr(const struct hetmm_pagemap *pgmap,
+					   uint64_t idx)
+{
+	return pgmap->remap_base + idx * PAGE_SIZE;
+}
+
+/* ------------------------------------------------------------------------
+ * Frame numbers
+ */
+
+/* Internal pfn (number only) to its pagemap and index; NULL if unknown.
+ * The caller must keep the pagemap alive (hold a claim on a page of it). */
+struct hetmm_pagemap *pfn_pagemap(uint64_t pfn, uint64_t *index);
+
+/* Each live section's memory type (0 for none), readable without the
+ * pagemap: a lookup that holds no claim must not touch a pagemap
+ * hot-remove may be freeing. */
+extern _Atomic int section_types[PFN_MAX_SECTIONS];
+
+static inline int pagemap_section_type(uint64_t pfn)
+{
+	uint64_t s = pfn >> PFN_SECTION_SHIFT;
+	return s < PFN_MAX_SECTIONS ?
+	       atomic_load_explicit(&section_types[s], memory_order_relaxed) :
+	       0;
+}
+
+/* ------------------------------------------------------------------------
+ * Life of a pagemap (for hotplug.c)
+ */
+
+/* A pagemap for desc (checked by the caller), with every frame free and
+ * no frame number yet. */
+int pagemap_create(struct hetmm_ctx *ctx,
+		   const struct hetmm_pagemap_desc *desc,
+		   struct hetmm_pagemap **pgmapp);
+/* Give it frame numbers, and take them back. */
+int pagemap_section_alloc(struct hetmm_pagemap *pgmap);
+void pagemap_section_free(struct hetmm_pagemap *pgmap);
+void pagemap_destroy(struct hetmm_pagemap *pgmap);
+/* Every frame in the pool: the last page has left. */
+bool pagemap_all_free(struct hetmm_pagemap *pgmap);
+
+/* ------------------------------------------------------------------------
+ * The frame pool
+ */
+
+/* Take up to nr free frames; returns how many, indices into idx[]. */
+size_t pagemap_alloc(struct hetmm_pagemap *pgmap, uint32_t *idx, size_t nr);
+/* Give frames back; free_flags is 0, or PAGE_STALE for frames whose
+ * memory still holds the page copied out of them. */
+void pagemap_free(struct hetmm_pagemap *pgmap, const uint32_t *idx,
+		  size_t nr, uint64_t free_flags);
+/*
+ * A frame whose page leaves before the fill that reads it has run
+ * (fault.c, fault_back_lone): begin makes its metadata say free and
+ * counts it as free (nr_leaving), keeping it out of the pool; done puts
+ * it in the pool; undo, if the page stays, makes it the page's again.
+ */
+struct frame_owner {
+	uint64_t owner;
+	uint32_t refcount;
+};
+struct frame_owner pagemap_leave_begin(struct hetmm_pagemap *pgmap,
+				       uint32_t idx, uint64_t free_flags);
+void pagemap_leave_done(struct hetmm_pagemap *pgmap, uint32_t idx);
+void pagemap_leave_undo(struct hetmm_pagemap *pgmap, uint32_t idx,
+			struct frame_owner was);
+/* A device write gave the page data: it is no zero page any more. */
+void pagemap_page_written(struct hetmm_pagemap *pgmap, struct hetmm_page *p);
+/* Enter/leave a migration to pgmap; enter fails with -ENXIO if dying. */
+int pagemap_get(struct hetmm_pagemap *pgmap);
+void pagemap_put(struct hetmm_pagemap *pgmap);
+
+/* ------------------------------------------------------------------------
+ * Holds on device pages the CPU reaches in place (fixed pagemaps, and
+ * coherent pages held where they are): counted in their metadata.
+ */
+
+/*
+ * A reference (pin false) or pin (pin true) on the page pfn, which *slot
+ * names with the entry e.  0, -ENXIO if the pagemap is being removed,
+ * -EAGAIN if *slot no longer holds e (look again), -EOPNOTSUPP for a
+ * long-term pin of FS_DAX memory, -ENOMEM on overflow.
+ */
+int pagemap_hold(uint64_t pfn, _Atomic uint64_t *slot, uint64_t e, bool pin,
+		 bool longterm);
+/* Drop what a hold took (or only check there is one); -EINVAL if the
+ * page holds none. */
+int pagemap_unhold(uint64_t pfn, bool pin, bool check_only);
+/* References and pins held on the page. */
+int pagemap_hold_counts(uint64_t pfn, uint64_t *refs, uint64_t *pins);
+/* Does the coherent page pfn carry references or pins?  (Looked at under
+ * the section lock.) */
+bool coherent_page_held(uint64_t pfn);
+
+#endif /* HETMM_PAGEMAP_H */

@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * uffd.h - opening and driving a userfaultfd: the best route to one, and
+ * the COPY/ZEROPAGE/MOVE/WRITEPROTECT/WAKE ioctls with their retries.
+ */
+#ifndef HETMM_UFFD_H
+#define HETMM_UFFD_H
+
+#include "base.h"
+
+struct uffd {
+	int fd;
+	enum hetmm_uffd_route route;
+	int route_errno;
+	uint64_t offered;  /* what UFFDIO_API offers */
+	uint64_t features; /* what this fd was opened with */
+};
+
+int uffd_open(struct uffd *u, uint64_t want_features);
+void uffd_close(struct uffd *u);
+int uffd_register(int fd, uintptr_t start, size_t len, uint64_t mode,
+		  uint64_t *ioctls);
+#define WP_ON (1u << 2)  /* protect; without it, lift and wake */
+/* UFFDIO_WRITEPROTECT; flags WP_ON and FILL_ONCE (below). */
+int uffd_writeprotect(int fd, uintptr_t start, size_t len, unsigned flags);
+enum uffd_fill { FILL_COPY, FILL_ZERO, FILL_MOVE };
+#define FILL_WAKE (1u << 0)  /* wake the range's waiters when filled */
+/* Don't retry EAGAIN.  The kernel gives it while an event (munmap,
+ * madvise, mremap) waits to be read; only the handler reads events, so
+ * the handler must give up, read, and let the thread fault again. */
+#define FILL_ONCE (1u << 1)
+/* Fill [dst, dst + len) by UFFDIO_COPY/ZEROPAGE/MOVE from src: bytes
+ * done, or -errno if it stopped at the first page. */
+long uffd_fill(int fd, enum uffd_fill op, uintptr_t dst, uintptr_t src,
+	       size_t len, unsigned flags);
+int uffd_wake(int fd, uintptr_t start, size_t len);
+
+#endif /* HETMM_UFFD_H */

@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vma.h - what the kernel knows about a range: VMAs (PROCMAP_QUERY, else
+ * /proc/self/maps) and page presence (/proc/self/pagemap, PAGEMAP_SCAN).
+ */
+#ifndef HETMM_VMA_H
+#define HETMM_VMA_H
+
+#include "base.h"
+
+#define VMA_READ (1u << 0)
+#define VMA_WRITE (1u << 1)
+#define VMA_EXEC (1u << 2)
+#define VMA_SHARED (1u << 3)
+#define VMA_FILE (1u << 4)   /* file backed, shmem or hugetlb */
+
+struct vma {
+	uintptr_t start;
+	uintptr_t end;
+	unsigned flags;
+};
+
+struct vmaq {
+	int maps_fd;       /* /proc/self/maps, for PROCMAP_QUERY */
+	int pagemap_fd;    /* /proc/self/pagemap */
+	bool has_query;
+	bool has_scan;
+};
+
+int vmaq_open(struct vmaq *q);
+void vmaq_close(struct vmaq *q);
+/* The VMA covering addr, -ENOENT if none. */
+int vma_find(struct vmaq *q, uintptr_t addr, struct vma *vma);
+/* The same from a fresh read of /proc/self/maps (a fork child's own). */
+int vma_find_maps(uintptr_t addr, struct vma *vma);
+/* -EINVAL unless [start, end) is covered by accessible VMAs. */
+int vma_check_accessible(struct vmaq *q, uintptr_t start, uintptr_t end);
+
+static inline bool vma_is_private_anon(const struct vma *v)
+{
+	return !(v->flags & (VMA_SHARED | VMA_FILE));
+}
+
+/* Per-page presence, as /proc/self/pagemap and PAGEMAP_SCAN tell it. */
+#define PG_PRESENT (1u << 0)
+#define PG_SWAPPED (1u << 1)
+#define PG_EXCLUSIVE (1u << 2)
+#define PG_ZERO (1u << 3)
+#define PG_HUGE (1u << 4)
+#define PG_FILE (1u << 5)    /* a file (or shmem) page, not anonymous */
+
+int vma_page_flags(struct vmaq *q, uintptr_t start, size_t npages,
+		   uint8_t *flags);
+/* PG_PRESENT, PG_SWAPPED, PG_EXCLUSIVE and PG_FILE only: one pread, no
+ * scan. */
+int vma_page_presence(struct vmaq *q, uintptr_t start, size_t npages,
+		      uint8_t *flags);
+
+/* Is the page at addr present in the process page tables? */
+static inline bool vma_page_present(struct vmaq *q, uintptr_t addr)
+{
+	uint8_t pf = 0;
+	return vma_page_presence(q, addr, 1, &pf) == 0 && (pf & PG_PRESENT);
+}
+
+#endif /* HETMM_VMA_H */
