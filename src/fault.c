@@ -129,9 +129,10 @@ static void count_fault_back(struct hetmm_ctx *ctx, int64_t installed,
  * frame goes back to the pool after the fill, which reads it.  Returns
  * as back_install().
  */
-static size_t fault_back_lone(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
-			   uint64_t vpn, uint64_t idx, uint64_t claim,
-			   enum uffd_fill op, uintptr_t src)
+static size_t fault_back_lone(struct hetmm_ctx *ctx,
+			      struct hetmm_pagemap *pgmap, uint64_t vpn,
+			      uint64_t idx, uint64_t claim,
+			      enum uffd_fill op, uintptr_t src)
 {
 	uintptr_t dst = vpn_to_addr(vpn);
 	shadow_store(&ctx->shadow, vpn, shadow_filling());

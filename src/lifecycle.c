@@ -71,7 +71,7 @@ struct discard {
  * theirs to finish: on munmap it is marked GONE, so that they drop it
  * rather than publish it; madvise leaves it alone, since our own
  * migrations zap pages they hold and that comes back as REMOVE too (and
- * they wait for the handler to see it before they publish: ctx.c).
+ * they wait for the handler to see it before they publish: order.c).
  */
 static int discard_one(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
 {

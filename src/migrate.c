@@ -250,7 +250,8 @@ static void chunk_mark_holes(struct chunk *c)
  * free frame left a zero page there. */
 static void frame_clear(struct hetmm_pagemap *pgmap, uint32_t idx)
 {
-	madvise((void *)pagemap_remap_addr(pgmap, idx), PAGE_SIZE, MADV_DONTNEED);
+	madvise((void *)pagemap_remap_addr(pgmap, idx), PAGE_SIZE,
+		MADV_DONTNEED);
 }
 
 static bool frame_is_stale(struct hetmm_pagemap *pgmap, uint32_t idx)
