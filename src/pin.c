@@ -73,14 +73,10 @@ static int gup_init(struct gup *g, struct hetmm_ctx *ctx, void *addr,
  */
 static size_t gup_accessible(const struct gup *g)
 {
-	uintptr_t end = gup_addr(g, g->n);
-	struct vma v;
-	for (uintptr_t a = g->start; a < end; a = v.end) {
-		if (vma_find(&g->ctx->vmaq, a, &v) < 0 ||
-		    !(v.flags & VMA_READ) || (g->write && !(v.flags & VMA_WRITE)))
-			return (a - g->start) >> PAGE_SHIFT;
-	}
-	return g->n;
+	int why;
+	unsigned need = VMA_READ | (g->write ? VMA_WRITE : 0);
+	return vma_accessible(&g->ctx->vmaq, g->start, gup_addr(g, g->n), need,
+			      &why) >> PAGE_SHIFT;
 }
 
 /* Make the held page present for the access: a read, or a write of

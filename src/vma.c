@@ -120,16 +120,35 @@ int vma_find(struct vmaq *q, uintptr_t addr, struct vma *vma)
 			    : vma_find_maps(addr, vma);
 }
 
-int vma_check_accessible(struct vmaq *q, uintptr_t start, uintptr_t end)
+size_t vma_accessible(struct vmaq *q, uintptr_t start, uintptr_t end,
+		      unsigned need, int *why)
 {
 	struct vma v;
+	*why = 0;
 	for (uintptr_t a = start; a < end; a = v.end) {
-		if (vma_find(q, a, &v) < 0)
-			return -EINVAL;
-		if (!(v.flags & (VMA_READ | VMA_WRITE | VMA_EXEC)))
-			return -EINVAL;
+		if (vma_find(q, a, &v) < 0 || v.start > a)
+			*why = -EFAULT;
+		else if ((need & VMA_NEED_SOME) &&
+			 !(v.flags & (VMA_READ | VMA_WRITE | VMA_EXEC)))
+			*why = -EFAULT;
+		else if ((need & VMA_READ) && !(v.flags & VMA_READ))
+			*why = -EFAULT;
+		else if ((need & VMA_WRITE) && !(v.flags & VMA_WRITE))
+			*why = -EPERM;
+		else if ((need & VMA_NEED_ANON) && !vma_is_private_anon(&v))
+			*why = -EPERM;
+		if (*why)
+			return a - start;
 	}
-	return 0;
+	return end - start;
+}
+
+int vma_check_accessible(struct vmaq *q, uintptr_t start, uintptr_t end)
+{
+	int why;
+	return vma_accessible(q, start, end, VMA_NEED_SOME, &why) ==
+	       end - start ?
+	       0 : -EINVAL;
 }
 
 /* /proc/self/pagemap bits (Documentation/admin-guide/mm/pagemap.rst). */

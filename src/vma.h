@@ -36,6 +36,20 @@ int vma_find_maps(uintptr_t addr, struct vma *vma);
 /* -EINVAL unless [start, end) is covered by accessible VMAs. */
 int vma_check_accessible(struct vmaq *q, uintptr_t start, uintptr_t end);
 
+/* What an access needs of every VMA it crosses (vma_accessible): each of
+ * VMA_READ and VMA_WRITE it names, and: */
+#define VMA_NEED_ANON (1u << 8)   /* private anonymous memory */
+#define VMA_NEED_SOME (1u << 9)   /* some access: read, write or exec */
+/*
+ * The one walk of the VMAs behind every access check (the kernel's
+ * check_vma_flags): how many bytes from start lie in VMAs that give
+ * need; where it stops, *why says how the access would fail there:
+ * -EFAULT (nothing mapped, or not readable when reading is needed),
+ * -EPERM (not writable, or not private anonymous memory).
+ */
+size_t vma_accessible(struct vmaq *q, uintptr_t start, uintptr_t end,
+		      unsigned need, int *why);
+
 static inline bool vma_is_private_anon(const struct vma *v)
 {
 	return !(v->flags & (VMA_SHARED | VMA_FILE));
