@@ -96,195 +96,6 @@
 #include "sections.h"
 
 /* ------------------------------------------------------------------------
- * (d) pin fast path, (e) eviction
- */
-
-#define PIN_PAGES 4096        /* 16 MiB held per repetition */
-#define PIN_BATCH 512         /* pages per call: one 2 MiB DMA batch */
-
-struct pe_result {
-	int err;
-	double pin_fast_ns;       /* per page */
-	double pin_slow_ns;
-	double get_fast_ns;
-	double unpin_ns;
-	size_t evict_size;
-	double evict_ns;          /* migrate into a full device, evicting */
-	double empty_ns;          /* the same migration into an empty one */
-	double evict_memcpy_ns;   /* memcpy of the evicted bytes */
-	uint64_t evicted;         /* pages evicted per repetition */
-};
-
-static struct pe_result g_pe;
-
-typedef long (*gup_fn)(struct hetmm_ctx *, void *, size_t, unsigned int,
-		       void **);
-
-/* ns per page to hold (fn) and release PIN_PAGES resident pages. */
-static int time_holds(struct hetmm_ctx *ctx, char *buf, void **pages,
-		      gup_fn fn, int pin, int reps, double *hold_ns,
-		      double *release_ns)
-{
-	double th[64], tr[64];
-
-	for (int r = 0; r <= reps; r++) {   /* r == 0: warm-up */
-		uint64_t t0 = now_ns();
-		for (size_t a = 0; a < PIN_PAGES; a += PIN_BATCH) {
-			long got = fn(ctx, buf + a * PAGE, PIN_BATCH, 0,
-				      pages + a);
-			if (got != PIN_BATCH)
-				return got < 0 ? (int)got : -EIO;
-		}
-		uint64_t t1 = now_ns();
-		int rc = pin ? hetmm_unpin_user_pages(ctx, pages, PIN_PAGES)
-			     : hetmm_put_user_pages(ctx, pages, PIN_PAGES);
-		if (rc)
-			return rc;
-		if (r) {
-			th[r - 1] = (double)(t1 - t0) / PIN_PAGES;
-			tr[r - 1] = (double)(now_ns() - t1) / PIN_PAGES;
-		}
-	}
-	*hold_ns = median(th, reps);
-	if (release_ns)
-		*release_ns = median(tr, reps);
-	return 0;
-}
-
-static int bench_pin(struct hetmm_ctx *ctx, int reps, struct pe_result *pe)
-{
-	char *buf = map_anon(PIN_PAGES * PAGE, -1);
-	void **pages = calloc(PIN_PAGES, sizeof(void *));
-	int rc = -ENOMEM;
-
-	if (buf && pages) {
-		populate(buf, PIN_PAGES * PAGE, 0x3c);
-		rc = time_holds(ctx, buf, pages, hetmm_pin_user_pages_fast, 1,
-				reps, &pe->pin_fast_ns, &pe->unpin_ns);
-		if (!rc)
-			rc = time_holds(ctx, buf, pages, hetmm_pin_user_pages,
-					1, reps, &pe->pin_slow_ns, NULL);
-		if (!rc)
-			rc = time_holds(ctx, buf, pages,
-					hetmm_get_user_pages_fast, 0, reps,
-					&pe->get_fast_ns, NULL);
-	}
-	free(pages);
-	if (buf)
-		munmap(buf, PIN_PAGES * PAGE);
-	return rc;
-}
-
-/* A device with the eviction policy: memory hetmm moves pages into. */
-static void *evdev_address(struct hetmm_pagemap *pg, uint64_t index)
-{
-	struct hetmm_pagemap_info info;
-
-	if (hetmm_pagemap_get_info(pg, &info))
-		return NULL;
-	return (char *)info.drvdata + index * PAGE;
-}
-
-static int evdev_copy_to(struct hetmm_pagemap *pg, uint64_t index,
-			 const void *src, size_t nr)
-{
-	memcpy(evdev_address(pg, index), src, nr * PAGE);
-	return 0;
-}
-
-static int evdev_copy_from(struct hetmm_pagemap *pg, void *dst,
-			   uint64_t index, size_t nr)
-{
-	memcpy(dst, evdev_address(pg, index), nr * PAGE);
-	return 0;
-}
-
-static const struct hetmm_pagemap_ops evdev_ops = {
-	.copy_to_device = evdev_copy_to,
-	.copy_from_device = evdev_copy_from,
-	.page_address = evdev_address,
-};
-
-/* One repetition on an empty device: A goes in (timed: no eviction),
- * then B, as big as the device (timed: evicts all of A); B comes back. */
-static int evict_rep(struct hetmm_ctx *ctx, struct hetmm_pagemap *pg,
-		     char *a, char *b, size_t size, double *full_ns,
-		     double *empty_ns, uint64_t *evicted)
-{
-	struct hetmm_stats s0, s1;
-	uint64_t t0 = now_ns();
-	int rc = hetmm_migrate_to_device(pg, a, size, NULL);
-
-	*empty_ns = (double)(now_ns() - t0);
-	if (rc)
-		return rc;
-	hetmm_ctx_get_stats(ctx, &s0);
-	t0 = now_ns();
-	rc = hetmm_migrate_to_device(pg, b, size, NULL);
-	*full_ns = (double)(now_ns() - t0);
-	hetmm_ctx_get_stats(ctx, &s1);
-	*evicted = s1.evictions - s0.evictions;
-	if (rc)
-		return rc;
-	return hetmm_migrate_to_system(ctx, b, size, NULL);
-}
-
-static int bench_evict(struct hetmm_ctx *ctx, size_t size, int reps,
-		       struct pe_result *pe)
-{
-	size_t npages = size / PAGE;
-	char *mem = map_anon(size, -1), *a = map_anon(size, -1),
-	     *b = map_anon(size, -1);
-	struct hetmm_pagemap *pg = NULL;
-	double tf[64], te[64];
-	int rc = -ENOMEM;
-
-	pe->evict_size = size;
-	if (!mem || !a || !b)
-		goto out;
-	populate(a, size, 0x21);
-	populate(b, size, 0x42);
-	struct hetmm_pagemap_desc desc = {
-		.type = HETMM_MEMORY_DEVICE_PRIVATE, .nr_pages = npages,
-		.ops = &evdev_ops, .drvdata = mem,
-		.flags = HETMM_PAGEMAP_REMAP | HETMM_PAGEMAP_EVICT,
-	};
-	rc = hetmm_pagemap_add(ctx, &desc, &pg);
-	for (int r = 0; !rc && r <= reps; r++) {
-		double f = NAN, e = NAN;
-		rc = evict_rep(ctx, pg, a, b, size, &f, &e, &pe->evicted);
-		if (r) {
-			tf[r - 1] = f;
-			te[r - 1] = e;
-		}
-	}
-	if (!rc) {
-		pe->evict_ns = median(tf, reps);
-		pe->empty_ns = median(te, reps);
-		for (int r = 0; r <= reps; r++) {
-			uint64_t t0 = now_ns();
-			memcpy(b, a, size);
-			if (r)
-				tf[r - 1] = (double)(now_ns() - t0);
-		}
-		pe->evict_memcpy_ns = median(tf, reps);
-	}
-	if (pg) {
-		int r2 = hetmm_pagemap_remove(pg);
-		if (!rc)
-			rc = r2;
-	}
-out:
-	if (mem)
-		munmap(mem, size);
-	if (a)
-		munmap(a, size);
-	if (b)
-		munmap(b, size);
-	return rc;
-}
-
-/* ------------------------------------------------------------------------
  * Options and results
  */
 
@@ -357,6 +168,10 @@ static double lat_ratio(const struct lat_result *lr, enum lat_phase ph)
 {
 	return lr->st[LAT_HETMM].med / lr->st[ph].med;
 }
+
+/* The pin fast path and eviction, measured once. */
+static struct pin_result g_pin;
+static struct evict_result g_evict;
 
 /* The sections in their own files, over the sizes measured. */
 struct extra {
@@ -1315,58 +1130,6 @@ static void json_lat(FILE *f, const struct lat_result *lr, int head)
 		lr->hetmm_faults, lr->hetmm_fault_pages);
 }
 
-static void print_pe_text(void)
-{
-	const struct pe_result *pe = &g_pe;
-	char sb[32];
-
-	printf("\npin fast path (%d resident pages, %d per call): "
-	       "pin_user_pages_fast %.1f ns/page, pin_user_pages %.1f ns/page, "
-	       "get_user_pages_fast %.1f ns/page, unpin %.1f ns/page "
-	       "(target <= 100)\n", (int)PIN_PAGES, (int)PIN_BATCH,
-	       pe->pin_fast_ns, pe->pin_slow_ns, pe->get_fast_ns,
-	       pe->unpin_ns);
-	printf("eviction (%s into a full device, %" PRIu64 " pages evicted "
-	       "and as many moved in): %.3f GB/s of evicted bytes over the "
-	       "whole call; memcpy of the same bytes %.3f GB/s, ratio %.3f; "
-	       "the same migration into an empty device %.3f GB/s\n",
-	       fmt_size(pe->evict_size, sb, sizeof(sb)), pe->evicted,
-	       gbps(pe->evict_size, pe->evict_ns),
-	       gbps(pe->evict_size, pe->evict_memcpy_ns),
-	       gbps(pe->evict_size, pe->evict_ns) /
-	       gbps(pe->evict_size, pe->evict_memcpy_ns),
-	       gbps(pe->evict_size, pe->empty_ns));
-}
-
-static void print_pe_json(FILE *f)
-{
-	const struct pe_result *pe = &g_pe;
-
-	fputs(",\n  \"pin\": {\"pin_fast_ns_per_page\": ", f);
-	json_num(f, pe->pin_fast_ns, 2);
-	fputs(", \"pin_slow_ns_per_page\": ", f);
-	json_num(f, pe->pin_slow_ns, 2);
-	fputs(", \"get_fast_ns_per_page\": ", f);
-	json_num(f, pe->get_fast_ns, 2);
-	fputs(", \"unpin_ns_per_page\": ", f);
-	json_num(f, pe->unpin_ns, 2);
-	fprintf(f, ", \"pages\": %d, \"pages_per_call\": %d, "
-		"\"target_ns_per_page\": 100}", (int)PIN_PAGES, (int)PIN_BATCH);
-	fputs(",\n  \"eviction\": {\"size\": ", f);
-	fprintf(f, "%zu, \"evicted_pages\": %" PRIu64 ", \"evict_gbps\": ",
-		pe->evict_size, pe->evicted);
-	json_num(f, gbps(pe->evict_size, pe->evict_ns), 4);
-	fputs(", \"memcpy_gbps\": ", f);
-	json_num(f, gbps(pe->evict_size, pe->evict_memcpy_ns), 4);
-	fputs(", \"empty_device_gbps\": ", f);
-	json_num(f, gbps(pe->evict_size, pe->empty_ns), 4);
-	fputs(", \"eviction_vs_memcpy\": ", f);
-	json_num(f, gbps(pe->evict_size, pe->evict_ns) /
-		 gbps(pe->evict_size, pe->evict_memcpy_ns), 4);
-	fputs(", \"basis\": \"evicted bytes over the whole migration into a "
-	      "full device (evictions plus the new pages moved in)\"}", f);
-}
-
 /*
  * Issue 6's targets, as ratios in one run at the largest size: baselines
  * are batched UFFDIO_COPY (the better of 2 MiB per ioctl and the whole
@@ -1400,7 +1163,7 @@ static int issue6_ratios(const struct size_result *sr,
 	out[n++] = (struct i6){ "fault_latency_random_vs_raw",
 				lat_ratio(&lat[head], LAT_RAW), "<= 1.1",
 				1.1, 1 };
-	out[n++] = (struct i6){ "pin_fast_ns_per_page", g_pe.pin_fast_ns,
+	out[n++] = (struct i6){ "pin_fast_ns_per_page", g_pin.pin_fast_ns,
 				"<= 50", 50, 1 };
 	out[n++] = (struct i6){ "metadata_bytes_per_page", meta, "<= 16", 16,
 				1 };
@@ -1473,7 +1236,8 @@ static void print_json(const struct opts *o, const struct size_result *res,
 	      "migrate back and fault-back against batched UFFDIO_COPY (the "
 	      "better of 2 MiB per ioctl and the whole range per ioctl); "
 	      "latency is the headline placement\"", f);
-	print_pe_json(f);
+	pin_print_json(f, &g_pin);
+	evict_print_json(f, &g_evict);
 	mirror_print_json(f, x->mirror, o->nsizes);
 	fork_print_json(f, x->fork, o->nsizes);
 	scale_print_json(f, x->scale, o->nsizes);
@@ -1540,7 +1304,8 @@ static void print_text(const struct opts *o, const struct size_result *res,
 			       gbps(sr->size, sr->memcpy_out_ns),
 			       sr->memcpy_out_faults);
 	}
-	print_pe_text();
+	pin_print_text(&g_pin);
+	evict_print_text(&g_evict);
 	mirror_print_text(x->mirror, o->nsizes);
 	fork_print_text(x->fork, o->nsizes);
 	scale_print_text(x->scale, o->nsizes);
@@ -1973,12 +1738,12 @@ int hetmm_bench_main(int argc, char **argv)
 		size_t esz = o.quick ? 16 * MIB : 64 * MIB;
 
 		note("bench pin fast path");
-		if ((rc = bench_pin(ctx, o.reps, &g_pe))) {
+		if ((rc = bench_pin(ctx, o.reps, &g_pin))) {
 			warn_("pin: %s", strerror(-rc));
 			failed = 1;
 		}
 		note(", eviction");
-		if ((rc = bench_evict(ctx, esz, o.reps, &g_pe))) {
+		if ((rc = bench_evict(ctx, esz, o.reps, &g_evict))) {
 			warn_("eviction: %s", strerror(-rc));
 			failed = 1;
 		}
