@@ -1,461 +1,59 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * bench.c - `hetmm bench`.
+ * bench.c - `hetmm bench`: its options, and the order in which the
+ * measurements run.
  *
  * Every hetmm figure is paired with a baseline measured in the same run on
  * the same machine, and every figure is the median of several repetitions
- * (after one untimed warm-up repetition).  The three throughput rows are
- * measured in rounds, hetmm and its baseline back to back in alternating
- * order, and their ratio is the median of the per-round ratios, so that
- * the drift of a VM's memory throughput between rounds cancels out
- * (bench_paired):
+ * (after one untimed warm-up repetition).  Each measurement is in a file
+ * of its own, which says what it times and against what:
  *
- *   migrate_to_device  hetmm_migrate_to_device() of a populated private
- *                      anonymous buffer to an emulated DEVICE_PRIVATE device
- *                      sized to fit, vs memcpy() of the same bytes into
- *                      already-populated memory (best of 4 KiB pages and
- *                      THP-advised buffers).
- *   migrate_to_system  hetmm_migrate_to_system() of the whole buffer, vs the
- *                      best raw kernel primitive: UFFDIO_COPY from a
- *                      populated source into a fresh MISSING-registered
- *                      region (2 MiB per ioctl, and the whole range in one
- *                      ioctl), and UFFDIO_MOVE from a populated 4 KiB-page
- *                      staging region (2 MiB per ioctl and whole range).
- *   fault_seq          one thread reads one byte per 4 KiB page of a
- *                      device-resident buffer, so every page faults back,
- *                      vs the same best raw primitive as migrate_to_system.
- *   fault latency      one touch each of random pages of a device-resident
- *                      buffer, clock_gettime() around each touch, vs a bare
- *                      userfaultfd round trip (own uffd, own handler thread
- *                      doing a blocking read() then a one-page UFFDIO_COPY
- *                      from a prepared source page), timed the same way.
- *                      For information, the same bare handler copying each
- *                      page from the same offset of a populated buffer of
- *                      the region's size, as cold as the device's memory
- *                      (cold: the same bytes moved), and doing so after
- *                      reading the offset from a cold page-indexed table
- *                      (floor: the least any design with per-page state
- *                      does on a fault), so the ratio to it is what
- *                      hetmm's own bookkeeping costs.
- *                      Run three times: handlers unpinned, pinned to the
- *                      toucher's CPU, and pinned to another CPU (the
- *                      placement changes the figure several times over on a
- *                      VM); the headline is the worse ratio of the two
- *                      pinned runs, since unpinned compares whatever
- *                      placement the scheduler happened to pick for each.
- *   metadata           hetmm_page_metadata_size().
+ *   throughput.c  at each size, migrate_to_device vs memcpy(), and
+ *                 migrate_to_system and fault_seq vs the best raw
+ *                 userfaultfd primitive, hetmm and its baseline timed
+ *                 back to back round by round; for information, a raw
+ *                 fault-driven sequential read and memcpy() out of a
+ *                 device-resident buffer.
+ *   pin.c         the pin fast path, ns per page.
+ *   evict.c       migration into a full device vs memcpy().
+ *   mirror.c      device mirror read/write vs memcpy and
+ *                 process_vm_readv/writev.
+ *   fork.c        fork with device pages vs fork with the same bytes in
+ *                 system RAM.
+ *   scale.c       1 vs 2 threads on disjoint halves, with ns/page.
+ *   ablate.c      fault-around and UFFDIO_MOVE off vs on.
+ *   latency.c     single-page fault latency vs a bare userfaultfd round
+ *                 trip (raw_handler.c), at three thread placements.
+ *   metadata      hetmm_page_metadata_size().
  *
- * For information, also: a raw fault-driven sequential read (our handler
- * answering each fault with 2 MiB of UFFDIO_COPY or UFFDIO_MOVE), and
- * memcpy() out of a device-resident buffer (up to 64 MiB).
- *
- * Sections in their own files (sections.h), each against its own baseline
- * in the same run: device mirror read/write vs memcpy and
- * process_vm_readv/writev (mirror.c); fork with device pages vs fork with
- * the same bytes in system RAM (fork.c); 1 vs 2 threads on disjoint halves
- * with ns/page (scale.c); fault-around and UFFDIO_MOVE off vs on
- * (ablate.c).  --plot writes throughput against size as SVG (plot.c).
- * Issue 6's targets are given as "ratios_issue6" in the JSON and as a
- * table at the end of the text.
+ * The report is output.c's: a table as text, or with --json exactly one
+ * JSON object on stdout; --plot also writes throughput against size as SVG
+ * (plot.c).  Issue 6's targets are given as "ratios_issue6" in the JSON
+ * and as a table at the end of the text.
  *
  * The summary "ratios" are taken at the LARGEST size measured.
  * Throughput is in GB/s with 1 GB = 1e9 bytes.  Buffers are unmapped
  * between repetitions so memory stays bounded (about 3x the largest size);
  * a size the machine's available memory can't hold is skipped with a
  * message.  Default sizes 1 MiB to 1 GiB; 4 GiB (or more) with --sizes.
- * Progress and warnings go to stderr; with --json stdout carries exactly one
- * JSON object.
+ * Progress and warnings go to stderr.
  */
 #include "bench.h"
 
-#include <dirent.h>
 #include <errno.h>
-#include <stdarg.h>
-#include <fcntl.h>
-#include <inttypes.h>
 #include <math.h>
-#include <pthread.h>
-#include <sched.h>
-#include <stdatomic.h>
-#include <stddef.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
-#include <sys/mman.h>
-#include <sys/syscall.h>
 #include <sys/utsname.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "hetmm.h"
 #include "compat.h"
 #include "common.h"
-#include "sections.h"
-
-
-/*
- * A bare fault handler thread: blocking read() of one uffd_msg, then one
- * UFFDIO_COPY (window bytes from the faulting page, clamped to the region).
- * A fault on stop_page ends the thread.
- */
-struct raw_handler {
-	int fd;
-	pthread_t thr;
-	char *stop_page;
-	/* Where the bytes come from: the same offset of src, or src's one
-	 * page if src_single, or, given an entry table (one word a page of
-	 * the region), the offset its entry for the page says.  Atomic: the
-	 * latency test switches source between phases while the thread
-	 * waits in read(). */
-	_Atomic uintptr_t src;
-	atomic_int src_single;
-	_Atomic uintptr_t entries;
-	int use_move;             /* UFFDIO_MOVE from src instead of COPY */
-	size_t window;
-	_Atomic uintptr_t base;   /* current region */
-	_Atomic size_t len;
-	atomic_ulong faults;
-	atomic_int error;
-	atomic_int tid;
-};
-
-/* Where the bytes of the region's page at off are in src.  The entry
- * table stands for the least a library with per-page state does on a
- * fault: one load, which a random access finds cold, before the copy. */
-static size_t source_offset(struct raw_handler *h, size_t off)
-{
-	const uint64_t *ent = (const uint64_t *)atomic_load_explicit(
-		&h->entries, memory_order_relaxed);
-
-	return ent ? (size_t)ent[off / PAGE] : off;
-}
-
-static void *raw_handler_main(void *arg)
-{
-	struct raw_handler *h = arg;
-
-	atomic_store(&h->tid, (int)syscall(SYS_gettid));
-	for (;;) {
-		struct uffd_msg msg;
-		struct uffdio_copy c;
-		uintptr_t a, base;
-		size_t len, n;
-		ssize_t r = read(h->fd, &msg, sizeof(msg));
-
-		if (r < 0) {
-			if (errno == EINTR || errno == EAGAIN)
-				continue;
-			atomic_store(&h->error, errno);
-			break;
-		}
-		if (r != (ssize_t)sizeof(msg) || msg.event != UFFD_EVENT_PAGEFAULT)
-			continue;
-		a = (uintptr_t)msg.arg.pagefault.address & ~(uintptr_t)(PAGE - 1);
-		if (a == (uintptr_t)h->stop_page) {
-			struct uffdio_zeropage z;
-
-			z.range.start = a;
-			z.range.len = PAGE;
-			z.mode = 0;
-			(void)ioctl(h->fd, UFFDIO_ZEROPAGE, &z);
-			break;
-		}
-		base = atomic_load_explicit(&h->base, memory_order_relaxed);
-		len = atomic_load_explicit(&h->len, memory_order_relaxed);
-		n = h->window;
-		if (a < base || a >= base + len) {
-			n = PAGE; /* not ours: still resolve it */
-		} else if (a + n > base + len) {
-			n = base + len - a;
-		}
-		if (h->use_move) {
-			struct uffdio_move m;
-
-			m.dst = a;
-			m.src = atomic_load_explicit(&h->src,
-						     memory_order_relaxed) +
-				(a - base);
-			m.len = n;
-			m.mode = 0;
-			m.move = 0;
-			if (ioctl(h->fd, UFFDIO_MOVE, &m)) {
-				struct uffdio_range w = { .start = a, .len = PAGE };
-
-				if (errno != EEXIST && errno != EAGAIN)
-					atomic_store(&h->error, errno);
-				(void)ioctl(h->fd, UFFDIO_WAKE, &w);
-			}
-			atomic_fetch_add_explicit(&h->faults, 1,
-						  memory_order_relaxed);
-			continue;
-		}
-		c.dst = a;
-		c.src = atomic_load_explicit(&h->src, memory_order_relaxed);
-		if (!atomic_load_explicit(&h->src_single, memory_order_relaxed))
-			c.src += source_offset(h, a - base);
-		c.len = n;
-		c.mode = 0;
-		c.copy = 0;
-		if (ioctl(h->fd, UFFDIO_COPY, &c)) {
-			if (errno == EEXIST || (errno == EAGAIN && c.copy > 0)) {
-				struct uffdio_range w = { .start = a, .len = PAGE };
-
-				(void)ioctl(h->fd, UFFDIO_WAKE, &w);
-			} else if (errno == EAGAIN) {
-				/* retried by the faulting thread */
-				struct uffdio_range w = { .start = a, .len = PAGE };
-
-				(void)ioctl(h->fd, UFFDIO_WAKE, &w);
-			} else {
-				atomic_store(&h->error, errno);
-			}
-		}
-		atomic_fetch_add_explicit(&h->faults, 1, memory_order_relaxed);
-	}
-	return NULL;
-}
-
-static int raw_handler_start(struct raw_handler *h, const char *src,
-			     int src_single, size_t window, int use_move)
-{
-	int rc;
-	uint64_t got = 0;
-
-	memset(h, 0, sizeof(*h));
-	h->use_move = use_move;
-	h->fd = uffd_open_features(use_move ? UFFD_FEATURE_MOVE : 0, 0, &got);
-	if (h->fd >= 0 && use_move && !(got & UFFD_FEATURE_MOVE)) {
-		close(h->fd);
-		return -EOPNOTSUPP;
-	}
-	if (h->fd < 0)
-		return h->fd;
-	h->stop_page = map_anon(PAGE, 0);
-	if (!h->stop_page) {
-		close(h->fd);
-		return -ENOMEM;
-	}
-	rc = uffd_register_missing(h->fd, h->stop_page, PAGE, NULL);
-	if (rc) {
-		munmap(h->stop_page, PAGE);
-		close(h->fd);
-		return rc;
-	}
-	atomic_store(&h->src, (uintptr_t)src);
-	atomic_store(&h->src_single, src_single);
-	h->window = window;
-	rc = pthread_create(&h->thr, NULL, raw_handler_main, h);
-	if (rc) {
-		munmap(h->stop_page, PAGE);
-		close(h->fd);
-		return -rc;
-	}
-	while (!atomic_load(&h->tid))
-		sched_yield();
-	return 0;
-}
-
-static void raw_handler_stop(struct raw_handler *h)
-{
-	g_sink += *(volatile char *)h->stop_page;
-	pthread_join(h->thr, NULL);
-	munmap(h->stop_page, PAGE);
-	close(h->fd);
-}
+#include "output.h"
 
 /* ------------------------------------------------------------------------
- * (d) pin fast path, (e) eviction
- */
-
-#define PIN_PAGES 4096        /* 16 MiB held per repetition */
-#define PIN_BATCH 512         /* pages per call: one 2 MiB DMA batch */
-
-struct pe_result {
-	int err;
-	double pin_fast_ns;       /* per page */
-	double pin_slow_ns;
-	double get_fast_ns;
-	double unpin_ns;
-	size_t evict_size;
-	double evict_ns;          /* migrate into a full device, evicting */
-	double empty_ns;          /* the same migration into an empty one */
-	double evict_memcpy_ns;   /* memcpy of the evicted bytes */
-	uint64_t evicted;         /* pages evicted per repetition */
-};
-
-static struct pe_result g_pe;
-
-typedef long (*gup_fn)(struct hetmm_ctx *, void *, size_t, unsigned int,
-		       void **);
-
-/* ns per page to hold (fn) and release PIN_PAGES resident pages. */
-static int time_holds(struct hetmm_ctx *ctx, char *buf, void **pages,
-		      gup_fn fn, int pin, int reps, double *hold_ns,
-		      double *release_ns)
-{
-	double th[64], tr[64];
-
-	for (int r = 0; r <= reps; r++) {   /* r == 0: warm-up */
-		uint64_t t0 = now_ns();
-		for (size_t a = 0; a < PIN_PAGES; a += PIN_BATCH) {
-			long got = fn(ctx, buf + a * PAGE, PIN_BATCH, 0,
-				      pages + a);
-			if (got != PIN_BATCH)
-				return got < 0 ? (int)got : -EIO;
-		}
-		uint64_t t1 = now_ns();
-		int rc = pin ? hetmm_unpin_user_pages(ctx, pages, PIN_PAGES)
-			     : hetmm_put_user_pages(ctx, pages, PIN_PAGES);
-		if (rc)
-			return rc;
-		if (r) {
-			th[r - 1] = (double)(t1 - t0) / PIN_PAGES;
-			tr[r - 1] = (double)(now_ns() - t1) / PIN_PAGES;
-		}
-	}
-	*hold_ns = median(th, reps);
-	if (release_ns)
-		*release_ns = median(tr, reps);
-	return 0;
-}
-
-static int bench_pin(struct hetmm_ctx *ctx, int reps, struct pe_result *pe)
-{
-	char *buf = map_anon(PIN_PAGES * PAGE, -1);
-	void **pages = calloc(PIN_PAGES, sizeof(void *));
-	int rc = -ENOMEM;
-
-	if (buf && pages) {
-		populate(buf, PIN_PAGES * PAGE, 0x3c);
-		rc = time_holds(ctx, buf, pages, hetmm_pin_user_pages_fast, 1,
-				reps, &pe->pin_fast_ns, &pe->unpin_ns);
-		if (!rc)
-			rc = time_holds(ctx, buf, pages, hetmm_pin_user_pages,
-					1, reps, &pe->pin_slow_ns, NULL);
-		if (!rc)
-			rc = time_holds(ctx, buf, pages,
-					hetmm_get_user_pages_fast, 0, reps,
-					&pe->get_fast_ns, NULL);
-	}
-	free(pages);
-	if (buf)
-		munmap(buf, PIN_PAGES * PAGE);
-	return rc;
-}
-
-/* A device with the eviction policy: memory hetmm moves pages into. */
-static void *evdev_address(struct hetmm_pagemap *pg, uint64_t index)
-{
-	struct hetmm_pagemap_info info;
-
-	if (hetmm_pagemap_get_info(pg, &info))
-		return NULL;
-	return (char *)info.drvdata + index * PAGE;
-}
-
-static int evdev_copy_to(struct hetmm_pagemap *pg, uint64_t index,
-			 const void *src, size_t nr)
-{
-	memcpy(evdev_address(pg, index), src, nr * PAGE);
-	return 0;
-}
-
-static int evdev_copy_from(struct hetmm_pagemap *pg, void *dst,
-			   uint64_t index, size_t nr)
-{
-	memcpy(dst, evdev_address(pg, index), nr * PAGE);
-	return 0;
-}
-
-static const struct hetmm_pagemap_ops evdev_ops = {
-	.copy_to_device = evdev_copy_to,
-	.copy_from_device = evdev_copy_from,
-	.page_address = evdev_address,
-};
-
-/* One repetition on an empty device: A goes in (timed: no eviction),
- * then B, as big as the device (timed: evicts all of A); B comes back. */
-static int evict_rep(struct hetmm_ctx *ctx, struct hetmm_pagemap *pg,
-		     char *a, char *b, size_t size, double *full_ns,
-		     double *empty_ns, uint64_t *evicted)
-{
-	struct hetmm_stats s0, s1;
-	uint64_t t0 = now_ns();
-	int rc = hetmm_migrate_to_device(pg, a, size, NULL);
-
-	*empty_ns = (double)(now_ns() - t0);
-	if (rc)
-		return rc;
-	hetmm_ctx_get_stats(ctx, &s0);
-	t0 = now_ns();
-	rc = hetmm_migrate_to_device(pg, b, size, NULL);
-	*full_ns = (double)(now_ns() - t0);
-	hetmm_ctx_get_stats(ctx, &s1);
-	*evicted = s1.evictions - s0.evictions;
-	if (rc)
-		return rc;
-	return hetmm_migrate_to_system(ctx, b, size, NULL);
-}
-
-static int bench_evict(struct hetmm_ctx *ctx, size_t size, int reps,
-		       struct pe_result *pe)
-{
-	size_t npages = size / PAGE;
-	char *mem = map_anon(size, -1), *a = map_anon(size, -1),
-	     *b = map_anon(size, -1);
-	struct hetmm_pagemap *pg = NULL;
-	double tf[64], te[64];
-	int rc = -ENOMEM;
-
-	pe->evict_size = size;
-	if (!mem || !a || !b)
-		goto out;
-	populate(a, size, 0x21);
-	populate(b, size, 0x42);
-	struct hetmm_pagemap_desc desc = {
-		.type = HETMM_MEMORY_DEVICE_PRIVATE, .nr_pages = npages,
-		.ops = &evdev_ops, .drvdata = mem,
-		.flags = HETMM_PAGEMAP_REMAP | HETMM_PAGEMAP_EVICT,
-	};
-	rc = hetmm_pagemap_add(ctx, &desc, &pg);
-	for (int r = 0; !rc && r <= reps; r++) {
-		double f = NAN, e = NAN;
-		rc = evict_rep(ctx, pg, a, b, size, &f, &e, &pe->evicted);
-		if (r) {
-			tf[r - 1] = f;
-			te[r - 1] = e;
-		}
-	}
-	if (!rc) {
-		pe->evict_ns = median(tf, reps);
-		pe->empty_ns = median(te, reps);
-		for (int r = 0; r <= reps; r++) {
-			uint64_t t0 = now_ns();
-			memcpy(b, a, size);
-			if (r)
-				tf[r - 1] = (double)(now_ns() - t0);
-		}
-		pe->evict_memcpy_ns = median(tf, reps);
-	}
-	if (pg) {
-		int r2 = hetmm_pagemap_remove(pg);
-		if (!rc)
-			rc = r2;
-	}
-out:
-	if (mem)
-		munmap(mem, size);
-	if (a)
-		munmap(a, size);
-	if (b)
-		munmap(b, size);
-	return rc;
-}
-
-/* ------------------------------------------------------------------------
- * Options and results
+ * Options
  */
 
 struct opts {
@@ -464,76 +62,8 @@ struct opts {
 	const char *plot;
 	int reps;
 	int samples;
-	size_t lat_region;
 	size_t sizes[MAX_SIZES];
 	int nsizes;
-};
-
-struct size_result {
-	size_t size;
-	int err;
-	/* a */
-	double memcpy_ns;
-	const char *memcpy_kind;
-	int memcpy_thp;                /* the faster memcpy variant */
-	double to_dev_ns;
-	/* b */
-	double to_sys_ns;
-	double raw_copy2m_ns, raw_copyall_ns, raw_move2m_ns, raw_moveall_ns;
-	double raw_best_ns;
-	const char *raw_best_kind;
-	int raw_best;                  /* enum raw_kind of raw_best_ns */
-	/* c */
-	double fault_seq_ns;
-	double faults_per_rep;
-	double fault_pages_per_rep;
-	double raw_fault_seq_ns;       /* 2 MiB UFFDIO_COPY per fault */
-	double raw_fault_seq_move_ns;  /* 2 MiB UFFDIO_MOVE per fault */
-	double memcpy_out_ns;          /* memcpy out of device-resident */
-	double memcpy_out_faults;
-	/* Paired rounds (bench_paired): the baselines' medians there, and
-	 * the medians of the per-round ratios, the figures reported. */
-	double pair_memcpy_ns, pair_raw_ns;
-	double ratio_to_dev, ratio_to_sys, ratio_fault_seq;
-};
-
-/* One phase of the latency test: its timed touches. */
-struct lat_stat {
-	int n;
-	double med, p99, mean;
-};
-
-/*
- * The latency test's phases, all the same random touches (see
- * bench_latency): hetmm; the bare round trip (raw, copying one hot page:
- * the target's baseline); raw copying the same bytes from a buffer as
- * cold as the device's memory (cold); and cold with one cold entry read
- * per fault to find them (floor: what any design with per-page state
- * costs at least).
- */
-enum lat_phase { LAT_HETMM, LAT_RAW, LAT_COLD, LAT_FLOOR, NLAT };
-
-struct lat_result {
-	int err;
-	int place;
-	uint64_t hetmm_fault_pages;
-	size_t region;
-	uint64_t hetmm_faults;
-	struct lat_stat st[NLAT];
-};
-
-/* hetmm's median over phase ph's */
-static double lat_ratio(const struct lat_result *lr, enum lat_phase ph)
-{
-	return lr->st[LAT_HETMM].med / lr->st[ph].med;
-}
-
-/* The sections in their own files, over the sizes measured. */
-struct extra {
-	struct mirror_result mirror[MAX_SIZES];
-	struct fork_result fork[MAX_SIZES];
-	struct scale_result scale[MAX_SIZES];
-	struct ablate_result ablate;
 };
 
 static int parse_size(const char *s, size_t *out)
@@ -600,1271 +130,87 @@ static void usage(FILE *f)
 		"  is skipped, with a message, when memory is short)\n");
 }
 
-/* ------------------------------------------------------------------------
- * (a) baseline: memcpy into populated memory
- */
+#define OPTS_RUN (-1)
 
-/* One memcpy() into populated memory: 4 KiB pages, or THP-advised. */
-static int memcpy_once(size_t size, int thp, double *ns)
+/* The options into *o; OPTS_RUN to go on, else the exit status. */
+static int parse_opts(int argc, char **argv, struct opts *o)
 {
-	char *src = map_anon(size, thp ? 1 : -1);
-	char *dst = map_anon(size, thp ? 1 : -1);
-	int rc = -ENOMEM;
+	memset(o, 0, sizeof(*o));
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
 
-	if (src && dst) {
-		uint64_t t0;
+		if (!strcmp(a, "--quick")) {
+			o->quick = 1;
+		} else if (!strcmp(a, "--json")) {
+			o->json = 1;
+		} else if (!strcmp(a, "--sizes") ||
+			   !strncmp(a, "--sizes=", 8)) {
+			const char *list = a[7] == '=' ? a + 8 : NULL;
 
-		populate(src, size, 0x5a);
-		populate(dst, size, 0x11);
-		t0 = now_ns();
-		memcpy(dst, src, size);
-		*ns = (double)(now_ns() - t0);
-		g_sink += (unsigned char)dst[size / 2];
-		rc = 0;
-	}
-	if (src)
-		munmap(src, size);
-	if (dst)
-		munmap(dst, size);
-	return rc;
-}
+			if (!list) {
+				if (i + 1 >= argc) {
+					usage(stderr);
+					return 2;
+				}
+				list = argv[++i];
+			}
+			if (add_sizes(o, list)) {
+				warn_("bad size list '%s'", list);
+				return 2;
+			}
+			/* further bare sizes: --sizes 1M 16M */
+			while (i + 1 < argc && argv[i + 1][0] != '-') {
+				if (add_sizes(o, argv[++i])) {
+					warn_("bad size '%s'", argv[i]);
+					return 2;
+				}
+			}
+		} else if ((!strcmp(a, "--reps") || !strcmp(a, "--samples")) &&
+			   i + 1 < argc) {
+			int v = atoi(argv[++i]);
 
-static int bench_memcpy(size_t size, int reps, struct size_result *res)
-{
-	res->memcpy_ns = NAN;
-	for (int thp = 0; thp < 2; thp++) {
-		double t[MAX_REPS], m;
-		int n = 0;
-
-		for (int r = -1; r < reps; r++) {
-			int rc = memcpy_once(size, thp, &t[n]);
-
-			if (rc)
-				return rc;
-			if (r >= 0)
-				n++;
-		}
-		m = median(t, n);
-		if (isnan(res->memcpy_ns) || m < res->memcpy_ns) {
-			res->memcpy_ns = m;
-			res->memcpy_thp = thp;
-			res->memcpy_kind = thp ? "memcpy (THP-advised)"
-					       : "memcpy (4 KiB pages)";
-		}
-	}
-	return 0;
-}
-
-/* ------------------------------------------------------------------------
- * (a), (b), (c): hetmm
- */
-
-static int check_device_empty(struct hetmm_emu *emu, const char *what)
-{
-	struct hetmm_pagemap *pg;
-	struct hetmm_pagemap_info info;
-	int rc = hetmm_emu_pagemap(emu, &pg);
-
-	if (!rc)
-		rc = hetmm_pagemap_get_info(pg, &info);
-	if (rc) {
-		warn_("%s: pagemap info: %s", what, strerror(-rc));
-		return rc;
-	}
-	if (info.nr_free != info.nr_pages) {
-		warn_("%s: device still holds %" PRIu64 " of %" PRIu64
-		      " pages after the buffer went back", what,
-		      info.nr_pages - info.nr_free, info.nr_pages);
-		return -EBUSY;
-	}
-	return 0;
-}
-
-/*
- * Informational: memcpy() out of a device-resident buffer into a populated
- * page-aligned one, as an application would.  glibc copies large 4 KiB-
- * aliased buffers backwards, so this shows how fault-around copes with a
- * descending stream.  Only up to MEMCPY_OUT_MAX: without fault-around
- * every page is one round trip.
- */
-#define MEMCPY_OUT_MAX (64 * MIB)
-
-static int bench_hetmm_memcpy_out(struct hetmm_ctx *ctx, struct hetmm_emu *emu,
-				  size_t size, int reps,
-				  struct size_result *res)
-{
-	struct hetmm_pagemap *pg;
-	double t[64], faults = 0;
-	int rc, n = 0;
-	char *dst;
-
-	res->memcpy_out_ns = res->memcpy_out_faults = NAN;
-	if (size > MEMCPY_OUT_MAX)
-		return 0;
-	if (reps > 3)
-		reps = 3;
-	rc = hetmm_emu_pagemap(emu, &pg);
-	if (rc)
-		return rc;
-	dst = map_anon(size, 0);
-	if (!dst)
-		return -ENOMEM;
-	populate(dst, size, 0);
-	for (int r = -1; r < reps; r++) {
-		struct hetmm_stats s0, s1;
-		char *buf;
-		uint64_t t0, t1;
-
-		rc = buffer_to_device(pg, size, 0x6b, &buf, NULL);
-		if (rc)
-			break;
-		hetmm_ctx_get_stats(ctx, &s0);
-		t0 = now_ns();
-		memcpy(dst, buf, size);
-		t1 = now_ns();
-		hetmm_ctx_get_stats(ctx, &s1);
-		munmap(buf, size);
-		if (dst[0] != 0x6b || dst[size / 2] != 0x6b ||
-		    dst[size - 1] != 0x6b) {
-			warn_("DATA MISMATCH in memcpy out of the device");
-			rc = -EIO;
-			break;
-		}
-		if (r >= 0) {
-			t[n++] = (double)(t1 - t0);
-			faults += (double)(s1.faults - s0.faults);
-		}
-	}
-	munmap(dst, size);
-	if (rc)
-		return rc;
-	res->memcpy_out_ns = median(t, n);
-	res->memcpy_out_faults = n ? faults / n : NAN;
-	return check_device_empty(emu, "memcpy_out bench");
-}
-
-/* ------------------------------------------------------------------------
- * (b) raw primitives
- */
-
-enum raw_kind { RAW_COPY_2M, RAW_COPY_ALL, RAW_MOVE_2M, RAW_MOVE_ALL };
-
-static const char *raw_name[] = {
-	"UFFDIO_COPY 2 MiB/ioctl", "UFFDIO_COPY whole range",
-	"UFFDIO_MOVE 2 MiB/ioctl", "UFFDIO_MOVE whole range",
-};
-
-/*
- * One raw batched fill of a fresh MISSING-registered region: UFFDIO_COPY
- * from src, or UFFDIO_MOVE from a populated staging region of 4 KiB pages
- * exclusive to us (what hetmm installs).
- */
-static int raw_once(int fd, enum raw_kind kind, const char *src, size_t size,
-		    double *ns)
-{
-	int move = kind == RAW_MOVE_2M || kind == RAW_MOVE_ALL;
-	size_t chunk = (kind == RAW_COPY_2M || kind == RAW_MOVE_2M) ? CHUNK_2M
-								     : size;
-	char *dst = map_anon(size, 0), *stg = NULL;
-	uint64_t ioctls = 0, t0, t1;
-	int rc;
-
-	if (!dst)
-		return -ENOMEM;
-	rc = uffd_register_missing(fd, dst, size, &ioctls);
-	if (rc)
-		goto out;
-	if (move) {
-		rc = -EOPNOTSUPP;
-		if (!(ioctls & (1ull << _UFFDIO_MOVE)))
-			goto out;
-		rc = -ENOMEM;
-		stg = map_anon(size, -1);
-		if (!stg)
-			goto out;
-		populate(stg, size, 0x77);
-	}
-	t0 = now_ns();
-	if (move)
-		rc = raw_move(fd, dst, stg, size, chunk);
-	else
-		rc = raw_copy(fd, dst, src, size, chunk,
-			      UFFDIO_COPY_MODE_DONTWAKE);
-	t1 = now_ns();
-	if (!rc && (dst[0] != 0x77 || dst[size - 1] != 0x77))
-		rc = -EIO;
-	if (!rc)
-		*ns = (double)(t1 - t0);
-out:
-	munmap(dst, size);
-	if (stg)
-		munmap(stg, size);
-	return rc;
-}
-
-static int bench_raw_one(int fd, enum raw_kind kind, const char *src,
-			 size_t size, int reps, double *out)
-{
-	double t[MAX_REPS];
-	int n = 0;
-
-	*out = NAN;
-	for (int r = -1; r < reps; r++) {
-		int rc = raw_once(fd, kind, src, size, &t[n]);
-
-		if (rc) {
-			if (rc != -EOPNOTSUPP)
-				warn_("raw %s: %s", raw_name[kind],
-				      strerror(-rc));
-			return rc;
-		}
-		if (r >= 0)
-			n++;
-	}
-	*out = median(t, n);
-	return 0;
-}
-
-static int bench_raw(int fd, int has_move, size_t size, int reps,
-		     struct size_result *res)
-{
-	char *src = map_anon(size, 1);
-	double *slot[4] = { &res->raw_copy2m_ns, &res->raw_copyall_ns,
-			    &res->raw_move2m_ns, &res->raw_moveall_ns };
-	int rc = 0;
-
-	res->raw_best_ns = NAN;
-	res->raw_best_kind = NULL;
-	if (!src)
-		return -ENOMEM;
-	populate(src, size, 0x77);
-	for (int k = RAW_COPY_2M; k <= RAW_MOVE_ALL; k++) {
-		int r;
-
-		*slot[k] = NAN;
-		if ((k == RAW_MOVE_2M || k == RAW_MOVE_ALL) && !has_move)
-			continue;
-		r = bench_raw_one(fd, (enum raw_kind)k, src, size, reps, slot[k]);
-		if (r) {
-			if (r != -EOPNOTSUPP)
-				rc = r;
-			continue;
-		}
-		if (isnan(res->raw_best_ns) || *slot[k] < res->raw_best_ns) {
-			res->raw_best_ns = *slot[k];
-			res->raw_best_kind = raw_name[k];
-			res->raw_best = k;
-		}
-	}
-	munmap(src, size);
-	if (isnan(res->raw_best_ns))
-		return rc ? rc : -EIO;
-	return 0;
-}
-
-/*
- * Informational: a raw fault-driven sequential read, our own handler thread
- * answering each fault with 2 MiB at once (UFFDIO_COPY from a populated
- * source, or UFFDIO_MOVE from a populated staging region).
- */
-static int bench_raw_fault_seq(size_t size, int reps, int use_move,
-			       double *out)
-{
-	struct raw_handler h;
-	char *src = map_anon(size, use_move ? -1 : 1);
-	double t[64];
-	int n = 0, rc;
-
-	*out = NAN;
-	if (!src)
-		return -ENOMEM;
-	if (!use_move)
-		populate(src, size, 0x3c);
-	rc = raw_handler_start(&h, src, 0, CHUNK_2M, use_move);
-	if (rc) {
-		munmap(src, size);
-		return rc;
-	}
-	for (int r = -1; r < reps && !rc; r++) {
-		char *buf = map_anon(size, 0);
-		uint64_t npages = size / PAGE, sum = 0, t0, t1;
-
-		if (!buf) {
-			rc = -ENOMEM;
-			break;
-		}
-		if (use_move)  /* fresh staging pages each time: MOVE eats them */
-			populate(src, size, 0x3c);
-		rc = uffd_register_missing(h.fd, buf, size, NULL);
-		if (rc) {
-			munmap(buf, size);
-			break;
-		}
-		atomic_store(&h.base, (uintptr_t)buf);
-		atomic_store(&h.len, size);
-		t0 = now_ns();
-		for (uint64_t i = 0; i < npages; i++)
-			sum += ((volatile unsigned char *)buf)[i * PAGE];
-		t1 = now_ns();
-		if (sum != 0x3cull * npages)
-			rc = -EIO;
-		munmap(buf, size);
-		if (r >= 0)
-			t[n++] = (double)(t1 - t0);
-	}
-	if (atomic_load(&h.error))
-		rc = -atomic_load(&h.error);
-	raw_handler_stop(&h);
-	munmap(src, size);
-	if (!rc)
-		*out = median(t, n);
-	return rc;
-}
-
-/* ------------------------------------------------------------------------
- * (a), (b), (c): hetmm against its baselines, round by round
- *
- * The memory throughput of a virtual machine drifts by a third within
- * seconds, so figures measured one after the other compare two different
- * machines.  Each round times hetmm and its baselines back to back, hetmm
- * first in one round and the baselines first in the next, and each row's
- * ratio is the median of the per-round ratios: the drift between rounds
- * cancels, and what is left within a round favours neither side.  The
- * baselines are the variants that won their own medians before (the
- * faster memcpy, the best raw primitive).
- */
-
-struct round {
-	double memcpy_ns, raw_ns;
-	double to_dev_ns, to_sys_ns, fault_seq_ns;
-	double faults, fault_pages;
-};
-
-static int baselines_once(const struct size_result *sr, int raw_fd,
-			  const char *raw_src, struct round *rd)
-{
-	int rc = memcpy_once(sr->size, sr->memcpy_thp, &rd->memcpy_ns);
-
-	if (rc)
-		return rc;
-	return raw_once(raw_fd, (enum raw_kind)sr->raw_best, raw_src, sr->size,
-			&rd->raw_ns);
-}
-
-static int hetmm_once(struct hetmm_ctx *ctx, struct hetmm_pagemap *pg,
-		      size_t size, struct round *rd)
-{
-	int rc = migrate_round_trip(ctx, pg, size, &rd->to_dev_ns,
-				    &rd->to_sys_ns);
-
-	if (rc)
-		return rc;
-	return fault_read_once(ctx, pg, size, NULL, &rd->fault_seq_ns,
-			       &rd->faults, &rd->fault_pages);
-}
-
-static double median_of(const struct round *rd, int n, size_t off)
-{
-	double v[MAX_REPS];
-
-	for (int i = 0; i < n; i++)
-		v[i] = *(const double *)((const char *)&rd[i] + off);
-	return median(v, n);
-}
-
-/* Median over rounds of base / hetmm, both fields of struct round. */
-static double median_ratio(const struct round *rd, int n, size_t base,
-			   size_t hetmm)
-{
-	double v[MAX_REPS];
-
-	for (int i = 0; i < n; i++)
-		v[i] = *(const double *)((const char *)&rd[i] + base) /
-		       *(const double *)((const char *)&rd[i] + hetmm);
-	return median(v, n);
-}
-
-static void paired_results(struct size_result *sr, const struct round *rd,
-			   int n)
-{
-	sr->pair_memcpy_ns = median_of(rd, n, offsetof(struct round, memcpy_ns));
-	sr->pair_raw_ns = median_of(rd, n, offsetof(struct round, raw_ns));
-	sr->to_dev_ns = median_of(rd, n, offsetof(struct round, to_dev_ns));
-	sr->to_sys_ns = median_of(rd, n, offsetof(struct round, to_sys_ns));
-	sr->fault_seq_ns = median_of(rd, n,
-				     offsetof(struct round, fault_seq_ns));
-	sr->faults_per_rep = median_of(rd, n, offsetof(struct round, faults));
-	sr->fault_pages_per_rep = median_of(rd, n,
-				offsetof(struct round, fault_pages));
-	sr->ratio_to_dev = median_ratio(rd, n,
-				offsetof(struct round, memcpy_ns),
-				offsetof(struct round, to_dev_ns));
-	sr->ratio_to_sys = median_ratio(rd, n, offsetof(struct round, raw_ns),
-				offsetof(struct round, to_sys_ns));
-	sr->ratio_fault_seq = median_ratio(rd, n,
-				offsetof(struct round, raw_ns),
-				offsetof(struct round, fault_seq_ns));
-}
-
-/* Buffers are mapped per repetition, so a round holds at most three times
- * the size at once, as the phases before it do. */
-static int bench_paired(struct hetmm_ctx *ctx, struct hetmm_emu *emu,
-			int raw_fd, int reps, struct size_result *sr)
-{
-	struct round rd[MAX_REPS];
-	struct hetmm_pagemap *pg;
-	size_t size = sr->size;
-	int copy = sr->raw_best == RAW_COPY_2M || sr->raw_best == RAW_COPY_ALL;
-	char *raw_src = NULL;
-	int rc = hetmm_emu_pagemap(emu, &pg), n = 0;
-
-	if (!rc && isnan(sr->raw_best_ns))
-		rc = -EIO;       /* no raw primitive worked: said already */
-	if (!rc && copy) {
-		raw_src = map_anon(size, 1);
-		if (raw_src)
-			populate(raw_src, size, 0x77);
-		else
-			rc = -ENOMEM;
-	}
-	/* Round -1 warms both sides up and is not counted. */
-	for (int r = -1; r < reps && !rc; r++) {
-		struct round *cur = &rd[n];
-
-		if (r & 1) {
-			rc = baselines_once(sr, raw_fd, raw_src, cur);
-			if (!rc)
-				rc = hetmm_once(ctx, pg, size, cur);
+			if (v < 1) {
+				warn_("bad value for %s", a);
+				return 2;
+			}
+			if (a[2] == 'r')
+				o->reps = v > 50 ? 50 : v;
+			else
+				o->samples = v;
+		} else if (!strcmp(a, "--plot") || !strncmp(a, "--plot=", 7)) {
+			if (a[6] == '=') {
+				o->plot = a + 7;
+			} else if (i + 1 < argc) {
+				o->plot = argv[++i];
+			} else {
+				usage(stderr);
+				return 2;
+			}
+		} else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+			usage(stdout);
+			return 0;
 		} else {
-			rc = hetmm_once(ctx, pg, size, cur);
-			if (!rc)
-				rc = baselines_once(sr, raw_fd, raw_src, cur);
-		}
-		if (!rc && r >= 0)
-			n++;
-	}
-	if (raw_src)
-		munmap(raw_src, size);
-	if (rc)
-		return rc;
-	paired_results(sr, rd, n);
-	return check_device_empty(emu, "hetmm rounds");
-}
-
-/* ------------------------------------------------------------------------
- * Thread placement for the latency test
- *
- * A fault round trip wakes the handler thread and then the faulting one.
- * Whether the two share a CPU changes the figure several times over on a
- * virtual machine (a cross-CPU wake-up is an IPI to a halted vCPU), so the
- * test runs with the same, explicit placement for hetmm and for the raw
- * baseline: both handlers on the toucher's CPU, both on another CPU, and
- * unpinned.  hetmm's threads are the ones that appeared in
- * hetmm_ctx_create().
- */
-
-enum place { PLACE_UNPINNED, PLACE_SAME_CPU, PLACE_CROSS_CPU, NPLACES };
-
-static const char *place_name[NPLACES] = { "unpinned", "same_cpu",
-					   "cross_cpu" };
-
-#define MAX_TIDS 64
-
-static int list_tids(int *tids, int max)
-{
-	DIR *d = opendir("/proc/self/task");
-	struct dirent *de;
-	int n = 0;
-
-	if (!d)
-		return 0;
-	while ((de = readdir(d)) && n < max) {
-		int t = atoi(de->d_name);
-
-		if (t > 0)
-			tids[n++] = t;
-	}
-	closedir(d);
-	return n;
-}
-
-struct placement {
-	int hetmm_tids[MAX_TIDS];
-	int n_hetmm_tids;
-	cpu_set_t orig;
-	int cpu_a, cpu_b;   /* -1 if not available */
-};
-
-static void pin_tid(int tid, int cpu)
-{
-	cpu_set_t set;
-
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	(void)sched_setaffinity(tid, sizeof(set), &set);
-}
-
-static void placement_apply(struct placement *pl, enum place p, int raw_tid)
-{
-	int hcpu;
-
-	if (p == PLACE_UNPINNED || pl->cpu_a < 0)
-		return;
-	hcpu = p == PLACE_SAME_CPU ? pl->cpu_a : pl->cpu_b;
-	if (hcpu < 0)
-		return;
-	pin_tid(0, pl->cpu_a);
-	if (raw_tid > 0)
-		pin_tid(raw_tid, hcpu);
-	for (int i = 0; i < pl->n_hetmm_tids; i++)
-		pin_tid(pl->hetmm_tids[i], hcpu);
-}
-
-static void placement_restore(struct placement *pl)
-{
-	(void)sched_setaffinity(0, sizeof(pl->orig), &pl->orig);
-	for (int i = 0; i < pl->n_hetmm_tids; i++)
-		(void)sched_setaffinity(pl->hetmm_tids[i], sizeof(pl->orig),
-					&pl->orig);
-}
-
-/* ------------------------------------------------------------------------
- * (d) single-page fault latency
- */
-
-#define LAT_GROUP 4
-
-/* Random pages for the latency test, one of each aligned group of
- * LAT_GROUP at most, in random order: the first npages / LAT_GROUP of
- * perm. */
-static void lat_pages(uint32_t *perm, size_t npages, uint64_t *seed)
-{
-	size_t groups = npages / LAT_GROUP;
-
-	for (size_t g = 0; g < groups; g++)
-		perm[g] = (uint32_t)g;
-	shuffle(perm, groups, seed);
-	for (size_t g = 0; g < groups; g++)
-		perm[g] = perm[g] * LAT_GROUP +
-			  (uint32_t)(rng_next(seed) % LAT_GROUP);
-}
-
-/* Touch pages perm[0 .. warm + samples) of buf once each, each expected
- * to read 0x42; the timed touches after the first warm go to out. */
-static int touch_pages(char *buf, const uint32_t *perm, int warm,
-		       int samples, double *out, int *nout)
-{
-	int rc = 0;
-
-	for (int i = 0; i < warm + samples; i++) {
-		volatile unsigned char *p =
-			(volatile unsigned char *)buf + (size_t)perm[i] * PAGE;
-		uint64_t t0, t1;
-		unsigned char v;
-
-		t0 = now_ns();
-		v = *p;
-		t1 = now_ns();
-		if (v != 0x42) {
-			warn_("DATA MISMATCH in latency fault: 0x%02x", v);
-			rc = -EIO;
-		}
-		if (i >= warm)
-			out[(*nout)++] = (double)(t1 - t0);
-	}
-	return rc;
-}
-
-/* One raw phase of the latency test: random pages of a fresh region
- * registered with h, each touched once; the timed ones go to out. */
-static int raw_touches(struct raw_handler *h, size_t region,
-		       const uint32_t *perm, int warm, int samples,
-		       double *out, int *nout)
-{
-	char *buf = map_anon(region, 0);
-	int rc;
-
-	if (!buf)
-		return -ENOMEM;
-	rc = uffd_register_missing(h->fd, buf, region, NULL);
-	if (!rc) {
-		atomic_store(&h->base, (uintptr_t)buf);
-		atomic_store(&h->len, region);
-		rc = touch_pages(buf, perm, warm, samples, out, nout);
-	}
-	munmap(buf, region);
-	return rc;
-}
-
-static double mean_of(const double *v, int n)
-{
-	double sum = 0;
-
-	for (int i = 0; i < n; i++)
-		sum += v[i];
-	return n ? sum / n : NAN;
-}
-
-static struct lat_stat lat_stat_of(double *v, int n)
-{
-	struct lat_stat st = { .n = n, .mean = mean_of(v, n) };
-
-	st.med = median(v, n);
-	st.p99 = percentile_sorted(v, n, 99.0);
-	return st;
-}
-
-/* The raw handler's source for raw phase ph. */
-static void raw_source(struct raw_handler *h, enum lat_phase ph,
-		       const char *hot, const char *cold,
-		       const uint64_t *entries)
-{
-	atomic_store(&h->src, (uintptr_t)(ph == LAT_RAW ? hot : cold));
-	atomic_store(&h->src_single, ph == LAT_RAW);
-	atomic_store(&h->entries, ph == LAT_FLOOR ? (uintptr_t)entries : 0);
-}
-
-static int bench_latency(struct hetmm_ctx *ctx, const struct opts *o,
-			 struct placement *pl, enum place place,
-			 struct lat_result *lr)
-{
-	size_t region = o->lat_region, npages = region / PAGE;
-	int samples = o->samples, reps = o->reps;
-	int warm = 16;
-	double *t[NLAT] = { NULL };
-	int n[NLAT] = { 0 };
-	uint32_t *perm = NULL;
-	uint64_t *entries = NULL;
-	struct hetmm_emu *emu = NULL;
-	struct hetmm_pagemap *pg;
-	struct raw_handler h;
-	char *srcpage = NULL, *cold = NULL;
-	int rc = 0, hrc = 0, hstarted = 0;
-	uint64_t seed = 0x9e3779b97f4a7c15ull;
-
-	memset(lr, 0, sizeof(*lr));
-	lr->region = region;
-	lr->place = place;
-	/* One page of each aligned group of four at most, so that no
-	 * fault-around (streams, density) finds a neighbour asked for: this
-	 * measures single-page faults. */
-	if ((size_t)samples + (size_t)warm > npages / LAT_GROUP)
-		samples = (int)(npages / LAT_GROUP - (size_t)warm);
-	for (int ph = 0; ph < NLAT; ph++)
-		if (!(t[ph] = calloc((size_t)samples * (size_t)reps,
-				     sizeof(double))))
-			rc = -ENOMEM;
-	perm = calloc(npages, sizeof(*perm));
-	entries = calloc(npages, sizeof(*entries));
-	srcpage = map_anon(PAGE, 0);
-	cold = map_anon(region, 0);
-	if (rc || !perm || !entries || !srcpage || !cold) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	populate(srcpage, PAGE, 0x42);
-	/* Written once: each repetition writes a fresh region-sized
-	 * buffer for hetmm before these are read again, as cold as the
-	 * frames hetmm copies from and the entries it finds them by. */
-	populate(cold, region, 0x42);
-	for (size_t i = 0; i < npages; i++)
-		entries[i] = i * PAGE;
-	hrc = hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, npages, &emu);
-	if (hrc) {
-		warn_("latency: hetmm_emu_create: %s", strerror(-hrc));
-		emu = NULL;
-	} else {
-		hrc = hetmm_emu_pagemap(emu, &pg);
-		if (hrc)
-			warn_("latency: hetmm_emu_pagemap: %s", strerror(-hrc));
-	}
-	rc = raw_handler_start(&h, srcpage, 1, PAGE, 0);
-	if (rc) {
-		warn_("latency: raw uffd handler: %s", strerror(-rc));
-		goto out;
-	}
-	hstarted = 1;
-	placement_apply(pl, place, atomic_load(&h.tid));
-
-	for (int r = 0; r < reps; r++) {
-		struct hetmm_migrate_report rd;
-		struct hetmm_stats s0, s1;
-		char *buf;
-
-		lat_pages(perm, npages, &seed);
-
-		/* hetmm: random pages of a device-resident buffer */
-		if (!hrc) {
-			buf = map_anon(region, 0);
-			if (!buf) {
-				rc = -ENOMEM;
-				goto out;
-			}
-			populate(buf, region, 0x42);
-			memset(&rd, 0, sizeof(rd));
-			hrc = hetmm_migrate_to_device(pg, buf, region, &rd);
-			if (hrc < 0) {
-				warn_("latency: hetmm_migrate_to_device: %s",
-				      strerror(-hrc));
-				munmap(buf, region);
-				goto raw;
-			}
-			hrc = 0;
-			if (rd.moved != npages)
-				warn_("latency: only %" PRIu64 " of %zu pages on "
-				      "the device", rd.moved, npages);
-			hetmm_ctx_get_stats(ctx, &s0);
-			hrc = touch_pages(buf, perm, warm, samples,
-					  t[LAT_HETMM], &n[LAT_HETMM]);
-			hetmm_ctx_get_stats(ctx, &s1);
-			lr->hetmm_faults += s1.faults - s0.faults;
-			lr->hetmm_fault_pages += s1.fault_pages - s0.fault_pages;
-			/* Bring the rest back before unmapping (untimed). */
-			memset(&rd, 0, sizeof(rd));
-			(void)hetmm_migrate_to_system(ctx, buf, region, &rd);
-			munmap(buf, region);
-		}
-raw:
-		/* raw: random pages of a fresh registered region each */
-		for (int ph = LAT_RAW; ph < NLAT; ph++) {
-			lat_pages(perm, npages, &seed);
-			raw_source(&h, (enum lat_phase)ph, srcpage, cold,
-				   entries);
-			rc = raw_touches(&h, region, perm, warm, samples,
-					 t[ph], &n[ph]);
-			if (rc)
-				goto out;
+			warn_("unknown option '%s'", a);
+			usage(stderr);
+			return 2;
 		}
 	}
-	for (int ph = 0; ph < NLAT; ph++)
-		lr->st[ph] = lat_stat_of(t[ph], n[ph]);
-	if ((int64_t)lr->hetmm_faults < (int64_t)n[LAT_HETMM])
-		warn_("latency: %" PRIu64 " hetmm faults for %d timed touches"
-		      " (+%d warm-up each rep): some touches did not fault",
-		      lr->hetmm_faults, n[LAT_HETMM], warm);
-out:
-	placement_restore(pl);
-	if (hstarted) {
-		if (atomic_load(&h.error))
-			warn_("latency: raw handler error: %s",
-			      strerror(atomic_load(&h.error)));
-		raw_handler_stop(&h);
+	return OPTS_RUN;
+}
+
+static void set_defaults(struct opts *o)
+{
+	if (!o->nsizes) {
+		if (o->quick)
+			add_sizes(o, "1M,16M,64M");
+		else
+			add_sizes(o, "1M,4M,16M,64M,256M,1G");
 	}
-	if (emu) {
-		int r2 = hetmm_emu_destroy(emu);
-
-		if (r2)
-			warn_("latency: hetmm_emu_destroy: %s", strerror(-r2));
-	}
-	if (srcpage)
-		munmap(srcpage, PAGE);
-	if (cold)
-		munmap(cold, region);
-	free(entries);
-	free(perm);
-	for (int ph = 0; ph < NLAT; ph++)
-		free(t[ph]);
-	if (!rc && hrc)
-		rc = hrc;
-	lr->err = rc;
-	return rc;
+	if (!o->reps)
+		o->reps = 5;
+	if (!o->samples)
+		o->samples = o->quick ? 1000 : 2000;
 }
-
-/* ------------------------------------------------------------------------
- * Output
- */
-
-
-struct row {
-	const char *name;
-	size_t size;
-	double hetmm_ns, base_ns;
-	double ratio;             /* median of per-round base / hetmm */
-	const char *base_kind;
-};
-
-static void json_row(FILE *f, const struct row *r, int *first,
-		     const struct size_result *sr)
-{
-	double hg = gbps(r->size, r->hetmm_ns), bg = gbps(r->size, r->base_ns);
-
-	fprintf(f, "%s\n    {\"name\": ", *first ? "" : ",");
-	*first = 0;
-	json_str(f, r->name);
-	fprintf(f, ", \"size\": %zu, \"hetmm_gbps\": ", r->size);
-	json_num(f, hg, 4);
-	fputs(", \"baseline_gbps\": ", f);
-	json_num(f, bg, 4);
-	fputs(", \"ratio\": ", f);
-	json_num(f, r->ratio, 4);
-	fputs(", \"baseline\": ", f);
-	json_str(f, r->base_kind ? r->base_kind : "n/a");
-	fputs(", \"hetmm_us_per_page\": ", f);
-	json_num(f, us_per_page(r->size, r->hetmm_ns), 4);
-	fputs(", \"baseline_us_per_page\": ", f);
-	json_num(f, us_per_page(r->size, r->base_ns), 4);
-	if (!strcmp(r->name, "migrate_to_system")) {
-		fputs(", \"raw_copy_2m_gbps\": ", f);
-		json_num(f, gbps(r->size, sr->raw_copy2m_ns), 4);
-		fputs(", \"raw_copy_whole_gbps\": ", f);
-		json_num(f, gbps(r->size, sr->raw_copyall_ns), 4);
-		fputs(", \"raw_move_2m_gbps\": ", f);
-		json_num(f, gbps(r->size, sr->raw_move2m_ns), 4);
-		fputs(", \"raw_move_whole_gbps\": ", f);
-		json_num(f, gbps(r->size, sr->raw_moveall_ns), 4);
-	}
-	if (!strcmp(r->name, "fault_seq")) {
-		fputs(", \"hetmm_faults\": ", f);
-		json_num(f, sr->faults_per_rep, 1);
-		fputs(", \"hetmm_pages_per_fault\": ", f);
-		json_num(f, sr->fault_pages_per_rep / sr->faults_per_rep, 2);
-		fputs(", \"raw_fault_seq_copy_2m_gbps\": ", f);
-		json_num(f, gbps(r->size, sr->raw_fault_seq_ns), 4);
-		fputs(", \"raw_fault_seq_move_2m_gbps\": ", f);
-		json_num(f, gbps(r->size, sr->raw_fault_seq_move_ns), 4);
-		fputs(", \"hetmm_memcpy_out_gbps\": ", f);
-		json_num(f, gbps(r->size, sr->memcpy_out_ns), 4);
-		fputs(", \"hetmm_memcpy_out_faults\": ", f);
-		json_num(f, sr->memcpy_out_faults, 1);
-	}
-	fputc('}', f);
-}
-
-/* The headline rows: medians from the paired rounds, and the median of
- * the per-round ratios (bench_paired). */
-static int make_rows(const struct size_result *sr, struct row rows[3])
-{
-	rows[0] = (struct row){ "migrate_to_device", sr->size, sr->to_dev_ns,
-				sr->pair_memcpy_ns, sr->ratio_to_dev,
-				sr->memcpy_kind };
-	rows[1] = (struct row){ "migrate_to_system", sr->size, sr->to_sys_ns,
-				sr->pair_raw_ns, sr->ratio_to_sys,
-				sr->raw_best_kind };
-	rows[2] = (struct row){ "fault_seq", sr->size, sr->fault_seq_ns,
-				sr->pair_raw_ns, sr->ratio_fault_seq,
-				sr->raw_best_kind };
-	return 3;
-}
-
-/* The latency phases' keys in the JSON: prefixes of their figures,
- * suffixes of hetmm's ratios to them. */
-static const char *lat_key[NLAT] = { "", "raw_", "raw_cold_", "raw_floor_" };
-static const char *lat_suffix[NLAT] = { "", "", "_cold", "_floor" };
-
-/* hetmm's ratio to each baseline phase, as name + the phase's suffix */
-static void json_lat_ratios(FILE *f, const struct lat_result *lr,
-			    const char *name)
-{
-	for (int ph = LAT_RAW; ph < NLAT; ph++) {
-		fprintf(f, ", \"%s%s\": ", name, lat_suffix[ph]);
-		json_num(f, lat_ratio(lr, (enum lat_phase)ph), 4);
-	}
-}
-
-static void json_lat(FILE *f, const struct lat_result *lr, int head)
-{
-	for (int ph = 0; ph < NLAT; ph++) {
-		const struct lat_stat *st = &lr->st[ph];
-
-		fprintf(f, "%s\"%smedian\": ", ph ? ", " : "{", lat_key[ph]);
-		json_num(f, st->med, 0);
-		fprintf(f, ", \"%sp99\": ", lat_key[ph]);
-		json_num(f, st->p99, 0);
-		fprintf(f, ", \"%smean\": ", lat_key[ph]);
-		json_num(f, st->mean, 0);
-		fprintf(f, ", \"%ssamples\": %d", lat_key[ph], st->n);
-	}
-	json_lat_ratios(f, lr, "ratio");
-	fputs(", \"placement\": ", f);
-	json_str(f, place_name[lr->place]);
-	if (head)
-		fputs(", \"placement_rule\": \"headline = worse ratio of "
-		      "same_cpu and cross_cpu\"", f);
-	fprintf(f, ", \"region\": %zu, \"hetmm_faults\": %" PRIu64
-		", \"hetmm_fault_pages\": %" PRIu64 "}", lr->region,
-		lr->hetmm_faults, lr->hetmm_fault_pages);
-}
-
-static void print_pe_text(void)
-{
-	const struct pe_result *pe = &g_pe;
-	char sb[32];
-
-	printf("\npin fast path (%d resident pages, %d per call): "
-	       "pin_user_pages_fast %.1f ns/page, pin_user_pages %.1f ns/page, "
-	       "get_user_pages_fast %.1f ns/page, unpin %.1f ns/page "
-	       "(target <= 100)\n", (int)PIN_PAGES, (int)PIN_BATCH,
-	       pe->pin_fast_ns, pe->pin_slow_ns, pe->get_fast_ns,
-	       pe->unpin_ns);
-	printf("eviction (%s into a full device, %" PRIu64 " pages evicted "
-	       "and as many moved in): %.3f GB/s of evicted bytes over the "
-	       "whole call; memcpy of the same bytes %.3f GB/s, ratio %.3f; "
-	       "the same migration into an empty device %.3f GB/s\n",
-	       fmt_size(pe->evict_size, sb, sizeof(sb)), pe->evicted,
-	       gbps(pe->evict_size, pe->evict_ns),
-	       gbps(pe->evict_size, pe->evict_memcpy_ns),
-	       gbps(pe->evict_size, pe->evict_ns) /
-	       gbps(pe->evict_size, pe->evict_memcpy_ns),
-	       gbps(pe->evict_size, pe->empty_ns));
-}
-
-static void print_pe_json(FILE *f)
-{
-	const struct pe_result *pe = &g_pe;
-
-	fputs(",\n  \"pin\": {\"pin_fast_ns_per_page\": ", f);
-	json_num(f, pe->pin_fast_ns, 2);
-	fputs(", \"pin_slow_ns_per_page\": ", f);
-	json_num(f, pe->pin_slow_ns, 2);
-	fputs(", \"get_fast_ns_per_page\": ", f);
-	json_num(f, pe->get_fast_ns, 2);
-	fputs(", \"unpin_ns_per_page\": ", f);
-	json_num(f, pe->unpin_ns, 2);
-	fprintf(f, ", \"pages\": %d, \"pages_per_call\": %d, "
-		"\"target_ns_per_page\": 100}", (int)PIN_PAGES, (int)PIN_BATCH);
-	fputs(",\n  \"eviction\": {\"size\": ", f);
-	fprintf(f, "%zu, \"evicted_pages\": %" PRIu64 ", \"evict_gbps\": ",
-		pe->evict_size, pe->evicted);
-	json_num(f, gbps(pe->evict_size, pe->evict_ns), 4);
-	fputs(", \"memcpy_gbps\": ", f);
-	json_num(f, gbps(pe->evict_size, pe->evict_memcpy_ns), 4);
-	fputs(", \"empty_device_gbps\": ", f);
-	json_num(f, gbps(pe->evict_size, pe->empty_ns), 4);
-	fputs(", \"eviction_vs_memcpy\": ", f);
-	json_num(f, gbps(pe->evict_size, pe->evict_ns) /
-		 gbps(pe->evict_size, pe->evict_memcpy_ns), 4);
-	fputs(", \"basis\": \"evicted bytes over the whole migration into a "
-	      "full device (evictions plus the new pages moved in)\"}", f);
-}
-
-/*
- * Issue 6's targets, as ratios in one run at the largest size: baselines
- * are batched UFFDIO_COPY (the better of 2 MiB per ioctl and the whole
- * range in one) for the migrate-back and fault-back rows.
- */
-struct i6 {
-	const char *name;
-	double value;
-	const char *target;       /* as text */
-	double bound;
-	int upper;                /* value must be <= bound, else >= */
-};
-
-static int issue6_ratios(const struct size_result *sr,
-			 const struct lat_result *lat, int head, int meta,
-			 struct i6 out[8])
-{
-	double copy = fmin(sr->raw_copy2m_ns, sr->raw_copyall_ns);
-	int n = 0;
-
-	if (isnan(sr->raw_copy2m_ns))
-		copy = sr->raw_copyall_ns;
-	else if (isnan(sr->raw_copyall_ns))
-		copy = sr->raw_copy2m_ns;
-	out[n++] = (struct i6){ "migrate_to_device_vs_memcpy",
-				sr->ratio_to_dev, ">= 0.9", 0.9, 0 };
-	out[n++] = (struct i6){ "migrate_to_system_vs_copy",
-				copy / sr->to_sys_ns, ">= 1.0", 1.0, 0 };
-	out[n++] = (struct i6){ "fault_seq_vs_copy",
-				copy / sr->fault_seq_ns, ">= 0.8", 0.8, 0 };
-	out[n++] = (struct i6){ "fault_latency_random_vs_raw",
-				lat_ratio(&lat[head], LAT_RAW), "<= 1.1",
-				1.1, 1 };
-	out[n++] = (struct i6){ "pin_fast_ns_per_page", g_pe.pin_fast_ns,
-				"<= 50", 50, 1 };
-	out[n++] = (struct i6){ "metadata_bytes_per_page", meta, "<= 16", 16,
-				1 };
-	return n;
-}
-
-static int i6_met(const struct i6 *r)
-{
-	if (isnan(r->value))
-		return 0;
-	return r->upper ? r->value <= r->bound : r->value >= r->bound;
-}
-
-static void print_json(const struct opts *o, const struct size_result *res,
-		       const struct lat_result *lat, int head, int meta,
-		       const char *release, const struct extra *x)
-{
-	struct i6 i6[8];
-	int n6;
-	const struct lat_result *lr = &lat[head];
-	FILE *f = stdout;
-	struct row rows[3], last[3];
-	int first = 1;
-
-	fputs("{\n  \"sizes\": [", f);
-	for (int i = 0; i < o->nsizes; i++)
-		fprintf(f, "%s%zu", i ? ", " : "", o->sizes[i]);
-	fputs("],\n  \"results\": [", f);
-	for (int i = 0; i < o->nsizes; i++) {
-		make_rows(&res[i], rows);
-		for (int k = 0; k < 3; k++)
-			json_row(f, &rows[k], &first, &res[i]);
-	}
-	fputs("\n  ],\n", f);
-	make_rows(&res[o->nsizes - 1], last);
-	fputs("  \"ratios_basis\": \"largest size measured; each the median "
-	      "of per-round ratios, hetmm and its baseline timed back to back "
-	      "in alternating order\",\n", f);
-	fprintf(f, "  \"ratios_size\": %zu,\n", res[o->nsizes - 1].size);
-	fputs("  \"ratios\": {\"migrate_to_device_vs_memcpy\": ", f);
-	json_num(f, last[0].ratio, 4);
-	fputs(", \"migrate_to_system_vs_raw\": ", f);
-	json_num(f, last[1].ratio, 4);
-	fputs(", \"fault_seq_vs_raw\": ", f);
-	json_num(f, last[2].ratio, 4);
-	json_lat_ratios(f, lr, "fault_latency_vs_raw");
-	fputs("},\n  \"fault_latency_ns\": ", f);
-	json_lat(f, lr, 1);
-	for (int p = 0; p < NPLACES; p++) {
-		if (lat[p].st[LAT_HETMM].n == 0 && lat[p].st[LAT_RAW].n == 0)
-			continue;
-		fprintf(f, ",\n  \"fault_latency_ns_%s\": ", place_name[p]);
-		json_lat(f, &lat[p], 0);
-	}
-	n6 = issue6_ratios(&res[o->nsizes - 1], lat, head, meta, i6);
-	fputs(",\n  \"ratios_issue6\": {", f);
-	for (int i = 0; i < n6; i++) {
-		fprintf(f, "%s\"%s\": ", i ? ", " : "", i6[i].name);
-		json_num(f, i6[i].value, 4);
-	}
-	fputs("},\n  \"ratios_issue6_targets\": {", f);
-	for (int i = 0; i < n6; i++)
-		fprintf(f, "%s\"%s\": \"%s\"", i ? ", " : "", i6[i].name,
-			i6[i].target);
-	fputs("},\n  \"ratios_issue6_met\": {", f);
-	for (int i = 0; i < n6; i++)
-		fprintf(f, "%s\"%s\": %s", i ? ", " : "", i6[i].name,
-			i6_met(&i6[i]) ? "true" : "false");
-	fputs("},\n  \"ratios_issue6_basis\": \"largest size measured; "
-	      "migrate back and fault-back against batched UFFDIO_COPY (the "
-	      "better of 2 MiB per ioctl and the whole range per ioctl); "
-	      "latency is the headline placement\"", f);
-	print_pe_json(f);
-	mirror_print_json(f, x->mirror, o->nsizes);
-	fork_print_json(f, x->fork, o->nsizes);
-	scale_print_json(f, x->scale, o->nsizes);
-	ablate_print_json(f, &x->ablate);
-	fprintf(f, ",\n  \"metadata_bytes_per_page\": %d", meta);
-	fprintf(f, ",\n  \"reps\": %d", o->reps);
-	fputs(",\n  \"kernel\": ", f);
-	json_str(f, release);
-	fputs("\n}\n", f);
-	fflush(f);
-}
-
-static void print_text(const struct opts *o, const struct size_result *res,
-		       const struct lat_result *lat, int head, int meta,
-		       const char *release, const struct extra *x)
-{
-	struct i6 i6[8];
-	int n6;
-	const struct lat_result *lr = &lat[head];
-	struct row rows[3], last[3];
-	char sb[32];
-
-	printf("hetmm bench: kernel %s, median of %d repetitions (after one "
-	       "warm-up), GB/s = 1e9 bytes/s;\nratio = median over rounds of "
-	       "base time / hetmm time, each round timing hetmm and its "
-	       "baseline back to back\n\n", release, o->reps);
-	printf("%-18s %6s %11s %11s %7s %10s %10s  %s\n", "test", "size",
-	       "hetmm GB/s", "base GB/s", "ratio", "hetmm us/p", "base us/p",
-	       "baseline");
-	for (int i = 0; i < o->nsizes; i++) {
-		const struct size_result *sr = &res[i];
-
-		make_rows(sr, rows);
-		for (int k = 0; k < 3; k++) {
-			const struct row *r = &rows[k];
-
-			printf("%-18s %6s %11.3f %11.3f %7.3f %10.3f %10.3f  %s\n",
-			       r->name, fmt_size(r->size, sb, sizeof(sb)),
-			       gbps(r->size, r->hetmm_ns),
-			       gbps(r->size, r->base_ns), r->ratio,
-			       us_per_page(r->size, r->hetmm_ns),
-			       us_per_page(r->size, r->base_ns),
-			       r->base_kind ? r->base_kind : "n/a");
-		}
-		printf("  %6s  raw batched GB/s: COPY 2M %.3f, COPY whole %.3f, "
-		       "MOVE 2M %.3f, MOVE whole %.3f\n",
-		       fmt_size(sr->size, sb, sizeof(sb)),
-		       gbps(sr->size, sr->raw_copy2m_ns),
-		       gbps(sr->size, sr->raw_copyall_ns),
-		       gbps(sr->size, sr->raw_move2m_ns),
-		       gbps(sr->size, sr->raw_moveall_ns));
-		printf("  %6s  fault-driven seq GB/s: hetmm %.3f (%.0f faults, "
-		       "%.1f pages/fault); raw handler, 2 MiB per fault: "
-		       "COPY %.3f, MOVE %.3f\n",
-		       fmt_size(sr->size, sb, sizeof(sb)),
-		       gbps(sr->size, sr->fault_seq_ns), sr->faults_per_rep,
-		       sr->fault_pages_per_rep / sr->faults_per_rep,
-		       gbps(sr->size, sr->raw_fault_seq_ns),
-		       gbps(sr->size, sr->raw_fault_seq_move_ns));
-		if (!isnan(sr->memcpy_out_ns))
-			printf("  %6s  memcpy() out of a device-resident buffer "
-			       "(page-aligned dst): %.3f GB/s, %.0f faults\n",
-			       fmt_size(sr->size, sb, sizeof(sb)),
-			       gbps(sr->size, sr->memcpy_out_ns),
-			       sr->memcpy_out_faults);
-	}
-	print_pe_text();
-	mirror_print_text(x->mirror, o->nsizes);
-	fork_print_text(x->fork, o->nsizes);
-	scale_print_text(x->scale, o->nsizes);
-	ablate_print_text(&x->ablate);
-	printf("\nsingle-page fault latency (%d random pages of a %s buffer "
-	       "per placement, one touch each, clock_gettime around it):\n",
-	       lr->st[LAT_HETMM].n, fmt_size(lr->region, sb, sizeof(sb)));
-	printf("  %-10s %10s %10s %10s %10s %7s %10s %7s %10s %7s\n",
-	       "handler", "hetmm med", "p99", "raw med", "p99", "ratio",
-	       "cold med", "ratio", "floor med", "ratio");
-	for (int p = 0; p < NPLACES; p++) {
-		const struct lat_result *l = &lat[p];
-		const struct lat_stat *st = l->st;
-
-		if (st[LAT_HETMM].n == 0 && st[LAT_RAW].n == 0)
-			continue;
-		printf("  %-10s %8.0fns %8.0fns %8.0fns %8.0fns %7.3f "
-		       "%8.0fns %7.3f %8.0fns %7.3f%s\n", place_name[p],
-		       st[LAT_HETMM].med, st[LAT_HETMM].p99, st[LAT_RAW].med,
-		       st[LAT_RAW].p99, lat_ratio(l, LAT_RAW), st[LAT_COLD].med,
-		       lat_ratio(l, LAT_COLD), st[LAT_FLOOR].med,
-		       lat_ratio(l, LAT_FLOOR), p == head ? "  <- headline" : "");
-	}
-	printf("  (ratio = hetmm median / that median, lower is better; raw "
-	       "copies one hot page,\n   cold = raw copying the same bytes "
-	       "from a buffer as cold as the device's memory,\n   floor = cold "
-	       "finding them by a cold entry of a page-indexed table first;\n"
-	       "   headline = the worse of same_cpu and cross_cpu; hetmm took "
-	       "%" PRIu64 " faults for %" PRIu64 " pages there; means in "
-	       "--json)\n", lr->hetmm_faults, lr->hetmm_fault_pages);
-	printf("\nmetadata per device page: %d bytes\n", meta);
-
-	make_rows(&res[o->nsizes - 1], last);
-	printf("\nratios at the largest size measured (%s):\n",
-	       fmt_size(res[o->nsizes - 1].size, sb, sizeof(sb)));
-	printf("  migrate_to_device_vs_memcpy  %.3f\n", last[0].ratio);
-	printf("  migrate_to_system_vs_raw     %.3f\n", last[1].ratio);
-	printf("  fault_seq_vs_raw             %.3f\n", last[2].ratio);
-	printf("  fault_latency_vs_raw         %.3f\n", lat_ratio(lr, LAT_RAW));
-	printf("  fault_latency_vs_raw_cold    %.3f\n", lat_ratio(lr, LAT_COLD));
-	printf("  fault_latency_vs_raw_floor   %.3f\n", lat_ratio(lr, LAT_FLOOR));
-	n6 = issue6_ratios(&res[o->nsizes - 1], lat, head, meta, i6);
-	printf("\nissue 6 targets (same run, largest size; migrate back and "
-	       "fault-back vs batched UFFDIO_COPY):\n");
-	for (int i = 0; i < n6; i++)
-		printf("  %-28s %9.3f  target %-7s %s\n", i6[i].name,
-		       i6[i].value, i6[i].target,
-		       i6_met(&i6[i]) ? "met" : "NOT met");
-	fflush(stdout);
-}
-
-/* ------------------------------------------------------------------------
- * Plot
- */
-
-static void series(struct plot_panel *p, const char *name, int hetmm)
-{
-	struct plot_series *s = &p->s[p->nseries++];
-
-	s->name = name;
-	s->hetmm = hetmm;
-	s->n = 0;
-}
-
-static void point(struct plot_panel *p, int k, size_t size, double ns)
-{
-	struct plot_series *s = &p->s[k];
-
-	s->x[s->n] = (double)size;
-	s->y[s->n] = gbps(size, ns);
-	s->n++;
-}
-
-static int write_plot(const char *path, const struct opts *o,
-		      const struct size_result *res, const struct extra *x,
-		      const char *release)
-{
-	struct plot_panel *p = calloc(6, sizeof(*p));
-	char title[160];
-	int rc;
-
-	if (!p)
-		return -ENOMEM;
-	p[0].title = "migrate to device";
-	series(&p[0], "hetmm", 1);
-	series(&p[0], "memcpy", 0);
-	p[1].title = "explicit migrate back";
-	series(&p[1], "hetmm", 1);
-	series(&p[1], "UFFDIO_COPY 2 MiB/ioctl", 0);
-	series(&p[1], "UFFDIO_COPY whole range", 0);
-	series(&p[1], "UFFDIO_MOVE 2 MiB/ioctl", 0);
-	series(&p[1], "UFFDIO_MOVE whole range", 0);
-	p[2].title = "sequential CPU fault-back";
-	series(&p[2], "hetmm", 1);
-	series(&p[2], "UFFDIO_COPY 2 MiB/ioctl (no faults)", 0);
-	series(&p[2], "raw handler, COPY 2 MiB/fault", 0);
-	series(&p[2], "raw handler, MOVE 2 MiB/fault", 0);
-	p[3].title = "2 threads, disjoint halves";
-	series(&p[3], "hetmm to device", 1);
-	series(&p[3], "memcpy", 0);
-	series(&p[3], "hetmm migrate back", 1);
-	series(&p[3], "hetmm fault-back", 1);
-	series(&p[3], "UFFDIO_COPY 2 MiB/ioctl", 0);
-	p[4].title = "device mirror (hetmm_mirror_read/write)";
-	series(&p[4], "hetmm read", 1);
-	series(&p[4], "hetmm write", 1);
-	series(&p[4], "hetmm read, device-resident", 1);
-	series(&p[4], "memcpy", 0);
-	series(&p[4], "process_vm_readv", 0);
-	series(&p[4], "process_vm_writev", 0);
-	p[5].title = "fork + child exit (bytes / time)";
-	series(&p[5], "hetmm, pages on the device", 1);
-	series(&p[5], "pages in system RAM", 0);
-	for (int i = 0; i < o->nsizes; i++) {
-		const struct size_result *r = &res[i];
-		const struct scale_result *sc = &x->scale[i];
-		const struct mirror_result *m = &x->mirror[i];
-		size_t z = r->size;
-
-		point(&p[0], 0, z, r->to_dev_ns);
-		point(&p[0], 1, z, r->memcpy_ns);
-		point(&p[1], 0, z, r->to_sys_ns);
-		point(&p[1], 1, z, r->raw_copy2m_ns);
-		point(&p[1], 2, z, r->raw_copyall_ns);
-		point(&p[1], 3, z, r->raw_move2m_ns);
-		point(&p[1], 4, z, r->raw_moveall_ns);
-		point(&p[2], 0, z, r->fault_seq_ns);
-		point(&p[2], 1, z, r->raw_copy2m_ns);
-		point(&p[2], 2, z, r->raw_fault_seq_ns);
-		point(&p[2], 3, z, r->raw_fault_seq_move_ns);
-		point(&p[3], 0, z, sc->hetmm_ns[SCALE_TO_DEVICE][1]);
-		point(&p[3], 1, z, sc->base_ns[SCALE_TO_DEVICE][1]);
-		point(&p[3], 2, z, sc->hetmm_ns[SCALE_TO_SYSTEM][1]);
-		point(&p[3], 3, z, sc->hetmm_ns[SCALE_FAULT_SEQ][1]);
-		point(&p[3], 4, z, sc->base_ns[SCALE_TO_SYSTEM][1]);
-		point(&p[4], 0, z, m->read_ns);
-		point(&p[4], 1, z, m->write_ns);
-		point(&p[4], 2, z, m->read_dev_ns);
-		point(&p[4], 3, z, m->memcpy_ns);
-		point(&p[4], 4, z, m->vm_readv_ns);
-		point(&p[4], 5, z, m->vm_writev_ns);
-		point(&p[5], 0, z, x->fork[i].dev_ns);
-		point(&p[5], 1, z, x->fork[i].sys_ns);
-	}
-	snprintf(title, sizeof(title), "hetmm bench: throughput against size "
-		 "(GB/s, median of %d), kernel %s", o->reps, release);
-	rc = plot_svg(path, title, p, 6);
-	free(p);
-	return rc;
-}
-
-/* ------------------------------------------------------------------------
- * Entry point
- */
 
 /*
  * A size needs about three times its bytes at once (source, destination
@@ -1892,9 +238,108 @@ static void drop_sizes_short_of_memory(struct opts *o)
 	o->nsizes = n;
 }
 
-static int run_extra(struct hetmm_ctx *ctx, int raw_fd, int has_move,
-		     const struct opts *o, struct extra *x)
+/* ------------------------------------------------------------------------
+ * The run, step by step
+ */
+
+/* What the measurements share. */
+struct bench_env {
+	struct hetmm_ctx *ctx;
+	int raw_fd;               /* the baselines' nonblocking userfaultfd */
+	int has_move;             /* raw_fd has UFFD_FEATURE_MOVE */
+	struct placement pl;      /* where the latency test puts threads */
+};
+
+static int env_open(struct bench_env *env)
 {
+	uint64_t raw_features = 0;
+	int rc;
+
+	placement_begin(&env->pl);
+	rc = hetmm_ctx_create(&env->ctx, NULL);
+	if (rc) {
+		warn_("hetmm_ctx_create: %s", strerror(-rc));
+		return rc;
+	}
+	placement_find_hetmm(&env->pl);
+	env->raw_fd = uffd_open_features(UFFD_FEATURE_MOVE, 1, &raw_features);
+	if (env->raw_fd < 0) {
+		warn_("raw userfaultfd: %s", strerror(-env->raw_fd));
+		hetmm_ctx_destroy(env->ctx);
+		return env->raw_fd;
+	}
+	env->has_move = !!(raw_features & UFFD_FEATURE_MOVE);
+	return 0;
+}
+
+/* 1 if hetmm's context failed to go, else 0. */
+static int env_close(struct bench_env *env)
+{
+	int rc;
+
+	close(env->raw_fd);
+	rc = hetmm_ctx_destroy(env->ctx);
+	if (rc) {
+		warn_("hetmm_ctx_destroy: %s", strerror(-rc));
+		return 1;
+	}
+	return 0;
+}
+
+static struct report *report_new(const struct opts *o, const char *kernel)
+{
+	struct report *rep = calloc(1, sizeof(*rep));
+
+	if (rep) {
+		rep->kernel = kernel;
+		rep->reps = o->reps;
+		rep->nsizes = o->nsizes;
+	}
+	return rep;
+}
+
+/* Each measure_ step returns 1 if something failed (said on stderr), else
+ * 0, and goes on with the rest regardless. */
+
+static int measure_throughput(const struct bench_env *env,
+			      const struct opts *o, struct report *rep)
+{
+	int failed = 0;
+
+	for (int i = 0; i < o->nsizes; i++)
+		if (bench_throughput(env->ctx, env->raw_fd, env->has_move,
+				     o->sizes[i], o->reps, &rep->size[i]))
+			failed = 1;
+	return failed;
+}
+
+static int measure_pin_evict(const struct bench_env *env,
+			     const struct opts *o, struct report *rep)
+{
+	uint64_t t0 = now_ns();
+	size_t esz = o->quick ? 16 * MIB : 64 * MIB;
+	int failed = 0, rc;
+
+	note("bench pin fast path");
+	if ((rc = bench_pin(env->ctx, o->reps, &rep->pin))) {
+		warn_("pin: %s", strerror(-rc));
+		failed = 1;
+	}
+	note(", eviction");
+	if ((rc = bench_evict(env->ctx, esz, o->reps, &rep->evict))) {
+		warn_("eviction: %s", strerror(-rc));
+		failed = 1;
+	}
+	note(" (%.1f s)\n", (double)(now_ns() - t0) / 1e9);
+	return failed;
+}
+
+/* The sections of sections.h other than pin and eviction: mirror, fork
+ * and 1 vs 2 threads at each size, then optimisations off vs on. */
+static int measure_sections(const struct bench_env *env,
+			    const struct opts *o, struct report *rep)
+{
+	struct hetmm_ctx *ctx = env->ctx;
 	int failed = 0;
 	char sb[32];
 
@@ -1903,21 +348,21 @@ static int run_extra(struct hetmm_ctx *ctx, int raw_fd, int has_move,
 		uint64_t t0 = now_ns();
 
 		note("bench %s: mirror", fmt_size(size, sb, sizeof(sb)));
-		if (bench_mirror(ctx, size, o->reps, &x->mirror[i])) {
+		if (bench_mirror(ctx, size, o->reps, &rep->mirror[i])) {
 			warn_("mirror %s: %s", sb,
-			      strerror(-x->mirror[i].err));
+			      strerror(-rep->mirror[i].err));
 			failed = 1;
 		}
 		note(", fork");
-		if (bench_fork(ctx, size, o->reps, &x->fork[i])) {
-			warn_("fork %s: %s", sb, strerror(-x->fork[i].err));
+		if (bench_fork(ctx, size, o->reps, &rep->fork[i])) {
+			warn_("fork %s: %s", sb, strerror(-rep->fork[i].err));
 			failed = 1;
 		}
 		note(", 1 vs 2 threads");
-		if (bench_scale(ctx, raw_fd, has_move, size, o->reps,
-				&x->scale[i])) {
+		if (bench_scale(ctx, env->raw_fd, env->has_move, size, o->reps,
+				&rep->scale[i])) {
 			warn_("scaling %s: %s", sb,
-			      strerror(-x->scale[i].err));
+			      strerror(-rep->scale[i].err));
 			failed = 1;
 		}
 		note(" (%.1f s)\n", (double)(now_ns() - t0) / 1e9);
@@ -1928,292 +373,95 @@ static int run_extra(struct hetmm_ctx *ctx, int raw_fd, int has_move,
 
 		note("bench optimisations off vs on, %s",
 		     fmt_size(asz, sb, sizeof(sb)));
-		if (bench_ablate(ctx, asz, o->reps, &x->ablate))
+		if (bench_ablate(ctx, asz, o->reps, &rep->ablate))
 			failed = 1;
 		note(" (%.1f s)\n", (double)(now_ns() - t0) / 1e9);
 	}
 	return failed;
 }
 
+/* At each placement this machine allows, then the headline. */
+static int measure_latency(struct bench_env *env, const struct opts *o,
+			   struct report *rep)
+{
+	int failed = 0;
+
+	for (int p = 0; p < NPLACES; p++) {
+		uint64_t t0 = now_ns();
+
+		for (int ph = 0; ph < NLAT; ph++)
+			rep->lat[p].st[ph].med = NAN;
+		if (!placement_possible(&env->pl, (enum place)p))
+			continue;
+		note("bench latency, %s", place_name[p]);
+		if (bench_latency(env->ctx, o->samples, o->reps, &env->pl,
+				  (enum place)p, &rep->lat[p]))
+			failed = 1;
+		note(" (%.1f s)\n", (double)(now_ns() - t0) / 1e9);
+	}
+	rep->head = lat_headline(rep->lat);
+	return failed;
+}
+
+/* The report on stdout, and the plot if asked for: 1 if the plot could
+ * not be written, else 0. */
+static int write_report(const struct opts *o, const struct report *rep)
+{
+	int rc;
+
+	if (o->json)
+		report_print_json(rep);
+	else
+		report_print_text(rep);
+	if (!o->plot)
+		return 0;
+	rc = report_write_plot(rep, o->plot);
+	if (rc) {
+		warn_("--plot %s: %s", o->plot, strerror(-rc));
+		return 1;
+	}
+	note("plot written to %s\n", o->plot);
+	return 0;
+}
+
 int hetmm_bench_main(int argc, char **argv)
 {
 	struct opts o;
-	struct size_result *res = NULL;
-	struct lat_result lat[NPLACES];
-	struct placement pl;
-	int head = PLACE_UNPINNED;
-	int tids0[MAX_TIDS], ntids0;
 	struct utsname kernel;
-	struct hetmm_ctx *ctx = NULL;
-	struct extra *x = NULL;
-	uint64_t raw_features = 0;
-	int raw_fd = -1, failed = 0, rc, meta;
+	struct bench_env env;
+	struct report *rep;
+	int failed = 0, rc;
 	uint64_t tstart = now_ns();
 
-	memset(&o, 0, sizeof(o));
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-
-		if (!strcmp(a, "--quick")) {
-			o.quick = 1;
-		} else if (!strcmp(a, "--json")) {
-			o.json = 1;
-		} else if (!strcmp(a, "--sizes") ||
-			   !strncmp(a, "--sizes=", 8)) {
-			const char *list = a[7] == '=' ? a + 8 : NULL;
-
-			if (!list) {
-				if (i + 1 >= argc) {
-					usage(stderr);
-					return 2;
-				}
-				list = argv[++i];
-			}
-			if (add_sizes(&o, list)) {
-				warn_("bad size list '%s'", list);
-				return 2;
-			}
-			/* further bare sizes: --sizes 1M 16M */
-			while (i + 1 < argc && argv[i + 1][0] != '-') {
-				if (add_sizes(&o, argv[++i])) {
-					warn_("bad size '%s'", argv[i]);
-					return 2;
-				}
-			}
-		} else if ((!strcmp(a, "--reps") || !strcmp(a, "--samples")) &&
-			   i + 1 < argc) {
-			int v = atoi(argv[++i]);
-
-			if (v < 1) {
-				warn_("bad value for %s", a);
-				return 2;
-			}
-			if (a[2] == 'r')
-				o.reps = v > 50 ? 50 : v;
-			else
-				o.samples = v;
-		} else if (!strcmp(a, "--plot") || !strncmp(a, "--plot=", 7)) {
-			if (a[6] == '=') {
-				o.plot = a + 7;
-			} else if (i + 1 < argc) {
-				o.plot = argv[++i];
-			} else {
-				usage(stderr);
-				return 2;
-			}
-		} else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-			usage(stdout);
-			return 0;
-		} else {
-			warn_("unknown option '%s'", a);
-			usage(stderr);
-			return 2;
-		}
-	}
-	if (!o.nsizes) {
-		if (o.quick)
-			add_sizes(&o, "1M,16M,64M");
-		else
-			add_sizes(&o, "1M,4M,16M,64M,256M,1G");
-	}
-	if (!o.reps)
-		o.reps = 5;
-	if (!o.samples)
-		o.samples = o.quick ? 1000 : 2000;
-	o.lat_region = 64 * MIB;
+	rc = parse_opts(argc, argv, &o);
+	if (rc != OPTS_RUN)
+		return rc;
+	set_defaults(&o);
 	drop_sizes_short_of_memory(&o);
 	if (!o.nsizes) {
 		warn_("no size fits in the memory available");
 		return 1;
 	}
-
 	memset(&kernel, 0, sizeof(kernel));
 	if (uname(&kernel))
 		strcpy(kernel.release, "?");
-
-	res = calloc((size_t)o.nsizes, sizeof(*res));
-	if (!res)
+	rep = report_new(&o, kernel.release);
+	if (!rep)
 		return 1;
-
-	memset(&pl, 0, sizeof(pl));
-	ntids0 = list_tids(tids0, MAX_TIDS);
-	rc = hetmm_ctx_create(&ctx, NULL);
-	if (rc) {
-		warn_("hetmm_ctx_create: %s", strerror(-rc));
-		free(res);
-		return 1;
-	}
-	{
-		int now[MAX_TIDS], n = list_tids(now, MAX_TIDS);
-
-		for (int i = 0; i < n; i++) {
-			int old = 0;
-
-			for (int j = 0; j < ntids0; j++)
-				old |= now[i] == tids0[j];
-			if (!old && pl.n_hetmm_tids < MAX_TIDS)
-				pl.hetmm_tids[pl.n_hetmm_tids++] = now[i];
-		}
-		pl.cpu_a = pl.cpu_b = -1;
-		if (!sched_getaffinity(0, sizeof(pl.orig), &pl.orig)) {
-			for (int c = 0; c < CPU_SETSIZE; c++) {
-				if (!CPU_ISSET(c, &pl.orig))
-					continue;
-				if (pl.cpu_a < 0)
-					pl.cpu_a = c;
-				else if (pl.cpu_b < 0)
-					pl.cpu_b = c;
-			}
-		}
-	}
-	raw_fd = uffd_open_features(UFFD_FEATURE_MOVE, 1, &raw_features);
-	if (raw_fd < 0) {
-		warn_("raw userfaultfd: %s", strerror(-raw_fd));
-		hetmm_ctx_destroy(ctx);
-		free(res);
+	if (env_open(&env)) {
+		free(rep);
 		return 1;
 	}
 
-	for (int i = 0; i < o.nsizes; i++) {
-		struct size_result *sr = &res[i];
-		size_t size = o.sizes[i];
-		struct hetmm_emu *emu = NULL;
-		char sb[32];
-		uint64_t t0 = now_ns();
-
-		sr->size = size;
-		sr->memcpy_ns = sr->to_dev_ns = sr->to_sys_ns = NAN;
-		sr->raw_best_ns = sr->fault_seq_ns = sr->raw_fault_seq_ns = NAN;
-		sr->raw_fault_seq_move_ns = NAN;
-		sr->memcpy_out_ns = sr->memcpy_out_faults = NAN;
-		sr->raw_copy2m_ns = sr->raw_copyall_ns = NAN;
-		sr->raw_move2m_ns = sr->raw_moveall_ns = NAN;
-		sr->faults_per_rep = sr->fault_pages_per_rep = NAN;
-		sr->pair_memcpy_ns = sr->pair_raw_ns = NAN;
-		sr->ratio_to_dev = sr->ratio_to_sys = sr->ratio_fault_seq = NAN;
-		note("bench %s: memcpy", fmt_size(size, sb, sizeof(sb)));
-		if ((rc = bench_memcpy(size, o.reps, sr)))
-			sr->err = rc;
-		note(", raw uffd");
-		if ((rc = bench_raw(raw_fd, !!(raw_features & UFFD_FEATURE_MOVE),
-				    size, o.reps, sr)))
-			sr->err = rc;
-		note(", raw fault seq");
-		if ((rc = bench_raw_fault_seq(size, o.reps, 0,
-					      &sr->raw_fault_seq_ns))) {
-			warn_("raw fault seq (COPY): %s", strerror(-rc));
-			sr->err = rc;
-		}
-		if ((raw_features & UFFD_FEATURE_MOVE) &&
-		    (rc = bench_raw_fault_seq(size, o.reps, 1,
-					      &sr->raw_fault_seq_move_ns))) {
-			warn_("raw fault seq (MOVE): %s", strerror(-rc));
-			sr->err = rc;
-		}
-		note(", hetmm against baselines, round by round");
-		rc = hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE,
-				      size / PAGE, &emu);
-		if (rc) {
-			warn_("hetmm_emu_create(%zu pages): %s", size / PAGE,
-			      strerror(-rc));
-			sr->err = rc;
-		} else {
-			if ((rc = bench_paired(ctx, emu, raw_fd, o.reps, sr)))
-				sr->err = rc;
-			if (size <= MEMCPY_OUT_MAX)
-				note(", hetmm memcpy out");
-			if ((rc = bench_hetmm_memcpy_out(ctx, emu, size, o.reps,
-							 sr))) {
-				warn_("memcpy out: %s", strerror(-rc));
-				sr->err = rc;
-			}
-			rc = hetmm_emu_destroy(emu);
-			if (rc) {
-				warn_("hetmm_emu_destroy: %s", strerror(-rc));
-				sr->err = rc;
-			}
-		}
-		note(" (%.1f s)\n", (double)(now_ns() - t0) / 1e9);
-		if (sr->err)
-			failed = 1;
-	}
-
-	{
-		uint64_t t0 = now_ns();
-		size_t esz = o.quick ? 16 * MIB : 64 * MIB;
-
-		note("bench pin fast path");
-		if ((rc = bench_pin(ctx, o.reps, &g_pe))) {
-			warn_("pin: %s", strerror(-rc));
-			failed = 1;
-		}
-		note(", eviction");
-		if ((rc = bench_evict(ctx, esz, o.reps, &g_pe))) {
-			warn_("eviction: %s", strerror(-rc));
-			failed = 1;
-		}
-		note(" (%.1f s)\n", (double)(now_ns() - t0) / 1e9);
-	}
-	x = calloc(1, sizeof(*x));
-	if (!x || run_extra(ctx, raw_fd, !!(raw_features & UFFD_FEATURE_MOVE),
-			    &o, x))
-		failed = 1;
-	memset(lat, 0, sizeof(lat));
-	for (int p = 0; p < NPLACES; p++) {
-		uint64_t t0 = now_ns();
-
-		for (int ph = 0; ph < NLAT; ph++)
-			lat[p].st[ph].med = NAN;
-		if (p != PLACE_UNPINNED && pl.cpu_a < 0)
-			continue;
-		if (p == PLACE_CROSS_CPU && pl.cpu_b < 0)
-			continue;
-		note("bench latency, %s", place_name[p]);
-		if (bench_latency(ctx, &o, &pl, (enum place)p, &lat[p]))
-			failed = 1;
-		note(" (%.1f s)\n", (double)(now_ns() - t0) / 1e9);
-	}
-	/* Headline: the worse ratio of the two controlled placements. */
-	{
-		double worst = -1;
-
-		for (int p = PLACE_SAME_CPU; p <= PLACE_CROSS_CPU; p++) {
-			double r = lat_ratio(&lat[p], LAT_RAW);
-
-			if (!isnan(r) && r > worst) {
-				worst = r;
-				head = p;
-			}
-		}
-	}
-	meta = hetmm_page_metadata_size();
-
-	close(raw_fd);
-	rc = hetmm_ctx_destroy(ctx);
-	if (rc) {
-		warn_("hetmm_ctx_destroy: %s", strerror(-rc));
-		failed = 1;
-	}
+	failed |= measure_throughput(&env, &o, rep);
+	failed |= measure_pin_evict(&env, &o, rep);
+	failed |= measure_sections(&env, &o, rep);
+	failed |= measure_latency(&env, &o, rep);
+	rep->meta = hetmm_page_metadata_size();
+	failed |= env_close(&env);
 	note("bench total %.1f s\n", (double)(now_ns() - tstart) / 1e9);
 
-	if (!x) {
-		free(res);
-		return 1;
-	}
-	if (o.json)
-		print_json(&o, res, lat, head, meta, kernel.release, x);
-	else
-		print_text(&o, res, lat, head, meta, kernel.release, x);
-	if (o.plot) {
-		rc = write_plot(o.plot, &o, res, x, kernel.release);
-		if (rc) {
-			warn_("--plot %s: %s", o.plot, strerror(-rc));
-			failed = 1;
-		} else {
-			note("plot written to %s\n", o.plot);
-		}
-	}
-	free(x);
-	free(res);
+	failed |= write_report(&o, rep);
+	free(rep);
 	return failed ? 1 : 0;
 }

@@ -1,15 +1,44 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * sections.h - the sections of `hetmm bench` kept in their own files:
- * device mirror throughput (mirror.c), fork with device pages (fork.c),
- * 1 vs 2 threads (scale.c), optimisations off vs on (ablate.c) and the
- * SVG plot (plot.c).  Each measures hetmm against a baseline in the same
- * run, median of reps repetitions after one warm-up.
+ * the pin fast path (pin.c), eviction (evict.c), device mirror throughput
+ * (mirror.c), fork with device pages (fork.c), 1 vs 2 threads (scale.c),
+ * optimisations off vs on (ablate.c) and the SVG plot (plot.c).  Each
+ * measures hetmm against a baseline in the same run (the pin fast path
+ * against a target), median of reps repetitions after one warm-up.
  */
 #ifndef HETMM_BENCH_SECTIONS_H
 #define HETMM_BENCH_SECTIONS_H
 
 #include "common.h"
+
+/* --- pin fast path (pin.c) ------------------------------------------- */
+
+struct pin_result {             /* ns per page */
+	double pin_fast_ns;
+	double pin_slow_ns;
+	double get_fast_ns;
+	double unpin_ns;
+};
+
+int bench_pin(struct hetmm_ctx *ctx, int reps, struct pin_result *r);
+void pin_print_text(const struct pin_result *r);
+void pin_print_json(FILE *f, const struct pin_result *r);
+
+/* --- eviction (evict.c) ----------------------------------------------- */
+
+struct evict_result {
+	size_t size;
+	double evict_ns;          /* migrate into a full device, evicting */
+	double empty_ns;          /* the same migration into an empty one */
+	double memcpy_ns;         /* memcpy of the evicted bytes */
+	uint64_t evicted;         /* pages evicted per repetition */
+};
+
+int bench_evict(struct hetmm_ctx *ctx, size_t size, int reps,
+		struct evict_result *r);
+void evict_print_text(const struct evict_result *r);
+void evict_print_json(FILE *f, const struct evict_result *r);
 
 /* --- device mirror read/write (mirror.c) ------------------------------ */
 
