@@ -7,33 +7,16 @@
  */
 #include "t.h"
 
-/*
- * Snapshot values as the kernel's dmirror gives them: a device-private
- * page of the mirror's own device is LOCAL plus the mapping's permission;
- * another device's private page is not reported at all (hmm_range_fault
- * only hands out pages whose owner matches), so it reads as NONE.
- */
-#define LOCAL_RW (HETMM_PROT_DEV_PRIVATE_LOCAL | HETMM_PROT_WRITE)
-#define REMOTE_PRIVATE HETMM_PROT_NONE
-
 static struct hetmm_ctx *ctx;
 static struct hetmm_emu *emu0, *emu1;
 static struct hetmm_pagemap *pg0, *pg1;
 static struct hetmm_mirror *m0, *m1;
 
-static char *xmalloc_pages(size_t n)
-{
-	char *p = NULL;
-
-	REQUIRE(posix_memalign((void **)&p, PS, n * PS) == 0);
-	return p;
-}
-
 /* First read faults once, the second not at all; both see the bytes. */
 static void read_faults(void)
 {
 	enum { N = 16 };
-	char *buf = t_map(2 * N), *out = xmalloc_pages(2 * N);
+	char *buf = t_map(2 * N), *out = t_alloc_pages(2 * N);
 	uint64_t faults;
 	struct hetmm_stats s0, s1;
 
@@ -83,7 +66,7 @@ static void read_faults(void)
 static void write_then_cpu_reads(void)
 {
 	enum { N = 12 };
-	char *buf = t_map(N), *src = xmalloc_pages(N), *out = xmalloc_pages(N);
+	char *buf = t_map(N), *src = t_alloc_pages(N), *out = t_alloc_pages(N);
 	uint64_t faults;
 
 	/* Into memory the CPU never touched: one fault, then the bytes. */
@@ -118,7 +101,7 @@ static void write_then_cpu_reads(void)
 static void no_access(void)
 {
 	enum { N = 4 };
-	char *out = xmalloc_pages(N), *src = xmalloc_pages(N);
+	char *out = t_alloc_pages(N), *src = t_alloc_pages(N);
 	char *p = t_map(N);
 	uint64_t faults;
 
@@ -181,7 +164,7 @@ static void no_access(void)
 static void invalidations(void)
 {
 	enum { N = 8 };
-	char *p = t_map(N), *out = xmalloc_pages(N), *src = xmalloc_pages(N);
+	char *p = t_map(N), *out = t_alloc_pages(N), *src = t_alloc_pages(N);
 	uint64_t faults;
 
 	t_fill(p, N, 27);
@@ -229,15 +212,13 @@ static void invalidations(void)
 static void device_pages(void)
 {
 	enum { N = 16 };
-	char *p = t_map(N), *out = xmalloc_pages(N), *src = xmalloc_pages(N);
+	char *p = t_map(N), *out = t_alloc_pages(N), *src = t_alloc_pages(N);
 	struct hetmm_migrate_report rep;
 	uint64_t faults;
 	uint8_t prot[N];
 
 	t_fill(p, N, 30);
-	memset(&rep, 0, sizeof(rep));
-	CHECK_OK(hetmm_migrate_to_device(pg0, p, N * PS, &rep));
-	CHECK_EQ(rep.moved, N);
+	t_to_device(pg0, p, N);
 
 	CHECK_OK(hetmm_mirror_read(m0, p, out, N, &faults));
 	CHECK_EQ(t_verify(out, N, 30), 0);
@@ -258,9 +239,7 @@ static void device_pages(void)
 	CHECK_EQ(t_count_on_device(ctx, p, N), 0);
 
 	/* On the other device: a read through m0 brings them back first. */
-	memset(&rep, 0, sizeof(rep));
-	CHECK_OK(hetmm_migrate_to_device(pg1, p, N * PS, &rep));
-	CHECK_EQ(rep.moved, N);
+	t_to_device(pg1, p, N);
 	CHECK_OK(hetmm_mirror_snapshot(m0, p, N, prot));
 	for (size_t i = 0; i < N; i++)
 		CHECK_EQ(prot[i], REMOTE_PRIVATE);
@@ -292,7 +271,7 @@ static void other_context(void)
 	struct hetmm_ctx *ctx2;
 	struct hetmm_emu *e2;
 	struct hetmm_mirror *m2;
-	char *p = t_map(N), *out = xmalloc_pages(N), *src = xmalloc_pages(N);
+	char *p = t_map(N), *out = t_alloc_pages(N), *src = t_alloc_pages(N);
 	struct hetmm_migrate_report rep;
 	uint64_t faults;
 
@@ -301,9 +280,7 @@ static void other_context(void)
 	REQUIRE_OK(hetmm_mirror_create(e2, &m2));
 
 	t_fill(p, N, 33);
-	memset(&rep, 0, sizeof(rep));
-	CHECK_OK(hetmm_migrate_to_device(pg0, p, N * PS, &rep));
-	CHECK_EQ(rep.moved, N);
+	t_to_device(pg0, p, N);
 	CHECK_OK(hetmm_mirror_read(m2, p, out, N, &faults));
 	CHECK_EQ(t_verify(out, N, 33), 0);
 	CHECK_EQ(t_count_on_device(ctx, p, N), 0);
