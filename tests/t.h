@@ -269,6 +269,52 @@ static inline int t_present(const void *addr)
 	return (int)(t_pagemap_entry(addr) >> 63);
 }
 
+/*
+ * 1 if the page at addr is the kernel's shared zero page, 0 if not (or
+ * not mapped), asked of the kernel alone: the PFN /proc/self/pagemap
+ * gives and that frame's KPF_ZERO_PAGE (bit 24) in /proc/kpageflags.
+ * -1 where that can't be told: both are root's (CAP_SYS_ADMIN; without
+ * it pagemap shows PFN 0).
+ */
+static inline int t_zero_page_at(const void *addr)
+{
+	uint64_t e = t_pagemap_entry(addr), flags = 0;
+	uint64_t pfn = e & ((1ULL << 55) - 1);
+	ssize_t got;
+	int fd;
+
+	if (!(e >> 63))
+		return 0;
+	if (pfn == 0)
+		return -1;
+	fd = open("/proc/kpageflags", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	got = pread(fd, &flags, sizeof(flags), (off_t)(pfn * sizeof(flags)));
+	close(fd);
+	if (got != (ssize_t)sizeof(flags))
+		return -1;
+	return (int)(flags >> 24 & 1);
+}
+
+/*
+ * Does this kernel map its shared zero page on a read fault of untouched
+ * private anonymous memory (Linux 6.1 does; some kernels give the process
+ * a fresh page of its own instead)?  Tried on a page of our own that
+ * hetmm never saw: 1 or 0, -1 where it can't be told (not root).
+ */
+static inline int t_read_maps_zero_page(void)
+{
+	char *p = t_map(1);
+	int zp;
+
+	(void)*(volatile char *)p;
+	REQUIRE(t_present(p));
+	zp = t_zero_page_at(p);
+	t_unmap(p, 1);
+	return zp;
+}
+
 /* 1 if hetmm has the page at addr on a device right now. */
 static inline int t_on_device(struct hetmm_ctx *ctx, const void *addr)
 {
