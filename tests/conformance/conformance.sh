@@ -12,10 +12,11 @@
 #
 # Run as root, hugetlbfs pages are reserved for the test's hugetlb cases
 # and the old reservation put back afterwards.  The run is judged by
-# judge.sh against known-failures (each with its reason): exit 0 only
-# when the harness ran to its end and its failures are exactly the
-# expected ones; 77 when the sources can't be had (not root and the
-# package is missing); else 1.
+# judge.sh against known-failures (each with its reason; some only where
+# a condition about this host holds, which a probe built here tells):
+# exit 0 only when the harness ran to its end and its failures are
+# exactly the expected ones; 77 when the sources can't be had (not root
+# and the package is missing); else 1.
 set -Eeuo pipefail
 # A command that fails is a failed run (1), never a status of its own
 # (77 would read as skipped).
@@ -25,6 +26,7 @@ trap 'on_err $LINENO "$BASH_COMMAND"' ERR
 build=$(cd "${1:?usage: conformance.sh BUILD_DIR [PRELOAD...]}" && pwd)
 shift
 here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
 known="$here/known-failures"
 judge="$here/judge.sh"
 preload=("$@")
@@ -74,6 +76,28 @@ if [ ! -x "$bin" ] || [ "$test_c" -nt "$bin" ]; then
 		2> "$out/build.log" || { cat "$out/build.log" >&2; exit 1; }
 fi
 
+# The conditions known-failures names, each told by its probe
+# ($here/NAME.c, built here; it prints yes or no).
+conds=()
+names=$("$judge" --conditions "$known")
+for c in $names; do
+	probe="$out/$c"
+	if ! ${CC:-cc} -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror \
+		-I "$root/tests" -I "$root/include" -o "$probe" "$here/$c.c" \
+		2> "$out/$c.build.log"; then
+		cat "$out/$c.build.log" >&2
+		echo "conformance: the probe for condition $c does not build" >&2
+		exit 1
+	fi
+	v=$("$probe") || { echo "conformance: probe $c failed" >&2; exit 1; }
+	case $v in
+	yes | no) ;;
+	*) echo "conformance: probe $c said '$v', not yes or no" >&2; exit 1 ;;
+	esac
+	echo "conformance: condition $c: $v"
+	conds+=(--cond "$c=$v")
+done
+
 # Huge pages for anon_write_hugetlbfs and compound (2 MiB each).
 hp=/proc/sys/vm/nr_hugepages
 want=4
@@ -112,4 +136,4 @@ echo "conformance: hmm-tests exited $rc; full log: $log"
 
 # The verdict: the harness's own lines, the first report of each failed
 # check, and the judgement against the known failures.
-"$judge" "$known" "$log" "$rc" || exit 1
+"$judge" "${conds[@]+"${conds[@]}"}" "$known" "$log" "$rc" || exit 1

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # judge.sh - the verdict on one run of the kernel's hmm-tests.
 #
-#   judge.sh KNOWN LOG RC
-#       KNOWN  the known-failures file: a test's name a line, # comments
+#   judge.sh [--cond NAME=yes|no]... KNOWN LOG RC
+#       KNOWN  the known-failures file (its syntax is described at its top)
 #       LOG    the harness's output
 #       RC     the harness's exit status
+#       --cond the value of each condition KNOWN names (conformance.sh
+#              finds them by the probes)
+#   judge.sh --conditions KNOWN
+#       the condition names KNOWN uses, one a line
 #
 # Exit 0 only when the harness ran to its end and its failures are exactly
 # the expected ones:
@@ -24,11 +28,13 @@ export LC_ALL=C
 say() { printf 'conformance: %s\n' "$*"; }
 trap 'say "FAILED: judge.sh line $LINENO: $BASH_COMMAND failed"; exit 1' ERR
 usage() {
-	echo "usage: judge.sh KNOWN LOG RC" >&2
+	echo "usage: judge.sh [--cond NAME=yes|no]... KNOWN LOG RC" >&2
+	echo "       judge.sh --conditions KNOWN" >&2
 	exit 2
 }
 
-# The known-failures file, checked, one name a line on stdout.
+# The known-failures file, checked, as "NAME<tab>COND" lines (COND "-"
+# when unconditional) on stdout.
 entries() {
 	awk '
 	function complain(m) {
@@ -37,20 +43,36 @@ entries() {
 	}
 	{ sub(/[ \t]+$/, ""); sub(/^[ \t]+/, "") }
 	/^(#|$)/ { next }
-	NF == 1 {
-		if ($1 !~ /^[A-Za-z0-9_.]+$/) {
+	NF == 1 || (NF == 3 && $2 == "if") {
+		cond = NF == 3 ? $3 : "-"
+		if ($1 !~ /^[A-Za-z0-9_.]+$/ || (NF == 3 && cond !~ /^[a-z0-9-]+$/)) {
 			complain("bad name in: " $0)
 		} else if ($1 in seen) {
 			complain($1 " listed twice")
 		}
 		seen[$1] = 1
-		print $1
+		print $1 "\t" cond
 		next
 	}
-	{ complain("not a NAME: " $0) }
+	{ complain("neither NAME nor NAME if CONDITION: " $0) }
 	END { exit bad }' "$1"
 }
 
+if [ "${1:-}" = --conditions ]; then
+	[ $# -eq 2 ] || usage
+	entries "$2" | awk -F '\t' '$2 != "-" && !seen[$2]++ { print $2 }'
+	exit 0
+fi
+
+conds=()
+while [ $# -gt 0 ] && [ "$1" = --cond ]; do
+	[ $# -ge 2 ] || usage
+	case $2 in
+	*=yes | *=no) conds+=("$2") ;;
+	*) usage ;;
+	esac
+	shift 2
+done
 [ $# -eq 3 ] || usage
 known=$1 log=$2 rc=$3
 case $rc in '' | *[!0-9]*) usage ;; esac
@@ -135,22 +157,55 @@ awk '/^# .*hmm-tests\.c:[0-9]+:/ {
 	if (!seen[$0]++ && n++ < 40) print
 }' "$log"
 
-# The expected failures: every entry.
+# The expected failures: the unconditional entries, and those whose
+# condition holds; every condition must have been given a value.
 if ! entries "$known" > "$tmp/entries"; then
 	say "FAILED: $known is not well formed"
 	exit 1
 fi
-sort "$tmp/entries" > "$tmp/expected"
+if ! awk -F '\t' -v conds="${conds[*]+"${conds[*]}"}" -v out="$tmp/expected" '
+	BEGIN {
+		n = split(conds, c, " ")
+		for (i = 1; i <= n; i++) { split(c[i], kv, "="); val[kv[1]] = kv[2] }
+		printf "" > out
+	}
+	$2 == "-" || val[$2] == "yes" { print $1 > out; next }
+	val[$2] == "no" { next }
+	{ printf "conformance: no value for condition %s (of %s)\n", $2, $1; bad = 1 }
+	END { close(out); exit bad }' "$tmp/entries"; then
+	say "FAILED: conditions missing"
+	exit 1
+fi
 
 awk -F '\t' '{ print $2 }' "$tmp/results" | sort > "$tmp/names"
 awk -F '\t' '$1 == "fail" { print $2 }' "$tmp/results" | sort > "$tmp/failed"
-comm -23 "$tmp/expected" "$tmp/names" > "$tmp/unknown"
+awk -F '\t' '{ print $1 }' "$tmp/entries" | sort > "$tmp/listed"
+sort -o "$tmp/expected" "$tmp/expected"
+comm -23 "$tmp/listed" "$tmp/names" > "$tmp/unknown"
 comm -23 "$tmp/failed" "$tmp/expected" > "$tmp/unexpected"
 comm -13 "$tmp/failed" "$tmp/expected" > "$tmp/fixed"
 
-# Each test of a list.
+# Each test of a list, with its entry and the entry's condition's value.
 report() {
-	awk -v what="$2" '{ printf "conformance: %s %s\n", what, $1 }' "$1"
+	awk -F '\t' -v what="$2" -v conds="${conds[*]+"${conds[*]}"}" '
+		BEGIN {
+			n = split(conds, cv, " ")
+			for (i = 1; i <= n; i++) {
+				split(cv[i], kv, "=")
+				val[kv[1]] = kv[2] == "yes" ? "holds" : "does not hold"
+			}
+		}
+		FILENAME == ARGV[1] { cond[$1] = $2; next }
+		{
+			c = cond[$1]
+			if (c == "")
+				how = ""
+			else if (c == "-")
+				how = " (listed)"
+			else
+				how = " (listed if " c ", which " val[c] " here)"
+			printf "conformance: %s %s%s\n", what, $1, how
+		}' "$tmp/entries" "$1"
 }
 report "$tmp/unknown" "not a test of the suite, yet in $known:"
 report "$tmp/unexpected" "UNEXPECTED FAILURE"

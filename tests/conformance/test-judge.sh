@@ -5,8 +5,9 @@
 # (removed on exit): a complete run whose failures are the expected ones
 # must pass; a run cut short, totals that disagree with the results or the
 # plan, an exit status that disagrees with the totals, an unexpected
-# failure, an expected failure that passes, a malformed known-failures
-# file, and a tool that fails while printing the right output must all
+# failure, an expected failure that passes (either way round for a
+# conditional one), a malformed known-failures file, a condition with no
+# value, and a tool that fails while printing the right output must all
 # fail, each for its own reason (the message is checked too).
 set -euo pipefail
 export LC_ALL=C
@@ -44,7 +45,7 @@ case_() {
 cat > "$dir/known" <<'EOF'
 # Made up for this test.
 fx.a.always
-fx.a.cond
+fx.a.cond  if some-cond
 EOF
 
 # A complete run: always and cond fail, one passes, one is skipped.
@@ -77,6 +78,8 @@ variant() {
 	sed "$@" "$dir/good.log" > "$dir/$name.log"
 }
 
+variant cond-passes -e 's/^not ok 3 /ok 3 /' \
+	-e 's/pass:1 fail:2/pass:2 fail:1/'
 variant no-totals -e '/^# Totals/d'
 variant cut-short -e '/^#  RUN  *fx.a.cond/,/^# Totals/d'
 variant totals-off -e 's/pass:1 fail:2/pass:2 fail:2/'
@@ -93,53 +96,80 @@ variant always-passes -e 's/^not ok 2 /ok 2 /' \
 variant xfail -e 's/xfail:0/xfail:1/'
 : > "$dir/empty.log"
 
+yes=(--cond some-cond=yes)
+no=(--cond some-cond=no)
 k="$dir/known"
 L() { echo "$dir/$1.log"; }
 
 case_ good 0 "every test passed or is an expected failure: 2 failed" -- \
-	"$k" "$(L good)" 1
+	"${yes[@]}" "$k" "$(L good)" 1
+case_ cond-passes 0 "every test passed or is an expected failure: 1 failed" -- \
+	"${no[@]}" "$k" "$(L cond-passes)" 1
 case_ no-totals fail "0 Totals lines, not one" -- \
-	"$k" "$(L no-totals)" 1
+	"${yes[@]}" "$k" "$(L no-totals)" 1
 case_ cut-short fail "0 Totals lines, not one" -- \
-	"$k" "$(L cut-short)" 1
+	"${yes[@]}" "$k" "$(L cut-short)" 1
 case_ totals-off fail "totals pass:2 fail:2 skip:1 but the results say pass:1 fail:2 skip:1" -- \
-	"$k" "$(L totals-off)" 1
+	"${yes[@]}" "$k" "$(L totals-off)" 1
 case_ totals-vs-lines fail "but the results say pass:1 fail:2" -- \
-	"$k" "$(L totals-vs-lines)" 1
+	"${yes[@]}" "$k" "$(L totals-vs-lines)" 1
 case_ short-of-plan fail "4 results for a plan of 5 tests" -- \
-	"$k" "$(L short-of-plan)" 1
+	"${yes[@]}" "$k" "$(L short-of-plan)" 1
 case_ no-plan fail "0 plan lines" -- \
-	"$k" "$(L no-plan)" 1
+	"${yes[@]}" "$k" "$(L no-plan)" 1
 case_ two-plans fail "2 plan lines" -- \
-	"$k" "$(L two-plans)" 1
+	"${yes[@]}" "$k" "$(L two-plans)" 1
 case_ misnumbered fail "result 4 where 3 was due" -- \
-	"$k" "$(L misnumbered)" 1
+	"${yes[@]}" "$k" "$(L misnumbered)" 1
 case_ twice fail "fx.a.always reported twice" -- \
-	"$k" "$(L twice)" 1
+	"${yes[@]}" "$k" "$(L twice)" 1
 case_ xfail fail "xfail, xpass or error results" -- \
-	"$k" "$(L xfail)" 1
+	"${yes[@]}" "$k" "$(L xfail)" 1
 case_ empty fail "0 plan lines" -- \
-	"$k" "$(L empty)" 0
+	"${yes[@]}" "$k" "$(L empty)" 0
 case_ missing-log fail "cannot read" -- \
-	"$k" "$dir/no-such.log" 1
+	"${yes[@]}" "$k" "$dir/no-such.log" 1
 case_ rc-says-pass fail "exit status 0 for 2 failed tests" -- \
-	"$k" "$(L good)" 0
+	"${yes[@]}" "$k" "$(L good)" 0
 case_ rc-crashed fail "exit status 139 for 2 failed tests" -- \
-	"$k" "$(L good)" 139
+	"${yes[@]}" "$k" "$(L good)" 139
 case_ unexpected fail "UNEXPECTED FAILURE fx.a.one" -- \
-	"$k" "$(L unexpected)" 1
-case_ always-passes fail "expected to fail but did not: fx.a.always" -- \
-	"$k" "$(L always-passes)" 1
-printf 'fx.a.always\nfx.a.cond fx.a.one\n' > "$dir/known-syntax"
-case_ known-syntax fail "not a NAME" -- \
-	"$dir/known-syntax" "$(L good)" 1
-printf 'fx.a.always\nfx.a.always\nfx.a.cond\n' > "$dir/known-twice"
+	"${yes[@]}" "$k" "$(L unexpected)" 1
+case_ always-passes fail "expected to fail but did not: fx.a.always (listed)" -- \
+	"${yes[@]}" "$k" "$(L always-passes)" 1
+case_ cond-fails-unless fail \
+	"UNEXPECTED FAILURE fx.a.cond (listed if some-cond, which does not hold here)" -- \
+	"${no[@]}" "$k" "$(L good)" 1
+case_ cond-passes-if fail \
+	"expected to fail but did not: fx.a.cond (listed if some-cond, which holds here)" -- \
+	"${yes[@]}" "$k" "$(L cond-passes)" 1
+case_ no-cond-value fail "no value for condition some-cond" -- \
+	"$k" "$(L good)" 1
+
+printf 'fx.a.always\nfx.a.cond when some-cond\n' > "$dir/known-syntax"
+case_ known-syntax fail "neither NAME nor NAME if CONDITION" -- \
+	"${yes[@]}" "$dir/known-syntax" "$(L good)" 1
+printf 'fx.a.always\nfx.a.cond if ../some-cond\n' > "$dir/known-badcond"
+case_ known-badcond fail "bad name in: fx.a.cond if ../some-cond" -- \
+	"${yes[@]}" "$dir/known-badcond" "$(L good)" 1
+printf 'fx.a.always\nfx.a.always\nfx.a.cond if some-cond\n' > "$dir/known-twice"
 case_ known-twice fail "fx.a.always listed twice" -- \
-	"$dir/known-twice" "$(L good)" 1
+	"${yes[@]}" "$dir/known-twice" "$(L good)" 1
 cp "$k" "$dir/known-stale"
-echo 'fx.a.gone' >> "$dir/known-stale"
+echo 'fx.a.gone  if other-cond' >> "$dir/known-stale"
 case_ known-stale fail "not a test of the suite, yet in $dir/known-stale: fx.a.gone" -- \
-	"$dir/known-stale" "$(L good)" 1
+	"${yes[@]}" --cond other-cond=no "$dir/known-stale" "$(L good)" 1
+
+# The condition names, for conformance.sh to probe.
+"$judge" --conditions "$dir/known-stale" > "$dir/conditions.out"
+printf 'some-cond\nother-cond\n' > "$dir/conditions.want"
+if cmp -s "$dir/conditions.out" "$dir/conditions.want"; then
+	echo "ok conditions"
+	passed=$((passed + 1))
+else
+	echo "FAIL conditions: got $(tr '\n' ' ' < "$dir/conditions.out")"
+	failed=$((failed + 1))
+fi
 
 # Each call of each tool the judge uses, made to print the right output
 # and then fail: the judge must fail too, not go on with what it printed.
@@ -160,7 +190,7 @@ EOF
 	while :; do
 		echo 0 > "$dir/calls"
 		st=0
-		FAIL_AT=$n PATH="$dir/fake-$tool:$PATH" "$judge" \
+		FAIL_AT=$n PATH="$dir/fake-$tool:$PATH" "$judge" "${yes[@]}" \
 			"$k" "$(L good)" 1 > "$dir/fake.out" 2>&1 || st=$?
 		calls=$(cat "$dir/calls")
 		if [ "$calls" -lt "$n" ]; then
