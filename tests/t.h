@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -205,6 +206,15 @@ static inline size_t t_nonzero_pages(const void *p, size_t npages)
  * Process helpers
  */
 
+/* Seconds on the monotonic clock. */
+static inline double t_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 /* A private anonymous read-write mapping of npages, never touched. */
 static inline void *t_map(size_t npages)
 {
@@ -259,17 +269,121 @@ static inline int t_present(const void *addr)
 	return (int)(t_pagemap_entry(addr) >> 63);
 }
 
+/*
+ * 1 if the page at addr is the kernel's shared zero page, 0 if not (or
+ * not mapped), asked of the kernel alone: the PFN /proc/self/pagemap
+ * gives and that frame's KPF_ZERO_PAGE (bit 24) in /proc/kpageflags.
+ * -1 where that can't be told: both are root's (CAP_SYS_ADMIN; without
+ * it pagemap shows PFN 0).
+ */
+static inline int t_zero_page_at(const void *addr)
+{
+	uint64_t e = t_pagemap_entry(addr), flags = 0;
+	uint64_t pfn = e & ((1ULL << 55) - 1);
+	ssize_t got;
+	int fd;
+
+	if (!(e >> 63))
+		return 0;
+	if (pfn == 0)
+		return -1;
+	fd = open("/proc/kpageflags", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	got = pread(fd, &flags, sizeof(flags), (off_t)(pfn * sizeof(flags)));
+	close(fd);
+	if (got != (ssize_t)sizeof(flags))
+		return -1;
+	return (int)(flags >> 24 & 1);
+}
+
+/*
+ * Does this kernel map its shared zero page on a read fault of untouched
+ * private anonymous memory (Linux 6.1 does; some kernels give the process
+ * a fresh page of its own instead)?  Tried on a page of our own that
+ * hetmm never saw: 1 or 0, -1 where it can't be told (not root).
+ */
+static inline int t_read_maps_zero_page(void)
+{
+	char *p = t_map(1);
+	int zp;
+
+	(void)*(volatile char *)p;
+	REQUIRE(t_present(p));
+	zp = t_zero_page_at(p);
+	t_unmap(p, 1);
+	return zp;
+}
+
+/* 1 if hetmm has the page at addr on a device right now. */
+static inline int t_on_device(struct hetmm_ctx *ctx, const void *addr)
+{
+	hetmm_pfn_t pfn;
+
+	return hetmm_addr_to_pfn(ctx, addr, &pfn) == 0;
+}
+
 /* How many of the n pages at p hetmm has on a device right now. */
 static inline size_t t_count_on_device(struct hetmm_ctx *ctx, const void *p,
 				       size_t n)
 {
 	size_t c = 0;
-	hetmm_pfn_t pfn;
 
 	for (size_t i = 0; i < n; i++)
-		c += hetmm_addr_to_pfn(ctx, (const char *)p + i * PS,
-				       &pfn) == 0;
+		c += (size_t)t_on_device(ctx, (const char *)p + i * PS);
 	return c;
+}
+
+/* A page-aligned heap buffer of npages (for free()): memory hetmm does
+ * not watch, to read a mirror into or write one from. */
+static inline char *t_alloc_pages(size_t npages)
+{
+	char *p = NULL;
+
+	REQUIRE(posix_memalign((void **)&p, PS, npages * PS) == 0);
+	return p;
+}
+
+/* Migrate the npages at p to pg's device and check that all moved. */
+static inline void t_to_device_at(struct hetmm_pagemap *pg, void *p,
+				  size_t npages, const char *file, int line)
+{
+	struct hetmm_migrate_report rep;
+	int rc;
+
+	memset(&rep, 0, sizeof(rep));
+	rc = hetmm_migrate_to_device(pg, p, npages * PS, &rep);
+	if (rc != 0 || rep.moved != npages)
+		t_fail(file, line, "to device: rc %d (%s), moved %" PRIu64
+		       " of %zu", rc, rc < 0 ? strerror(-rc) : "-", rep.moved,
+		       npages);
+}
+#define t_to_device(pg, p, n)                                            \
+	t_to_device_at((pg), (p), (n), __FILE__, __LINE__)
+
+/* A pagemap's free frames right now. */
+static inline uint64_t t_nr_free(struct hetmm_pagemap *pg)
+{
+	struct hetmm_pagemap_info info;
+
+	REQUIRE_OK(hetmm_pagemap_get_info(pg, &info));
+	return info.nr_free;
+}
+
+/*
+ * Frames of unmapped or migrated-back pages come back once the handler
+ * has read the kernel's event: wait a bounded while (10 s) for pg's free
+ * frames to reach want and return the last count, for the caller to
+ * assert (the end state, not the timing).
+ */
+static inline uint64_t t_settled_free(struct hetmm_pagemap *pg, uint64_t want)
+{
+	double end = t_now() + 10.0;
+	uint64_t n;
+
+	while ((n = t_nr_free(pg)) != want && t_now() < end)
+		usleep(1000);
+	return n;
 }
 
 /* Count the entries of a /proc directory (fds, tasks). */
@@ -298,14 +412,6 @@ static inline int t_count_threads(void)
 	return t_count_dir("/proc/self/task");
 }
 
-static inline double t_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static inline struct hetmm_stats t_stats(struct hetmm_ctx *ctx)
 {
 	struct hetmm_stats s;
@@ -314,6 +420,57 @@ static inline struct hetmm_stats t_stats(struct hetmm_ctx *ctx)
 	REQUIRE_OK(hetmm_ctx_get_stats(ctx, &s));
 	return s;
 }
+
+/*
+ * Fork; the child runs fn(arg) and exits 0 only if no check of its own
+ * failed (its output names them).  Returns the child's pid for t_reap.
+ */
+static inline pid_t t_spawn(void (*fn)(void *), void *arg)
+{
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		int base = __atomic_load_n(&t_failures, __ATOMIC_RELAXED);
+
+		fn(arg);
+		fflush(NULL);
+		_exit(__atomic_load_n(&t_failures, __ATOMIC_RELAXED) != base);
+	}
+	return pid;
+}
+
+/* Wait for a child; a failure unless it exited 0. */
+static inline void t_reap_at(pid_t pid, const char *file, int line)
+{
+	int st = 0;
+
+	REQUIRE(waitpid(pid, &st, 0) == pid);
+	if (WIFSIGNALED(st))
+		t_fail(file, line, "child killed by signal %d", WTERMSIG(st));
+	else if (WEXITSTATUS(st))
+		t_fail(file, line, "child failed (exit %d)", WEXITSTATUS(st));
+}
+#define t_reap(pid) t_reap_at((pid), __FILE__, __LINE__)
+
+/* In main(argc, argv): run the case name, or with an argument only the
+ * case of that name (for debugging). */
+#define RUN(name)                                                         \
+	do {                                                              \
+		if (argc < 2 || !strcmp(argv[1], #name))                  \
+			name();                                           \
+	} while (0)
+
+/*
+ * Snapshot values as the kernel's dmirror gives them: a device-private
+ * page of the mirror's own device is LOCAL plus the mapping's permission;
+ * another device's private page is not reported at all (hmm_range_fault
+ * only hands out pages whose owner matches), so it reads as NONE.
+ */
+#define LOCAL_RW (HETMM_PROT_DEV_PRIVATE_LOCAL | HETMM_PROT_WRITE)
+#define REMOTE_PRIVATE HETMM_PROT_NONE
 
 /* Check that two stats snapshots are equal, field by field. */
 #define CHECK_STATS_EQ(a, b)                                              \

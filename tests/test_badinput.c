@@ -26,20 +26,12 @@ static struct {
 	uint64_t free1, free2;
 } saved;
 
-static uint64_t nr_free(struct hetmm_pagemap *p)
-{
-	struct hetmm_pagemap_info info;
-
-	REQUIRE_OK(hetmm_pagemap_get_info(p, &info));
-	return info.nr_free;
-}
-
 static void save_state(void)
 {
 	saved.st = t_stats(ctx);
 	saved.st2 = t_stats(ctx2);
-	saved.free1 = nr_free(pg);
-	saved.free2 = nr_free(pg2);
+	saved.free1 = t_nr_free(pg);
+	saved.free2 = t_nr_free(pg2);
 }
 
 /* Nothing of the fixture changed; reading it faults nothing back. */
@@ -50,8 +42,8 @@ static void check_unchanged_at(int line)
 
 	CHECK_STATS_EQ(st, saved.st);
 	CHECK_STATS_EQ(st2, saved.st2);
-	CHECK_EQ(nr_free(pg), saved.free1);
-	CHECK_EQ(nr_free(pg2), saved.free2);
+	CHECK_EQ(t_nr_free(pg), saved.free1);
+	CHECK_EQ(t_nr_free(pg2), saved.free2);
 	for (size_t i = 0; i < N / 2; i++) {
 		hetmm_pfn_t pfn = { 0 };
 

@@ -11,7 +11,6 @@
  * it first, on the fast path as on the slow one.
  */
 #include <pthread.h>
-#include <sys/wait.h>
 
 #include "t.h"
 
@@ -19,35 +18,12 @@ static struct hetmm_ctx *ctx;
 static struct hetmm_emu *coh, *coh2, *priv;
 static struct hetmm_pagemap *pg, *pg2, *pgp;
 
-static int on_device(const void *p)
-{
-	hetmm_pfn_t pfn;
-
-	return hetmm_addr_to_pfn(ctx, p, &pfn) == 0;
-}
-
 static uint64_t faults(void)
 {
 	struct hetmm_stats st;
 
 	REQUIRE_OK(hetmm_ctx_get_stats(ctx, &st));
 	return st.faults;
-}
-
-static uint64_t nr_free(struct hetmm_pagemap *p)
-{
-	struct hetmm_pagemap_info info;
-
-	REQUIRE_OK(hetmm_pagemap_get_info(p, &info));
-	return info.nr_free;
-}
-
-/* Wait (a bounded time) for the handler to have freed frames. */
-static uint64_t wait_free(struct hetmm_pagemap *p, uint64_t want)
-{
-	for (int i = 0; i < 1000 && nr_free(p) != want; i++)
-		usleep(1000);
-	return nr_free(p);
 }
 
 /* The mapping's kind at addr from /proc/self/maps: 's' or 'p', and
@@ -83,13 +59,13 @@ static void test_basic(void)
 	const size_t n = 64;
 	char *p = t_map(n);
 	struct hetmm_migrate_report rep = { 0, 0, NULL };
-	uint64_t before = nr_free(pg);
+	uint64_t before = t_nr_free(pg);
 
 	t_fill(p, n - 8, 1);   /* the last 8 pages stay holes */
 	REQUIRE_OK(hetmm_migrate_to_device(pg, p, n * PS, &rep));
 	CHECK_EQ(rep.moved, n);
-	CHECK_EQ(nr_free(pg), before - n);
-	CHECK(on_device(p) && on_device(p + (n - 1) * PS));
+	CHECK_EQ(t_nr_free(pg), before - n);
+	CHECK(t_on_device(ctx, p) && t_on_device(ctx, p + (n - 1) * PS));
 	CHECK_EQ(map_kind(p, NULL), 's');
 
 	/* The CPU reaches device memory directly: no fault. */
@@ -99,7 +75,7 @@ static void test_basic(void)
 	t_fill(p, n, 2);
 	t_verify(p, n, 2);
 	CHECK_EQ(faults(), f0);
-	CHECK(on_device(p));
+	CHECK(t_on_device(ctx, p));
 
 	/* Asking again: already there; another device: skipped. */
 	uint8_t st[64];
@@ -135,7 +111,7 @@ static void test_basic(void)
 	REQUIRE_OK(hetmm_mirror_write(m2, p + 4 * PS, buf, 4, NULL));
 	REQUIRE_OK(hetmm_mirror_read(mp, p + 4 * PS, buf, 4, NULL));
 	t_verify(buf, 4, 4);
-	CHECK(on_device(p) && on_device(p + 4 * PS));
+	CHECK(t_on_device(ctx, p) && t_on_device(ctx, p + 4 * PS));
 	t_verify(p, 4, 3);
 	t_verify(p + 4 * PS, 4, 4);
 	CHECK_EQ(faults(), f0);
@@ -145,9 +121,9 @@ static void test_basic(void)
 	t_fill(p, n, 5);
 	REQUIRE_OK(hetmm_migrate_to_system(ctx, p, n * PS, &rep));
 	CHECK_EQ(rep.moved, n);
-	CHECK(!on_device(p));
+	CHECK(!t_on_device(ctx, p));
 	CHECK_EQ(map_kind(p, NULL), 'p');
-	CHECK_EQ(nr_free(pg), before);
+	CHECK_EQ(t_nr_free(pg), before);
 	t_verify(p, n, 5);
 	REQUIRE_OK(hetmm_mirror_snapshot(m, p, 1, prot));
 	CHECK_EQ(prot[0], HETMM_PROT_WRITE);
@@ -159,7 +135,7 @@ static void test_basic(void)
 	CHECK_EQ(t_present(p), 0);
 	t_verify(p, n, 5);
 	CHECK(faults() > f0);
-	CHECK(!on_device(p));
+	CHECK(!t_on_device(ctx, p));
 	REQUIRE_OK(hetmm_migrate_to_device(pg, p + PS, 8 * PS, &rep));
 	CHECK_EQ(rep.moved, 8);
 	t_verify(p, n, 5);
@@ -169,25 +145,25 @@ static void test_basic(void)
 	hetmm_mirror_destroy(m2);
 	hetmm_mirror_destroy(mp);
 	t_unmap(p, n);
-	CHECK_EQ(wait_free(pg, before), before);
+	CHECK_EQ(t_settled_free(pg, before), before);
 }
 
 /* munmap frees the frames; madvise zeroes; mprotect carries over. */
 static void test_lifecycle(void)
 {
 	const size_t n = 32;
-	uint64_t before = nr_free(pg);
+	uint64_t before = t_nr_free(pg);
 	char *p = t_map(n);
 
 	t_fill(p, n, 7);
 	REQUIRE_OK(hetmm_migrate_to_device(pg, p, n * PS, NULL));
-	CHECK_EQ(nr_free(pg), before - n);
+	CHECK_EQ(t_nr_free(pg), before - n);
 	/* Part of it, then all of it (private and coherent mappings). */
 	REQUIRE(munmap(p + 8 * PS, 8 * PS) == 0);
-	CHECK_EQ(wait_free(pg, before - n + 8), before - n + 8);
+	CHECK_EQ(t_settled_free(pg, before - n + 8), before - n + 8);
 	t_verify(p, 8, 7);
 	REQUIRE(munmap(p, n * PS) == 0);
-	CHECK_EQ(wait_free(pg, before), before);
+	CHECK_EQ(t_settled_free(pg, before), before);
 
 	p = t_map(n);
 	t_fill(p, n, 8);
@@ -198,7 +174,7 @@ static void test_lifecycle(void)
 		usleep(1000);
 	CHECK_EQ(t_nonzero_pages(p, 4), 0);
 	t_verify_from(p + 4 * PS, n - 4, 8, 4);
-	CHECK(on_device(p + 4 * PS));
+	CHECK(t_on_device(ctx, p + 4 * PS));
 
 	/* mprotect: read-only on the device, read-only when back. */
 	REQUIRE(mprotect(p, n * PS, PROT_READ) == 0);
@@ -218,7 +194,7 @@ static void test_lifecycle(void)
 	t_verify(p, n, 9);
 	hetmm_mirror_destroy(m);
 	t_unmap(p, n);
-	CHECK_EQ(wait_free(pg, before), before);
+	CHECK_EQ(t_settled_free(pg, before), before);
 }
 
 /* fork: copy on write between parent and child, bytes on both sides. */
@@ -249,22 +225,20 @@ static void test_fork(void)
 		bad |= map_kind(p + 2 * PS, NULL) != 'p';
 		_exit(bad);
 	}
-	CHECK(!on_device(p));
+	CHECK(!t_on_device(ctx, p));
 	CHECK_EQ(map_kind(p, NULL), 'p');
-	CHECK(on_device(p + 2 * PS));
+	CHECK(t_on_device(ctx, p + 2 * PS));
 	CHECK_EQ(map_kind(p + 2 * PS, NULL), 's');
 	REQUIRE(read(to_parent[0], &c, 1) == 1);
 	t_verify(p, n, 11);   /* the child's writes are invisible */
 	t_fill(p, n, 13);
 	REQUIRE(write(to_child[1], "x", 1) == 1);
-	int status = 0;
-	REQUIRE(waitpid(pid, &status, 0) == pid);
-	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	t_reap(pid);
 	t_verify(p, n, 13);
 	CHECK_OK(hetmm_unpin_user_pages(ctx, pinned, 1));
 	/* And it migrates again. */
 	REQUIRE_OK(hetmm_migrate_to_device(pg, p, n * PS, NULL));
-	CHECK(on_device(p));
+	CHECK(t_on_device(ctx, p));
 	t_verify(p, n, 13);
 	close(to_child[0]);
 	close(to_child[1]);
@@ -305,7 +279,7 @@ static void test_pins(void)
 		REQUIRE_OK(hetmm_migrate_to_device(pg, p, n * PS, NULL));
 		CHECK_EQ(v[k].fn(ctx, p, n, v[k].flags, pages), (long)n);
 		CHECK_EQ(pages[3], p + 3 * PS);
-		CHECK_EQ(on_device(p + 3 * PS), !longterm);
+		CHECK_EQ(t_on_device(ctx, p + 3 * PS), !longterm);
 		CHECK_EQ(map_kind(p, NULL), longterm ? 'p' : 's');
 		REQUIRE_OK(hetmm_user_page_holds(ctx, p + 3 * PS, &refs, &pins));
 		CHECK_EQ(refs, v[k].pin ? 0 : 1);
@@ -320,7 +294,7 @@ static void test_pins(void)
 				  : hetmm_migrate_to_system(ctx, p, n * PS, &rep);
 		CHECK_EQ(rc, -ENOENT);
 		CHECK_EQ(st[0], HETMM_MIGRATE_SKIP_PINNED);
-		CHECK_EQ(on_device(p), !longterm);
+		CHECK_EQ(t_on_device(ctx, p), !longterm);
 
 		CHECK_OK(v[k].pin ? hetmm_unpin_user_pages(ctx, pages, n)
 				  : hetmm_put_user_pages(ctx, pages, n));
@@ -349,12 +323,12 @@ static void test_remove_pinned(void)
 	REQUIRE_OK(hetmm_migrate_to_device(ep, p, 4 * PS, NULL));
 	CHECK_EQ(hetmm_pin_user_pages(ctx, p + PS, 1, 0, pages), 1);
 	CHECK_EQ(hetmm_emu_destroy(e), -EBUSY);
-	CHECK(on_device(p + PS));
-	CHECK(!on_device(p));
+	CHECK(t_on_device(ctx, p + PS));
+	CHECK(!t_on_device(ctx, p));
 	t_verify(p, 4, 30);
 	CHECK_OK(hetmm_unpin_user_pages(ctx, pages, 1));
 	CHECK_OK(hetmm_emu_destroy(e));
-	CHECK(!on_device(p + PS));
+	CHECK(!t_on_device(ctx, p + PS));
 	CHECK_EQ(map_kind(p + PS, NULL), 'p');
 	t_verify(p, 4, 30);
 	t_unmap(p, 4);

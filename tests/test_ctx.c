@@ -202,7 +202,6 @@ static void destroy_with_resident_pages(void)
 		struct hetmm_ctx *ctx;
 		struct hetmm_emu *emu;
 		struct hetmm_pagemap *pg;
-		struct hetmm_migrate_report rep;
 		char *buf = t_map(N);
 		size_t present = 0;
 
@@ -211,9 +210,7 @@ static void destroy_with_resident_pages(void)
 		REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE,
 					    N, &emu));
 		REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
-		memset(&rep, 0, sizeof(rep));
-		CHECK_OK(hetmm_migrate_to_device(pg, buf, N * PS, &rep));
-		CHECK_EQ(rep.moved, N);
+		t_to_device(pg, buf, N);
 		for (size_t i = 0; i < N; i++)
 			present += (size_t)t_present(buf + i * PS);
 		CHECK_EQ(present, 0);
@@ -247,7 +244,6 @@ static struct hetmm_ctx *ctx_with_pages_on_device(uint32_t fault_around_max,
 	struct hetmm_ctx_params params;
 	struct hetmm_ctx *ctx;
 	struct hetmm_pagemap *pg;
-	struct hetmm_migrate_report rep;
 
 	memset(&params, 0, sizeof(params));
 	params.fault_around_max = fault_around_max;
@@ -255,9 +251,7 @@ static struct hetmm_ctx *ctx_with_pages_on_device(uint32_t fault_around_max,
 	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, n, emu));
 	REQUIRE_OK(hetmm_emu_pagemap(*emu, &pg));
 	t_fill(buf, n, seed);
-	memset(&rep, 0, sizeof(rep));
-	CHECK_OK(hetmm_migrate_to_device(pg, buf, n * PS, &rep));
-	CHECK_EQ(rep.moved, n);
+	t_to_device(pg, buf, n);
 	return ctx;
 }
 

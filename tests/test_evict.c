@@ -15,13 +15,6 @@
 
 static struct hetmm_ctx *ctx;
 
-static int on_device(const void *p)
-{
-	hetmm_pfn_t pfn;
-
-	return hetmm_addr_to_pfn(ctx, p, &pfn) == 0;
-}
-
 /* Slices of a device's size, one after another: each evicts the last. */
 static void test_slices(enum td_mode mode)
 {
@@ -41,7 +34,7 @@ static void test_slices(enum td_mode mode)
 						 DEV_PAGES * PS, &rep));
 		CHECK_EQ(rep.moved, DEV_PAGES);
 		for (size_t i = 0; i < DATA_PAGES; i++)
-			CHECK_EQ(on_device(buf + i * PS),
+			CHECK_EQ(t_on_device(ctx, buf + i * PS),
 				 i >= a && i < a + DEV_PAGES);
 	}
 	struct hetmm_stats s1 = t_stats(ctx);
@@ -72,9 +65,9 @@ static void test_second_chance(void)
 	CHECK_EQ(hetmm_migrate_to_device(d.pg, a, 8 * PS, NULL), -ENOENT);
 	CHECK_OK(hetmm_migrate_to_device(d.pg, b, 8 * PS, NULL));
 	for (size_t i = 0; i < 16; i++)
-		CHECK_EQ(on_device(a + i * PS), i < 8);
+		CHECK_EQ(t_on_device(ctx, a + i * PS), i < 8);
 	for (size_t i = 0; i < 8; i++)
-		CHECK(on_device(b + i * PS));
+		CHECK(t_on_device(ctx, b + i * PS));
 	t_verify(a, DEV_PAGES, 21);
 	t_verify(b, 8, 22);
 	CHECK_OK(hetmm_pagemap_remove(d.pg));
@@ -100,12 +93,12 @@ static void test_fail_policy(void)
 	CHECK_EQ(hetmm_migrate_to_device(d.pg, b, 8 * PS, &rep), -ENOMEM);
 	for (size_t i = 0; i < 8; i++) {
 		CHECK_EQ(st[i], HETMM_MIGRATE_SKIP_NOMEM);
-		CHECK(!on_device(b + i * PS));
+		CHECK(!t_on_device(ctx, b + i * PS));
 	}
 	struct hetmm_stats s1 = t_stats(ctx);
 	CHECK_EQ(s1.evictions, s0.evictions);
 	for (size_t i = 0; i < DEV_PAGES; i++)
-		CHECK(on_device(a + i * PS));
+		CHECK(t_on_device(ctx, a + i * PS));
 	t_verify(b, 8, 32);
 	t_verify(a, DEV_PAGES, 31);
 	CHECK_OK(hetmm_pagemap_remove(d.pg));

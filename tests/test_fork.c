@@ -25,8 +25,6 @@
  *                  consistent snapshot, the parent loses nothing
  */
 #include <pthread.h>
-#include <signal.h>
-#include <sys/wait.h>
 
 #include "t.h"
 
@@ -55,64 +53,6 @@ static struct hetmm_pagemap *pg;
 static struct hetmm_mirror *mir;
 
 #define NDEV 1024
-
-static uint64_t nr_free(struct hetmm_pagemap *p)
-{
-	struct hetmm_pagemap_info info;
-
-	REQUIRE_OK(hetmm_pagemap_get_info(p, &info));
-	return info.nr_free;
-}
-
-static void to_device(struct hetmm_pagemap *p, char *a, size_t n)
-{
-	struct hetmm_migrate_report rep;
-
-	memset(&rep, 0, sizeof(rep));
-	CHECK_OK(hetmm_migrate_to_device(p, a, n * PS, &rep));
-	CHECK_EQ(rep.moved, n);
-}
-
-static char *xmalloc_pages(size_t n)
-{
-	char *p = NULL;
-
-	REQUIRE(posix_memalign((void **)&p, PS, n * PS) == 0);
-	return p;
-}
-
-/*
- * Fork; the child runs fn and exits 0 only if no check of its own failed
- * (its output names them).  Returns the child's pid; reap with reap().
- */
-static pid_t spawn(void (*fn)(void *), void *arg)
-{
-	pid_t pid;
-
-	fflush(NULL);
-	pid = fork();
-	REQUIRE(pid >= 0);
-	if (pid == 0) {
-		int base = __atomic_load_n(&t_failures, __ATOMIC_RELAXED);
-
-		fn(arg);
-		fflush(NULL);
-		_exit(__atomic_load_n(&t_failures, __ATOMIC_RELAXED) != base);
-	}
-	return pid;
-}
-
-static void reap_at(pid_t pid, const char *file, int line)
-{
-	int st = 0;
-
-	REQUIRE(waitpid(pid, &st, 0) == pid);
-	if (WIFSIGNALED(st))
-		t_fail(file, line, "child killed by signal %d", WTERMSIG(st));
-	else if (WEXITSTATUS(st))
-		t_fail(file, line, "child failed (exit %d)", WEXITSTATUS(st));
-}
-#define reap(pid) reap_at((pid), __FILE__, __LINE__)
 
 static void xwrite(int fd, char c)
 {
@@ -163,28 +103,28 @@ static void cow_case(size_t n, size_t on_dev, uint64_t seed)
 	int up[2], down[2];
 	struct cow_arg a;
 	struct hetmm_stats s0, s1;
-	uint64_t free0 = nr_free(pg);
+	uint64_t free0 = t_nr_free(pg);
 	pid_t pid;
 
 	t_fill(p, n, seed);
 	if (on_dev)
-		to_device(pg, p, on_dev);
+		t_to_device(pg, p, on_dev);
 	CHECK_EQ(t_count_on_device(ctx, p, n), on_dev);
 	REQUIRE(pipe(up) == 0 && pipe(down) == 0);
 	a = (struct cow_arg){ p, n, seed, up[1], down[0] };
 	s0 = t_stats(ctx);
-	pid = spawn(cow_child, &a);
+	pid = t_spawn(cow_child, &a);
 
 	/* Brought home for the fork, and counted. */
 	s1 = t_stats(ctx);
 	CHECK_EQ(s1.fork_pages - s0.fork_pages, on_dev);
 	CHECK_EQ(s1.device_resident, 0);
 	CHECK_EQ(t_count_on_device(ctx, p, n), 0);
-	CHECK_EQ(nr_free(pg), free0);
+	CHECK_EQ(t_nr_free(pg), free0);
 
 	CHECK_EQ(xread(up[0]), 'r');
 	/* Our writes, some through the device. */
-	to_device(pg, p, n);
+	t_to_device(pg, p, n);
 	t_fill(p, n / 4, seed + 2000);
 	xwrite(down[1], 'w');
 	CHECK_EQ(xread(up[0]), 'w');
@@ -192,7 +132,7 @@ static void cow_case(size_t n, size_t on_dev, uint64_t seed)
 	CHECK_EQ(t_verify(p, n / 4, seed + 2000), 0);
 	CHECK_EQ(t_verify_from(p + n / 4 * PS, n - n / 4, seed, n / 4), 0);
 	xwrite(down[1], 'x');
-	reap(pid);
+	t_reap(pid);
 	/* And still so once it is gone. */
 	CHECK_EQ(t_verify(p, n / 4, seed + 2000), 0);
 	CHECK_EQ(t_verify_from(p + n / 4 * PS, n - n / 4, seed, n / 4), 0);
@@ -201,7 +141,7 @@ static void cow_case(size_t n, size_t on_dev, uint64_t seed)
 	close(down[0]);
 	close(down[1]);
 	t_unmap(p, n);
-	CHECK_EQ(nr_free(pg), free0);
+	CHECK_EQ(t_nr_free(pg), free0);
 }
 
 static void at_fork(void)
@@ -228,7 +168,7 @@ static void own_child(void *v)
 	struct hetmm_emu *e = NULL;
 	struct hetmm_pagemap *cp = NULL;
 	struct hetmm_mirror *m = NULL;
-	char *out = xmalloc_pages(a->n);
+	char *out = t_alloc_pages(a->n);
 	uint64_t faults = 0;
 	struct hetmm_stats s;
 
@@ -238,9 +178,9 @@ static void own_child(void *v)
 	REQUIRE_OK(hetmm_mirror_create(e, &m));
 
 	/* Inherited memory migrates to the child's device. */
-	to_device(cp, a->p, a->n);
+	t_to_device(cp, a->p, a->n);
 	CHECK_EQ(t_count_on_device(c, a->p, a->n), a->n);
-	CHECK_EQ(nr_free(cp), 64 - a->n);
+	CHECK_EQ(t_nr_free(cp), 64 - a->n);
 	/* The mirror reads it where it is, without bringing it back. */
 	CHECK_OK(hetmm_mirror_read(m, a->p, out, a->n, &faults));
 	CHECK_EQ(t_verify(out, a->n, a->seed), 0);
@@ -273,8 +213,8 @@ static void own_context(void)
 	a = (struct own_arg){ p, N, 200 };
 
 	t_fill(p, N, 200);
-	to_device(pg, p, N);
-	reap(spawn(own_child, &a));
+	t_to_device(pg, p, N);
+	t_reap(t_spawn(own_child, &a));
 	/* The child's device work changed nothing here. */
 	CHECK_EQ(t_verify(p, N, 200), 0);
 	t_unmap(p, N);
@@ -322,7 +262,7 @@ static void inh_child(void *v)
 	struct hetmm_page *pgp = NULL;
 	struct hetmm_page_info info;
 	void *pages[2];
-	char *buf = xmalloc_pages(a->np);
+	char *buf = t_alloc_pages(a->np);
 	static const struct hetmm_notifier_ops nops = { count_invalidate };
 
 	memset(&rep, 0, sizeof(rep));
@@ -394,18 +334,18 @@ static void inherited(void)
 	int calls[HETMM_EVENT_COUNT] = { 0 };
 
 	t_fill(p, N, 300);
-	to_device(pg, p, N);
+	t_to_device(pg, p, N);
 	REQUIRE_OK(hetmm_addr_to_pfn(ctx, p, &a.pfn));
 	REQUIRE_OK(hetmm_pfn_to_page(a.pfn, &a.page));
 	REQUIRE_OK(hetmm_notifier_insert(ctx, p, N * PS, &ops, calls, &a.n));
-	free0 = nr_free(pg);
+	free0 = t_nr_free(pg);
 	s0 = t_stats(ctx);
-	reap(spawn(inh_child, &a));
+	t_reap(t_spawn(inh_child, &a));
 	s1 = t_stats(ctx);
 
 	/* Nothing the child tried reached the parent. */
 	CHECK_EQ(t_present(hole), 0);
-	CHECK_EQ(nr_free(pg), free0 + N);   /* home for the fork only */
+	CHECK_EQ(t_nr_free(pg), free0 + N);   /* home for the fork only */
 	/* The FORK, and the migration home before it; nothing else. */
 	CHECK_EQ(calls[HETMM_EVENT_FORK], 1);
 	CHECK_EQ(calls[HETMM_EVENT_UNMAP] + calls[HETMM_EVENT_DISCARD] +
@@ -419,7 +359,7 @@ static void inherited(void)
 	CHECK_EQ(t_verify(p, N, 300), 0);
 	/* The parent's objects still work. */
 	CHECK_OK(hetmm_notifier_read_begin(a.n, &seq));
-	to_device(pg, p, N);
+	t_to_device(pg, p, N);
 	CHECK_EQ(hetmm_notifier_read_retry(a.n, seq), 1);
 	CHECK_OK(hetmm_notifier_remove(a.n));
 	CHECK_EQ(t_verify(p, N, 300), 0);
@@ -451,7 +391,7 @@ static void outlives_middle(void *v)
 	REQUIRE_OK(hetmm_emu_create(c, HETMM_MEMORY_DEVICE_PRIVATE, 64, &e));
 	REQUIRE_OK(hetmm_emu_pagemap(e, &cp));
 	t_fill(a->p, a->n, 400);
-	to_device(cp, a->p, a->n);
+	t_to_device(cp, a->p, a->n);
 	REQUIRE(pipe(gone) == 0);
 	fflush(NULL);
 	gc = fork();
@@ -477,9 +417,9 @@ static void outlives_middle(void *v)
 	close(gone[0]);
 	/* Back on the device and overwritten here, then exit without
 	 * tearing anything down: none of it may reach the grandchild. */
-	to_device(cp, a->p, a->n);
+	t_to_device(cp, a->p, a->n);
 	t_fill(a->p, 1, 402);
-	to_device(cp, a->p, 1);
+	t_to_device(cp, a->p, 1);
 	CHECK_EQ(t_count_on_device(c, a->p, a->n), a->n);
 }
 
@@ -494,7 +434,7 @@ static void outlives(void)
 	p = t_map(N);
 	REQUIRE(pipe(res) == 0);
 	a = (struct gc_arg){ p, N, res[1] };
-	reap(spawn(outlives_middle, &a));
+	t_reap(t_spawn(outlives_middle, &a));
 	close(res[1]);
 	CHECK_EQ(xread(res[0]), 'K');
 	close(res[0]);
@@ -539,7 +479,7 @@ static void shared(void)
 	CHECK_EQ(hetmm_migrate_to_device(pg, s, N * PS, &rep), -ENOENT);
 	CHECK_EQ(rep.moved, 0);
 
-	reap(spawn(shared_child, s));
+	t_reap(t_spawn(shared_child, s));
 	/* The child's writes to shared memory are ours too. */
 	CHECK_EQ(t_verify(s, 4, 501), 0);
 	CHECK_EQ(t_verify_from(s + 4 * PS, 4, 500, 4), 0);
@@ -561,7 +501,7 @@ static void shared(void)
 		}
 		t_fill(s, N, 502);
 		xwrite(up[1], 'g');
-		reap(pid);
+		t_reap(pid);
 		close(up[0]);
 		close(up[1]);
 	}
@@ -580,7 +520,7 @@ static void nothing(void *v)
 static void mirror_fork(void)
 {
 	enum { N = 8 };
-	char *p = t_map(N), *out = xmalloc_pages(N);
+	char *p = t_map(N), *out = t_alloc_pages(N);
 	struct hetmm_mirror_stats m0, m1;
 	uint64_t faults;
 
@@ -590,7 +530,7 @@ static void mirror_fork(void)
 	CHECK_OK(hetmm_mirror_read(mir, p, out, N, &faults));
 	CHECK_EQ(faults, 0);
 	CHECK_OK(hetmm_mirror_get_stats(mir, &m0));
-	reap(spawn(nothing, NULL));
+	t_reap(t_spawn(nothing, NULL));
 	CHECK_OK(hetmm_mirror_get_stats(mir, &m1));
 	CHECK_EQ(m1.invalidations[HETMM_EVENT_FORK] -
 		 m0.invalidations[HETMM_EVENT_FORK], 1);
@@ -716,12 +656,12 @@ static void mt_fork(void)
 			pthread_mutex_lock(&regions[w].lock);
 			s.gen[w] = regions[w].gen;
 		}
-		kids[f] = spawn(mt_child, &s);
+		kids[f] = t_spawn(mt_child, &s);
 		for (unsigned w = 0; w < MT_WRITERS; w++)
 			pthread_mutex_unlock(&regions[w].lock);
 	}
 	for (unsigned f = 0; f < MT_FORKS; f++)
-		reap(kids[f]);
+		t_reap(kids[f]);
 	__atomic_store_n(&mt_stop, 1, __ATOMIC_RELEASE);
 	for (unsigned w = 0; w < MT_WRITERS; w++)
 		REQUIRE(pthread_join(wt[w], NULL) == 0);
@@ -735,15 +675,8 @@ static void mt_fork(void)
 	}
 	st = t_stats(ctx);
 	CHECK_EQ(st.device_resident, 0);
-	CHECK_EQ(nr_free(pg), NDEV);
+	CHECK_EQ(t_nr_free(pg), NDEV);
 }
-
-/* With an argument, only the case of that name runs (for debugging). */
-#define RUN(name)                                                         \
-	do {                                                              \
-		if (argc < 2 || !strcmp(argv[1], #name))                  \
-			name();                                           \
-	} while (0)
 
 int main(int argc, char **argv)
 {

@@ -9,15 +9,6 @@
 
 #include "tdrv.h"
 
-/*
- * Snapshot values as the kernel's dmirror gives them: a device-private
- * page of the mirror's own device is LOCAL plus the mapping's permission;
- * another device's private page is not reported at all (hmm_range_fault
- * only hands out pages whose owner matches), so it reads as NONE.
- */
-#define LOCAL_RW (HETMM_PROT_DEV_PRIVATE_LOCAL | HETMM_PROT_WRITE)
-#define REMOTE_PRIVATE HETMM_PROT_NONE
-
 static struct hetmm_ctx *ctx;
 static struct hetmm_emu *emu0, *emu1;
 static struct hetmm_pagemap *pg0, *pg1;
@@ -71,14 +62,6 @@ static void check_snapshot(struct hetmm_mirror *m, const char *p, size_t n,
 	free(prot);
 }
 
-static uint64_t nr_free(struct hetmm_pagemap *pg)
-{
-	struct hetmm_pagemap_info info;
-
-	REQUIRE_OK(hetmm_pagemap_get_info(pg, &info));
-	return info.nr_free;
-}
-
 /* ------------------------------------------------------------------------
  */
 
@@ -109,7 +92,7 @@ static void basic_round_trip(void)
 	CHECK_EQ(s1.to_device_pages - s0.to_device_pages, N);
 	CHECK_EQ(s1.device_resident - s0.device_resident, N);
 	CHECK_EQ(s1.faults, s0.faults);
-	CHECK_EQ(nr_free(pg0), info.nr_free - N);
+	CHECK_EQ(t_nr_free(pg0), info.nr_free - N);
 
 	/* The pages left the CPU page tables and each has its own frame,
 	 * owned by its address. */
@@ -155,7 +138,7 @@ static void basic_round_trip(void)
 	CHECK_EQ(s2.device_resident, s0.device_resident);
 	CHECK_EQ(count_present(buf, N), N);
 	CHECK_EQ(t_count_on_device(ctx, buf, N), 0);
-	CHECK_EQ(nr_free(pg0), info.nr_free);
+	CHECK_EQ(t_nr_free(pg0), info.nr_free);
 	for (size_t i = 0; i < N; i++) {
 		struct hetmm_page *page = NULL;
 		struct hetmm_page_info pi;
@@ -169,9 +152,7 @@ static void basic_round_trip(void)
 	}
 
 	/* A write first (not a read) also faults back, and sticks. */
-	memset(&rep, 0, sizeof(rep));
-	CHECK_OK(hetmm_migrate_to_device(pg0, buf, N * PS, &rep));
-	CHECK_EQ(rep.moved, N);
+	t_to_device(pg0, buf, N);
 	for (size_t i = 0; i < N; i++) /* a pure store, no load before */
 		((volatile uint64_t *)(buf + i * PS))[3] =
 			t_word(t_page_seed(1, i), 3);
@@ -189,9 +170,7 @@ static void explicit_to_system(void)
 	struct hetmm_stats s0, s1;
 
 	t_fill(buf, N, 2);
-	memset(&rep, 0, sizeof(rep));
-	CHECK_OK(hetmm_migrate_to_device(pg0, buf, N * PS, &rep));
-	CHECK_EQ(rep.moved, N);
+	t_to_device(pg0, buf, N);
 
 	/* Already there: nothing moves, every page says so. */
 	memset(&rep, 0, sizeof(rep));
@@ -477,9 +456,7 @@ static void never_touched(void)
 	char *p = t_map(N);
 	struct hetmm_migrate_report rep;
 
-	memset(&rep, 0, sizeof(rep));
-	CHECK_OK(hetmm_migrate_to_device(pg0, p, N * PS, &rep));
-	CHECK_EQ(rep.moved, N);
+	t_to_device(pg0, p, N);
 	CHECK_EQ(t_count_on_device(ctx, p, N), N);
 	check_snapshot(mir0, p, N, LOCAL_RW, __LINE__);
 	CHECK_EQ(t_nonzero_pages(p, N), 0);
@@ -487,9 +464,7 @@ static void never_touched(void)
 
 	/* Never touched again, now migrated back explicitly. */
 	REQUIRE(madvise(p, N * PS, MADV_DONTNEED) == 0);
-	memset(&rep, 0, sizeof(rep));
-	CHECK_OK(hetmm_migrate_to_device(pg0, p, N * PS, &rep));
-	CHECK_EQ(rep.moved, N);
+	t_to_device(pg0, p, N);
 	memset(&rep, 0, sizeof(rep));
 	CHECK_OK(hetmm_migrate_to_system(ctx, p, N * PS, &rep));
 	CHECK_EQ(rep.moved, N);
@@ -518,9 +493,7 @@ static void zero_round(struct hetmm_pagemap *pg, struct hetmm_mirror *mir,
 	uint64_t faults;
 
 	memset(buf, 0x5c, sizeof(buf));
-	memset(&rep, 0, sizeof(rep));
-	CHECK_OK(hetmm_migrate_to_device(pg, p, n * PS, &rep));
-	CHECK_EQ(rep.moved, n);
+	t_to_device(pg, p, n);
 	if (written < n)
 		CHECK_OK(hetmm_mirror_write(mir, p + written * PS, buf, 1,
 					    &faults));
@@ -603,7 +576,7 @@ static void device_full(void)
 	}
 	CHECK_EQ(moved, NSMALL);
 	CHECK_EQ(nomem, N - NSMALL);
-	CHECK_EQ(nr_free(pg), 0);
+	CHECK_EQ(t_nr_free(pg), 0);
 
 	/* No free page at all: -ENOMEM, nothing moves. */
 	memset(&rep, 0, sizeof(rep));
@@ -620,12 +593,10 @@ static void device_full(void)
 	memset(&rep, 0, sizeof(rep));
 	CHECK_OK(hetmm_migrate_to_system(ctx, p, N * PS, &rep));
 	CHECK_EQ(rep.moved, NSMALL);
-	CHECK_EQ(nr_free(pg), NSMALL);
+	CHECK_EQ(t_nr_free(pg), NSMALL);
 	CHECK_EQ(t_verify(p, N, 10), 0);
-	memset(&rep, 0, sizeof(rep));
-	CHECK_OK(hetmm_migrate_to_device(pg, q, 4 * PS, &rep));
-	CHECK_EQ(rep.moved, 4);
-	CHECK_EQ(nr_free(pg), NSMALL - 4);
+	t_to_device(pg, q, 4);
+	CHECK_EQ(t_nr_free(pg), NSMALL - 4);
 	CHECK_EQ(t_verify(q, 4, 11), 0);
 
 	CHECK_OK(hetmm_emu_destroy(small));
@@ -639,7 +610,6 @@ static void hot_remove(void)
 	enum { N = 48 };
 	struct hetmm_emu *e;
 	struct hetmm_pagemap *pg;
-	struct hetmm_migrate_report rep;
 	struct hetmm_stats s0, s1;
 	char *p = t_map(N);
 
@@ -647,9 +617,7 @@ static void hot_remove(void)
 	s0 = t_stats(ctx);
 	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64, &e));
 	REQUIRE_OK(hetmm_emu_pagemap(e, &pg));
-	memset(&rep, 0, sizeof(rep));
-	CHECK_OK(hetmm_migrate_to_device(pg, p, N * PS, &rep));
-	CHECK_EQ(rep.moved, N);
+	t_to_device(pg, p, N);
 	/* Some come back by fault before the removal. */
 	CHECK_EQ(t_verify_from(p + 5 * PS, 1, 12, 5), 0);
 	CHECK_OK(hetmm_emu_destroy(e));
@@ -739,15 +707,12 @@ static void scan_both_ways(void)
 {
 	enum { N = 256 };
 	char *buf = t_map(N);
-	struct hetmm_migrate_report rep;
 	struct hetmm_stats s0, s1;
 	size_t bad = 0;
 
 	t_fill(buf, N, 77);
 	for (int down = 0; down < 2; down++) {
-		memset(&rep, 0, sizeof(rep));
-		CHECK_OK(hetmm_migrate_to_device(pg0, buf, N * PS, &rep));
-		CHECK_EQ(rep.moved, N);
+		t_to_device(pg0, buf, N);
 		s0 = t_stats(ctx);
 		for (size_t k = 0; k < N; k++) {
 			size_t p = down ? N - 1 - k : k;
@@ -904,10 +869,8 @@ static void fault_leaves_nothing_behind(void)
 	REQUIRE_OK(hetmm_emu_pagemap(e, &pg));
 	t_fill(p, N, 41);
 	t_fill(q, 1, 42);
-	memset(&rep, 0, sizeof(rep));
-	CHECK_OK(hetmm_migrate_to_device(pg, p, N * PS, &rep));
-	CHECK_EQ(rep.moved, N);
-	CHECK_EQ(nr_free(pg), 0);
+	t_to_device(pg, p, N);
+	CHECK_EQ(t_nr_free(pg), 0);
 
 	struct hetmm_stats s0 = t_stats(c);
 	for (size_t k = 0; k < TOUCHED; k++) {
@@ -943,7 +906,7 @@ static void fault_leaves_nothing_behind(void)
 		CHECK_EQ(s.to_system_pages - s0.to_system_pages, k + 1);
 		/* Every page so far left, and q took a frame. */
 		CHECK_EQ(s0.device_resident - s.device_resident, k);
-		CHECK_EQ(nr_free(pg), k);
+		CHECK_EQ(t_nr_free(pg), k);
 		/* Migrate back: a system page already, not a busy one. */
 		memset(&rep, 0, sizeof(rep));
 		rep.status = &status;

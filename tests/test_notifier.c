@@ -20,7 +20,6 @@
  *                zeroes, never the stale bytes its page table had
  */
 #include <pthread.h>
-#include <sys/wait.h>
 
 #include "t.h"
 
@@ -115,26 +114,6 @@ static int all_within(const struct seen *sp, const void *lo, const void *hi)
 	return 1;
 }
 
-static uint64_t nr_free(void)
-{
-	struct hetmm_pagemap_info info;
-
-	REQUIRE_OK(hetmm_pagemap_get_info(pg, &info));
-	return info.nr_free;
-}
-
-/* munmap hands back frames when the handler has read the event; wait
- * for the end state with a generous bound, asserting only the state. */
-static uint64_t settled_free(uint64_t want)
-{
-	double end = t_now() + 10.0;
-	uint64_t n;
-
-	while ((n = nr_free()) != want && t_now() < end)
-		usleep(1000);
-	return n;
-}
-
 /*
  * munmap, madvise and mremap return once the handler has read their
  * event, not handled it.  A migration to the device first waits until
@@ -160,14 +139,6 @@ static uint64_t begin(struct hetmm_notifier *n)
 	CHECK_OK(hetmm_notifier_read_begin(n, &seq));
 	CHECK_EQ(hetmm_notifier_read_retry(n, seq), 0);
 	return seq;
-}
-
-static char *xmalloc_pages(size_t n)
-{
-	char *p = NULL;
-
-	REQUIRE(posix_memalign((void **)&p, PS, n * PS) == 0);
-	return p;
 }
 
 /* ------------------------------------------------------------------------
@@ -247,7 +218,7 @@ static void unmap_events(void)
 	struct seen s;
 	struct hetmm_notifier *n;
 	struct hetmm_migrate_report rep;
-	uint64_t seq, free0 = nr_free();
+	uint64_t seq, free0 = t_nr_free(pg);
 
 	t_fill(p, N, 2);
 	memset(&rep, 0, sizeof(rep));
@@ -260,14 +231,14 @@ static void unmap_events(void)
 	seq = begin(n);
 	REQUIRE(munmap(p, 4 * PS) == 0);
 	sync_events();
-	CHECK_EQ(settled_free(free0 - N + 4), free0 - N + 4);
+	CHECK_EQ(t_settled_free(pg, free0 - N + 4), free0 - N + 4);
 	CHECK_EQ(look(&s).n, 0);
 	CHECK_EQ(hetmm_notifier_read_retry(n, seq), 0);
 
 	/* munmap straddling the start: UNMAP for [LO, 12). */
 	REQUIRE(munmap(p + 4 * PS, 8 * PS) == 0);
 	sync_events();
-	CHECK_EQ(settled_free(free0 - N + 12), free0 - N + 12);
+	CHECK_EQ(t_settled_free(pg, free0 - N + 12), free0 - N + 12);
 	CHECK(look(&s).n >= 1);
 	CHECK_EQ(look(&s).by[HETMM_EVENT_UNMAP], look(&s).n);
 	CHECK(all_within(&s, p + LO * PS, p + 12 * PS));
@@ -279,7 +250,7 @@ static void unmap_events(void)
 	seen_reset(&s);
 	REQUIRE(munmap(p + 12 * PS, (N - 12) * PS) == 0);
 	sync_events();
-	CHECK_EQ(settled_free(free0), free0);
+	CHECK_EQ(t_settled_free(pg, free0), free0);
 	CHECK(look(&s).n >= 1);
 	CHECK_EQ(look(&s).by[HETMM_EVENT_UNMAP], look(&s).n);
 	CHECK(all_within(&s, p + 12 * PS, p + HI * PS));
@@ -376,7 +347,6 @@ static void fork_events(void)
 	struct hetmm_notifier *n;
 	uint64_t seq;
 	pid_t pid;
-	int st = 0;
 
 	t_fill(p, N, 5);
 	seen_reset(&s);
@@ -387,8 +357,7 @@ static void fork_events(void)
 	REQUIRE(pid >= 0);
 	if (pid == 0)
 		_exit(t_verify(p, N, 5) != 0);
-	REQUIRE(waitpid(pid, &st, 0) == pid);
-	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	t_reap(pid);
 	CHECK_EQ(hetmm_notifier_read_retry(n, seq), 1);
 	CHECK_EQ(look(&s).by[HETMM_EVENT_FORK], 1);
 	/* The whole address space changes: clamped to our range. */
@@ -589,7 +558,7 @@ static struct hetmm_mirror_stats mstats(void)
 static void mirror_reasons(void)
 {
 	enum { N = 8 };
-	char *p = t_map(N), *q = t_map(N), *out = xmalloc_pages(N);
+	char *p = t_map(N), *q = t_map(N), *out = t_alloc_pages(N);
 	struct hetmm_mirror_stats m0, m1;
 	struct hetmm_migrate_report rep;
 	uint64_t faults;
@@ -621,7 +590,7 @@ static void mirror_reasons(void)
 	m0 = m1;
 	REQUIRE(munmap(q, N * PS) == 0);
 	sync_events();
-	CHECK_EQ(settled_free(NDEV), NDEV);
+	CHECK_EQ(t_settled_free(pg, NDEV), NDEV);
 	m1 = mstats();
 	CHECK(DELTA(m0, m1, HETMM_EVENT_UNMAP) >= 1);
 	CHECK_EQ(DELTA(m0, m1, HETMM_EVENT_RELEASE), 0);
@@ -631,7 +600,7 @@ static void mirror_reasons(void)
 static void mirror_never_stale(void)
 {
 	enum { N = 8 };
-	char *p = t_map(N), *out = xmalloc_pages(N);
+	char *p = t_map(N), *out = t_alloc_pages(N);
 	uint64_t faults;
 	struct hetmm_migrate_report rep;
 
@@ -671,7 +640,7 @@ static void mirror_never_stale(void)
 	CHECK_EQ(hetmm_mirror_read(mir, p + (N - 1) * PS, out, 1, &faults),
 		 -EFAULT);
 	CHECK_EQ(hetmm_mirror_write(mir, p, out, 1, &faults), -EFAULT);
-	CHECK_EQ(settled_free(NDEV), NDEV);
+	CHECK_EQ(t_settled_free(pg, NDEV), NDEV);
 
 	/* New memory at the same place: the mirror sees the new bytes. */
 	REQUIRE(mmap(p, N * PS, PROT_READ | PROT_WRITE,
@@ -684,12 +653,6 @@ static void mirror_never_stale(void)
 	t_unmap(p, N);
 	free(out);
 }
-
-#define RUN(name)                                                         \
-	do {                                                              \
-		if (argc < 2 || !strcmp(argv[1], #name))                  \
-			name();                                           \
-	} while (0)
 
 int main(int argc, char **argv)
 {
@@ -712,7 +675,7 @@ int main(int argc, char **argv)
 	RUN(mirror_reasons);
 	RUN(mirror_never_stale);
 
-	CHECK_EQ(nr_free(), NDEV);
+	CHECK_EQ(t_nr_free(pg), NDEV);
 	CHECK_EQ(t_stats(ctx).device_resident, 0);
 	t_unmap(barrier_page, 1);
 	CHECK_OK(hetmm_mirror_destroy(mir));

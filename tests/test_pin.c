@@ -46,13 +46,6 @@ static void check_holds(const void *p, uint64_t refs, uint64_t pins)
 	CHECK_EQ(q, pins);
 }
 
-static int on_device(const void *p)
-{
-	hetmm_pfn_t pfn;
-
-	return hetmm_addr_to_pfn(ctx, p, &pfn) == 0;
-}
-
 /* Holes and filled pages, read and write, every variant. */
 static void test_basic(void)
 {
@@ -103,13 +96,13 @@ static void test_device_back(void)
 		t_fill(buf, n, 100 + k);
 		CHECK_OK(hetmm_migrate_to_device(dev, buf, n * PS, NULL));
 		for (size_t i = 0; i < n; i++)
-			CHECK(on_device(buf + i * PS));
+			CHECK(t_on_device(ctx, buf + i * PS));
 		/* Hold the middle half: only it comes back. */
 		CHECK_EQ(v->fn(ctx, buf + 16 * PS, 32,
 			       k % 2 ? HETMM_FOLL_WRITE : 0, pages), 32);
 		for (size_t i = 0; i < n; i++) {
 			int held = i >= 16 && i < 48;
-			CHECK_EQ(on_device(buf + i * PS), !held);
+			CHECK_EQ(t_on_device(ctx, buf + i * PS), !held);
 			if (held)
 				CHECK(t_present(buf + i * PS));
 		}
@@ -140,7 +133,7 @@ static void test_skip_pinned(void)
 			int held = i == 2 || i == 3;
 			CHECK_EQ(status[i], held ? HETMM_MIGRATE_SKIP_PINNED
 						 : HETMM_MIGRATE_MOVED);
-			CHECK_EQ(on_device(buf + i * PS), !held);
+			CHECK_EQ(t_on_device(ctx, buf + i * PS), !held);
 		}
 		/* All held: nothing can move. */
 		CHECK_OK(hetmm_migrate_to_system(ctx, buf, n * PS, NULL));
@@ -407,10 +400,10 @@ static void *pinner(void *arg)
 		if (got <= 0)
 			continue;
 		for (size_t i = 0; i < (size_t)got; i++)
-			CHECK(!on_device(race_buf + (a + i) * PS));
+			CHECK(!t_on_device(ctx, race_buf + (a + i) * PS));
 		t_verify_from(race_buf + a * PS, (size_t)got, RACE_SEED, a);
 		for (size_t i = 0; i < (size_t)got; i++)
-			CHECK(!on_device(race_buf + (a + i) * PS));
+			CHECK(!t_on_device(ctx, race_buf + (a + i) * PS));
 		CHECK_OK(release(v, pages, (size_t)got));
 	}
 	return NULL;

@@ -8,10 +8,8 @@
  * The ABI comes from the shim's own header (src/shim/shim.h), which
  * defines it from the kernel's published values.
  */
-#include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 
 #include "t.h"
 #include "shim.h"
@@ -204,9 +202,7 @@ static void exclusive(void)
 	REQUIRE(pid >= 0);
 	if (pid == 0)
 		_exit(t_verify(p, N, 23) ? 1 : 0);
-	int status;
-	REQUIRE(waitpid(pid, &status, 0) == pid);
-	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	t_reap(pid);
 	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_CHECK_EXCLUSIVE, p, buf, N, &c), 0);
 	CHECK_EQ(t_verify(p, N, 23), 0);
 	/* Shared memory can't be held that way. */
@@ -300,9 +296,7 @@ static void child(void)
 		ok &= close(cfd) == 0;
 		_exit(ok ? 0 : 1);
 	}
-	int status;
-	REQUIRE(waitpid(pid, &status, 0) == pid);
-	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	t_reap(pid);
 	CHECK_EQ(t_verify(p, N, 41), 0);       /* copy-on-write */
 	struct shim_dmirror_cmd c;
 	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_READ, p, buf, N, &c), 0);

@@ -322,26 +322,6 @@ static void *worker_main(void *v)
 	return NULL;
 }
 
-static uint64_t nr_free(struct hetmm_pagemap *p)
-{
-	struct hetmm_pagemap_info info;
-
-	REQUIRE_OK(hetmm_pagemap_get_info(p, &info));
-	return info.nr_free;
-}
-
-/* Frames of unmapped pages come back once the handler has read the
- * events: a bounded wait for the end state, which is what is asserted. */
-static uint64_t settled_free(struct hetmm_pagemap *p, uint64_t want)
-{
-	double end = t_now() + 10.0;
-	uint64_t n;
-
-	while ((n = nr_free(p)) != want && t_now() < end)
-		usleep(1000);
-	return n;
-}
-
 static void check_no_holds(const char *p, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
@@ -433,8 +413,8 @@ int main(void)
 	t_unmap(shared, SHARED_PAGES);
 	for (unsigned t = 0; t < NTHREADS; t++)
 		t_unmap(w[t].slot[0], 2 * OWN_PAGES);
-	CHECK_EQ(settled_free(pg_a, NDEV_A), NDEV_A);
-	CHECK_EQ(settled_free(pg_b, NDEV_B), NDEV_B);
+	CHECK_EQ(t_settled_free(pg_a, NDEV_A), NDEV_A);
+	CHECK_EQ(t_settled_free(pg_b, NDEV_B), NDEV_B);
 	st = t_stats(ctx);
 	CHECK_EQ(st.device_resident, 0);
 	fprintf(stderr,
