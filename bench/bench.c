@@ -16,6 +16,7 @@
  *                 device-resident buffer.
  *   pin.c         the pin fast path, ns per page.
  *   evict.c       migration into a full device vs memcpy().
+ *   reuse.c       migration into frames a munmap freed vs fresh frames.
  *   mirror.c      device mirror read/write vs memcpy and
  *                 process_vm_readv/writev.
  *   fork.c        fork with device pages vs fork with the same bytes in
@@ -328,6 +329,11 @@ static int measure_pin_evict(const struct bench_env *env,
 	note(", eviction");
 	if ((rc = bench_evict(env->ctx, esz, o->reps, &rep->evict))) {
 		warn_("eviction: %s", strerror(-rc));
+		failed = 1;
+	}
+	note(", frames freed by munmap");
+	if ((rc = bench_reuse(env->ctx, esz, o->reps, &rep->reuse))) {
+		warn_("frames freed by munmap: %s", strerror(-rc));
 		failed = 1;
 	}
 	note(" (%.1f s)\n", (double)(now_ns() - t0) / 1e9);

@@ -240,6 +240,7 @@ void report_print_json(const struct report *rep)
 	      "latency is the headline placement\"", f);
 	pin_print_json(f, &rep->pin);
 	evict_print_json(f, &rep->evict);
+	reuse_print_json(f, &rep->reuse);
 	mirror_print_json(f, rep->mirror, rep->nsizes);
 	fork_print_json(f, rep->fork, rep->nsizes);
 	scale_print_json(f, rep->scale, rep->nsizes);
@@ -307,6 +308,7 @@ void report_print_text(const struct report *rep)
 	}
 	pin_print_text(&rep->pin);
 	evict_print_text(&rep->evict);
+	reuse_print_text(&rep->reuse);
 	mirror_print_text(rep->mirror, rep->nsizes);
 	fork_print_text(rep->fork, rep->nsizes);
 	scale_print_text(rep->scale, rep->nsizes);

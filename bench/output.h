@@ -24,6 +24,7 @@ struct report {
 	/* once */
 	struct pin_result pin;
 	struct evict_result evict;
+	struct reuse_result reuse;
 	struct ablate_result ablate;
 	struct lat_result lat[NPLACES];
 	enum place head;              /* the headline placement */

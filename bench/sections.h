@@ -25,6 +25,21 @@ int bench_pin(struct hetmm_ctx *ctx, int reps, struct pin_result *r);
 void pin_print_text(const struct pin_result *r);
 void pin_print_json(FILE *f, const struct pin_result *r);
 
+/* --- frames freed by munmap (reuse.c) -------------------------------- */
+
+struct reuse_result {
+	size_t size;
+	double reused_in_ns;      /* migrate into frames a munmap freed */
+	double reused_back_ns;    /* and fault the buffer back */
+	double fresh_in_ns;       /* the same on a device that held nothing */
+	double fresh_back_ns;
+};
+
+int bench_reuse(struct hetmm_ctx *ctx, size_t size, int reps,
+		struct reuse_result *r);
+void reuse_print_text(const struct reuse_result *r);
+void reuse_print_json(FILE *f, const struct reuse_result *r);
+
 /* --- eviction (evict.c) ----------------------------------------------- */
 
 struct evict_result {

@@ -46,12 +46,20 @@ bool back_can_move(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap)
 	return (pgmap->flags & HETMM_PAGEMAP_REMAP) && ctx->frames.fd >= 0;
 }
 /* Free the frame meant for a page that is gone. */
+/* What a frame whose page is dropped is freed with: in a remapping
+ * pagemap its memory still holds the page, to be emptied before a page
+ * moves in (PAGE_STALE), one madvise per run, not one failed move each. */
+static uint64_t dropped_free_flags(const struct hetmm_pagemap *pgmap)
+{
+	return (pgmap->flags & HETMM_PAGEMAP_REMAP) ? PAGE_STALE : 0;
+}
+
 static void frame_drop(struct hetmm_ctx *ctx, uint64_t pfn, bool resident)
 {
 	uint64_t idx;
 	struct hetmm_pagemap *pgmap = pfn_pagemap(pfn, &idx);
 	uint32_t i = (uint32_t)idx;
-	pagemap_free(pgmap, &i, 1, 0);
+	pagemap_free(pgmap, &i, 1, dropped_free_flags(pgmap));
 	if (resident)
 		atomic_fetch_sub(&ctx->stats.device_resident, 1);
 }
@@ -75,9 +83,23 @@ void migrate_drop_claimed(struct hetmm_ctx *ctx, const uint64_t *vpns,
 	/* Devices stop using the frames before they are reused. */
 	notifiers_invalidate(ctx, vpn_to_addr(vpns[0]),
 			     vpn_to_addr(vpns[n - 1] + 1), why);
-	for (size_t i = 0; i < n; i++) {
-		shadow_store(&ctx->shadow, vpns[i], 0);
-		frame_drop(ctx, shadow_pfn(claims[i]), true);
+	/* The frames go back a pagemap at a time, in one call, so that
+	 * they are handed out again in the order they came, as runs. */
+	uint32_t idx[CHUNK_PAGES];
+	for (size_t i = 0; i < n;) {
+		uint64_t first;
+		struct hetmm_pagemap *pgmap =
+			pfn_pagemap(shadow_pfn(claims[i]), &first);
+		size_t k = 0;
+		for (; i < n && k < CHUNK_PAGES; i++, k++) {
+			uint64_t at;
+			if (pfn_pagemap(shadow_pfn(claims[i]), &at) != pgmap)
+				break;
+			shadow_store(&ctx->shadow, vpns[i], 0);
+			idx[k] = (uint32_t)at;
+		}
+		pagemap_free(pgmap, idx, k, dropped_free_flags(pgmap));
+		atomic_fetch_sub(&ctx->stats.device_resident, (int64_t)k);
 	}
 }
 

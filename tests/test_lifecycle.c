@@ -90,6 +90,41 @@ static void munmap_frees_and_forgets(void)
 	CHECK_EQ(t_settled_free(pg, before), before);
 }
 
+/*
+ * Frames freed by a munmap come back in the order they had, as runs:
+ * pages that go to the device next get consecutive frames again, which
+ * the move and copy paths batch (they used to come back one at a time,
+ * in reverse, and still holding their pages: every page of the next
+ * migration then failed its move once).  And their old bytes are gone.
+ */
+static void munmap_keeps_frame_runs(void)
+{
+	enum { N = 64 };
+	uint64_t before = t_nr_free(pg);
+	char *p = t_map(N);
+	hetmm_pfn_t was[N], now[N];
+
+	t_fill(p, N, 46);
+	t_to_device(pg, p, N);
+	for (size_t i = 0; i < N; i++)
+		CHECK_OK(hetmm_addr_to_pfn(ctx, p + i * PS, &was[i]));
+	t_unmap(p, N);
+	CHECK_EQ(t_settled_free(pg, before), before);
+
+	p = t_map(N);
+	t_fill(p, N, 47);
+	t_to_device(pg, p, N);
+	size_t same = 0;
+	for (size_t i = 0; i < N; i++) {
+		CHECK_OK(hetmm_addr_to_pfn(ctx, p + i * PS, &now[i]));
+		same += hetmm_pfn_number(now[i]) == hetmm_pfn_number(was[i]);
+	}
+	CHECK_EQ(same, N);
+	CHECK_EQ(t_verify(p, N, 47), 0);
+	t_unmap(p, N);
+	CHECK_EQ(t_settled_free(pg, before), before);
+}
+
 static void dontneed_zeroes(void)
 {
 	enum { N = 16 };
@@ -166,6 +201,7 @@ int main(void)
 
 	fork_keeps_bytes();
 	munmap_frees_and_forgets();
+	munmap_keeps_frame_runs();
 	dontneed_zeroes();
 	mremap_moves_bytes();
 	mprotect_then_read();
