@@ -54,11 +54,42 @@ void vmaq_close(struct vmaq *q)
 	q->maps_fd = q->pagemap_fd = -1;
 }
 
+/*
+ * A VMA with a kernel name in brackets that is not anonymous memory
+ * ([vvar], [vdso], [vsyscall], ...): special mappings that userfaultfd
+ * refuses, and that no call of hetmm may touch.  [heap], [stack] and
+ * named anonymous memory ([anon:...], [anon_shmem:...]) are ordinary.
+ */
+static bool name_is_special(const char *name)
+{
+	static const char *const ordinary[] = {
+		"[heap]", "[stack]", "[anon:", "[anon_shmem:",
+	};
+	if (name[0] != '[')
+		return false;
+	for (size_t i = 0; i < sizeof(ordinary) / sizeof(ordinary[0]); i++)
+		if (!strncmp(name, ordinary[i], strlen(ordinary[i])))
+			return false;
+	return true;
+}
+
 static int vma_find_query(struct vmaq *q, uintptr_t addr, struct vma *vma)
 {
-	struct procmap_query pq = { .size = sizeof(pq), .query_addr = addr };
-	if (ioctl(q->maps_fd, PROCMAP_QUERY, &pq) < 0)
-		return -errno;
+	char name[32];
+	struct procmap_query pq = {
+		.size = sizeof(pq), .query_addr = addr,
+		.vma_name_addr = (uintptr_t)name, .vma_name_size = sizeof(name),
+	};
+	if (ioctl(q->maps_fd, PROCMAP_QUERY, &pq) < 0) {
+		/* A name longer than the buffer: a file's path, not one of
+		 * the kernel's short names; ask again without it. */
+		if (errno != ENAMETOOLONG)
+			return -errno;
+		pq.vma_name_addr = 0;
+		pq.vma_name_size = 0;
+		if (ioctl(q->maps_fd, PROCMAP_QUERY, &pq) < 0)
+			return -errno;
+	}
 	vma->start = pq.vma_start;
 	vma->end = pq.vma_end;
 	vma->flags = 0;
@@ -73,44 +104,89 @@ static int vma_find_query(struct vmaq *q, uintptr_t addr, struct vma *vma)
 	/* Anonymous VMAs have no inode; shmem and hugetlb do. */
 	if (pq.inode || pq.vma_page_size != PAGE_SIZE)
 		vma->flags |= VMA_FILE;
+	if (pq.vma_name_size && !pq.inode && name_is_special(name))
+		vma->flags |= VMA_SPECIAL;
 	return 0;
 }
 
-/* The fallback: read /proc/self/maps line by line. */
+/* One line of /proc/self/maps: the VMA, and whether it holds addr. */
+static bool maps_line(const char *line, uintptr_t addr, struct vma *vma)
+{
+	uintptr_t lo, hi;
+	char perms[8];
+	unsigned long long off, inode;
+	unsigned maj, min;
+	int name_at = 0;
+	if (sscanf(line, "%" SCNxPTR "-%" SCNxPTR " %7s %llx %x:%x %llu %n",
+		   &lo, &hi, perms, &off, &maj, &min, &inode, &name_at) < 7 ||
+	    addr < lo || addr >= hi)
+		return false;
+	vma->start = lo;
+	vma->end = hi;
+	vma->flags = 0;
+	if (perms[0] == 'r')
+		vma->flags |= VMA_READ;
+	if (perms[1] == 'w')
+		vma->flags |= VMA_WRITE;
+	if (perms[2] == 'x')
+		vma->flags |= VMA_EXEC;
+	if (perms[3] == 's')
+		vma->flags |= VMA_SHARED;
+	if (inode)
+		vma->flags |= VMA_FILE;
+	else if (name_at && name_is_special(line + name_at))
+		vma->flags |= VMA_SPECIAL;
+	return true;
+}
+
+/*
+ * The fallback: /proc/self/maps, read with read(2) into a buffer on our
+ * stack, a line at a time.  Not stdio: its buffers come from the
+ * program's heap, which a program may have broken (the kernel's 6.1
+ * hmm2.snapshot test overruns it on purpose) and hetmm must not touch
+ * (sscanf reads a string, and takes nothing from the heap).
+ */
 int vma_find_maps(uintptr_t addr, struct vma *vma)
 {
-	FILE *f = fopen("/proc/self/maps", "re");
-	if (!f)
+	int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
 		return -errno;
-	char line[512];
+	char buf[4096];
+	size_t have = 0;
 	int rc = -ENOENT;
-	while (fgets(line, sizeof(line), f)) {
-		uintptr_t lo, hi;
-		char perms[8];
-		unsigned long long off, inode;
-		unsigned maj, min;
-		if (sscanf(line, "%" SCNxPTR "-%" SCNxPTR " %7s %llx %x:%x %llu",
-			   &lo, &hi, perms, &off, &maj, &min, &inode) != 7)
+	for (;;) {
+		ssize_t got = read(fd, buf + have, sizeof(buf) - 1 - have);
+		if (got < 0 && errno == EINTR)
 			continue;
-		if (addr < lo || addr >= hi)
-			continue;
-		vma->start = lo;
-		vma->end = hi;
-		vma->flags = 0;
-		if (perms[0] == 'r')
-			vma->flags |= VMA_READ;
-		if (perms[1] == 'w')
-			vma->flags |= VMA_WRITE;
-		if (perms[2] == 'x')
-			vma->flags |= VMA_EXEC;
-		if (perms[3] == 's')
-			vma->flags |= VMA_SHARED;
-		if (inode)
-			vma->flags |= VMA_FILE;
-		rc = 0;
-		break;
+		if (got < 0) {
+			rc = -errno;
+			break;
+		}
+		have += (size_t)got;
+		buf[have] = '\0';
+		char *line = buf, *nl;
+		while ((nl = strchr(line, '\n'))) {
+			*nl = '\0';
+			if (maps_line(line, addr, vma)) {
+				rc = 0;
+				goto out;
+			}
+			line = nl + 1;
+		}
+		/* Keep the partial last line; a line longer than the buffer
+		 * (a very long path) is cut, which only loses its name. */
+		have = strlen(line);
+		if (have == sizeof(buf) - 1)
+			have = 0;
+		memmove(buf, line, have);
+		if (got == 0) {
+			if (have && maps_line(buf, addr, vma))
+				rc = 0;
+			break;
+		}
 	}
-	fclose(f);
+out:
+	close(fd);
 	return rc;
 }
 
@@ -137,6 +213,9 @@ size_t vma_accessible(struct vmaq *q, uintptr_t start, uintptr_t end,
 			*why = -EPERM;
 		else if ((need & VMA_NEED_ANON) && !vma_is_private_anon(&v))
 			*why = -EPERM;
+		else if ((need & VMA_NEED_ORDINARY) &&
+			 (v.flags & VMA_SPECIAL))
+			*why = -EINVAL;
 		if (*why)
 			return a - start;
 	}
@@ -146,8 +225,8 @@ size_t vma_accessible(struct vmaq *q, uintptr_t start, uintptr_t end,
 int vma_check_accessible(struct vmaq *q, uintptr_t start, uintptr_t end)
 {
 	int why;
-	return vma_accessible(q, start, end, VMA_NEED_SOME, &why) ==
-	       end - start ?
+	return vma_accessible(q, start, end, VMA_NEED_SOME | VMA_NEED_ORDINARY,
+			      &why) == end - start ?
 	       0 : -EINVAL;
 }
 

@@ -13,6 +13,7 @@
 #define VMA_EXEC (1u << 2)
 #define VMA_SHARED (1u << 3)
 #define VMA_FILE (1u << 4)   /* file backed, shmem or hugetlb */
+#define VMA_SPECIAL (1u << 5) /* [vvar], [vdso]...: no userfaultfd there */
 
 struct vma {
 	uintptr_t start;
@@ -40,12 +41,14 @@ int vma_check_accessible(struct vmaq *q, uintptr_t start, uintptr_t end);
  * VMA_READ and VMA_WRITE it names, and: */
 #define VMA_NEED_ANON (1u << 8)   /* private anonymous memory */
 #define VMA_NEED_SOME (1u << 9)   /* some access: read, write or exec */
+#define VMA_NEED_ORDINARY (1u << 10) /* no special mapping */
 /*
  * The one walk of the VMAs behind every access check (the kernel's
  * check_vma_flags): how many bytes from start lie in VMAs that give
  * need; where it stops, *why says how the access would fail there:
  * -EFAULT (nothing mapped, or not readable when reading is needed),
- * -EPERM (not writable, or not private anonymous memory).
+ * -EPERM (not writable, or not private anonymous memory), -EINVAL (a
+ * special mapping, with VMA_NEED_ORDINARY).
  */
 size_t vma_accessible(struct vmaq *q, uintptr_t start, uintptr_t end,
 		      unsigned need, int *why);
