@@ -567,6 +567,40 @@ int hetmm_notifier_read_begin(struct hetmm_notifier *n, uint64_t *seq);
 int hetmm_notifier_read_retry(const struct hetmm_notifier *n, uint64_t seq);
 
 /* ------------------------------------------------------------------------
+ * Exclusive access (make_device_exclusive), for device atomics
+ *
+ * The kernel swaps the PTEs of a range for device-exclusive entries: the
+ * device may do atomics on the pages while any CPU access faults, restores
+ * the mapping and tells the notifiers (MMU_NOTIFY_EXCLUSIVE).  hetmm takes
+ * the pages out of the CPU page tables the one way userspace can: into the
+ * custody of a DEVICE_PRIVATE pagemap (a migration, bytes and all), with
+ * their frames marked HETMM_PAGE_EXCLUSIVE.  Any CPU access, read or
+ * write, is then a fault that brings the page back, and its migration back
+ * tells the notifiers HETMM_EVENT_EXCLUSIVE; so does any other migration
+ * back (explicit, hot-remove, fork, another device's range fault).  munmap
+ * and madvise end it as they end any device page.
+ *
+ * hetmm_make_device_exclusive() makes every page of [addr, addr + npages
+ * pages) exclusive to pgmap and gives their frames in pfns[], with the
+ * sequence of notifier n (which must cover the range) at which they were
+ * all held: the driver maps them as with a range fault, under its lock
+ * and only if hetmm_notifier_read_retry(n, *seq) says 0; otherwise a CPU
+ * access took some back meanwhile, and it calls again.  Pages on another
+ * device come back first.  The mapping must allow the device's
+ * read-modify-write: -EFAULT for an unmapped or inaccessible page, -EPERM
+ * for a read-only one or one not private anonymous (nothing to take
+ * custody of); -EOPNOTSUPP unless pgmap is DEVICE_PRIVATE (coherent pages
+ * stay CPU mapped); -ENOMEM if the device is full; -ENXIO if it is being
+ * removed; -EBUSY if CPU accesses kept taking pages back; -EINVAL for bad
+ * arguments or a pgmap of another context than n's; -EDEADLK on the
+ * handler thread.
+ */
+int hetmm_make_device_exclusive(struct hetmm_pagemap *pgmap,
+				struct hetmm_notifier *n, void *addr,
+				uint64_t npages, hetmm_pfn_t *pfns,
+				uint64_t *seq);
+
+/* ------------------------------------------------------------------------
  * The emulated device
  *
  * Device memory in its own allocation (a memfd, never part of any process
