@@ -13,8 +13,14 @@
  *             every hot-added range (pfn_t);
  *   migrate   moving private anonymous memory to a device and back
  *             (migrate_vma_setup/pages/finalize);
- *   mirror    a device's view of the process address space, faulted in
- *             through hetmm_range_fault (hmm_range_fault + dmirror).
+ *   notifier  a driver's watch over a range of the process, told when
+ *             the CPU side changes (mmu_interval_notifier);
+ *   range     a driver's look at the process through its notifier, and
+ *             faulting pages in for it: hetmm_range_fault
+ *             (hmm_range_fault), hetmm_make_device_exclusive
+ *             (make_device_exclusive);
+ *   mirror    the emulated device's page table over the process, built
+ *             on the range fault (lib/test_hmm.c's dmirror).
  *
  * A page migrated to a DEVICE_PRIVATE pagemap leaves the CPU page tables;
  * a CPU access to it raises a userfaultfd fault and the context's handler
@@ -129,7 +135,8 @@ struct hetmm_stats {
 	uint64_t to_device_pages;    /* pages migrated to a device */
 	uint64_t to_system_pages;    /* pages migrated back, all causes */
 	uint64_t skipped_pages;      /* pages a migration could not move */
-	uint64_t mirror_faults;      /* range faults done for mirrors */
+	uint64_t mirror_faults;      /* range faults that faulted pages in
+				      * (hetmm_range_fault), for mirrors */
 	uint64_t device_resident;    /* pages on a device now */
 	uint64_t discarded_pages;    /* device pages freed by munmap/madvise */
 	uint64_t remapped_pages;     /* device pages carried by mremap */
@@ -484,23 +491,6 @@ int hetmm_user_page_holds(struct hetmm_ctx *ctx, const void *addr,
 			  uint64_t *refs, uint64_t *pins);
 
 /* ------------------------------------------------------------------------
- * Range fault (hmm_range_fault) and snapshots
- */
-
-/* Per-page state, same values as the kernel's HMM_DMIRROR_PROT_*. */
-#define HETMM_PROT_ERROR 0xff
-#define HETMM_PROT_NONE 0x00
-#define HETMM_PROT_READ 0x01
-#define HETMM_PROT_WRITE 0x02
-#define HETMM_PROT_PMD 0x04
-#define HETMM_PROT_PUD 0x08
-#define HETMM_PROT_ZERO 0x10
-#define HETMM_PROT_DEV_PRIVATE_LOCAL 0x20
-#define HETMM_PROT_DEV_PRIVATE_REMOTE 0x30
-#define HETMM_PROT_DEV_COHERENT_LOCAL 0x40
-#define HETMM_PROT_DEV_COHERENT_REMOTE 0x50
-
-/* ------------------------------------------------------------------------
  * Interval notifiers (mmu_interval_notifier)
  *
  * A device that keeps its own page table over process memory (a mirror)
@@ -566,12 +556,184 @@ int hetmm_notifier_read_begin(struct hetmm_notifier *n, uint64_t *seq);
  * be stale, do it again.  0 if it is still good.  -EINVAL on bad input. */
 int hetmm_notifier_read_retry(const struct hetmm_notifier *n, uint64_t seq);
 
+/*
+ * Wait until the context's handler has handled every userfaultfd event
+ * the kernel queued before this call, so that every notifier has been
+ * told of every munmap, mremap and madvise that returned before it.  The
+ * kernel runs mmu notifiers inside those calls; userfaultfd lets them
+ * return once the handler has read their event, and the handler tells
+ * the notifiers after.  A driver that uses entries of its own page table
+ * without a range fault (which does this itself) calls it first where a
+ * late invalidation would matter: entries naming device frames, which a
+ * late munmap frees.  Not from a pagemap op or a notifier callback: on
+ * the handler thread it returns -EDEADLK, on a migrating thread it would
+ * wait for the migration it is part of.  -ECHILD in a fork child.
+ */
+int hetmm_ctx_sync(struct hetmm_ctx *ctx);
+
+/* ------------------------------------------------------------------------
+ * Range fault (hmm_range_fault, struct hmm_range)
+ *
+ * A driver's look at the process through its notifier: for each page of a
+ * range, what the page is and where its bytes are, optionally faulting it
+ * in first.  Used with the notifier pattern above:
+ *
+ *	again:
+ *		hetmm_notifier_read_begin(n, &range.notifier_seq);
+ *		rc = hetmm_range_fault(&range);
+ *		if (rc == -EBUSY)
+ *			goto again;
+ *		lock(device page table);
+ *		if (hetmm_notifier_read_retry(n, range.notifier_seq)) {
+ *			unlock(device page table);
+ *			goto again;
+ *		}
+ *		... program the device page table from range.pfns ...
+ *		unlock(device page table);
+ *
+ * One 64-bit entry per page, laid out as the kernel's hmm_pfns: flags in
+ * the high bits, a number in the low 48.  In, each entry may ask for a
+ * fault (REQ_FAULT, with REQ_WRITE for write access); what page i asks is
+ * (pfns[i] & pfn_flags_mask) | default_flags, so pfn_flags_mask 0 applies
+ * default_flags to every page.  REQ_WRITE without REQ_FAULT asks nothing.
+ * Out, each entry is one of:
+ *
+ *   0                       not present (not faulted in, or a private
+ *                           page of another device), or asked nothing
+ *   ERROR                   no mapping there, or no read access
+ *   VALID [|WRITE|ZERO|order] | vpn
+ *                           a system page: the number is its virtual page
+ *                           number (its address >> HETMM_PAGE_SHIFT), the
+ *                           address the driver reaches it at; ZERO: the
+ *                           kernel's shared zero page, read-only; order 9:
+ *                           part of a huge page (PMD) mapping
+ *   VALID|DEVICE|LOCAL [|WRITE] | pfn
+ *                           a device-private page of a pagemap whose
+ *                           owner is dev_private_owner, used where it is:
+ *                           hetmm_range_pfn() gives its frame
+ *   VALID|DEVICE|COHERENT [|LOCAL] [|WRITE] | pfn
+ *                           a device-coherent page, reported to every
+ *                           device where it is (it is a CPU page too);
+ *                           LOCAL if its owner is dev_private_owner
+ *
+ * WRITE: the CPU mapping allows writes now (device pages: the mapping
+ * does).  With REQ_FAULT a page is made present for the access asked
+ * for, as a CPU access would: a private page of a device whose owner is
+ * not dev_private_owner is migrated back to system memory first (its
+ * pagemap's driver and mirrors are told HETMM_EVENT_MIGRATE, so the
+ * caller's own notifier sequence changes and the first call returns
+ * -EBUSY, as the kernel's does); coherent pages stay where they are.
+ * Without REQ_FAULT anywhere the call only reports and changes nothing.
+ *
+ * Only the private anonymous mappings of a range that was faulted in or
+ * migrated are watched for munmap, mremap and madvise: a driver's entries
+ * for file and shared mappings are not invalidated by them.
+ *
+ * Returns 0 with every entry filled; -EBUSY when the notifier's sequence
+ * moved since notifier_seq (the entries may be stale: begin again);
+ * -EFAULT when a page asked to be faulted has no mapping or no read
+ * access, or the kernel can't populate it; -EPERM when one asked for
+ * writing is in a read-only mapping; -EINVAL for bad arguments (a range
+ * not page aligned, empty, overflowing or outside the notifier's, default
+ * flags other than the REQ ones); -ECHILD in a fork child.  On an error
+ * entries may be partly filled.  It waits for the handler as
+ * hetmm_ctx_sync() does, and is called from the same places only.
+ */
+#define HETMM_RANGE_VALID (1ULL << 63)
+#define HETMM_RANGE_WRITE (1ULL << 62)
+#define HETMM_RANGE_ERROR (1ULL << 61)
+#define HETMM_RANGE_ORDER_SHIFT 56         /* 5 bits: log2 of the mapping */
+#define HETMM_RANGE_DEVICE (1ULL << 55)    /* the number is a device frame */
+#define HETMM_RANGE_COHERENT (1ULL << 54)  /* DEVICE_COHERENT memory */
+#define HETMM_RANGE_LOCAL (1ULL << 53)     /* owner is dev_private_owner */
+#define HETMM_RANGE_ZERO (1ULL << 52)      /* the shared zero page */
+#define HETMM_RANGE_NUMBER_MASK ((1ULL << 48) - 1)
+#define HETMM_RANGE_REQ_FAULT HETMM_RANGE_VALID
+#define HETMM_RANGE_REQ_WRITE HETMM_RANGE_WRITE
+
+struct hetmm_range {
+	struct hetmm_notifier *notifier;   /* covers the whole range */
+	uint64_t notifier_seq;             /* from read_begin */
+	void *start;                       /* page aligned */
+	uint64_t npages;
+	uint64_t *pfns;                    /* npages entries, in and out */
+	uint64_t default_flags;            /* REQ_* for every page */
+	uint64_t pfn_flags_mask;           /* which REQ_* of pfns[] count */
+	const void *dev_private_owner;     /* the caller's pagemap owner */
+};
+
+int hetmm_range_fault(struct hetmm_range *range);
+
+/* The mapping order of an entry (hmm_pfn_to_map_order). */
+static inline unsigned int hetmm_range_order(uint64_t entry)
+{
+	return (unsigned int)(entry >> HETMM_RANGE_ORDER_SHIFT) & 0x1f;
+}
+
+/* The frame of a DEVICE entry (hmm_pfn_to_page); val 0 for any other. */
+static inline hetmm_pfn_t hetmm_range_pfn(uint64_t entry)
+{
+	hetmm_pfn_t pfn = { 0 };
+	if ((entry & HETMM_RANGE_VALID) && (entry & HETMM_RANGE_DEVICE))
+		pfn.val = HETMM_PFN_DEV | (entry & HETMM_RANGE_NUMBER_MASK);
+	return pfn;
+}
+
+/*
+ * A driver wrote device page `page` with its own copy engine (a device
+ * write through its page table).  A page migrated to a device as a zero
+ * page (HETMM_PAGE_ZERO) has no device copy and reads as zeroes; after
+ * this it holds data, and a migration back copies the frame's bytes.  Call
+ * it after the write and before the driver lets go of the lock its
+ * notifier callback takes, as the page's migration back tells the
+ * notifier before it looks at the page.  No kernel call: a kernel device
+ * page always has its bytes.  -EINVAL for NULL, -ENXIO for a page of no
+ * live pagemap.
+ */
+int hetmm_page_written(struct hetmm_page *page);
+
+/* ------------------------------------------------------------------------
+ * Exclusive access (make_device_exclusive), for device atomics
+ *
+ * The kernel swaps the PTEs of a range for device-exclusive entries: the
+ * device may do atomics on the pages while any CPU access faults, restores
+ * the mapping and tells the notifiers (MMU_NOTIFY_EXCLUSIVE).  hetmm takes
+ * the pages out of the CPU page tables the one way userspace can: into the
+ * custody of a DEVICE_PRIVATE pagemap (a migration, bytes and all), with
+ * their frames marked HETMM_PAGE_EXCLUSIVE.  Any CPU access, read or
+ * write, is then a fault that brings the page back, and its migration back
+ * tells the notifiers HETMM_EVENT_EXCLUSIVE; so does any other migration
+ * back (explicit, hot-remove, fork, another device's range fault).  munmap
+ * and madvise end it as they end any device page.
+ *
+ * hetmm_make_device_exclusive() makes every page of [addr, addr + npages
+ * pages) exclusive to pgmap and gives their frames in pfns[], with the
+ * sequence of notifier n (which must cover the range) at which they were
+ * all held: the driver maps them as with a range fault, under its lock
+ * and only if hetmm_notifier_read_retry(n, *seq) says 0; otherwise a CPU
+ * access took some back meanwhile, and it calls again.  Pages on another
+ * device come back first.  The mapping must allow the device's
+ * read-modify-write: -EFAULT for an unmapped or inaccessible page, -EPERM
+ * for a read-only one or one not private anonymous (nothing to take
+ * custody of); -EOPNOTSUPP unless pgmap is DEVICE_PRIVATE (coherent pages
+ * stay CPU mapped); -ENOMEM if the device is full; -ENXIO if it is being
+ * removed; -EBUSY if CPU accesses kept taking pages back; -EINVAL for bad
+ * arguments or a pgmap of another context than n's; -EDEADLK on the
+ * handler thread.
+ */
+int hetmm_make_device_exclusive(struct hetmm_pagemap *pgmap,
+				struct hetmm_notifier *n, void *addr,
+				uint64_t npages, hetmm_pfn_t *pfns,
+				uint64_t *seq);
+
 /* ------------------------------------------------------------------------
  * The emulated device
  *
  * Device memory in its own allocation (a memfd, never part of any process
  * range hetmm migrates), a copy engine, and mirrors with the semantics of
- * the kernel's lib/test_hmm.c dmirror.
+ * the kernel's lib/test_hmm.c dmirror.  A driver like any other: it uses
+ * the calls above and nothing else of hetmm's (src/devices/emu.c), and
+ * goes with its context when hetmm_ctx_destroy() removes its pagemap.
  */
 
 /* Create a device with nr_pages of memory of the given type. */
@@ -595,6 +757,19 @@ int hetmm_mirror_read(struct hetmm_mirror *mirror, const void *addr,
 		      void *buf, uint64_t npages, uint64_t *faults);
 int hetmm_mirror_write(struct hetmm_mirror *mirror, void *addr,
 		       const void *buf, uint64_t npages, uint64_t *faults);
+
+/* Per-page state of a snapshot, the kernel's HMM_DMIRROR_PROT_* values. */
+#define HETMM_PROT_ERROR 0xff
+#define HETMM_PROT_NONE 0x00
+#define HETMM_PROT_READ 0x01
+#define HETMM_PROT_WRITE 0x02
+#define HETMM_PROT_PMD 0x04
+#define HETMM_PROT_PUD 0x08
+#define HETMM_PROT_ZERO 0x10
+#define HETMM_PROT_DEV_PRIVATE_LOCAL 0x20
+#define HETMM_PROT_DEV_PRIVATE_REMOTE 0x30
+#define HETMM_PROT_DEV_COHERENT_LOCAL 0x40
+#define HETMM_PROT_DEV_COHERENT_REMOTE 0x50
 
 /*
  * One HETMM_PROT_* byte per page, without faulting anything in, as the
@@ -621,11 +796,11 @@ int hetmm_mirror_get_stats(struct hetmm_mirror *mirror,
 			   struct hetmm_mirror_stats *stats);
 
 /*
- * Exclusive access (make_device_exclusive_range), for device atomics.
- * The pages of [addr, addr + npages pages) are taken out of the CPU page
- * tables into the device's custody (DEVICE_PRIVATE devices: migrated to
- * the device, with their bytes) and the mirror maps them for reading and
- * writing, marked exclusive.  Any CPU access, read or write, ends it: the
+ * Exclusive access for the mirror, as dmirror's EXCLUSIVE, built on
+ * hetmm_make_device_exclusive(): the pages of [addr, addr + npages pages)
+ * are taken out of the CPU page tables into the device's custody
+ * (DEVICE_PRIVATE devices: migrated to the device, with their bytes) and
+ * the mirror maps them for reading and writing, marked exclusive.  Any CPU access, read or write, ends it: the
  * page comes back to system memory with its bytes, and the mirror is
  * invalidated with HETMM_EVENT_EXCLUSIVE.  So does explicit migration,
  * munmap, madvise, fork.  A mirror write to an exclusive page of a range

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * ctx.c - contexts: a userfaultfd, its handler, the shadow of where each
- * process page lives, and the pagemaps, devices and mirrors that hang off
- * it.  Creation builds the modules' state bottom up; destruction removes
- * devices and pagemaps (every page comes home) before it takes it down.
+ * process page lives, and the pagemaps and notifiers that hang off it.
+ * Creation builds the modules' state bottom up; destruction removes the
+ * pagemaps (every page comes home), then tells the notifiers RELEASE (a
+ * device's driver frees itself on it) before it takes it down.
  */
 #include <errno.h>
 #include <sched.h>
@@ -15,7 +16,6 @@
 
 #include "compat.h"
 #include "ctx.h"
-#include "emu.h"
 #include "entry.h"
 #include "fault.h"
 #include "fork.h"
@@ -140,7 +140,6 @@ int hetmm_ctx_destroy(struct hetmm_ctx *ctx)
 	int rc = entry_ctx(ctx);
 	if (rc)
 		return rc;
-	emu_destroy_all(ctx);
 	for (;;) {
 		pthread_mutex_lock(&ctx->lock);
 		struct hetmm_pagemap *pgmap = ctx->pagemaps;

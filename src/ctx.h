@@ -37,7 +37,6 @@ struct hetmm_stats_atomic {
 
 struct fault_engine;
 struct hetmm_notifier;
-struct hetmm_emu;
 
 struct hetmm_ctx {
 	/* ctx.c: the process's userfaultfd, and the second one device
@@ -62,10 +61,9 @@ struct hetmm_ctx {
 	 * ordering with them. */
 	struct handler_order order;
 
-	/* hotplug.c (the list), under lock; devices/emu.c its devices. */
+	/* hotplug.c: the pagemaps, under lock. */
 	pthread_mutex_t lock;
 	struct hetmm_pagemap *pagemaps;
-	struct hetmm_emu *emus;
 
 	/* notifier.c */
 	pthread_rwlock_t notifiers_lock;

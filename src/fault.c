@@ -767,3 +767,9 @@ void fault_handler_stop(struct hetmm_ctx *ctx)
 		ctx->fault->handler_running = false;
 	}
 }
+
+bool fault_on_handler(const struct hetmm_ctx *ctx)
+{
+	return ctx->fault && ctx->fault->handler_running &&
+	       pthread_equal(pthread_self(), ctx->fault->handler);
+}

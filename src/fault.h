@@ -6,6 +6,8 @@
 #ifndef HETMM_FAULT_H
 #define HETMM_FAULT_H
 
+#include <stdbool.h>
+
 struct hetmm_ctx;
 
 /* The engine's state, its buffers and its doorbell page, registered with
@@ -16,5 +18,9 @@ int fault_engine_create(struct hetmm_ctx *ctx);
 void fault_engine_destroy(struct hetmm_ctx *ctx);
 int fault_handler_start(struct hetmm_ctx *ctx);
 void fault_handler_stop(struct hetmm_ctx *ctx);
+/* Is the calling thread ctx's fault handler?  It cannot wait for itself:
+ * calls that sync with the handler refuse there (pagemap ops and notifier
+ * callbacks run on it). */
+bool fault_on_handler(const struct hetmm_ctx *ctx);
 
 #endif /* HETMM_FAULT_H */

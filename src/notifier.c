@@ -151,3 +151,14 @@ void notifiers_release(struct hetmm_ctx *ctx)
 		n = next;
 	}
 }
+
+struct hetmm_ctx *notifier_ctx(const struct hetmm_notifier *n)
+{
+	return n->ctx;
+}
+
+bool notifier_covers(const struct hetmm_notifier *n, uintptr_t start,
+		     uintptr_t end)
+{
+	return n->start <= start && end <= n->end;
+}

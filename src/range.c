@@ -1,14 +1,21 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * range.c - the device's view of the process: range fault and snapshot.
+ * range.c - the device's view of the process: hetmm_range_fault(), the
+ * kernel's hmm_range_fault() for userspace drivers, and the two calls a
+ * driver that keeps its own page table needs beside it: hetmm_ctx_sync()
+ * and hetmm_page_written().
  *
- * range_fault() is hmm_range_fault() with HMM_PFN_REQ_FAULT: every page of
- * the range is made present for the access asked for, and each gets an
- * entry a device can use.  Pages on a device whose owner matches the
- * caller's stay where they are and are reported by frame number; pages on
- * any other device come back to system memory first.
+ * A range fault looks at each page of the range as the kernel and the
+ * shadow table have it and tells the driver what the page is: a system
+ * page (its virtual page number, since a userspace driver reaches it at
+ * its own address), a device page (its frame number), or nothing.  Pages
+ * asked to be faulted are made present for the access asked for first:
+ * pages on a device whose owner is not the caller's come back to system
+ * memory, coherent pages stay where they are (they are CPU pages to any
+ * device), and the rest are populated by the kernel.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -16,101 +23,134 @@
 #include "back.h"
 #include "compat.h"
 #include "ctx.h"
+#include "entry.h"
+#include "fault.h"
+#include "notifier.h"
+#include "order.h"
 #include "pagemap.h"
-#include "range.h"
 #include "shadow.h"
+#include "uffd.h"
 #include "vma.h"
 
-static const void *entry_owner(uint64_t e, enum hetmm_memory_type *type)
+#define RANGE_REQ (HETMM_RANGE_REQ_FAULT | HETMM_RANGE_REQ_WRITE)
+
+/* The order a transparent huge page is mapped with: one PMD. */
+#define PMD_ORDER 9
+
+int hetmm_ctx_sync(struct hetmm_ctx *ctx)
+{
+	if (!ctx)
+		return -EINVAL;
+	if (ctx_forked(ctx))
+		return -ECHILD;
+	if (fault_on_handler(ctx))
+		return -EDEADLK;
+	handler_sync(ctx);
+	return 0;
+}
+
+int hetmm_page_written(struct hetmm_page *page)
+{
+	struct hetmm_page_info info;
+	if (!page)
+		return -EINVAL;
+	/* Finds the page's pagemap, or -ENXIO, -ECHILD. */
+	int rc = hetmm_page_get_info(page, &info);
+	if (rc)
+		return rc;
+	pagemap_page_written(info.pagemap, page);
+	return 0;
+}
+
+/* The pagemap of the device entry e, or NULL if its frame is gone. */
+static struct hetmm_pagemap *entry_pagemap(uint64_t e)
 {
 	uint64_t idx;
-	struct hetmm_pagemap *pgmap = pfn_pagemap(shadow_pfn(e), &idx);
-	if (!pgmap)
-		return NULL;
-	if (type)
-		*type = pgmap->type;
-	return pgmap->owner;
+	return pfn_pagemap(shadow_pfn(e), &idx);
 }
 
+/* On a device owned by owner, and nobody holds it: used where it is. */
 static bool is_local(uint64_t e, const void *owner)
 {
-	return shadow_claimable(e) &&
-	       entry_owner(e, NULL) == owner;
+	if (!shadow_claimable(e))
+		return false;
+	struct hetmm_pagemap *pgmap = entry_pagemap(e);
+	return pgmap && pgmap->owner == owner;
 }
 
-/* Permission check of the whole range, the way a CPU access would fail. */
-static int range_check_access(struct hetmm_ctx *ctx, uintptr_t start,
-			      uintptr_t end, bool write)
+/*
+ * A range is done a chunk at a time.  The requests of a chunk are read
+ * before any of its entries is written over, so that a pass over it can
+ * be done again: as the kernel's walk, which leaves entries it has not
+ * reached at their input values.
+ */
+struct chunk {
+	struct hetmm_ctx *ctx;
+	const struct hetmm_range *r;
+	uintptr_t start;                  /* of the chunk */
+	uint64_t vpn;                     /* of its first page */
+	uint64_t first;                   /* its first entry in r->pfns */
+	uint64_t n;
+	uint8_t req[CHUNK_PAGES];         /* REQ_* >> REQ_SHIFT, 0: report */
+	bool faulting;                    /* some page asks for a fault */
+};
+
+#define REQ_SHIFT 62
+#define REQ_FAULT (HETMM_RANGE_REQ_FAULT >> REQ_SHIFT)
+#define REQ_WRITE (HETMM_RANGE_REQ_WRITE >> REQ_SHIFT)
+
+/* REQ_WRITE counts only with REQ_FAULT, as in the kernel. */
+static void chunk_requests(struct chunk *c)
 {
+	const struct hetmm_range *r = c->r;
+	c->faulting = false;
+	for (uint64_t k = 0; k < c->n; k++) {
+		uint64_t req = (r->pfns[c->first + k] & r->pfn_flags_mask) |
+			       r->default_flags;
+		c->req[k] = (req & HETMM_RANGE_REQ_FAULT) ?
+			    (uint8_t)((req & RANGE_REQ) >> REQ_SHIFT) : 0;
+		c->faulting |= c->req[k] != 0;
+	}
+}
+
+/* The VMA covering a, or a one-page hole with no access if none. */
+static void segment_at(struct hetmm_ctx *ctx, uintptr_t a, struct vma *v)
+{
+	if (vma_find(&ctx->vmaq, a, v) < 0) {
+		v->start = a;
+		v->end = a + PAGE_SIZE;
+		v->flags = 0;
+	}
+}
+
+/*
+ * The pages asked to be faulted must be accessible the way a CPU access
+ * would need them, as the kernel checks a VMA: -EFAULT where there is no
+ * mapping or no read access, -EPERM for a write to a read-only mapping.
+ */
+static int chunk_check(const struct chunk *c)
+{
+	uintptr_t end = c->start + c->n * PAGE_SIZE;
 	struct vma v;
-	for (uintptr_t a = start; a < end; a = v.end) {
-		if (vma_find(&ctx->vmaq, a, &v) < 0)
-			return -EFAULT;
-		if (!(v.flags & VMA_READ))
-			return -EFAULT;
-		if (write && !(v.flags & VMA_WRITE))
-			return -EPERM;
-	}
-	return 0;
-}
-
-/* Bring back every page that sits on a device not owned by owner. */
-static int range_repatriate(struct hetmm_ctx *ctx, const void *owner,
-			    uintptr_t start, size_t npages)
-{
-	uint64_t first = addr_to_vpn(start);
-	for (size_t i = 0; i < npages;) {
-		uint64_t e = shadow_get(&ctx->shadow, first + i);
-		/* Coherent pages are CPU pages to a device: used where
-		 * they are, as hmm_range_fault() leaves them. */
-		if (!(shadow_on_device(e) || shadow_is_busy(e)) || is_local(e, owner) ||
-		    shadow_is_coherent(e)) {
-			i++;
-			continue;
+	for (uintptr_t a = c->start; a < end; a = v.end) {
+		segment_at(c->ctx, a, &v);
+		uint64_t k = (a - c->start) >> PAGE_SHIFT;
+		uint64_t last = (MIN(v.end, end) - c->start) >> PAGE_SHIFT;
+		for (; k < last; k++) {
+			if (!c->req[k])
+				continue;
+			if (!(v.flags & VMA_READ))
+				return -EFAULT;
+			if ((c->req[k] & REQ_WRITE) && !(v.flags & VMA_WRITE))
+				return -EPERM;
 		}
-		if (shadow_is_busy(e)) {
-			sched_yield();   /* a migration is finishing */
-			continue;
-		}
-		size_t n = 1;
-		while (i + n < npages) {
-			uint64_t f = shadow_get(&ctx->shadow, first + i + n);
-			if (!shadow_on_device(f) || is_local(f, owner) ||
-			    shadow_is_coherent(f))
-				break;
-			n++;
-		}
-		migrate_back_range(ctx, vpn_to_addr(first + i),
-				   vpn_to_addr(first + i + n), NULL);
-	}
-	return 0;
-}
-
-/* Fault in the runs of the range that are not local device pages. */
-static int range_populate(struct hetmm_ctx *ctx, const void *owner,
-			  uintptr_t start, size_t npages, bool write)
-{
-	uint64_t first = addr_to_vpn(start);
-	for (size_t i = 0; i < npages;) {
-		if (is_local(shadow_get(&ctx->shadow, first + i), owner)) {
-			i++;
-			continue;
-		}
-		size_t n = 1;
-		while (i + n < npages &&
-		       !is_local(shadow_get(&ctx->shadow, first + i + n), owner))
-			n++;
-		if (madvise((void *)vpn_to_addr(first + i), n * PAGE_SIZE,
-			    write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ))
-			return errno == EINVAL ? -EFAULT : -errno;
-		i += n;
 	}
 	return 0;
 }
 
 /*
  * The context hears of munmap, madvise and mremap only in ranges
- * registered with its userfaultfd, so a range a device mirrors must be
+ * registered with its userfaultfd, so a range a device faults in must be
  * registered, as migration registers what it moves.  Only private
  * anonymous memory can be; changes to file and shared mappings are not
  * seen, and a device reaching them through a stale entry gets what the
@@ -129,119 +169,244 @@ static void range_watch(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 	}
 }
 
-int range_fault(struct hetmm_ctx *ctx, const void *owner, uintptr_t start,
-		size_t npages, bool write, uint64_t *entries)
+/* Must page k, entry e, come back from another device first? */
+static bool must_come_back(const struct chunk *c, uint64_t k, uint64_t e)
 {
-	uintptr_t end = start + npages * PAGE_SIZE;
-	int rc = range_check_access(ctx, start, end, write);
-	if (rc)
-		return rc;
-	range_watch(ctx, start, end);
-	rc = range_repatriate(ctx, owner, start, npages);
-	if (rc)
-		return rc;
-	rc = range_populate(ctx, owner, start, npages, write);
-	if (rc)
-		return rc;
+	/* Coherent pages are CPU pages to a device: used where they are,
+	 * as hmm_range_fault() leaves them. */
+	return c->req[k] && shadow_on_device(e) &&
+	       !is_local(e, c->r->dev_private_owner) && !shadow_is_coherent(e);
+}
 
-	uint64_t first = addr_to_vpn(start);
-	struct vma v = { 0, 0, 0 };
-	uint8_t pflags[CHUNK_PAGES];
-	for (size_t i = 0; i < npages; i++) {
-		uintptr_t a = vpn_to_addr(first + i);
-		if (a >= v.end && vma_find(&ctx->vmaq, a, &v) < 0)
-			return -EFAULT;
-		if (i % CHUNK_PAGES == 0) {
-			rc = vma_page_flags(&ctx->vmaq, a,
-					    MIN(npages - i, (size_t)CHUNK_PAGES),
-					    pflags);
-			if (rc)
-				return rc;
-		}
-		uint64_t e = shadow_get(&ctx->shadow, first + i);
-		bool writable = v.flags & VMA_WRITE;
-		if (is_local(e, owner)) {
-			entries[i] = MENT_VALID | MENT_DEVICE | shadow_pfn(e) |
-				     (writable ? MENT_WRITE : 0);
+/* Bring back every page asked for that sits on a device not owned by
+ * the caller, waiting for migrations under way to finish. */
+static void chunk_repatriate(const struct chunk *c)
+{
+	struct shadow *shadow = &c->ctx->shadow;
+	for (uint64_t k = 0; k < c->n;) {
+		uint64_t e = shadow_get(shadow, c->vpn + k);
+		if (c->req[k] && shadow_is_busy(e)) {
+			sched_yield();   /* a migration is finishing */
 			continue;
 		}
-		uint8_t pf = pflags[i % CHUNK_PAGES];
-		bool wpte = write || (writable && (pf & PG_EXCLUSIVE) &&
-				      !(pf & PG_ZERO));
-		entries[i] = MENT_VALID | (wpte ? MENT_WRITE : 0);
+		if (!must_come_back(c, k, e)) {
+			k++;
+			continue;
+		}
+		uint64_t n = 1;
+		while (k + n < c->n &&
+		       must_come_back(c, k + n, shadow_get(shadow, c->vpn + k + n)))
+			n++;
+		migrate_back_range(c->ctx, vpn_to_addr(c->vpn + k),
+				   vpn_to_addr(c->vpn + k + n), NULL);
+		k += n;
 	}
-	STAT_ADD(ctx, mirror_faults, 1);
+}
+
+/* Fault in the runs of pages asked for that are not local device pages,
+ * each run with the access its pages ask for. */
+static int chunk_populate(const struct chunk *c)
+{
+	struct shadow *shadow = &c->ctx->shadow;
+	const void *owner = c->r->dev_private_owner;
+	for (uint64_t k = 0; k < c->n;) {
+		uint8_t req = c->req[k];
+		if (!req || is_local(shadow_get(shadow, c->vpn + k), owner)) {
+			k++;
+			continue;
+		}
+		uint64_t n = 1;
+		while (k + n < c->n && c->req[k + n] == req &&
+		       !is_local(shadow_get(shadow, c->vpn + k + n), owner))
+			n++;
+		int advice = (req & REQ_WRITE) ? MADV_POPULATE_WRITE
+					       : MADV_POPULATE_READ;
+		if (madvise((void *)vpn_to_addr(c->vpn + k), n * PAGE_SIZE,
+			    advice)) {
+			/* EINVAL: a mapping that can't be populated;
+			 * ENOMEM: unmapped since it was checked. */
+			return errno == EINVAL || errno == ENOMEM ? -EFAULT
+								  : -errno;
+		}
+		k += n;
+	}
 	return 0;
 }
 
 /*
- * As hmm_range_fault() reports it: a device-private page is visible to its
- * own device only (local, with the mapping's permission); to any other it
- * is not present.  Coherent pages are CPU pages, local or remote.
+ * A device page.  Coherent pages are reported to every device, local or
+ * remote; a device-private page only to its own (a mapping's permission
+ * comes with it), and to any other it is not present.
  */
-static uint8_t snapshot_device(uint64_t e, const void *owner,
-			       const struct vma *v)
+static uint64_t report_device(uint64_t e, const void *owner,
+			      const struct vma *v)
 {
-	enum hetmm_memory_type type = HETMM_MEMORY_DEVICE_PRIVATE;
-	const void *o = entry_owner(e, &type);
-	bool local = o == owner;
-	uint8_t perm = (v->flags & VMA_WRITE) ? HETMM_PROT_WRITE
-					      : HETMM_PROT_READ;
-	if (type == HETMM_MEMORY_DEVICE_COHERENT)
-		return perm | (local ? HETMM_PROT_DEV_COHERENT_LOCAL
-				     : HETMM_PROT_DEV_COHERENT_REMOTE);
-	return local ? (uint8_t)(perm | HETMM_PROT_DEV_PRIVATE_LOCAL)
-		     : HETMM_PROT_NONE;
+	struct hetmm_pagemap *pgmap = entry_pagemap(e);
+	if (!pgmap)
+		return 0;
+	bool local = pgmap->owner == owner;
+	uint64_t out = HETMM_RANGE_VALID | HETMM_RANGE_DEVICE | shadow_pfn(e) |
+		       ((v->flags & VMA_WRITE) ? HETMM_RANGE_WRITE : 0) |
+		       (local ? HETMM_RANGE_LOCAL : 0);
+	if (pgmap->type == HETMM_MEMORY_DEVICE_COHERENT)
+		return out | HETMM_RANGE_COHERENT;
+	return local ? out : 0;
 }
 
-static uint8_t snapshot_system(const struct vma *v, uint8_t pf)
+/*
+ * A system page as the kernel maps it: the zero page read-only, a page a
+ * private mapping holds alone (or a shared mapping's page) writable if the
+ * mapping is, a private mapping's file page read-only until written.  A
+ * page faulted in for writing is writable.
+ */
+static uint64_t report_system(uint64_t vpn, const struct vma *v, uint8_t pf,
+			      uint8_t req)
 {
-	if (!(pf & PG_PRESENT))
-		return HETMM_PROT_NONE;
-	uint8_t prot = 0;
-	if (pf & PG_ZERO)
-		prot = HETMM_PROT_ZERO | HETMM_PROT_READ;
-	else if ((v->flags & VMA_WRITE) &&
-		 ((v->flags & VMA_SHARED) ||
-		  ((pf & PG_EXCLUSIVE) && !(pf & PG_FILE))))
-		prot = HETMM_PROT_WRITE;   /* a file page in a private mapping
-					    * stays read-only until written */
-	else
-		prot = HETMM_PROT_READ;
+	if (!(pf & PG_PRESENT) && !req)
+		return 0;
+	uint64_t out = HETMM_RANGE_VALID | vpn;
 	if (pf & PG_HUGE)
-		prot |= HETMM_PROT_PMD;
-	return prot;
+		out |= (uint64_t)PMD_ORDER << HETMM_RANGE_ORDER_SHIFT;
+	if (req & REQ_WRITE)
+		return out | HETMM_RANGE_WRITE;
+	if (pf & PG_ZERO)
+		return out | HETMM_RANGE_ZERO;
+	if ((v->flags & VMA_WRITE) &&
+	    ((v->flags & VMA_SHARED) ||
+	     ((pf & PG_EXCLUSIVE) && !(pf & PG_FILE))))
+		out |= HETMM_RANGE_WRITE;
+	return out;
 }
 
-int range_snapshot(struct hetmm_ctx *ctx, const void *owner, uintptr_t start,
-		   size_t npages, uint8_t *prot)
+/* Does out give page k what it asked for? */
+static bool satisfied(uint8_t req, uint64_t e, uint64_t out)
 {
-	uint64_t first = addr_to_vpn(start);
+	if (!req)
+		return true;
+	/* Held by a migration or a fault finishing: not there yet. */
+	if (shadow_is_busy(e))
+		return false;
+	return (out & HETMM_RANGE_VALID) &&
+	       (!(req & REQ_WRITE) || (out & HETMM_RANGE_WRITE));
+}
+
+/*
+ * Fill in the chunk's entries, a VMA at a time.  Returns how many pages
+ * asked for a fault and did not get what they asked for (taken by a
+ * migration meanwhile, or a fault still finishing), or -errno.
+ */
+static long chunk_report(const struct chunk *c)
+{
+	uintptr_t end = c->start + c->n * PAGE_SIZE;
 	uint8_t pflags[CHUNK_PAGES];
-	for (size_t i = 0; i < npages;) {
-		uintptr_t a = vpn_to_addr(first + i);
-		struct vma v;
-		if (vma_find(&ctx->vmaq, a, &v) < 0) {
-			/* Unmapped up to the next VMA, or the end. */
-			prot[i++] = HETMM_PROT_ERROR;
-			continue;
-		}
-		size_t n = MIN((v.end - a) >> PAGE_SHIFT, npages - i);
-		n = MIN(n, (size_t)CHUNK_PAGES);
+	long missed = 0;
+	struct vma v;
+	for (uintptr_t a = c->start; a < end; a = v.end) {
+		segment_at(c->ctx, a, &v);
+		uint64_t k = (a - c->start) >> PAGE_SHIFT;
+		uint64_t n = (MIN(v.end, end) - a) >> PAGE_SHIFT;
 		bool readable = v.flags & VMA_READ;
-		int rc = readable ? vma_page_flags(&ctx->vmaq, a, n, pflags) : 0;
+		if (readable) {
+			int rc = vma_page_flags(&c->ctx->vmaq, a, n, pflags);
+			if (rc)
+				return rc;
+		}
+		for (uint64_t j = 0; j < n; j++, k++) {
+			uint64_t e = shadow_get(&c->ctx->shadow, c->vpn + k);
+			uint64_t out;
+			if (!readable)
+				out = HETMM_RANGE_ERROR;
+			else if (shadow_on_device(e))
+				out = report_device(e, c->r->dev_private_owner,
+						    &v);
+			else
+				out = report_system(c->vpn + k, &v, pflags[j],
+						    c->req[k]);
+			missed += !satisfied(c->req[k], e, out);
+			c->r->pfns[c->first + k] = out;
+		}
+	}
+	return missed;
+}
+
+/* Passes over a chunk while pages asked for slip away with the sequence
+ * unchanged (faults finishing); the kernel's walk retries the same way. */
+#define CHUNK_PASSES 1000
+
+static int range_chunk(struct chunk *c)
+{
+	const struct hetmm_range *r = c->r;
+	chunk_requests(c);
+	for (unsigned pass = 0; pass < CHUNK_PASSES; pass++) {
+		if (hetmm_notifier_read_retry(r->notifier, r->notifier_seq))
+			return -EBUSY;
+		int rc = chunk_check(c);
 		if (rc)
 			return rc;
-		for (size_t k = 0; k < n; k++) {
-			uint64_t e = shadow_get(&ctx->shadow, first + i + k);
-			if (!readable)
-				prot[i + k] = HETMM_PROT_ERROR;
-			else if (shadow_on_device(e))
-				prot[i + k] = snapshot_device(e, owner, &v);
-			else
-				prot[i + k] = snapshot_system(&v, pflags[k]);
+		if (c->faulting) {
+			range_watch(c->ctx, c->start,
+				    c->start + c->n * PAGE_SIZE);
+			chunk_repatriate(c);
+			rc = chunk_populate(c);
+			if (rc)
+				return rc;
 		}
-		i += n;
+		long missed = chunk_report(c);
+		if (missed <= 0)
+			return (int)missed;
+		sched_yield();
 	}
+	return -EBUSY;
+}
+
+static int range_validate(const struct hetmm_range *r)
+{
+	if (!r || !r->notifier || !r->pfns || !r->npages ||
+	    r->npages > (SIZE_MAX >> PAGE_SHIFT) ||
+	    (r->default_flags & ~RANGE_REQ))
+		return -EINVAL;
+	int rc = check_user_range(r->start, r->npages << PAGE_SHIFT);
+	if (rc)
+		return rc;
+	uintptr_t start = (uintptr_t)r->start;
+	if (!notifier_covers(r->notifier, start,
+			     start + (r->npages << PAGE_SHIFT)))
+		return -EINVAL;
+	return 0;
+}
+
+int hetmm_range_fault(struct hetmm_range *range)
+{
+	int rc = range_validate(range);
+	if (rc)
+		return rc;
+	struct hetmm_ctx *ctx = notifier_ctx(range->notifier);
+	if (ctx_forked(ctx))
+		return -ECHILD;
+	if (fault_on_handler(ctx))
+		return -EDEADLK;
+	/* munmap, madvise and mremap return once the handler has read
+	 * their event, not handled it: let it catch up, so that what the
+	 * process did before this call is seen, as the kernel's notifiers
+	 * have run by the time such a call returns. */
+	handler_sync(ctx);
+
+	struct chunk c = { .ctx = ctx, .r = range };
+	bool faulted = false;
+	uintptr_t start = (uintptr_t)range->start;
+	for (uint64_t done = 0; done < range->npages; done += c.n) {
+		c.first = done;
+		c.start = start + done * PAGE_SIZE;
+		c.vpn = addr_to_vpn(c.start);
+		c.n = MIN(range->npages - done, (uint64_t)CHUNK_PAGES);
+		rc = range_chunk(&c);
+		if (rc)
+			return rc;
+		faulted |= c.faulting;
+	}
+	if (hetmm_notifier_read_retry(range->notifier, range->notifier_seq))
+		return -EBUSY;
+	if (faulted)
+		STAT_ADD(ctx, mirror_faults, 1);
 	return 0;
 }
