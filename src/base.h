@@ -30,6 +30,13 @@
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
 
+/* A range of memory hetmm uses itself (entry.c: entry_own), in a list;
+ * the node lives in the struct of the module that owns the memory. */
+struct own_range {
+	uintptr_t start, end;
+	struct own_range *next;
+};
+
 static inline uint64_t addr_to_vpn(uintptr_t addr)
 {
 	return (uint64_t)addr >> PAGE_SHIFT;

@@ -80,6 +80,7 @@ static void ctx_free(struct hetmm_ctx *ctx)
 	if (ctx->zero_src)
 		munmap(ctx->zero_src, CHUNK_PAGES * PAGE_SIZE);
 	pthread_mutex_destroy(&ctx->lock);
+	pthread_mutex_destroy(&ctx->own_lock);
 	pthread_rwlock_destroy(&ctx->notifiers_lock);
 	pthread_rwlock_destroy(&ctx->fork_lock);
 	free(ctx);
@@ -103,6 +104,7 @@ int hetmm_ctx_create(struct hetmm_ctx **ctxp,
 				params->fault_around_max : DEFAULT_FAULT_AROUND;
 	shadow_init(&ctx->shadow);
 	pthread_mutex_init(&ctx->lock, NULL);
+	pthread_mutex_init(&ctx->own_lock, NULL);
 	pthread_rwlock_init(&ctx->notifiers_lock, NULL);
 	fork_lock_init(&ctx->fork_lock);
 
@@ -111,6 +113,7 @@ int hetmm_ctx_create(struct hetmm_ctx **ctxp,
 		rc = -ENOMEM;
 		goto fail;
 	}
+	entry_own(ctx, &ctx->own_zero, ctx->zero_src, CHUNK_PAGES * PAGE_SIZE);
 	rc = vmaq_open(&ctx->vmaq);
 	if (rc)
 		goto fail;

@@ -83,6 +83,12 @@ struct hetmm_ctx {
 	 * learnt of a block's density before one is stale (fault.c). */
 	_Atomic uint64_t dense_gen;
 
+	/* entry.c: memory hetmm uses itself, which no call may touch for
+	 * the process; its nodes belong to the modules that own it. */
+	pthread_mutex_t own_lock;
+	struct own_range *own;
+	struct own_range own_zero;        /* zero_src */
+
 	/* Every module counts its own events here. */
 	struct hetmm_stats_atomic stats;
 };

@@ -30,3 +30,45 @@ int entry_range(const struct hetmm_ctx *ctx, const void *addr, size_t len)
 	int rc = entry_ctx(ctx);
 	return rc ? rc : check_user_range(addr, len);
 }
+
+void entry_own(struct hetmm_ctx *ctx, struct own_range *r, const void *addr,
+	       size_t len)
+{
+	r->start = (uintptr_t)addr;
+	r->end = r->start + len;
+	pthread_mutex_lock(&ctx->own_lock);
+	r->next = ctx->own;
+	ctx->own = r;
+	pthread_mutex_unlock(&ctx->own_lock);
+}
+
+void entry_disown(struct hetmm_ctx *ctx, struct own_range *r)
+{
+	pthread_mutex_lock(&ctx->own_lock);
+	for (struct own_range **pp = &ctx->own; *pp; pp = &(*pp)->next) {
+		if (*pp == r) {
+			*pp = r->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&ctx->own_lock);
+}
+
+static bool owns_any(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	bool owned = false;
+	pthread_mutex_lock(&ctx->own_lock);
+	for (struct own_range *r = ctx->own; r && !owned; r = r->next)
+		owned = start < r->end && r->start < end;
+	pthread_mutex_unlock(&ctx->own_lock);
+	return owned;
+}
+
+int entry_user_range(struct hetmm_ctx *ctx, const void *addr, size_t len)
+{
+	int rc = entry_range(ctx, addr, len);
+	if (rc)
+		return rc;
+	uintptr_t start = (uintptr_t)addr;
+	return owns_any(ctx, start, start + len) ? -EINVAL : 0;
+}

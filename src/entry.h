@@ -25,9 +25,25 @@ static inline bool ctx_forked(const struct hetmm_ctx *ctx)
  */
 int check_user_range(const void *addr, size_t len);
 
+/*
+ * Memory hetmm itself uses: the handler's pages (its doorbell, the sync
+ * pages, staging, zeroes) and the device memory pages move into.  No
+ * call may migrate it, fault it in for a device or pin it: the handler
+ * would end up faulting on itself, or the page it waits for would never
+ * fault.  The owner keeps the node (base.h), as long as the memory is
+ * there.
+ */
+void entry_own(struct hetmm_ctx *ctx, struct own_range *r, const void *addr,
+	       size_t len);
+void entry_disown(struct hetmm_ctx *ctx, struct own_range *r);
+
 /* A call on ctx: -EINVAL without one, -ECHILD in a fork child. */
 int entry_ctx(const struct hetmm_ctx *ctx);
 /* The same, and [addr, addr + len) a valid user range (-EINVAL). */
 int entry_range(const struct hetmm_ctx *ctx, const void *addr, size_t len);
+/* The same for a call that touches the pages of the range on the
+ * process's behalf (migration, range fault, pin, exclusive access): also
+ * -EINVAL if the range reaches memory hetmm owns. */
+int entry_user_range(struct hetmm_ctx *ctx, const void *addr, size_t len);
 
 #endif /* HETMM_ENTRY_H */

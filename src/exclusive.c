@@ -102,8 +102,9 @@ int hetmm_make_device_exclusive(struct hetmm_pagemap *pgmap,
 	uintptr_t start = (uintptr_t)addr, end = start + npages * PAGE_SIZE;
 	if (pgmap->ctx != ctx || !notifier_covers(n, start, end))
 		return -EINVAL;
-	if (ctx_forked(ctx))
-		return -ECHILD;
+	rc = entry_user_range(ctx, addr, npages << PAGE_SHIFT);
+	if (rc)
+		return rc;
 	if (fault_on_handler(ctx))
 		return -EDEADLK;
 	if (pgmap->type != HETMM_MEMORY_DEVICE_PRIVATE)

@@ -25,6 +25,7 @@
 #include "coherent.h"
 #include "compat.h"
 #include "ctx.h"
+#include "entry.h"
 #include "fault.h"
 #include "lifecycle.h"
 #include "order.h"
@@ -79,6 +80,7 @@ struct fault_engine {
 	/* Allocated with the engine: the fault path allocates nothing. */
 	uint64_t *claims;                 /* CHUNK_PAGES entries */
 	void *staging;                    /* CHUNK_PAGES pages */
+	struct own_range own_doorbell, own_staging;
 };
 
 /*
@@ -724,6 +726,8 @@ int fault_engine_create(struct hetmm_ctx *ctx)
 	f->doorbell = map_pages(1, PROT_READ);
 	if (!f->staging || !f->claims || !f->doorbell)
 		return -ENOMEM;
+	entry_own(ctx, &f->own_doorbell, f->doorbell, PAGE_SIZE);
+	entry_own(ctx, &f->own_staging, f->staging, CHUNK_PAGES * PAGE_SIZE);
 	return uffd_register(ctx->uffd.fd, (uintptr_t)f->doorbell, PAGE_SIZE,
 			     UFFDIO_REGISTER_MODE_MISSING, NULL);
 }

@@ -73,6 +73,15 @@ static int pagemap_register_remap(struct hetmm_ctx *ctx,
 			     UFFDIO_REGISTER_MODE_WP, NULL);
 }
 
+/* Undo pagemap_register_remap(). */
+static void pagemap_unregister_remap(struct hetmm_ctx *ctx,
+				     struct hetmm_pagemap *pgmap)
+{
+	if ((pgmap->flags & HETMM_PAGEMAP_REMAP) && ctx->frames.fd >= 0)
+		uffd_unregister(ctx->frames.fd, pgmap->remap_base,
+				pgmap->nr_pages * PAGE_SIZE);
+}
+
 int hetmm_pagemap_add(struct hetmm_ctx *ctx,
 		      const struct hetmm_pagemap_desc *desc,
 		      struct hetmm_pagemap **pgmapp)
@@ -103,7 +112,7 @@ int hetmm_pagemap_add(struct hetmm_ctx *ctx,
 		goto fail;
 	rc = pagemap_section_alloc(pgmap);
 	if (rc)
-		goto fail;
+		goto fail_registered;
 	if (pagemap_is_fixed(pgmap)) {
 		rc = fixed_publish(pgmap);
 		if (rc) {
@@ -112,6 +121,10 @@ int hetmm_pagemap_add(struct hetmm_ctx *ctx,
 		}
 	}
 
+	/* Memory hetmm moves pages into is its own from now on. */
+	if (pgmap->flags & HETMM_PAGEMAP_REMAP)
+		entry_own(ctx, &pgmap->own, (void *)pgmap->remap_base,
+			  pgmap->nr_pages * PAGE_SIZE);
 	pthread_mutex_lock(&ctx->lock);
 	pgmap->next = ctx->pagemaps;
 	ctx->pagemaps = pgmap;
@@ -119,6 +132,8 @@ int hetmm_pagemap_add(struct hetmm_ctx *ctx,
 	*pgmapp = pgmap;
 	return 0;
 
+fail_registered:
+	pagemap_unregister_remap(ctx, pgmap);
 fail:
 	pagemap_destroy(pgmap);
 	return rc;
@@ -222,6 +237,11 @@ int hetmm_pagemap_remove(struct hetmm_pagemap *pgmap)
 	}
 	pthread_mutex_unlock(&ctx->lock);
 
+	/* The memory is the driver's again, registered nowhere. */
+	if (pgmap->flags & HETMM_PAGEMAP_REMAP) {
+		pagemap_unregister_remap(ctx, pgmap);
+		entry_disown(ctx, &pgmap->own);
+	}
 	pagemap_section_free(pgmap);
 	pagemap_destroy(pgmap);
 	return 0;

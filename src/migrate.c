@@ -652,7 +652,7 @@ int hetmm_migrate_to_device(struct hetmm_pagemap *pgmap, void *addr,
 	if (!pgmap)
 		return -EINVAL;
 	struct hetmm_ctx *ctx = pgmap->ctx;
-	int rc = entry_range(ctx, addr, len);
+	int rc = entry_user_range(ctx, addr, len);
 	if (rc)
 		return rc;
 	if (!(ctx->uffd.features & UFFD_FEATURE_PAGEFAULT_FLAG_WP) ||

@@ -11,6 +11,7 @@
 
 #include "compat.h"
 #include "ctx.h"
+#include "entry.h"
 #include "order.h"
 
 #define SYNC_LEN (MAX_MIGRATORS * PAGE_SIZE)
@@ -22,6 +23,7 @@ int order_init(struct hetmm_ctx *ctx)
 	if (p == MAP_FAILED)
 		return -ENOMEM;
 	ctx->order.sync_pages = p;
+	entry_own(ctx, &ctx->order.own, p, SYNC_LEN);
 	memset(p, 0, SYNC_LEN);
 	int rc = uffd_register(ctx->uffd.fd, (uintptr_t)p, SYNC_LEN,
 			       UFFDIO_REGISTER_MODE_MISSING |

@@ -41,6 +41,7 @@ struct handler_order {
 	char *sync_pages;                 /* one per migrator slot, write
 					   * protected: see handler_sync() */
 	struct migrator migrators[MAX_MIGRATORS];
+	struct own_range own;             /* the sync pages */
 };
 
 /* Map and protect the sync pages (ctx's userfaultfd is open). */

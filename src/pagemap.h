@@ -44,6 +44,7 @@ struct hetmm_pagemap {
 	const void *owner;
 	uint32_t flags;                   /* HETMM_PAGEMAP_* */
 	uintptr_t remap_base;             /* HETMM_PAGEMAP_REMAP memory */
+	struct own_range own;             /* it, as hetmm's (entry.c) */
 	unsigned section;
 	struct hetmm_page *pages;
 

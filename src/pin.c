@@ -57,7 +57,7 @@ static int gup_init(struct gup *g, struct hetmm_ctx *ctx, void *addr,
 		return -EINVAL;
 	if (nr > (USER_VA_END >> PAGE_SHIFT))
 		return -EINVAL;
-	int rc = check_user_range(addr, nr * PAGE_SIZE);
+	int rc = entry_user_range(ctx, addr, nr * PAGE_SIZE);
 	if (rc)
 		return rc;
 	*g = (struct gup){ .ctx = ctx, .start = (uintptr_t)addr, .n = nr,

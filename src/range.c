@@ -381,8 +381,9 @@ int hetmm_range_fault(struct hetmm_range *range)
 	if (rc)
 		return rc;
 	struct hetmm_ctx *ctx = notifier_ctx(range->notifier);
-	if (ctx_forked(ctx))
-		return -ECHILD;
+	rc = entry_user_range(ctx, range->start, range->npages << PAGE_SHIFT);
+	if (rc)
+		return rc;
 	if (fault_on_handler(ctx))
 		return -EDEADLK;
 	/* munmap, madvise and mremap return once the handler has read

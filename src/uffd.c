@@ -122,6 +122,12 @@ int uffd_register(int fd, uintptr_t start, size_t len, uint64_t mode,
 	return 0;
 }
 
+int uffd_unregister(int fd, uintptr_t start, size_t len)
+{
+	struct uffdio_range r = { .start = start, .len = len };
+	return ioctl(fd, UFFDIO_UNREGISTER, &r) < 0 ? -errno : 0;
+}
+
 int uffd_writeprotect(int fd, uintptr_t start, size_t len, unsigned flags)
 {
 	struct uffdio_writeprotect w = {

@@ -20,6 +20,7 @@ int uffd_open(struct uffd *u, uint64_t want_features);
 void uffd_close(struct uffd *u);
 int uffd_register(int fd, uintptr_t start, size_t len, uint64_t mode,
 		  uint64_t *ioctls);
+int uffd_unregister(int fd, uintptr_t start, size_t len);
 #define WP_ON (1u << 2)  /* protect; without it, lift and wake */
 /* UFFDIO_WRITEPROTECT; flags WP_ON and FILL_ONCE (below). */
 int uffd_writeprotect(int fd, uintptr_t start, size_t len, unsigned flags);

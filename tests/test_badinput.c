@@ -6,9 +6,10 @@
  * the counters, the device residency and the free frames are what they
  * were.
  */
+#include <stdbool.h>
 #include <stdint.h>
 
-#include "t.h"
+#include "tdrv.h"
 
 #define N 16             /* pages of the buffer: 0-7 on a device, 8-15 not */
 #define SEED 0xbad
@@ -377,6 +378,109 @@ static void mirror_calls(void)
 	free(src);
 }
 
+/*
+ * Memory hetmm uses itself is no process memory to migrate, pin or fault
+ * in for a device: here, device memory that a pagemap's pages move into.
+ * (A migration that ran on into hetmm's own pages once took the
+ * handler's doorbell, and the context could not be destroyed any more.)
+ */
+static void own_memory(void)
+{
+	enum { DEV = 16 };
+	/* A page of the process's, the device's memory right after it. */
+	char *mem = t_map(1 + DEV);
+	struct td d = { .nr = DEV, .mode = TD_REMAP,
+			.mem = (unsigned char *)mem + PS };
+	struct hetmm_pagemap_desc desc = {
+		.type = HETMM_MEMORY_DEVICE_PRIVATE, .nr_pages = DEV,
+		.ops = &td_ops_addr, .drvdata = &d, .owner = &d,
+		.flags = HETMM_PAGEMAP_REMAP,
+	};
+	void *pages[2];
+
+	REQUIRE_OK(hetmm_pagemap_add(ctx, &desc, &d.pg));
+	t_fill(mem, 1, 77);
+	save_state();
+	REFUSED_WITH(hetmm_migrate_to_device(pg, d.mem, PS, NULL), -EINVAL);
+	/* A range that only runs into it is refused as a whole: the
+	 * process's page before it stays where it is. */
+	REFUSED_WITH(hetmm_migrate_to_device(pg, mem, 2 * PS, NULL), -EINVAL);
+	CHECK(!t_on_device(ctx, mem));
+	REFUSED_WITH(hetmm_pin_user_pages(ctx, d.mem, 1, 0, pages), -EINVAL);
+	REFUSED_WITH(hetmm_get_user_pages_fast(ctx, mem, 2, 0, pages),
+		     -EINVAL);
+	CHECK_EQ(t_verify(mem, 1, 77), 0);
+	CHECK_OK(hetmm_pagemap_remove(d.pg));
+	/* Its pagemap gone, the memory is the process's again. */
+	CHECK_OK(hetmm_migrate_to_device(pg, d.mem, PS, NULL));
+	CHECK_OK(hetmm_migrate_to_system(ctx, d.mem, PS, NULL));
+	t_unmap(mem, 1 + DEV);
+	save_state();
+}
+
+/*
+ * A range that runs into one of the kernel's special mappings ([vvar],
+ * [vdso]: no userfaultfd there) is refused before anything moves, and the
+ * context goes on working.  The page below the special mapping is
+ * anonymous memory: ours if there is room to map it, else the small
+ * anonymous mapping of libc's or the loader's that the kernel usually
+ * puts there (the case found: those pages went to the device, and the
+ * context could no longer be used or destroyed).
+ */
+static void special_mapping(void)
+{
+	char line[512], prev[512] = "";
+	uintptr_t lo = 0, hi, plo = 0, phi = 0;
+	FILE *f = fopen("/proc/self/maps", "r");
+	char *below = NULL;
+	bool ours = false;
+
+	REQUIRE(f != NULL);
+	while (!below && fgets(line, sizeof(line), f)) {
+		unsigned long long off, inode = 1;
+		char perms[8];
+		unsigned maj, min;
+
+		if (!strstr(line, "[vvar") && !strstr(line, "[vdso]")) {
+			strcpy(prev, line);
+			continue;
+		}
+		REQUIRE(sscanf(line, "%lx-%lx", &lo, &hi) == 2);
+		void *p = mmap((void *)(lo - PS), PS, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS |
+			       MAP_FIXED_NOREPLACE, -1, 0);
+		if (p == (void *)(lo - PS)) {
+			below = p;
+			ours = true;
+			t_fill(below, 1, 78);
+		} else if (sscanf(prev, "%lx-%lx %7s %llx %x:%x %llu", &plo,
+				  &phi, perms, &off, &maj, &min, &inode) == 7 &&
+			   phi == lo && !inode && !strcmp(perms, "rw-p")) {
+			below = (char *)(lo - PS);
+		}
+		strcpy(prev, line);
+	}
+	fclose(f);
+	REQUIRE(below != NULL);
+	save_state();
+	REFUSED_WITH(hetmm_migrate_to_device(pg, below, 2 * PS, NULL),
+		     -EINVAL);
+	CHECK(!t_on_device(ctx, below));
+	/* The context goes on: a page of ours goes and comes back. */
+	char *mine = t_map(1);
+	t_fill(mine, 1, 79);
+	CHECK_OK(hetmm_migrate_to_device(pg, mine, PS, NULL));
+	CHECK(t_on_device(ctx, mine));
+	CHECK_EQ(t_verify(mine, 1, 79), 0);
+	t_unmap(mine, 1);
+	if (ours) {
+		CHECK_EQ(t_verify(below, 1, 78), 0);
+		munmap(below, PS);
+	}
+	CHECK_EQ(t_settled_free(pg, saved.free1), saved.free1);
+	save_state();
+}
+
 int main(void)
 {
 	setup();
@@ -385,6 +489,8 @@ int main(void)
 	migrate_calls();
 	other_context();
 	mirror_calls();
+	own_memory();
+	special_mapping();
 
 	/* Everything still works after all that. */
 	CHECK_EQ(t_verify(buf, N, SEED), 0);
