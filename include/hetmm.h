@@ -331,6 +331,15 @@ struct hetmm_pagemap_desc {
  * chunks.  Counted in hetmm_stats.evictions.
  */
 #define HETMM_PAGEMAP_EVICT (1u << 1)
+/*
+ * The pagemap belongs to an object of its driver's (a device, as the
+ * kernel's devm_memremap_pages ties a pagemap to its struct device): only
+ * the driver removes it, with hetmm_pagemap_remove_managed() naming the
+ * owner it gave in the desc; hetmm_pagemap_remove() refuses it with
+ * -EBUSY, so that nobody removes memory from under a driver still using
+ * it.  hetmm_ctx_destroy() removes it like any other.
+ */
+#define HETMM_PAGEMAP_MANAGED (1u << 2)
 
 /* How long hot-remove of an FS_DAX or GENERIC pagemap waits for its
  * pages' references and pins to go before it gives up with -EBUSY. */
@@ -353,6 +362,10 @@ int hetmm_pagemap_add(struct hetmm_ctx *ctx,
  * and usable.  After removal their addresses are ordinary memory.
  */
 int hetmm_pagemap_remove(struct hetmm_pagemap *pgmap);
+/* Hot-remove of a HETMM_PAGEMAP_MANAGED pagemap by its driver: owner is
+ * the desc's.  -EPERM for another owner, -EINVAL if it is not managed. */
+int hetmm_pagemap_remove_managed(struct hetmm_pagemap *pgmap,
+				 const void *owner);
 
 struct hetmm_pagemap_info {
 	enum hetmm_memory_type type;

@@ -19,6 +19,7 @@
 #include "entry.h"
 #include "fault.h"
 #include "fork.h"
+#include "hotplug.h"
 #include "notifier.h"
 #include "order.h"
 
@@ -149,7 +150,7 @@ int hetmm_ctx_destroy(struct hetmm_ctx *ctx)
 		pthread_mutex_unlock(&ctx->lock);
 		if (!pgmap)
 			break;
-		rc = hetmm_pagemap_remove(pgmap);
+		rc = hotplug_remove(pgmap);
 		if (rc)
 			return rc;
 	}

@@ -18,6 +18,7 @@
 #include "ctx.h"
 #include "entry.h"
 #include "fixed.h"
+#include "hotplug.h"
 #include "pagemap.h"
 
 static bool type_is_valid(enum hetmm_memory_type type)
@@ -34,10 +35,12 @@ static int check_desc(const struct hetmm_pagemap_desc *d)
 		return -EINVAL;
 	/* CPU memory mapped in place: an address, no copies, no policy. */
 	if (d->type == HETMM_MEMORY_FS_DAX || d->type == HETMM_MEMORY_GENERIC)
-		return d->ops->page_address && !d->flags ? 0 : -EINVAL;
+		return d->ops->page_address &&
+		       !(d->flags & ~HETMM_PAGEMAP_MANAGED) ? 0 : -EINVAL;
 	if (!d->ops->copy_to_device || !d->ops->copy_from_device)
 		return -EINVAL;
-	if (d->flags & ~(HETMM_PAGEMAP_REMAP | HETMM_PAGEMAP_EVICT))
+	if (d->flags & ~(HETMM_PAGEMAP_REMAP | HETMM_PAGEMAP_EVICT |
+			 HETMM_PAGEMAP_MANAGED))
 		return -EINVAL;
 	if ((d->flags & HETMM_PAGEMAP_REMAP) && !d->ops->page_address)
 		return -EINVAL;
@@ -200,20 +203,15 @@ static int pagemap_evacuate(struct hetmm_pagemap *pgmap)
 	}
 }
 
-int hetmm_pagemap_remove(struct hetmm_pagemap *pgmap)
+int hotplug_remove(struct hetmm_pagemap *pgmap)
 {
-	if (!pgmap)
-		return -EINVAL;
 	struct hetmm_ctx *ctx = pgmap->ctx;
-	int rc = entry_ctx(ctx);
-	if (rc)
-		return rc;
+	int rc;
 
 	pthread_mutex_lock(&ctx->lock);
-	bool listed = pagemap_is_listed(ctx, pgmap);
-	bool was_dying = listed && atomic_exchange(&pgmap->dying, true);
+	bool was_dying = atomic_exchange(&pgmap->dying, true);
 	pthread_mutex_unlock(&ctx->lock);
-	if (!listed || was_dying)
+	if (was_dying)
 		return -EINVAL;
 
 	/* No new migrations now; let those in flight finish. */
@@ -245,4 +243,46 @@ int hetmm_pagemap_remove(struct hetmm_pagemap *pgmap)
 	pagemap_section_free(pgmap);
 	pagemap_destroy(pgmap);
 	return 0;
+}
+
+/*
+ * A handle the caller may remove: a live pagemap of a live context (the
+ * context is checked first; a pagemap hetmm freed is no longer listed in
+ * any, which hetmm_ctx_destroy and a removal leave true).
+ */
+static int removable(struct hetmm_pagemap *pgmap)
+{
+	if (!pgmap)
+		return -EINVAL;
+	struct hetmm_ctx *ctx = pgmap->ctx;
+	int rc = entry_ctx(ctx);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&ctx->lock);
+	bool listed = pagemap_is_listed(ctx, pgmap);
+	pthread_mutex_unlock(&ctx->lock);
+	return listed ? 0 : -EINVAL;
+}
+
+int hetmm_pagemap_remove(struct hetmm_pagemap *pgmap)
+{
+	int rc = removable(pgmap);
+	if (rc)
+		return rc;
+	if (pgmap->flags & HETMM_PAGEMAP_MANAGED)
+		return -EBUSY;
+	return hotplug_remove(pgmap);
+}
+
+int hetmm_pagemap_remove_managed(struct hetmm_pagemap *pgmap,
+				 const void *owner)
+{
+	int rc = removable(pgmap);
+	if (rc)
+		return rc;
+	if (!(pgmap->flags & HETMM_PAGEMAP_MANAGED))
+		return -EINVAL;
+	if (pgmap->owner != owner)
+		return -EPERM;
+	return hotplug_remove(pgmap);
 }

@@ -184,6 +184,11 @@ static void pagemap_calls(void)
 	REFUSED_WITH(hetmm_pagemap_add(NULL, NULL, NULL), -EINVAL);
 	CHECK(p == (struct hetmm_pagemap *)&desc);
 	REFUSED_WITH(hetmm_pagemap_remove(NULL), -EINVAL);
+	/* The emulated device's pagemap is its driver's to remove: the
+	 * device keeps working (it once crashed on its next call). */
+	REFUSED_WITH(hetmm_pagemap_remove(pg), -EBUSY);
+	REFUSED_WITH(hetmm_pagemap_remove_managed(pg, &desc), -EPERM);
+	REFUSED_WITH(hetmm_pagemap_remove_managed(NULL, &desc), -EINVAL);
 	REFUSED_WITH(hetmm_pagemap_get_info(NULL, &info), -EINVAL);
 	REFUSED_WITH(hetmm_pagemap_get_info(pg, NULL), -EINVAL);
 

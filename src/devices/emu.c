@@ -442,7 +442,8 @@ int hetmm_emu_create(struct hetmm_ctx *ctx, enum hetmm_memory_type type,
 		.ops = coherent ? &emu_coherent_ops : &emu_ops,
 		.drvdata = emu,
 		.owner = emu,
-		.flags = coherent ? 0 : HETMM_PAGEMAP_REMAP,
+		.flags = HETMM_PAGEMAP_MANAGED |
+			 (coherent ? 0 : HETMM_PAGEMAP_REMAP),
 	};
 	struct hetmm_pagemap_info info;
 	rc = coherent ? emu_map_coherent(emu, nr_pages)
@@ -458,7 +459,7 @@ int hetmm_emu_create(struct hetmm_ctx *ctx, enum hetmm_memory_type type,
 		rc = hetmm_notifier_insert(ctx, emu_quiet_page(emu), PS,
 					   &emu_life_ops, emu, &emu->life);
 	if (rc) {
-		hetmm_pagemap_remove(emu->pgmap);
+		hetmm_pagemap_remove_managed(emu->pgmap, emu);
 		emu_free(emu);
 		return rc;
 	}
@@ -478,7 +479,7 @@ int hetmm_emu_destroy(struct hetmm_emu *emu)
 	int rc = ctx_usable(emu->ctx);
 	if (rc)
 		return rc;
-	rc = hetmm_pagemap_remove(emu->pgmap);
+	rc = hetmm_pagemap_remove_managed(emu->pgmap, emu);
 	if (rc)
 		return rc;
 	if (!emu_unlist(emu))
