@@ -345,6 +345,190 @@ static void gup(void)
 	munmap(p, N * PS);
 }
 
+/* ------------------------------------------------------------------------
+ * Device memory, as much as the kernel's driver has (lib/test_hmm.c): it
+ * adds 256 MiB chunks to a device-private unit whenever one runs short,
+ * with no cap but memory, while a device-coherent unit keeps the one chunk
+ * of special-purpose memory it starts with.  A migration that outgrows
+ * the device moves what fits, and the device's read back then fails with
+ * -ENOENT.
+ */
+
+#define CHUNK (((size_t)256 << 20) / PS)
+
+static size_t count_prot(const uint8_t *prot, size_t n, uint8_t want)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++)
+		k += prot[i] == want;
+	return k;
+}
+
+/* Two chunks' worth, 512 MiB, moves whole to a private device; the CPU
+ * then faults every page back, byte for byte. */
+static void private_two_chunks(void)
+{
+	const size_t n = 2 * CHUNK;
+	int fd = open_dm(0);
+	REQUIRE(fd >= 0);
+	char *p = t_map(n);
+	char *buf = t_map(n);
+	uint8_t *prot = malloc(n);
+	struct shim_dmirror_cmd c;
+	REQUIRE(prot);
+	t_fill(p, n, 61);
+
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_MIGRATE_TO_DEV, p, buf, n, &c), 0);
+	CHECK_EQ(c.cpages, n);
+	CHECK_EQ(t_verify(buf, n, 61), 0);       /* the device's read back */
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_SNAPSHOT, p, prot, n, &c), 0);
+	CHECK_EQ(count_prot(prot, n, LOCAL_RW), n);
+	/* Out of the CPU's page tables, both chunks. */
+	CHECK_EQ(t_present(p), 0);
+	CHECK_EQ(t_present(p + (n - 1) * PS), 0);
+	CHECK_EQ(t_verify(p, n, 61), 0);         /* every page faults back */
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_SNAPSHOT, p, prot, n, &c), 0);
+	CHECK_EQ(count_prot(prot, n, HETMM_PROT_WRITE), n);
+	free(prot);
+	t_unmap(buf, n);
+	t_unmap(p, n);
+	close(fd);
+}
+
+/*
+ * Seventeen chunks, 4.25 GiB, on one private device at once: past the 16
+ * chunks of the driver's first chunk table, which it grows rather than
+ * stops at.  Mostly holes, which the device takes as zero pages at no cost
+ * in memory, with one written page every 2 MiB; migrated a chunk per call
+ * so that the read-back buffer is one chunk.
+ */
+static void private_past_sixteen_chunks(void)
+{
+	enum { STRIDE = 512 };                   /* 2 MiB */
+	const size_t chunks = 17, n = chunks * CHUNK, stride = STRIDE;
+	int fd = open_dm(0);
+	REQUIRE(fd >= 0);
+	char *p = t_map(n);
+	char *buf = t_map(CHUNK);
+	uint8_t *prot = malloc(n);
+	struct shim_dmirror_cmd c;
+	REQUIRE(prot);
+	for (size_t i = 0; i < n; i += stride)
+		t_fill_from(p + i * PS, 1, 62, i);
+
+	for (size_t k = 0; k < chunks; k++) {
+		size_t first = k * CHUNK;
+		int rc = dm_cmd(fd, SHIM_DMIRROR_MIGRATE_TO_DEV,
+				p + first * PS, buf, CHUNK, &c);
+		CHECK_EQ(rc, 0);
+		CHECK_EQ(c.cpages, CHUNK);
+		if (rc)
+			break;
+		for (size_t i = 0; i < CHUNK; i += stride)
+			CHECK_EQ(t_verify_from(buf + i * PS, 1, 62, first + i),
+				 0);
+	}
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_SNAPSHOT, p, prot, n, &c), 0);
+	CHECK_EQ(count_prot(prot, n, LOCAL_RW), n);
+	CHECK_EQ(t_present(p + (n - stride) * PS), 0);
+	/* Every byte back through the CPU: the written pages and the
+	 * zeroes. */
+	static const char zeroes[(STRIDE - 1) * PS];
+	size_t bad = 0, nonzero = 0;
+	for (size_t i = 0; i < n; i += stride) {
+		bad += t_verify_from(p + i * PS, 1, 62, i);
+		nonzero += !!memcmp(p + (i + 1) * PS, zeroes, sizeof(zeroes));
+	}
+	CHECK_EQ(bad, 0);
+	CHECK_EQ(nonzero, 0);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_SNAPSHOT, p, prot, n, &c), 0);
+	CHECK_EQ(count_prot(prot, n, LOCAL_RW), 0);
+	free(prot);
+	t_unmap(buf, CHUNK);
+	t_unmap(p, n);
+	close(fd);
+}
+
+/* A coherent device has one chunk: a chunk's worth of pages moves, the
+ * page after it does not. */
+static void coherent_one_chunk(void)
+{
+	const size_t n = CHUNK + 1;
+	int fd = open_dm(2);
+	if (fd < 0) {
+		CHECK_EQ(errno, ENOENT);   /* a build without coherent memory */
+		return;
+	}
+	char *p = t_map(n);
+	char *buf = t_map(n);
+	uint8_t *prot = malloc(n);
+	struct shim_dmirror_cmd c;
+	REQUIRE(prot);
+	t_fill(p, n, 63);
+
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_MIGRATE_TO_DEV, p, buf, n, &c),
+		 -ENOENT);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_SNAPSHOT, p, prot, n, &c), 0);
+	CHECK_EQ(count_prot(prot, n, HETMM_PROT_DEV_COHERENT_LOCAL |
+					 HETMM_PROT_WRITE), CHUNK);
+	CHECK_EQ(count_prot(prot, n, HETMM_PROT_WRITE), 1);
+	CHECK_EQ(t_verify(p, n, 63), 0);         /* in place, every byte */
+	/* Full: nothing more moves, and the device says so the same way. */
+	size_t rest = 0;
+	while (rest < n && prot[rest] != HETMM_PROT_WRITE)
+		rest++;
+	REQUIRE(rest < n);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_MIGRATE_TO_DEV, p + rest * PS, buf,
+			1, &c), -ENOENT);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_MIGRATE_TO_SYS, p, buf, n, &c), 0);
+	CHECK_EQ(c.cpages, CHUNK);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_SNAPSHOT, p, prot, n, &c), 0);
+	CHECK_EQ(count_prot(prot, n, HETMM_PROT_WRITE), n);
+	CHECK_EQ(t_verify(p, n, 63), 0);
+	free(prot);
+	t_unmap(buf, n);
+	t_unmap(p, n);
+	close(fd);               /* the release gives the chunk back */
+}
+
+/*
+ * HETMM_DMIRROR_PAGES sizes the devices of a process that has none yet
+ * (here a child, whose devices are its own): a private device of 8 pages
+ * given 12 takes 8 and fails the read back, as the kernel's does when it
+ * can't get memory for more.
+ */
+enum { SIZED_CAP = 8, SIZED_N = 12 };
+
+static void sized_child(void *arg)
+{
+	char *p = arg;
+	char buf[SIZED_N * PS];
+	uint8_t prot[SIZED_N];
+	struct shim_dmirror_cmd c;
+	char cap[16];
+	snprintf(cap, sizeof(cap), "%d", SIZED_CAP);
+	REQUIRE(setenv("HETMM_DMIRROR_PAGES", cap, 1) == 0);
+	int fd = open_dm(0);
+	REQUIRE(fd >= 0);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_MIGRATE_TO_DEV, p, buf, SIZED_N, &c),
+		 -ENOENT);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_SNAPSHOT, p, prot, SIZED_N, &c), 0);
+	CHECK_EQ(count_prot(prot, SIZED_N, LOCAL_RW), SIZED_CAP);
+	CHECK_EQ(t_verify(p, SIZED_N, 64), 0);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_MIGRATE_TO_DEV, p, buf, SIZED_CAP,
+			&c), 0);
+	CHECK_EQ(close(fd), 0);
+}
+
+static void sized_by_environment(void)
+{
+	char *p = t_map(SIZED_N);
+	t_fill(p, SIZED_N, 64);
+	t_reap(t_spawn(sized_child, p));
+	CHECK_EQ(t_verify(p, SIZED_N, 64), 0);
+	t_unmap(p, SIZED_N);
+}
+
 /* Everything else is the next definition's. */
 static void pass_through(void)
 {
@@ -374,6 +558,10 @@ int main(void)
 	descriptors();
 	child();
 	gup();
+	sized_by_environment();
+	private_two_chunks();
+	private_past_sixteen_chunks();
+	coherent_one_chunk();
 	pass_through();
 	return t_done();
 }

@@ -11,6 +11,15 @@
  * pages are given back at once.  Blocks are whole pages: hetmm allocates
  * when contexts, devices, mirrors and page-table nodes are made, and the
  * shim its bounce buffers, nothing small and frequent.
+ *
+ * What is calloc'd is committed as it is touched (a device's page
+ * metadata, most of which may never be).  What is malloc'd is written
+ * through at once (the bounce buffers, a device's list of free frames,
+ * which for a private device is 4 bytes a page of the machine's memory),
+ * so a large malloc'd block is populated in one call, with huge pages
+ * where the kernel gives them, rather than a fault at a time: that made
+ * a private device of 24 GiB ready in 20 ms instead of 190 (medians, on a
+ * busy 2-core VM, where faults are dear).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -23,6 +32,11 @@
 #define ARENA_SIZE (1ULL << 30)
 #define HDR 64                  /* block header: its length; max_align_t */
 #define MAX_EXTENTS 1024
+#define HUGE_BLOCK (2u << 20)   /* a huge page */
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
 
 struct extent {
 	uintptr_t start;
@@ -85,6 +99,10 @@ static uintptr_t arena_take(size_t len)
 static void arena_give(uintptr_t start, size_t len)
 {
 	madvise((void *)start, len, MADV_DONTNEED);
+	/* Whatever is placed here next gets no huge page it didn't ask for
+	 * (a calloc'd block is committed as it is touched). */
+	if (len >= HUGE_BLOCK)
+		madvise((void *)start, len, MADV_NOHUGEPAGE);
 	pthread_mutex_lock(&lock);
 	size_t i = 0;
 	while (i < nr_ext && free_ext[i].start < start)
@@ -135,7 +153,14 @@ static void *map_block(size_t size)
 
 void *shim_malloc(size_t size)
 {
-	return map_block(size);
+	char *p = map_block(size);
+	if (p && size >= HUGE_BLOCK) {
+		/* Best effort: without either the pages fault in as used. */
+		size_t len = *(size_t *)(p - HDR);
+		madvise(p - HDR, len, MADV_HUGEPAGE);
+		madvise(p - HDR, len, MADV_POPULATE_WRITE);
+	}
+	return p;
 }
 
 void *shim_calloc(size_t n, size_t size)

@@ -307,8 +307,17 @@ static int snapshot(struct shim_file *f, uint64_t addr, uint64_t n,
 	return 0;
 }
 
-/* The device reads back what it holds of the range: -ENOENT unless every
- * page is in this device's memory. */
+/* The most read_back() holds at once: what a migration costs in memory
+ * beyond the pages it moves, however large the range. */
+#define READ_BACK_PIECE (32u << 20)
+
+/*
+ * The device reads back what it holds of the range: -ENOENT unless every
+ * page is in this device's memory.  Piece by piece through one buffer, so
+ * that a migration of gigabytes needs no bounce buffer of its size; only
+ * a failure after the check (a racing munmap, a bad buffer) can leave the
+ * caller's buffer partly written, which copy_to_user() may too.
+ */
 static int read_back(struct shim_file *f, struct shim_dmirror_cmd *c,
 		     uint64_t size)
 {
@@ -323,7 +332,20 @@ static int read_back(struct shim_file *f, struct shim_dmirror_cmd *c,
 	free(prot);
 	if (rc)
 		return rc;
-	rc = do_read(f, c, size);
+	uint64_t piece = MIN(size, (uint64_t)READ_BACK_PIECE);
+	char *buf = malloc(piece);
+	if (!buf)
+		return -ENOMEM;
+	for (uint64_t off = 0; off < size && !rc; off += piece) {
+		uint64_t len = MIN(piece, size - off);
+		rc = range_errno(hetmm_mirror_read(
+			f->mirror, (void *)(uintptr_t)(c->addr + off), buf,
+			len / PS, NULL));
+		if (!rc)
+			rc = shim_copy_out(c->ptr + off, buf, len);
+	}
+	free(buf);
+	c->cpages = n;
 	c->faults = 0;
 	return rc;
 }

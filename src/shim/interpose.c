@@ -37,11 +37,8 @@
 #include "shim.h"
 
 #define SHIM_EXPORT __attribute__((visibility("default")))
-
-/* Size of each emulated device: the kernel's test driver adds memory in
- * 256 MiB chunks; one chunk's worth is plenty for its tests.  Free frames
- * cost nothing but 20 bytes of metadata. */
-#define SHIM_DEFAULT_DEVICE_PAGES 65536
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
 
 /* ------------------------------------------------------------------------
  * The next definitions
@@ -237,16 +234,71 @@ struct hetmm_ctx *shim_ctx_peek(void)
 	return ctx;
 }
 
-static uint64_t device_pages(void)
+/*
+ * How much memory each device has.
+ *
+ * The kernel's test driver (lib/test_hmm.c) hot-adds device memory in
+ * chunks of 256 MiB (DEVMEM_CHUNK_SIZE): one when the device is made, and
+ * for a device-private unit another whenever an allocation finds the free
+ * list empty.  Nothing caps the number of chunks (DEVMEM_CHUNKS_RESERVE,
+ * 16, is only the step by which the driver's array of chunk pointers grows,
+ * 4 GiB at a time); what bounds the device is memory, since every page
+ * migrated to it takes a system page (alloc_page) to hold its bytes.  A
+ * device-coherent unit's memory is a fixed range of special-purpose memory
+ * (the module's spm_addr_devN) and its chunk always covers the same first
+ * 256 MiB of it: a second chunk would overlap the first, memremap_pages()
+ * refuses it, and the device stays at one chunk.  A migration larger than
+ * what the device can take moves what fits and then fails the read-back
+ * with -ENOENT.
+ *
+ * The shim gives each unit one emulated device, sized once to what the
+ * kernel's device can grow to: a coherent unit one chunk; a private unit
+ * the machine's memory, rounded up to whole chunks.  A device can't grow
+ * in place here: its mirrors see only its own pagemap as local (pages of
+ * another, even one added later for the same unit, are remote to them:
+ * snapshot reports them absent and a device read brings them back to
+ * system memory), so chunks as separate devices would not be one device to
+ * the program.  Reserving the whole size up front costs little, since
+ * almost nothing is committed until used:
+ *
+ *   device memory   address space only (MAP_NORESERVE, or a sparse memfd
+ *                   for coherent units): a frame holds memory while a page
+ *                   is in it, memory the page's process no longer holds;
+ *   page metadata   hetmm_page_metadata_size() a frame (16 bytes), zeroed
+ *                   address space (calloc) committed as frames are used;
+ *   free-frame list 4 bytes a frame, written when the device is made:
+ *                   the one cost of capacity, 1/1024 of it (24 MiB on a
+ *                   machine with 24 GiB), paid at the first open of the
+ *                   unit in a process (alloc.c makes that quick).
+ *
+ * HETMM_DMIRROR_PAGES=n makes every unit exactly n pages instead.  Where
+ * the default reservation is refused (strict overcommit, an address-space
+ * limit) the device is made smaller, halving down to one chunk.
+ */
+#define SHIM_CHUNK_PAGES ((256ULL << 20) / HETMM_PAGE_SIZE)
+#define SHIM_MAX_DEVICE_PAGES (1ULL << 32)   /* hetmm_emu_create's limit */
+
+/* The unit's size; *fixed when the environment gave it. */
+static uint64_t device_pages(int unit, bool *fixed)
 {
 	const char *s = getenv("HETMM_DMIRROR_PAGES");
+	*fixed = false;
 	if (s && *s) {
 		char *end;
 		unsigned long long v = strtoull(s, &end, 0);
-		if (!*end && v)
+		*fixed = !*end && v;
+		if (*fixed)
 			return v;
 	}
-	return SHIM_DEFAULT_DEVICE_PAGES;
+	if (unit >= 2)
+		return SHIM_CHUNK_PAGES;
+	long ram = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+	if (ram <= 0 || psz <= 0)
+		return SHIM_CHUNK_PAGES;
+	uint64_t pages = (uint64_t)ram * ((uint64_t)psz / HETMM_PAGE_SIZE);
+	pages = (pages + SHIM_CHUNK_PAGES - 1) / SHIM_CHUNK_PAGES *
+		SHIM_CHUNK_PAGES;
+	return MIN(MAX(pages, SHIM_CHUNK_PAGES), SHIM_MAX_DEVICE_PAGES);
 }
 
 /*
@@ -274,7 +326,13 @@ int shim_emu(int unit, struct hetmm_emu **emup)
 	 * hetmm's fork handler holds hetmm's locks when ours takes it. */
 	enum hetmm_memory_type type = unit < 2 ? HETMM_MEMORY_DEVICE_PRIVATE :
 						 HETMM_MEMORY_DEVICE_COHERENT;
-	rc = hetmm_emu_create(ctx, type, device_pages(), &emu);
+	bool fixed;
+	uint64_t pages = device_pages(unit, &fixed);
+	rc = hetmm_emu_create(ctx, type, pages, &emu);
+	while (rc == -ENOMEM && !fixed && pages > SHIM_CHUNK_PAGES) {
+		pages = MAX(pages / 2, SHIM_CHUNK_PAGES);
+		rc = hetmm_emu_create(ctx, type, pages, &emu);
+	}
 	if (rc)
 		return rc;
 	pthread_mutex_lock(&proc_lock);
