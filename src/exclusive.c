@@ -36,14 +36,10 @@
 static int excl_check_access(struct hetmm_ctx *ctx, uintptr_t start,
 			     uintptr_t end)
 {
-	struct vma v;
-	for (uintptr_t a = start; a < end; a = v.end) {
-		if (vma_find(&ctx->vmaq, a, &v) < 0 || !(v.flags & VMA_READ))
-			return -EFAULT;
-		if (!(v.flags & VMA_WRITE) || !vma_is_private_anon(&v))
-			return -EPERM;
-	}
-	return 0;
+	int why;
+	size_t ok = vma_accessible(&ctx->vmaq, start, end,
+				   VMA_READ | VMA_WRITE | VMA_NEED_ANON, &why);
+	return ok == end - start ? 0 : why;
 }
 
 /* Pages on another device come back first: the kernel's exclusive
