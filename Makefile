@@ -1,9 +1,10 @@
 # Front door: make | make demo | make test | make bench | make conformance
+#             make test-kernels
 BUILD ?= build
 CMAKE_FLAGS ?=
 JOBS ?= $(shell nproc)
 
-.PHONY: all build demo test bench asan tsan soak clean conformance
+.PHONY: all build demo test bench asan tsan soak clean conformance test-kernels
 
 all: build
 
@@ -27,6 +28,15 @@ bench: build
 # ABI shim: LD_PRELOAD=$(BUILD)/libhetmm-dmirror.so.
 conformance: build
 	./tests/conformance/conformance.sh $(BUILD)
+
+# The test suite (ctest, conformance included) under Debian's own kernels,
+# each booted in qemu (software emulation) over this machine's root,
+# mounted read-only: 6.1 is Debian 12's, 6.12 its backports'.  Downloads
+# the kernel packages into $(BUILD)/kernels; installs qemu-system-x86 and
+# busybox-static if missing.  KERNELS="6.1" for one; see tools/kernels/run.sh.
+KERNELS ?= 6.1 6.12
+test-kernels: build
+	./tools/kernels/run.sh $(BUILD) $(KERNELS)
 
 # The stress test for a long while (the normal build; ctest runs it for
 # 2 s).  SOAK_SECONDS=n to change.
