@@ -78,8 +78,10 @@ static void ctx_free(struct hetmm_ctx *ctx)
 	fault_engine_destroy(ctx);
 	vmaq_close(&ctx->vmaq);
 	shadow_destroy(&ctx->shadow);
-	if (ctx->zero_src)
+	if (ctx->zero_src) {
+		entry_disown(ctx, &ctx->own_zero);
 		munmap(ctx->zero_src, CHUNK_PAGES * PAGE_SIZE);
+	}
 	pthread_mutex_destroy(&ctx->lock);
 	pthread_mutex_destroy(&ctx->own_lock);
 	pthread_rwlock_destroy(&ctx->notifiers_lock);

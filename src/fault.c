@@ -737,6 +737,8 @@ void fault_engine_destroy(struct hetmm_ctx *ctx)
 	struct fault_engine *f = ctx->fault;
 	if (!f)
 		return;
+	entry_disown(ctx, &f->own_doorbell);   /* harmless if never owned */
+	entry_disown(ctx, &f->own_staging);
 	if (f->doorbell)
 		munmap(f->doorbell, PAGE_SIZE);
 	if (f->staging)

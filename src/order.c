@@ -36,8 +36,10 @@ int order_init(struct hetmm_ctx *ctx)
 
 void order_fini(struct hetmm_ctx *ctx)
 {
-	if (ctx->order.sync_pages)
+	if (ctx->order.sync_pages) {
+		entry_disown(ctx, &ctx->order.own);
 		munmap(ctx->order.sync_pages, SYNC_LEN);
+	}
 }
 
 

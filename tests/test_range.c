@@ -49,6 +49,16 @@ static void drv_invalidate(struct hetmm_notifier *n, uintptr_t start,
 	pthread_mutex_unlock(&d->lock);
 }
 
+/* An entry of the driver's table, read under its lock as the
+ * invalidation writes it. */
+static uint64_t drv_entry(struct drv *d, size_t i)
+{
+	pthread_mutex_lock(&d->lock);
+	uint64_t e = d->table[i];
+	pthread_mutex_unlock(&d->lock);
+	return e;
+}
+
 static const struct hetmm_notifier_ops drv_ops = {
 	.invalidate = drv_invalidate,
 };
@@ -333,7 +343,7 @@ static void fault_and_retry(void)
 	 * place, and no fault brings them back. */
 	CHECK(drv_fault(&d, 0, N, HETMM_RANGE_REQ_FAULT) >= 0);
 	for (size_t i = 0; i < N; i++) {
-		uint64_t e = d.table[i];
+		uint64_t e = drv_entry(&d, i);
 		CHECK((e & HETMM_RANGE_DEVICE) && (e & HETMM_RANGE_LOCAL));
 		CHECK_EQ(hetmm_range_pfn(e).val, pfn_at(p + i * PS));
 	}
@@ -347,14 +357,14 @@ static void fault_and_retry(void)
 	CHECK_EQ(hetmm_range_fault(&r), -EBUSY);
 	CHECK_EQ(hetmm_notifier_read_retry(d.notifier, r.notifier_seq), 1);
 	CHECK(drv_events(&d, HETMM_EVENT_UNMAP) >= 1);
-	CHECK_EQ(d.table[2], 0);
-	CHECK_EQ(d.table[3], 0);
-	CHECK(d.table[0] & HETMM_RANGE_VALID);
+	CHECK_EQ(drv_entry(&d, 2), 0);
+	CHECK_EQ(drv_entry(&d, 3), 0);
+	CHECK(drv_entry(&d, 0) & HETMM_RANGE_VALID);
 	/* Now faulting the hole: -EFAULT, reporting it: ERROR. */
 	CHECK_EQ(drv_fault(&d, 0, N, HETMM_RANGE_REQ_FAULT), -EFAULT);
 	CHECK(drv_fault(&d, 0, N, 0) >= 0);
-	CHECK_EQ(d.table[2], HETMM_RANGE_ERROR);
-	CHECK(d.table[0] & HETMM_RANGE_DEVICE);
+	CHECK_EQ(drv_entry(&d, 2), HETMM_RANGE_ERROR);
+	CHECK(drv_entry(&d, 0) & HETMM_RANGE_DEVICE);
 
 	drv_fini(&d);
 	CHECK_EQ(t_verify(p, 2, 41), 0);
@@ -377,8 +387,8 @@ static void errors(void)
 	CHECK_EQ(drv_fault(&d, 1, 1, HETMM_RANGE_REQ_FAULT |
 				     HETMM_RANGE_REQ_WRITE), -EPERM);
 	CHECK(drv_fault(&d, 1, 1, HETMM_RANGE_REQ_FAULT) >= 0);
-	CHECK(d.table[1] & HETMM_RANGE_VALID);
-	CHECK(!(d.table[1] & HETMM_RANGE_WRITE));
+	CHECK(drv_entry(&d, 1) & HETMM_RANGE_VALID);
+	CHECK(!(drv_entry(&d, 1) & HETMM_RANGE_WRITE));
 	/* REQ_WRITE without REQ_FAULT asks nothing. */
 	CHECK(drv_fault(&d, 1, 1, HETMM_RANGE_REQ_WRITE) >= 0);
 
@@ -506,7 +516,7 @@ static void exclusive(void)
 	CHECK_EQ(pi.index, hetmm_pfn_number(out[3]) -
 			   hetmm_pfn_number(gi.first_pfn));
 	pthread_mutex_lock(&d.lock);
-	REQUIRE(d.table[3] & HETMM_RANGE_VALID);
+	REQUIRE(drv_entry(&d, 3) & HETMM_RANGE_VALID);
 	t_fill_from(dev.mem + pi.index * PS, 1, 43, 3);
 	CHECK_OK(hetmm_page_written(page));
 	pthread_mutex_unlock(&d.lock);
@@ -517,7 +527,7 @@ static void exclusive(void)
 	pthread_join(th, NULL);
 	CHECK(drv_events(&d, HETMM_EVENT_EXCLUSIVE) > ev);
 	CHECK_EQ(hetmm_notifier_read_retry(d.notifier, seq), 1);
-	CHECK_EQ(d.table[3], 0);
+	CHECK_EQ(drv_entry(&d, 3), 0);
 	CHECK_EQ(t_present(p + 3 * PS), 1);
 	char want[PS];
 	t_fill_from(want, 1, 43, 3);
