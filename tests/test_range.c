@@ -516,7 +516,7 @@ static void exclusive(void)
 	CHECK_EQ(pi.index, hetmm_pfn_number(out[3]) -
 			   hetmm_pfn_number(gi.first_pfn));
 	pthread_mutex_lock(&d.lock);
-	REQUIRE(drv_entry(&d, 3) & HETMM_RANGE_VALID);
+	REQUIRE(d.table[3] & HETMM_RANGE_VALID);
 	t_fill_from(dev.mem + pi.index * PS, 1, 43, 3);
 	CHECK_OK(hetmm_page_written(page));
 	pthread_mutex_unlock(&d.lock);
