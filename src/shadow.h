@@ -94,11 +94,6 @@ static inline bool shadow_is_filling(uint64_t e)
 	return e == SHADOW_BUSY_;
 }
 
-static inline bool shadow_is_gone(uint64_t e)
-{
-	return e & SHADOW_GONE_;
-}
-
 static inline bool shadow_is_fixed(uint64_t e)
 {
 	return e & SHADOW_FIXED_;
