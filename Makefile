@@ -4,7 +4,8 @@ BUILD ?= build
 CMAKE_FLAGS ?=
 JOBS ?= $(shell nproc)
 
-.PHONY: all build demo test bench asan tsan soak clean conformance test-kernels
+.PHONY: all build demo test bench asan tsan soak clean conformance test-kernels \
+	fuzz fuzz-merge fuzz-replay
 
 all: build
 
@@ -51,5 +52,20 @@ asan:
 tsan:
 	$(MAKE) test BUILD=build-tsan CMAKE_FLAGS="-DHETMM_SANITIZE=thread -DCMAKE_BUILD_TYPE=Debug"
 
+# Fuzzing (clang's libFuzzer with ASan and UBSan; fuzz/run.sh): build the
+# targets in build-fuzz/, replay the known findings, then run each target
+# for FUZZ_SECONDS; fails if a finding still reproduces or a crash, leak,
+# timeout or OOM turned up.  fuzz-merge minimizes what runs found into
+# fuzz/corpus/; fuzz-replay runs the corpus and the findings once.
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) ./fuzz/run.sh run
+
+fuzz-merge:
+	./fuzz/run.sh merge
+
+fuzz-replay:
+	./fuzz/run.sh replay
+
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan build-fuzz
