@@ -4,7 +4,7 @@ BUILD ?= build
 CMAKE_FLAGS ?=
 JOBS ?= $(shell nproc)
 
-.PHONY: all build demo test bench asan tsan soak clean conformance test-kernels \
+.PHONY: all build demo test bench asan tsan soak clean conformance test-kernels bench-kernels \
 	fuzz fuzz-merge fuzz-replay
 
 all: build
@@ -38,6 +38,14 @@ conformance: build
 KERNELS ?= 6.1 6.12
 test-kernels: build
 	./tools/kernels/run.sh $(BUILD) $(KERNELS)
+
+# The benchmark (`hetmm bench --quick`, or BENCH_ARGS) under the same
+# kernels, instead of the tests: each guest's JSON in
+# $(BUILD)/kernels/<package>/bench.json.  Software emulation: see
+# docs/PERFORMANCE.md for which ratios mean something there.
+BENCH_ARGS ?= --quick
+bench-kernels: build
+	KERNELS_BENCH="$(BENCH_ARGS)" ./tools/kernels/run.sh $(BUILD) $(KERNELS)
 
 # The stress test for a long while (the normal build; ctest runs it for
 # 2 s).  SOAK_SECONDS=n to change.

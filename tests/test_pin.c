@@ -353,10 +353,15 @@ static void test_fixed_bad(void)
 }
 
 /* ------------------------------------------------------------------------
- * Pinners against migrators.
+ * Pinners against migrators.  Each pinner makes RACE_ITERS pins, or as
+ * many as it can in RACE_SECONDS: under software emulation (the 6.1
+ * guest of `make test-kernels`) 3000 take up to two minutes, and the
+ * race is as real in fewer.
  */
 #define RACE_PAGES 256
 #define RACE_SEED 77
+#define RACE_ITERS 3000
+#define RACE_SECONDS 10.0
 
 static char *race_buf;
 static int race_stop;
@@ -390,8 +395,9 @@ static void *pinner(void *arg)
 {
 	unsigned s = (unsigned)(uintptr_t)arg;
 	void *pages[16];
+	double end = t_now() + RACE_SECONDS;
 
-	for (int it = 0; it < 3000; it++) {
+	for (int it = 0; it < RACE_ITERS && t_now() < end; it++) {
 		const struct variant *v = &variants[rnd(&s) % NVARIANTS];
 		size_t a = rnd(&s) % (RACE_PAGES - 16);
 		size_t n = 1 + rnd(&s) % 16;

@@ -15,7 +15,8 @@
 # directory, an absolute path), JOBS (ctest -j), LIMIT (seconds the whole
 # ctest run may take), CTEST_ARGS (more ctest arguments, such as -R NAME),
 # TEST_ENV (VAR=value words added to the tests' environment) and SCALE
-# (a factor for every test's ctest TIMEOUT; 1 keeps them).
+# (a factor for every test's ctest TIMEOUT; 1 keeps them) and BENCH
+# (when set, `hetmm bench BENCH --json` runs instead of the tests).
 
 PATH=/bin
 export PATH
@@ -113,6 +114,24 @@ guest() {
 say "info"
 guest ./hetmm info >&3 2>&3
 say "hugepages=$(cat /proc/sys/vm/nr_hugepages) mem=$(awk '/MemTotal/ {print $2 " kB"}' /proc/meminfo) cpus=$(grep -c ^processor /proc/cpuinfo)"
+
+# The benchmark instead of the tests: its JSON between two markers, and
+# its exit status.
+if [ -n "$BENCH" ]; then
+	say "bench args=$BENCH"
+	start=$(date +%s)
+	guest timeout -s KILL "$LIMIT" ./hetmm bench $BENCH --json >/bench.json 2>/bench.err
+	rc=$?
+	say "bench json"
+	cat /bench.json >&3
+	say "bench json end"
+	[ "$rc" -eq 0 ] || tail -n 20 /bench.err >&3
+	say "bench rc=$rc seconds=$(($(date +%s) - start))"
+	say "end"
+	exec 3>&-
+	sync
+	poweroff -f
+fi
 
 total=$(guest ctest -N $CTEST_ARGS | sed -n 's/^Total Tests: *//p')
 [ -n "$total" ] || die "ctest -N lists no tests"

@@ -27,6 +27,9 @@
 # KERNELS_ENV (VAR=value words for the tests' environment in the guest,
 # e.g. "HETMM_STRESS_SECONDS=30"), KERNELS_TIMEOUT_SCALE (a whole factor
 # for every test's ctest TIMEOUT in the guest; 1, as `make test` has them),
+# KERNELS_BENCH (arguments for `hetmm bench`: when set, each guest runs
+# the benchmark instead of the tests, and its JSON lands in
+# BUILD_DIR/kernels/<package>/bench.json; `make bench-kernels`),
 # KERNELS_SMP (2), KERNELS_MEM (4G), KERNELS_CPU (qemu's -cpu, max), DEBIAN_MIRROR, DEBIAN_SECURITY_MIRROR.
 set -euo pipefail
 
@@ -43,6 +46,7 @@ cpu=${KERNELS_CPU:-max}
 ctest_args=${KERNELS_CTEST_ARGS:-}
 test_env=${KERNELS_ENV:-}
 scale=${KERNELS_TIMEOUT_SCALE:-1}
+bench=${KERNELS_BENCH:-}
 [[ $scale =~ ^[1-9][0-9]*$ ]] || fail "KERNELS_TIMEOUT_SCALE must be a whole number >= 1"
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 secmirror=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
@@ -51,7 +55,7 @@ log() { echo "test-kernels: $*"; }
 fail() { echo "test-kernels: $*" >&2; exit 1; }
 
 case "$build" in *"'"* | *' '*) fail "the build directory's path must have no quotes or spaces: $build" ;; esac
-case "$ctest_args$test_env" in *"'"*) fail "KERNELS_CTEST_ARGS and KERNELS_ENV must have no single quotes" ;; esac
+case "$ctest_args$test_env$bench" in *"'"*) fail "KERNELS_CTEST_ARGS, KERNELS_ENV and KERNELS_BENCH must have no single quotes" ;; esac
 [ -f "$build/CTestTestfile.cmake" ] || fail "$build is not a configured build (make build first)"
 
 # ---------------------------------------------------------------- host tools
@@ -215,8 +219,8 @@ run_kernel() {
 		esac
 		echo "$dst" >> "$ird/modules/order"
 	done
-	printf "BUILD='%s'\nJOBS='%s'\nLIMIT='%s'\nCTEST_ARGS='%s'\nTEST_ENV='%s'\nSCALE='%s'\n" \
-		"$build" "$jobs" "$limit" "$ctest_args" "$test_env" "$scale" > "$ird/etc/hetmm-kernels.conf"
+	printf "BUILD='%s'\nJOBS='%s'\nLIMIT='%s'\nCTEST_ARGS='%s'\nTEST_ENV='%s'\nSCALE='%s'\nBENCH='%s'\n" \
+		"$build" "$jobs" "$limit" "$ctest_args" "$test_env" "$scale" "$bench" > "$ird/etc/hetmm-kernels.conf"
 	(cd "$ird" && find . | LC_ALL=C sort | cpio -o -H newc --quiet | gzip -1) > "$kdir/initrd.gz"
 
 	local console="$kdir/console.log" results="$kdir/results.log"
@@ -237,8 +241,55 @@ run_kernel() {
 	set -e
 	t1=$(date +%s)
 	log "  guest ran $((t1 - t0)) s, qemu exit $rc"
-	judge "$k" "$kver" "$results" "$console" "$rc"
+	if [ -n "$bench" ]; then
+		judge_bench "$kver" "$results" "$console" "$rc" "$kdir/bench.json"
+	else
+		judge "$k" "$kver" "$results" "$console" "$rc"
+	fi
 	summary+=("  (guest ran $((t1 - t0)) s)")
+}
+
+# guest_failure RESULTS QEMU_RC: why the guest's run cannot be believed
+# (no begin or end marker, or it gave up), or nothing.
+guest_failure() {
+	local r=$1 qrc=$2
+	if ! grep -q '^HETMM-KERNELS: begin' <<<"$r"; then
+		echo "the guest never started init (qemu exit $qrc)"
+	elif grep -q '^HETMM-KERNELS: abort' <<<"$r"; then
+		echo "the guest gave up: $(sed -n 's/^HETMM-KERNELS: abort: //p' <<<"$r" | head -1)"
+	elif ! grep -q '^HETMM-KERNELS: end$' <<<"$r"; then
+		echo "the guest did not finish (no end marker; qemu exit $qrc)"
+	fi
+}
+
+# failed_to_run KVER WHY RESULTS CONSOLE: the summary of a guest whose
+# run cannot be believed, with the tail of both logs.
+failed_to_run() {
+	local kver=$1 why=$2 results=$3 console=$4 line
+	summary+=("kernel $kver: FAILED TO RUN: $why; see $results and $console")
+	while IFS= read -r line; do summary+=("  console| $line"); done < <(tr -d '\r' < "$console" 2>/dev/null | tail -n 30)
+	while IFS= read -r line; do summary+=("  results| $line"); done < <(tr -d '\r' < "$results" 2>/dev/null | tail -n 15)
+	status=1
+}
+
+# judge_bench KVER RESULTS CONSOLE QEMU_RC JSON: the benchmark's JSON,
+# kept only from a guest that reached its end with the bench exiting 0;
+# the summary shows its ratios.
+judge_bench() {
+	local kver=$1 results=$2 console=$3 qrc=$4 json=$5 r why rc
+	r=$(tr -d '\r' < "$results" 2>/dev/null || true)
+	why=$(guest_failure "$r" "$qrc")
+	rc=$(sed -n 's/^HETMM-KERNELS: bench rc=\([0-9]*\).*/\1/p' <<<"$r" | tail -1)
+	[ -n "$why" ] || [ "$rc" = 0 ] || why="hetmm bench exited ${rc:-?}"
+	if [ -n "$why" ]; then
+		failed_to_run "$kver" "$why" "$results" "$console"
+		return 0
+	fi
+	sed -n '/^HETMM-KERNELS: bench json$/,/^HETMM-KERNELS: bench json end$/p' <<<"$r" | sed '1d;$d' > "$json"
+	local gk
+	gk=$(sed -n 's/^HETMM-KERNELS: begin kernel=//p' <<<"$r" | head -1)
+	summary+=("kernel $gk: bench done ($(sed -n 's/^HETMM-KERNELS: bench rc=0 //p' <<<"$r")), JSON in $json")
+	while IFS= read -r line; do summary+=("  $line"); done < <(grep -E '^ *"ratios(_issue6)?": \{' "$json")
 }
 
 # judge KERNEL KVER RESULTS CONSOLE QEMU_RC: the guest's verdict, believed
@@ -247,21 +298,12 @@ run_kernel() {
 judge() {
 	local k=$1 kver=$2 results=$3 console=$4 qrc=$5 r res total passed failed n line
 	r=$(tr -d '\r' < "$results" 2>/dev/null || true)
-	local why=
-	if ! grep -q '^HETMM-KERNELS: begin' <<<"$r"; then
-		why="the guest never started init (qemu exit $qrc)"
-	elif grep -q '^HETMM-KERNELS: abort' <<<"$r"; then
-		why="the guest gave up: $(sed -n 's/^HETMM-KERNELS: abort: //p' <<<"$r" | head -1)"
-	elif ! grep -q '^HETMM-KERNELS: end$' <<<"$r"; then
-		why="the guest did not finish (no end marker; qemu exit $qrc)"
-	fi
+	local why
+	why=$(guest_failure "$r" "$qrc")
 	res=$(sed -n 's/^HETMM-KERNELS: result //p' <<<"$r" | tail -1)
 	if [ -z "$why" ] && [ -z "$res" ]; then why="no result line"; fi
 	if [ -n "$why" ]; then
-		summary+=("kernel $kver: FAILED TO RUN: $why; see $results and $console")
-		while IFS= read -r line; do summary+=("  console| $line"); done < <(tr -d '\r' < "$console" 2>/dev/null | tail -n 30)
-		while IFS= read -r line; do summary+=("  results| $line"); done <<<"$(tail -n 15 <<<"$r")"
-		status=1
+		failed_to_run "$kver" "$why" "$results" "$console"
 		return 0
 	fi
 	total=$(sed -n 's/.*\btotal=\([0-9]*\).*/\1/p' <<<"$res")
