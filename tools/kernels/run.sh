@@ -366,6 +366,7 @@ done
 echo
 echo "=== test-kernels: $(basename "$build") ($expected tests), $(( $(date +%s) - t_all )) s"
 printf '%s\n' "${summary[@]}"
-[ "$status" = 0 ] && echo "test-kernels: every kernel passed every test" ||
+if [ -n "$bench" ]; then what="ran the benchmark"; else what="passed every test"; fi
+[ "$status" = 0 ] && echo "test-kernels: every kernel $what" ||
 	echo "test-kernels: FAILED"
 exit "$status"
