@@ -12,8 +12,9 @@
  * notifier, as dmirror keeps an xarray filled by hmm_range_fault().
  *
  * A mirror's lock covers its page table and device-memory copies, never a
- * touch of process memory: that can fault, and the fault handler may need
- * the lock to invalidate.  Process memory is reached with
+ * touch of process memory, the caller's buffer included (device pages are
+ * copied through a bounce page): that can fault, and the fault handler may
+ * need the lock to invalidate.  Process memory is reached with
  * process_vm_readv/writev, so a page that lost its access since the entry
  * was made yields EFAULT, not a signal.
  *
@@ -777,10 +778,12 @@ static int emu_frame(struct hetmm_emu *emu, uint64_t idx,
 }
 
 /*
- * Device access to one of its own pages, under the mirror lock.  A zero
- * page reads as zeroes; writing one needs its frame populated first, which
- * may fault, so that is left to the caller without the lock (-EAGAIN).
- * Its frame's metadata gone (the device being removed): -ENXIO.
+ * Device access to one of its own pages, under the mirror lock, to or from
+ * the caller's bounce page (never the caller's buffer: see mirror_access).
+ * A zero page reads as zeroes; writing one needs its frame populated
+ * first, which may fault, so that is left to the caller without the lock
+ * (-EAGAIN).  Its frame's metadata gone (the device being removed):
+ * -ENXIO.
  */
 static int mirror_device_page(struct hetmm_mirror *m, uint64_t e, char *buf,
 			      bool write)
@@ -832,12 +835,24 @@ static int excl_writable(struct hetmm_mirror *m, uint64_t vpn)
  * that something undid before we could use it. */
 #define MIRROR_RETRIES 64
 
+/*
+ * The caller's buffer is process memory like any other, perhaps on this
+ * very device: touching it can fault, and the fault, bringing the page
+ * back, invalidates the mirrors, which takes the mirror lock.  So pages of
+ * the device are copied through a bounce page, to or from the buffer with
+ * no lock held, as the kernel's dmirror copies from and to the user.
+ * (Faulting the buffer in before taking the lock would not do: another
+ * thread can send it back to the device in between.)  The bounce is on
+ * this thread's stack, which is running here and so not on a device.
+ */
 static int mirror_access(struct hetmm_mirror *m, uintptr_t addr, char *buf,
 			 uint64_t npages, bool write, uint64_t *faults)
 {
 	uint64_t vpn = vpn_of(addr);
 	uint64_t nfaults = 0;
 	uint64_t excl_ok = UINT64_MAX;    /* the exclusive page checked */
+	uint64_t bounced = UINT64_MAX;    /* the page a write's bounce holds */
+	char bounce[PS];
 	unsigned retries = 0;
 	bool synced = false;
 	int rc = 0;
@@ -904,8 +919,16 @@ static int mirror_access(struct hetmm_mirror *m, uintptr_t addr, char *buf,
 			retries++;
 			continue;
 		}
-		rc = mirror_device_page(m, e, buf + i * PS, write);
+		if (write && bounced != vpn + i) {
+			pthread_mutex_unlock(&m->lock);
+			memcpy(bounce, buf + i * PS, PS);   /* may fault */
+			bounced = vpn + i;
+			continue;   /* the entry may have gone meanwhile */
+		}
+		rc = mirror_device_page(m, e, bounce, write);
 		pthread_mutex_unlock(&m->lock);
+		if (!rc && !write)
+			memcpy(buf + i * PS, bounce, PS);   /* may fault */
 		if (rc == -EAGAIN) {
 			/* A zero page to write: give the frame memory
 			 * first, outside the lock, since that faults. */
