@@ -140,6 +140,26 @@ static void pt_clear(union pt_node *node, int level, uint64_t base,
 	}
 }
 
+/* Does an entry of [first, last) in the subtree of node have every bit
+ * of want?  As pt_clear, only the nodes there are are visited: the cost
+ * follows what the table holds, not the length of the range. */
+static bool pt_any(const union pt_node *node, int level, uint64_t base,
+		   uint64_t first, uint64_t last, uint64_t want)
+{
+	if (!node)
+		return false;
+	uint64_t span = 1ULL << (level * PT_SHIFT);
+	uint64_t i = first > base ? (first - base) / span : 0;
+	uint64_t end = (last - base + span - 1) / span;
+	for (; i < PT_SLOTS && i < end; i++) {
+		if (!level ? (node->ent[i] & want) == want
+			   : pt_any(node->child[i], level - 1, base + i * span,
+				    first, last, want))
+			return true;
+	}
+	return false;
+}
+
 static void pt_free(union pt_node *node, int level)
 {
 	if (!node)
@@ -1103,12 +1123,13 @@ int hetmm_mirror_check_exclusive(struct hetmm_mirror *mirror,
 	if (rc)
 		return rc;
 	uint64_t vpn = vpn_of((uintptr_t)addr);
+	/* Held under the lock the invalidations take: a walk of the
+	 * entries there are, as dmirror's xa_for_each_range, never of
+	 * every page of what may be the whole address space. */
 	pthread_mutex_lock(&mirror->lock);
-	for (uint64_t i = 0; i < npages && !rc; i++) {
-		uint64_t e = pt_get(&mirror->pt, vpn + i);
-		if ((e & ENT_VALID) && (e & ENT_EXCL))
-			rc = -EPERM;
-	}
+	if (pt_any(mirror->pt, PT_LEVELS - 1, 0, vpn, vpn + npages,
+		   ENT_VALID | ENT_EXCL))
+		rc = -EPERM;
 	pthread_mutex_unlock(&mirror->lock);
 	return rc;
 }
