@@ -234,10 +234,11 @@ static void do_dmirror(struct input *in)
 	 * bounce buffer of npages pages first, as the kernel's driver
 	 * vmallocs it, and the shim's allocator commits it at once; a few
 	 * GiB of it are libFuzzer's RSS limit, and 256 MiB take 3 s.
-	 * Bounces of up to 64 GiB (beyond, the allocation fails) are kept
-	 * to 16 MiB. */
-	if (ci <= 1 && c.npages > (1ULL << 12) && c.npages <= (1ULL << 24) &&
-	    fuzz_avoid("bounce_huge"))
+	 * EXCLUSIVE on a coherent unit reads the range first, through the
+	 * same bounce.  Bounces of up to 64 GiB (beyond, the allocation
+	 * fails) are kept to 16 MiB. */
+	if ((ci <= 1 || ci == 5) && c.npages > (1ULL << 12) &&
+	    c.npages <= (1ULL << 24) && fuzz_avoid("bounce_huge"))
 		c.npages = 1ULL << 12;
 	c.cpages = in_u8(in);     /* ignored by the driver */
 	c.faults = in_u8(in);
