@@ -610,13 +610,17 @@ static struct hetmm_ctx *ctx_of_pagemap(struct hetmm_pagemap *pg)
 	return ctx;   /* custom ones may be ctx2's too: see op_pagemap */
 }
 
-/* Which pagemap a frame number belongs to, among the live ones. */
+/* Which pagemap a frame number belongs to, among the live ones: those
+ * of the harness's devices and drivers, and of the device an input made
+ * (tmp_emu). */
 static struct hetmm_pagemap *pfn_owner(hetmm_pfn_t pfn)
 {
-	struct hetmm_pagemap *all[3 + MAX_DRV] = { pg_p, pg_c, pg_x };
+	struct hetmm_pagemap *all[4 + MAX_DRV] = { pg_p, pg_c, pg_x, NULL };
+	if (tmp_emu && hetmm_emu_pagemap(tmp_emu, &all[3]))
+		all[3] = NULL;
 	for (int i = 0; i < MAX_DRV; i++)
-		all[3 + i] = drvs[i].pg;
-	for (int i = 0; i < 3 + MAX_DRV; i++) {
+		all[4 + i] = drvs[i].pg;
+	for (int i = 0; i < 4 + MAX_DRV; i++) {
 		struct hetmm_pagemap_info info;
 		if (!all[i] || hetmm_pagemap_get_info(all[i], &info))
 			continue;
@@ -793,11 +797,6 @@ static void op_mirror(struct input *in, int kind)
 	uint64_t npages = gen_npages(in);
 	uint64_t len = npages << HETMM_PAGE_SHIFT;
 	bool len_ok = npages <= (UINT64_MAX >> HETMM_PAGE_SHIFT);
-	/* Known finding F1: a check over a huge range takes a lookup per
-	 * page, under the mirror lock. */
-	if (kind == 4 && npages > (1ULL << 22) && len_ok &&
-	    !range_invalid(addr, len) && fuzz_avoid("check_exclusive_huge"))
-		npages = 1ULL << 22, len = npages << HETMM_PAGE_SHIFT;
 	/* Known finding F3: a snapshot takes a system call per page of a
 	 * hole. */
 	if (kind == 2 && npages > (1ULL << 12) && len_ok &&
@@ -807,11 +806,9 @@ static void op_mirror(struct input *in, int kind)
 	uint64_t blen = kind == 2 ? npages : len;
 	bool own = false;
 	void *buf = NULL;
-	/* Known finding F7: a mirror read or write whose buffer is on a
-	 * device deadlocks. */
-	bool world_ok = kind == 2 || !fuzz_avoid("mirror_buf_on_device");
+	/* The buffer may be in the world, on a device too (F7, fixed). */
 	if (kind <= 2 && len_ok)
-		buf = pick_buf(in, blen, kind != 1, world_ok, &own);
+		buf = pick_buf(in, blen, kind != 1, true, &own);
 	uint64_t faults = 0;
 	uint64_t *fp = in_u8(in) & 1 ? &faults : NULL;
 
@@ -1041,16 +1038,6 @@ static void op_release(struct input *in)
 	}
 	size_t nr = n == 8 ? 8 : n;
 	bool null_array = in_u8(in) % 16 == 0;
-	/* Known finding F6: a page listed more often than it is held is
-	 * refused, after the release of the entries before it. */
-	for (size_t i = 0; i < nr && fuzz_avoid("release_duplicates"); i++) {
-		uint64_t r, p, same = 0;
-		hold_counts((uintptr_t)pages[i], &r, &p);
-		for (size_t j = 0; j < i; j++)
-			same += pages[j] == pages[i];
-		if (pages[i] && same && same >= (pin ? p : r))
-			pages[i] = NULL;
-	}
 
 	/* Would every entry be released?  Each entry takes one hold of the
 	 * kind asked for from its page. */

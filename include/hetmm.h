@@ -492,7 +492,8 @@ long hetmm_pin_user_pages_fast(struct hetmm_ctx *ctx, void *addr,
 /*
  * Release what get (put) or pin (unpin) took on each page of pages[].
  * -EINVAL, and nothing released, if an entry is NULL, unaligned or not
- * held that way; pass pinned pages to unpin and got pages to put.
+ * held that way, or a page is listed more often than it is held; pass
+ * pinned pages to unpin and got pages to put.
  */
 int hetmm_put_user_pages(struct hetmm_ctx *ctx, void *const *pages,
 			 size_t nr_pages);

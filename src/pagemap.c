@@ -332,7 +332,7 @@ static _Atomic uint32_t *hold_count(uint64_t pfn, bool pin, uint32_t *floor)
 	return pin ? &pgmap->pages[idx].pincount : &pgmap->pages[idx].refcount;
 }
 
-int pagemap_unhold(uint64_t pfn, bool pin, bool check_only)
+int pagemap_unhold(uint64_t pfn, bool pin)
 {
 	uint32_t floor = 0;
 	int rc = -EINVAL;
@@ -340,8 +340,7 @@ int pagemap_unhold(uint64_t pfn, bool pin, bool check_only)
 	_Atomic uint32_t *cnt = hold_count(pfn, pin, &floor);
 	uint32_t v = cnt ? atomic_load(cnt) : 0;
 	while (cnt && v > floor) {
-		if (check_only ||
-		    atomic_compare_exchange_weak(cnt, &v, v - 1)) {
+		if (atomic_compare_exchange_weak(cnt, &v, v - 1)) {
 			rc = 0;
 			break;
 		}
@@ -357,7 +356,8 @@ int pagemap_hold_counts(uint64_t pfn, uint64_t *refs, uint64_t *pins)
 	pthread_rwlock_rdlock(&sections_lock);
 	_Atomic uint32_t *r = hold_count(pfn, false, &floor);
 	if (r) {
-		*refs = atomic_load(r) - 1;
+		uint32_t v = atomic_load(r);
+		*refs = v > floor ? v - floor : 0;   /* a frame being freed */
 		*pins = atomic_load(hold_count(pfn, true, &floor));
 		rc = 0;
 	}

@@ -179,9 +179,8 @@ void pagemap_put(struct hetmm_pagemap *pgmap);
  */
 int pagemap_hold(uint64_t pfn, _Atomic uint64_t *slot, uint64_t e, bool pin,
 		 bool longterm);
-/* Drop what a hold took (or only check there is one); -EINVAL if the
- * page holds none. */
-int pagemap_unhold(uint64_t pfn, bool pin, bool check_only);
+/* Drop what a hold took; -EINVAL if the page holds none. */
+int pagemap_unhold(uint64_t pfn, bool pin);
 /* References and pins held on the page. */
 int pagemap_hold_counts(uint64_t pfn, uint64_t *refs, uint64_t *pins);
 /* Does the coherent page pfn carry references or pins?  (Looked at under

@@ -19,6 +19,8 @@
  */
 #include <errno.h>
 #include <sched.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 
 #include "back.h"
@@ -119,7 +121,7 @@ static int hold_fixed(struct gup *g, _Atomic uint64_t *slot, uint64_t e,
 		return rc;
 	if (madvise((void *)a, PAGE_SIZE, g->write ? MADV_POPULATE_WRITE :
 		    MADV_POPULATE_READ)) {
-		pagemap_unhold(shadow_pfn(e), g->pin, false);
+		pagemap_unhold(shadow_pfn(e), g->pin);
 		return -EFAULT;
 	}
 	return 0;
@@ -287,15 +289,30 @@ long hetmm_pin_user_pages_fast(struct hetmm_ctx *ctx, void *addr,
  * Release
  */
 
-/* Drop one hold of the kind asked for (or only check there is one). */
-static int release_one(_Atomic uint64_t *slot, bool pin, bool check_only)
+/* Drop one hold of the kind asked for. */
+static int release_one(_Atomic uint64_t *slot, bool pin)
 {
 	uint64_t e = atomic_load_explicit(slot, memory_order_acquire);
 	/* Fixed pages, and coherent pages held in place (a claim on one
 	 * that is held backs off: the word may say BUSY for a moment). */
 	if (shadow_is_fixed(e) || shadow_on_device(e))
-		return pagemap_unhold(shadow_pfn(e), pin, check_only);
-	return shadow_unhold(slot, pin, check_only);
+		return pagemap_unhold(shadow_pfn(e), pin);
+	return shadow_unhold(slot, pin);
+}
+
+/* How many holds of the kind the page has: what release_one() could
+ * drop, one by one. */
+static uint64_t holds_of(_Atomic uint64_t *slot, bool pin)
+{
+	uint64_t e = atomic_load_explicit(slot, memory_order_acquire);
+	uint64_t refs = 0, pins = 0;
+	if (shadow_is_fixed(e) || shadow_on_device(e)) {
+		if (pagemap_hold_counts(shadow_pfn(e), &refs, &pins))
+			return 0;
+	} else {
+		shadow_hold_counts(e, &refs, &pins);
+	}
+	return pin ? pins : refs;
 }
 
 static _Atomic uint64_t *held_slot(struct hetmm_ctx *ctx, const void *page)
@@ -306,22 +323,101 @@ static _Atomic uint64_t *held_slot(struct hetmm_ctx *ctx, const void *page)
 	return shadow_slot(&ctx->shadow, addr_to_vpn(a), false);
 }
 
+/* Is the page listed n times held at least n times? */
+static bool held_enough(struct hetmm_ctx *ctx, const void *page, size_t n,
+			bool pin)
+{
+	_Atomic uint64_t *slot = held_slot(ctx, page);
+	return slot && holds_of(slot, pin) >= n;
+}
+
+static bool ascending(void *const *pages, size_t nr)
+{
+	for (size_t i = 1; i < nr; i++)
+		if ((uintptr_t)pages[i] < (uintptr_t)pages[i - 1])
+			return false;
+	return true;
+}
+
+/* An ascending list: a page's entries are one run. */
+static bool check_ascending(struct hetmm_ctx *ctx, void *const *pages,
+			    size_t nr, bool pin)
+{
+	for (size_t i = 0, run; i < nr; i += run) {
+		for (run = 1; i + run < nr && pages[i + run] == pages[i]; run++)
+			;
+		if (!held_enough(ctx, pages[i], run, pin))
+			return false;
+	}
+	return true;
+}
+
+/* Any list, in place: each page counted at its first entry.  Quadratic,
+ * for short lists and when no sorted copy can be had. */
+static bool check_in_place(struct hetmm_ctx *ctx, void *const *pages,
+			   size_t nr, bool pin)
+{
+	for (size_t i = 0; i < nr; i++) {
+		size_t seen = 0, n = 0;
+		for (size_t j = 0; j < i && !seen; j++)
+			seen = pages[j] == pages[i];
+		if (seen)
+			continue;
+		for (size_t j = i; j < nr; j++)
+			n += pages[j] == pages[i];
+		if (!held_enough(ctx, pages[i], n, pin))
+			return false;
+	}
+	return true;
+}
+
+static int by_address(const void *a, const void *b)
+{
+	uintptr_t x = (uintptr_t)*(void *const *)a;
+	uintptr_t y = (uintptr_t)*(void *const *)b;
+	return (x > y) - (x < y);
+}
+
+/* Lists no longer than this are checked in place when out of order. */
+#define CHECK_IN_PLACE_MAX 64
+
+/*
+ * Can every entry be released: is each page held, that way, at least as
+ * often as the list names it?  The list gup filled in is ascending and is
+ * checked as it is, with no allocation; a list out of order is sorted
+ * into a copy first (or, short or with no memory, counted in place).
+ */
+static bool releasable(struct hetmm_ctx *ctx, void *const *pages, size_t nr,
+		       bool pin)
+{
+	if (ascending(pages, nr))
+		return check_ascending(ctx, pages, nr, pin);
+	void **sorted = nr > CHECK_IN_PLACE_MAX ?
+			calloc(nr, sizeof(*sorted)) : NULL;
+	if (!sorted)
+		return check_in_place(ctx, pages, nr, pin);
+	memcpy(sorted, pages, nr * sizeof(*sorted));
+	qsort(sorted, nr, sizeof(*sorted), by_address);
+	bool ok = check_ascending(ctx, sorted, nr, pin);
+	free(sorted);
+	return ok;
+}
+
 /* Every entry is checked before any is released: bad input changes
- * nothing. */
+ * nothing.  (Only a release of the same holds racing this one, itself a
+ * bug of the caller's, can make the second loop fail.) */
 static int release(struct hetmm_ctx *ctx, void *const *pages, size_t nr,
 		   bool pin)
 {
 	int rc = entry_ctx(ctx);
 	if (rc)
 		return rc;
-	if (!pages || !nr)
+	if (!pages || !nr || !releasable(ctx, pages, nr, pin))
 		return -EINVAL;
-	for (int pass = 0; pass < 2; pass++) {
-		for (size_t i = 0; i < nr; i++) {
-			_Atomic uint64_t *slot = held_slot(ctx, pages[i]);
-			if (!slot || release_one(slot, pin, pass == 0))
-				return -EINVAL;
-		}
+	for (size_t i = 0; i < nr; i++) {
+		_Atomic uint64_t *slot = held_slot(ctx, pages[i]);
+		if (!slot || release_one(slot, pin))
+			return -EINVAL;
 	}
 	return 0;
 }

@@ -229,7 +229,7 @@ int shadow_hold(_Atomic uint64_t *slot, bool pin)
 	}
 }
 
-int shadow_unhold(_Atomic uint64_t *slot, bool pin, bool check_only)
+int shadow_unhold(_Atomic uint64_t *slot, bool pin)
 {
 	uint64_t e = atomic_load_explicit(slot, memory_order_acquire);
 	for (;;) {
@@ -238,8 +238,6 @@ int shadow_unhold(_Atomic uint64_t *slot, bool pin, bool check_only)
 		uint64_t held = pin ? e / PIN_BIAS : e % PIN_BIAS;
 		if (!held)
 			return -EINVAL;
-		if (check_only)
-			return 0;
 		if (atomic_compare_exchange_weak_explicit(slot, &e,
 				e - (pin ? PIN_BIAS : 1),
 				memory_order_acq_rel, memory_order_acquire))

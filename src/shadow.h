@@ -252,9 +252,8 @@ uint64_t shadow_settled(struct shadow *sh, uint64_t vpn, int *spins_left);
 /* Take a reference (pin false) or a pin: -EAGAIN if the word is not a
  * count (device, busy, fixed), -ENOMEM if the count is full. */
 int shadow_hold(_Atomic uint64_t *slot, bool pin);
-/* Drop one, or with check_only only check there is one: -EINVAL if the
- * word holds none of the kind. */
-int shadow_unhold(_Atomic uint64_t *slot, bool pin, bool check_only);
+/* Drop one: -EINVAL if the word holds none of the kind. */
+int shadow_unhold(_Atomic uint64_t *slot, bool pin);
 /* The references and pins a word counts (0 for any other word). */
 void shadow_hold_counts(uint64_t e, uint64_t *refs, uint64_t *pins);
 /* A reference of hetmm's own on a held word, taken only while it is one

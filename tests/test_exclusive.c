@@ -8,7 +8,9 @@
  * (the device's writes included); mprotect to read-only makes later device
  * writes fail with -EPERM; bad input and coherent devices are refused.
  */
+#include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "t.h"
 
@@ -149,6 +151,66 @@ static void test_mprotect(void)
 	t_unmap(p, n);
 }
 
+/*
+ * check_exclusive over the whole user half (2^35 pages, a valid range)
+ * answers at once: it looks at the entries the mirror holds, not at every
+ * page (fuzz/FINDINGS.md F1: a walk of every page under the mirror lock,
+ * minutes long, stalling every invalidation and so every device fault).
+ * On a thread of its own with a bound, so that a slow walk fails the test
+ * instead of holding it up.
+ */
+struct check_call {
+	const char *addr;
+	uint64_t npages;
+	int rc;
+	atomic_int done;
+};
+
+static void *check_call_main(void *arg)
+{
+	struct check_call *c = arg;
+
+	c->rc = hetmm_mirror_check_exclusive(m, c->addr, c->npages);
+	atomic_store(&c->done, 1);
+	return NULL;
+}
+
+static int check_bounded(const void *addr, uint64_t npages, int line)
+{
+	struct check_call c = { .addr = addr, .npages = npages };
+	pthread_t th;
+	double end = t_now() + 5.0;
+
+	REQUIRE(pthread_create(&th, NULL, check_call_main, &c) == 0);
+	while (!atomic_load(&c.done) && t_now() < end)
+		usleep(1000);
+	if (!atomic_load(&c.done)) {
+		t_fail(__FILE__, line, "check_exclusive of %" PRIu64
+		       " pages: no answer in 5 s", npages);
+		exit(t_done());
+	}
+	pthread_join(th, NULL);
+	return c.rc;
+}
+
+static void test_huge_range(void)
+{
+	const uint64_t all = (1ULL << 47) / PS - 1;   /* from page 1 on */
+	char *p = t_map(4);
+
+	t_fill(p, 4, 9);
+	CHECK_EQ(check_bounded((void *)PS, all, __LINE__), 0);
+	REQUIRE_OK(hetmm_mirror_make_exclusive(m, p + 2 * PS, 1));
+	CHECK_EQ(check_bounded((void *)PS, all, __LINE__), -EPERM);
+	CHECK_EQ(check_bounded(p, 2, __LINE__), 0);
+	CHECK_EQ(check_bounded(p + 2 * PS, 1, __LINE__), -EPERM);
+	CHECK_EQ(check_bounded(p + 3 * PS, all - ((uintptr_t)p + 3 * PS) / PS
+			       + 1, __LINE__), 0);
+	t_verify(p, 4, 9);   /* the CPU's read revokes it */
+	CHECK_EQ(check_bounded((void *)PS, all, __LINE__), 0);
+	t_unmap(p, 4);
+}
+
 static void test_badinput(void)
 {
 	char *p = t_map(2);
@@ -183,6 +245,7 @@ int main(void)
 	test_revoke();
 	test_threads();
 	test_mprotect();
+	test_huge_range();
 	test_badinput();
 	hetmm_mirror_destroy(m);
 	CHECK_OK(hetmm_ctx_destroy(ctx));

@@ -5,6 +5,10 @@
  * writes through the device's page table, refusals where the CPU has no
  * access, invalidations when the CPU side changes, and snapshots.
  */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
 #include "t.h"
 
 static struct hetmm_ctx *ctx;
@@ -419,6 +423,97 @@ static void snapshot_file(void)
 	close(fd);
 }
 
+/*
+ * A mirror call whose buffer is itself on a device (fuzz/FINDINGS.md F7).
+ * The call runs on a thread of its own and gets 10 s: a call that
+ * deadlocks fails the test instead of hanging it (and leaves the process
+ * in no state to tear down: the test ends there).
+ */
+struct mirror_call {
+	struct hetmm_mirror *m;
+	char *addr, *buf;
+	uint64_t npages;
+	bool write;
+	int rc;
+	atomic_int done;
+};
+
+static void *mirror_call_main(void *arg)
+{
+	struct mirror_call *c = arg;
+
+	c->rc = c->write ? hetmm_mirror_write(c->m, c->addr, c->buf,
+					      c->npages, NULL)
+			 : hetmm_mirror_read(c->m, c->addr, c->buf, c->npages,
+					     NULL);
+	atomic_store(&c->done, 1);
+	return NULL;
+}
+
+static int mirror_call_bounded(struct hetmm_mirror *m, char *addr, char *buf,
+			       uint64_t npages, bool write, int line)
+{
+	struct mirror_call c = { .m = m, .addr = addr, .buf = buf,
+				 .npages = npages, .write = write };
+	pthread_t th;
+	double end = t_now() + 10.0;
+
+	REQUIRE(pthread_create(&th, NULL, mirror_call_main, &c) == 0);
+	while (!atomic_load(&c.done) && t_now() < end)
+		usleep(1000);
+	if (!atomic_load(&c.done)) {
+		t_fail(__FILE__, line, "hetmm_mirror_%s with its buffer on a "
+		       "device: no return in 10 s", write ? "write" : "read");
+		exit(t_done());
+	}
+	pthread_join(th, NULL);
+	return c.rc;
+}
+
+static void buffer_on_device(void)
+{
+	enum { N = 8, H = N / 2 };
+	char *p = t_map(N), *q = t_map(N);
+
+	/* Write: pages 0-3 from pages 4-7 of the same range, all on the
+	 * mirror's own device (the fuzzer's reproducer). */
+	t_fill(p, N, 40);
+	t_to_device(pg0, p, N);
+	CHECK_OK(mirror_call_bounded(m0, p, p + H * PS, H, true, __LINE__));
+	CHECK_EQ(t_verify_from(p, H, 40, H), 0);
+	CHECK_EQ(t_verify_from(p + H * PS, H, 40, H), 0);
+
+	/* Read: device pages into a buffer on the same device, and into
+	 * one on the other device. */
+	t_fill(p, N, 41);
+	t_to_device(pg0, p, N);
+	CHECK_OK(mirror_call_bounded(m0, p, p + H * PS, H, false, __LINE__));
+	CHECK_EQ(t_verify(p, H, 41), 0);
+	CHECK_EQ(t_verify_from(p + H * PS, H, 41, 0), 0);
+	t_fill(p, N, 42);
+	t_fill(q, N, 43);
+	t_to_device(pg0, p, N);
+	t_to_device(pg1, q, N);
+	CHECK_OK(mirror_call_bounded(m0, p, q, N, false, __LINE__));
+	CHECK_EQ(t_verify(q, N, 42), 0);
+
+	/* Write from the other device's pages; and a page onto itself. */
+	t_fill(q, N, 44);
+	/* (The read left p on the device, but for pages the fault-around
+	 * of q's faults may have brought back.) */
+	(void)hetmm_migrate_to_device(pg0, p, N * PS, NULL);
+	CHECK_EQ(t_count_on_device(ctx, p, N), N);
+	t_to_device(pg1, q, N);
+	CHECK_OK(mirror_call_bounded(m0, p, q, N, true, __LINE__));
+	CHECK_EQ(t_verify(p, N, 44), 0);
+	t_to_device(pg0, p, N);   /* the CPU's read brought them back */
+	CHECK_OK(mirror_call_bounded(m0, p, p, N, true, __LINE__));
+	CHECK_OK(mirror_call_bounded(m0, p, p, N, false, __LINE__));
+	CHECK_EQ(t_verify(p, N, 44), 0);
+	t_unmap(p, N);
+	t_unmap(q, N);
+}
+
 int main(void)
 {
 	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
@@ -439,6 +534,7 @@ int main(void)
 	other_context();
 	snapshot();
 	snapshot_file();
+	buffer_on_device();
 
 	CHECK_OK(hetmm_mirror_destroy(m0));
 	CHECK_OK(hetmm_mirror_destroy(m1));

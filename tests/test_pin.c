@@ -255,6 +255,72 @@ static void test_badinput(void)
 	t_unmap(buf, 4);
 }
 
+/*
+ * A release list naming a page more often than it is held is refused
+ * whole (fuzz/FINDINGS.md F6): in order with the duplicates side by side,
+ * short and out of order, long and out of order (checked through a sorted
+ * copy); and a list with duplicates that are all held goes through.
+ */
+#define DUP_PAGES 200
+
+static void check_all_holds(const char *p, size_t n, uint64_t want,
+			    int pin)
+{
+	for (size_t i = 0; i < n; i++)
+		check_holds(p + i * PS, pin ? 0 : want, pin ? want : 0);
+}
+
+static void test_release_duplicates(void)
+{
+	static void *pages[DUP_PAGES], *list[2 * DUP_PAGES];
+
+	for (int pin = 0; pin < 2; pin++) {
+		const struct variant *v = &variants[pin ? 2 : 0];
+		char *p = t_map(DUP_PAGES);
+
+		/* In order, one page twice, held once. */
+		CHECK_EQ(v->fn(ctx, p, 1, 0, pages), 1);
+		list[0] = list[1] = p;
+		CHECK_EQ(release(v, list, 2), -EINVAL);
+		check_holds(p, pin ? 0 : 1, pin ? 1 : 0);
+
+		/* Short, out of order: p held twice, p + PS once. */
+		CHECK_EQ(v->fn(ctx, p, 2, 0, pages), 2);
+		void *shortl[4] = { p + PS, p, p, p + PS };
+		CHECK_EQ(release(v, shortl, 4), -EINVAL);
+		check_holds(p, pin ? 0 : 2, pin ? 2 : 0);
+		check_holds(p + PS, pin ? 0 : 1, pin ? 1 : 0);
+		CHECK_OK(release(v, shortl, 3));   /* p + PS, p, p */
+		check_all_holds(p, 2, 0, pin);
+
+		/* Long, out of order (reversed): the last page twice. */
+		CHECK_EQ(v->fn(ctx, p, DUP_PAGES, 0, pages), DUP_PAGES);
+		for (size_t i = 0; i < DUP_PAGES; i++)
+			list[i] = p + (DUP_PAGES - 1 - i) * PS;
+		list[DUP_PAGES] = p + (DUP_PAGES - 1) * PS;
+		CHECK_EQ(release(v, list, DUP_PAGES + 1), -EINVAL);
+		check_all_holds(p, DUP_PAGES, 1, pin);
+		/* In order, with the last page twice at the end. */
+		pages[DUP_PAGES - 1] = p + (DUP_PAGES - 2) * PS;
+		CHECK_EQ(release(v, pages, DUP_PAGES), -EINVAL);
+		check_all_holds(p, DUP_PAGES, 1, pin);
+
+		/* Every page held twice, listed twice, interleaved out of
+		 * order: all of it goes. */
+		CHECK_EQ(v->fn(ctx, p, DUP_PAGES, 0, pages), DUP_PAGES);
+		for (size_t i = 0; i < DUP_PAGES; i++)
+			list[DUP_PAGES + i] = p + i * PS;
+		char *last = p + (DUP_PAGES - 1) * PS;
+		CHECK_OK(release(v, list + 1, 2 * DUP_PAGES - 1));
+		check_all_holds(p, DUP_PAGES - 1, 0, pin);
+		check_holds(last, pin ? 0 : 1, pin ? 1 : 0);
+		CHECK(list[0] == last);
+		CHECK_OK(release(v, list, 1));
+		check_holds(last, 0, 0);
+		t_unmap(p, DUP_PAGES);
+	}
+}
+
 /* FS_DAX and GENERIC: held in place, long-term refused on FS_DAX. */
 static void test_fixed(enum hetmm_memory_type type)
 {
@@ -279,6 +345,11 @@ static void test_fixed(enum hetmm_memory_type type)
 	CHECK_EQ(pi.refcount, 1);
 	CHECK(pi.owner == (uintptr_t)(d.mem + 3 * PS));
 	CHECK_EQ(hetmm_get_user_pages(ctx, d.mem, 2, 0, pages + 0), 2);
+	check_holds(d.mem, 1, 1);
+	/* Held in the metadata: a list naming it twice is refused too. */
+	void *twice[2] = { d.mem, d.mem };
+	CHECK_EQ(hetmm_put_user_pages(ctx, twice, 2), -EINVAL);
+	CHECK_EQ(hetmm_unpin_user_pages(ctx, twice, 2), -EINVAL);
 	check_holds(d.mem, 1, 1);
 	CHECK_OK(hetmm_put_user_pages(ctx, pages, 2));
 	CHECK_EQ(hetmm_pin_user_pages(ctx, d.mem, 8, 0, pages), 8);
@@ -454,6 +525,7 @@ int main(void)
 	test_hole_in_registered();
 	test_longterm();
 	test_badinput();
+	test_release_duplicates();
 	test_fixed(HETMM_MEMORY_FS_DAX);
 	test_fixed(HETMM_MEMORY_GENERIC);
 	test_fixed_bad();

@@ -12,8 +12,9 @@
  * notifier, as dmirror keeps an xarray filled by hmm_range_fault().
  *
  * A mirror's lock covers its page table and device-memory copies, never a
- * touch of process memory: that can fault, and the fault handler may need
- * the lock to invalidate.  Process memory is reached with
+ * touch of process memory, the caller's buffer included (device pages are
+ * copied through a bounce page): that can fault, and the fault handler may
+ * need the lock to invalidate.  Process memory is reached with
  * process_vm_readv/writev, so a page that lost its access since the entry
  * was made yields EFAULT, not a signal.
  *
@@ -137,6 +138,26 @@ static void pt_clear(union pt_node *node, int level, uint64_t base,
 			pt_clear(node->child[i], level - 1, base + i * span,
 				 first, last);
 	}
+}
+
+/* Does an entry of [first, last) in the subtree of node have every bit
+ * of want?  As pt_clear, only the nodes there are are visited: the cost
+ * follows what the table holds, not the length of the range. */
+static bool pt_any(const union pt_node *node, int level, uint64_t base,
+		   uint64_t first, uint64_t last, uint64_t want)
+{
+	if (!node)
+		return false;
+	uint64_t span = 1ULL << (level * PT_SHIFT);
+	uint64_t i = first > base ? (first - base) / span : 0;
+	uint64_t end = (last - base + span - 1) / span;
+	for (; i < PT_SLOTS && i < end; i++) {
+		if (!level ? (node->ent[i] & want) == want
+			   : pt_any(node->child[i], level - 1, base + i * span,
+				    first, last, want))
+			return true;
+	}
+	return false;
 }
 
 static void pt_free(union pt_node *node, int level)
@@ -777,10 +798,12 @@ static int emu_frame(struct hetmm_emu *emu, uint64_t idx,
 }
 
 /*
- * Device access to one of its own pages, under the mirror lock.  A zero
- * page reads as zeroes; writing one needs its frame populated first, which
- * may fault, so that is left to the caller without the lock (-EAGAIN).
- * Its frame's metadata gone (the device being removed): -ENXIO.
+ * Device access to one of its own pages, under the mirror lock, to or from
+ * the caller's bounce page (never the caller's buffer: see mirror_access).
+ * A zero page reads as zeroes; writing one needs its frame populated
+ * first, which may fault, so that is left to the caller without the lock
+ * (-EAGAIN).  Its frame's metadata gone (the device being removed):
+ * -ENXIO.
  */
 static int mirror_device_page(struct hetmm_mirror *m, uint64_t e, char *buf,
 			      bool write)
@@ -832,12 +855,24 @@ static int excl_writable(struct hetmm_mirror *m, uint64_t vpn)
  * that something undid before we could use it. */
 #define MIRROR_RETRIES 64
 
+/*
+ * The caller's buffer is process memory like any other, perhaps on this
+ * very device: touching it can fault, and the fault, bringing the page
+ * back, invalidates the mirrors, which takes the mirror lock.  So pages of
+ * the device are copied through a bounce page, to or from the buffer with
+ * no lock held, as the kernel's dmirror copies from and to the user.
+ * (Faulting the buffer in before taking the lock would not do: another
+ * thread can send it back to the device in between.)  The bounce is on
+ * this thread's stack, which is running here and so not on a device.
+ */
 static int mirror_access(struct hetmm_mirror *m, uintptr_t addr, char *buf,
 			 uint64_t npages, bool write, uint64_t *faults)
 {
 	uint64_t vpn = vpn_of(addr);
 	uint64_t nfaults = 0;
 	uint64_t excl_ok = UINT64_MAX;    /* the exclusive page checked */
+	uint64_t bounced = UINT64_MAX;    /* the page a write's bounce holds */
+	char bounce[PS];
 	unsigned retries = 0;
 	bool synced = false;
 	int rc = 0;
@@ -904,8 +939,16 @@ static int mirror_access(struct hetmm_mirror *m, uintptr_t addr, char *buf,
 			retries++;
 			continue;
 		}
-		rc = mirror_device_page(m, e, buf + i * PS, write);
+		if (write && bounced != vpn + i) {
+			pthread_mutex_unlock(&m->lock);
+			memcpy(bounce, buf + i * PS, PS);   /* may fault */
+			bounced = vpn + i;
+			continue;   /* the entry may have gone meanwhile */
+		}
+		rc = mirror_device_page(m, e, bounce, write);
 		pthread_mutex_unlock(&m->lock);
+		if (!rc && !write)
+			memcpy(buf + i * PS, bounce, PS);   /* may fault */
 		if (rc == -EAGAIN) {
 			/* A zero page to write: give the frame memory
 			 * first, outside the lock, since that faults. */
@@ -1080,12 +1123,13 @@ int hetmm_mirror_check_exclusive(struct hetmm_mirror *mirror,
 	if (rc)
 		return rc;
 	uint64_t vpn = vpn_of((uintptr_t)addr);
+	/* Held under the lock the invalidations take: a walk of the
+	 * entries there are, as dmirror's xa_for_each_range, never of
+	 * every page of what may be the whole address space. */
 	pthread_mutex_lock(&mirror->lock);
-	for (uint64_t i = 0; i < npages && !rc; i++) {
-		uint64_t e = pt_get(&mirror->pt, vpn + i);
-		if ((e & ENT_VALID) && (e & ENT_EXCL))
-			rc = -EPERM;
-	}
+	if (pt_any(mirror->pt, PT_LEVELS - 1, 0, vpn, vpn + npages,
+		   ENT_VALID | ENT_EXCL))
+		rc = -EPERM;
 	pthread_mutex_unlock(&mirror->lock);
 	return rc;
 }
