@@ -73,11 +73,14 @@ static bool name_is_special(const char *name)
 	return true;
 }
 
-static int vma_find_query(struct vmaq *q, uintptr_t addr, struct vma *vma)
+/* The VMA covering addr, or with NEXT, the first above it if none. */
+static int vma_find_query(struct vmaq *q, uintptr_t addr, bool next,
+			  struct vma *vma)
 {
 	char name[32];
 	struct procmap_query pq = {
 		.size = sizeof(pq), .query_addr = addr,
+		.query_flags = next ? PROCMAP_QUERY_COVERING_OR_NEXT_VMA : 0,
 		.vma_name_addr = (uintptr_t)name, .vma_name_size = sizeof(name),
 	};
 	if (ioctl(q->maps_fd, PROCMAP_QUERY, &pq) < 0) {
@@ -109,8 +112,11 @@ static int vma_find_query(struct vmaq *q, uintptr_t addr, struct vma *vma)
 	return 0;
 }
 
-/* One line of /proc/self/maps: the VMA, and whether it holds addr. */
-static bool maps_line(const char *line, uintptr_t addr, struct vma *vma)
+/* One line of /proc/self/maps: the VMA, and whether it holds addr (or,
+ * with next, whether it ends above addr: the lines are in address order,
+ * so the first such line covers addr or is the first VMA above it). */
+static bool maps_line(const char *line, uintptr_t addr, bool next,
+		      struct vma *vma)
 {
 	uintptr_t lo, hi;
 	char perms[8];
@@ -119,7 +125,7 @@ static bool maps_line(const char *line, uintptr_t addr, struct vma *vma)
 	int name_at = 0;
 	if (sscanf(line, "%" SCNxPTR "-%" SCNxPTR " %7s %llx %x:%x %llu %n",
 		   &lo, &hi, perms, &off, &maj, &min, &inode, &name_at) < 7 ||
-	    addr < lo || addr >= hi)
+	    addr >= hi || (addr < lo && !next))
 		return false;
 	vma->start = lo;
 	vma->end = hi;
@@ -146,7 +152,7 @@ static bool maps_line(const char *line, uintptr_t addr, struct vma *vma)
  * hmm2.snapshot test overruns it on purpose) and hetmm must not touch
  * (sscanf reads a string, and takes nothing from the heap).
  */
-int vma_find_maps(uintptr_t addr, struct vma *vma)
+static int find_in_maps(uintptr_t addr, bool next, struct vma *vma)
 {
 	int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -167,7 +173,7 @@ int vma_find_maps(uintptr_t addr, struct vma *vma)
 		char *line = buf, *nl;
 		while ((nl = strchr(line, '\n'))) {
 			*nl = '\0';
-			if (maps_line(line, addr, vma)) {
+			if (maps_line(line, addr, next, vma)) {
 				rc = 0;
 				goto out;
 			}
@@ -180,7 +186,7 @@ int vma_find_maps(uintptr_t addr, struct vma *vma)
 			have = 0;
 		memmove(buf, line, have);
 		if (got == 0) {
-			if (have && maps_line(buf, addr, vma))
+			if (have && maps_line(buf, addr, next, vma))
 				rc = 0;
 			break;
 		}
@@ -190,10 +196,21 @@ out:
 	return rc;
 }
 
+int vma_find_maps(uintptr_t addr, struct vma *vma)
+{
+	return find_in_maps(addr, false, vma);
+}
+
 int vma_find(struct vmaq *q, uintptr_t addr, struct vma *vma)
 {
-	return q->has_query ? vma_find_query(q, addr, vma)
-			    : vma_find_maps(addr, vma);
+	return q->has_query ? vma_find_query(q, addr, false, vma)
+			    : find_in_maps(addr, false, vma);
+}
+
+int vma_find_next(struct vmaq *q, uintptr_t addr, struct vma *vma)
+{
+	return q->has_query ? vma_find_query(q, addr, true, vma)
+			    : find_in_maps(addr, true, vma);
 }
 
 size_t vma_accessible(struct vmaq *q, uintptr_t start, uintptr_t end,

@@ -32,6 +32,10 @@ int vmaq_open(struct vmaq *q);
 void vmaq_close(struct vmaq *q);
 /* The VMA covering addr, -ENOENT if none. */
 int vma_find(struct vmaq *q, uintptr_t addr, struct vma *vma);
+/* The VMA covering addr or, if none, the first VMA above addr (then
+ * vma->start > addr: [addr, vma->start) is a hole); -ENOENT if neither,
+ * nothing mapped from addr up.  One query for a whole hole. */
+int vma_find_next(struct vmaq *q, uintptr_t addr, struct vma *vma);
 /* The same from a fresh read of /proc/self/maps (a fork child's own). */
 int vma_find_maps(uintptr_t addr, struct vma *vma);
 /* -EINVAL unless [start, end) is covered by accessible VMAs. */

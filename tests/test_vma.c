@@ -93,9 +93,60 @@ static void ordinary_memory_is_not_special(void)
 	t_unmap(p, 4);
 }
 
+/*
+ * vma_find_next: the VMA covering an address or, in a hole, the first
+ * one above it, so that a hole is one query.  Both ways: PROCMAP_QUERY's
+ * COVERING_OR_NEXT_VMA (where the kernel has it) and the maps file.
+ */
+static void next_vma_each_way(struct vmaq *q, const char *how)
+{
+	char *p = t_map(7);
+	struct vma v;
+
+	/* Pages 1, 3 and 5 left as one-page VMAs, the rest holes (0 and 6
+	 * keep them from merging with mappings around). */
+	for (int i = 0; i < 7; i += 2)
+		REQUIRE(munmap(p + i * PS, PS) == 0);
+	for (int i = 1; i < 6; i++) {
+		/* In a hole (2, 4): the VMA above it. */
+		uintptr_t a = (uintptr_t)(p + i * PS) + (i == 2 ? 17 : 0);
+		uintptr_t want = (uintptr_t)(p + (i | 1) * PS);
+		if (vma_find_next(q, a, &v)) {
+			t_fail(__FILE__, __LINE__, "%s: page %d: no VMA", how,
+			       i);
+			continue;
+		}
+		if (v.start != want || v.end != want + PS)
+			t_fail(__FILE__, __LINE__, "%s: page %d: VMA %#lx-%#lx,"
+			       " want %#lx-%#lx", how, i, (unsigned long)v.start,
+			       (unsigned long)v.end, (unsigned long)want,
+			       (unsigned long)(want + PS));
+		CHECK_EQ(vma_find(q, a, &v) == 0, i & 1);
+	}
+	/* Nothing above the top of the user half but what no query of
+	 * hetmm's reaches ([vsyscall], in the maps file only). */
+	int rc = vma_find_next(q, (1ULL << 47) - PS, &v);
+	CHECK(rc == -ENOENT || (rc == 0 && v.start >= (1ULL << 47)));
+	for (int i = 1; i < 6; i += 2)
+		REQUIRE(munmap(p + i * PS, PS) == 0);
+}
+
+static void next_vma(void)
+{
+	struct vmaq q;
+
+	REQUIRE_OK(vmaq_open(&q));
+	if (q.has_query)
+		next_vma_each_way(&q, "PROCMAP_QUERY");
+	q.has_query = false;
+	next_vma_each_way(&q, "/proc/self/maps");
+	vmaq_close(&q);
+}
+
 int main(int argc, char **argv)
 {
 	RUN(both_ways_agree);
 	RUN(ordinary_memory_is_not_special);
+	RUN(next_vma);
 	return t_done();
 }
