@@ -89,6 +89,12 @@ struct hetmm_kernel_info {
 	int has_procmap_query;       /* PROCMAP_QUERY ioctl */
 	int has_thp;                 /* transparent huge pages enabled */
 	char release[65];            /* uname -r */
+	/* Range faults and snapshots tell the kernel's zero page (ZERO) and
+	 * huge mappings (order 9, PMD): from PAGEMAP_SCAN (6.7), or without
+	 * it from the frame numbers of /proc/self/pagemap and from
+	 * /proc/kpageflags, which only root (CAP_SYS_ADMIN) may read.  0:
+	 * neither, and pages are reported without ZERO and order 0. */
+	int has_page_state;
 };
 
 /* Probe what the running kernel offers; needs no context. */

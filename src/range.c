@@ -317,7 +317,8 @@ static long chunk_report(const struct chunk *c)
 		uint64_t n = (MIN(v.end, end) - a) >> PAGE_SHIFT;
 		bool readable = v.flags & VMA_READ;
 		if (readable) {
-			int rc = vma_page_flags(&c->ctx->vmaq, a, n, pflags);
+			int rc = vma_page_flags(&c->ctx->vmaq, &v, a, n,
+						 pflags);
 			if (rc)
 				return rc;
 		}

@@ -5,7 +5,8 @@
  * VMAs come from the PROCMAP_QUERY ioctl when the kernel has it (one VMA
  * per call, no text) and from /proc/self/maps otherwise.  Page presence
  * comes from /proc/self/pagemap; zero-page and huge-page state from the
- * PAGEMAP_SCAN ioctl where it exists.
+ * PAGEMAP_SCAN ioctl where it exists, else from the frames pagemap shows
+ * root (kframes.c).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include "compat.h"
+#include "kframes.h"
 #include "vma.h"
 
 int vmaq_open(struct vmaq *q)
@@ -42,6 +44,7 @@ int vmaq_open(struct vmaq *q)
 		.end = ((uintptr_t)&arg & PAGE_MASK) + PAGE_SIZE,
 	};
 	q->has_scan = ioctl(q->pagemap_fd, PAGEMAP_SCAN, &arg) >= 0;
+	kframes_open(&q->kf, q->pagemap_fd);
 	return 0;
 }
 
@@ -52,6 +55,7 @@ void vmaq_close(struct vmaq *q)
 	if (q->pagemap_fd >= 0)
 		close(q->pagemap_fd);
 	q->maps_fd = q->pagemap_fd = -1;
+	kframes_close(&q->kf);
 }
 
 /*
@@ -253,8 +257,26 @@ int vma_check_accessible(struct vmaq *q, uintptr_t start, uintptr_t end)
 #define PM_FILE (1ULL << 61)
 #define PM_MMAP_EXCLUSIVE (1ULL << 56)
 
-int vma_page_presence(struct vmaq *q, uintptr_t start, size_t npages,
-			      uint8_t *flags)
+/* Presence bits of a raw pagemap entry. */
+static uint8_t presence(uint64_t e)
+{
+	uint8_t f = 0;
+	if (e & PM_PRESENT)
+		f |= PG_PRESENT;
+	if (e & PM_SWAP)
+		f |= PG_SWAPPED;
+	if (e & PM_MMAP_EXCLUSIVE)
+		f |= PG_EXCLUSIVE;
+	if (e & PM_FILE)
+		f |= PG_FILE;
+	return f;
+}
+
+/* Presence of npages from start, a pread of CHUNK_PAGES entries at a
+ * time; with v, the zero page and huge mappings from the frames too
+ * (kframes.c), where there is no PAGEMAP_SCAN to ask. */
+static int page_entries(struct vmaq *q, const struct vma *v, uintptr_t start,
+			size_t npages, uint8_t *flags)
 {
 	uint64_t buf[CHUNK_PAGES];
 	for (size_t done = 0; done < npages;) {
@@ -265,21 +287,21 @@ int vma_page_presence(struct vmaq *q, uintptr_t start, size_t npages,
 			return -errno;
 		if ((size_t)got != n * 8)
 			return -EIO;
-		for (size_t i = 0; i < n; i++) {
-			uint8_t f = 0;
-			if (buf[i] & PM_PRESENT)
-				f |= PG_PRESENT;
-			if (buf[i] & PM_SWAP)
-				f |= PG_SWAPPED;
-			if (buf[i] & PM_MMAP_EXCLUSIVE)
-				f |= PG_EXCLUSIVE;
-			if (buf[i] & PM_FILE)
-				f |= PG_FILE;
-			flags[done + i] = f;
-		}
+		for (size_t i = 0; i < n; i++)
+			flags[done + i] = presence(buf[i]);
+		if (v)
+			kframes_page_flags(&q->kf, q->pagemap_fd, v->start,
+					   v->end, start + done * PAGE_SIZE, n,
+					   buf, flags + done);
 		done += n;
 	}
 	return 0;
+}
+
+int vma_page_presence(struct vmaq *q, uintptr_t start, size_t npages,
+		      uint8_t *flags)
+{
+	return page_entries(q, NULL, start, npages, flags);
 }
 
 /* Zero-page and huge-page state, which plain pagemap doesn't tell. */
@@ -319,11 +341,13 @@ static int page_flags_scan(struct vmaq *q, uintptr_t start, size_t npages,
 	return 0;
 }
 
-int vma_page_flags(struct vmaq *q, uintptr_t start, size_t npages,
-		   uint8_t *flags)
+int vma_page_flags(struct vmaq *q, const struct vma *v, uintptr_t start,
+		   size_t npages, uint8_t *flags)
 {
+	if (!q->has_scan)
+		return page_entries(q, v, start, npages, flags);
 	int rc = vma_page_presence(q, start, npages, flags);
-	if (rc == 0 && q->has_scan)
+	if (rc == 0)
 		rc = page_flags_scan(q, start, npages, flags);
 	return rc;
 }

@@ -303,6 +303,20 @@ static void other_context(void)
 	t_unmap(p, N);
 }
 
+/* Snapshots tell the zero page and huge mappings only where the kernel
+ * lets hetmm see them (hetmm.h, has_page_state): these tests need it. */
+static void require_page_state(const char *test)
+{
+	struct hetmm_kernel_info ki;
+
+	REQUIRE_OK(hetmm_kernel_probe(&ki));
+	if (!ki.has_page_state)
+		fprintf(stderr, "%s: the zero page and huge mappings can't be"
+			" told on this kernel (no PAGEMAP_SCAN, and not root)\n",
+			test);
+	REQUIRE(ki.has_page_state);
+}
+
 /*
  * Snapshot, one page of each kind (as the kernel's hmm selftests):
  *   0 unmapped              ERROR        1 PROT_NONE         ERROR
@@ -329,6 +343,7 @@ static void snapshot(void)
 			" the zero page: /proc/self/pagemap's PFNs and"
 			" /proc/kpageflags need root\n");
 	REQUIRE(zp >= 0);
+	require_page_state("snapshot");
 	const uint8_t want[N] = {
 		HETMM_PROT_ERROR,
 		HETMM_PROT_ERROR,
@@ -422,6 +437,41 @@ static void snapshot_file(void)
 }
 
 /*
+ * A transparent huge page mapped by one PMD is reported PMD on each of
+ * its 512 pages (as hmm_range_fault's order), writable or, after an
+ * mprotect of the whole block, read-only; the small page after it is not.
+ */
+static void snapshot_huge(void)
+{
+	enum { HP = 512 };
+	char *map;
+	char *h = t_thp_block(&map);
+	uint8_t prot[HP + 1];
+
+	require_page_state("snapshot_huge");
+	if (!h)
+		fprintf(stderr, "snapshot_huge: no transparent huge page for an"
+			" MADV_HUGEPAGE block\n");
+	REQUIRE(h != NULL);
+	h[HP * PS] = 1;
+	CHECK_OK(hetmm_mirror_snapshot(m0, h, HP + 1, prot));
+	size_t bad = 0;
+	for (size_t i = 0; i < HP; i++)
+		bad += prot[i] != (HETMM_PROT_WRITE | HETMM_PROT_PMD);
+	CHECK_EQ(bad, 0);
+	CHECK_EQ(prot[0], HETMM_PROT_WRITE | HETMM_PROT_PMD);
+	CHECK_EQ(prot[HP], HETMM_PROT_WRITE);
+	REQUIRE(mprotect(h, HP * PS, PROT_READ) == 0);
+	CHECK_OK(hetmm_mirror_snapshot(m0, h, HP, prot));
+	bad = 0;
+	for (size_t i = 0; i < HP; i++)
+		bad += prot[i] != (HETMM_PROT_READ | HETMM_PROT_PMD);
+	CHECK_EQ(bad, 0);
+	CHECK_EQ(prot[HP - 1], HETMM_PROT_READ | HETMM_PROT_PMD);
+	REQUIRE(munmap(map, 4UL << 20) == 0);
+}
+
+/*
  * A snapshot of a large range with nothing mapped costs what one of a
  * single mapping of that size does (fuzzer finding F3: it asked the
  * kernel about each page of a hole, one system call a page, 10 s for
@@ -503,6 +553,7 @@ int main(void)
 	other_context();
 	snapshot();
 	snapshot_file();
+	snapshot_huge();
 	snapshot_of_a_hole();
 
 	CHECK_OK(hetmm_mirror_destroy(m0));
