@@ -509,24 +509,32 @@ static void snapshot_of_a_hole(void)
 	/* Far above where the kernel places mappings it chooses, so that
 	 * nothing comes to live in the hole while the test looks at it. */
 	void *hint = (void *)(uintptr_t)(1ULL << 45);
-	char *p = mmap(hint, (size_t)HOLE_PAGES * PS, PROT_NONE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	REQUIRE(p != MAP_FAILED);
 	uint8_t *prot = malloc(HOLE_PAGES);
+	double mapped = 1e9, hole = 1e9;
 	REQUIRE(prot);
 
-	double mapped = timed_error_snapshot(p, prot);
-	REQUIRE(munmap(p, (size_t)HOLE_PAGES * PS) == 0);
+	/* The best of three each, interleaved: timings in an emulated guest
+	 * with other tests beside vary by more than the bound below. */
 	signal(SIGALRM, hole_watchdog);
 	alarm(HOLE_WATCHDOG_S);
-	double hole = timed_error_snapshot(p, prot);
+	for (int round = 0; round < 3; round++) {
+		char *p = mmap(hint, (size_t)HOLE_PAGES * PS, PROT_NONE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+			       -1, 0);
+		REQUIRE(p != MAP_FAILED);
+		double t = timed_error_snapshot(p, prot);
+		mapped = t < mapped ? t : mapped;
+		REQUIRE(munmap(p, (size_t)HOLE_PAGES * PS) == 0);
+		t = timed_error_snapshot(p, prot);
+		hole = t < hole ? t : hole;
+	}
 	alarm(0);
 	signal(SIGALRM, SIG_DFL);
-	printf("snapshot of %u pages: one mapping %.3f s, a hole %.3f s\n",
-	       HOLE_PAGES, mapped, hole);
+	printf("snapshot of %u pages, best of 3: one mapping %.3f s, a hole "
+	       "%.3f s\n", HOLE_PAGES, mapped, hole);
 	/* Generous: the two do the same work now; a query a page made the
-	 * hole a hundred times slower. */
-	if (hole > 4 * mapped + 0.5)
+	 * hole fifty times slower here, minutes without PROCMAP_QUERY. */
+	if (hole > 4 * mapped + 1.0)
 		t_fail(__FILE__, __LINE__, "a hole of %u pages took %.3f s, "
 		       "one mapping of that size %.3f s", HOLE_PAGES, hole,
 		       mapped);
