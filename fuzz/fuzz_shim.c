@@ -224,12 +224,6 @@ static void do_dmirror(struct input *in)
 	struct shim_dmirror_cmd c = { 0 };
 	c.addr = gen_addr(in);
 	c.npages = gen_npages(in);
-	/* Known finding F4: these commands snapshot the whole range first,
-	 * a system call and a byte of memory per page. */
-	if ((ci == 3 || ci == 4 || ci == 6) && c.npages > (1ULL << 12) &&
-	    !(c.addr & (PS - 1)) && c.addr < c.addr + (c.npages << 12) &&
-	    fuzz_avoid("shim_snapshot_huge"))
-		c.npages = 1ULL << 12;
 	/* Seen, not a finding (FINDINGS.md): READ and WRITE allocate their
 	 * bounce buffer of npages pages first, as the kernel's driver
 	 * vmallocs it, and the shim's allocator commits it at once; a few

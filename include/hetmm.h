@@ -89,6 +89,12 @@ struct hetmm_kernel_info {
 	int has_procmap_query;       /* PROCMAP_QUERY ioctl */
 	int has_thp;                 /* transparent huge pages enabled */
 	char release[65];            /* uname -r */
+	/* Range faults and snapshots tell the kernel's zero page (ZERO) and
+	 * huge mappings (order 9, PMD): from PAGEMAP_SCAN (6.7), or without
+	 * it from the frame numbers of /proc/self/pagemap and from
+	 * /proc/kpageflags, which only root (CAP_SYS_ADMIN) may read.  0:
+	 * neither, and pages are reported without ZERO and order 0. */
+	int has_page_state;
 };
 
 /* Probe what the running kernel offers; needs no context. */
@@ -630,6 +636,15 @@ int hetmm_ctx_sync(struct hetmm_ctx *ctx);
  *                           device where it is (it is a CPU page too);
  *                           LOCAL if its owner is dev_private_owner
  *
+ * ZERO and order 9 need the kernel to show them
+ * (hetmm_kernel_info.has_page_state): its PAGEMAP_SCAN ioctl (6.7), or
+ * without it, as root, /proc/self/pagemap's frame numbers and
+ * /proc/kpageflags.  Elsewhere (an older kernel, not root) nothing exact
+ * tells them, and every system page is reported without ZERO, order 0.
+ * Without PAGEMAP_SCAN a transparent huge page mapped whole by 512 PTEs
+ * (its PMD split by an mprotect or munmap of part of it, the mappings
+ * merged back, until khugepaged collapses it) is reported order 9 too.
+ *
  * WRITE: the CPU mapping allows writes now (device pages: the mapping
  * does).  With REQ_FAULT a page is made present for the access asked
  * for, as a CPU access would: a private page of a device whose owner is
@@ -790,7 +805,9 @@ int hetmm_mirror_write(struct hetmm_mirror *mirror, void *addr,
  * kernel's dmirror snapshot reports it: unmapped and inaccessible pages
  * are HETMM_PROT_ERROR; a device-private page is DEV_PRIVATE_LOCAL with
  * READ or WRITE to its own device and NONE (not present) to any other;
- * coherent pages are local or remote.
+ * coherent pages are local or remote.  ZERO and PMD as the range fault
+ * tells them: only where hetmm_kernel_info.has_page_state.  Its cost is
+ * linear in npages, a range fault per 512 pages; a hole is one query.
  */
 int hetmm_mirror_snapshot(struct hetmm_mirror *mirror, const void *addr,
 			  uint64_t npages, uint8_t *prot);

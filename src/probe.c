@@ -75,6 +75,7 @@ int hetmm_kernel_probe(struct hetmm_kernel_info *info)
 	if (vmaq_open(&q) == 0) {
 		info->has_pagemap_scan = q.has_scan;
 		info->has_procmap_query = q.has_query;
+		info->has_page_state = q.has_scan || kframes_usable(&q.kf);
 		vmaq_close(&q);
 	}
 	info->has_thp = thp_enabled();

@@ -113,14 +113,22 @@ static void chunk_requests(struct chunk *c)
 	}
 }
 
-/* The VMA covering a, or a one-page hole with no access if none. */
+/*
+ * The VMA covering a or, where nothing is mapped, the whole hole up to
+ * the next VMA as a segment with no access: one query for a hole however
+ * large (a query a page made a snapshot of a sparse range take minutes).
+ */
 static void segment_at(struct hetmm_ctx *ctx, uintptr_t a, struct vma *v)
 {
-	if (vma_find(&ctx->vmaq, a, v) < 0) {
-		v->start = a;
-		v->end = a + PAGE_SIZE;
-		v->flags = 0;
+	struct vma next;
+	bool found = vma_find_next(&ctx->vmaq, a, &next) == 0;
+	if (found && next.start <= a) {
+		*v = next;
+		return;
 	}
+	v->start = a;
+	v->end = found ? next.start : UINTPTR_MAX;
+	v->flags = 0;
 }
 
 /*
@@ -132,6 +140,8 @@ static int chunk_check(const struct chunk *c)
 {
 	uintptr_t end = c->start + c->n * PAGE_SIZE;
 	struct vma v;
+	if (!c->faulting)
+		return 0;   /* a report only: nothing to refuse */
 	for (uintptr_t a = c->start; a < end; a = v.end) {
 		segment_at(c->ctx, a, &v);
 		uint64_t k = (a - c->start) >> PAGE_SHIFT;
@@ -307,7 +317,8 @@ static long chunk_report(const struct chunk *c)
 		uint64_t n = (MIN(v.end, end) - a) >> PAGE_SHIFT;
 		bool readable = v.flags & VMA_READ;
 		if (readable) {
-			int rc = vma_page_flags(&c->ctx->vmaq, a, n, pflags);
+			int rc = vma_page_flags(&c->ctx->vmaq, &v, a, n,
+						 pflags);
 			if (rc)
 				return rc;
 		}

@@ -5,7 +5,8 @@
  * VMAs come from the PROCMAP_QUERY ioctl when the kernel has it (one VMA
  * per call, no text) and from /proc/self/maps otherwise.  Page presence
  * comes from /proc/self/pagemap; zero-page and huge-page state from the
- * PAGEMAP_SCAN ioctl where it exists.
+ * PAGEMAP_SCAN ioctl where it exists, else from the frames pagemap shows
+ * root (kframes.c).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include "compat.h"
+#include "kframes.h"
 #include "vma.h"
 
 int vmaq_open(struct vmaq *q)
@@ -42,6 +44,7 @@ int vmaq_open(struct vmaq *q)
 		.end = ((uintptr_t)&arg & PAGE_MASK) + PAGE_SIZE,
 	};
 	q->has_scan = ioctl(q->pagemap_fd, PAGEMAP_SCAN, &arg) >= 0;
+	kframes_open(&q->kf, q->pagemap_fd);
 	return 0;
 }
 
@@ -52,6 +55,7 @@ void vmaq_close(struct vmaq *q)
 	if (q->pagemap_fd >= 0)
 		close(q->pagemap_fd);
 	q->maps_fd = q->pagemap_fd = -1;
+	kframes_close(&q->kf);
 }
 
 /*
@@ -73,11 +77,14 @@ static bool name_is_special(const char *name)
 	return true;
 }
 
-static int vma_find_query(struct vmaq *q, uintptr_t addr, struct vma *vma)
+/* The VMA covering addr, or with NEXT, the first above it if none. */
+static int vma_find_query(struct vmaq *q, uintptr_t addr, bool next,
+			  struct vma *vma)
 {
 	char name[32];
 	struct procmap_query pq = {
 		.size = sizeof(pq), .query_addr = addr,
+		.query_flags = next ? PROCMAP_QUERY_COVERING_OR_NEXT_VMA : 0,
 		.vma_name_addr = (uintptr_t)name, .vma_name_size = sizeof(name),
 	};
 	if (ioctl(q->maps_fd, PROCMAP_QUERY, &pq) < 0) {
@@ -109,8 +116,11 @@ static int vma_find_query(struct vmaq *q, uintptr_t addr, struct vma *vma)
 	return 0;
 }
 
-/* One line of /proc/self/maps: the VMA, and whether it holds addr. */
-static bool maps_line(const char *line, uintptr_t addr, struct vma *vma)
+/* One line of /proc/self/maps: the VMA, and whether it holds addr (or,
+ * with next, whether it ends above addr: the lines are in address order,
+ * so the first such line covers addr or is the first VMA above it). */
+static bool maps_line(const char *line, uintptr_t addr, bool next,
+		      struct vma *vma)
 {
 	uintptr_t lo, hi;
 	char perms[8];
@@ -119,7 +129,7 @@ static bool maps_line(const char *line, uintptr_t addr, struct vma *vma)
 	int name_at = 0;
 	if (sscanf(line, "%" SCNxPTR "-%" SCNxPTR " %7s %llx %x:%x %llu %n",
 		   &lo, &hi, perms, &off, &maj, &min, &inode, &name_at) < 7 ||
-	    addr < lo || addr >= hi)
+	    addr >= hi || (addr < lo && !next))
 		return false;
 	vma->start = lo;
 	vma->end = hi;
@@ -146,7 +156,7 @@ static bool maps_line(const char *line, uintptr_t addr, struct vma *vma)
  * hmm2.snapshot test overruns it on purpose) and hetmm must not touch
  * (sscanf reads a string, and takes nothing from the heap).
  */
-int vma_find_maps(uintptr_t addr, struct vma *vma)
+static int find_in_maps(uintptr_t addr, bool next, struct vma *vma)
 {
 	int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -167,7 +177,7 @@ int vma_find_maps(uintptr_t addr, struct vma *vma)
 		char *line = buf, *nl;
 		while ((nl = strchr(line, '\n'))) {
 			*nl = '\0';
-			if (maps_line(line, addr, vma)) {
+			if (maps_line(line, addr, next, vma)) {
 				rc = 0;
 				goto out;
 			}
@@ -180,7 +190,7 @@ int vma_find_maps(uintptr_t addr, struct vma *vma)
 			have = 0;
 		memmove(buf, line, have);
 		if (got == 0) {
-			if (have && maps_line(buf, addr, vma))
+			if (have && maps_line(buf, addr, next, vma))
 				rc = 0;
 			break;
 		}
@@ -190,10 +200,21 @@ out:
 	return rc;
 }
 
+int vma_find_maps(uintptr_t addr, struct vma *vma)
+{
+	return find_in_maps(addr, false, vma);
+}
+
 int vma_find(struct vmaq *q, uintptr_t addr, struct vma *vma)
 {
-	return q->has_query ? vma_find_query(q, addr, vma)
-			    : vma_find_maps(addr, vma);
+	return q->has_query ? vma_find_query(q, addr, false, vma)
+			    : find_in_maps(addr, false, vma);
+}
+
+int vma_find_next(struct vmaq *q, uintptr_t addr, struct vma *vma)
+{
+	return q->has_query ? vma_find_query(q, addr, true, vma)
+			    : find_in_maps(addr, true, vma);
 }
 
 size_t vma_accessible(struct vmaq *q, uintptr_t start, uintptr_t end,
@@ -236,8 +257,26 @@ int vma_check_accessible(struct vmaq *q, uintptr_t start, uintptr_t end)
 #define PM_FILE (1ULL << 61)
 #define PM_MMAP_EXCLUSIVE (1ULL << 56)
 
-int vma_page_presence(struct vmaq *q, uintptr_t start, size_t npages,
-			      uint8_t *flags)
+/* Presence bits of a raw pagemap entry. */
+static uint8_t presence(uint64_t e)
+{
+	uint8_t f = 0;
+	if (e & PM_PRESENT)
+		f |= PG_PRESENT;
+	if (e & PM_SWAP)
+		f |= PG_SWAPPED;
+	if (e & PM_MMAP_EXCLUSIVE)
+		f |= PG_EXCLUSIVE;
+	if (e & PM_FILE)
+		f |= PG_FILE;
+	return f;
+}
+
+/* Presence of npages from start, a pread of CHUNK_PAGES entries at a
+ * time; with v, the zero page and huge mappings from the frames too
+ * (kframes.c), where there is no PAGEMAP_SCAN to ask. */
+static int page_entries(struct vmaq *q, const struct vma *v, uintptr_t start,
+			size_t npages, uint8_t *flags)
 {
 	uint64_t buf[CHUNK_PAGES];
 	for (size_t done = 0; done < npages;) {
@@ -248,21 +287,21 @@ int vma_page_presence(struct vmaq *q, uintptr_t start, size_t npages,
 			return -errno;
 		if ((size_t)got != n * 8)
 			return -EIO;
-		for (size_t i = 0; i < n; i++) {
-			uint8_t f = 0;
-			if (buf[i] & PM_PRESENT)
-				f |= PG_PRESENT;
-			if (buf[i] & PM_SWAP)
-				f |= PG_SWAPPED;
-			if (buf[i] & PM_MMAP_EXCLUSIVE)
-				f |= PG_EXCLUSIVE;
-			if (buf[i] & PM_FILE)
-				f |= PG_FILE;
-			flags[done + i] = f;
-		}
+		for (size_t i = 0; i < n; i++)
+			flags[done + i] = presence(buf[i]);
+		if (v)
+			kframes_page_flags(&q->kf, q->pagemap_fd, v->start,
+					   v->end, start + done * PAGE_SIZE, n,
+					   buf, flags + done);
 		done += n;
 	}
 	return 0;
+}
+
+int vma_page_presence(struct vmaq *q, uintptr_t start, size_t npages,
+		      uint8_t *flags)
+{
+	return page_entries(q, NULL, start, npages, flags);
 }
 
 /* Zero-page and huge-page state, which plain pagemap doesn't tell. */
@@ -302,11 +341,13 @@ static int page_flags_scan(struct vmaq *q, uintptr_t start, size_t npages,
 	return 0;
 }
 
-int vma_page_flags(struct vmaq *q, uintptr_t start, size_t npages,
-		   uint8_t *flags)
+int vma_page_flags(struct vmaq *q, const struct vma *v, uintptr_t start,
+		   size_t npages, uint8_t *flags)
 {
+	if (!q->has_scan)
+		return page_entries(q, v, start, npages, flags);
 	int rc = vma_page_presence(q, start, npages, flags);
-	if (rc == 0 && q->has_scan)
+	if (rc == 0)
 		rc = page_flags_scan(q, start, npages, flags);
 	return rc;
 }

@@ -7,6 +7,7 @@
 #define HETMM_VMA_H
 
 #include "base.h"
+#include "kframes.h"
 
 #define VMA_READ (1u << 0)
 #define VMA_WRITE (1u << 1)
@@ -26,12 +27,17 @@ struct vmaq {
 	int pagemap_fd;    /* /proc/self/pagemap */
 	bool has_query;
 	bool has_scan;
+	struct kframes kf; /* without PAGEMAP_SCAN: zero page, huge pages */
 };
 
 int vmaq_open(struct vmaq *q);
 void vmaq_close(struct vmaq *q);
 /* The VMA covering addr, -ENOENT if none. */
 int vma_find(struct vmaq *q, uintptr_t addr, struct vma *vma);
+/* The VMA covering addr or, if none, the first VMA above addr (then
+ * vma->start > addr: [addr, vma->start) is a hole); -ENOENT if neither,
+ * nothing mapped from addr up.  One query for a whole hole. */
+int vma_find_next(struct vmaq *q, uintptr_t addr, struct vma *vma);
 /* The same from a fresh read of /proc/self/maps (a fork child's own). */
 int vma_find_maps(uintptr_t addr, struct vma *vma);
 /* -EINVAL unless [start, end) is covered by accessible VMAs. */
@@ -66,8 +72,11 @@ static inline bool vma_is_private_anon(const struct vma *v)
 #define PG_HUGE (1u << 4)
 #define PG_FILE (1u << 5)    /* a file (or shmem) page, not anonymous */
 
-int vma_page_flags(struct vmaq *q, uintptr_t start, size_t npages,
-		   uint8_t *flags);
+/* All of the above for npages from start, inside the VMA v: PG_ZERO and
+ * PG_HUGE from PAGEMAP_SCAN, or without it from the frames where root
+ * may see them (kframes.c); nothing tells them otherwise. */
+int vma_page_flags(struct vmaq *q, const struct vma *v, uintptr_t start,
+		   size_t npages, uint8_t *flags);
 /* PG_PRESENT, PG_SWAPPED, PG_EXCLUSIVE and PG_FILE only: one pread, no
  * scan. */
 int vma_page_presence(struct vmaq *q, uintptr_t start, size_t npages,

@@ -270,15 +270,14 @@ static inline int t_present(const void *addr)
 }
 
 /*
- * 1 if the page at addr is the kernel's shared zero page, 0 if not (or
- * not mapped), asked of the kernel alone: the PFN /proc/self/pagemap
- * gives and that frame's KPF_ZERO_PAGE (bit 24) in /proc/kpageflags.
- * -1 where that can't be told: both are root's (CAP_SYS_ADMIN; without
- * it pagemap shows PFN 0).
+ * The /proc/kpageflags word of the frame mapped at addr, asked of the
+ * kernel alone: the PFN /proc/self/pagemap gives, then that frame's flags.
+ * 1 with *flags set, 0 if nothing is mapped there, -1 where that can't be
+ * told: both are root's (CAP_SYS_ADMIN; without it pagemap shows PFN 0).
  */
-static inline int t_zero_page_at(const void *addr)
+static inline int t_kpageflags_at(const void *addr, uint64_t *flags)
 {
-	uint64_t e = t_pagemap_entry(addr), flags = 0;
+	uint64_t e = t_pagemap_entry(addr);
 	uint64_t pfn = e & ((1ULL << 55) - 1);
 	ssize_t got;
 	int fd;
@@ -290,11 +289,55 @@ static inline int t_zero_page_at(const void *addr)
 	fd = open("/proc/kpageflags", O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -1;
-	got = pread(fd, &flags, sizeof(flags), (off_t)(pfn * sizeof(flags)));
+	got = pread(fd, flags, sizeof(*flags), (off_t)(pfn * sizeof(*flags)));
 	close(fd);
-	if (got != (ssize_t)sizeof(flags))
-		return -1;
-	return (int)(flags >> 24 & 1);
+	return got == (ssize_t)sizeof(*flags) ? 1 : -1;
+}
+
+/* 1 if the page at addr is the kernel's shared zero page (its frame's
+ * KPF_ZERO_PAGE, bit 24), 0 if not (or not mapped), -1 where that can't
+ * be told (not root). */
+static inline int t_zero_page_at(const void *addr)
+{
+	uint64_t flags = 0;
+	int rc = t_kpageflags_at(addr, &flags);
+
+	return rc <= 0 ? rc : (int)(flags >> 24 & 1);
+}
+
+/* 1 if the page at addr is part of a transparent huge page (KPF_THP,
+ * bit 22), 0 if not, -1 where that can't be told. */
+static inline int t_thp_at(const void *addr)
+{
+	uint64_t flags = 0;
+	int rc = t_kpageflags_at(addr, &flags);
+
+	return rc <= 0 ? rc : (int)(flags >> 22 & 1);
+}
+
+/*
+ * A 2 MiB block, aligned, of private anonymous memory that the kernel
+ * backs with a transparent huge page at the first write (MADV_HUGEPAGE),
+ * written, in a mapping of 4 MiB (*map, to unmap) whose other pages the
+ * kernel maps small.  NULL if the kernel
+ * gave small pages (THP off, or no huge page free).
+ */
+static inline char *t_thp_block(char **map)
+{
+	const size_t huge = 2UL << 20;
+	char *m = mmap(NULL, 2 * huge, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *h;
+
+	REQUIRE(m != MAP_FAILED);
+	*map = m;
+	h = (char *)(((uintptr_t)m + huge - 1) & ~(uintptr_t)(huge - 1));
+	/* Small pages around it, whatever the system's THP default. */
+	if (madvise(m, 2 * huge, MADV_NOHUGEPAGE) ||
+	    madvise(h, huge, MADV_HUGEPAGE))
+		return NULL;
+	h[0] = 1;
+	return t_thp_at(h) == 1 && t_thp_at(h + huge - PS) == 1 ? h : NULL;
 }
 
 /*

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <signal.h>
 
 #include "t.h"
 
@@ -305,6 +306,20 @@ static void other_context(void)
 	t_unmap(p, N);
 }
 
+/* Snapshots tell the zero page and huge mappings only where the kernel
+ * lets hetmm see them (hetmm.h, has_page_state): these tests need it. */
+static void require_page_state(const char *test)
+{
+	struct hetmm_kernel_info ki;
+
+	REQUIRE_OK(hetmm_kernel_probe(&ki));
+	if (!ki.has_page_state)
+		fprintf(stderr, "%s: the zero page and huge mappings can't be"
+			" told on this kernel (no PAGEMAP_SCAN, and not root)\n",
+			test);
+	REQUIRE(ki.has_page_state);
+}
+
 /*
  * Snapshot, one page of each kind (as the kernel's hmm selftests):
  *   0 unmapped              ERROR        1 PROT_NONE         ERROR
@@ -331,6 +346,7 @@ static void snapshot(void)
 			" the zero page: /proc/self/pagemap's PFNs and"
 			" /proc/kpageflags need root\n");
 	REQUIRE(zp >= 0);
+	require_page_state("snapshot");
 	const uint8_t want[N] = {
 		HETMM_PROT_ERROR,
 		HETMM_PROT_ERROR,
@@ -514,6 +530,111 @@ static void buffer_on_device(void)
 	t_unmap(q, N);
 }
 
+/*
+ * A transparent huge page mapped by one PMD is reported PMD on each of
+ * its 512 pages (as hmm_range_fault's order), writable or, after an
+ * mprotect of the whole block, read-only; the small page after it is not.
+ */
+static void snapshot_huge(void)
+{
+	enum { HP = 512 };
+	char *map;
+	char *h = t_thp_block(&map);
+	uint8_t prot[HP + 1];
+
+	require_page_state("snapshot_huge");
+	if (!h)
+		fprintf(stderr, "snapshot_huge: no transparent huge page for an"
+			" MADV_HUGEPAGE block\n");
+	REQUIRE(h != NULL);
+	h[HP * PS] = 1;
+	CHECK_OK(hetmm_mirror_snapshot(m0, h, HP + 1, prot));
+	size_t bad = 0;
+	for (size_t i = 0; i < HP; i++)
+		bad += prot[i] != (HETMM_PROT_WRITE | HETMM_PROT_PMD);
+	CHECK_EQ(bad, 0);
+	CHECK_EQ(prot[0], HETMM_PROT_WRITE | HETMM_PROT_PMD);
+	CHECK_EQ(prot[HP], HETMM_PROT_WRITE);
+	REQUIRE(mprotect(h, HP * PS, PROT_READ) == 0);
+	CHECK_OK(hetmm_mirror_snapshot(m0, h, HP, prot));
+	bad = 0;
+	for (size_t i = 0; i < HP; i++)
+		bad += prot[i] != (HETMM_PROT_READ | HETMM_PROT_PMD);
+	CHECK_EQ(bad, 0);
+	CHECK_EQ(prot[HP - 1], HETMM_PROT_READ | HETMM_PROT_PMD);
+	REQUIRE(munmap(map, 4UL << 20) == 0);
+}
+
+/*
+ * A snapshot of a large range with nothing mapped costs what one of a
+ * single mapping of that size does (fuzzer finding F3: it asked the
+ * kernel about each page of a hole, one system call a page, 10 s for
+ * these 4 GiB and minutes without PROCMAP_QUERY).  Measured against a
+ * baseline in this test, the same range as one PROT_NONE mapping; the
+ * alarm turns a hang into a failure where the suite's timeout is far.
+ */
+#define HOLE_PAGES (1u << 20)
+#define HOLE_WATCHDOG_S 60
+
+static void hole_watchdog(int sig)
+{
+	static const char msg[] = "snapshot_of_a_hole: a snapshot of a hole "
+				  "took more than the watchdog's 60 s\n";
+	(void)sig;
+	(void)!write(2, msg, sizeof(msg) - 1);
+	_exit(1);
+}
+
+/* Seconds a snapshot of the range takes; every page must be ERROR. */
+static double timed_error_snapshot(char *p, uint8_t *prot)
+{
+	double t0 = t_now();
+	CHECK_OK(hetmm_mirror_snapshot(m0, p, HOLE_PAGES, prot));
+	double t = t_now() - t0;
+	size_t bad = 0;
+	for (size_t i = 0; i < HOLE_PAGES; i++)
+		bad += prot[i] != HETMM_PROT_ERROR;
+	CHECK_EQ(bad, 0);
+	return t;
+}
+
+static void snapshot_of_a_hole(void)
+{
+	/* Far above where the kernel places mappings it chooses, so that
+	 * nothing comes to live in the hole while the test looks at it. */
+	void *hint = (void *)(uintptr_t)(1ULL << 45);
+	uint8_t *prot = malloc(HOLE_PAGES);
+	double mapped = 1e9, hole = 1e9;
+	REQUIRE(prot);
+
+	/* The best of three each, interleaved: timings in an emulated guest
+	 * with other tests beside vary by more than the bound below. */
+	signal(SIGALRM, hole_watchdog);
+	alarm(HOLE_WATCHDOG_S);
+	for (int round = 0; round < 3; round++) {
+		char *p = mmap(hint, (size_t)HOLE_PAGES * PS, PROT_NONE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+			       -1, 0);
+		REQUIRE(p != MAP_FAILED);
+		double t = timed_error_snapshot(p, prot);
+		mapped = t < mapped ? t : mapped;
+		REQUIRE(munmap(p, (size_t)HOLE_PAGES * PS) == 0);
+		t = timed_error_snapshot(p, prot);
+		hole = t < hole ? t : hole;
+	}
+	alarm(0);
+	signal(SIGALRM, SIG_DFL);
+	printf("snapshot of %u pages, best of 3: one mapping %.3f s, a hole "
+	       "%.3f s\n", HOLE_PAGES, mapped, hole);
+	/* Generous: the two do the same work now; a query a page made the
+	 * hole fifty times slower here, minutes without PROCMAP_QUERY. */
+	if (hole > 4 * mapped + 1.0)
+		t_fail(__FILE__, __LINE__, "a hole of %u pages took %.3f s, "
+		       "one mapping of that size %.3f s", HOLE_PAGES, hole,
+		       mapped);
+	free(prot);
+}
+
 int main(void)
 {
 	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
@@ -535,6 +656,8 @@ int main(void)
 	snapshot();
 	snapshot_file();
 	buffer_on_device();
+	snapshot_huge();
+	snapshot_of_a_hole();
 
 	CHECK_OK(hetmm_mirror_destroy(m0));
 	CHECK_OK(hetmm_mirror_destroy(m1));

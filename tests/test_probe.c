@@ -119,6 +119,15 @@ int main(void)
 
 	CHECK_EQ(info.has_pagemap_scan, raw_has_pagemap_scan());
 	CHECK_EQ(info.has_procmap_query, raw_has_procmap_query());
+	/* The zero page and huge mappings: PAGEMAP_SCAN, or the frames of
+	 * a page we own and their flags, which only root may read. */
+	{
+		uint64_t flags;
+		int frames = t_kpageflags_at(&flags, &flags) == 1;
+
+		CHECK_EQ(info.has_page_state,
+			 info.has_pagemap_scan || frames);
+	}
 
 	/* THP: "[never]" means off, "[always]" means on; "[madvise]" may be
 	 * reported either way. */
@@ -151,15 +160,16 @@ int main(void)
 	CHECK_EQ(again.uffd_ioctls, info.uffd_ioctls);
 	CHECK_EQ(again.has_wp, info.has_wp);
 	CHECK_EQ(again.has_move, info.has_move);
+	CHECK_EQ(again.has_page_state, info.has_page_state);
 	for (int i = 0; i < 20; i++)
 		REQUIRE_OK(hetmm_kernel_probe(&again));
 	CHECK_EQ(t_count_fds(), fds);
 
 	printf("route %d features 0x%llx ioctls 0x%llx wp %d move %d scan %d"
-	       " procmap %d thp %d release %s\n",
+	       " procmap %d thp %d page state %d release %s\n",
 	       (int)info.route, (unsigned long long)info.uffd_features,
 	       (unsigned long long)info.uffd_ioctls, info.has_wp,
 	       info.has_move, info.has_pagemap_scan, info.has_procmap_query,
-	       info.has_thp, info.release);
+	       info.has_thp, info.has_page_state, info.release);
 	return t_done();
 }

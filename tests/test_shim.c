@@ -8,6 +8,7 @@
  * The ABI comes from the shim's own header (src/shim/shim.h), which
  * defines it from the kernel's published values.
  */
+#include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 
@@ -549,6 +550,103 @@ static void pass_through(void)
 	CHECK_EQ(errno, ENOENT);
 }
 
+/*
+ * Commands over a huge range end where the driver's would, at once: it
+ * works 64 pages at a time, so a SNAPSHOT into a short buffer stops with
+ * EFAULT at the first piece that does not fit, a MIGRATE_TO_SYS with
+ * EINVAL at the first hole, after the pages before it moved, and a
+ * CHECK_EXCLUSIVE looks at the held pages only.  Fuzzer finding F4: the
+ * shim snapshotted the whole range first, a byte of memory and a slice
+ * of time a page, minutes for these 2^32 pages.  The alarm makes a hang
+ * a failure long before the suite's timeout.
+ */
+#define HUGE_WATCHDOG_S 30
+
+static void huge_watchdog(int sig)
+{
+	static const char msg[] = "huge_npages: a command over 2^32 pages took"
+				  " more than the watchdog's 30 s\n";
+	(void)sig;
+	(void)!write(2, msg, sizeof(msg) - 1);
+	_exit(1);
+}
+
+static void huge_npages(void)
+{
+	enum { N = 256, DEV = 64, WRITTEN = 128 };
+	/* Low enough that 2^32 pages from it stay in the user half, which
+	 * the driver would walk; above it nothing is mapped for a while
+	 * (and ASan's shadow is below it). */
+	void *hint = (void *)(uintptr_t)(1ULL << 45);
+	char *p = mmap(hint, N * PS, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	REQUIRE(p != MAP_FAILED);
+	/* 2^32 pages, or where a sanitizer keeps the hint from us as many
+	 * as fit below the top of the user half (2^28 or more). */
+	uint64_t huge = 1ULL << 32;
+	while ((uintptr_t)p + (huge << 12) > (1ULL << 47))
+		huge >>= 1;
+	REQUIRE(huge >= (1ULL << 28));
+	/* A one-page buffer with nothing writable after it. */
+	uint8_t *out = mmap(NULL, 2 * PS, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	REQUIRE(out != MAP_FAILED);
+	REQUIRE(mprotect(out + PS, PS, PROT_NONE) == 0);
+	char *buf = malloc(DEV * PS);
+	REQUIRE(buf);
+	int fd = open_dm(0);
+	REQUIRE(fd >= 0);
+	struct shim_dmirror_cmd c;
+
+	t_fill(p, WRITTEN, 41);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_MIGRATE_TO_DEV, p, buf, DEV, &c), 0);
+
+	signal(SIGALRM, huge_watchdog);
+	alarm(HUGE_WATCHDOG_S);
+	double t0 = t_now();
+	memset(out, 0xee, PS);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_SNAPSHOT, p, out, huge, &c), -EFAULT);
+	/* What fit is the snapshot of the range's first PS pages. */
+	size_t bad = 0;
+	for (size_t i = 0; i < PS; i++) {
+		uint8_t want = i < DEV ? (HETMM_PROT_DEV_PRIVATE_LOCAL |
+					  HETMM_PROT_WRITE) :
+			       i < WRITTEN ? HETMM_PROT_WRITE :
+			       i < N ? HETMM_PROT_NONE : HETMM_PROT_ERROR;
+		bad += out[i] != want;
+	}
+	CHECK_EQ(bad, 0);
+
+	/* Held pages: found among 2^32 without looking at each. */
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_EXCLUSIVE, p + DEV * PS, buf, 4, &c),
+		 0);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_CHECK_EXCLUSIVE, p, buf, huge, &c),
+		 -EPERM);
+	CHECK_EQ(t_verify_from(p + DEV * PS, 4, 41, DEV), 0); /* CPU reads */
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_CHECK_EXCLUSIVE, p, buf, huge, &c),
+		 0);
+
+	/* The device's pages come back; the hole after them is EINVAL. */
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_MIGRATE_TO_SYS, p, buf, huge + 1, &c),
+		 -EINVAL);
+	alarm(0);
+	signal(SIGALRM, SIG_DFL);
+	printf("huge_npages: three commands over %llu pages in %.3f s\n",
+	       (unsigned long long)huge, t_now() - t0);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_SNAPSHOT, p, out, N, &c), 0);
+	bad = 0;
+	for (size_t i = 0; i < N; i++)
+		bad += out[i] != (i < WRITTEN ? HETMM_PROT_WRITE
+					      : HETMM_PROT_NONE);
+	CHECK_EQ(bad, 0);
+	CHECK_EQ(t_verify(p, WRITTEN, 41), 0);
+
+	close(fd);
+	free(buf);
+	munmap(out, 2 * PS);
+	munmap(p, N * PS);
+}
+
 int main(void)
 {
 	preloaded();
@@ -558,6 +656,7 @@ int main(void)
 	descriptors();
 	child();
 	gup();
+	huge_npages();
 	sized_by_environment();
 	private_two_chunks();
 	private_past_sixteen_chunks();

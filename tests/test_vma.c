@@ -17,6 +17,8 @@
 #include <unistd.h>
 
 #include "t.h"
+#include "compat.h"
+#include "uffd.h"
 #include "vma.h"
 
 /* Every VMA start of this process, from our own read of the maps file,
@@ -93,9 +95,156 @@ static void ordinary_memory_is_not_special(void)
 	t_unmap(p, 4);
 }
 
+/*
+ * vma_find_next: the VMA covering an address or, in a hole, the first
+ * one above it, so that a hole is one query.  Both ways: PROCMAP_QUERY's
+ * COVERING_OR_NEXT_VMA (where the kernel has it) and the maps file.
+ */
+static void next_vma_each_way(struct vmaq *q, const char *how)
+{
+	char *p = t_map(7);
+	struct vma v;
+
+	/* Pages 1, 3 and 5 left as one-page VMAs, the rest holes (0 and 6
+	 * keep them from merging with mappings around). */
+	for (int i = 0; i < 7; i += 2)
+		REQUIRE(munmap(p + i * PS, PS) == 0);
+	for (int i = 1; i < 6; i++) {
+		/* In a hole (2, 4): the VMA above it. */
+		uintptr_t a = (uintptr_t)(p + i * PS) + (i == 2 ? 17 : 0);
+		uintptr_t want = (uintptr_t)(p + (i | 1) * PS);
+		if (vma_find_next(q, a, &v)) {
+			t_fail(__FILE__, __LINE__, "%s: page %d: no VMA", how,
+			       i);
+			continue;
+		}
+		if (v.start != want || v.end != want + PS)
+			t_fail(__FILE__, __LINE__, "%s: page %d: VMA %#lx-%#lx,"
+			       " want %#lx-%#lx", how, i, (unsigned long)v.start,
+			       (unsigned long)v.end, (unsigned long)want,
+			       (unsigned long)(want + PS));
+		CHECK_EQ(vma_find(q, a, &v) == 0, i & 1);
+	}
+	/* Nothing above the top of the user half but what no query of
+	 * hetmm's reaches ([vsyscall], in the maps file only). */
+	int rc = vma_find_next(q, (1ULL << 47) - PS, &v);
+	CHECK(rc == -ENOENT || (rc == 0 && v.start >= (1ULL << 47)));
+	for (int i = 1; i < 6; i += 2)
+		REQUIRE(munmap(p + i * PS, PS) == 0);
+}
+
+static void next_vma(void)
+{
+	struct vmaq q;
+
+	REQUIRE_OK(vmaq_open(&q));
+	if (q.has_query)
+		next_vma_each_way(&q, "PROCMAP_QUERY");
+	q.has_query = false;
+	next_vma_each_way(&q, "/proc/self/maps");
+	vmaq_close(&q);
+}
+
+/*
+ * The zero page and huge mappings, told without PAGEMAP_SCAN from the
+ * frames root may see (kframes.c), as the kernel's own flags of each
+ * frame say (t_kpageflags_at), and as PAGEMAP_SCAN says where the kernel
+ * has it: both ways must agree.  Root only, and required: this is what
+ * a snapshot's ZERO and PMD rest on before 6.7.
+ */
+static void page_state(struct vmaq *q, struct vmaq *fb, void *addr,
+		       size_t n, uint8_t *got)
+{
+	struct vma v;
+	uint8_t scan[CHUNK_PAGES];
+
+	REQUIRE(n <= CHUNK_PAGES);
+	REQUIRE_OK(vma_find(q, (uintptr_t)addr, &v));
+	CHECK_OK(vma_page_flags(fb, &v, (uintptr_t)addr, n, got));
+	if (!q->has_scan)
+		return;
+	CHECK_OK(vma_page_flags(q, &v, (uintptr_t)addr, n, scan));
+	for (size_t i = 0; i < n; i++)
+		if ((got[i] ^ scan[i]) & (PG_ZERO | PG_HUGE))
+			t_fail(__FILE__, __LINE__, "page %zu of %p: frames say"
+			       " %#x, PAGEMAP_SCAN %#x", i, addr, got[i],
+			       scan[i]);
+}
+
+static void zero_page_from_frames(struct vmaq *q, struct vmaq *fb)
+{
+	struct uffd u;
+	char *p = t_map(4);
+	uint8_t f[4];
+
+	/* 0, 1: the zero page as UFFDIO_ZEROPAGE maps it (as hetmm brings
+	 * back a page never written); 2 written; 3 read. */
+	REQUIRE_OK(uffd_open(&u, 0));
+	REQUIRE_OK(uffd_register(u.fd, (uintptr_t)p, 2 * PS,
+				 UFFDIO_REGISTER_MODE_MISSING, NULL));
+	REQUIRE(uffd_fill(u.fd, FILL_ZERO, (uintptr_t)p, 0, 2 * PS, 0) ==
+		2 * PS);
+	p[2 * PS] = 1;
+	(void)*(volatile char *)(p + 3 * PS);
+	page_state(q, fb, p, 4, f);
+	for (int i = 0; i < 4; i++) {
+		int zp = t_zero_page_at(p + i * PS);
+		CHECK_EQ(zp, i < 2 ? 1 : i == 2 ? 0 : zp);
+		CHECK_EQ(!!(f[i] & PG_ZERO), zp);
+		CHECK_EQ(f[i] & PG_HUGE, 0);
+		CHECK(f[i] & PG_PRESENT);
+	}
+	uffd_unregister(u.fd, (uintptr_t)p, 2 * PS);
+	uffd_close(&u);
+	t_unmap(p, 4);
+}
+
+static void huge_page_from_frames(struct vmaq *q, struct vmaq *fb)
+{
+	char *map;
+	char *h = t_thp_block(&map);
+	uint8_t f[CHUNK_PAGES];
+
+	if (!h)
+		fprintf(stderr, "huge_page_from_frames: no transparent huge "
+			"page for an MADV_HUGEPAGE block\n");
+	REQUIRE(h != NULL);
+	/* The whole block, and a piece from its middle (the rest of the
+	 * block read apart). */
+	page_state(q, fb, h, CHUNK_PAGES, f);
+	for (size_t i = 0; i < CHUNK_PAGES; i++)
+		CHECK_EQ(f[i] & (PG_HUGE | PG_ZERO), PG_HUGE);
+	page_state(q, fb, h + 100 * PS, 50, f);
+	for (size_t i = 0; i < 50; i++)
+		CHECK_EQ(f[i] & (PG_HUGE | PG_ZERO), PG_HUGE);
+	/* A small page next to it is not. */
+	h[CHUNK_PAGES * PS] = 1;
+	page_state(q, fb, h + CHUNK_PAGES * PS, 1, f);
+	CHECK_EQ(f[0] & (PG_HUGE | PG_PRESENT), PG_PRESENT);
+	REQUIRE(munmap(map, 4UL << 20) == 0);
+}
+
+static void frames(void)
+{
+	struct vmaq q, fb;
+
+	REQUIRE_OK(vmaq_open(&q));
+	if (!kframes_usable(&q.kf))
+		fprintf(stderr, "frames: /proc/self/pagemap's frame numbers "
+			"and /proc/kpageflags need root (CAP_SYS_ADMIN)\n");
+	REQUIRE(kframes_usable(&q.kf));
+	fb = q;
+	fb.has_scan = false;
+	zero_page_from_frames(&q, &fb);
+	huge_page_from_frames(&q, &fb);
+	vmaq_close(&q);
+}
+
 int main(int argc, char **argv)
 {
 	RUN(both_ways_agree);
 	RUN(ordinary_memory_is_not_special);
+	RUN(next_vma);
+	RUN(frames);
 	return t_done();
 }

@@ -203,6 +203,10 @@ static int cmd_info(void)
 	printf("PAGEMAP_SCAN        %s\n", yesno(ki.has_pagemap_scan));
 	printf("PROCMAP_QUERY       %s\n", yesno(ki.has_procmap_query));
 	printf("transparent huge    %s\n", yesno(ki.has_thp));
+	printf("zero/huge page state %s\n",
+	       ki.has_page_state ? (ki.has_pagemap_scan ? "yes (PAGEMAP_SCAN)"
+					: "yes (pagemap frames, kpageflags)")
+			  : "no (needs PAGEMAP_SCAN, or root)");
 	printf("metadata per page   %d bytes\n", hetmm_page_metadata_size());
 	if (!ki.route)
 		status = 1;

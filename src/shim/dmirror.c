@@ -291,19 +291,51 @@ static int do_write(struct shim_file *f, struct shim_dmirror_cmd *c,
 	return rc;
 }
 
-static int snapshot(struct shim_file *f, uint64_t addr, uint64_t n,
-		    uint8_t **protp)
+/*
+ * The driver snapshots a range 64 pages at a time (its arrays on the
+ * stack) and acts on each piece before the next: SNAPSHOT copies it out,
+ * MIGRATE_TO_SYS migrates it or stops with -EINVAL at a hole.  So does
+ * the shim, so that a command costs memory of one piece whatever npages
+ * says, and ends where the driver's would: at once for a buffer too short
+ * (fuzzer finding F4: the whole range snapshotted first took gigabytes
+ * and minutes before that -EFAULT).  A piece is what one snapshot call
+ * takes in one range fault (512 pages): each call waits for the fault
+ * handler once, so smaller pieces would only cost more.  The bytes
+ * copied before an EFAULT are the same either way.
+ */
+#define SNAP_PIECE 512
+
+/* What a command does with one piece: 0 to go on, or how to stop. */
+typedef int (*piece_fn)(struct shim_file *f, uint64_t addr,
+			const uint8_t *prot, uint64_t n, void *arg);
+
+static int snapshot_pieces(struct shim_file *f, uint64_t addr, uint64_t n,
+			   piece_fn fn, void *arg)
 {
-	uint8_t *prot = malloc(n);
-	if (!prot)
-		return -ENOMEM;
-	int rc = hetmm_mirror_snapshot(f->mirror, (void *)(uintptr_t)addr, n,
-				       prot);
-	if (rc) {
-		free(prot);
-		return range_errno(rc);
+	uint8_t prot[SNAP_PIECE];
+	for (uint64_t done = 0; done < n;) {
+		uint64_t k = MIN(n - done, (uint64_t)SNAP_PIECE);
+		uint64_t a = addr + done * PS;
+		int rc = hetmm_mirror_snapshot(f->mirror, (void *)(uintptr_t)a,
+					       k, prot);
+		if (rc)
+			return range_errno(rc);
+		rc = fn(f, a, prot, k, arg);
+		if (rc)
+			return rc;
+		done += k;
 	}
-	*protp = prot;
+	return 0;
+}
+
+/* read_back(): -ENOENT at the first page not on this device. */
+static int all_local(struct shim_file *f, uint64_t addr, const uint8_t *prot,
+		     uint64_t n, void *arg)
+{
+	(void)f, (void)addr, (void)arg;
+	for (uint64_t i = 0; i < n; i++)
+		if (!prot_local(prot[i]))
+			return -ENOENT;
 	return 0;
 }
 
@@ -322,14 +354,7 @@ static int read_back(struct shim_file *f, struct shim_dmirror_cmd *c,
 		     uint64_t size)
 {
 	uint64_t n = size / PS;
-	uint8_t *prot;
-	int rc = snapshot(f, c->addr, n, &prot);
-	if (rc)
-		return rc;
-	for (uint64_t i = 0; i < n && !rc; i++)
-		if (!prot_local(prot[i]))
-			rc = -ENOENT;
-	free(prot);
+	int rc = snapshot_pieces(f, c->addr, n, all_local, NULL);
 	if (rc)
 		return rc;
 	uint64_t piece = MIN(size, (uint64_t)READ_BACK_PIECE);
@@ -372,60 +397,65 @@ static int do_migrate_to_dev(struct shim_file *f, struct shim_dmirror_cmd *c,
 	return read_back(f, c, size);
 }
 
-static int do_migrate_to_sys(struct shim_file *f, struct shim_dmirror_cmd *c,
-			     uint64_t size)
+/*
+ * MIGRATE_TO_SYS, a piece at a time: the runs of this device's pages
+ * move (the driver selects its own); a hole or an unreadable mapping
+ * ends the command with -EINVAL once the pages before it have moved, as
+ * the driver's walk of the VMAs does.
+ */
+static int migrate_piece(struct shim_file *f, uint64_t addr,
+			 const uint8_t *prot, uint64_t n, void *arg)
 {
+	struct shim_dmirror_cmd *c = arg;
 	struct hetmm_ctx *ctx = shim_ctx();
-	uint64_t n = size / PS;
-	uint8_t *prot;
-	if (!ctx)
-		return -ENOMEM;
-	int rc = snapshot(f, c->addr, n, &prot);
-	if (rc)
-		return rc;
-	/* The driver walks the range's VMAs: a hole or an unreadable one
-	 * is -EINVAL. */
-	for (uint64_t i = 0; i < n; i++) {
-		if (prot[i] == HETMM_PROT_ERROR) {
-			free(prot);
-			return -EINVAL;
-		}
-	}
-	/* Only this device's pages move: the driver selects its own. */
-	for (uint64_t i = 0; i < n && !rc;) {
+	(void)f;
+	uint64_t end = 0;
+	while (end < n && prot[end] != HETMM_PROT_ERROR)
+		end++;
+	for (uint64_t i = 0; i < end;) {
 		if (!prot_local(prot[i])) {
 			i++;
 			continue;
 		}
 		uint64_t k = 1;
-		while (i + k < n && prot_local(prot[i + k]))
+		while (i + k < end && prot_local(prot[i + k]))
 			k++;
 		struct hetmm_migrate_report rep = { 0, 0, NULL };
-		rc = hetmm_migrate_to_system(ctx,
-					     (void *)(uintptr_t)(c->addr + i * PS),
-					     k * PS, &rep);
-		if (rc == -ENOENT)
-			rc = 0;
+		int rc = hetmm_migrate_to_system(ctx,
+						 (void *)(uintptr_t)(addr + i * PS),
+						 k * PS, &rep);
 		c->cpages += rep.moved;
+		if (rc && rc != -ENOENT)
+			return rc;
 		i += k;
 	}
-	free(prot);
-	return rc;
+	return end < n ? -EINVAL : 0;
+}
+
+static int do_migrate_to_sys(struct shim_file *f, struct shim_dmirror_cmd *c,
+			     uint64_t size)
+{
+	if (!shim_ctx())
+		return -ENOMEM;
+	return snapshot_pieces(f, c->addr, size / PS, migrate_piece, c);
+}
+
+/* SNAPSHOT: each piece copied out as it is taken. */
+static int copy_piece(struct shim_file *f, uint64_t addr, const uint8_t *prot,
+		      uint64_t n, void *arg)
+{
+	struct shim_dmirror_cmd *c = arg;
+	(void)f, (void)addr;
+	if (shim_copy_out(c->ptr + c->cpages, prot, n))
+		return -EFAULT;
+	c->cpages += n;
+	return 0;
 }
 
 static int do_snapshot(struct shim_file *f, struct shim_dmirror_cmd *c,
 		       uint64_t size)
 {
-	uint64_t n = size / PS;
-	uint8_t *prot;
-	int rc = snapshot(f, c->addr, n, &prot);
-	if (rc)
-		return rc;
-	rc = shim_copy_out(c->ptr, prot, n);
-	free(prot);
-	if (!rc)
-		c->cpages = n;
-	return rc;
+	return snapshot_pieces(f, c->addr, size / PS, copy_piece, c);
 }
 
 /*
@@ -484,29 +514,60 @@ static int do_exclusive(struct shim_file *f, struct shim_dmirror_cmd *c,
 	return rc;
 }
 
+/* CHECK_EXCLUSIVE: -EPERM at a page of this device still held. */
+static int held_piece(struct shim_file *f, uint64_t addr, const uint8_t *prot,
+		      uint64_t n, void *arg)
+{
+	int rc = 0;
+	(void)arg;
+	pthread_mutex_lock(&f->lock);
+	for (uint64_t i = 0; i < n && !rc; i++)
+		if (prot_local(prot[i]) && excl_has(f, addr + i * PS))
+			rc = -EPERM;
+	pthread_mutex_unlock(&f->lock);
+	return rc;
+}
+
+/* Under f->lock: the lowest part of [start, end) that a hold covers,
+ * false if none. */
+static bool first_held(struct shim_file *f, uint64_t start, uint64_t end,
+		       struct shim_range *r)
+{
+	bool found = false;
+	for (size_t i = 0; i < f->nr_excl; i++) {
+		uint64_t lo = MAX(f->excl[i].start, start);
+		uint64_t hi = MIN(f->excl[i].end, end);
+		if (lo < hi && (!found || lo < r->start)) {
+			*r = (struct shim_range){ lo, hi };
+			found = true;
+		}
+	}
+	return found;
+}
+
+/*
+ * Only the pages a hold covers can be held: the driver looks at its own
+ * entries, not at every page of the range, so the work is bounded by
+ * what was made exclusive, not by npages.
+ */
 static int do_check_exclusive(struct shim_file *f,
 			      struct shim_dmirror_cmd *c, uint64_t size)
 {
-	uint64_t n = size / PS;
-	pthread_mutex_lock(&f->lock);
-	bool any = false;
-	for (size_t i = 0; i < f->nr_excl && !any; i++)
-		any = f->excl[i].start < c->addr + size &&
-		      f->excl[i].end > c->addr;
-	pthread_mutex_unlock(&f->lock);
-	if (!any)
-		return 0;
-	uint8_t *prot;
-	int rc = snapshot(f, c->addr, n, &prot);
-	if (rc)
-		return rc;
-	pthread_mutex_lock(&f->lock);
-	for (uint64_t i = 0; i < n && !rc; i++)
-		if (prot_local(prot[i]) && excl_has(f, c->addr + i * PS))
-			rc = -EPERM;
-	pthread_mutex_unlock(&f->lock);
-	free(prot);
-	return rc;
+	uint64_t end = c->addr + size;
+	for (uint64_t cur = c->addr; cur < end;) {
+		struct shim_range r = { 0, 0 };
+		pthread_mutex_lock(&f->lock);
+		bool found = first_held(f, cur, end, &r);
+		pthread_mutex_unlock(&f->lock);
+		if (!found)
+			return 0;
+		int rc = snapshot_pieces(f, r.start, (r.end - r.start) / PS,
+					 held_piece, NULL);
+		if (rc)
+			return rc;
+		cur = r.end;
+	}
+	return 0;
 }
 
 long dmirror_ioctl(struct shim_file *f, unsigned int cmd, void *arg)

@@ -137,6 +137,9 @@ total=$(guest ctest -N $CTEST_ARGS | sed -n 's/^Total Tests: *//p')
 [ -n "$total" ] || die "ctest -N lists no tests"
 say "ctest total=$total jobs=$JOBS limit=${LIMIT}s timeout-scale=$SCALE args=$CTEST_ARGS env=$TEST_ENV"
 
+# The copy may hold the host's last record of failures, which a run
+# that fails nothing leaves in place: not this run's.
+rm -f "$b/Testing/Temporary/LastTestsFailed.log"
 start=$(date +%s)
 guest timeout -s KILL "$LIMIT" ctest --output-on-failure -j "$JOBS" $CTEST_ARGS >&3 2>&3
 rc=$?

@@ -23,7 +23,9 @@
 #
 # Knobs (environment): KERNELS_JOBS (ctest -j in the guest, 2),
 # KERNELS_LIMIT (seconds the guest's ctest run may take, 2700),
-# KERNELS_CTEST_ARGS (more ctest arguments, e.g. "-R test_stress"),
+# KERNELS_CTEST_ARGS (more ctest arguments, e.g. "-R test_stress"; split
+# at blanks, quotes kept as they are: "-R test_mirror|conformance", not
+# '-R "test_mirror|conformance"', whose quotes end up in the pattern),
 # KERNELS_ENV (VAR=value words for the tests' environment in the guest,
 # e.g. "HETMM_STRESS_SECONDS=30"), KERNELS_TIMEOUT_SCALE (a whole factor
 # for every test's ctest TIMEOUT in the guest; 1, as `make test` has them),
