@@ -32,7 +32,7 @@
 # KERNELS_BENCH (arguments for `hetmm bench`: when set, each guest runs
 # the benchmark instead of the tests, and its JSON lands in
 # BUILD_DIR/kernels/<package>/bench.json; `make bench-kernels`),
-# KERNELS_SMP (2), KERNELS_MEM (4G), KERNELS_CPU (qemu's -cpu, max), DEBIAN_MIRROR, DEBIAN_SECURITY_MIRROR.
+# KERNELS_SMP (2), KERNELS_MEM (8G: test_shim maps 4.25 GiB of device), KERNELS_CPU (qemu's -cpu, max), DEBIAN_MIRROR, DEBIAN_SECURITY_MIRROR.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -43,7 +43,7 @@ work="$build/kernels"
 jobs=${KERNELS_JOBS:-2}
 limit=${KERNELS_LIMIT:-2700}
 smp=${KERNELS_SMP:-2}
-mem=${KERNELS_MEM:-4G}
+mem=${KERNELS_MEM:-8G}
 cpu=${KERNELS_CPU:-max}
 ctest_args=${KERNELS_CTEST_ARGS:-}
 test_env=${KERNELS_ENV:-}
