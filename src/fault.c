@@ -564,8 +564,12 @@ static void handle_pagefault(struct hetmm_ctx *ctx, const struct uffd_msg *m)
 
 	if (is_sync_page(ctx, addr)) {
 		/* handler_sync(): everything before it is handled now.  Not
-		 * a fault of the process's: not counted. */
-		if (uffd_writeprotect(ctx->uffd.fd, addr, PAGE_SIZE, FILL_ONCE))
+		 * a fault of the process's: not counted.  The kernel hands
+		 * out faults before events, so an event queued before the
+		 * sync may come later in this batch: until it is handled,
+		 * the syncing thread faults again. */
+		if (ctx->fault->npending ||
+		    uffd_writeprotect(ctx->uffd.fd, addr, PAGE_SIZE, FILL_ONCE))
 			uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
 		return;
 	}

@@ -29,6 +29,7 @@
 #include "order.h"
 #include "pagemap.h"
 #include "shadow.h"
+#include "testhook.h"
 
 /* ------------------------------------------------------------------------
  * Discarding device pages: munmap and madvise
@@ -105,17 +106,49 @@ static void discard_range(struct hetmm_ctx *ctx, uintptr_t start,
 	STAT_ADD(ctx, discarded_pages, d.drop.dropped);
 }
 
-void lifecycle_unmap(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
+static void unmap_range(struct hetmm_ctx *ctx, uintptr_t start,
+			uintptr_t end)
 {
-	/* A coherent mapping swapped by a migrator: nothing was lost. */
-	if (migrators_own(ctx, start, end))
+	if (start >= end)
 		return;
 	notifiers_invalidate(ctx, start, end, HETMM_EVENT_UNMAP);
 	discard_range(ctx, start, end, true);
 }
 
+/* The record of the mremap that vacated exactly [start, end), taken. */
+static bool vacated_take(struct hetmm_ctx *ctx, uintptr_t start,
+			 uintptr_t end, struct vacated *out)
+{
+	for (unsigned i = 0; i < VACATED_MAX; i++) {
+		struct vacated *v = &ctx->vacated.r[i];
+		if (v->start == start && v->end == end) {
+			*out = *v;
+			v->start = v->end = 0;
+			return true;
+		}
+	}
+	return false;
+}
+
+void lifecycle_unmap(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	/* A coherent mapping swapped by a migrator: nothing was lost. */
+	if (migrators_own(ctx, start, end))
+		return;
+	/* The late UNMAP of an mremap's old range: the REMAP carried what
+	 * was there; what later REMAPs put there stays. */
+	struct vacated v;
+	if (vacated_take(ctx, start, end, &v) && v.keep_lo < v.keep_hi) {
+		unmap_range(ctx, start, v.keep_lo);
+		unmap_range(ctx, v.keep_hi, end);
+		return;
+	}
+	unmap_range(ctx, start, end);
+}
+
 void lifecycle_discard(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 {
+	TEST_HOOK(TEST_HOOK_EVENT_DISCARD, start, end - start);
 	/* A migrator's own zap of pages it copied to a device: the
 	 * migration told notifiers already. */
 	if (!migrators_zapping(ctx, start, end))
@@ -147,20 +180,51 @@ static void frame_set_owner(uint64_t pfn, uintptr_t addr)
 }
 
 /*
+ * A device page someone holds (eviction, a migration back, a pin
+ * bringing it home): it stays theirs, but at its new address.  The claim
+ * moves there and the frame's owner names the new address; the claimer
+ * finds it so when it lets go (back.c: claim_follow), and puts the page
+ * there.  A fault at the new address meanwhile finds the claim and waits
+ * for the claimer's wake.
+ */
+static bool carry_claim(struct remap *r, _Atomic uint64_t *slot,
+			uint64_t claim, uint64_t to)
+{
+	_Atomic uint64_t *dst = shadow_slot(&r->drop.ctx->shadow, to, true);
+	if (!dst || !shadow_carry_begin(slot, claim, dst))
+		return false;
+	frame_set_owner(shadow_pfn(claim), vpn_to_addr(to));
+	shadow_carry_end(slot);
+	r->moved++;
+	return true;
+}
+
+/*
  * Carry one device entry to its new address.  The handler is the only
  * one to fault pages back, and it is busy here, so the page cannot come
- * back meanwhile; claiming it keeps explicit migrations off it.
+ * back meanwhile; claiming it keeps explicit migrations off it.  A page
+ * someone else claimed is carried claimed (carry_claim).
  */
 static int remap_one(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
 {
 	struct remap *r = arg;
-	uint64_t e = atomic_load(slot);
-	if (!shadow_claimable(e) ||
-	    !shadow_claim(&r->drop.ctx->shadow, vpn, slot, &e,
-			  shadow_busy(e)))
-		return 0;   /* in a migration's hands: see the notes above */
-
 	uint64_t to = r->to_vpn + (vpn - r->from_vpn);
+	uint64_t e;
+	for (;;) {
+		e = atomic_load(slot);
+		if (shadow_claimed_device(e)) {
+			if (carry_claim(r, slot, e, to) ||
+			    atomic_load(slot) == e)
+				return 0;   /* carried, or nowhere to go */
+			continue;           /* let go of meanwhile */
+		}
+		if (!shadow_claimable(e))
+			return 0;   /* a system page in a migration's hands */
+		if (shadow_claim(&r->drop.ctx->shadow, vpn, slot, &e,
+				 shadow_busy(e)))
+			break;
+	}
+
 	_Atomic uint64_t *dst = shadow_slot(&r->drop.ctx->shadow, to, true);
 	uint64_t empty = 0;
 	frame_set_owner(shadow_pfn(e), vpn_to_addr(to));
@@ -172,6 +236,33 @@ static int remap_one(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
 	/* Nowhere to put it (out of memory, or the target is claimed). */
 	drop_add(&r->drop, vpn, shadow_busy(e));
 	return 0;
+}
+
+/*
+ * After a REMAP: its old range may be vacated, with the UNMAP to come
+ * (without MREMAP_DONTUNMAP; with it no UNMAP comes, and the record only
+ * waits for an UNMAP of exactly that range, which then spares nothing
+ * but what REMAPs put there).  Pages this REMAP put into a range still
+ * waiting for its UNMAP are spared by it.
+ */
+static void vacated_note(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
+			 size_t len)
+{
+	for (unsigned i = 0; i < VACATED_MAX; i++) {
+		struct vacated *v = &ctx->vacated.r[i];
+		uintptr_t lo = MAX(v->start, to), hi = MIN(v->end, to + len);
+		if (!v->start || lo >= hi)
+			continue;
+		if (v->keep_lo >= v->keep_hi) {
+			v->keep_lo = lo;
+			v->keep_hi = hi;
+		} else {
+			v->keep_lo = MIN(v->keep_lo, lo);
+			v->keep_hi = MAX(v->keep_hi, hi);
+		}
+	}
+	struct vacated *v = &ctx->vacated.r[ctx->vacated.next++ % VACATED_MAX];
+	*v = (struct vacated){ .start = from, .end = from + len };
 }
 
 void lifecycle_remap(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
@@ -189,5 +280,6 @@ void lifecycle_remap(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
 		      remap_one, &r);
 	drop_flush(&r.drop);
 	STAT_ADD(ctx, remapped_pages, r.moved);
+	vacated_note(ctx, from, to, len);
 }
 

@@ -1,0 +1,330 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_window: races whose window a test hook holds open (src/testhook.h),
+ * so that each run takes the path that loses bytes, instead of a soak
+ * hoping to hit it.
+ *
+ * Part 1, mremap learnt of after the fact: a thread bringing device pages
+ * back (a migration back, an eviction) holds them claimed while the
+ * process mremaps their range, with and without MREMAP_DONTUNMAP, before
+ * and after the holder installed them.  Every byte must be at the new
+ * address, the old range (DONTUNMAP) empty, no frame lost.
+ *
+ * Part 2, mremap's late UNMAP: the handler is held on an event while one
+ * thread mremaps X away and another mremaps Z onto the vacated X; the
+ * kernel queues the first thread's UNMAP of X only once its REMAP is read,
+ * after the second thread's REMAP onto X.  Z's pages, on a device, must
+ * survive at X.
+ *
+ * Part 3, munmap of a coherent page a short-term pin holds: its frame
+ * stays allocated, and its bytes where the device keeps them, until the
+ * last unpin, which succeeds and frees it.
+ */
+#include <pthread.h>
+#include <sched.h>
+#include <stdbool.h>
+
+#include "t.h"
+#include "tdrv.h"
+#include "testhook.h"
+
+static struct hetmm_ctx *ctx;
+
+/* ------------------------------------------------------------------------
+ * The hook: stops the first thread that reaches point with a range
+ * overlapping [lo, hi), until released.
+ */
+static int hk_point = -1;
+static uintptr_t hk_lo, hk_hi;
+static int hk_state;               /* 0 armed, 1 a thread stopped, 2 go */
+
+static void hook(enum test_hook_point point, uintptr_t addr, size_t len)
+{
+	int armed = 0;
+
+	if ((int)point != __atomic_load_n(&hk_point, __ATOMIC_ACQUIRE) ||
+	    addr >= hk_hi || addr + len <= hk_lo)
+		return;
+	if (!__atomic_compare_exchange_n(&hk_state, &armed, 1, 0,
+					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+		return;
+	while (__atomic_load_n(&hk_state, __ATOMIC_ACQUIRE) != 2)
+		usleep(100);
+}
+
+static void hook_arm(enum test_hook_point point, const void *p, size_t n)
+{
+	hk_lo = (uintptr_t)p;
+	hk_hi = hk_lo + n * PS;
+	__atomic_store_n(&hk_state, 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&hk_point, (int)point, __ATOMIC_RELEASE);
+}
+
+/* Wait (bounded) for a thread to stop in the hook. */
+static void hook_wait_stopped(void)
+{
+	double until = t_now() + 20;
+
+	while (__atomic_load_n(&hk_state, __ATOMIC_ACQUIRE) != 1) {
+		REQUIRE(t_now() < until);
+		usleep(100);
+	}
+}
+
+static void hook_release(void)
+{
+	__atomic_store_n(&hk_point, -1, __ATOMIC_RELEASE);
+	__atomic_store_n(&hk_state, 2, __ATOMIC_RELEASE);
+}
+
+/* A reservation of npages nobody else will map over: PROT_NONE. */
+static char *reserve(size_t npages)
+{
+	void *p = mmap(NULL, npages * PS, PROT_NONE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	REQUIRE(p != MAP_FAILED);
+	return p;
+}
+
+/* ------------------------------------------------------------------------
+ * Part 1: mremap while another thread holds the pages.
+ */
+#define P1_PAGES 16
+
+struct back_job {
+	struct hetmm_pagemap *pg;      /* eviction: migrate filler here */
+	char *p;                       /* the range to bring back */
+	char *filler;
+	int rc;
+};
+
+static void *migrate_back_main(void *arg)
+{
+	struct back_job *j = arg;
+
+	j->rc = hetmm_migrate_to_system(ctx, j->p, P1_PAGES * PS, NULL);
+	return NULL;
+}
+
+/* Migrating the filler to a full evicting device evicts p's pages. */
+static void *evict_main(void *arg)
+{
+	struct back_job *j = arg;
+
+	j->rc = hetmm_migrate_to_device(j->pg, j->filler, P1_PAGES * PS, NULL);
+	return NULL;
+}
+
+static void remap_while_held(struct hetmm_pagemap *pg, bool evict,
+			     bool dontunmap, enum test_hook_point when)
+{
+	const uint64_t seed = 0xa110 + (uint64_t)evict * 4 + dontunmap * 2 +
+			      (when == TEST_HOOK_BACK_INSTALLED);
+	char *p = t_map(P1_PAGES);
+	char *q = reserve(P1_PAGES);
+	struct back_job j = { .pg = pg, .p = p };
+	pthread_t th;
+	struct hetmm_pagemap_info info;
+	char *r;
+
+	fprintf(stderr, "part 1: %s, %s, mremap %s\n",
+		evict ? "eviction" : "migration back",
+		dontunmap ? "MREMAP_DONTUNMAP" : "plain mremap",
+		when == TEST_HOOK_BACK_CLAIMED ? "before the install"
+					       : "after the install");
+	t_fill(p, P1_PAGES, seed);
+	REQUIRE_OK(hetmm_migrate_to_device(pg, p, P1_PAGES * PS, NULL));
+	REQUIRE(t_count_on_device(ctx, p, P1_PAGES) == P1_PAGES);
+	if (evict) {
+		j.filler = t_map(P1_PAGES);
+		t_fill(j.filler, P1_PAGES, seed + 100);
+	}
+
+	hook_arm(when, p, P1_PAGES);
+	REQUIRE(pthread_create(&th, NULL, evict ? evict_main :
+			       migrate_back_main, &j) == 0);
+	hook_wait_stopped();
+	/* The pages are claimed (and installed, for the second point):
+	 * move the range under the holder's feet. */
+	r = mremap(p, P1_PAGES * PS, P1_PAGES * PS,
+		   MREMAP_MAYMOVE | MREMAP_FIXED |
+			   (dontunmap ? MREMAP_DONTUNMAP : 0), q);
+	REQUIRE(r == q);
+	hook_release();
+	REQUIRE(pthread_join(th, NULL) == 0);
+	CHECK_OK(j.rc);
+
+	/* Every byte at the new address; nothing left behind. */
+	CHECK_EQ(t_verify(q, P1_PAGES, seed), 0);
+	if (dontunmap) {
+		CHECK_EQ(t_nonzero_pages(p, P1_PAGES), 0);
+		t_unmap(p, P1_PAGES);
+	}
+	if (evict) {
+		CHECK_EQ(t_verify(j.filler, P1_PAGES, seed + 100), 0);
+		t_unmap(j.filler, P1_PAGES);
+	}
+	CHECK_EQ(t_count_on_device(ctx, q, P1_PAGES), 0);
+	t_unmap(q, P1_PAGES);
+	REQUIRE_OK(hetmm_pagemap_get_info(pg, &info));
+	CHECK_EQ(t_settled_free(pg, info.nr_pages), info.nr_pages);
+	CHECK_EQ(t_stats(ctx).device_resident, 0);
+}
+
+static void part1(void)
+{
+	struct hetmm_emu *emu;
+	struct hetmm_pagemap *pg;
+	struct td copying, evicting;
+	const enum test_hook_point when[2] = { TEST_HOOK_BACK_CLAIMED,
+					       TEST_HOOK_BACK_INSTALLED };
+
+	/* Pages move back by UFFDIO_MOVE (emulated), or are copied from a
+	 * staging copy (copying); the evicting device holds exactly one
+	 * range, so that the filler evicts it all. */
+	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64,
+				    &emu));
+	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	REQUIRE_OK(td_add(ctx, &copying, 64, TD_COPY,
+			  HETMM_MEMORY_DEVICE_PRIVATE, 0));
+	REQUIRE_OK(td_add(ctx, &evicting, P1_PAGES, TD_REMAP,
+			  HETMM_MEMORY_DEVICE_PRIVATE, HETMM_PAGEMAP_EVICT));
+	for (int dontunmap = 0; dontunmap < 2; dontunmap++)
+		for (int w = 0; w < 2; w++) {
+			remap_while_held(pg, false, dontunmap, when[w]);
+			remap_while_held(copying.pg, false, dontunmap,
+					 when[w]);
+			remap_while_held(evicting.pg, true, dontunmap,
+					 when[w]);
+		}
+	CHECK_OK(hetmm_pagemap_remove(evicting.pg));
+	CHECK_OK(hetmm_pagemap_remove(copying.pg));
+	td_free(&evicting);
+	td_free(&copying);
+	CHECK_OK(hetmm_emu_destroy(emu));
+}
+
+/* ------------------------------------------------------------------------
+ * Part 2: the late UNMAP of an mremap's old range.
+ */
+#define P2_PAGES 16
+
+struct remapper {
+	char *from, *to;
+	pid_t tid;
+	char *r;
+};
+
+static void *remapper_main(void *arg)
+{
+	struct remapper *m = arg;
+
+	__atomic_store_n(&m->tid, gettid(), __ATOMIC_RELEASE);
+	m->r = mremap(m->from, P2_PAGES * PS, P2_PAGES * PS,
+		      MREMAP_MAYMOVE | MREMAP_FIXED, m->to);
+	return NULL;
+}
+
+/* The thread's scheduler state ('D': waiting for its event to be read,
+ * which the kernel does uninterruptibly). */
+static char task_state(pid_t tid)
+{
+	char path[64], buf[256], *s;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+	f = fopen(path, "r");
+	if (!f)
+		return '?';
+	s = fgets(buf, sizeof(buf), f);
+	fclose(f);
+	s = s ? strrchr(buf, ')') : NULL;
+	return s && s[1] == ' ' ? s[2] : '?';
+}
+
+/* Start a thread mremapping from to to, and wait until the kernel moved
+ * the mapping and the thread waits for its REMAP to be read. */
+static void start_remapper(pthread_t *th, struct remapper *m)
+{
+	double until = t_now() + 20;
+	pid_t tid;
+
+	REQUIRE(pthread_create(th, NULL, remapper_main, m) == 0);
+	while (!(tid = __atomic_load_n(&m->tid, __ATOMIC_ACQUIRE)) ||
+	       task_state(tid) != 'D') {
+		REQUIRE(t_now() < until);
+		usleep(200);
+	}
+}
+
+static void *discard_main(void *arg)
+{
+	REQUIRE(madvise(arg, PS, MADV_DONTNEED) == 0);
+	return NULL;
+}
+
+static void part2(void)
+{
+	struct hetmm_emu *emu;
+	struct hetmm_pagemap *pg;
+	struct hetmm_pagemap_info info;
+	char *trig = t_map(1);
+	char *x = t_map(P2_PAGES), *z = t_map(P2_PAGES);
+	char *y = reserve(P2_PAGES), *z_to;
+	struct remapper m1 = { .from = x, .to = y };
+	struct remapper m2 = { .from = z, .to = x };
+	pthread_t th1, th2, thd;
+
+	fprintf(stderr, "part 2: late UNMAP of a vacated range\n");
+	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64,
+				    &emu));
+	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	t_fill(x, P2_PAGES, 21);
+	t_fill(z, P2_PAGES, 22);
+	t_fill(trig, 1, 23);
+	REQUIRE_OK(hetmm_migrate_to_device(pg, x, P2_PAGES * PS, NULL));
+	REQUIRE_OK(hetmm_migrate_to_device(pg, z, P2_PAGES * PS, NULL));
+	/* The trigger page is registered with the userfaultfd once it has
+	 * been on a device: its discard reaches the handler. */
+	REQUIRE_OK(hetmm_migrate_to_device(pg, trig, PS, NULL));
+	REQUIRE_OK(hetmm_migrate_to_system(ctx, trig, PS, NULL));
+
+	/* Hold the handler on the trigger's REMOVE event. */
+	hook_arm(TEST_HOOK_EVENT_DISCARD, trig, 1);
+	REQUIRE(pthread_create(&thd, NULL, discard_main, trig) == 0);
+	hook_wait_stopped();
+	REQUIRE(pthread_join(thd, NULL) == 0);
+	/* X moves to Y: its REMAP waits to be read, its UNMAP of X will
+	 * follow only then.  Z moves onto the vacated X: its REMAP queues
+	 * before that UNMAP. */
+	start_remapper(&th1, &m1);
+	start_remapper(&th2, &m2);
+	hook_release();
+	REQUIRE(pthread_join(th1, NULL) == 0);
+	REQUIRE(pthread_join(th2, NULL) == 0);
+	REQUIRE(m1.r == y);
+	REQUIRE(m2.r == x);
+	z_to = x;
+
+	CHECK_EQ(t_verify(y, P2_PAGES, 21), 0);
+	CHECK_EQ(t_verify(z_to, P2_PAGES, 22), 0);
+	t_unmap(y, P2_PAGES);
+	t_unmap(z_to, P2_PAGES);
+	t_unmap(trig, 1);
+	REQUIRE_OK(hetmm_pagemap_get_info(pg, &info));
+	CHECK_EQ(t_settled_free(pg, info.nr_pages), info.nr_pages);
+	CHECK_EQ(t_stats(ctx).device_resident, 0);
+	CHECK_OK(hetmm_emu_destroy(emu));
+}
+
+int main(void)
+{
+	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
+	test_hook = hook;
+	part1();
+	part2();
+	test_hook = NULL;
+	CHECK_OK(hetmm_ctx_destroy(ctx));
+	return t_done();
+}
