@@ -68,6 +68,36 @@ struct discard {
 };
 
 /*
+ * An unmapped coherent page a short-term hold of the pin API keeps (the
+ * kernel keeps a pinned page until its last unpin): its frame stays
+ * allocated, its bytes in the device's memory, and the word an orphan
+ * that the last release frees (pin.c, pagemap_unhold).  The address is
+ * the process's to map anew meanwhile; only a migration of its new page
+ * waits for that release.  Returns whether the page is dealt with.
+ */
+static bool orphan_if_held(struct hetmm_ctx *ctx, _Atomic uint64_t *slot,
+			   uint64_t claim)
+{
+	uint64_t pfn = shadow_pfn(claim);
+	switch (pagemap_orphan(pfn)) {
+	case ORPHAN_NOT_HELD:
+		return false;
+	case ORPHAN_KEPT:
+		atomic_store(slot, shadow_orphan(claim));
+		/* A last release between the two saw our claim, not the
+		 * orphan, and left the word to us. */
+		if (!pagemap_is_orphan(pfn))
+			shadow_forget_orphan(slot, pfn);
+		break;
+	case ORPHAN_FREED:
+		atomic_store(slot, 0);
+		break;
+	}
+	atomic_fetch_sub(&ctx->stats.device_resident, 1);
+	return true;
+}
+
+/*
  * Claim a device page for discarding.  A page someone else holds is
  * theirs to finish: on munmap it is marked GONE, so that they drop it
  * rather than publish it; madvise leaves it alone, since our own
@@ -80,6 +110,9 @@ static int discard_one(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
 	uint64_t claim;
 	if (!shadow_claim_to_drop(&d->drop.ctx->shadow, vpn, slot, d->unmap,
 				  &claim))
+		return 0;
+	if (d->unmap && shadow_is_coherent(claim) &&
+	    orphan_if_held(d->drop.ctx, slot, claim))
 		return 0;
 	/* A discarded coherent page stays mapped where it is, a page of
 	 * the device's file: it reads as zeroes again. */

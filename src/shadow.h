@@ -149,6 +149,14 @@ static inline bool shadow_is_orphan(uint64_t e)
 	       (SHADOW_DEVICE_ | SHADOW_GONE_);
 }
 
+/* The orphan of frame pfn at slot is gone (its frame freed): 0 again,
+ * unless the word is something else by now. */
+static inline void shadow_forget_orphan(_Atomic uint64_t *slot, uint64_t pfn)
+{
+	uint64_t e = SHADOW_DEVICE_ | SHADOW_GONE_ | pfn;
+	atomic_compare_exchange_strong(slot, &e, 0);
+}
+
 /* e claimed, and the claim let go of. */
 static inline uint64_t shadow_busy(uint64_t e)
 {

@@ -18,13 +18,15 @@
  *
  * Part 3, munmap of a coherent page a short-term pin holds: its frame
  * stays allocated, and its bytes where the device keeps them, until the
- * last unpin, which succeeds and frees it.
+ * last unpin, which succeeds and frees it.  No hook needed: the pin
+ * holds the window open.
  */
 #include <pthread.h>
 #include <sched.h>
 #include <stdbool.h>
 
 #include "t.h"
+#include "pagemap.h"
 #include "tdrv.h"
 #include "testhook.h"
 
@@ -318,12 +320,99 @@ static void part2(void)
 	CHECK_OK(hetmm_emu_destroy(emu));
 }
 
+/* ------------------------------------------------------------------------
+ * Part 3: munmap of a coherent page a short-term pin holds.
+ */
+#define P3_FRAMES 8
+
+static const uint64_t *frame_bytes(struct hetmm_pagemap *pg, uint64_t idx)
+{
+	return pg->ops->page_address(pg, idx);
+}
+
+static uint64_t settled_free(struct hetmm_pagemap *pg, uint64_t want)
+{
+	return t_settled_free(pg, want);
+}
+
+static void part3(void)
+{
+	struct hetmm_emu *emu;
+	struct hetmm_pagemap *pg;
+	struct hetmm_pagemap_info pinfo;
+	struct hetmm_page_info info;
+	struct hetmm_page *page;
+	hetmm_pfn_t pfn;
+	/* Mapped first: the filler must not take the address p gives up. */
+	char *p = t_map(4), *filler = t_map(P3_FRAMES);
+	void *pinned[1];
+	uint64_t idx, refs, pins;
+	uint64_t want[PS / 8];
+
+	fprintf(stderr, "part 3: munmap of a pinned coherent page\n");
+	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_COHERENT,
+				    P3_FRAMES, &emu));
+	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	REQUIRE_OK(hetmm_pagemap_get_info(pg, &pinfo));
+	t_fill(p, 4, 31);
+	memcpy(want, p + PS, PS);
+	REQUIRE_OK(hetmm_migrate_to_device(pg, p, 4 * PS, NULL));
+	REQUIRE_OK(hetmm_addr_to_pfn(ctx, p + PS, &pfn));
+	idx = hetmm_pfn_number(pfn) - hetmm_pfn_number(pinfo.first_pfn);
+	/* A short-term pin holds the coherent page in place. */
+	REQUIRE(hetmm_pin_user_pages(ctx, p + PS, 1, 0, pinned) == 1);
+	REQUIRE_OK(hetmm_addr_to_pfn(ctx, p + PS, &pfn));
+	CHECK_EQ(hetmm_pfn_number(pfn) - hetmm_pfn_number(pinfo.first_pfn),
+		 idx);
+
+	t_unmap(p, 4);
+	/* The three unpinned frames are free, the pinned one is not. */
+	CHECK_EQ(settled_free(pg, P3_FRAMES - 1), P3_FRAMES - 1);
+	REQUIRE_OK(hetmm_pfn_to_page(pfn, &page));
+	REQUIRE_OK(hetmm_page_get_info(page, &info));
+	CHECK(info.flags & HETMM_PAGE_ALLOCATED);
+	CHECK_EQ(info.pincount, 1);
+	/* Fill the device: the pinned frame is not handed out, its bytes
+	 * stay what the pin saw. */
+	t_fill(filler, P3_FRAMES, 32);
+	CHECK(hetmm_migrate_to_device(pg, filler, P3_FRAMES * PS, NULL) == 0);
+	CHECK_EQ(t_count_on_device(ctx, filler, P3_FRAMES), P3_FRAMES - 1);
+	CHECK(memcmp(frame_bytes(pg, idx), want, PS) == 0);
+	/* The address is the process's again: mapped anew, it reads the
+	 * new mapping's zeroes. */
+	REQUIRE(mmap(p, 4 * PS, PROT_READ | PROT_WRITE,
+		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == p);
+	CHECK_EQ(t_nonzero_pages(p, 4), 0);
+	CHECK_EQ(hetmm_addr_to_pfn(ctx, p + PS, &pfn), -ENOENT);
+	CHECK_OK(hetmm_user_page_holds(ctx, p + PS, &refs, &pins));
+	CHECK_EQ(pins, 1);
+
+	/* The last unpin succeeds and frees the frame. */
+	CHECK_OK(hetmm_unpin_user_pages(ctx, pinned, 1));
+	CHECK_EQ(hetmm_unpin_user_pages(ctx, pinned, 1), -EINVAL);
+	REQUIRE_OK(hetmm_page_get_info(page, &info));
+	CHECK(!(info.flags & HETMM_PAGE_ALLOCATED));
+	CHECK_EQ(info.pincount, 0);
+	CHECK_EQ(settled_free(pg, 1), 1);
+	/* And the new page at the address migrates like any other. */
+	t_fill(p, 4, 33);
+	t_unmap(filler, P3_FRAMES);
+	CHECK_OK(hetmm_migrate_to_device(pg, p, 4 * PS, NULL));
+	CHECK_EQ(t_count_on_device(ctx, p, 4), 4);
+	CHECK_EQ(t_verify(p, 4, 33), 0);
+	t_unmap(p, 4);
+	CHECK_EQ(settled_free(pg, P3_FRAMES), P3_FRAMES);
+	CHECK_EQ(t_stats(ctx).device_resident, 0);
+	CHECK_OK(hetmm_emu_destroy(emu));
+}
+
 int main(void)
 {
 	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
 	test_hook = hook;
 	part1();
 	part2();
+	part3();
 	test_hook = NULL;
 	CHECK_OK(hetmm_ctx_destroy(ctx));
 	return t_done();
