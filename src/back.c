@@ -366,8 +366,13 @@ size_t back_install(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	if (how & BACK_ONCE) {
 		shadow_store_run(&ctx->shadow, vpn, done, 0);
 	} else {
-		/* Never the handler: its paths are all BACK_ONCE. */
-		handler_sync(ctx);
+		/* A page the kernel refused may have moved with its mapping
+		 * (the kernel lets no install in while an event waits to be
+		 * read, so it has been read): wait until the handler has
+		 * carried its claim.  A page installed where the mapping
+		 * used to be is the handler's to move (lifecycle.c). */
+		if (installed < done)
+			handler_sync(ctx);   /* never the handler: BACK_ONCE */
 		TEST_HOOK(TEST_HOOK_BACK_INSTALLED, dst, done * PAGE_SIZE);
 		installed = (size_t)((int64_t)installed +
 			let_go_run(ctx, pgmap, vpn, idx0, done, inst, op, src));

@@ -706,6 +706,8 @@ static void *fault_handler_main(void *arg)
 			handle_msg(ctx, &msgs[i]);
 		}
 		ctx->fault->npending = 0;
+		if (ctx->vacated.nrescue)
+			lifecycle_retry(ctx);
 		want = read_want(msgs, n, &last_tid);
 	}
 	return NULL;

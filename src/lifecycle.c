@@ -32,6 +32,99 @@
 #include "testhook.h"
 
 /* ------------------------------------------------------------------------
+ * Pages put at an mremap's old place after the move
+ *
+ * A thread bringing device pages back installs them where their process
+ * pages were when it claimed them.  If the kernel moved the mapping in
+ * between and left an empty one behind (MREMAP_DONTUNMAP), the install
+ * lands there, and the holder may have let go of the claim before we
+ * carry it (carry_claim): the page then sits at the old address while
+ * the new one is empty.  The kernel moved every page the old range had,
+ * and the range is registered (a fault there waits for us), so a page
+ * present there now was put there since, by such a holder: it moves to
+ * the new address.  A fault at the new address waits meanwhile (its entry
+ * says "being filled").  The kernel refuses the move while an event waits
+ * to be read; then the move waits for the end of the batch that read
+ * it, and an event that changes either address since calls it off (what
+ * is at the old address then is another mapping's).
+ */
+
+static bool rescue_overlaps(const struct rescue *q, uintptr_t start,
+			    uintptr_t end)
+{
+	return (q->from >= start && q->from < end) ||
+	       (q->to >= start && q->to < end);
+}
+
+/* The rescue's new place is the process's again (0), its waiters woken. */
+static void rescue_end(struct hetmm_ctx *ctx, const struct rescue *q)
+{
+	_Atomic uint64_t *slot = shadow_slot(&ctx->shadow,
+					     addr_to_vpn(q->to), false);
+	uint64_t filling = shadow_filling();
+	if (slot)
+		atomic_compare_exchange_strong(slot, &filling, 0);
+	uffd_wake(ctx->uffd.fd, q->to, PAGE_SIZE);
+}
+
+/* Move the page now; false if the kernel says not yet. */
+static bool rescue_try(struct hetmm_ctx *ctx, const struct rescue *q)
+{
+	bool can_move = ctx->frames.fd >= 0;
+	long got = uffd_fill(ctx->uffd.fd, can_move ? FILL_MOVE : FILL_COPY,
+			     q->to, q->from, PAGE_SIZE, FILL_ONCE);
+	if (got == -EAGAIN)
+		return false;
+	/* Without UFFDIO_MOVE the old place keeps a copy: the handler may
+	 * not zap it (madvise would wait for the handler's own read). */
+	rescue_end(ctx, q);
+	return true;
+}
+
+static void rescue_cancel(struct hetmm_ctx *ctx, uintptr_t start,
+			  uintptr_t end)
+{
+	struct vacated_ranges *vr = &ctx->vacated;
+	for (unsigned i = 0; i < vr->nrescue;) {
+		if (rescue_overlaps(&vr->rescue[i], start, end)) {
+			rescue_end(ctx, &vr->rescue[i]);
+			vr->rescue[i] = vr->rescue[--vr->nrescue];
+		} else {
+			i++;
+		}
+	}
+}
+
+void lifecycle_retry(struct hetmm_ctx *ctx)
+{
+	struct vacated_ranges *vr = &ctx->vacated;
+	for (unsigned i = 0; i < vr->nrescue;) {
+		if (rescue_try(ctx, &vr->rescue[i]))
+			vr->rescue[i] = vr->rescue[--vr->nrescue];
+		else
+			i++;
+	}
+}
+
+static void rescue_one(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to)
+{
+	_Atomic uint64_t *slot = shadow_slot(&ctx->shadow, addr_to_vpn(to),
+					     true);
+	uint64_t e = 0;
+	/* A claim carried there: its holder moves the page itself. */
+	if (!slot || !atomic_compare_exchange_strong(slot, &e,
+						     shadow_filling()))
+		return;
+	struct rescue q = { .from = from, .to = to };
+	if (rescue_try(ctx, &q))
+		return;
+	if (ctx->vacated.nrescue < RESCUE_MAX)
+		ctx->vacated.rescue[ctx->vacated.nrescue++] = q;
+	else
+		rescue_end(ctx, &q);   /* no room: the page stays behind */
+}
+
+/* ------------------------------------------------------------------------
  * Discarding device pages: munmap and madvise
  */
 
@@ -168,6 +261,8 @@ void lifecycle_unmap(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 	/* A coherent mapping swapped by a migrator: nothing was lost. */
 	if (migrators_own(ctx, start, end))
 		return;
+	if (ctx->vacated.nrescue)
+		rescue_cancel(ctx, start, end);
 	/* The late UNMAP of an mremap's old range: the REMAP carried what
 	 * was there; what later REMAPs put there stays. */
 	struct vacated v;
@@ -182,6 +277,8 @@ void lifecycle_unmap(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 void lifecycle_discard(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 {
 	TEST_HOOK(TEST_HOOK_EVENT_DISCARD, start, end - start);
+	if (ctx->vacated.nrescue)
+		rescue_cancel(ctx, start, end);
 	/* A migrator's own zap of pages it copied to a device: the
 	 * migration told notifiers already. */
 	if (!migrators_zapping(ctx, start, end))
@@ -298,11 +395,32 @@ static void vacated_note(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
 	*v = (struct vacated){ .start = from, .end = from + len };
 }
 
+static void remnant_rescue(struct hetmm_ctx *ctx, uintptr_t from,
+			   uintptr_t to, size_t len)
+{
+	uint8_t pf[CHUNK_PAGES];
+	for (size_t off = 0; off < len;) {
+		size_t n = MIN((len - off) >> PAGE_SHIFT, (size_t)CHUNK_PAGES);
+		if (vma_page_presence(&ctx->vmaq, from + off, n, pf))
+			return;
+		for (size_t k = 0; k < n; k++)
+			if (pf[k] & PG_PRESENT)
+				rescue_one(ctx, from + off + k * PAGE_SIZE,
+					   to + off + k * PAGE_SIZE);
+		off += n * PAGE_SIZE;
+	}
+}
+
 void lifecycle_remap(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
 		     size_t len)
 {
 	if (migrators_own(ctx, from, from + len))
 		return;   /* a coherent mapping swapped into place */
+	TEST_HOOK(TEST_HOOK_EVENT_REMAP, from, len);
+	if (ctx->vacated.nrescue) {
+		rescue_cancel(ctx, from, from + len);
+		rescue_cancel(ctx, to, to + len);
+	}
 	notifiers_invalidate(ctx, from, from + len, HETMM_EVENT_REMAP);
 	notifiers_invalidate(ctx, to, to + len, HETMM_EVENT_REMAP);
 	struct remap r = {
@@ -314,5 +432,6 @@ void lifecycle_remap(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
 	drop_flush(&r.drop);
 	STAT_ADD(ctx, remapped_pages, r.moved);
 	vacated_note(ctx, from, to, len);
+	remnant_rescue(ctx, from, to, len);
 }
 

@@ -26,8 +26,10 @@ enum test_hook_point {
 	 * handled every event read before: it lets go of the claims next. */
 	TEST_HOOK_BACK_INSTALLED,
 	/* The handler is about to handle the process's event on [addr,
-	 * addr + len): MADV_* discard (REMOVE). */
+	 * addr + len): MADV_* discard (REMOVE), mremap from there (REMAP;
+	 * read already, so the mremap may have returned). */
 	TEST_HOOK_EVENT_DISCARD,
+	TEST_HOOK_EVENT_REMAP,
 };
 
 #ifdef HETMM_TEST_HOOKS

@@ -7,8 +7,10 @@
  * Part 1, mremap learnt of after the fact: a thread bringing device pages
  * back (a migration back, an eviction) holds them claimed while the
  * process mremaps their range, with and without MREMAP_DONTUNMAP, before
- * and after the holder installed them.  Every byte must be at the new
- * address, the old range (DONTUNMAP) empty, no frame lost.
+ * and after the holder installed them; or the holder installs them and
+ * lets go while the handler, having read the REMAP, has not handled it
+ * yet.  Every byte must be at the new address, the old range (DONTUNMAP)
+ * empty, no frame lost.
  *
  * Part 2, mremap's late UNMAP: the handler is held on an event while one
  * thread mremaps X away and another mremaps Z onto the vacated X; the
@@ -33,50 +35,74 @@
 static struct hetmm_ctx *ctx;
 
 /* ------------------------------------------------------------------------
- * The hook: stops the first thread that reaches point with a range
- * overlapping [lo, hi), until released.
+ * The hook: each of two stops holds the first thread that reaches its
+ * point with a range overlapping [lo, hi), until released.
  */
-static int hk_point = -1;
-static uintptr_t hk_lo, hk_hi;
-static int hk_state;               /* 0 armed, 1 a thread stopped, 2 go */
+struct stop {
+	int point;                 /* -1: none */
+	uintptr_t lo, hi;
+	int state;                 /* 0 armed, 1 a thread stopped, 2 go */
+};
+static struct stop stops[2] = { { .point = -1 }, { .point = -1 } };
 
 static void hook(enum test_hook_point point, uintptr_t addr, size_t len)
 {
-	int armed = 0;
+	for (int i = 0; i < 2; i++) {
+		struct stop *s = &stops[i];
+		int armed = 0;
 
-	if ((int)point != __atomic_load_n(&hk_point, __ATOMIC_ACQUIRE) ||
-	    addr >= hk_hi || addr + len <= hk_lo)
+		if ((int)point != __atomic_load_n(&s->point, __ATOMIC_ACQUIRE) ||
+		    addr >= s->hi || addr + len <= s->lo)
+			continue;
+		if (!__atomic_compare_exchange_n(&s->state, &armed, 1, 0,
+						 __ATOMIC_ACQ_REL,
+						 __ATOMIC_ACQUIRE))
+			continue;
+		while (__atomic_load_n(&s->state, __ATOMIC_ACQUIRE) != 2)
+			usleep(100);
 		return;
-	if (!__atomic_compare_exchange_n(&hk_state, &armed, 1, 0,
-					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-		return;
-	while (__atomic_load_n(&hk_state, __ATOMIC_ACQUIRE) != 2)
-		usleep(100);
+	}
 }
 
-static void hook_arm(enum test_hook_point point, const void *p, size_t n)
+static void stop_arm(int i, enum test_hook_point point, const void *p,
+		     size_t n)
 {
-	hk_lo = (uintptr_t)p;
-	hk_hi = hk_lo + n * PS;
-	__atomic_store_n(&hk_state, 0, __ATOMIC_RELEASE);
-	__atomic_store_n(&hk_point, (int)point, __ATOMIC_RELEASE);
+	stops[i].lo = (uintptr_t)p;
+	stops[i].hi = stops[i].lo + n * PS;
+	__atomic_store_n(&stops[i].state, 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&stops[i].point, (int)point, __ATOMIC_RELEASE);
 }
 
-/* Wait (bounded) for a thread to stop in the hook. */
-static void hook_wait_stopped(void)
+/* Wait (bounded) for a thread to reach stop i. */
+static void stop_wait(int i)
 {
 	double until = t_now() + 20;
 
-	while (__atomic_load_n(&hk_state, __ATOMIC_ACQUIRE) != 1) {
+	while (__atomic_load_n(&stops[i].state, __ATOMIC_ACQUIRE) != 1) {
 		REQUIRE(t_now() < until);
 		usleep(100);
 	}
 }
 
+static void stop_release(int i)
+{
+	__atomic_store_n(&stops[i].point, -1, __ATOMIC_RELEASE);
+	__atomic_store_n(&stops[i].state, 2, __ATOMIC_RELEASE);
+}
+
+static void hook_arm(enum test_hook_point point, const void *p, size_t n)
+{
+	stop_arm(0, point, p, n);
+}
+
+static void hook_wait_stopped(void)
+{
+	stop_wait(0);
+}
+
 static void hook_release(void)
 {
-	__atomic_store_n(&hk_point, -1, __ATOMIC_RELEASE);
-	__atomic_store_n(&hk_state, 2, __ATOMIC_RELEASE);
+	stop_release(0);
 }
 
 /* A reservation of npages nobody else will map over: PROT_NONE. */
@@ -118,23 +144,50 @@ static void *evict_main(void *arg)
 	return NULL;
 }
 
-static void remap_while_held(struct hetmm_pagemap *pg, bool evict,
-			     bool dontunmap, enum test_hook_point when)
+/* When the mremap comes, for the holder of the pages. */
+enum when {
+	HELD_CLAIMED,     /* it claimed them, installed nothing yet */
+	HELD_INSTALLED,   /* it installed them, holds the claims still */
+	HANDLER_LATE,     /* it installs them and lets go between the
+			   * handler's read of the REMAP and its handling */
+};
+static const char *const when_name[] = {
+	"mremap before the install", "mremap after the install",
+	"install before the REMAP is handled",
+};
+
+struct p1_remap {
+	char *from, *to;
+	int flags;
+	char *r;
+};
+
+static void *p1_remap_main(void *arg)
 {
-	const uint64_t seed = 0xa110 + (uint64_t)evict * 4 + dontunmap * 2 +
-			      (when == TEST_HOOK_BACK_INSTALLED);
+	struct p1_remap *m = arg;
+
+	m->r = mremap(m->from, P1_PAGES * PS, P1_PAGES * PS,
+		      MREMAP_MAYMOVE | MREMAP_FIXED | m->flags, m->to);
+	return NULL;
+}
+
+static void remap_while_held(struct hetmm_pagemap *pg, bool evict,
+			     bool dontunmap, enum when when)
+{
+	const uint64_t seed = 0xa110 + (uint64_t)evict * 8 + dontunmap * 4 +
+			      (uint64_t)when;
 	char *p = t_map(P1_PAGES);
 	char *q = reserve(P1_PAGES);
 	struct back_job j = { .pg = pg, .p = p };
-	pthread_t th;
+	struct p1_remap m = { .from = p, .to = q,
+			      .flags = dontunmap ? MREMAP_DONTUNMAP : 0 };
+	pthread_t th, tr;
 	struct hetmm_pagemap_info info;
-	char *r;
 
-	fprintf(stderr, "part 1: %s, %s, mremap %s\n",
+	fprintf(stderr, "part 1: %s, %s, %s\n",
 		evict ? "eviction" : "migration back",
 		dontunmap ? "MREMAP_DONTUNMAP" : "plain mremap",
-		when == TEST_HOOK_BACK_CLAIMED ? "before the install"
-					       : "after the install");
+		when_name[when]);
 	t_fill(p, P1_PAGES, seed);
 	REQUIRE_OK(hetmm_migrate_to_device(pg, p, P1_PAGES * PS, NULL));
 	REQUIRE(t_count_on_device(ctx, p, P1_PAGES) == P1_PAGES);
@@ -143,18 +196,35 @@ static void remap_while_held(struct hetmm_pagemap *pg, bool evict,
 		t_fill(j.filler, P1_PAGES, seed + 100);
 	}
 
-	hook_arm(when, p, P1_PAGES);
+	stop_arm(0, when == HELD_INSTALLED ? TEST_HOOK_BACK_INSTALLED :
+		 TEST_HOOK_BACK_CLAIMED, p, P1_PAGES);
 	REQUIRE(pthread_create(&th, NULL, evict ? evict_main :
 			       migrate_back_main, &j) == 0);
-	hook_wait_stopped();
-	/* The pages are claimed (and installed, for the second point):
-	 * move the range under the holder's feet. */
-	r = mremap(p, P1_PAGES * PS, P1_PAGES * PS,
-		   MREMAP_MAYMOVE | MREMAP_FIXED |
-			   (dontunmap ? MREMAP_DONTUNMAP : 0), q);
-	REQUIRE(r == q);
-	hook_release();
-	REQUIRE(pthread_join(th, NULL) == 0);
+	stop_wait(0);
+	if (when != HANDLER_LATE) {
+		/* The pages are claimed (and installed, for the second
+		 * point): move the range under the holder's feet. */
+		p1_remap_main(&m);
+		stop_release(0);
+		REQUIRE(pthread_join(th, NULL) == 0);
+	} else {
+		/* Hold the handler once it has read the REMAP (so the
+		 * mremap may return), and let the holder run meanwhile. */
+		stop_arm(1, TEST_HOOK_EVENT_REMAP, p, P1_PAGES);
+		REQUIRE(pthread_create(&tr, NULL, p1_remap_main, &m) == 0);
+		stop_wait(1);
+		stop_release(0);
+		/* With DONTUNMAP the holder installs into the empty range
+		 * left behind and lets go; without, the kernel holds its
+		 * install off until the UNMAP is read. */
+		if (dontunmap)
+			REQUIRE(pthread_join(th, NULL) == 0);
+		stop_release(1);
+		if (!dontunmap)
+			REQUIRE(pthread_join(th, NULL) == 0);
+		REQUIRE(pthread_join(tr, NULL) == 0);
+	}
+	REQUIRE(m.r == q);
 	CHECK_OK(j.rc);
 
 	/* Every byte at the new address; nothing left behind. */
@@ -179,8 +249,6 @@ static void part1(void)
 	struct hetmm_emu *emu;
 	struct hetmm_pagemap *pg;
 	struct td copying, evicting;
-	const enum test_hook_point when[2] = { TEST_HOOK_BACK_CLAIMED,
-					       TEST_HOOK_BACK_INSTALLED };
 
 	/* Pages move back by UFFDIO_MOVE (emulated), or are copied from a
 	 * staging copy (copying); the evicting device holds exactly one
@@ -193,12 +261,10 @@ static void part1(void)
 	REQUIRE_OK(td_add(ctx, &evicting, P1_PAGES, TD_REMAP,
 			  HETMM_MEMORY_DEVICE_PRIVATE, HETMM_PAGEMAP_EVICT));
 	for (int dontunmap = 0; dontunmap < 2; dontunmap++)
-		for (int w = 0; w < 2; w++) {
-			remap_while_held(pg, false, dontunmap, when[w]);
-			remap_while_held(copying.pg, false, dontunmap,
-					 when[w]);
-			remap_while_held(evicting.pg, true, dontunmap,
-					 when[w]);
+		for (enum when w = HELD_CLAIMED; w <= HANDLER_LATE; w++) {
+			remap_while_held(pg, false, dontunmap, w);
+			remap_while_held(copying.pg, false, dontunmap, w);
+			remap_while_held(evicting.pg, true, dontunmap, w);
 		}
 	CHECK_OK(hetmm_pagemap_remove(evicting.pg));
 	CHECK_OK(hetmm_pagemap_remove(copying.pg));
