@@ -33,13 +33,16 @@ enum test_hook_point {
 };
 
 #ifdef HETMM_TEST_HOOKS
-/* Set by a test; called with the point and the range. */
+/* Set by a test (atomically: the handler reads it); called with the
+ * point and the range. */
 extern void (*test_hook)(enum test_hook_point point, uintptr_t addr,
 			 size_t len);
 #define TEST_HOOK(point, addr, len)                                      \
 	do {                                                             \
-		if (__builtin_expect(test_hook != NULL, 0))              \
-			test_hook((point), (addr), (len));               \
+		void (*hook_)(enum test_hook_point, uintptr_t, size_t) = \
+			__atomic_load_n(&test_hook, __ATOMIC_ACQUIRE);   \
+		if (__builtin_expect(hook_ != NULL, 0))                  \
+			hook_((point), (addr), (len));                   \
 	} while (0)
 #else
 #define TEST_HOOK(point, addr, len) ((void)0)

@@ -281,6 +281,7 @@ static void part1(void)
 struct remapper {
 	char *from, *to;
 	pid_t tid;
+	int go;
 	char *r;
 };
 
@@ -289,6 +290,8 @@ static void *remapper_main(void *arg)
 	struct remapper *m = arg;
 
 	__atomic_store_n(&m->tid, gettid(), __ATOMIC_RELEASE);
+	while (!__atomic_load_n(&m->go, __ATOMIC_ACQUIRE))
+		usleep(100);
 	m->r = mremap(m->from, P2_PAGES * PS, P2_PAGES * PS,
 		      MREMAP_MAYMOVE | MREMAP_FIXED, m->to);
 	return NULL;
@@ -311,16 +314,19 @@ static char task_state(pid_t tid)
 	return s && s[1] == ' ' ? s[2] : '?';
 }
 
-/* Start a thread mremapping from to to, and wait until the kernel moved
- * the mapping and the thread waits for its REMAP to be read. */
-static void start_remapper(pthread_t *th, struct remapper *m)
+/* Let a remapper thread (started beforehand: a thread's start maps its
+ * stack and more, which could take the range the first remapper
+ * vacates) go, and wait until the kernel moved the mapping and the thread
+ * waits for its REMAP to be read. */
+static void start_remapper(struct remapper *m)
 {
 	double until = t_now() + 20;
 	pid_t tid;
 
-	REQUIRE(pthread_create(th, NULL, remapper_main, m) == 0);
-	while (!(tid = __atomic_load_n(&m->tid, __ATOMIC_ACQUIRE)) ||
-	       task_state(tid) != 'D') {
+	while (!(tid = __atomic_load_n(&m->tid, __ATOMIC_ACQUIRE)))
+		usleep(100);
+	__atomic_store_n(&m->go, 1, __ATOMIC_RELEASE);
+	while (task_state(tid) != 'D') {
 		REQUIRE(t_now() < until);
 		usleep(200);
 	}
@@ -358,6 +364,8 @@ static void part2(void)
 	REQUIRE_OK(hetmm_migrate_to_device(pg, trig, PS, NULL));
 	REQUIRE_OK(hetmm_migrate_to_system(ctx, trig, PS, NULL));
 
+	REQUIRE(pthread_create(&th1, NULL, remapper_main, &m1) == 0);
+	REQUIRE(pthread_create(&th2, NULL, remapper_main, &m2) == 0);
 	/* Hold the handler on the trigger's REMOVE event. */
 	hook_arm(TEST_HOOK_EVENT_DISCARD, trig, 1);
 	REQUIRE(pthread_create(&thd, NULL, discard_main, trig) == 0);
@@ -366,8 +374,8 @@ static void part2(void)
 	/* X moves to Y: its REMAP waits to be read, its UNMAP of X will
 	 * follow only then.  Z moves onto the vacated X: its REMAP queues
 	 * before that UNMAP. */
-	start_remapper(&th1, &m1);
-	start_remapper(&th2, &m2);
+	start_remapper(&m1);
+	start_remapper(&m2);
 	hook_release();
 	REQUIRE(pthread_join(th1, NULL) == 0);
 	REQUIRE(pthread_join(th2, NULL) == 0);
@@ -475,11 +483,11 @@ static void part3(void)
 int main(void)
 {
 	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
-	test_hook = hook;
+	__atomic_store_n(&test_hook, hook, __ATOMIC_RELEASE);
 	part1();
 	part2();
 	part3();
-	test_hook = NULL;
+	__atomic_store_n(&test_hook, NULL, __ATOMIC_RELEASE);
 	CHECK_OK(hetmm_ctx_destroy(ctx));
 	return t_done();
 }
