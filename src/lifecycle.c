@@ -10,10 +10,17 @@
  *   madvise    REMOVE event (DONTNEED, FREE, REMOVE): device frames are
  *              freed, and the next access finds a hole and reads zeroes,
  *              as the kernel zaps a device-private entry.
- *   mremap     REMAP event: device entries move to the new address.
+ *   mremap     REMAP event: device entries move to the new address,
+ *              claimed ones too (their holder follows them), and pages
+ *              put at the old address after the move follow them.  The
+ *              UNMAP of the old range that comes after spares what
+ *              other REMAPs put there meanwhile.
+ *
+ * A coherent page a short-term pin holds outlives its munmap (orphan).
  *
  * UNMAP and REMAP arrive after the fact, REMOVE before; the caller of
  * munmap, madvise or mremap waits until the handler has read the event.
+ * docs/DESIGN.md, "Process lifecycle", tells the races this answers.
  */
 #include <errno.h>
 #include <pthread.h>
