@@ -165,11 +165,14 @@ static void release_frames(struct hetmm_pagemap *pgmap, uint64_t idx0,
  * (lifecycle.c).  The holder may meanwhile have put its pages at the old
  * addresses: before the move (the kernel took them along), or after it,
  * into the empty range MREMAP_DONTUNMAP leaves, or nowhere (the old range
- * is gone).  So once its pages are installed, the holder waits for the
- * handler to have handled every event read so far (the kernel refuses
- * the install while an event waits to be read, so one that moved the
- * page has been read by then), and each page whose claim went elsewhere
- * goes where its process page is now.
+ * is gone).  When it lets go, each page whose claim went elsewhere goes
+ * where its process page is now.  An install the kernel refused may be
+ * such a page whose claim is not carried yet: the kernel lets no install
+ * in while an event waits to be read, so the REMAP has been read, and the
+ * holder waits for the handler to handle it (handler_sync) first.  A
+ * holder that installed into the empty range and let go before the
+ * handler carried anything leaves the page to the handler (lifecycle.c:
+ * remnant_rescue).
  */
 
 /* Bits of a run: which pages the holder installed. */
