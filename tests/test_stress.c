@@ -65,7 +65,35 @@ struct worker {
 	uint64_t ver;
 	uint8_t zero[OWN_PAGES];    /* discarded since the last fill */
 	uint64_t ops[8];
+	/* The last ops (index into ops[]), newest at (nlast - 1) % 16:
+	 * printed when an own page is wrong, as a trace to go on. */
+	uint8_t last[16];
+	uint64_t nlast;
 };
+
+static void own_report(struct worker *w, size_t page)
+{
+	static const char *const name[] = {
+		"migrate", "write", "pin", "dontneed",
+		"remap", "unmap", "shared", "shared_migrate",
+	};
+	char trace[256];
+	size_t len = 0;
+	hetmm_pfn_t pfn;
+	uint8_t vec = 0;
+	int rc = hetmm_addr_to_pfn(ctx, w->own + page * PS, &pfn);
+
+	for (uint64_t k = w->nlast > 16 ? w->nlast - 16 : 0; k < w->nlast; k++)
+		len += (size_t)snprintf(trace + len, sizeof(trace) - len, " %s",
+					name[w->last[k % 16]]);
+	mincore(w->own + page * PS, PS, &vec);
+	fprintf(stderr,
+		"stress: worker %u own page %zu (slot %u, %p): %s, %s;"
+		" last ops, oldest first:%s\n",
+		w->id, page, w->cur, (void *)(w->own + page * PS),
+		rc == 0 ? "on a device" : "not on a device",
+		(vec & 1) ? "resident" : "not resident", trace);
+}
 
 static uint64_t rnd(struct worker *w)
 {
@@ -84,11 +112,13 @@ static int migrate_ok(int rc)
 static void own_verify(struct worker *w)
 {
 	for (size_t i = 0; i < OWN_PAGES; i++) {
-		if (w->zero[i])
-			CHECK_EQ(t_nonzero_pages(w->own + i * PS, 1), 0);
-		else
-			CHECK_EQ(t_verify_from(w->own + i * PS, 1, w->ver, i),
-				 0);
+		int bad = w->zero[i] ? t_nonzero_pages(w->own + i * PS, 1) != 0
+				     : t_verify_from(w->own + i * PS, 1, w->ver,
+						     i) != 0;
+
+		CHECK(!bad);
+		if (bad)
+			own_report(w, i);
 	}
 }
 
@@ -326,6 +356,7 @@ static void *worker_main(void *v)
 
 		while (r >= wt[k])
 			r -= wt[k++];
+		w->last[w->nlast++ % 16] = (uint8_t)k;
 		ops[k](w);
 		w->ops[k]++;
 		op_shared_touch(w);
