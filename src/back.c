@@ -26,8 +26,10 @@
 #include "ctx.h"
 #include "entry.h"
 #include "notifier.h"
+#include "order.h"
 #include "pagemap.h"
 #include "shadow.h"
+#include "testhook.h"
 
 /* A claim we hold orders us after the commit that counted its frame in
  * nr_zero, and the frame is not freed under us: a count of 0 means none
@@ -64,11 +66,31 @@ static void frame_drop(struct hetmm_ctx *ctx, uint64_t pfn, bool resident)
 		atomic_fetch_sub(&ctx->stats.device_resident, 1);
 }
 
+/* Where the process page the frame of a claimed device entry backs is
+ * now: mremap may have carried the claim (lifecycle.c, carry_claim). */
+static uint64_t claim_owner_vpn(uint64_t claim)
+{
+	uint64_t idx;
+	struct hetmm_pagemap *pgmap = pfn_pagemap(shadow_pfn(claim), &idx);
+	return addr_to_vpn(atomic_load(&pagemap_page(pgmap, idx)->owner) &
+			   PAGE_MASK);
+}
+
 bool publish_or_drop(struct hetmm_ctx *ctx, uint64_t vpn, uint64_t claim,
 		     uint64_t e, bool resident)
 {
-	if (shadow_release(&ctx->shadow, vpn, claim, e))
+	uint64_t at = vpn;
+	enum shadow_let_go st;
+	/* A claim mremap carried is published where it went; only claims
+	 * of device pages are ever carried. */
+	while ((st = shadow_release(&ctx->shadow, at, claim, e)) ==
+	       LET_GO_MOVED && shadow_on_device(claim))
+		at = claim_owner_vpn(claim);
+	if (st == LET_GO_DONE) {
+		if (at != vpn)
+			uffd_wake(ctx->uffd.fd, vpn_to_addr(at), PAGE_SIZE);
 		return true;
+	}
 	if (shadow_on_device(e))
 		frame_drop(ctx, shadow_pfn(e), resident);
 	return false;
@@ -123,16 +145,117 @@ void back_count(struct hetmm_ctx *ctx, int64_t installed, int64_t left)
 	atomic_fetch_sub(&ctx->stats.device_resident, left);
 }
 
-/* The pages left the device: clear the shadow, free the frames. */
-static void release_frames(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
-			   uint64_t vpn, uint64_t idx0, size_t run,
-			   uint64_t free_flags)
+/* The pages left the device: free the frames (their entries are 0). */
+static void release_frames(struct hetmm_pagemap *pgmap, uint64_t idx0,
+			   size_t run, uint64_t free_flags)
 {
 	uint32_t idx[CHUNK_PAGES];
 	for (size_t k = 0; k < run; k++)
 		idx[k] = (uint32_t)(idx0 + k);
-	shadow_store_run(&ctx->shadow, vpn, run, 0);
 	pagemap_free(pgmap, idx, run, free_flags);
+}
+
+/* ------------------------------------------------------------------------
+ * Claims mremap carried
+ *
+ * The process can mremap a range while a thread other than the handler
+ * holds device pages of it (eviction, a migration back): the kernel moves
+ * the mapping at once, the handler learns of it from the REMAP event
+ * after the fact, and carries the claims to the new addresses
+ * (lifecycle.c).  The holder may meanwhile have put its pages at the old
+ * addresses: before the move (the kernel took them along), or after it,
+ * into the empty range MREMAP_DONTUNMAP leaves, or nowhere (the old range
+ * is gone).  When it lets go, each page whose claim went elsewhere goes
+ * where its process page is now.  An install the kernel refused may be
+ * such a page whose claim is not carried yet: the kernel lets no install
+ * in while an event waits to be read, so the REMAP has been read, and the
+ * holder waits for the handler to handle it (handler_sync) first.  A
+ * holder that installed into the empty range and let go before the
+ * handler carried anything leaves the page to the handler (lifecycle.c:
+ * remnant_rescue).
+ */
+
+/* Bits of a run: which pages the holder installed. */
+#define RUN_WORDS (CHUNK_PAGES / 64)
+
+static bool run_bit(const uint64_t *bits, size_t k)
+{
+	return (bits[k / 64] >> (k % 64)) & 1;
+}
+
+static void run_set(uint64_t *bits, size_t from, size_t n)
+{
+	for (size_t k = from; k < from + n; k++)
+		bits[k / 64] |= 1ULL << (k % 64);
+}
+
+/* Move the page installed at from (a range MREMAP_DONTUNMAP emptied) to
+ * to, where its process page is now. */
+static bool move_installed(struct hetmm_ctx *ctx, uintptr_t from,
+			   uintptr_t to)
+{
+	if (ctx->frames.fd >= 0 &&
+	    uffd_fill(ctx->uffd.fd, FILL_MOVE, to, from, PAGE_SIZE, 0) > 0)
+		return true;
+	if (uffd_fill(ctx->uffd.fd, FILL_COPY, to, from, PAGE_SIZE, 0) <= 0)
+		return false;
+	madvise((void *)from, PAGE_SIZE, MADV_DONTNEED);
+	return true;
+}
+
+/*
+ * Put one page at to, its claim's new place: it is at from if here (or
+ * at to already, if the kernel's move took it along), else it comes from
+ * the run's source.  Returns whether the page is at to.
+ */
+static bool relocate(struct hetmm_ctx *ctx, uint64_t from_vpn,
+		     uint64_t to_vpn, bool here, enum uffd_fill op,
+		     uintptr_t src)
+{
+	uintptr_t from = vpn_to_addr(from_vpn), to = vpn_to_addr(to_vpn);
+	if (here && vma_page_present(&ctx->vmaq, to))
+		return true;
+	if (here && vma_page_present(&ctx->vmaq, from) &&
+	    move_installed(ctx, from, to))
+		return true;
+	/* Not installed, or lost with the old range: a copy or a zero page
+	 * is still at the source; a move's frame still holds the page
+	 * unless the move took it. */
+	if (op == FILL_MOVE && here)
+		return false;
+	return uffd_fill(ctx->uffd.fd, op, to, src, PAGE_SIZE, 0) > 0 ||
+	       vma_page_present(&ctx->vmaq, to);
+}
+
+/*
+ * Let go of the claims of a run whose pages left the device (installed
+ * where inst says, from src by op): each entry becomes 0 where its claim
+ * is now, after its page went there.  Returns the change in pages
+ * installed.
+ */
+static int64_t let_go_run(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+			  uint64_t vpn, uint64_t idx0, size_t run,
+			  const uint64_t *inst, enum uffd_fill op,
+			  uintptr_t src)
+{
+	int64_t delta = 0;
+	for (size_t k = 0; k < run; k++) {
+		uint64_t claim = shadow_busy(shadow_device(
+					pagemap_pfn(pgmap, idx0 + k)));
+		uint64_t at = vpn + k;
+		bool here = run_bit(inst, k), was = here;
+		while (shadow_release(&ctx->shadow, at, claim, 0) ==
+		       LET_GO_MOVED) {
+			uint64_t to = claim_owner_vpn(claim);
+			here = relocate(ctx, at, to, here, op,
+					src ? src + k * PAGE_SIZE : 0);
+			at = to;
+		}
+		if (at != vpn + k)
+			uffd_wake(ctx->uffd.fd, vpn_to_addr(at), PAGE_SIZE);
+		delta += (int64_t)here - (int64_t)was;
+	}
+	return delta;
 }
 
 /* Source for UFFDIO_COPY of a run: the device itself, or staging. */
@@ -198,6 +321,7 @@ size_t back_install(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	uintptr_t dst = vpn_to_addr(vpn);
 	size_t done = 0;
 	bool single = false;
+	uint64_t inst[RUN_WORDS] = { 0 };
 	while (done < run) {
 		size_t off = done * PAGE_SIZE;
 		long got = uffd_fill(ctx->uffd.fd, op, dst + off,
@@ -205,6 +329,7 @@ size_t back_install(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 				     (single ? 1 : run - done) * PAGE_SIZE,
 				     (how & BACK_ONCE) ? FILL_ONCE : 0);
 		if (got > 0) {
+			run_set(inst, done, (size_t)got / PAGE_SIZE);
 			installed += (size_t)got / PAGE_SIZE;
 			done += (size_t)got / PAGE_SIZE;
 			continue;
@@ -213,6 +338,7 @@ size_t back_install(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		 * said EAGAIN, say.  We hold the page, so nobody else put
 		 * it there. */
 		if (vma_page_present(&ctx->vmaq, dst + off)) {
+			run_set(inst, done, 1);
 			installed++;
 			done++;
 			continue;
@@ -237,14 +363,29 @@ size_t back_install(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	}
 	if (!done)
 		return 0;
+	/* Wake only once the shadow says "system": a thread that resumes
+	 * must find the page where hetmm says it is.  The handler handles
+	 * events itself, in order: none can have carried its claims. */
+	if (how & BACK_ONCE) {
+		shadow_store_run(&ctx->shadow, vpn, done, 0);
+	} else {
+		/* A page the kernel refused may have moved with its mapping
+		 * (the kernel lets no install in while an event waits to be
+		 * read, so it has been read): wait until the handler has
+		 * carried its claim.  A page installed where the mapping
+		 * used to be is the handler's to move (lifecycle.c). */
+		if (installed < done)
+			handler_sync(ctx);   /* never the handler: BACK_ONCE */
+		TEST_HOOK(TEST_HOOK_BACK_INSTALLED, dst, done * PAGE_SIZE);
+		installed = (size_t)((int64_t)installed +
+			let_go_run(ctx, pgmap, vpn, idx0, done, inst, op, src));
+	}
 	/* Unless it is left for later, a frame copied out of gives its
 	 * memory back now. */
 	if (op == FILL_COPY && (pgmap->flags & HETMM_PAGEMAP_REMAP) &&
 	    !(how & BACK_LAZY_EMPTY))
 		madvise((void *)src, done * PAGE_SIZE, MADV_DONTNEED);
-	/* Wake only once the shadow says "system": a thread that resumes
-	 * must find the page where hetmm says it is. */
-	release_frames(ctx, pgmap, vpn, idx0, done,
+	release_frames(pgmap, idx0, done,
 		       back_free_flags(pgmap, op, how & BACK_LAZY_EMPTY));
 	back_count(ctx, (int64_t)installed, (int64_t)done);
 	*installedp = installed;
@@ -306,6 +447,7 @@ size_t migrate_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 			    const uint64_t *claims, void **staging,
 			    unsigned how)
 {
+	TEST_HOOK(TEST_HOOK_BACK_CLAIMED, vpn_to_addr(vpn), n * PAGE_SIZE);
 	/* Devices stop using the pages before their contents move; a
 	 * device that held one exclusive learns that it lost it. */
 	back_invalidate(ctx, vpn, n, claims);

@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 
 #include "base.h"
+#include "lifecycle.h"
 #include "order.h"
 #include "shadow.h"
 #include "uffd.h"
@@ -64,6 +65,10 @@ struct hetmm_ctx {
 	/* hotplug.c: the pagemaps, under lock. */
 	pthread_mutex_t lock;
 	struct hetmm_pagemap *pagemaps;
+
+	/* lifecycle.c: ranges mremap vacated, their UNMAP still to come
+	 * (the handler's alone). */
+	struct vacated_ranges vacated;
 
 	/* notifier.c */
 	pthread_rwlock_t notifiers_lock;

@@ -78,6 +78,10 @@ struct fault_engine {
 	size_t npending;
 	uintptr_t last_fill_start;        /* the last fault-around window */
 	uintptr_t last_fill_end;
+	/* Sync faults (handler_sync) read ahead of events later in their
+	 * batch: answered at the batch's end. */
+	uintptr_t syncs[MAX_MIGRATORS];
+	unsigned nsyncs;
 	/* Allocated with the engine: the fault path allocates nothing. */
 	uint64_t *claims;                 /* CHUNK_PAGES entries */
 	void *staging;                    /* CHUNK_PAGES pages */
@@ -558,6 +562,14 @@ static bool event_pending_at(const struct hetmm_ctx *ctx, uintptr_t addr)
 	return false;
 }
 
+/* Lift a sync page's protection; if the kernel says an event waits to be
+ * read, the thread faults again and asks anew. */
+static void sync_answer(struct hetmm_ctx *ctx, uintptr_t addr)
+{
+	if (uffd_writeprotect(ctx->uffd.fd, addr, PAGE_SIZE, FILL_ONCE))
+		uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
+}
+
 static void handle_pagefault(struct hetmm_ctx *ctx, const struct uffd_msg *m)
 {
 	uintptr_t addr = (uintptr_t)m->arg.pagefault.address & PAGE_MASK;
@@ -565,9 +577,15 @@ static void handle_pagefault(struct hetmm_ctx *ctx, const struct uffd_msg *m)
 
 	if (is_sync_page(ctx, addr)) {
 		/* handler_sync(): everything before it is handled now.  Not
-		 * a fault of the process's: not counted. */
-		if (uffd_writeprotect(ctx->uffd.fd, addr, PAGE_SIZE, FILL_ONCE))
-			uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
+		 * a fault of the process's: not counted.  The kernel hands
+		 * out faults before events, so an event queued before the
+		 * sync may come later in this batch: then the answer waits
+		 * for the batch's end. */
+		if (ctx->fault->npending &&
+		    ctx->fault->nsyncs < MAX_MIGRATORS)
+			ctx->fault->syncs[ctx->fault->nsyncs++] = addr;
+		else
+			sync_answer(ctx, addr);
 		return;
 	}
 	if (event_pending_at(ctx, addr)) {
@@ -703,6 +721,11 @@ static void *fault_handler_main(void *arg)
 			handle_msg(ctx, &msgs[i]);
 		}
 		ctx->fault->npending = 0;
+		for (unsigned k = 0; k < ctx->fault->nsyncs; k++)
+			sync_answer(ctx, ctx->fault->syncs[k]);
+		ctx->fault->nsyncs = 0;
+		if (ctx->vacated.nrescue)
+			lifecycle_retry(ctx);
 		want = read_want(msgs, n, &last_tid);
 	}
 	return NULL;

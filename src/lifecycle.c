@@ -10,10 +10,17 @@
  *   madvise    REMOVE event (DONTNEED, FREE, REMOVE): device frames are
  *              freed, and the next access finds a hole and reads zeroes,
  *              as the kernel zaps a device-private entry.
- *   mremap     REMAP event: device entries move to the new address.
+ *   mremap     REMAP event: device entries move to the new address,
+ *              claimed ones too (their holder follows them), and pages
+ *              put at the old address after the move follow them.  The
+ *              UNMAP of the old range that comes after spares what
+ *              other REMAPs put there meanwhile.
+ *
+ * A coherent page a short-term pin holds outlives its munmap (orphan).
  *
  * UNMAP and REMAP arrive after the fact, REMOVE before; the caller of
  * munmap, madvise or mremap waits until the handler has read the event.
+ * docs/DESIGN.md, "Process lifecycle", tells the races this answers.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -29,6 +36,100 @@
 #include "order.h"
 #include "pagemap.h"
 #include "shadow.h"
+#include "testhook.h"
+
+/* ------------------------------------------------------------------------
+ * Pages put at an mremap's old place after the move
+ *
+ * A thread bringing device pages back installs them where their process
+ * pages were when it claimed them.  If the kernel moved the mapping in
+ * between and left an empty one behind (MREMAP_DONTUNMAP), the install
+ * lands there, and the holder may have let go of the claim before we
+ * carry it (carry_claim): the page then sits at the old address while
+ * the new one is empty.  The kernel moved every page the old range had,
+ * and the range is registered (a fault there waits for us), so a page
+ * present there now was put there since, by such a holder: it moves to
+ * the new address.  A fault at the new address waits meanwhile (its entry
+ * says "being filled").  The kernel refuses the move while an event waits
+ * to be read; then the move waits for the end of the batch that read
+ * it, and an event that changes either address since calls it off (what
+ * is at the old address then is another mapping's).
+ */
+
+static bool rescue_overlaps(const struct rescue *q, uintptr_t start,
+			    uintptr_t end)
+{
+	return (q->from >= start && q->from < end) ||
+	       (q->to >= start && q->to < end);
+}
+
+/* The rescue's new place is the process's again (0), its waiters woken. */
+static void rescue_end(struct hetmm_ctx *ctx, const struct rescue *q)
+{
+	_Atomic uint64_t *slot = shadow_slot(&ctx->shadow,
+					     addr_to_vpn(q->to), false);
+	uint64_t filling = shadow_filling();
+	if (slot)
+		atomic_compare_exchange_strong(slot, &filling, 0);
+	uffd_wake(ctx->uffd.fd, q->to, PAGE_SIZE);
+}
+
+/* Move the page now; false if the kernel says not yet. */
+static bool rescue_try(struct hetmm_ctx *ctx, const struct rescue *q)
+{
+	bool can_move = ctx->frames.fd >= 0;
+	long got = uffd_fill(ctx->uffd.fd, can_move ? FILL_MOVE : FILL_COPY,
+			     q->to, q->from, PAGE_SIZE, FILL_ONCE);
+	if (got == -EAGAIN)
+		return false;
+	/* Without UFFDIO_MOVE the old place keeps a copy: the handler may
+	 * not zap it (madvise would wait for the handler's own read). */
+	rescue_end(ctx, q);
+	return true;
+}
+
+static void rescue_cancel(struct hetmm_ctx *ctx, uintptr_t start,
+			  uintptr_t end)
+{
+	struct vacated_ranges *vr = &ctx->vacated;
+	for (unsigned i = 0; i < vr->nrescue;) {
+		if (rescue_overlaps(&vr->rescue[i], start, end)) {
+			rescue_end(ctx, &vr->rescue[i]);
+			vr->rescue[i] = vr->rescue[--vr->nrescue];
+		} else {
+			i++;
+		}
+	}
+}
+
+void lifecycle_retry(struct hetmm_ctx *ctx)
+{
+	struct vacated_ranges *vr = &ctx->vacated;
+	for (unsigned i = 0; i < vr->nrescue;) {
+		if (rescue_try(ctx, &vr->rescue[i]))
+			vr->rescue[i] = vr->rescue[--vr->nrescue];
+		else
+			i++;
+	}
+}
+
+static void rescue_one(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to)
+{
+	_Atomic uint64_t *slot = shadow_slot(&ctx->shadow, addr_to_vpn(to),
+					     true);
+	uint64_t e = 0;
+	/* A claim carried there: its holder moves the page itself. */
+	if (!slot || !atomic_compare_exchange_strong(slot, &e,
+						     shadow_filling()))
+		return;
+	struct rescue q = { .from = from, .to = to };
+	if (rescue_try(ctx, &q))
+		return;
+	if (ctx->vacated.nrescue < RESCUE_MAX)
+		ctx->vacated.rescue[ctx->vacated.nrescue++] = q;
+	else
+		rescue_end(ctx, &q);   /* no room: the page stays behind */
+}
 
 /* ------------------------------------------------------------------------
  * Discarding device pages: munmap and madvise
@@ -67,6 +168,36 @@ struct discard {
 };
 
 /*
+ * An unmapped coherent page a short-term hold of the pin API keeps (the
+ * kernel keeps a pinned page until its last unpin): its frame stays
+ * allocated, its bytes in the device's memory, and the word an orphan
+ * that the last release frees (pin.c, pagemap_unhold).  The address is
+ * the process's to map anew meanwhile; only a migration of its new page
+ * waits for that release.  Returns whether the page is dealt with.
+ */
+static bool orphan_if_held(struct hetmm_ctx *ctx, _Atomic uint64_t *slot,
+			   uint64_t claim)
+{
+	uint64_t pfn = shadow_pfn(claim);
+	switch (pagemap_orphan(pfn)) {
+	case ORPHAN_NOT_HELD:
+		return false;
+	case ORPHAN_KEPT:
+		atomic_store(slot, shadow_orphan(claim));
+		/* A last release between the two saw our claim, not the
+		 * orphan, and left the word to us. */
+		if (!pagemap_is_orphan(pfn))
+			shadow_forget_orphan(slot, pfn);
+		break;
+	case ORPHAN_FREED:
+		atomic_store(slot, 0);
+		break;
+	}
+	atomic_fetch_sub(&ctx->stats.device_resident, 1);
+	return true;
+}
+
+/*
  * Claim a device page for discarding.  A page someone else holds is
  * theirs to finish: on munmap it is marked GONE, so that they drop it
  * rather than publish it; madvise leaves it alone, since our own
@@ -79,6 +210,9 @@ static int discard_one(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
 	uint64_t claim;
 	if (!shadow_claim_to_drop(&d->drop.ctx->shadow, vpn, slot, d->unmap,
 				  &claim))
+		return 0;
+	if (d->unmap && shadow_is_coherent(claim) &&
+	    orphan_if_held(d->drop.ctx, slot, claim))
 		return 0;
 	/* A discarded coherent page stays mapped where it is, a page of
 	 * the device's file: it reads as zeroes again. */
@@ -105,17 +239,53 @@ static void discard_range(struct hetmm_ctx *ctx, uintptr_t start,
 	STAT_ADD(ctx, discarded_pages, d.drop.dropped);
 }
 
-void lifecycle_unmap(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
+static void unmap_range(struct hetmm_ctx *ctx, uintptr_t start,
+			uintptr_t end)
 {
-	/* A coherent mapping swapped by a migrator: nothing was lost. */
-	if (migrators_own(ctx, start, end))
+	if (start >= end)
 		return;
 	notifiers_invalidate(ctx, start, end, HETMM_EVENT_UNMAP);
 	discard_range(ctx, start, end, true);
 }
 
+/* The record of the mremap that vacated exactly [start, end), taken. */
+static bool vacated_take(struct hetmm_ctx *ctx, uintptr_t start,
+			 uintptr_t end, struct vacated *out)
+{
+	for (unsigned i = 0; i < VACATED_MAX; i++) {
+		struct vacated *v = &ctx->vacated.r[i];
+		if (v->start == start && v->end == end) {
+			*out = *v;
+			v->start = v->end = 0;
+			return true;
+		}
+	}
+	return false;
+}
+
+void lifecycle_unmap(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	/* A coherent mapping swapped by a migrator: nothing was lost. */
+	if (migrators_own(ctx, start, end))
+		return;
+	if (ctx->vacated.nrescue)
+		rescue_cancel(ctx, start, end);
+	/* The late UNMAP of an mremap's old range: the REMAP carried what
+	 * was there; what later REMAPs put there stays. */
+	struct vacated v;
+	if (vacated_take(ctx, start, end, &v) && v.keep_lo < v.keep_hi) {
+		unmap_range(ctx, start, v.keep_lo);
+		unmap_range(ctx, v.keep_hi, end);
+		return;
+	}
+	unmap_range(ctx, start, end);
+}
+
 void lifecycle_discard(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 {
+	TEST_HOOK(TEST_HOOK_EVENT_DISCARD, start, end - start);
+	if (ctx->vacated.nrescue)
+		rescue_cancel(ctx, start, end);
 	/* A migrator's own zap of pages it copied to a device: the
 	 * migration told notifiers already. */
 	if (!migrators_zapping(ctx, start, end))
@@ -147,20 +317,51 @@ static void frame_set_owner(uint64_t pfn, uintptr_t addr)
 }
 
 /*
+ * A device page someone holds (eviction, a migration back, a pin
+ * bringing it home): it stays theirs, but at its new address.  The claim
+ * moves there and the frame's owner names the new address; the claimer
+ * finds it so when it lets go (back.c: claim_follow), and puts the page
+ * there.  A fault at the new address meanwhile finds the claim and waits
+ * for the claimer's wake.
+ */
+static bool carry_claim(struct remap *r, _Atomic uint64_t *slot,
+			uint64_t claim, uint64_t to)
+{
+	_Atomic uint64_t *dst = shadow_slot(&r->drop.ctx->shadow, to, true);
+	if (!dst || !shadow_carry_begin(slot, claim, dst))
+		return false;
+	frame_set_owner(shadow_pfn(claim), vpn_to_addr(to));
+	shadow_carry_end(slot);
+	r->moved++;
+	return true;
+}
+
+/*
  * Carry one device entry to its new address.  The handler is the only
  * one to fault pages back, and it is busy here, so the page cannot come
- * back meanwhile; claiming it keeps explicit migrations off it.
+ * back meanwhile; claiming it keeps explicit migrations off it.  A page
+ * someone else claimed is carried claimed (carry_claim).
  */
 static int remap_one(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
 {
 	struct remap *r = arg;
-	uint64_t e = atomic_load(slot);
-	if (!shadow_claimable(e) ||
-	    !shadow_claim(&r->drop.ctx->shadow, vpn, slot, &e,
-			  shadow_busy(e)))
-		return 0;   /* in a migration's hands: see the notes above */
-
 	uint64_t to = r->to_vpn + (vpn - r->from_vpn);
+	uint64_t e;
+	for (;;) {
+		e = atomic_load(slot);
+		if (shadow_claimed_device(e)) {
+			if (carry_claim(r, slot, e, to) ||
+			    atomic_load(slot) == e)
+				return 0;   /* carried, or nowhere to go */
+			continue;           /* let go of meanwhile */
+		}
+		if (!shadow_claimable(e))
+			return 0;   /* a system page in a migration's hands */
+		if (shadow_claim(&r->drop.ctx->shadow, vpn, slot, &e,
+				 shadow_busy(e)))
+			break;
+	}
+
 	_Atomic uint64_t *dst = shadow_slot(&r->drop.ctx->shadow, to, true);
 	uint64_t empty = 0;
 	frame_set_owner(shadow_pfn(e), vpn_to_addr(to));
@@ -174,11 +375,59 @@ static int remap_one(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
 	return 0;
 }
 
+/*
+ * After a REMAP: its old range may be vacated, with the UNMAP to come
+ * (without MREMAP_DONTUNMAP; with it no UNMAP comes, and the record only
+ * waits for an UNMAP of exactly that range, which then spares nothing
+ * but what REMAPs put there).  Pages this REMAP put into a range still
+ * waiting for its UNMAP are spared by it.
+ */
+static void vacated_note(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
+			 size_t len)
+{
+	for (unsigned i = 0; i < VACATED_MAX; i++) {
+		struct vacated *v = &ctx->vacated.r[i];
+		uintptr_t lo = MAX(v->start, to), hi = MIN(v->end, to + len);
+		if (!v->start || lo >= hi)
+			continue;
+		if (v->keep_lo >= v->keep_hi) {
+			v->keep_lo = lo;
+			v->keep_hi = hi;
+		} else {
+			v->keep_lo = MIN(v->keep_lo, lo);
+			v->keep_hi = MAX(v->keep_hi, hi);
+		}
+	}
+	struct vacated *v = &ctx->vacated.r[ctx->vacated.next++ % VACATED_MAX];
+	*v = (struct vacated){ .start = from, .end = from + len };
+}
+
+static void remnant_rescue(struct hetmm_ctx *ctx, uintptr_t from,
+			   uintptr_t to, size_t len)
+{
+	uint8_t pf[CHUNK_PAGES];
+	for (size_t off = 0; off < len;) {
+		size_t n = MIN((len - off) >> PAGE_SHIFT, (size_t)CHUNK_PAGES);
+		if (vma_page_presence(&ctx->vmaq, from + off, n, pf))
+			return;
+		for (size_t k = 0; k < n; k++)
+			if (pf[k] & PG_PRESENT)
+				rescue_one(ctx, from + off + k * PAGE_SIZE,
+					   to + off + k * PAGE_SIZE);
+		off += n * PAGE_SIZE;
+	}
+}
+
 void lifecycle_remap(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
 		     size_t len)
 {
 	if (migrators_own(ctx, from, from + len))
 		return;   /* a coherent mapping swapped into place */
+	TEST_HOOK(TEST_HOOK_EVENT_REMAP, from, len);
+	if (ctx->vacated.nrescue) {
+		rescue_cancel(ctx, from, from + len);
+		rescue_cancel(ctx, to, to + len);
+	}
 	notifiers_invalidate(ctx, from, from + len, HETMM_EVENT_REMAP);
 	notifiers_invalidate(ctx, to, to + len, HETMM_EVENT_REMAP);
 	struct remap r = {
@@ -189,5 +438,7 @@ void lifecycle_remap(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
 		      remap_one, &r);
 	drop_flush(&r.drop);
 	STAT_ADD(ctx, remapped_pages, r.moved);
+	vacated_note(ctx, from, to, len);
+	remnant_rescue(ctx, from, to, len);
 }
 

@@ -10,9 +10,39 @@
 
 struct hetmm_ctx;
 
+/*
+ * A range an mremap vacated, whose UNMAP event is still to come: the
+ * kernel queues it only once the REMAP is read, so another thread's
+ * REMAP into the range can come first.  keep_lo..keep_hi spans what such
+ * REMAPs put there since, which the late UNMAP must spare.  The
+ * handler's alone (lifecycle.c).
+ */
+struct vacated {
+	uintptr_t start, end;             /* none while start is 0 */
+	uintptr_t keep_lo, keep_hi;       /* none while equal */
+};
+#define VACATED_MAX 16
+
+/* A page to move from an mremap's old place to its new one, once the
+ * kernel lets us (lifecycle.c: remnant_rescue). */
+struct rescue {
+	uintptr_t from, to;
+};
+#define RESCUE_MAX 16
+
+struct vacated_ranges {
+	struct vacated r[VACATED_MAX];
+	unsigned next;                    /* the slot to reuse next */
+	struct rescue rescue[RESCUE_MAX];
+	unsigned nrescue;
+};
+
 void lifecycle_unmap(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end);
 void lifecycle_discard(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end);
 void lifecycle_remap(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
 		     size_t len);
+/* After a batch of messages: pages an mremap left behind that the kernel
+ * would not let us move yet (an event was waiting to be read). */
+void lifecycle_retry(struct hetmm_ctx *ctx);
 
 #endif /* HETMM_LIFECYCLE_H */

@@ -71,10 +71,12 @@ bool is_migrator(struct hetmm_ctx *ctx, pid_t tid)
 }
 
 /*
- * A write to the slot's own write-protected sync page is a fault, and the
- * handler takes messages in the order the kernel queued them: once it has
- * lifted the protection, it has handled every event read before.  A fault,
- * unlike an madvise, holds nobody else's userfaultfd calls up meanwhile.
+ * A write to the slot's own write-protected sync page is a fault.  The
+ * kernel refuses to lift the protection while an event raised before
+ * waits to be read, and the handler lifts it only once no event is left
+ * later in its batch (the kernel hands out faults first: fault.c): then
+ * it has handled every event raised before.  A fault, unlike an madvise,
+ * holds nobody else's userfaultfd calls up meanwhile.
  */
 static void sync_through(struct hetmm_ctx *ctx, struct migrator *m)
 {

@@ -125,7 +125,8 @@ int hetmm_page_get_info(const struct hetmm_page *page,
 		info->refcount = atomic_load(&page->refcount);
 		info->pincount = atomic_load(&page->pincount);
 		info->owner = (uintptr_t)(owner & PAGE_MASK);
-		info->flags = (uint32_t)(owner & ~PAGE_MASK & ~PAGE_STALE);
+		info->flags = (uint32_t)(owner & ~PAGE_MASK & ~PAGE_STALE &
+				      ~PAGE_ORPHAN);
 		info->pagemap = pgmap;
 		info->index = (uint64_t)(page - pgmap->pages);
 		rc = 0;
@@ -332,6 +333,19 @@ static _Atomic uint32_t *hold_count(uint64_t pfn, bool pin, uint32_t *floor)
 	return pin ? &pgmap->pages[idx].pincount : &pgmap->pages[idx].refcount;
 }
 
+/* No hold left on p beyond the mapping's own reference. */
+static bool page_unheld(struct hetmm_page *p)
+{
+	return atomic_load(&p->refcount) <= 1 && !atomic_load(&p->pincount);
+}
+
+/* Take the orphan mark off p: true for the one caller that did. */
+static bool orphan_take(struct hetmm_page *p)
+{
+	return atomic_fetch_and(&p->owner, ~(uint64_t)PAGE_ORPHAN) &
+	       PAGE_ORPHAN;
+}
+
 int pagemap_unhold(uint64_t pfn, bool pin)
 {
 	uint32_t floor = 0;
@@ -345,8 +359,56 @@ int pagemap_unhold(uint64_t pfn, bool pin)
 			break;
 		}
 	}
+	/* The last hold of a page the process unmapped: the frame is
+	 * free now, as the kernel frees a pinned page at the last unpin. */
+	uint64_t idx;
+	struct hetmm_pagemap *pgmap = rc == 0 ? pfn_pagemap(pfn, &idx) : NULL;
+	if (pgmap && (atomic_load(&pgmap->pages[idx].owner) & PAGE_ORPHAN) &&
+	    page_unheld(&pgmap->pages[idx]) &&
+	    orphan_take(&pgmap->pages[idx])) {
+		uint32_t i = (uint32_t)idx;
+		pagemap_free(pgmap, &i, 1, 0);
+		rc = 1;
+	}
 	pthread_rwlock_unlock(&sections_lock);
 	return rc;
+}
+
+/*
+ * A hold raises its count and then looks at the entry (pagemap_hold);
+ * the caller claimed the entry before this.  Our mark goes on before we
+ * look at the counts, a last release drops its count before it looks at
+ * the mark: one of the two sees the other, and orphan_take() makes sure
+ * only one of us frees the frame.
+ */
+enum pagemap_orphan pagemap_orphan(uint64_t pfn)
+{
+	enum pagemap_orphan r = ORPHAN_NOT_HELD;
+	uint64_t idx;
+	pthread_rwlock_rdlock(&sections_lock);
+	struct hetmm_pagemap *pgmap = pfn_pagemap(pfn, &idx);
+	if (pgmap && pagemap_is_coherent(pgmap)) {
+		struct hetmm_page *p = &pgmap->pages[idx];
+		atomic_fetch_or(&p->owner, PAGE_ORPHAN);
+		if (!page_unheld(p))
+			r = ORPHAN_KEPT;
+		else
+			r = orphan_take(p) ? ORPHAN_NOT_HELD : ORPHAN_FREED;
+	}
+	pthread_rwlock_unlock(&sections_lock);
+	return r;
+}
+
+bool pagemap_is_orphan(uint64_t pfn)
+{
+	uint64_t idx;
+	bool orphan = false;
+	pthread_rwlock_rdlock(&sections_lock);
+	struct hetmm_pagemap *pgmap = pfn_pagemap(pfn, &idx);
+	if (pgmap)
+		orphan = atomic_load(&pgmap->pages[idx].owner) & PAGE_ORPHAN;
+	pthread_rwlock_unlock(&sections_lock);
+	return orphan;
 }
 
 int pagemap_hold_counts(uint64_t pfn, uint64_t *refs, uint64_t *pins)

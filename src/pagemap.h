@@ -30,6 +30,12 @@ struct hetmm_page {
  * flag for a frame given back unused).  Never reported. */
 #define PAGE_STALE (1u << 11)
 
+/* In the owner word of an allocated coherent frame: the process
+ * unmapped its page while the pin API held it.  The frame stays
+ * allocated, its bytes where they are, until the last hold is dropped,
+ * which frees it (pagemap_unhold).  Never reported. */
+#define PAGE_ORPHAN (1u << 10)
+
 /* Pagemap number s owns the frame numbers [s << 32, (s << 32) + n). */
 #define PFN_SECTION_SHIFT 32
 #define PFN_MAX_SECTIONS 256
@@ -179,8 +185,19 @@ void pagemap_put(struct hetmm_pagemap *pgmap);
  */
 int pagemap_hold(uint64_t pfn, _Atomic uint64_t *slot, uint64_t e, bool pin,
 		 bool longterm);
-/* Drop what a hold took; -EINVAL if the page holds none. */
+/* Drop what a hold took; -EINVAL if the page holds none, 1 if that was
+ * the last hold of an orphaned frame (PAGE_ORPHAN), now freed. */
 int pagemap_unhold(uint64_t pfn, bool pin);
+/*
+ * The process unmapped the claimed coherent page of frame pfn: orphan
+ * the frame if holds keep it (ORPHAN_KEPT); else it is the caller's to
+ * drop (ORPHAN_NOT_HELD), unless the last hold was dropped meanwhile and
+ * freed it (ORPHAN_FREED).
+ */
+enum pagemap_orphan { ORPHAN_NOT_HELD, ORPHAN_KEPT, ORPHAN_FREED };
+enum pagemap_orphan pagemap_orphan(uint64_t pfn);
+/* Is frame pfn still orphaned (not freed by its last release yet)? */
+bool pagemap_is_orphan(uint64_t pfn);
 /* References and pins held on the page. */
 int pagemap_hold_counts(uint64_t pfn, uint64_t *refs, uint64_t *pins);
 /* Does the coherent page pfn carry references or pins?  (Looked at under

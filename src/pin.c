@@ -295,8 +295,16 @@ static int release_one(_Atomic uint64_t *slot, bool pin)
 	uint64_t e = atomic_load_explicit(slot, memory_order_acquire);
 	/* Fixed pages, and coherent pages held in place (a claim on one
 	 * that is held backs off: the word may say BUSY for a moment). */
-	if (shadow_is_fixed(e) || shadow_on_device(e))
-		return pagemap_unhold(shadow_pfn(e), pin);
+	if (shadow_is_fixed(e) || shadow_on_device(e)) {
+		int rc = pagemap_unhold(shadow_pfn(e), pin);
+		/* The last hold of a coherent page the process unmapped
+		 * (lifecycle.c: an orphan): its frame is free now. */
+		if (rc > 0) {
+			shadow_forget_orphan(slot, shadow_pfn(e));
+			rc = 0;
+		}
+		return rc;
+	}
 	return shadow_unhold(slot, pin);
 }
 

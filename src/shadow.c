@@ -168,14 +168,61 @@ bool claim_system_page(_Atomic uint64_t *slot, uint64_t *e)
 	return false;
 }
 
-bool shadow_release(struct shadow *sh, uint64_t vpn, uint64_t claim,
-		    uint64_t e)
+/* The word of a claim once no carry of it is under way. */
+static uint64_t claim_settled(_Atomic uint64_t *slot, uint64_t claim)
+{
+	uint64_t v = atomic_load_explicit(slot, memory_order_acquire);
+	while (v == (claim | SHADOW_MOVED_)) {
+		sched_yield();   /* the handler, between two stores */
+		v = atomic_load_explicit(slot, memory_order_acquire);
+	}
+	return v;
+}
+
+enum shadow_let_go shadow_claim_at(struct shadow *sh, uint64_t vpn,
+				   uint64_t claim)
+{
+	uint64_t v = claim_settled(shadow_slot(sh, vpn, false), claim);
+	if (v == claim)
+		return LET_GO_DONE;
+	return v == (claim | SHADOW_GONE_) ? LET_GO_GONE : LET_GO_MOVED;
+}
+
+enum shadow_let_go shadow_release(struct shadow *sh, uint64_t vpn,
+				  uint64_t claim, uint64_t e)
 {
 	_Atomic uint64_t *slot = shadow_slot(sh, vpn, false);
-	if (atomic_compare_exchange_strong(slot, &claim, e))
+	for (;;) {
+		uint64_t v = claim;
+		if (atomic_compare_exchange_strong(slot, &v, e))
+			return LET_GO_DONE;
+		v = claim_settled(slot, claim);
+		if (v == claim)
+			continue;   /* a carry that gave up */
+		if (v != (claim | SHADOW_GONE_))
+			return LET_GO_MOVED;
+		/* Only the claimer clears a claim marked GONE. */
+		atomic_store_explicit(slot, 0, memory_order_release);
+		return LET_GO_GONE;
+	}
+}
+
+bool shadow_carry_begin(_Atomic uint64_t *from, uint64_t claim,
+			_Atomic uint64_t *to)
+{
+	uint64_t v = claim;
+	if (!atomic_compare_exchange_strong(from, &v, claim | SHADOW_MOVED_))
+		return false;
+	v = 0;
+	if (atomic_compare_exchange_strong(to, &v, claim))
 		return true;
-	atomic_store_explicit(slot, 0, memory_order_release);
+	atomic_store_explicit(from, claim, memory_order_release);
 	return false;
+}
+
+void shadow_carry_end(_Atomic uint64_t *from)
+{
+	atomic_store_explicit(from, 0, memory_order_release);
 }
 
 bool shadow_claim_to_drop(struct shadow *sh, uint64_t vpn,
@@ -184,6 +231,8 @@ bool shadow_claim_to_drop(struct shadow *sh, uint64_t vpn,
 {
 	uint64_t e = atomic_load(slot);
 	while (e & (SHADOW_DEVICE_ | SHADOW_BUSY_)) {
+		if (shadow_is_orphan(e))
+			return false;   /* unmapped already, kept for holds */
 		if (e & SHADOW_BUSY_) {
 			if (!mark_gone || (e & SHADOW_GONE_))
 				return false;

@@ -16,6 +16,15 @@
  *                           already (0 in a moment)
  *   BUSY | GONE [| ...]     claimed, and the process unmapped the page
  *                           meanwhile: the claimer must not publish it
+ *   BUSY | MOVED | ...      for a moment, while the handler carries a
+ *                           claimed device page to where mremap moved
+ *                           its process page (shadow_carry_begin); then
+ *                           the claim lives at the address its frame's
+ *                           owner names, and this word is 0
+ *   GONE | DEVICE | pfn     an orphan: a coherent page the process
+ *                           unmapped while the pin API held it; the
+ *                           frame stays the holders' until the last
+ *                           release (the kernel keeps a pinned page)
  *   n (no flag bits)        system page with references or pins taken
  *                           by the pin API: n = refs + pins * PIN_BIAS
  *   FIXED | pfn             CPU-addressable device memory (FS_DAX,
@@ -56,8 +65,9 @@ void shadow_destroy(struct shadow *sh);
 #define SHADOW_BUSY_ (1ULL << 62)
 #define SHADOW_FIXED_ (1ULL << 61)
 #define SHADOW_GONE_ (1ULL << 60)
+#define SHADOW_MOVED_ (1ULL << 59)
 #define SHADOW_FLAGS_ (SHADOW_DEVICE_ | SHADOW_BUSY_ | SHADOW_FIXED_ | \
-		       SHADOW_GONE_)
+		       SHADOW_GONE_ | SHADOW_MOVED_)
 #define SHADOW_PFN_MASK_ ((1ULL << 56) - 1)
 
 static inline uint64_t shadow_pfn(uint64_t e)
@@ -114,7 +124,37 @@ static inline bool shadow_is_held(uint64_t e)
 /* On a device, and nobody holds it: a page a claim may take. */
 static inline bool shadow_claimable(uint64_t e)
 {
-	return (e & (SHADOW_DEVICE_ | SHADOW_BUSY_)) == SHADOW_DEVICE_;
+	return (e & (SHADOW_DEVICE_ | SHADOW_BUSY_ | SHADOW_GONE_)) ==
+	       SHADOW_DEVICE_;
+}
+
+/* A claimed device page (not a bare claim, not one marked GONE): one that
+ * mremap may have to carry along (shadow_carry_begin). */
+static inline bool shadow_claimed_device(uint64_t e)
+{
+	return (e & (SHADOW_DEVICE_ | SHADOW_BUSY_ | SHADOW_GONE_ |
+		     SHADOW_MOVED_)) == (SHADOW_DEVICE_ | SHADOW_BUSY_);
+}
+
+/* The orphan of the claimed coherent entry claim (see the table), and
+ * whether e is one. */
+static inline uint64_t shadow_orphan(uint64_t claim)
+{
+	return (claim & ~SHADOW_BUSY_) | SHADOW_GONE_;
+}
+
+static inline bool shadow_is_orphan(uint64_t e)
+{
+	return (e & (SHADOW_DEVICE_ | SHADOW_BUSY_ | SHADOW_GONE_)) ==
+	       (SHADOW_DEVICE_ | SHADOW_GONE_);
+}
+
+/* The orphan of frame pfn at slot is gone (its frame freed): 0 again,
+ * unless the word is something else by now. */
+static inline void shadow_forget_orphan(_Atomic uint64_t *slot, uint64_t pfn)
+{
+	uint64_t e = SHADOW_DEVICE_ | SHADOW_GONE_ | pfn;
+	atomic_compare_exchange_strong(slot, &e, 0);
 }
 
 /* e claimed, and the claim let go of. */
@@ -207,13 +247,36 @@ size_t claim_device_run(struct shadow *sh, uint64_t vpn, size_t n,
 /* Claim the system page of slot (0 -> bare BUSY), waiting a little for a
  * page being filled; false with the entry found in *e otherwise. */
 bool claim_system_page(_Atomic uint64_t *slot, uint64_t *e);
+/* Where a claim is when its claimer lets go of it. */
+enum shadow_let_go {
+	LET_GO_DONE,      /* here: e published */
+	LET_GO_GONE,      /* the process unmapped the page: entry cleared */
+	LET_GO_MOVED,     /* mremap carried the claim to the address its
+			   * frame's owner names: this word, untouched, is
+			   * someone else's now; let go of it there */
+};
 /*
- * Let go of the claim (an entry with BUSY) on vpn by publishing e,
- * unless the process unmapped the page meanwhile and marked the claim
- * GONE: then the entry is cleared.  Returns whether e was published.
+ * Let go of the claim (an entry with BUSY) on vpn by publishing e, unless
+ * the process unmapped the page meanwhile and marked the claim GONE (the
+ * entry is cleared) or mremap carried it elsewhere (see the enum).  A
+ * carry under way is waited out: the handler finishes it at once.
  */
-bool shadow_release(struct shadow *sh, uint64_t vpn, uint64_t claim,
-		    uint64_t e);
+enum shadow_let_go shadow_release(struct shadow *sh, uint64_t vpn,
+				  uint64_t claim, uint64_t e);
+/* The same look without letting go: DONE if the claim is still at vpn. */
+enum shadow_let_go shadow_claim_at(struct shadow *sh, uint64_t vpn,
+				   uint64_t claim);
+/*
+ * mremap moved the process page of the claimed device entry claim from
+ * *from to the address of *to (the handler, lifecycle.c): mark the claim
+ * MOVED at from, and put it at to, which must be 0.  False, with nothing
+ * changed, if either word is not as expected.  Between begin and end the
+ * caller makes the frame's owner name the new address; end clears from,
+ * and the claim is to's.
+ */
+bool shadow_carry_begin(_Atomic uint64_t *from, uint64_t claim,
+			_Atomic uint64_t *to);
+void shadow_carry_end(_Atomic uint64_t *from);
 /*
  * Claim a device page whose process page is gone (munmap) or discarded
  * (madvise), for dropping: returns true with the claimed entry in

@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * testhook.h - points where a test can stop a thread of the library, to
+ * open a race window on purpose instead of hoping a soak hits it.
+ *
+ * Built only with the CMake option HETMM_TEST_HOOKS (on by default, as
+ * the tests need it; -DHETMM_TEST_HOOKS=OFF builds a library without
+ * them).  Where built, a hook costs one load of a pointer that is NULL
+ * unless a test set it, and a branch predicted not taken; it sits where a
+ * run of pages is claimed or an event is handled, never per page.  Not
+ * part of the public API: the shared library does not export the pointer
+ * (libhetmm.map), only tests linked with the static library can set it.
+ */
+#ifndef HETMM_TESTHOOK_H
+#define HETMM_TESTHOOK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum test_hook_point {
+	/* A thread other than the handler claimed device pages [addr,
+	 * addr + len) to bring them back (eviction, migration back, a
+	 * pin), and copies nothing yet. */
+	TEST_HOOK_BACK_CLAIMED,
+	/* It installed them at [addr, addr + len), and the handler has
+	 * handled every event read before: it lets go of the claims next. */
+	TEST_HOOK_BACK_INSTALLED,
+	/* The handler is about to handle the process's event on [addr,
+	 * addr + len): MADV_* discard (REMOVE), mremap from there (REMAP;
+	 * read already, so the mremap may have returned). */
+	TEST_HOOK_EVENT_DISCARD,
+	TEST_HOOK_EVENT_REMAP,
+};
+
+#ifdef HETMM_TEST_HOOKS
+/* Set by a test (atomically: the handler reads it); called with the
+ * point and the range. */
+extern void (*test_hook)(enum test_hook_point point, uintptr_t addr,
+			 size_t len);
+#define TEST_HOOK(point, addr, len)                                      \
+	do {                                                             \
+		void (*hook_)(enum test_hook_point, uintptr_t, size_t) = \
+			__atomic_load_n(&test_hook, __ATOMIC_ACQUIRE);   \
+		if (__builtin_expect(hook_ != NULL, 0))                  \
+			hook_((point), (addr), (len));                   \
+	} while (0)
+#else
+#define TEST_HOOK(point, addr, len) ((void)0)
+#endif
+
+#endif /* HETMM_TESTHOOK_H */

@@ -1,0 +1,493 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_window: races whose window a test hook holds open (src/testhook.h),
+ * so that each run takes the path that loses bytes, instead of a soak
+ * hoping to hit it.
+ *
+ * Part 1, mremap learnt of after the fact: a thread bringing device pages
+ * back (a migration back, an eviction) holds them claimed while the
+ * process mremaps their range, with and without MREMAP_DONTUNMAP, before
+ * and after the holder installed them; or the holder installs them and
+ * lets go while the handler, having read the REMAP, has not handled it
+ * yet.  Every byte must be at the new address, the old range (DONTUNMAP)
+ * empty, no frame lost.
+ *
+ * Part 2, mremap's late UNMAP: the handler is held on an event while one
+ * thread mremaps X away and another mremaps Z onto the vacated X; the
+ * kernel queues the first thread's UNMAP of X only once its REMAP is read,
+ * after the second thread's REMAP onto X.  Z's pages, on a device, must
+ * survive at X.
+ *
+ * Part 3, munmap of a coherent page a short-term pin holds: its frame
+ * stays allocated, and its bytes where the device keeps them, until the
+ * last unpin, which succeeds and frees it.  No hook needed: the pin
+ * holds the window open.
+ */
+#include <pthread.h>
+#include <sched.h>
+#include <stdbool.h>
+
+#include "t.h"
+#include "pagemap.h"
+#include "tdrv.h"
+#include "testhook.h"
+
+static struct hetmm_ctx *ctx;
+
+/* ------------------------------------------------------------------------
+ * The hook: each of two stops holds the first thread that reaches its
+ * point with a range overlapping [lo, hi), until released.
+ */
+struct stop {
+	int point;                 /* -1: none */
+	uintptr_t lo, hi;
+	int state;                 /* 0 armed, 1 a thread stopped, 2 go */
+};
+static struct stop stops[2] = { { .point = -1 }, { .point = -1 } };
+
+static void hook(enum test_hook_point point, uintptr_t addr, size_t len)
+{
+	for (int i = 0; i < 2; i++) {
+		struct stop *s = &stops[i];
+		int armed = 0;
+
+		if ((int)point != __atomic_load_n(&s->point, __ATOMIC_ACQUIRE) ||
+		    addr >= s->hi || addr + len <= s->lo)
+			continue;
+		if (!__atomic_compare_exchange_n(&s->state, &armed, 1, 0,
+						 __ATOMIC_ACQ_REL,
+						 __ATOMIC_ACQUIRE))
+			continue;
+		while (__atomic_load_n(&s->state, __ATOMIC_ACQUIRE) != 2)
+			usleep(100);
+		return;
+	}
+}
+
+static void stop_arm(int i, enum test_hook_point point, const void *p,
+		     size_t n)
+{
+	stops[i].lo = (uintptr_t)p;
+	stops[i].hi = stops[i].lo + n * PS;
+	__atomic_store_n(&stops[i].state, 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&stops[i].point, (int)point, __ATOMIC_RELEASE);
+}
+
+/* Wait (bounded) for a thread to reach stop i. */
+static void stop_wait(int i)
+{
+	double until = t_now() + 20;
+
+	while (__atomic_load_n(&stops[i].state, __ATOMIC_ACQUIRE) != 1) {
+		REQUIRE(t_now() < until);
+		usleep(100);
+	}
+}
+
+static void stop_release(int i)
+{
+	__atomic_store_n(&stops[i].point, -1, __ATOMIC_RELEASE);
+	__atomic_store_n(&stops[i].state, 2, __ATOMIC_RELEASE);
+}
+
+static void hook_arm(enum test_hook_point point, const void *p, size_t n)
+{
+	stop_arm(0, point, p, n);
+}
+
+static void hook_wait_stopped(void)
+{
+	stop_wait(0);
+}
+
+static void hook_release(void)
+{
+	stop_release(0);
+}
+
+/* A reservation of npages nobody else will map over: PROT_NONE. */
+static char *reserve(size_t npages)
+{
+	void *p = mmap(NULL, npages * PS, PROT_NONE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	REQUIRE(p != MAP_FAILED);
+	return p;
+}
+
+/* ------------------------------------------------------------------------
+ * Part 1: mremap while another thread holds the pages.
+ */
+#define P1_PAGES 16
+
+struct back_job {
+	struct hetmm_pagemap *pg;      /* eviction: migrate filler here */
+	char *p;                       /* the range to bring back */
+	char *filler;
+	int rc;
+};
+
+static void *migrate_back_main(void *arg)
+{
+	struct back_job *j = arg;
+
+	j->rc = hetmm_migrate_to_system(ctx, j->p, P1_PAGES * PS, NULL);
+	return NULL;
+}
+
+/* Migrating the filler to a full evicting device evicts p's pages. */
+static void *evict_main(void *arg)
+{
+	struct back_job *j = arg;
+
+	j->rc = hetmm_migrate_to_device(j->pg, j->filler, P1_PAGES * PS, NULL);
+	return NULL;
+}
+
+/* When the mremap comes, for the holder of the pages. */
+enum when {
+	HELD_CLAIMED,     /* it claimed them, installed nothing yet */
+	HELD_INSTALLED,   /* it installed them, holds the claims still */
+	HANDLER_LATE,     /* it installs them and lets go between the
+			   * handler's read of the REMAP and its handling */
+};
+static const char *const when_name[] = {
+	"mremap before the install", "mremap after the install",
+	"install before the REMAP is handled",
+};
+
+struct p1_remap {
+	char *from, *to;
+	int flags;
+	char *r;
+};
+
+static void *p1_remap_main(void *arg)
+{
+	struct p1_remap *m = arg;
+
+	m->r = mremap(m->from, P1_PAGES * PS, P1_PAGES * PS,
+		      MREMAP_MAYMOVE | MREMAP_FIXED | m->flags, m->to);
+	return NULL;
+}
+
+static void remap_while_held(struct hetmm_pagemap *pg, bool evict,
+			     bool dontunmap, enum when when)
+{
+	const uint64_t seed = 0xa110 + (uint64_t)evict * 8 + dontunmap * 4 +
+			      (uint64_t)when;
+	char *p = t_map(P1_PAGES);
+	char *q = reserve(P1_PAGES);
+	struct back_job j = { .pg = pg, .p = p };
+	struct p1_remap m = { .from = p, .to = q,
+			      .flags = dontunmap ? MREMAP_DONTUNMAP : 0 };
+	pthread_t th, tr;
+	struct hetmm_pagemap_info info;
+
+	fprintf(stderr, "part 1: %s, %s, %s\n",
+		evict ? "eviction" : "migration back",
+		dontunmap ? "MREMAP_DONTUNMAP" : "plain mremap",
+		when_name[when]);
+	t_fill(p, P1_PAGES, seed);
+	REQUIRE_OK(hetmm_migrate_to_device(pg, p, P1_PAGES * PS, NULL));
+	REQUIRE(t_count_on_device(ctx, p, P1_PAGES) == P1_PAGES);
+	if (evict) {
+		j.filler = t_map(P1_PAGES);
+		t_fill(j.filler, P1_PAGES, seed + 100);
+	}
+
+	stop_arm(0, when == HELD_INSTALLED ? TEST_HOOK_BACK_INSTALLED :
+		 TEST_HOOK_BACK_CLAIMED, p, P1_PAGES);
+	REQUIRE(pthread_create(&th, NULL, evict ? evict_main :
+			       migrate_back_main, &j) == 0);
+	stop_wait(0);
+	if (when != HANDLER_LATE) {
+		/* The pages are claimed (and installed, for the second
+		 * point): move the range under the holder's feet. */
+		p1_remap_main(&m);
+		stop_release(0);
+		REQUIRE(pthread_join(th, NULL) == 0);
+	} else {
+		/* Hold the handler once it has read the REMAP (so the
+		 * mremap may return), and let the holder run meanwhile. */
+		stop_arm(1, TEST_HOOK_EVENT_REMAP, p, P1_PAGES);
+		REQUIRE(pthread_create(&tr, NULL, p1_remap_main, &m) == 0);
+		stop_wait(1);
+		stop_release(0);
+		/* With DONTUNMAP the holder installs into the empty range
+		 * left behind and lets go; without, the kernel holds its
+		 * install off until the UNMAP is read. */
+		if (dontunmap)
+			REQUIRE(pthread_join(th, NULL) == 0);
+		stop_release(1);
+		if (!dontunmap)
+			REQUIRE(pthread_join(th, NULL) == 0);
+		REQUIRE(pthread_join(tr, NULL) == 0);
+	}
+	REQUIRE(m.r == q);
+	CHECK_OK(j.rc);
+
+	/* Every byte at the new address; nothing left behind. */
+	CHECK_EQ(t_verify(q, P1_PAGES, seed), 0);
+	if (dontunmap) {
+		CHECK_EQ(t_nonzero_pages(p, P1_PAGES), 0);
+		t_unmap(p, P1_PAGES);
+	}
+	if (evict) {
+		CHECK_EQ(t_verify(j.filler, P1_PAGES, seed + 100), 0);
+		t_unmap(j.filler, P1_PAGES);
+	}
+	CHECK_EQ(t_count_on_device(ctx, q, P1_PAGES), 0);
+	t_unmap(q, P1_PAGES);
+	REQUIRE_OK(hetmm_pagemap_get_info(pg, &info));
+	CHECK_EQ(t_settled_free(pg, info.nr_pages), info.nr_pages);
+	CHECK_EQ(t_stats(ctx).device_resident, 0);
+}
+
+static void part1(void)
+{
+	struct hetmm_emu *emu;
+	struct hetmm_pagemap *pg;
+	struct td copying, evicting;
+
+	/* Pages move back by UFFDIO_MOVE (emulated), or are copied from a
+	 * staging copy (copying); the evicting device holds exactly one
+	 * range, so that the filler evicts it all. */
+	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64,
+				    &emu));
+	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	REQUIRE_OK(td_add(ctx, &copying, 64, TD_COPY,
+			  HETMM_MEMORY_DEVICE_PRIVATE, 0));
+	REQUIRE_OK(td_add(ctx, &evicting, P1_PAGES, TD_REMAP,
+			  HETMM_MEMORY_DEVICE_PRIVATE, HETMM_PAGEMAP_EVICT));
+	for (int dontunmap = 0; dontunmap < 2; dontunmap++)
+		for (enum when w = HELD_CLAIMED; w <= HANDLER_LATE; w++) {
+			remap_while_held(pg, false, dontunmap, w);
+			remap_while_held(copying.pg, false, dontunmap, w);
+			remap_while_held(evicting.pg, true, dontunmap, w);
+		}
+	CHECK_OK(hetmm_pagemap_remove(evicting.pg));
+	CHECK_OK(hetmm_pagemap_remove(copying.pg));
+	td_free(&evicting);
+	td_free(&copying);
+	CHECK_OK(hetmm_emu_destroy(emu));
+}
+
+/* ------------------------------------------------------------------------
+ * Part 2: the late UNMAP of an mremap's old range.
+ */
+#define P2_PAGES 16
+
+struct remapper {
+	char *from, *to;
+	pid_t tid;
+	int go;
+	char *r;
+};
+
+static void *remapper_main(void *arg)
+{
+	struct remapper *m = arg;
+
+	__atomic_store_n(&m->tid, gettid(), __ATOMIC_RELEASE);
+	while (!__atomic_load_n(&m->go, __ATOMIC_ACQUIRE))
+		usleep(100);
+	m->r = mremap(m->from, P2_PAGES * PS, P2_PAGES * PS,
+		      MREMAP_MAYMOVE | MREMAP_FIXED, m->to);
+	return NULL;
+}
+
+/* The thread's scheduler state ('D': waiting for its event to be read,
+ * which the kernel does uninterruptibly). */
+static char task_state(pid_t tid)
+{
+	char path[64], buf[256], *s;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+	f = fopen(path, "r");
+	if (!f)
+		return '?';
+	s = fgets(buf, sizeof(buf), f);
+	fclose(f);
+	s = s ? strrchr(buf, ')') : NULL;
+	return s && s[1] == ' ' ? s[2] : '?';
+}
+
+/* Let a remapper thread (started beforehand: a thread's start maps its
+ * stack and more, which could take the range the first remapper
+ * vacates) go, and wait until the kernel moved the mapping and the thread
+ * waits for its REMAP to be read. */
+static void start_remapper(struct remapper *m)
+{
+	double until = t_now() + 20;
+	pid_t tid;
+
+	while (!(tid = __atomic_load_n(&m->tid, __ATOMIC_ACQUIRE)))
+		usleep(100);
+	__atomic_store_n(&m->go, 1, __ATOMIC_RELEASE);
+	while (task_state(tid) != 'D') {
+		REQUIRE(t_now() < until);
+		usleep(200);
+	}
+}
+
+static void *discard_main(void *arg)
+{
+	REQUIRE(madvise(arg, PS, MADV_DONTNEED) == 0);
+	return NULL;
+}
+
+static void part2(void)
+{
+	struct hetmm_emu *emu;
+	struct hetmm_pagemap *pg;
+	struct hetmm_pagemap_info info;
+	char *trig = t_map(1);
+	char *x = t_map(P2_PAGES), *z = t_map(P2_PAGES);
+	char *y = reserve(P2_PAGES), *z_to;
+	struct remapper m1 = { .from = x, .to = y };
+	struct remapper m2 = { .from = z, .to = x };
+	pthread_t th1, th2, thd;
+
+	fprintf(stderr, "part 2: late UNMAP of a vacated range\n");
+	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64,
+				    &emu));
+	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	t_fill(x, P2_PAGES, 21);
+	t_fill(z, P2_PAGES, 22);
+	t_fill(trig, 1, 23);
+	REQUIRE_OK(hetmm_migrate_to_device(pg, x, P2_PAGES * PS, NULL));
+	REQUIRE_OK(hetmm_migrate_to_device(pg, z, P2_PAGES * PS, NULL));
+	/* The trigger page is registered with the userfaultfd once it has
+	 * been on a device: its discard reaches the handler. */
+	REQUIRE_OK(hetmm_migrate_to_device(pg, trig, PS, NULL));
+	REQUIRE_OK(hetmm_migrate_to_system(ctx, trig, PS, NULL));
+
+	REQUIRE(pthread_create(&th1, NULL, remapper_main, &m1) == 0);
+	REQUIRE(pthread_create(&th2, NULL, remapper_main, &m2) == 0);
+	/* Hold the handler on the trigger's REMOVE event. */
+	hook_arm(TEST_HOOK_EVENT_DISCARD, trig, 1);
+	REQUIRE(pthread_create(&thd, NULL, discard_main, trig) == 0);
+	hook_wait_stopped();
+	REQUIRE(pthread_join(thd, NULL) == 0);
+	/* X moves to Y: its REMAP waits to be read, its UNMAP of X will
+	 * follow only then.  Z moves onto the vacated X: its REMAP queues
+	 * before that UNMAP. */
+	start_remapper(&m1);
+	start_remapper(&m2);
+	hook_release();
+	REQUIRE(pthread_join(th1, NULL) == 0);
+	REQUIRE(pthread_join(th2, NULL) == 0);
+	REQUIRE(m1.r == y);
+	REQUIRE(m2.r == x);
+	z_to = x;
+
+	CHECK_EQ(t_verify(y, P2_PAGES, 21), 0);
+	CHECK_EQ(t_verify(z_to, P2_PAGES, 22), 0);
+	t_unmap(y, P2_PAGES);
+	t_unmap(z_to, P2_PAGES);
+	t_unmap(trig, 1);
+	REQUIRE_OK(hetmm_pagemap_get_info(pg, &info));
+	CHECK_EQ(t_settled_free(pg, info.nr_pages), info.nr_pages);
+	CHECK_EQ(t_stats(ctx).device_resident, 0);
+	CHECK_OK(hetmm_emu_destroy(emu));
+}
+
+/* ------------------------------------------------------------------------
+ * Part 3: munmap of a coherent page a short-term pin holds.
+ */
+#define P3_FRAMES 8
+
+static const uint64_t *frame_bytes(struct hetmm_pagemap *pg, uint64_t idx)
+{
+	return pg->ops->page_address(pg, idx);
+}
+
+static uint64_t settled_free(struct hetmm_pagemap *pg, uint64_t want)
+{
+	return t_settled_free(pg, want);
+}
+
+static void part3(void)
+{
+	struct hetmm_emu *emu;
+	struct hetmm_pagemap *pg;
+	struct hetmm_pagemap_info pinfo;
+	struct hetmm_page_info info;
+	struct hetmm_page *page;
+	hetmm_pfn_t pfn;
+	/* Mapped first: the filler must not take the address p gives up. */
+	char *p = t_map(4), *filler = t_map(P3_FRAMES);
+	void *pinned[1];
+	uint64_t idx, refs, pins;
+	uint64_t want[PS / 8];
+
+	fprintf(stderr, "part 3: munmap of a pinned coherent page\n");
+	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_COHERENT,
+				    P3_FRAMES, &emu));
+	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	REQUIRE_OK(hetmm_pagemap_get_info(pg, &pinfo));
+	t_fill(p, 4, 31);
+	memcpy(want, p + PS, PS);
+	REQUIRE_OK(hetmm_migrate_to_device(pg, p, 4 * PS, NULL));
+	REQUIRE_OK(hetmm_addr_to_pfn(ctx, p + PS, &pfn));
+	idx = hetmm_pfn_number(pfn) - hetmm_pfn_number(pinfo.first_pfn);
+	/* A short-term pin holds the coherent page in place. */
+	REQUIRE(hetmm_pin_user_pages(ctx, p + PS, 1, 0, pinned) == 1);
+	REQUIRE_OK(hetmm_addr_to_pfn(ctx, p + PS, &pfn));
+	CHECK_EQ(hetmm_pfn_number(pfn) - hetmm_pfn_number(pinfo.first_pfn),
+		 idx);
+
+	t_unmap(p, 4);
+	/* The three unpinned frames are free, the pinned one is not. */
+	CHECK_EQ(settled_free(pg, P3_FRAMES - 1), P3_FRAMES - 1);
+	REQUIRE_OK(hetmm_pfn_to_page(pfn, &page));
+	REQUIRE_OK(hetmm_page_get_info(page, &info));
+	CHECK(info.flags & HETMM_PAGE_ALLOCATED);
+	CHECK_EQ(info.pincount, 1);
+	/* Fill the device: the pinned frame is not handed out, its bytes
+	 * stay what the pin saw. */
+	t_fill(filler, P3_FRAMES, 32);
+	CHECK(hetmm_migrate_to_device(pg, filler, P3_FRAMES * PS, NULL) == 0);
+	CHECK_EQ(t_count_on_device(ctx, filler, P3_FRAMES), P3_FRAMES - 1);
+	CHECK(memcmp(frame_bytes(pg, idx), want, PS) == 0);
+	/* The address is the process's again: mapped anew, it reads the
+	 * new mapping's zeroes. */
+	REQUIRE(mmap(p, 4 * PS, PROT_READ | PROT_WRITE,
+		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == p);
+	CHECK_EQ(t_nonzero_pages(p, 4), 0);
+	CHECK_EQ(hetmm_addr_to_pfn(ctx, p + PS, &pfn), -ENOENT);
+	CHECK_OK(hetmm_user_page_holds(ctx, p + PS, &refs, &pins));
+	CHECK_EQ(pins, 1);
+
+	/* The last unpin succeeds and frees the frame. */
+	CHECK_OK(hetmm_unpin_user_pages(ctx, pinned, 1));
+	CHECK_EQ(hetmm_unpin_user_pages(ctx, pinned, 1), -EINVAL);
+	REQUIRE_OK(hetmm_page_get_info(page, &info));
+	CHECK(!(info.flags & HETMM_PAGE_ALLOCATED));
+	CHECK_EQ(info.pincount, 0);
+	CHECK_EQ(settled_free(pg, 1), 1);
+	/* And the new page at the address migrates like any other. */
+	t_fill(p, 4, 33);
+	t_unmap(filler, P3_FRAMES);
+	CHECK_OK(hetmm_migrate_to_device(pg, p, 4 * PS, NULL));
+	CHECK_EQ(t_count_on_device(ctx, p, 4), 4);
+	CHECK_EQ(t_verify(p, 4, 33), 0);
+	t_unmap(p, 4);
+	CHECK_EQ(settled_free(pg, P3_FRAMES), P3_FRAMES);
+	CHECK_EQ(t_stats(ctx).device_resident, 0);
+	CHECK_OK(hetmm_emu_destroy(emu));
+}
+
+int main(void)
+{
+	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
+	__atomic_store_n(&test_hook, hook, __ATOMIC_RELEASE);
+	part1();
+	part2();
+	part3();
+	__atomic_store_n(&test_hook, NULL, __ATOMIC_RELEASE);
+	CHECK_OK(hetmm_ctx_destroy(ctx));
+	return t_done();
+}
