@@ -49,7 +49,7 @@ bench-kernels: build
 
 # The stress test for a long while (the normal build; ctest runs it for
 # 2 s).  SOAK_SECONDS=n to change.
-SOAK_SECONDS ?= 300
+SOAK_SECONDS ?= 1800
 soak: build
 	HETMM_STRESS_SECONDS=$(SOAK_SECONDS) ./$(BUILD)/tests/test_stress
 
