@@ -80,7 +80,7 @@ struct fault_engine {
 	/* Allocated with the engine: the fault path allocates nothing. */
 	uint64_t *claims;                 /* CHUNK_PAGES entries */
 	void *staging;                    /* CHUNK_PAGES pages */
-	struct own_range own_doorbell, own_staging;
+	struct own_range own_doorbell, own_staging, own_stack;
 };
 
 /*
@@ -719,6 +719,7 @@ int fault_engine_create(struct hetmm_ctx *ctx)
 	struct fault_engine *f = calloc(1, sizeof(*f));
 	if (!f)
 		return -ENOMEM;
+	touch_pages(f, sizeof(*f));
 	ctx->fault = f;
 	/* Everything the fault path needs is allocated here, not there. */
 	f->staging = map_pages(CHUNK_PAGES, PROT_READ | PROT_WRITE);
@@ -726,6 +727,7 @@ int fault_engine_create(struct hetmm_ctx *ctx)
 	f->doorbell = map_pages(1, PROT_READ);
 	if (!f->staging || !f->claims || !f->doorbell)
 		return -ENOMEM;
+	touch_pages(f->claims, CHUNK_PAGES * sizeof(uint64_t));
 	entry_own(ctx, &f->own_doorbell, f->doorbell, PAGE_SIZE);
 	entry_own(ctx, &f->own_staging, f->staging, CHUNK_PAGES * PAGE_SIZE);
 	return uffd_register(ctx->uffd.fd, (uintptr_t)f->doorbell, PAGE_SIZE,
@@ -739,6 +741,7 @@ void fault_engine_destroy(struct hetmm_ctx *ctx)
 		return;
 	entry_disown(ctx, &f->own_doorbell);   /* harmless if never owned */
 	entry_disown(ctx, &f->own_staging);
+	entry_disown(ctx, &f->own_stack);
 	if (f->doorbell)
 		munmap(f->doorbell, PAGE_SIZE);
 	if (f->staging)
@@ -748,6 +751,27 @@ void fault_engine_destroy(struct hetmm_ctx *ctx)
 	ctx->fault = NULL;
 }
 
+/*
+ * The handler's stack is memory hetmm owns: a thread's stack is anonymous
+ * memory the kernel may merge with a mapping of the process's, and were
+ * it registered with the rest (watch.c), the handler would take a missing
+ * fault on its own stack as it grows, and wait for itself.
+ */
+static int own_handler_stack(struct hetmm_ctx *ctx)
+{
+	pthread_attr_t a;
+	void *addr;
+	size_t size;
+	int rc = -pthread_getattr_np(ctx->fault->handler, &a);
+	if (rc)
+		return rc;
+	rc = -pthread_attr_getstack(&a, &addr, &size);
+	if (!rc)
+		entry_own(ctx, &ctx->fault->own_stack, addr, size);
+	pthread_attr_destroy(&a);
+	return rc;
+}
+
 int fault_handler_start(struct hetmm_ctx *ctx)
 {
 	int rc = -pthread_create(&ctx->fault->handler, NULL,
@@ -755,7 +779,7 @@ int fault_handler_start(struct hetmm_ctx *ctx)
 	if (rc)
 		return rc;
 	ctx->fault->handler_running = true;
-	return 0;
+	return own_handler_stack(ctx);
 }
 
 /*

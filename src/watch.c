@@ -20,14 +20,105 @@
  * (fault.c, fault_zero), and munmap, madvise and mremap there raise
  * events that find no entries (lifecycle.c).  Memory hetmm owns is left
  * out even where the kernel merged it into the process's mapping: the
- * handler faulting on its own pages would wait for itself.
+ * handler faulting on its own pages would wait for itself.  The brk heap
+ * and the main stack are registered as asked, not whole: nobody mremaps
+ * them, hetmm's own allocations live in the heap, and every first touch
+ * of either would otherwise cost a round trip through the handler.  The
+ * handler's own data is written when it is allocated (so it is present,
+ * and a missing fault can't reach it whatever registration comes later),
+ * and its stack is owned (fault.c).
  */
+#include <errno.h>
+#include <pthread.h>
+
 #include "compat.h"
 #include "entry.h"
+#include "shadow.h"
 #include "uffd.h"
 #include "watch.h"
 
 #define WATCH_MODE (UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP)
+
+static pthread_mutex_t watchers_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct hetmm_ctx *watchers;
+
+void watch_join(struct hetmm_ctx *ctx)
+{
+	pthread_mutex_lock(&watchers_lock);
+	ctx->watch_next = watchers;
+	watchers = ctx;
+	pthread_mutex_unlock(&watchers_lock);
+}
+
+void watch_leave(struct hetmm_ctx *ctx)
+{
+	pthread_mutex_lock(&watchers_lock);
+	for (struct hetmm_ctx **pp = &watchers; *pp; pp = &(*pp)->watch_next) {
+		if (*pp == ctx) {
+			*pp = ctx->watch_next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&watchers_lock);
+}
+
+void watch_forget_all(void)
+{
+	watchers = NULL;
+	pthread_mutex_init(&watchers_lock, NULL);
+}
+
+static int any_entry(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
+{
+	(void)arg;
+	(void)vpn;
+	(void)slot;
+	return 1;
+}
+
+/* Has other nothing in [start, end): no page of its there, no memory it
+ * uses itself? */
+static bool holds_nothing(struct hetmm_ctx *other, uintptr_t start,
+			  uintptr_t end)
+{
+	return entry_user_range(other, (void *)start, end - start) == 0 &&
+	       !shadow_for_each(&other->shadow, addr_to_vpn(start),
+				addr_to_vpn(end), any_entry, NULL);
+}
+
+/*
+ * [start, end) is registered with another userfaultfd: most likely
+ * another context's, which registered it as part of a mapping it
+ * registered whole, the kernel having merged the two contexts' mappings.
+ * If no other context holds anything there, the range is handed over,
+ * so that each keeps its own, as before mappings were registered whole;
+ * otherwise -EBUSY stands.  Each other context's userfaultfd lets go
+ * (Linux 6.1 lets any userfaultfd unregister any; later kernels only the
+ * one that registered it).  A process with one context keeps -EBUSY: the
+ * registration is the program's own.
+ */
+static int take_over(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	int rc = -EBUSY;
+	pthread_mutex_lock(&watchers_lock);
+	bool others = false, free = true;
+	for (struct hetmm_ctx *o = watchers; o; o = o->watch_next) {
+		if (o == ctx)
+			continue;
+		others = true;
+		free = free && holds_nothing(o, start, end);
+	}
+	if (others && free) {
+		for (struct hetmm_ctx *o = watchers; o; o = o->watch_next)
+			if (o != ctx)
+				uffd_unregister(o->uffd.fd, start,
+						end - start);
+		rc = uffd_register(ctx->uffd.fd, start, end - start,
+				   WATCH_MODE, NULL);
+	}
+	pthread_mutex_unlock(&watchers_lock);
+	return rc;
+}
 
 int watch_vma(struct hetmm_ctx *ctx, const struct vma *v, uintptr_t start,
 	      uintptr_t end)
@@ -36,12 +127,15 @@ int watch_vma(struct hetmm_ctx *ctx, const struct vma *v, uintptr_t start,
 	end = MIN(end, v->end);
 	uintptr_t lo = v->start, hi = v->end;
 	entry_unowned_span(ctx, start, end, &lo, &hi);
-	if (uffd_register(ctx->uffd.fd, lo, hi - lo, WATCH_MODE, NULL) == 0)
+	if (!(v->flags & VMA_HEAP_STACK) &&
+	    uffd_register(ctx->uffd.fd, lo, hi - lo, WATCH_MODE, NULL) == 0)
 		return 0;
-	/* Unmapped or remapped since v was read: register what was asked,
-	 * which fails as the caller needs to hear if that is gone too. */
-	return uffd_register(ctx->uffd.fd, start, end - start, WATCH_MODE,
-			     NULL);
+	/* Part of the mapping is another userfaultfd's, or it changed
+	 * since v was read: register what was asked, which fails as the
+	 * caller needs to hear if that is gone too. */
+	int rc = uffd_register(ctx->uffd.fd, start, end - start, WATCH_MODE,
+			       NULL);
+	return rc == -EBUSY ? take_over(ctx, start, end) : rc;
 }
 
 void watch_range(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)

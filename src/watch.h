@@ -17,4 +17,11 @@ int watch_vma(struct hetmm_ctx *ctx, const struct vma *v, uintptr_t start,
  * other mappings, and gaps, are left alone. */
 void watch_range(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end);
 
+/* The contexts of the process, which may have to hand memory over to
+ * one another: a context joins once created, leaves before it goes. */
+void watch_join(struct hetmm_ctx *ctx);
+void watch_leave(struct hetmm_ctx *ctx);
+/* In a fork child: the parent's contexts are dead. */
+void watch_forget_all(void);
+
 #endif /* HETMM_WATCH_H */
