@@ -215,7 +215,9 @@ static void untouched_rest_is_fresh_memory(void)
  * Were it registered, the handler, filling a hole for a write by a copy
  * from it, would fault on its own source of zeroes and wait for itself
  * (the test would hang).  Run first: before any such fill has touched
- * the zero source.
+ * the zero source.  The zero source is the first thing a context maps,
+ * so main() holds the place above it (mmap places mappings top down)
+ * while the context is created, and gives it back for this.
  */
 static void own_memory_is_left_alone(void)
 {
@@ -245,7 +247,10 @@ static void own_memory_is_left_alone(void)
 
 int main(void)
 {
+	char *above_zero_src = t_map(4);
+
 	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
+	t_unmap(above_zero_src, 4);
 	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, NDEV,
 				    &emu));
 	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
