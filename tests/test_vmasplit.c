@@ -247,10 +247,13 @@ static void own_memory_is_left_alone(void)
 
 int main(void)
 {
-	char *above_zero_src = t_map(4);
+	/* Larger than any gap between the libraries: mapped below them
+	 * all, and the zero source right below it. */
+	enum { HOLD = 1024 };
+	char *above_zero_src = t_map(HOLD);
 
 	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
-	t_unmap(above_zero_src, 4);
+	t_unmap(above_zero_src, HOLD);
 	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, NDEV,
 				    &emu));
 	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
