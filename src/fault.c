@@ -67,6 +67,10 @@ struct fault_engine {
 	bool handler_running;
 	void *doorbell;                   /* touched to stop the handler */
 	bool doorbell_served;
+	/* The handler's way out: see fault_handler_stop(). */
+	pthread_mutex_t exit_lock;
+	pthread_cond_t exit_cond;
+	bool reading_done, may_exit;
 
 	struct fault_stream streams[FAULT_STREAMS];
 	unsigned stream_next;
@@ -660,6 +664,18 @@ static size_t read_want(const struct uffd_msg *msgs, size_t n,
 	return alone ? 1 : FAULT_READ_BATCH;
 }
 
+/* The handler reads no more: wait until it may exit (see
+ * fault_handler_stop). */
+static void handler_wait_exit(struct fault_engine *f)
+{
+	pthread_mutex_lock(&f->exit_lock);
+	f->reading_done = true;
+	pthread_cond_broadcast(&f->exit_cond);
+	while (!f->may_exit)
+		pthread_cond_wait(&f->exit_cond, &f->exit_lock);
+	pthread_mutex_unlock(&f->exit_lock);
+}
+
 static void *fault_handler_main(void *arg)
 {
 	struct hetmm_ctx *ctx = arg;
@@ -704,6 +720,7 @@ static void *fault_handler_main(void *arg)
 		ctx->fault->npending = 0;
 		want = read_want(msgs, n, &last_tid);
 	}
+	handler_wait_exit(ctx->fault);
 	return NULL;
 }
 
@@ -720,6 +737,8 @@ int fault_engine_create(struct hetmm_ctx *ctx)
 	if (!f)
 		return -ENOMEM;
 	touch_pages(f, sizeof(*f));
+	pthread_mutex_init(&f->exit_lock, NULL);
+	pthread_cond_init(&f->exit_cond, NULL);
 	ctx->fault = f;
 	/* Everything the fault path needs is allocated here, not there. */
 	f->staging = map_pages(CHUNK_PAGES, PROT_READ | PROT_WRITE);
@@ -747,6 +766,8 @@ void fault_engine_destroy(struct hetmm_ctx *ctx)
 	if (f->staging)
 		munmap(f->staging, CHUNK_PAGES * PAGE_SIZE);
 	free(f->claims);
+	pthread_cond_destroy(&f->exit_cond);
+	pthread_mutex_destroy(&f->exit_lock);
 	free(f);
 	ctx->fault = NULL;
 }
@@ -785,17 +806,28 @@ int fault_handler_start(struct hetmm_ctx *ctx)
 /*
  * The handler sleeps in a blocking read(); the way to reach it is a fault.
  * Touch the doorbell page: the handler resolves that last fault and
- * leaves.  The doorbell stays mapped: unmapping a registered page now
- * would wait for a reader that is gone, so the caller closes the
- * userfaultfd first (see ctx_free).
+ * leaves its loop.  The doorbell stays mapped: unmapping a registered page
+ * now would wait for a reader that is gone, so the userfaultfd is closed
+ * first.  And closed before the handler thread exits: what the thread's
+ * exit unmaps (a sanitizer's per-thread memory, say) may lie in a mapping
+ * registered whole (watch.c), and its event would wait for the thread
+ * itself to read it.
  */
 void fault_handler_stop(struct hetmm_ctx *ctx)
 {
-	if (ctx->fault && ctx->fault->handler_running) {
-		(void)*(volatile const char *)ctx->fault->doorbell;
-		pthread_join(ctx->fault->handler, NULL);
-		ctx->fault->handler_running = false;
-	}
+	struct fault_engine *f = ctx->fault;
+	if (!f || !f->handler_running)
+		return;
+	(void)*(volatile const char *)f->doorbell;
+	pthread_mutex_lock(&f->exit_lock);
+	while (!f->reading_done)
+		pthread_cond_wait(&f->exit_cond, &f->exit_lock);
+	uffd_close(&ctx->uffd);
+	f->may_exit = true;
+	pthread_cond_broadcast(&f->exit_cond);
+	pthread_mutex_unlock(&f->exit_lock);
+	pthread_join(f->handler, NULL);
+	f->handler_running = false;
 }
 
 bool fault_on_handler(const struct hetmm_ctx *ctx)
