@@ -41,12 +41,14 @@
 
 static pthread_mutex_t watchers_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct hetmm_ctx *watchers;
+static atomic_int nwatchers;
 
 void watch_join(struct hetmm_ctx *ctx)
 {
 	pthread_mutex_lock(&watchers_lock);
 	ctx->watch_next = watchers;
 	watchers = ctx;
+	atomic_fetch_add(&nwatchers, 1);
 	pthread_mutex_unlock(&watchers_lock);
 }
 
@@ -56,6 +58,7 @@ void watch_leave(struct hetmm_ctx *ctx)
 	for (struct hetmm_ctx **pp = &watchers; *pp; pp = &(*pp)->watch_next) {
 		if (*pp == ctx) {
 			*pp = ctx->watch_next;
+			atomic_fetch_sub(&nwatchers, 1);
 			break;
 		}
 	}
@@ -65,6 +68,7 @@ void watch_leave(struct hetmm_ctx *ctx)
 void watch_forget_all(void)
 {
 	watchers = NULL;
+	atomic_store(&nwatchers, 0);
 	pthread_mutex_init(&watchers_lock, NULL);
 }
 
@@ -87,15 +91,17 @@ static bool holds_nothing(struct hetmm_ctx *other, uintptr_t start,
 }
 
 /*
- * [start, end) is registered with another userfaultfd: most likely
- * another context's, which registered it as part of a mapping it
- * registered whole, the kernel having merged the two contexts' mappings.
- * If no other context holds anything there, the range is handed over,
- * so that each keeps its own, as before mappings were registered whole;
- * otherwise -EBUSY stands.  Each other context's userfaultfd lets go
- * (Linux 6.1 lets any userfaultfd unregister any; later kernels only the
- * one that registered it).  A process with one context keeps -EBUSY: the
- * registration is the program's own.
+ * [start, end) is registered with another userfaultfd: perhaps another
+ * context's, which registered it as part of a mapping it registered
+ * whole while it was the only one, the kernel having merged the two
+ * contexts' mappings.  If every other context that registered whole
+ * mappings holds nothing there, and none registered only what it was
+ * asked (that registration is a watch the caller must not take), the
+ * range is handed over, so that each keeps its own; otherwise -EBUSY
+ * stands.  Each other context's userfaultfd lets go (Linux 6.1 lets any
+ * userfaultfd unregister any; later kernels only the one that registered
+ * it).  A process with one context keeps -EBUSY: the registration is the
+ * program's own.
  */
 static int take_over(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 {
@@ -106,7 +112,8 @@ static int take_over(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 		if (o == ctx)
 			continue;
 		others = true;
-		free = free && holds_nothing(o, start, end);
+		free = free && atomic_load(&o->watched_whole) &&
+		       holds_nothing(o, start, end);
 	}
 	if (others && free) {
 		for (struct hetmm_ctx *o = watchers; o; o = o->watch_next)
@@ -127,9 +134,14 @@ int watch_vma(struct hetmm_ctx *ctx, const struct vma *v, uintptr_t start,
 	end = MIN(end, v->end);
 	uintptr_t lo = v->start, hi = v->end;
 	entry_unowned_span(ctx, start, end, &lo, &hi);
-	if (!(v->flags & VMA_HEAP_STACK) &&
-	    uffd_register(ctx->uffd.fd, lo, hi - lo, WATCH_MODE, NULL) == 0)
+	/* Only while the process has one context: the part of a merged
+	 * mapping another context would ask for later can't be told from
+	 * the part of one it watches. */
+	if (!(v->flags & VMA_HEAP_STACK) && atomic_load(&nwatchers) <= 1 &&
+	    uffd_register(ctx->uffd.fd, lo, hi - lo, WATCH_MODE, NULL) == 0) {
+		atomic_store(&ctx->watched_whole, true);
 		return 0;
+	}
 	/* Part of the mapping is another userfaultfd's, or it changed
 	 * since v was read: register what was asked, which fails as the
 	 * caller needs to hear if that is gone too. */
