@@ -55,10 +55,11 @@
  * gives, but costs a round trip through the handler (a few microseconds)
  * and never comes as a transparent huge page; munmap, mremap and madvise
  * there wait until the handler has read their event.  The brk heap and
- * the main thread's stack are registered only as far as asked.  Two
- * contexts whose mappings the kernel merged into one each keep their
- * own part; a range another userfaultfd of the program holds gives
- * -EBUSY.
+ * the main thread's stack are registered only as far as asked, and so is
+ * everything while two or more contexts are alive (a mapping one of them
+ * migrated part of is then split, and its mremap fails with EFAULT, as
+ * the kernel's HMM would not).  A range another userfaultfd of the
+ * program holds gives -EBUSY.
  */
 #ifndef HETMM_H
 #define HETMM_H
