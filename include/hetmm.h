@@ -44,6 +44,22 @@
  * here means the C library's, which runs pthread_atfork handlers; a raw
  * clone() without CLONE_VM bypasses them and the child reads zeroes where
  * the parent had device pages.)
+ *
+ * Mappings hetmm watches.  To hear of munmap, mremap and madvise, hetmm
+ * registers with its userfaultfd the private anonymous mapping around any
+ * range it migrates or a device faults in: the whole mapping, so that the
+ * process's own mremap() of it moves it as one (registering part of a
+ * mapping would split it, and mremap of a range of several mappings fails
+ * with EFAULT).  The rest of such a mapping is then served by hetmm's
+ * handler: a page first touched there is a zeroed page, as the kernel
+ * gives, but costs a round trip through the handler (a few microseconds)
+ * and never comes as a transparent huge page; munmap, mremap and madvise
+ * there wait until the handler has read their event.  The brk heap and
+ * the main thread's stack are registered only as far as asked, and so is
+ * everything while two or more contexts are alive (a mapping one of them
+ * migrated part of is then split, and its mremap fails with EFAULT, as
+ * the kernel's HMM would not).  A range another userfaultfd of the
+ * program holds gives -EBUSY.
  */
 #ifndef HETMM_H
 #define HETMM_H

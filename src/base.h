@@ -47,6 +47,21 @@ static inline uintptr_t vpn_to_addr(uint64_t vpn)
 	return (uintptr_t)(vpn << PAGE_SHIFT);
 }
 
+/*
+ * Write every page of [p, p + len), memory just allocated for data the
+ * fault handler uses: present from now on, it can never take a missing
+ * fault, whatever mapping around it is registered later (watch.c).  A
+ * fresh allocation may be untouched memory, and the handler faulting on
+ * a registered page would wait for itself.
+ */
+static inline void touch_pages(void *p, size_t len)
+{
+	for (size_t off = 0; off < len; off += PAGE_SIZE)
+		*((volatile char *)p + off) = *((volatile char *)p + off);
+	if (len)
+		*((volatile char *)p + len - 1) = *((volatile char *)p + len - 1);
+}
+
 /* Milliseconds of CLOCK_MONOTONIC, for bounded waits. */
 static inline uint64_t monotonic_ms(void)
 {

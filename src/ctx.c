@@ -22,6 +22,7 @@
 #include "hotplug.h"
 #include "notifier.h"
 #include "order.h"
+#include "watch.h"
 
 /* What the context asks of UFFDIO_API; it runs with what is offered. */
 #define CTX_WANTED_FEATURES \
@@ -101,6 +102,7 @@ int hetmm_ctx_create(struct hetmm_ctx **ctxp,
 	struct hetmm_ctx *ctx = calloc(1, sizeof(*ctx));
 	if (!ctx)
 		return -ENOMEM;
+	touch_pages(ctx, sizeof(*ctx));
 	ctx->uffd.fd = ctx->frames.fd = -1;
 	ctx->vmaq.maps_fd = ctx->vmaq.pagemap_fd = -1;
 	ctx->fault_around_max = params && params->fault_around_max ?
@@ -134,6 +136,7 @@ int hetmm_ctx_create(struct hetmm_ctx **ctxp,
 		rc = fork_register(ctx);
 	if (rc)
 		goto fail;
+	watch_join(ctx);
 	*ctxp = ctx;
 	return 0;
 fail:
@@ -157,6 +160,7 @@ int hetmm_ctx_destroy(struct hetmm_ctx *ctx)
 			return rc;
 	}
 	notifiers_release(ctx);
+	watch_leave(ctx);
 	ctx_free(ctx);
 	return 0;
 }

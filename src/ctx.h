@@ -79,6 +79,8 @@ struct hetmm_ctx {
 	pthread_rwlock_t fork_lock;
 	unsigned fork_gen;                /* fork_generation at creation */
 	struct hetmm_ctx *next;           /* every context, for fork */
+	struct hetmm_ctx *watch_next;     /* every context, for watch.c */
+	atomic_bool watched_whole;        /* registered a mapping whole */
 
 	/* Some mirror was ever granted exclusive access: until then no
 	 * migration back needs to look for exclusive frames. */

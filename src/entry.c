@@ -64,6 +64,19 @@ static bool owns_any(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 	return owned;
 }
 
+void entry_unowned_span(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end,
+			uintptr_t *lo, uintptr_t *hi)
+{
+	pthread_mutex_lock(&ctx->own_lock);
+	for (struct own_range *r = ctx->own; r; r = r->next) {
+		if (r->end <= start && r->end > *lo)
+			*lo = r->end;
+		if (r->start >= end && r->start < *hi)
+			*hi = r->start;
+	}
+	pthread_mutex_unlock(&ctx->own_lock);
+}
+
 int entry_user_range(struct hetmm_ctx *ctx, const void *addr, size_t len)
 {
 	int rc = entry_range(ctx, addr, len);

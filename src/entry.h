@@ -36,6 +36,10 @@ int check_user_range(const void *addr, size_t len);
 void entry_own(struct hetmm_ctx *ctx, struct own_range *r, const void *addr,
 	       size_t len);
 void entry_disown(struct hetmm_ctx *ctx, struct own_range *r);
+/* Narrow [*lo, *hi), which holds [start, end) and no memory hetmm owns
+ * there, to the largest span around [start, end) with none at all. */
+void entry_unowned_span(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end,
+			uintptr_t *lo, uintptr_t *hi);
 
 /* A call on ctx: -EINVAL without one, -ECHILD in a fork child. */
 int entry_ctx(const struct hetmm_ctx *ctx);

@@ -68,6 +68,10 @@ struct fault_engine {
 	bool handler_running;
 	void *doorbell;                   /* touched to stop the handler */
 	bool doorbell_served;
+	/* The handler's way out: see fault_handler_stop(). */
+	pthread_mutex_t exit_lock;
+	pthread_cond_t exit_cond;
+	bool reading_done, may_exit;
 
 	struct fault_stream streams[FAULT_STREAMS];
 	unsigned stream_next;
@@ -85,7 +89,7 @@ struct fault_engine {
 	/* Allocated with the engine: the fault path allocates nothing. */
 	uint64_t *claims;                 /* CHUNK_PAGES entries */
 	void *staging;                    /* CHUNK_PAGES pages */
-	struct own_range own_doorbell, own_staging;
+	struct own_range own_doorbell, own_staging, own_stack;
 };
 
 /*
@@ -679,6 +683,18 @@ static size_t read_want(const struct uffd_msg *msgs, size_t n,
 	return alone ? 1 : FAULT_READ_BATCH;
 }
 
+/* The handler reads no more: wait until it may exit (see
+ * fault_handler_stop). */
+static void handler_wait_exit(struct fault_engine *f)
+{
+	pthread_mutex_lock(&f->exit_lock);
+	f->reading_done = true;
+	pthread_cond_broadcast(&f->exit_cond);
+	while (!f->may_exit)
+		pthread_cond_wait(&f->exit_cond, &f->exit_lock);
+	pthread_mutex_unlock(&f->exit_lock);
+}
+
 static void *fault_handler_main(void *arg)
 {
 	struct hetmm_ctx *ctx = arg;
@@ -728,6 +744,7 @@ static void *fault_handler_main(void *arg)
 			lifecycle_retry(ctx);
 		want = read_want(msgs, n, &last_tid);
 	}
+	handler_wait_exit(ctx->fault);
 	return NULL;
 }
 
@@ -743,6 +760,9 @@ int fault_engine_create(struct hetmm_ctx *ctx)
 	struct fault_engine *f = calloc(1, sizeof(*f));
 	if (!f)
 		return -ENOMEM;
+	touch_pages(f, sizeof(*f));
+	pthread_mutex_init(&f->exit_lock, NULL);
+	pthread_cond_init(&f->exit_cond, NULL);
 	ctx->fault = f;
 	/* Everything the fault path needs is allocated here, not there. */
 	f->staging = map_pages(CHUNK_PAGES, PROT_READ | PROT_WRITE);
@@ -750,6 +770,7 @@ int fault_engine_create(struct hetmm_ctx *ctx)
 	f->doorbell = map_pages(1, PROT_READ);
 	if (!f->staging || !f->claims || !f->doorbell)
 		return -ENOMEM;
+	touch_pages(f->claims, CHUNK_PAGES * sizeof(uint64_t));
 	entry_own(ctx, &f->own_doorbell, f->doorbell, PAGE_SIZE);
 	entry_own(ctx, &f->own_staging, f->staging, CHUNK_PAGES * PAGE_SIZE);
 	return uffd_register(ctx->uffd.fd, (uintptr_t)f->doorbell, PAGE_SIZE,
@@ -763,11 +784,14 @@ void fault_engine_destroy(struct hetmm_ctx *ctx)
 		return;
 	entry_disown(ctx, &f->own_doorbell);   /* harmless if never owned */
 	entry_disown(ctx, &f->own_staging);
+	entry_disown(ctx, &f->own_stack);
 	if (f->doorbell)
 		munmap(f->doorbell, PAGE_SIZE);
 	if (f->staging)
 		munmap(f->staging, CHUNK_PAGES * PAGE_SIZE);
 	free(f->claims);
+	pthread_cond_destroy(&f->exit_cond);
+	pthread_mutex_destroy(&f->exit_lock);
 	free(f);
 	ctx->fault = NULL;
 }
@@ -800,6 +824,27 @@ static int start_signal_free_thread(pthread_t *th, void *(*fn)(void *),
 	return -rc;
 }
 
+/*
+ * The handler's stack is memory hetmm owns: a thread's stack is anonymous
+ * memory the kernel may merge with a mapping of the process's, and were
+ * it registered with the rest (watch.c), the handler would take a missing
+ * fault on its own stack as it grows, and wait for itself.
+ */
+static int own_handler_stack(struct hetmm_ctx *ctx)
+{
+	pthread_attr_t a;
+	void *addr;
+	size_t size;
+	int rc = -pthread_getattr_np(ctx->fault->handler, &a);
+	if (rc)
+		return rc;
+	rc = -pthread_attr_getstack(&a, &addr, &size);
+	if (!rc)
+		entry_own(ctx, &ctx->fault->own_stack, addr, size);
+	pthread_attr_destroy(&a);
+	return rc;
+}
+
 int fault_handler_start(struct hetmm_ctx *ctx)
 {
 	int rc = start_signal_free_thread(&ctx->fault->handler,
@@ -807,23 +852,34 @@ int fault_handler_start(struct hetmm_ctx *ctx)
 	if (rc)
 		return rc;
 	ctx->fault->handler_running = true;
-	return 0;
+	return own_handler_stack(ctx);
 }
 
 /*
  * The handler sleeps in a blocking read(); the way to reach it is a fault.
  * Touch the doorbell page: the handler resolves that last fault and
- * leaves.  The doorbell stays mapped: unmapping a registered page now
- * would wait for a reader that is gone, so the caller closes the
- * userfaultfd first (see ctx_free).
+ * leaves its loop.  The doorbell stays mapped: unmapping a registered page
+ * now would wait for a reader that is gone, so the userfaultfd is closed
+ * first.  And closed before the handler thread exits: what the thread's
+ * exit unmaps (a sanitizer's per-thread memory, say) may lie in a mapping
+ * registered whole (watch.c), and its event would wait for the thread
+ * itself to read it.
  */
 void fault_handler_stop(struct hetmm_ctx *ctx)
 {
-	if (ctx->fault && ctx->fault->handler_running) {
-		(void)*(volatile const char *)ctx->fault->doorbell;
-		pthread_join(ctx->fault->handler, NULL);
-		ctx->fault->handler_running = false;
-	}
+	struct fault_engine *f = ctx->fault;
+	if (!f || !f->handler_running)
+		return;
+	(void)*(volatile const char *)f->doorbell;
+	pthread_mutex_lock(&f->exit_lock);
+	while (!f->reading_done)
+		pthread_cond_wait(&f->exit_cond, &f->exit_lock);
+	uffd_close(&ctx->uffd);
+	f->may_exit = true;
+	pthread_cond_broadcast(&f->exit_cond);
+	pthread_mutex_unlock(&f->exit_lock);
+	pthread_join(f->handler, NULL);
+	f->handler_running = false;
 }
 
 bool fault_on_handler(const struct hetmm_ctx *ctx)

@@ -17,6 +17,8 @@ int fault_engine_create(struct hetmm_ctx *ctx);
  * doorbell is a registered page. */
 void fault_engine_destroy(struct hetmm_ctx *ctx);
 int fault_handler_start(struct hetmm_ctx *ctx);
+/* Stops the handler, closing the context's userfaultfd before the
+ * handler thread exits. */
 void fault_handler_stop(struct hetmm_ctx *ctx);
 /* Is the calling thread ctx's fault handler?  It cannot wait for itself:
  * calls that sync with the handler refuse there (pagemap ops and notifier

@@ -27,6 +27,7 @@
 #include "fork.h"
 #include "notifier.h"
 #include "shadow.h"
+#include "watch.h"
 
 static pthread_mutex_t ctx_list_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct hetmm_ctx *ctx_list;
@@ -147,6 +148,7 @@ static void fork_child(void)
 	atomic_fetch_add(&fork_generation, 1);
 	ctx_list = NULL;
 	pthread_mutex_init(&ctx_list_lock, NULL);
+	watch_forget_all();
 }
 
 static void atfork_install(void)

@@ -38,6 +38,7 @@
 #include "order.h"
 #include "pagemap.h"
 #include "shadow.h"
+#include "watch.h"
 
 /* Chunk page states beyond the public ones, while the chunk is worked. */
 enum {
@@ -48,6 +49,7 @@ enum {
 };
 
 struct chunk {
+	const struct vma *vma;          /* the mapping it lies in */
 	uintptr_t start;
 	uint64_t vpn;
 	size_t n;
@@ -549,9 +551,8 @@ static int chunk_to_device(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	if (!c->nframes)
 		return 0;
 
-	int rc = uffd_register(ctx->uffd.fd, c->start, c->n * PAGE_SIZE,
-			       UFFDIO_REGISTER_MODE_MISSING |
-			       UFFDIO_REGISTER_MODE_WP, NULL);
+	/* The whole mapping, so that the process can still mremap it. */
+	int rc = watch_vma(ctx, c->vma, c->start, c->start + c->n * PAGE_SIZE);
 	if (!rc)
 		rc = vma_page_presence(&ctx->vmaq, c->start, c->n, c->pflags);
 	if (rc) {
@@ -627,11 +628,11 @@ static size_t chunk_pages(uintptr_t a, uintptr_t end)
 }
 
 static int migrate_segment(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
-			   uintptr_t a, uintptr_t end, size_t page0,
-			   struct hetmm_migrate_report *rep,
+			   const struct vma *v, uintptr_t a, uintptr_t end,
+			   size_t page0, struct hetmm_migrate_report *rep,
 			   struct to_device_totals *t)
 {
-	struct chunk c;
+	struct chunk c = { .vma = v };
 	while (a < end) {
 		c.start = a;
 		c.vpn = addr_to_vpn(a);
@@ -689,7 +690,7 @@ int hetmm_migrate_to_device(struct hetmm_pagemap *pgmap, void *addr,
 		uintptr_t seg_end = MIN(v.end, end);
 		size_t page0 = (a - start) >> PAGE_SHIFT;
 		if (vma_is_private_anon(&v))
-			rc = migrate_segment(ctx, pgmap, a, seg_end, page0,
+			rc = migrate_segment(ctx, pgmap, &v, a, seg_end, page0,
 					     report, &t);
 		else
 			report_mapped(ctx, pgmap, &v, a, seg_end, page0,

@@ -29,8 +29,8 @@
 #include "order.h"
 #include "pagemap.h"
 #include "shadow.h"
-#include "uffd.h"
 #include "vma.h"
+#include "watch.h"
 
 #define RANGE_REQ (HETMM_RANGE_REQ_FAULT | HETMM_RANGE_REQ_WRITE)
 
@@ -156,27 +156,6 @@ static int chunk_check(const struct chunk *c)
 		}
 	}
 	return 0;
-}
-
-/*
- * The context hears of munmap, madvise and mremap only in ranges
- * registered with its userfaultfd, so a range a device faults in must be
- * registered, as migration registers what it moves.  Only private
- * anonymous memory can be; changes to file and shared mappings are not
- * seen, and a device reaching them through a stale entry gets what the
- * kernel has there now, or EFAULT.
- */
-static void range_watch(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
-{
-	struct vma v;
-	for (uintptr_t a = start; a < end; a = v.end) {
-		if (vma_find(&ctx->vmaq, a, &v) < 0)
-			return;
-		if (vma_is_private_anon(&v))
-			uffd_register(ctx->uffd.fd, a, MIN(v.end, end) - a,
-				      UFFDIO_REGISTER_MODE_MISSING |
-				      UFFDIO_REGISTER_MODE_WP, NULL);
-	}
 }
 
 /* Must page k, entry e, come back from another device first? */
@@ -355,7 +334,13 @@ static int range_chunk(struct chunk *c)
 		if (rc)
 			return rc;
 		if (c->faulting) {
-			range_watch(c->ctx, c->start,
+			/* The context hears of munmap, madvise and mremap
+			 * only in memory registered with its userfaultfd
+			 * (watch.c).  Only private anonymous memory can be:
+			 * changes to file and shared mappings are not seen,
+			 * and a device reaching them through a stale entry
+			 * gets what the kernel has there now, or EFAULT. */
+			watch_range(c->ctx, c->start,
 				    c->start + c->n * PAGE_SIZE);
 			chunk_repatriate(c);
 			rc = chunk_populate(c);

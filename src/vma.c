@@ -77,6 +77,11 @@ static bool name_is_special(const char *name)
 	return true;
 }
 
+static bool name_is_heap_stack(const char *name)
+{
+	return !strncmp(name, "[heap]", 6) || !strncmp(name, "[stack]", 7);
+}
+
 /* The VMA covering addr, or with NEXT, the first above it if none. */
 static int vma_find_query(struct vmaq *q, uintptr_t addr, bool next,
 			  struct vma *vma)
@@ -113,6 +118,8 @@ static int vma_find_query(struct vmaq *q, uintptr_t addr, bool next,
 		vma->flags |= VMA_FILE;
 	if (pq.vma_name_size && !pq.inode && name_is_special(name))
 		vma->flags |= VMA_SPECIAL;
+	if (pq.vma_name_size && !pq.inode && name_is_heap_stack(name))
+		vma->flags |= VMA_HEAP_STACK;
 	return 0;
 }
 
@@ -146,6 +153,8 @@ static bool maps_line(const char *line, uintptr_t addr, bool next,
 		vma->flags |= VMA_FILE;
 	else if (name_at && name_is_special(line + name_at))
 		vma->flags |= VMA_SPECIAL;
+	else if (name_at && name_is_heap_stack(line + name_at))
+		vma->flags |= VMA_HEAP_STACK;
 	return true;
 }
 

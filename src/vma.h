@@ -15,6 +15,8 @@
 #define VMA_SHARED (1u << 3)
 #define VMA_FILE (1u << 4)   /* file backed, shmem or hugetlb */
 #define VMA_SPECIAL (1u << 5) /* [vvar], [vdso]...: no userfaultfd there */
+#define VMA_HEAP_STACK (1u << 6) /* [heap] or [stack]: malloc's and the
+				  * main thread's, never the process's mmap */
 
 struct vma {
 	uintptr_t start;

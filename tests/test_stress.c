@@ -213,13 +213,9 @@ static void op_dontneed(struct worker *w)
 }
 
 /*
- * mremap the own region to the worker's other slot.  Two details:
- *
- * hetmm registers with its userfaultfd exactly the chunks it migrates,
- * which splits the mapping into several VMAs, and mremap refuses (EFAULT)
- * a range spanning more than one.  A migration of the whole region
- * registers it whole and the VMAs merge again, so move it all to device A
- * first (A never fills up).
+ * mremap the own region to the worker's other slot, whatever other ops
+ * left on the devices: hetmm registers the mapping whole, never splits it
+ * (fuzz/FINDINGS.md F5), so it moves as one.
  *
  * Each worker keeps to its own two slots, mapped with MAP_FIXED, so that
  * no address one thread gives up is mapped by another: the kernel's
@@ -229,12 +225,8 @@ static void op_dontneed(struct worker *w)
  */
 static void op_remap(struct worker *w)
 {
-	struct hetmm_migrate_report rep;
 	char *q = w->slot[!w->cur], *r;
 
-	memset(&rep, 0, sizeof(rep));
-	CHECK(migrate_ok(hetmm_migrate_to_device(pg_a, w->own, OWN_PAGES * PS,
-						 &rep)));
 	/* DONTUNMAP leaves an empty mapping behind: the slot is never a
 	 * hole that another thread's mmap (the sanitizer's, the library's)
 	 * could take, and that the reservation below would then clobber. */

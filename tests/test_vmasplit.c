@@ -1,0 +1,274 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_vmasplit: what hetmm does to part of a mapping leaves the mapping
+ * whole, as the kernel's HMM does (fuzz/FINDINGS.md F5).
+ *
+ * hetmm hears of munmap, madvise and mremap through its userfaultfd, so it
+ * registers the memory it migrates or a device faults in.  Registering
+ * part of a mapping splits it in two or three, and mremap() moves one
+ * mapping only: the process's own mremap of the mapping it made as one
+ * then fails with EFAULT.  Each case here touches part of a mapping and
+ * then expects
+ *   - the mapping to still be one in /proc/self/maps,
+ *   - mremap of all of it, growing or with MREMAP_DONTUNMAP, to work,
+ *   - every byte at the new address, device pages included, and
+ *   - the rest of the mapping, never touched, to read as zeroes and take
+ *     writes, as fresh memory does.
+ */
+#include "t.h"
+
+#include "ctx.h"
+
+static struct hetmm_ctx *ctx;
+static struct hetmm_emu *emu;
+static struct hetmm_pagemap *pg;
+static struct hetmm_mirror *mir;
+
+#define NDEV 1024
+
+/* How many mappings of /proc/self/maps cover some of [p, p + n pages). */
+static int maps_in(const void *p, size_t n)
+{
+	uintptr_t lo = (uintptr_t)p, hi = lo + n * PS;
+	FILE *f = fopen("/proc/self/maps", "r");
+	char line[512];
+	int count = 0;
+
+	REQUIRE(f);
+	while (fgets(line, sizeof(line), f)) {
+		uintptr_t s, e;
+
+		if (sscanf(line, "%" SCNxPTR "-%" SCNxPTR, &s, &e) == 2 &&
+		    s < hi && lo < e)
+			count++;
+	}
+	fclose(f);
+	return count;
+}
+
+/* Grow the n pages at p to 2n with MREMAP_MAYMOVE: the pages keep their
+ * bytes (seed) and the new half reads as zeroes. */
+static char *grow_and_verify(char *p, size_t n, uint64_t seed)
+{
+	char *r = mremap(p, n * PS, 2 * n * PS, MREMAP_MAYMOVE);
+
+	CHECK(r != MAP_FAILED);
+	if (r == MAP_FAILED) {
+		fprintf(stderr, "mremap: %s\n", strerror(errno));
+		t_unmap(p, n);
+		return NULL;
+	}
+	CHECK_EQ(t_verify(r, n, seed), 0);
+	CHECK_EQ(t_nonzero_pages(r + n * PS, n), 0);
+	CHECK_EQ(t_count_on_device(ctx, r, 2 * n), 0);
+	return r;
+}
+
+/* The case: 4 pages, 2-3 on the device, then mremap to 8. */
+static void migrate_part_then_grow(void)
+{
+	enum { N = 4 };
+	uint64_t before = t_nr_free(pg);
+	char *p = t_map(N), *r;
+
+	t_fill(p, N, 1);
+	t_to_device(pg, p + 2 * PS, 2);
+	CHECK_EQ(maps_in(p, N), 1);
+	r = grow_and_verify(p, N, 1);
+	if (r)
+		t_unmap(r, 2 * N);
+	CHECK_EQ(t_settled_free(pg, before), before);
+}
+
+/* A part crossing the 2 MiB boundary at which migration starts a new
+ * chunk: two registrations, still one mapping. */
+static void migrate_across_chunks_then_grow(void)
+{
+	enum { N = 16 };
+	char *p = t_map_chunk_at(N, 8), *r;
+
+	t_fill(p, N, 2);
+	t_to_device(pg, p + 5 * PS, 6);
+	CHECK_EQ(maps_in(p, N), 1);
+	r = grow_and_verify(p, N, 2);
+	if (r)
+		t_unmap(r, 2 * N);
+}
+
+/* A device reading part of a mapping (a range fault) watches it too. */
+static void mirror_read_part_then_grow(void)
+{
+	enum { N = 4 };
+	char *p = t_map(N), *r, *buf = t_alloc_pages(2);
+	uint64_t faults = 0;
+
+	t_fill(p, N, 3);
+	CHECK_OK(hetmm_mirror_read(mir, p + 2 * PS, buf, 2, &faults));
+	CHECK_EQ(t_verify_from(buf, 2, 3, 2), 0);
+	CHECK_EQ(maps_in(p, N), 1);
+	r = grow_and_verify(p, N, 3);
+	if (r) {
+		/* The mirror follows the mapping to its new place. */
+		memset(buf, 0, 2 * PS);
+		CHECK_OK(hetmm_mirror_read(mir, r, buf, 2, &faults));
+		CHECK_EQ(t_verify(buf, 2, 3), 0);
+		t_unmap(r, 2 * N);
+	}
+	free(buf);
+}
+
+/* Exclusive access to part of a mapping (a migration to the device). */
+static void exclusive_part_then_grow(void)
+{
+	enum { N = 4 };
+	char *p = t_map(N), *r;
+
+	t_fill(p, N, 4);
+	CHECK_OK(hetmm_mirror_make_exclusive(mir, p + 2 * PS, 2));
+	CHECK_EQ(maps_in(p, N), 1);
+	r = grow_and_verify(p, N, 4);
+	if (r) {
+		CHECK_OK(hetmm_mirror_check_exclusive(mir, r, 2 * N));
+		t_unmap(r, 2 * N);
+	}
+}
+
+/*
+ * test_stress's op_remap: several partial migrations, then a move with
+ * MREMAP_DONTUNMAP, which leaves the old mapping in place and empty.  On
+ * Linux 6.1, registering a range that starts inside a mapping never
+ * merges it with a registered neighbour, so even migrating every page in
+ * pieces used to leave the mapping split there.
+ */
+static void chunked_migrations_then_dontunmap(void)
+{
+	enum { N = 24 };
+	char *p = t_map(N), *q = t_map(N), *r;
+
+	t_fill(p, N, 5);
+	t_to_device(pg, p + 2 * PS, 3);
+	t_to_device(pg, p + 9 * PS, 4);
+	t_to_device(pg, p + 20 * PS, 1);
+	CHECK_EQ(maps_in(p, N), 1);
+	r = mremap(p, N * PS, N * PS,
+		   MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, q);
+	CHECK(r == q);
+	if (r != q) {
+		fprintf(stderr, "mremap DONTUNMAP: %s\n", strerror(errno));
+		t_unmap(q, N);
+		t_unmap(p, N);
+		return;
+	}
+	CHECK_EQ(t_verify(q, N, 5), 0);
+	CHECK_EQ(t_count_on_device(ctx, q, N), 0);
+	/* What stays behind is an empty mapping: zeroes, and writable. */
+	CHECK_EQ(t_nonzero_pages(p, N), 0);
+	t_fill(p, N, 6);
+	CHECK_EQ(t_verify(p, N, 6), 0);
+
+	/* Every page migrated, in pieces, then moved back whole. */
+	t_to_device(pg, q, 8);
+	t_to_device(pg, q + 8 * PS, 8);
+	t_to_device(pg, q + 16 * PS, 8);
+	CHECK_EQ(maps_in(q, N), 1);
+	r = mremap(q, N * PS, N * PS,
+		   MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, p);
+	CHECK(r == p);
+	if (r == p) {
+		CHECK_EQ(t_verify(p, N, 5), 0);
+		CHECK_EQ(t_nonzero_pages(q, N), 0);
+	}
+	t_unmap(q, N);
+	t_unmap(p, N);
+}
+
+/*
+ * The rest of a watched mapping is fresh memory the handler now serves:
+ * a read of a page never touched reads zeroes, a write sticks, a page
+ * MADV_DONTNEED discarded reads zeroes again, and a later migration of
+ * those pages moves what was written.
+ */
+static void untouched_rest_is_fresh_memory(void)
+{
+	enum { N = 64 };
+	char *p = t_map(N);
+
+	t_fill(p, 2, 7);
+	t_to_device(pg, p, 2);
+	CHECK_EQ(t_nonzero_pages(p + 2 * PS, N - 2), 0);
+	t_fill_from(p + 10 * PS, 20, 8, 10);
+	CHECK_EQ(t_verify_from(p + 10 * PS, 20, 8, 10), 0);
+	REQUIRE(madvise(p + 12 * PS, 4 * PS, MADV_DONTNEED) == 0);
+	CHECK_EQ(t_nonzero_pages(p + 12 * PS, 4), 0);
+	t_to_device(pg, p + 16 * PS, 14);
+	CHECK_EQ(t_verify_from(p + 16 * PS, 14, 8, 16), 0);
+	CHECK_EQ(t_verify(p, 2, 7), 0);
+	CHECK_EQ(maps_in(p, N), 1);
+	t_unmap(p, N);
+}
+
+/*
+ * Memory hetmm uses itself is never registered with the rest of a
+ * mapping, even where the kernel made the two one mapping: its zero
+ * source is read-only anonymous memory, never written, and a read-only
+ * mapping of the process placed right next to it becomes one with it.
+ * Were it registered, the handler, filling a hole for a write by a copy
+ * from it, would fault on its own source of zeroes and wait for itself
+ * (the test would hang).  Run first: before any such fill has touched
+ * the zero source.  The zero source is the first thing a context maps,
+ * so main() holds the place above it (mmap places mappings top down)
+ * while the context is created, and gives it back for this.
+ */
+static void own_memory_is_left_alone(void)
+{
+	enum { N = 4 };
+	char *zero = ctx->zero_src;
+	char *at = zero + CHUNK_PAGES * PS, *p;
+
+	p = mmap(at, N * PS, PROT_READ,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	if (p == MAP_FAILED) {
+		at = zero - N * PS;
+		p = mmap(at, N * PS, PROT_READ,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+			 -1, 0);
+	}
+	REQUIRE(p == at);
+	/* One mapping with the zero source, as far as the kernel goes. */
+	CHECK_EQ(maps_in(zero < p ? zero : p, CHUNK_PAGES + N), 1);
+	t_to_device(pg, p, N);
+	REQUIRE(mprotect(p, N * PS, PROT_READ | PROT_WRITE) == 0);
+	/* Page 0 a hole again, the rest on the device: a write to each. */
+	REQUIRE(madvise(p, PS, MADV_DONTNEED) == 0);
+	t_fill(p, N, 9);
+	CHECK_EQ(t_verify(p, N, 9), 0);
+	t_unmap(p, N);
+}
+
+int main(void)
+{
+	/* Larger than any gap between the libraries: mapped below them
+	 * all, and the zero source right below it. */
+	enum { HOLD = 1024 };
+	char *above_zero_src = t_map(HOLD);
+
+	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
+	t_unmap(above_zero_src, HOLD);
+	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, NDEV,
+				    &emu));
+	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	REQUIRE_OK(hetmm_mirror_create(emu, &mir));
+
+	own_memory_is_left_alone();
+	migrate_part_then_grow();
+	migrate_across_chunks_then_grow();
+	mirror_read_part_then_grow();
+	exclusive_part_then_grow();
+	chunked_migrations_then_dontunmap();
+	untouched_rest_is_fresh_memory();
+
+	CHECK_OK(hetmm_mirror_destroy(mir));
+	CHECK_OK(hetmm_emu_destroy(emu));
+	CHECK_OK(hetmm_ctx_destroy(ctx));
+	return t_done();
+}
