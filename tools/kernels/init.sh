@@ -11,8 +11,8 @@
 # "result" and "end" lines: anything that stops the guest before them
 # (a panic, a hang, this script dying) reads as a failure.
 #
-# /etc/hetmm-kernels.conf (written by run.sh) sets BUILD (the host's build
-# directory, an absolute path), JOBS (ctest -j), LIMIT (seconds the whole
+# /etc/hetmm-kernels.conf (written by run.sh) sets TREE (the source
+# directory) and BUILD (the host's build directory), absolute paths, JOBS (ctest -j), LIMIT (seconds the whole
 # ctest run may take), CTEST_ARGS (more ctest arguments, such as -R NAME),
 # TEST_ENV (VAR=value words added to the tests' environment) and SCALE
 # (a factor for every test's ctest TIMEOUT; 1 keeps them) and BENCH
@@ -63,8 +63,28 @@ mount -t devtmpfs devtmpfs "$r/dev" || die "mount devtmpfs"
 mount -t debugfs debugfs "$r/sys/kernel/debug" 2>/dev/null
 mkdir -p "$r/dev/shm" "$r/dev/pts" "$r/dev/hugepages"
 mount -t devpts devpts "$r/dev/pts" 2>/dev/null
+# The tree under test (TREE, the source directory; BUILD) may itself lie
+# under one of those, a clone in /tmp say: the host's view of it is kept
+# aside first and bound back over the tmpfs.
+under_tmpfs() {
+	for d in /tmp /run /var/tmp /dev/shm; do
+		case "$1/" in "$d"/*) return 0 ;; esac
+	done
+	return 1
+}
+kept=
+for p in "$TREE" "$BUILD"; do
+	under_tmpfs "$p" || continue
+	mkdir -p "/keep$p"
+	mount --bind "$r$p" "/keep$p" || die "keeping $p aside"
+	kept="$kept $p"
+done
 for d in /tmp /run /var/tmp /dev/shm; do
 	mount -t tmpfs -o mode=1777 tmpfs "$r$d" || die "mount tmpfs on $d"
+done
+for p in $kept; do
+	mkdir -p "$r$p"
+	mount --bind "/keep$p" "$r$p" || die "binding $p back"
 done
 mount -t hugetlbfs hugetlbfs "$r/dev/hugepages" 2>/dev/null
 # What udev would add: bash's process substitution (<(...), which

@@ -36,6 +36,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+tree=$(cd "$here/../.." && pwd)
 build=$(cd "${1:?usage: run.sh BUILD_DIR [KERNEL...]}" && pwd)
 shift
 if [ "$#" -gt 0 ]; then kernels=("$@"); else kernels=(6.1 6.12); fi
@@ -56,7 +57,7 @@ secmirror=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 log() { echo "test-kernels: $*"; }
 fail() { echo "test-kernels: $*" >&2; exit 1; }
 
-case "$build" in *"'"* | *' '*) fail "the build directory's path must have no quotes or spaces: $build" ;; esac
+case "$tree$build" in *"'"* | *' '*) fail "the source and build directories' paths must have no quotes or spaces: $tree, $build" ;; esac
 case "$ctest_args$test_env$bench" in *"'"*) fail "KERNELS_CTEST_ARGS, KERNELS_ENV and KERNELS_BENCH must have no single quotes" ;; esac
 [ -f "$build/CTestTestfile.cmake" ] || fail "$build is not a configured build (make build first)"
 
@@ -221,8 +222,8 @@ run_kernel() {
 		esac
 		echo "$dst" >> "$ird/modules/order"
 	done
-	printf "BUILD='%s'\nJOBS='%s'\nLIMIT='%s'\nCTEST_ARGS='%s'\nTEST_ENV='%s'\nSCALE='%s'\nBENCH='%s'\n" \
-		"$build" "$jobs" "$limit" "$ctest_args" "$test_env" "$scale" "$bench" > "$ird/etc/hetmm-kernels.conf"
+	printf "TREE='%s'\nBUILD='%s'\nJOBS='%s'\nLIMIT='%s'\nCTEST_ARGS='%s'\nTEST_ENV='%s'\nSCALE='%s'\nBENCH='%s'\n" \
+		"$tree" "$build" "$jobs" "$limit" "$ctest_args" "$test_env" "$scale" "$bench" > "$ird/etc/hetmm-kernels.conf"
 	(cd "$ird" && find . | LC_ALL=C sort | cpio -o -H newc --quiet | gzip -1) > "$kdir/initrd.gz"
 
 	local console="$kdir/console.log" results="$kdir/results.log"
