@@ -32,7 +32,7 @@
 # KERNELS_BENCH (arguments for `hetmm bench`: when set, each guest runs
 # the benchmark instead of the tests, and its JSON lands in
 # BUILD_DIR/kernels/<package>/bench.json; `make bench-kernels`),
-# KERNELS_SMP (2), KERNELS_MEM (8G: test_shim maps 4.25 GiB of device), KERNELS_CPU (qemu's -cpu, max), DEBIAN_MIRROR, DEBIAN_SECURITY_MIRROR.
+# KERNELS_SMP (2), KERNELS_MEM (12G: test_shim puts 4.25 GiB on its device, which on a kernel without UFFDIO_MOVE is copied, not moved: about 8.5 GiB at once), KERNELS_CPU (qemu's -cpu, max), DEBIAN_MIRROR, DEBIAN_SECURITY_MIRROR.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -44,7 +44,7 @@ work="$build/kernels"
 jobs=${KERNELS_JOBS:-2}
 limit=${KERNELS_LIMIT:-2700}
 smp=${KERNELS_SMP:-2}
-mem=${KERNELS_MEM:-8G}
+mem=${KERNELS_MEM:-12G}
 cpu=${KERNELS_CPU:-max}
 ctest_args=${KERNELS_CTEST_ARGS:-}
 test_env=${KERNELS_ENV:-}
