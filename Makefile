@@ -4,21 +4,36 @@ BUILD ?= build
 CMAKE_FLAGS ?=
 JOBS ?= $(shell nproc)
 
-.PHONY: all build demo test bench asan tsan soak clean conformance test-kernels bench-kernels \
+.PHONY: all build install demo test bench asan tsan soak clean conformance test-kernels bench-kernels \
 	fuzz fuzz-merge fuzz-replay
 
 all: build
 
+# tools/deps.sh installs sys/sdt.h (the USDT probes) and pkg-config if
+# missing, as root with apt-get; without them the build goes on.
 $(BUILD)/Makefile:
+	./tools/deps.sh
 	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
 
 build: $(BUILD)/Makefile
 	cmake --build $(BUILD) -j $(JOBS)
 
+# The header, the static and shared libraries, hetmm.pc, the CMake
+# package (find_package(hetmm)) and the CLI, under $(DESTDIR)$(PREFIX).
+PREFIX ?= /usr/local
+DESTDIR ?=
+install: build
+	DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix "$(PREFIX)"
+
 demo: build
 	./$(BUILD)/hetmm demo
 
 test: build
+	@echo "make test: the suite runs the kernel's own hmm-tests too (test"
+	@echo "  'conformance', about a minute, alone).  As root it sets"
+	@echo "  vm.nr_hugepages to 4 while it runs (put back after) and installs"
+	@echo "  linux-source-6.1 if missing.  The rest without it:"
+	@echo "  cd $(BUILD) && ctest -E '^conformance$$'"
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 bench: build

@@ -29,7 +29,7 @@
  *
  * The report is output.c's: a table as text, or with --json exactly one
  * JSON object on stdout; --plot also writes throughput against size as SVG
- * (plot.c).  Issue 6's targets are given as "ratios_issue6" in the JSON
+ * (plot.c).  The targets are given as "targets" in the JSON
  * and as a table at the end of the text.
  *
  * The summary "ratios" are taken at the LARGEST size measured.

@@ -71,6 +71,23 @@
 extern "C" {
 #endif
 
+/*
+ * The version of this header.  The shared library's SONAME carries the
+ * major number (libhetmm.so.0); hetmm_version() gives the library's own,
+ * HETMM_VERSION_NUMBER of the header it was built from, so a program can
+ * tell which one it runs on.
+ */
+#define HETMM_VERSION_MAJOR 0
+#define HETMM_VERSION_MINOR 1
+#define HETMM_VERSION_PATCH 0
+#define HETMM_VERSION_NUMBER \
+	(HETMM_VERSION_MAJOR * 10000 + HETMM_VERSION_MINOR * 100 + \
+	 HETMM_VERSION_PATCH)
+
+/* The library's HETMM_VERSION_NUMBER (major * 10000 + minor * 100 +
+ * patch); never fails. */
+int hetmm_version(void);
+
 #define HETMM_PAGE_SHIFT 12
 #define HETMM_PAGE_SIZE (1UL << HETMM_PAGE_SHIFT)
 

@@ -243,12 +243,17 @@ int hetmm_demo_main(int argc, char **argv)
 	double ms;
 
 	if (argc > 1) {
-		if (strcmp(argv[1], "--help") && strcmp(argv[1], "-h")) {
-			fprintf(stderr, "usage: hetmm demo\n");
-			return 2;
-		}
-		printf("usage: hetmm demo\n");
-		return 0;
+		int help = !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h");
+
+		fprintf(help ? stdout : stderr,
+			"usage: hetmm demo\n"
+			"  migrate 64 MiB of heap memory to two emulated "
+			"device-private devices\n"
+			"  and back (explicitly, by CPU faults, between the "
+			"devices), read it\n"
+			"  through a device mirror, and check every byte; "
+			"exits 1 on a wrong one\n");
+		return help ? 0 : 2;
 	}
 	t_start = now_ns();
 	setvbuf(stdout, NULL, _IOLBF, 0);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * hetmm.c - the hetmm command line: info | bench | demo | help.
+ * hetmm.c - the hetmm command line: info | bench | demo | help |
+ * --version.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -22,13 +23,52 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: hetmm <command> [options]\n"
+		"       hetmm --version\n"
 		"\n"
 		"commands:\n"
 		"  info                 what the running kernel offers hetmm\n"
-		"  bench [--quick] [--json] [--sizes 1M,16M,256M,1G] [--reps N]\n"
-		"                       hetmm against memcpy and raw userfaultfd\n"
+		"  bench [options]      hetmm against memcpy and raw userfaultfd\n"
 		"  demo                 migrate 64 MiB to an emulated device and back\n"
-		"  help                 this text\n");
+		"  help [command]       this text, or a command's options\n");
+}
+
+static void usage_info(FILE *f)
+{
+	fprintf(f,
+		"usage: hetmm info\n"
+		"  the kernel release, how hetmm opens its userfaultfd and what "
+		"that\n"
+		"  route loses, the userfaultfd features and ioctls offered, "
+		"and\n"
+		"  UFFDIO_MOVE, PAGEMAP_SCAN, PROCMAP_QUERY, THP; then a "
+		"context is\n"
+		"  created and destroyed; exits 1 if none can be\n");
+}
+
+/* `hetmm help CMD`: the command's own help, on stdout. */
+static int cmd_help(const char *cmd)
+{
+	char *help_argv[] = { (char *)cmd, (char *)"--help", NULL };
+
+	if (!cmd) {
+		usage(stdout);
+		return 0;
+	}
+	if (!strcmp(cmd, "info")) {
+		usage_info(stdout);
+		return 0;
+	}
+	if (!strcmp(cmd, "bench"))
+		return hetmm_bench_main(2, help_argv);
+	if (!strcmp(cmd, "demo"))
+		return hetmm_demo_main(2, help_argv);
+	if (!strcmp(cmd, "help")) {
+		usage(stdout);
+		return 0;
+	}
+	fprintf(stderr, "hetmm help: unknown command '%s'\n", cmd);
+	usage(stderr);
+	return 2;
 }
 
 static const char *route_name(enum hetmm_uffd_route r)
@@ -242,6 +282,11 @@ static int cmd_info(void)
 	return status;
 }
 
+static int is_help(const char *a)
+{
+	return !strcmp(a, "--help") || !strcmp(a, "-h");
+}
+
 int main(int argc, char **argv)
 {
 	const char *cmd = argc > 1 ? argv[1] : NULL;
@@ -250,9 +295,20 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
+		int v = hetmm_version();
+
+		printf("hetmm %d.%d.%d (library %d.%d.%d)\n",
+		       HETMM_VERSION_MAJOR, HETMM_VERSION_MINOR,
+		       HETMM_VERSION_PATCH, v / 10000, v / 100 % 100,
+		       v % 100);
+		return 0;
+	}
 	if (!strcmp(cmd, "info")) {
 		if (argc > 2) {
-			usage(stderr);
+			if (is_help(argv[2]))
+				return cmd_help("info");
+			usage_info(stderr);
 			return 2;
 		}
 		return cmd_info();
@@ -261,10 +317,12 @@ int main(int argc, char **argv)
 		return hetmm_bench_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "demo"))
 		return hetmm_demo_main(argc - 1, argv + 1);
-	if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") ||
-	    !strcmp(cmd, "-h")) {
-		usage(stdout);
-		return 0;
+	if (!strcmp(cmd, "help") || is_help(cmd)) {
+		if (argc > 3) {
+			usage(stderr);
+			return 2;
+		}
+		return cmd_help(argc > 2 ? argv[2] : NULL);
 	}
 	fprintf(stderr, "hetmm: unknown command '%s'\n", cmd);
 	usage(stderr);

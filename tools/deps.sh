@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# deps.sh - install what the build and `make test` use, where missing:
+#   systemtap-sdt-dev  sys/sdt.h, for the USDT probes (without it the
+#                      library builds without them)
+#   pkg-config         the install test builds an example with it
+# Debian packages, with apt-get, as root only; otherwise it says what is
+# missing and leaves it (the build goes on).  Never fails the build.
+set -u
+missing=()
+printf '#include <sys/sdt.h>\n' | ${CC:-cc} -E -x c - >/dev/null 2>&1 ||
+	missing+=(systemtap-sdt-dev)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+[ "${#missing[@]}" -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+	echo "deps: missing ${missing[*]} (as root: apt-get install" \
+	     "${missing[*]}); building without them" >&2
+	exit 0
+fi
+echo "deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 ||
+	{ apt-get update -qq >/dev/null 2>&1 &&
+	  apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1; } ||
+	echo "deps: could not install ${missing[*]}; building without them" >&2
+exit 0
