@@ -30,7 +30,7 @@ demo: build
 
 test: build
 	@echo "make test: the suite runs the kernel's own hmm-tests too (test"
-	@echo "  'conformance', about a minute, alone).  As root it sets"
+	@echo "  'conformance', a minute or more, alone).  As root it sets"
 	@echo "  vm.nr_hugepages to 4 while it runs (put back after) and installs"
 	@echo "  linux-source-6.1 if missing.  The rest without it:"
 	@echo "  cd $(BUILD) && ctest -E '^conformance$$'"
