@@ -98,6 +98,51 @@ struct hetmm_emu;
 struct hetmm_mirror;
 
 /* ------------------------------------------------------------------------
+ * Errors
+ *
+ * What an errno means coming from hetmm, whichever call returned it;
+ * each call's comment lists the ones it returns and their causes there.
+ *
+ *   -EINVAL      bad input: a NULL or stale handle, an empty, unaligned,
+ *                overflowing or unmapped range, unknown flags, an object
+ *                of another context; nothing changed
+ *   -EFAULT      a page has no mapping, or not the access the call needs
+ *   -ENXIO       no such device memory: a frame or page of no live
+ *                pagemap, or a pagemap being hot-removed
+ *   -ENOENT      nothing to do: no page of the range could migrate, or
+ *                none is on a device, or no device frame backs the address
+ *   -ENOMEM      the device has no free frame, or hetmm could not allocate
+ *   -ENOSPC      no room: every frame-number section is in use, or device
+ *                memory too small to hold its own metadata
+ *   -EBUSY       held or moving: pages pinned or claimed, a notifier
+ *                sequence moved (begin again), a managed pagemap, a range
+ *                another userfaultfd of the program holds
+ *   -EOPNOTSUPP  the memory type or the kernel can't do it
+ *   -EPERM       not permitted: a write to a read-only mapping, a pagemap
+ *                of another owner, no permission to open a userfaultfd
+ *   -ECHILD      an object of the parent process, used in a fork child
+ *   -EDEADLK     called where it would wait for itself (the fault
+ *                handler: a pagemap op or a notifier callback)
+ *   -EAGAIN      the pages kept changing under a device access; again
+ *   -EIO         the driver's copy failed
+ *   -EREMOTEIO   peer-to-peer memory out of reach: not a peer, or a pin
+ *                without HETMM_FOLL_PCI_P2PDMA
+ *   -ENOSYS      the kernel has no userfaultfd
+ *
+ * Others come from the kernel unchanged (opening a userfaultfd, say).
+ */
+
+/*
+ * hetmm's meaning of err (negative or positive), a static string, never
+ * NULL: for the errnos above, what the table says, which the C library's
+ * strerror() can't know (-ENOENT is not a missing file here); for 0,
+ * "success"; for any other, one string saying that it is the kernel's,
+ * passed through.  Thread safe.  (No kernel call: the kernel's are
+ * errno names.)
+ */
+const char *hetmm_strerror(int err);
+
+/* ------------------------------------------------------------------------
  * Kernel capabilities
  */
 
@@ -130,7 +175,8 @@ struct hetmm_kernel_info {
 	int has_page_state;
 };
 
-/* Probe what the running kernel offers; needs no context. */
+/* Probe what the running kernel offers; needs no context.  -EINVAL for a
+ * NULL info; else 0, with what failed in the fields. */
 int hetmm_kernel_probe(struct hetmm_kernel_info *info);
 
 /* ------------------------------------------------------------------------
@@ -150,7 +196,13 @@ struct hetmm_ctx_params {
 	uint32_t flags;              /* must be 0 */
 };
 
-/* Open a userfaultfd by the best route and start the fault handler. */
+/*
+ * Open a userfaultfd by the best route and start the fault handler.
+ * -EINVAL for a NULL ctxp, params with flags or fault_around_max above
+ * the most; -ENOMEM; when no route opens a userfaultfd, the first route's
+ * errno (-EPERM without the permission "Requirements" in README lists,
+ * -ENOSYS without userfaultfd); a thread's or mapping's errno otherwise.
+ */
 int hetmm_ctx_create(struct hetmm_ctx **ctxp,
 		     const struct hetmm_ctx_params *params /* may be NULL */);
 
@@ -162,7 +214,9 @@ int hetmm_ctx_create(struct hetmm_ctx **ctxp,
  */
 int hetmm_ctx_destroy(struct hetmm_ctx *ctx);
 
-/* Which route the context's userfaultfd came from, and its features. */
+/* Which route the context's userfaultfd came from, and its features
+ * (features may be NULL).  -EINVAL for a NULL ctx or route, -ECHILD in a
+ * fork child: drivers use it to ask whether a context is theirs to use. */
 int hetmm_ctx_uffd_info(struct hetmm_ctx *ctx, enum hetmm_uffd_route *route,
 			uint64_t *features);
 
@@ -184,6 +238,7 @@ struct hetmm_stats {
 	uint64_t pins;               /* pages got or pinned (pin API) */
 };
 
+/* A snapshot of the counters; -EINVAL for NULL, -ECHILD. */
 int hetmm_ctx_get_stats(struct hetmm_ctx *ctx, struct hetmm_stats *stats);
 
 /* ------------------------------------------------------------------------
@@ -415,8 +470,18 @@ struct hetmm_pagemap_info {
 	const void *owner;
 };
 
+/* A snapshot of the pagemap's state; -EINVAL for NULL, -ECHILD. */
 int hetmm_pagemap_get_info(struct hetmm_pagemap *pgmap,
 			   struct hetmm_pagemap_info *info);
+
+/*
+ * The desc's drvdata, for the driver's ops: one load, no lock, no check,
+ * so an op may call it on every copy.  NULL for NULL.  Valid from the
+ * first op hot-add calls until hot-remove returns.  (The kernel's drivers
+ * reach their device from the struct dev_pagemap they embedded it in,
+ * with container_of().)
+ */
+void *hetmm_pagemap_drvdata(const struct hetmm_pagemap *pgmap);
 
 /* ------------------------------------------------------------------------
  * Migration
@@ -517,6 +582,8 @@ int hetmm_migrate_to_system(struct hetmm_ctx *ctx, void *addr, size_t len,
 #define HETMM_FOLL_WRITE (1u << 0)
 #define HETMM_FOLL_LONGTERM (1u << 1)
 
+/* Pages held, or -EFAULT, -EOPNOTSUPP, -EINVAL as above; -ENOMEM if a
+ * count would overflow or hetmm could not allocate; -ECHILD. */
 long hetmm_get_user_pages(struct hetmm_ctx *ctx, void *addr, size_t nr_pages,
 			  unsigned int flags, void **pages);
 long hetmm_get_user_pages_fast(struct hetmm_ctx *ctx, void *addr,
@@ -539,7 +606,8 @@ int hetmm_put_user_pages(struct hetmm_ctx *ctx, void *const *pages,
 int hetmm_unpin_user_pages(struct hetmm_ctx *ctx, void *const *pages,
 			   size_t nr_pages);
 
-/* The references and pins held on the page at addr (0 and 0 if none). */
+/* The references and pins held on the page at addr (0 and 0 if none).
+ * -EINVAL for NULL counts or an address past the user half, -ECHILD. */
 int hetmm_user_page_holds(struct hetmm_ctx *ctx, const void *addr,
 			  uint64_t *refs, uint64_t *pins);
 
@@ -596,14 +664,17 @@ struct hetmm_notifier_ops {
 			   uintptr_t end, enum hetmm_event why, void *arg);
 };
 
-/* Watch [addr, addr + len) of ctx's process (page aligned). */
+/* Watch [addr, addr + len) of ctx's process (page aligned).  -EINVAL for
+ * NULL, no invalidate op, a bad range; -ENOMEM; -ECHILD. */
 int hetmm_notifier_insert(struct hetmm_ctx *ctx, const void *addr, size_t len,
 			  const struct hetmm_notifier_ops *ops, void *arg,
 			  struct hetmm_notifier **np);
-/* Stop watching; no callback runs once this returns. */
+/* Stop watching; no callback runs once this returns.  -EINVAL for NULL
+ * or a notifier removed already, -ECHILD. */
 int hetmm_notifier_remove(struct hetmm_notifier *n);
 /* The sequence count to check later; waits out an invalidation that is
- * running, so a lookup that follows sees what it left behind. */
+ * running, so a lookup that follows sees what it left behind.  -EINVAL
+ * for NULL, -ECHILD. */
 int hetmm_notifier_read_begin(struct hetmm_notifier *n, uint64_t *seq);
 /* 1 if an invalidation began since read_begin gave seq: the lookup may
  * be stale, do it again.  0 if it is still good.  -EINVAL on bad input. */
@@ -724,6 +795,7 @@ struct hetmm_range {
 	const void *dev_private_owner;     /* the caller's pagemap owner */
 };
 
+/* 0, or -EBUSY, -EFAULT, -EPERM, -EINVAL, -ECHILD as above. */
 int hetmm_range_fault(struct hetmm_range *range);
 
 /* The mapping order of an entry (hmm_pfn_to_map_order). */
@@ -798,14 +870,67 @@ int hetmm_make_device_exclusive(struct hetmm_pagemap *pgmap,
  * goes with its context when hetmm_ctx_destroy() removes its pagemap.
  */
 
-/* Create a device with nr_pages of memory of the given type. */
+#define HETMM_EMU_COPY_ONLY (1u << 16)
+
+struct hetmm_emu_desc {
+	enum hetmm_memory_type type;
+	uint64_t nr_pages;
+	uint32_t flags;
+};
+
+/*
+ * A device of what desc says:
+ *
+ *   type      DEVICE_PRIVATE or DEVICE_COHERENT (-EOPNOTSUPP for the
+ *             other types, -EINVAL for no type)
+ *   nr_pages  its memory, 1 to 2^32 pages
+ *   flags     hetmm's, for its pagemap: HETMM_PAGEMAP_EVICT (a full
+ *             device evicts instead of refusing); and the device's own:
+ *             HETMM_EMU_COPY_ONLY (DEVICE_PRIVATE only)
+ *
+ * A private device's memory is registered with hetmm, which moves pages
+ * into it (HETMM_PAGEMAP_REMAP) and reads it in place; with COPY_ONLY it
+ * is memory the CPU can't address, as a real device's behind PCIe is,
+ * and every page goes through its copy engine (and a staging page on the
+ * way back).
+ *
+ * Returns 0; -EINVAL for NULL, bad sizes or unknown flags; -EOPNOTSUPP
+ * as above, or a coherent device where the kernel lacks the userfaultfd
+ * events coherent mappings need; -ENOMEM or the mmap/memfd errno if its
+ * memory could not be made; -ENOSPC if every pagemap section is in use;
+ * -ECHILD in a fork child.
+ */
+int hetmm_emu_create_desc(struct hetmm_ctx *ctx,
+			  const struct hetmm_emu_desc *desc,
+			  struct hetmm_emu **emup);
+/* The same with flags 0; its errnos likewise (-EINVAL, -EOPNOTSUPP...). */
 int hetmm_emu_create(struct hetmm_ctx *ctx, enum hetmm_memory_type type,
 		     uint64_t nr_pages, struct hetmm_emu **emup);
+/* Hot-remove its memory (every page comes home) and free it, its
+ * mirrors too: -EBUSY if the pagemap can't go yet (see
+ * hetmm_pagemap_remove), -EINVAL for a device that is not live, -ECHILD
+ * in a fork child. */
 int hetmm_emu_destroy(struct hetmm_emu *emu);
+/* Its pagemap; -EINVAL for a device that is not live, -ECHILD. */
 int hetmm_emu_pagemap(struct hetmm_emu *emu, struct hetmm_pagemap **pgmapp);
 
-/* A device mirror: the device's page table over the process. */
+/* Pages the device's copy engine copied, by direction: from system
+ * memory, to system memory (or staging), from a peer device's memory
+ * (hetmm_p2pdma_add_peer).  Pages hetmm moved in or out without a copy
+ * (HETMM_PAGEMAP_REMAP) are not counted. */
+struct hetmm_emu_stats {
+	uint64_t copied_to_device;
+	uint64_t copied_from_device;
+	uint64_t copied_from_peer;
+};
+
+/* -EINVAL for NULL or a device that is not live, -ECHILD. */
+int hetmm_emu_get_stats(struct hetmm_emu *emu, struct hetmm_emu_stats *stats);
+
+/* A device mirror: the device's page table over the process, empty.
+ * -EINVAL for NULL or a device that is not live, -ENOMEM, -ECHILD. */
 int hetmm_mirror_create(struct hetmm_emu *emu, struct hetmm_mirror **mirrorp);
+/* Free it; -EINVAL for NULL, -ECHILD. */
 int hetmm_mirror_destroy(struct hetmm_mirror *mirror);
 
 /*
@@ -841,6 +966,8 @@ int hetmm_mirror_write(struct hetmm_mirror *mirror, void *addr,
  * coherent pages are local or remote.  ZERO and PMD as the range fault
  * tells them: only where hetmm_kernel_info.has_page_state.  Its cost is
  * linear in npages, a range fault per 512 pages; a hole is one query.
+ * -EINVAL for NULL or a bad range, -EBUSY if invalidations kept undoing
+ * its range faults for a second, -ECHILD.
  */
 int hetmm_mirror_snapshot(struct hetmm_mirror *mirror, const void *addr,
 			  uint64_t npages, uint8_t *prot);
@@ -856,6 +983,7 @@ struct hetmm_mirror_stats {
 	uint64_t invalidations[HETMM_EVENT_COUNT];
 };
 
+/* -EINVAL for NULL, -ECHILD. */
 int hetmm_mirror_get_stats(struct hetmm_mirror *mirror,
 			   struct hetmm_mirror_stats *stats);
 

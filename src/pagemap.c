@@ -444,3 +444,8 @@ int hetmm_pagemap_get_info(struct hetmm_pagemap *pgmap,
 	info->owner = pgmap->owner;
 	return 0;
 }
+
+void *hetmm_pagemap_drvdata(const struct hetmm_pagemap *pgmap)
+{
+	return pgmap ? pgmap->drvdata : NULL;
+}

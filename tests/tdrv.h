@@ -25,11 +25,7 @@ struct td {
 
 static inline struct td *td_of(struct hetmm_pagemap *pg)
 {
-	struct hetmm_pagemap_info info;
-
-	if (hetmm_pagemap_get_info(pg, &info))
-		return NULL;
-	return info.drvdata;
+	return hetmm_pagemap_drvdata(pg);
 }
 
 static inline int td_copy_to(struct hetmm_pagemap *pg, uint64_t index,

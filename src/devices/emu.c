@@ -69,6 +69,8 @@ struct hetmm_emu {
 	int fd;                           /* coherent: the memfd, else -1 */
 	pthread_mutex_t lock;             /* mirrors */
 	struct hetmm_mirror *mirrors;
+	/* Pages its copy engine copied, by direction. */
+	atomic_uint_fast64_t copied_to, copied_from, copied_peer;
 };
 
 /* The live devices, so that a stale handle is refused. */
@@ -192,10 +194,12 @@ static char *emu_page(struct hetmm_emu *emu, uint64_t index)
 /* The device a pagemap op is for: its drvdata. */
 static struct hetmm_emu *emu_of(struct hetmm_pagemap *pgmap)
 {
-	struct hetmm_pagemap_info info;
-	if (hetmm_pagemap_get_info(pgmap, &info))
-		return NULL;
-	return info.drvdata;
+	return hetmm_pagemap_drvdata(pgmap);
+}
+
+static void emu_count(atomic_uint_fast64_t *counter, size_t nr)
+{
+	atomic_fetch_add_explicit(counter, nr, memory_order_relaxed);
 }
 
 static int emu_copy_to_device(struct hetmm_pagemap *pgmap, uint64_t index,
@@ -205,6 +209,7 @@ static int emu_copy_to_device(struct hetmm_pagemap *pgmap, uint64_t index,
 	if (!emu || index + nr > emu->nr_pages)
 		return -EINVAL;
 	memcpy(emu_page(emu, index), src, nr * PS);
+	emu_count(&emu->copied_to, nr);
 	return 0;
 }
 
@@ -215,6 +220,7 @@ static int emu_copy_from_device(struct hetmm_pagemap *pgmap, void *dst,
 	if (!emu || index + nr > emu->nr_pages)
 		return -EINVAL;
 	memcpy(dst, emu_page(emu, index), nr * PS);
+	emu_count(&emu->copied_from, nr);
 	return 0;
 }
 
@@ -228,6 +234,13 @@ static const struct hetmm_pagemap_ops emu_ops = {
 	.copy_to_device = emu_copy_to_device,
 	.copy_from_device = emu_copy_from_device,
 	.page_address = emu_page_address,
+};
+
+/* HETMM_EMU_COPY_ONLY: memory the CPU can't address, so hetmm copies
+ * through its engine, staging included, and never moves pages in. */
+static const struct hetmm_pagemap_ops emu_copy_ops = {
+	.copy_to_device = emu_copy_to_device,
+	.copy_from_device = emu_copy_from_device,
 };
 
 static int emu_page_fd(struct hetmm_pagemap *pgmap, uint64_t index,
@@ -264,6 +277,7 @@ static int emu_coherent_copy_to(struct hetmm_pagemap *pgmap, uint64_t index,
 	uint64_t *d = (uint64_t *)emu_page(emu, index);
 	for (size_t w = 0; w < nr * (PS / 8); w++)
 		d[w] = __atomic_load_n(&s[w], __ATOMIC_RELAXED);
+	emu_count(&emu->copied_to, nr);
 	return 0;
 }
 
@@ -426,26 +440,59 @@ static const struct hetmm_notifier_ops emu_life_ops = {
 	.invalidate = emu_life,
 };
 
-static int emu_check_type(enum hetmm_memory_type type)
+/* The flags the device takes: hetmm's, passed on, and its own. */
+#define EMU_PAGEMAP_FLAGS HETMM_PAGEMAP_EVICT
+#define EMU_FLAGS (EMU_PAGEMAP_FLAGS | HETMM_EMU_COPY_ONLY)
+
+static int emu_check_desc(const struct hetmm_emu_desc *d)
 {
-	if (type < HETMM_MEMORY_DEVICE_PRIVATE || type > HETMM_MEMORY_PCI_P2PDMA)
+	if (!d || !d->nr_pages || d->nr_pages > (1ULL << 32) ||
+	    (d->flags & ~EMU_FLAGS))
 		return -EINVAL;
-	if (type != HETMM_MEMORY_DEVICE_PRIVATE &&
-	    type != HETMM_MEMORY_DEVICE_COHERENT)
+	if (d->type < HETMM_MEMORY_DEVICE_PRIVATE ||
+	    d->type > HETMM_MEMORY_PCI_P2PDMA)
+		return -EINVAL;
+	if (d->type != HETMM_MEMORY_DEVICE_PRIVATE &&
+	    d->type != HETMM_MEMORY_DEVICE_COHERENT)
 		return -EOPNOTSUPP;
+	/* Coherent memory is the CPU's by definition. */
+	if (d->type == HETMM_MEMORY_DEVICE_COHERENT &&
+	    (d->flags & HETMM_EMU_COPY_ONLY))
+		return -EINVAL;
 	return 0;
 }
 
-int hetmm_emu_create(struct hetmm_ctx *ctx, enum hetmm_memory_type type,
-		     uint64_t nr_pages, struct hetmm_emu **emup)
+/* What the device hot-adds for desc d. */
+static struct hetmm_pagemap_desc emu_pagemap_desc(struct hetmm_emu *emu,
+		const struct hetmm_emu_desc *d)
 {
-	if (!ctx || !emup || !nr_pages || nr_pages > (1ULL << 32))
+	bool coherent = d->type == HETMM_MEMORY_DEVICE_COHERENT;
+	bool copy_only = d->flags & HETMM_EMU_COPY_ONLY;
+	struct hetmm_pagemap_desc desc = {
+		.type = d->type,
+		.nr_pages = d->nr_pages,
+		.ops = coherent ? &emu_coherent_ops :
+		       copy_only ? &emu_copy_ops : &emu_ops,
+		.drvdata = emu,
+		.owner = emu,
+		.flags = HETMM_PAGEMAP_MANAGED |
+			 (d->flags & EMU_PAGEMAP_FLAGS) |
+			 (coherent || copy_only ? 0 : HETMM_PAGEMAP_REMAP),
+	};
+	return desc;
+}
+
+int hetmm_emu_create_desc(struct hetmm_ctx *ctx,
+			  const struct hetmm_emu_desc *d,
+			  struct hetmm_emu **emup)
+{
+	if (!ctx || !emup)
 		return -EINVAL;
 	int rc = ctx_usable(ctx);
 	if (rc)
 		return rc;
-	/* Validate the type before paying for the memory. */
-	rc = emu_check_type(type);
+	/* Validate before paying for the memory. */
+	rc = emu_check_desc(d);
 	if (rc)
 		return rc;
 	struct hetmm_emu *emu = calloc(1, sizeof(*emu));
@@ -453,22 +500,14 @@ int hetmm_emu_create(struct hetmm_ctx *ctx, enum hetmm_memory_type type,
 		return -ENOMEM;
 	emu->ctx = ctx;
 	emu->fd = -1;
-	emu->nr_pages = nr_pages;
+	emu->nr_pages = d->nr_pages;
 	pthread_mutex_init(&emu->lock, NULL);
-	bool coherent = type == HETMM_MEMORY_DEVICE_COHERENT;
 
-	struct hetmm_pagemap_desc desc = {
-		.type = type,
-		.nr_pages = nr_pages,
-		.ops = coherent ? &emu_coherent_ops : &emu_ops,
-		.drvdata = emu,
-		.owner = emu,
-		.flags = HETMM_PAGEMAP_MANAGED |
-			 (coherent ? 0 : HETMM_PAGEMAP_REMAP),
-	};
+	struct hetmm_pagemap_desc desc = emu_pagemap_desc(emu, d);
 	struct hetmm_pagemap_info info;
-	rc = coherent ? emu_map_coherent(emu, nr_pages)
-		      : emu_map_memory(emu, nr_pages);
+	rc = d->type == HETMM_MEMORY_DEVICE_COHERENT ?
+	     emu_map_coherent(emu, d->nr_pages) :
+	     emu_map_memory(emu, d->nr_pages);
 	if (!rc)
 		rc = hetmm_pagemap_add(ctx, &desc, &emu->pgmap);
 	if (rc) {
@@ -493,6 +532,13 @@ int hetmm_emu_create(struct hetmm_ctx *ctx, enum hetmm_memory_type type,
 	return 0;
 }
 
+int hetmm_emu_create(struct hetmm_ctx *ctx, enum hetmm_memory_type type,
+		     uint64_t nr_pages, struct hetmm_emu **emup)
+{
+	struct hetmm_emu_desc d = { .type = type, .nr_pages = nr_pages };
+	return hetmm_emu_create_desc(ctx, &d, emup);
+}
+
 int hetmm_emu_destroy(struct hetmm_emu *emu)
 {
 	if (!emu || !emu_listed(emu))
@@ -508,6 +554,19 @@ int hetmm_emu_destroy(struct hetmm_emu *emu)
 	hetmm_notifier_remove(emu->life);
 	emu_drop_mirrors(emu, true);
 	emu_free(emu);
+	return 0;
+}
+
+int hetmm_emu_get_stats(struct hetmm_emu *emu, struct hetmm_emu_stats *st)
+{
+	if (!emu || !st || !emu_listed(emu))
+		return -EINVAL;
+	int rc = ctx_usable(emu->ctx);
+	if (rc)
+		return rc;
+	st->copied_to_device = atomic_load(&emu->copied_to);
+	st->copied_from_device = atomic_load(&emu->copied_from);
+	st->copied_from_peer = atomic_load(&emu->copied_peer);
 	return 0;
 }
 
