@@ -297,7 +297,8 @@ int hetmm_page_get_info(const struct hetmm_page *page,
 int hetmm_addr_to_pfn(struct hetmm_ctx *ctx, const void *addr,
 		      hetmm_pfn_t *pfn);
 
-/* Size of the metadata hetmm keeps per device page, in bytes. */
+/* Size of the metadata hetmm keeps per device page, in bytes.  It
+ * never fails. */
 int hetmm_page_metadata_size(void);
 
 /* ------------------------------------------------------------------------
