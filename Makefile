@@ -4,7 +4,7 @@ BUILD ?= build
 CMAKE_FLAGS ?=
 JOBS ?= $(shell nproc)
 
-.PHONY: all build install demo test bench asan tsan soak clean conformance test-kernels bench-kernels \
+.PHONY: all build install demo test bench bench-probes asan tsan soak clean conformance test-kernels bench-kernels \
 	fuzz fuzz-merge fuzz-replay
 
 all: build
@@ -38,6 +38,11 @@ test: build
 
 bench: build
 	./$(BUILD)/hetmm bench
+
+# The USDT probes' cost on the fault path: this build against one without
+# probes (tools/probe-cost.sh; TRACED=1 adds runs with bpftrace attached).
+bench-probes: build
+	./tools/probe-cost.sh $(BUILD)
 
 # The kernel's own HMM selftest (Linux 6.1 hmm-tests, from Debian's
 # linux-source-6.1, built unmodified in $(BUILD)/conformance) run under the

@@ -60,6 +60,7 @@
 struct opts {
 	int quick;
 	int json;
+	int latency_only;         /* --latency: the fault latency alone */
 	const char *plot;
 	int reps;
 	int samples;
@@ -119,10 +120,11 @@ static int add_sizes(struct opts *o, const char *list)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: hetmm bench [--quick] [--json] [--sizes 1M,16M,256M,1G]\n"
+		"usage: hetmm bench [--quick] [--json] [--latency] [--sizes 1M,16M,256M,1G]\n"
 		"                   [--reps N] [--samples N] [--plot FILE.svg]\n"
 		"  --quick     sizes 1M,16M,64M and 1000 latency samples (a few seconds)\n"
 		"  --json      print one JSON object on stdout (progress on stderr)\n"
+		"  --latency   the single-page fault latency alone (tools/probe-cost.sh)\n"
 		"  --sizes     list of sizes (K/M/G suffixes), commas or separate args\n"
 		"  --reps      repetitions per figure, median reported (default 5)\n"
 		"  --samples   fault-latency samples per repetition\n"
@@ -144,6 +146,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			o->quick = 1;
 		} else if (!strcmp(a, "--json")) {
 			o->json = 1;
+		} else if (!strcmp(a, "--latency")) {
+			o->latency_only = 1;
 		} else if (!strcmp(a, "--sizes") ||
 			   !strncmp(a, "--sizes=", 8)) {
 			const char *list = a[7] == '=' ? a + 8 : NULL;
@@ -415,7 +419,9 @@ static int write_report(const struct opts *o, const struct report *rep)
 {
 	int rc;
 
-	if (o->json)
+	if (o->latency_only)
+		report_print_latency(rep, o->json);
+	else if (o->json)
 		report_print_json(rep);
 	else
 		report_print_text(rep);
@@ -459,9 +465,11 @@ int hetmm_bench_main(int argc, char **argv)
 		return 1;
 	}
 
-	failed |= measure_throughput(&env, &o, rep);
-	failed |= measure_pin_evict(&env, &o, rep);
-	failed |= measure_sections(&env, &o, rep);
+	if (!o.latency_only) {
+		failed |= measure_throughput(&env, &o, rep);
+		failed |= measure_pin_evict(&env, &o, rep);
+		failed |= measure_sections(&env, &o, rep);
+	}
 	failed |= measure_latency(&env, &o, rep);
 	rep->meta = hetmm_page_metadata_size();
 	failed |= env_close(&env);

@@ -254,6 +254,40 @@ void report_print_json(const struct report *rep)
 	fflush(f);
 }
 
+static void print_latency_text(const struct report *rep)
+{
+	const struct lat_result *lr = &rep->lat[rep->head];
+	char sb[32];
+
+	printf("\nsingle-page fault latency (%d random pages of a %s buffer "
+	       "per placement, one touch each, clock_gettime around it):\n",
+	       lr->st[LAT_HETMM].n, fmt_size(lr->region, sb, sizeof(sb)));
+	printf("  %-10s %10s %10s %10s %10s %7s %10s %7s %10s %7s\n",
+	       "handler", "hetmm med", "p99", "raw med", "p99", "ratio",
+	       "cold med", "ratio", "floor med", "ratio");
+	for (int p = 0; p < NPLACES; p++) {
+		const struct lat_result *l = &rep->lat[p];
+		const struct lat_stat *st = l->st;
+
+		if (st[LAT_HETMM].n == 0 && st[LAT_RAW].n == 0)
+			continue;
+		printf("  %-10s %8.0fns %8.0fns %8.0fns %8.0fns %7.3f "
+		       "%8.0fns %7.3f %8.0fns %7.3f%s\n", place_name[p],
+		       st[LAT_HETMM].med, st[LAT_HETMM].p99, st[LAT_RAW].med,
+		       st[LAT_RAW].p99, lat_ratio(l, LAT_RAW), st[LAT_COLD].med,
+		       lat_ratio(l, LAT_COLD), st[LAT_FLOOR].med,
+		       lat_ratio(l, LAT_FLOOR),
+		       p == (int)rep->head ? "  <- headline" : "");
+	}
+	printf("  (ratio = hetmm median / that median, lower is better; raw "
+	       "copies one hot page,\n   cold = raw copying the same bytes "
+	       "from a buffer as cold as the device's memory,\n   floor = cold "
+	       "finding them by a cold entry of a page-indexed table first;\n"
+	       "   headline = the worse of same_cpu and cross_cpu; hetmm took "
+	       "%" PRIu64 " faults for %" PRIu64 " pages there; means in "
+	       "--json)\n", lr->hetmm_faults, lr->hetmm_fault_pages);
+}
+
 void report_print_text(const struct report *rep)
 {
 	const struct size_result *largest = &rep->size[rep->nsizes - 1];
@@ -314,33 +348,7 @@ void report_print_text(const struct report *rep)
 	fork_print_text(rep->fork, rep->nsizes);
 	scale_print_text(rep->scale, rep->nsizes);
 	ablate_print_text(&rep->ablate);
-	printf("\nsingle-page fault latency (%d random pages of a %s buffer "
-	       "per placement, one touch each, clock_gettime around it):\n",
-	       lr->st[LAT_HETMM].n, fmt_size(lr->region, sb, sizeof(sb)));
-	printf("  %-10s %10s %10s %10s %10s %7s %10s %7s %10s %7s\n",
-	       "handler", "hetmm med", "p99", "raw med", "p99", "ratio",
-	       "cold med", "ratio", "floor med", "ratio");
-	for (int p = 0; p < NPLACES; p++) {
-		const struct lat_result *l = &rep->lat[p];
-		const struct lat_stat *st = l->st;
-
-		if (st[LAT_HETMM].n == 0 && st[LAT_RAW].n == 0)
-			continue;
-		printf("  %-10s %8.0fns %8.0fns %8.0fns %8.0fns %7.3f "
-		       "%8.0fns %7.3f %8.0fns %7.3f%s\n", place_name[p],
-		       st[LAT_HETMM].med, st[LAT_HETMM].p99, st[LAT_RAW].med,
-		       st[LAT_RAW].p99, lat_ratio(l, LAT_RAW), st[LAT_COLD].med,
-		       lat_ratio(l, LAT_COLD), st[LAT_FLOOR].med,
-		       lat_ratio(l, LAT_FLOOR),
-		       p == (int)rep->head ? "  <- headline" : "");
-	}
-	printf("  (ratio = hetmm median / that median, lower is better; raw "
-	       "copies one hot page,\n   cold = raw copying the same bytes "
-	       "from a buffer as cold as the device's memory,\n   floor = cold "
-	       "finding them by a cold entry of a page-indexed table first;\n"
-	       "   headline = the worse of same_cpu and cross_cpu; hetmm took "
-	       "%" PRIu64 " faults for %" PRIu64 " pages there; means in "
-	       "--json)\n", lr->hetmm_faults, lr->hetmm_fault_pages);
+	print_latency_text(rep);
 	printf("\nmetadata per device page: %d bytes\n", rep->meta);
 
 	make_rows(largest, last);
@@ -458,4 +466,29 @@ int report_write_plot(const struct report *rep, const char *path)
 	rc = plot_svg(path, title, p, 6);
 	free(p);
 	return rc;
+}
+
+void report_print_latency(const struct report *rep, int json)
+{
+	if (!json) {
+		printf("hetmm bench --latency: kernel %s, median of %d "
+		       "repetitions\n", rep->kernel, rep->reps);
+		print_latency_text(rep);
+		fflush(stdout);
+		return;
+	}
+	fputs("{\n  \"fault_latency_ns\": ", stdout);
+	json_lat(stdout, &rep->lat[rep->head], 1);
+	for (int p = 0; p < NPLACES; p++) {
+		const struct lat_stat *st = rep->lat[p].st;
+
+		if (st[LAT_HETMM].n == 0 && st[LAT_RAW].n == 0)
+			continue;
+		printf(",\n  \"fault_latency_ns_%s\": ", place_name[p]);
+		json_lat(stdout, &rep->lat[p], 0);
+	}
+	printf(",\n  \"reps\": %d,\n  \"kernel\": ", rep->reps);
+	json_str(stdout, rep->kernel);
+	fputs("\n}\n", stdout);
+	fflush(stdout);
 }

@@ -34,6 +34,8 @@ struct report {
 /* On stdout.  The summary ratios are taken at the largest size. */
 void report_print_text(const struct report *rep);
 void report_print_json(const struct report *rep);
+/* --latency: the fault latency section alone, as text or JSON. */
+void report_print_latency(const struct report *rep, int json);
 /* --plot: throughput against size as SVG; 0 or a negative errno. */
 int report_write_plot(const struct report *rep, const char *path);
 

@@ -30,6 +30,7 @@
 #include "pagemap.h"
 #include "shadow.h"
 #include "testhook.h"
+#include "trace.h"
 
 /* A claim we hold orders us after the commit that counted its frame in
  * nr_zero, and the frame is not freed under us: a count of 0 means none
@@ -536,6 +537,8 @@ int hetmm_migrate_to_system(struct hetmm_ctx *ctx, void *addr, size_t len,
 		report->moved = 0;
 		report->skipped = 0;
 	}
-	return migrate_back_range(ctx, start, end, report);
+	rc = migrate_back_range(ctx, start, end, report);
+	TRACE3(migrate_to_system, start, len, rc);
+	return rc;
 }
 

@@ -19,6 +19,7 @@
 #include "evict.h"
 #include "pagemap.h"
 #include "shadow.h"
+#include "trace.h"
 
 /* Rounds of evict-then-allocate before a migration settles for fewer. */
 #define EVICT_ROUNDS 8
@@ -86,6 +87,7 @@ static size_t evict(struct hetmm_pagemap *pgmap, size_t want)
 	if (staging)
 		munmap(staging, CHUNK_PAGES * PAGE_SIZE);
 	STAT_ADD(ctx, evictions, evicted);
+	TRACE3(evict, pgmap, want, evicted);
 	return evicted;
 }
 

@@ -32,6 +32,7 @@
 #include "order.h"
 #include "pagemap.h"
 #include "shadow.h"
+#include "trace.h"
 
 #define FAULT_AROUND_GROWTH 8
 #define FAULT_READ_BATCH 32
@@ -598,6 +599,7 @@ static void handle_pagefault(struct hetmm_ctx *ctx, const struct uffd_msg *m)
 		return;
 	}
 	STAT_ADD(ctx, faults, 1);
+	TRACE2(fault, addr, flags);
 	if (addr == (uintptr_t)ctx->fault->doorbell) {
 		if (uffd_fill(ctx->uffd.fd, FILL_ZERO, addr, 0, PAGE_SIZE,
 			      FILL_WAKE | FILL_ONCE) > 0)

@@ -38,6 +38,7 @@
 #include "order.h"
 #include "pagemap.h"
 #include "shadow.h"
+#include "trace.h"
 #include "watch.h"
 
 /* Chunk page states beyond the public ones, while the chunk is worked. */
@@ -526,6 +527,7 @@ static size_t chunk_commit(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	chunk_wake(ctx, c);
 	atomic_fetch_add(&ctx->stats.device_resident, (int64_t)moved);
 	STAT_ADD(ctx, to_device_pages, moved);
+	TRACE3(migrate_to_device, vpn_to_addr(c->vpn), c->n, moved);
 	return moved;
 }
 

@@ -13,6 +13,7 @@
 #include "ctx.h"
 #include "entry.h"
 #include "notifier.h"
+#include "trace.h"
 
 /*
  * seq counts invalidations begun; active counts those running.  An
@@ -121,6 +122,7 @@ static void notifier_call(struct hetmm_notifier *n, uintptr_t start,
 {
 	atomic_fetch_add(&n->active, 1);
 	atomic_fetch_add(&n->seq, 1);
+	TRACE3(invalidate, MAX(start, n->start), MIN(end, n->end), why);
 	n->ops->invalidate(n, MAX(start, n->start), MIN(end, n->end), why,
 			   n->arg);
 	atomic_fetch_sub(&n->active, 1);

@@ -29,6 +29,7 @@
 #include "entry.h"
 #include "pagemap.h"
 #include "shadow.h"
+#include "trace.h"
 
 #define FOLL_KNOWN (HETMM_FOLL_WRITE | HETMM_FOLL_LONGTERM)
 /* Tries to bring a device page back before calling the page lost. */
@@ -256,6 +257,8 @@ static long gup(struct hetmm_ctx *ctx, void *addr, size_t nr,
 	}
 	if (done)
 		STAT_ADD(ctx, pins, done);
+	TRACE4(pin, addr, nr, flags | (pin ? TRACE_PIN_PIN : 0) |
+	       (fast ? TRACE_PIN_FAST : 0), done ? (long)done : rc);
 	return done ? (long)done : rc;
 }
 

@@ -3,6 +3,7 @@
 #   systemtap-sdt-dev  sys/sdt.h, for the USDT probes (without it the
 #                      library builds without them)
 #   pkg-config         the install test builds an example with it
+#   python3            tools/apiref.py, the API reference and its check
 # Debian packages, with apt-get, as root only; otherwise it says what is
 # missing and leaves it (the build goes on).  Never fails the build.
 set -u
@@ -10,6 +11,7 @@ missing=()
 printf '#include <sys/sdt.h>\n' | ${CC:-cc} -E -x c - >/dev/null 2>&1 ||
 	missing+=(systemtap-sdt-dev)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
 [ "${#missing[@]}" -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
 	echo "deps: missing ${missing[*]} (as root: apt-get install" \
