@@ -45,7 +45,7 @@
 		int rc_ = (call);                                          \
 		if (rc_ < 0) {                                             \
 			fprintf(stderr, "accel: %s: %s\n", #call,          \
-				strerror(-rc_));                           \
+				hetmm_strerror(rc_));                      \
 			exit(1);                                           \
 		}                                                          \
 	} while (0)
@@ -70,20 +70,13 @@ struct accel {
 	uint64_t invalidations;
 };
 
-static struct accel *accel_of(struct hetmm_pagemap *pgmap)
-{
-	struct hetmm_pagemap_info info;
-
-	return hetmm_pagemap_get_info(pgmap, &info) ? NULL : info.drvdata;
-}
-
 /* The copy engine: system memory to VRAM and back. */
 static int copy_to_vram(struct hetmm_pagemap *pgmap, uint64_t index,
 			const void *src, size_t nr)
 {
-	struct accel *a = accel_of(pgmap);
+	struct accel *a = hetmm_pagemap_drvdata(pgmap);
 
-	if (!a || index + nr > VRAM_PAGES)
+	if (index + nr > VRAM_PAGES)
 		return -EINVAL;
 	memcpy(a->vram + index * PS, src, nr * PS);
 	return 0;
@@ -92,9 +85,9 @@ static int copy_to_vram(struct hetmm_pagemap *pgmap, uint64_t index,
 static int copy_from_vram(struct hetmm_pagemap *pgmap, void *dst,
 			  uint64_t index, size_t nr)
 {
-	struct accel *a = accel_of(pgmap);
+	struct accel *a = hetmm_pagemap_drvdata(pgmap);
 
-	if (!a || index + nr > VRAM_PAGES)
+	if (index + nr > VRAM_PAGES)
 		return -EINVAL;
 	memcpy(dst, a->vram + index * PS, nr * PS);
 	return 0;

@@ -42,7 +42,7 @@
 		int rc_ = (call);                                          \
 		if (rc_ < 0) {                                             \
 			fprintf(stderr, "tier: %s: %s\n", #call,           \
-				strerror(-rc_));                           \
+				hetmm_strerror(rc_));                      \
 			exit(1);                                           \
 		}                                                          \
 	} while (0)
@@ -57,11 +57,9 @@ struct tier {
 
 static unsigned char *tier_mem(struct hetmm_pagemap *pgmap, uint64_t index)
 {
-	struct hetmm_pagemap_info info;
+	struct tier *t = hetmm_pagemap_drvdata(pgmap);
 
-	if (hetmm_pagemap_get_info(pgmap, &info) || index >= TIER_PAGES)
-		return NULL;
-	return ((struct tier *)info.drvdata)->mem + index * PS;
+	return index < TIER_PAGES ? t->mem + index * PS : NULL;
 }
 
 static int tier_copy_to(struct hetmm_pagemap *pgmap, uint64_t index,
@@ -142,7 +140,7 @@ static int device_pass(struct tier *t, unsigned char *data, size_t p,
 
 		if (rc) {
 			fprintf(stderr, "tier: page %zu is not in the tier: "
-				"%s\n", i, strerror(-rc));
+				"%s\n", i, hetmm_strerror(rc));
 			return -1;
 		}
 		frame = t->mem + (hetmm_pfn_number(pfn) - t->first_pfn) * PS;
