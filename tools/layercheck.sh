@@ -84,6 +84,9 @@ phase == "syms" && $1 == "@" {
 	if (f in path) finding("two objects are file " f ": " path[f] " " $3)
 	path[f] = $3; obj[++nobj] = f; next
 }
+# _.stapsdt.base: the weak marker <sys/sdt.h> puts in every object with a
+# USDT probe (src/trace.h), merged into one by the linker.
+phase == "syms" && $1 == "_.stapsdt.base" { next }
 phase == "syms" && $2 ~ /^[TWDBRCVGSiu]$/ {
 	if ($1 in def) finding("defined twice: " $1 " in " def[$1] " and " f)
 	else def[$1] = f
