@@ -26,6 +26,28 @@
  * a CPU access to it raises a userfaultfd fault and the context's handler
  * migrates it back, with fault-around, before the thread resumes.
  *
+ * Device errors on the fault path.  If the driver cannot copy the page
+ * back (struct hetmm_pagemap_ops: a copy that fails or times out), the
+ * handler tries it alone HETMM_COPY_RETRIES more times, then gives the
+ * faulting thread SIGBUS, as the kernel's fault does when migrate_to_ram
+ * returns VM_FAULT_SIGBUS.  The page stays on the device with its bytes;
+ * no thread ever reads a wrong byte.  Where the kernel has UFFDIO_POISON
+ * (6.6 and later) hetmm poisons the page: the thread, and any access to
+ * the page after it, gets the kernel's own SIGBUS, si_addr the address
+ * accessed and si_code BUS_ADRERR (6.18; kernels that report a poisoned
+ * page as a memory failure say BUS_MCEERR_AR), without another fault,
+ * until a
+ * migration back succeeds (hetmm_migrate_to_system, or a fault-around of
+ * a neighbour) or munmap/madvise(MADV_DONTNEED) discards the page.  On
+ * older kernels (Debian 12's 6.1) the faulting thread alone is sent
+ * SIGBUS with rt_tgsigqueueinfo(2), which lets one thread signal another
+ * only with a negative si_code: si_code is SI_QUEUE, si_addr the address
+ * accessed (the fields lie where a fault's do), and every later access
+ * faults and tries the copy again, as the kernel's does.  A thread that
+ * blocks SIGBUS there faults again at once, tries again, and so on, until
+ * the page comes back.  Either way SIGBUS's default action ends the
+ * process.
+ *
  * Conventions: every call returns 0 (or a count where documented) or a
  * negative errno.  Bad input (NULL, zero length, unaligned or overflowing
  * ranges, unmapped memory, an object of the wrong context) is refused with
@@ -236,6 +258,10 @@ struct hetmm_stats {
 	uint64_t fork_pages;         /* device pages brought back for fork */
 	uint64_t evictions;          /* pages evicted from a full device */
 	uint64_t pins;               /* pages got or pinned (pin API) */
+	uint64_t copy_errors;        /* driver copies that failed or never
+				      * completed (struct hetmm_pagemap_ops) */
+	uint64_t fault_sigbus;       /* faults answered with SIGBUS: the
+				      * page could not come back */
 };
 
 /* A snapshot of the counters; -EINVAL for NULL, -ECHILD. */
@@ -363,19 +389,71 @@ enum hetmm_memory_type {
 	HETMM_MEMORY_PCI_P2PDMA,          /* peer-to-peer DMA target */
 };
 
+/* One asynchronous copy a driver was asked to make (see below). */
+struct hetmm_copy;
+
 /*
  * A driver's ops.  Indices are page indices within the pagemap; ranges of
  * consecutive indices are handed over in one call so a copy engine can
  * batch them.  Calls may come from the fault handler thread and from any
  * thread that migrates, concurrently, for distinct pages.
+ *
+ * Copies, synchronous or asynchronous.  A DEVICE_PRIVATE or
+ * DEVICE_COHERENT pagemap gives either pair:
+ *
+ *   copy_to_device, copy_from_device      the copy is made when the call
+ *                                         returns (a CPU copy, or a DMA
+ *                                         the driver waits for itself);
+ *   submit_to_device, submit_from_device  the copy is started and the
+ *                                         driver tells hetmm_copy_done()
+ *                                         when it has finished (a DMA
+ *                                         engine, io_uring, a network
+ *                                         transport).
+ *
+ * Asynchronous copies (the kernel's dmaengine: a descriptor submitted,
+ * its completion callback later).  hetmm keeps up to the desc's
+ * queue_depth copies of a pagemap in flight, each of at most
+ * HETMM_COPY_MAX_PAGES pages: a migration copies the pieces of a chunk at
+ * once, and a fault brings its fault-around window back piece by piece,
+ * installing each as it completes.  A submit op returns 0 once the copy
+ * is started, and the driver then calls hetmm_copy_done(copy, ...)
+ * exactly once, from any thread (its completion thread, or this one
+ * before the op returns), in any order; src and dst stay valid until
+ * then.  A negative return means the copy was not started (no done call
+ * follows) and counts as its failure.  hetmm allocates nothing per copy.
+ *
+ * Device errors.  A copy that fails (an op returning non-zero, done with
+ * an error) or that does not complete within the desc's copy_timeout_ms
+ * (asynchronous copies only) changes nothing: to the device, the page
+ * stays in system memory, untouched, reported HETMM_MIGRATE_SKIP_ERROR;
+ * back, it stays on the device, whole, and is tried again on its next
+ * fault or migration back.  A CPU fault on a page that cannot come back
+ * after HETMM_COPY_RETRIES more tries gets SIGBUS (see "Device errors on
+ * the fault path" below); an explicit migration back and hot-remove
+ * return -EIO.  A copy that timed out may still be running: hetmm never
+ * reuses its staging memory, never hands its frames to another page
+ * (the pagemap takes no new migration from then on: -EIO), and keeps the
+ * pagemap's queue until the driver calls done for it, even after
+ * hot-remove.
  */
 struct hetmm_pagemap_ops {
-	/* Copy nr pages of system memory at src into device pages. */
+	/* Copy nr pages of system memory at src into device pages.  0, or
+	 * the copy failed. */
 	int (*copy_to_device)(struct hetmm_pagemap *pgmap, uint64_t index,
 			      const void *src, size_t nr);
-	/* Copy nr device pages into system memory at dst. */
+	/* Copy nr device pages into system memory at dst.  0, or the copy
+	 * failed. */
 	int (*copy_from_device)(struct hetmm_pagemap *pgmap, void *dst,
 				uint64_t index, size_t nr);
+	/* Start the same copies; complete them with hetmm_copy_done().
+	 * src and dst are readable and writable from any thread; dst is
+	 * hetmm's own staging memory. */
+	int (*submit_to_device)(struct hetmm_pagemap *pgmap, uint64_t index,
+				const void *src, size_t nr,
+				struct hetmm_copy *copy);
+	int (*submit_from_device)(struct hetmm_pagemap *pgmap, void *dst,
+				  uint64_t index, size_t nr,
+				  struct hetmm_copy *copy);
 	/* Optional: a CPU-readable address of a device page, so that the
 	 * handler can install it with one kernel copy instead of two. */
 	void *(*page_address)(struct hetmm_pagemap *pgmap, uint64_t index);
@@ -398,7 +476,33 @@ struct hetmm_pagemap_desc {
 	 * them in place; others see them as remote (pgmap->owner). */
 	const void *owner;
 	uint32_t flags;              /* HETMM_PAGEMAP_* */
+	/* Asynchronous copies only (0: the defaults): most copies in
+	 * flight, at most HETMM_COPY_DEPTH_MAX, and how long one may take
+	 * before it counts as failed. */
+	uint32_t queue_depth;
+	uint32_t copy_timeout_ms;
 };
+
+#define HETMM_COPY_MAX_PAGES 64        /* pages of one asynchronous copy */
+#define HETMM_COPY_DEPTH_MAX 64
+#define HETMM_COPY_DEPTH_DEFAULT 16
+/* As the kernel's dma_sync_wait(), which gives a DMA 5 s. */
+#define HETMM_COPY_TIMEOUT_DEFAULT_MS 5000
+/* Tries a fault makes after its first failed copy back, before SIGBUS. */
+#define HETMM_COPY_RETRIES 3
+
+/*
+ * A driver finished the asynchronous copy `copy` (given to its submit
+ * op): error 0 if every byte was copied, else a negative errno (the copy
+ * failed; what it wrote is ignored).  Callable from any thread, with no
+ * lock of hetmm's held, and from the submit op itself; it never blocks.
+ * The kernel's counterpart is a DMA descriptor's completion callback.
+ * -EINVAL for NULL, for an error that is positive or below -4095, and
+ * for a copy not in flight (done twice, if hetmm has not given its slot
+ * to another copy yet: a second done is a driver bug hetmm cannot always
+ * tell).
+ */
+int hetmm_copy_done(struct hetmm_copy *copy, int error);
 
 /*
  * The device memory is private anonymous memory of this process at the
@@ -454,7 +558,11 @@ int hetmm_pagemap_add(struct hetmm_ctx *ctx,
  * up.  FS_DAX and GENERIC pages stay where they are and may be pinned:
  * removal refuses new references, waits up to HETMM_REMOVE_PIN_WAIT_MS for
  * those held to go, and otherwise returns -EBUSY with the pagemap intact
- * and usable.  After removal their addresses are ordinary memory.
+ * and usable.  After removal their addresses are ordinary memory.  If the
+ * driver fails to copy a page back (a device error), removal returns -EIO
+ * with the pagemap intact, the pages it could not move still on it: the
+ * kernel's memunmap_pages cannot fail, but hetmm would otherwise lose
+ * their bytes.
  */
 int hetmm_pagemap_remove(struct hetmm_pagemap *pgmap);
 /* Hot-remove of a HETMM_PAGEMAP_MANAGED pagemap by its driver: owner is
@@ -499,6 +607,8 @@ enum hetmm_migrate_status {
 	HETMM_MIGRATE_SKIP_BUSY,      /* another migration holds it */
 	HETMM_MIGRATE_SKIP_NOMEM,     /* the device is full */
 	HETMM_MIGRATE_SKIP_SYSTEM,    /* not on a device (migrate back) */
+	HETMM_MIGRATE_SKIP_ERROR,     /* the driver's copy failed: the page
+				       * stays where it was, untouched */
 };
 
 struct hetmm_migrate_report {
@@ -517,14 +627,21 @@ struct hetmm_migrate_report {
  * Returns 0 when at least one page moved; -ENOENT when nothing in the range
  * could; -EINVAL when the range is not fully mapped or not accessible,
  * unaligned, empty or overflowing; -ENXIO when the pagemap is being
- * removed; -ENOMEM when the device is full before any page moved.
+ * removed; -ENOMEM when the device is full before any page moved; -EIO
+ * when no page moved because the driver's copies failed (the pages are
+ * in system memory, untouched: HETMM_MIGRATE_SKIP_ERROR), or the
+ * pagemap takes no migration since a copy of its timed out.
  */
 int hetmm_migrate_to_device(struct hetmm_pagemap *pgmap, void *addr,
 			    size_t len, struct hetmm_migrate_report *report);
 
 /*
  * Move every device page of [addr, addr + len) back to system memory.
- * -ENOENT when no page of the range is on a device; -EINVAL as above.
+ * -ENOENT when no page of the range is on a device; -EINVAL as above;
+ * -EIO when the driver's copy of a page failed: that page stays on the
+ * device with its bytes (HETMM_MIGRATE_SKIP_ERROR), the others moved.
+ * (The kernel's migrate_vma leaves a page whose copy failed where it
+ * was; its caller learns it from the page's migrate flag.)
  */
 int hetmm_migrate_to_system(struct hetmm_ctx *ctx, void *addr, size_t len,
 			    struct hetmm_migrate_report *report);

@@ -23,6 +23,7 @@
 #include "back.h"
 #include "coherent.h"
 #include "compat.h"
+#include "copy.h"
 #include "ctx.h"
 #include "entry.h"
 #include "notifier.h"
@@ -273,8 +274,10 @@ static uintptr_t copy_source(struct hetmm_pagemap *pgmap, uint64_t idx0,
 			return 0;
 		*staging = p;
 	}
-	if (pgmap->ops->copy_from_device(pgmap, *staging, idx0, run))
+	if (pgmap->ops->copy_from_device(pgmap, *staging, idx0, run)) {
+		STAT_ADD(pgmap->ctx, copy_errors, 1);
 		return 0;
+	}
 	return (uintptr_t)*staging;
 }
 
@@ -423,30 +426,128 @@ void back_invalidate(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 void back_keep(struct hetmm_ctx *ctx, uint64_t vpn, const uint64_t *claims,
 	       size_t n)
 {
-	for (size_t k = 0; k < n; k++)
-		publish_or_drop(ctx, vpn + k, claims[k],
-				shadow_unbusy(claims[k]), true);
+	back_keep_quiet(ctx, vpn, claims, n);
 	if (n)
 		uffd_wake(ctx->uffd.fd, vpn_to_addr(vpn), n * PAGE_SIZE);
 }
 
-/* Bring one run back, moving it where the pagemap allows. */
+void back_keep_quiet(struct hetmm_ctx *ctx, uint64_t vpn,
+		     const uint64_t *claims, size_t n)
+{
+	for (size_t k = 0; k < n; k++)
+		publish_or_drop(ctx, vpn + k, claims[k],
+				shadow_unbusy(claims[k]), true);
+}
+
+bool back_is_async(struct hetmm_pagemap *pgmap, uint64_t idx0)
+{
+	return copy_is_async(pgmap) && !pgmap->ops->page_address &&
+	       !page_is_zero(pgmap, idx0);
+}
+
+/* A run coming back through asynchronous copies (copy.c's pipeline). */
+struct back_pipe {
+	struct hetmm_ctx *ctx;
+	struct hetmm_pagemap *pgmap;
+	uint64_t vpn, idx0;
+	size_t run;
+	const uint64_t *claims;
+	unsigned how;
+	uint8_t *status;
+	bool given;
+	size_t left, installed, failed;
+};
+
+static bool back_pipe_next(void *arg, struct copy_req *r)
+{
+	struct back_pipe *b = arg;
+	if (b->given)
+		return false;
+	b->given = true;
+	*r = (struct copy_req){ .index = b->idx0, .nr = b->run, .tag = 0 };
+	return true;
+}
+
+static void status_set(uint8_t *status, size_t from, size_t n,
+		       enum hetmm_migrate_status st)
+{
+	if (status)
+		memset(status + from, st, n);
+}
+
+/* A piece completed: install it from staging, or keep it on the device
+ * if its copy failed (waking nobody: see back_run_async). */
+static void back_pipe_finish(void *arg, const struct copy_req *r, int err,
+			     void *staging)
+{
+	struct back_pipe *b = arg;
+	size_t k = r->tag, gone = 0, installed = 0;
+	if (!err)
+		gone = back_install(b->ctx, b->pgmap, b->vpn + k, b->idx0 + k,
+				    r->nr, FILL_COPY, (uintptr_t)staging,
+				    b->how, &installed);
+	if (err) {
+		/* Only the handler's claims have no waiters (BACK_ONCE). */
+		if (b->how & BACK_ONCE)
+			back_keep_quiet(b->ctx, b->vpn + k, b->claims + k,
+					r->nr);
+		else
+			back_keep(b->ctx, b->vpn + k, b->claims + k, r->nr);
+		b->failed += r->nr;
+	} else {
+		back_keep(b->ctx, b->vpn + k + gone, b->claims + k + gone,
+			  r->nr - gone);
+	}
+	status_set(b->status, k, gone, HETMM_MIGRATE_MOVED);
+	status_set(b->status, k + gone, r->nr - gone,
+		   err ? HETMM_MIGRATE_SKIP_ERROR : HETMM_MIGRATE_SKIP_BUSY);
+	b->left += gone;
+	b->installed += installed;
+}
+
+size_t back_run_async(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+		      uint64_t vpn, uint64_t idx0, size_t run,
+		      const uint64_t *claims, unsigned how, uint8_t *status,
+		      size_t *installed, size_t *failed)
+{
+	struct back_pipe b = {
+		.ctx = ctx, .pgmap = pgmap, .vpn = vpn, .idx0 = idx0,
+		.run = run, .claims = claims, .how = how, .status = status,
+	};
+	copy_pipe(pgmap, false, back_pipe_next, back_pipe_finish, &b);
+	*installed = b.installed;
+	*failed = b.failed;
+	return b.left;
+}
+
+/* Bring one run back, moving it where the pagemap allows; what could not
+ * leave stays on the device.  Returns pages that left. */
 static size_t back_run(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		       uint64_t vpn, uint64_t idx0, size_t run,
-		       void **staging, unsigned how)
+		       const uint64_t *claims, void **staging, uint8_t *status)
 {
 	enum uffd_fill op;
 	uintptr_t src;
-	size_t installed;
-	if (back_source(ctx, pgmap, idx0, run, false, staging, &op, &src))
-		return 0;
-	return back_install(ctx, pgmap, vpn, idx0, run, op, src, how,
-			    &installed);
+	size_t installed, failed;
+	if (back_is_async(pgmap, idx0))
+		return back_run_async(ctx, pgmap, vpn, idx0, run, claims, 0,
+				      status, &installed, &failed);
+	size_t gone = 0;
+	bool err = back_source(ctx, pgmap, idx0, run, false, staging, &op,
+			       &src) != 0;
+	if (!err)
+		gone = back_install(ctx, pgmap, vpn, idx0, run, op, src, 0,
+				    &installed);
+	back_keep(ctx, vpn + gone, claims + gone, run - gone);
+	status_set(status, 0, gone, HETMM_MIGRATE_MOVED);
+	status_set(status, gone, run - gone,
+		   err ? HETMM_MIGRATE_SKIP_ERROR : HETMM_MIGRATE_SKIP_BUSY);
+	return gone;
 }
 
 size_t migrate_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 			    const uint64_t *claims, void **staging,
-			    unsigned how)
+			    uint8_t *status)
 {
 	TEST_HOOK(TEST_HOOK_BACK_CLAIMED, vpn_to_addr(vpn), n * PAGE_SIZE);
 	/* Devices stop using the pages before their contents move; a
@@ -460,23 +561,19 @@ size_t migrate_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 		struct hetmm_pagemap *pgmap =
 			pfn_pagemap(shadow_pfn(claims[i]), &idx0);
 		size_t run = back_frame_run(claims, i, n, pgmap, idx0);
-		size_t gone;
-		if (pagemap_is_coherent(pgmap)) {
-			/* Private anonymous memory takes the mapping's
-			 * place first. */
-			size_t k = coherent_unmap(ctx, vpn_to_addr(vpn + i),
-						  run);
-			run = k ? k : run;
-			gone = k ? back_run(ctx, pgmap, vpn + i, idx0, run,
-					    staging, how) : 0;
+		uint8_t *st = status ? status + i : NULL;
+		/* Private anonymous memory takes a coherent mapping's place
+		 * first; if it can't, the run stays on the device. */
+		size_t k = pagemap_is_coherent(pgmap) ?
+			   coherent_unmap(ctx, vpn_to_addr(vpn + i), run) : run;
+		if (k) {
+			left += back_run(ctx, pgmap, vpn + i, idx0, k,
+					 claims + i, staging, st);
 		} else {
-			gone = back_run(ctx, pgmap, vpn + i, idx0, run,
-					staging, how);
+			back_keep(ctx, vpn + i, claims + i, run);
+			status_set(st, 0, run, HETMM_MIGRATE_SKIP_BUSY);
 		}
-		left += gone;
-		/* Pages that could not leave stay on the device. */
-		back_keep(ctx, vpn + i + gone, claims + i + gone, run - gone);
-		i += run;
+		i += k ? k : run;
 	}
 	return left;
 }
@@ -485,9 +582,10 @@ int migrate_back_range(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end,
 		       struct hetmm_migrate_report *rep)
 {
 	uint64_t claims[CHUNK_PAGES];
+	uint8_t st[CHUNK_PAGES];
 	void *staging = NULL;
 	uint64_t first = addr_to_vpn(start), last = addr_to_vpn(end);
-	size_t moved = 0;
+	size_t moved = 0, failed = 0;
 	int spins_left = SHADOW_FILLING_SPINS;
 
 	for (uint64_t vpn = first; vpn < last;) {
@@ -509,17 +607,19 @@ int migrate_back_range(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end,
 		size_t n = claim_device_run(&ctx->shadow, vpn, want, claims);
 		if (n == 0)
 			continue;   /* lost a race; look at the page again */
-		size_t got = migrate_back_claimed(ctx, vpn, n, claims,
-						  &staging, 0);
-		for (size_t k = 0; k < n; k++)
-			report_page(rep, page + k, k < got ?
-				      HETMM_MIGRATE_MOVED :
-				      HETMM_MIGRATE_SKIP_BUSY);
-		moved += got;
+		moved += migrate_back_claimed(ctx, vpn, n, claims, &staging,
+					      st);
+		for (size_t k = 0; k < n; k++) {
+			report_page(rep, page + k,
+				    (enum hetmm_migrate_status)st[k]);
+			failed += st[k] == HETMM_MIGRATE_SKIP_ERROR;
+		}
 		vpn += n;
 	}
 	if (staging)
 		munmap(staging, CHUNK_PAGES * PAGE_SIZE);
+	if (failed)
+		return -EIO;
 	return moved ? 0 : -ENOENT;
 }
 

@@ -50,12 +50,14 @@ bool back_can_move(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap);
  * Bring the claimed pages [vpn, vpn + n) back to system memory.  claims[i]
  * is the shadow entry with BUSY set; on return every entry is 0 again, or
  * the page's device entry where it could not leave, and every waiter on
- * the range was woken (unless BACK_NO_WAKE).  Returns pages that left the
- * device (a page whose mapping vanished meanwhile leaves it dropped).
+ * the range was woken.  Returns pages that left the device (a page whose
+ * mapping vanished meanwhile leaves it dropped); status (n entries, may
+ * be NULL) gets each page's: MOVED, SKIP_BUSY, or SKIP_ERROR where the
+ * driver's copy failed.
  */
 size_t migrate_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 			    const uint64_t *claims, void **staging,
-			    unsigned how);
+			    uint8_t *status);
 /* Forget claimed device pages whose process page is gone: free their
  * frames and clear their entries, copying nothing.  Notifiers are told
  * again, for the reason the pages went (why), before the frames are. */
@@ -95,6 +97,25 @@ size_t back_install(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 /* Claims [vpn, vpn + n) stay on the device: published again, woken. */
 void back_keep(struct hetmm_ctx *ctx, uint64_t vpn, const uint64_t *claims,
 	       size_t n);
+/* The same, waking nobody: for the handler, whose claims nobody waits
+ * on (each thread's fault is a message of its own), after a failed copy:
+ * the faulting thread must stay in its fault until it gets SIGBUS. */
+void back_keep_quiet(struct hetmm_ctx *ctx, uint64_t vpn,
+		     const uint64_t *claims, size_t n);
+/* Does a run of pgmap from frame idx0 come back by asynchronous copies? */
+bool back_is_async(struct hetmm_pagemap *pgmap, uint64_t idx0);
+/*
+ * Bring back a claimed run by the driver's asynchronous copies, many in
+ * flight, each piece installed (how: as back_install) as it completes;
+ * pieces whose copy failed stay on the device, counted in *failed (kept
+ * quietly for the handler, BACK_ONCE); pieces the kernel refused are kept
+ * and woken.  Returns pages
+ * that left; status as migrate_back_claimed's (run entries, or NULL).
+ */
+size_t back_run_async(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+		      uint64_t vpn, uint64_t idx0, size_t run,
+		      const uint64_t *claims, unsigned how, uint8_t *status,
+		      size_t *installed, size_t *failed);
 /* Count pages that left the device (negative counts take some back):
  * left of them, installed of those mapped in the process. */
 void back_count(struct hetmm_ctx *ctx, int64_t installed, int64_t left);

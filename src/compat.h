@@ -55,9 +55,23 @@ struct uffdio_move {
 #define UFFDIO_MOVE _IOWR(UFFDIO, _UFFDIO_MOVE, struct uffdio_move)
 #endif
 
-/* UFFDIO_POISON (6.6). */
+/* UFFDIO_POISON (6.6): a poison marker in place of a missing page. */
 #ifndef _UFFDIO_POISON
 #define _UFFDIO_POISON (0x08)
+#endif
+#ifndef UFFDIO_POISON
+struct uffdio_poison {
+	struct uffdio_range range;
+#define UFFDIO_POISON_MODE_DONTWAKE ((__u64)1 << 0)
+	__u64 mode;
+	__s64 updated;
+};
+#define UFFDIO_POISON _IOWR(UFFDIO, _UFFDIO_POISON, struct uffdio_poison)
+#endif
+
+/* The fault's exact address in its message, not its page's (5.18). */
+#ifndef UFFD_FEATURE_EXACT_ADDRESS
+#define UFFD_FEATURE_EXACT_ADDRESS (1 << 11)
 #endif
 
 /* UFFDIO_COPY_MODE_WP and UFFDIO_ZEROPAGE mode bits are in 6.1 already. */

@@ -28,7 +28,8 @@
 #define CTX_WANTED_FEATURES \
 	(UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_THREAD_ID | \
 	 UFFD_FEATURE_MOVE | UFFD_FEATURE_EVENT_UNMAP | \
-	 UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_REMAP)
+	 UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_REMAP | \
+	 UFFD_FEATURE_POISON | UFFD_FEATURE_EXACT_ADDRESS)
 
 #define DEFAULT_FAULT_AROUND FAULT_AROUND_MAX
 
@@ -204,6 +205,8 @@ int hetmm_ctx_get_stats(struct hetmm_ctx *ctx, struct hetmm_stats *st)
 	st->fork_pages = STAT_LOAD(ctx, fork_pages);
 	st->evictions = STAT_LOAD(ctx, evictions);
 	st->pins = STAT_LOAD(ctx, pins);
+	st->copy_errors = STAT_LOAD(ctx, copy_errors);
+	st->fault_sigbus = STAT_LOAD(ctx, fault_sigbus);
 	return 0;
 }
 

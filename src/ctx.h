@@ -31,6 +31,8 @@ struct hetmm_stats_atomic {
 	atomic_uint_fast64_t fork_pages;
 	atomic_uint_fast64_t evictions;
 	atomic_uint_fast64_t pins;
+	atomic_uint_fast64_t copy_errors;
+	atomic_uint_fast64_t fault_sigbus;
 };
 
 #define STAT_ADD(ctx, field, n) \

@@ -82,7 +82,7 @@ static size_t evict(struct hetmm_pagemap *pgmap, size_t want)
 		atomic_fetch_add_explicit(&pgmap->clock_hand, n - 1,
 					  memory_order_relaxed);
 		evicted += migrate_back_claimed(ctx, vpn, n, claims, &staging,
-						0);
+						NULL);
 	}
 	if (staging)
 		munmap(staging, CHUNK_PAGES * PAGE_SIZE);

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "back.h"
@@ -32,6 +33,7 @@
 #include "order.h"
 #include "pagemap.h"
 #include "shadow.h"
+#include "testhook.h"
 #include "trace.h"
 
 #define FAULT_AROUND_GROWTH 8
@@ -83,6 +85,9 @@ struct fault_engine {
 	size_t npending;
 	uintptr_t last_fill_start;        /* the last fault-around window */
 	uintptr_t last_fill_end;
+	/* A driver's copy back failed since the fault began: see
+	 * fault_back_failed(). */
+	bool copy_failed;
 	/* Sync faults (handler_sync) read ahead of events later in their
 	 * batch: answered at the batch's end. */
 	uintptr_t syncs[MAX_MIGRATORS];
@@ -186,20 +191,39 @@ static size_t fault_back_one_run(struct hetmm_ctx *ctx,
 {
 	enum uffd_fill op;
 	uintptr_t src;
-	size_t installed;
-	if (back_source(ctx, pgmap, idx0, run, run == 1, staging, &op, &src))
+	size_t installed, failed;
+	if (back_is_async(pgmap, idx0)) {
+		size_t gone = back_run_async(ctx, pgmap, vpn, idx0, run, claims,
+					     how | BACK_ONCE, NULL, &installed,
+					     &failed);
+		STAT_ADD(ctx, fault_pages, installed);
+		ctx->fault->copy_failed |= failed != 0;
+		return gone;
+	}
+	if (back_source(ctx, pgmap, idx0, run, run == 1, staging, &op, &src)) {
+		/* The faulting thread stays in its fault: see
+		 * fault_back_failed(). */
+		back_keep_quiet(ctx, vpn, claims, run);
+		ctx->fault->copy_failed = true;
 		return 0;
-	if (run == 1 && op != FILL_MOVE && !(how & BACK_NO_WAKE))
-		return fault_back_lone(ctx, pgmap, vpn, idx0, claims[0], op,
+	}
+	size_t gone;
+	if (run == 1 && op != FILL_MOVE && !(how & BACK_NO_WAKE)) {
+		gone = fault_back_lone(ctx, pgmap, vpn, idx0, claims[0], op,
 				       src);
-	/* Counted before the wake: a thread that resumes sees its fault in
-	 * the counters. */
-	size_t gone = back_install(ctx, pgmap, vpn, idx0, run, op, src,
-				   how | BACK_ONCE | BACK_LAZY_EMPTY |
-				   BACK_NO_WAKE, &installed);
-	STAT_ADD(ctx, fault_pages, installed);
-	if (gone && !(how & BACK_NO_WAKE))
-		uffd_wake(ctx->uffd.fd, vpn_to_addr(vpn), gone * PAGE_SIZE);
+	} else {
+		/* Counted before the wake: a thread that resumes sees its
+		 * fault in the counters. */
+		gone = back_install(ctx, pgmap, vpn, idx0, run, op, src,
+				    how | BACK_ONCE | BACK_LAZY_EMPTY |
+				    BACK_NO_WAKE, &installed);
+		STAT_ADD(ctx, fault_pages, installed);
+		if (gone && !(how & BACK_NO_WAKE))
+			uffd_wake(ctx->uffd.fd, vpn_to_addr(vpn),
+				  gone * PAGE_SIZE);
+	}
+	/* Pages that could not leave stay on the device. */
+	back_keep(ctx, vpn + gone, claims + gone, run - gone);
 	return gone;
 }
 
@@ -220,11 +244,12 @@ static size_t fault_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn,
 		struct hetmm_pagemap *pgmap =
 			pfn_pagemap(shadow_pfn(claims[i]), &idx0);
 		size_t run = back_frame_run(claims, i, n, pgmap, idx0);
-		size_t gone = pagemap_is_coherent(pgmap) ? 0 :
-			fault_back_one_run(ctx, pgmap, vpn + i, idx0, run,
-					   claims + i, staging, how);
-		left += gone;
-		back_keep(ctx, vpn + i + gone, claims + i + gone, run - gone);
+		if (pagemap_is_coherent(pgmap))
+			back_keep(ctx, vpn + i, claims + i, run);
+		else
+			left += fault_back_one_run(ctx, pgmap, vpn + i, idx0,
+						   run, claims + i, staging,
+						   how);
 		i += run;
 	}
 	return left;
@@ -383,9 +408,15 @@ static bool fault_back_dense(struct hetmm_ctx *ctx, uintptr_t addr,
 	uint64_t lo = MAX(vpn & ~(uint64_t)(size - 1), vma_lo);
 	uint64_t hi = MIN((vpn | (size - 1)) + 1, vma_hi);
 	bool back = fault_back_region(ctx, lo, hi, vpn);
+	if (!back) {
+		/* Raced for it, or its copy failed: the one-page path
+		 * decides, and the faulting thread stays in its fault. */
+		uffd_wake(ctx->uffd.fd, vpn_to_addr(lo), (vpn - lo) * PAGE_SIZE);
+		uffd_wake(ctx->uffd.fd, vpn_to_addr(vpn + 1),
+			  (hi - vpn - 1) * PAGE_SIZE);
+		return false;
+	}
 	uffd_wake(ctx->uffd.fd, vpn_to_addr(lo), (hi - lo) * PAGE_SIZE);
-	if (!back)
-		return false;   /* raced for it: the one-page path decides */
 	dense_mark(d, (unsigned)(lo % DENSE_BLOCK_PAGES), (unsigned)(hi - lo));
 	fault_around_done(ctx, s, lo, hi);
 	return true;
@@ -451,10 +482,12 @@ static void fault_back(struct hetmm_ctx *ctx, uintptr_t addr, uint64_t e)
 			got = n ? fault_back_run(ctx, top + 1 - n, n, &staging,
 						 how) : 0;
 			if (got < n) {
-				/* raced: the run is not whole */
-				uffd_wake(ctx->uffd.fd,
-					  vpn_to_addr(top + 1 - n),
-					  n * PAGE_SIZE);
+				/* raced: the run is not whole (a failed
+				 * copy's pages wait for fault_back_failed) */
+				if (!ctx->fault->copy_failed)
+					uffd_wake(ctx->uffd.fd,
+						  vpn_to_addr(top + 1 - n),
+						  n * PAGE_SIZE);
 				break;
 			}
 			if (lo == hi)
@@ -537,6 +570,70 @@ static void fault_zero(struct hetmm_ctx *ctx, uintptr_t addr, bool write)
 		uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
 	else
 		STAT_ADD(ctx, fault_zero, 1);
+}
+
+/* Is the page at vpn on a device, and nobody's claim? */
+static bool still_on_device(struct hetmm_ctx *ctx, uint64_t vpn)
+{
+	return shadow_claimable(shadow_get(&ctx->shadow, vpn));
+}
+
+/*
+ * SIGBUS for the thread of fault m, whose page cannot come back.  Where
+ * the kernel can, the page is poisoned (UFFDIO_POISON, 6.6): the kernel
+ * wakes the thread, whose access then raises its own SIGBUS
+ * (at the address accessed), and so does every access after until a
+ * migration back installs the page over the marker or a zap drops it.
+ * Elsewhere the thread is sent SIGBUS itself: rt_tgsigqueueinfo lets a
+ * thread signal another only with a negative si_code, so SI_QUEUE, with
+ * si_addr where a fault puts it.  The signal ends the thread's wait in
+ * its fault; woken as well, a thread that blocks SIGBUS faults again and
+ * the copy is tried again.
+ */
+static void fault_sigbus(struct hetmm_ctx *ctx, const struct uffd_msg *m,
+			 uintptr_t addr)
+{
+	STAT_ADD(ctx, fault_sigbus, 1);
+	if ((ctx->uffd.features & UFFD_FEATURE_POISON) && !TEST_NO_POISON() &&
+	    uffd_poison(ctx->uffd.fd, addr, PAGE_SIZE) == 0)
+		return;
+	pid_t tid = (pid_t)m->arg.pagefault.feat.ptid;
+	if (tid) {
+		siginfo_t si;
+		memset(&si, 0, sizeof(si));
+		si.si_signo = SIGBUS;
+		si.si_code = SI_QUEUE;
+		si.si_addr = (void *)(uintptr_t)m->arg.pagefault.address;
+		syscall(SYS_rt_tgsigqueueinfo, getpid(), tid, SIGBUS, &si);
+	}
+	uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
+}
+
+/*
+ * The faulting page's copy back failed (the driver's, a device error):
+ * its fault-around left it on the device, and its thread waiting in the
+ * fault.  Try the page alone HETMM_COPY_RETRIES more times, then SIGBUS,
+ * as the kernel's fault does when migrate_to_ram says VM_FAULT_SIGBUS.
+ * A try that fails for another reason (a claim, an event to read first)
+ * has woken the thread to fault again.
+ */
+static void fault_back_failed(struct hetmm_ctx *ctx, const struct uffd_msg *m,
+			      uintptr_t addr)
+{
+	uint64_t vpn = addr_to_vpn(addr);
+	void *staging = ctx->fault->staging;
+	for (int t = 0; t < HETMM_COPY_RETRIES; t++) {
+		if (!still_on_device(ctx, vpn))
+			return;   /* back, or someone else's now */
+		ctx->fault->copy_failed = false;
+		fault_back_run(ctx, vpn, 1, &staging, 0);
+		if (!ctx->fault->copy_failed)
+			return;
+	}
+	if (still_on_device(ctx, vpn))
+		fault_sigbus(ctx, m, addr);
+	else
+		uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
 }
 
 /* Does an event read after the current message of the batch change the
@@ -632,7 +729,10 @@ static void handle_pagefault(struct hetmm_ctx *ctx, const struct uffd_msg *m)
 	if (shadow_on_device(e) && coherent_fault(ctx, e, addr)) {
 		/* CPU-addressable device memory: filled in place. */
 	} else if (shadow_on_device(e)) {
+		ctx->fault->copy_failed = false;
 		fault_back(ctx, addr, e);
+		if (ctx->fault->copy_failed)
+			fault_back_failed(ctx, m, addr);
 	} else if (addr >= ctx->fault->last_fill_start &&
 		   addr < ctx->fault->last_fill_end) {
 		/* Queued while we brought its page back with a window: it

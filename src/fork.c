@@ -16,12 +16,14 @@
  * as long as the child lives.  Bringing the pages home costs one
  * migration back per fork and keeps both processes self-contained.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <sched.h>
 #include <string.h>
 #include <sys/mman.h>
 
 #include "back.h"
+#include "compat.h"
 #include "ctx.h"
 #include "entry.h"
 #include "fork.h"
@@ -57,6 +59,24 @@ static int find_device_page(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
 }
 
 /*
+ * Pages whose copy back failed stay on the device, and the child would
+ * read zeroes there.  Where the kernel can, they are poisoned first: fork
+ * copies the marker, so parent and child get SIGBUS on access, as both
+ * would in the kernel, whose fork shares the device entry and whose
+ * migrate_to_ram fails for both.  (Without UFFDIO_POISON, 6.1, the child
+ * reads zeroes there: see hetmm.h.)
+ */
+static void poison_failed(struct hetmm_ctx *ctx, uintptr_t a,
+			  const uint8_t *st)
+{
+	if (!(ctx->uffd.features & UFFD_FEATURE_POISON))
+		return;
+	for (size_t k = 0; k < CHUNK_PAGES; k++)
+		if (st[k] == HETMM_MIGRATE_SKIP_ERROR)
+			uffd_poison(ctx->uffd.fd, a + k * PAGE_SIZE, PAGE_SIZE);
+}
+
+/*
  * Bring every device page of ctx back, a chunk at a time from the first
  * one found.  Pages in someone else's hands (a fault or a migration back
  * under way) are waited for: until their claimer lets go their bytes are
@@ -78,11 +98,15 @@ static void bring_all_home(struct hetmm_ctx *ctx)
 			if (!found)
 				break;
 			uintptr_t a = vpn_to_addr(h.vpn);
-			struct hetmm_migrate_report rep = { 0, 0, NULL };
-			migrate_back_range(ctx, a, a + CHUNK_PAGES * PAGE_SIZE,
-					   &rep);
+			uint8_t st[CHUNK_PAGES];
+			struct hetmm_migrate_report rep = { 0, 0, st };
+			int rc = migrate_back_range(ctx, a,
+					a + CHUNK_PAGES * PAGE_SIZE, &rep);
 			STAT_ADD(ctx, fork_pages, rep.moved);
-			from = h.vpn;
+			if (rc == -EIO)
+				poison_failed(ctx, a, st);
+			/* Past a page the driver could not give back. */
+			from = rc == -EIO ? h.vpn + 1 : h.vpn;
 		}
 		if (!busy)
 			return;

@@ -15,6 +15,7 @@
 
 #include "back.h"
 #include "compat.h"
+#include "copy.h"
 #include "ctx.h"
 #include "entry.h"
 #include "fixed.h"
@@ -37,7 +38,15 @@ static int check_desc(const struct hetmm_pagemap_desc *d)
 	if (d->type == HETMM_MEMORY_FS_DAX || d->type == HETMM_MEMORY_GENERIC)
 		return d->ops->page_address &&
 		       !(d->flags & ~HETMM_PAGEMAP_MANAGED) ? 0 : -EINVAL;
-	if (!d->ops->copy_to_device || !d->ops->copy_from_device)
+	/* One pair of copy ops: synchronous or asynchronous. */
+	bool sync = d->ops->copy_to_device && d->ops->copy_from_device;
+	bool async = d->ops->submit_to_device && d->ops->submit_from_device;
+	if (sync == async || (!async && (d->ops->submit_to_device ||
+					 d->ops->submit_from_device)) ||
+	    (!sync && (d->ops->copy_to_device || d->ops->copy_from_device)))
+		return -EINVAL;
+	if (d->queue_depth > HETMM_COPY_DEPTH_MAX ||
+	    (sync && (d->queue_depth || d->copy_timeout_ms)))
 		return -EINVAL;
 	if (d->flags & ~(HETMM_PAGEMAP_REMAP | HETMM_PAGEMAP_EVICT |
 			 HETMM_PAGEMAP_MANAGED))
@@ -113,6 +122,9 @@ int hetmm_pagemap_add(struct hetmm_ctx *ctx,
 				     : pagemap_register_remap(ctx, pgmap);
 	if (rc)
 		goto fail;
+	rc = copyq_create(ctx, pgmap, desc->queue_depth, desc->copy_timeout_ms);
+	if (rc)
+		goto fail_registered;
 	rc = pagemap_section_alloc(pgmap);
 	if (rc)
 		goto fail_registered;
@@ -136,6 +148,7 @@ int hetmm_pagemap_add(struct hetmm_ctx *ctx,
 	return 0;
 
 fail_registered:
+	copyq_destroy(ctx, pgmap);
 	pagemap_unregister_remap(ctx, pgmap);
 fail:
 	pagemap_destroy(pgmap);
@@ -181,6 +194,8 @@ static int pagemap_evacuate(struct hetmm_pagemap *pgmap)
 			       (atomic_load(&pgmap->pages[i + n].owner) &
 				PAGE_MASK) == start + n * PAGE_SIZE)
 				n++;
+			/* -EIO: the driver could not give a page back; it
+			 * stays, and so does the pagemap. */
 			int rc = migrate_back_range(pgmap->ctx, start,
 						    start + n * PAGE_SIZE,
 						    NULL);
@@ -240,6 +255,7 @@ int hotplug_remove(struct hetmm_pagemap *pgmap)
 		pagemap_unregister_remap(ctx, pgmap);
 		entry_disown(ctx, &pgmap->own);
 	}
+	copyq_destroy(ctx, pgmap);
 	pagemap_section_free(pgmap);
 	pagemap_destroy(pgmap);
 	return 0;

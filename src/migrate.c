@@ -31,6 +31,7 @@
 #include "back.h"
 #include "coherent.h"
 #include "compat.h"
+#include "copy.h"
 #include "ctx.h"
 #include "entry.h"
 #include "evict.h"
@@ -47,6 +48,8 @@ enum {
 	ST_DONE_DATA = 0x80, /* on the device */
 	ST_DONE_ZERO,        /* a hole: on the device as a zero page */
 	ST_COPIED,           /* copied; still mapped until the zap */
+	ST_FAILED,           /* the driver's copy failed: stays in system
+			      * memory (HETMM_MIGRATE_SKIP_ERROR) */
 };
 
 struct chunk {
@@ -198,7 +201,9 @@ static void chunk_let_go(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			continue;
 		shadow_store(&ctx->shadow, c->vpn + i, 0);
 		frames[n++] = c->frame[i];
-		c->status[i] = HETMM_MIGRATE_SKIP_BUSY;
+		c->status[i] = c->status[i] == ST_FAILED ?
+			       HETMM_MIGRATE_SKIP_ERROR :
+			       HETMM_MIGRATE_SKIP_BUSY;
 	}
 	if (n)
 		pagemap_free(pgmap, frames, n, 0);
@@ -350,9 +355,54 @@ static int run_zap(struct hetmm_ctx *ctx, struct chunk *c, size_t i, size_t n)
 			    chunk_addr(c, i + n));
 }
 
-/* Copy runs of pending pages with consecutive frames. */
-static int chunk_copy_pending(struct hetmm_pagemap *pgmap, struct chunk *c)
+/* A run's copy ended: copied, or failed (the pages stay in system
+ * memory). */
+static void chunk_copied(struct chunk *c, size_t i, size_t n, int err)
 {
+	memset(&c->status[i], err ? ST_FAILED : ST_COPIED, n);
+}
+
+/* Asynchronous copies: the chunk's pending runs, from page *next on. */
+struct chunk_pipe {
+	struct chunk *c;
+	size_t next;
+};
+
+static bool chunk_next_run(void *arg, struct copy_req *r)
+{
+	struct chunk_pipe *p = arg;
+	struct chunk *c = p->c;
+	while (p->next < c->n && !st_pending(c->status[p->next]))
+		p->next++;
+	if (p->next >= c->n)
+		return false;
+	size_t i = p->next, run = chunk_frame_run(c, i, st_pending);
+	*r = (struct copy_req){ .index = c->frame[i],
+				.mem = (void *)chunk_addr(c, i),
+				.nr = run, .tag = i };
+	p->next = i + run;
+	return true;
+}
+
+static void chunk_run_copied(void *arg, const struct copy_req *r, int err,
+			     void *staging)
+{
+	(void)staging;
+	chunk_copied(((struct chunk_pipe *)arg)->c, r->tag, r->nr, err);
+}
+
+/*
+ * Copy runs of pending pages with consecutive frames: one call each, or
+ * with an asynchronous driver all at once, in pieces.  A run whose copy
+ * fails is marked ST_FAILED; the others go on.
+ */
+static void chunk_copy_pending(struct hetmm_pagemap *pgmap, struct chunk *c)
+{
+	if (copy_is_async(pgmap)) {
+		struct chunk_pipe p = { c, 0 };
+		copy_pipe(pgmap, true, chunk_next_run, chunk_run_copied, &p);
+		return;
+	}
 	for (size_t i = 0; i < c->n;) {
 		if (!st_pending(c->status[i])) {
 			i++;
@@ -362,12 +412,10 @@ static int chunk_copy_pending(struct hetmm_pagemap *pgmap, struct chunk *c)
 		int rc = pgmap->ops->copy_to_device(pgmap, c->frame[i],
 				(const void *)chunk_addr(c, i), run);
 		if (rc)
-			return rc < 0 ? rc : -EIO;
-		for (size_t k = 0; k < run; k++)
-			c->status[i + k] = ST_COPIED;
+			STAT_ADD(pgmap->ctx, copy_errors, 1);
+		chunk_copied(c, i, run, rc);
 		i += run;
 	}
-	return 0;
 }
 
 static int run_mark_wp(struct hetmm_ctx *ctx, struct chunk *c, size_t i,
@@ -401,14 +449,17 @@ static void chunk_unprotect(struct hetmm_ctx *ctx, struct chunk *c)
 	}
 }
 
-/* Let go of the pages the copy path could not finish. */
+/* Let go of the pages the copy path could not finish, or whose copy
+ * failed. */
 static void chunk_drop_unfinished(struct hetmm_ctx *ctx,
 				  struct hetmm_pagemap *pgmap, struct chunk *c)
 {
 	chunk_unprotect(ctx, c);
 	bool drop[CHUNK_PAGES];
 	for (size_t i = 0; i < c->n; i++)
-		drop[i] = st_pending(c->status[i]) || st_copied(c->status[i]);
+		drop[i] = st_pending(c->status[i]) ||
+			  st_copied(c->status[i]) ||
+			  c->status[i] == ST_FAILED;
 	chunk_let_go(ctx, pgmap, c, drop);
 }
 
@@ -438,10 +489,10 @@ static void chunk_copy(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 {
 	int rc = for_each_run(ctx, c, st_pending, run_mark_wp);
 	c->migrator = migrator_enter(ctx, gettid());
-	if (rc == 0)
-		rc = chunk_copy_pending(pgmap, c);
-	if (rc == 0)
+	if (rc == 0) {
+		chunk_copy_pending(pgmap, c);
 		rc = for_each_run(ctx, c, st_copied, run_zap);
+	}
 	migrator_leave(c->migrator);
 	if (rc) {
 		chunk_keep_zapped(ctx, c);
@@ -451,6 +502,8 @@ static void chunk_copy(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	for (size_t i = 0; i < c->n; i++)
 		if (st_copied(c->status[i]))
 			c->status[i] = ST_DONE_DATA;
+	/* Pages whose copy failed are still mapped: let them go. */
+	chunk_drop_unfinished(ctx, pgmap, c);
 }
 
 /* Map runs of copied pages with consecutive frames over their addresses. */
@@ -491,10 +544,10 @@ static void chunk_copy_coherent(struct hetmm_ctx *ctx,
 		c->status[i] = ST_COPIED;
 	}
 	int rc = for_each_run(ctx, c, st_pending, run_mark_wp);
-	if (rc == 0)
-		rc = chunk_copy_pending(pgmap, c);
-	if (rc == 0)
+	if (rc == 0) {
+		chunk_copy_pending(pgmap, c);
 		chunk_map_coherent(ctx, pgmap, c);
+	}
 	/* What could not be mapped stays in system memory. */
 	chunk_drop_unfinished(ctx, pgmap, c);
 }
@@ -581,6 +634,7 @@ static int chunk_to_device(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 struct to_device_totals {
 	size_t moved;
 	size_t nomem;
+	size_t error;
 };
 
 static void chunk_report(struct chunk *c, size_t page0,
@@ -597,6 +651,8 @@ static void chunk_report(struct chunk *c, size_t page0,
 			skipped++;
 		if (c->status[i] == HETMM_MIGRATE_SKIP_NOMEM)
 			t->nomem++;
+		if (c->status[i] == HETMM_MIGRATE_SKIP_ERROR)
+			t->error++;
 	}
 	STAT_ADD(ctx, skipped_pages, skipped);
 }
@@ -661,6 +717,8 @@ int hetmm_migrate_to_device(struct hetmm_pagemap *pgmap, void *addr,
 	if (!(ctx->uffd.features & UFFD_FEATURE_PAGEFAULT_FLAG_WP) ||
 	    pagemap_is_fixed(pgmap))
 		return -EOPNOTSUPP;   /* FS_DAX, GENERIC: nothing migrates */
+	if (copyq_dead(pgmap))
+		return -EIO;   /* a copy timed out and may still run */
 	uintptr_t start = (uintptr_t)addr, end = start + len;
 	rc = vma_check_accessible(&ctx->vmaq, start, end);
 	if (rc)
@@ -681,7 +739,7 @@ int hetmm_migrate_to_device(struct hetmm_pagemap *pgmap, void *addr,
 		report->skipped = 0;
 	}
 
-	struct to_device_totals t = { 0, 0 };
+	struct to_device_totals t = { 0, 0, 0 };
 	struct vma v;
 	for (uintptr_t a = start; a < end && !rc; a = v.end) {
 		rc = vma_find(&ctx->vmaq, a, &v);
@@ -704,6 +762,8 @@ int hetmm_migrate_to_device(struct hetmm_pagemap *pgmap, void *addr,
 		return rc;
 	if (t.moved)
 		return 0;
+	if (t.error)
+		return -EIO;
 	return t.nomem ? -ENOMEM : -ENOENT;
 }
 

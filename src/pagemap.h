@@ -71,6 +71,7 @@ struct hetmm_pagemap {
 	atomic_int users;                 /* migrations to it in flight */
 	uintptr_t fixed_base;             /* FS_DAX, GENERIC: the mapping */
 	_Atomic uint64_t clock_hand;      /* eviction: next frame to look at */
+	struct copyq *copyq;              /* asynchronous copies (copy.c) */
 };
 
 static inline bool pagemap_is_coherent(const struct hetmm_pagemap *pgmap)

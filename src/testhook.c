@@ -7,6 +7,7 @@
 
 #ifdef HETMM_TEST_HOOKS
 void (*test_hook)(enum test_hook_point point, uintptr_t addr, size_t len);
+_Bool test_no_poison;
 #else
 /* ISO C wants a translation unit to declare something. */
 typedef int testhook_unused;

@@ -44,8 +44,13 @@ extern void (*test_hook)(enum test_hook_point point, uintptr_t addr,
 		if (__builtin_expect(hook_ != NULL, 0))                  \
 			hook_((point), (addr), (len));                   \
 	} while (0)
+/* Set by a test: the fault path sends SIGBUS as on a kernel without
+ * UFFDIO_POISON (6.1), so that the host tests that path too. */
+extern _Bool test_no_poison;
+#define TEST_NO_POISON() __atomic_load_n(&test_no_poison, __ATOMIC_RELAXED)
 #else
 #define TEST_HOOK(point, addr, len) ((void)0)
+#define TEST_NO_POISON() 0
 #endif
 
 #endif /* HETMM_TESTHOOK_H */

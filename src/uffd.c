@@ -210,3 +210,15 @@ int uffd_wake(int fd, uintptr_t start, size_t len)
 	struct uffdio_range r = { .start = start, .len = len };
 	return ioctl(fd, UFFDIO_WAKE, &r) < 0 ? -errno : 0;
 }
+
+int uffd_poison(int fd, uintptr_t start, size_t len)
+{
+	struct uffdio_poison p = {
+		.range = { .start = start, .len = len },
+	};
+	while (ioctl(fd, UFFDIO_POISON, &p) < 0) {
+		if (errno != EAGAIN)
+			return -errno;
+	}
+	return 0;
+}

@@ -1,0 +1,326 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * copy.c - asynchronous copies: a pagemap's driver starts them with its
+ * submit ops and finishes them with hetmm_copy_done(), from any thread
+ * (the kernel's dmaengine: a descriptor submitted, its callback later).
+ *
+ * The queue is a fixed ring of slots (struct hetmm_copy), made with the
+ * pagemap, each with HETMM_COPY_MAX_PAGES pages of staging for copies
+ * from the device.  A slot is free (its bit set in free_mask), in flight,
+ * done, or abandoned: its waiter gave up on it (timeout), and it stays
+ * out of use until the driver's late done frees it, so that late bytes
+ * land in staging nobody reads.  Waits are futex waits on the slot's
+ * state word, bounded by the pagemap's copy timeout: a driver that never
+ * completes costs the caller one timeout, never a hang.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "copy.h"
+#include "ctx.h"
+#include "entry.h"
+#include "pagemap.h"
+
+enum slot_state {
+	SLOT_FREE,
+	SLOT_IN_FLIGHT,
+	SLOT_DONE,
+	SLOT_ABANDONED,
+};
+
+/* A done slot's state word holds its error too, so that a done call
+ * changes one word: SLOT_DONE | -error << SLOT_ERROR_SHIFT. */
+#define SLOT_ERROR_SHIFT 8
+
+struct hetmm_copy {
+	struct copyq *q;
+	_Atomic uint32_t state;           /* enum slot_state; futex word */
+	unsigned bit;
+	void *staging;
+};
+
+struct copyq {
+	struct hetmm_copy slots[HETMM_COPY_DEPTH_MAX];
+	uint32_t depth;
+	uint32_t timeout_ms;
+	_Atomic uint64_t free_mask;
+	_Atomic uint32_t released;        /* futex word: bumped per free */
+	atomic_bool dead;                 /* a copy timed out */
+	struct hetmm_ctx *ctx;
+	void *staging;
+	struct own_range own;
+};
+
+bool copy_is_async(const struct hetmm_pagemap *pgmap)
+{
+	return pgmap->copyq != NULL;
+}
+
+bool copyq_dead(const struct hetmm_pagemap *pgmap)
+{
+	return pgmap->copyq &&
+	       atomic_load_explicit(&pgmap->copyq->dead, memory_order_relaxed);
+}
+
+static size_t staging_bytes(uint32_t depth)
+{
+	return (size_t)depth * HETMM_COPY_MAX_PAGES * PAGE_SIZE;
+}
+
+int copyq_create(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+		 uint32_t depth, uint32_t timeout_ms)
+{
+	if (!pgmap->ops->submit_to_device || pagemap_is_fixed(pgmap))
+		return 0;
+	struct copyq *q = calloc(1, sizeof(*q));
+	if (!q)
+		return -ENOMEM;
+	q->depth = depth ? depth : HETMM_COPY_DEPTH_DEFAULT;
+	q->timeout_ms = timeout_ms ? timeout_ms : HETMM_COPY_TIMEOUT_DEFAULT_MS;
+	q->ctx = ctx;
+	void *p = mmap(NULL, staging_bytes(q->depth), PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED) {
+		free(q);
+		return -ENOMEM;
+	}
+	q->staging = p;
+	/* The handler installs from it: no call may ever register it. */
+	entry_own(ctx, &q->own, p, staging_bytes(q->depth));
+	for (unsigned i = 0; i < q->depth; i++) {
+		q->slots[i].q = q;
+		q->slots[i].bit = i;
+		q->slots[i].staging = (char *)p +
+				      (size_t)i * HETMM_COPY_MAX_PAGES * PAGE_SIZE;
+	}
+	q->free_mask = q->depth == 64 ? ~0ULL : (1ULL << q->depth) - 1;
+	pgmap->copyq = q;
+	return 0;
+}
+
+void copyq_destroy(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap)
+{
+	struct copyq *q = pgmap->copyq;
+	if (!q)
+		return;
+	pgmap->copyq = NULL;
+	uint64_t all = q->depth == 64 ? ~0ULL : (1ULL << q->depth) - 1;
+	if (atomic_load(&q->free_mask) != all)
+		return;   /* a copy the driver never completed: see above */
+	entry_disown(ctx, &q->own);
+	munmap(q->staging, staging_bytes(q->depth));
+	free(q);
+}
+
+static long futex(_Atomic uint32_t *word, int op, uint32_t val,
+		  const struct timespec *ts)
+{
+	return syscall(SYS_futex, word, op, val, ts, NULL, 0);
+}
+
+/* Wait while *word is val, until deadline (monotonic ms). */
+static void futex_wait_until(_Atomic uint32_t *word, uint32_t val,
+			     uint64_t deadline)
+{
+	uint64_t now = monotonic_ms();
+	if (now >= deadline)
+		return;
+	struct timespec ts = {
+		.tv_sec = (time_t)((deadline - now) / 1000),
+		.tv_nsec = (long)((deadline - now) % 1000) * 1000000,
+	};
+	futex(word, FUTEX_WAIT_PRIVATE, val, &ts);
+}
+
+static void slot_release(struct hetmm_copy *s)
+{
+	struct copyq *q = s->q;
+	atomic_store_explicit(&s->state, SLOT_FREE, memory_order_relaxed);
+	atomic_fetch_or(&q->free_mask, 1ULL << s->bit);
+	atomic_fetch_add(&q->released, 1);
+	futex(&q->released, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
+}
+
+static struct hetmm_copy *slot_try_get(struct copyq *q)
+{
+	uint64_t m = atomic_load(&q->free_mask);
+	while (m) {
+		unsigned bit = (unsigned)__builtin_ctzll(m);
+		if (atomic_compare_exchange_weak(&q->free_mask, &m,
+						 m & ~(1ULL << bit))) {
+			struct hetmm_copy *s = &q->slots[bit];
+			atomic_store(&s->state, SLOT_IN_FLIGHT);
+			return s;
+		}
+	}
+	return NULL;
+}
+
+/* A free slot, waiting for one at most the timeout; NULL if none came
+ * (every slot is held by copies that never complete). */
+static struct hetmm_copy *slot_get_wait(struct copyq *q)
+{
+	uint64_t deadline = monotonic_ms() + q->timeout_ms;
+	for (;;) {
+		uint32_t seen = atomic_load(&q->released);
+		struct hetmm_copy *s = slot_try_get(q);
+		if (s || monotonic_ms() >= deadline)
+			return s;
+		futex_wait_until(&q->released, seen, deadline);
+	}
+}
+
+/* Wait for slot s to complete: its error, or -ETIMEDOUT (the slot is
+ * then abandoned, and the caller must not touch it again). */
+static int slot_wait(struct hetmm_copy *s)
+{
+	struct copyq *q = s->q;
+	uint64_t deadline = monotonic_ms() + q->timeout_ms;
+	uint32_t st;
+	while ((st = atomic_load_explicit(&s->state, memory_order_acquire)) ==
+	       SLOT_IN_FLIGHT) {
+		if (monotonic_ms() >= deadline &&
+		    atomic_compare_exchange_strong(&s->state, &st,
+						   SLOT_ABANDONED)) {
+			atomic_store(&q->dead, true);
+			return -ETIMEDOUT;
+		}
+		futex_wait_until(&s->state, SLOT_IN_FLIGHT, deadline);
+	}
+	return -(int)(st >> SLOT_ERROR_SHIFT);
+}
+
+int hetmm_copy_done(struct hetmm_copy *copy, int error)
+{
+	if (!copy || error > 0 || error < -4095)
+		return -EINVAL;
+	uint32_t st = SLOT_IN_FLIGHT;
+	uint32_t done = SLOT_DONE | (uint32_t)-error << SLOT_ERROR_SHIFT;
+	if (atomic_compare_exchange_strong_explicit(&copy->state, &st, done,
+			memory_order_release, memory_order_relaxed)) {
+		futex(&copy->state, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
+		return 0;
+	}
+	if (st == SLOT_ABANDONED) {
+		slot_release(copy);   /* nobody waits for it any more */
+		return 0;
+	}
+	return -EINVAL;
+}
+
+/* ------------------------------------------------------------------------
+ * The pipeline
+ */
+
+struct pipe {
+	struct hetmm_pagemap *pgmap;
+	bool to_device;
+	struct copy_req ring[HETMM_COPY_DEPTH_MAX];
+	struct hetmm_copy *slot[HETMM_COPY_DEPTH_MAX];
+	unsigned head, count;
+	size_t failed;
+	void (*finish)(void *, const struct copy_req *, int, void *);
+	void *arg;
+};
+
+static void pipe_fail(struct pipe *p, const struct copy_req *r, int err)
+{
+	p->failed++;
+	STAT_ADD(p->pgmap->ctx, copy_errors, 1);
+	p->finish(p->arg, r, err, NULL);
+}
+
+/* Wait for the oldest piece in flight and hand it to finish(). */
+static void pipe_complete_oldest(struct pipe *p)
+{
+	unsigned k = p->head;
+	struct hetmm_copy *s = p->slot[k];
+	p->head = (p->head + 1) % HETMM_COPY_DEPTH_MAX;
+	p->count--;
+	int err = slot_wait(s);
+	if (err == -ETIMEDOUT) {
+		pipe_fail(p, &p->ring[k], err);   /* s is abandoned */
+		return;
+	}
+	if (err)
+		pipe_fail(p, &p->ring[k], err < 0 ? err : -EIO);
+	else
+		p->finish(p->arg, &p->ring[k], 0,
+			  p->to_device ? NULL : s->staging);
+	slot_release(s);
+}
+
+/* A slot for the next piece: a free one, else the oldest of ours once it
+ * completes, else (we hold none) one another thread gives back. */
+static struct hetmm_copy *pipe_slot(struct pipe *p)
+{
+	struct copyq *q = p->pgmap->copyq;
+	for (;;) {
+		struct hetmm_copy *s = slot_try_get(q);
+		if (s)
+			return s;
+		if (!p->count)
+			return slot_get_wait(q);
+		pipe_complete_oldest(p);
+	}
+}
+
+static void pipe_start(struct pipe *p, const struct copy_req *r)
+{
+	struct hetmm_pagemap *pgmap = p->pgmap;
+	struct hetmm_copy *s = pipe_slot(p);
+	if (!s) {
+		pipe_fail(p, r, -ETIMEDOUT);
+		return;
+	}
+	unsigned k = (p->head + p->count) % HETMM_COPY_DEPTH_MAX;
+	p->ring[k] = *r;
+	if (!p->to_device)
+		p->ring[k].mem = s->staging;
+	p->slot[k] = s;
+	p->count++;
+	int rc = p->to_device ?
+		pgmap->ops->submit_to_device(pgmap, r->index, r->mem, r->nr, s) :
+		pgmap->ops->submit_from_device(pgmap, s->staging, r->index,
+					       r->nr, s);
+	if (rc) {
+		/* Not started: no done will come.  It is the newest. */
+		p->count--;
+		slot_release(s);
+		pipe_fail(p, r, rc < 0 ? rc : -EIO);
+	}
+}
+
+size_t copy_pipe(struct hetmm_pagemap *pgmap, bool to_device,
+		 bool (*next)(void *arg, struct copy_req *r),
+		 void (*finish)(void *arg, const struct copy_req *r, int err,
+				void *staging),
+		 void *arg)
+{
+	struct pipe p = {
+		.pgmap = pgmap, .to_device = to_device,
+		.finish = finish, .arg = arg,
+	};
+	struct copy_req r;
+	while (next(arg, &r)) {
+		for (size_t off = 0; off < r.nr; off += HETMM_COPY_MAX_PAGES) {
+			struct copy_req piece = {
+				.index = r.index + off,
+				.mem = r.mem ? (char *)r.mem + off * PAGE_SIZE
+					     : NULL,
+				.nr = MIN(r.nr - off,
+					  (size_t)HETMM_COPY_MAX_PAGES),
+				.tag = r.tag + off,
+			};
+			pipe_start(&p, &piece);
+		}
+	}
+	while (p.count)
+		pipe_complete_oldest(&p);
+	return p.failed;
+}

@@ -1,0 +1,154 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_async - asynchronous copies: a driver (tests/adrv.h, public header
+ * only) whose own thread completes copies late and out of order.
+ * Migration to the device, fault-back with fault-around (sequential,
+ * random, several threads at once) and explicit migration back keep many
+ * copies in flight, and every byte arrives.
+ */
+#include <pthread.h>
+
+#include "adrv.h"
+#include "t.h"
+
+#define NP 4096   /* 16 MiB */
+
+static struct hetmm_ctx *ctx;
+static struct adrv dev;
+
+static void up(uint64_t latency_ns)
+{
+	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
+	REQUIRE_OK(adrv_create(ctx, &dev, 2 * NP, true, latency_ns, 16, 0, 0));
+}
+
+static void down(void)
+{
+	REQUIRE_OK(hetmm_ctx_destroy(ctx));
+	adrv_destroy(&dev);
+	CHECK_EQ(atomic_load(&dev.done_errors), 0);
+	CHECK_EQ(atomic_load(&dev.failures), 0);
+}
+
+/* Many copies in flight, completed out of order, both ways. */
+static void check_in_flight(void)
+{
+	printf("  copies %u, most in flight %u, out of order %u\n",
+	       atomic_load(&dev.copies), atomic_load(&dev.max_in_flight),
+	       atomic_load(&dev.out_of_order));
+	CHECK(atomic_load(&dev.max_in_flight) >= 4);
+	CHECK(atomic_load(&dev.out_of_order) > 0);
+}
+
+/* Sequential read: fault-around windows come back piece by piece. */
+static void sequential(void)
+{
+	up(50000);
+	char *p = t_map(NP);
+	t_fill(p, NP, 1);
+	CHECK_OK(hetmm_migrate_to_device(dev.pg, p, NP * PS, NULL));
+	CHECK_EQ(t_count_on_device(ctx, p, NP), NP);
+	check_in_flight();
+	atomic_store(&dev.max_in_flight, 0);
+	CHECK_EQ(t_verify(p, NP, 1), 0);
+	CHECK_EQ(t_count_on_device(ctx, p, NP), 0);
+	check_in_flight();
+	t_unmap(p, NP);
+	down();
+}
+
+/* Random reads, then the rest by explicit migration back. */
+static void random_then_explicit(void)
+{
+	up(20000);
+	char *p = t_map(NP);
+	t_fill(p, NP, 2);
+	CHECK_OK(hetmm_migrate_to_device(dev.pg, p, NP * PS, NULL));
+	uint64_t x = 99;
+	for (int i = 0; i < 300; i++) {
+		x = t_mix(x);
+		size_t pg = x % NP;
+		CHECK_EQ(t_verify_from(p + pg * PS, 1, 2, pg), 0);
+	}
+	int rc = hetmm_migrate_to_system(ctx, p, NP * PS, NULL);
+	CHECK(rc == 0 || rc == -ENOENT);
+	CHECK_EQ(t_count_on_device(ctx, p, NP), 0);
+	CHECK_EQ(t_verify(p, NP, 2), 0);
+	check_in_flight();
+	t_unmap(p, NP);
+	down();
+}
+
+struct reader {
+	char *p;
+	size_t first, n;
+	uint64_t seed;
+	size_t bad;
+};
+
+static void *read_part(void *arg)
+{
+	struct reader *r = arg;
+	r->bad = t_verify_from(r->p + r->first * PS, r->n, r->seed, r->first);
+	return NULL;
+}
+
+/* Four threads fault their quarters back at once, writers between
+ * migrations; twice round. */
+static void threads(void)
+{
+	up(30000);
+	char *p = t_map(NP);
+	for (int round = 0; round < 2; round++) {
+		uint64_t seed = 10 + (uint64_t)round;
+		t_fill(p, NP, seed);
+		CHECK_OK(hetmm_migrate_to_device(dev.pg, p, NP * PS, NULL));
+		pthread_t th[4];
+		struct reader r[4];
+		for (int i = 0; i < 4; i++) {
+			r[i] = (struct reader){ p, (size_t)i * NP / 4, NP / 4,
+						seed, 0 };
+			REQUIRE(pthread_create(&th[i], NULL, read_part,
+					       &r[i]) == 0);
+		}
+		for (int i = 0; i < 4; i++) {
+			pthread_join(th[i], NULL);
+			CHECK_EQ(r[i].bad, 0);
+		}
+	}
+	check_in_flight();
+	t_unmap(p, NP);
+	down();
+}
+
+/* Scattered frames: runs of one page each, many small copies at once. */
+static void scattered(void)
+{
+	up(10000);
+	char *p = t_map(NP);
+	t_fill(p, NP, 3);
+	CHECK_OK(hetmm_migrate_to_device(dev.pg, p, NP * PS, NULL));
+	/* Bring every other page back, then migrate other memory into the
+	 * holes it leaves, so that frames and addresses interleave. */
+	for (size_t i = 0; i < NP; i += 2)
+		CHECK_OK(hetmm_migrate_to_system(ctx, p + i * PS, PS, NULL));
+	char *q = t_map(NP / 2);
+	t_fill(q, NP / 2, 4);
+	CHECK_OK(hetmm_migrate_to_device(dev.pg, q, NP / 2 * PS, NULL));
+	CHECK_OK(hetmm_migrate_to_device(dev.pg, p, NP * PS, NULL));
+	CHECK_EQ(t_verify(p, NP, 3), 0);
+	CHECK_EQ(t_verify(q, NP / 2, 4), 0);
+	check_in_flight();
+	t_unmap(p, NP);
+	t_unmap(q, NP / 2);
+	down();
+}
+
+int main(int argc, char **argv)
+{
+	RUN(sequential);
+	RUN(random_then_explicit);
+	RUN(threads);
+	RUN(scattered);
+	return t_done();
+}
