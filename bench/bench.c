@@ -16,6 +16,7 @@
  *                 device-resident buffer.
  *   pin.c         the pin fast path, ns per page.
  *   evict.c       migration into a full device vs memcpy().
+ *   async.c       asynchronous vs synchronous copies of a device with latency.
  *   reuse.c       migration into frames a munmap freed vs fresh frames.
  *   mirror.c      device mirror read/write vs memcpy and
  *                 process_vm_readv/writev.
@@ -333,6 +334,12 @@ static int measure_pin_evict(const struct bench_env *env,
 	note(", eviction");
 	if ((rc = bench_evict(env->ctx, esz, o->reps, &rep->evict))) {
 		warn_("eviction: %s", strerror(-rc));
+		failed = 1;
+	}
+	note(", asynchronous copies");
+	if ((rc = bench_async(env->ctx, o->quick ? 4 * MIB : 8 * MIB, o->reps,
+			      &rep->async))) {
+		warn_("asynchronous copies: %s", strerror(-rc));
 		failed = 1;
 	}
 	note(", frames freed by munmap");

@@ -241,6 +241,7 @@ void report_print_json(const struct report *rep)
 	      "latency is the headline placement\"", f);
 	pin_print_json(f, &rep->pin);
 	evict_print_json(f, &rep->evict);
+	async_print_json(f, &rep->async);
 	reuse_print_json(f, &rep->reuse);
 	mirror_print_json(f, rep->mirror, rep->nsizes);
 	fork_print_json(f, rep->fork, rep->nsizes);
@@ -343,6 +344,7 @@ void report_print_text(const struct report *rep)
 	}
 	pin_print_text(&rep->pin);
 	evict_print_text(&rep->evict);
+	async_print_text(&rep->async);
 	reuse_print_text(&rep->reuse);
 	mirror_print_text(rep->mirror, rep->nsizes);
 	fork_print_text(rep->fork, rep->nsizes);

@@ -24,6 +24,7 @@ struct report {
 	/* once */
 	struct pin_result pin;
 	struct evict_result evict;
+	struct async_result async;
 	struct reuse_result reuse;
 	struct ablate_result ablate;
 	struct lat_result lat[NPLACES];

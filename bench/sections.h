@@ -40,6 +40,24 @@ int bench_reuse(struct hetmm_ctx *ctx, size_t size, int reps,
 void reuse_print_text(const struct reuse_result *r);
 void reuse_print_json(FILE *f, const struct reuse_result *r);
 
+/* --- asynchronous copies against synchronous ones (async.c) ----------- */
+
+struct async_row {              /* ns for the buffer */
+	double sync_to_ns, async_to_ns;
+	double sync_back_ns, async_back_ns;
+};
+
+struct async_result {
+	size_t size;
+	unsigned depth, latency_us;
+	struct async_row row[2];  /* contiguous frames, fragmented frames */
+};
+
+int bench_async(struct hetmm_ctx *ctx, size_t size, int reps,
+		struct async_result *r);
+void async_print_text(const struct async_result *r);
+void async_print_json(FILE *f, const struct async_result *r);
+
 /* --- eviction (evict.c) ----------------------------------------------- */
 
 struct evict_result {

@@ -717,10 +717,12 @@ static void handle_pagefault(struct hetmm_ctx *ctx, const struct uffd_msg *m)
 		return;
 	}
 	if (shadow_is_busy(e)) {
-		/* A migrating thread reading a page the process zapped
-		 * under it: the kernel would have read zeroes. */
+		/* A migrating thread, or a driver's thread copying for
+		 * one, reading a page the process zapped under it: the
+		 * kernel would have read zeroes. */
 		if (!shadow_on_device(e) &&
-		    is_migrator(ctx, (pid_t)m->arg.pagefault.feat.ptid))
+		    (is_migrator(ctx, (pid_t)m->arg.pagefault.feat.ptid) ||
+		     migrators_copying(ctx, addr, addr + PAGE_SIZE)))
 			if (uffd_fill(ctx->uffd.fd, FILL_ZERO, addr, 0,
 				      PAGE_SIZE, FILL_WAKE | FILL_ONCE) < 0)
 				uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
@@ -773,15 +775,21 @@ static void handle_msg(struct hetmm_ctx *ctx, const struct uffd_msg *m)
  * come one at a time from one thread, nothing else can be queued behind
  * the one it raised, and a read for more costs that fault the kernel's
  * second look at empty queues.  A message from another thread, or a
- * batch, means several threads fault at once: read batches again.
+ * batch, means several threads fault at once: read batches again.  So
+ * does the same fault again: it was woken unserved, because the kernel
+ * refused the fill while an event waits to be read, and the kernel hands
+ * out faults before events: reading one message at a time, the handler
+ * would never get to the event while the thread keeps faulting.
  */
 static size_t read_want(const struct uffd_msg *msgs, size_t n,
-			uint32_t *last_tid)
+			uint32_t *last_tid, uint64_t *last_addr)
 {
 	uint32_t tid = msgs[0].event == UFFD_EVENT_PAGEFAULT ?
 		       msgs[0].arg.pagefault.feat.ptid : 0;
-	bool alone = n == 1 && tid && tid == *last_tid;
+	uint64_t addr = msgs[0].arg.pagefault.address & PAGE_MASK;
+	bool alone = n == 1 && tid && tid == *last_tid && addr != *last_addr;
 	*last_tid = n == 1 ? tid : 0;
+	*last_addr = addr;
 	return alone ? 1 : FAULT_READ_BATCH;
 }
 
@@ -803,6 +811,7 @@ static void *fault_handler_main(void *arg)
 	struct uffd_msg msgs[FAULT_READ_BATCH];
 	size_t want = FAULT_READ_BATCH;
 	uint32_t last_tid = 0;
+	uint64_t last_addr = 0;
 
 	/* Leave only once the doorbell fault is served: leaving on the
 	 * stop flag alone could strand the thread that rang it. */
@@ -844,7 +853,7 @@ static void *fault_handler_main(void *arg)
 		ctx->fault->nsyncs = 0;
 		if (ctx->vacated.nrescue)
 			lifecycle_retry(ctx);
-		want = read_want(msgs, n, &last_tid);
+		want = read_want(msgs, n, &last_tid, &last_addr);
 	}
 	handler_wait_exit(ctx->fault);
 	return NULL;

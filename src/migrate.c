@@ -490,7 +490,11 @@ static void chunk_copy(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	int rc = for_each_run(ctx, c, st_pending, run_mark_wp);
 	c->migrator = migrator_enter(ctx, gettid());
 	if (rc == 0) {
+		if (copy_is_async(pgmap))
+			migrator_copying(c->migrator, c->start,
+					 chunk_addr(c, c->n));
 		chunk_copy_pending(pgmap, c);
+		migrator_copying(c->migrator, 0, 0);
 		rc = for_each_run(ctx, c, st_copied, run_zap);
 	}
 	migrator_leave(c->migrator);

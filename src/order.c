@@ -141,6 +141,22 @@ bool migrators_own(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 	return false;
 }
 
+void migrator_copying(struct migrator *m, uintptr_t start, uintptr_t end)
+{
+	atomic_store(&m->copy_end, end);
+	atomic_store(&m->copy_start, start);
+}
+
+bool migrators_copying(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	for (unsigned i = 0; i < MAX_MIGRATORS; i++) {
+		struct migrator *m = &ctx->order.migrators[i];
+		if (recorded_covers(&m->copy_start, &m->copy_end, start, end))
+			return true;
+	}
+	return false;
+}
+
 bool migrators_zapping(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 {
 	for (unsigned i = 0; i < MAX_MIGRATORS; i++) {

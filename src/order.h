@@ -31,6 +31,10 @@ struct migrator {
 	_Atomic pid_t tid;
 	_Atomic uintptr_t zap_start;
 	_Atomic uintptr_t zap_end;
+	/* Pages an asynchronous driver's own threads are copying for us:
+	 * they read them as the migrator would (migrator_copying). */
+	_Atomic uintptr_t copy_start;
+	_Atomic uintptr_t copy_end;
 	/* A coherent remap of ours (coherent.c): the UNMAP and REMAP events
 	 * it raises for these two ranges are not the process's doing. */
 	_Atomic uintptr_t own_start[2];
@@ -67,6 +71,16 @@ void handler_sync(struct hetmm_ctx *ctx);
 bool is_sync_page(const struct hetmm_ctx *ctx, uintptr_t addr);
 /* Is [start, end) inside a range a migrator remaps on its own account? */
 bool migrators_own(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end);
+/*
+ * Migrator m's asynchronous copies of [start, end) run (start 0: they
+ * are over): a driver's thread that reads a page the process discarded
+ * meanwhile gets zeroes, as the migrator itself would, instead of waiting
+ * for a commit that waits for it.  Cleared before the zap, whose REMOVE
+ * event the handler reads only after any zero page it gave such a read.
+ */
+void migrator_copying(struct migrator *m, uintptr_t start, uintptr_t end);
+bool migrators_copying(struct hetmm_ctx *ctx, uintptr_t start,
+		       uintptr_t end);
 /* [start, end) lies within a migrator's zap under way. */
 bool migrators_zapping(struct hetmm_ctx *ctx, uintptr_t start,
 		       uintptr_t end);

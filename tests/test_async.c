@@ -144,11 +144,71 @@ static void scattered(void)
 	down();
 }
 
+struct discarder {
+	char *p;
+	atomic_bool stop;
+	unsigned rounds;
+};
+
+/* Discard the odd pages of the first chunk again and again, a round
+ * every half copy latency (faster starves the migration of the handler,
+ * which reads each discard's event). */
+static void *discard_loop(void *arg)
+{
+	struct discarder *d = arg;
+	while (!atomic_load(&d->stop)) {
+		for (size_t i = 1; i < 512; i += 2)
+			madvise(d->p + i * PS, PS, MADV_DONTNEED);
+		d->rounds++;
+		adrv_sleep_ns(1000000);
+	}
+	return NULL;
+}
+
+/*
+ * The process discards pages while the driver's thread copies them: its
+ * read of a discarded page gets zeroes, as the migrating thread's would,
+ * instead of waiting for a commit that waits for it (no copy may time
+ * out).  Discarded pages read as zeroes, the others as written.
+ */
+static void discard_racing(void)
+{
+	up(2000000);   /* 2 ms a copy: the race window is wide */
+	char *p = t_map(NP);
+	for (int round = 0; round < 3; round++) {
+		t_fill(p, NP, 5);
+		struct discarder d = { .p = p };
+		pthread_t th;
+		REQUIRE(pthread_create(&th, NULL, discard_loop, &d) == 0);
+		double t0 = t_now();
+		int rc = hetmm_migrate_to_device(dev.pg, p, NP * PS, NULL);
+		double t1 = t_now();
+		atomic_store(&d.stop, true);
+		pthread_join(th, NULL);
+		printf("  migration %.3f s, join %.3f s, %u discard rounds\n",
+		       t1 - t0, t_now() - t1, d.rounds);
+		CHECK_OK(rc);
+		if (!d.rounds)   /* every odd page discarded once at least */
+			for (size_t i = 1; i < 512; i += 2)
+				madvise(p + i * PS, PS, MADV_DONTNEED);
+		for (size_t i = 0; i < NP; i++) {
+			if (i < 512 && (i & 1))
+				CHECK_EQ(t_nonzero_pages(p + i * PS, 1), 0);
+			else
+				CHECK_EQ(t_verify_from(p + i * PS, 1, 5, i), 0);
+		}
+	}
+	CHECK_EQ(t_stats(ctx).copy_errors, 0);
+	t_unmap(p, NP);
+	down();
+}
+
 int main(int argc, char **argv)
 {
 	RUN(sequential);
 	RUN(random_then_explicit);
 	RUN(threads);
 	RUN(scattered);
+	RUN(discard_racing);
 	return t_done();
 }
