@@ -52,7 +52,8 @@ const char *hetmm_strerror(int err)
 	case EAGAIN:
 		return "the pages kept changing under a device access; again";
 	case EIO:
-		return "the driver's copy failed";
+		return "the driver's copy failed, or one of its copies "
+		       "timed out";
 	case EREMOTEIO:
 		return "peer-to-peer memory out of reach: not a peer, or a pin "
 		       "without HETMM_FOLL_PCI_P2PDMA";

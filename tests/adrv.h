@@ -94,10 +94,7 @@ static inline void adrv_sleep_ns(uint64_t ns)
 
 static inline struct adrv *adrv_of(struct hetmm_pagemap *pg)
 {
-	struct hetmm_pagemap_info info;
-	if (hetmm_pagemap_get_info(pg, &info))
-		return NULL;
-	return info.drvdata;
+	return hetmm_pagemap_drvdata(pg);
 }
 
 /* Does the copy fail on command?  -EIO if so. */
