@@ -408,15 +408,17 @@ static bool fault_back_dense(struct hetmm_ctx *ctx, uintptr_t addr,
 	uint64_t lo = MAX(vpn & ~(uint64_t)(size - 1), vma_lo);
 	uint64_t hi = MIN((vpn | (size - 1)) + 1, vma_hi);
 	bool back = fault_back_region(ctx, lo, hi, vpn);
-	if (!back) {
-		/* Raced for it, or its copy failed: the one-page path
-		 * decides, and the faulting thread stays in its fault. */
+	if (!back && ctx->fault->copy_failed) {
+		/* The faulting thread stays in its fault: see
+		 * fault_back_failed(). */
 		uffd_wake(ctx->uffd.fd, vpn_to_addr(lo), (vpn - lo) * PAGE_SIZE);
 		uffd_wake(ctx->uffd.fd, vpn_to_addr(vpn + 1),
 			  (hi - vpn - 1) * PAGE_SIZE);
 		return false;
 	}
 	uffd_wake(ctx->uffd.fd, vpn_to_addr(lo), (hi - lo) * PAGE_SIZE);
+	if (!back)
+		return false;   /* raced for it: the one-page path decides */
 	dense_mark(d, (unsigned)(lo % DENSE_BLOCK_PAGES), (unsigned)(hi - lo));
 	fault_around_done(ctx, s, lo, hi);
 	return true;
