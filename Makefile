@@ -9,7 +9,7 @@ JOBS ?= $(shell nproc)
 
 all: build
 
-# tools/deps.sh installs sys/sdt.h (the USDT probes) and pkg-config if
+# tools/deps.sh installs sys/sdt.h (the USDT probes), pkg-config and python3 if
 # missing, as root with apt-get; without them the build goes on.
 $(BUILD)/Makefile:
 	./tools/deps.sh
