@@ -445,26 +445,31 @@ bool back_is_async(struct hetmm_pagemap *pgmap, uint64_t idx0)
 	       !page_is_zero(pgmap, idx0);
 }
 
-/* A run coming back through asynchronous copies (copy.c's pipeline). */
+/* Claimed runs coming back through asynchronous copies (copy.c's
+ * pipeline): claims[pos, n) as far as they are runs of pgmap that come
+ * back that way. */
 struct back_pipe {
 	struct hetmm_ctx *ctx;
 	struct hetmm_pagemap *pgmap;
-	uint64_t vpn, idx0;
-	size_t run;
+	uint64_t vpn;
 	const uint64_t *claims;
+	size_t pos, n;
 	unsigned how;
 	uint8_t *status;
-	bool given;
 	size_t left, installed, failed;
 };
 
 static bool back_pipe_next(void *arg, struct copy_req *r)
 {
 	struct back_pipe *b = arg;
-	if (b->given)
+	uint64_t idx0;
+	if (b->pos >= b->n ||
+	    pfn_pagemap(shadow_pfn(b->claims[b->pos]), &idx0) != b->pgmap ||
+	    !back_is_async(b->pgmap, idx0))
 		return false;
-	b->given = true;
-	*r = (struct copy_req){ .index = b->idx0, .nr = b->run, .tag = 0 };
+	size_t run = back_frame_run(b->claims, b->pos, b->n, b->pgmap, idx0);
+	*r = (struct copy_req){ .index = idx0, .nr = run, .tag = b->pos };
+	b->pos += run;
 	return true;
 }
 
@@ -476,14 +481,14 @@ static void status_set(uint8_t *status, size_t from, size_t n,
 }
 
 /* A piece completed: install it from staging, or keep it on the device
- * if its copy failed (waking nobody: see back_run_async). */
+ * if its copy failed (quietly for the handler: see back_runs_async). */
 static void back_pipe_finish(void *arg, const struct copy_req *r, int err,
 			     void *staging)
 {
 	struct back_pipe *b = arg;
 	size_t k = r->tag, gone = 0, installed = 0;
 	if (!err)
-		gone = back_install(b->ctx, b->pgmap, b->vpn + k, b->idx0 + k,
+		gone = back_install(b->ctx, b->pgmap, b->vpn + k, r->index,
 				    r->nr, FILL_COPY, (uintptr_t)staging,
 				    b->how, &installed);
 	if (err) {
@@ -505,16 +510,17 @@ static void back_pipe_finish(void *arg, const struct copy_req *r, int err,
 	b->installed += installed;
 }
 
-size_t back_run_async(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
-		      uint64_t vpn, uint64_t idx0, size_t run,
-		      const uint64_t *claims, unsigned how, uint8_t *status,
-		      size_t *installed, size_t *failed)
+size_t back_runs_async(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+		       uint64_t vpn, const uint64_t *claims, size_t *i,
+		       size_t n, unsigned how, uint8_t *status,
+		       size_t *installed, size_t *failed)
 {
 	struct back_pipe b = {
-		.ctx = ctx, .pgmap = pgmap, .vpn = vpn, .idx0 = idx0,
-		.run = run, .claims = claims, .how = how, .status = status,
+		.ctx = ctx, .pgmap = pgmap, .vpn = vpn, .claims = claims,
+		.pos = *i, .n = n, .how = how, .status = status,
 	};
 	copy_pipe(pgmap, false, back_pipe_next, back_pipe_finish, &b);
+	*i = b.pos;
 	*installed = b.installed;
 	*failed = b.failed;
 	return b.left;
@@ -528,10 +534,7 @@ static size_t back_run(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 {
 	enum uffd_fill op;
 	uintptr_t src;
-	size_t installed, failed;
-	if (back_is_async(pgmap, idx0))
-		return back_run_async(ctx, pgmap, vpn, idx0, run, claims, 0,
-				      status, &installed, &failed);
+	size_t installed;
 	size_t gone = 0;
 	bool err = back_source(ctx, pgmap, idx0, run, false, staging, &op,
 			       &src) != 0;
@@ -560,6 +563,13 @@ size_t migrate_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 		uint64_t idx0;
 		struct hetmm_pagemap *pgmap =
 			pfn_pagemap(shadow_pfn(claims[i]), &idx0);
+		size_t installed, failed;
+		if (back_is_async(pgmap, idx0)) {
+			/* Its runs from here, their copies in flight at once. */
+			left += back_runs_async(ctx, pgmap, vpn, claims, &i, n,
+						0, status, &installed, &failed);
+			continue;
+		}
 		size_t run = back_frame_run(claims, i, n, pgmap, idx0);
 		uint8_t *st = status ? status + i : NULL;
 		/* Private anonymous memory takes a coherent mapping's place

@@ -105,17 +105,19 @@ void back_keep_quiet(struct hetmm_ctx *ctx, uint64_t vpn,
 /* Does a run of pgmap from frame idx0 come back by asynchronous copies? */
 bool back_is_async(struct hetmm_pagemap *pgmap, uint64_t idx0);
 /*
- * Bring back a claimed run by the driver's asynchronous copies, many in
- * flight, each piece installed (how: as back_install) as it completes;
- * pieces whose copy failed stay on the device, counted in *failed (kept
- * quietly for the handler, BACK_ONCE); pieces the kernel refused are kept
- * and woken.  Returns pages
- * that left; status as migrate_back_claimed's (run entries, or NULL).
+ * Bring back claimed pages [vpn + *i, ...) by the driver's asynchronous
+ * copies: the runs from claims[*i] on (of n) that are pgmap's and come
+ * back that way, their copies in flight at once, each piece installed
+ * (how: as back_install) as it completes; *i moves past them.  Pieces
+ * whose copy failed stay on the device, counted in *failed (kept quietly
+ * for the handler, BACK_ONCE); pieces the kernel refused are kept and
+ * woken.  Returns pages that left; status as migrate_back_claimed's (n
+ * entries from vpn, or NULL).
  */
-size_t back_run_async(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
-		      uint64_t vpn, uint64_t idx0, size_t run,
-		      const uint64_t *claims, unsigned how, uint8_t *status,
-		      size_t *installed, size_t *failed);
+size_t back_runs_async(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+		       uint64_t vpn, const uint64_t *claims, size_t *i,
+		       size_t n, unsigned how, uint8_t *status,
+		       size_t *installed, size_t *failed);
 /* Count pages that left the device (negative counts take some back):
  * left of them, installed of those mapped in the process. */
 void back_count(struct hetmm_ctx *ctx, int64_t installed, int64_t left);

@@ -191,15 +191,7 @@ static size_t fault_back_one_run(struct hetmm_ctx *ctx,
 {
 	enum uffd_fill op;
 	uintptr_t src;
-	size_t installed, failed;
-	if (back_is_async(pgmap, idx0)) {
-		size_t gone = back_run_async(ctx, pgmap, vpn, idx0, run, claims,
-					     how | BACK_ONCE, NULL, &installed,
-					     &failed);
-		STAT_ADD(ctx, fault_pages, installed);
-		ctx->fault->copy_failed |= failed != 0;
-		return gone;
-	}
+	size_t installed;
 	if (back_source(ctx, pgmap, idx0, run, run == 1, staging, &op, &src)) {
 		/* The faulting thread stays in its fault: see
 		 * fault_back_failed(). */
@@ -243,6 +235,17 @@ static size_t fault_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn,
 		uint64_t idx0;
 		struct hetmm_pagemap *pgmap =
 			pfn_pagemap(shadow_pfn(claims[i]), &idx0);
+		if (back_is_async(pgmap, idx0)) {
+			/* Its runs from here, their copies in flight at once,
+			 * each woken as it lands. */
+			size_t installed, failed;
+			left += back_runs_async(ctx, pgmap, vpn, claims, &i, n,
+						how | BACK_ONCE, NULL,
+						&installed, &failed);
+			STAT_ADD(ctx, fault_pages, installed);
+			ctx->fault->copy_failed |= failed != 0;
+			continue;
+		}
 		size_t run = back_frame_run(claims, i, n, pgmap, idx0);
 		if (pagemap_is_coherent(pgmap))
 			back_keep(ctx, vpn + i, claims + i, run);
