@@ -539,12 +539,37 @@ int hetmm_copy_done(struct hetmm_copy *copy, int error);
  * it.  hetmm_ctx_destroy() removes it like any other.
  */
 #define HETMM_PAGEMAP_MANAGED (1u << 2)
+/*
+ * Metadata inside the device (the kernel's struct vmem_altmap), for
+ * memory the CPU addresses: GENERIC, FS_DAX, DEVICE_COHERENT.  The
+ * per-page metadata (hetmm_page_metadata_size() bytes a page) lives in
+ * the pagemap's own first pages, page_address(0) on, instead of in system
+ * memory, so that hot-adding a large persistent-memory or CXL range costs
+ * no memory of the process's for it.  Those pages, reported in
+ * hetmm_pagemap_info.nr_reserved, are never frames: never handed out to
+ * a migration, never a fixed page anyone can hold, and from hot-add to
+ * hot-remove hetmm's: their bytes are overwritten at hot-add, a
+ * migration or range fault naming them is refused with -EINVAL, and the
+ * driver and the process must not write them (through any mapping).
+ * After hot-remove they are the driver's again.  hetmm_pagemap_add()
+ * gives -EINVAL for this flag on another type, or if those pages are not
+ * mapped readable and writable at consecutive addresses; -ENOSPC if the
+ * memory is too small to hold its own metadata and one page besides.
+ */
+#define HETMM_PAGEMAP_ALTMAP (1u << 3)
 
 /* How long hot-remove of an FS_DAX or GENERIC pagemap waits for its
  * pages' references and pins to go before it gives up with -EBUSY. */
 #define HETMM_REMOVE_PIN_WAIT_MS 500
 
-/* Hot-add device memory.  -EOPNOTSUPP for types this build can't host. */
+/* Hot-add device memory.  -EINVAL for a bad desc (NULL ops, no type, 0
+ * or more than 2^32 pages, flags the type doesn't take, ops the type
+ * needs missing, a mapping that isn't as the type says); -EOPNOTSUPP for
+ * types this build can't host, or a coherent pagemap on a kernel without
+ * the userfaultfd events it needs; -ENOSPC when every frame-number
+ * section is in use (HETMM_PAGEMAP_ALTMAP: see there); -EBUSY when a page
+ * of a fixed pagemap's mapping is held by hetmm otherwise (migrating,
+ * pinned); -ENOMEM; -ECHILD. */
 int hetmm_pagemap_add(struct hetmm_ctx *ctx,
 		      const struct hetmm_pagemap_desc *desc,
 		      struct hetmm_pagemap **pgmapp);
@@ -574,6 +599,9 @@ struct hetmm_pagemap_info {
 	enum hetmm_memory_type type;
 	uint64_t nr_pages;
 	uint64_t nr_free;
+	/* Pages at the start holding the metadata (HETMM_PAGEMAP_ALTMAP),
+	 * never frames; 0 without it. */
+	uint64_t nr_reserved;
 	hetmm_pfn_t first_pfn;
 	void *drvdata;
 	const void *owner;
@@ -1003,8 +1031,10 @@ struct hetmm_emu_desc {
  *             other types, -EINVAL for no type)
  *   nr_pages  its memory, 1 to 2^32 pages
  *   flags     hetmm's, for its pagemap: HETMM_PAGEMAP_EVICT (a full
- *             device evicts instead of refusing); and the device's own:
- *             HETMM_EMU_COPY_ONLY (DEVICE_PRIVATE only)
+ *             device evicts instead of refusing), HETMM_PAGEMAP_ALTMAP
+ *             (DEVICE_COHERENT: the metadata in the device's memory);
+ *             and the device's own: HETMM_EMU_COPY_ONLY (DEVICE_PRIVATE
+ *             only)
  *
  * A private device's memory is registered with hetmm, which moves pages
  * into it (HETMM_PAGEMAP_REMAP) and reads it in place; with COPY_ONLY it
@@ -1012,11 +1042,12 @@ struct hetmm_emu_desc {
  * and every page goes through its copy engine (and a staging page on the
  * way back).
  *
- * Returns 0; -EINVAL for NULL, bad sizes or unknown flags; -EOPNOTSUPP
- * as above, or a coherent device where the kernel lacks the userfaultfd
- * events coherent mappings need; -ENOMEM or the mmap/memfd errno if its
- * memory could not be made; -ENOSPC if every pagemap section is in use;
- * -ECHILD in a fork child.
+ * Returns 0; -EINVAL for NULL, bad sizes or unknown flags, a flag of
+ * hetmm's the type doesn't take; -EOPNOTSUPP as above, or a coherent
+ * device where the kernel lacks the userfaultfd events coherent mappings
+ * need; -ENOMEM or the mmap/memfd errno if its memory could not be made;
+ * -ENOSPC if every pagemap section is in use, or with ALTMAP for a device
+ * too small to hold its metadata; -ECHILD in a fork child.
  */
 int hetmm_emu_create_desc(struct hetmm_ctx *ctx,
 			  const struct hetmm_emu_desc *desc,

@@ -36,13 +36,13 @@ int fixed_check_mapping(struct hetmm_ctx *ctx,
 	return 0;
 }
 
-/* Undo the shadow entries of pages [0, n). */
+/* Undo the shadow entries of pages [first frame, n). */
 static void fixed_unpublish(struct hetmm_pagemap *pgmap, uint64_t n)
 {
 	struct hetmm_ctx *ctx = pgmap->ctx;
 	uint64_t vpn0 = addr_to_vpn(pgmap->fixed_base);
 	_Atomic uint64_t *slot = NULL;
-	for (uint64_t i = 0; i < n; i++) {
+	for (uint64_t i = pagemap_first_frame(pgmap); i < n; i++) {
 		slot = shadow_next(&ctx->shadow, slot, vpn0 + i, false);
 		uint64_t e = shadow_fixed(pagemap_pfn(pgmap, i));
 		if (slot)
@@ -54,6 +54,7 @@ static void fixed_unpublish(struct hetmm_pagemap *pgmap, uint64_t n)
  * Every page is in use from the start, owned by its own address.  The
  * shadow entries go from 0 to FIXED | pfn by CAS, so a page hetmm holds
  * otherwise (on a device, pinned, migrating) makes hot-add fail -EBUSY.
+ * Pages that hold the metadata (HETMM_PAGEMAP_ALTMAP) are no frames.
  */
 int fixed_publish(struct hetmm_pagemap *pgmap)
 {
@@ -61,7 +62,8 @@ int fixed_publish(struct hetmm_pagemap *pgmap)
 	uint64_t vpn0 = addr_to_vpn(pgmap->fixed_base);
 	_Atomic uint64_t *slot = NULL;
 	pgmap->nr_free = 0;
-	for (uint64_t i = 0; i < pgmap->nr_pages; i++) {
+	for (uint64_t i = pagemap_first_frame(pgmap); i < pgmap->nr_pages;
+	     i++) {
 		struct hetmm_page *p = &pgmap->pages[i];
 		atomic_store(&p->refcount, 1);
 		atomic_store(&p->owner, vpn_to_addr(vpn0 + i) |
@@ -79,7 +81,7 @@ int fixed_publish(struct hetmm_pagemap *pgmap)
 
 static bool fixed_idle(struct hetmm_pagemap *pgmap)
 {
-	for (uint64_t i = 0; i < pgmap->nr_pages; i++)
+	for (uint64_t i = pagemap_first_frame(pgmap); i < pgmap->nr_pages; i++)
 		if (atomic_load(&pgmap->pages[i].pincount) ||
 		    atomic_load(&pgmap->pages[i].refcount) != 1)
 			return false;

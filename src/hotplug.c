@@ -13,6 +13,7 @@
 #include <sched.h>
 #include <stdlib.h>
 
+#include "altmap.h"
 #include "back.h"
 #include "compat.h"
 #include "copy.h"
@@ -28,6 +29,18 @@ static bool type_is_valid(enum hetmm_memory_type type)
 	       type <= HETMM_MEMORY_PCI_P2PDMA;
 }
 
+/* Metadata inside the device: memory the CPU addresses, big enough to
+ * hold its own metadata and a frame besides. */
+static int check_altmap(const struct hetmm_pagemap_desc *d)
+{
+	if (!(d->flags & HETMM_PAGEMAP_ALTMAP))
+		return 0;
+	if (d->type != HETMM_MEMORY_FS_DAX && d->type != HETMM_MEMORY_GENERIC &&
+	    d->type != HETMM_MEMORY_DEVICE_COHERENT)
+		return -EINVAL;
+	return altmap_pages(d->nr_pages) < d->nr_pages ? 0 : -ENOSPC;
+}
+
 static int check_desc(const struct hetmm_pagemap_desc *d)
 {
 	if (!d || !d->ops || !type_is_valid(d->type))
@@ -36,8 +49,10 @@ static int check_desc(const struct hetmm_pagemap_desc *d)
 		return -EINVAL;
 	/* CPU memory mapped in place: an address, no copies, no policy. */
 	if (d->type == HETMM_MEMORY_FS_DAX || d->type == HETMM_MEMORY_GENERIC)
-		return d->ops->page_address &&
-		       !(d->flags & ~HETMM_PAGEMAP_MANAGED) ? 0 : -EINVAL;
+		return !d->ops->page_address ||
+		       (d->flags & ~(HETMM_PAGEMAP_MANAGED |
+				     HETMM_PAGEMAP_ALTMAP)) ? -EINVAL :
+		       check_altmap(d);
 	/* One pair of copy ops: synchronous or asynchronous. */
 	bool sync = d->ops->copy_to_device && d->ops->copy_from_device;
 	bool async = d->ops->submit_to_device && d->ops->submit_from_device;
@@ -49,8 +64,11 @@ static int check_desc(const struct hetmm_pagemap_desc *d)
 	    (sync && (d->queue_depth || d->copy_timeout_ms)))
 		return -EINVAL;
 	if (d->flags & ~(HETMM_PAGEMAP_REMAP | HETMM_PAGEMAP_EVICT |
-			 HETMM_PAGEMAP_MANAGED))
+			 HETMM_PAGEMAP_MANAGED | HETMM_PAGEMAP_ALTMAP))
 		return -EINVAL;
+	int rc = check_altmap(d);
+	if (rc)
+		return rc;
 	if ((d->flags & HETMM_PAGEMAP_REMAP) && !d->ops->page_address)
 		return -EINVAL;
 	/* Coherent pages are mapped from the device's file and copied
@@ -120,6 +138,8 @@ int hetmm_pagemap_add(struct hetmm_ctx *ctx,
 		return rc;
 	rc = pagemap_is_fixed(pgmap) ? fixed_check_mapping(ctx, pgmap)
 				     : pagemap_register_remap(ctx, pgmap);
+	if (!rc && (pgmap->flags & HETMM_PAGEMAP_ALTMAP))
+		rc = altmap_place(ctx, pgmap);
 	if (rc)
 		goto fail;
 	rc = copyq_create(ctx, pgmap, desc->queue_depth, desc->copy_timeout_ms);
@@ -151,6 +171,7 @@ fail_registered:
 	copyq_destroy(ctx, pgmap);
 	pagemap_unregister_remap(ctx, pgmap);
 fail:
+	altmap_release(ctx, pgmap);
 	pagemap_destroy(pgmap);
 	return rc;
 }
@@ -257,6 +278,7 @@ int hotplug_remove(struct hetmm_pagemap *pgmap)
 	}
 	copyq_destroy(ctx, pgmap);
 	pagemap_section_free(pgmap);
+	altmap_release(ctx, pgmap);
 	pagemap_destroy(pgmap);
 	return 0;
 }

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "altmap.h"
 #include "ctx.h"
 #include "entry.h"
 #include "pagemap.h"
@@ -150,9 +151,17 @@ int pagemap_create(struct hetmm_ctx *ctx,
 	pgmap->drvdata = desc->drvdata;
 	pgmap->owner = desc->owner;
 	pgmap->flags = desc->flags;
-	pgmap->pages = calloc(desc->nr_pages, sizeof(struct hetmm_page));
-	pgmap->free_stack = malloc(desc->nr_pages * sizeof(uint32_t));
-	if (!pgmap->pages || !pgmap->free_stack) {
+	bool altmap = desc->flags & HETMM_PAGEMAP_ALTMAP;
+	pgmap->nr_reserved = altmap ? altmap_pages(desc->nr_pages) : 0;
+	uint64_t nr_frames = desc->nr_pages - pgmap->nr_reserved;
+	if (!altmap)
+		pgmap->pages = calloc(desc->nr_pages,
+				      sizeof(struct hetmm_page));
+	/* Fixed pages are in use from hot-add on: no pool. */
+	if (!pagemap_is_fixed(pgmap))
+		pgmap->free_stack = malloc(nr_frames * sizeof(uint32_t));
+	if ((!altmap && !pgmap->pages) ||
+	    (!pagemap_is_fixed(pgmap) && !pgmap->free_stack)) {
 		free(pgmap->pages);
 		free(pgmap->free_stack);
 		free(pgmap);
@@ -160,9 +169,9 @@ int pagemap_create(struct hetmm_ctx *ctx,
 	}
 	/* Pop order is ascending so that a fresh device hands out
 	 * contiguous frames, which the copy paths batch. */
-	for (uint64_t i = 0; i < desc->nr_pages; i++)
+	for (uint64_t i = 0; pgmap->free_stack && i < nr_frames; i++)
 		pgmap->free_stack[i] = (uint32_t)(desc->nr_pages - 1 - i);
-	pgmap->nr_free = desc->nr_pages;
+	pgmap->nr_free = pgmap->free_stack ? nr_frames : 0;
 	pthread_mutex_init(&pgmap->free_lock, NULL);
 	*pgmapp = pgmap;
 	return 0;
@@ -171,7 +180,8 @@ int pagemap_create(struct hetmm_ctx *ctx,
 void pagemap_destroy(struct hetmm_pagemap *pgmap)
 {
 	pthread_mutex_destroy(&pgmap->free_lock);
-	free(pgmap->pages);
+	if (!(pgmap->flags & HETMM_PAGEMAP_ALTMAP))
+		free(pgmap->pages);
 	free(pgmap->free_stack);
 	free(pgmap);
 }
@@ -288,7 +298,7 @@ void pagemap_put(struct hetmm_pagemap *pgmap)
 bool pagemap_all_free(struct hetmm_pagemap *pgmap)
 {
 	pthread_mutex_lock(&pgmap->free_lock);
-	bool all = pgmap->nr_free == pgmap->nr_pages;
+	bool all = pgmap->nr_free == pgmap->nr_pages - pgmap->nr_reserved;
 	pthread_mutex_unlock(&pgmap->free_lock);
 	return all;
 }
@@ -436,6 +446,7 @@ int hetmm_pagemap_get_info(struct hetmm_pagemap *pgmap,
 		return -ECHILD;
 	info->type = pgmap->type;
 	info->nr_pages = pgmap->nr_pages;
+	info->nr_reserved = pgmap->nr_reserved;
 	pthread_mutex_lock(&pgmap->free_lock);
 	info->nr_free = pgmap->nr_free + atomic_load(&pgmap->nr_leaving);
 	pthread_mutex_unlock(&pgmap->free_lock);

@@ -52,7 +52,12 @@ struct hetmm_pagemap {
 	uintptr_t remap_base;             /* HETMM_PAGEMAP_REMAP memory */
 	struct own_range own;             /* it, as hetmm's (entry.c) */
 	unsigned section;
+	/* Per-page metadata: an array of nr_pages of system memory, or with
+	 * HETMM_PAGEMAP_ALTMAP the device's own first nr_reserved pages
+	 * (altmap.c), which are never frames. */
 	struct hetmm_page *pages;
+	uint64_t nr_reserved;
+	struct own_range altmap_own;
 
 	pthread_mutex_t free_lock;
 	uint32_t *free_stack;             /* indices, top at nr_free - 1 */
@@ -131,7 +136,8 @@ static inline int pagemap_section_type(uint64_t pfn)
  */
 
 /* A pagemap for desc (checked by the caller), with every frame free and
- * no frame number yet. */
+ * no frame number yet; with HETMM_PAGEMAP_ALTMAP, no metadata yet either
+ * (altmap_place gives it). */
 int pagemap_create(struct hetmm_ctx *ctx,
 		   const struct hetmm_pagemap_desc *desc,
 		   struct hetmm_pagemap **pgmapp);
@@ -139,6 +145,12 @@ int pagemap_create(struct hetmm_ctx *ctx,
 int pagemap_section_alloc(struct hetmm_pagemap *pgmap);
 void pagemap_section_free(struct hetmm_pagemap *pgmap);
 void pagemap_destroy(struct hetmm_pagemap *pgmap);
+/* The first frame that can back a page: those before hold metadata. */
+static inline uint64_t pagemap_first_frame(const struct hetmm_pagemap *pgmap)
+{
+	return pgmap->nr_reserved;
+}
+
 /* Every frame in the pool: the last page has left. */
 bool pagemap_all_free(struct hetmm_pagemap *pgmap);
 

@@ -441,7 +441,7 @@ static const struct hetmm_notifier_ops emu_life_ops = {
 };
 
 /* The flags the device takes: hetmm's, passed on, and its own. */
-#define EMU_PAGEMAP_FLAGS HETMM_PAGEMAP_EVICT
+#define EMU_PAGEMAP_FLAGS (HETMM_PAGEMAP_EVICT | HETMM_PAGEMAP_ALTMAP)
 #define EMU_FLAGS (EMU_PAGEMAP_FLAGS | HETMM_EMU_COPY_ONLY)
 
 static int emu_check_desc(const struct hetmm_emu_desc *d)
