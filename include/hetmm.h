@@ -350,6 +350,13 @@ int hetmm_page_metadata_size(void);
  *                 metadata, references and pins of either term, no
  *                 migration: hetmm_migrate_to_device() to it gives
  *                 -EOPNOTSUPP.
+ * PCI_P2PDMA      a device's memory exposed for peer-to-peer DMA (a PCI
+ *                 BAR, as the kernel's p2pmem): the driver maps it at
+ *                 page_address() and the process uses it in place, as
+ *                 GENERIC, with the kernel's rule for holds: a get or pin
+ *                 of its pages fails with -EREMOTEIO unless the caller
+ *                 passes HETMM_FOLL_PCI_P2PDMA (FOLL_PCI_P2PDMA), saying
+ *                 that it can DMA to peer memory (see "Peer devices").
  *
  * DEVICE_COHERENT memory the CPU can address, which process pages migrate
  *                 to: after migration the device page itself is mapped
@@ -362,10 +369,10 @@ int hetmm_page_metadata_size(void);
  *                 again.  Its pages take short-term references and pins in
  *                 place; a long-term pin migrates the page back first.
  *
- * For FS_DAX and GENERIC the copy ops are optional and unused, and every
- * page is in use from hot-add on (refcount 1, owner its address, no free
- * frames).  Hot-remove waits for their references and pins to go.
- * PCI_P2PDMA gives -EOPNOTSUPP for now.
+ * For FS_DAX, GENERIC and PCI_P2PDMA the copy ops are optional and
+ * unused, and every page is in use from hot-add on (refcount 1, owner its
+ * address, no free frames).  Hot-remove waits for their references and
+ * pins to go.
  *
  * Coherent pages and the process's mappings.  A device-coherent page is a
  * shared mapping of the device's file while it is on the device: the
@@ -465,6 +472,18 @@ struct hetmm_pagemap_ops {
 	 * hetmm maps runs of them with one mmap. */
 	int (*page_fd)(struct hetmm_pagemap *pgmap, uint64_t index,
 		       uint64_t *offset);
+	/* Optional, for peers (hetmm_p2pdma_add_peer): the bus address at
+	 * which a peer device reaches device page index (the kernel's
+	 * pci_p2pdma_bus_addr_map: the page's address in the BAR plus the
+	 * bus offset).  Pages [index, index + n) must lie at consecutive
+	 * addresses.  0, or a negative errno if the page has none. */
+	int (*p2p_bus_addr)(struct hetmm_pagemap *pgmap, uint64_t index,
+			    uint64_t *addr);
+	/* Optional, for peers: copy nr pages of a peer's memory, at the bus
+	 * address its p2p_bus_addr gave, into device pages from index,
+	 * device to device (a migration between peers, below). */
+	int (*copy_from_peer)(struct hetmm_pagemap *pgmap, uint64_t index,
+			      uint64_t bus_addr, size_t nr);
 };
 
 struct hetmm_pagemap_desc {
@@ -611,6 +630,45 @@ struct hetmm_pagemap_info {
 int hetmm_pagemap_get_info(struct hetmm_pagemap *pgmap,
 			   struct hetmm_pagemap_info *info);
 
+/* ------------------------------------------------------------------------
+ * Peer devices (PCI peer-to-peer DMA)
+ *
+ * Devices behind one PCIe switch reach each other's memory over the bus
+ * without the host's: the kernel works that out from the topology
+ * (pci_p2pdma_distance); a userspace driver, or the program that knows
+ * where its devices sit, says it.  Then
+ *
+ *   - a page of one is reached by the other at the bus address its
+ *     pagemap's p2p_bus_addr op gives: hetmm_p2pdma_bus_addr();
+ *   - hetmm_migrate_to_device() to one moves the DEVICE_PRIVATE pages of
+ *     the range that are on the other straight there, device to device,
+ *     with the destination's copy_from_peer op: no bounce through system
+ *     memory (no copy out, no fault, hetmm_stats.to_system_pages does not
+ *     move), and counted as migrated to a device.  Zero pages move with
+ *     no copy.  Pages on a device that is not a peer, or when either op
+ *     is missing, are skipped as HETMM_MIGRATE_SKIP_OTHER_DEVICE, as the
+ *     kernel's migrate_vma skips another owner's device pages: the caller
+ *     brings them back (hetmm_migrate_to_system) first, a bounce;
+ *   - pages of a PCI_P2PDMA pagemap are held only by callers that pass
+ *     HETMM_FOLL_PCI_P2PDMA.
+ */
+
+/* a and b, two live pagemaps of one context, reach each other's memory
+ * (both ways).  Lasts until either is removed.  -EINVAL for NULL, a ==
+ * b, pagemaps of two contexts or one not live; -ECHILD. */
+int hetmm_p2pdma_add_peer(struct hetmm_pagemap *a, struct hetmm_pagemap *b);
+
+/*
+ * The bus address at which client's device reaches device frame pfn
+ * (pci_p2pdma_map_type, then pci_p2pdma_bus_addr_map): its own frames and
+ * those of its peers.  -EREMOTEIO if pfn's pagemap is no peer of client
+ * (PCI_P2PDMA_MAP_NOT_SUPPORTED); -EOPNOTSUPP if it has no p2p_bus_addr
+ * op; its op's error; -ENXIO if pfn names no page of a live pagemap;
+ * -EINVAL for NULL; -ECHILD.
+ */
+int hetmm_p2pdma_bus_addr(struct hetmm_pagemap *client, hetmm_pfn_t pfn,
+			  uint64_t *addr);
+
 /*
  * The desc's drvdata, for the driver's ops: one load, no lock, no check,
  * so an op may call it on every copy.  NULL for NULL.  Valid from the
@@ -727,9 +785,13 @@ int hetmm_migrate_to_system(struct hetmm_ctx *ctx, void *addr, size_t len,
  */
 #define HETMM_FOLL_WRITE (1u << 0)
 #define HETMM_FOLL_LONGTERM (1u << 1)
+/* The caller can DMA to peer memory: pages of a PCI_P2PDMA pagemap may
+ * be held (FOLL_PCI_P2PDMA); without it they give -EREMOTEIO. */
+#define HETMM_FOLL_PCI_P2PDMA (1u << 2)
 
-/* Pages held, or -EFAULT, -EOPNOTSUPP, -EINVAL as above; -ENOMEM if a
- * count would overflow or hetmm could not allocate; -ECHILD. */
+/* Pages held, or -EFAULT, -EOPNOTSUPP, -EINVAL as above; -EREMOTEIO for
+ * a PCI_P2PDMA page without HETMM_FOLL_PCI_P2PDMA; -ENOMEM if a count
+ * would overflow or hetmm could not allocate; -ECHILD. */
 long hetmm_get_user_pages(struct hetmm_ctx *ctx, void *addr, size_t nr_pages,
 			  unsigned int flags, void **pages);
 long hetmm_get_user_pages_fast(struct hetmm_ctx *ctx, void *addr,
@@ -1040,7 +1102,9 @@ struct hetmm_emu_desc {
  * into it (HETMM_PAGEMAP_REMAP) and reads it in place; with COPY_ONLY it
  * is memory the CPU can't address, as a real device's behind PCIe is,
  * and every page goes through its copy engine (and a staging page on the
- * way back).
+ * way back).  Every device can be a peer (hetmm_p2pdma_add_peer): its
+ * bus addresses are where its memory is mapped in the process, and a
+ * private device copies from a peer's with its own engine.
  *
  * Returns 0; -EINVAL for NULL, bad sizes or unknown flags, a flag of
  * hetmm's the type doesn't take; -EOPNOTSUPP as above, or a coherent

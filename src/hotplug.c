@@ -48,7 +48,8 @@ static int check_desc(const struct hetmm_pagemap_desc *d)
 	if (d->nr_pages == 0 || d->nr_pages > (1ULL << PFN_SECTION_SHIFT))
 		return -EINVAL;
 	/* CPU memory mapped in place: an address, no copies, no policy. */
-	if (d->type == HETMM_MEMORY_FS_DAX || d->type == HETMM_MEMORY_GENERIC)
+	if (d->type == HETMM_MEMORY_FS_DAX || d->type == HETMM_MEMORY_GENERIC ||
+	    d->type == HETMM_MEMORY_PCI_P2PDMA)
 		return !d->ops->page_address ||
 		       (d->flags & ~(HETMM_PAGEMAP_MANAGED |
 				     HETMM_PAGEMAP_ALTMAP)) ? -EINVAL :
@@ -176,6 +177,16 @@ fail:
 	return rc;
 }
 
+/* Mark section a peer of pgmap's, or not; under ctx->lock. */
+static void peer_set(struct hetmm_pagemap *pgmap, unsigned section, bool on)
+{
+	uint64_t bit = 1ULL << (section % 64);
+	if (on)
+		atomic_fetch_or(&pgmap->peers[section / 64], bit);
+	else
+		atomic_fetch_and(&pgmap->peers[section / 64], ~bit);
+}
+
 /* Is pgmap one of ctx's live pagemaps?  Guards against stale handles. */
 static bool pagemap_is_listed(struct hetmm_ctx *ctx,
 			      struct hetmm_pagemap *pgmap)
@@ -269,6 +280,9 @@ int hotplug_remove(struct hetmm_pagemap *pgmap)
 			break;
 		}
 	}
+	/* Its section may be another pagemap's next: no peer of anyone. */
+	for (struct hetmm_pagemap *p = ctx->pagemaps; p; p = p->next)
+		peer_set(p, pgmap->section, false);
 	pthread_mutex_unlock(&ctx->lock);
 
 	/* The memory is the driver's again, registered nowhere. */
@@ -323,4 +337,25 @@ int hetmm_pagemap_remove_managed(struct hetmm_pagemap *pgmap,
 	if (pgmap->owner != owner)
 		return -EPERM;
 	return hotplug_remove(pgmap);
+}
+
+int hetmm_p2pdma_add_peer(struct hetmm_pagemap *a, struct hetmm_pagemap *b)
+{
+	if (!a || !b || a == b)
+		return -EINVAL;
+	struct hetmm_ctx *ctx = a->ctx;
+	int rc = entry_ctx(ctx);
+	if (rc)
+		return rc;
+	/* Both listed in a's context: both live, one context. */
+	pthread_mutex_lock(&ctx->lock);
+	if (pagemap_is_listed(ctx, a) && pagemap_is_listed(ctx, b) &&
+	    !atomic_load(&a->dying) && !atomic_load(&b->dying)) {
+		peer_set(a, b->section, true);
+		peer_set(b, a->section, true);
+	} else {
+		rc = -EINVAL;
+	}
+	pthread_mutex_unlock(&ctx->lock);
+	return rc;
 }

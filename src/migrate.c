@@ -38,6 +38,7 @@
 #include "notifier.h"
 #include "order.h"
 #include "pagemap.h"
+#include "peer.h"
 #include "shadow.h"
 #include "trace.h"
 #include "watch.h"
@@ -702,6 +703,8 @@ static int migrate_segment(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		int rc = chunk_to_device(ctx, pgmap, &c);
 		if (rc)
 			return rc;
+		/* Pages on a peer device come straight across. */
+		peer_migrate(ctx, pgmap, c.start, c.n, c.status);
 		chunk_report(&c, page0, rep, t, ctx);
 		page0 += c.n;
 		a += c.n * PAGE_SIZE;

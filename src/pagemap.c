@@ -106,6 +106,32 @@ int hetmm_pfn_to_page(hetmm_pfn_t pfn, struct hetmm_page **pagep)
 	return rc;
 }
 
+int hetmm_p2pdma_bus_addr(struct hetmm_pagemap *client, hetmm_pfn_t pfn,
+			  uint64_t *addr)
+{
+	if (!client || !addr)
+		return -EINVAL;
+	if (ctx_forked(client->ctx))
+		return -ECHILD;
+	if (!(hetmm_pfn_flags(pfn) & HETMM_PFN_DEV))
+		return -ENXIO;
+	int rc = -ENXIO;
+	uint64_t idx;
+	/* The provider stays while we hold the sections' lock. */
+	pthread_rwlock_rdlock(&sections_lock);
+	struct hetmm_pagemap *pgmap = pfn_pagemap(hetmm_pfn_number(pfn), &idx);
+	if (!pgmap || atomic_load(&pgmap->dying))
+		rc = -ENXIO;
+	else if (!pagemap_reaches(client, pgmap->section))
+		rc = -EREMOTEIO;
+	else if (!pgmap->ops->p2p_bus_addr)
+		rc = -EOPNOTSUPP;
+	else
+		rc = pgmap->ops->p2p_bus_addr(pgmap, idx, addr);
+	pthread_rwlock_unlock(&sections_lock);
+	return rc;
+}
+
 int hetmm_page_get_info(const struct hetmm_page *page,
 			struct hetmm_page_info *info)
 {

@@ -77,6 +77,9 @@ struct hetmm_pagemap {
 	uintptr_t fixed_base;             /* FS_DAX, GENERIC: the mapping */
 	_Atomic uint64_t clock_hand;      /* eviction: next frame to look at */
 	struct copyq *copyq;              /* asynchronous copies (copy.c) */
+	/* The sections of its peers (hetmm_p2pdma_add_peer), a bit each;
+	 * changed under ctx->lock, read without it. */
+	_Atomic uint64_t peers[PFN_MAX_SECTIONS / 64];
 };
 
 static inline bool pagemap_is_coherent(const struct hetmm_pagemap *pgmap)
@@ -84,11 +87,24 @@ static inline bool pagemap_is_coherent(const struct hetmm_pagemap *pgmap)
 	return pgmap->type == HETMM_MEMORY_DEVICE_COHERENT;
 }
 
-/* Frames of FS_DAX and GENERIC pagemaps are CPU memory mapped in place. */
+/* Frames of FS_DAX, GENERIC and PCI_P2PDMA pagemaps are CPU memory
+ * mapped in place. */
 static inline bool pagemap_is_fixed(const struct hetmm_pagemap *pgmap)
 {
 	return pgmap->type == HETMM_MEMORY_FS_DAX ||
-	       pgmap->type == HETMM_MEMORY_GENERIC;
+	       pgmap->type == HETMM_MEMORY_GENERIC ||
+	       pgmap->type == HETMM_MEMORY_PCI_P2PDMA;
+}
+
+/* Does pgmap reach the memory of pagemap number section (its own, or a
+ * peer's)? */
+static inline bool pagemap_reaches(const struct hetmm_pagemap *pgmap,
+				   unsigned section)
+{
+	return section == pgmap->section ||
+	       (atomic_load_explicit(&pgmap->peers[section / 64],
+				     memory_order_acquire) >>
+		(section % 64) & 1);
 }
 
 static inline uint64_t pagemap_pfn(const struct hetmm_pagemap *pgmap,

@@ -31,7 +31,8 @@
 #include "shadow.h"
 #include "trace.h"
 
-#define FOLL_KNOWN (HETMM_FOLL_WRITE | HETMM_FOLL_LONGTERM)
+#define FOLL_KNOWN (HETMM_FOLL_WRITE | HETMM_FOLL_LONGTERM | \
+		    HETMM_FOLL_PCI_P2PDMA)
 /* Tries to bring a device page back before calling the page lost. */
 #define BACK_TRIES 4
 
@@ -42,6 +43,7 @@ struct gup {
 	bool write;
 	bool pin;
 	bool longterm;
+	bool p2p;          /* HETMM_FOLL_PCI_P2PDMA */
 	void **pages;
 };
 
@@ -66,6 +68,7 @@ static int gup_init(struct gup *g, struct hetmm_ctx *ctx, void *addr,
 	*g = (struct gup){ .ctx = ctx, .start = (uintptr_t)addr, .n = nr,
 			   .write = flags & HETMM_FOLL_WRITE, .pin = pin,
 			   .longterm = flags & HETMM_FOLL_LONGTERM,
+			   .p2p = flags & HETMM_FOLL_PCI_P2PDMA,
 			   .pages = pages };
 	return 0;
 }
@@ -117,6 +120,11 @@ static size_t gup_fast_run(struct gup *g, size_t limit)
 static int hold_fixed(struct gup *g, _Atomic uint64_t *slot, uint64_t e,
 		      uintptr_t a)
 {
+	/* Peer memory only for a caller that can DMA to it, as the
+	 * kernel's FOLL_PCI_P2PDMA. */
+	if (!g->p2p && pagemap_section_type(shadow_pfn(e)) ==
+	    HETMM_MEMORY_PCI_P2PDMA)
+		return -EREMOTEIO;
 	int rc = pagemap_hold(shadow_pfn(e), slot, e, g->pin, g->longterm);
 	if (rc)
 		return rc;

@@ -183,9 +183,9 @@ static void add_validation(struct hetmm_ctx *ctx)
 	desc.drvdata = d;
 
 	/* Every memory type the header names: 0 or -EOPNOTSUPP; only
-	 * DEVICE_PRIVATE must be hostable.  FS_DAX and GENERIC need a
-	 * page_address() mapping, which this driver lacks (test_pin has
-	 * them). */
+	 * DEVICE_PRIVATE must be hostable.  FS_DAX, GENERIC and PCI_P2PDMA
+	 * need a page_address() mapping, which this driver lacks (test_pin
+	 * and test_p2p have them). */
 	for (int type = HETMM_MEMORY_DEVICE_PRIVATE;
 	     type <= HETMM_MEMORY_PCI_P2PDMA; type++) {
 		struct hetmm_pagemap_info info;
@@ -198,6 +198,7 @@ static void add_validation(struct hetmm_ctx *ctx)
 			CHECK_EQ(rc, 0);
 		else if (type == HETMM_MEMORY_FS_DAX ||
 			 type == HETMM_MEMORY_GENERIC ||
+			 type == HETMM_MEMORY_PCI_P2PDMA ||
 			 type == HETMM_MEMORY_DEVICE_COHERENT)
 			CHECK_EQ(rc, -EINVAL);   /* no page_address/page_fd */
 		else

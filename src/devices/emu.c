@@ -230,10 +230,39 @@ static void *emu_page_address(struct hetmm_pagemap *pgmap, uint64_t index)
 	return emu && index < emu->nr_pages ? emu_page(emu, index) : NULL;
 }
 
+/*
+ * Peers.  The emulated bus is the process's address space: a device
+ * page's bus address is where its memory is mapped, and a peer's engine
+ * copies from there into its own memory, one copy, device to device.
+ */
+static int emu_p2p_bus_addr(struct hetmm_pagemap *pgmap, uint64_t index,
+			    uint64_t *addr)
+{
+	struct hetmm_emu *emu = emu_of(pgmap);
+	if (!emu || index >= emu->nr_pages)
+		return -EINVAL;
+	*addr = (uint64_t)(uintptr_t)emu_page(emu, index);
+	return 0;
+}
+
+static int emu_copy_from_peer(struct hetmm_pagemap *pgmap, uint64_t index,
+			      uint64_t bus_addr, size_t nr)
+{
+	struct hetmm_emu *emu = emu_of(pgmap);
+	if (!emu || index + nr > emu->nr_pages || !bus_addr)
+		return -EINVAL;
+	memcpy(emu_page(emu, index), (const void *)(uintptr_t)bus_addr,
+	       nr * PS);
+	emu_count(&emu->copied_peer, nr);
+	return 0;
+}
+
 static const struct hetmm_pagemap_ops emu_ops = {
 	.copy_to_device = emu_copy_to_device,
 	.copy_from_device = emu_copy_from_device,
 	.page_address = emu_page_address,
+	.p2p_bus_addr = emu_p2p_bus_addr,
+	.copy_from_peer = emu_copy_from_peer,
 };
 
 /* HETMM_EMU_COPY_ONLY: memory the CPU can't address, so hetmm copies
@@ -241,6 +270,8 @@ static const struct hetmm_pagemap_ops emu_ops = {
 static const struct hetmm_pagemap_ops emu_copy_ops = {
 	.copy_to_device = emu_copy_to_device,
 	.copy_from_device = emu_copy_from_device,
+	.p2p_bus_addr = emu_p2p_bus_addr,
+	.copy_from_peer = emu_copy_from_peer,
 };
 
 static int emu_page_fd(struct hetmm_pagemap *pgmap, uint64_t index,
@@ -287,6 +318,7 @@ static const struct hetmm_pagemap_ops emu_coherent_ops = {
 	.page_address = emu_page_address,
 	.page_free = emu_page_free,
 	.page_fd = emu_page_fd,
+	.p2p_bus_addr = emu_p2p_bus_addr,
 };
 
 /*
