@@ -44,11 +44,14 @@ bench: build
 bench-probes: build
 	./tools/probe-cost.sh $(BUILD)
 
-# The kernel's own HMM selftest (Linux 6.1 hmm-tests, from Debian's
-# linux-source-6.1, built unmodified in $(BUILD)/conformance) run under the
-# ABI shim: LD_PRELOAD=$(BUILD)/libhetmm-dmirror.so.
+# The kernel's own selftests under the ABI shim
+# (LD_PRELOAD=$(BUILD)/libhetmm-dmirror.so): hmm-tests of Linux 6.1 and
+# 6.12 and 6.12's gup_longterm, from Debian's linux-source-6.1 and -6.12,
+# built unmodified in $(BUILD)/conformance; the ctest tests conformance-*
+# (tests/CMakeLists.txt lists the suites, tests/conformance/conformance.sh
+# says how each is got, built and judged).
 conformance: build
-	./tests/conformance/conformance.sh $(BUILD)
+	cd $(BUILD) && ctest -V -R '^conformance-'
 
 # The test suite (ctest, conformance included) under Debian's own kernels,
 # each booted in qemu (software emulation) over this machine's root,

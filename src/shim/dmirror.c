@@ -18,6 +18,10 @@
  *                      revokes exclusive access in the kernel
  *   CHECK_EXCLUSIVE    -EPERM while a page still is held that way
  *   RELEASE            every page of the device goes back to system memory
+ *   FLAGS              the mirror's flags word becomes npages (the newer
+ *                      driver's; 6.1's has no such command and refuses it
+ *                      with -EINVAL, as it does any number it lacks, so no
+ *                      caller built for it sends it)
  *
  * and close of the last descriptor of an open (the driver's release)
  * evicts the device as the driver does.
@@ -375,9 +379,23 @@ static int read_back(struct shim_file *f, struct shim_dmirror_cmd *c,
 	return rc;
 }
 
+/*
+ * HMM_DMIRROR_FLAG_FAIL_ALLOC makes the driver's next allocation of a
+ * device page fail once, to test its fallback: a huge page that can't be
+ * had is migrated as base pages instead, either way.  hetmm's emulated
+ * devices have no huge pages (a THP moves as base pages), so every
+ * migration takes that fallback already: the flag is spent by the next
+ * migration, which goes as it would have.
+ */
+static void spend_fail_alloc(struct shim_file *f)
+{
+	atomic_fetch_and(&f->flags, ~SHIM_DMIRROR_FLAG_FAIL_ALLOC);
+}
+
 static int do_migrate_to_dev(struct shim_file *f, struct shim_dmirror_cmd *c,
 			     uint64_t size)
 {
+	spend_fail_alloc(f);
 	struct hetmm_emu *emu;
 	struct hetmm_pagemap *pgmap;
 	int rc = shim_emu(f->unit, &emu);
@@ -437,6 +455,7 @@ static int do_migrate_to_sys(struct shim_file *f, struct shim_dmirror_cmd *c,
 {
 	if (!shim_ctx())
 		return -ENOMEM;
+	spend_fail_alloc(f);
 	return snapshot_pieces(f, c->addr, size / PS, migrate_piece, c);
 }
 
@@ -611,6 +630,10 @@ long dmirror_ioctl(struct shim_file *f, unsigned int cmd, void *arg)
 		break;
 	case SHIM_DMIRROR_RELEASE:
 		dmirror_evict(f->unit);
+		rc = 0;
+		break;
+	case SHIM_DMIRROR_FLAGS:
+		atomic_store(&f->flags, c.npages);
 		rc = 0;
 		break;
 	default:

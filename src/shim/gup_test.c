@@ -12,8 +12,9 @@
  *   - a device-private page came back to system memory, since the CPU
  *     can't address it: here the fault that populating raises brings it
  *     back, as the kernel's fault does;
- *   - a long-term pin (FOLL_LONGTERM, PIN_LONGTERM_BENCHMARK) also takes a
- *     page off any device memory, coherent too, before pinning it.
+ *   - a long-term pin (FOLL_LONGTERM in either series' encoding, shim.h;
+ *     PIN_LONGTERM_BENCHMARK) also takes a page off any device memory,
+ *     coherent too, before pinning it.
  *
  * The references themselves end within the call, so none outlives it.
  */
@@ -91,7 +92,7 @@ long gup_test_ioctl(unsigned int cmd, void *arg)
 	struct shim_gup_test g;
 	if (shim_copy_in(&g, (uintptr_t)arg, sizeof(g)))
 		return -EFAULT;
-	if (g.gup_flags & SHIM_FOLL_LONGTERM)
+	if (g.gup_flags & (SHIM_FOLL_LONGTERM | SHIM_FOLL_LONGTERM_6_1))
 		longterm = true;
 	bool write = g.gup_flags & SHIM_FOLL_WRITE;
 

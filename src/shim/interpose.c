@@ -507,6 +507,7 @@ static int shim_open(int unit, int flags)
 	f->unit = unit;
 	f->accmode = flags & O_ACCMODE;
 	atomic_init(&f->refs, 1);
+	atomic_init(&f->flags, 0);
 	pthread_mutex_init(&f->lock, NULL);
 	atomic_store(&memfd_dev, (unsigned long)st.st_dev);
 

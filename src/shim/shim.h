@@ -50,6 +50,10 @@ struct shim_dmirror_cmd {
 #define SHIM_DMIRROR_EXCLUSIVE SHIM_DMIRROR(0x05)
 #define SHIM_DMIRROR_CHECK_EXCLUSIVE SHIM_DMIRROR(0x06)
 #define SHIM_DMIRROR_RELEASE SHIM_DMIRROR(0x07)
+/* Since the zone-device THP work (after 6.12): set the mirror's flags
+ * word to cmd.npages. */
+#define SHIM_DMIRROR_FLAGS SHIM_DMIRROR(0x08)
+#define SHIM_DMIRROR_FLAG_FAIL_ALLOC (1ull << 0)
 
 #define SHIM_GUP_MAX_PAGES_TO_DUMP 8
 struct shim_gup_test {
@@ -75,9 +79,18 @@ struct shim_gup_test {
 
 #define SHIM_GUP_FLAG_DUMP_PAGES_USE_PIN 0x1
 
-/* The gup flags the tests pass (the kernel's FOLL_* values). */
+/*
+ * The gup flags the tests pass (the kernel's FOLL_* values).  FOLL_LONGTERM
+ * moved in 6.2, and the structure did not change, so a caller's bit is
+ * read in both encodings.  Each overlaps a flag of the other series:
+ * 0x100 is 6.1's FOLL_HWPOISON (which only changes how a hardware-poisoned
+ * page is reported; emulated memory has none), 0x10000 is 6.2's internal
+ * FOLL_TOUCH (which 6.2's gup refuses from a caller, so no caller built
+ * for it passes it).
+ */
 #define SHIM_FOLL_WRITE 0x01
-#define SHIM_FOLL_LONGTERM 0x10000
+#define SHIM_FOLL_LONGTERM 0x100        /* 6.2 and later */
+#define SHIM_FOLL_LONGTERM_6_1 0x10000  /* up to 6.1 */
 
 /* The files the shim serves. */
 #define SHIM_DMIRROR_UNITS 4  /* 0, 1 private; 2, 3 coherent */
@@ -99,6 +112,7 @@ struct shim_file {
 	int accmode;                 /* O_RDONLY, O_WRONLY or O_RDWR */
 	atomic_int refs;             /* the list's, plus calls in flight */
 	struct hetmm_mirror *mirror; /* dmirror units only */
+	_Atomic uint64_t flags;      /* HMM_DMIRROR_FLAGS' word */
 
 	/* Exclusive ranges, under the file's own lock. */
 	pthread_mutex_t lock;

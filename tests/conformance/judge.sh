@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
 # judge.sh - the verdict on one run of the kernel's hmm-tests.
 #
-#   judge.sh [--cond NAME=yes|no]... KNOWN LOG RC
+#   judge.sh [--ksft] [--cond NAME=yes|no]... KNOWN LOG RC
 #       KNOWN  the known-failures file (its syntax is described at its top)
 #       LOG    the harness's output
 #       RC     the harness's exit status
 #       --cond the value of each condition KNOWN names (conformance.sh
 #              finds them by the probes)
+#       --ksft the program reports with kselftest.h's plain functions
+#              (gup_longterm), not its harness: each result line is
+#              named by the "# [RUN] WHAT" line before it, WHAT with each
+#              run of characters other than letters, digits, "_" and "."
+#              made one "_" ("R/W pin ... with memfd" is
+#              R_W_pin_..._with_memfd), and one result follows each RUN
 #   judge.sh --conditions KNOWN
 #       the condition names KNOWN uses, one a line
 #
 # Exit 0 only when the harness ran to its end and its failures are exactly
 # the expected ones:
 #   - one plan line 1..N, then results "ok I NAME" / "not ok I NAME" (a
-#     skipped test: "ok I # SKIP why", named by its RUN line) numbered 1..N,
+#     skipped test: "ok I # SKIP why", named by its RUN line; with --ksft
+#     every result is named by its RUN line) numbered 1..N,
 #   - one "# Totals: pass:P fail:F xfail:0 xpass:0 skip:S error:0" line
 #     that agrees with those lines, P + F + S = N,
 #   - the harness's exit status is its verdict: 0 when F = 0, else 1,
@@ -28,7 +35,7 @@ export LC_ALL=C
 say() { printf 'conformance: %s\n' "$*"; }
 trap 'say "FAILED: judge.sh line $LINENO: $BASH_COMMAND failed"; exit 1' ERR
 usage() {
-	echo "usage: judge.sh [--cond NAME=yes|no]... KNOWN LOG RC" >&2
+	echo "usage: judge.sh [--ksft] [--cond NAME=yes|no]... KNOWN LOG RC" >&2
 	echo "       judge.sh --conditions KNOWN" >&2
 	exit 2
 }
@@ -64,6 +71,8 @@ if [ "${1:-}" = --conditions ]; then
 	exit 0
 fi
 
+ksft=0
+if [ "${1:-}" = --ksft ]; then ksft=1; shift; fi
 conds=()
 while [ $# -gt 0 ] && [ "$1" = --cond ]; do
 	[ $# -ge 2 ] || usage
@@ -84,25 +93,39 @@ trap 'rm -rf "$tmp"' EXIT
 
 # The results, "STATUS<tab>NAME" (pass, fail or skip) in $tmp/results, and
 # the log's shape checked against its own plan and totals.
-if ! awk -v rc="$rc" -v out="$tmp/results" '
+if ! awk -v rc="$rc" -v out="$tmp/results" -v ksft="$ksft" '
 	function problem(m) { printf "conformance: harness log: %s\n", m; bad = 1 }
 	BEGIN { printf "" > out }
-	/^(ok|not ok) / { print }
+	/^(ok|not ok) / && !ksft { print }
 	/^# (Totals|PASSED|FAILED|Planned)/ { print }
-	/^# +RUN +[^ ]+ \.\.\.$/ { running = $3 }
+	/^# +RUN +[^ ]+ \.\.\.$/ && !ksft { running = $3 }
+	/^# \[RUN\] / && ksft {
+		if (running != "")
+			problem("no result for " running)
+		running = substr($0, 9)
+		gsub(/[^A-Za-z0-9_.]+/, "_", running)
+		sub(/^_/, "", running)
+		sub(/_$/, "", running)
+	}
 	/^1\.\.[0-9]+$/ { plans++; plan = substr($0, 4) + 0; next }
 	/^(ok|not ok) [0-9]+( |$)/ {
 		st = $1 == "ok" ? "pass" : "fail"
 		num = st == "pass" ? $2 : $3
 		name = st == "pass" ? $3 : $4
-		if (st == "pass" && name == "#" && $4 == "SKIP") {
+		skip = st == "pass" && name == "#" && $4 == "SKIP"
+		if (skip)
 			st = "skip"
+		if (skip || ksft) {
 			name = running
+			running = ""
 			if (name == "")
-				problem("a skipped test with no RUN line before it: " $0)
+				problem("a result with no RUN line before it: " $0)
 		} else if (name == "" || name == "#") {
 			problem("unnamed result: " $0)
 		}
+		if (ksft)
+			print (st == "fail" ? "not ok " : "ok ") num \
+				(st == "skip" ? " # SKIP " : " ") name
 		if (num != n + 1)
 			problem("result " num " where " n + 1 " was due: " $0)
 		if (name in seen)
@@ -124,6 +147,8 @@ if ! awk -v rc="$rc" -v out="$tmp/results" '
 	}
 	END {
 		close(out)
+		if (ksft && running != "")
+			problem("no result for " running)
 		if (plans != 1)
 			problem(plans + 0 " plan lines (1..N), not one")
 		if (totals != 1)
@@ -152,8 +177,8 @@ if ! awk -v rc="$rc" -v out="$tmp/results" '
 fi
 
 # The first report of each failed check (the harness's own lines).
-awk '/^# .*hmm-tests\.c:[0-9]+:/ {
-	sub(/^# .*\/hmm-tests\.c:/, "hmm-tests.c:")
+awk '/^# [^ ]*\.c:[0-9]+:/ {
+	sub(/^# ([^ ]*\/)?/, "")
 	if (!seen[$0]++ && n++ < 40) print
 }' "$log"
 

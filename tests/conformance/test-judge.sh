@@ -160,6 +160,35 @@ echo 'fx.a.gone  if other-cond' >> "$dir/known-stale"
 case_ known-stale fail "not a test of the suite, yet in $dir/known-stale: fx.a.gone" -- \
 	"${yes[@]}" --cond other-cond=no "$dir/known-stale" "$(L good)" 1
 
+# --ksft: kselftest.h's plain lines, each result named by its RUN line.
+cat > "$dir/ksft.log" <<'EOF'
+TAP version 13
+1..3
+# [RUN] R/W pin in MAP_SHARED ... with memfd
+ok 1 Should have worked
+# [RUN] R/O pin ... with tmpfile
+not ok 2 Should have failed
+# [RUN] pin ... with memfd hugetlb (2048 kB)
+ok 3 # SKIP need more free huge pages
+# Totals: pass:1 fail:1 xfail:0 xpass:0 skip:1 error:0
+EOF
+printf 'R_O_pin_..._with_tmpfile\n' > "$dir/known-ksft"
+sed '/^# \[RUN\] R\/O/d' "$dir/ksft.log" > "$dir/ksft-norun.log"
+sed '/^ok 1 /d; s/^1\.\.3$/1..2/; s/^not ok 2 /not ok 1 /; s/^ok 3 /ok 2 /;
+	s/pass:1 fail:1/pass:0 fail:1/' "$dir/ksft.log" > "$dir/ksft-noresult.log"
+sed 's/^ok 1 /not ok 1 /; s/pass:1 fail:1/pass:0 fail:2/' "$dir/ksft.log" \
+	> "$dir/ksft-unexpected.log"
+case_ ksft-good 0 "every test passed or is an expected failure: 1 failed" -- \
+	--ksft "$dir/known-ksft" "$dir/ksft.log" 1
+case_ ksft-without-ksft fail "Should reported twice" -- \
+	"$dir/known-ksft" "$dir/ksft.log" 1
+case_ ksft-norun fail "a result with no RUN line before it: not ok 2" -- \
+	--ksft "$dir/known-ksft" "$dir/ksft-norun.log" 1
+case_ ksft-noresult fail "no result for R_W_pin_in_MAP_SHARED_..._with_memfd" -- \
+	--ksft "$dir/known-ksft" "$dir/ksft-noresult.log" 1
+case_ ksft-unexpected fail "UNEXPECTED FAILURE R_W_pin_in_MAP_SHARED_..._with_memfd" -- \
+	--ksft "$dir/known-ksft" "$dir/ksft-unexpected.log" 1
+
 # The condition names, for conformance.sh to probe.
 "$judge" --conditions "$dir/known-stale" > "$dir/conditions.out"
 printf 'some-cond\nother-cond\n' > "$dir/conditions.want"

@@ -110,7 +110,7 @@ for f in "$b"/* "$b"/.[!.]*; do
 done
 mount --bind "$copy" "$b" || die "bind-mounting the build copy"
 # A conformance log copied from the host is not this kernel's.
-rm -f "$b/conformance/hmm-tests.log"
+rm -f "$b"/conformance/*/harness.log
 # Each test's ctest TIMEOUT times SCALE, if asked (the copy's, not the
 # host's): software emulation runs some tests 10 to 50 times slower.
 if [ "$SCALE" != 1 ]; then
@@ -175,15 +175,16 @@ fi
 nfailed=0
 [ -n "$failed" ] && nfailed=$(echo "$failed" | tr ',' '\n' | grep -c .)
 [ "$rc" -ne 0 ] && [ "$nfailed" -eq 0 ] && die "ctest exited $rc with no failed test recorded"
-# The conformance test's log (hmm-tests' own output, repeated lines
-# already folded by conformance.sh), for the record: ctest shows the
-# test's output only when it fails, and the copy dies with the guest.
-c="$b/conformance/hmm-tests.log"
-if [ -f "$c" ]; then
-	say "conformance log"
+# Each conformance suite's log (the harness's own output, repeated lines
+# already folded by conformance.sh), for the record: ctest shows a test's
+# output only when it fails, and the copy dies with the guest.
+for c in "$b"/conformance/*/harness.log; do
+	[ -f "$c" ] || continue
+	d=${c%/harness.log}
+	say "conformance log ${d##*/}"
 	cat "$c" >&3
 	say "conformance log end"
-fi
+done
 say "result total=$total passed=$((total - nfailed)) failed=$failed ctest_rc=$rc seconds=$took"
 say "end"
 exec 3>&-

@@ -55,8 +55,6 @@ test_env=${KERNELS_ENV:-}
 scale=${KERNELS_TIMEOUT_SCALE:-1}
 bench=${KERNELS_BENCH:-}
 [[ $scale =~ ^[1-9][0-9]*$ ]] || fail "KERNELS_TIMEOUT_SCALE must be a whole number >= 1"
-mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-secmirror=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 
 log() { echo "test-kernels: $*"; }
 fail() { echo "test-kernels: $*" >&2; exit 1; }
@@ -68,11 +66,6 @@ case "$ctest_args$test_env$bench" in *"'"*) fail "KERNELS_CTEST_ARGS, KERNELS_EN
 # ---------------------------------------------------------------- host tools
 # Installed with apt-get, and only those missing.
 pkgs=(qemu-system-x86 busybox-static cpio gzip xz-utils zstd kmod)
-# The conformance test takes the kernel's hmm-tests from linux-source-6.1;
-# the guest can't install it (no network, read-only root): the host does.
-if (cd "$build" && ctest -N) | grep -q ': conformance$'; then
-	pkgs+=(linux-source-6.1)
-fi
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
@@ -88,37 +81,23 @@ command -v qemu-system-x86_64 >/dev/null || fail "qemu-system-x86_64 not found"
 busybox=/bin/busybox   # busybox-static's
 
 # ------------------------------------------------------ private apt state
-# Debian's bookworm suites, backports included, in lists of our own: the
-# -o options below point apt at them for the look-ups and downloads here
-# and nowhere else; /etc/apt and /var/lib/apt/lists stay as they were.
-apt="$work/apt"
-mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$apt/sources.list.d" "$apt/preferences.d"
-key=/usr/share/keyrings/debian-archive-keyring.gpg
-cat > "$apt/sources.list" <<EOF
-deb [signed-by=$key] $mirror bookworm main
-deb [signed-by=$key] $mirror bookworm-updates main
-deb [signed-by=$key] $secmirror bookworm-security main
-deb [signed-by=$key] $mirror bookworm-backports main
-EOF
-aptopts=(
-	-o "Dir::Etc::SourceList=$apt/sources.list"
-	-o "Dir::Etc::SourceParts=$apt/sources.list.d"
-	-o "Dir::Etc::Preferences=$apt/preferences"
-	-o "Dir::Etc::PreferencesParts=$apt/preferences.d"
-	-o "Dir::State::Lists=$apt/lists"
-	-o "Dir::Cache=$apt/cache"
-	-o "APT::Sandbox::User=root"
-	-o "APT::Architecture=amd64"
-)
-log "updating the package lists of bookworm{,-updates,-security,-backports} (private to $apt)"
-if ! apt-get "${aptopts[@]}" -qq update >"$work/apt-update.log" 2>&1; then
-	if ls "$apt/lists/"*_Packages >/dev/null 2>&1; then
-		log "apt-get update failed, using the lists of an earlier run (see $work/apt-update.log)"
-	else
-		cat "$work/apt-update.log" >&2
-		fail "apt-get update failed"
-	fi
+# Debian's bookworm suites, backports included, in lists of our own
+# (tools/kernels/apt.sh): /etc/apt and /var/lib/apt/lists stay as they were.
+. "$here/apt.sh"
+debian_apt_init "$work/apt"
+log "updating the package lists of bookworm{,-updates,-security,-backports} (private to $work/apt)"
+if ! debian_apt_update "$work/apt-update.log"; then
+	cat "$work/apt-update.log" >&2
+	fail "apt-get update failed"
 fi
+
+# The conformance tests take the kernel's selftests from Debian's
+# packages, which the guest can't fetch (no network): the host takes the
+# files and builds each suite's test, for the guest's copy of the build.
+for suite in $( (cd "$build" && ctest -N) | sed -n 's/^ *Test *#[0-9]*: conformance-//p'); do
+	log "conformance suite $suite: preparing"
+	"$tree/tests/conformance/conformance.sh" --prepare "$build" "$suite" | sed 's/^/  /'
+done
 
 # The image package for a series: what the newest linux-image-amd64 of
 # that series depends on.
@@ -231,7 +210,7 @@ run_kernel() {
 	(cd "$ird" && find . | LC_ALL=C sort | cpio -o -H newc --quiet | gzip -1) > "$kdir/initrd.gz"
 
 	local console="$kdir/console.log" results="$kdir/results.log"
-	rm -f "$console" "$results" "$kdir/hmm-tests.log"
+	rm -f "$console" "$results" "$kdir"/conformance-*.log
 	log "booting $kver (qemu, tcg, -smp $smp -m $mem; modules: $(tr '\n' ' ' < "$ird/modules/order"))"
 	log "  logs: $console, $results"
 	t0=$(date +%s)
@@ -329,14 +308,15 @@ judge() {
 	[ "$scale" = 1 ] || note=" (test timeouts x$scale)"
 	[ -z "$test_env" ] || note="$note (with $test_env)"
 	summary+=("kernel $gk: $passed/$total tests passed$note${failed:+; failed: $failed}")
-	# The kernel's hmm-tests under the shim, one line: its totals and
+	# Each conformance suite under the shim, one line: its totals and
 	# which of its tests failed (known failures included).
-	local conf
-	conf=$(sed -n '/^HETMM-KERNELS: conformance log$/,/^HETMM-KERNELS: conformance log end$/p' <<<"$r" | sed '1d;$d')
-	if [ -n "$conf" ]; then
-		printf '%s\n' "$conf" > "$(dirname "$results")/hmm-tests.log"
-		summary+=("  conformance (hmm-tests): $(grep -E '^# Totals' <<<"$conf" | sed 's/^# Totals: //' || echo 'no totals')$(grep -E '^not ok ' <<<"$conf" | awk '{printf "%s %s", (n++ ? "," : "; not ok:"), $4}')")
-	fi
+	local conf suite suites
+	suites=$(sed -n 's/^HETMM-KERNELS: conformance log \([^ ]*\)$/\1/p' <<<"$r")
+	for suite in $suites; do
+		conf=$(sed -n "/^HETMM-KERNELS: conformance log $suite\$/,/^HETMM-KERNELS: conformance log end\$/p" <<<"$r" | sed '1d;$d')
+		printf '%s\n' "$conf" > "$(dirname "$results")/conformance-$suite.log"
+		summary+=("  conformance-$suite: $(grep -E '^# Totals' <<<"$conf" | sed 's/^# Totals: //' || echo 'no totals')$(grep -E '^not ok ' <<<"$conf" | awk '{printf "%s %s", (n++ ? "," : "; not ok:"), $4}')")
+	done
 	# Each failed test's status line and output, as ctest printed it.
 	local t
 	for t in $failed; do
@@ -346,15 +326,18 @@ judge() {
 			/^ *Start +[0-9]+: / || /^[0-9]+% tests passed/ { on = 0 }
 			on && NF && !/^ok [0-9]+ /' <<<"$r" | head -n "${KERNELS_FAIL_LINES:-80}")
 	done
-	# When the conformance test failed: each of hmm-tests' failed tests
+	# When a conformance test failed: each of its suite's failed tests
 	# (the known failures too), as its harness reported it.
-	if [ -n "$conf" ] && [[ " $failed " == *" conformance "* ]]; then
-		summary+=("  --- hmm-tests' failures on $gk (all of it: $(dirname "$results")/hmm-tests.log):")
+	for suite in $suites; do
+		[[ " $failed " == *" conformance-$suite "* ]] || continue
+		local clog
+		clog="$(dirname "$results")/conformance-$suite.log"
+		summary+=("  --- conformance-$suite's failures on $gk (all of it: $clog):")
 		while IFS= read -r line; do summary+=("  | $line"); done < <(awk '
-			/^#  RUN / { n = 0 }
-			{ sub(/# \/.*\/hmm-tests\.c:/, "# hmm-tests.c:"); blk[n++] = $0 }
-			/^not ok / { for (i = 0; i < n; i++) print blk[i] }' <<<"$conf")
-	fi
+			/^#  RUN / || /^# \[RUN\] / { n = 0 }
+			{ sub(/# \/.*\//, "# "); blk[n++] = $0 }
+			/^not ok / { for (i = 0; i < n; i++) print blk[i] }' "$clog")
+	done
 	# The kernel's complaints, if any.
 	local oops
 	oops=$(tr -d '\r' < "$console" | grep -E 'BUG:|WARNING:|Oops|general protection|Kernel panic|hung_task|soft lockup' | head -10 || true)
