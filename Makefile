@@ -29,11 +29,12 @@ demo: build
 	./$(BUILD)/hetmm demo
 
 test: build
-	@echo "make test: the suite runs the kernel's own hmm-tests too (test"
-	@echo "  'conformance', a minute or more, alone).  As root it sets"
-	@echo "  vm.nr_hugepages to 4 while it runs (put back after) and installs"
-	@echo "  linux-source-6.1 if missing.  The rest without it:"
-	@echo "  cd $(BUILD) && ctest -E '^conformance$$'"
+	@echo "make test: the suite runs the kernel's own selftests too (tests"
+	@echo "  'conformance-*', minutes, alone).  As root they set"
+	@echo "  vm.nr_hugepages to 4 while they run (put back after); a package"
+	@echo "  of the kernel's sources not installed is downloaded from Debian's"
+	@echo "  mirrors.  The rest without them:"
+	@echo "  cd $(BUILD) && ctest -E '^conformance-'"
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 bench: build

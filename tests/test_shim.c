@@ -9,8 +9,10 @@
  * defines it from the kernel's published values.
  */
 #include <signal.h>
+#include <stdbool.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 
 #include "t.h"
 #include "shim.h"
@@ -346,6 +348,166 @@ static void gup(void)
 	munmap(p, N * PS);
 }
 
+/* FOLL_LONGTERM in 6.2's encoding (0x100) as in 6.1's (0x10000): a fast
+ * pin with it takes a page off coherent memory too, a plain one leaves it
+ * there (hmm-tests' hmm_gup_test, built for either). */
+static void gup_longterm_encodings(void)
+{
+	enum { N = 3 };
+	int fd = open_dm(2);
+	int g = open("/sys/kernel/debug/gup_test", O_RDWR);
+	REQUIRE(fd >= 0 && g >= 0);
+	char *p = t_map(N);
+	char *buf = malloc(N * PS);
+	uint8_t prot[N];
+	struct shim_dmirror_cmd c;
+	REQUIRE(buf);
+	t_fill(p, N, 52);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_MIGRATE_TO_DEV, p, buf, N, &c), 0);
+	const uint32_t flags[N] = { 0, SHIM_FOLL_LONGTERM,
+				    SHIM_FOLL_LONGTERM_6_1 };
+	for (int i = 0; i < N; i++) {
+		struct shim_gup_test gt = {
+			.addr = (uintptr_t)(p + i * PS),
+			.size = PS,
+			.nr_pages_per_call = 1,
+			.gup_flags = SHIM_FOLL_WRITE | flags[i],
+		};
+		CHECK_EQ(ioctl(g, SHIM_PIN_FAST_BENCHMARK, &gt), 0);
+	}
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_SNAPSHOT, p, prot, N, &c), 0);
+	CHECK_EQ(prot[0], HETMM_PROT_DEV_COHERENT_LOCAL | HETMM_PROT_WRITE);
+	CHECK_EQ(prot[1], HETMM_PROT_WRITE);
+	CHECK_EQ(prot[2], HETMM_PROT_WRITE);
+	CHECK_EQ(t_verify(p, N, 52), 0);
+	close(g);
+	close(fd);
+	free(buf);
+	munmap(p, N * PS);
+}
+
+/* HMM_DMIRROR_FLAGS: taken (any word, as the driver stores it), and a
+ * migration with FAIL_ALLOC set goes as the driver's fallback does: every
+ * page moved, both ways, bytes intact. */
+static void dmirror_flags(void)
+{
+	enum { N = 8 };
+	int fd = open_dm(0);
+	REQUIRE(fd >= 0);
+	char *p = t_map(N);
+	char *buf = malloc(N * PS);
+	struct shim_dmirror_cmd c;
+	REQUIRE(buf);
+	t_fill(p, N, 53);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_FLAGS, p, NULL, ~0ull >> 20, &c), 0);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_FLAGS, p, NULL,
+			SHIM_DMIRROR_FLAG_FAIL_ALLOC, &c), 0);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_MIGRATE_TO_DEV, p, buf, N, &c), 0);
+	CHECK_EQ(c.cpages, N);
+	CHECK_EQ(t_verify(buf, N, 53), 0);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_FLAGS, p, NULL,
+			SHIM_DMIRROR_FLAG_FAIL_ALLOC, &c), 0);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_MIGRATE_TO_SYS, p, buf, N, &c), 0);
+	CHECK_EQ(c.cpages, N);
+	CHECK_EQ(t_verify(p, N, 53), 0);
+	/* The driver's checks come first, as for every command. */
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_FLAGS, p + 1, NULL, 1, &c), -EINVAL);
+	close(fd);
+	free(buf);
+	munmap(p, N * PS);
+}
+
+static int lt_start(int g, void *addr, size_t size, uint32_t flags)
+{
+	struct shim_pin_longterm_test t = { (uintptr_t)addr, size, flags };
+	return ioctl(g, SHIM_PIN_LONGTERM_TEST_START, &t) ? -errno : 0;
+}
+
+/*
+ * The long-term pin test: START pins until STOP, one test at a time, with
+ * the kernel's errors; pinned pages stay off the device; READ gives their
+ * bytes; a shared mapping of a file that is written back refuses a
+ * long-term pin for writing, tmpfs and private mappings take it.
+ */
+static void pin_longterm_test(void)
+{
+	enum { N = 4 };
+	const uint32_t W = SHIM_PIN_LONGTERM_FLAG_USE_WRITE;
+	const uint32_t F = SHIM_PIN_LONGTERM_FLAG_USE_FAST;
+	int fd = open_dm(0);
+	int g = open("/sys/kernel/debug/gup_test", O_RDWR);
+	REQUIRE(fd >= 0 && g >= 0);
+	char *p = t_map(N);
+	char *buf = malloc(N * PS);
+	uint64_t dst = (uintptr_t)buf;
+	struct shim_dmirror_cmd c;
+	REQUIRE(buf);
+	t_fill(p, N, 54);
+
+	/* Nothing to read or stop yet; bad ranges and flags. */
+	CHECK_EQ(ioctl(g, SHIM_PIN_LONGTERM_TEST_READ, &dst), -1);
+	CHECK_EQ(errno, EINVAL);
+	CHECK_EQ(ioctl(g, SHIM_PIN_LONGTERM_TEST_STOP), 0);
+	CHECK_EQ(lt_start(g, p, 0, 0), -EINVAL);
+	CHECK_EQ(lt_start(g, p + 1, PS, 0), -EINVAL);
+	CHECK_EQ(lt_start(g, p, PS, 4), -EINVAL);
+	CHECK_EQ(ioctl(g, SHIM_PIN_LONGTERM_TEST_START, (void *)8), -1);
+	CHECK_EQ(errno, EFAULT);
+
+	/* Device pages come back and stay: the pinned range won't move. */
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_MIGRATE_TO_DEV, p, buf, N, &c), 0);
+	CHECK_EQ(lt_start(g, p, N * PS, W | F), 0);
+	CHECK_EQ(lt_start(g, p, N * PS, 0), -EINVAL);   /* one at a time */
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_MIGRATE_TO_DEV, p, buf, N, &c),
+		 -ENOENT);
+	memset(buf, 0, N * PS);
+	CHECK_EQ(ioctl(g, SHIM_PIN_LONGTERM_TEST_READ, &dst), 0);
+	CHECK_EQ(t_verify(buf, N, 54), 0);
+	CHECK_EQ(ioctl(g, SHIM_PIN_LONGTERM_TEST_STOP), 0);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_MIGRATE_TO_DEV, p, buf, N, &c), 0);
+	CHECK_EQ(t_verify(p, N, 54), 0);
+
+	/* A file on this build's filesystem, shared: a long-term pin for
+	 * writing only where that filesystem has no writeback. */
+	char path[] = "test_shim_pin.XXXXXX";
+	int file = mkstemp(path);
+	REQUIRE(file >= 0 && !unlink(path) && !ftruncate(file, N * PS));
+	struct statfs st;
+	REQUIRE(!fstatfs(file, &st));
+	bool tmpfs = (uint32_t)st.f_type == 0x01021994;
+	char *shared = mmap(NULL, N * PS, PROT_READ | PROT_WRITE, MAP_SHARED,
+			    file, 0);
+	char *priv = mmap(NULL, N * PS, PROT_READ | PROT_WRITE, MAP_PRIVATE,
+			  file, 0);
+	REQUIRE(shared != MAP_FAILED && priv != MAP_FAILED);
+	CHECK_EQ(lt_start(g, shared, N * PS, W), tmpfs ? 0 : -EFAULT);
+	CHECK_EQ(ioctl(g, SHIM_PIN_LONGTERM_TEST_STOP), 0);
+	CHECK_EQ(lt_start(g, shared, N * PS, W | F), tmpfs ? 0 : -EFAULT);
+	CHECK_EQ(ioctl(g, SHIM_PIN_LONGTERM_TEST_STOP), 0);
+	CHECK_EQ(lt_start(g, shared, N * PS, 0), 0);       /* read only */
+	CHECK_EQ(ioctl(g, SHIM_PIN_LONGTERM_TEST_STOP), 0);
+	CHECK_EQ(lt_start(g, priv, N * PS, W), 0);         /* private */
+	CHECK_EQ(ioctl(g, SHIM_PIN_LONGTERM_TEST_STOP), 0);
+	/* A memfd (shmem) takes it. */
+	int mfd = memfd_create("test_shim_pin", MFD_CLOEXEC);
+	REQUIRE(mfd >= 0 && !ftruncate(mfd, N * PS));
+	char *shm = mmap(NULL, N * PS, PROT_READ | PROT_WRITE, MAP_SHARED,
+			 mfd, 0);
+	REQUIRE(shm != MAP_FAILED);
+	CHECK_EQ(lt_start(g, shm, N * PS, W), 0);
+	CHECK_EQ(ioctl(g, SHIM_PIN_LONGTERM_TEST_STOP), 0);
+
+	munmap(shm, N * PS);
+	munmap(shared, N * PS);
+	munmap(priv, N * PS);
+	close(mfd);
+	close(file);
+	close(g);
+	close(fd);
+	free(buf);
+	munmap(p, N * PS);
+}
+
 /* ------------------------------------------------------------------------
  * Device memory, as much as the kernel's driver has (lib/test_hmm.c): it
  * adds 256 MiB chunks to a device-private unit whenever one runs short,
@@ -656,6 +818,9 @@ int main(void)
 	descriptors();
 	child();
 	gup();
+	gup_longterm_encodings();
+	dmirror_flags();
+	pin_longterm_test();
 	huge_npages();
 	sized_by_environment();
 	private_two_chunks();

@@ -17,12 +17,26 @@
  *     coherent too, before pinning it.
  *
  * The references themselves end within the call, so none outlives it.
+ *
+ * The long-term pin test (PIN_LONGTERM_TEST_START, STOP, READ; 6.3 on)
+ * is different: START pins a range long term with hetmm's pin API and
+ * keeps it pinned until STOP, one test at a time (the kernel's is one for
+ * the whole machine, the shim's one per process).  Its rules are the
+ * kernel's as far as a process can see them: the pin API's (device pages
+ * come back to system memory first, held pages never move), and the one
+ * a long-term pin for writing adds, checked here (longterm_write_ok).
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/statfs.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "shim.h"
 
@@ -72,10 +86,222 @@ static long gup_pages(uintptr_t addr, long nr, bool write, bool longterm)
 	return i ? i : -EFAULT;
 }
 
+/* ------------------------------------------------------------------------
+ * The long-term pin test
+ */
+
+/* Filesystems whose pages are never written back (mm/gup.c's
+ * vma_needs_dirty_tracking() is false for them): tmpfs and shmem (memfd,
+ * shared anonymous memory), hugetlbfs, ramfs. */
+#define SHIM_TMPFS_MAGIC 0x01021994
+#define SHIM_HUGETLBFS_MAGIC 0x958458f6
+#define SHIM_RAMFS_MAGIC 0x858458f6
+
+/*
+ * May this shared, writable file mapping, [start, end) in the maps file
+ * with path, be pinned long term for writing?  Not where its filesystem
+ * writes pages back: it could not tell a page written through a pin that
+ * never ends is dirty.  The filesystem comes from the mapping's own file
+ * (/proc/self/map_files, which needs privilege), else from its path; a
+ * mapping whose filesystem can't be told is let through.
+ */
+static bool file_longterm_write_ok(uintptr_t start, uintptr_t end,
+				   const char *path)
+{
+	char mf[64];
+	struct statfs st;
+	snprintf(mf, sizeof(mf), "/proc/self/map_files/%lx-%lx",
+		 (unsigned long)start, (unsigned long)end);
+	int fd = open(mf, O_RDONLY | O_CLOEXEC);
+	int rc = fd >= 0 ? fstatfs(fd, &st) : statfs(path, &st);
+	if (fd >= 0)
+		shim_real_close(fd);
+	if (rc)
+		return true;
+	/* A magic is 32 bits, whatever f_type's width and sign. */
+	uint32_t type = (uint32_t)st.f_type;
+	return type == SHIM_TMPFS_MAGIC || type == SHIM_HUGETLBFS_MAGIC ||
+	       type == SHIM_RAMFS_MAGIC;
+}
+
+/* One line of the maps file: does it refuse the pin for [start, end)? */
+static bool maps_line_refuses(char *line, uintptr_t start, uintptr_t end)
+{
+	unsigned long lo, hi, ino;
+	char perms[5];
+	int off = 0;
+	if (sscanf(line, "%lx-%lx %4s %*x %*x:%*x %lu %n", &lo, &hi, perms,
+		   &ino, &off) < 4)
+		return false;
+	if (hi <= start || lo >= end || !ino || perms[1] != 'w' ||
+	    perms[3] != 's')
+		return false;
+	return !file_longterm_write_ok(lo, hi, line + off);
+}
+
+/*
+ * The kernel's rule for a long-term pin for writing (check_vma_flags(),
+ * writable_file_mapping_allowed()): -EFAULT if any page of the range is
+ * in a shared writable mapping of a file whose filesystem writes back,
+ * else 0.  Read from /proc/self/maps in pieces on the stack.
+ */
+static int longterm_write_ok(uintptr_t start, uintptr_t end)
+{
+	int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	char buf[8192];
+	size_t have = 0;
+	int rc = 0;
+	for (;;) {
+		ssize_t n = read(fd, buf + have, sizeof(buf) - 1 - have);
+		if (n < 0) {
+			rc = -errno;
+			break;
+		}
+		have += (size_t)n;
+		buf[have] = 0;
+		char *line = buf, *nl;
+		while (!rc && (nl = strchr(line, '\n'))) {
+			*nl = 0;
+			if (maps_line_refuses(line, start, end))
+				rc = -EFAULT;
+			line = nl + 1;
+		}
+		if (rc || n == 0)
+			break;
+		/* A line longer than the buffer is cut: its path is
+		 * then unreadable, which lets it through. */
+		have -= (size_t)(line - buf);
+		if (have == sizeof(buf) - 1)
+			have = 0;
+		memmove(buf, line, have);
+	}
+	shim_real_close(fd);
+	return rc;
+}
+
+/* The test's pins, one test at a time; a fork child's copy of them is
+ * its parent's, and forgotten. */
+static pthread_mutex_t lt_lock = PTHREAD_MUTEX_INITIALIZER;
+static pid_t lt_pid;
+static void **lt_pages;
+static size_t lt_nr;
+
+/* Under lt_lock. */
+static void lt_stop(void)
+{
+	if (lt_pages && lt_pid == getpid())
+		hetmm_unpin_user_pages(shim_ctx_peek(), lt_pages, lt_nr);
+	free(lt_pages);
+	lt_pages = NULL;
+	lt_nr = 0;
+}
+
+/* Under lt_lock: every page of the range pinned long term, or none and
+ * the first page's errno. */
+static int lt_start(const struct shim_pin_longterm_test *t)
+{
+	if (lt_pages && lt_pid == getpid())
+		return -EINVAL;
+	lt_stop();
+	if (t->flags & ~(uint32_t)(SHIM_PIN_LONGTERM_FLAG_USE_WRITE |
+				   SHIM_PIN_LONGTERM_FLAG_USE_FAST))
+		return -EINVAL;
+	if ((t->addr | t->size) & (PS - 1) || t->size > LONG_MAX ||
+	    !t->size)
+		return -EINVAL;
+	bool write = t->flags & SHIM_PIN_LONGTERM_FLAG_USE_WRITE;
+	bool fast = t->flags & SHIM_PIN_LONGTERM_FLAG_USE_FAST;
+	size_t nr = t->size / PS;
+	if (t->addr + t->size < t->addr)
+		return -EFAULT;
+	if (write) {
+		int rc = longterm_write_ok(t->addr, t->addr + t->size);
+		if (rc)
+			return rc;
+	}
+	struct hetmm_ctx *ctx = shim_ctx();
+	if (!ctx)
+		return -ENOMEM;
+	void **pages = calloc(nr, sizeof(*pages));
+	if (!pages)
+		return -ENOMEM;
+	unsigned flags = HETMM_FOLL_LONGTERM | (write ? HETMM_FOLL_WRITE : 0);
+	size_t done = 0;
+	while (done < nr) {
+		void *a = (void *)(uintptr_t)(t->addr + done * PS);
+		long got = fast ? hetmm_pin_user_pages_fast(ctx, a, nr - done,
+							    flags, pages + done)
+				: hetmm_pin_user_pages(ctx, a, nr - done, flags,
+						       pages + done);
+		if (got <= 0) {
+			if (done)
+				hetmm_unpin_user_pages(ctx, pages, done);
+			free(pages);
+			return got ? (int)got : -EFAULT;
+		}
+		done += (size_t)got;
+	}
+	lt_pages = pages;
+	lt_nr = nr;
+	lt_pid = getpid();
+	return 0;
+}
+
+/*
+ * Under lt_lock: the pinned pages' bytes to the caller's buffer, whose
+ * address arg points to.  Read through the pinned addresses: the same
+ * bytes as the kernel's read of the pinned frames while the process keeps
+ * the pages mapped where they were pinned (hetmm never moves a pinned
+ * page), not after it unmaps or replaces them.
+ */
+static int lt_read(void *arg)
+{
+	uint64_t dst;
+	if (!lt_pages || lt_pid != getpid())
+		return -EINVAL;
+	if (shim_copy_in(&dst, (uintptr_t)arg, sizeof(dst)))
+		return -EFAULT;
+	for (size_t i = 0; i < lt_nr; i++) {
+		char page[PS];
+		if (shim_copy_in(page, (uintptr_t)lt_pages[i], PS) ||
+		    shim_copy_out(dst + i * PS, page, PS))
+			return -EFAULT;
+	}
+	return 0;
+}
+
+static long pin_longterm_test_ioctl(unsigned int cmd, void *arg)
+{
+	struct shim_pin_longterm_test t;
+	int rc;
+	pthread_mutex_lock(&lt_lock);
+	switch (cmd) {
+	case SHIM_PIN_LONGTERM_TEST_START:
+		rc = shim_copy_in(&t, (uintptr_t)arg, sizeof(t)) ? -EFAULT
+								 : lt_start(&t);
+		break;
+	case SHIM_PIN_LONGTERM_TEST_STOP:
+		lt_stop();
+		rc = 0;
+		break;
+	default:
+		rc = lt_read(arg);
+		break;
+	}
+	pthread_mutex_unlock(&lt_lock);
+	return rc;
+}
+
 long gup_test_ioctl(unsigned int cmd, void *arg)
 {
 	bool longterm = false;
 	switch (cmd) {
+	case SHIM_PIN_LONGTERM_TEST_START:
+	case SHIM_PIN_LONGTERM_TEST_STOP:
+	case SHIM_PIN_LONGTERM_TEST_READ:
+		return pin_longterm_test_ioctl(cmd, arg);
 	case SHIM_PIN_LONGTERM_BENCHMARK:
 		longterm = true;
 		break;

@@ -35,8 +35,10 @@ struct shim_dmirror_cmd {
 	uint64_t faults;   /* out: device faults taken */
 };
 
-#define SHIM_IOC(nr, size) \
-	((3u << 30) | ((unsigned)(size) << 16) | ((unsigned)(nr)))
+#define SHIM_IOC_DIR(dir, nr, size) \
+	(((unsigned)(dir) << 30) | ((unsigned)(size) << 16) | ((unsigned)(nr)))
+/* _IOWR: the direction bits both set. */
+#define SHIM_IOC(nr, size) SHIM_IOC_DIR(3u, nr, size)
 #define SHIM_IOC_TYPE(type) ((unsigned)(type) << 8)
 
 /* _IOWR('H', n, struct hmm_dmirror_cmd) */
@@ -78,6 +80,24 @@ struct shim_gup_test {
 #define SHIM_DUMP_USER_PAGES_TEST SHIM_GUP(6)
 
 #define SHIM_GUP_FLAG_DUMP_PAGES_USE_PIN 0x1
+
+/* The long-term pin test (6.3 and later): START pins a range long term
+ * and keeps it pinned until STOP; READ copies the pinned pages out. */
+struct shim_pin_longterm_test {
+	uint64_t addr;
+	uint64_t size;
+	uint32_t flags;
+};
+#define SHIM_PIN_LONGTERM_FLAG_USE_WRITE 1
+#define SHIM_PIN_LONGTERM_FLAG_USE_FAST 2
+
+/* _IOW('g', 7, struct pin_longterm_test), _IO('g', 8), _IOW('g', 9, __u64) */
+#define SHIM_PIN_LONGTERM_TEST_START                                     \
+	(SHIM_IOC_DIR(1u, 7, sizeof(struct shim_pin_longterm_test)) |    \
+	 SHIM_IOC_TYPE('g'))
+#define SHIM_PIN_LONGTERM_TEST_STOP (SHIM_IOC_DIR(0u, 8, 0) | SHIM_IOC_TYPE('g'))
+#define SHIM_PIN_LONGTERM_TEST_READ \
+	(SHIM_IOC_DIR(1u, 9, sizeof(uint64_t)) | SHIM_IOC_TYPE('g'))
 
 /*
  * The gup flags the tests pass (the kernel's FOLL_* values).  FOLL_LONGTERM
