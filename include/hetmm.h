@@ -384,6 +384,11 @@ int hetmm_page_metadata_size(void);
  * kernel lets madvise() return when the event is read, and unlike a
  * private page's, a shared page's bytes are not dropped by the kernel's
  * own zap, so there is a short window in which the old bytes still read.
+ * madvise(MADV_FREE) over a range holding coherent pages fails with
+ * EINVAL (the kernel takes it on private anonymous memory only), and the
+ * coherent pages of the first shared mapping it reached are discarded all
+ * the same (the kernel reports that mapping removed before it refuses);
+ * libhetmm-dmirror.so finishes such a call as the kernel would have.
  * hetmm replaces mappings with MAP_FIXED semantics (by mremap) while a
  * page is claimed: a munmap() racing the migration of the same page, with
  * another mapping placed there meanwhile, is not supported.

@@ -508,6 +508,54 @@ static void pin_longterm_test(void)
 	munmap(p, N * PS);
 }
 
+/*
+ * madvise(MADV_FREE) over a private anonymous range holding coherent
+ * pages: taken, as the kernel takes it there.  Each page then reads as
+ * its bytes or as zeroes (freed), and a write after it sticks.  A range
+ * with a file mapping in it fails with EINVAL, one with a hole with
+ * ENOMEM, as the kernel fails them.
+ */
+static void madvise_free_coherent(void)
+{
+	enum { N = 8 };
+	int fd = open_dm(2);
+	REQUIRE(fd >= 0);
+	char *p = t_map(N + 1);
+	char *want = malloc(N * PS);
+	char *buf = malloc(N * PS);
+	static const char zero[PS];
+	struct shim_dmirror_cmd c;
+	REQUIRE(want && buf);
+	t_fill(p, N, 55);
+	t_fill(want, N, 55);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_MIGRATE_TO_DEV, p + PS, buf, N - 2,
+			&c), 0);
+	CHECK_EQ(madvise(p, N * PS, MADV_FREE), 0);
+	for (int i = 0; i < N; i++)
+		CHECK(!memcmp(p + i * PS, want + i * PS, PS) ||
+		      !memcmp(p + i * PS, zero, PS));
+	t_fill(p, N, 56);
+	CHECK_EQ(t_verify(p, N, 56), 0);
+
+	/* A shared file mapping after the coherent pages: EINVAL. */
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_MIGRATE_TO_DEV, p, buf, N, &c), 0);
+	int mfd = memfd_create("test_shim_free", MFD_CLOEXEC);
+	REQUIRE(mfd >= 0 && !ftruncate(mfd, PS));
+	REQUIRE(mmap(p + N * PS, PS, PROT_READ | PROT_WRITE,
+		     MAP_SHARED | MAP_FIXED, mfd, 0) == p + N * PS);
+	CHECK_EQ(madvise(p, (N + 1) * PS, MADV_FREE), -1);
+	CHECK_EQ(errno, EINVAL);
+	/* A hole there: ENOMEM. */
+	REQUIRE(munmap(p + N * PS, PS) == 0);
+	CHECK_EQ(madvise(p, (N + 1) * PS, MADV_FREE), -1);
+	CHECK_EQ(errno, ENOMEM);
+	close(mfd);
+	close(fd);
+	free(want);
+	free(buf);
+	munmap(p, N * PS);
+}
+
 /* ------------------------------------------------------------------------
  * Device memory, as much as the kernel's driver has (lib/test_hmm.c): it
  * adds 256 MiB chunks to a device-private unit whenever one runs short,
@@ -821,6 +869,7 @@ int main(void)
 	gup_longterm_encodings();
 	dmirror_flags();
 	pin_longterm_test();
+	madvise_free_coherent();
 	huge_npages();
 	sized_by_environment();
 	private_two_chunks();

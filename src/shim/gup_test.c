@@ -124,61 +124,24 @@ static bool file_longterm_write_ok(uintptr_t start, uintptr_t end,
 	       type == SHIM_RAMFS_MAGIC;
 }
 
-/* One line of the maps file: does it refuse the pin for [start, end)? */
-static bool maps_line_refuses(char *line, uintptr_t start, uintptr_t end)
+/* A mapping of the range: does it refuse the pin (-EFAULT)? */
+static int vma_refuses_longterm_write(const struct shim_vma *v, void *arg)
 {
-	unsigned long lo, hi, ino;
-	char perms[5];
-	int off = 0;
-	if (sscanf(line, "%lx-%lx %4s %*x %*x:%*x %lu %n", &lo, &hi, perms,
-		   &ino, &off) < 4)
-		return false;
-	if (hi <= start || lo >= end || !ino || perms[1] != 'w' ||
-	    perms[3] != 's')
-		return false;
-	return !file_longterm_write_ok(lo, hi, line + off);
+	(void)arg;
+	if (!v->ino || v->perms[1] != 'w' || v->perms[3] != 's')
+		return 0;
+	return file_longterm_write_ok(v->start, v->end, v->path) ? 0 : -EFAULT;
 }
 
 /*
  * The kernel's rule for a long-term pin for writing (check_vma_flags(),
  * writable_file_mapping_allowed()): -EFAULT if any page of the range is
  * in a shared writable mapping of a file whose filesystem writes back,
- * else 0.  Read from /proc/self/maps in pieces on the stack.
+ * else 0.
  */
 static int longterm_write_ok(uintptr_t start, uintptr_t end)
 {
-	int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	char buf[8192];
-	size_t have = 0;
-	int rc = 0;
-	for (;;) {
-		ssize_t n = read(fd, buf + have, sizeof(buf) - 1 - have);
-		if (n < 0) {
-			rc = -errno;
-			break;
-		}
-		have += (size_t)n;
-		buf[have] = 0;
-		char *line = buf, *nl;
-		while (!rc && (nl = strchr(line, '\n'))) {
-			*nl = 0;
-			if (maps_line_refuses(line, start, end))
-				rc = -EFAULT;
-			line = nl + 1;
-		}
-		if (rc || n == 0)
-			break;
-		/* A line longer than the buffer is cut: its path is
-		 * then unreadable, which lets it through. */
-		have -= (size_t)(line - buf);
-		if (have == sizeof(buf) - 1)
-			have = 0;
-		memmove(buf, line, have);
-	}
-	shim_real_close(fd);
-	return rc;
+	return shim_vmas_walk(start, end, vma_refuses_longterm_write, NULL);
 }
 
 /* The test's pins, one test at a time; a fork child's copy of them is

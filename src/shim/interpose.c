@@ -68,6 +68,7 @@ typedef int (*openat2_fn)(int, const char *, int);
 typedef int (*close_fn)(int);
 typedef int (*ioctl_fn)(int, unsigned long, ...);
 typedef void *(*mmap_fn)(void *, size_t, int, int, int, off_t);
+typedef int (*madvise_fn)(void *, size_t, int);
 
 NEXT(open_fn, open)
 NEXT(open_fn, open64)
@@ -81,6 +82,7 @@ NEXT(close_fn, close)
 NEXT(ioctl_fn, ioctl)
 NEXT(mmap_fn, mmap)
 NEXT(mmap_fn, mmap64)
+NEXT(madvise_fn, madvise)
 
 int shim_real_ioctl(int fd, unsigned long req, void *arg)
 {
@@ -90,6 +92,16 @@ int shim_real_ioctl(int fd, unsigned long req, void *arg)
 		return -1;
 	}
 	return f(fd, req, arg);
+}
+
+int shim_real_madvise(void *addr, size_t len, int advice)
+{
+	madvise_fn f = next_madvise();
+	if (!f) {
+		errno = ENOSYS;
+		return -1;
+	}
+	return f(addr, len, advice);
 }
 
 void *shim_real_mmap(void *addr, size_t len, int prot, int flags, int fd,
@@ -174,6 +186,7 @@ __attribute__((constructor)) static void shim_init(void)
 	next_ioctl();
 	next_mmap();
 	next_mmap64();
+	next_madvise();
 	shim_alloc_init();
 	proc_pid = getpid();
 	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
@@ -726,6 +739,22 @@ SHIM_EXPORT void *mmap64(void *addr, size_t len, int prot, int flags,
 			 int fd, off_t off)
 {
 	return shim_mmap(addr, len, prot, flags, fd, off, next_mmap64());
+}
+
+/* MADV_FREE, refused by the kernel where a private anonymous range holds
+ * coherent pages (vmas.c); every other call as it is. */
+SHIM_EXPORT int madvise(void *addr, size_t len, int advice)
+{
+	int rc = shim_real_madvise(addr, len, advice);
+	if (rc && errno == EINVAL && advice == MADV_FREE) {
+		int e = shim_madvise_free(addr, len);
+		if (e == -EINVAL)
+			errno = EINVAL;   /* the kernel's answer stands */
+		else if (e)
+			errno = -e;
+		rc = e ? -1 : 0;
+	}
+	return rc;
 }
 
 /* ------------------------------------------------------------------------

@@ -10,6 +10,8 @@
  *   interpose.c  open/close/ioctl/mmap, which file is whose, fork
  *   dmirror.c    the dmirror ioctls and mmap
  *   gup_test.c   the gup_test ioctls
+ *   vmas.c       the maps file; madvise(MADV_FREE) over coherent pages
+ *   alloc.c      the shim's memory, outside the program's heap
  *
  * Each open is backed by a memfd of its own, so the descriptor the program
  * holds is a real one: close, dup, fork and exec behave as for any file.
@@ -155,6 +157,7 @@ int shim_copy_out(uint64_t dst, const void *src, size_t len);
 
 /* The pass-through calls. */
 int shim_real_ioctl(int fd, unsigned long req, void *arg);
+int shim_real_madvise(void *addr, size_t len, int advice);
 void *shim_real_mmap(void *addr, size_t len, int prot, int flags, int fd,
 		     off_t off);
 int shim_real_close(int fd);
@@ -172,6 +175,22 @@ void dmirror_fork(struct shim_file *f, struct hetmm_ctx *ctx);
 long dmirror_ioctl(struct shim_file *f, unsigned int cmd, void *arg);
 void *dmirror_mmap(struct shim_file *f, void *addr, size_t len, int prot,
 		   int flags, off_t off);
+
+/* vmas.c: each mapping of /proc/self/maps overlapping [start, end), in
+ * order, to fn, until fn returns nonzero (returned; a negative errno if
+ * the file can't be read). */
+struct shim_vma {
+	uintptr_t start;
+	uintptr_t end;
+	char perms[5];           /* "rwxp" or "rwxs" */
+	unsigned long ino;       /* 0: anonymous */
+	const char *path;        /* "" if none */
+};
+typedef int (*shim_vma_fn)(const struct shim_vma *v, void *arg);
+int shim_vmas_walk(uintptr_t start, uintptr_t end, shim_vma_fn fn, void *arg);
+/* madvise(MADV_FREE) where the kernel refused it for coherent pages:
+ * 0 or a negative errno. */
+int shim_madvise_free(void *addr, size_t len);
 
 /* gup_test.c */
 long gup_test_ioctl(unsigned int cmd, void *arg);

@@ -183,7 +183,7 @@ for c in "$b"/conformance/*/harness.log; do
 	d=${c%/harness.log}
 	say "conformance log ${d##*/}"
 	cat "$c" >&3
-	say "conformance log end"
+	say "conformance end ${d##*/}"
 done
 say "result total=$total passed=$((total - nfailed)) failed=$failed ctest_rc=$rc seconds=$took"
 say "end"

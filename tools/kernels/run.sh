@@ -313,7 +313,7 @@ judge() {
 	local conf suite suites
 	suites=$(sed -n 's/^HETMM-KERNELS: conformance log \([^ ]*\)$/\1/p' <<<"$r")
 	for suite in $suites; do
-		conf=$(sed -n "/^HETMM-KERNELS: conformance log $suite\$/,/^HETMM-KERNELS: conformance log end\$/p" <<<"$r" | sed '1d;$d')
+		conf=$(sed -n "/^HETMM-KERNELS: conformance log $suite\$/,/^HETMM-KERNELS: conformance end $suite\$/p" <<<"$r" | sed '1d;$d')
 		printf '%s\n' "$conf" > "$(dirname "$results")/conformance-$suite.log"
 		summary+=("  conformance-$suite: $(grep -E '^# Totals' <<<"$conf" | sed 's/^# Totals: //' || echo 'no totals')$(grep -E '^not ok ' <<<"$conf" | awk '{printf "%s %s", (n++ ? "," : "; not ok:"), $4}')")
 	done
