@@ -265,9 +265,10 @@ static long gup(struct hetmm_ctx *ctx, void *addr, size_t nr,
 	}
 	if (done)
 		STAT_ADD(ctx, pins, done);
+	long ret = done ? (long)done : rc;
 	TRACE4(pin, addr, nr, flags | (pin ? TRACE_PIN_PIN : 0) |
-	       (fast ? TRACE_PIN_FAST : 0), done ? (long)done : rc);
-	return done ? (long)done : rc;
+	       (fast ? TRACE_PIN_FAST : 0), ret);
+	return ret;
 }
 
 long hetmm_get_user_pages(struct hetmm_ctx *ctx, void *addr, size_t nr_pages,
