@@ -653,7 +653,9 @@ int hetmm_pagemap_get_info(struct hetmm_pagemap *pgmap,
  *     no copy.  Pages on a device that is not a peer, or when either op
  *     is missing, are skipped as HETMM_MIGRATE_SKIP_OTHER_DEVICE, as the
  *     kernel's migrate_vma skips another owner's device pages: the caller
- *     brings them back (hetmm_migrate_to_system) first, a bounce;
+ *     brings them back (hetmm_migrate_to_system) first, a bounce.  A peer
+ *     op that fails leaves its pages where they were, untouched:
+ *     HETMM_MIGRATE_SKIP_ERROR (-EIO if nothing moved);
  *   - pages of a PCI_P2PDMA pagemap are held only by callers that pass
  *     HETMM_FOLL_PCI_P2PDMA.
  */
@@ -720,7 +722,8 @@ struct hetmm_migrate_report {
  * unaligned, empty or overflowing; -ENXIO when the pagemap is being
  * removed; -ENOMEM when the device is full before any page moved; -EIO
  * when no page moved because the driver's copies failed (the pages are
- * in system memory, untouched: HETMM_MIGRATE_SKIP_ERROR), or the
+ * in system memory, or on their peer device, untouched:
+ * HETMM_MIGRATE_SKIP_ERROR), or the
  * pagemap takes no migration since a copy of its timed out.
  */
 int hetmm_migrate_to_device(struct hetmm_pagemap *pgmap, void *addr,

@@ -184,11 +184,16 @@ static size_t peer_copy_run(struct hetmm_ctx *ctx, struct hetmm_pagemap *dst,
 			rc = dst->ops->copy_from_peer(dst, c->frame[i], addr,
 						      run);
 		if (rc) {
-			/* Not across the bus: they stay where they are. */
+			/* Not across the bus: they stay where they are,
+			 * skipped as any other device's pages without the
+			 * ops, as a device error if an op failed. */
+			enum hetmm_migrate_status st =
+				src->ops->p2p_bus_addr && rc != -EOPNOTSUPP ?
+				HETMM_MIGRATE_SKIP_ERROR :
+				HETMM_MIGRATE_SKIP_OTHER_DEVICE;
 			for (size_t k = i; k < i + run; k++) {
 				frame_release(dst, c->frame[k]);
-				peer_unclaim(ctx, c, k,
-					HETMM_MIGRATE_SKIP_OTHER_DEVICE);
+				peer_unclaim(ctx, c, k, st);
 			}
 			return 0;
 		}

@@ -11,6 +11,8 @@
  *   - two devices that are not peers: the same migration skips the pages
  *     (SKIP_OTHER_DEVICE, no peer copy); the caller's bounce through
  *     system memory is what it costs (copies out and in, counted);
+ *   - a peer copy that fails leaves the pages where they were, reported
+ *     SKIP_ERROR;
  *   - hetmm_p2pdma_bus_addr: a peer reads the page at the address the
  *     owner gives; not a peer: -EREMOTEIO; a peer removed is no peer of
  *     the pagemap that takes its section;
@@ -241,6 +243,95 @@ static void test_bus_addr(void)
 }
 
 /* ------------------------------------------------------------------------
+ * A driver of the test's own whose peer copies fail on command: the
+ * pages stay where they are, reported as a device error.
+ */
+struct flaky {
+	char *mem;
+	uint64_t nr;
+	int fail;
+};
+
+static int flaky_to(struct hetmm_pagemap *pg, uint64_t index,
+		    const void *src, size_t nr)
+{
+	struct flaky *f = hetmm_pagemap_drvdata(pg);
+
+	memcpy(f->mem + index * PS, src, nr * PS);
+	return 0;
+}
+
+static int flaky_from(struct hetmm_pagemap *pg, void *dst, uint64_t index,
+		      size_t nr)
+{
+	struct flaky *f = hetmm_pagemap_drvdata(pg);
+
+	memcpy(dst, f->mem + index * PS, nr * PS);
+	return 0;
+}
+
+static int flaky_bus_addr(struct hetmm_pagemap *pg, uint64_t index,
+			  uint64_t *addr)
+{
+	struct flaky *f = hetmm_pagemap_drvdata(pg);
+
+	*addr = (uint64_t)(uintptr_t)(f->mem + index * PS);
+	return 0;
+}
+
+static int flaky_from_peer(struct hetmm_pagemap *pg, uint64_t index,
+			   uint64_t bus_addr, size_t nr)
+{
+	struct flaky *f = hetmm_pagemap_drvdata(pg);
+
+	if (f->fail)
+		return -EIO;
+	memcpy(f->mem + index * PS, (const void *)(uintptr_t)bus_addr,
+	       nr * PS);
+	return 0;
+}
+
+static const struct hetmm_pagemap_ops flaky_ops = {
+	.copy_to_device = flaky_to,
+	.copy_from_device = flaky_from,
+	.p2p_bus_addr = flaky_bus_addr,
+	.copy_from_peer = flaky_from_peer,
+};
+
+static void test_peer_error(void)
+{
+	struct flaky f = { t_map(32), 32, 1 };
+	struct hetmm_pagemap_desc desc = {
+		.type = HETMM_MEMORY_DEVICE_PRIVATE, .nr_pages = 32,
+		.ops = &flaky_ops, .drvdata = &f,
+	};
+	struct hetmm_pagemap *pg;
+	struct hetmm_emu *a = emu_new(32, 0);
+	char *buf = t_map(8);
+	uint8_t st[8];
+	struct hetmm_migrate_report rep = { 0, 0, st };
+
+	REQUIRE_OK(hetmm_pagemap_add(ctx, &desc, &pg));
+	CHECK_OK(hetmm_p2pdma_add_peer(pg, pg_of(a)));
+	t_fill(buf, 8, 59);
+	CHECK_OK(hetmm_migrate_to_device(pg_of(a), buf, 8 * PS, NULL));
+	CHECK_EQ(hetmm_migrate_to_device(pg, buf, 8 * PS, &rep), -EIO);
+	for (size_t i = 0; i < 8; i++)
+		CHECK_EQ(st[i], HETMM_MIGRATE_SKIP_ERROR);
+	CHECK_EQ(count_on(pg_of(a), buf, 8), 8);
+	CHECK_EQ(info_of(pg).nr_free, 32);
+	f.fail = 0;
+	CHECK_OK(hetmm_migrate_to_device(pg, buf, 8 * PS, &rep));
+	CHECK_EQ(rep.moved, 8);
+	CHECK_EQ(count_on(pg, buf, 8), 8);
+	t_verify(buf, 8, 59);                   /* back through flaky_from */
+	CHECK_OK(hetmm_emu_destroy(a));
+	CHECK_OK(hetmm_pagemap_remove(pg));
+	t_unmap(f.mem, 32);
+	t_unmap(buf, 8);
+}
+
+/* ------------------------------------------------------------------------
  * A PCI_P2PDMA pagemap: a BAR the process maps, held only by callers
  * that can DMA to it.
  */
@@ -401,6 +492,7 @@ int main(void)
 	test_peer_full();
 	test_not_peers();
 	test_bus_addr();
+	test_peer_error();
 	test_p2pdma_pins();
 	test_race();
 	CHECK_OK(hetmm_ctx_destroy(ctx));
