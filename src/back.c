@@ -171,10 +171,16 @@ static void release_frames(struct hetmm_pagemap *pgmap, uint64_t idx0,
  * where its process page is now.  An install the kernel refused may be
  * such a page whose claim is not carried yet: the kernel lets no install
  * in while an event waits to be read, so the REMAP has been read, and the
- * holder waits for the handler to handle it (handler_sync) first.  A
- * holder that installed into the empty range and let go before the
- * handler carried anything leaves the page to the handler (lifecycle.c:
- * remnant_rescue).
+ * holder waits for the handler to handle it (handler_sync) first.
+ *
+ * An install that went into the empty range was let in after the REMAP
+ * was read, maybe before it was handled.  With UFFDIO_MOVE a holder that
+ * lets go then leaves the page to the handler, which moves it to the new
+ * address (lifecycle.c: remnant_rescue).  Without it the handler could
+ * only copy it, since it may not zap the old place (its madvise would
+ * wait for its own read of the REMOVE): there the holder always waits
+ * for the handler before it lets go, so that every REMAP read before its
+ * install has carried its claims, and it moves the pages itself.
  */
 
 /* Bits of a run: which pages the holder installed. */
@@ -377,12 +383,15 @@ size_t back_install(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		 * (the kernel lets no install in while an event waits to be
 		 * read, so it has been read): wait until the handler has
 		 * carried its claim.  A page installed where the mapping
-		 * used to be is the handler's to move (lifecycle.c). */
-		if (installed < done)
+		 * used to be is the handler's to move, if it can move pages
+		 * (see "Claims mremap carried" above). */
+		TEST_HOOK(TEST_HOOK_BACK_PUT, dst, done * PAGE_SIZE);
+		if (installed < done || ctx->frames.fd < 0)
 			handler_sync(ctx);   /* never the handler: BACK_ONCE */
 		TEST_HOOK(TEST_HOOK_BACK_INSTALLED, dst, done * PAGE_SIZE);
 		installed = (size_t)((int64_t)installed +
 			let_go_run(ctx, pgmap, vpn, idx0, done, inst, op, src));
+		TEST_HOOK(TEST_HOOK_BACK_LET_GO, dst, done * PAGE_SIZE);
 	}
 	/* Unless it is left for later, a frame copied out of gives its
 	 * memory back now. */

@@ -22,6 +22,7 @@
 #include "hotplug.h"
 #include "notifier.h"
 #include "order.h"
+#include "testhook.h"
 #include "watch.h"
 
 /* What the context asks of UFFDIO_API; it runs with what is offered. */
@@ -123,7 +124,8 @@ int hetmm_ctx_create(struct hetmm_ctx **ctxp,
 	rc = vmaq_open(&ctx->vmaq);
 	if (rc)
 		goto fail;
-	rc = uffd_open(&ctx->uffd, CTX_WANTED_FEATURES);
+	rc = uffd_open(&ctx->uffd, CTX_WANTED_FEATURES &
+		       ~(TEST_NO_MOVE() ? UFFD_FEATURE_MOVE : 0));
 	if (rc)
 		goto fail;
 	if (ctx->uffd.features & UFFD_FEATURE_MOVE)

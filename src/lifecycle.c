@@ -53,7 +53,11 @@
  * says "being filled").  The kernel refuses the move while an event waits
  * to be read; then the move waits for the end of the batch that read
  * it, and an event that changes either address since calls it off (what
- * is at the old address then is another mapping's).
+ * is at the old address then is another mapping's).  Without UFFDIO_MOVE
+ * the handler could only copy the page and leave it at the old address
+ * as well (it may not zap it: its madvise would wait for its own read of
+ * the REMOVE), so there holders never let go before the REMAP is handled
+ * and move such pages themselves (back.c), and nothing is rescued here.
  */
 
 static bool rescue_overlaps(const struct rescue *q, uintptr_t start,
@@ -77,13 +81,10 @@ static void rescue_end(struct hetmm_ctx *ctx, const struct rescue *q)
 /* Move the page now; false if the kernel says not yet. */
 static bool rescue_try(struct hetmm_ctx *ctx, const struct rescue *q)
 {
-	bool can_move = ctx->frames.fd >= 0;
-	long got = uffd_fill(ctx->uffd.fd, can_move ? FILL_MOVE : FILL_COPY,
-			     q->to, q->from, PAGE_SIZE, FILL_ONCE);
+	long got = uffd_fill(ctx->uffd.fd, FILL_MOVE, q->to, q->from,
+			     PAGE_SIZE, FILL_ONCE);
 	if (got == -EAGAIN)
 		return false;
-	/* Without UFFDIO_MOVE the old place keeps a copy: the handler may
-	 * not zap it (madvise would wait for the handler's own read). */
 	rescue_end(ctx, q);
 	return true;
 }
@@ -406,6 +407,8 @@ static void remnant_rescue(struct hetmm_ctx *ctx, uintptr_t from,
 			   uintptr_t to, size_t len)
 {
 	uint8_t pf[CHUNK_PAGES];
+	if (ctx->frames.fd < 0)
+		return;   /* no UFFDIO_MOVE: the holders move them (back.c) */
 	for (size_t off = 0; off < len;) {
 		size_t n = MIN((len - off) >> PAGE_SHIFT, (size_t)CHUNK_PAGES);
 		if (vma_page_presence(&ctx->vmaq, from + off, n, pf))

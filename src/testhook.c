@@ -8,6 +8,7 @@
 #ifdef HETMM_TEST_HOOKS
 void (*test_hook)(enum test_hook_point point, uintptr_t addr, size_t len);
 _Bool test_no_poison;
+_Bool test_no_move;
 #else
 /* ISO C wants a translation unit to declare something. */
 typedef int testhook_unused;

@@ -22,9 +22,15 @@ enum test_hook_point {
 	 * addr + len) to bring them back (eviction, migration back, a
 	 * pin), and copies nothing yet. */
 	TEST_HOOK_BACK_CLAIMED,
+	/* It put them at [addr, addr + len) (those the kernel let in),
+	 * holds the claims still, and waits for the handler next if it
+	 * must (back.c: "Claims mremap carried"). */
+	TEST_HOOK_BACK_PUT,
 	/* It installed them at [addr, addr + len), and the handler has
 	 * handled every event read before: it lets go of the claims next. */
 	TEST_HOOK_BACK_INSTALLED,
+	/* It let go of them. */
+	TEST_HOOK_BACK_LET_GO,
 	/* The handler is about to handle the process's event on [addr,
 	 * addr + len): MADV_* discard (REMOVE), mremap from there (REMAP;
 	 * read already, so the mremap may have returned). */
@@ -37,6 +43,10 @@ enum test_hook_point {
  * point and the range. */
 extern void (*test_hook)(enum test_hook_point point, uintptr_t addr,
 			 size_t len);
+/* Set by a test: contexts created meanwhile run as on a kernel without
+ * UFFDIO_MOVE (before 6.8: Debian 12's 6.1), pages copied, not moved. */
+extern _Bool test_no_move;
+#define TEST_NO_MOVE() __atomic_load_n(&test_no_move, __ATOMIC_RELAXED)
 #define TEST_HOOK(point, addr, len)                                      \
 	do {                                                             \
 		void (*hook_)(enum test_hook_point, uintptr_t, size_t) = \
@@ -49,6 +59,7 @@ extern void (*test_hook)(enum test_hook_point point, uintptr_t addr,
 extern _Bool test_no_poison;
 #define TEST_NO_POISON() __atomic_load_n(&test_no_poison, __ATOMIC_RELAXED)
 #else
+#define TEST_NO_MOVE() 0
 #define TEST_HOOK(point, addr, len) ((void)0)
 #define TEST_NO_POISON() 0
 #endif

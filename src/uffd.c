@@ -91,6 +91,9 @@ int uffd_open(struct uffd *u, uint64_t want_features)
 			close(fd);
 			return rc;
 		}
+		/* The kernel answers with every feature it has, not the
+		 * ones it enabled: ours are those we asked for. */
+		u->features &= want_features;
 		u->fd = fd;
 		u->offered = offered;
 		u->route = (enum hetmm_uffd_route)r;

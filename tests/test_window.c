@@ -28,26 +28,34 @@
 #include <stdbool.h>
 
 #include "t.h"
+#include "compat.h"
 #include "pagemap.h"
 #include "tdrv.h"
 #include "testhook.h"
 
 static struct hetmm_ctx *ctx;
+static bool moves;                 /* ctx moves pages (UFFDIO_MOVE) */
 
 /* ------------------------------------------------------------------------
- * The hook: each of two stops holds the first thread that reaches its
- * point with a range overlapping [lo, hi), until released.
+ * The hook: each stop holds the first thread that reaches its point with
+ * a range overlapping [lo, hi), until released; a note only records that
+ * one did.
  */
+#define NSTOPS 4
+
 struct stop {
 	int point;                 /* -1: none */
 	uintptr_t lo, hi;
+	bool note;                 /* record the thread, don't hold it */
 	int state;                 /* 0 armed, 1 a thread stopped, 2 go */
 };
-static struct stop stops[2] = { { .point = -1 }, { .point = -1 } };
+static struct stop stops[NSTOPS] = {
+	{ .point = -1 }, { .point = -1 }, { .point = -1 }, { .point = -1 },
+};
 
 static void hook(enum test_hook_point point, uintptr_t addr, size_t len)
 {
-	for (int i = 0; i < 2; i++) {
+	for (int i = 0; i < NSTOPS; i++) {
 		struct stop *s = &stops[i];
 		int armed = 0;
 
@@ -58,19 +66,34 @@ static void hook(enum test_hook_point point, uintptr_t addr, size_t len)
 						 __ATOMIC_ACQ_REL,
 						 __ATOMIC_ACQUIRE))
 			continue;
+		if (s->note)
+			continue;
 		while (__atomic_load_n(&s->state, __ATOMIC_ACQUIRE) != 2)
 			usleep(100);
 		return;
 	}
 }
 
-static void stop_arm(int i, enum test_hook_point point, const void *p,
-		     size_t n)
+static void stop_set(int i, enum test_hook_point point, const void *p,
+		     size_t n, bool note)
 {
 	stops[i].lo = (uintptr_t)p;
 	stops[i].hi = stops[i].lo + n * PS;
+	stops[i].note = note;
 	__atomic_store_n(&stops[i].state, 0, __ATOMIC_RELEASE);
 	__atomic_store_n(&stops[i].point, (int)point, __ATOMIC_RELEASE);
+}
+
+static void stop_arm(int i, enum test_hook_point point, const void *p,
+		     size_t n)
+{
+	stop_set(i, point, p, n, false);
+}
+
+static void note_arm(int i, enum test_hook_point point, const void *p,
+		     size_t n)
+{
+	stop_set(i, point, p, n, true);
 }
 
 /* Wait (bounded) for a thread to reach stop i. */
@@ -88,6 +111,17 @@ static void stop_release(int i)
 {
 	__atomic_store_n(&stops[i].point, -1, __ATOMIC_RELEASE);
 	__atomic_store_n(&stops[i].state, 2, __ATOMIC_RELEASE);
+}
+
+/* A join that fails the test, instead of hanging it, if the thread
+ * does not end in time. */
+static void join(pthread_t th)
+{
+	struct timespec until;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 30;
+	REQUIRE(pthread_timedjoin_np(th, NULL, &until) == 0);
 }
 
 static void hook_arm(enum test_hook_point point, const void *p, size_t n)
@@ -206,26 +240,34 @@ static void remap_while_held(struct hetmm_pagemap *pg, bool evict,
 		 * point): move the range under the holder's feet. */
 		p1_remap_main(&m);
 		stop_release(0);
-		REQUIRE(pthread_join(th, NULL) == 0);
+		join(th);
 	} else {
 		/* Hold the handler once it has read the REMAP (so the
 		 * mremap may return), and let the holder run meanwhile. */
 		stop_arm(1, TEST_HOOK_EVENT_REMAP, p, P1_PAGES);
+		note_arm(2, TEST_HOOK_BACK_PUT, p, P1_PAGES);
+		note_arm(3, TEST_HOOK_BACK_LET_GO, p, P1_PAGES);
 		REQUIRE(pthread_create(&tr, NULL, p1_remap_main, &m) == 0);
 		stop_wait(1);
 		stop_release(0);
 		/* With DONTUNMAP the holder installs into the empty range
-		 * left behind and lets go; without, the kernel holds its
-		 * install off until the UNMAP is read. */
+		 * left behind.  With UFFDIO_MOVE it lets go at once; without,
+		 * it waits for the handler first (back.c).  Without
+		 * DONTUNMAP the kernel holds its install off until the
+		 * UNMAP is read. */
 		if (dontunmap)
-			REQUIRE(pthread_join(th, NULL) == 0);
+			stop_wait(moves ? 3 : 2);
 		stop_release(1);
-		if (!dontunmap)
-			REQUIRE(pthread_join(th, NULL) == 0);
-		REQUIRE(pthread_join(tr, NULL) == 0);
+		join(th);
+		join(tr);
+		stop_release(2);
+		stop_release(3);
 	}
 	REQUIRE(m.r == q);
 	CHECK_OK(j.rc);
+	/* The handler has handled the REMAP (it may still be at it when
+	 * the mremap returns). */
+	CHECK_OK(hetmm_ctx_sync(ctx));
 
 	/* Every byte at the new address; nothing left behind. */
 	CHECK_EQ(t_verify(q, P1_PAGES, seed), 0);
@@ -370,15 +412,15 @@ static void part2(void)
 	hook_arm(TEST_HOOK_EVENT_DISCARD, trig, 1);
 	REQUIRE(pthread_create(&thd, NULL, discard_main, trig) == 0);
 	hook_wait_stopped();
-	REQUIRE(pthread_join(thd, NULL) == 0);
+	join(thd);
 	/* X moves to Y: its REMAP waits to be read, its UNMAP of X will
 	 * follow only then.  Z moves onto the vacated X: its REMAP queues
 	 * before that UNMAP. */
 	start_remapper(&m1);
 	start_remapper(&m2);
 	hook_release();
-	REQUIRE(pthread_join(th1, NULL) == 0);
-	REQUIRE(pthread_join(th2, NULL) == 0);
+	join(th1);
+	join(th2);
 	REQUIRE(m1.r == y);
 	REQUIRE(m2.r == x);
 	z_to = x;
@@ -482,12 +524,24 @@ static void part3(void)
 
 int main(void)
 {
-	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
+	uint64_t features;
+
 	__atomic_store_n(&test_hook, hook, __ATOMIC_RELEASE);
-	part1();
-	part2();
-	part3();
+	/* As the kernel offers, then as on one without UFFDIO_MOVE. */
+	for (int no_move = 0; no_move < 2; no_move++) {
+		fprintf(stderr, "%s\n", no_move ? "copy path (no UFFDIO_MOVE)"
+						: "as the kernel offers");
+		__atomic_store_n(&test_no_move, no_move,
+				 __ATOMIC_RELEASE);
+		REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
+		REQUIRE_OK(hetmm_ctx_uffd_info(ctx, NULL, &features));
+		moves = features & UFFD_FEATURE_MOVE;
+		CHECK(!(no_move && moves));
+		part1();
+		part2();
+		part3();
+		CHECK_OK(hetmm_ctx_destroy(ctx));
+	}
 	__atomic_store_n(&test_hook, NULL, __ATOMIC_RELEASE);
-	CHECK_OK(hetmm_ctx_destroy(ctx));
 	return t_done();
 }
