@@ -907,7 +907,13 @@ static void fault_leaves_nothing_behind(void)
 		/* Every page so far left, and q took a frame. */
 		CHECK_EQ(s0.device_resident - s.device_resident, k);
 		CHECK_EQ(t_nr_free(pg), k);
-		/* Migrate back: a system page already, not a busy one. */
+		/* Migrate back: a system page already, not a busy one.  The
+		 * handler may still be between the fill that woke us and
+		 * its last store (a page being filled is busy for a moment,
+		 * and a migration waits for it a few yields only): under
+		 * software emulation on a loaded machine its CPU can stall
+		 * there, so let it finish first. */
+		CHECK_OK(hetmm_ctx_sync(c));
 		memset(&rep, 0, sizeof(rep));
 		rep.status = &status;
 		CHECK_EQ(hetmm_migrate_to_system(c, page, PS, &rep), -ENOENT);
