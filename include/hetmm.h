@@ -65,7 +65,12 @@
  * and the child creates its own context if it wants a device.  (fork()
  * here means the C library's, which runs pthread_atfork handlers; a raw
  * clone() without CLONE_VM bypasses them and the child reads zeroes where
- * the parent had device pages.)
+ * the parent had device pages.)  A page the driver fails to copy back for
+ * the fork stays on the device; where the kernel has UFFDIO_POISON it is
+ * poisoned first, and the child inherits the poison: parent and child get
+ * SIGBUS on access, as both would when the kernel's fork shares a
+ * device-private entry and migrate_to_ram fails.  On older kernels (6.1)
+ * the child reads zeroes there.
  *
  * Mappings hetmm watches.  To hear of munmap, mremap and madvise, hetmm
  * registers with its userfaultfd the private anonymous mapping around any
@@ -445,7 +450,8 @@ struct hetmm_copy;
  * return -EIO.  A copy that timed out may still be running: hetmm never
  * reuses its staging memory, never hands its frames to another page
  * (the pagemap takes no new migration from then on: -EIO), and keeps the
- * pagemap's queue until the driver calls done for it, even after
+ * pagemap's queue (its depth times HETMM_COPY_MAX_PAGES pages of staging)
+ * for the process's life, so that a late done is harmless even after
  * hot-remove.
  */
 struct hetmm_pagemap_ops {

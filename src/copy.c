@@ -51,10 +51,18 @@ struct copyq {
 	_Atomic uint64_t free_mask;
 	_Atomic uint32_t released;        /* futex word: bumped per free */
 	atomic_bool dead;                 /* a copy timed out */
+	/* Held by a slot's release, so that the queue's destruction comes
+	 * after the last one in an order a race detector can see too (the
+	 * handler's releases reach the remover through the kernel). */
+	pthread_mutex_t release_lock;
 	struct hetmm_ctx *ctx;
 	void *staging;
 	struct own_range own;
+	struct copyq *kept_next;          /* kept_queues */
 };
+
+/* Queues of removed pagemaps a driver's late done may still reach. */
+static _Atomic(struct copyq *) kept_queues;
 
 bool copy_is_async(const struct hetmm_pagemap *pgmap)
 {
@@ -83,9 +91,11 @@ int copyq_create(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	q->depth = depth ? depth : HETMM_COPY_DEPTH_DEFAULT;
 	q->timeout_ms = timeout_ms ? timeout_ms : HETMM_COPY_TIMEOUT_DEFAULT_MS;
 	q->ctx = ctx;
+	pthread_mutex_init(&q->release_lock, NULL);
 	void *p = mmap(NULL, staging_bytes(q->depth), PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED) {
+		pthread_mutex_destroy(&q->release_lock);
 		free(q);
 		return -ENOMEM;
 	}
@@ -109,9 +119,19 @@ void copyq_destroy(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap)
 	if (!q)
 		return;
 	pgmap->copyq = NULL;
-	uint64_t all = q->depth == 64 ? ~0ULL : (1ULL << q->depth) - 1;
-	if (atomic_load(&q->free_mask) != all)
-		return;   /* a copy the driver never completed: see above */
+	/* A copy that timed out, even one completed since, may still be
+	 * in hetmm_copy_done() on the driver's thread: the queue is kept,
+	 * listed so that it is not a leak either. */
+	if (atomic_load(&q->dead)) {
+		q->kept_next = atomic_load(&kept_queues);
+		while (!atomic_compare_exchange_weak(&kept_queues,
+						     &q->kept_next, q))
+			;
+		return;
+	}
+	pthread_mutex_lock(&q->release_lock);   /* after every release */
+	pthread_mutex_unlock(&q->release_lock);
+	pthread_mutex_destroy(&q->release_lock);
 	entry_disown(ctx, &q->own);
 	munmap(q->staging, staging_bytes(q->depth));
 	free(q);
@@ -140,9 +160,11 @@ static void futex_wait_until(_Atomic uint32_t *word, uint32_t val,
 static void slot_release(struct hetmm_copy *s)
 {
 	struct copyq *q = s->q;
+	pthread_mutex_lock(&q->release_lock);
 	atomic_store_explicit(&s->state, SLOT_FREE, memory_order_relaxed);
 	atomic_fetch_or(&q->free_mask, 1ULL << s->bit);
 	atomic_fetch_add(&q->released, 1);
+	pthread_mutex_unlock(&q->release_lock);
 	futex(&q->released, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
 }
 

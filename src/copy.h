@@ -20,8 +20,8 @@ bool copy_is_async(const struct hetmm_pagemap *pgmap);
  * from its desc, checked by the caller); 0 and nothing for others. */
 int copyq_create(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		 uint32_t depth, uint32_t timeout_ms);
-/* At hot-remove.  A queue with a copy the driver never completed is
- * kept (leaked), so that its late completion finds valid memory. */
+/* At hot-remove.  A queue with a copy that timed out is kept, so that
+ * its late completion finds valid memory. */
 void copyq_destroy(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap);
 /* A copy of the pagemap timed out: it takes no migration any more. */
 bool copyq_dead(const struct hetmm_pagemap *pgmap);

@@ -60,20 +60,29 @@ static int find_device_page(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
 
 /*
  * Pages whose copy back failed stay on the device, and the child would
- * read zeroes there.  Where the kernel can, they are poisoned first: fork
- * copies the marker, so parent and child get SIGBUS on access, as both
- * would in the kernel, whose fork shares the device entry and whose
- * migrate_to_ram fails for both.  (Without UFFDIO_POISON, 6.1, the child
- * reads zeroes there: see hetmm.h.)
+ * read zeroes there.  Each is tried once more alone (a copy of a run
+ * fails whole, for the one page the device could not read, say); where
+ * the kernel can, those that still fail are poisoned: fork copies the
+ * marker, so parent and child get SIGBUS on access, as both would in the
+ * kernel, whose fork shares the device entry and whose migrate_to_ram
+ * fails for both.  (Without UFFDIO_POISON, 6.1, the child reads zeroes
+ * there: see hetmm.h.)
  */
 static void poison_failed(struct hetmm_ctx *ctx, uintptr_t a,
 			  const uint8_t *st)
 {
-	if (!(ctx->uffd.features & UFFD_FEATURE_POISON))
-		return;
-	for (size_t k = 0; k < CHUNK_PAGES; k++)
-		if (st[k] == HETMM_MIGRATE_SKIP_ERROR)
-			uffd_poison(ctx->uffd.fd, a + k * PAGE_SIZE, PAGE_SIZE);
+	for (size_t k = 0; k < CHUNK_PAGES; k++) {
+		uintptr_t p = a + k * PAGE_SIZE;
+		if (st[k] != HETMM_MIGRATE_SKIP_ERROR)
+			continue;
+		int rc = migrate_back_range(ctx, p, p + PAGE_SIZE, NULL);
+		if (rc == 0)
+			STAT_ADD(ctx, fork_pages, 1);
+		if (rc != -EIO)
+			continue;
+		if (ctx->uffd.features & UFFD_FEATURE_POISON)
+			uffd_poison(ctx->uffd.fd, p, PAGE_SIZE);
+	}
 }
 
 /*
