@@ -212,6 +212,32 @@ void pagemap_destroy(struct hetmm_pagemap *pgmap)
 	free(pgmap);
 }
 
+/*
+ * Frames in ascending order, in place (a shell sort: no allocation, a
+ * chunk's 512 at most).  A range whose frames were freed in pieces, as a
+ * partial munmap frees them, gets its frames back as one run when it is
+ * freed whole: the pieces pop in the order they were freed, and sorted
+ * they are the run again.  A coherent device maps each run of frames as
+ * one mapping, so a range is one mapping again, which mremap() needs.
+ */
+static void frames_sort(uint32_t *idx, size_t n)
+{
+	size_t i = 1;
+	while (i < n && idx[i - 1] < idx[i])
+		i++;
+	if (i >= n)
+		return;   /* the usual case: one freed run, or a fresh device */
+	for (size_t gap = n / 2; gap; gap /= 2) {
+		for (i = gap; i < n; i++) {
+			uint32_t v = idx[i];
+			size_t j = i;
+			for (; j >= gap && idx[j - gap] > v; j -= gap)
+				idx[j] = idx[j - gap];
+			idx[j] = v;
+		}
+	}
+}
+
 size_t pagemap_alloc(struct hetmm_pagemap *pgmap, uint32_t *idx, size_t nr)
 {
 	for (;;) {
@@ -227,6 +253,7 @@ size_t pagemap_alloc(struct hetmm_pagemap *pgmap, uint32_t *idx, size_t nr)
 		for (size_t i = 0; i < n; i++)
 			idx[i] = pgmap->free_stack[--pgmap->nr_free];
 		pthread_mutex_unlock(&pgmap->free_lock);
+		frames_sort(idx, n);
 		return n;
 	}
 }

@@ -556,6 +556,47 @@ static void madvise_free_coherent(void)
 	munmap(p, N * PS);
 }
 
+/*
+ * A 2 MiB range of coherent pages moves with one mremap(), as the
+ * kernel's does, even after earlier ranges' frames were freed in pieces
+ * (partial munmaps): the frames come back as one run, so the range is one
+ * mapping (hmm-tests' migrate_partial_unmap_fault, then
+ * migrate_remap_fault, in one process).
+ */
+static void coherent_remap_after_partial_unmaps(void)
+{
+	enum { N = 512 };
+	int fd = open_dm(2);
+	REQUIRE(fd >= 0);
+	char *buf = malloc(N * PS);
+	struct shim_dmirror_cmd c;
+	REQUIRE(buf);
+	for (size_t off = 0; off <= N / 2; off += N / 4) {
+		char *p = t_map(N);
+		t_fill(p, N, 57);
+		CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_MIGRATE_TO_DEV, p, buf, N, &c),
+			 0);
+		REQUIRE(munmap(p + off * PS, N / 2 * PS) == 0);
+		CHECK_EQ(t_verify(p, off, 57), 0);
+		REQUIRE(munmap(p, N * PS) == 0);
+	}
+	char *p = t_map(3 * N);
+	REQUIRE(munmap(p + N * PS, 2 * N * PS) == 0);
+	t_fill(p, N, 58);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_MIGRATE_TO_DEV, p, buf, N, &c), 0);
+	char *to = mremap(p, N * PS, N * PS, MREMAP_MAYMOVE | MREMAP_FIXED,
+			  p + (N + N / 4) * PS);
+	CHECK(to != MAP_FAILED);
+	if (to != MAP_FAILED) {
+		CHECK_EQ(t_verify(to, N, 58), 0);
+		munmap(to, N * PS);
+	} else {
+		munmap(p, N * PS);
+	}
+	close(fd);
+	free(buf);
+}
+
 /* ------------------------------------------------------------------------
  * Device memory, as much as the kernel's driver has (lib/test_hmm.c): it
  * adds 256 MiB chunks to a device-private unit whenever one runs short,
@@ -870,6 +911,7 @@ int main(void)
 	dmirror_flags();
 	pin_longterm_test();
 	madvise_free_coherent();
+	coherent_remap_after_partial_unmaps();
 	huge_npages();
 	sized_by_environment();
 	private_two_chunks();
