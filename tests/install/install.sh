@@ -64,8 +64,11 @@ export PKG_CONFIG_PATH="$libdir/pkgconfig"
 LD_LIBRARY_PATH="$libdir" ./accel > accel.log || {
 	cat accel.log; fail "accel, built with pkg-config, failed"; }
 grep -q '^accel: ok$' accel.log || fail "accel did not finish"
-LD_LIBRARY_PATH="$libdir" ldd ./accel | grep -q "libhetmm.so.$major => $libdir/" ||
-	fail "accel is not linked with the installed libhetmm.so.$major"
+# (ldd's whole output first: grep -q leaving early would make it die of
+# SIGPIPE, a failure under pipefail.)
+libs=$(LD_LIBRARY_PATH="$libdir" ldd ./accel)
+grep -q "libhetmm.so.$major => $libdir/" <<<"$libs" ||
+	fail "accel is not linked with the installed libhetmm.so.$major: $libs"
 echo "install: pkg-config: accel built and ran against the installed library"
 
 # find_package(hetmm).
