@@ -388,6 +388,15 @@ static void fork_child(void *arg)
  * there: hetmm.h). */
 static void fork_fails(bool async)
 {
+#if defined(__SANITIZE_THREAD__)
+	/* ThreadSanitizer cannot follow the fork child of a process with
+	 * threads (test_fork): here it hung once in three runs, inside its
+	 * own stack depot.  `make test` and `make asan` run it. */
+	(void)async;
+	fprintf(stderr, "test_deverr: fork_fails not run under "
+		"ThreadSanitizer\n");
+	return;
+#endif
 	ctx_up();
 	if (!has_poison) {
 		printf("  (no UFFDIO_POISON on this kernel: skipped)\n");
