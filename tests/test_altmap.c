@@ -232,8 +232,13 @@ static void test_system_memory(void)
 	printf("hot-add of %llu pages: RssAnon +%ld KiB with ALTMAP, +%ld "
 	       "KiB without; metadata %ld KiB\n", (unsigned long long)nr,
 	       with, without, meta_kib);
-	CHECK(with < meta_kib);
 	CHECK(without - with >= meta_kib * 9 / 10);
+	/* Under ThreadSanitizer every byte hetmm touches costs anonymous
+	 * shadow memory of the sanitizer's, device memory included: what
+	 * the flag saves is the difference above. */
+#if !defined(__SANITIZE_THREAD__)
+	CHECK(with < meta_kib);
+#endif
 	CHECK_OK(hetmm_pagemap_remove(a.pg));
 	CHECK_OK(hetmm_pagemap_remove(b.pg));
 	drv_free(&a);

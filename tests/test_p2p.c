@@ -432,23 +432,28 @@ static void test_p2pdma_pins(void)
  */
 #define RACE_PAGES 32
 #define RACE_ROUNDS 2000
+#define RACE_SECONDS 3.0      /* at most: sanitizers make rounds slow */
 
 struct race {
 	char *buf;
+	int rounds;           /* the writer's, once it stops */
 	_Atomic int stop;
 };
 
 static void *writer(void *arg)
 {
 	struct race *r = arg;
+	double deadline = t_now() + RACE_SECONDS;
+	int n;
 
-	for (int n = 0; n < RACE_ROUNDS; n++) {
+	for (n = 0; n < RACE_ROUNDS && t_now() < deadline; n++) {
 		for (size_t p = 0; p < RACE_PAGES; p++)
 			(*(volatile uint64_t *)(r->buf + p * PS))++;
 		/* Let the pages spend a while on the devices. */
 		struct timespec nap = { 0, 50000 };
 		nanosleep(&nap, NULL);
 	}
+	r->rounds = n;
 	atomic_store(&r->stop, 1);
 	return NULL;
 }
@@ -457,7 +462,7 @@ static void test_race(void)
 {
 	struct hetmm_emu *a = emu_new(RACE_PAGES, 0);
 	struct hetmm_emu *b = emu_new(RACE_PAGES, 0);
-	struct race r = { t_map(RACE_PAGES), 0 };
+	struct race r = { t_map(RACE_PAGES), 0, 0 };
 	pthread_t t;
 	uint64_t before = es(b).copied_from_peer + es(a).copied_from_peer;
 
@@ -471,9 +476,10 @@ static void test_race(void)
 		CHECK(rc == 0 || rc == -ENOENT);
 	}
 	pthread_join(t, NULL);
-	printf("race: %d migrations\n", i);
+	printf("race: %d rounds of writes, %d migrations\n", r.rounds, i);
+	CHECK(r.rounds > 0);
 	for (size_t p = 0; p < RACE_PAGES; p++)
-		CHECK_EQ(*(uint64_t *)(r.buf + p * PS), RACE_ROUNDS);
+		CHECK_EQ(*(uint64_t *)(r.buf + p * PS), r.rounds);
 	uint64_t peer = es(b).copied_from_peer + es(a).copied_from_peer -
 			before;
 	printf("race: %llu pages copied device to device\n",
