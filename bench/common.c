@@ -154,7 +154,7 @@ uint64_t rng_next(uint64_t *s)
 {
 	uint64_t x = *s;
 
-	x ^= x >> 12;
+	x ^= x >> 12;   /* pagecheck: a hash */
 	x ^= x << 25;
 	x ^= x >> 27;
 	*s = x;

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 
-#define PIN_PAGES 4096        /* 16 MiB held per repetition */
+#define PIN_PAGES 4096        /* pagecheck: pages (16 MiB at 4 KiB) */
 #define PIN_BATCH 512         /* pages per call: one 2 MiB DMA batch */
 
 typedef long (*gup_fn)(struct hetmm_ctx *, void *, size_t, unsigned int,

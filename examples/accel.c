@@ -37,7 +37,7 @@
 #include <sys/mman.h>
 
 #define PS HETMM_PAGE_SIZE
-#define VRAM_PAGES 4096                  /* 16 MiB of device memory */
+#define VRAM_PAGES 4096   /* pagecheck: pages, 16 MiB at 4 KiB pages */
 #define N (2u * 1024 * 1024)             /* floats in the array: 8 MiB */
 
 #define CHECK(call)                                                        \

@@ -115,8 +115,25 @@ extern "C" {
  * patch); never fails. */
 int hetmm_version(void);
 
-#define HETMM_PAGE_SHIFT 12
-#define HETMM_PAGE_SIZE (1UL << HETMM_PAGE_SHIFT)
+/*
+ * The kernel's page size, read once per process at first use
+ * (sysconf(_SC_PAGESIZE)): 4 KiB on x86-64; 4, 16 or 64 KiB on arm64.
+ * Every length, address and count in pages of this header is in these
+ * pages.  hetmm_page_shift() is its log2.  Never fail.
+ */
+size_t hetmm_page_size(void);
+unsigned int hetmm_page_shift(void);
+/* The size of a PMD mapping, a transparent huge page
+ * (/sys/kernel/mm/transparent_hugepage/hpage_pmd_size where the kernel
+ * has it, else page size * page size / 8): 2 MiB at 4 KiB pages, 32 MiB
+ * at 16 KiB, 512 MiB at 64 KiB.  Never fails. */
+size_t hetmm_pmd_size(void);
+
+/* The same as expressions, for code written when they were constants:
+ * they are calls, so never use them where C wants a constant (array
+ * sizes, static initializers, case labels). */
+#define HETMM_PAGE_SIZE (hetmm_page_size())
+#define HETMM_PAGE_SHIFT (hetmm_page_shift())
 
 struct hetmm_ctx;
 struct hetmm_pagemap;
@@ -195,7 +212,7 @@ struct hetmm_kernel_info {
 	int has_thp;                 /* transparent huge pages enabled */
 	char release[65];            /* uname -r */
 	/* Range faults and snapshots tell the kernel's zero page (ZERO) and
-	 * huge mappings (order 9, PMD): from PAGEMAP_SCAN (6.7), or without
+	 * huge mappings (PMD order, 9 at 4 KiB pages): from PAGEMAP_SCAN (6.7), or without
 	 * it from the frame numbers of /proc/self/pagemap and from
 	 * /proc/kpageflags, which only root (CAP_SYS_ADMIN) may read.  0:
 	 * neither, and pages are reported without ZERO and order 0. */
@@ -212,13 +229,14 @@ int hetmm_kernel_probe(struct hetmm_kernel_info *info);
 
 struct hetmm_ctx_params {
 	/* Largest fault-around window in pages (0: the default and most,
-	 * 8192, i.e. 32 MiB; 1: no fault-around).  A window starts at one
-	 * page and grows eightfold while faults stay sequential, so random
-	 * access pays for one page only; past the first 2 MiB the faulting
-	 * thread runs on while the handler brings back the rest.  Faults in
-	 * no sequence bring back the largest aligned region of their 2 MiB
-	 * block of which more than half was faulted on (at most 512 pages,
-	 * and this bound). */
+	 * 8192, i.e. 32 MiB at 4 KiB pages; 1: no fault-around).  A window
+	 * starts at one page and grows eightfold while faults stay
+	 * sequential, so random access pays for one page only; past the
+	 * first chunk (512 pages, 2 MiB at 4 KiB) the faulting thread runs
+	 * on while the handler brings back the rest.  Faults in no sequence
+	 * bring back the largest aligned region of their chunk of which
+	 * more than half was faulted on (at most 512 pages, and this
+	 * bound). */
 	uint32_t fault_around_max;
 	uint32_t flags;              /* must be 0 */
 };
@@ -555,7 +573,7 @@ int hetmm_copy_done(struct hetmm_copy *copy, int error);
  * first: a clock over frame indices passes over pages that were asked
  * for again (HETMM_PAGE_REFERENCED: a migration found them already
  * there) once, and evicts the rest, in runs, through the ordinary
- * migrate-back path.  Pages of the chunk (2 MiB) under way are never its
+ * migrate-back path.  Pages of the chunk (512 pages) under way are never its
  * victims; a migration larger than the device evicts its own earlier
  * chunks.  Counted in hetmm_stats.evictions.
  */
@@ -951,7 +969,9 @@ int hetmm_ctx_sync(struct hetmm_ctx *ctx);
  *                           a system page: the number is its virtual page
  *                           number (its address >> HETMM_PAGE_SHIFT), the
  *                           address the driver reaches it at; ZERO: the
- *                           kernel's shared zero page, read-only; order 9:
+ *                           kernel's shared zero page, read-only; the
+ *                           PMD order (log2(hetmm_pmd_size() / page
+ *                           size): 9 at 4 KiB pages, 13 at 64 KiB):
  *                           part of a huge page (PMD) mapping
  *   VALID|DEVICE|LOCAL [|WRITE] | pfn
  *                           a device-private page of a pagemap whose
@@ -962,14 +982,14 @@ int hetmm_ctx_sync(struct hetmm_ctx *ctx);
  *                           device where it is (it is a CPU page too);
  *                           LOCAL if its owner is dev_private_owner
  *
- * ZERO and order 9 need the kernel to show them
+ * ZERO and the PMD order need the kernel to show them
  * (hetmm_kernel_info.has_page_state): its PAGEMAP_SCAN ioctl (6.7), or
  * without it, as root, /proc/self/pagemap's frame numbers and
  * /proc/kpageflags.  Elsewhere (an older kernel, not root) nothing exact
  * tells them, and every system page is reported without ZERO, order 0.
- * Without PAGEMAP_SCAN a transparent huge page mapped whole by 512 PTEs
+ * Without PAGEMAP_SCAN a transparent huge page mapped whole by PTEs
  * (its PMD split by an mprotect or munmap of part of it, the mappings
- * merged back, until khugepaged collapses it) is reported order 9 too.
+ * merged back, until khugepaged collapses it) is reported huge too.
  *
  * WRITE: the CPU mapping allows writes now (device pages: the mapping
  * does).  With REQ_FAULT a page is made present for the access asked

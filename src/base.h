@@ -12,20 +12,53 @@
 
 #include "hetmm.h"
 
-#define PAGE_SHIFT HETMM_PAGE_SHIFT
-#define PAGE_SIZE HETMM_PAGE_SIZE
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+/*
+ * The page size is the kernel's, read at run time (page.c): never a
+ * constant, so nothing sized in bytes or pages may be a constant
+ * expression of it.  page_shift_now and pmd_order_now are 0 until
+ * page_read() ran; it runs once, at first use.
+ */
+extern unsigned int page_shift_now;
+extern unsigned int pmd_order_now;
+unsigned int page_read(void);
+
+static inline unsigned int page_shift(void)
+{
+	unsigned int s = __atomic_load_n(&page_shift_now, __ATOMIC_ACQUIRE);
+	return likely(s) ? s : page_read();
+}
+
+/* log2 of the pages a PMD (a transparent huge page) maps: 9 at 4 KiB
+ * pages, 11 at 16 KiB, 13 at 64 KiB. */
+static inline unsigned int pmd_order(void)
+{
+	page_shift();
+	return __atomic_load_n(&pmd_order_now, __ATOMIC_RELAXED);
+}
+
+#define PAGE_SHIFT page_shift()
+#define PAGE_SIZE ((size_t)1 << PAGE_SHIFT)
 #define PAGE_MASK (~(PAGE_SIZE - 1))
+#define PMD_PAGES ((size_t)1 << pmd_order())
+#define PMD_SIZE (PMD_PAGES << PAGE_SHIFT)
 
 /* Userspace addresses hetmm manages: the 48-bit x86-64/arm64 user half. */
 #define USER_VA_END (1ULL << 47)
 
-/* Migrations work in chunks of at most this many pages (2 MiB). */
+/*
+ * Migrations work in chunks of at most this many pages, aligned to their
+ * size: a PMD's worth (2 MiB) at 4 KiB pages, so that huge pages move
+ * whole; a fixed count at any page size, so that the per-chunk arrays
+ * stay bounded (a chunk is 8 MiB of a 32 MiB PMD at 16 KiB, 32 MiB of a
+ * 512 MiB one at 64 KiB).  Never more than PMD_PAGES.
+ */
 #define CHUNK_PAGES 512
+#define CHUNK_SIZE ((size_t)CHUNK_PAGES << PAGE_SHIFT)
 /* A fault brings back at most this many pages, a chunk at a time. */
 #define FAULT_AROUND_MAX (16 * CHUNK_PAGES)
-
-#define likely(x) __builtin_expect(!!(x), 1)
-#define unlikely(x) __builtin_expect(!!(x), 0)
 
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 #define MAX(a, b) ((a) > (b) ? (a) : (b))

@@ -50,9 +50,10 @@ struct fault_stream {
 #define FAULT_STREAMS 4
 
 /*
- * Which pages of one 2 MiB block of virtual memory the fault path has
- * brought back lately: density-based fault-around (fault.c).  The table
- * is direct-mapped, so it follows up to 128 MiB at once.  gen is
+ * Which pages of one chunk-sized block of virtual memory (base.h) the
+ * fault path has brought back lately: density-based fault-around
+ * (fault.c).  The table is direct-mapped, so it follows up to 64 blocks
+ * (128 MiB at 4 KiB pages) at once.  gen is
  * hetmm_ctx.dense_gen when the block was first seen; a migration to a
  * device since then makes the bits stale.
  */
@@ -311,8 +312,8 @@ static void fault_around_done(struct hetmm_ctx *ctx, struct fault_stream *s,
 
 /*
  * Density-based fault-around, for a fault no stream predicted: the way
- * GPU drivers prefetch for a device fault.  The 2 MiB block around the
- * page is a tree of aligned regions (2 pages, 4, ... 512); the largest
+ * GPU drivers prefetch for a device fault.  The chunk-sized block around
+ * the page is a tree of aligned regions (2 pages, 4, ... 512); the largest
  * region around the page of which more than half has come back by faults
  * comes back whole.  A lone random access brings back one page; a block
  * read in random order comes back in ever larger pieces once half of

@@ -157,18 +157,21 @@ static int child_copy_coherent(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
 	if (!shadow_is_coherent(e) || vma_find_maps(a, &v) ||
 	    !(v.flags & VMA_SHARED))
 		return 0;
-	static char copy[PAGE_SIZE];
 	int prot = ((v.flags & VMA_READ) ? PROT_READ : 0) |
 		   ((v.flags & VMA_WRITE) ? PROT_WRITE : 0) |
 		   ((v.flags & VMA_EXEC) ? PROT_EXEC : 0);
 	if (!(v.flags & VMA_READ))
 		return 0;
-	memcpy(copy, (void *)a, PAGE_SIZE);
-	if (mmap((void *)a, PAGE_SIZE, PROT_READ | PROT_WRITE,
-		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED)
+	/* The copy is made aside and moved into place whole. */
+	void *copy = mmap(NULL, PAGE_SIZE, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (copy == MAP_FAILED)
 		return 0;
-	memcpy((void *)a, copy, PAGE_SIZE);
-	mprotect((void *)a, PAGE_SIZE, prot);
+	memcpy(copy, (void *)a, PAGE_SIZE);
+	mprotect(copy, PAGE_SIZE, prot);
+	if (mremap(copy, PAGE_SIZE, PAGE_SIZE, MREMAP_MAYMOVE | MREMAP_FIXED,
+		   (void *)a) == MAP_FAILED)
+		munmap(copy, PAGE_SIZE);
 	return 0;
 }
 

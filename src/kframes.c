@@ -17,12 +17,13 @@
  * fresh page is never taken for it.
  *
  * Huge mappings: the kernel maps a huge page (a transparent huge page,
- * or hugetlbfs) with one PMD where a whole 2 MiB-aligned virtual block
- * holds the 512 frames of one 2 MiB-aligned huge page in order.
+ * or hugetlbfs) with one PMD where a whole PMD-aligned virtual block
+ * (2 MiB at 4 KiB pages, 512 MiB at 64 KiB: page.c) holds the frames of
+ * one PMD-aligned huge page in order.
  * /proc/kpageflags tells the frames' kind (KPF_THP, KPF_HUGE) and whether
  * they make one compound page (a head, then tails).  What it cannot tell:
  * whether a transparent huge page mapped whole is mapped by a PMD or by
- * 512 PTEs (after an mprotect, munmap or mremap of part of it split the
+ * PTEs (after an mprotect, munmap or mremap of part of it split the
  * PMD and the mappings merged back, until khugepaged collapses it): such
  * a block is reported huge.  The huge zero page is ZERO and huge, as
  * PAGEMAP_SCAN reports it.
@@ -42,9 +43,6 @@
 /* /proc/self/pagemap entries (Documentation/admin-guide/mm/pagemap.rst). */
 #define PM_PRESENT (1ULL << 63)
 #define PM_PFN_MASK ((1ULL << 55) - 1)
-
-#define HUGE_PAGES 512   /* frames of a PMD-sized page */
-#define HUGE_SIZE ((uintptr_t)HUGE_PAGES * PAGE_SIZE)
 
 /* The frame of the present page at addr, 0 if absent or not shown. */
 static uint64_t frame_at(int pagemap_fd, uintptr_t addr)
@@ -112,7 +110,7 @@ static uint64_t zero_by_uffd(int pagemap_fd)
 		if (uffd_register(u.fd, a, 2 * PAGE_SIZE,
 				  UFFDIO_REGISTER_MODE_MISSING, NULL) == 0) {
 			if (uffd_fill(u.fd, FILL_ZERO, a, 0, 2 * PAGE_SIZE, 0) ==
-			    2 * PAGE_SIZE)
+			    (long)(2 * PAGE_SIZE))
 				f = shared_frame(pagemap_fd, a);
 			uffd_unregister(u.fd, a, 2 * PAGE_SIZE);
 		}
@@ -132,51 +130,81 @@ static void find_zero_frame(void)
 	close(fd);
 }
 
-/*
- * Is [base, base + 2 MiB) one huge page mapped whole, and is it the huge
- * zero page?  ents: the block's 512 pagemap entries.
- */
-static bool huge_block(const struct kframes *kf, const uint64_t *ents,
-		       bool *zero)
-{
-	uint64_t first = ents[0] & PM_PFN_MASK;
-	if (!(ents[0] & PM_PRESENT) || !first || first % HUGE_PAGES)
-		return false;
-	for (size_t i = 1; i < HUGE_PAGES; i++)
-		if (!(ents[i] & PM_PRESENT) ||
-		    (ents[i] & PM_PFN_MASK) != first + i)
-			return false;
-	uint64_t kpf[HUGE_PAGES];
-	if (pread(kf->kpageflags_fd, kpf, sizeof(kpf),
-		  (off_t)(first * sizeof(uint64_t))) != sizeof(kpf))
-		return false;
-	const uint64_t head = 1ULL << KPF_COMPOUND_HEAD;
-	const uint64_t tail = 1ULL << KPF_COMPOUND_TAIL;
-	/* hugetlbfs: always mapped at its size (a 1 GiB page's block may
-	 * begin with a tail). */
-	bool hugetlb = true, thp = (kpf[0] & head) && (kpf[0] & (1ULL << KPF_THP));
-	for (size_t i = 0; i < HUGE_PAGES; i++) {
-		hugetlb &= (kpf[i] & (1ULL << KPF_HUGE)) && (kpf[i] & (head | tail));
-		thp &= !i || ((kpf[i] & tail) && !(kpf[i] & head) &&
-			      (kpf[i] & (1ULL << KPF_THP)));
-	}
-	*zero = thp && (kpf[0] & (1ULL << KPF_ZERO_PAGE));
-	return hugetlb || thp;
-}
+/* Entries of the pagemap and of kpageflags read at a time: a huge page
+ * has 512 frames at 4 KiB pages, 8192 at 64 KiB. */
+#define PIECE 512
 
-/* The 512 entries of the block at base: from ents where the range holds
- * them all, else read. */
-static const uint64_t *block_entries(int pagemap_fd, uintptr_t base,
-				     uintptr_t start, size_t npages,
-				     const uint64_t *ents, uint64_t *buf)
+/* The npages pagemap entries from a: from ents where the range holds
+ * them all, else read into buf. */
+static const uint64_t *entries_at(int pagemap_fd, uintptr_t a, size_t n,
+				  uintptr_t start, size_t npages,
+				  const uint64_t *ents, uint64_t *buf)
 {
-	if (base >= start && base + HUGE_SIZE <= start + npages * PAGE_SIZE)
-		return ents + ((base - start) >> PAGE_SHIFT);
-	ssize_t want = HUGE_PAGES * sizeof(uint64_t);
+	if (a >= start && a + n * PAGE_SIZE <= start + npages * PAGE_SIZE)
+		return ents + ((a - start) >> PAGE_SHIFT);
+	ssize_t want = (ssize_t)(n * sizeof(uint64_t));
 	if (pread(pagemap_fd, buf, (size_t)want,
-		  (off_t)(addr_to_vpn(base) * sizeof(uint64_t))) != want)
+		  (off_t)(addr_to_vpn(a) * sizeof(uint64_t))) != want)
 		return NULL;
 	return buf;
+}
+
+/* The first frame of the PMD-sized block at base if it maps one
+ * PMD-aligned run of frames in order, else 0. */
+static uint64_t block_frames(int pagemap_fd, uintptr_t base,
+			     uintptr_t start, size_t npages,
+			     const uint64_t *ents)
+{
+	uint64_t buf[PIECE], first = 0;
+	for (size_t done = 0; done < PMD_PAGES; done += PIECE) {
+		const uint64_t *e = entries_at(pagemap_fd,
+					       base + done * PAGE_SIZE, PIECE,
+					       start, npages, ents, buf);
+		if (!e)
+			return 0;
+		if (!done)
+			first = e[0] & PM_PFN_MASK;
+		if (!first || first % PMD_PAGES)
+			return 0;
+		for (size_t i = 0; i < PIECE; i++)
+			if (!(e[i] & PM_PRESENT) ||
+			    (e[i] & PM_PFN_MASK) != first + done + i)
+				return 0;
+	}
+	return first;
+}
+
+/* Are the PMD_PAGES frames from first one huge page (a hugetlbfs page,
+ * or a transparent huge page: a head, then tails), and is it the huge
+ * zero page? */
+static bool huge_frames(const struct kframes *kf, uint64_t first, bool *zero)
+{
+	const uint64_t head = 1ULL << KPF_COMPOUND_HEAD;
+	const uint64_t tail = 1ULL << KPF_COMPOUND_TAIL;
+	const uint64_t thp_bit = 1ULL << KPF_THP;
+	/* hugetlbfs: always mapped at its size (a 1 GiB page's block may
+	 * begin with a tail). */
+	bool hugetlb = true, thp = true;
+	uint64_t kpf[PIECE];
+	for (size_t done = 0; done < PMD_PAGES; done += PIECE) {
+		if (pread(kf->kpageflags_fd, kpf, sizeof(kpf),
+			  (off_t)((first + done) * sizeof(uint64_t))) !=
+		    sizeof(kpf))
+			return false;
+		if (!done) {
+			thp = (kpf[0] & head) && (kpf[0] & thp_bit);
+			*zero = kpf[0] & (1ULL << KPF_ZERO_PAGE);
+		}
+		for (size_t i = 0; i < PIECE; i++) {
+			hugetlb &= (kpf[i] & (1ULL << KPF_HUGE)) &&
+				   (kpf[i] & (head | tail));
+			thp &= (!done && !i) ||
+			       ((kpf[i] & tail) && !(kpf[i] & head) &&
+				(kpf[i] & thp_bit));
+		}
+	}
+	*zero &= thp;
+	return hugetlb || thp;
 }
 
 /* Mark the pages of the range in the block at base, if it is huge. */
@@ -184,14 +212,12 @@ static void mark_block(const struct kframes *kf, int pagemap_fd,
 		       uintptr_t base, uintptr_t start, size_t npages,
 		       const uint64_t *ents, uint8_t *flags)
 {
-	uint64_t buf[HUGE_PAGES];
-	const uint64_t *block = block_entries(pagemap_fd, base, start, npages,
-					      ents, buf);
+	uint64_t first = block_frames(pagemap_fd, base, start, npages, ents);
 	bool zero = false;
-	if (!block || !huge_block(kf, block, &zero))
+	if (!first || !huge_frames(kf, first, &zero))
 		return;
 	uintptr_t end = start + npages * PAGE_SIZE;
-	uintptr_t lo = MAX(base, start), hi = MIN(base + HUGE_SIZE, end);
+	uintptr_t lo = MAX(base, start), hi = MIN(base + PMD_SIZE, end);
 	for (uintptr_t a = lo; a < hi; a += PAGE_SIZE)
 		flags[(a - start) >> PAGE_SHIFT] |= PG_HUGE |
 						    (zero ? PG_ZERO : 0);
@@ -210,12 +236,13 @@ void kframes_page_flags(const struct kframes *kf, int pagemap_fd,
 		    (ents[i] & PM_PFN_MASK) == zero_frame)
 			flags[i] |= PG_ZERO;
 
-	/* Each 2 MiB block inside the VMA with a present page in range;
-	 * a block the VMA does not hold whole can't be mapped by a PMD. */
+	/* Each PMD-sized block inside the VMA with a present page in
+	 * range; a block the VMA does not hold whole can't be mapped by a
+	 * PMD. */
 	uintptr_t end = start + npages * PAGE_SIZE;
-	for (uintptr_t base = start & ~(HUGE_SIZE - 1); base < end;
-	     base += HUGE_SIZE) {
-		if (base < vma_start || base + HUGE_SIZE > vma_end)
+	const uintptr_t pmd = PMD_SIZE;
+	for (uintptr_t base = start & ~(pmd - 1); base < end; base += pmd) {
+		if (base < vma_start || base + pmd > vma_end)
 			continue;
 		uintptr_t lo = MAX(base, start);
 		if (ents[(lo - start) >> PAGE_SHIFT] & PM_PRESENT)

@@ -28,7 +28,7 @@ static inline bool kframes_usable(const struct kframes *kf)
  * Add PG_ZERO and PG_HUGE (vma.h) to flags[] for the npages from start,
  * all inside [vma_start, vma_end), whose raw pagemap entries are ents[]:
  * the zero page by its frame number (found once per process), a huge
- * mapping by a whole aligned 2 MiB block of one huge page's frames.
+ * mapping by a whole aligned PMD-sized block of one huge page's frames.
  */
 void kframes_page_flags(const struct kframes *kf, int pagemap_fd,
 			uintptr_t vma_start, uintptr_t vma_end,

@@ -2,7 +2,8 @@
 /*
  * migrate.c - moving process pages to device memory.
  *
- * To the device, per chunk of at most 2 MiB, in the kernel's three phases:
+ * To the device, per chunk of at most CHUNK_PAGES (base.h), in the
+ * kernel's three phases:
  *
  *   collect  claim each page's shadow entry (0 -> BUSY); pages that are
  *            pinned, on a device or claimed by someone else are skipped.
@@ -682,11 +683,11 @@ static void report_mapped(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	STAT_ADD(ctx, skipped_pages, n);
 }
 
-/* Chunks end at 2 MiB boundaries so that huge pages move whole. */
+/* Chunks end at chunk-aligned boundaries so that huge pages move whole
+ * where a chunk is a PMD (4 KiB pages: base.h). */
 static size_t chunk_pages(uintptr_t a, uintptr_t end)
 {
-	uintptr_t boundary = (a + CHUNK_PAGES * PAGE_SIZE) &
-			     ~(uintptr_t)(CHUNK_PAGES * PAGE_SIZE - 1);
+	uintptr_t boundary = (a + CHUNK_SIZE) & ~(uintptr_t)(CHUNK_SIZE - 1);
 	return (MIN(boundary, end) - a) >> PAGE_SHIFT;
 }
 

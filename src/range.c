@@ -34,9 +34,6 @@
 
 #define RANGE_REQ (HETMM_RANGE_REQ_FAULT | HETMM_RANGE_REQ_WRITE)
 
-/* The order a transparent huge page is mapped with: one PMD. */
-#define PMD_ORDER 9
-
 int hetmm_ctx_sync(struct hetmm_ctx *ctx)
 {
 	if (!ctx)
@@ -255,7 +252,7 @@ static uint64_t report_system(uint64_t vpn, const struct vma *v, uint8_t pf,
 		return 0;
 	uint64_t out = HETMM_RANGE_VALID | vpn;
 	if (pf & PG_HUGE)
-		out |= (uint64_t)PMD_ORDER << HETMM_RANGE_ORDER_SHIFT;
+		out |= (uint64_t)pmd_order() << HETMM_RANGE_ORDER_SHIFT;
 	if (req & REQ_WRITE)
 		return out | HETMM_RANGE_WRITE;
 	if (pf & PG_ZERO)

@@ -170,7 +170,7 @@ static int find_in_maps(uintptr_t addr, bool next, struct vma *vma)
 	int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	char buf[4096];
+	char buf[4096];   /* pagecheck: bytes of a read */
 	size_t have = 0;
 	int rc = -ENOENT;
 	for (;;) {

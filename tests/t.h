@@ -31,7 +31,11 @@
 
 #include "hetmm.h"
 
+/* The page size; a test of the shim's ABI alone, not linked with the
+ * library, takes the kernel's as the kernel's selftests do. */
+#ifndef PS
 #define PS ((size_t)HETMM_PAGE_SIZE)
+#endif
 
 static int t_failures __attribute__((unused));
 
@@ -230,11 +234,11 @@ static inline void t_unmap(void *p, size_t npages)
 	REQUIRE(munmap(p, npages * PS) == 0);
 }
 
-/* As t_map, placed so that page first starts a 2 MiB boundary: where a
- * migration starts a new chunk. */
+/* As t_map, placed so that page first starts a chunk boundary (512
+ * pages, 2 MiB at 4 KiB pages): where a migration starts a new chunk. */
 static inline void *t_map_chunk_at(size_t npages, size_t first)
 {
-	const uintptr_t chunk = 2u << 20;
+	const uintptr_t chunk = 512 * PS;   /* pagecheck: a chunk, not a PMD */
 	char *r = t_map(npages + 2 * chunk / PS);
 	char *end = r + npages * PS + 2 * chunk;
 	uintptr_t b = ((uintptr_t)r + first * PS + chunk - 1) & ~(chunk - 1);
@@ -324,7 +328,7 @@ static inline int t_thp_at(const void *addr)
  */
 static inline char *t_thp_block(char **map)
 {
-	const size_t huge = 2UL << 20;
+	const size_t huge = hetmm_pmd_size();
 	char *m = mmap(NULL, 2 * huge, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	char *h;

@@ -11,7 +11,7 @@
 #include "adrv.h"
 #include "t.h"
 
-#define NP 4096   /* 16 MiB */
+#define NP 4096   /* pagecheck: pages, 16 MiB at 4 KiB */
 
 static struct hetmm_ctx *ctx;
 static struct adrv dev;

@@ -159,7 +159,7 @@ static void no_context_calls(void)
 
 	REFUSED_WITH(hetmm_addr_to_pfn(NULL, buf, &pfn), -EINVAL);
 	REFUSED_WITH(hetmm_addr_to_pfn(ctx, buf, NULL), -EINVAL);
-	REFUSED(hetmm_addr_to_pfn(ctx, (void *)~(uintptr_t)0xfff, &pfn));
+	REFUSED(hetmm_addr_to_pfn(ctx, (void *)~(uintptr_t)(PS - 1), &pfn));
 	REFUSED(hetmm_addr_to_pfn(ctx, hole, &pfn));
 	/* The other context doesn't know ctx's pages. */
 	REFUSED_WITH(hetmm_addr_to_pfn(ctx2, buf, &pfn), -ENOENT);
@@ -319,8 +319,8 @@ static void mirror_calls(void)
 		{ buf, 0, -EINVAL },
 		{ buf + 1, 1, -EINVAL },
 		{ buf + 64, 1, -EINVAL },
-		{ buf, 1ULL << 52, -EINVAL },        /* npages * 4096 == 2^64 */
-		{ buf, (1ULL << 52) + 1, -EINVAL },
+		{ buf, 1ULL << (64 - HETMM_PAGE_SHIFT), -EINVAL }, /* == 2^64 B */
+		{ buf, (1ULL << (64 - HETMM_PAGE_SHIFT)) + 1, -EINVAL },
 		{ buf, UINT64_MAX, -EINVAL },
 		{ top, 2, -EINVAL },
 		{ hole, N, -EFAULT },

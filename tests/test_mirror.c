@@ -532,15 +532,15 @@ static void buffer_on_device(void)
 
 /*
  * A transparent huge page mapped by one PMD is reported PMD on each of
- * its 512 pages (as hmm_range_fault's order), writable or, after an
+ * its pages (512 at 4 KiB pages) (as hmm_range_fault's order), writable or, after an
  * mprotect of the whole block, read-only; the small page after it is not.
  */
 static void snapshot_huge(void)
 {
-	enum { HP = 512 };
+	const size_t HP = hetmm_pmd_size() / PS;
 	char *map;
 	char *h = t_thp_block(&map);
-	uint8_t prot[HP + 1];
+	uint8_t *prot = malloc(HP + 1);
 
 	require_page_state("snapshot_huge");
 	if (!h)
@@ -562,7 +562,8 @@ static void snapshot_huge(void)
 		bad += prot[i] != (HETMM_PROT_READ | HETMM_PROT_PMD);
 	CHECK_EQ(bad, 0);
 	CHECK_EQ(prot[HP - 1], HETMM_PROT_READ | HETMM_PROT_PMD);
-	REQUIRE(munmap(map, 4UL << 20) == 0);
+	free(prot);
+	REQUIRE(munmap(map, 2 * hetmm_pmd_size()) == 0);
 }
 
 /*

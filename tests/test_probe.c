@@ -30,7 +30,7 @@ static long long raw_uffd_features(int flags)
 /* Does PAGEMAP_SCAN answer on /proc/self/pagemap? */
 static int raw_has_pagemap_scan(void)
 {
-	static char page[4096] __attribute__((aligned(4096)));
+	char *page = t_map(1);
 	struct page_region regions[4];
 	struct pm_scan_arg arg;
 	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
@@ -41,13 +41,14 @@ static int raw_has_pagemap_scan(void)
 	memset(&arg, 0, sizeof(arg));
 	arg.size = sizeof(arg);
 	arg.start = (uintptr_t)page;
-	arg.end = (uintptr_t)page + sizeof(page);
+	arg.end = (uintptr_t)page + PS;
 	arg.vec = (uintptr_t)regions;
 	arg.vec_len = 4;
 	arg.category_anyof_mask = PAGE_IS_PRESENT;
 	arg.return_mask = PAGE_IS_PRESENT;
 	ok = ioctl(fd, PAGEMAP_SCAN, &arg) >= 0;
 	close(fd);
+	t_unmap(page, 1);
 	return ok;
 }
 

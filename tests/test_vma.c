@@ -183,7 +183,7 @@ static void zero_page_from_frames(struct vmaq *q, struct vmaq *fb)
 	REQUIRE_OK(uffd_register(u.fd, (uintptr_t)p, 2 * PS,
 				 UFFDIO_REGISTER_MODE_MISSING, NULL));
 	REQUIRE(uffd_fill(u.fd, FILL_ZERO, (uintptr_t)p, 0, 2 * PS, 0) ==
-		2 * PS);
+		(long)(2 * PS));
 	p[2 * PS] = 1;
 	(void)*(volatile char *)(p + 3 * PS);
 	page_state(q, fb, p, 4, f);
@@ -203,7 +203,8 @@ static void huge_page_from_frames(struct vmaq *q, struct vmaq *fb)
 {
 	char *map;
 	char *h = t_thp_block(&map);
-	uint8_t f[CHUNK_PAGES];
+	const size_t hp = PMD_PAGES;
+	uint8_t *f = malloc(hp);
 
 	if (!h)
 		fprintf(stderr, "huge_page_from_frames: no transparent huge "
@@ -211,17 +212,18 @@ static void huge_page_from_frames(struct vmaq *q, struct vmaq *fb)
 	REQUIRE(h != NULL);
 	/* The whole block, and a piece from its middle (the rest of the
 	 * block read apart). */
-	page_state(q, fb, h, CHUNK_PAGES, f);
-	for (size_t i = 0; i < CHUNK_PAGES; i++)
+	page_state(q, fb, h, hp, f);
+	for (size_t i = 0; i < hp; i++)
 		CHECK_EQ(f[i] & (PG_HUGE | PG_ZERO), PG_HUGE);
 	page_state(q, fb, h + 100 * PS, 50, f);
 	for (size_t i = 0; i < 50; i++)
 		CHECK_EQ(f[i] & (PG_HUGE | PG_ZERO), PG_HUGE);
 	/* A small page next to it is not. */
-	h[CHUNK_PAGES * PS] = 1;
-	page_state(q, fb, h + CHUNK_PAGES * PS, 1, f);
+	h[hp * PS] = 1;
+	page_state(q, fb, h + hp * PS, 1, f);
 	CHECK_EQ(f[0] & (PG_HUGE | PG_PRESENT), PG_PRESENT);
-	REQUIRE(munmap(map, 4UL << 20) == 0);
+	free(f);
+	REQUIRE(munmap(map, 2 * PMD_SIZE) == 0);
 }
 
 static void frames(void)

@@ -131,12 +131,16 @@ static void print_prot(const char *who, size_t page, uint8_t p)
 	       p != HETMM_PROT_ERROR && (p & HETMM_PROT_PUD) ? " PUD" : "");
 }
 
-static const size_t sample_pages[] = { 0, 1, 2, 4095, 8192, DEMO_PAGES - 1 };
-#define NSAMPLES (sizeof(sample_pages) / sizeof(sample_pages[0]))
+#define NSAMPLES 6
+
 
 static int snapshot_samples(struct hetmm_mirror *m, const char *who,
 			    const char *base)
 {
+	/* Pages spread over the buffer, whatever the page size. */
+	const size_t sample_pages[NSAMPLES] = {
+		0, 1, 2, DEMO_PAGES / 4 - 1, DEMO_PAGES / 2, DEMO_PAGES - 1
+	};
 	for (size_t i = 0; i < NSAMPLES; i++) {
 		uint8_t p = 0;
 		int rc = hetmm_mirror_snapshot(m, base + sample_pages[i] * PAGE,

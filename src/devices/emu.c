@@ -46,8 +46,9 @@
 
 #define PS HETMM_PAGE_SIZE
 #define PAGE_SHIFT HETMM_PAGE_SHIFT
-/* Device memory is 2 MiB aligned, so that huge pages can move in whole. */
-#define EMU_ALIGN (512 * PS)
+/* Device memory is PMD aligned (2 MiB at 4 KiB pages, 512 MiB of address
+ * space at 64 KiB), so that huge pages can move in whole. */
+#define EMU_ALIGN hetmm_pmd_size()
 /* Pages per range fault and per exclusive grab. */
 #define EMU_CHUNK 512
 /* The user half hetmm manages: x86-64 and arm64 with 48-bit addresses. */
@@ -64,7 +65,7 @@ struct hetmm_emu {
 	struct hetmm_notifier *life;      /* hears the context's release */
 	char *map;                        /* the mapping, for munmap */
 	size_t map_size;
-	char *mem;                        /* device page 0, 2 MiB aligned */
+	char *mem;                        /* device page 0, PMD aligned */
 	size_t size;
 	int fd;                           /* coherent: the memfd, else -1 */
 	pthread_mutex_t lock;             /* mirrors */
@@ -350,7 +351,7 @@ static int emu_map_coherent(struct hetmm_emu *emu, uint64_t nr_pages)
 }
 
 /*
- * Device memory is private anonymous memory, 2 MiB aligned so that huge
+ * Device memory is private anonymous memory, PMD aligned so that huge
  * pages can move in whole, and registered by hetmm as a remapping pagemap:
  * migration moves the process's pages into it rather than copying.  Free
  * frames are holes and cost nothing.

@@ -32,7 +32,7 @@
 #define ARENA_SIZE (1ULL << 30)
 #define HDR 64                  /* block header: its length; max_align_t */
 #define MAX_EXTENTS 1024
-#define HUGE_BLOCK (2u << 20)   /* a huge page */
+#define HUGE_BLOCK hetmm_pmd_size()   /* a huge page */
 
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23

@@ -418,7 +418,7 @@ static bool still_open(const struct shim_file *f)
 	if (dir < 0)
 		return false;
 	bool open = false;
-	char buf[4096];
+	char buf[4096];   /* pagecheck: bytes of a read */
 	long n;
 	while (!open &&
 	       (n = syscall(SYS_getdents64, dir, buf, sizeof(buf))) > 0) {

@@ -7,6 +7,8 @@
  * Where that can't be told (not root) it prints nothing and fails.  It
  * asks the kernel as test_mirror does: t_read_maps_zero_page in t.h.
  */
+/* Built alone, without the library: the kernel's page size. */
+#define PS ((size_t)sysconf(_SC_PAGESIZE))
 #include "t.h"
 
 int main(void)
