@@ -4,7 +4,7 @@ BUILD ?= build
 CMAKE_FLAGS ?=
 JOBS ?= $(shell nproc)
 
-.PHONY: all build install demo test bench bench-probes asan tsan soak clean conformance test-kernels bench-kernels \
+.PHONY: all build install demo test bench bench-probes asan tsan soak clean conformance test-kernels bench-kernels cross-arm64 \
 	fuzz fuzz-merge fuzz-replay
 
 all: build
@@ -70,6 +70,12 @@ test-kernels: build
 BENCH_ARGS ?= --quick
 bench-kernels: build
 	KERNELS_BENCH="$(BENCH_ARGS)" ./tools/kernels/run.sh $(BUILD) $(KERNELS)
+
+# arm64 with Debian's cross compiler (installed if missing, as root), the
+# same -Wall -Wextra -Werror: everything in build-arm64, executables
+# linked statically (tools/cross-arm64.sh).
+cross-arm64:
+	./tools/cross-arm64.sh build-arm64
 
 # The stress test for a long while (the normal build; ctest runs it for
 # 2 s).  SOAK_SECONDS=n to change.
