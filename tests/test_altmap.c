@@ -123,7 +123,7 @@ static void check_diff_within(const unsigned char *a, const unsigned char *b,
 
 static void test_fsdax_file(void)
 {
-	const uint64_t nr = 4096;
+	const uint64_t nr = 4096;   /* pagecheck: pages */
 	const size_t msize = (size_t)hetmm_page_metadata_size();
 	uint64_t res = reserved_for(nr);
 	struct drv d;
@@ -133,7 +133,7 @@ static void test_fsdax_file(void)
 	REQUIRE_OK(drv_add(&d, HETMM_MEMORY_FS_DAX, HETMM_PAGEMAP_ALTMAP));
 	struct hetmm_pagemap_info info = info_of(d.pg);
 	CHECK_EQ(info.nr_reserved, res);
-	CHECK_EQ(res, 16);                      /* 4096 pages, 16 B each */
+	CHECK_EQ(res * PS, nr * msize);  /* 16 pages at 4 KiB, 1 at 64 KiB */
 	CHECK_EQ(info.nr_free, 0);
 
 	/* The metadata of page k is the file's bytes [k * msize, +msize). */

@@ -525,9 +525,9 @@ static void madvise_free_coherent(void)
 	char *p = t_map(N + 1);
 	char *want = malloc(N * PS);
 	char *buf = malloc(N * PS);
-	static const char zero[PS];
+	char *zero = calloc(1, PS);
 	struct shim_dmirror_cmd c;
-	REQUIRE(want && buf);
+	REQUIRE(want && buf && zero);
 	t_fill(p, N, 55);
 	t_fill(want, N, 55);
 	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_MIGRATE_TO_DEV, p + PS, buf, N - 2,
@@ -555,6 +555,7 @@ static void madvise_free_coherent(void)
 	close(fd);
 	free(want);
 	free(buf);
+	free(zero);
 	munmap(p, N * PS);
 }
 
