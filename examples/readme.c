@@ -1,5 +1,6 @@
 #define _DEFAULT_SOURCE          /* MAP_ANONYMOUS */
 #include <hetmm.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -27,7 +28,7 @@ int main(void)
 	char c = buf[100];                             /* 'x' */
 
 	/* The device reads process memory through its mirror. */
-	char page[HETMM_PAGE_SIZE];
+	char *page = malloc(HETMM_PAGE_SIZE);    /* the kernel's page size */
 	uint64_t faults;
 	hetmm_mirror_create(emu, &mir);
 	hetmm_mirror_read(mir, buf, page, 1, &faults); /* faults == 1 */
@@ -35,5 +36,7 @@ int main(void)
 	hetmm_mirror_destroy(mir);
 	hetmm_emu_destroy(emu);   /* hot-remove: resident pages come home */
 	hetmm_ctx_destroy(ctx);
-	return c == 'x' && page[0] == 'x' ? 0 : 1;
+	int ok = c == 'x' && page[0] == 'x';
+	free(page);
+	return ok ? 0 : 1;
 }
