@@ -82,11 +82,13 @@
  * gives, but costs a round trip through the handler (a few microseconds)
  * and never comes as a transparent huge page; munmap, mremap and madvise
  * there wait until the handler has read their event.  The brk heap and
- * the main thread's stack are registered only as far as asked, and so is
- * everything while two or more contexts are alive (a mapping one of them
- * migrated part of is then split, and its mremap fails with EFAULT, as
- * the kernel's HMM would not).  A range another userfaultfd of the
- * program holds gives -EBUSY.
+ * the main thread's stack are registered only as far as asked.  With
+ * several contexts, a mapping two of them were asked for parts of is one
+ * per context (a mapping has one userfaultfd): it is split, and its
+ * mremap fails with EFAULT.  A context is handed a part of a mapping
+ * another registered whole if that one was not asked for any of it and
+ * holds no page there; otherwise, and for a range another userfaultfd of
+ * the program holds, the call gives -EBUSY.
  */
 #ifndef HETMM_H
 #define HETMM_H

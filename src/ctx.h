@@ -16,6 +16,7 @@
 #include "shadow.h"
 #include "uffd.h"
 #include "vma.h"
+#include "watch.h"
 
 struct hetmm_stats_atomic {
 	atomic_uint_fast64_t faults;
@@ -81,8 +82,9 @@ struct hetmm_ctx {
 	pthread_rwlock_t fork_lock;
 	unsigned fork_gen;                /* fork_generation at creation */
 	struct hetmm_ctx *next;           /* every context, for fork */
-	struct hetmm_ctx *watch_next;     /* every context, for watch.c */
-	atomic_bool watched_whole;        /* registered a mapping whole */
+	/* watch.c: every context, and what this one was asked to watch. */
+	struct hetmm_ctx *watch_next;
+	struct watch_asked asked;
 
 	/* Some mirror was ever granted exclusive access: until then no
 	 * migration back needs to look for exclusive frames. */

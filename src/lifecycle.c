@@ -37,6 +37,7 @@
 #include "pagemap.h"
 #include "shadow.h"
 #include "testhook.h"
+#include "watch.h"
 
 /* ------------------------------------------------------------------------
  * Pages put at an mremap's old place after the move
@@ -247,6 +248,7 @@ static void unmap_range(struct hetmm_ctx *ctx, uintptr_t start,
 		return;
 	notifiers_invalidate(ctx, start, end, HETMM_EVENT_UNMAP);
 	discard_range(ctx, start, end, true);
+	watch_forget(ctx, start, end);
 }
 
 /* The record of the mremap that vacated exactly [start, end), taken. */
@@ -441,6 +443,7 @@ void lifecycle_remap(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
 		      remap_one, &r);
 	drop_flush(&r.drop);
 	STAT_ADD(ctx, remapped_pages, r.moved);
+	watch_moved(ctx, from, to, len);
 	vacated_note(ctx, from, to, len);
 	remnant_rescue(ctx, from, to, len);
 }

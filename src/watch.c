@@ -27,9 +27,19 @@
  * handler's own data is written when it is allocated (so it is present,
  * and a missing fault can't reach it whatever registration comes later),
  * and its stack is owned (fault.c).
+ *
+ * With several contexts, the kernel may merge memory one of them was
+ * asked for into a mapping another registered whole, and a registration
+ * of it then fails with EBUSY.  Each context records the ranges it was
+ * asked to watch (followed through munmap and mremap), so the range is
+ * handed over when no other context was asked for any of it and none
+ * holds a page there, and refused otherwise.  Memory any context owns is
+ * left out of every whole registration.
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "compat.h"
 #include "entry.h"
@@ -41,14 +51,144 @@
 
 static pthread_mutex_t watchers_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct hetmm_ctx *watchers;
-static atomic_int nwatchers;
+
+/* ------------------------------------------------------------------------
+ * The ranges a context was asked for
+ */
+
+void watch_init(struct hetmm_ctx *ctx)
+{
+	pthread_mutex_init(&ctx->asked.lock, NULL);
+}
+
+void watch_fini(struct hetmm_ctx *ctx)
+{
+	free(ctx->asked.v);
+	pthread_mutex_destroy(&ctx->asked.lock);
+}
+
+/* The first span ending after addr (or at it, if adjacent counts). */
+static size_t span_after(const struct watch_asked *a, uintptr_t addr,
+			 bool adjacent)
+{
+	size_t lo = 0, hi = a->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (a->v[mid].end < addr ||
+		    (!adjacent && a->v[mid].end == addr))
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* The first span from i starting after addr (or at it, unless adjacent
+ * counts). */
+static size_t span_from(const struct watch_asked *a, size_t i,
+			uintptr_t addr, bool adjacent)
+{
+	while (i < a->n && (a->v[i].start < addr ||
+			    (adjacent && a->v[i].start == addr)))
+		i++;
+	return i;
+}
+
+/* Replace spans [i, j) with the k spans of with; false if out of memory. */
+static bool spans_splice(struct watch_asked *a, size_t i, size_t j,
+			 const struct watch_span *with, size_t k)
+{
+	size_t n = a->n - (j - i) + k;
+	if (n > a->cap) {
+		size_t cap = a->cap ? 2 * a->cap : 16;
+		struct watch_span *v = realloc(a->v, cap * sizeof(*v));
+		if (!v)
+			return false;
+		a->v = v;
+		a->cap = cap;
+	}
+	memmove(a->v + i + k, a->v + j, (a->n - j) * sizeof(*a->v));
+	memcpy(a->v + i, with, k * sizeof(*with));
+	a->n = n;
+	return true;
+}
+
+static bool asked_add_locked(struct watch_asked *a, uintptr_t start,
+			     uintptr_t end)
+{
+	size_t i = span_after(a, start, true);
+	size_t j = span_from(a, i, end, true);
+	struct watch_span s = { start, end };
+	if (i < j) {
+		s.start = MIN(start, a->v[i].start);
+		s.end = MAX(end, a->v[j - 1].end);
+	}
+	return spans_splice(a, i, j, &s, 1);
+}
+
+/* Out of memory, a span stays whole: asked for more than it was. */
+static void asked_remove_locked(struct watch_asked *a, uintptr_t start,
+				uintptr_t end)
+{
+	size_t i = span_after(a, start, false);
+	size_t j = span_from(a, i, end, false);
+	struct watch_span keep[2];
+	size_t k = 0;
+	if (i == j)
+		return;
+	if (a->v[i].start < start)
+		keep[k++] = (struct watch_span){ a->v[i].start, start };
+	if (a->v[j - 1].end > end)
+		keep[k++] = (struct watch_span){ end, a->v[j - 1].end };
+	spans_splice(a, i, j, keep, k);
+}
+
+static bool asked_overlaps(struct hetmm_ctx *ctx, uintptr_t start,
+			   uintptr_t end)
+{
+	struct watch_asked *a = &ctx->asked;
+	pthread_mutex_lock(&a->lock);
+	size_t i = span_after(a, start, false);
+	bool any = i < a->n && a->v[i].start < end;
+	pthread_mutex_unlock(&a->lock);
+	return any;
+}
+
+void watch_forget(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	pthread_mutex_lock(&ctx->asked.lock);
+	asked_remove_locked(&ctx->asked, start, end);
+	pthread_mutex_unlock(&ctx->asked.lock);
+}
+
+/* mremap's old and new ranges never overlap: a piece moved is never
+ * met again. */
+void watch_moved(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
+		 size_t len)
+{
+	struct watch_asked *a = &ctx->asked;
+	pthread_mutex_lock(&a->lock);
+	for (;;) {
+		size_t i = span_after(a, from, false);
+		if (i == a->n || a->v[i].start >= from + len)
+			break;
+		uintptr_t s = MAX(a->v[i].start, from);
+		uintptr_t e = MIN(a->v[i].end, from + len);
+		asked_remove_locked(a, s, e);
+		asked_add_locked(a, to + (s - from), to + (e - from));
+	}
+	pthread_mutex_unlock(&a->lock);
+}
+
+/* ------------------------------------------------------------------------
+ * The contexts of the process
+ */
 
 void watch_join(struct hetmm_ctx *ctx)
 {
 	pthread_mutex_lock(&watchers_lock);
 	ctx->watch_next = watchers;
 	watchers = ctx;
-	atomic_fetch_add(&nwatchers, 1);
 	pthread_mutex_unlock(&watchers_lock);
 }
 
@@ -58,7 +198,6 @@ void watch_leave(struct hetmm_ctx *ctx)
 	for (struct hetmm_ctx **pp = &watchers; *pp; pp = &(*pp)->watch_next) {
 		if (*pp == ctx) {
 			*pp = ctx->watch_next;
-			atomic_fetch_sub(&nwatchers, 1);
 			break;
 		}
 	}
@@ -68,7 +207,6 @@ void watch_leave(struct hetmm_ctx *ctx)
 void watch_forget_all(void)
 {
 	watchers = NULL;
-	atomic_store(&nwatchers, 0);
 	pthread_mutex_init(&watchers_lock, NULL);
 }
 
@@ -80,12 +218,13 @@ static int any_entry(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
 	return 1;
 }
 
-/* Has other nothing in [start, end): no page of its there, no memory it
- * uses itself? */
+/* Was other asked for nothing in [start, end), and has it nothing there:
+ * no page of its, no memory it uses itself? */
 static bool holds_nothing(struct hetmm_ctx *other, uintptr_t start,
 			  uintptr_t end)
 {
-	return entry_user_range(other, (void *)start, end - start) == 0 &&
+	return !asked_overlaps(other, start, end) &&
+	       entry_user_range(other, (void *)start, end - start) == 0 &&
 	       !shadow_for_each(&other->shadow, addr_to_vpn(start),
 				addr_to_vpn(end), any_entry, NULL);
 }
@@ -93,14 +232,12 @@ static bool holds_nothing(struct hetmm_ctx *other, uintptr_t start,
 /*
  * [start, end) is registered with another userfaultfd: perhaps another
  * context's, which registered it as part of a mapping it registered
- * whole while it was the only one, the kernel having merged the two
- * contexts' mappings.  If every other context that registered whole
- * mappings holds nothing there, and none registered only what it was
- * asked (that registration is a watch the caller must not take), the
- * range is handed over, so that each keeps its own; otherwise -EBUSY
- * stands.  Each other context's userfaultfd lets go (Linux 6.1 lets any
- * userfaultfd unregister any; later kernels only the one that registered
- * it).  A process with one context keeps -EBUSY: the registration is the
+ * whole, the kernel having merged the two contexts' memory.  If every
+ * other context holds nothing there (holds_nothing), the range is handed
+ * over, so that each keeps its own; otherwise -EBUSY stands.  Each other
+ * context's userfaultfd lets go (Linux 6.1 lets any userfaultfd
+ * unregister any; later kernels only the one that registered it).  A
+ * process with one context keeps -EBUSY: the registration is the
  * program's own.
  */
 static int take_over(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
@@ -112,8 +249,7 @@ static int take_over(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 		if (o == ctx)
 			continue;
 		others = true;
-		free = free && atomic_load(&o->watched_whole) &&
-		       holds_nothing(o, start, end);
+		free = free && holds_nothing(o, start, end);
 	}
 	if (others && free) {
 		for (struct hetmm_ctx *o = watchers; o; o = o->watch_next)
@@ -127,21 +263,34 @@ static int take_over(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 	return rc;
 }
 
+/* Narrow [*lo, *hi) around [start, end) to leave out memory any context
+ * owns. */
+static void unowned_span(uintptr_t start, uintptr_t end, uintptr_t *lo,
+			 uintptr_t *hi)
+{
+	pthread_mutex_lock(&watchers_lock);
+	for (struct hetmm_ctx *o = watchers; o; o = o->watch_next)
+		entry_unowned_span(o, start, end, lo, hi);
+	pthread_mutex_unlock(&watchers_lock);
+}
+
 int watch_vma(struct hetmm_ctx *ctx, const struct vma *v, uintptr_t start,
 	      uintptr_t end)
 {
 	start = MAX(start, v->start);
 	end = MIN(end, v->end);
+	/* Recorded first: a context taking the range over meanwhile sees
+	 * it asked for, and leaves it. */
+	pthread_mutex_lock(&ctx->asked.lock);
+	bool recorded = asked_add_locked(&ctx->asked, start, end);
+	pthread_mutex_unlock(&ctx->asked.lock);
+	if (!recorded)
+		return -ENOMEM;
 	uintptr_t lo = v->start, hi = v->end;
-	entry_unowned_span(ctx, start, end, &lo, &hi);
-	/* Only while the process has one context: the part of a merged
-	 * mapping another context would ask for later can't be told from
-	 * the part of one it watches. */
-	if (!(v->flags & VMA_HEAP_STACK) && atomic_load(&nwatchers) <= 1 &&
-	    uffd_register(ctx->uffd.fd, lo, hi - lo, WATCH_MODE, NULL) == 0) {
-		atomic_store(&ctx->watched_whole, true);
+	unowned_span(start, end, &lo, &hi);
+	if (!(v->flags & VMA_HEAP_STACK) &&
+	    uffd_register(ctx->uffd.fd, lo, hi - lo, WATCH_MODE, NULL) == 0)
 		return 0;
-	}
 	/* Part of the mapping is another userfaultfd's, or it changed
 	 * since v was read: register what was asked, which fails as the
 	 * caller needs to hear if that is gone too. */

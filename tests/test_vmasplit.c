@@ -245,6 +245,60 @@ static void own_memory_is_left_alone(void)
 	t_unmap(p, N);
 }
 
+/*
+ * Several contexts: the cases above again with a second context in use
+ * on memory of its own (its registrations must not make the first one's
+ * exact); then two contexts on one mapping.  The first one was asked for
+ * pages 0-1 (brought back since: it holds nothing there, but watches
+ * them) and registered the mapping whole; it still moves as one, the
+ * record of what was asked moving along; the second context may have
+ * the part the first was not asked for, and not the rest.
+ */
+static void several_contexts(void)
+{
+	enum { N = 8 };
+	struct hetmm_ctx *ctx2;
+	struct hetmm_emu *emu2;
+	struct hetmm_pagemap *pg2;
+	struct hetmm_migrate_report rep = { 0 };
+	char *other = t_map(4), *p = t_map(N), *r;
+
+	REQUIRE_OK(hetmm_ctx_create(&ctx2, NULL));
+	REQUIRE_OK(hetmm_emu_create(ctx2, HETMM_MEMORY_DEVICE_PRIVATE, 64,
+				    &emu2));
+	REQUIRE_OK(hetmm_emu_pagemap(emu2, &pg2));
+	t_fill(other, 4, 20);
+	t_to_device(pg2, other, 4);
+
+	migrate_part_then_grow();
+	migrate_across_chunks_then_grow();
+	mirror_read_part_then_grow();
+	exclusive_part_then_grow();
+	chunked_migrations_then_dontunmap();
+
+	t_fill(p, N, 21);
+	t_to_device(pg, p, 2);
+	CHECK_OK(hetmm_migrate_to_system(ctx, p, 2 * PS, NULL));
+	CHECK_EQ(maps_in(p, N), 1);
+	r = grow_and_verify(p, N, 21);
+	if (r) {
+		CHECK(hetmm_migrate_to_device(pg2, r, 2 * PS, &rep) < 0);
+		CHECK_EQ(rep.moved, 0);
+		CHECK_OK(hetmm_migrate_to_device(pg2, r + 4 * PS, 2 * PS,
+						 &rep));
+		CHECK_EQ(rep.moved, 2);
+		CHECK_EQ(t_count_on_device(ctx2, r + 4 * PS, 2), 2);
+		CHECK_EQ(t_verify(r, N, 21), 0);
+		CHECK_EQ(t_count_on_device(ctx2, r, N), 0);
+		t_unmap(r, 2 * N);
+	}
+
+	CHECK_EQ(t_verify(other, 4, 20), 0);
+	t_unmap(other, 4);
+	CHECK_OK(hetmm_emu_destroy(emu2));
+	CHECK_OK(hetmm_ctx_destroy(ctx2));
+}
+
 int main(void)
 {
 	/* Larger than any gap between the libraries: mapped below them
@@ -266,6 +320,7 @@ int main(void)
 	exclusive_part_then_grow();
 	chunked_migrations_then_dontunmap();
 	untouched_rest_is_fresh_memory();
+	several_contexts();
 
 	CHECK_OK(hetmm_mirror_destroy(mir));
 	CHECK_OK(hetmm_emu_destroy(emu));
