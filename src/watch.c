@@ -126,8 +126,9 @@ static bool asked_add_locked(struct watch_asked *a, uintptr_t start,
 	return spans_splice(a, i, j, &s, 1);
 }
 
-/* Out of memory, a span stays whole: asked for more than it was. */
-static void asked_remove_locked(struct watch_asked *a, uintptr_t start,
+/* Out of memory (false), a span stays whole: asked for more than it
+ * was. */
+static bool asked_remove_locked(struct watch_asked *a, uintptr_t start,
 				uintptr_t end)
 {
 	size_t i = span_after(a, start, false);
@@ -135,12 +136,12 @@ static void asked_remove_locked(struct watch_asked *a, uintptr_t start,
 	struct watch_span keep[2];
 	size_t k = 0;
 	if (i == j)
-		return;
+		return true;
 	if (a->v[i].start < start)
 		keep[k++] = (struct watch_span){ a->v[i].start, start };
 	if (a->v[j - 1].end > end)
 		keep[k++] = (struct watch_span){ end, a->v[j - 1].end };
-	spans_splice(a, i, j, keep, k);
+	return spans_splice(a, i, j, keep, k);
 }
 
 static bool asked_overlaps(struct hetmm_ctx *ctx, uintptr_t start,
@@ -174,7 +175,8 @@ void watch_moved(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
 			break;
 		uintptr_t s = MAX(a->v[i].start, from);
 		uintptr_t e = MIN(a->v[i].end, from + len);
-		asked_remove_locked(a, s, e);
+		if (!asked_remove_locked(a, s, e))
+			break;   /* out of memory: the piece stays asked */
 		asked_add_locked(a, to + (s - from), to + (e - from));
 	}
 	pthread_mutex_unlock(&a->lock);
