@@ -4,7 +4,7 @@ BUILD ?= build
 CMAKE_FLAGS ?=
 JOBS ?= $(shell nproc)
 
-.PHONY: all build install demo test bench bench-probes asan tsan soak clean conformance test-kernels bench-kernels cross-arm64 \
+.PHONY: all build install demo test bench bench-probes asan tsan soak clean conformance test-kernels bench-kernels cross-arm64 test-arm64 \
 	fuzz fuzz-merge fuzz-replay
 
 all: build
@@ -76,6 +76,13 @@ bench-kernels: build
 # linked statically (tools/cross-arm64.sh).
 cross-arm64:
 	./tools/cross-arm64.sh build-arm64
+
+# Those tests on arm64 with 16 KiB pages: Debian's bookworm-backports
+# arm64-16k kernel booted in qemu-system-aarch64 (software emulation) on
+# an initramfs of the static programs (tools/kernels/arm64.sh;
+# ARM64_PAGES=4k, ARM64_TESTS="test_a ...", ARM64_LIMIT=seconds).
+test-arm64: cross-arm64
+	./tools/kernels/arm64.sh build-arm64
 
 # The stress test for a long while (the normal build; ctest runs it for
 # 2 s).  SOAK_SECONDS=n to change.
