@@ -34,6 +34,9 @@ install(FILES ${PROJECT_BINARY_DIR}/hetmmConfig.cmake
 file(RELATIVE_PATH HETMM_PC_TO_PREFIX
   /prefix/${CMAKE_INSTALL_LIBDIR}/pkgconfig /prefix)
 string(REGEX REPLACE "/$" "" HETMM_PC_TO_PREFIX "${HETMM_PC_TO_PREFIX}")
+if(HETMM_URING_LIB)
+  set(HETMM_PC_URING -luring)
+endif()
 configure_file(${CMAKE_CURRENT_LIST_DIR}/hetmm.pc.in
   ${PROJECT_BINARY_DIR}/hetmm.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/hetmm.pc

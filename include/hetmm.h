@@ -655,6 +655,13 @@ struct hetmm_pagemap_info {
 	hetmm_pfn_t first_pfn;
 	void *drvdata;
 	const void *owner;
+	/* Asynchronous copies: the staging memory every submit_from_device
+	 * dst lies in, fixed from hot-add to hot-remove, for a driver that
+	 * registers it with its engine once (io_uring fixed buffers, an
+	 * RDMA memory region), as the kernel maps a bounce buffer for DMA
+	 * once.  NULL and 0 for a pagemap with synchronous copies. */
+	void *copy_staging;
+	size_t copy_staging_len;
 };
 
 /* A snapshot of the pagemap's state; -EINVAL for NULL, -ECHILD. */
@@ -1259,6 +1266,112 @@ int hetmm_mirror_make_exclusive(struct hetmm_mirror *mirror, void *addr,
  */
 int hetmm_mirror_check_exclusive(struct hetmm_mirror *mirror,
 				 const void *addr, uint64_t npages);
+
+/* ------------------------------------------------------------------------
+ * The file device: storage as device memory
+ *
+ * A DEVICE_PRIVATE pagemap whose frames are blocks of a file: frame i is
+ * the page at byte offset + i * page size of a regular file (any
+ * filesystem) or a block device.  Pages migrated to it are written
+ * there, and a CPU touch reads them back, as the kernel's swap does, but
+ * where the program says and through the ordinary driver interface: a
+ * driver like any other (src/devices/file.c), on the calls above alone.
+ *
+ * Its copies go through io_uring where the kernel allows it: the
+ * asynchronous submit ops, as many requests in flight as the pagemap's
+ * queue depth, reads into hetmm's staging memory registered once as a
+ * fixed buffer (hetmm_pagemap_info.copy_staging), the file registered
+ * too, and completions reaped by a thread of the device's own, which
+ * calls hetmm_copy_done().  Writes come from the process's own pages,
+ * which no registration can cover: plain writes.  Where io_uring is
+ * refused (a container's seccomp filter, io_uring_disabled, a build
+ * without liburing) or the program asks (HETMM_FILE_PREAD, or the
+ * environment variable HETMM_FILE_IO=pread), the copies are synchronous
+ * pread(2)/pwrite(2) calls instead; hetmm_file_get_info() says which,
+ * and `hetmm info` says what this machine gives.
+ *
+ * The file is opened with O_DIRECT unless HETMM_FILE_BUFFERED is given:
+ * pages go between the process and the disk without a second copy in the
+ * page cache.  A filesystem that refuses O_DIRECT (the open fails with
+ * EINVAL) is used through the page cache instead, and the info says so.
+ *
+ * A frame freed (its page came back, or was unmapped or discarded) has
+ * its blocks deallocated (fallocate(FALLOC_FL_PUNCH_HOLE)), so the file
+ * takes the disk space of the pages on the device, not more; where the
+ * filesystem can't punch, the blocks stay, holding stale bytes no page
+ * reads.
+ */
+
+struct hetmm_file;
+
+/* Copies with pread(2)/pwrite(2) even where io_uring works. */
+#define HETMM_FILE_PREAD (1u << 16)
+/* Through the page cache even where O_DIRECT works. */
+#define HETMM_FILE_BUFFERED (1u << 17)
+
+struct hetmm_file_desc {
+	const char *path;       /* a regular file (made if missing, and
+				 * grown to offset + nr_pages pages if
+				 * shorter) or a block device as large */
+	uint64_t offset;        /* bytes, page aligned: where frame 0 is */
+	uint64_t nr_pages;      /* its memory, 1 to 2^32 pages */
+	uint32_t flags;         /* HETMM_PAGEMAP_EVICT, HETMM_FILE_* */
+	uint32_t queue_depth;   /* copies in flight (0: the default,
+				 * HETMM_COPY_DEPTH_DEFAULT; at most
+				 * HETMM_COPY_DEPTH_MAX) */
+};
+
+/*
+ * A file device of what desc says.  Returns 0; -EINVAL for NULL, a
+ * relative or empty path, an unaligned offset, bad sizes or unknown
+ * flags; the kernel's errno where open(2), ftruncate(2) or fstat(2)
+ * fail (a directory, a full disk); -ENOSPC for a block device too small
+ * or when every pagemap section is in use; -ENOMEM; -ECHILD in a fork
+ * child.
+ */
+int hetmm_file_create(struct hetmm_ctx *ctx, const struct hetmm_file_desc *desc,
+		      struct hetmm_file **filep);
+/* Hot-remove its memory (every page comes home, read from the file),
+ * stop its completion thread and close the file, which is left as it
+ * is.  -EBUSY or -EIO as hetmm_pagemap_remove() (the device stays
+ * usable), -EINVAL for a device that is not live, -ECHILD. */
+int hetmm_file_destroy(struct hetmm_file *file);
+/* Its pagemap; -EINVAL for a device that is not live, -ECHILD. */
+int hetmm_file_pagemap(struct hetmm_file *file, struct hetmm_pagemap **pgmapp);
+
+/* How the device reaches its file. */
+enum hetmm_file_io {
+	HETMM_FILE_IO_URING = 1,     /* io_uring, asynchronous */
+	HETMM_FILE_IO_PREAD,         /* pread/pwrite, synchronous */
+};
+
+struct hetmm_file_info {
+	enum hetmm_file_io io;
+	int uring_errno;        /* why io_uring is not used: the negative
+				 * errno io_uring_queue_init gave, -ENOSYS
+				 * for a build without liburing, or 0 (in
+				 * use, or not asked for) */
+	int direct;             /* 1: O_DIRECT; 0: the page cache */
+	int direct_errno;       /* why not O_DIRECT (0 if not asked) */
+	int fixed_buffers;      /* 1: reads land in registered buffers */
+	uint64_t pages_read;    /* pages read from the file */
+	uint64_t pages_written; /* pages written to it */
+	uint64_t io_errors;     /* reads and writes that failed */
+	uint64_t holes_punched; /* frames whose blocks were freed */
+};
+
+/* -EINVAL for NULL or a device that is not live, -ECHILD. */
+int hetmm_file_get_info(struct hetmm_file *file, struct hetmm_file_info *info);
+
+/*
+ * For tests, as a block device's fault injection is: reads (write 0) or
+ * writes (write 1) of frames [index, index + nr) fail with err (a
+ * negative errno, -EIO say) from now on; err 0 ends it.  One range per
+ * direction.  -EINVAL for NULL, a range past the device, err positive or
+ * below -4095; -ECHILD.
+ */
+int hetmm_file_inject_error(struct hetmm_file *file, int write,
+			    uint64_t index, uint64_t nr, int err);
 
 #ifdef __cplusplus
 }

@@ -80,6 +80,12 @@ static size_t staging_bytes(uint32_t depth)
 	return (size_t)depth * HETMM_COPY_MAX_PAGES * PAGE_SIZE;
 }
 
+void *copyq_staging(const struct hetmm_pagemap *pgmap, size_t *len)
+{
+	*len = pgmap->copyq ? staging_bytes(pgmap->copyq->depth) : 0;
+	return pgmap->copyq ? pgmap->copyq->staging : NULL;
+}
+
 int copyq_create(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		 uint32_t depth, uint32_t timeout_ms)
 {

@@ -26,6 +26,10 @@ void copyq_destroy(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap);
 /* A copy of the pagemap timed out: it takes no migration any more. */
 bool copyq_dead(const struct hetmm_pagemap *pgmap);
 
+/* The staging memory of its queue (hetmm_pagemap_info.copy_staging):
+ * NULL and *len 0 for a synchronous pagemap. */
+void *copyq_staging(const struct hetmm_pagemap *pgmap, size_t *len);
+
 /* One copy the pipeline makes: index and mem (source to the device, or
  * destination from it; NULL: the slot's staging) of nr pages; tag is
  * the caller's (the piece's first page, say). */

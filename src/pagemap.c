@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "altmap.h"
+#include "copy.h"
 #include "ctx.h"
 #include "entry.h"
 #include "pagemap.h"
@@ -506,6 +507,7 @@ int hetmm_pagemap_get_info(struct hetmm_pagemap *pgmap,
 	info->first_pfn.val = HETMM_PFN_DEV | pagemap_pfn(pgmap, 0);
 	info->drvdata = pgmap->drvdata;
 	info->owner = pgmap->owner;
+	info->copy_staging = copyq_staging(pgmap, &info->copy_staging_len);
 	return 0;
 }
 

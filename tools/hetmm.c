@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -202,6 +203,49 @@ static void *info_watchdog(void *arg)
 	return NULL;
 }
 
+/* How the file device reaches storage here: a device of one page on a
+ * file in $TMPDIR (or /tmp), removed after. */
+static void print_file_device(struct hetmm_ctx *ctx)
+{
+	const char *tmp = getenv("TMPDIR");
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/hetmm-info-XXXXXX",
+		 tmp && tmp[0] == '/' ? tmp : "/tmp");
+	int fd = mkstemp(path);
+	if (fd < 0) {
+		printf("file device         no file to try: %s\n",
+		       strerror(errno));
+		return;
+	}
+	close(fd);
+	struct hetmm_file_desc d = { .path = path, .nr_pages = 1 };
+	struct hetmm_file *f;
+	struct hetmm_file_info fi;
+	int rc = hetmm_file_create(ctx, &d, &f);
+	if (!rc) {
+		rc = hetmm_file_get_info(f, &fi);
+		hetmm_file_destroy(f);
+	}
+	unlink(path);
+	if (rc) {
+		printf("file device         failed on %s: %s\n", path,
+		       hetmm_strerror(rc));
+		return;
+	}
+	if (fi.io == HETMM_FILE_IO_URING)
+		printf("file device io      io_uring%s\n", fi.fixed_buffers ?
+		       ", reads into registered buffers" :
+		       " (buffers not registered: RLIMIT_MEMLOCK?)");
+	else if (fi.uring_errno)
+		printf("file device io      pread/pwrite: io_uring refused "
+		       "(%s)\n", strerror(-fi.uring_errno));
+	else
+		printf("file device io      pread/pwrite (HETMM_FILE_IO=pread)\n");
+	printf("  O_DIRECT on %-6s %s\n", tmp && tmp[0] == '/' ? "TMPDIR" :
+	       "/tmp", fi.direct ? "yes" : "no: the filesystem refuses it, "
+	       "through the page cache");
+}
+
 static int cmd_info(void)
 {
 	struct hetmm_kernel_info ki;
@@ -271,6 +315,9 @@ static int cmd_info(void)
 		       " (enabled on the context's userfaultfd)\n", feats);
 		print_features("  ", feats);
 	}
+	fflush(stdout);
+	info_step = "the file device";
+	print_file_device(ctx);
 	fflush(stdout);
 	info_step = "hetmm_ctx_destroy()";
 	rc = hetmm_ctx_destroy(ctx);

@@ -1,0 +1,674 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * devices/file.c - the file device: a DEVICE_PRIVATE pagemap whose frames
+ * are blocks of a file or a block device, frame i at byte offset + i
+ * pages.  A driver on hetmm.h alone, as emu.c is.
+ *
+ * Copies go through io_uring (its asynchronous submit ops): a request per
+ * copy, as many in flight as hetmm's queue for the pagemap has slots, and
+ * a completion thread of the device's own that reaps them and calls
+ * hetmm_copy_done().  Reads land in hetmm's staging memory, registered
+ * once as one fixed buffer; the file is a registered file.  A transfer
+ * the kernel cut short is finished with pread/pwrite on the completion
+ * thread (rare: a signal, the end of a block device).  Where io_uring is
+ * refused, or asked not to be used, the ops are synchronous
+ * pread/pwrite.
+ *
+ * The device goes with its context: hetmm_ctx_destroy() removes its
+ * pagemap, then tells every notifier HETMM_EVENT_RELEASE; the device
+ * keeps a notifier over a page of its own, as emu.c does, to hear that
+ * and free itself.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifdef HETMM_HAVE_LIBURING
+#include <liburing.h>
+#endif
+
+#include "hetmm.h"
+
+#define PS HETMM_PAGE_SIZE
+
+/* Injected errors of one direction (hetmm_file_inject_error). */
+struct file_fault {
+	_Atomic uint64_t first, end;
+	atomic_int err;
+};
+
+#ifdef HETMM_HAVE_LIBURING
+/* One request in flight: what to finish if the kernel cuts it short. */
+struct file_req {
+	struct file_req *next_free;
+	struct hetmm_copy *copy;
+	char *buf;
+	uint64_t off;
+	size_t len;
+	bool write;
+};
+#endif
+
+struct hetmm_file {
+	struct hetmm_file *next;          /* files, under files_lock */
+	struct hetmm_ctx *ctx;
+	struct hetmm_pagemap *pgmap;
+	int fd;
+	uint64_t offset;                  /* of frame 0, bytes */
+	uint64_t nr_pages;
+	bool punch;                       /* freed frames punch holes */
+	struct hetmm_file_info info;      /* io, direct, errnos */
+	atomic_uint_fast64_t pages_read, pages_written, io_errors, punched;
+	struct file_fault fault[2];       /* reads, writes */
+	struct hetmm_notifier *life;      /* hears the context's release */
+	void *quiet;                      /* the page life watches */
+#ifdef HETMM_HAVE_LIBURING
+	struct io_uring ring;
+	bool ring_up;
+	pthread_mutex_t sq_lock;          /* the submission queue, free */
+	struct file_req *reqs, *free_reqs;
+	char *staging;                    /* registered: buffer 0 */
+	size_t staging_len;
+	pthread_t reaper;
+	bool reaper_up;
+#endif
+};
+
+static pthread_mutex_t files_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct hetmm_file *files;
+
+static struct hetmm_file *file_of(struct hetmm_pagemap *pgmap)
+{
+	return hetmm_pagemap_drvdata(pgmap);
+}
+
+static off_t frame_off(const struct hetmm_file *f, uint64_t index)
+{
+	return (off_t)(f->offset + index * PS);
+}
+
+/* The injected error for nr frames from index, or 0. */
+static int fault_for(struct hetmm_file *f, bool write, uint64_t index,
+		     size_t nr)
+{
+	struct file_fault *ff = &f->fault[write];
+	int err = atomic_load(&ff->err);
+	if (!err)
+		return 0;
+	return index < atomic_load(&ff->end) &&
+	       index + nr > atomic_load(&ff->first) ? err : 0;
+}
+
+static void count_done(struct hetmm_file *f, bool write, size_t nr, int err)
+{
+	if (err)
+		atomic_fetch_add(&f->io_errors, 1);
+	else
+		atomic_fetch_add(write ? &f->pages_written : &f->pages_read,
+				 nr);
+}
+
+/* The whole of [buf, buf + len) at off, with pread or pwrite: 0 or a
+ * negative errno (-EIO for an end of file in the middle). */
+static int io_whole(int fd, bool write, char *buf, size_t len, off_t off)
+{
+	while (len) {
+		ssize_t got = write ? pwrite(fd, buf, len, off)
+				    : pread(fd, buf, len, off);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0)
+			return -errno;
+		if (!got)
+			return -EIO;
+		buf += got;
+		len -= (size_t)got;
+		off += got;
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Synchronous copies: pread/pwrite
+ */
+
+static int file_sync_io(struct hetmm_pagemap *pgmap, bool write, char *buf,
+			uint64_t index, size_t nr)
+{
+	struct hetmm_file *f = file_of(pgmap);
+	if (!f || index + nr > f->nr_pages)
+		return -EINVAL;
+	int err = fault_for(f, write, index, nr);
+	if (!err)
+		err = io_whole(f->fd, write, buf, nr * PS, frame_off(f, index));
+	count_done(f, write, nr, err);
+	return err;
+}
+
+static int file_copy_to(struct hetmm_pagemap *pgmap, uint64_t index,
+			const void *src, size_t nr)
+{
+	return file_sync_io(pgmap, true, (char *)src, index, nr);
+}
+
+static int file_copy_from(struct hetmm_pagemap *pgmap, void *dst,
+			  uint64_t index, size_t nr)
+{
+	return file_sync_io(pgmap, false, dst, index, nr);
+}
+
+/* A freed frame gives its blocks back: one fallocate per page freed. */
+static void file_page_free(struct hetmm_pagemap *pgmap, uint64_t index)
+{
+	struct hetmm_file *f = file_of(pgmap);
+	if (!f || !f->punch || index >= f->nr_pages)
+		return;
+	if (fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		      frame_off(f, index), (off_t)PS) == 0)
+		atomic_fetch_add(&f->punched, 1);
+	else if (errno == EOPNOTSUPP)
+		f->punch = false;   /* the filesystem can't: stop asking */
+}
+
+static const struct hetmm_pagemap_ops file_pread_ops = {
+	.copy_to_device = file_copy_to,
+	.copy_from_device = file_copy_from,
+	.page_free = file_page_free,
+};
+
+/* ------------------------------------------------------------------------
+ * Asynchronous copies: io_uring
+ */
+#ifdef HETMM_HAVE_LIBURING
+
+/* user_data of the request that stops the completion thread. */
+#define REAPER_STOP 1
+
+/* Start one read or write: 0, or a negative errno (nothing started). */
+static int uring_submit(struct hetmm_file *f, bool write, char *buf,
+			uint64_t index, size_t nr, struct hetmm_copy *copy)
+{
+	if (index + nr > f->nr_pages)
+		return -EINVAL;
+	int err = fault_for(f, write, index, nr);
+	if (err) {
+		count_done(f, write, nr, err);
+		hetmm_copy_done(copy, err);
+		return 0;
+	}
+	pthread_mutex_lock(&f->sq_lock);
+	struct file_req *r = f->free_reqs;
+	struct io_uring_sqe *sqe = r ? io_uring_get_sqe(&f->ring) : NULL;
+	if (!sqe) {
+		pthread_mutex_unlock(&f->sq_lock);
+		return -EBUSY;   /* more in flight than the queue depth */
+	}
+	f->free_reqs = r->next_free;
+	*r = (struct file_req){ .copy = copy, .buf = buf,
+				.off = (uint64_t)frame_off(f, index),
+				.len = nr * PS, .write = write };
+	bool fixed = !write && f->staging && buf >= f->staging &&
+		     buf + r->len <= f->staging + f->staging_len;
+	if (write)
+		io_uring_prep_write(sqe, 0, buf, (unsigned)r->len, r->off);
+	else if (fixed)
+		io_uring_prep_read_fixed(sqe, 0, buf, (unsigned)r->len,
+					 r->off, 0);
+	else
+		io_uring_prep_read(sqe, 0, buf, (unsigned)r->len, r->off);
+	sqe->flags |= IOSQE_FIXED_FILE;
+	io_uring_sqe_set_data(sqe, r);
+	int rc = io_uring_submit(&f->ring);
+	if (rc < 0) {
+		/* The request never reached the kernel: take it back. */
+		r->next_free = f->free_reqs;
+		f->free_reqs = r;
+	}
+	pthread_mutex_unlock(&f->sq_lock);
+	return rc < 0 ? rc : 0;
+}
+
+static int uring_submit_to(struct hetmm_pagemap *pgmap, uint64_t index,
+			   const void *src, size_t nr, struct hetmm_copy *copy)
+{
+	struct hetmm_file *f = file_of(pgmap);
+	return f ? uring_submit(f, true, (char *)src, index, nr, copy)
+		 : -EINVAL;
+}
+
+static int uring_submit_from(struct hetmm_pagemap *pgmap, void *dst,
+			     uint64_t index, size_t nr,
+			     struct hetmm_copy *copy)
+{
+	struct hetmm_file *f = file_of(pgmap);
+	return f ? uring_submit(f, false, dst, index, nr, copy) : -EINVAL;
+}
+
+/* A completion: finish a short transfer, then tell hetmm. */
+static void uring_complete(struct hetmm_file *f, struct file_req *r, int res)
+{
+	int err = res < 0 ? res : 0;
+	if (!err && (size_t)res < r->len)
+		err = io_whole(f->fd, r->write, r->buf + res,
+			       r->len - (size_t)res, (off_t)(r->off + res));
+	struct hetmm_copy *copy = r->copy;
+	bool write = r->write;
+	size_t nr = r->len / PS;
+	pthread_mutex_lock(&f->sq_lock);
+	r->next_free = f->free_reqs;
+	f->free_reqs = r;
+	pthread_mutex_unlock(&f->sq_lock);
+	count_done(f, write, nr, err);
+	hetmm_copy_done(copy, err);
+}
+
+static void *uring_reaper(void *arg)
+{
+	struct hetmm_file *f = arg;
+	for (;;) {
+		struct io_uring_cqe *cqe;
+		int rc = io_uring_wait_cqe(&f->ring, &cqe);
+		if (rc == -EINTR || rc == -EAGAIN)
+			continue;
+		if (rc < 0)
+			break;   /* the ring is broken: nothing more comes */
+		void *data = io_uring_cqe_get_data(cqe);
+		int res = cqe->res;
+		io_uring_cqe_seen(&f->ring, cqe);
+		if ((uintptr_t)data == REAPER_STOP)
+			break;
+		uring_complete(f, data, res);
+	}
+	return NULL;
+}
+
+static const struct hetmm_pagemap_ops file_uring_ops = {
+	.submit_to_device = uring_submit_to,
+	.submit_from_device = uring_submit_from,
+	.page_free = file_page_free,
+};
+
+/* io_uring asked not to be used: the flag, or HETMM_FILE_IO=pread. */
+static bool uring_declined(uint32_t flags)
+{
+	const char *env = getenv("HETMM_FILE_IO");
+	return (flags & HETMM_FILE_PREAD) || (env && !strcmp(env, "pread"));
+}
+
+/* A ring of depth entries with the file registered, or the errno. */
+static int uring_open(struct hetmm_file *f, uint32_t depth)
+{
+	int rc = io_uring_queue_init(depth, &f->ring, 0);
+	if (rc < 0)
+		return rc;
+	f->ring_up = true;
+	rc = io_uring_register_files(&f->ring, &f->fd, 1);
+	if (rc < 0)
+		return rc;
+	f->reqs = calloc(depth, sizeof(*f->reqs));
+	if (!f->reqs)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < depth; i++) {
+		f->reqs[i].next_free = f->free_reqs;
+		f->free_reqs = &f->reqs[i];
+	}
+	return 0;
+}
+
+/* Register the pagemap's staging as fixed buffer 0 and start the
+ * completion thread.  A registration refused (RLIMIT_MEMLOCK) leaves
+ * reads unregistered. */
+static int uring_start(struct hetmm_file *f)
+{
+	struct hetmm_pagemap_info pi;
+	int rc = hetmm_pagemap_get_info(f->pgmap, &pi);
+	if (rc)
+		return rc;
+	struct iovec iov = { pi.copy_staging, pi.copy_staging_len };
+	if (pi.copy_staging &&
+	    io_uring_register_buffers(&f->ring, &iov, 1) == 0) {
+		f->staging = pi.copy_staging;
+		f->staging_len = pi.copy_staging_len;
+		f->info.fixed_buffers = 1;
+	}
+	rc = pthread_create(&f->reaper, NULL, uring_reaper, f);
+	if (rc)
+		return -rc;
+	f->reaper_up = true;
+	return 0;
+}
+
+/* Stop the completion thread: a no-op request it reads last. */
+static void uring_stop(struct hetmm_file *f)
+{
+	if (f->reaper_up) {
+		pthread_mutex_lock(&f->sq_lock);
+		struct io_uring_sqe *sqe;
+		while (!(sqe = io_uring_get_sqe(&f->ring)))
+			io_uring_submit(&f->ring);
+		io_uring_prep_nop(sqe);
+		io_uring_sqe_set_data(sqe, (void *)(uintptr_t)REAPER_STOP);
+		io_uring_submit(&f->ring);
+		pthread_mutex_unlock(&f->sq_lock);
+		pthread_join(f->reaper, NULL);
+		f->reaper_up = false;
+	}
+	if (f->ring_up)
+		io_uring_queue_exit(&f->ring);
+	f->ring_up = false;
+	free(f->reqs);
+	f->reqs = NULL;
+}
+
+/* The ops to hot-add with: io_uring's unless refused or declined. */
+static void file_io_init(struct hetmm_file *f)
+{
+	pthread_mutex_init(&f->sq_lock, NULL);
+}
+
+static const struct hetmm_pagemap_ops *file_choose_io(struct hetmm_file *f,
+		uint32_t flags, uint32_t depth)
+{
+	if (uring_declined(flags))
+		return &file_pread_ops;
+	int rc = uring_open(f, depth);
+	if (rc == 0) {
+		f->info.io = HETMM_FILE_IO_URING;
+		return &file_uring_ops;
+	}
+	f->info.uring_errno = rc;
+	uring_stop(f);
+	return &file_pread_ops;
+}
+
+static void file_io_free(struct hetmm_file *f)
+{
+	uring_stop(f);
+	pthread_mutex_destroy(&f->sq_lock);
+}
+
+#else /* !HETMM_HAVE_LIBURING */
+
+static void file_io_init(struct hetmm_file *f)
+{
+	(void)f;
+}
+
+static const struct hetmm_pagemap_ops *file_choose_io(struct hetmm_file *f,
+		uint32_t flags, uint32_t depth)
+{
+	(void)depth;
+	if (!(flags & HETMM_FILE_PREAD))
+		f->info.uring_errno = -ENOSYS;   /* built without liburing */
+	return &file_pread_ops;
+}
+
+static int uring_start(struct hetmm_file *f)
+{
+	(void)f;
+	return 0;
+}
+
+static void file_io_free(struct hetmm_file *f)
+{
+	(void)f;
+}
+
+#endif /* HETMM_HAVE_LIBURING */
+
+/* ------------------------------------------------------------------------
+ * The device
+ */
+
+static int ctx_usable(struct hetmm_ctx *ctx)
+{
+	enum hetmm_uffd_route route;
+	return hetmm_ctx_uffd_info(ctx, &route, NULL);
+}
+
+static bool file_listed(struct hetmm_file *f)
+{
+	bool found = false;
+	pthread_mutex_lock(&files_lock);
+	for (struct hetmm_file *e = files; e && !found; e = e->next)
+		found = e == f;
+	pthread_mutex_unlock(&files_lock);
+	return found;
+}
+
+static bool file_unlist(struct hetmm_file *f)
+{
+	bool found = false;
+	pthread_mutex_lock(&files_lock);
+	for (struct hetmm_file **pp = &files; *pp; pp = &(*pp)->next) {
+		if (*pp == f) {
+			*pp = f->next;
+			found = true;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&files_lock);
+	return found;
+}
+
+static void file_free(struct hetmm_file *f)
+{
+	file_io_free(f);
+	if (f->fd >= 0)
+		close(f->fd);
+	if (f->quiet)
+		munmap(f->quiet, PS);
+	free(f);
+}
+
+/* The context is going: its pagemap is gone already (every page home). */
+static void file_life(struct hetmm_notifier *n, uintptr_t start,
+		      uintptr_t end, enum hetmm_event why, void *arg)
+{
+	(void)n;
+	(void)start;
+	(void)end;
+	if (why != HETMM_EVENT_RELEASE)
+		return;
+	struct hetmm_file *f = arg;
+	file_unlist(f);
+	file_free(f);
+}
+
+static const struct hetmm_notifier_ops file_life_ops = {
+	.invalidate = file_life,
+};
+
+#define FILE_FLAGS (HETMM_PAGEMAP_EVICT | HETMM_FILE_PREAD | \
+		    HETMM_FILE_BUFFERED)
+
+static int file_check_desc(const struct hetmm_file_desc *d)
+{
+	if (!d || !d->path || d->path[0] != '/' || !d->nr_pages ||
+	    d->nr_pages > (1ULL << 32) || (d->flags & ~FILE_FLAGS) ||
+	    d->offset % PS || d->queue_depth > HETMM_COPY_DEPTH_MAX)
+		return -EINVAL;
+	if (d->offset > UINT64_MAX / 2 || d->nr_pages * PS > UINT64_MAX / 2 -
+	    d->offset)
+		return -EINVAL;
+	return 0;
+}
+
+/*
+ * Open the file, O_DIRECT unless told not to or refused (EINVAL: the
+ * filesystem takes no direct I/O), and make it as large as the device.
+ */
+static int file_open(struct hetmm_file *f, const struct hetmm_file_desc *d)
+{
+	int flags = O_RDWR | O_CREAT | O_CLOEXEC;
+	f->fd = -1;
+	if (!(d->flags & HETMM_FILE_BUFFERED)) {
+		f->fd = open(d->path, flags | O_DIRECT, 0600);
+		if (f->fd >= 0)
+			f->info.direct = 1;
+		else if (errno == EINVAL)
+			f->info.direct_errno = -EINVAL;
+		else
+			return -errno;
+	}
+	if (f->fd < 0)
+		f->fd = open(d->path, flags, 0600);
+	if (f->fd < 0)
+		return -errno;
+	struct stat st;
+	if (fstat(f->fd, &st))
+		return -errno;
+	uint64_t need = d->offset + d->nr_pages * PS;
+	if (S_ISBLK(st.st_mode)) {
+		uint64_t size = 0;
+		if (ioctl(f->fd, BLKGETSIZE64, &size))
+			return -errno;
+		return size < need ? -ENOSPC : 0;
+	}
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
+	f->punch = true;
+	if ((uint64_t)st.st_size < need && ftruncate(f->fd, (off_t)need))
+		return -errno;
+	return 0;
+}
+
+int hetmm_file_create(struct hetmm_ctx *ctx, const struct hetmm_file_desc *d,
+		      struct hetmm_file **filep)
+{
+	if (!ctx || !filep)
+		return -EINVAL;
+	int rc = ctx_usable(ctx);
+	if (rc)
+		return rc;
+	rc = file_check_desc(d);
+	if (rc)
+		return rc;
+	struct hetmm_file *f = calloc(1, sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	f->ctx = ctx;
+	f->offset = d->offset;
+	f->nr_pages = d->nr_pages;
+	f->info.io = HETMM_FILE_IO_PREAD;
+	file_io_init(f);
+	uint32_t depth = d->queue_depth ? d->queue_depth
+					: HETMM_COPY_DEPTH_DEFAULT;
+	rc = file_open(f, d);
+	const struct hetmm_pagemap_ops *ops = NULL;
+	if (!rc) {
+		ops = file_choose_io(f, d->flags, depth);
+		f->quiet = mmap(NULL, PS, PROT_READ | PROT_WRITE,
+				MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (f->quiet == MAP_FAILED) {
+			f->quiet = NULL;
+			rc = -ENOMEM;
+		}
+	}
+	if (rc) {
+		file_free(f);
+		return rc;
+	}
+	struct hetmm_pagemap_desc desc = {
+		.type = HETMM_MEMORY_DEVICE_PRIVATE,
+		.nr_pages = d->nr_pages,
+		.ops = ops,
+		.drvdata = f,
+		.owner = f,
+		.flags = HETMM_PAGEMAP_MANAGED |
+			 (d->flags & HETMM_PAGEMAP_EVICT),
+		.queue_depth = f->info.io == HETMM_FILE_IO_URING ? depth : 0,
+	};
+	rc = hetmm_pagemap_add(ctx, &desc, &f->pgmap);
+	if (rc) {
+		f->pgmap = NULL;
+		file_free(f);
+		return rc;
+	}
+	if (f->info.io == HETMM_FILE_IO_URING)
+		rc = uring_start(f);
+	if (!rc)
+		rc = hetmm_notifier_insert(ctx, f->quiet, PS, &file_life_ops,
+					   f, &f->life);
+	if (rc) {
+		hetmm_pagemap_remove_managed(f->pgmap, f);
+		file_free(f);
+		return rc;
+	}
+	pthread_mutex_lock(&files_lock);
+	f->next = files;
+	files = f;
+	pthread_mutex_unlock(&files_lock);
+	*filep = f;
+	return 0;
+}
+
+int hetmm_file_destroy(struct hetmm_file *f)
+{
+	if (!f || !file_listed(f))
+		return -EINVAL;
+	int rc = ctx_usable(f->ctx);
+	if (rc)
+		return rc;
+	rc = hetmm_pagemap_remove_managed(f->pgmap, f);
+	if (rc)
+		return rc;
+	if (!file_unlist(f))
+		return -EINVAL;
+	hetmm_notifier_remove(f->life);
+	file_free(f);
+	return 0;
+}
+
+int hetmm_file_pagemap(struct hetmm_file *f, struct hetmm_pagemap **pgmapp)
+{
+	if (!f || !pgmapp || !file_listed(f))
+		return -EINVAL;
+	int rc = ctx_usable(f->ctx);
+	if (rc)
+		return rc;
+	*pgmapp = f->pgmap;
+	return 0;
+}
+
+int hetmm_file_get_info(struct hetmm_file *f, struct hetmm_file_info *info)
+{
+	if (!f || !info || !file_listed(f))
+		return -EINVAL;
+	int rc = ctx_usable(f->ctx);
+	if (rc)
+		return rc;
+	*info = f->info;
+	info->pages_read = atomic_load(&f->pages_read);
+	info->pages_written = atomic_load(&f->pages_written);
+	info->io_errors = atomic_load(&f->io_errors);
+	info->holes_punched = atomic_load(&f->punched);
+	return 0;
+}
+
+int hetmm_file_inject_error(struct hetmm_file *f, int write, uint64_t index,
+			    uint64_t nr, int err)
+{
+	if (!f || !file_listed(f) || err > 0 || err < -4095 ||
+	    index > f->nr_pages || nr > f->nr_pages - index)
+		return -EINVAL;
+	int rc = ctx_usable(f->ctx);
+	if (rc)
+		return rc;
+	struct file_fault *ff = &f->fault[write ? 1 : 0];
+	atomic_store(&ff->err, 0);
+	atomic_store(&ff->first, index);
+	atomic_store(&ff->end, index + nr);
+	atomic_store(&ff->err, err);
+	return 0;
+}
