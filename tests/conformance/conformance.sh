@@ -164,14 +164,21 @@ fi
 # ------------------------------------------------------------ the build
 bin="$work/$(basename "$main" .c)"
 if [ ! -x "$bin" ] || [ "$kroot/$main" -nt "$bin" ]; then
+	libs=()
 	if [ "$prog" = gup_longterm ]; then
-		# The Makefile's probe for liburing, as it runs it.
+		# The Makefile's probe for liburing, as it runs it, and the
+		# library it then links (local_config.mk: LDLIBS += -luring
+		# where liburing-dev is installed).
 		(cd "$kroot/$sd" && sh ./check_config.sh "$cc" > /dev/null)
+		if grep -q -- -luring "$kroot/$sd/local_config.mk" 2>/dev/null; then
+			libs+=(-luring)
+		fi
 	fi
 	# As the selftests Makefile builds them: relative includes resolve
 	# against the kernel tree's root, each test linked with the helpers.
 	(cd "$kroot/$sd" && $cc "${cflags[@]}" -I "$kroot" "${hdr[@]}" \
-		-o "$bin" "$kroot/$main" "${extra[@]/#/$kroot/}" -lrt -lpthread -lm) \
+		-o "$bin" "$kroot/$main" "${extra[@]/#/$kroot/}" "${libs[@]}" \
+		-lrt -lpthread -lm) \
 		2> "$work/build.log" || { cat "$work/build.log" >&2; die "$main does not build"; }
 fi
 if [ -n "$prepare_only" ]; then
