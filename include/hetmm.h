@@ -456,7 +456,7 @@ struct hetmm_copy;
  * is started, and the driver then calls hetmm_copy_done(copy, ...)
  * exactly once, from any thread (its completion thread, or this one
  * before the op returns), in any order; src and dst stay valid until
- * then.  A negative return means the copy was not started (no done call
+ * then, unless the copy timed out (below).  A negative return means the copy was not started (no done call
  * follows) and counts as its failure.  hetmm allocates nothing per copy.
  *
  * Device errors.  A copy that fails (an op returning non-zero, done with
@@ -472,7 +472,11 @@ struct hetmm_copy;
  * (the pagemap takes no new migration from then on: -EIO), and keeps the
  * pagemap's queue (its depth times HETMM_COPY_MAX_PAGES pages of staging)
  * for the process's life, so that a late done is harmless even after
- * hot-remove.
+ * hot-remove.  A late copy to the device still reads src, the process's
+ * own memory, which is the process's again and may be unmapped by then:
+ * a driver whose copies can run that late reads it with a call that
+ * fails rather than faults (process_vm_readv(2) on its own pid, or a
+ * DMA engine's own mapping of the pages).
  */
 struct hetmm_pagemap_ops {
 	/* Copy nr pages of system memory at src into device pages.  0, or

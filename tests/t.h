@@ -219,6 +219,22 @@ static inline double t_now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/*
+ * How many times slower than the host the test machine may be: a whole
+ * factor >= 1 from HETMM_TEST_TIME_SCALE, 1 without it.  The guests under
+ * software emulation set it (tools/kernels/), and a test that gives the
+ * library a deadline (a driver's copy timeout, say) scales it by this, so
+ * that a deadline meant to pass is not missed on a machine 10 times
+ * slower; the behaviour checked stays the same.
+ */
+static inline unsigned t_time_scale(void)
+{
+	const char *s = getenv("HETMM_TEST_TIME_SCALE");
+	unsigned long v = s ? strtoul(s, NULL, 10) : 1;
+
+	return v >= 1 && v <= 1000 ? (unsigned)v : 1;
+}
+
 /* A private anonymous read-write mapping of npages, never touched. */
 static inline void *t_map(size_t npages)
 {

@@ -247,8 +247,9 @@ static void test_system_memory(void)
 
 static void test_generic_anon(void)
 {
-	const uint64_t nr = 300;                /* 2 pages of metadata */
 	const size_t msize = (size_t)hetmm_page_metadata_size();
+	/* 2 pages of metadata (300 pages at 4 KiB) at any page size. */
+	const uint64_t nr = PS / msize + 44;
 	struct drv d = { .nr = nr, .fd = -1 };
 
 	d.mem = t_map(nr);
@@ -257,7 +258,7 @@ static void test_generic_anon(void)
 	CHECK_EQ(res, reserved_for(nr));
 	CHECK_EQ(res, 2);
 	/* A reference on page k shows in the memory at k's metadata. */
-	const uint64_t k = 299;
+	const uint64_t k = nr - 1;
 	unsigned char snap[16 * 4];
 	REQUIRE(msize <= sizeof(snap));
 	memcpy(snap, d.mem + k * msize, msize);
@@ -292,7 +293,8 @@ static int in_memfd(const void *addr, const char *name)
 
 static void test_coherent_emu(void)
 {
-	const uint64_t nr = 600;                /* 3 pages of metadata */
+	/* 3 pages of metadata (600 pages at 4 KiB) at any page size. */
+	const uint64_t nr = 2 * PS / (size_t)hetmm_page_metadata_size() + 88;
 	struct hetmm_emu_desc ed = { HETMM_MEMORY_DEVICE_COHERENT, nr,
 				     HETMM_PAGEMAP_ALTMAP };
 	struct hetmm_emu *emu;
@@ -327,9 +329,9 @@ static void test_coherent_emu(void)
 		CHECK(hetmm_pfn_number(pfn) -
 		      hetmm_pfn_number(info.first_pfn) >= res);
 	}
-	t_verify(buf, n + 1, 31);
+	CHECK_EQ(t_verify(buf, n + 1, 31), 0);
 	CHECK_OK(hetmm_emu_destroy(emu));
-	t_verify(buf, n + 1, 31);
+	CHECK_EQ(t_verify(buf, n + 1, 31), 0);
 	t_unmap(buf, n + 1);
 
 	/* Too small for its metadata and a frame. */

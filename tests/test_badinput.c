@@ -426,22 +426,40 @@ static void own_memory(void)
 /*
  * A range that runs into one of the kernel's special mappings ([vvar],
  * [vdso]: no userfaultfd there) is refused before anything moves, and the
- * context goes on working.  The page below the special mapping is
- * anonymous memory: ours if there is room to map it, else the small
- * anonymous mapping of libc's or the loader's that the kernel usually
- * puts there (the case found: those pages went to the device, and the
- * context could no longer be used or destroyed).
+ * context goes on working.  The page next to the special mapping is
+ * anonymous memory: ours if there is room to map it below or above one
+ * (x86-64 has room below [vvar]; arm64 puts the process's first mappings
+ * right below it, and has room above [vdso]), else the small anonymous
+ * mapping of libc's or the loader's that the kernel usually puts below
+ * (the case found: those pages went to the device, and the context could
+ * no longer be used or destroyed).
  */
+
+/* Our own page at addr, if nothing is mapped there. */
+static bool map_own_page(uintptr_t addr)
+{
+	void *p = mmap((void *)addr, PS, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+		       -1, 0);
+	if (p == MAP_FAILED)
+		return false;
+	if (p != (void *)addr) {        /* a kernel that took it as a hint */
+		munmap(p, PS);
+		return false;
+	}
+	return true;
+}
+
 static void special_mapping(void)
 {
 	char line[512], prev[512] = "";
 	uintptr_t lo = 0, hi, plo = 0, phi = 0;
 	FILE *f = fopen("/proc/self/maps", "r");
-	char *below = NULL;
+	char *anon = NULL, *range = NULL;   /* range: 2 pages, anon one */
 	bool ours = false;
 
 	REQUIRE(f != NULL);
-	while (!below && fgets(line, sizeof(line), f)) {
+	while (!anon && fgets(line, sizeof(line), f)) {
 		unsigned long long off, inode = 1;
 		char perms[8];
 		unsigned maj, min;
@@ -451,26 +469,28 @@ static void special_mapping(void)
 			continue;
 		}
 		REQUIRE(sscanf(line, "%lx-%lx", &lo, &hi) == 2);
-		void *p = mmap((void *)(lo - PS), PS, PROT_READ | PROT_WRITE,
-			       MAP_PRIVATE | MAP_ANONYMOUS |
-			       MAP_FIXED_NOREPLACE, -1, 0);
-		if (p == (void *)(lo - PS)) {
-			below = p;
+		if (map_own_page(lo - PS)) {
+			anon = range = (char *)(lo - PS);
 			ours = true;
-			t_fill(below, 1, 78);
+		} else if (map_own_page(hi)) {
+			anon = (char *)hi;
+			range = (char *)(hi - PS);
+			ours = true;
 		} else if (sscanf(prev, "%lx-%lx %7s %llx %x:%x %llu", &plo,
 				  &phi, perms, &off, &maj, &min, &inode) == 7 &&
 			   phi == lo && !inode && !strcmp(perms, "rw-p")) {
-			below = (char *)(lo - PS);
+			anon = range = (char *)(lo - PS);
 		}
 		strcpy(prev, line);
 	}
 	fclose(f);
-	REQUIRE(below != NULL);
+	REQUIRE(anon != NULL);
+	if (ours)
+		t_fill(anon, 1, 78);
 	save_state();
-	REFUSED_WITH(hetmm_migrate_to_device(pg, below, 2 * PS, NULL),
+	REFUSED_WITH(hetmm_migrate_to_device(pg, range, 2 * PS, NULL),
 		     -EINVAL);
-	CHECK(!t_on_device(ctx, below));
+	CHECK(!t_on_device(ctx, anon));
 	/* The context goes on: a page of ours goes and comes back. */
 	char *mine = t_map(1);
 	t_fill(mine, 1, 79);
@@ -479,8 +499,8 @@ static void special_mapping(void)
 	CHECK_EQ(t_verify(mine, 1, 79), 0);
 	t_unmap(mine, 1);
 	if (ours) {
-		CHECK_EQ(t_verify(below, 1, 78), 0);
-		munmap(below, PS);
+		CHECK_EQ(t_verify(anon, 1, 78), 0);
+		munmap(anon, PS);
 	}
 	CHECK_EQ(t_settled_free(pg, saved.free1), saved.free1);
 	save_state();

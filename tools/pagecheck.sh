@@ -14,8 +14,9 @@
 # Exit 0: clean; 1: a finding (each printed as file:line: text); 2: usage.
 set -euo pipefail
 
-# 4096, the 4 KiB mask, shifts by 12 or 21, 2 MiB written out, 512 pages.
-PATTERN='\b4096\b|\b0x0*fff\b|(<<|>>)[[:space:]]*(12|21)\b|\b(2097152|0x200000)\b|\b2[uUlL]*[[:space:]]*<<[[:space:]]*20\b|\b512[[:space:]]*\*[[:space:]]*(PS|PAGE_SIZE|HETMM_PAGE_SIZE)\b'
+# 4096, the 4 KiB mask, shifts by 12 or 21, 2 MiB written out, 512 pages,
+# an order compared with 4 KiB's PMD or PUD order (9, 18).
+PATTERN='\b4096\b|\b0x0*fff\b|(<<|>>)[[:space:]]*(12|21)\b|\b(2097152|0x200000)\b|\b2[uUlL]*[[:space:]]*<<[[:space:]]*20\b|\b512[[:space:]]*\*[[:space:]]*(PS|PAGE_SIZE|HETMM_PAGE_SIZE)\b|order[^;]*(==|!=)[[:space:]]*(9|18)\b'
 
 check() {
 	local out
@@ -42,7 +43,8 @@ selftest() {
 		{ echo "pagecheck selftest: clean file flagged" >&2; return 1; }
 	for line in 'char page[4096];' 'x = a & ~0xfff;' 'v = a >> 12;' \
 		    'v = n << 12;' 'h = a << 21;' 'sz = 2097152;' \
-		    'sz = 2u << 20;' 'al = 512 * PS;' 'sz = 2UL << 20;'; do
+		    'sz = 2u << 20;' 'al = 512 * PS;' 'sz = 2UL << 20;' \
+		    'if (hetmm_range_order(e) == 9)'; do
 		printf 'int f(void) {\n\t%s\n}\n' "$line" >"$tmp/bad.c"
 		rc=0
 		check "$tmp/bad.c" >/dev/null 2>&1 || rc=$?

@@ -1117,9 +1117,13 @@ static uint8_t snapshot_prot(uint64_t e)
 	}
 	if (e & HETMM_RANGE_ZERO)
 		prot = HETMM_PROT_ZERO | HETMM_PROT_READ;
-	if (hetmm_range_order(e) == 9)
+	/* A PMD maps a page table's worth of pages (9 orders at 4 KiB
+	 * pages, 11 at 16 KiB, 13 at 64 KiB), a PUD a table of PMDs. */
+	unsigned int pmd = (unsigned int)__builtin_ctzll(hetmm_pmd_size()) -
+			   PAGE_SHIFT;
+	if (hetmm_range_order(e) == pmd)
 		prot |= HETMM_PROT_PMD;
-	else if (hetmm_range_order(e) == 18)
+	else if (hetmm_range_order(e) == 2 * pmd)
 		prot |= HETMM_PROT_PUD;
 	return prot;
 }

@@ -14,11 +14,15 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 mount -t tmpfs tmpfs /tmp
+mkdir -p /dev/shm
+mount -t tmpfs tmpfs /dev/shm
 say() { echo "HETMM-ARM64: $*"; }
 
 say "begin kernel=$(uname -r) machine=$(uname -m) page_size=$(getconf PAGESIZE 2>/dev/null || echo ?)"
 say "thp $(cat /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null) pmd $(cat /sys/kernel/mm/transparent_hugepage/hpage_pmd_size 2>/dev/null)"
 limit=$(cat /tests/limit)
+HETMM_TEST_TIME_SCALE=$(cat /tests/time_scale)
+export HETMM_TEST_TIME_SCALE
 cd /tests
 for t in $(cat /tests/list); do
 	say "start $t"

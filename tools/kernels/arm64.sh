@@ -15,7 +15,9 @@
 # The initramfs holds busybox, tools/kernels/arm64-init.sh as /init, and
 # the programs: the C tests of tests/CMakeLists.txt (not test_shim, which
 # needs LD_PRELOAD), the examples and `hetmm info`.  Each runs with a time
-# limit (ARM64_LIMIT seconds, 900); ARM64_TESTS="test_a test_b" for a
+# limit (ARM64_LIMIT seconds; by default ctest's 120 times ARM64_TIME_SCALE,
+# 10, which the guest also gives the tests as HETMM_TEST_TIME_SCALE for
+# their own deadlines); ARM64_TESTS="test_a test_b" for a
 # subset.  The guest's console is BUILD_DIR/kernels/<package>/console.log.
 #
 # Prints each program's result; exit 0 only if the guest booted, ran every
@@ -28,9 +30,14 @@ tree=$(cd "$here/../.." && pwd)
 build=$(cd "${1:?usage: arm64.sh BUILD_DIR [PACKAGE]}" && pwd)
 pkg=${2:-}
 work="$build/kernels"
-limit=${ARM64_LIMIT:-900}
 log() { echo "test-arm64: $*"; }
 fail() { echo "test-arm64: $*" >&2; exit 1; }
+# Under software emulation a program runs 10 to 50 times slower than on
+# the host: its ctest TIMEOUT (120 s) times the scale, and the tests'
+# own deadlines scaled the same way (HETMM_TEST_TIME_SCALE, tests/t.h).
+scale=${ARM64_TIME_SCALE:-10}
+[[ $scale =~ ^[1-9][0-9]*$ ]] || fail "ARM64_TIME_SCALE must be a whole number >= 1"
+limit=${ARM64_LIMIT:-$((120 * scale))}
 
 file "$build/tests/test_pagesize" 2>/dev/null | grep -q 'ARM aarch64.*statically linked' ||
 	fail "$build/tests/test_pagesize is no static arm64 program: make cross-arm64 first"
@@ -93,6 +100,7 @@ printf '#!/bin/sh\nexec /tests/hetmm info\n' > "$ird/tests/hetmm_info"
 chmod 755 "$ird/tests/hetmm_info"
 echo hetmm_info >> "$ird/tests/list"
 echo "$limit" > "$ird/tests/limit"
+echo "$scale" > "$ird/tests/time_scale"
 (cd "$ird" && find . | cpio -o -H newc --quiet | gzip -1) > "$kdir/initramfs.gz"
 
 n=$(wc -l < "$ird/tests/list")

@@ -15,7 +15,8 @@
 # directory) and BUILD (the host's build directory), absolute paths, JOBS (ctest -j), LIMIT (seconds the whole
 # ctest run may take), CTEST_ARGS (more ctest arguments, such as -R NAME),
 # TEST_ENV (VAR=value words added to the tests' environment) and SCALE
-# (a factor for every test's ctest TIMEOUT; 1 keeps them) and BENCH
+# (a factor for every test's ctest TIMEOUT, and HETMM_TEST_TIME_SCALE for
+# the tests' own deadlines, tests/t.h; 1 keeps them) and BENCH
 # (when set, `hetmm bench BENCH --json` runs instead of the tests).
 
 PATH=/bin
@@ -127,7 +128,8 @@ fi
 guest() {
 	chroot "$r" /usr/bin/env -i \
 		PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-		HOME=/tmp TMPDIR=/tmp LANG=C.UTF-8 TERM=dumb $TEST_ENV \
+		HOME=/tmp TMPDIR=/tmp LANG=C.UTF-8 TERM=dumb \
+		HETMM_TEST_TIME_SCALE=$SCALE $TEST_ENV \
 		/bin/sh -c 'cd "$0" && exec "$@"' "$BUILD" "$@"
 }
 
