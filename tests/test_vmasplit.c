@@ -261,12 +261,17 @@ static void several_contexts(void)
 	struct hetmm_emu *emu2;
 	struct hetmm_pagemap *pg2;
 	struct hetmm_migrate_report rep = { 0 };
-	char *other = t_map(4), *p = t_map(N), *r;
+	char *other, *p, *r;
 
 	REQUIRE_OK(hetmm_ctx_create(&ctx2, NULL));
 	REQUIRE_OK(hetmm_emu_create(ctx2, HETMM_MEMORY_DEVICE_PRIVATE, 64,
 				    &emu2));
 	REQUIRE_OK(hetmm_emu_pagemap(emu2, &pg2));
+	/* Mapped after ctx2's own memory (its handler's stack, say), which
+	 * the kernel could otherwise merge into them: memory a context
+	 * owns is left out of every whole registration. */
+	other = t_map(4);
+	p = t_map(N);
 	t_fill(other, 4, 20);
 	t_to_device(pg2, other, 4);
 
