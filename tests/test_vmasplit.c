@@ -261,17 +261,20 @@ static void several_contexts(void)
 	struct hetmm_emu *emu2;
 	struct hetmm_pagemap *pg2;
 	struct hetmm_migrate_report rep = { 0 };
-	char *other, *p, *r;
+	/* p is a mapping of its own between two inaccessible pages: next
+	 * to other (or to memory either context registered) the kernel
+	 * would merge it into their mapping, which ctx2 then registers
+	 * whole (under ASan's layout, 6 runs of 10). */
+	char *guarded = mmap(NULL, (N + 2) * PS, PROT_NONE,
+			     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *other = t_map(4), *p = guarded + PS, *r;
 
+	REQUIRE(guarded != MAP_FAILED);
+	REQUIRE(mprotect(p, N * PS, PROT_READ | PROT_WRITE) == 0);
 	REQUIRE_OK(hetmm_ctx_create(&ctx2, NULL));
 	REQUIRE_OK(hetmm_emu_create(ctx2, HETMM_MEMORY_DEVICE_PRIVATE, 64,
 				    &emu2));
 	REQUIRE_OK(hetmm_emu_pagemap(emu2, &pg2));
-	/* Mapped after ctx2's own memory (its handler's stack, say), which
-	 * the kernel could otherwise merge into them: memory a context
-	 * owns is left out of every whole registration. */
-	other = t_map(4);
-	p = t_map(N);
 	t_fill(other, 4, 20);
 	t_to_device(pg2, other, 4);
 
@@ -300,6 +303,8 @@ static void several_contexts(void)
 
 	CHECK_EQ(t_verify(other, 4, 20), 0);
 	t_unmap(other, 4);
+	t_unmap(guarded, 1);
+	t_unmap(guarded + (N + 1) * PS, 1);
 	CHECK_OK(hetmm_emu_destroy(emu2));
 	CHECK_OK(hetmm_ctx_destroy(ctx2));
 }
