@@ -58,7 +58,7 @@ static uint64_t dropped_free_flags(const struct hetmm_pagemap *pgmap)
 	return (pgmap->flags & HETMM_PAGEMAP_REMAP) ? PAGE_STALE : 0;
 }
 
-static void frame_drop(struct hetmm_ctx *ctx, uint64_t pfn, bool resident)
+void frame_drop(struct hetmm_ctx *ctx, uint64_t pfn, bool resident)
 {
 	uint64_t idx;
 	struct hetmm_pagemap *pgmap = pfn_pagemap(pfn, &idx);

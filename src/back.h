@@ -65,6 +65,9 @@ void migrate_drop_claimed(struct hetmm_ctx *ctx, const uint64_t *vpns,
 			  const uint64_t *claims, size_t n,
 			  enum hetmm_event why);
 
+/* Free the frame of a device page whose process page is gone; resident:
+ * it counted in the context's device_resident. */
+void frame_drop(struct hetmm_ctx *ctx, uint64_t pfn, bool resident);
 /* --- the pieces of migrate_back_claimed -------------------------------- */
 
 /* Tell devices that the claimed pages leave (EXCLUSIVE if a device held

@@ -81,6 +81,7 @@ static void ctx_free(struct hetmm_ctx *ctx)
 	fault_engine_destroy(ctx);
 	vmaq_close(&ctx->vmaq);
 	shadow_destroy(&ctx->shadow);
+	vtab_destroy(&ctx->vacated.parked_tab);
 	watch_fini(ctx);
 	if (ctx->zero_src) {
 		entry_disown(ctx, &ctx->own_zero);
@@ -111,6 +112,7 @@ int hetmm_ctx_create(struct hetmm_ctx **ctxp,
 	ctx->fault_around_max = params && params->fault_around_max ?
 				params->fault_around_max : DEFAULT_FAULT_AROUND;
 	shadow_init(&ctx->shadow);
+	vtab_init(&ctx->vacated.parked_tab);
 	watch_init(ctx);
 	pthread_mutex_init(&ctx->lock, NULL);
 	pthread_mutex_init(&ctx->own_lock, NULL);

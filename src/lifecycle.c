@@ -14,7 +14,9 @@
  *              claimed ones too (their holder follows them), and pages
  *              put at the old address after the move follow them.  The
  *              UNMAP of the old range that comes after spares what
- *              other REMAPs put there meanwhile.
+ *              other REMAPs put there meanwhile.  A REMAP read before
+ *              an earlier move away from its new range parks the
+ *              entries it finds there for that move's REMAP.
  *
  * A coherent page a short-term pin holds outlives its munmap (orphan).
  *
@@ -266,6 +268,9 @@ static bool vacated_take(struct hetmm_ctx *ctx, uintptr_t start,
 	return false;
 }
 
+static bool unmap_parked(struct hetmm_ctx *ctx, uintptr_t start,
+			 uintptr_t end);
+
 void lifecycle_unmap(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 {
 	/* A coherent mapping swapped by a migrator: nothing was lost. */
@@ -273,6 +278,8 @@ void lifecycle_unmap(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 		return;
 	if (ctx->vacated.nrescue)
 		rescue_cancel(ctx, start, end);
+	if (unmap_parked(ctx, start, end))
+		return;
 	/* The late UNMAP of an mremap's old range: the REMAP carried what
 	 * was there; what later REMAPs put there stays. */
 	struct vacated v;
@@ -297,13 +304,76 @@ void lifecycle_discard(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 }
 
 /* ------------------------------------------------------------------------
- * mremap
+ * REMAPs read out of order
+ *
+ * Thread A moves X to Y, then thread B moves Z onto the vacated X.  Each
+ * queues its REMAP only after the kernel's move, and A's can queue after
+ * B's (A first waits for the UNMAP of what was at Y to be read, say):
+ * the handler then reads Z -> X while X's device entries still stand
+ * for the pages A took to Y.  The kernel moves nothing onto a mapping
+ * with entries of ours without an UNMAP of it first, which would have
+ * dropped them: so they belong to an event still to come.  They are
+ * parked (parked_tab, by page number), the range noted, and Z's entries
+ * take their place.  The next REMAP from the range is that event: it
+ * carries the parked entries, leaves Z's where they are, and its late
+ * UNMAP spares them; the next UNMAP (a munmap of X that raced B the same
+ * way) frees them instead.  Entries someone holds stay (the page moving
+ * onto one is dropped, as without parking).  Still open: if X had no
+ * device entries nothing says that A's REMAP is to come, and it takes
+ * Z's entries to Y.
  */
 
-struct remap {
-	struct drop_batch drop;           /* pages with nowhere to go */
-	uint64_t from_vpn;
-	uint64_t to_vpn;
+/* Sorted overlaps of [start, end) with parked ranges, clipped to it. */
+static unsigned parked_overlaps(const struct vacated_ranges *vr,
+				uintptr_t start, uintptr_t end,
+				struct parked *ov)
+{
+	unsigned n = 0;
+	for (unsigned i = 0; i < vr->nparked; i++) {
+		const struct parked *p = &vr->parked[i];
+		if (p->end <= start || p->start >= end)
+			continue;
+		struct parked o = { MAX(p->start, start), MIN(p->end, end) };
+		unsigned k = n++;
+		for (; k && ov[k - 1].start > o.start; k--)
+			ov[k] = ov[k - 1];
+		ov[k] = o;
+	}
+	return n;
+}
+
+static bool in_overlaps(const struct parked *ov, unsigned n, uintptr_t a)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (a >= ov[i].start && a < ov[i].end)
+			return true;
+	return false;
+}
+
+/* fn on each piece of [start, end) outside the sorted overlaps. */
+static void outside_overlaps(struct hetmm_ctx *ctx, uintptr_t start,
+			     uintptr_t end, const struct parked *ov,
+			     unsigned n, uintptr_t to,
+			     void (*fn)(struct hetmm_ctx *, uintptr_t,
+					uintptr_t, uintptr_t))
+{
+	uintptr_t a = start;
+	for (unsigned i = 0; i <= n; i++) {
+		uintptr_t b = i < n ? ov[i].start : end;
+		if (a < b)
+			fn(ctx, a, b, to + (a - start));
+		if (i < n)
+			a = ov[i].end;
+	}
+}
+
+/* Parked entries of [first, last) leave the table: to their new place
+ * (delta pages on), or, with no place (unmapped, or it is taken), their
+ * frames are freed. */
+struct unpark {
+	struct hetmm_ctx *ctx;
+	int64_t delta;
+	bool carry;
 	size_t moved;
 };
 
@@ -318,6 +388,132 @@ static void frame_set_owner(uint64_t pfn, uintptr_t addr)
 	uint64_t o = atomic_load(owner);
 	atomic_store(owner, addr | (o & ~PAGE_MASK));
 }
+
+static int unpark_one(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
+{
+	struct unpark *u = arg;
+	uint64_t e = atomic_exchange(slot, 0);
+	if (!e)
+		return 0;
+	if (u->carry) {
+		uint64_t to = vpn + (uint64_t)u->delta, empty = 0;
+		_Atomic uint64_t *dst = shadow_slot(&u->ctx->shadow, to, true);
+		frame_set_owner(shadow_pfn(e), vpn_to_addr(to));
+		if (dst && atomic_compare_exchange_strong(dst, &empty, e)) {
+			u->moved++;
+			return 0;
+		}
+	}
+	frame_drop(u->ctx, shadow_pfn(e), true);
+	return 0;
+}
+
+/* [start, end) is no longer parked; a piece left over with no room to
+ * note it has its entries freed. */
+static void parked_cut(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	struct vacated_ranges *vr = &ctx->vacated;
+	for (unsigned i = 0; i < vr->nparked;) {
+		struct parked p = vr->parked[i];
+		if (p.end <= start || p.start >= end) {
+			i++;
+			continue;
+		}
+		vr->parked[i] = vr->parked[--vr->nparked];
+		struct parked rest[2] = { { p.start, start }, { end, p.end } };
+		for (int k = 0; k < 2; k++) {
+			if (rest[k].start >= rest[k].end)
+				continue;
+			if (vr->nparked < PARKED_MAX) {
+				vr->parked[vr->nparked++] = rest[k];
+				continue;
+			}
+			struct unpark u = { .ctx = ctx };
+			vtab_for_each(&vr->parked_tab,
+				      addr_to_vpn(rest[k].start),
+				      addr_to_vpn(rest[k].end), unpark_one, &u);
+		}
+		/* Pieces put back at the end are past i, and disjoint from
+		 * [start, end): looked at again, they are kept. */
+	}
+}
+
+static void unmap_piece(struct hetmm_ctx *ctx, uintptr_t start,
+			uintptr_t end, uintptr_t to)
+{
+	(void)to;
+	unmap_range(ctx, start, end);
+}
+
+struct park {
+	struct hetmm_ctx *ctx;
+	size_t parked;
+};
+
+static int park_one(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
+{
+	struct park *k = arg;
+	uint64_t e = atomic_load(slot);
+	if (!shadow_claimable(e))
+		return 0;   /* held: its holder deals with it */
+	_Atomic uint64_t *p = vtab_slot(&k->ctx->vacated.parked_tab, vpn,
+					true);
+	if (p && shadow_claim(&k->ctx->shadow, vpn, slot, &e, 0)) {
+		atomic_store(p, e);
+		k->parked++;
+	}
+	return 0;
+}
+
+/* Before a REMAP onto [start, end): park the entries still there. */
+static void park_stale(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	struct vacated_ranges *vr = &ctx->vacated;
+	struct parked ov[PARKED_MAX];
+	struct park k = { .ctx = ctx };
+	if (vr->nparked == PARKED_MAX || parked_overlaps(vr, start, end, ov))
+		return;
+	shadow_for_each(&ctx->shadow, addr_to_vpn(start), addr_to_vpn(end),
+			park_one, &k);
+	if (k.parked)
+		vr->parked[vr->nparked++] = (struct parked){ start, end };
+}
+
+/* An UNMAP of [start, end) that meets parked ranges: it is the event
+ * they waited for, and frees their entries; the rest of the range is
+ * unmapped as usual.  False if it meets none. */
+static bool unmap_parked(struct hetmm_ctx *ctx, uintptr_t start,
+			 uintptr_t end)
+{
+	struct vacated_ranges *vr = &ctx->vacated;
+	struct parked ov[PARKED_MAX];
+	unsigned n = vr->nparked ? parked_overlaps(vr, start, end, ov) : 0;
+	if (!n)
+		return false;
+	for (unsigned i = 0; i < n; i++) {
+		struct unpark u = { .ctx = ctx };
+		notifiers_invalidate(ctx, ov[i].start, ov[i].end,
+				     HETMM_EVENT_UNMAP);
+		vtab_for_each(&vr->parked_tab, addr_to_vpn(ov[i].start),
+			      addr_to_vpn(ov[i].end), unpark_one, &u);
+		parked_cut(ctx, ov[i].start, ov[i].end);
+	}
+	outside_overlaps(ctx, start, end, ov, n, 0, unmap_piece);
+	return true;
+}
+
+/* ------------------------------------------------------------------------
+ * mremap
+ */
+
+struct remap {
+	struct drop_batch drop;           /* pages with nowhere to go */
+	uint64_t from_vpn;
+	uint64_t to_vpn;
+	size_t moved;
+	const struct parked *parked;      /* of the old range: left alone */
+	unsigned nparked;
+};
 
 /*
  * A device page someone holds (eviction, a migration back, a pin
@@ -350,6 +546,9 @@ static int remap_one(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
 	struct remap *r = arg;
 	uint64_t to = r->to_vpn + (vpn - r->from_vpn);
 	uint64_t e;
+	/* A REMAP read early put it here: not this one's to carry. */
+	if (r->nparked && in_overlaps(r->parked, r->nparked, vpn_to_addr(vpn)))
+		return 0;
 	for (;;) {
 		e = atomic_load(slot);
 		if (shadow_claimed_device(e)) {
@@ -423,6 +622,14 @@ static void remnant_rescue(struct hetmm_ctx *ctx, uintptr_t from,
 	}
 }
 
+/* A piece of an mremap's old range that held what it moved. */
+static void moved_piece(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t end,
+			uintptr_t to)
+{
+	watch_moved(ctx, from, to, end - from);
+	remnant_rescue(ctx, from, to, end - from);
+}
+
 void lifecycle_remap(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
 		     size_t len)
 {
@@ -435,16 +642,40 @@ void lifecycle_remap(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
 	}
 	notifiers_invalidate(ctx, from, from + len, HETMM_EVENT_REMAP);
 	notifiers_invalidate(ctx, to, to + len, HETMM_EVENT_REMAP);
+	park_stale(ctx, to, to + len);
+	struct parked ov[PARKED_MAX];
 	struct remap r = {
 		.drop = { .ctx = ctx, .why = HETMM_EVENT_REMAP },
 		.from_vpn = addr_to_vpn(from), .to_vpn = addr_to_vpn(to),
+		.parked = ov,
 	};
+	/* Parked entries of the old range are this REMAP's to carry; what
+	 * is there now is another's. */
+	if (ctx->vacated.nparked)
+		r.nparked = parked_overlaps(&ctx->vacated, from, from + len,
+					    ov);
+	for (unsigned i = 0; i < r.nparked; i++) {
+		struct unpark u = { .ctx = ctx, .carry = true,
+				    .delta = (int64_t)(r.to_vpn - r.from_vpn) };
+		vtab_for_each(&ctx->vacated.parked_tab,
+			      addr_to_vpn(ov[i].start), addr_to_vpn(ov[i].end),
+			      unpark_one, &u);
+		parked_cut(ctx, ov[i].start, ov[i].end);
+		r.moved += u.moved;
+	}
 	shadow_for_each(&ctx->shadow, r.from_vpn, r.from_vpn + addr_to_vpn(len),
 		      remap_one, &r);
 	drop_flush(&r.drop);
 	STAT_ADD(ctx, remapped_pages, r.moved);
-	watch_moved(ctx, from, to, len);
+	outside_overlaps(ctx, from, from + len, ov, r.nparked, to,
+			 moved_piece);
 	vacated_note(ctx, from, to, len);
-	remnant_rescue(ctx, from, to, len);
+	/* Its late UNMAP spares what was put there before it. */
+	if (r.nparked) {
+		struct vacated *v = &ctx->vacated.r[(ctx->vacated.next - 1) %
+						    VACATED_MAX];
+		v->keep_lo = ov[0].start;
+		v->keep_hi = ov[r.nparked - 1].end;
+	}
 }
 

@@ -7,6 +7,7 @@
 #define HETMM_LIFECYCLE_H
 
 #include "base.h"
+#include "vtab.h"
 
 struct hetmm_ctx;
 
@@ -30,11 +31,23 @@ struct rescue {
 };
 #define RESCUE_MAX 16
 
+/* A range a REMAP moved pages onto while device entries of what was
+ * there still stood: the event that took that away is still to come
+ * (lifecycle.c, "REMAPs read out of order").  Those entries wait in
+ * vacated_ranges.parked_tab, by page number, for it. */
+struct parked {
+	uintptr_t start, end;
+};
+#define PARKED_MAX 16
+
 struct vacated_ranges {
 	struct vacated r[VACATED_MAX];
 	unsigned next;                    /* the slot to reuse next */
 	struct rescue rescue[RESCUE_MAX];
 	unsigned nrescue;
+	struct parked parked[PARKED_MAX]; /* disjoint */
+	unsigned nparked;
+	struct vtab parked_tab;
 };
 
 void lifecycle_unmap(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end);

@@ -22,6 +22,10 @@
  * stays allocated, and its bytes where the device keeps them, until the
  * last unpin, which succeeds and frees it.  No hook needed: the pin
  * holds the window open.
+ *
+ * Part 4, two REMAPs read in the other order than the kernel's moves:
+ * X moves onto a registered Y, whose UNMAP holds its REMAP back, while
+ * Z moves onto the vacated X.  X's pages must be at Y, Z's at X.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -437,6 +441,69 @@ static void part2(void)
 }
 
 /* ------------------------------------------------------------------------
+ * Part 4: two REMAPs read in the other order than the kernel's moves.
+ * X moves onto Y, a mapping registered with the userfaultfd: the kernel
+ * queues the UNMAP of what was at Y first, and the REMAP of X only once
+ * that is read.  Meanwhile Z moves onto the vacated X, and its REMAP
+ * queues behind that UNMAP: the handler reads Z -> X before X -> Y, and
+ * finds X's entries still where Z's pages go.  Both must survive: X's at
+ * Y, Z's at X.
+ */
+static void part4(void)
+{
+	struct hetmm_emu *emu;
+	struct hetmm_pagemap *pg;
+	struct hetmm_pagemap_info info;
+	char *trig = t_map(1);
+	char *x = t_map(P2_PAGES), *z = t_map(P2_PAGES), *y = t_map(P2_PAGES);
+	struct remapper m1 = { .from = x, .to = y };
+	struct remapper m2 = { .from = z, .to = x };
+	pthread_t th1, th2, thd;
+
+	fprintf(stderr, "part 4: two REMAPs read in the other order\n");
+	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64,
+				    &emu));
+	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	t_fill(x, P2_PAGES, 41);
+	t_fill(z, P2_PAGES, 42);
+	t_fill(y, P2_PAGES, 43);
+	t_fill(trig, 1, 44);
+	REQUIRE_OK(hetmm_migrate_to_device(pg, x, P2_PAGES * PS, NULL));
+	REQUIRE_OK(hetmm_migrate_to_device(pg, z, P2_PAGES * PS, NULL));
+	/* Registered, so that moving X over it raises an UNMAP first. */
+	REQUIRE_OK(hetmm_migrate_to_device(pg, y, P2_PAGES * PS, NULL));
+	REQUIRE_OK(hetmm_migrate_to_device(pg, trig, PS, NULL));
+	REQUIRE_OK(hetmm_migrate_to_system(ctx, trig, PS, NULL));
+
+	REQUIRE(pthread_create(&th1, NULL, remapper_main, &m1) == 0);
+	REQUIRE(pthread_create(&th2, NULL, remapper_main, &m2) == 0);
+	hook_arm(TEST_HOOK_EVENT_DISCARD, trig, 1);
+	REQUIRE(pthread_create(&thd, NULL, discard_main, trig) == 0);
+	hook_wait_stopped();
+	join(thd);
+	/* X is at Y once the first waits (for its UNMAP of Y to be read,
+	 * its REMAP still to queue); Z then moves onto X. */
+	start_remapper(&m1);
+	start_remapper(&m2);
+	hook_release();
+	join(th1);
+	join(th2);
+	REQUIRE(m1.r == y);
+	REQUIRE(m2.r == x);
+	CHECK_OK(hetmm_ctx_sync(ctx));
+
+	CHECK_EQ(t_verify(y, P2_PAGES, 41), 0);
+	CHECK_EQ(t_verify(x, P2_PAGES, 42), 0);
+	t_unmap(y, P2_PAGES);
+	t_unmap(x, P2_PAGES);
+	t_unmap(trig, 1);
+	REQUIRE_OK(hetmm_pagemap_get_info(pg, &info));
+	CHECK_EQ(t_settled_free(pg, info.nr_pages), info.nr_pages);
+	CHECK_EQ(t_stats(ctx).device_resident, 0);
+	CHECK_OK(hetmm_emu_destroy(emu));
+}
+
+/* ------------------------------------------------------------------------
  * Part 3: munmap of a coherent page a short-term pin holds.
  */
 #define P3_FRAMES 8
@@ -540,6 +607,7 @@ int main(void)
 		part1();
 		part2();
 		part3();
+		part4();
 		CHECK_OK(hetmm_ctx_destroy(ctx));
 	}
 	__atomic_store_n(&test_hook, NULL, __ATOMIC_RELEASE);
