@@ -678,6 +678,19 @@ static void sync_answer(struct hetmm_ctx *ctx, uintptr_t addr)
 		uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
 }
 
+/* A claim of a migration to a device: a bare one, or its page's device
+ * entry before the commit (the frame is not allocated yet). */
+static bool claimed_to_device(uint64_t e)
+{
+	uint64_t idx;
+	struct hetmm_pagemap *pgmap;
+	if (!shadow_on_device(e))
+		return true;
+	pgmap = pfn_pagemap(shadow_pfn(e), &idx);
+	return pgmap && !(atomic_load(&pagemap_page(pgmap, idx)->owner) &
+			  HETMM_PAGE_ALLOCATED);
+}
+
 static void handle_pagefault(struct hetmm_ctx *ctx, const struct uffd_msg *m)
 {
 	uintptr_t addr = (uintptr_t)m->arg.pagefault.address & PAGE_MASK;
@@ -726,7 +739,7 @@ static void handle_pagefault(struct hetmm_ctx *ctx, const struct uffd_msg *m)
 		/* A migrating thread, or a driver's thread copying for
 		 * one, reading a page the process zapped under it: the
 		 * kernel would have read zeroes. */
-		if (!shadow_on_device(e) &&
+		if (claimed_to_device(e) &&
 		    (is_migrator(ctx, (pid_t)m->arg.pagefault.feat.ptid) ||
 		     migrators_copying(ctx, addr, addr + PAGE_SIZE)))
 			if (uffd_fill(ctx->uffd.fd, FILL_ZERO, addr, 0,

@@ -7,8 +7,10 @@
  *
  *   collect  claim each page's shadow entry (0 -> BUSY); pages that are
  *            pinned, on a device or claimed by someone else are skipped.
- *            Allocate frames and register the range with userfaultfd.  A
- *            CPU access that misses a claimed page now waits for a wake.
+ *            Allocate frames (each claim becomes BUSY | DEVICE | pfn, which
+ *            mremap carries along: chunk_claim) and register the range
+ *            with userfaultfd.  A CPU access that misses a claimed page
+ *            now waits for a wake.
  *   copy     holes are not copied: they become zero device pages.  Pages
  *            of a remapping pagemap move into their frames by UFFDIO_MOVE,
  *            atomically, so no write can slip between copy and unmap.  The
@@ -18,7 +20,6 @@
  *            wake every waiter.  A woken thread faults again on the
  *            now-missing page and the handler brings it back, its write
  *            still to come.
-
  *
  * Back to system memory is back.c's.
  */
@@ -41,6 +42,7 @@
 #include "pagemap.h"
 #include "peer.h"
 #include "shadow.h"
+#include "testhook.h"
 #include "trace.h"
 #include "watch.h"
 
@@ -166,6 +168,78 @@ static void chunk_wake(struct hetmm_ctx *ctx, struct chunk *c)
 	uffd_wake(ctx->uffd.fd, c->start, c->n * PAGE_SIZE);
 }
 
+/*
+ * The claim a migration to a device holds on page i once the page has a
+ * frame: its device entry, claimed (BUSY | DEVICE | pfn), the frame's
+ * owner naming the address.  mremap carries such a claim to where the
+ * page went, as it does a page on its way back (lifecycle.c:
+ * carry_claim), and the commit follows it there.  A coherent device's
+ * pages keep the bare claim: their mappings are swapped by mremaps of
+ * the migrator's own.
+ */
+static uint64_t chunk_claim(struct hetmm_pagemap *pgmap, const struct chunk *c,
+			    size_t i)
+{
+	if (pagemap_is_coherent(pgmap))
+		return shadow_filling();
+	return shadow_busy(shadow_device(pagemap_pfn(pgmap, c->frame[i])));
+}
+
+/* Where page i's claim is now: at its address, or where mremap carried
+ * it (the frame's owner names it); 0 if the process unmapped the page. */
+static uint64_t chunk_claim_vpn(struct hetmm_ctx *ctx,
+				struct hetmm_pagemap *pgmap,
+				const struct chunk *c, size_t i)
+{
+	uint64_t claim = chunk_claim(pgmap, c, i), at = c->vpn + i;
+	_Atomic uint64_t *owner = &pagemap_page(pgmap, c->frame[i])->owner;
+	for (;;) {
+		enum shadow_let_go st = shadow_claim_at(&ctx->shadow, at, claim);
+		if (st == LET_GO_DONE)
+			return at;
+		uint64_t to = addr_to_vpn(atomic_load(owner) & PAGE_MASK);
+		if (st == LET_GO_GONE || !shadow_on_device(claim) || to == at)
+			return 0;
+		at = to;
+	}
+}
+
+/* Let go of page i's claim, wherever it is, leaving the page where it
+ * is. */
+static void chunk_unclaim(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+			  const struct chunk *c, size_t i)
+{
+	publish_or_drop(ctx, c->vpn + i, chunk_claim(pgmap, c, i), 0, false);
+}
+
+/* Turn the bare claims of pages with frames into chunk_claim()'s; a page
+ * unmapped meanwhile (GONE) is let go of, with its frame. */
+static void chunk_name_claims(struct hetmm_ctx *ctx,
+			      struct hetmm_pagemap *pgmap, struct chunk *c)
+{
+	uint32_t frames[CHUNK_PAGES];
+	size_t n = 0;
+	for (size_t i = 0; i < c->n; i++) {
+		if (!st_pending(c->status[i]))
+			continue;
+		_Atomic uint64_t *owner =
+			&pagemap_page(pgmap, c->frame[i])->owner;
+		atomic_store(owner, chunk_addr(c, i) |
+			     (atomic_load(owner) & ~PAGE_MASK));
+		uint64_t e = shadow_filling();
+		if (pagemap_is_coherent(pgmap) ||
+		    atomic_compare_exchange_strong(
+			    shadow_slot(&ctx->shadow, c->vpn + i, false), &e,
+			    chunk_claim(pgmap, c, i)))
+			continue;
+		shadow_store(&ctx->shadow, c->vpn + i, 0);   /* GONE */
+		frames[n++] = c->frame[i];
+		c->status[i] = HETMM_MIGRATE_SKIP_BUSY;
+	}
+	if (n)
+		pagemap_free(pgmap, frames, n, 0);
+}
+
 /* Frames for the claimed pages, in order; the rest are left unclaimed. */
 static void chunk_alloc_frames(struct hetmm_ctx *ctx,
 			       struct hetmm_pagemap *pgmap, struct chunk *c,
@@ -190,6 +264,7 @@ static void chunk_alloc_frames(struct hetmm_ctx *ctx,
 	}
 	if (unclaimed)
 		chunk_wake(ctx, c);
+	chunk_name_claims(ctx, pgmap, c);
 }
 
 /* Let go of the claimed pages marked in drop, and of their frames. */
@@ -201,7 +276,7 @@ static void chunk_let_go(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	for (size_t i = 0; i < c->n; i++) {
 		if (!drop[i])
 			continue;
-		shadow_store(&ctx->shadow, c->vpn + i, 0);
+		chunk_unclaim(ctx, pgmap, c, i);
 		frames[n++] = c->frame[i];
 		c->status[i] = c->status[i] == ST_FAILED ?
 			       HETMM_MIGRATE_SKIP_ERROR :
@@ -433,8 +508,10 @@ static int run_mark_wp(struct hetmm_ctx *ctx, struct chunk *c, size_t i,
  * Lift the write protection this chunk set, while its pages are still
  * BUSY: once a claim is let go another migration may protect the page
  * again, and lifting it after that would open a window for a lost write.
+ * A page mremap took away took its protection along.
  */
-static void chunk_unprotect(struct hetmm_ctx *ctx, struct chunk *c)
+static void chunk_unprotect(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+			    struct chunk *c)
 {
 	for (size_t i = 0; i < c->n;) {
 		if (!c->wp[i]) {
@@ -446,6 +523,12 @@ static void chunk_unprotect(struct hetmm_ctx *ctx, struct chunk *c)
 			run++;
 		uffd_writeprotect(ctx->uffd.fd, chunk_addr(c, i),
 				  run * PAGE_SIZE, 0);
+		for (size_t k = i; k < i + run; k++) {
+			uint64_t at = chunk_claim_vpn(ctx, pgmap, c, k);
+			if (at && at != c->vpn + k)
+				uffd_writeprotect(ctx->uffd.fd,
+						  vpn_to_addr(at), PAGE_SIZE, 0);
+		}
 		memset(&c->wp[i], 0, run);
 		i += run;
 	}
@@ -456,7 +539,7 @@ static void chunk_unprotect(struct hetmm_ctx *ctx, struct chunk *c)
 static void chunk_drop_unfinished(struct hetmm_ctx *ctx,
 				  struct hetmm_pagemap *pgmap, struct chunk *c)
 {
-	chunk_unprotect(ctx, c);
+	chunk_unprotect(ctx, pgmap, c);
 	bool drop[CHUNK_PAGES];
 	for (size_t i = 0; i < c->n; i++)
 		drop[i] = st_pending(c->status[i]) ||
@@ -558,23 +641,52 @@ static void chunk_copy_coherent(struct hetmm_ctx *ctx,
 	chunk_drop_unfinished(ctx, pgmap, c);
 }
 
+/*
+ * mremap carried page i's claim elsewhere, and the page is there in
+ * system memory: the kernel moved it before the migration took it out
+ * of the process (a move or copy then found the old place empty or
+ * gone).  It stays a system page, and the frame is let go of.
+ */
+static bool kernel_took_page(struct hetmm_ctx *ctx,
+			     struct hetmm_pagemap *pgmap,
+			     const struct chunk *c, size_t i)
+{
+	uint64_t at = chunk_claim_vpn(ctx, pgmap, c, i);
+	uint8_t pf = 0;
+	return at && at != c->vpn + i &&
+	       vma_page_presence(&ctx->vmaq, vpn_to_addr(at), 1, &pf) == 0 &&
+	       page_has_data(pf);
+}
+
 /* Commit: metadata, then publish, then wake everyone who waited. */
 static size_t chunk_commit(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			   struct chunk *c)
 {
 	size_t moved = 0;
-	chunk_unprotect(ctx, c);
+	chunk_unprotect(ctx, pgmap, c);
 	for (size_t i = 0; i < c->n; i++) {
 		uint8_t st = c->status[i];
 		if (st != ST_DONE_DATA && st != ST_DONE_ZERO)
 			continue;
+		if (kernel_took_page(ctx, pgmap, c, i)) {
+			chunk_unclaim(ctx, pgmap, c, i);
+			uint32_t frame = c->frame[i];
+			pagemap_free(pgmap, &frame, 1, 0);
+			c->status[i] = HETMM_MIGRATE_SKIP_BUSY;
+			continue;
+		}
 		struct hetmm_page *p = pagemap_page(pgmap, c->frame[i]);
 		if (st == ST_DONE_ZERO)
 			atomic_fetch_add(&pgmap->nr_zero, 1);
 		atomic_store(&p->refcount, 1);
-		atomic_store(&p->owner, chunk_addr(c, i) | HETMM_PAGE_ALLOCATED |
-			     (st == ST_DONE_ZERO ? HETMM_PAGE_ZERO : 0));
-		if (!publish_or_drop(ctx, c->vpn + i, shadow_filling(),
+		/* The address is where mremap carried the claim, if it did;
+		 * the handler may carry it again meanwhile. */
+		uint64_t o = atomic_load(&p->owner);
+		while (!atomic_compare_exchange_weak(&p->owner, &o,
+				(o & PAGE_MASK) | HETMM_PAGE_ALLOCATED |
+				(st == ST_DONE_ZERO ? HETMM_PAGE_ZERO : 0)))
+			;
+		if (!publish_or_drop(ctx, c->vpn + i, chunk_claim(pgmap, c, i),
 				shadow_device(pagemap_pfn(pgmap, c->frame[i])),
 				false)) {
 			c->status[i] = HETMM_MIGRATE_SKIP_BUSY;  /* unmapped */
@@ -596,7 +708,7 @@ static void chunk_abort(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 {
 	for (size_t i = 0; i < c->n; i++)
 		if (st_claimed(c->status[i]))
-			shadow_store(&ctx->shadow, c->vpn + i, 0);
+			chunk_unclaim(ctx, pgmap, c, i);
 	pagemap_free(pgmap, c->frames, c->nframes, 0);
 	chunk_wake(ctx, c);
 }
@@ -626,6 +738,7 @@ static int chunk_to_device(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			     HETMM_EVENT_MIGRATE);
 
 	chunk_mark_holes(c);
+	TEST_HOOK(TEST_HOOK_TO_DEVICE_CLAIMED, c->start, c->n * PAGE_SIZE);
 	if (pagemap_is_coherent(pgmap)) {
 		chunk_copy_coherent(ctx, pgmap, c);
 	} else {
@@ -633,6 +746,7 @@ static int chunk_to_device(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			chunk_move(ctx, pgmap, c);
 		chunk_copy(ctx, pgmap, c);
 	}
+	TEST_HOOK(TEST_HOOK_TO_DEVICE_COPIED, c->start, c->n * PAGE_SIZE);
 	chunk_commit(ctx, pgmap, c);
 	return 0;
 }

@@ -36,6 +36,13 @@ enum test_hook_point {
 	 * read already, so the mremap may have returned). */
 	TEST_HOOK_EVENT_DISCARD,
 	TEST_HOOK_EVENT_REMAP,
+	/* A migration to a device claimed the system pages of its chunk
+	 * [addr, addr + len) and has their frames: it moves or copies
+	 * them next. */
+	TEST_HOOK_TO_DEVICE_CLAIMED,
+	/* It moved or copied them out (and zapped them), and publishes
+	 * them next. */
+	TEST_HOOK_TO_DEVICE_COPIED,
 };
 
 #ifdef HETMM_TEST_HOOKS

@@ -26,6 +26,9 @@
  * Part 4, two REMAPs read in the other order than the kernel's moves:
  * X moves onto a registered Y, whose UNMAP holds its REMAP back, while
  * Z moves onto the vacated X.  X's pages must be at Y, Z's at X.
+ *
+ * Part 5, mremap of pages a migration to a device holds, before and
+ * after it took them out of the process: every byte at the new address.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -504,6 +507,81 @@ static void part4(void)
 }
 
 /* ------------------------------------------------------------------------
+ * Part 5: mremap of pages a migration to a device holds, before it moved
+ * them out of the process (claimed) or after (copied), with and without
+ * MREMAP_DONTUNMAP.  Every byte must be at the new address, on the
+ * device or not; the old range (DONTUNMAP) empty; no frame lost.
+ */
+struct to_dev_job {
+	struct hetmm_pagemap *pg;
+	char *p;
+	int rc;
+};
+
+static void *to_device_main(void *arg)
+{
+	struct to_dev_job *j = arg;
+
+	j->rc = hetmm_migrate_to_device(j->pg, j->p, P1_PAGES * PS, NULL);
+	return NULL;
+}
+
+static void remap_while_migrating(struct hetmm_pagemap *pg, bool copied,
+				  bool dontunmap)
+{
+	const uint64_t seed = 0x5150 + copied * 2 + dontunmap;
+	char *p = t_map(P1_PAGES), *q = reserve(P1_PAGES);
+	struct to_dev_job j = { .pg = pg, .p = p };
+	struct p1_remap m = { .from = p, .to = q,
+			      .flags = dontunmap ? MREMAP_DONTUNMAP : 0 };
+	struct hetmm_pagemap_info info;
+	pthread_t th;
+
+	fprintf(stderr, "part 5: mremap of pages a migration %s, %s\n",
+		copied ? "copied" : "claimed",
+		dontunmap ? "MREMAP_DONTUNMAP" : "plain mremap");
+	t_fill(p, P1_PAGES, seed);
+	/* Registered beforehand: the migration then raises no event of its
+	 * own before the hook. */
+	REQUIRE_OK(hetmm_migrate_to_device(pg, p, PS, NULL));
+	REQUIRE_OK(hetmm_migrate_to_system(ctx, p, PS, NULL));
+	stop_arm(0, copied ? TEST_HOOK_TO_DEVICE_COPIED :
+		 TEST_HOOK_TO_DEVICE_CLAIMED, p, P1_PAGES);
+	REQUIRE(pthread_create(&th, NULL, to_device_main, &j) == 0);
+	stop_wait(0);
+	p1_remap_main(&m);
+	stop_release(0);
+	join(th);
+	REQUIRE(m.r == q);
+	CHECK_OK(hetmm_ctx_sync(ctx));
+
+	CHECK_EQ(t_verify(q, P1_PAGES, seed), 0);
+	if (dontunmap) {
+		CHECK_EQ(t_nonzero_pages(p, P1_PAGES), 0);
+		CHECK_EQ(t_count_on_device(ctx, p, P1_PAGES), 0);
+		t_unmap(p, P1_PAGES);
+	}
+	t_unmap(q, P1_PAGES);
+	REQUIRE_OK(hetmm_pagemap_get_info(pg, &info));
+	CHECK_EQ(t_settled_free(pg, info.nr_pages), info.nr_pages);
+	CHECK_EQ(t_stats(ctx).device_resident, 0);
+}
+
+static void part5(void)
+{
+	struct hetmm_emu *emu;
+	struct hetmm_pagemap *pg;
+
+	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64,
+				    &emu));
+	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	for (int copied = 0; copied < 2; copied++)
+		for (int dontunmap = 0; dontunmap < 2; dontunmap++)
+			remap_while_migrating(pg, copied, dontunmap);
+	CHECK_OK(hetmm_emu_destroy(emu));
+}
+
+/* ------------------------------------------------------------------------
  * Part 3: munmap of a coherent page a short-term pin holds.
  */
 #define P3_FRAMES 8
@@ -608,6 +686,7 @@ int main(void)
 		part2();
 		part3();
 		part4();
+		part5();
 		CHECK_OK(hetmm_ctx_destroy(ctx));
 	}
 	__atomic_store_n(&test_hook, NULL, __ATOMIC_RELEASE);
