@@ -95,8 +95,21 @@ int coherent_map(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	void *s = mmap(NULL, len, vma_prot(&v), MAP_SHARED, fd, (off_t)off);
 	if (s == MAP_FAILED)
 		return -errno;
+	/* Registered as the process's memory is (watch.c), write-protect
+	 * mode too, though nothing is ever protected there: mappings of
+	 * consecutive frames put side by side then merge into one, which
+	 * the process can mremap whole, and a later registration of the
+	 * whole mapping the range was in changes nothing.  With only
+	 * MISSING, a 2 MiB range migrated as two chunks stayed two
+	 * mappings (one of them registered again by the second chunk, with
+	 * WP), and its mremap failed with EFAULT.  A kernel that cannot
+	 * write-protect shared memory gets MISSING alone. */
 	int rc = uffd_register(ctx->uffd.fd, (uintptr_t)s, len,
-			       UFFDIO_REGISTER_MODE_MISSING, NULL);
+			       UFFDIO_REGISTER_MODE_MISSING |
+			       UFFDIO_REGISTER_MODE_WP, NULL);
+	if (rc == -EINVAL)
+		rc = uffd_register(ctx->uffd.fd, (uintptr_t)s, len,
+				   UFFDIO_REGISTER_MODE_MISSING, NULL);
 	if (rc) {
 		munmap(s, len);
 		return rc;
