@@ -611,6 +611,30 @@ int hetmm_copy_done(struct hetmm_copy *copy, int error);
  * memory is too small to hold its own metadata and one page besides.
  */
 #define HETMM_PAGEMAP_ALTMAP (1u << 3)
+/*
+ * Frames with homes, for a DEVICE_PRIVATE pagemap whose memory is where
+ * the pages live between uses: a file's block for the page at its
+ * offset (the file device's attached files), a swap slot.  The driver
+ * places pages, as a kernel driver allocates the destination pages of a
+ * migrate_vma itself:
+ *
+ *   - pages go to the frames the caller names (hetmm_migrate_to_frames);
+ *     hetmm_migrate_to_device() refuses the pagemap with -EOPNOTSUPP, and
+ *     hetmm never hands its frames to a migration or evicts from it;
+ *   - a frame keeps its bytes when its page comes back, and the page
+ *     comes back write-protected: the first CPU write to it is a
+ *     write-protect fault that the handler resolves at once (a round
+ *     trip, once per page).  A page not written since is clean: migrated
+ *     again to the frame it came from, it goes without a copy (the frame
+ *     has its bytes; the driver is not called) and counts as moved.
+ *     A page hetmm installs as zeroes, or one the process wrote, is
+ *     copied as any other.
+ *
+ * Not with HETMM_PAGEMAP_REMAP or HETMM_PAGEMAP_EVICT (-EINVAL); a
+ * context without write-protect faults (hetmm_kernel_info.has_wp) gives
+ * -EOPNOTSUPP.
+ */
+#define HETMM_PAGEMAP_PLACED (1u << 4)
 
 /* How long hot-remove of an FS_DAX or GENERIC pagemap waits for its
  * pages' references and pins to go before it gives up with -EBUSY. */
@@ -765,6 +789,37 @@ struct hetmm_migrate_report {
  */
 int hetmm_migrate_to_device(struct hetmm_pagemap *pgmap, void *addr,
 			    size_t len, struct hetmm_migrate_report *report);
+
+/* hetmm_migrate_to_frames: the frames hold the pages' bytes already. */
+#define HETMM_MIGRATE_POPULATED (1u << 0)
+
+/*
+ * Move the private anonymous pages of [addr, addr + len) to frames the
+ * caller names, of a HETMM_PAGEMAP_PLACED pagemap: page i to frame
+ * index + i, as hetmm_migrate_to_device() moves pages otherwise (same
+ * phases, same rules for racing writes and for pages that can't move).
+ * A page whose frame is in use is skipped as HETMM_MIGRATE_SKIP_BUSY.
+ * A clean page (see HETMM_PAGEMAP_PLACED) going back to the frame it
+ * came from moves without a copy.
+ *
+ * flags:
+ *   HETMM_MIGRATE_POPULATED  the frames hold the pages' bytes already
+ *                            (a file's blocks): a page that is a hole
+ *                            (never touched, or discarded) goes to its
+ *                            frame as a page with the frame's bytes,
+ *                            with no copy, instead of as a zero page.
+ *                            This is how a driver declares memory it
+ *                            filled itself to be the process's: a CPU
+ *                            touch then faults the frame's bytes in.
+ *                            Pages with data are copied as without it.
+ *
+ * Returns as hetmm_migrate_to_device(), and -EOPNOTSUPP for a pagemap
+ * without HETMM_PAGEMAP_PLACED; -EINVAL as well for unknown flags and
+ * for frames past the pagemap's end.
+ */
+int hetmm_migrate_to_frames(struct hetmm_pagemap *pgmap, void *addr,
+			    size_t len, uint64_t index, uint32_t flags,
+			    struct hetmm_migrate_report *report);
 
 /*
  * Move every device page of [addr, addr + len) back to system memory.
@@ -1323,6 +1378,8 @@ struct hetmm_file_desc {
 	uint32_t queue_depth;   /* copies in flight (0: the default,
 				 * HETMM_COPY_DEPTH_DEFAULT; at most
 				 * HETMM_COPY_DEPTH_MAX) */
+	uint64_t max_resident;  /* hetmm_file_attach only: the most pages
+				 * of the range in memory (0: no bound) */
 };
 
 /*
@@ -1337,8 +1394,10 @@ int hetmm_file_create(struct hetmm_ctx *ctx, const struct hetmm_file_desc *desc,
 		      struct hetmm_file **filep);
 /* Hot-remove its memory (every page comes home, read from the file),
  * stop its completion thread and close the file, which is left as it
- * is.  -EBUSY or -EIO as hetmm_pagemap_remove() (the device stays
- * usable), -EINVAL for a device that is not live, -ECHILD. */
+ * is.  An attached file is synced first (hetmm_file_sync), then its
+ * range unmapped: nothing is read.  -EBUSY or -EIO as
+ * hetmm_pagemap_remove() or hetmm_file_sync() (the device stays usable),
+ * -EINVAL for a device that is not live, -ECHILD. */
 int hetmm_file_destroy(struct hetmm_file *file);
 /* Its pagemap; -EINVAL for a device that is not live, -ECHILD. */
 int hetmm_file_pagemap(struct hetmm_file *file, struct hetmm_pagemap **pgmapp);
@@ -1362,6 +1421,10 @@ struct hetmm_file_info {
 	uint64_t pages_written; /* pages written to it */
 	uint64_t io_errors;     /* reads and writes that failed */
 	uint64_t holes_punched; /* frames whose blocks were freed */
+	/* Attached files: */
+	uint64_t resident;      /* pages of the range in memory now, as
+				 * the bound counts them */
+	uint64_t evicted;       /* pages the bound sent back to the file */
 };
 
 /* -EINVAL for NULL or a device that is not live, -ECHILD. */
@@ -1376,6 +1439,65 @@ int hetmm_file_get_info(struct hetmm_file *file, struct hetmm_file_info *info);
  */
 int hetmm_file_inject_error(struct hetmm_file *file, int write,
 			    uint64_t index, uint64_t nr, int err);
+
+/*
+ * A file attached to memory, as umap serves one: [offset, offset +
+ * nr_pages pages) of the file at a new address range of the process
+ * (*addrp), private anonymous memory every page of which starts on the
+ * device, on the file's block for it (a HETMM_PAGEMAP_PLACED pagemap,
+ * declared populated: hetmm_migrate_to_frames with
+ * HETMM_MIGRATE_POPULATED).  Attaching reads nothing; a CPU touch faults
+ * the file's bytes in, with hetmm's fault-around.  desc->flags takes
+ * HETMM_FILE_PREAD and HETMM_FILE_BUFFERED; a file shorter than the
+ * range is grown (the rest reads as zeroes).
+ *
+ * The resident bound.  With desc->max_resident, once more pages than
+ * that have been faulted in, the device's own thread sends the oldest
+ * faulted in back to the file (first in, first out: a userspace driver
+ * sees faults, not the accesses that follow them), down to the bound,
+ * in runs.  A page nobody wrote since it came in is clean and goes
+ * without a write (its block has its bytes); a written page is written
+ * first.  The bound is kept within a window (a fault-around chunk or
+ * so) behind the faults, not before each one.
+ *
+ * What the process does to the range:
+ *   - writes are kept in memory until the page goes back to the file
+ *     (bound) or hetmm_file_sync();
+ *   - madvise(MADV_DONTNEED) drops the pages' memory, unwritten bytes
+ *     included, and the range then reads as the file's bytes again, as a
+ *     shared file mapping does: the device's thread puts the pages back
+ *     on the file right after (a touch before that reads zeroes, and its
+ *     writes are the page's);
+ *   - munmap() of part or all of it drops those pages, their unwritten
+ *     bytes too, and ends the attachment there: sync first to keep them;
+ *   - fork() brings every page of the range into memory first, as it
+ *     does every device page (see the top of this header): the whole
+ *     range is read.
+ *
+ * Returns 0; the errnos of hetmm_file_create(); -EOPNOTSUPP if the
+ * kernel lacks write-protect faults; -ENOMEM if the range can't be
+ * mapped.
+ */
+int hetmm_file_attach(struct hetmm_ctx *ctx, const struct hetmm_file_desc *desc,
+		      struct hetmm_file **filep, void **addrp);
+
+/*
+ * Write every page of the attached range that was written since it came
+ * in, and return when the file has them: the pages are written to their
+ * blocks (O_DIRECT or not), then fdatasync(2) makes the file's data and
+ * the metadata needed to read it durable, as msync(MS_SYNC) followed by
+ * fdatasync would for a shared mapping.  Pages written while it runs may
+ * or may not be in.  The range's pages leave memory as they are written
+ * (clean ones without a write): after it, the whole range is on the
+ * file, and the next touch reads it in again.
+ *
+ * Returns 0; -EIO if a page could not be written: it stays in memory,
+ * dirty, every byte, and a later sync tries it again; fdatasync's errno
+ * (-EIO, -ENOSPC); -EBUSY if pages stayed held (pinned) or kept being
+ * claimed; -EINVAL for a device not attached or not live; -ECHILD.
+ */
+int hetmm_file_sync(struct hetmm_file *file);
+
 
 #ifdef __cplusplus
 }

@@ -287,6 +287,23 @@ static uintptr_t copy_source(struct hetmm_pagemap *pgmap, uint64_t idx0,
 	return (uintptr_t)*staging;
 }
 
+unsigned back_fill_wp(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+		      enum uffd_fill op, uint64_t vpn, uint64_t idx0,
+		      size_t run)
+{
+	if (!pagemap_is_placed(pgmap) || op != FILL_COPY)
+		return 0;
+	_Atomic uint64_t *slot = NULL;
+	for (size_t k = 0; k < run; k++) {
+		slot = vtab_next(&ctx->placed_src, slot, vpn + k, true);
+		if (!slot)
+			return 0;   /* unprotected: copied as dirty */
+		atomic_store_explicit(slot, pagemap_pfn(pgmap, idx0 + k),
+				      memory_order_relaxed);
+	}
+	return FILL_WP;
+}
+
 uint64_t back_free_flags(struct hetmm_pagemap *pgmap, enum uffd_fill op,
 			 bool lazy)
 {
@@ -332,12 +349,14 @@ size_t back_install(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	size_t done = 0;
 	bool single = false;
 	uint64_t inst[RUN_WORDS] = { 0 };
+	unsigned wp = back_fill_wp(ctx, pgmap, op, vpn, idx0, run);
 	while (done < run) {
 		size_t off = done * PAGE_SIZE;
 		long got = uffd_fill(ctx->uffd.fd, op, dst + off,
 				     src ? src + off : 0,
 				     (single ? 1 : run - done) * PAGE_SIZE,
-				     (how & BACK_ONCE) ? FILL_ONCE : 0);
+				     ((how & BACK_ONCE) ? FILL_ONCE : 0) |
+				     (op == FILL_COPY ? wp : 0));
 		if (got > 0) {
 			run_set(inst, done, (size_t)got / PAGE_SIZE);
 			installed += (size_t)got / PAGE_SIZE;

@@ -124,6 +124,13 @@ size_t back_runs_async(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 /* Count pages that left the device (negative counts take some back):
  * left of them, installed of those mapped in the process. */
 void back_count(struct hetmm_ctx *ctx, int64_t installed, int64_t left);
+/* The fill flag for installing pages of pgmap by op: FILL_WP for a
+ * placed pagemap's copies, which come back write-protected (clean until
+ * written), with the frame each came from noted in ctx->placed_src; 0
+ * otherwise. */
+unsigned back_fill_wp(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+		      enum uffd_fill op, uint64_t vpn, uint64_t idx0,
+		      size_t run);
 /* What a frame a page left by op is freed with: PAGE_STALE if its bytes
  * stay there (a copy out of a remapping pagemap, emptied lazily). */
 uint64_t back_free_flags(struct hetmm_pagemap *pgmap, enum uffd_fill op,

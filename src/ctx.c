@@ -82,6 +82,7 @@ static void ctx_free(struct hetmm_ctx *ctx)
 	vmaq_close(&ctx->vmaq);
 	shadow_destroy(&ctx->shadow);
 	vtab_destroy(&ctx->vacated.parked_tab);
+	vtab_destroy(&ctx->placed_src);
 	watch_fini(ctx);
 	if (ctx->zero_src) {
 		entry_disown(ctx, &ctx->own_zero);
@@ -113,6 +114,7 @@ int hetmm_ctx_create(struct hetmm_ctx **ctxp,
 				params->fault_around_max : DEFAULT_FAULT_AROUND;
 	shadow_init(&ctx->shadow);
 	vtab_init(&ctx->vacated.parked_tab);
+	vtab_init(&ctx->placed_src);
 	watch_init(ctx);
 	pthread_mutex_init(&ctx->lock, NULL);
 	pthread_mutex_init(&ctx->own_lock, NULL);

@@ -57,6 +57,10 @@ struct hetmm_ctx {
 
 	/* shadow.c: where each process page lives. */
 	struct shadow shadow;
+	/* back.c: the device frame each page of a HETMM_PAGEMAP_PLACED
+	 * pagemap last came back from, by page number (0: none); with the
+	 * page still write-protected, that frame holds its bytes. */
+	struct vtab placed_src;
 
 	/* fault.c: the handler thread and its fault-around state. */
 	struct fault_engine *fault;

@@ -158,7 +158,8 @@ static size_t fault_back_lone(struct hetmm_ctx *ctx,
 	struct frame_owner was = pagemap_leave_begin(pgmap, (uint32_t)idx,
 			back_free_flags(pgmap, op, true));
 	long got = uffd_fill(ctx->uffd.fd, op, dst, src, PAGE_SIZE,
-			     FILL_ONCE | FILL_WAKE);
+			     FILL_ONCE | FILL_WAKE |
+			     back_fill_wp(ctx, pgmap, op, vpn, idx, 1));
 	/* As in back_install: there already, refused for good, or not now. */
 	bool installed = got > 0 || vma_page_present(&ctx->vmaq, dst);
 	if (!installed && got != -EEXIST && got != -ENOENT && got != -EFAULT) {
@@ -578,6 +579,42 @@ static void fault_zero(struct hetmm_ctx *ctx, uintptr_t addr, bool write)
 		STAT_ADD(ctx, fault_zero, 1);
 }
 
+/*
+ * A write-protect fault on a page no migration holds: the first write to
+ * a page of a placed pagemap, which came back write-protected to be told
+ * clean (back_fill_wp), or a stale fault (every migration lifts its
+ * protection before it lets go of the page).  The protection is lifted
+ * with the page claimed, or with a reference on a page the pin API
+ * holds, so that no migration can protect it meanwhile and have its
+ * protection undone here.  A claim that fails means someone holds the
+ * page now and will wake the thread.
+ */
+static void fault_unprotect(struct hetmm_ctx *ctx, uintptr_t addr)
+{
+	_Atomic uint64_t *slot = shadow_slot(&ctx->shadow, addr_to_vpn(addr),
+					     true);
+	uint64_t e = 0;
+	if (!slot) {
+		uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
+		return;
+	}
+	if (atomic_compare_exchange_strong(slot, &e, shadow_filling())) {
+		int rc = uffd_writeprotect(ctx->uffd.fd, addr, PAGE_SIZE,
+					   FILL_ONCE);
+		atomic_store_explicit(slot, 0, memory_order_release);
+		if (rc)
+			uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
+		return;
+	}
+	bool ref = shadow_ref_held(slot, &e);
+	if (ref && uffd_writeprotect(ctx->uffd.fd, addr, PAGE_SIZE, FILL_ONCE))
+		uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
+	if (ref)
+		shadow_unref(slot);
+	else if (!shadow_is_busy(e))
+		uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
+}
+
 /* Is the page at vpn on a device, and nobody's claim? */
 static bool still_on_device(struct hetmm_ctx *ctx, uint64_t vpn)
 {
@@ -727,12 +764,9 @@ static void handle_pagefault(struct hetmm_ctx *ctx, const struct uffd_msg *m)
 	uint64_t e = shadow_get(&ctx->shadow, addr_to_vpn(addr));
 	if (flags & UFFD_PAGEFAULT_FLAG_WP) {
 		/* BUSY: a migration holds it, lifts the protection and
-		 * wakes us.  Otherwise the fault is stale: every migration
-		 * lifts its protection before it lets go of the page, so
-		 * the thread only needs to retry.  Lifting it here could
-		 * undo the protection of a migration that began since. */
+		 * wakes us. */
 		if (!shadow_is_busy(e))
-			uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
+			fault_unprotect(ctx, addr);
 		return;
 	}
 	if (shadow_is_busy(e)) {

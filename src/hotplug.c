@@ -65,7 +65,13 @@ static int check_desc(const struct hetmm_pagemap_desc *d)
 	    (sync && (d->queue_depth || d->copy_timeout_ms)))
 		return -EINVAL;
 	if (d->flags & ~(HETMM_PAGEMAP_REMAP | HETMM_PAGEMAP_EVICT |
-			 HETMM_PAGEMAP_MANAGED | HETMM_PAGEMAP_ALTMAP))
+			 HETMM_PAGEMAP_MANAGED | HETMM_PAGEMAP_ALTMAP |
+			 HETMM_PAGEMAP_PLACED))
+		return -EINVAL;
+	/* Placed frames have homes: nothing else hands them out. */
+	if ((d->flags & HETMM_PAGEMAP_PLACED) &&
+	    (d->type != HETMM_MEMORY_DEVICE_PRIVATE ||
+	     (d->flags & (HETMM_PAGEMAP_REMAP | HETMM_PAGEMAP_EVICT))))
 		return -EINVAL;
 	int rc = check_altmap(d);
 	if (rc)
@@ -131,6 +137,10 @@ int hetmm_pagemap_add(struct hetmm_ctx *ctx,
 		UFFD_FEATURE_PAGEFAULT_FLAG_WP;
 	if (desc->type == HETMM_MEMORY_DEVICE_COHERENT &&
 	    (ctx->uffd.features & coherent_needs) != coherent_needs)
+		return -EOPNOTSUPP;
+	/* Placed pages come back write-protected, to be told clean. */
+	if ((desc->flags & HETMM_PAGEMAP_PLACED) &&
+	    !(ctx->uffd.features & UFFD_FEATURE_PAGEFAULT_FLAG_WP))
 		return -EOPNOTSUPP;
 
 	struct hetmm_pagemap *pgmap;

@@ -68,6 +68,10 @@ struct chunk {
 	size_t nframes;
 	uint8_t pflags[CHUNK_PAGES];
 	struct migrator *migrator;      /* while in the copy path */
+	/* HETMM_PAGEMAP_PLACED: page i goes to frame place + i; and with
+	 * HETMM_MIGRATE_POPULATED holes take their frame's bytes. */
+	uint64_t place;
+	bool populated;
 };
 
 static bool st_claimed(uint8_t st)
@@ -267,6 +271,31 @@ static void chunk_alloc_frames(struct hetmm_ctx *ctx,
 	chunk_name_claims(ctx, pgmap, c);
 }
 
+/* A placed pagemap's frames, by name: a page whose frame is in use is
+ * let go of (HETMM_MIGRATE_SKIP_BUSY). */
+static void chunk_take_frames(struct hetmm_ctx *ctx,
+			      struct hetmm_pagemap *pgmap, struct chunk *c)
+{
+	bool unclaimed = false;
+	c->nframes = 0;
+	for (size_t i = 0; i < c->n; i++) {
+		if (!st_pending(c->status[i]))
+			continue;
+		uint32_t idx = (uint32_t)(c->place + i);
+		if (pagemap_take(pgmap, idx)) {
+			c->frame[i] = idx;
+			c->frames[c->nframes++] = idx;
+			continue;
+		}
+		shadow_store(&ctx->shadow, c->vpn + i, 0);
+		c->status[i] = HETMM_MIGRATE_SKIP_BUSY;
+		unclaimed = true;
+	}
+	if (unclaimed)
+		chunk_wake(ctx, c);
+	chunk_name_claims(ctx, pgmap, c);
+}
+
 /* Let go of the claimed pages marked in drop, and of their frames. */
 static void chunk_let_go(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			 struct chunk *c, const bool *drop)
@@ -328,7 +357,29 @@ static void chunk_mark_holes(struct chunk *c)
 {
 	for (size_t i = 0; i < c->n; i++)
 		if (st_pending(c->status[i]) && !page_has_data(c->pflags[i]))
-			c->status[i] = ST_DONE_ZERO;
+			c->status[i] = c->populated ? ST_DONE_DATA
+						    : ST_DONE_ZERO;
+}
+
+/*
+ * A placed pagemap's pages that came back from the very frame they go to
+ * and are still write-protected (nobody wrote them since: the first
+ * write lifts the protection, fault_unprotect) need no copy: the frame
+ * has their bytes.  We hold their claims, so no migration's protection
+ * can be mistaken for it; they join the copied pages, to be zapped.
+ */
+static void chunk_mark_clean(struct hetmm_ctx *ctx,
+			     struct hetmm_pagemap *pgmap, struct chunk *c)
+{
+	if (!pagemap_is_placed(pgmap))
+		return;
+	for (size_t i = 0; i < c->n; i++)
+		if (st_pending(c->status[i]) &&
+		    page_has_data(c->pflags[i]) &&
+		    (c->pflags[i] & PG_UFFD_WP) &&
+		    vtab_get(&ctx->placed_src, c->vpn + i) ==
+		    pagemap_pfn(pgmap, c->frame[i]))
+			c->status[i] = ST_COPIED;
 }
 
 /* A frame moved into must be a hole; make it one if a stray read of the
@@ -720,7 +771,10 @@ static int chunk_to_device(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	size_t claimed = chunk_collect(ctx, pgmap, c);
 	if (!claimed)
 		return 0;
-	chunk_alloc_frames(ctx, pgmap, c, claimed);
+	if (pagemap_is_placed(pgmap))
+		chunk_take_frames(ctx, pgmap, c);
+	else
+		chunk_alloc_frames(ctx, pgmap, c, claimed);
 	if (!c->nframes)
 		return 0;
 
@@ -739,6 +793,7 @@ static int chunk_to_device(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 
 	chunk_mark_holes(c);
 	TEST_HOOK(TEST_HOOK_TO_DEVICE_CLAIMED, c->start, c->n * PAGE_SIZE);
+	chunk_mark_clean(ctx, pgmap, c);
 	if (pagemap_is_coherent(pgmap)) {
 		chunk_copy_coherent(ctx, pgmap, c);
 	} else {
@@ -805,13 +860,22 @@ static size_t chunk_pages(uintptr_t a, uintptr_t end)
 	return (MIN(boundary, end) - a) >> PAGE_SHIFT;
 }
 
+/* Where the pages go: page i of the call to frame place + i of a placed
+ * pagemap, holes with their frames' bytes if populated. */
+struct placement {
+	uint64_t place;
+	bool populated;
+};
+
 static int migrate_segment(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			   const struct vma *v, uintptr_t a, uintptr_t end,
 			   size_t page0, struct hetmm_migrate_report *rep,
-			   struct to_device_totals *t)
+			   struct to_device_totals *t,
+			   const struct placement *pl)
 {
-	struct chunk c = { .vma = v };
+	struct chunk c = { .vma = v, .populated = pl->populated };
 	while (a < end) {
+		c.place = pl->place + page0;
 		c.start = a;
 		c.vpn = addr_to_vpn(a);
 		c.n = chunk_pages(a, end);
@@ -827,22 +891,15 @@ static int migrate_segment(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	return 0;
 }
 
-int hetmm_migrate_to_device(struct hetmm_pagemap *pgmap, void *addr,
-			    size_t len, struct hetmm_migrate_report *report)
+static int migrate_to(struct hetmm_pagemap *pgmap, void *addr, size_t len,
+		      const struct placement *pl,
+		      struct hetmm_migrate_report *report)
 {
-	if (!pgmap)
-		return -EINVAL;
 	struct hetmm_ctx *ctx = pgmap->ctx;
-	int rc = entry_user_range(ctx, addr, len);
-	if (rc)
-		return rc;
-	if (!(ctx->uffd.features & UFFD_FEATURE_PAGEFAULT_FLAG_WP) ||
-	    pagemap_is_fixed(pgmap))
-		return -EOPNOTSUPP;   /* FS_DAX, GENERIC: nothing migrates */
 	if (copyq_dead(pgmap))
 		return -EIO;   /* a copy timed out and may still run */
 	uintptr_t start = (uintptr_t)addr, end = start + len;
-	rc = vma_check_accessible(&ctx->vmaq, start, end);
+	int rc = vma_check_accessible(&ctx->vmaq, start, end);
 	if (rc)
 		return rc;
 	rc = pagemap_get(pgmap);
@@ -873,7 +930,7 @@ int hetmm_migrate_to_device(struct hetmm_pagemap *pgmap, void *addr,
 		size_t page0 = (a - start) >> PAGE_SHIFT;
 		if (vma_is_private_anon(&v))
 			rc = migrate_segment(ctx, pgmap, &v, a, seg_end, page0,
-					     report, &t);
+					     report, &t, pl);
 		else
 			report_mapped(ctx, pgmap, &v, a, seg_end, page0,
 				      report);
@@ -889,3 +946,47 @@ int hetmm_migrate_to_device(struct hetmm_pagemap *pgmap, void *addr,
 	return t.nomem ? -ENOMEM : -ENOENT;
 }
 
+/* The checks both calls make: 0, or the errno. */
+static int migrate_check(struct hetmm_pagemap *pgmap, void *addr, size_t len)
+{
+	if (!pgmap)
+		return -EINVAL;
+	struct hetmm_ctx *ctx = pgmap->ctx;
+	int rc = entry_user_range(ctx, addr, len);
+	if (rc)
+		return rc;
+	if (!(ctx->uffd.features & UFFD_FEATURE_PAGEFAULT_FLAG_WP) ||
+	    pagemap_is_fixed(pgmap))
+		return -EOPNOTSUPP;   /* FS_DAX, GENERIC: nothing migrates */
+	return 0;
+}
+
+int hetmm_migrate_to_device(struct hetmm_pagemap *pgmap, void *addr,
+			    size_t len, struct hetmm_migrate_report *report)
+{
+	int rc = migrate_check(pgmap, addr, len);
+	if (rc)
+		return rc;
+	if (pagemap_is_placed(pgmap))
+		return -EOPNOTSUPP;   /* its frames have homes */
+	struct placement pl = { 0, false };
+	return migrate_to(pgmap, addr, len, &pl, report);
+}
+
+int hetmm_migrate_to_frames(struct hetmm_pagemap *pgmap, void *addr,
+			    size_t len, uint64_t index, uint32_t flags,
+			    struct hetmm_migrate_report *report)
+{
+	int rc = migrate_check(pgmap, addr, len);
+	if (rc)
+		return rc;
+	if (flags & ~HETMM_MIGRATE_POPULATED)
+		return -EINVAL;
+	uint64_t npages = len >> PAGE_SHIFT;
+	if (index > pgmap->nr_pages || npages > pgmap->nr_pages - index)
+		return -EINVAL;
+	if (!pagemap_is_placed(pgmap))
+		return -EOPNOTSUPP;
+	struct placement pl = { index, flags & HETMM_MIGRATE_POPULATED };
+	return migrate_to(pgmap, addr, len, &pl, report);
+}

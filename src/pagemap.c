@@ -184,13 +184,21 @@ int pagemap_create(struct hetmm_ctx *ctx,
 	if (!altmap)
 		pgmap->pages = calloc(desc->nr_pages,
 				      sizeof(struct hetmm_page));
-	/* Fixed pages are in use from hot-add on: no pool. */
-	if (!pagemap_is_fixed(pgmap))
+	/* Fixed pages are in use from hot-add on: no pool.  Placed frames
+	 * are taken by name. */
+	bool pool = !pagemap_is_fixed(pgmap);
+	if (pool && pagemap_is_placed(pgmap)) {
+		pgmap->placed_free = malloc(nr_frames);
+		if (pgmap->placed_free)
+			memset(pgmap->placed_free, 1, nr_frames);
+	} else if (pool) {
 		pgmap->free_stack = malloc(nr_frames * sizeof(uint32_t));
+	}
 	if ((!altmap && !pgmap->pages) ||
-	    (!pagemap_is_fixed(pgmap) && !pgmap->free_stack)) {
+	    (pool && !pgmap->free_stack && !pgmap->placed_free)) {
 		free(pgmap->pages);
 		free(pgmap->free_stack);
+		free(pgmap->placed_free);
 		free(pgmap);
 		return -ENOMEM;
 	}
@@ -198,7 +206,7 @@ int pagemap_create(struct hetmm_ctx *ctx,
 	 * contiguous frames, which the copy paths batch. */
 	for (uint64_t i = 0; pgmap->free_stack && i < nr_frames; i++)
 		pgmap->free_stack[i] = (uint32_t)(desc->nr_pages - 1 - i);
-	pgmap->nr_free = pgmap->free_stack ? nr_frames : 0;
+	pgmap->nr_free = pool ? nr_frames : 0;
 	pthread_mutex_init(&pgmap->free_lock, NULL);
 	*pgmapp = pgmap;
 	return 0;
@@ -210,6 +218,7 @@ void pagemap_destroy(struct hetmm_pagemap *pgmap)
 	if (!(pgmap->flags & HETMM_PAGEMAP_ALTMAP))
 		free(pgmap->pages);
 	free(pgmap->free_stack);
+	free(pgmap->placed_free);
 	free(pgmap);
 }
 
@@ -241,6 +250,8 @@ static void frames_sort(uint32_t *idx, size_t n)
 
 size_t pagemap_alloc(struct hetmm_pagemap *pgmap, uint32_t *idx, size_t nr)
 {
+	if (pgmap->placed_free)
+		return 0;
 	for (;;) {
 		pthread_mutex_lock(&pgmap->free_lock);
 		size_t n = MIN(nr, pgmap->nr_free);
@@ -257,6 +268,18 @@ size_t pagemap_alloc(struct hetmm_pagemap *pgmap, uint32_t *idx, size_t nr)
 		frames_sort(idx, n);
 		return n;
 	}
+}
+
+bool pagemap_take(struct hetmm_pagemap *pgmap, uint32_t idx)
+{
+	pthread_mutex_lock(&pgmap->free_lock);
+	bool free = pgmap->placed_free[idx];
+	if (free) {
+		pgmap->placed_free[idx] = 0;
+		pgmap->nr_free--;
+	}
+	pthread_mutex_unlock(&pgmap->free_lock);
+	return free;
 }
 
 /* The frame's metadata says free; returns what it said before. */
@@ -288,8 +311,13 @@ static void frames_push(struct hetmm_pagemap *pgmap, const uint32_t *idx,
 	/* Push in reverse so the run pops in its order again: a freed run
 	 * is handed out as a run, which the move and copy paths batch. */
 	pthread_mutex_lock(&pgmap->free_lock);
-	for (size_t i = nr; i-- > 0;)
-		pgmap->free_stack[pgmap->nr_free++] = idx[i];
+	for (size_t i = nr; i-- > 0;) {
+		if (pgmap->placed_free)
+			pgmap->placed_free[idx[i]] = 1;
+		else
+			pgmap->free_stack[pgmap->nr_free] = idx[i];
+		pgmap->nr_free++;
+	}
 	/* Under the lock, so that the count of free frames never sees one
 	 * twice or not at all. */
 	atomic_fetch_sub(&pgmap->nr_leaving, left);

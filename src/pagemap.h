@@ -62,6 +62,9 @@ struct hetmm_pagemap {
 	pthread_mutex_t free_lock;
 	uint32_t *free_stack;             /* indices, top at nr_free - 1 */
 	uint64_t nr_free;
+	/* HETMM_PAGEMAP_PLACED instead of the stack: 1 per free frame,
+	 * taken by name (pagemap_take). */
+	uint8_t *placed_free;
 	/* Frames whose pages have left, freed once the fill reading them
 	 * is done (fault.c, fault_back_lone): counted free already, and
 	 * waited for by an allocation that finds the pool short. */
@@ -81,6 +84,11 @@ struct hetmm_pagemap {
 	 * changed under ctx->lock, read without it. */
 	_Atomic uint64_t peers[PFN_MAX_SECTIONS / 64];
 };
+
+static inline bool pagemap_is_placed(const struct hetmm_pagemap *pgmap)
+{
+	return pgmap->flags & HETMM_PAGEMAP_PLACED;
+}
 
 static inline bool pagemap_is_coherent(const struct hetmm_pagemap *pgmap)
 {
@@ -174,8 +182,12 @@ bool pagemap_all_free(struct hetmm_pagemap *pgmap);
  * The frame pool
  */
 
-/* Take up to nr free frames; returns how many, indices into idx[]. */
+/* Take up to nr free frames; returns how many, indices into idx[].
+ * None from a placed pagemap: its frames are taken by name. */
 size_t pagemap_alloc(struct hetmm_pagemap *pgmap, uint32_t *idx, size_t nr);
+/* HETMM_PAGEMAP_PLACED: take frame idx by name; false if it is in use
+ * (or still leaving). */
+bool pagemap_take(struct hetmm_pagemap *pgmap, uint32_t idx);
 /* Give frames back; free_flags is 0, or PAGE_STALE for frames whose
  * memory still holds the page copied out of them. */
 void pagemap_free(struct hetmm_pagemap *pgmap, const uint32_t *idx,

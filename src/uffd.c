@@ -147,7 +147,7 @@ int uffd_writeprotect(int fd, uintptr_t start, size_t len, unsigned flags)
 
 /* One UFFDIO_COPY, _ZEROPAGE or _MOVE: its progress field, or -errno. */
 static long fill_once(int fd, enum uffd_fill op, uintptr_t dst, uintptr_t src,
-		      size_t len, bool wake)
+		      size_t len, bool wake, bool wp)
 {
 	int rc;
 	long progress;
@@ -155,7 +155,8 @@ static long fill_once(int fd, enum uffd_fill op, uintptr_t dst, uintptr_t src,
 	case FILL_COPY: {
 		struct uffdio_copy c = {
 			.dst = dst, .src = src, .len = len,
-			.mode = wake ? 0 : UFFDIO_COPY_MODE_DONTWAKE,
+			.mode = (wake ? 0 : UFFDIO_COPY_MODE_DONTWAKE) |
+				(wp ? UFFDIO_COPY_MODE_WP : 0),
 		};
 		rc = ioctl(fd, UFFDIO_COPY, &c);
 		progress = (long)c.copy;
@@ -196,7 +197,7 @@ long uffd_fill(int fd, enum uffd_fill op, uintptr_t dst, uintptr_t src,
 	while (done < len) {
 		long got = fill_once(fd, op, dst + done,
 				     op == FILL_ZERO ? 0 : src + done,
-				     len - done, wake);
+				     len - done, wake, flags & FILL_WP);
 		if (got > 0) {
 			done += (size_t)got;
 			continue;

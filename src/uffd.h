@@ -30,6 +30,8 @@ enum uffd_fill { FILL_COPY, FILL_ZERO, FILL_MOVE };
  * madvise, mremap) waits to be read; only the handler reads events, so
  * the handler must give up, read, and let the thread fault again. */
 #define FILL_ONCE (1u << 1)
+/* UFFDIO_COPY only: the page is installed write-protected. */
+#define FILL_WP (1u << 3)
 /* Fill [dst, dst + len) by UFFDIO_COPY/ZEROPAGE/MOVE from src: bytes
  * done, or -errno if it stopped at the first page. */
 long uffd_fill(int fd, enum uffd_fill op, uintptr_t dst, uintptr_t src,

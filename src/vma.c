@@ -265,6 +265,7 @@ int vma_check_accessible(struct vmaq *q, uintptr_t start, uintptr_t end)
 #define PM_SWAP (1ULL << 62)
 #define PM_FILE (1ULL << 61)
 #define PM_MMAP_EXCLUSIVE (1ULL << 56)
+#define PM_UFFD_WP (1ULL << 57)
 
 /* Presence bits of a raw pagemap entry. */
 static uint8_t presence(uint64_t e)
@@ -278,6 +279,8 @@ static uint8_t presence(uint64_t e)
 		f |= PG_EXCLUSIVE;
 	if (e & PM_FILE)
 		f |= PG_FILE;
+	if (e & PM_UFFD_WP)
+		f |= PG_UFFD_WP;
 	return f;
 }
 

@@ -73,14 +73,15 @@ static inline bool vma_is_private_anon(const struct vma *v)
 #define PG_ZERO (1u << 3)
 #define PG_HUGE (1u << 4)
 #define PG_FILE (1u << 5)    /* a file (or shmem) page, not anonymous */
+#define PG_UFFD_WP (1u << 6) /* write-protected by userfaultfd */
 
 /* All of the above for npages from start, inside the VMA v: PG_ZERO and
  * PG_HUGE from PAGEMAP_SCAN, or without it from the frames where root
  * may see them (kframes.c); nothing tells them otherwise. */
 int vma_page_flags(struct vmaq *q, const struct vma *v, uintptr_t start,
 		   size_t npages, uint8_t *flags);
-/* PG_PRESENT, PG_SWAPPED, PG_EXCLUSIVE and PG_FILE only: one pread, no
- * scan. */
+/* PG_PRESENT, PG_SWAPPED, PG_EXCLUSIVE, PG_FILE and PG_UFFD_WP only: one
+ * pread, no scan. */
 int vma_page_presence(struct vmaq *q, uintptr_t start, size_t npages,
 		      uint8_t *flags);
 

@@ -21,6 +21,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <linux/fs.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -72,6 +73,7 @@ struct hetmm_file {
 	struct file_fault fault[2];       /* reads, writes */
 	struct hetmm_notifier *life;      /* hears the context's release */
 	void *quiet;                      /* the page life watches */
+	struct file_attach *att;          /* hetmm_file_attach, else NULL */
 #ifdef HETMM_HAVE_LIBURING
 	struct io_uring ring;
 	bool ring_up;
@@ -138,6 +140,9 @@ static int io_whole(int fd, bool write, char *buf, size_t len, off_t off)
 	return 0;
 }
 
+static void attach_faulted_in(struct hetmm_file *f, uint64_t index,
+			      size_t nr);
+
 /* ------------------------------------------------------------------------
  * Synchronous copies: pread/pwrite
  */
@@ -148,6 +153,8 @@ static int file_sync_io(struct hetmm_pagemap *pgmap, bool write, char *buf,
 	struct hetmm_file *f = file_of(pgmap);
 	if (!f || index + nr > f->nr_pages)
 		return -EINVAL;
+	if (!write)
+		attach_faulted_in(f, index, nr);
 	int err = fault_for(f, write, index, nr);
 	if (!err)
 		err = io_whole(f->fd, write, buf, nr * PS, frame_off(f, index));
@@ -200,6 +207,8 @@ static int uring_submit(struct hetmm_file *f, bool write, char *buf,
 {
 	if (index + nr > f->nr_pages)
 		return -EINVAL;
+	if (!write)
+		attach_faulted_in(f, index, nr);
 	int err = fault_for(f, write, index, nr);
 	if (err) {
 		count_done(f, write, nr, err);
@@ -254,22 +263,23 @@ static int uring_submit_from(struct hetmm_pagemap *pgmap, void *dst,
 	return f ? uring_submit(f, false, dst, index, nr, copy) : -EINVAL;
 }
 
-/* A completion: finish a short transfer, then tell hetmm. */
-static void uring_complete(struct hetmm_file *f, struct file_req *r, int res)
+/* A completion: finish a short transfer, then tell hetmm.  The request
+ * is read under the lock it was written under: the kernel orders the
+ * two, which a race detector can't see. */
+static void uring_complete(struct hetmm_file *f, struct file_req *req,
+			   int res)
 {
-	int err = res < 0 ? res : 0;
-	if (!err && (size_t)res < r->len)
-		err = io_whole(f->fd, r->write, r->buf + res,
-			       r->len - (size_t)res, (off_t)(r->off + res));
-	struct hetmm_copy *copy = r->copy;
-	bool write = r->write;
-	size_t nr = r->len / PS;
 	pthread_mutex_lock(&f->sq_lock);
-	r->next_free = f->free_reqs;
-	f->free_reqs = r;
+	struct file_req r = *req;
+	req->next_free = f->free_reqs;
+	f->free_reqs = req;
 	pthread_mutex_unlock(&f->sq_lock);
-	count_done(f, write, nr, err);
-	hetmm_copy_done(copy, err);
+	int err = res < 0 ? res : 0;
+	if (!err && (size_t)res < r.len)
+		err = io_whole(f->fd, r.write, r.buf + res,
+			       r.len - (size_t)res, (off_t)(r.off + res));
+	count_done(f, r.write, r.len / PS, err);
+	hetmm_copy_done(r.copy, err);
 }
 
 static void *uring_reaper(void *arg)
@@ -427,6 +437,391 @@ static void file_io_free(struct hetmm_file *f)
 #endif /* HETMM_HAVE_LIBURING */
 
 /* ------------------------------------------------------------------------
+ * An attached file (hetmm_file_attach): the range, its resident bound and
+ * its sync.
+ *
+ * Page i of the range is frame i, the file's block for it.  The bound
+ * counts pages the copy ops read in (attach_faulted_in, on the handler
+ * thread) and keeps them in order of arrival; the device's own thread
+ * (the evictor) sends the oldest back with hetmm_migrate_to_frames(),
+ * which writes only the pages written since they came in (hetmm tells
+ * them: HETMM_PAGEMAP_PLACED).  The range's notifier hears discards,
+ * whose pages the evictor puts back on the file, and unmaps, which end
+ * the attachment there.  att->lock is never held across a call into
+ * hetmm: the handler takes it in the copy ops and the notifier.
+ */
+
+/* Page states, a byte each. */
+#define PG_IN 1u        /* in memory, counted by the bound */
+#define PG_QUEUED 2u    /* in the arrival queue */
+#define PG_GONE 4u      /* unmapped: not ours any more */
+
+/* Discarded ranges waiting to go back on the file; more at once make
+ * the whole range wait. */
+#define REDO_SLOTS 16
+/* Pages one migration call takes at most. */
+#define EVICT_RUN 512
+
+struct page_range {
+	uint64_t first, end;
+};
+
+struct file_attach {
+	char *addr;                     /* the range, nr_pages long */
+	uint64_t max_resident;          /* 0: no bound */
+	struct hetmm_notifier *watch;   /* the range */
+	bool watch_released;            /* the context freed it */
+	pthread_mutex_t lock;           /* what follows */
+	pthread_cond_t wake;
+	uint8_t *state;                 /* PG_* per page */
+	uint64_t nr_in;
+	uint32_t *queue;                /* arrival order, a ring */
+	uint64_t q_head, q_len;
+	struct page_range redo[REDO_SLOTS];
+	unsigned nr_redo;
+	bool redo_all;
+	bool stop;
+	bool stalled;                   /* the last pass freed nothing */
+	pthread_t evictor;
+	bool evictor_up;
+	atomic_uint_fast64_t evicted;
+	uint8_t status[EVICT_RUN];      /* the evictor's reports */
+};
+
+/* Pages over the bound worth a pass: a pass per page would cost a
+ * migration call per fault. */
+static uint64_t attach_over(const struct file_attach *a)
+{
+	if (!a->max_resident || a->nr_in <= a->max_resident)
+		return 0;
+	return a->nr_in - a->max_resident;
+}
+
+static bool evictor_has_work(const struct file_attach *a)
+{
+	return a->stop || a->nr_redo || a->redo_all ||
+	       (attach_over(a) && !a->stalled);
+}
+
+static void attach_faulted_in(struct hetmm_file *f, uint64_t index,
+			      size_t nr)
+{
+	struct file_attach *a = f->att;
+	if (!a)
+		return;
+	pthread_mutex_lock(&a->lock);
+	for (size_t i = index; i < index + nr; i++) {
+		if (a->state[i] & (PG_IN | PG_GONE))
+			continue;
+		a->state[i] |= PG_IN;
+		a->nr_in++;
+		if (!(a->state[i] & PG_QUEUED)) {
+			a->state[i] |= PG_QUEUED;
+			a->queue[(a->q_head + a->q_len++) % f->nr_pages] =
+				(uint32_t)i;
+		}
+	}
+	a->stalled = false;
+	if (evictor_has_work(a))
+		pthread_cond_signal(&a->wake);
+	pthread_mutex_unlock(&a->lock);
+}
+
+/* Pages [first, end) left memory (a discard, an unmap); gone: for good. */
+static void attach_drop(struct file_attach *a, uint64_t first, uint64_t end,
+			bool gone)
+{
+	for (uint64_t i = first; i < end; i++) {
+		if (a->state[i] & PG_IN)
+			a->nr_in--;
+		a->state[i] &= (uint8_t)~PG_IN;
+		if (gone)
+			a->state[i] |= PG_GONE;
+	}
+}
+
+static void attach_event(struct hetmm_notifier *n, uintptr_t start,
+			 uintptr_t end, enum hetmm_event why, void *arg)
+{
+	(void)n;
+	struct hetmm_file *f = arg;
+	struct file_attach *a = f->att;
+	if (why == HETMM_EVENT_RELEASE) {
+		a->watch_released = true;
+		return;
+	}
+	if (why != HETMM_EVENT_DISCARD && why != HETMM_EVENT_UNMAP &&
+	    why != HETMM_EVENT_REMAP)
+		return;
+	uintptr_t base = (uintptr_t)a->addr, top = base + f->nr_pages * PS;
+	start = start > base ? start : base;
+	end = end < top ? end : top;
+	if (start >= end)
+		return;
+	uint64_t first = (start - base) / PS, last = (end - base + PS - 1) / PS;
+	pthread_mutex_lock(&a->lock);
+	/* mremap moves the pages out of the range: gone as well. */
+	attach_drop(a, first, last, why != HETMM_EVENT_DISCARD);
+	if (why == HETMM_EVENT_DISCARD) {
+		if (a->nr_redo < REDO_SLOTS) {
+			a->redo[a->nr_redo].first = first;
+			a->redo[a->nr_redo++].end = last;
+		} else {
+			a->redo_all = true;
+		}
+		pthread_cond_signal(&a->wake);
+	}
+	pthread_mutex_unlock(&a->lock);
+}
+
+static const struct hetmm_notifier_ops attach_ops = {
+	.invalidate = attach_event,
+};
+
+/*
+ * Send [first, end) back to the file, skipping pages unmapped since,
+ * with hetmm_migrate_to_frames (holes: the file's bytes again), in runs
+ * of at most EVICT_RUN.  status, if given, gets each page's outcome.
+ * Returns 0 or the first error other than "nothing to move" (-ENOENT).
+ */
+static int attach_put_back(struct hetmm_file *f, uint64_t first,
+			   uint64_t end, uint8_t *status)
+{
+	struct file_attach *a = f->att;
+	int rc = 0;
+	for (uint64_t i = first; i < end;) {
+		pthread_mutex_lock(&a->lock);
+		for (; i < end && (a->state[i] & PG_GONE); i++)
+			if (status)
+				status[i - first] = 0;
+		uint64_t run = 0;
+		while (i + run < end && run < EVICT_RUN &&
+		       !(a->state[i + run] & PG_GONE))
+			run++;
+		pthread_mutex_unlock(&a->lock);
+		if (!run)
+			break;
+		struct hetmm_migrate_report rep = {
+			.status = status ? status + (i - first) : NULL,
+		};
+		int r = hetmm_migrate_to_frames(f->pgmap, a->addr + i * PS,
+						run * PS, i,
+						HETMM_MIGRATE_POPULATED, &rep);
+		if (r && r != -ENOENT && !rc)
+			rc = r;
+		i += run;
+	}
+	return rc;
+}
+
+/* Pages [first, first + n) were reported by status: those on the file
+ * now leave the bound's count; the others, if queued for eviction, go
+ * back in the queue.  Returns how many went. */
+static uint64_t attach_settle(struct hetmm_file *f, uint64_t first,
+			      uint64_t n, const uint8_t *status, bool requeue)
+{
+	struct file_attach *a = f->att;
+	uint64_t went = 0;
+	for (uint64_t k = 0; k < n; k++) {
+		uint64_t i = first + k;
+		bool on_file = status[k] == HETMM_MIGRATE_MOVED ||
+			       status[k] == HETMM_MIGRATE_ALREADY;
+		if (on_file && (a->state[i] & PG_IN)) {
+			a->state[i] &= (uint8_t)~PG_IN;
+			a->nr_in--;
+			went += status[k] == HETMM_MIGRATE_MOVED;
+		} else if (!on_file && requeue && (a->state[i] & PG_IN) &&
+			   !(a->state[i] & PG_QUEUED)) {
+			a->state[i] |= PG_QUEUED;
+			a->queue[(a->q_head + a->q_len++) % f->nr_pages] =
+				(uint32_t)i;
+		}
+	}
+	return went;
+}
+
+/* The discarded ranges, back on the file. */
+static void evictor_redo(struct hetmm_file *f)
+{
+	struct file_attach *a = f->att;
+	struct page_range redo[REDO_SLOTS];
+	unsigned n = a->nr_redo;
+	bool all = a->redo_all;
+	memcpy(redo, a->redo, sizeof(redo));
+	a->nr_redo = 0;
+	a->redo_all = false;
+	pthread_mutex_unlock(&a->lock);
+	if (all)
+		attach_put_back(f, 0, f->nr_pages, NULL);
+	for (unsigned k = 0; !all && k < n; k++)
+		attach_put_back(f, redo[k].first, redo[k].end, NULL);
+	pthread_mutex_lock(&a->lock);
+}
+
+/* The oldest queued pages still in memory, a run of consecutive ones at
+ * most EVICT_RUN long: its first page, its length (0: none). */
+static uint64_t evictor_pick(struct hetmm_file *f, uint64_t *first)
+{
+	struct file_attach *a = f->att;
+	uint64_t run = 0;
+	while (a->q_len && run < EVICT_RUN && run < attach_over(a)) {
+		uint32_t i = a->queue[a->q_head];
+		if (!(a->state[i] & PG_IN) || (a->state[i] & PG_GONE)) {
+			a->state[i] &= (uint8_t)~PG_QUEUED;
+			a->q_head = (a->q_head + 1) % f->nr_pages;
+			a->q_len--;
+			continue;
+		}
+		if (run && i != *first + run)
+			break;
+		if (!run)
+			*first = i;
+		a->state[i] &= (uint8_t)~PG_QUEUED;
+		a->q_head = (a->q_head + 1) % f->nr_pages;
+		a->q_len--;
+		run++;
+	}
+	return run;
+}
+
+/* One eviction pass: true if it freed anything. */
+static bool evictor_pass(struct hetmm_file *f)
+{
+	struct file_attach *a = f->att;
+	uint64_t first = 0, run = evictor_pick(f, &first);
+	if (!run)
+		return false;
+	pthread_mutex_unlock(&a->lock);
+	memset(a->status, 0, run);
+	attach_put_back(f, first, first + run, a->status);
+	pthread_mutex_lock(&a->lock);
+	uint64_t went = attach_settle(f, first, run, a->status, true);
+	atomic_fetch_add(&a->evicted, went);
+	return went != 0;
+}
+
+static void *evictor_main(void *arg)
+{
+	struct hetmm_file *f = arg;
+	struct file_attach *a = f->att;
+	pthread_mutex_lock(&a->lock);
+	for (;;) {
+		while (!evictor_has_work(a))
+			pthread_cond_wait(&a->wake, &a->lock);
+		if (a->stop)
+			break;
+		if (a->nr_redo || a->redo_all)
+			evictor_redo(f);
+		/* A pass that frees nothing (write errors, pages held)
+		 * waits for the next fault before trying again. */
+		while (attach_over(a) && !a->stop && !a->stalled)
+			a->stalled = !evictor_pass(f);
+	}
+	pthread_mutex_unlock(&a->lock);
+	return NULL;
+}
+
+static void attach_free(struct hetmm_file *f)
+{
+	struct file_attach *a = f->att;
+	if (!a)
+		return;
+	if (a->evictor_up) {
+		pthread_mutex_lock(&a->lock);
+		a->stop = true;
+		pthread_cond_signal(&a->wake);
+		pthread_mutex_unlock(&a->lock);
+		pthread_join(a->evictor, NULL);
+	}
+	if (a->watch && !a->watch_released)
+		hetmm_notifier_remove(a->watch);
+	if (a->addr)
+		munmap(a->addr, f->nr_pages * PS);
+	pthread_mutex_destroy(&a->lock);
+	pthread_cond_destroy(&a->wake);
+	free(a->state);
+	free(a->queue);
+	free(a);
+	f->att = NULL;
+}
+
+/* The range, its pages on their blocks, its notifier, its evictor. */
+static int attach_start(struct hetmm_file *f, uint64_t max_resident)
+{
+	struct file_attach *a = calloc(1, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	f->att = a;
+	pthread_mutex_init(&a->lock, NULL);
+	pthread_cond_init(&a->wake, NULL);
+	a->max_resident = max_resident;
+	a->state = calloc(f->nr_pages, 1);
+	a->queue = malloc(f->nr_pages * sizeof(*a->queue));
+	if (!a->state || !a->queue)
+		return -ENOMEM;
+	void *p = mmap(NULL, f->nr_pages * PS, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		return -ENOMEM;
+	a->addr = p;
+	int rc = hetmm_notifier_insert(f->ctx, p, f->nr_pages * PS,
+				       &attach_ops, f, &a->watch);
+	if (rc)
+		return rc;
+	rc = hetmm_migrate_to_frames(f->pgmap, p, f->nr_pages * PS, 0,
+				     HETMM_MIGRATE_POPULATED, NULL);
+	if (rc)
+		return rc;
+	rc = pthread_create(&a->evictor, NULL, evictor_main, f);
+	if (rc)
+		return -rc;
+	a->evictor_up = true;
+	return 0;
+}
+
+/* Every page of the range on the file: see hetmm_file_sync(). */
+static int attach_sync(struct hetmm_file *f)
+{
+	struct file_attach *a = f->att;
+	uint8_t *status = malloc(f->nr_pages);
+	if (!status)
+		return -ENOMEM;
+	int rc = 0;
+	for (int tries = 0; tries < 1000; tries++) {
+		memset(status, 0, f->nr_pages);
+		rc = attach_put_back(f, 0, f->nr_pages, status);
+		if (rc == -EINVAL) {
+			/* A munmap we have not heard of yet: hear it. */
+			hetmm_ctx_sync(f->ctx);
+			continue;
+		}
+		if (rc && rc != -EIO)
+			break;
+		bool again = false, error = false, held = false;
+		pthread_mutex_lock(&a->lock);
+		attach_settle(f, 0, f->nr_pages, status, false);
+		for (uint64_t i = 0; i < f->nr_pages; i++) {
+			if (a->state[i] & PG_GONE)
+				continue;
+			again |= status[i] == HETMM_MIGRATE_SKIP_BUSY;
+			error |= status[i] == HETMM_MIGRATE_SKIP_ERROR;
+			held |= status[i] == HETMM_MIGRATE_SKIP_PINNED;
+		}
+		pthread_mutex_unlock(&a->lock);
+		rc = error ? -EIO : held ? -EBUSY : 0;
+		if (!again || error || held)
+			break;
+		rc = -EBUSY;
+		sched_yield();
+	}
+	free(status);
+	/* What did reach the file is made durable either way. */
+	if (fdatasync(f->fd) && !rc)
+		rc = -errno;
+	return rc;
+}
+
+/* ------------------------------------------------------------------------
  * The device
  */
 
@@ -463,6 +858,7 @@ static bool file_unlist(struct hetmm_file *f)
 
 static void file_free(struct hetmm_file *f)
 {
+	attach_free(f);
 	file_io_free(f);
 	if (f->fd >= 0)
 		close(f->fd);
@@ -543,8 +939,26 @@ static int file_open(struct hetmm_file *f, const struct hetmm_file_desc *d)
 	return 0;
 }
 
-int hetmm_file_create(struct hetmm_ctx *ctx, const struct hetmm_file_desc *d,
-		      struct hetmm_file **filep)
+/* Open the file and pick the ops: 0, or the errno with f to free. */
+static int file_setup(struct hetmm_file *f, const struct hetmm_file_desc *d,
+		      uint32_t depth, const struct hetmm_pagemap_ops **ops)
+{
+	int rc = file_open(f, d);
+	if (rc)
+		return rc;
+	*ops = file_choose_io(f, d->flags, depth);
+	f->quiet = mmap(NULL, PS, PROT_READ | PROT_WRITE,
+			MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (f->quiet == MAP_FAILED) {
+		f->quiet = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* A device of d; attached (a placed pagemap, its range mapped) or not. */
+static int file_make(struct hetmm_ctx *ctx, const struct hetmm_file_desc *d,
+		     bool attach, struct hetmm_file **filep)
 {
 	if (!ctx || !filep)
 		return -EINVAL;
@@ -554,6 +968,8 @@ int hetmm_file_create(struct hetmm_ctx *ctx, const struct hetmm_file_desc *d,
 	rc = file_check_desc(d);
 	if (rc)
 		return rc;
+	if (attach ? (d->flags & HETMM_PAGEMAP_EVICT) : d->max_resident != 0)
+		return -EINVAL;
 	struct hetmm_file *f = calloc(1, sizeof(*f));
 	if (!f)
 		return -ENOMEM;
@@ -564,21 +980,14 @@ int hetmm_file_create(struct hetmm_ctx *ctx, const struct hetmm_file_desc *d,
 	file_io_init(f);
 	uint32_t depth = d->queue_depth ? d->queue_depth
 					: HETMM_COPY_DEPTH_DEFAULT;
-	rc = file_open(f, d);
 	const struct hetmm_pagemap_ops *ops = NULL;
-	if (!rc) {
-		ops = file_choose_io(f, d->flags, depth);
-		f->quiet = mmap(NULL, PS, PROT_READ | PROT_WRITE,
-				MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (f->quiet == MAP_FAILED) {
-			f->quiet = NULL;
-			rc = -ENOMEM;
-		}
-	}
+	rc = file_setup(f, d, depth, &ops);
 	if (rc) {
 		file_free(f);
 		return rc;
 	}
+	/* An attached file's blocks are its data: never punched. */
+	f->punch &= !attach;
 	struct hetmm_pagemap_desc desc = {
 		.type = HETMM_MEMORY_DEVICE_PRIVATE,
 		.nr_pages = d->nr_pages,
@@ -586,12 +995,12 @@ int hetmm_file_create(struct hetmm_ctx *ctx, const struct hetmm_file_desc *d,
 		.drvdata = f,
 		.owner = f,
 		.flags = HETMM_PAGEMAP_MANAGED |
-			 (d->flags & HETMM_PAGEMAP_EVICT),
+			 (attach ? HETMM_PAGEMAP_PLACED :
+			  d->flags & HETMM_PAGEMAP_EVICT),
 		.queue_depth = f->info.io == HETMM_FILE_IO_URING ? depth : 0,
 	};
 	rc = hetmm_pagemap_add(ctx, &desc, &f->pgmap);
 	if (rc) {
-		f->pgmap = NULL;
 		file_free(f);
 		return rc;
 	}
@@ -600,7 +1009,12 @@ int hetmm_file_create(struct hetmm_ctx *ctx, const struct hetmm_file_desc *d,
 	if (!rc)
 		rc = hetmm_notifier_insert(ctx, f->quiet, PS, &file_life_ops,
 					   f, &f->life);
+	if (!rc && attach)
+		rc = attach_start(f, d->max_resident);
 	if (rc) {
+		attach_free(f);   /* its pages gone with the range */
+		if (f->life)
+			hetmm_notifier_remove(f->life);
 		hetmm_pagemap_remove_managed(f->pgmap, f);
 		file_free(f);
 		return rc;
@@ -613,6 +1027,31 @@ int hetmm_file_create(struct hetmm_ctx *ctx, const struct hetmm_file_desc *d,
 	return 0;
 }
 
+int hetmm_file_create(struct hetmm_ctx *ctx, const struct hetmm_file_desc *d,
+		      struct hetmm_file **filep)
+{
+	return file_make(ctx, d, false, filep);
+}
+
+int hetmm_file_attach(struct hetmm_ctx *ctx, const struct hetmm_file_desc *d,
+		      struct hetmm_file **filep, void **addrp)
+{
+	if (!addrp)
+		return -EINVAL;
+	int rc = file_make(ctx, d, true, filep);
+	if (!rc)
+		*addrp = (*filep)->att->addr;
+	return rc;
+}
+
+int hetmm_file_sync(struct hetmm_file *f)
+{
+	if (!f || !file_listed(f) || !f->att)
+		return -EINVAL;
+	int rc = ctx_usable(f->ctx);
+	return rc ? rc : attach_sync(f);
+}
+
 int hetmm_file_destroy(struct hetmm_file *f)
 {
 	if (!f || !file_listed(f))
@@ -620,6 +1059,14 @@ int hetmm_file_destroy(struct hetmm_file *f)
 	int rc = ctx_usable(f->ctx);
 	if (rc)
 		return rc;
+	/* An attached range goes to the file, then away: nothing to read
+	 * back when the pagemap goes. */
+	if (f->att) {
+		rc = attach_sync(f);
+		if (rc)
+			return rc;
+		attach_free(f);
+	}
 	rc = hetmm_pagemap_remove_managed(f->pgmap, f);
 	if (rc)
 		return rc;
@@ -653,6 +1100,13 @@ int hetmm_file_get_info(struct hetmm_file *f, struct hetmm_file_info *info)
 	info->pages_written = atomic_load(&f->pages_written);
 	info->io_errors = atomic_load(&f->io_errors);
 	info->holes_punched = atomic_load(&f->punched);
+	info->resident = info->evicted = 0;
+	if (f->att) {
+		pthread_mutex_lock(&f->att->lock);
+		info->resident = f->att->nr_in;
+		pthread_mutex_unlock(&f->att->lock);
+		info->evicted = atomic_load(&f->att->evicted);
+	}
 	return 0;
 }
 

@@ -1,0 +1,383 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_attach - a file attached to memory (hetmm_file_attach): every
+ * byte after attach, random and sequential touches, the resident bound
+ * (clean pages dropped without a write, dirty ones written), sync then
+ * plain read() of the file, fork, MADV_DONTNEED and munmap of the range,
+ * I/O errors both ways, and io_uring refused.  Files live in a directory
+ * made under /tmp (ext4 where this was written).
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <sched.h>
+
+#include "t.h"
+
+static char dir[] = "/tmp/hetmm-test-attach-XXXXXX";
+static char path[128];
+static struct hetmm_ctx *ctx;
+
+/* A file of n pages holding t_fill's pattern for seed. */
+static void make_file(const char *name, size_t n, uint64_t seed)
+{
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	char *buf = t_map(n);
+	t_fill(buf, n, seed);
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	REQUIRE(fd >= 0);
+	REQUIRE(pwrite(fd, buf, n * PS, 0) == (ssize_t)(n * PS));
+	close(fd);
+	t_unmap(buf, n);
+}
+
+/* The file's pages [first, first + n), read with plain read(). */
+static char *read_file(size_t first, size_t n)
+{
+	char *buf = t_map(n);
+	int fd = open(path, O_RDONLY);
+	REQUIRE(fd >= 0);
+	REQUIRE(lseek(fd, (off_t)(first * PS), SEEK_SET) >= 0);
+	size_t done = 0;
+	while (done < n * PS) {
+		ssize_t got = read(fd, buf + done, n * PS - done);
+		REQUIRE(got > 0);
+		done += (size_t)got;
+	}
+	close(fd);
+	return buf;
+}
+
+static struct hetmm_file *attach(size_t n, uint64_t bound, uint32_t flags,
+				 char **addr)
+{
+	struct hetmm_file_desc d = { .path = path, .nr_pages = n,
+				     .flags = flags, .max_resident = bound };
+	struct hetmm_file *f;
+	REQUIRE_OK(hetmm_file_attach(ctx, &d, &f, (void **)addr));
+	return f;
+}
+
+static struct hetmm_file_info info(struct hetmm_file *f)
+{
+	struct hetmm_file_info fi;
+	REQUIRE_OK(hetmm_file_get_info(f, &fi));
+	return fi;
+}
+
+/* The evictor runs behind the faults: wait (a while at most) until the
+ * bound holds again. */
+static uint64_t settle(struct hetmm_file *f, uint64_t bound)
+{
+	for (int i = 0; i < 2000 && info(f).resident > bound; i++)
+		usleep(1000);
+	return info(f).resident;
+}
+
+#define NP 2048
+
+/* Attach reads nothing; every byte is the file's, in sequence and at
+ * random; nothing is written back for pages only read. */
+static void every_byte(uint32_t flags)
+{
+	make_file("every", NP, 11);
+	char *p;
+	struct hetmm_file *f = attach(NP, 0, flags, &p);
+	CHECK_EQ(info(f).pages_read, 0);
+	uint64_t x = 99;
+	for (int i = 0; i < 200; i++) {
+		x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+		size_t pg = (size_t)(x >> 33) % NP;
+		CHECK_EQ(t_verify_from(p + pg * PS, 1, 11, pg), 0);
+	}
+	CHECK_EQ(t_verify(p, NP, 11), 0);
+	struct hetmm_file_info fi = info(f);
+	CHECK_EQ(fi.pages_read, NP);
+	CHECK_EQ(fi.resident, NP);
+	CHECK_OK(hetmm_file_sync(f));
+	CHECK_EQ(info(f).pages_written, 0);   /* clean: no write */
+	CHECK_EQ(info(f).resident, 0);
+	CHECK_EQ(t_verify(p, NP, 11), 0);     /* read in again */
+	CHECK_OK(hetmm_file_destroy(f));
+}
+
+static void every_byte_uring(void) { every_byte(0); }
+/* io_uring refused: the environment a container without it gets. */
+static void every_byte_pread(void)
+{
+	setenv("HETMM_FILE_IO", "pread", 1);
+	every_byte(0);
+	unsetenv("HETMM_FILE_IO");
+}
+
+/*
+ * A scan of a range eight times its bound: the oldest pages go back to
+ * the file, clean ones without a write; then pages written under the
+ * bound are written back as they go, and a sync leaves the file holding
+ * every write, read with plain read().
+ */
+static void bound(void)
+{
+	const uint64_t B = NP / 8;
+	make_file("bound", NP, 12);
+	char *p;
+	struct hetmm_file *f = attach(NP, B, 0, &p);
+	for (size_t off = 0; off < NP; off += 64)
+		CHECK_EQ(t_verify_from(p + off * PS, 64, 12, off), 0);
+	CHECK(settle(f, B) <= B);
+	struct hetmm_file_info fi = info(f);
+	CHECK(fi.evicted >= NP - B - 512);
+	CHECK_EQ(fi.pages_written, 0);
+	fprintf(stderr, "  scan: read %" PRIu64 ", evicted %" PRIu64
+		", resident %" PRIu64 " (bound %" PRIu64 ")\n", fi.pages_read,
+		fi.evicted, fi.resident, B);
+
+	/* Writes to every other 16 pages, the whole range over. */
+	for (size_t pg = 0; pg < NP; pg += 32)
+		t_fill_from(p + pg * PS, 16, 13, pg);
+	CHECK(settle(f, B) <= B);
+	CHECK(info(f).pages_written > 0);
+	/* Random reads of both kinds, under the bound. */
+	uint64_t x = 5;
+	for (int i = 0; i < 300; i++) {
+		x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+		size_t pg = (size_t)(x >> 33) % NP;
+		uint64_t seed = pg % 32 < 16 ? 13 : 12;
+		CHECK_EQ(t_verify_from(p + pg * PS, 1, seed, pg), 0);
+	}
+	CHECK_OK(hetmm_file_sync(f));
+	char *file = read_file(0, NP);
+	for (size_t pg = 0; pg < NP; pg += 16) {
+		uint64_t seed = pg % 32 < 16 ? 13 : 12;
+		CHECK_EQ(t_verify_from(file + pg * PS, 16, seed, pg), 0);
+	}
+	t_unmap(file, NP);
+	CHECK_OK(hetmm_file_destroy(f));
+}
+
+/* Writes, sync, and the file read with read() while still attached. */
+static void write_sync(void)
+{
+	make_file("ws", 256, 20);
+	char *p;
+	struct hetmm_file *f = attach(256, 0, 0, &p);
+	t_fill_from(p + 100 * PS, 50, 21, 100);
+	CHECK_OK(hetmm_file_sync(f));
+	CHECK_EQ(info(f).pages_written, 50);
+	char *file = read_file(0, 256);
+	CHECK_EQ(t_verify(file, 100, 20), 0);
+	CHECK_EQ(t_verify_from(file + 100 * PS, 50, 21, 100), 0);
+	CHECK_EQ(t_verify_from(file + 150 * PS, 106, 20, 150), 0);
+	t_unmap(file, 256);
+	/* Nothing written since: a second sync writes nothing. */
+	CHECK_OK(hetmm_file_sync(f));
+	CHECK_EQ(info(f).pages_written, 50);
+	/* Destroy syncs first. */
+	t_fill_from(p, 10, 22, 0);
+	CHECK_OK(hetmm_file_destroy(f));
+	file = read_file(0, 10);
+	CHECK_EQ(t_verify(file, 10, 22), 0);
+	t_unmap(file, 10);
+}
+
+/* fork: the child sees every byte, its writes are its own. */
+static void fork_attached(void)
+{
+	make_file("fork", 128, 30);
+	char *p;
+	struct hetmm_file *f = attach(128, 0, 0, &p);
+	t_fill_from(p + 64 * PS, 8, 31, 64);
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		int bad = t_verify(p, 64, 30) != 0 ||
+			  t_verify_from(p + 64 * PS, 8, 31, 64) != 0 ||
+			  t_verify_from(p + 72 * PS, 56, 30, 72) != 0;
+		memset(p, 0x5a, PS);
+		_exit(bad);
+	}
+	int st;
+	REQUIRE(waitpid(pid, &st, 0) == pid);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	CHECK_EQ(t_verify(p, 64, 30), 0);
+	CHECK_EQ(t_verify_from(p + 64 * PS, 8, 31, 64), 0);
+	CHECK_OK(hetmm_file_destroy(f));
+	char *file = read_file(0, 128);
+	CHECK_EQ(t_verify(file, 64, 30), 0);
+	CHECK_EQ(t_verify_from(file + 64 * PS, 8, 31, 64), 0);
+	t_unmap(file, 128);
+}
+
+/* MADV_DONTNEED: the pages read as the file's again, unsynced writes
+ * dropped.  munmap of part: those pages leave the attachment, the rest
+ * syncs and goes. */
+static void discard_unmap(void)
+{
+	make_file("dis", 256, 40);
+	char *p;
+	struct hetmm_file *f = attach(256, 0, 0, &p);
+	CHECK_EQ(t_verify(p, 256, 40), 0);
+	t_fill(p, 32, 41);
+	REQUIRE(madvise(p, 32 * PS, MADV_DONTNEED) == 0);
+	/* Put back by the device's thread: a sync waits for nothing, so
+	 * wait for the pages to be on the file (resident drops). */
+	REQUIRE_OK(hetmm_ctx_sync(ctx));
+	for (int i = 0; i < 2000; i++) {
+		hetmm_pfn_t pfn;
+		if (hetmm_addr_to_pfn(ctx, p + 31 * PS, &pfn) == 0)
+			break;
+		usleep(1000);
+	}
+	CHECK_EQ(t_verify(p, 256, 40), 0);
+	t_fill_from(p + 200 * PS, 8, 42, 200);
+	REQUIRE(munmap(p + 192 * PS, 64 * PS) == 0);
+	REQUIRE_OK(hetmm_ctx_sync(ctx));
+	CHECK_OK(hetmm_file_sync(f));
+	CHECK_EQ(t_verify(p, 192, 40), 0);
+	CHECK_OK(hetmm_file_destroy(f));
+	char *file = read_file(0, 256);
+	CHECK_EQ(t_verify(file, 256, 40), 0);   /* unmapped writes dropped */
+	t_unmap(file, 256);
+}
+
+/* ------------------------------------------------------------------------
+ * Errors
+ */
+static __thread sigjmp_buf bus_jmp;
+static __thread volatile int bus_armed;
+
+static void on_sigbus(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)si;
+	(void)uc;
+	if (bus_armed)
+		siglongjmp(bus_jmp, 1);
+	_exit(99);
+}
+
+static void *touch_thread(void *arg)
+{
+	volatile char *addr = arg;
+	bus_armed = 1;
+	intptr_t bus = 0;
+	if (sigsetjmp(bus_jmp, 1) == 0)
+		(void)*addr;
+	else
+		bus = 1;
+	bus_armed = 0;
+	return (void *)bus;
+}
+
+static int touch_bus(char *addr)
+{
+	pthread_t th;
+	void *ret;
+	REQUIRE(pthread_create(&th, NULL, touch_thread, addr) == 0);
+	pthread_join(th, &ret);
+	return ret != NULL;
+}
+
+/* A read error: SIGBUS, as a failed read of an mmap'd file gives.  A
+ * write error: the page stays in memory, dirty, and sync says -EIO
+ * until the disk writes again. */
+static void io_errors(uint32_t flags)
+{
+	make_file("err", 64, 50);
+	char *p;
+	struct hetmm_file *f = attach(64, 0, flags, &p);
+	REQUIRE_OK(hetmm_file_inject_error(f, 0, 10, 1, -EIO));
+	CHECK_EQ(touch_bus(p + 10 * PS), 1);
+	REQUIRE_OK(hetmm_file_inject_error(f, 0, 0, 0, 0));
+	/* Poisoned where the kernel can: a migration back ends it. */
+	REQUIRE_OK(hetmm_migrate_to_system(ctx, p + 10 * PS, PS, NULL));
+	CHECK_EQ(t_verify(p, 64, 50), 0);
+
+	t_fill_from(p + 20 * PS, 1, 51, 20);
+	REQUIRE_OK(hetmm_file_inject_error(f, 1, 20, 1, -EIO));
+	CHECK_EQ(hetmm_file_sync(f), -EIO);
+	CHECK_EQ(t_verify_from(p + 20 * PS, 1, 51, 20), 0);
+	char *file = read_file(20, 1);
+	CHECK_EQ(t_verify_from(file, 1, 50, 20), 0);   /* not written */
+	t_unmap(file, 1);
+	REQUIRE_OK(hetmm_file_inject_error(f, 1, 0, 0, 0));
+	CHECK_OK(hetmm_file_sync(f));
+	file = read_file(20, 1);
+	CHECK_EQ(t_verify_from(file, 1, 51, 20), 0);
+	t_unmap(file, 1);
+	CHECK_OK(hetmm_file_destroy(f));
+}
+
+static void io_errors_uring(void) { io_errors(0); }
+static void io_errors_pread(void) { io_errors(HETMM_FILE_PREAD); }
+
+static void bad_input(void)
+{
+	make_file("bad", 8, 1);
+	struct hetmm_file *f;
+	void *addr;
+	struct hetmm_file_desc d = { .path = path, .nr_pages = 8 };
+	CHECK_EQ(hetmm_file_attach(ctx, &d, &f, NULL), -EINVAL);
+	CHECK_EQ(hetmm_file_attach(NULL, &d, &f, &addr), -EINVAL);
+	d.flags = HETMM_PAGEMAP_EVICT;
+	CHECK_EQ(hetmm_file_attach(ctx, &d, &f, &addr), -EINVAL);
+	d.flags = 0;
+	d.max_resident = 4;
+	CHECK_EQ(hetmm_file_create(ctx, &d, &f), -EINVAL);
+	d.max_resident = 0;
+	REQUIRE_OK(hetmm_file_create(ctx, &d, &f));
+	CHECK_EQ(hetmm_file_sync(f), -EINVAL);      /* not attached */
+	struct hetmm_pagemap *pg;
+	REQUIRE_OK(hetmm_file_pagemap(f, &pg));
+	char *m = t_map(8);
+	CHECK_EQ(hetmm_migrate_to_frames(pg, m, 8 * PS, 0, 0, NULL),
+		 -EOPNOTSUPP);
+	CHECK_OK(hetmm_file_destroy(f));
+	REQUIRE_OK(hetmm_file_attach(ctx, &d, &f, &addr));
+	REQUIRE_OK(hetmm_file_pagemap(f, &pg));
+	CHECK_EQ(hetmm_migrate_to_device(pg, m, 8 * PS, NULL), -EOPNOTSUPP);
+	CHECK_EQ(hetmm_migrate_to_frames(pg, m, 8 * PS, 1, 0, NULL), -EINVAL);
+	CHECK_EQ(hetmm_migrate_to_frames(pg, m, 8 * PS, 0, 2, NULL), -EINVAL);
+	CHECK_OK(hetmm_file_destroy(f));
+	CHECK_EQ(hetmm_file_sync(f), -EINVAL);
+	t_unmap(m, 8);
+}
+
+static void cleanup(void)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	struct dirent *e;
+	char p[300];
+	while ((e = readdir(d)))
+		if (e->d_name[0] != '.') {
+			snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+			unlink(p);
+		}
+	closedir(d);
+	rmdir(dir);
+}
+
+int main(int argc, char **argv)
+{
+	REQUIRE(mkdtemp(dir));
+	atexit(cleanup);
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = on_sigbus;
+	sa.sa_flags = SA_SIGINFO;
+	REQUIRE(sigaction(SIGBUS, &sa, NULL) == 0);
+	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
+	RUN(every_byte_uring);
+	RUN(every_byte_pread);
+	RUN(bound);
+	RUN(write_sync);
+	RUN(fork_attached);
+	RUN(discard_unmap);
+	RUN(io_errors_uring);
+	RUN(io_errors_pread);
+	RUN(bad_input);
+	REQUIRE_OK(hetmm_ctx_destroy(ctx));
+	return t_done();
+}
