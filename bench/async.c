@@ -147,16 +147,16 @@ void async_print_json(FILE *f, const struct async_result *r)
 		const struct async_row *w = &r->row[i];
 		fprintf(f, ", \"%s\": {\"to_device_async_gbps\": ", key[i]);
 		json_num(f, gbps(r->size, w->async_to_ns), 4);
-		fputs(", \"to_device_sync_gbps\": ", f);
-		json_num(f, gbps(r->size, w->sync_to_ns), 4);
-		fputs(", \"to_device_speedup\": ", f);
-		json_num(f, w->sync_to_ns / w->async_to_ns, 3);
-		fputs(", \"fault_back_async_gbps\": ", f);
-		json_num(f, gbps(r->size, w->async_back_ns), 4);
-		fputs(", \"fault_back_sync_gbps\": ", f);
-		json_num(f, gbps(r->size, w->sync_back_ns), 4);
-		fputs(", \"fault_back_speedup\": ", f);
-		json_num(f, w->sync_back_ns / w->async_back_ns, 3);
+		json_field(f, "to_device_sync_gbps",
+			   gbps(r->size, w->sync_to_ns), 4);
+		json_field(f, "to_device_speedup",
+			   w->sync_to_ns / w->async_to_ns, 3);
+		json_field(f, "fault_back_async_gbps",
+			   gbps(r->size, w->async_back_ns), 4);
+		json_field(f, "fault_back_sync_gbps",
+			   gbps(r->size, w->sync_back_ns), 4);
+		json_field(f, "fault_back_speedup",
+			   w->sync_back_ns / w->async_back_ns, 3);
 		fputs("}", f);
 	}
 	fputs("}", f);

@@ -325,6 +325,12 @@ void json_num(FILE *f, double v, int decimals)
 		fprintf(f, "%.*f", decimals, v);
 }
 
+void json_field(FILE *f, const char *key, double v, int decimals)
+{
+	fprintf(f, ", \"%s\": ", key);
+	json_num(f, v, decimals);
+}
+
 void json_str(FILE *f, const char *s)
 {
 	fputc('"', f);

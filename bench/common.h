@@ -59,6 +59,8 @@ int raw_copy(int fd, char *dst, const char *src, size_t len, size_t chunk,
 int raw_move(int fd, char *dst, char *src, size_t len, size_t chunk);
 
 void json_num(FILE *f, double v, int decimals);
+/* The next member of an object: , "key": v (json_num). */
+void json_field(FILE *f, const char *key, double v, int decimals);
 void json_str(FILE *f, const char *s);
 
 /*

@@ -116,15 +116,14 @@ void reuse_print_json(FILE *f, const struct reuse_result *r)
 	fprintf(f, ",\n  \"frames_freed_by_munmap\": {\"size\": %zu, "
 		"\"migrate_in_gbps\": ", r->size);
 	json_num(f, gbps(r->size, r->reused_in_ns), 4);
-	fputs(", \"fault_back_gbps\": ", f);
-	json_num(f, gbps(r->size, r->reused_back_ns), 4);
-	fputs(", \"fresh_device_migrate_in_gbps\": ", f);
-	json_num(f, gbps(r->size, r->fresh_in_ns), 4);
-	fputs(", \"fresh_device_fault_back_gbps\": ", f);
-	json_num(f, gbps(r->size, r->fresh_back_ns), 4);
-	fputs(", \"migrate_in_vs_fresh\": ", f);
-	json_num(f, r->fresh_in_ns / r->reused_in_ns, 4);
-	fputs(", \"fault_back_vs_fresh\": ", f);
-	json_num(f, r->fresh_back_ns / r->reused_back_ns, 4);
+	json_field(f, "fault_back_gbps", gbps(r->size, r->reused_back_ns), 4);
+	json_field(f, "fresh_device_migrate_in_gbps",
+		   gbps(r->size, r->fresh_in_ns), 4);
+	json_field(f, "fresh_device_fault_back_gbps",
+		   gbps(r->size, r->fresh_back_ns), 4);
+	json_field(f, "migrate_in_vs_fresh", r->fresh_in_ns / r->reused_in_ns,
+		   4);
+	json_field(f, "fault_back_vs_fresh",
+		   r->fresh_back_ns / r->reused_back_ns, 4);
 	fputs("}", f);
 }

@@ -722,9 +722,20 @@ int hetmm_pagemap_get_info(struct hetmm_pagemap *pgmap,
  */
 
 /* a and b, two live pagemaps of one context, reach each other's memory
- * (both ways).  Lasts until either is removed.  -EINVAL for NULL, a ==
- * b, pagemaps of two contexts or one not live; -ECHILD. */
+ * (both ways).  Lasts until either is removed, or
+ * hetmm_p2pdma_remove_peer().  -EINVAL for NULL, a == b, pagemaps of two
+ * contexts or one not live; -ECHILD. */
 int hetmm_p2pdma_add_peer(struct hetmm_pagemap *a, struct hetmm_pagemap *b);
+
+/* a and b no longer reach each other's memory (a switch reconfigured, a
+ * link down; the kernel reads its peers from a topology that does not
+ * change): a migration that starts after the return skips the other's
+ * pages (HETMM_MIGRATE_SKIP_OTHER_DEVICE), and hetmm_p2pdma_bus_addr()
+ * of one for a page of the other gives -EREMOTEIO.  Pages already moved
+ * stay where they are.  -ENOENT if they
+ * were not peers; -EINVAL and -ECHILD as hetmm_p2pdma_add_peer(). */
+int hetmm_p2pdma_remove_peer(struct hetmm_pagemap *a,
+			     struct hetmm_pagemap *b);
 
 /*
  * The bus address at which client's device reaches device frame pfn

@@ -349,7 +349,9 @@ int hetmm_pagemap_remove_managed(struct hetmm_pagemap *pgmap,
 	return hotplug_remove(pgmap);
 }
 
-int hetmm_p2pdma_add_peer(struct hetmm_pagemap *a, struct hetmm_pagemap *b)
+/* Declare a and b peers of each other, or no longer (on). */
+static int peers_set(struct hetmm_pagemap *a, struct hetmm_pagemap *b,
+		     bool on)
 {
 	if (!a || !b || a == b)
 		return -EINVAL;
@@ -359,13 +361,26 @@ int hetmm_p2pdma_add_peer(struct hetmm_pagemap *a, struct hetmm_pagemap *b)
 		return rc;
 	/* Both listed in a's context: both live, one context. */
 	pthread_mutex_lock(&ctx->lock);
-	if (pagemap_is_listed(ctx, a) && pagemap_is_listed(ctx, b) &&
-	    !atomic_load(&a->dying) && !atomic_load(&b->dying)) {
-		peer_set(a, b->section, true);
-		peer_set(b, a->section, true);
-	} else {
+	if (!pagemap_is_listed(ctx, a) || !pagemap_is_listed(ctx, b) ||
+	    atomic_load(&a->dying) || atomic_load(&b->dying))
 		rc = -EINVAL;
+	else if (!on && !pagemap_reaches(a, b->section))
+		rc = -ENOENT;
+	if (!rc) {
+		peer_set(a, b->section, on);
+		peer_set(b, a->section, on);
 	}
 	pthread_mutex_unlock(&ctx->lock);
 	return rc;
+}
+
+int hetmm_p2pdma_add_peer(struct hetmm_pagemap *a, struct hetmm_pagemap *b)
+{
+	return peers_set(a, b, true);
+}
+
+int hetmm_p2pdma_remove_peer(struct hetmm_pagemap *a,
+			     struct hetmm_pagemap *b)
+{
+	return peers_set(a, b, false);
 }

@@ -87,24 +87,45 @@ bool coherent_page_held(uint64_t pfn)
 	return held;
 }
 
+/*
+ * The live pagemap that holds device frame pfn, and its index there, with
+ * the sections' lock read-held so that it stays (live_frame_unlock());
+ * NULL with the lock not held and *rc -ENXIO (no device frame, or its
+ * pagemap is gone or going) or -ECHILD (its context's, in a fork child).
+ */
+static struct hetmm_pagemap *live_frame_lock(hetmm_pfn_t pfn, uint64_t *idx,
+					     int *rc)
+{
+	*rc = -ENXIO;
+	if (!(hetmm_pfn_flags(pfn) & HETMM_PFN_DEV))
+		return NULL;
+	pthread_rwlock_rdlock(&sections_lock);
+	struct hetmm_pagemap *pgmap = pfn_pagemap(hetmm_pfn_number(pfn), idx);
+	if (pgmap && ctx_forked(pgmap->ctx))
+		*rc = -ECHILD;
+	else if (pgmap && !atomic_load(&pgmap->dying))
+		return pgmap;
+	pthread_rwlock_unlock(&sections_lock);
+	return NULL;
+}
+
+static void live_frame_unlock(void)
+{
+	pthread_rwlock_unlock(&sections_lock);
+}
+
 int hetmm_pfn_to_page(hetmm_pfn_t pfn, struct hetmm_page **pagep)
 {
 	if (!pagep)
 		return -EINVAL;
-	if (!(hetmm_pfn_flags(pfn) & HETMM_PFN_DEV))
-		return -ENXIO;
-	int rc = -ENXIO;
+	int rc;
 	uint64_t idx;
-	pthread_rwlock_rdlock(&sections_lock);
-	struct hetmm_pagemap *pgmap = pfn_pagemap(hetmm_pfn_number(pfn), &idx);
-	if (pgmap && ctx_forked(pgmap->ctx)) {
-		rc = -ECHILD;
-	} else if (pgmap && !atomic_load(&pgmap->dying)) {
-		*pagep = &pgmap->pages[idx];
-		rc = 0;
-	}
-	pthread_rwlock_unlock(&sections_lock);
-	return rc;
+	struct hetmm_pagemap *pgmap = live_frame_lock(pfn, &idx, &rc);
+	if (!pgmap)
+		return rc;
+	*pagep = &pgmap->pages[idx];
+	live_frame_unlock();
+	return 0;
 }
 
 int hetmm_p2pdma_bus_addr(struct hetmm_pagemap *client, hetmm_pfn_t pfn,
@@ -114,22 +135,18 @@ int hetmm_p2pdma_bus_addr(struct hetmm_pagemap *client, hetmm_pfn_t pfn,
 		return -EINVAL;
 	if (ctx_forked(client->ctx))
 		return -ECHILD;
-	if (!(hetmm_pfn_flags(pfn) & HETMM_PFN_DEV))
-		return -ENXIO;
-	int rc = -ENXIO;
+	int rc;
 	uint64_t idx;
-	/* The provider stays while we hold the sections' lock. */
-	pthread_rwlock_rdlock(&sections_lock);
-	struct hetmm_pagemap *pgmap = pfn_pagemap(hetmm_pfn_number(pfn), &idx);
-	if (!pgmap || atomic_load(&pgmap->dying))
-		rc = -ENXIO;
-	else if (!pagemap_reaches(client, pgmap->section))
+	struct hetmm_pagemap *pgmap = live_frame_lock(pfn, &idx, &rc);
+	if (!pgmap)
+		return rc;
+	if (!pagemap_reaches(client, pgmap->section))
 		rc = -EREMOTEIO;
 	else if (!pgmap->ops->p2p_bus_addr)
 		rc = -EOPNOTSUPP;
 	else
 		rc = pgmap->ops->p2p_bus_addr(pgmap, idx, addr);
-	pthread_rwlock_unlock(&sections_lock);
+	live_frame_unlock();
 	return rc;
 }
 

@@ -125,6 +125,23 @@ static void dev_up(bool async, uint32_t flags, uint64_t nr)
 			       async ? copy_timeout_ms() : 0, flags));
 }
 
+/* A device of 4 * NP pages, and NP pages of pattern seed moved onto it. */
+static char *on_device(bool async, uint64_t seed)
+{
+	dev_up(async, 0, 4 * NP);
+	char *p = filled(NP, seed);
+	CHECK_OK(hetmm_migrate_to_device(dev.pg, p, NP * PS, NULL));
+	return p;
+}
+
+/* From now on, copies back of the frame that holds addr fail. */
+static void fail_back_at(const char *addr)
+{
+	int64_t idx = adrv_index_at(ctx, addr);
+	REQUIRE(idx >= 0);
+	atomic_store(&dev.bad_index, idx);
+}
+
 static void dev_down(void)
 {
 	REQUIRE_OK(hetmm_pagemap_remove(dev.pg));
@@ -184,12 +201,8 @@ static void fault_back_fails(bool async, bool poison)
 		return;
 	}
 	__atomic_store_n(&test_no_poison, !poison, __ATOMIC_RELAXED);
-	dev_up(async, 0, 4 * NP);
-	char *p = filled(NP, 21);
-	CHECK_OK(hetmm_migrate_to_device(dev.pg, p, NP * PS, NULL));
-	int64_t bad = adrv_index_at(ctx, p + 7 * PS);
-	REQUIRE(bad >= 0);
-	atomic_store(&dev.bad_index, bad);
+	char *p = on_device(async, 21);
+	fail_back_at(p + 7 * PS);
 	uint64_t sig0 = t_stats(ctx).fault_sigbus;
 
 	struct toucher t = { .addr = p + 7 * PS + 123 };
@@ -240,10 +253,8 @@ static void fault_back_recovers(bool async)
 {
 	ctx_up();
 	__atomic_store_n(&test_no_poison, true, __ATOMIC_RELAXED);
-	dev_up(async, 0, 4 * NP);
-	char *p = filled(NP, 31);
-	CHECK_OK(hetmm_migrate_to_device(dev.pg, p, NP * PS, NULL));
-	atomic_store(&dev.bad_index, adrv_index_at(ctx, p + 3 * PS));
+	char *p = on_device(async, 31);
+	fail_back_at(p + 3 * PS);
 	struct toucher t = { .addr = p + 3 * PS };
 	touch_in_thread(&t);
 	CHECK_EQ(t.got_bus, 1);
@@ -263,10 +274,8 @@ static void fault_back_recovers(bool async)
 static void migrate_back_fails(bool async)
 {
 	ctx_up();
-	dev_up(async, 0, 4 * NP);
-	char *p = filled(NP, 41);
-	CHECK_OK(hetmm_migrate_to_device(dev.pg, p, NP * PS, NULL));
-	atomic_store(&dev.bad_index, adrv_index_at(ctx, p + 3 * PS));
+	char *p = on_device(async, 41);
+	fail_back_at(p + 3 * PS);
 	uint8_t st[NP];
 	struct hetmm_migrate_report rep = { 0, 0, st };
 	CHECK_EQ(hetmm_migrate_to_system(ctx, p, NP * PS, &rep), -EIO);
@@ -291,9 +300,7 @@ static void migrate_back_fails(bool async)
 static void hotremove_fails(bool async)
 {
 	ctx_up();
-	dev_up(async, 0, 4 * NP);
-	char *p = filled(NP, 51);
-	CHECK_OK(hetmm_migrate_to_device(dev.pg, p, NP * PS, NULL));
+	char *p = on_device(async, 51);
 	atomic_store(&dev.fail_back, true);
 	CHECK_EQ(hetmm_pagemap_remove(dev.pg), -EIO);
 	struct hetmm_pagemap_info info;
@@ -412,10 +419,8 @@ static void fork_fails(bool async)
 		ctx_down();
 		return;
 	}
-	dev_up(async, 0, 4 * NP);
-	fork_buf = filled(NP, 81);
-	CHECK_OK(hetmm_migrate_to_device(dev.pg, fork_buf, NP * PS, NULL));
-	atomic_store(&dev.bad_index, adrv_index_at(ctx, fork_buf + 3 * PS));
+	fork_buf = on_device(async, 81);
+	fail_back_at(fork_buf + 3 * PS);
 	t_reap(t_spawn(fork_child, NULL));
 	/* The parent: the same, until the device gives the page back. */
 	CHECK(t_on_device(ctx, fork_buf + 3 * PS));

@@ -16,6 +16,9 @@
  *   - hetmm_p2pdma_bus_addr: a peer reads the page at the address the
  *     owner gives; not a peer: -EREMOTEIO; a peer removed is no peer of
  *     the pagemap that takes its section;
+ *   - hetmm_p2pdma_remove_peer: no longer peers, both ways (bus address
+ *     -EREMOTEIO, migration skips the other's pages), declared again
+ *     they are;
  *   - a PCI_P2PDMA pagemap: pins and gets, fast or not, refused with
  *     -EREMOTEIO unless the caller passes HETMM_FOLL_PCI_P2PDMA;
  *   - a CPU writer racing migrations back and forth between peers loses
@@ -240,6 +243,58 @@ static void test_bus_addr(void)
 	CHECK_OK(hetmm_emu_destroy(c));
 	CHECK_OK(hetmm_emu_destroy(e));
 	t_unmap(buf, 4);
+}
+
+/* Peers no longer: what two devices that never were get, until they are
+ * declared again. */
+static void test_remove_peer(void)
+{
+	struct hetmm_emu *a = emu_new(64, 0), *b = emu_new(64, 0);
+	struct hetmm_emu *c = emu_new(64, 0);
+	char *buf = t_map(DATA);
+	uint8_t st[DATA];
+	struct hetmm_migrate_report rep = { 0, 0, st };
+	hetmm_pfn_t pfn;
+	uint64_t addr = 0;
+
+	t_fill(buf, DATA, 59);
+	CHECK_OK(hetmm_p2pdma_add_peer(pg_of(a), pg_of(b)));
+	CHECK_OK(hetmm_migrate_to_device(pg_of(a), buf, DATA * PS, NULL));
+	REQUIRE_OK(hetmm_addr_to_pfn(ctx, buf + PS, &pfn));
+	CHECK_OK(hetmm_p2pdma_bus_addr(pg_of(b), pfn, &addr));
+
+	CHECK_OK(hetmm_p2pdma_remove_peer(pg_of(b), pg_of(a)));  /* any order */
+	CHECK_EQ(hetmm_p2pdma_bus_addr(pg_of(b), pfn, &addr), -EREMOTEIO);
+	CHECK_OK(hetmm_p2pdma_bus_addr(pg_of(a), pfn, &addr));   /* own */
+	CHECK_EQ(hetmm_migrate_to_device(pg_of(b), buf, DATA * PS, &rep),
+		 -ENOENT);
+	for (size_t i = 0; i < DATA; i++)
+		CHECK_EQ(st[i], HETMM_MIGRATE_SKIP_OTHER_DEVICE);
+	CHECK_EQ(es(b).copied_from_peer, 0);
+	CHECK_EQ(count_on(pg_of(a), buf, DATA), DATA);
+
+	/* Refused before anything changes. */
+	CHECK_EQ(hetmm_p2pdma_remove_peer(pg_of(a), pg_of(b)), -ENOENT);
+	CHECK_EQ(hetmm_p2pdma_remove_peer(pg_of(a), pg_of(c)), -ENOENT);
+	CHECK_EQ(hetmm_p2pdma_remove_peer(pg_of(a), pg_of(a)), -EINVAL);
+	CHECK_EQ(hetmm_p2pdma_remove_peer(pg_of(a), NULL), -EINVAL);
+	CHECK_EQ(hetmm_p2pdma_remove_peer(NULL, pg_of(a)), -EINVAL);
+
+	/* Declared again, peers as before: device to device. */
+	CHECK_OK(hetmm_p2pdma_add_peer(pg_of(a), pg_of(b)));
+	CHECK_OK(hetmm_migrate_to_device(pg_of(b), buf, DATA * PS, &rep));
+	CHECK_EQ(rep.moved, DATA);
+	CHECK_EQ(es(b).copied_from_peer, DATA);
+	CHECK_EQ(count_on(pg_of(b), buf, DATA), DATA);
+
+	/* A removed pagemap is no handle to remove a peer by. */
+	struct hetmm_pagemap *gone = pg_of(b);
+	CHECK_OK(hetmm_emu_destroy(b));
+	CHECK_EQ(hetmm_p2pdma_remove_peer(pg_of(a), gone), -EINVAL);
+	t_verify(buf, DATA, 59);
+	CHECK_OK(hetmm_emu_destroy(a));
+	CHECK_OK(hetmm_emu_destroy(c));
+	t_unmap(buf, DATA);
 }
 
 /* ------------------------------------------------------------------------
@@ -498,6 +553,7 @@ int main(void)
 	test_peer_full();
 	test_not_peers();
 	test_bus_addr();
+	test_remove_peer();
 	test_peer_error();
 	test_p2pdma_pins();
 	test_race();

@@ -5,7 +5,9 @@
  * hetmm_range_fault() (hmm_range_fault), retried when the sequence moves
  * (a migration from another thread, a munmap between read_begin and the
  * retry); the entries' flags for system, zero, local-device,
- * remote-device, coherent and inaccessible pages; exclusive access
+ * remote-device, coherent and inaccessible pages; a peer device's private
+ * page (hetmm_p2pdma_add_peer) treated as any other owner's; exclusive
+ * access
  * (make_device_exclusive) revoked by a CPU write on another thread;
  * hetmm_page_written() for a device write into a zero page;
  * hetmm_ctx_sync(); and bad input refused.
@@ -282,6 +284,54 @@ static void report_coherent(void)
 	drv_fini(&d);
 	CHECK_OK(hetmm_emu_destroy(coh));
 	CHECK_EQ(t_verify(p, N, 40), 0);
+	t_unmap(p, N);
+}
+
+/*
+ * A private page of a peer device (hetmm_p2pdma_add_peer) is another
+ * owner's all the same, as hmm_range_fault() has it (a range names no
+ * client device to reach it from): not present when nothing is asked,
+ * migrated back to system memory first when it is.  Its own owner uses
+ * it where it is.
+ */
+static void report_peer(void)
+{
+	enum { N = 4 };
+	char *p = t_map(N);
+	uint64_t pfns[N];
+	struct drv d;
+
+	REQUIRE_OK(hetmm_p2pdma_add_peer(dev.pg, other.pg));
+	t_fill(p, N, 45);
+	REQUIRE_OK(hetmm_migrate_to_device(other.pg, p, N * PS, NULL));
+	drv_init(&d, p, N);
+
+	struct hetmm_range r = drv_range(&d, 0, N, pfns, 0);
+	r.dev_private_owner = &other;
+	REQUIRE_OK(hetmm_notifier_read_begin(d.notifier, &r.notifier_seq));
+	CHECK_OK(hetmm_range_fault(&r));
+	for (size_t i = 0; i < N; i++)
+		CHECK_EQ(pfns[i], HETMM_RANGE_VALID | HETMM_RANGE_WRITE |
+				  HETMM_RANGE_DEVICE | HETMM_RANGE_LOCAL |
+				  (pfn_at(p + i * PS) & HETMM_RANGE_NUMBER_MASK));
+	r.dev_private_owner = &dev;
+	REQUIRE_OK(hetmm_notifier_read_begin(d.notifier, &r.notifier_seq));
+	CHECK_OK(hetmm_range_fault(&r));
+	for (size_t i = 0; i < N; i++)
+		CHECK_EQ(pfns[i], 0);
+	CHECK_EQ(t_count_on_device(ctx, p, N), N);
+
+	/* Asked for by our device, the peer's pages come home first. */
+	CHECK(drv_fault(&d, 0, N, HETMM_RANGE_REQ_FAULT) >= 0);
+	for (size_t i = 0; i < N; i++)
+		CHECK_EQ(drv_entry(&d, i), HETMM_RANGE_VALID | HETMM_RANGE_WRITE |
+					   vpn(p + i * PS));
+	CHECK_EQ(t_count_on_device(ctx, p, N), 0);
+	CHECK(drv_events(&d, HETMM_EVENT_MIGRATE) >= 1);
+	CHECK_EQ(t_verify(p, N, 45), 0);
+
+	drv_fini(&d);
+	CHECK_OK(hetmm_p2pdma_remove_peer(dev.pg, other.pg));
 	t_unmap(p, N);
 }
 
@@ -617,6 +667,7 @@ int main(void)
 
 	report_flags();
 	report_coherent();
+	report_peer();
 	fault_and_retry();
 	errors();
 	exclusive();

@@ -29,6 +29,15 @@ static int dm_cmd(int fd, unsigned long req, void *addr, void *ptr,
 	return ioctl(fd, req, c) ? -errno : 0;
 }
 
+/* n pages at p get pattern seed and go to fd's device (buf: the
+ * command's buffer of n pages). */
+static void fill_to_dev(int fd, char *p, size_t n, uint64_t seed, void *buf)
+{
+	struct shim_dmirror_cmd c;
+	t_fill(p, n, seed);
+	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_MIGRATE_TO_DEV, p, buf, n, &c), 0);
+}
+
 static int open_dm(int unit)
 {
 	char path[32];
@@ -235,8 +244,7 @@ static void descriptors(void)
 	char *buf = malloc(N * PS);
 	struct shim_dmirror_cmd c;
 	REQUIRE(buf);
-	t_fill(p, N, 31);
-	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_MIGRATE_TO_DEV, p, buf, N, &c), 0);
+	fill_to_dev(fd, p, N, 31, buf);
 	CHECK_EQ(close(fd), 0);
 	/* Still open through the dup: the pages stay on the device. */
 	uint8_t prot[N];
@@ -323,8 +331,7 @@ static void gup(void)
 	uint8_t prot[N];
 	struct shim_dmirror_cmd c;
 	REQUIRE(buf);
-	t_fill(p, N, 51);
-	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_MIGRATE_TO_DEV, p, buf, N, &c), 0);
+	fill_to_dev(fd, p, N, 51, buf);
 	struct shim_gup_test gt = {
 		.addr = (uintptr_t)p,
 		.size = N * PS,
@@ -364,8 +371,7 @@ static void gup_longterm_encodings(void)
 	uint8_t prot[N];
 	struct shim_dmirror_cmd c;
 	REQUIRE(buf);
-	t_fill(p, N, 52);
-	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_MIGRATE_TO_DEV, p, buf, N, &c), 0);
+	fill_to_dev(fd, p, N, 52, buf);
 	const uint32_t flags[N] = { 0, SHIM_FOLL_LONGTERM,
 				    SHIM_FOLL_LONGTERM_6_1 };
 	for (int i = 0; i < N; i++) {
@@ -575,21 +581,17 @@ static void coherent_remap_after_partial_unmaps(void)
 	int fd = open_dm(2);
 	REQUIRE(fd >= 0);
 	char *buf = malloc(N * PS);
-	struct shim_dmirror_cmd c;
 	REQUIRE(buf);
 	for (size_t off = 0; off <= N / 2; off += N / 4) {
 		char *p = t_map(N);
-		t_fill(p, N, 57);
-		CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_MIGRATE_TO_DEV, p, buf, N, &c),
-			 0);
+		fill_to_dev(fd, p, N, 57, buf);
 		REQUIRE(munmap(p + off * PS, N / 2 * PS) == 0);
 		CHECK_EQ(t_verify(p, off, 57), 0);
 		REQUIRE(munmap(p, N * PS) == 0);
 	}
 	char *p = t_map_chunk_at(3 * N, N - N / 8);
 	REQUIRE(munmap(p + N * PS, 2 * N * PS) == 0);
-	t_fill(p, N, 58);
-	CHECK_EQ(dm_cmd(fd, SHIM_DMIRROR_MIGRATE_TO_DEV, p, buf, N, &c), 0);
+	fill_to_dev(fd, p, N, 58, buf);
 	char *to = mremap(p, N * PS, N * PS, MREMAP_MAYMOVE | MREMAP_FIXED,
 			  p + (N + N / 4) * PS);
 	CHECK(to != MAP_FAILED);
