@@ -336,11 +336,12 @@ static inline int t_thp_at(const void *addr)
 }
 
 /*
- * A 2 MiB block, aligned, of private anonymous memory that the kernel
- * backs with a transparent huge page at the first write (MADV_HUGEPAGE),
- * written, in a mapping of 4 MiB (*map, to unmap) whose other pages the
- * kernel maps small.  NULL if the kernel
- * gave small pages (THP off, or no huge page free).
+ * A PMD-sized block (hetmm_pmd_size(): 2 MiB at 4 KiB pages, 32 MiB at
+ * 16 KiB), aligned, of private anonymous memory that the kernel backs
+ * with a transparent huge page at the first write (MADV_HUGEPAGE),
+ * written, in a mapping of twice that (*map, to unmap) whose other pages
+ * the kernel maps small.  NULL if the kernel gave small pages (THP off,
+ * or no huge page free).
  */
 static inline char *t_thp_block(char **map)
 {

@@ -16,10 +16,14 @@
 static struct hetmm_ctx *ctx;
 static struct adrv dev;
 
+/* The library's copy timeout, scaled on a slow machine (t_time_scale():
+ * under software emulation a copy behind a busy handler took longer). */
 static void up(uint64_t latency_ns)
 {
 	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
-	REQUIRE_OK(adrv_create(ctx, &dev, 2 * NP, true, latency_ns, 16, 0, 0));
+	REQUIRE_OK(adrv_create(ctx, &dev, 2 * NP, true, latency_ns, 16,
+			       HETMM_COPY_TIMEOUT_DEFAULT_MS * t_time_scale(),
+			       0));
 }
 
 static void down(void)
@@ -152,7 +156,7 @@ struct discarder {
 
 /* Discard the odd pages of the first chunk again and again, a round
  * every half copy latency (faster starves the migration of the handler,
- * which reads each discard's event). */
+ * which reads each discard's event; on a slow machine, slower still). */
 static void *discard_loop(void *arg)
 {
 	struct discarder *d = arg;
@@ -160,7 +164,7 @@ static void *discard_loop(void *arg)
 		for (size_t i = 1; i < 512; i += 2)
 			madvise(d->p + i * PS, PS, MADV_DONTNEED);
 		d->rounds++;
-		adrv_sleep_ns(1000000);
+		adrv_sleep_ns(1000000ull * t_time_scale());
 	}
 	return NULL;
 }
