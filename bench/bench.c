@@ -18,6 +18,9 @@
  *   evict.c       migration into a full device vs memcpy().
  *   async.c       asynchronous vs synchronous copies of a device with latency.
  *   reuse.c       migration into frames a munmap freed vs fresh frames.
+ *   thp.c         THP-backed memory to a device and back vs base pages;
+ *                 a copied PMD made a THP by a THP-backed fill vs
+ *                 MADV_COLLAPSE.
  *   mirror.c      device mirror read/write vs memcpy and
  *                 process_vm_readv/writev.
  *   fork.c        fork with device pages vs fork with the same bytes in
@@ -345,6 +348,11 @@ static int measure_pin_evict(const struct bench_env *env,
 	note(", frames freed by munmap");
 	if ((rc = bench_reuse(env->ctx, esz, o->reps, &rep->reuse))) {
 		warn_("frames freed by munmap: %s", strerror(-rc));
+		failed = 1;
+	}
+	note(", THPs");
+	if ((rc = bench_thp(env->ctx, esz, o->reps, &rep->thp))) {
+		warn_("THPs: %s", strerror(-rc));
 		failed = 1;
 	}
 	note(" (%.1f s)\n", (double)(now_ns() - t0) / 1e9);

@@ -243,6 +243,7 @@ void report_print_json(const struct report *rep)
 	evict_print_json(f, &rep->evict);
 	async_print_json(f, &rep->async);
 	reuse_print_json(f, &rep->reuse);
+	thp_print_json(f, &rep->thp);
 	mirror_print_json(f, rep->mirror, rep->nsizes);
 	fork_print_json(f, rep->fork, rep->nsizes);
 	scale_print_json(f, rep->scale, rep->nsizes);
@@ -346,6 +347,7 @@ void report_print_text(const struct report *rep)
 	evict_print_text(&rep->evict);
 	async_print_text(&rep->async);
 	reuse_print_text(&rep->reuse);
+	thp_print_text(&rep->thp);
 	mirror_print_text(rep->mirror, rep->nsizes);
 	fork_print_text(rep->fork, rep->nsizes);
 	scale_print_text(rep->scale, rep->nsizes);

@@ -26,6 +26,7 @@ struct report {
 	struct evict_result evict;
 	struct async_result async;
 	struct reuse_result reuse;
+	struct thp_result thp;
 	struct ablate_result ablate;
 	struct lat_result lat[NPLACES];
 	enum place head;              /* the headline placement */

@@ -2,7 +2,8 @@
 /*
  * sections.h - the sections of `hetmm bench` kept in their own files:
  * the pin fast path (pin.c), eviction (evict.c), device mirror throughput
- * (mirror.c), fork with device pages (fork.c), 1 vs 2 threads (scale.c),
+ * (mirror.c), THPs to a device and back (thp.c), fork with device
+ * pages (fork.c), 1 vs 2 threads (scale.c),
  * optimisations off vs on (ablate.c) and the SVG plot (plot.c).  Each
  * measures hetmm against a baseline in the same run (the pin fast path
  * against a target), median of reps repetitions after one warm-up.
@@ -39,6 +40,25 @@ int bench_reuse(struct hetmm_ctx *ctx, size_t size, int reps,
 		struct reuse_result *r);
 void reuse_print_text(const struct reuse_result *r);
 void reuse_print_json(FILE *f, const struct reuse_result *r);
+
+/* --- transparent huge pages to a device and back (thp.c) ----------- */
+
+struct thp_result {
+	size_t size;
+	int err;
+	/* ns for the buffer, [moving device, copying device][base, THP] */
+	double in_ns[2][2];
+	double back_ns[2][2];
+	/* per PMD, information: a copy made a THP again two ways */
+	int refill_err;
+	double fill_ns;           /* THP-backed staging + UFFDIO_MOVE */
+	double collapse_ns;       /* UFFDIO_COPY + MADV_COLLAPSE */
+};
+
+int bench_thp(struct hetmm_ctx *ctx, size_t size, int reps,
+	      struct thp_result *r);
+void thp_print_text(const struct thp_result *r);
+void thp_print_json(FILE *f, const struct thp_result *r);
 
 /* --- asynchronous copies against synchronous ones (async.c) ----------- */
 

@@ -797,6 +797,23 @@ struct hetmm_migrate_report {
  * in system memory, or on their peer device, untouched:
  * HETMM_MIGRATE_SKIP_ERROR), or the
  * pagemap takes no migration since a copy of its timed out.
+ *
+ * Huge device pages.  A PMD-aligned block (hetmm_pmd_size()) that a
+ * transparent huge page maps whole moves as one huge device page: a run
+ * of PMD-size frames from a frame index that is a multiple of the PMD's
+ * pages, reported with the PMD order by hetmm_range_fault and the
+ * mirror's snapshot.  A device whose free frames hold no such run takes
+ * it as base pages, as the kernel splits a THP its device cannot hold.
+ * A CPU fault on any of its pages brings the whole huge page back, as a
+ * THP (moved as one PMD out of a remapping pagemap's frames; copied into
+ * a THP and moved as one PMD otherwise, or, without UFFDIO_MOVE,
+ * copied and collapsed with MADV_COLLAPSE), where the block lies in one
+ * mapping; so does hetmm_migrate_to_system of the whole block.  Once
+ * some of its pages have left, or mremap moved it off PMD alignment, the
+ * rest are base pages.  Only where the kernel shows huge mappings
+ * (hetmm_kernel_info.has_page_state) and a PMD is 512 pages (4 KiB pages:
+ * migrations work in chunks of 512 pages); elsewhere every page moves as
+ * a base page.
  */
 int hetmm_migrate_to_device(struct hetmm_pagemap *pgmap, void *addr,
 			    size_t len, struct hetmm_migrate_report *report);
@@ -1052,14 +1069,18 @@ int hetmm_ctx_sync(struct hetmm_ctx *ctx);
  *                           PMD order (log2(hetmm_pmd_size() / page
  *                           size): 9 at 4 KiB pages, 13 at 64 KiB):
  *                           part of a huge page (PMD) mapping
- *   VALID|DEVICE|LOCAL [|WRITE] | pfn
+ *   VALID|DEVICE|LOCAL [|WRITE|order] | pfn
  *                           a device-private page of a pagemap whose
  *                           owner is dev_private_owner, used where it is:
  *                           hetmm_range_pfn() gives its frame
- *   VALID|DEVICE|COHERENT [|LOCAL] [|WRITE] | pfn
+ *   VALID|DEVICE|COHERENT [|LOCAL] [|WRITE|order] | pfn
  *                           a device-coherent page, reported to every
  *                           device where it is (it is a CPU page too);
  *                           LOCAL if its owner is dev_private_owner
+ *
+ * A device page has the PMD order when it is part of a huge device page
+ * (see "Huge device pages" at hetmm_migrate_to_device): its whole
+ * PMD-aligned block is on the frames of one, in order.
  *
  * ZERO and the PMD order need the kernel to show them
  * (hetmm_kernel_info.has_page_state): its PAGEMAP_SCAN ioctl (6.7), or

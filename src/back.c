@@ -266,20 +266,30 @@ static int64_t let_go_run(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	return delta;
 }
 
+void *staging_map(void)
+{
+	size_t size = CHUNK_PAGES * PAGE_SIZE;
+	char *p = mmap(NULL, 2 * size, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	char *a = (char *)(((uintptr_t)p + size - 1) & ~(uintptr_t)(size - 1));
+	if (a > p)
+		munmap(p, (size_t)(a - p));
+	munmap(a + size, (size_t)(p + size - a));
+	madvise(a, size, MADV_HUGEPAGE);
+	madvise(a, size, MADV_DONTFORK);
+	return a;
+}
+
 /* Source for UFFDIO_COPY of a run: the device itself, or staging. */
 static uintptr_t copy_source(struct hetmm_pagemap *pgmap, uint64_t idx0,
 			     size_t run, void **staging)
 {
 	if (pgmap->ops->page_address)
 		return (uintptr_t)pgmap->ops->page_address(pgmap, idx0);
-	if (!*staging) {
-		void *p = mmap(NULL, CHUNK_PAGES * PAGE_SIZE,
-			       PROT_READ | PROT_WRITE,
-			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (p == MAP_FAILED)
-			return 0;
-		*staging = p;
-	}
+	if (!*staging && !(*staging = staging_map()))
+		return 0;
 	if (pgmap->ops->copy_from_device(pgmap, *staging, idx0, run)) {
 		STAT_ADD(pgmap->ctx, copy_errors, 1);
 		return 0;
@@ -302,6 +312,40 @@ unsigned back_fill_wp(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 				      memory_order_relaxed);
 	}
 	return FILL_WP;
+}
+
+/* A whole huge device page (pagemap.h, PAGE_HUGE). */
+static bool run_is_huge(struct hetmm_pagemap *pgmap, uint64_t idx0,
+			size_t run)
+{
+	return run == PMD_PAGES && pagemap_block_huge(pgmap, idx0);
+}
+
+/*
+ * A huge page that cannot move out of its frames comes back as a
+ * transparent huge page all the same: its bytes go into staging, a
+ * PMD-aligned range the kernel backs with a THP on first touch, and the
+ * PMD moves from there (UFFDIO_MOVE).  Measured against copying it in
+ * base pages and collapsing them (MADV_COLLAPSE), about 4x faster here
+ * (the benchmark's thp rows).  0 where it can't (no UFFDIO_MOVE: the
+ * caller copies, and collapses after).
+ */
+static uintptr_t thp_source(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+			    uint64_t idx0, void **staging)
+{
+	if (ctx->frames.fd < 0 || PMD_PAGES != CHUNK_PAGES)
+		return 0;
+	if (!*staging && !(*staging = staging_map()))
+		return 0;
+	if (pgmap->ops->page_address) {
+		memcpy(*staging, pgmap->ops->page_address(pgmap, idx0),
+		       PMD_SIZE);
+	} else if (pgmap->ops->copy_from_device(pgmap, *staging, idx0,
+						PMD_PAGES)) {
+		STAT_ADD(pgmap->ctx, copy_errors, 1);
+		return 0;
+	}
+	return (uintptr_t)*staging;
 }
 
 uint64_t back_free_flags(struct hetmm_pagemap *pgmap, enum uffd_fill op,
@@ -329,6 +373,9 @@ int back_source(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	} else if (back_can_move(ctx, pgmap) && !copy) {
 		*op = FILL_MOVE;
 		*src = pagemap_remap_addr(pgmap, idx0);
+	} else if (run_is_huge(pgmap, idx0, run) &&
+		   (*src = thp_source(ctx, pgmap, idx0, staging))) {
+		*op = FILL_MOVE;
 	} else {
 		*op = FILL_COPY;
 		*src = copy_source(pgmap, idx0, run, staging);
@@ -346,6 +393,7 @@ size_t back_install(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	size_t installed = 0;
 	*installedp = 0;
 	uintptr_t dst = vpn_to_addr(vpn);
+	bool huge = run_is_huge(pgmap, idx0, run);
 	size_t done = 0;
 	bool single = false;
 	uint64_t inst[RUN_WORDS] = { 0 };
@@ -419,6 +467,10 @@ size_t back_install(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		madvise((void *)src, done * PAGE_SIZE, MADV_DONTNEED);
 	release_frames(pgmap, idx0, done,
 		       back_free_flags(pgmap, op, how & BACK_LAZY_EMPTY));
+	/* A huge page back whole is a THP: moved as one PMD already (a
+	 * microsecond's look), or its base pages collapsed now. */
+	if (huge && installed == run)
+		madvise((void *)dst, PMD_SIZE, MADV_COLLAPSE);
 	back_count(ctx, (int64_t)installed, (int64_t)done);
 	*installedp = installed;
 	if (!(how & BACK_NO_WAKE))

@@ -15,6 +15,12 @@
 struct hetmm_ctx;
 struct hetmm_pagemap;
 
+/* Staging for copies out of a device: CHUNK_PAGES pages, aligned to
+ * their size and advised MADV_HUGEPAGE, so that a huge page can come back
+ * through it as a THP (back.c, thp_source); not inherited by a fork
+ * child.  NULL if it can't be mapped; unmapped by its user. */
+void *staging_map(void);
+
 /* Move every device page of [start, end) back; -ENOENT if none moved. */
 int migrate_back_range(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end,
 		       struct hetmm_migrate_report *report);

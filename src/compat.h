@@ -76,6 +76,12 @@ struct uffdio_poison {
 
 /* UFFDIO_COPY_MODE_WP and UFFDIO_ZEROPAGE mode bits are in 6.1 already. */
 
+/* madvise(MADV_COLLAPSE) (6.1; glibc 2.36's headers lack it): make a
+ * range's base pages one transparent huge page now. */
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+
 /* PAGEMAP_SCAN ioctl on /proc/<pid>/pagemap (6.7). */
 #ifndef PAGEMAP_SCAN
 #define PAGE_IS_WPALLOWED (1 << 0)

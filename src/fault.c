@@ -443,6 +443,28 @@ static void frame_prefetch(uint64_t e)
 }
 
 /*
+ * A fault on a huge device page brings the whole page back, as one THP
+ * (back.c), where its PMD block lies within the faulting page's mapping:
+ * the kernel's migrate_to_ram of a device THP.  False leaves the fault
+ * to the usual path: not huge, or not all of it could be claimed.
+ */
+static bool fault_back_huge(struct hetmm_ctx *ctx, uintptr_t addr, uint64_t e)
+{
+	uint64_t vpn = addr_to_vpn(addr), idx;
+	uint64_t head = vpn & ~(uint64_t)(PMD_PAGES - 1);
+	struct hetmm_pagemap *pgmap = pfn_pagemap(shadow_pfn(e), &idx);
+	uint64_t lo, hi;
+	if (!pgmap || !(atomic_load_explicit(&pagemap_page(pgmap, idx)->owner,
+					     memory_order_relaxed) & PAGE_HUGE) ||
+	    !fault_vma(ctx, addr, &lo, &hi) || head < lo ||
+	    head + PMD_PAGES > hi)
+		return false;
+	void *staging = ctx->fault->staging;
+	size_t got = fault_back_run(ctx, head, PMD_PAGES, &staging, 0);
+	return vpn < head + got;
+}
+
+/*
  * Bring back the faulting page and the rest of its window, a chunk at a
  * time, moving away from the faulting page in the stream's direction.
  * The faulting page's chunk wakes its waiters as it lands, so the thread
@@ -463,6 +485,8 @@ static void fault_back(struct hetmm_ctx *ctx, uintptr_t addr, uint64_t e)
 		fault_back_run(ctx, vpn, 1, &staging, 0);
 		return;
 	}
+	if (fault_back_huge(ctx, addr, e))
+		return;
 	bool down;
 	struct fault_stream *s = fault_stream_of(ctx, addr, &down);
 	if (s->window == 1 && fault_back_dense(ctx, addr, s))
@@ -929,7 +953,7 @@ int fault_engine_create(struct hetmm_ctx *ctx)
 	pthread_cond_init(&f->exit_cond, NULL);
 	ctx->fault = f;
 	/* Everything the fault path needs is allocated here, not there. */
-	f->staging = map_pages(CHUNK_PAGES, PROT_READ | PROT_WRITE);
+	f->staging = staging_map();
 	f->claims = calloc(CHUNK_PAGES, sizeof(uint64_t));
 	f->doorbell = map_pages(1, PROT_READ);
 	if (!f->staging || !f->claims || !f->doorbell)

@@ -67,6 +67,7 @@ struct chunk {
 	uint32_t frames[CHUNK_PAGES];   /* as allocated */
 	size_t nframes;
 	uint8_t pflags[CHUNK_PAGES];
+	bool huge;                      /* a THP, given a huge page's frames */
 	struct migrator *migrator;      /* while in the copy path */
 	/* HETMM_PAGEMAP_PLACED: page i goes to frame place + i; and with
 	 * HETMM_MIGRATE_POPULATED holes take their frame's bytes. */
@@ -244,12 +245,40 @@ static void chunk_name_claims(struct hetmm_ctx *ctx,
 		pagemap_free(pgmap, frames, n, 0);
 }
 
-/* Frames for the claimed pages, in order; the rest are left unclaimed. */
+/*
+ * Is the chunk, every page of it claimed, one transparent huge page
+ * mapped by its PMD?  Only a chunk that is a whole PMD can be (4 KiB
+ * pages: base.h), and only where the kernel shows huge mappings
+ * (PAGEMAP_SCAN, or kpageflags as root: vma.h); elsewhere its pages go
+ * as base pages.
+ */
+static bool chunk_is_thp(struct hetmm_ctx *ctx, struct chunk *c,
+			 size_t claimed)
+{
+	if (c->n != PMD_PAGES || claimed != c->n ||
+	    (c->start & (PMD_SIZE - 1)) ||
+	    vma_page_flags(&ctx->vmaq, c->vma, c->start, c->n, c->pflags))
+		return false;
+	for (size_t i = 0; i < c->n; i++)
+		if (!(c->pflags[i] & PG_HUGE))
+			return false;
+	return true;
+}
+
+/*
+ * Frames for the claimed pages, in order; the rest are left unclaimed.
+ * A THP gets a huge page's frames (pagemap_alloc_huge) and moves as one;
+ * where the device has no such run it goes as base pages, as the kernel
+ * splits a THP its device cannot hold whole.
+ */
 static void chunk_alloc_frames(struct hetmm_ctx *ctx,
 			       struct hetmm_pagemap *pgmap, struct chunk *c,
 			       size_t claimed)
 {
-	c->nframes = pagemap_alloc(pgmap, c->frames, claimed);
+	c->huge = chunk_is_thp(ctx, c, claimed) &&
+		  pagemap_alloc_huge(pgmap, c->frames);
+	c->nframes = c->huge ? PMD_PAGES :
+		     pagemap_alloc(pgmap, c->frames, claimed);
 	if (c->nframes < claimed && (pgmap->flags & HETMM_PAGEMAP_EVICT))
 		c->nframes += pagemap_alloc_evict(pgmap, c->frames + c->nframes,
 						  claimed - c->nframes);
@@ -709,11 +738,23 @@ static bool kernel_took_page(struct hetmm_ctx *ctx,
 	       page_has_data(pf);
 }
 
+/* Did every page of a huge chunk reach the device?  Then its frames are
+ * one huge page; else its pages stay base pages (a split). */
+static bool chunk_whole(const struct chunk *c)
+{
+	for (size_t i = 0; i < c->n; i++)
+		if (c->status[i] != ST_DONE_DATA &&
+		    c->status[i] != ST_DONE_ZERO)
+			return false;
+	return true;
+}
+
 /* Commit: metadata, then publish, then wake everyone who waited. */
 static size_t chunk_commit(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			   struct chunk *c)
 {
 	size_t moved = 0;
+	uint64_t huge = c->huge && chunk_whole(c) ? PAGE_HUGE : 0;
 	chunk_unprotect(ctx, pgmap, c);
 	for (size_t i = 0; i < c->n; i++) {
 		uint8_t st = c->status[i];
@@ -735,7 +776,7 @@ static size_t chunk_commit(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		uint64_t o = atomic_load(&p->owner);
 		while (!atomic_compare_exchange_weak(&p->owner, &o,
 				(o & PAGE_MASK) | HETMM_PAGE_ALLOCATED |
-				(st == ST_DONE_ZERO ? HETMM_PAGE_ZERO : 0)))
+				(st == ST_DONE_ZERO ? HETMM_PAGE_ZERO : 0) | huge))
 			;
 		if (!publish_or_drop(ctx, c->vpn + i, chunk_claim(pgmap, c, i),
 				shadow_device(pagemap_pfn(pgmap, c->frame[i])),

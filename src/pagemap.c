@@ -171,7 +171,7 @@ int hetmm_page_get_info(const struct hetmm_page *page,
 		info->pincount = atomic_load(&page->pincount);
 		info->owner = (uintptr_t)(owner & PAGE_MASK);
 		info->flags = (uint32_t)(owner & ~PAGE_MASK & ~PAGE_STALE &
-				      ~PAGE_ORPHAN);
+				      ~PAGE_ORPHAN & ~PAGE_HUGE);
 		info->pagemap = pgmap;
 		info->index = (uint64_t)(page - pgmap->pages);
 		rc = 0;
@@ -297,6 +297,57 @@ bool pagemap_take(struct hetmm_pagemap *pgmap, uint32_t idx)
 	}
 	pthread_mutex_unlock(&pgmap->free_lock);
 	return free;
+}
+
+/* Is there a huge run whose head sits at free_stack[top]: the next
+ * PMD_PAGES - 1 entries down the stack the frames that follow it? */
+static bool stack_run_at(const struct hetmm_pagemap *pgmap, size_t top)
+{
+	uint32_t head = pgmap->free_stack[top];
+	if (head % PMD_PAGES || top + 1 < PMD_PAGES)
+		return false;
+	for (size_t k = 1; k < PMD_PAGES; k++)
+		if (pgmap->free_stack[top - k] != head + k)
+			return false;
+	return true;
+}
+
+/*
+ * A freed run sits on the stack in its order (frames_push), so a huge
+ * page's frames are found as one: a look at each aligned frame number on
+ * the stack, O(free frames) in the worst case, like the kernel's search
+ * of its buddy lists for an order-9 block.
+ */
+bool pagemap_alloc_huge(struct hetmm_pagemap *pgmap, uint32_t *idx)
+{
+	bool found = false;
+	if (!pgmap->free_stack)
+		return false;   /* HETMM_PAGEMAP_PLACED: frames by name */
+	pthread_mutex_lock(&pgmap->free_lock);
+	for (size_t top = pgmap->nr_free; top-- > 0 && !found;) {
+		if (!stack_run_at(pgmap, top))
+			continue;
+		size_t low = top + 1 - PMD_PAGES;
+		for (size_t k = 0; k < PMD_PAGES; k++)
+			idx[k] = pgmap->free_stack[top - k];
+		memmove(&pgmap->free_stack[low], &pgmap->free_stack[top + 1],
+			(pgmap->nr_free - top - 1) * sizeof(uint32_t));
+		pgmap->nr_free -= PMD_PAGES;
+		found = true;
+	}
+	pthread_mutex_unlock(&pgmap->free_lock);
+	return found;
+}
+
+bool pagemap_block_huge(struct hetmm_pagemap *pgmap, uint64_t idx0)
+{
+	if (idx0 % PMD_PAGES || idx0 + PMD_PAGES > pgmap->nr_pages)
+		return false;
+	for (size_t k = 0; k < PMD_PAGES; k++)
+		if (!(atomic_load_explicit(&pgmap->pages[idx0 + k].owner,
+					   memory_order_relaxed) & PAGE_HUGE))
+			return false;
+	return true;
 }
 
 /* The frame's metadata says free; returns what it said before. */

@@ -36,6 +36,14 @@ struct hetmm_page {
  * which frees it (pagemap_unhold).  Never reported. */
 #define PAGE_ORPHAN (1u << 10)
 
+/* In the owner word of each frame of a huge device page: PMD_PAGES
+ * frames from a PMD-aligned index, given by pagemap_alloc_huge() to a
+ * transparent huge page that migrated whole (migrate.c), and backing one
+ * PMD-aligned block of the process.  Cleared with the rest of the word
+ * when a frame is freed; a block some of whose pages left is no longer
+ * huge (pagemap_block_huge).  Never reported as a flag. */
+#define PAGE_HUGE (1u << 9)
+
 /* Pagemap number s owns the frame numbers [s << 32, (s << 32) + n). */
 #define PFN_SECTION_SHIFT 32
 #define PFN_MAX_SECTIONS 256
@@ -188,6 +196,14 @@ size_t pagemap_alloc(struct hetmm_pagemap *pgmap, uint32_t *idx, size_t nr);
 /* HETMM_PAGEMAP_PLACED: take frame idx by name; false if it is in use
  * (or still leaving). */
 bool pagemap_take(struct hetmm_pagemap *pgmap, uint32_t idx);
+/* PMD_PAGES consecutive free frames from an index that is a multiple of
+ * PMD_PAGES (a huge device page), in idx[], ascending; false, taking
+ * nothing, where the pool has no such run (the caller falls back to
+ * base pages, as the kernel splits a THP its device cannot hold). */
+bool pagemap_alloc_huge(struct hetmm_pagemap *pgmap, uint32_t *idx);
+/* Do the PMD_PAGES frames from idx0 all carry PAGE_HUGE (one huge page,
+ * none of whose pages has left)? */
+bool pagemap_block_huge(struct hetmm_pagemap *pgmap, uint64_t idx0);
 /* Give frames back; free_flags is 0, or PAGE_STALE for frames whose
  * memory still holds the page copied out of them. */
 void pagemap_free(struct hetmm_pagemap *pgmap, const uint32_t *idx,

@@ -251,6 +251,46 @@ static uint64_t report_device(uint64_t e, const void *owner,
 }
 
 /*
+ * Is the device page vpn (entry e) part of a huge device page: its PMD
+ * block of the process all on the frames of one, in order (pagemap.h,
+ * PAGE_HUGE)?  A block some of whose pages left, or that mremap moved off
+ * PMD alignment, is base pages now, as the kernel splits its folio.
+ */
+static bool device_block_huge(struct shadow *sh, uint64_t vpn, uint64_t e)
+{
+	uint64_t head = vpn & ~(uint64_t)(PMD_PAGES - 1);
+	uint64_t pfn0 = shadow_pfn(e) - (vpn - head), idx0;
+	if (PMD_PAGES > CHUNK_PAGES || shadow_pfn(e) < vpn - head)
+		return false;
+	struct hetmm_pagemap *pgmap = pfn_pagemap(pfn0, &idx0);
+	if (!pgmap)
+		return false;
+	for (uint64_t k = 0; k < PMD_PAGES; k++) {
+		uint64_t ek = shadow_get(sh, head + k);
+		if (!shadow_on_device(ek) || shadow_pfn(ek) != pfn0 + k)
+			return false;
+	}
+	return pagemap_block_huge(pgmap, idx0);
+}
+
+/* A device page's mapping order, once per PMD block of a chunk. */
+struct huge_memo {
+	uint64_t head;                    /* block asked about, + 1 */
+	bool huge;
+};
+
+static uint64_t device_order(struct shadow *sh, uint64_t vpn, uint64_t e,
+			     struct huge_memo *m)
+{
+	uint64_t head = (vpn & ~(uint64_t)(PMD_PAGES - 1)) + 1;
+	if (m->head != head) {
+		m->head = head;
+		m->huge = device_block_huge(sh, vpn, e);
+	}
+	return m->huge ? (uint64_t)pmd_order() << HETMM_RANGE_ORDER_SHIFT : 0;
+}
+
+/*
  * A system page as the kernel maps it: the zero page read-only, a page a
  * private mapping holds alone (or a shared mapping's page) writable if the
  * mapping is, a private mapping's file page read-only until written.  A
@@ -297,6 +337,7 @@ static long chunk_report(struct chunk *c)
 	uintptr_t end = c->start + c->n * PAGE_SIZE;
 	uint8_t pflags[CHUNK_PAGES];
 	long missed = 0;
+	struct huge_memo memo = { 0, false };
 	struct vma v;
 	for (uintptr_t a = c->start; a < end; a = v.end) {
 		segment_at(c, a, &v);
@@ -320,6 +361,9 @@ static long chunk_report(struct chunk *c)
 			else
 				out = report_system(c->vpn + k, &v, pflags[j],
 						    c->req[k]);
+			if (out & HETMM_RANGE_DEVICE)
+				out |= device_order(&c->ctx->shadow,
+						    c->vpn + k, e, &memo);
 			missed += !satisfied(c->req[k], e, out);
 			c->r->pfns[c->first + k] = out;
 		}

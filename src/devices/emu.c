@@ -1110,13 +1110,14 @@ static uint8_t snapshot_prot(uint64_t e)
 					       : HETMM_PROT_READ;
 	if (e & HETMM_RANGE_DEVICE) {
 		if (e & HETMM_RANGE_COHERENT)
-			return prot | ((e & HETMM_RANGE_LOCAL) ?
-				       HETMM_PROT_DEV_COHERENT_LOCAL :
-				       HETMM_PROT_DEV_COHERENT_REMOTE);
-		return prot | HETMM_PROT_DEV_PRIVATE_LOCAL;
-	}
-	if (e & HETMM_RANGE_ZERO)
+			prot |= (e & HETMM_RANGE_LOCAL) ?
+				HETMM_PROT_DEV_COHERENT_LOCAL :
+				HETMM_PROT_DEV_COHERENT_REMOTE;
+		else
+			prot |= HETMM_PROT_DEV_PRIVATE_LOCAL;
+	} else if (e & HETMM_RANGE_ZERO) {
 		prot = HETMM_PROT_ZERO | HETMM_PROT_READ;
+	}
 	/* A PMD maps a page table's worth of pages (9 orders at 4 KiB
 	 * pages, 11 at 16 KiB, 13 at 64 KiB), a PUD a table of PMDs. */
 	unsigned int pmd = (unsigned int)__builtin_ctzll(hetmm_pmd_size()) -

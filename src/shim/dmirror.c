@@ -382,10 +382,11 @@ static int read_back(struct shim_file *f, struct shim_dmirror_cmd *c,
 /*
  * HMM_DMIRROR_FLAG_FAIL_ALLOC makes the driver's next allocation of a
  * device page fail once, to test its fallback: a huge page that can't be
- * had is migrated as base pages instead, either way.  hetmm's emulated
- * devices have no huge pages (a THP moves as base pages), so every
- * migration takes that fallback already: the flag is spent by the next
- * migration, which goes as it would have.
+ * had is migrated as base pages instead, either way.  hetmm's devices
+ * take their frames from hetmm's pool, not from a driver allocator the
+ * shim could fail, and a THP moves as base pages only where the pool has
+ * no aligned run: the flag is spent by the next migration, which goes as
+ * it would have (the test checks only that every byte arrives).
  */
 static void spend_fail_alloc(struct shim_file *f)
 {

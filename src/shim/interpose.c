@@ -69,6 +69,7 @@ typedef int (*close_fn)(int);
 typedef int (*ioctl_fn)(int, unsigned long, ...);
 typedef void *(*mmap_fn)(void *, size_t, int, int, int, off_t);
 typedef int (*madvise_fn)(void *, size_t, int);
+typedef ssize_t (*pread_fn)(int, void *, size_t, off_t);
 
 NEXT(open_fn, open)
 NEXT(open_fn, open64)
@@ -83,6 +84,8 @@ NEXT(ioctl_fn, ioctl)
 NEXT(mmap_fn, mmap)
 NEXT(mmap_fn, mmap64)
 NEXT(madvise_fn, madvise)
+NEXT(pread_fn, pread)
+NEXT(pread_fn, pread64)
 
 int shim_real_ioctl(int fd, unsigned long req, void *arg)
 {
@@ -557,6 +560,16 @@ static int fail_nosys(void)
 	return -1;
 }
 
+/* The program's own pagemap is read as under the kernel's HMM
+ * (pagemap.c); fd as opened, errno kept. */
+static int pagemap_opened(int fd, const char *path, const void *caller)
+{
+	int e = errno;
+	shim_pagemap_opened(fd, path, caller);
+	errno = e;
+	return fd;
+}
+
 SHIM_EXPORT int open(const char *path, int flags, ...)
 {
 	va_list ap;
@@ -567,7 +580,8 @@ SHIM_EXPORT int open(const char *path, int flags, ...)
 	if (unit >= 0)
 		return shim_open(unit, flags);
 	open_fn f = next_open();
-	return f ? f(path, flags, mode) : fail_nosys();
+	return pagemap_opened(f ? f(path, flags, mode) : fail_nosys(), path,
+			      __builtin_return_address(0));
 }
 
 SHIM_EXPORT int open64(const char *path, int flags, ...)
@@ -580,7 +594,8 @@ SHIM_EXPORT int open64(const char *path, int flags, ...)
 	if (unit >= 0)
 		return shim_open(unit, flags);
 	open_fn f = next_open64();
-	return f ? f(path, flags, mode) : fail_nosys();
+	return pagemap_opened(f ? f(path, flags, mode) : fail_nosys(), path,
+			      __builtin_return_address(0));
 }
 
 SHIM_EXPORT int openat(int dirfd, const char *path, int flags, ...)
@@ -593,7 +608,8 @@ SHIM_EXPORT int openat(int dirfd, const char *path, int flags, ...)
 	if (unit >= 0)
 		return shim_open(unit, flags);
 	openat_fn f = next_openat();
-	return f ? f(dirfd, path, flags, mode) : fail_nosys();
+	return pagemap_opened(f ? f(dirfd, path, flags, mode) : fail_nosys(),
+			      path, __builtin_return_address(0));
 }
 
 SHIM_EXPORT int openat64(int dirfd, const char *path, int flags, ...)
@@ -606,7 +622,8 @@ SHIM_EXPORT int openat64(int dirfd, const char *path, int flags, ...)
 	if (unit >= 0)
 		return shim_open(unit, flags);
 	openat_fn f = next_openat64();
-	return f ? f(dirfd, path, flags, mode) : fail_nosys();
+	return pagemap_opened(f ? f(dirfd, path, flags, mode) : fail_nosys(),
+			      path, __builtin_return_address(0));
 }
 
 /* The _FORTIFY_SOURCE entry points. */
@@ -621,7 +638,8 @@ int __open_2(const char *path, int flags)
 	if (unit >= 0)
 		return shim_open(unit, flags);
 	open2_fn f = next___open_2();
-	return f ? f(path, flags) : fail_nosys();
+	return pagemap_opened(f ? f(path, flags) : fail_nosys(), path,
+			      __builtin_return_address(0));
 }
 
 int __open64_2(const char *path, int flags)
@@ -630,7 +648,8 @@ int __open64_2(const char *path, int flags)
 	if (unit >= 0)
 		return shim_open(unit, flags);
 	open2_fn f = next___open64_2();
-	return f ? f(path, flags) : fail_nosys();
+	return pagemap_opened(f ? f(path, flags) : fail_nosys(), path,
+			      __builtin_return_address(0));
 }
 
 int __openat_2(int dirfd, const char *path, int flags)
@@ -639,7 +658,8 @@ int __openat_2(int dirfd, const char *path, int flags)
 	if (unit >= 0)
 		return shim_open(unit, flags);
 	openat2_fn f = next___openat_2();
-	return f ? f(dirfd, path, flags) : fail_nosys();
+	return pagemap_opened(f ? f(dirfd, path, flags) : fail_nosys(), path,
+			      __builtin_return_address(0));
 }
 
 int __openat64_2(int dirfd, const char *path, int flags)
@@ -648,11 +668,13 @@ int __openat64_2(int dirfd, const char *path, int flags)
 	if (unit >= 0)
 		return shim_open(unit, flags);
 	openat2_fn f = next___openat64_2();
-	return f ? f(dirfd, path, flags) : fail_nosys();
+	return pagemap_opened(f ? f(dirfd, path, flags) : fail_nosys(), path,
+			      __builtin_return_address(0));
 }
 
 SHIM_EXPORT int close(int fd)
 {
+	shim_pagemap_closed(fd);
 	struct shim_file *f = file_get(fd);
 	int rc = shim_real_close(fd);
 	if (f) {
@@ -663,6 +685,31 @@ SHIM_EXPORT int close(int fd)
 		errno = e;
 	}
 	return rc;
+}
+
+/* pread of the program's pagemap: see pagemap.c. */
+static ssize_t pagemap_read(ssize_t got, int fd, void *buf, off_t off)
+{
+	if (got > 0 && shim_pagemap_tracked(fd)) {
+		int e = errno;
+		shim_pagemap_fix(buf, (size_t)got, off);
+		errno = e;
+	}
+	return got;
+}
+
+SHIM_EXPORT ssize_t pread(int fd, void *buf, size_t n, off_t off)
+{
+	pread_fn f = next_pread();
+	return pagemap_read(f ? f(fd, buf, n, off) : fail_nosys(), fd, buf,
+			    off);
+}
+
+SHIM_EXPORT ssize_t pread64(int fd, void *buf, size_t n, off_t off)
+{
+	pread_fn f = next_pread64();
+	return pagemap_read(f ? f(fd, buf, n, off) : fail_nosys(), fd, buf,
+			    off);
 }
 
 /* Requests the VFS answers itself, before any driver sees them. */

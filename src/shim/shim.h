@@ -11,6 +11,7 @@
  *   dmirror.c    the dmirror ioctls and mmap
  *   gup_test.c   the gup_test ioctls
  *   vmas.c       the maps file; madvise(MADV_FREE) over coherent pages
+ *   pagemap.c    the program's pagemap: device-private pages swapped
  *   alloc.c      the shim's memory, outside the program's heap
  *
  * Each open is backed by a memfd of its own, so the descriptor the program
@@ -23,6 +24,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -161,6 +163,12 @@ int shim_real_madvise(void *addr, size_t len, int advice);
 void *shim_real_mmap(void *addr, size_t len, int prot, int flags, int fd,
 		     off_t off);
 int shim_real_close(int fd);
+
+/* pagemap.c: open, close and pread of the program's own pagemap. */
+void shim_pagemap_opened(int fd, const char *path, const void *caller);
+void shim_pagemap_closed(int fd);
+bool shim_pagemap_tracked(int fd);
+void shim_pagemap_fix(void *buf, size_t got, off_t off);
 
 /* alloc.c: the arena, reserved at load time. */
 void shim_alloc_init(void);

@@ -1,0 +1,296 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_thp: device huge pages.  A PMD-aligned transparent huge page
+ * migrates to a device as one huge device page (a PMD-aligned run of
+ * frames), reported with the PMD order by the range fault and the
+ * mirror's snapshot, and comes back as a THP: on a CPU fault and on an
+ * explicit migration back, by UFFDIO_MOVE out of the device's frames or
+ * through a THP-backed copy (HETMM_EMU_COPY_ONLY); a coherent device's
+ * likewise, mapped in place while there.  A device with no
+ * aligned run of free frames takes it as base pages; a block part of
+ * which left is base pages from then on.  THP-ness is read from
+ * /proc/self/smaps (AnonHugePages of the mapping), every byte checked.
+ *
+ * Needs a kernel that shows huge mappings to hetmm (PAGEMAP_SCAN, or root
+ * for kpageflags) and THP enabled; 4 KiB pages (a migration chunk is a
+ * PMD only there: base.h).  Elsewhere it says why and exits 77, which
+ * ctest counts as skipped (SKIP_RETURN_CODE), not passed.
+ */
+#include <stdbool.h>
+#include <sys/mman.h>
+
+#include "t.h"
+
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+
+static struct hetmm_ctx *ctx;
+static size_t pmd;
+static size_t npmd;          /* pages in a PMD */
+
+/* AnonHugePages of the mapping holding p, in kB; -1 if not found. */
+static long anon_huge_kb(const void *p)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	char line[256];
+	long kb = -1;
+	bool in = false;
+	REQUIRE(f != NULL);
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long a, b;
+		char c;
+		if (sscanf(line, "%lx-%lx %c", &a, &b, &c) == 3) {
+			in = (uintptr_t)p >= a && (uintptr_t)p < b;
+			continue;
+		}
+		if (in && sscanf(line, "AnonHugePages: %ld", &kb) == 1)
+			break;
+	}
+	fclose(f);
+	return kb;
+}
+
+/* A PMD-aligned PMD of private anonymous memory, in a mapping of its
+ * own (two PMDs mapped, the rest unmapped). */
+static char *map_pmd(void)
+{
+	char *p = mmap(NULL, 3 * pmd, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	REQUIRE(p != MAP_FAILED);
+	char *a = (char *)(((uintptr_t)p + pmd - 1) & ~(uintptr_t)(pmd - 1));
+	if (a > p)
+		munmap(p, (size_t)(a - p));
+	munmap(a + pmd, (size_t)(p + 3 * pmd - a - pmd));
+	return a;
+}
+
+/* A THP there, filled with the pattern of seed. */
+static char *thp_filled(uint64_t seed)
+{
+	char *a = map_pmd();
+	REQUIRE_OK(madvise(a, pmd, MADV_HUGEPAGE) ? -errno : 0);
+	t_fill(a, npmd, seed);
+	if (anon_huge_kb(a) != (long)(pmd >> 10))
+		REQUIRE_OK(madvise(a, pmd, MADV_COLLAPSE) ? -errno : 0);
+	REQUIRE(anon_huge_kb(a) == (long)(pmd >> 10));
+	return a;
+}
+
+/* The snapshot's view of every page of [a, a + pmd). */
+static void check_snapshot(struct hetmm_mirror *m, const char *a,
+			   uint8_t want)
+{
+	uint8_t *prot = malloc(npmd);
+	REQUIRE(prot != NULL);
+	CHECK_OK(hetmm_mirror_snapshot(m, a, npmd, prot));
+	size_t bad = 0;
+	for (size_t i = 0; i < npmd; i++)
+		bad += prot[i] != want;
+	if (bad)
+		fprintf(stderr, "  snapshot: %zu pages not 0x%x (page 0: 0x%x)\n",
+			bad, want, prot[0]);
+	CHECK_EQ(bad, 0);
+	free(prot);
+}
+
+/* The device's copy of every byte: read through the mirror. */
+static void check_device_bytes(struct hetmm_mirror *m, const char *a,
+			       uint64_t seed)
+{
+	char *buf = malloc(pmd);
+	REQUIRE(buf != NULL);
+	uint64_t faults = 0;
+	CHECK_OK(hetmm_mirror_read(m, a, buf, npmd, &faults));
+	CHECK_EQ(t_verify(buf, npmd, seed), 0);
+	free(buf);
+}
+
+static const uint8_t DEV_HUGE = HETMM_PROT_DEV_PRIVATE_LOCAL |
+				HETMM_PROT_WRITE | HETMM_PROT_PMD;
+static const uint8_t DEV_BASE = HETMM_PROT_DEV_PRIVATE_LOCAL |
+				HETMM_PROT_WRITE;
+
+/*
+ * To the device and back by a CPU fault: one huge device page, then one
+ * THP again, every byte where it was.  how says which device.
+ */
+static void round_trip(uint32_t emu_flags, const char *how)
+{
+	fprintf(stderr, "round trip, %s\n", how);
+	struct hetmm_emu *emu;
+	struct hetmm_pagemap *pg;
+	struct hetmm_mirror *m;
+	struct hetmm_emu_desc d = { HETMM_MEMORY_DEVICE_PRIVATE, 4 * npmd,
+				    emu_flags };
+	REQUIRE_OK(hetmm_emu_create_desc(ctx, &d, &emu));
+	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	REQUIRE_OK(hetmm_mirror_create(emu, &m));
+
+	char *a = thp_filled(11);
+	CHECK_OK(hetmm_migrate_to_device(pg, a, pmd, NULL));
+	CHECK_EQ(anon_huge_kb(a), 0);
+	check_snapshot(m, a, DEV_HUGE);
+	check_device_bytes(m, a, 11);
+
+	/* One byte faults the whole huge page back, as a THP. */
+	volatile char c = a[pmd / 2 + 5];
+	(void)c;
+	CHECK_EQ(anon_huge_kb(a), (long)(pmd >> 10));
+	CHECK_EQ(t_verify(a, npmd, 11), 0);
+	check_snapshot(m, a, HETMM_PROT_WRITE | HETMM_PROT_PMD);
+
+	/* And by an explicit migration back. */
+	CHECK_OK(hetmm_migrate_to_device(pg, a, pmd, NULL));
+	check_snapshot(m, a, DEV_HUGE);
+	CHECK_OK(hetmm_migrate_to_system(ctx, a, pmd, NULL));
+	CHECK_EQ(anon_huge_kb(a), (long)(pmd >> 10));
+	CHECK_EQ(t_verify(a, npmd, 11), 0);
+
+	munmap(a, pmd);
+	CHECK_OK(hetmm_mirror_destroy(m));
+	CHECK_OK(hetmm_emu_destroy(emu));
+}
+
+/* A coherent device holds a THP as one huge page too, mapped in place;
+ * migrated back it is a THP again. */
+static void coherent(void)
+{
+	fprintf(stderr, "coherent\n");
+	struct hetmm_emu *emu;
+	struct hetmm_pagemap *pg;
+	struct hetmm_mirror *m;
+	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_COHERENT,
+				    2 * npmd, &emu));
+	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	REQUIRE_OK(hetmm_mirror_create(emu, &m));
+	char *a = thp_filled(16);
+	CHECK_OK(hetmm_migrate_to_device(pg, a, pmd, NULL));
+	check_snapshot(m, a, HETMM_PROT_DEV_COHERENT_LOCAL | HETMM_PROT_WRITE |
+			     HETMM_PROT_PMD);
+	CHECK_EQ(t_verify(a, npmd, 16), 0);
+	CHECK_OK(hetmm_migrate_to_system(ctx, a, pmd, NULL));
+	CHECK_EQ(anon_huge_kb(a), (long)(pmd >> 10));
+	CHECK_EQ(t_verify(a, npmd, 16), 0);
+	munmap(a, pmd);
+	CHECK_OK(hetmm_mirror_destroy(m));
+	CHECK_OK(hetmm_emu_destroy(emu));
+}
+
+/* Base pages stay base pages on the device. */
+static void base_pages(void)
+{
+	fprintf(stderr, "base pages\n");
+	struct hetmm_emu *emu;
+	struct hetmm_pagemap *pg;
+	struct hetmm_mirror *m;
+	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE,
+				    2 * npmd, &emu));
+	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	REQUIRE_OK(hetmm_mirror_create(emu, &m));
+	char *a = map_pmd();
+	REQUIRE_OK(madvise(a, pmd, MADV_NOHUGEPAGE) ? -errno : 0);
+	t_fill(a, npmd, 12);
+	CHECK_EQ(anon_huge_kb(a), 0);
+	CHECK_OK(hetmm_migrate_to_device(pg, a, pmd, NULL));
+	check_snapshot(m, a, DEV_BASE);
+	CHECK_EQ(t_verify(a, npmd, 12), 0);
+	munmap(a, pmd);
+	CHECK_OK(hetmm_mirror_destroy(m));
+	CHECK_OK(hetmm_emu_destroy(emu));
+}
+
+/*
+ * A device whose free frames hold no aligned PMD run takes a THP as base
+ * pages (the kernel's split): every byte still moves and comes back.
+ */
+static void fragmented_device(void)
+{
+	fprintf(stderr, "fragmented device\n");
+	struct hetmm_emu *emu;
+	struct hetmm_pagemap *pg;
+	struct hetmm_mirror *m;
+	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE,
+				    2 * npmd, &emu));
+	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	REQUIRE_OK(hetmm_mirror_create(emu, &m));
+	/* Fill the device with base pages, then free every other one: a
+	 * PMD's worth free, no aligned run of it. */
+	char *holder = mmap(NULL, 2 * pmd, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	REQUIRE(holder != MAP_FAILED);
+	REQUIRE_OK(madvise(holder, 2 * pmd, MADV_NOHUGEPAGE) ? -errno : 0);
+	t_fill(holder, 2 * npmd, 13);
+	CHECK_OK(hetmm_migrate_to_device(pg, holder, 2 * pmd, NULL));
+	for (size_t i = 0; i < 2 * npmd; i += 2)
+		CHECK_OK(hetmm_migrate_to_system(ctx, holder + i * PS, PS,
+						 NULL));
+	char *a = thp_filled(14);
+	CHECK_OK(hetmm_migrate_to_device(pg, a, pmd, NULL));
+	check_snapshot(m, a, DEV_BASE);
+	check_device_bytes(m, a, 14);
+	CHECK_EQ(t_verify(a, npmd, 14), 0);
+	CHECK_EQ(t_verify(holder, 2 * npmd, 13), 0);
+	munmap(a, pmd);
+	munmap(holder, 2 * pmd);
+	CHECK_OK(hetmm_mirror_destroy(m));
+	CHECK_OK(hetmm_emu_destroy(emu));
+}
+
+/* Half of a huge page back: the other half is base pages on the device
+ * (a split), and a fault there brings back base pages only. */
+static void split(void)
+{
+	fprintf(stderr, "split\n");
+	struct hetmm_emu *emu;
+	struct hetmm_pagemap *pg;
+	struct hetmm_mirror *m;
+	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE,
+				    2 * npmd, &emu));
+	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	REQUIRE_OK(hetmm_mirror_create(emu, &m));
+	char *a = thp_filled(15);
+	CHECK_OK(hetmm_migrate_to_device(pg, a, pmd, NULL));
+	check_snapshot(m, a, DEV_HUGE);
+	CHECK_OK(hetmm_migrate_to_system(ctx, a, pmd / 2, NULL));
+	uint8_t *prot = malloc(npmd);
+	REQUIRE(prot != NULL);
+	CHECK_OK(hetmm_mirror_snapshot(m, a, npmd, prot));
+	size_t huge = 0, dev = 0;
+	for (size_t i = 0; i < npmd; i++) {
+		huge += (prot[i] & HETMM_PROT_PMD) != 0;
+		dev += (prot[i] & HETMM_PROT_DEV_PRIVATE_LOCAL) != 0;
+	}
+	CHECK_EQ(huge, 0);
+	CHECK_EQ(dev, npmd / 2);
+	free(prot);
+	volatile char c = a[pmd - 1];
+	(void)c;
+	CHECK_EQ(t_verify(a, npmd, 15), 0);
+	munmap(a, pmd);
+	CHECK_OK(hetmm_mirror_destroy(m));
+	CHECK_OK(hetmm_emu_destroy(emu));
+}
+
+int main(void)
+{
+	struct hetmm_kernel_info ki;
+	REQUIRE_OK(hetmm_kernel_probe(&ki));
+	pmd = hetmm_pmd_size();
+	npmd = pmd / PS;
+	if (!ki.has_thp || !ki.has_page_state || npmd != 512) {
+		fprintf(stderr, "SKIP: needs THP (%d), huge mappings shown "
+			"(PAGEMAP_SCAN or root: %d) and 4 KiB pages (%zu)\n",
+			ki.has_thp, ki.has_page_state, PS);
+		return 77;
+	}
+	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
+	round_trip(0, "moved out of the frames (UFFDIO_MOVE)");
+	round_trip(HETMM_EMU_COPY_ONLY, "copied (THP-backed fill)");
+	coherent();
+	base_pages();
+	fragmented_device();
+	split();
+	CHECK_OK(hetmm_ctx_destroy(ctx));
+	return t_done();
+}
