@@ -65,6 +65,7 @@ struct opts {
 	int quick;
 	int json;
 	int latency_only;         /* --latency: the fault latency alone */
+	int storage;              /* --storage: the file device alone */
 	const char *plot;
 	int reps;
 	int samples;
@@ -124,11 +125,15 @@ static int add_sizes(struct opts *o, const char *list)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: hetmm bench [--quick] [--json] [--latency] [--sizes 1M,16M,256M,1G]\n"
+		"usage: hetmm bench [--quick] [--json] [--latency] [--storage]\n"
+		"                   [--sizes 1M,16M,256M,1G]\n"
 		"                   [--reps N] [--samples N] [--plot FILE.svg]\n"
 		"  --quick     sizes 1M,16M,64M and 1000 latency samples (a few seconds)\n"
 		"  --json      print one JSON object on stdout (progress on stderr)\n"
 		"  --latency   the single-page fault latency alone (tools/probe-cost.sh)\n"
+		"  --storage   a file attached to memory against io_uring and mmap\n"
+		"              of the same file (bench/storage.c; sizes 64M,256M,1G,\n"
+		"              --quick 64M; the file in $TMPDIR or /tmp)\n"
 		"  --sizes     list of sizes (K/M/G suffixes), commas or separate args\n"
 		"  --reps      repetitions per figure, median reported (default 5)\n"
 		"  --samples   fault-latency samples per repetition\n"
@@ -152,6 +157,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			o->json = 1;
 		} else if (!strcmp(a, "--latency")) {
 			o->latency_only = 1;
+		} else if (!strcmp(a, "--storage")) {
+			o->storage = 1;
 		} else if (!strcmp(a, "--sizes") ||
 			   !strncmp(a, "--sizes=", 8)) {
 			const char *list = a[7] == '=' ? a + 8 : NULL;
@@ -463,6 +470,9 @@ int hetmm_bench_main(int argc, char **argv)
 	rc = parse_opts(argc, argv, &o);
 	if (rc != OPTS_RUN)
 		return rc;
+	if (o.storage)
+		return bench_storage(o.quick, o.json, o.reps ? o.reps : 3,
+				     o.sizes, o.nsizes, o.plot);
 	set_defaults(&o);
 	drop_sizes_short_of_memory(&o);
 	if (!o.nsizes) {

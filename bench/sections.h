@@ -192,4 +192,12 @@ struct plot_panel {
 int plot_svg(const char *path, const char *title,
 	     const struct plot_panel *p, int npanels);
 
+/* --- a file attached to memory (storage.c): `hetmm bench --storage` -- */
+
+/* The section alone: sizes (0: 64M, 256M, 1G; --quick 64M), text or
+ * JSON on stdout, and with plot an SVG of throughput against the
+ * resident bound; 0, or 1 if something failed. */
+int bench_storage(int quick, int json, int reps, const size_t *sizes,
+		  int nsizes, const char *plot);
+
 #endif /* HETMM_BENCH_SECTIONS_H */

@@ -1490,7 +1490,10 @@ int hetmm_file_inject_error(struct hetmm_file *file, int write,
  * in runs.  A page nobody wrote since it came in is clean and goes
  * without a write (its block has its bytes); a written page is written
  * first.  The bound is kept within a window (a fault-around chunk or
- * so) behind the faults, not before each one.
+ * so) behind the faults, not before each one.  Fault-around brings up
+ * to the context's fault_around_max pages at once: give the context a
+ * window well under the bound (a quarter, say), or a scan's read-ahead
+ * goes back to the file before the scan reaches it.
  *
  * What the process does to the range:
  *   - writes are kept in memory until the page goes back to the file

@@ -106,13 +106,15 @@ static void round_trip(uint32_t flags, enum hetmm_file_io want)
 	fi = file_info(f);
 	CHECK_EQ(fi.pages_read, NP);
 	CHECK_EQ(fi.io_errors, 0);
-	if (fi.holes_punched) {
-		CHECK_EQ(fi.holes_punched, NP);
-		CHECK(file_blocks(path) < full);
-	} else {
+	/* Punched in batches, the last when the device goes. */
+	int punches = fi.holes_punched > 0;
+	if (punches)
+		CHECK(fi.holes_punched >= NP / 2);
+	else
 		fprintf(stderr, "  the filesystem punches no holes\n");
-	}
 	CHECK_OK(hetmm_file_destroy(f));
+	if (punches)
+		CHECK(file_blocks(path) < full / 8);
 	t_unmap(p, NP);
 }
 

@@ -68,6 +68,12 @@ struct hetmm_file {
 	uint64_t offset;                  /* of frame 0, bytes */
 	uint64_t nr_pages;
 	bool punch;                       /* freed frames punch holes */
+	/* Freed frames not punched yet, a bit each, and how many: punched
+	 * in runs (one fallocate per run, a journaled metadata change on
+	 * most filesystems: milliseconds), before any is written again. */
+	pthread_mutex_t punch_lock;
+	uint64_t *punch_bits;
+	uint64_t punch_pending;
 	struct hetmm_file_info info;      /* io, direct, errnos */
 	atomic_uint_fast64_t pages_read, pages_written, io_errors, punched;
 	struct file_fault fault[2];       /* reads, writes */
@@ -142,6 +148,7 @@ static int io_whole(int fd, bool write, char *buf, size_t len, off_t off)
 
 static void attach_faulted_in(struct hetmm_file *f, uint64_t index,
 			      size_t nr);
+static void punch_cancel(struct hetmm_file *f, uint64_t index, size_t nr);
 
 /* ------------------------------------------------------------------------
  * Synchronous copies: pread/pwrite
@@ -155,6 +162,8 @@ static int file_sync_io(struct hetmm_pagemap *pgmap, bool write, char *buf,
 		return -EINVAL;
 	if (!write)
 		attach_faulted_in(f, index, nr);
+	else
+		punch_cancel(f, index, nr);
 	int err = fault_for(f, write, index, nr);
 	if (!err)
 		err = io_whole(f->fd, write, buf, nr * PS, frame_off(f, index));
@@ -174,17 +183,66 @@ static int file_copy_from(struct hetmm_pagemap *pgmap, void *dst,
 	return file_sync_io(pgmap, false, dst, index, nr);
 }
 
-/* A freed frame gives its blocks back: one fallocate per page freed. */
+/* Frames pending a punch worth one pass. */
+#define PUNCH_BATCH 512
+
+/* Punch every pending run; under punch_lock, so that no write of a
+ * frame in it is submitted until its punch is done. */
+static void punch_flush_locked(struct hetmm_file *f)
+{
+	uint64_t i = 0;
+	while (f->punch_pending && i < f->nr_pages) {
+		if (!(f->punch_bits[i / 64] >> (i % 64) & 1)) {
+			i++;
+			continue;
+		}
+		uint64_t run = 0;
+		while (i + run < f->nr_pages &&
+		       (f->punch_bits[(i + run) / 64] >> ((i + run) % 64) & 1)) {
+			f->punch_bits[(i + run) / 64] &= ~(1ULL << ((i + run) % 64));
+			run++;
+		}
+		f->punch_pending -= run;
+		if (f->punch && fallocate(f->fd, FALLOC_FL_PUNCH_HOLE |
+					  FALLOC_FL_KEEP_SIZE,
+					  frame_off(f, i), (off_t)(run * PS)) == 0)
+			atomic_fetch_add(&f->punched, run);
+		else if (errno == EOPNOTSUPP)
+			f->punch = false;   /* the filesystem can't */
+		i += run;
+	}
+}
+
+/* A freed frame gives its blocks back, in a batch with others. */
 static void file_page_free(struct hetmm_pagemap *pgmap, uint64_t index)
 {
 	struct hetmm_file *f = file_of(pgmap);
-	if (!f || !f->punch || index >= f->nr_pages)
+	if (!f || !f->punch_bits || index >= f->nr_pages)
 		return;
-	if (fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-		      frame_off(f, index), (off_t)PS) == 0)
-		atomic_fetch_add(&f->punched, 1);
-	else if (errno == EOPNOTSUPP)
-		f->punch = false;   /* the filesystem can't: stop asking */
+	pthread_mutex_lock(&f->punch_lock);
+	if (!(f->punch_bits[index / 64] >> (index % 64) & 1)) {
+		f->punch_bits[index / 64] |= 1ULL << (index % 64);
+		f->punch_pending++;
+	}
+	if (f->punch_pending >= PUNCH_BATCH)
+		punch_flush_locked(f);
+	pthread_mutex_unlock(&f->punch_lock);
+}
+
+/* Frames about to be written need no punch (every byte is rewritten),
+ * and must not get one after the write. */
+static void punch_cancel(struct hetmm_file *f, uint64_t index, size_t nr)
+{
+	if (!f->punch_bits)
+		return;
+	pthread_mutex_lock(&f->punch_lock);
+	for (uint64_t i = index; i < index + nr && f->punch_pending; i++) {
+		if (f->punch_bits[i / 64] >> (i % 64) & 1) {
+			f->punch_bits[i / 64] &= ~(1ULL << (i % 64));
+			f->punch_pending--;
+		}
+	}
+	pthread_mutex_unlock(&f->punch_lock);
 }
 
 static const struct hetmm_pagemap_ops file_pread_ops = {
@@ -209,6 +267,8 @@ static int uring_submit(struct hetmm_file *f, bool write, char *buf,
 		return -EINVAL;
 	if (!write)
 		attach_faulted_in(f, index, nr);
+	else
+		punch_cancel(f, index, nr);
 	int err = fault_for(f, write, index, nr);
 	if (err) {
 		count_done(f, write, nr, err);
@@ -255,12 +315,25 @@ static int uring_submit_to(struct hetmm_pagemap *pgmap, uint64_t index,
 		 : -EINVAL;
 }
 
+/*
+ * A lone page, a random fault's, is read here, synchronously: through
+ * the ring it would cost a wake-up of the completion thread and another
+ * of the faulting side, each as dear as the read on a loaded machine
+ * (docs/PERFORMANCE.md, "Storage").  Larger reads go in flight.
+ */
 static int uring_submit_from(struct hetmm_pagemap *pgmap, void *dst,
 			     uint64_t index, size_t nr,
 			     struct hetmm_copy *copy)
 {
 	struct hetmm_file *f = file_of(pgmap);
-	return f ? uring_submit(f, false, dst, index, nr, copy) : -EINVAL;
+	if (!f)
+		return -EINVAL;
+	if (nr == 1) {
+		int err = file_sync_io(pgmap, false, dst, index, nr);
+		hetmm_copy_done(copy, err);
+		return 0;
+	}
+	return uring_submit(f, false, dst, index, nr, copy);
 }
 
 /* A completion: finish a short transfer, then tell hetmm.  The request
@@ -859,6 +932,13 @@ static bool file_unlist(struct hetmm_file *f)
 static void file_free(struct hetmm_file *f)
 {
 	attach_free(f);
+	if (f->punch_bits) {
+		pthread_mutex_lock(&f->punch_lock);
+		punch_flush_locked(f);   /* every frame is free by now */
+		pthread_mutex_unlock(&f->punch_lock);
+	}
+	free(f->punch_bits);
+	pthread_mutex_destroy(&f->punch_lock);
 	file_io_free(f);
 	if (f->fd >= 0)
 		close(f->fd);
@@ -977,6 +1057,7 @@ static int file_make(struct hetmm_ctx *ctx, const struct hetmm_file_desc *d,
 	f->offset = d->offset;
 	f->nr_pages = d->nr_pages;
 	f->info.io = HETMM_FILE_IO_PREAD;
+	pthread_mutex_init(&f->punch_lock, NULL);
 	file_io_init(f);
 	uint32_t depth = d->queue_depth ? d->queue_depth
 					: HETMM_COPY_DEPTH_DEFAULT;
@@ -988,6 +1069,13 @@ static int file_make(struct hetmm_ctx *ctx, const struct hetmm_file_desc *d,
 	}
 	/* An attached file's blocks are its data: never punched. */
 	f->punch &= !attach;
+	if (f->punch) {
+		f->punch_bits = calloc((f->nr_pages + 63) / 64, 8);
+		if (!f->punch_bits) {
+			file_free(f);
+			return -ENOMEM;
+		}
+	}
 	struct hetmm_pagemap_desc desc = {
 		.type = HETMM_MEMORY_DEVICE_PRIVATE,
 		.nr_pages = d->nr_pages,
