@@ -158,8 +158,9 @@ struct hetmm_mirror;
  *   -ENOENT      nothing to do: no page of the range could migrate, or
  *                none is on a device, or no device frame backs the address
  *   -ENOMEM      the device has no free frame, or hetmm could not allocate
- *   -ENOSPC      no room: every frame-number section is in use, or device
- *                memory too small to hold its own metadata
+ *   -ENOSPC      no room: every frame-number section is in use, device
+ *                memory too small to hold its own metadata, or a memory
+ *                server full (remote)
  *   -EBUSY       held or moving: pages pinned or claimed, a notifier
  *                sequence moved (begin again), a managed pagemap, a range
  *                another userfaultfd of the program holds
@@ -174,6 +175,9 @@ struct hetmm_mirror;
  *   -EREMOTEIO   peer-to-peer memory out of reach: not a peer, or a pin
  *                without HETMM_FOLL_PCI_P2PDMA
  *   -ENOSYS      the kernel has no userfaultfd
+ *   -EACCES      not admitted: a secret file others may read, or a
+ *                proof of the secret the other side refused (remote)
+ *   -EPROTO      a memory server or client broke the protocol (remote)
  *
  * Others come from the kernel unchanged (opening a userfaultfd, say).
  */
@@ -1533,6 +1537,106 @@ int hetmm_file_attach(struct hetmm_ctx *ctx, const struct hetmm_file_desc *desc,
  */
 int hetmm_file_sync(struct hetmm_file *file);
 
+/* ------------------------------------------------------------------------
+ * The remote device: memory on other machines, over UCX
+ *
+ * A DEVICE_PRIVATE pagemap whose frames live in memory servers
+ * (hetmm-memd, installed with hetmm: `hetmm-memd --listen HOST:PORT
+ * --capacity SIZE --secret FILE`), reached through UCX on whatever
+ * transport it finds between the two (shared memory on one machine, TCP,
+ * InfiniBand or RoCE): pages migrated to it are put into the servers'
+ * memory with ucp_put_nbx and come back on a CPU fault with ucp_get_nbx,
+ * up to HETMM_COPY_DEPTH_MAX copies in flight, driven by a thread of the
+ * device's own.  libucp (Debian's libucx0) is loaded at run time, the
+ * first time a device is made: a build or a machine without it gives
+ * -EOPNOTSUPP here and nothing else changes.
+ *
+ * Who may connect.  Server and device read the same secret from a file
+ * of their user's with no access for group or others (mode 0600), 16 to
+ * 4096 bytes; each proves it holds it to the other with an HMAC-SHA-256
+ * of fresh nonces (challenge and response), so the secret never crosses
+ * the wire.  A server gives each device a region of its own and the
+ * remote key of that region alone.  (The key is all UCX checks: on
+ * transports that emulate remote access in the server's software, TCP's,
+ * a client that bypasses hetmm and forges addresses is not stopped by
+ * UCX; the secret is what keeps strangers out.)
+ *
+ * Several servers.  nr_pages device pages are striped over the servers
+ * in runs of HETMM_REMOTE_STRIPE_PAGES, each server holding its share,
+ * so capacity and bandwidth add up.  There is no replica: a page lives
+ * on one server.
+ *
+ * Failure.  A device's TCP connection to each server is its lease: when
+ * a client ends or dies, its server frees its region; when a server's
+ * process dies, its connection closes and the device takes it for dead
+ * at once (TCP keepalive gives up on a machine that went silent within
+ * about 4 s).  From then on copies to or from its pages fail: a CPU
+ * fault there gets SIGBUS (see "Device errors on the fault path"),
+ * migrations to the device keep those pages
+ * (HETMM_MIGRATE_SKIP_ERROR), hetmm_migrate_to_system() gives -EIO; the
+ * pages of the other servers go on working.  A copy that hangs fails
+ * after timeout_ms (then the pagemap takes no new migration: see
+ * copy_timeout_ms).  Nothing waits longer than that.
+ */
+#define HETMM_REMOTE_MAX_SERVERS 16
+#define HETMM_REMOTE_STRIPE_PAGES 64
+
+struct hetmm_remote;
+
+struct hetmm_remote_desc {
+	const char *const *servers;  /* "host:port" or "[v6]:port" each */
+	uint32_t nr_servers;         /* 1 to HETMM_REMOTE_MAX_SERVERS */
+	uint32_t flags;              /* HETMM_PAGEMAP_EVICT or 0 */
+	uint64_t nr_pages;           /* device pages, 1 to 2^32 */
+	const char *secret_file;     /* the servers' secret, mode 0600 */
+	/* Connecting and the handshake, per server; and the pagemap's
+	 * copy_timeout_ms.  0: 2000 ms; at most 600000. */
+	uint32_t timeout_ms;
+};
+
+/*
+ * Connect to every server, prove the secret, get a region on each, and
+ * hot-add the pagemap (hetmm_remote_pagemap gives it).  Returns 0;
+ * -EINVAL for NULL, a bad desc (no servers or too many, an address not
+ * HOST:PORT, no pages or too many, unknown flags); -EOPNOTSUPP if libucp
+ * can't be loaded (not installed, or hetmm built without UCX); -EACCES
+ * if the secret file is readable by others or not the caller's, if a
+ * server refused the proof, or a server could not prove the secret
+ * itself; -ENOSPC if a server has no room for its share or serves as
+ * many clients as it takes; -EPROTO if a server answers something else
+ * than hetmm-memd would; the kernel's socket errno, passed through, if a
+ * server can't be reached (ECONNREFUSED; ETIMEDOUT after timeout_ms;
+ * EHOSTUNREACH also for a name that does not resolve); the secret
+ * file's open errno;
+ * hetmm_pagemap_add's errnos; -ECHILD in a fork child.  On an error
+ * every connection made is closed (the servers free the regions).
+ */
+int hetmm_remote_create(struct hetmm_ctx *ctx,
+			const struct hetmm_remote_desc *desc,
+			struct hetmm_remote **devp);
+/* Hot-remove its pagemap (every page comes home from the servers, after
+ * the handler has handled what the process unmapped or discarded), close
+ * the connections (the servers free the regions) and free it; the
+ * context's destroy does the same.  -EBUSY or -EIO as
+ * hetmm_pagemap_remove (pages of a dead server can't come home: discard
+ * them, munmap or MADV_DONTNEED, first), -EINVAL for a device that is not
+ * live, -ECHILD in a fork child. */
+int hetmm_remote_destroy(struct hetmm_remote *dev);
+/* Its pagemap; -EINVAL for a device that is not live, -ECHILD. */
+int hetmm_remote_pagemap(struct hetmm_remote *dev,
+			 struct hetmm_pagemap **pgmapp);
+
+struct hetmm_remote_stats {
+	uint32_t nr_servers;
+	uint32_t servers_alive;      /* not taken for dead */
+	uint64_t pages_put;          /* copied to the servers, flushed */
+	uint64_t pages_got;          /* copied back */
+	uint64_t copy_errors;        /* copies that failed */
+};
+
+/* -EINVAL for NULL or a device that is not live, -ECHILD. */
+int hetmm_remote_get_stats(struct hetmm_remote *dev,
+			   struct hetmm_remote_stats *stats);
 
 #ifdef __cplusplus
 }

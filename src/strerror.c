@@ -32,8 +32,9 @@ const char *hetmm_strerror(int err)
 		return "the device has no free frame, or hetmm could not "
 		       "allocate";
 	case ENOSPC:
-		return "no room: every frame-number section is in use, or "
-		       "device memory too small to hold its own metadata";
+		return "no room: every frame-number section is in use, "
+		       "device memory too small to hold its own metadata, or "
+		       "a memory server full";
 	case EBUSY:
 		return "held or moving: pages pinned or claimed, a notifier "
 		       "sequence moved (begin again), a managed pagemap, or a "
@@ -59,6 +60,11 @@ const char *hetmm_strerror(int err)
 		       "without HETMM_FOLL_PCI_P2PDMA";
 	case ENOSYS:
 		return "the kernel has no userfaultfd";
+	case EACCES:
+		return "not admitted: a secret file others may read, or a "
+		       "proof of the secret the other side refused";
+	case EPROTO:
+		return "a memory server or client broke the protocol";
 	default:
 		return HETMM_ERR_OTHER;
 	}

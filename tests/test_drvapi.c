@@ -201,7 +201,7 @@ static const struct {
 	{ "ERANGE", ERANGE }, { "EDEADLK", EDEADLK }, { "ENOSYS", ENOSYS },
 	{ "EOVERFLOW", EOVERFLOW }, { "EOPNOTSUPP", EOPNOTSUPP },
 	{ "EREMOTEIO", EREMOTEIO }, { "ETIMEDOUT", ETIMEDOUT },
-	{ "EHWPOISON", EHWPOISON }, { "ESRCH", ESRCH },
+	{ "EHWPOISON", EHWPOISON }, { "ESRCH", ESRCH }, { "EPROTO", EPROTO },
 };
 
 static int errno_value(const char *name)

@@ -6,6 +6,8 @@
 #   python3            tools/apiref.py, the API reference and its check
 #   liburing-dev       io_uring for the file device (without it the device
 #                      copies with pread/pwrite)
+#   libucx-dev         UCX's headers and libraries, for the remote device
+#                      and hetmm-memd (without it they are not built)
 # Debian packages, with apt-get, as root only; otherwise it says what is
 # missing and leaves it (the build goes on).  Never fails the build.
 set -u
@@ -14,6 +16,8 @@ printf '#include <sys/sdt.h>\n' | ${CC:-cc} -E -x c - >/dev/null 2>&1 ||
 	missing+=(systemtap-sdt-dev)
 printf '#include <liburing.h>\n' | ${CC:-cc} -E -x c - >/dev/null 2>&1 ||
 	missing+=(liburing-dev)
+printf '#include <ucp/api/ucp.h>\n' | ${CC:-cc} -E -x c - >/dev/null 2>&1 ||
+	missing+=(libucx-dev)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 [ "${#missing[@]}" -eq 0 ] && exit 0

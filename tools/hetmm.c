@@ -3,6 +3,7 @@
  * hetmm.c - the hetmm command line: info | bench | demo | help |
  * --version.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -19,6 +20,8 @@
 
 /* tools/demo.c */
 int hetmm_demo_main(int argc, char **argv);
+/* bench/remote.c */
+int hetmm_bench_remote_main(int argc, char **argv);
 
 static void usage(FILE *f)
 {
@@ -29,6 +32,7 @@ static void usage(FILE *f)
 		"commands:\n"
 		"  info                 what the running kernel offers hetmm\n"
 		"  bench [options]      hetmm against memcpy and raw userfaultfd\n"
+		"  bench-remote [opts]  the remote device against UCX itself\n"
 		"  demo                 migrate 64 MiB to an emulated device and back\n"
 		"  help [command]       this text, or a command's options\n");
 }
@@ -61,6 +65,8 @@ static int cmd_help(const char *cmd)
 	}
 	if (!strcmp(cmd, "bench"))
 		return hetmm_bench_main(2, help_argv);
+	if (!strcmp(cmd, "bench-remote"))
+		return hetmm_bench_remote_main(2, help_argv);
 	if (!strcmp(cmd, "demo"))
 		return hetmm_demo_main(2, help_argv);
 	if (!strcmp(cmd, "help")) {
@@ -246,6 +252,21 @@ static void print_file_device(struct hetmm_ctx *ctx)
 	       "through the page cache");
 }
 
+/* Whether hetmm_remote_create() can work here: built with UCX's headers,
+ * and libucp loadable (the library opens it at run time). */
+static const char *remote_state(void)
+{
+#ifdef HETMM_HAVE_UCX
+	void *h = dlopen("libucp.so.0", RTLD_LAZY | RTLD_LOCAL);
+	if (!h)
+		return "built; libucp.so.0 not found (apt-get install libucx0)";
+	dlclose(h);
+	return "yes (libucp.so.0 loads; servers: hetmm-memd)";
+#else
+	return "not built (UCX's headers missing: apt-get install libucx-dev)";
+#endif
+}
+
 static int cmd_info(void)
 {
 	struct hetmm_kernel_info ki;
@@ -292,6 +313,7 @@ static int cmd_info(void)
 					: "yes (pagemap frames, kpageflags)")
 			  : "no (needs PAGEMAP_SCAN, or root)");
 	printf("metadata per page   %d bytes\n", hetmm_page_metadata_size());
+	printf("remote device (UCX) %s\n", remote_state());
 	if (!ki.route)
 		status = 1;
 
@@ -362,6 +384,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(cmd, "bench"))
 		return hetmm_bench_main(argc - 1, argv + 1);
+	if (!strcmp(cmd, "bench-remote"))
+		return hetmm_bench_remote_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "demo"))
 		return hetmm_demo_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "help") || is_help(cmd)) {

@@ -1,0 +1,878 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * devices/remote.c - the remote device: DEVICE_PRIVATE memory in memory
+ * servers (hetmm-memd, tools/memd.c), reached through UCX.
+ *
+ * A driver on the public header alone, as emu.c.  Each server gives the
+ * device one region and its remote key after a challenge and response on
+ * a TCP connection (remote_wire.h); pages then move with ucp_put_nbx and
+ * ucp_get_nbx from hetmm's asynchronous copy ops, up to the pagemap's
+ * queue depth at once.  A copy to the device is done when a flush of the
+ * server's endpoint says the bytes are there, not when the put left, so a
+ * page the server never got is never counted moved.
+ *
+ * Pages are striped over the servers in runs of HETMM_REMOTE_STRIPE_PAGES
+ * (one asynchronous copy's most), so a copy reaches at most two servers
+ * and a sequential stream keeps them all busy.
+ *
+ * The device's own thread drives UCX: it progresses the worker while
+ * copies are in flight, and otherwise sleeps in poll() on the worker's
+ * event fd, the servers' TCP connections and a stop eventfd.  Every call
+ * on the worker is made under the device's lock (a SERIALIZED worker).
+ * A server whose connection closes or errs (its process died; TCP
+ * keepalive gives up on a silent host after REMOTE_KEEPALIVE_S seconds)
+ * is dead: its endpoint is closed, copies in flight to it fail, and every
+ * later copy fails at once, so faults on its pages get SIGBUS and
+ * migrations to it keep their pages (hetmm's device-error path).
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "hetmm.h"
+
+#ifndef HETMM_HAVE_UCX
+
+int hetmm_remote_create(struct hetmm_ctx *ctx,
+			const struct hetmm_remote_desc *desc,
+			struct hetmm_remote **devp)
+{
+	(void)ctx;
+	(void)desc;
+	(void)devp;
+	return -EOPNOTSUPP;
+}
+
+int hetmm_remote_destroy(struct hetmm_remote *dev)
+{
+	(void)dev;
+	return -EINVAL;
+}
+
+int hetmm_remote_pagemap(struct hetmm_remote *dev,
+			 struct hetmm_pagemap **pgmapp)
+{
+	(void)dev;
+	(void)pgmapp;
+	return -EINVAL;
+}
+
+int hetmm_remote_get_stats(struct hetmm_remote *dev,
+			   struct hetmm_remote_stats *st)
+{
+	(void)dev;
+	(void)st;
+	return -EINVAL;
+}
+
+#else
+
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "remote_ucx.h"
+#include "remote_wire.h"
+
+#define PS HETMM_PAGE_SIZE
+#define STRIPE HETMM_REMOTE_STRIPE_PAGES
+#define REMOTE_TIMEOUT_DEFAULT_MS 2000
+#define REMOTE_KEEPALIVE_S 1            /* idle, interval; 3 probes */
+#define REMOTE_QUEUE HETMM_COPY_DEPTH_MAX
+/* Copy slots: a queue's worth, twice, as copies that timed out may hold
+ * theirs until their server is declared dead. */
+#define REMOTE_SLOTS (2 * REMOTE_QUEUE)
+
+struct server {
+	char name[128];
+	int fd;                       /* the control connection, our lease */
+	ucp_ep_h ep;                  /* NULL once closed */
+	ucp_rkey_h rkey;
+	uint64_t base;                /* the region's address there */
+	uint64_t bytes;
+	atomic_bool dead;
+	bool closed;                  /* ep and rkey released */
+};
+
+/* One copy in flight: the parts (puts' flushes, gets) it waits for. */
+struct rop {
+	struct hetmm_remote *dev;
+	struct hetmm_copy *copy;
+	unsigned pending;
+	int error;
+	size_t nr;
+	bool to_device;
+	struct rop *next_free;
+};
+
+struct hetmm_remote {
+	struct hetmm_remote *next;    /* devices, under devs_lock */
+	struct hetmm_ctx *ctx;
+	struct hetmm_pagemap *pgmap;
+	struct hetmm_notifier *life;  /* hears the context's release */
+	void *quiet;                  /* the page it watches */
+	const struct ucx_api *u;
+	ucp_context_h ucp;
+	ucp_worker_h worker;
+	int efd;                      /* the worker's event fd */
+	int stopfd;                   /* eventfd: the thread stops */
+	pthread_t thread;
+	bool thread_started;
+	atomic_bool stop;
+	atomic_bool thread_ready;
+	pthread_mutex_t lock;         /* the worker, slots, servers' eps */
+	struct rop slots[REMOTE_SLOTS];
+	struct rop *free_slots;
+	atomic_uint inflight;
+	uint32_t nr_servers;
+	struct server srv[HETMM_REMOTE_MAX_SERVERS];
+	atomic_uint_fast64_t pages_put, pages_got, copy_errors;
+};
+
+static pthread_mutex_t devs_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct hetmm_remote *devs;
+
+/* ------------------------------------------------------------------------
+ * Copies
+ */
+
+static void rop_finish(struct rop *op)
+{
+	struct hetmm_remote *dev = op->dev;
+
+	if (op->error)
+		atomic_fetch_add(&dev->copy_errors, 1);
+	else if (op->to_device)
+		atomic_fetch_add(&dev->pages_put, op->nr);
+	else
+		atomic_fetch_add(&dev->pages_got, op->nr);
+	hetmm_copy_done(op->copy, op->error);
+	op->copy = NULL;
+	op->next_free = dev->free_slots;
+	dev->free_slots = op;
+	atomic_fetch_sub(&dev->inflight, 1);
+}
+
+/* A part of op finished (under the device's lock). */
+static void rop_part_done(struct rop *op, ucs_status_t st)
+{
+	if (st != UCS_OK && !op->error)
+		op->error = -EIO;
+	if (--op->pending == 0)
+		rop_finish(op);
+}
+
+static void part_cb(void *req, ucs_status_t st, void *arg)
+{
+	struct rop *op = arg;
+	struct hetmm_remote *dev = op->dev;
+
+	rop_part_done(op, st);
+	dev->u->ucp_request_free(req);
+}
+
+/* What a posted operation returned: done now, failed, or pending (its
+ * callback counts it then). */
+static void rop_account(struct rop *op, ucs_status_ptr_t r)
+{
+	if (UCS_PTR_IS_ERR(r)) {
+		op->error = -EIO;
+	} else if (r) {
+		op->pending++;
+	}
+}
+
+static ucp_request_param_t rop_param(struct rop *op)
+{
+	ucp_request_param_t p = {
+		.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
+				UCP_OP_ATTR_FIELD_USER_DATA,
+		.cb.send = part_cb,
+		.user_data = op,
+	};
+	return p;
+}
+
+/* Page index to (server, byte offset in its region); *run is how many
+ * pages from index stay in that stripe. */
+static struct server *locate(struct hetmm_remote *dev, uint64_t index,
+			     uint64_t *off, uint64_t *run)
+{
+	uint64_t k = index / STRIPE, in = index % STRIPE;
+
+	*off = ((k / dev->nr_servers) * STRIPE + in) * PS;
+	*run = STRIPE - in;
+	return &dev->srv[k % dev->nr_servers];
+}
+
+static bool range_alive(struct hetmm_remote *dev, uint64_t index, size_t nr)
+{
+	while (nr) {
+		uint64_t off, run;
+		struct server *s = locate(dev, index, &off, &run);
+		if (atomic_load(&s->dead) || s->closed)
+			return false;
+		run = run < nr ? run : nr;
+		index += run;
+		nr -= run;
+	}
+	return true;
+}
+
+static struct rop *rop_get(struct hetmm_remote *dev,
+			   struct hetmm_copy *copy, size_t nr,
+			   bool to_device)
+{
+	struct rop *op = dev->free_slots;
+	if (!op)
+		return NULL;
+	dev->free_slots = op->next_free;
+	op->copy = copy;
+	op->nr = nr;
+	op->to_device = to_device;
+	op->error = 0;
+	/* One for the submit itself, so that parts done at once can't
+	 * finish the copy before every part is posted. */
+	op->pending = 1;
+	atomic_fetch_add(&dev->inflight, 1);
+	return op;
+}
+
+/* Wake the thread to progress what is pending. */
+static void kick(struct hetmm_remote *dev)
+{
+	dev->u->ucp_worker_signal(dev->worker);
+}
+
+static int remote_submit(struct hetmm_pagemap *pgmap, uint64_t index,
+			 void *buf, size_t nr, struct hetmm_copy *copy,
+			 bool to_device)
+{
+	struct hetmm_remote *dev = hetmm_pagemap_drvdata(pgmap);
+	const struct ucx_api *u = dev->u;
+	bool flush[HETMM_REMOTE_MAX_SERVERS] = { false };
+	char *p = buf;
+
+	pthread_mutex_lock(&dev->lock);
+	if (!range_alive(dev, index, nr)) {
+		pthread_mutex_unlock(&dev->lock);
+		atomic_fetch_add(&dev->copy_errors, 1);
+		return -EIO;
+	}
+	struct rop *op = rop_get(dev, copy, nr, to_device);
+	if (!op) {
+		pthread_mutex_unlock(&dev->lock);
+		return -EAGAIN;
+	}
+	while (nr && !op->error) {
+		uint64_t off, run;
+		struct server *s = locate(dev, index, &off, &run);
+		size_t n = run < nr ? (size_t)run : nr;
+		if (to_device) {
+			/* No callback: the flush below stands for it. */
+			ucp_request_param_t none = { .op_attr_mask = 0 };
+			ucs_status_ptr_t r = u->ucp_put_nbx(
+				s->ep, p, n * PS, s->base + off, s->rkey,
+				&none);
+			if (UCS_PTR_IS_ERR(r))
+				op->error = -EIO;
+			else if (r)
+				u->ucp_request_free(r);
+			flush[s - dev->srv] = true;
+		} else {
+			ucp_request_param_t prm = rop_param(op);
+			rop_account(op, u->ucp_get_nbx(s->ep, p, n * PS,
+						       s->base + off, s->rkey,
+						       &prm));
+		}
+		p += n * PS;
+		index += n;
+		nr -= n;
+	}
+	for (uint32_t i = 0; i < dev->nr_servers && to_device; i++) {
+		if (!flush[i] || op->error)
+			continue;
+		ucp_request_param_t prm = rop_param(op);
+		rop_account(op, u->ucp_ep_flush_nbx(dev->srv[i].ep, &prm));
+	}
+	bool pending = op->pending > 1;
+	rop_part_done(op, UCS_OK);
+	pthread_mutex_unlock(&dev->lock);
+	if (pending)
+		kick(dev);
+	return 0;
+}
+
+static int remote_submit_to(struct hetmm_pagemap *pgmap, uint64_t index,
+			    const void *src, size_t nr,
+			    struct hetmm_copy *copy)
+{
+	/* A put only reads src. */
+	return remote_submit(pgmap, index, (void *)(uintptr_t)src, nr, copy,
+			     true);
+}
+
+static int remote_submit_from(struct hetmm_pagemap *pgmap, void *dst,
+			      uint64_t index, size_t nr,
+			      struct hetmm_copy *copy)
+{
+	return remote_submit(pgmap, index, dst, nr, copy, false);
+}
+
+static const struct hetmm_pagemap_ops remote_ops = {
+	.submit_to_device = remote_submit_to,
+	.submit_from_device = remote_submit_from,
+};
+
+/* ------------------------------------------------------------------------
+ * Servers: the handshake, and death
+ */
+
+static void ep_err_cb(void *arg, ucp_ep_h ep, ucs_status_t st)
+{
+	struct server *s = arg;
+	(void)ep;
+	(void)st;
+	atomic_store(&s->dead, true);
+}
+
+/* Release a server's endpoint and key (under the lock).  Copies in flight
+ * to it complete with an error as the endpoint closes. */
+static void server_close(struct hetmm_remote *dev, struct server *s)
+{
+	const struct ucx_api *u = dev->u;
+
+	if (s->closed)
+		return;
+	s->closed = true;
+	if (s->ep) {
+		ucp_request_param_t prm = {
+			.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
+			.flags = UCP_EP_CLOSE_FLAG_FORCE,
+		};
+		ucs_status_ptr_t r = u->ucp_ep_close_nbx(s->ep, &prm);
+		while (r && !UCS_PTR_IS_ERR(r) &&
+		       u->ucp_request_check_status(r) == UCS_INPROGRESS)
+			u->ucp_worker_progress(dev->worker);
+		if (r && !UCS_PTR_IS_ERR(r))
+			u->ucp_request_free(r);
+		s->ep = NULL;
+	}
+	if (s->rkey)
+		u->ucp_rkey_destroy(s->rkey);
+	s->rkey = NULL;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A TCP connection to addr within timeout_ms, with keepalive on. */
+static int tcp_connect(const char *addr, int timeout_ms)
+{
+	char host[256], port[32];
+	struct addrinfo hints = {
+		.ai_family = AF_UNSPEC,
+		.ai_socktype = SOCK_STREAM,
+	}, *ai;
+	int fd = -1, err = -EHOSTUNREACH;
+	int64_t deadline = now_ms() + timeout_ms;
+
+	if (rw_split_addr(addr, host, sizeof(host), port, sizeof(port)))
+		return -EINVAL;
+	if (getaddrinfo(host, port, &hints, &ai))
+		return -EHOSTUNREACH;
+	for (struct addrinfo *a = ai; a && fd < 0; a = a->ai_next) {
+		fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC |
+			    SOCK_NONBLOCK, 0);
+		if (fd < 0) {
+			err = -errno;
+			continue;
+		}
+		if (connect(fd, a->ai_addr, a->ai_addrlen) && errno !=
+		    EINPROGRESS) {
+			err = -errno;
+			close(fd);
+			fd = -1;
+			continue;
+		}
+		struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+		int left = (int)(deadline - now_ms()), soerr = 0;
+		socklen_t sl = sizeof(soerr);
+		int r = left > 0 ? poll(&pfd, 1, left) : 0;
+		if (r <= 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr,
+					 &sl) || soerr) {
+			err = r == 0 ? -ETIMEDOUT : soerr ? -soerr : -errno;
+			close(fd);
+			fd = -1;
+		}
+	}
+	freeaddrinfo(ai);
+	if (fd < 0)
+		return err;
+	int one = 1, idle = REMOTE_KEEPALIVE_S, cnt = 3;
+	unsigned user_to = 3000 * REMOTE_KEEPALIVE_S;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &idle, sizeof(idle));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+	setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_to,
+		   sizeof(user_to));
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	return fd;
+}
+
+/* The server's ERROR, as our errno (only errnos we know to mean what they
+ * say; anything else is the server's failure). */
+static int server_error(const uint8_t *b, uint32_t len)
+{
+	int e = len >= 4 ? (int)rw_get32(b) : -EPROTO;
+	switch (e) {
+	case -EACCES: case -ENOSPC: case -EINVAL: case -ENOMEM:
+	case -EPROTO:
+		return e;
+	}
+	return -EPROTO;
+}
+
+/* Handshake with server s for pages pages; the endpoint and key made. */
+static int server_open(struct hetmm_remote *dev, struct server *s,
+		       const struct rw_secret *secret, uint64_t pages,
+		       int timeout_ms)
+{
+	static uint8_t buf[RW_MAX_BODY];   /* under devs_lock */
+	uint8_t auth[RW_AUTH_LEN], nonce_s[RW_NONCE], mac[SHA256_LEN];
+	enum rw_type type;
+	uint32_t len;
+	int rc;
+
+	s->fd = tcp_connect(s->name, timeout_ms);
+	if (s->fd < 0)
+		return s->fd;
+	rc = rw_recv(s->fd, &type, buf, sizeof(buf), &len, timeout_ms);
+	if (rc)
+		return rc;
+	if (type == RW_ERROR)
+		return server_error(buf, len);
+	if (type != RW_HELLO || len != RW_NONCE)
+		return -EPROTO;
+	memcpy(nonce_s, buf, RW_NONCE);
+	rc = rw_random(auth, RW_NONCE);
+	if (rc)
+		return rc;
+	rw_client_mac(secret, nonce_s, auth, PS, pages, auth + RW_NONCE);
+	rw_put64(auth + RW_NONCE + SHA256_LEN, PS);
+	rw_put64(auth + RW_NONCE + SHA256_LEN + 8, pages);
+	rc = rw_send(s->fd, RW_AUTH, auth, sizeof(auth));
+	if (!rc)
+		rc = rw_recv(s->fd, &type, buf, sizeof(buf), &len,
+			     timeout_ms);
+	if (rc)
+		return rc;
+	if (type == RW_ERROR)
+		return server_error(buf, len);
+	if (type != RW_ACCEPT || len < RW_ACCEPT_FIXED)
+		return -EPROTO;
+
+	/* The server proves it holds the secret too, and that it sent
+	 * this region: a server that can't is refused. */
+	const uint8_t *t = buf + SHA256_LEN;
+	size_t tail = len - SHA256_LEN;
+	rw_server_mac(secret, auth, nonce_s, t, tail, mac);
+	if (!sha256_equal(mac, buf))
+		return -EACCES;
+	uint32_t rkey_len = rw_get32(t + 16), waddr_len = rw_get32(t + 20);
+	if ((uint64_t)24 + rkey_len + waddr_len != tail ||
+	    rw_get64(t + 8) != pages * PS)
+		return -EPROTO;
+	s->base = rw_get64(t);
+	s->bytes = rw_get64(t + 8);
+
+	ucp_ep_params_t ep = {
+		.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS |
+			      UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
+			      UCP_EP_PARAM_FIELD_ERR_HANDLER,
+		.address = (const ucp_address_t *)(t + 24 + rkey_len),
+		.err_mode = UCP_ERR_HANDLING_MODE_PEER,
+		.err_handler = { .cb = ep_err_cb, .arg = s },
+	};
+	if (dev->u->ucp_ep_create(dev->worker, &ep, &s->ep) != UCS_OK) {
+		s->ep = NULL;
+		return -EPROTO;
+	}
+	if (dev->u->ucp_ep_rkey_unpack(s->ep, t + 24, &s->rkey) != UCS_OK) {
+		s->rkey = NULL;
+		return -EPROTO;
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * The progress thread
+ */
+
+/* A readable control connection: the server closed it or broke the
+ * protocol (it sends nothing after ACCEPT).  Either way it is gone. */
+static void check_control(struct hetmm_remote *dev, struct pollfd *pfd)
+{
+	for (uint32_t i = 0; i < dev->nr_servers; i++)
+		if (pfd[i].revents)
+			atomic_store(&dev->srv[i].dead, true);
+}
+
+static void *progress_thread(void *arg)
+{
+	struct hetmm_remote *dev = arg;
+	const struct ucx_api *u = dev->u;
+	struct pollfd pfd[HETMM_REMOTE_MAX_SERVERS + 2];
+	uint32_t n = dev->nr_servers;
+	unsigned spins = 0;
+
+	/* UCX allocates on this thread: its arena now, settled with the
+	 * rest. */
+	free(malloc(64));
+	atomic_store(&dev->thread_ready, true);
+	for (uint32_t i = 0; i < n; i++)
+		pfd[i] = (struct pollfd){ .fd = dev->srv[i].fd,
+					  .events = POLLIN | POLLRDHUP };
+	pfd[n] = (struct pollfd){ .fd = dev->efd, .events = POLLIN };
+	pfd[n + 1] = (struct pollfd){ .fd = dev->stopfd, .events = POLLIN };
+	while (!atomic_load(&dev->stop)) {
+		bool armed = false;
+
+		pthread_mutex_lock(&dev->lock);
+		while (u->ucp_worker_progress(dev->worker))
+			;
+		for (uint32_t i = 0; i < n; i++)
+			if (atomic_load(&dev->srv[i].dead))
+				server_close(dev, &dev->srv[i]);
+		/* Copies in flight: keep progressing, for latency; the
+		 * connections are looked at every so often meanwhile. */
+		if (!atomic_load(&dev->inflight))
+			armed = u->ucp_worker_arm(dev->worker) == UCS_OK;
+		pthread_mutex_unlock(&dev->lock);
+		if (!armed && ++spins % 256) {
+			sched_yield();
+			continue;
+		}
+		if (poll(pfd, n + 2, armed ? -1 : 0) > 0)
+			check_control(dev, pfd);
+		for (uint32_t i = 0; i < n; i++)
+			if (atomic_load(&dev->srv[i].dead))
+				pfd[i].fd = -1;
+	}
+	return NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * The device
+ */
+
+static int ctx_usable(struct hetmm_ctx *ctx)
+{
+	enum hetmm_uffd_route route;
+	return hetmm_ctx_uffd_info(ctx, &route, NULL);
+}
+
+static void remote_free(struct hetmm_remote *dev)
+{
+	if (dev->thread_started) {
+		uint64_t one = 1;
+		atomic_store(&dev->stop, true);
+		if (write(dev->stopfd, &one, sizeof(one)) < 0)
+			kick(dev);
+		pthread_join(dev->thread, NULL);
+	}
+	if (dev->worker) {
+		pthread_mutex_lock(&dev->lock);
+		for (uint32_t i = 0; i < dev->nr_servers; i++)
+			server_close(dev, &dev->srv[i]);
+		pthread_mutex_unlock(&dev->lock);
+		dev->u->ucp_worker_destroy(dev->worker);
+		dev->u->ucp_cleanup(dev->ucp);
+	}
+	/* Closing the connections frees the regions on the servers. */
+	for (uint32_t i = 0; i < dev->nr_servers; i++)
+		if (dev->srv[i].fd >= 0)
+			close(dev->srv[i].fd);
+	if (dev->stopfd >= 0)
+		close(dev->stopfd);
+	if (dev->quiet)
+		munmap(dev->quiet, PS);
+	pthread_mutex_destroy(&dev->lock);
+	free(dev);
+}
+
+static bool remote_listed(struct hetmm_remote *dev, bool unlist)
+{
+	bool found = false;
+	pthread_mutex_lock(&devs_lock);
+	for (struct hetmm_remote **pp = &devs; *pp; pp = &(*pp)->next) {
+		if (*pp == dev) {
+			found = true;
+			if (unlist)
+				*pp = dev->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&devs_lock);
+	return found;
+}
+
+/* The context's release: its pagemap is gone, every page home. */
+static void remote_life(struct hetmm_notifier *n, uintptr_t start,
+			uintptr_t end, enum hetmm_event why, void *arg)
+{
+	(void)n;
+	(void)start;
+	(void)end;
+	if (why != HETMM_EVENT_RELEASE)
+		return;
+	if (remote_listed(arg, true))
+		remote_free(arg);
+}
+
+static const struct hetmm_notifier_ops remote_life_ops = {
+	.invalidate = remote_life,
+};
+
+static int check_desc(const struct hetmm_remote_desc *d)
+{
+	if (!d || !d->servers || !d->nr_servers ||
+	    d->nr_servers > HETMM_REMOTE_MAX_SERVERS || !d->nr_pages ||
+	    d->nr_pages > (1ULL << 32) || !d->secret_file ||
+	    (d->flags & ~HETMM_PAGEMAP_EVICT) || d->timeout_ms > 600000)
+		return -EINVAL;
+	for (uint32_t i = 0; i < d->nr_servers; i++) {
+		char h[256], p[32];
+		if (!d->servers[i] ||
+		    strlen(d->servers[i]) >= sizeof(devs->srv[0].name) ||
+		    rw_split_addr(d->servers[i], h, sizeof(h), p, sizeof(p)))
+			return -EINVAL;
+	}
+	return 0;
+}
+
+/* Pages server i holds: its stripes, whole. */
+static uint64_t server_pages(const struct hetmm_remote_desc *d, uint32_t i)
+{
+	uint64_t stripes = (d->nr_pages + STRIPE - 1) / STRIPE;
+	uint64_t mine = stripes / d->nr_servers +
+			(i < stripes % d->nr_servers ? 1 : 0);
+	return (mine ? mine : 1) * STRIPE;
+}
+
+static int remote_connect(struct hetmm_remote *dev,
+			  const struct hetmm_remote_desc *d, int timeout_ms)
+{
+	struct rw_secret *secret = malloc(sizeof(*secret));
+	int rc = secret ? rw_secret_load(d->secret_file, secret) : -ENOMEM;
+
+	pthread_mutex_lock(&devs_lock);     /* server_open's buffer */
+	for (uint32_t i = 0; i < d->nr_servers && !rc; i++)
+		rc = server_open(dev, &dev->srv[i], secret,
+				 server_pages(d, i), timeout_ms);
+	pthread_mutex_unlock(&devs_lock);
+	if (secret) {
+		memset(secret, 0, sizeof(*secret));
+		free(secret);
+	}
+	return rc;
+}
+
+static struct hetmm_remote *remote_alloc(const struct hetmm_remote_desc *d)
+{
+	struct hetmm_remote *dev = calloc(1, sizeof(*dev));
+	if (!dev)
+		return NULL;
+	pthread_mutex_init(&dev->lock, NULL);
+	dev->stopfd = -1;
+	dev->nr_servers = d->nr_servers;
+	for (uint32_t i = 0; i < d->nr_servers; i++) {
+		dev->srv[i].fd = -1;
+		strcpy(dev->srv[i].name, d->servers[i]);
+	}
+	for (int i = REMOTE_SLOTS - 1; i >= 0; i--) {
+		dev->slots[i].dev = dev;
+		dev->slots[i].next_free = dev->free_slots;
+		dev->free_slots = &dev->slots[i];
+	}
+	return dev;
+}
+
+/* UCX, the servers, the thread: everything that maps memory of its own
+ * (see ucx_maps_settle). */
+static int remote_open(struct hetmm_remote *dev,
+		       const struct hetmm_remote_desc *d, int timeout)
+{
+	int rc = ucx_open(dev->u, &dev->ucp, &dev->worker);
+	if (rc)
+		return rc;
+	if (dev->u->ucp_worker_get_efd(dev->worker, &dev->efd) != UCS_OK)
+		return -EOPNOTSUPP;
+	dev->stopfd = eventfd(0, EFD_CLOEXEC);
+	if (dev->stopfd < 0)
+		return -errno;
+	rc = remote_connect(dev, d, timeout);
+	if (rc)
+		return rc;
+	rc = -pthread_create(&dev->thread, NULL, progress_thread, dev);
+	if (rc)
+		return rc;
+	dev->thread_started = true;
+	/* Its malloc arena made, before the maps are settled. */
+	while (!atomic_load(&dev->thread_ready))
+		sched_yield();
+	return 0;
+}
+
+static int remote_start(struct hetmm_remote *dev,
+			const struct hetmm_remote_desc *d)
+{
+	int timeout = d->timeout_ms ? (int)d->timeout_ms :
+				      REMOTE_TIMEOUT_DEFAULT_MS;
+	struct ucx_maps maps;
+	int rc = ucx_maps_before(&maps);
+	if (rc)
+		return rc;
+	rc = remote_open(dev, d, timeout);
+	ucx_maps_settle(&maps);
+	if (rc)
+		return rc;
+
+
+	struct hetmm_pagemap_desc pd = {
+		.type = HETMM_MEMORY_DEVICE_PRIVATE,
+		.nr_pages = d->nr_pages,
+		.ops = &remote_ops,
+		.drvdata = dev,
+		.owner = dev,
+		.flags = HETMM_PAGEMAP_MANAGED | d->flags,
+		.queue_depth = REMOTE_QUEUE,
+		.copy_timeout_ms = (uint32_t)timeout,
+	};
+	rc = hetmm_pagemap_add(dev->ctx, &pd, &dev->pgmap);
+	if (rc)
+		return rc;
+	/* A page of its own, which no change of the process touches: its
+	 * notifier hears only the context's release. */
+	dev->quiet = mmap(NULL, PS, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS,
+			  -1, 0);
+	if (dev->quiet == MAP_FAILED) {
+		dev->quiet = NULL;
+		rc = -ENOMEM;
+	} else {
+		madvise(dev->quiet, PS, MADV_DONTFORK);
+		rc = hetmm_notifier_insert(dev->ctx, dev->quiet, PS,
+					   &remote_life_ops, dev, &dev->life);
+	}
+	if (rc) {
+		hetmm_pagemap_remove_managed(dev->pgmap, dev);
+		dev->pgmap = NULL;
+	}
+	return rc;
+}
+
+int hetmm_remote_create(struct hetmm_ctx *ctx,
+			const struct hetmm_remote_desc *d,
+			struct hetmm_remote **devp)
+{
+	const struct ucx_api *u;
+
+	if (!ctx || !devp)
+		return -EINVAL;
+	int rc = ctx_usable(ctx);
+	if (rc)
+		return rc;
+	rc = check_desc(d);
+	if (rc)
+		return rc;
+	rc = ucx_load(&u);
+	if (rc)
+		return rc;
+	struct hetmm_remote *dev = remote_alloc(d);
+	if (!dev)
+		return -ENOMEM;
+	dev->ctx = ctx;
+	dev->u = u;
+	rc = remote_start(dev, d);
+	if (rc) {
+		remote_free(dev);
+		return rc;
+	}
+	pthread_mutex_lock(&devs_lock);
+	dev->next = devs;
+	devs = dev;
+	pthread_mutex_unlock(&devs_lock);
+	*devp = dev;
+	return 0;
+}
+
+int hetmm_remote_destroy(struct hetmm_remote *dev)
+{
+	if (!dev || !remote_listed(dev, false))
+		return -EINVAL;
+	int rc = ctx_usable(dev->ctx);
+	if (rc)
+		return rc;
+	/* Pages the process unmapped or discarded just before are freed
+	 * once the handler has handled those events: wait for it, so that
+	 * removal does not try to bring them home (which fails for the
+	 * pages of a dead server). */
+	hetmm_ctx_sync(dev->ctx);
+	rc = hetmm_pagemap_remove_managed(dev->pgmap, dev);
+	if (rc)
+		return rc;
+	if (!remote_listed(dev, true))
+		return -EINVAL;
+	hetmm_notifier_remove(dev->life);
+	remote_free(dev);
+	return 0;
+}
+
+int hetmm_remote_pagemap(struct hetmm_remote *dev,
+			 struct hetmm_pagemap **pgmapp)
+{
+	if (!dev || !pgmapp || !remote_listed(dev, false))
+		return -EINVAL;
+	int rc = ctx_usable(dev->ctx);
+	if (rc)
+		return rc;
+	*pgmapp = dev->pgmap;
+	return 0;
+}
+
+int hetmm_remote_get_stats(struct hetmm_remote *dev,
+			   struct hetmm_remote_stats *st)
+{
+	if (!dev || !st || !remote_listed(dev, false))
+		return -EINVAL;
+	int rc = ctx_usable(dev->ctx);
+	if (rc)
+		return rc;
+	memset(st, 0, sizeof(*st));
+	st->nr_servers = dev->nr_servers;
+	for (uint32_t i = 0; i < dev->nr_servers; i++)
+		st->servers_alive += !atomic_load(&dev->srv[i].dead);
+	st->pages_put = atomic_load(&dev->pages_put);
+	st->pages_got = atomic_load(&dev->pages_got);
+	st->copy_errors = atomic_load(&dev->copy_errors);
+	return 0;
+}
+#endif
