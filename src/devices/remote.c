@@ -716,6 +716,49 @@ static struct hetmm_remote *remote_alloc(const struct hetmm_remote_desc *d)
 	return dev;
 }
 
+/* A put and a get of one page on every server, waited for: UCX fills
+ * its transports' buffer pools now, before the maps are settled. */
+static int remote_warm_up(struct hetmm_remote *dev)
+{
+	const struct ucx_api *u = dev->u;
+	void *page = mmap(NULL, PS, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	int rc = 0;
+
+	if (page == MAP_FAILED)
+		return -ENOMEM;
+	pthread_mutex_lock(&dev->lock);
+	for (uint32_t i = 0; i < dev->nr_servers && !rc; i++) {
+		struct server *s = &dev->srv[i];
+		ucp_request_param_t none = { .op_attr_mask = 0 };
+		ucs_status_ptr_t r[3] = {
+			u->ucp_put_nbx(s->ep, page, PS, s->base, s->rkey,
+				       &none),
+			u->ucp_get_nbx(s->ep, page, PS, s->base, s->rkey,
+				       &none),
+			u->ucp_ep_flush_nbx(s->ep, &none),
+		};
+		int64_t end = now_ms() + 5000;
+		for (int k = 0; k < 3; k++) {
+			if (UCS_PTR_IS_ERR(r[k])) {
+				rc = -EPROTO;
+				continue;
+			}
+			while (r[k] && u->ucp_request_check_status(r[k]) ==
+			       UCS_INPROGRESS && now_ms() < end)
+				u->ucp_worker_progress(dev->worker);
+			if (r[k] && u->ucp_request_check_status(r[k]) !=
+			    UCS_OK)
+				rc = -ETIMEDOUT;
+			if (r[k])
+				u->ucp_request_free(r[k]);
+		}
+	}
+	pthread_mutex_unlock(&dev->lock);
+	munmap(page, PS);
+	return rc;
+}
+
 /* UCX, the servers, the thread: everything that maps memory of its own
  * (see ucx_maps_settle). */
 static int remote_open(struct hetmm_remote *dev,
@@ -739,7 +782,7 @@ static int remote_open(struct hetmm_remote *dev,
 	/* Its malloc arena made, before the maps are settled. */
 	while (!atomic_load(&dev->thread_ready))
 		sched_yield();
-	return 0;
+	return remote_warm_up(dev);
 }
 
 static int remote_start(struct hetmm_remote *dev,

@@ -48,6 +48,10 @@ static void load(void)
 		/* Nor warn that a TCP-only run leaves them unused. */
 		setenv("UCX_WARN_UNUSED_ENV_VARS", "n", 0);
 	}
+	/* TCP's buffer pools made large at their first growth, which
+	 * remote.c forces before it settles the maps (remote_ucx.h). */
+	setenv("UCX_TCP_RX_BUFS_GROW", "64", 0);
+	setenv("UCX_TCP_TX_BUFS_GROW", "256", 0);
 	for (size_t i = 0; i < NTAKEN; i++)
 		sigaction(taken[i], NULL, &saved[i]);
 	h = dlopen("libucp.so.0", RTLD_NOW | RTLD_LOCAL);

@@ -63,8 +63,12 @@ int ucx_open(const struct ucx_api *u, ucp_context_h *ctx,
  * malloc arena) are populated: a present page never faults, whatever
  * registration takes it in later.  (Not MADV_DONTFORK, which would keep
  * them from merging: glibc's fork handler walks every malloc arena in
- * the child.)  Buffers UCX maps later, growing its pools under load, are
- * not covered.
+ * the child.)  The device makes UCX fill its TCP buffer pools first (a
+ * put and a get on every server, pools that grow by 64 receive and 256
+ * send buffers at a time unless UCX_TCP_*_BUFS_GROW say otherwise);
+ * buffers UCX maps later, growing its pools under heavier load, are not
+ * covered: the core's handler would have to serve holes while it waits
+ * for a driver's copies.
  */
 struct ucx_maps {
 	uintptr_t (*span)[2];
