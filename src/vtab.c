@@ -3,12 +3,13 @@
  * vtab.c - sparse, lock-free-read table of 64-bit entries by page number.
  *
  * Readers walk four levels of atomic pointers.  A writer that finds a
- * missing node allocates one and installs it with compare-and-swap; the
- * loser of a race frees its copy.  Nodes live until vtab_destroy(), so a
- * reader never sees one freed under it.
+ * missing node takes one from the table's pool and installs it with
+ * compare-and-swap; the loser of a race gives its copy back.  Nodes live
+ * until vtab_destroy(), so a reader never sees one freed under it.
  */
 #include <errno.h>
-#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
 
 #include "vtab.h"
 
@@ -31,43 +32,85 @@ static unsigned vtab_index(uint64_t vpn, int level)
 	       (VTAB_FANOUT - 1);
 }
 
+#define VTAB_NODE 4096u         /* a node and a leaf: 512 slots of 8 bytes */
+#define VTAB_CHUNK_NODES 16u    /* the first holds the chunk list's link */
+_Static_assert(VTAB_FANOUT * sizeof(void *) == VTAB_NODE, "node size");
+
 void vtab_init(struct vtab *t)
 {
 	atomic_init(&t->root, NULL);
+	pthread_mutex_init(&t->pool_lock, NULL);
+	t->chunks = t->spare = NULL;
+	t->next = t->end = NULL;
 }
 
-static void vtab_free_level(void *p, int level)
+/* A zeroed node, NULL when memory is out.  MAP_POPULATE: every page is
+ * present before anyone stores into it (see vtab.h). */
+static void *node_alloc(struct vtab *t)
 {
-	if (!p)
-		return;
-	if (level < VTAB_LEVELS - 1) {
-		struct vtab_node *n = p;
-		for (unsigned i = 0; i < VTAB_FANOUT; i++)
-			vtab_free_level(atomic_load_explicit(&n->slot[i],
-					memory_order_relaxed), level + 1);
+	void *n = NULL;
+	pthread_mutex_lock(&t->pool_lock);
+	if (t->spare) {
+		n = t->spare;
+		t->spare = *(void **)n;
+		memset(n, 0, VTAB_NODE);
+	} else {
+		if (t->next == t->end) {
+			size_t len = VTAB_CHUNK_NODES * VTAB_NODE;
+			char *c = mmap(NULL, len, PROT_READ | PROT_WRITE,
+				       MAP_PRIVATE | MAP_ANONYMOUS |
+				       MAP_POPULATE, -1, 0);
+			if (c != MAP_FAILED) {
+				*(void **)c = t->chunks;
+				t->chunks = c;
+				t->next = c + VTAB_NODE;
+				t->end = c + len;
+			}
+		}
+		if (t->next != t->end) {
+			n = t->next;
+			t->next += VTAB_NODE;
+		}
 	}
-	free(p);
+	pthread_mutex_unlock(&t->pool_lock);
+	return n;
+}
+
+static void node_give_back(struct vtab *t, void *n)
+{
+	pthread_mutex_lock(&t->pool_lock);
+	*(void **)n = t->spare;
+	t->spare = n;
+	pthread_mutex_unlock(&t->pool_lock);
 }
 
 void vtab_destroy(struct vtab *t)
 {
-	vtab_free_level(atomic_exchange(&t->root, NULL), 0);
+	atomic_store(&t->root, NULL);
+	while (t->chunks) {
+		void *c = t->chunks;
+		t->chunks = *(void **)c;
+		munmap(c, VTAB_CHUNK_NODES * VTAB_NODE);
+	}
+	t->next = t->end = NULL;
+	t->spare = NULL;
+	pthread_mutex_destroy(&t->pool_lock);
 }
 
 /* Load or, when asked, create the child behind *slot. */
-static void *vtab_child(_Atomic(void *) *slot, bool create, size_t size)
+static void *vtab_child(struct vtab *t, _Atomic(void *) *slot, bool create)
 {
 	void *child = atomic_load_explicit(slot, memory_order_acquire);
 	if (child || !create)
 		return child;
-	void *fresh = calloc(1, size);
+	void *fresh = node_alloc(t);
 	if (!fresh)
 		return NULL;
 	void *expected = NULL;
 	if (atomic_compare_exchange_strong_explicit(slot, &expected, fresh,
 			memory_order_acq_rel, memory_order_acquire))
 		return fresh;
-	free(fresh);
+	node_give_back(t, fresh);
 	return expected;
 }
 
@@ -77,14 +120,12 @@ _Atomic uint64_t *vtab_slot(struct vtab *t, uint64_t vpn, bool create)
 		return NULL;
 	_Atomic(void *) *slot = &t->root;
 	for (int level = 0; level < VTAB_LEVELS - 1; level++) {
-		struct vtab_node *n = vtab_child(slot, create,
-						 sizeof(struct vtab_node));
+		struct vtab_node *n = vtab_child(t, slot, create);
 		if (!n)
 			return NULL;
 		slot = &n->slot[vtab_index(vpn, level)];
 	}
-	struct vtab_leaf *leaf = vtab_child(slot, create,
-					    sizeof(struct vtab_leaf));
+	struct vtab_leaf *leaf = vtab_child(t, slot, create);
 	if (!leaf)
 		return NULL;
 	return &leaf->ent[vtab_index(vpn, VTAB_LEVELS - 1)];

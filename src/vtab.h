@@ -9,12 +9,21 @@
 #ifndef HETMM_VTAB_H
 #define HETMM_VTAB_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include "base.h"
 
+/* Nodes come from chunks mapped populated, never from malloc: the fault
+ * handler stores entries, and a page it touched for the first time in a
+ * malloc arena that the kernel merged into a mapping registered whole
+ * would be a missing fault only the handler itself could serve. */
 struct vtab {
 	_Atomic(void *) root;
+	pthread_mutex_t pool_lock;
+	void *chunks;           /* list through each chunk's first node */
+	char *next, *end;       /* the current chunk's unused nodes */
+	void *spare;            /* nodes that lost a race, for reuse */
 };
 
 void vtab_init(struct vtab *t);
