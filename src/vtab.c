@@ -44,8 +44,38 @@ void vtab_init(struct vtab *t)
 	t->next = t->end = NULL;
 }
 
-/* A zeroed node, NULL when memory is out.  MAP_POPULATE: every page is
- * present before anyone stores into it (see vtab.h). */
+#define CHUNK_LEN ((size_t)VTAB_CHUNK_NODES * VTAB_NODE)
+
+/*
+ * A chunk of nodes, every page present, between two PROT_NONE guard
+ * pages: a mapping of its own that the kernel never merges with the
+ * program's, so no registration of a whole program mapping and no
+ * migration that overruns one takes hetmm's table with it.  NULL when
+ * memory is out.
+ */
+static char *chunk_map(void)
+{
+	size_t guard = PAGE_SIZE;
+	char *r = mmap(NULL, CHUNK_LEN + 2 * guard, PROT_NONE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (r == MAP_FAILED)
+		return NULL;
+	char *c = mmap(r + guard, CHUNK_LEN, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_POPULATE,
+		       -1, 0);
+	if (c == MAP_FAILED) {
+		munmap(r, CHUNK_LEN + 2 * guard);
+		return NULL;
+	}
+	return c;
+}
+
+static void chunk_unmap(char *c)
+{
+	munmap(c - PAGE_SIZE, CHUNK_LEN + 2 * PAGE_SIZE);
+}
+
+/* A zeroed node, NULL when memory is out. */
 static void *node_alloc(struct vtab *t)
 {
 	void *n = NULL;
@@ -56,15 +86,12 @@ static void *node_alloc(struct vtab *t)
 		memset(n, 0, VTAB_NODE);
 	} else {
 		if (t->next == t->end) {
-			size_t len = VTAB_CHUNK_NODES * VTAB_NODE;
-			char *c = mmap(NULL, len, PROT_READ | PROT_WRITE,
-				       MAP_PRIVATE | MAP_ANONYMOUS |
-				       MAP_POPULATE, -1, 0);
-			if (c != MAP_FAILED) {
+			char *c = chunk_map();
+			if (c) {
 				*(void **)c = t->chunks;
 				t->chunks = c;
 				t->next = c + VTAB_NODE;
-				t->end = c + len;
+				t->end = c + CHUNK_LEN;
 			}
 		}
 		if (t->next != t->end) {
@@ -88,9 +115,9 @@ void vtab_destroy(struct vtab *t)
 {
 	atomic_store(&t->root, NULL);
 	while (t->chunks) {
-		void *c = t->chunks;
+		char *c = t->chunks;
 		t->chunks = *(void **)c;
-		munmap(c, VTAB_CHUNK_NODES * VTAB_NODE);
+		chunk_unmap(c);
 	}
 	t->next = t->end = NULL;
 	t->spare = NULL;

@@ -14,10 +14,11 @@
 
 #include "base.h"
 
-/* Nodes come from chunks mapped populated, never from malloc: the fault
- * handler stores entries, and a page it touched for the first time in a
- * malloc arena that the kernel merged into a mapping registered whole
- * would be a missing fault only the handler itself could serve. */
+/* Nodes come from chunks mapped populated, between guard pages, never
+ * from malloc: the fault handler stores entries, and a page it touched
+ * for the first time in a malloc arena that the kernel merged into a
+ * mapping registered whole would be a missing fault only the handler
+ * itself could serve. */
 struct vtab {
 	_Atomic(void *) root;
 	pthread_mutex_t pool_lock;
