@@ -88,6 +88,10 @@ for p in $kept; do
 	mount --bind "/keep$p" "$r$p" || die "binding $p back"
 done
 mount -t hugetlbfs hugetlbfs "$r/dev/hugepages" 2>/dev/null
+# Loopback, as any booted system has it: the remote-memory tests start
+# their servers on 127.0.0.1.
+ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up ||
+	die "loopback up"
 # What udev would add: bash's process substitution (<(...), which
 # conformance.sh uses) needs /dev/fd.
 ln -s /proc/self/fd "$r/dev/fd"
