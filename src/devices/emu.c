@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "hetmm.h"
+#include "handles.h"
 
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
@@ -57,7 +58,7 @@
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 
 struct hetmm_emu {
-	struct hetmm_emu *next;           /* emus, under emus_lock */
+	struct drv_handle handle;         /* first: in emus */
 	struct hetmm_ctx *ctx;
 	struct hetmm_pagemap *pgmap;
 	uint64_t first_pfn;               /* frame number of device page 0 */
@@ -75,8 +76,7 @@ struct hetmm_emu {
 };
 
 /* The live devices, so that a stale handle is refused. */
-static pthread_mutex_t emus_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct hetmm_emu *emus;
+static struct drv_handles emus = DRV_HANDLES_INIT;
 
 /* ------------------------------------------------------------------------
  * The device page table: a radix tree keyed by virtual page number, four
@@ -403,27 +403,12 @@ static int ctx_usable(struct hetmm_ctx *ctx)
 
 static bool emu_listed(struct hetmm_emu *emu)
 {
-	bool found = false;
-	pthread_mutex_lock(&emus_lock);
-	for (struct hetmm_emu *e = emus; e && !found; e = e->next)
-		found = e == emu;
-	pthread_mutex_unlock(&emus_lock);
-	return found;
+	return drv_handles_has(&emus, &emu->handle);
 }
 
 static bool emu_unlist(struct hetmm_emu *emu)
 {
-	bool found = false;
-	pthread_mutex_lock(&emus_lock);
-	for (struct hetmm_emu **pp = &emus; *pp; pp = &(*pp)->next) {
-		if (*pp == emu) {
-			*pp = emu->next;
-			found = true;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&emus_lock);
-	return found;
+	return drv_handles_take(&emus, &emu->handle);
 }
 
 static void mirror_free(struct hetmm_mirror *m, bool remove_notifier)
@@ -557,10 +542,7 @@ int hetmm_emu_create_desc(struct hetmm_ctx *ctx,
 		return rc;
 	}
 	emu->first_pfn = hetmm_pfn_number(info.first_pfn);
-	pthread_mutex_lock(&emus_lock);
-	emu->next = emus;
-	emus = emu;
-	pthread_mutex_unlock(&emus_lock);
+	drv_handles_add(&emus, &emu->handle);
 	*emup = emu;
 	return 0;
 }

@@ -39,6 +39,7 @@
 #endif
 
 #include "hetmm.h"
+#include "handles.h"
 
 #define PS HETMM_PAGE_SIZE
 
@@ -61,7 +62,7 @@ struct file_req {
 #endif
 
 struct hetmm_file {
-	struct hetmm_file *next;          /* files, under files_lock */
+	struct drv_handle handle;         /* first: in files */
 	struct hetmm_ctx *ctx;
 	struct hetmm_pagemap *pgmap;
 	int fd;
@@ -92,8 +93,8 @@ struct hetmm_file {
 #endif
 };
 
-static pthread_mutex_t files_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct hetmm_file *files;
+/* The live devices, so that a stale handle is refused. */
+static struct drv_handles files = DRV_HANDLES_INIT;
 
 static struct hetmm_file *file_of(struct hetmm_pagemap *pgmap)
 {
@@ -906,27 +907,12 @@ static int ctx_usable(struct hetmm_ctx *ctx)
 
 static bool file_listed(struct hetmm_file *f)
 {
-	bool found = false;
-	pthread_mutex_lock(&files_lock);
-	for (struct hetmm_file *e = files; e && !found; e = e->next)
-		found = e == f;
-	pthread_mutex_unlock(&files_lock);
-	return found;
+	return drv_handles_has(&files, &f->handle);
 }
 
 static bool file_unlist(struct hetmm_file *f)
 {
-	bool found = false;
-	pthread_mutex_lock(&files_lock);
-	for (struct hetmm_file **pp = &files; *pp; pp = &(*pp)->next) {
-		if (*pp == f) {
-			*pp = f->next;
-			found = true;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&files_lock);
-	return found;
+	return drv_handles_take(&files, &f->handle);
 }
 
 static void file_free(struct hetmm_file *f)
@@ -1107,10 +1093,7 @@ static int file_make(struct hetmm_ctx *ctx, const struct hetmm_file_desc *d,
 		file_free(f);
 		return rc;
 	}
-	pthread_mutex_lock(&files_lock);
-	f->next = files;
-	files = f;
-	pthread_mutex_unlock(&files_lock);
+	drv_handles_add(&files, &f->handle);
 	*filep = f;
 	return 0;
 }

@@ -32,6 +32,7 @@
 #include <sys/mman.h>
 
 #include "hetmm.h"
+#include "handles.h"
 
 #ifndef HETMM_HAVE_UCX
 
@@ -95,8 +96,11 @@ int hetmm_remote_get_stats(struct hetmm_remote *dev,
  * theirs until their server is declared dead. */
 #define REMOTE_SLOTS (2 * REMOTE_QUEUE)
 
+/* Longest "host:port" a server is named by, with its NUL. */
+#define SERVER_NAME_MAX 128
+
 struct server {
-	char name[128];
+	char name[SERVER_NAME_MAX];
 	int fd;                       /* the control connection, our lease */
 	ucp_ep_h ep;                  /* NULL once closed */
 	ucp_rkey_h rkey;
@@ -118,7 +122,7 @@ struct rop {
 };
 
 struct hetmm_remote {
-	struct hetmm_remote *next;    /* devices, under devs_lock */
+	struct drv_handle handle;     /* first: in devs */
 	struct hetmm_ctx *ctx;
 	struct hetmm_pagemap *pgmap;
 	struct hetmm_notifier *life;  /* hears the context's release */
@@ -141,8 +145,10 @@ struct hetmm_remote {
 	atomic_uint_fast64_t pages_put, pages_got, copy_errors;
 };
 
-static pthread_mutex_t devs_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct hetmm_remote *devs;
+/* The live devices, so that a stale handle is refused. */
+static struct drv_handles devs = DRV_HANDLES_INIT;
+/* server_open's buffer. */
+static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* ------------------------------------------------------------------------
  * Copies
@@ -456,7 +462,7 @@ static int server_open(struct hetmm_remote *dev, struct server *s,
 		       const struct rw_secret *secret, uint64_t pages,
 		       int timeout_ms)
 {
-	static uint8_t buf[RW_MAX_BODY];   /* under devs_lock */
+	static uint8_t buf[RW_MAX_BODY];   /* under open_lock */
 	uint8_t auth[RW_AUTH_LEN], nonce_s[RW_NONCE], mac[SHA256_LEN];
 	enum rw_type type;
 	uint32_t len;
@@ -621,18 +627,8 @@ static void remote_free(struct hetmm_remote *dev)
 
 static bool remote_listed(struct hetmm_remote *dev, bool unlist)
 {
-	bool found = false;
-	pthread_mutex_lock(&devs_lock);
-	for (struct hetmm_remote **pp = &devs; *pp; pp = &(*pp)->next) {
-		if (*pp == dev) {
-			found = true;
-			if (unlist)
-				*pp = dev->next;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&devs_lock);
-	return found;
+	return unlist ? drv_handles_take(&devs, &dev->handle)
+		      : drv_handles_has(&devs, &dev->handle);
 }
 
 /* The context's release: its pagemap is gone, every page home. */
@@ -662,7 +658,7 @@ static int check_desc(const struct hetmm_remote_desc *d)
 	for (uint32_t i = 0; i < d->nr_servers; i++) {
 		char h[256], p[32];
 		if (!d->servers[i] ||
-		    strlen(d->servers[i]) >= sizeof(devs->srv[0].name) ||
+		    strlen(d->servers[i]) >= SERVER_NAME_MAX ||
 		    rw_split_addr(d->servers[i], h, sizeof(h), p, sizeof(p)))
 			return -EINVAL;
 	}
@@ -684,11 +680,11 @@ static int remote_connect(struct hetmm_remote *dev,
 	struct rw_secret *secret = malloc(sizeof(*secret));
 	int rc = secret ? rw_secret_load(d->secret_file, secret) : -ENOMEM;
 
-	pthread_mutex_lock(&devs_lock);     /* server_open's buffer */
+	pthread_mutex_lock(&open_lock);
 	for (uint32_t i = 0; i < d->nr_servers && !rc; i++)
 		rc = server_open(dev, &dev->srv[i], secret,
 				 server_pages(d, i), timeout_ms);
-	pthread_mutex_unlock(&devs_lock);
+	pthread_mutex_unlock(&open_lock);
 	if (secret) {
 		memset(secret, 0, sizeof(*secret));
 		free(secret);
@@ -859,10 +855,7 @@ int hetmm_remote_create(struct hetmm_ctx *ctx,
 		remote_free(dev);
 		return rc;
 	}
-	pthread_mutex_lock(&devs_lock);
-	dev->next = devs;
-	devs = dev;
-	pthread_mutex_unlock(&devs_lock);
+	drv_handles_add(&devs, &dev->handle);
 	*devp = dev;
 	return 0;
 }
