@@ -16,7 +16,7 @@ want="hetmm $v (library $v)"
 got=$("$bin" --version) || fail "--version exited $?"
 [ "$got" = "$want" ] || fail "--version said '$got', want '$want'"
 
-for cmd in info bench demo help; do
+for cmd in info bench demo file-scan help; do
 	out=$("$bin" help "$cmd") || fail "help $cmd exited $?"
 	case "$out" in
 	"usage: hetmm $cmd"*|"usage: hetmm <command>"*) ;;

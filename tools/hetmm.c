@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * hetmm.c - the hetmm command line: info | bench | demo | help |
- * --version.
+ * hetmm.c - the hetmm command line: info | bench | demo | file-scan |
+ * help | --version.
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -22,6 +22,8 @@
 int hetmm_demo_main(int argc, char **argv);
 /* bench/remote.c */
 int hetmm_bench_remote_main(int argc, char **argv);
+/* tools/filescan.c */
+int hetmm_file_scan_main(int argc, char **argv);
 
 static void usage(FILE *f)
 {
@@ -34,6 +36,10 @@ static void usage(FILE *f)
 		"  bench [options]      hetmm against memcpy and raw userfaultfd\n"
 		"  bench-remote [opts]  the remote device against UCX itself\n"
 		"  demo                 migrate 64 MiB to an emulated device and back\n"
+		"  file-scan FILE --bound SIZE\n"
+		"                       read a file larger than SIZE through "
+		"memory\n"
+		"                       at most SIZE large (hetmm_file_attach)\n"
 		"  help [command]       this text, or a command's options\n");
 }
 
@@ -69,6 +75,8 @@ static int cmd_help(const char *cmd)
 		return hetmm_bench_remote_main(2, help_argv);
 	if (!strcmp(cmd, "demo"))
 		return hetmm_demo_main(2, help_argv);
+	if (!strcmp(cmd, "file-scan"))
+		return hetmm_file_scan_main(2, help_argv);
 	if (!strcmp(cmd, "help")) {
 		usage(stdout);
 		return 0;
@@ -388,6 +396,8 @@ int main(int argc, char **argv)
 		return hetmm_bench_remote_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "demo"))
 		return hetmm_demo_main(argc - 1, argv + 1);
+	if (!strcmp(cmd, "file-scan"))
+		return hetmm_file_scan_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "help") || is_help(cmd)) {
 		if (argc > 3) {
 			usage(stderr);

@@ -533,7 +533,9 @@ static void file_io_free(struct hetmm_file *f)
 /* Discarded ranges waiting to go back on the file; more at once make
  * the whole range wait. */
 #define REDO_SLOTS 16
-/* Pages one migration call takes at most. */
+/* Pages one eviction call takes at most: a migration chunk (512 pages
+ * at any page size), which hetmm zaps with one madvise when the run is
+ * the whole chunk. */
 #define EVICT_RUN 512
 
 struct page_range {
@@ -543,6 +545,7 @@ struct page_range {
 struct file_attach {
 	char *addr;                     /* the range, nr_pages long */
 	uint64_t max_resident;          /* 0: no bound */
+	uint64_t low_mark;              /* a drain's end: evict_low_mark() */
 	struct hetmm_notifier *watch;   /* the range */
 	bool watch_released;            /* the context freed it */
 	pthread_mutex_t lock;           /* what follows */
@@ -556,22 +559,46 @@ struct file_attach {
 	bool redo_all;
 	bool stop;
 	bool stalled;                   /* the last pass freed nothing */
+	bool draining;                  /* over the bound, not yet down to
+					 * low_mark */
 	pthread_t evictor;
 	bool evictor_up;
 	atomic_uint_fast64_t evicted;
 	uint8_t status[EVICT_RUN];      /* the evictor's reports */
 };
 
-/* Pages over the bound worth a pass: a pass per page would cost a
- * migration call per fault. */
-static uint64_t attach_over(const struct file_attach *a)
+/* How far under the bound a drain goes: an eighth of it, EVICT_LOW_MOST
+ * pages at most. */
+#define EVICT_LOW_MOST (4 * EVICT_RUN)
+
+static uint64_t evict_low_mark(uint64_t max_resident)
 {
-	if (!a->max_resident || a->nr_in <= a->max_resident)
-		return 0;
-	return a->nr_in - a->max_resident;
+	uint64_t slack = max_resident / 8;
+	return max_resident - (slack < EVICT_LOW_MOST ? slack : EVICT_LOW_MOST);
 }
 
-static bool evictor_has_work(const struct file_attach *a)
+/*
+ * Pages to send back now (under a->lock: it moves the drain's state).
+ * Once the range is over its bound it drains to the low mark, not to
+ * the bound: pages go back in whole chunks, not a few after each fault.
+ * Each migration call zaps its runs, and each zap raises a userfaultfd
+ * event during which the kernel refuses the fault handler's installs
+ * (EAGAIN): a fault-around window in flight comes up short and is read
+ * again (docs/PERFORMANCE.md, "Storage").  Fewer, whole-chunk calls
+ * raise fewer such events.
+ */
+static uint64_t attach_over(struct file_attach *a)
+{
+	if (!a->max_resident)
+		return 0;
+	if (a->nr_in > a->max_resident)
+		a->draining = true;
+	if (a->draining && a->nr_in <= a->low_mark)
+		a->draining = false;
+	return a->draining ? a->nr_in - a->low_mark : 0;
+}
+
+static bool evictor_has_work(struct file_attach *a)
 {
 	return a->stop || a->nr_redo || a->redo_all ||
 	       (attach_over(a) && !a->stalled);
@@ -732,8 +759,16 @@ static void evictor_redo(struct hetmm_file *f)
 	pthread_mutex_lock(&a->lock);
 }
 
-/* The oldest queued pages still in memory, a run of consecutive ones at
- * most EVICT_RUN long: its first page, its length (0: none). */
+/* Pages from page i of the range to the end of its migration chunk
+ * (chunks are aligned in the address space).  A run across the boundary
+ * is zapped in two calls, and each raises a userfaultfd event. */
+static uint64_t chunk_left(const struct file_attach *a, uint64_t i)
+{
+	return EVICT_RUN - ((uintptr_t)a->addr / PS + i) % EVICT_RUN;
+}
+
+/* The oldest queued pages still in memory, a run of consecutive ones
+ * within one migration chunk: its first page, its length (0: none). */
 static uint64_t evictor_pick(struct hetmm_file *f, uint64_t *first)
 {
 	struct file_attach *a = f->att;
@@ -746,7 +781,7 @@ static uint64_t evictor_pick(struct hetmm_file *f, uint64_t *first)
 			a->q_len--;
 			continue;
 		}
-		if (run && i != *first + run)
+		if (run && (i != *first + run || run == chunk_left(a, *first)))
 			break;
 		if (!run)
 			*first = i;
@@ -829,6 +864,7 @@ static int attach_start(struct hetmm_file *f, uint64_t max_resident)
 	pthread_mutex_init(&a->lock, NULL);
 	pthread_cond_init(&a->wake, NULL);
 	a->max_resident = max_resident;
+	a->low_mark = evict_low_mark(max_resident);
 	a->state = calloc(f->nr_pages, 1);
 	a->queue = malloc(f->nr_pages * sizeof(*a->queue));
 	if (!a->state || !a->queue)
