@@ -525,158 +525,150 @@ bool back_is_async(struct hetmm_pagemap *pgmap, uint64_t idx0)
 	       !page_is_zero(pgmap, idx0);
 }
 
-/* Claimed runs coming back through asynchronous copies (copy.c's
- * pipeline): claims[pos, n) as far as they are runs of pgmap that come
- * back that way. */
-struct back_pipe {
-	struct hetmm_ctx *ctx;
-	struct hetmm_pagemap *pgmap;
-	uint64_t vpn;
-	const uint64_t *claims;
-	size_t pos, n;
-	unsigned how;
-	uint8_t *status;
-	size_t left, installed, failed;
-};
-
-static bool back_pipe_next(void *arg, struct copy_req *r)
+void back_pipe_init(struct back_pipe *bp, struct hetmm_ctx *ctx,
+		    bool handler, struct hetmm_migrate_report *rep,
+		    uint64_t rep_vpn)
 {
-	struct back_pipe *b = arg;
-	uint64_t idx0;
-	if (b->pos >= b->n ||
-	    pfn_pagemap(shadow_pfn(b->claims[b->pos]), &idx0) != b->pgmap ||
-	    !back_is_async(b->pgmap, idx0))
-		return false;
-	size_t run = back_frame_run(b->claims, b->pos, b->n, b->pgmap, idx0);
-	*r = (struct copy_req){ .index = idx0, .nr = run, .tag = b->pos };
-	b->pos += run;
-	return true;
+	*bp = (struct back_pipe){ .ctx = ctx, .handler = handler,
+				  .rep = rep, .rep_vpn = rep_vpn };
 }
 
-static void status_set(uint8_t *status, size_t from, size_t n,
-		       enum hetmm_migrate_status st)
+void back_pipe_drain(struct back_pipe *bp)
 {
-	if (status)
-		memset(status + from, st, n);
+	if (bp->cp.pgmap)
+		copy_pipe_drain(&bp->cp);
+}
+
+/* Record the status of pages [vpn, vpn + n). */
+static void back_status(struct back_pipe *bp, uint64_t vpn, size_t n,
+			enum hetmm_migrate_status st)
+{
+	if (st == HETMM_MIGRATE_SKIP_ERROR)
+		bp->failed += n;
+	for (size_t k = 0; bp->rep && k < n; k++)
+		report_page(bp->rep, vpn - bp->rep_vpn + k, st);
 }
 
 /* A piece completed: install it from staging, or keep it on the device
- * if its copy failed (quietly for the handler: see back_runs_async). */
+ * if its copy failed (quietly for the handler: its faulting thread stays
+ * in its fault, fault.c's fault_back_failed). */
 static void back_pipe_finish(void *arg, const struct copy_req *r, int err,
 			     void *staging)
 {
-	struct back_pipe *b = arg;
-	size_t k = r->tag, gone = 0, installed = 0;
-	if (!err)
-		gone = back_install(b->ctx, b->pgmap, b->vpn + k, r->index,
-				    r->nr, FILL_COPY, (uintptr_t)staging,
-				    b->how, &installed);
+	struct back_pipe *bp = arg;
+	struct hetmm_pagemap *pgmap = bp->cp.pgmap;
+	uint64_t vpn = r->tag;
+	size_t gone = 0, installed = 0;
+	bp->in_flight -= r->nr;
 	if (err) {
-		/* Only the handler's claims have no waiters (BACK_ONCE). */
-		if (b->how & BACK_ONCE)
-			back_keep_quiet(b->ctx, b->vpn + k, b->claims + k,
-					r->nr);
+		if (bp->handler)
+			back_keep_quiet(bp->ctx, vpn, r->keep, r->nr);
 		else
-			back_keep(b->ctx, b->vpn + k, b->claims + k, r->nr);
-		b->failed += r->nr;
-	} else {
-		back_keep(b->ctx, b->vpn + k + gone, b->claims + k + gone,
-			  r->nr - gone);
+			back_keep(bp->ctx, vpn, r->keep, r->nr);
+		back_status(bp, vpn, r->nr, HETMM_MIGRATE_SKIP_ERROR);
+		return;
 	}
-	status_set(b->status, k, gone, HETMM_MIGRATE_MOVED);
-	status_set(b->status, k + gone, r->nr - gone,
-		   err ? HETMM_MIGRATE_SKIP_ERROR : HETMM_MIGRATE_SKIP_BUSY);
-	b->left += gone;
-	b->installed += installed;
+	gone = back_install(bp->ctx, pgmap, vpn, r->index, r->nr, FILL_COPY,
+			    (uintptr_t)staging, r->flags, &installed);
+	back_keep(bp->ctx, vpn + gone, r->keep + gone, r->nr - gone);
+	back_status(bp, vpn, gone, HETMM_MIGRATE_MOVED);
+	back_status(bp, vpn + gone, r->nr - gone, HETMM_MIGRATE_SKIP_BUSY);
+	bp->left += gone;
+	bp->installed += installed;
 }
 
-size_t back_runs_async(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
-		       uint64_t vpn, const uint64_t *claims, size_t *i,
-		       size_t n, unsigned how, uint8_t *status,
-		       size_t *installed, size_t *failed)
+void back_runs_async(struct back_pipe *bp, struct hetmm_pagemap *pgmap,
+		     uint64_t vpn, const uint64_t *claims, size_t *i,
+		     size_t n, unsigned how)
 {
-	struct back_pipe b = {
-		.ctx = ctx, .pgmap = pgmap, .vpn = vpn, .claims = claims,
-		.pos = *i, .n = n, .how = how, .status = status,
-	};
-	copy_pipe(pgmap, false, back_pipe_next, back_pipe_finish, &b);
-	*i = b.pos;
-	*installed = b.installed;
-	*failed = b.failed;
-	return b.left;
+	if (bp->cp.pgmap != pgmap) {
+		back_pipe_drain(bp);
+		copy_pipe_open(&bp->cp, pgmap, false, bp->handler,
+			       back_pipe_finish, bp);
+	}
+	if (bp->handler)
+		how |= BACK_ONCE;
+	uint64_t idx0;
+	while (*i < n &&
+	       pfn_pagemap(shadow_pfn(claims[*i]), &idx0) == pgmap &&
+	       back_is_async(pgmap, idx0)) {
+		size_t run = back_frame_run(claims, *i, n, pgmap, idx0);
+		struct copy_req r = { .index = idx0, .nr = run,
+				      .tag = vpn + *i, .flags = how,
+				      .keep = claims + *i };
+		bp->queued += run;
+		bp->in_flight += run;
+		*i += run;
+		copy_pipe_add(&bp->cp, &r);
+	}
 }
 
 /* Bring one run back, moving it where the pagemap allows; what could not
- * leave stays on the device.  Returns pages that left. */
-static size_t back_run(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
-		       uint64_t vpn, uint64_t idx0, size_t run,
-		       const uint64_t *claims, void **staging, uint8_t *status)
+ * leave stays on the device. */
+static void back_run(struct back_pipe *bp, struct hetmm_pagemap *pgmap,
+		     uint64_t vpn, uint64_t idx0, size_t run,
+		     const uint64_t *claims, void **staging)
 {
 	enum uffd_fill op;
 	uintptr_t src;
 	size_t installed;
 	size_t gone = 0;
-	bool err = back_source(ctx, pgmap, idx0, run, false, staging, &op,
+	bool err = back_source(bp->ctx, pgmap, idx0, run, false, staging, &op,
 			       &src) != 0;
 	if (!err)
-		gone = back_install(ctx, pgmap, vpn, idx0, run, op, src, 0,
+		gone = back_install(bp->ctx, pgmap, vpn, idx0, run, op, src, 0,
 				    &installed);
-	back_keep(ctx, vpn + gone, claims + gone, run - gone);
-	status_set(status, 0, gone, HETMM_MIGRATE_MOVED);
-	status_set(status, gone, run - gone,
-		   err ? HETMM_MIGRATE_SKIP_ERROR : HETMM_MIGRATE_SKIP_BUSY);
-	return gone;
+	back_keep(bp->ctx, vpn + gone, claims + gone, run - gone);
+	back_status(bp, vpn, gone, HETMM_MIGRATE_MOVED);
+	back_status(bp, vpn + gone, run - gone,
+		    err ? HETMM_MIGRATE_SKIP_ERROR : HETMM_MIGRATE_SKIP_BUSY);
+	bp->left += gone;
 }
 
-size_t migrate_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
-			    const uint64_t *claims, void **staging,
-			    uint8_t *status)
+void migrate_back_claimed(struct back_pipe *bp, uint64_t vpn, size_t n,
+			  const uint64_t *claims, void **staging)
 {
+	struct hetmm_ctx *ctx = bp->ctx;
 	TEST_HOOK(TEST_HOOK_BACK_CLAIMED, vpn_to_addr(vpn), n * PAGE_SIZE);
 	/* Devices stop using the pages before their contents move; a
 	 * device that held one exclusive learns that it lost it. */
 	back_invalidate(ctx, vpn, n, claims);
 
-	size_t left = 0;
 	size_t i = 0;
 	while (i < n) {
 		uint64_t idx0;
 		struct hetmm_pagemap *pgmap =
 			pfn_pagemap(shadow_pfn(claims[i]), &idx0);
-		size_t installed, failed;
 		if (back_is_async(pgmap, idx0)) {
-			/* Its runs from here, their copies in flight at once. */
-			left += back_runs_async(ctx, pgmap, vpn, claims, &i, n,
-						0, status, &installed, &failed);
+			/* Its runs from here join the pipeline. */
+			back_runs_async(bp, pgmap, vpn, claims, &i, n, 0);
 			continue;
 		}
 		size_t run = back_frame_run(claims, i, n, pgmap, idx0);
-		uint8_t *st = status ? status + i : NULL;
 		/* Private anonymous memory takes a coherent mapping's place
 		 * first; if it can't, the run stays on the device. */
 		size_t k = pagemap_is_coherent(pgmap) ?
 			   coherent_unmap(ctx, vpn_to_addr(vpn + i), run) : run;
 		if (k) {
-			left += back_run(ctx, pgmap, vpn + i, idx0, k,
-					 claims + i, staging, st);
+			back_run(bp, pgmap, vpn + i, idx0, k, claims + i,
+				 staging);
 		} else {
 			back_keep(ctx, vpn + i, claims + i, run);
-			status_set(st, 0, run, HETMM_MIGRATE_SKIP_BUSY);
+			back_status(bp, vpn + i, run, HETMM_MIGRATE_SKIP_BUSY);
 		}
 		i += k ? k : run;
 	}
-	return left;
 }
 
 int migrate_back_range(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end,
 		       struct hetmm_migrate_report *rep)
 {
 	uint64_t claims[CHUNK_PAGES];
-	uint8_t st[CHUNK_PAGES];
 	void *staging = NULL;
 	uint64_t first = addr_to_vpn(start), last = addr_to_vpn(end);
-	size_t moved = 0, failed = 0;
 	int spins_left = SHADOW_FILLING_SPINS;
+	struct back_pipe bp;
+	back_pipe_init(&bp, ctx, false, rep, first);
 
 	for (uint64_t vpn = first; vpn < last;) {
 		size_t page = vpn - first;
@@ -697,20 +689,15 @@ int migrate_back_range(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end,
 		size_t n = claim_device_run(&ctx->shadow, vpn, want, claims);
 		if (n == 0)
 			continue;   /* lost a race; look at the page again */
-		moved += migrate_back_claimed(ctx, vpn, n, claims, &staging,
-					      st);
-		for (size_t k = 0; k < n; k++) {
-			report_page(rep, page + k,
-				    (enum hetmm_migrate_status)st[k]);
-			failed += st[k] == HETMM_MIGRATE_SKIP_ERROR;
-		}
+		migrate_back_claimed(&bp, vpn, n, claims, &staging);
 		vpn += n;
 	}
+	back_pipe_drain(&bp);
 	if (staging)
 		munmap(staging, CHUNK_PAGES * PAGE_SIZE);
-	if (failed)
+	if (bp.failed)
 		return -EIO;
-	return moved ? 0 : -ENOENT;
+	return bp.left ? 0 : -ENOENT;
 }
 
 int hetmm_migrate_to_system(struct hetmm_ctx *ctx, void *addr, size_t len,

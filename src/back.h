@@ -10,6 +10,7 @@
 #define HETMM_BACK_H
 
 #include "base.h"
+#include "copy.h"
 #include "uffd.h"
 
 struct hetmm_ctx;
@@ -53,17 +54,45 @@ bool back_can_move(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap);
 #define BACK_LAZY_EMPTY (1u << 2)
 
 /*
- * Bring the claimed pages [vpn, vpn + n) back to system memory.  claims[i]
- * is the shadow entry with BUSY set; on return every entry is 0 again, or
- * the page's device entry where it could not leave, and every waiter on
- * the range was woken.  Returns pages that left the device (a page whose
- * mapping vanished meanwhile leaves it dropped); status (n entries, may
- * be NULL) gets each page's: MOVED, SKIP_BUSY, or SKIP_ERROR where the
- * driver's copy failed.
+ * Pages coming back, their asynchronous copies kept in flight across
+ * runs and chunks (one pipeline for the pagemap in use, copy.h): each
+ * piece is installed (or kept on the device) as it completes, in order.
+ * Its counts grow as pieces finish; back_pipe_drain() finishes them all.
+ * Each page's status goes to rep (page vpn - rep_vpn), if not NULL.
+ * The fault handler's (handler) installs with BACK_ONCE, keeps the pages
+ * of a failed copy quietly (back_keep_quiet) and may take every slot.
  */
-size_t migrate_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
-			    const uint64_t *claims, void **staging,
-			    uint8_t *status);
+struct back_pipe {
+	struct hetmm_ctx *ctx;
+	bool handler;
+	struct hetmm_migrate_report *rep;
+	uint64_t rep_vpn;
+	struct copy_pipe cp;              /* cp.pgmap NULL: none open */
+	size_t left;                      /* pages that left the device */
+	size_t installed;                 /* of those, mapped in the process */
+	size_t failed;                    /* pages whose copy failed */
+	size_t queued;                    /* pages ever handed to copies */
+	size_t in_flight;                 /* of those, not finished yet */
+};
+
+void back_pipe_init(struct back_pipe *bp, struct hetmm_ctx *ctx,
+		    bool handler, struct hetmm_migrate_report *rep,
+		    uint64_t rep_vpn);
+/* Finish every piece in flight. */
+void back_pipe_drain(struct back_pipe *bp);
+
+/*
+ * Bring the claimed pages [vpn, vpn + n) back to system memory.  claims[i]
+ * is the shadow entry with BUSY set.  Runs that come back by a driver's
+ * asynchronous copies join bp's pipeline and end as their pieces finish;
+ * the rest are done on return.  Every entry ends 0 again, or the page's
+ * device entry where it could not leave, and every waiter on the range
+ * woken; bp counts the pages that left (a page whose mapping vanished
+ * meanwhile leaves it dropped) and reports each page's status: MOVED,
+ * SKIP_BUSY, or SKIP_ERROR where the driver's copy failed.
+ */
+void migrate_back_claimed(struct back_pipe *bp, uint64_t vpn, size_t n,
+			  const uint64_t *claims, void **staging);
 /* Forget claimed device pages whose process page is gone: free their
  * frames and clear their entries, copying nothing.  Notifiers are told
  * again, for the reason the pages went (why), before the frames are. */
@@ -114,19 +143,15 @@ void back_keep_quiet(struct hetmm_ctx *ctx, uint64_t vpn,
 /* Does a run of pgmap from frame idx0 come back by asynchronous copies? */
 bool back_is_async(struct hetmm_pagemap *pgmap, uint64_t idx0);
 /*
- * Bring back claimed pages [vpn + *i, ...) by the driver's asynchronous
- * copies: the runs from claims[*i] on (of n) that are pgmap's and come
- * back that way, their copies in flight at once, each piece installed
- * (how: as back_install) as it completes; *i moves past them.  Pieces
- * whose copy failed stay on the device, counted in *failed (kept quietly
- * for the handler, BACK_ONCE); pieces the kernel refused are kept and
- * woken.  Returns pages that left; status as migrate_back_claimed's (n
- * entries from vpn, or NULL).
+ * Hand claimed pages [vpn + *i, ...) to bp's pipeline: the runs from
+ * claims[*i] on (of n) that are pgmap's and come back by asynchronous
+ * copies; *i moves past them.  how: as back_install's (BACK_ONCE is
+ * added for the handler).  Pieces whose copy failed stay on the device,
+ * counted in bp->failed; pieces the kernel refused are kept and woken.
  */
-size_t back_runs_async(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
-		       uint64_t vpn, const uint64_t *claims, size_t *i,
-		       size_t n, unsigned how, uint8_t *status,
-		       size_t *installed, size_t *failed);
+void back_runs_async(struct back_pipe *bp, struct hetmm_pagemap *pgmap,
+		     uint64_t vpn, const uint64_t *claims, size_t *i,
+		     size_t n, unsigned how);
 /* Count pages that left the device (negative counts take some back):
  * left of them, installed of those mapped in the process. */
 void back_count(struct hetmm_ctx *ctx, int64_t installed, int64_t left);

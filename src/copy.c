@@ -17,6 +17,7 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -42,6 +43,9 @@ struct hetmm_copy {
 	_Atomic uint32_t state;           /* enum slot_state; futex word */
 	unsigned bit;
 	void *staging;
+	/* The piece it copies, for the pipeline that started it. */
+	struct copy_req req;
+	uint64_t keep[HETMM_COPY_MAX_PAGES];
 };
 
 struct copyq {
@@ -174,10 +178,11 @@ static void slot_release(struct hetmm_copy *s)
 	futex(&q->released, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
 }
 
-static struct hetmm_copy *slot_try_get(struct copyq *q)
+/* A free slot, if more than reserve are free. */
+static struct hetmm_copy *slot_try_get(struct copyq *q, unsigned reserve)
 {
 	uint64_t m = atomic_load(&q->free_mask);
-	while (m) {
+	while ((unsigned)__builtin_popcountll(m) > reserve) {
 		unsigned bit = (unsigned)__builtin_ctzll(m);
 		if (atomic_compare_exchange_weak(&q->free_mask, &m,
 						 m & ~(1ULL << bit))) {
@@ -189,14 +194,14 @@ static struct hetmm_copy *slot_try_get(struct copyq *q)
 	return NULL;
 }
 
-/* A free slot, waiting for one at most the timeout; NULL if none came
- * (every slot is held by copies that never complete). */
-static struct hetmm_copy *slot_get_wait(struct copyq *q)
+/* A free slot as slot_try_get's, waiting for one at most the timeout;
+ * NULL if none came (every slot is held by copies that never complete). */
+static struct hetmm_copy *slot_get_wait(struct copyq *q, unsigned reserve)
 {
 	uint64_t deadline = monotonic_ms() + q->timeout_ms;
 	for (;;) {
 		uint32_t seen = atomic_load(&q->released);
-		struct hetmm_copy *s = slot_try_get(q);
+		struct hetmm_copy *s = slot_try_get(q, reserve);
 		if (s || monotonic_ms() >= deadline)
 			return s;
 		futex_wait_until(&q->released, seen, deadline);
@@ -245,18 +250,19 @@ int hetmm_copy_done(struct hetmm_copy *copy, int error)
  * The pipeline
  */
 
-struct pipe {
-	struct hetmm_pagemap *pgmap;
-	bool to_device;
-	struct copy_req ring[HETMM_COPY_DEPTH_MAX];
-	struct hetmm_copy *slot[HETMM_COPY_DEPTH_MAX];
-	unsigned head, count;
-	size_t failed;
-	void (*finish)(void *, const struct copy_req *, int, void *);
-	void *arg;
-};
+void copy_pipe_open(struct copy_pipe *p, struct hetmm_pagemap *pgmap,
+		    bool to_device, bool handler, copy_finish_fn *finish,
+		    void *arg)
+{
+	uint32_t depth = pgmap->copyq->depth;
+	*p = (struct copy_pipe){
+		.pgmap = pgmap, .to_device = to_device,
+		.reserve = handler || depth == 1 ? 0 : MAX(depth / 4, 1u),
+		.finish = finish, .arg = arg,
+	};
+}
 
-static void pipe_fail(struct pipe *p, const struct copy_req *r, int err)
+static void pipe_fail(struct copy_pipe *p, const struct copy_req *r, int err)
 {
 	p->failed++;
 	STAT_ADD(p->pgmap->ctx, copy_errors, 1);
@@ -264,41 +270,40 @@ static void pipe_fail(struct pipe *p, const struct copy_req *r, int err)
 }
 
 /* Wait for the oldest piece in flight and hand it to finish(). */
-static void pipe_complete_oldest(struct pipe *p)
+static void pipe_complete_oldest(struct copy_pipe *p)
 {
-	unsigned k = p->head;
-	struct hetmm_copy *s = p->slot[k];
+	struct hetmm_copy *s = p->slot[p->head];
 	p->head = (p->head + 1) % HETMM_COPY_DEPTH_MAX;
 	p->count--;
 	int err = slot_wait(s);
 	if (err == -ETIMEDOUT) {
-		pipe_fail(p, &p->ring[k], err);   /* s is abandoned */
+		pipe_fail(p, &s->req, err);   /* s is abandoned */
 		return;
 	}
 	if (err)
-		pipe_fail(p, &p->ring[k], err < 0 ? err : -EIO);
+		pipe_fail(p, &s->req, err < 0 ? err : -EIO);
 	else
-		p->finish(p->arg, &p->ring[k], 0,
+		p->finish(p->arg, &s->req, 0,
 			  p->to_device ? NULL : s->staging);
 	slot_release(s);
 }
 
 /* A slot for the next piece: a free one, else the oldest of ours once it
  * completes, else (we hold none) one another thread gives back. */
-static struct hetmm_copy *pipe_slot(struct pipe *p)
+static struct hetmm_copy *pipe_slot(struct copy_pipe *p)
 {
 	struct copyq *q = p->pgmap->copyq;
 	for (;;) {
-		struct hetmm_copy *s = slot_try_get(q);
+		struct hetmm_copy *s = slot_try_get(q, p->reserve);
 		if (s)
 			return s;
 		if (!p->count)
-			return slot_get_wait(q);
+			return slot_get_wait(q, p->reserve);
 		pipe_complete_oldest(p);
 	}
 }
 
-static void pipe_start(struct pipe *p, const struct copy_req *r)
+static void pipe_start(struct copy_pipe *p, const struct copy_req *r)
 {
 	struct hetmm_pagemap *pgmap = p->pgmap;
 	struct hetmm_copy *s = pipe_slot(p);
@@ -306,11 +311,14 @@ static void pipe_start(struct pipe *p, const struct copy_req *r)
 		pipe_fail(p, r, -ETIMEDOUT);
 		return;
 	}
-	unsigned k = (p->head + p->count) % HETMM_COPY_DEPTH_MAX;
-	p->ring[k] = *r;
+	s->req = *r;
 	if (!p->to_device)
-		p->ring[k].mem = s->staging;
-	p->slot[k] = s;
+		s->req.mem = s->staging;
+	if (r->keep) {
+		memcpy(s->keep, r->keep, r->nr * sizeof(*r->keep));
+		s->req.keep = s->keep;
+	}
+	p->slot[(p->head + p->count) % HETMM_COPY_DEPTH_MAX] = s;
 	p->count++;
 	int rc = p->to_device ?
 		pgmap->ops->submit_to_device(pgmap, r->index, r->mem, r->nr, s) :
@@ -324,31 +332,37 @@ static void pipe_start(struct pipe *p, const struct copy_req *r)
 	}
 }
 
+void copy_pipe_add(struct copy_pipe *p, const struct copy_req *r)
+{
+	for (size_t off = 0; off < r->nr; off += HETMM_COPY_MAX_PAGES) {
+		struct copy_req piece = {
+			.index = r->index + off,
+			.mem = r->mem ? (char *)r->mem + off * PAGE_SIZE : NULL,
+			.nr = MIN(r->nr - off, (size_t)HETMM_COPY_MAX_PAGES),
+			.tag = r->tag + off,
+			.flags = r->flags,
+			.keep = r->keep ? r->keep + off : NULL,
+		};
+		pipe_start(p, &piece);
+	}
+}
+
+size_t copy_pipe_drain(struct copy_pipe *p)
+{
+	while (p->count)
+		pipe_complete_oldest(p);
+	p->pgmap = NULL;
+	return p->failed;
+}
+
 size_t copy_pipe(struct hetmm_pagemap *pgmap, bool to_device,
 		 bool (*next)(void *arg, struct copy_req *r),
-		 void (*finish)(void *arg, const struct copy_req *r, int err,
-				void *staging),
-		 void *arg)
+		 copy_finish_fn *finish, void *arg)
 {
-	struct pipe p = {
-		.pgmap = pgmap, .to_device = to_device,
-		.finish = finish, .arg = arg,
-	};
+	struct copy_pipe p;
+	copy_pipe_open(&p, pgmap, to_device, false, finish, arg);
 	struct copy_req r;
-	while (next(arg, &r)) {
-		for (size_t off = 0; off < r.nr; off += HETMM_COPY_MAX_PAGES) {
-			struct copy_req piece = {
-				.index = r.index + off,
-				.mem = r.mem ? (char *)r.mem + off * PAGE_SIZE
-					     : NULL,
-				.nr = MIN(r.nr - off,
-					  (size_t)HETMM_COPY_MAX_PAGES),
-				.tag = r.tag + off,
-			};
-			pipe_start(&p, &piece);
-		}
-	}
-	while (p.count)
-		pipe_complete_oldest(&p);
-	return p.failed;
+	while (next(arg, &r))
+		copy_pipe_add(&p, &r);
+	return copy_pipe_drain(&p);
 }

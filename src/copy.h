@@ -31,28 +31,66 @@ bool copyq_dead(const struct hetmm_pagemap *pgmap);
 void *copyq_staging(const struct hetmm_pagemap *pgmap, size_t *len);
 
 /* One copy the pipeline makes: index and mem (source to the device, or
- * destination from it; NULL: the slot's staging) of nr pages; tag is
- * the caller's (the piece's first page, say). */
+ * destination from it; NULL: the slot's staging) of nr pages; tag and
+ * flags are the caller's (the piece's first page, say); keep, if not
+ * NULL, nr words the pipeline keeps with each piece and hands back to
+ * finish() (the claims of the pages it copies, say), so that the
+ * caller's own array may be reused once the copy is started. */
 struct copy_req {
 	uint64_t index;
 	void *mem;
 	size_t nr;
 	size_t tag;
+	unsigned flags;
+	const uint64_t *keep;
 };
 
+typedef void copy_finish_fn(void *arg, const struct copy_req *r, int err,
+			    void *staging);
+
 /*
- * Copy through the pagemap's queue: next() gives the copies to make
- * (false: no more), each cut into pieces of at most HETMM_COPY_MAX_PAGES
- * with as many in flight as the queue has slots; finish() is called for
- * every piece in the order they were given, with 0 or the piece's error
- * (-ETIMEDOUT if it did not complete in time) and, from the device, the
- * staging memory holding its bytes (valid during the call only).
- * Returns the number of pieces that failed.
+ * A pipeline of copies through a pagemap's queue, kept full across as
+ * many calls of copy_pipe_add() as the caller makes: each request is cut
+ * into pieces of at most HETMM_COPY_MAX_PAGES, started at once while a
+ * slot is free; with none free, the oldest piece in flight is waited for
+ * and finished first.  finish() is called for every piece, in the order
+ * the pieces were added, with 0 or the piece's error (-ETIMEDOUT if it did
+ * not complete in time) and, from the device, the staging memory holding
+ * its bytes (valid during the call only).  Lives on the caller's stack or
+ * in its state: nothing is allocated.
+ *
+ * The fault handler's pipelines (handler) may take every slot; others
+ * leave a quarter of the queue free for it, since their own finish() may
+ * wait for the handler (handler_sync), which then must not wait for them.
+ */
+struct copy_pipe {
+	struct hetmm_pagemap *pgmap;      /* NULL: not open */
+	bool to_device;
+	unsigned reserve;                 /* free slots left to others */
+	copy_finish_fn *finish;
+	void *arg;
+	struct hetmm_copy *slot[HETMM_COPY_DEPTH_MAX];
+	unsigned head, count;             /* pieces in flight, oldest first */
+	size_t failed;                    /* pieces that failed */
+};
+
+void copy_pipe_open(struct copy_pipe *p, struct hetmm_pagemap *pgmap,
+		    bool to_device, bool handler, copy_finish_fn *finish,
+		    void *arg);
+/* Start the copy r (in pieces), finishing older pieces as slots are
+ * needed. */
+void copy_pipe_add(struct copy_pipe *p, const struct copy_req *r);
+/* Wait for and finish every piece in flight; the pipeline is closed.
+ * Returns the number of pieces that failed since it was opened. */
+size_t copy_pipe_drain(struct copy_pipe *p);
+
+/*
+ * One pipeline, not the handler's, for the copies next() gives (false: no
+ * more), drained before it returns.  Returns the number of pieces that
+ * failed.
  */
 size_t copy_pipe(struct hetmm_pagemap *pgmap, bool to_device,
 		 bool (*next)(void *arg, struct copy_req *r),
-		 void (*finish)(void *arg, const struct copy_req *r, int err,
-				void *staging),
-		 void *arg);
+		 copy_finish_fn *finish, void *arg);
 
 #endif /* HETMM_COPY_H */

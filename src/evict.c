@@ -59,21 +59,25 @@ static size_t claim_victims(struct hetmm_pagemap *pgmap, uint64_t idx,
 	return k;
 }
 
-/* Evict up to want pages; returns how many left the device. */
+/* Evict up to want pages; returns how many left the device.  Their
+ * copies stay in flight from one run of victims to the next. */
 static size_t evict(struct hetmm_pagemap *pgmap, size_t want)
 {
 	struct hetmm_ctx *ctx = pgmap->ctx;
 	uint64_t claims[CHUNK_PAGES];
 	void *staging = NULL;
-	size_t evicted = 0;
+	struct back_pipe bp;
+	back_pipe_init(&bp, ctx, false, NULL, 0);
 	/* Two turns of the hand: one may only clear reference bits. */
-	for (uint64_t look = 0; evicted < want && look < 2 * pgmap->nr_pages;
+	for (uint64_t look = 0;
+	     bp.left + bp.in_flight < want && look < 2 * pgmap->nr_pages;
 	     look++) {
+		size_t ahead = bp.left + bp.in_flight;
 		uint64_t idx = atomic_fetch_add_explicit(&pgmap->clock_hand, 1,
 				memory_order_relaxed) % pgmap->nr_pages;
 		uint64_t vpn = 0;
 		size_t n = claim_victims(pgmap, idx,
-					 MIN(want - evicted, (size_t)CHUNK_PAGES),
+					 MIN(want - ahead, (size_t)CHUNK_PAGES),
 					 &vpn, claims);
 		if (!n)
 			continue;
@@ -81,14 +85,14 @@ static size_t evict(struct hetmm_pagemap *pgmap, size_t want)
 		 * free now and will be the next to fill, the youngest. */
 		atomic_fetch_add_explicit(&pgmap->clock_hand, n - 1,
 					  memory_order_relaxed);
-		evicted += migrate_back_claimed(ctx, vpn, n, claims, &staging,
-						NULL);
+		migrate_back_claimed(&bp, vpn, n, claims, &staging);
 	}
+	back_pipe_drain(&bp);
 	if (staging)
 		munmap(staging, CHUNK_PAGES * PAGE_SIZE);
-	STAT_ADD(ctx, evictions, evicted);
-	TRACE3(evict, pgmap, want, evicted);
-	return evicted;
+	STAT_ADD(ctx, evictions, bp.left);
+	TRACE3(evict, pgmap, want, bp.left);
+	return bp.left;
 }
 
 size_t pagemap_alloc_evict(struct hetmm_pagemap *pgmap, uint32_t *idx,

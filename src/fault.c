@@ -96,6 +96,8 @@ struct fault_engine {
 	/* Allocated with the engine: the fault path allocates nothing. */
 	uint64_t *claims;                 /* CHUNK_PAGES entries */
 	void *staging;                    /* CHUNK_PAGES pages */
+	/* Pages coming back by a driver's asynchronous copies. */
+	struct back_pipe bp;
 	struct own_range own_doorbell, own_staging, own_stack;
 };
 
@@ -238,14 +240,13 @@ static size_t fault_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn,
 		struct hetmm_pagemap *pgmap =
 			pfn_pagemap(shadow_pfn(claims[i]), &idx0);
 		if (back_is_async(pgmap, idx0)) {
-			/* Its runs from here, their copies in flight at once,
-			 * each woken as it lands. */
-			size_t installed, failed;
-			left += back_runs_async(ctx, pgmap, vpn, claims, &i, n,
-						how | BACK_ONCE, NULL,
-						&installed, &failed);
-			STAT_ADD(ctx, fault_pages, installed);
-			ctx->fault->copy_failed |= failed != 0;
+			/* Its runs from here join the pipeline, each piece
+			 * installed and woken as it lands: a thread that
+			 * caught up with the window runs on while the device
+			 * reads the rest (a wake per piece costs little
+			 * beside a device's copy of it). */
+			back_runs_async(&ctx->fault->bp, pgmap, vpn, claims,
+					&i, n, how & ~BACK_NO_WAKE);
 			continue;
 		}
 		size_t run = back_frame_run(claims, i, n, pgmap, idx0);
@@ -260,16 +261,39 @@ static size_t fault_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn,
 	return left;
 }
 
-/* Claim and bring back up to n device pages from vpn upward; returns how
- * many left the device. */
-static size_t fault_back_run(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
-			     void **staging, unsigned how)
+/* Finish the asynchronous copies in flight: their pages are installed,
+ * or stay on the device (copy_failed).  Returns the pages that left
+ * since the last drain. */
+static size_t fault_back_drain(struct hetmm_ctx *ctx)
 {
+	struct back_pipe *bp = &ctx->fault->bp;
+	back_pipe_drain(bp);
+	size_t left = bp->left;
+	STAT_ADD(ctx, fault_pages, bp->installed);
+	ctx->fault->copy_failed |= bp->failed != 0;
+	back_pipe_init(bp, ctx, true, NULL, 0);
+	return left;
+}
+
+/*
+ * Claim and bring back up to n device pages from vpn upward; returns how
+ * many left the device.  With more, the caller brings back more runs
+ * after this one and then calls fault_back_drain(): the asynchronous
+ * copies of this run stay in flight meanwhile, and count as left.
+ */
+static size_t fault_back_run(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
+			     void **staging, unsigned how, bool more)
+{
+	struct back_pipe *bp = &ctx->fault->bp;
 	size_t got = claim_device_run(&ctx->shadow, vpn, n, ctx->fault->claims);
-	if (got)
-		got = fault_back_claimed(ctx, vpn, got, ctx->fault->claims,
-					 staging, how);
-	return got;
+	if (!got)
+		return 0;
+	size_t queued = bp->queued, left = bp->left;
+	got = fault_back_claimed(ctx, vpn, got, ctx->fault->claims, staging,
+				 how);
+	if (more)
+		return got + (bp->queued - queued);
+	return got + (fault_back_drain(ctx) - left);
 }
 
 /* How many pages below and including top, at most max, are unclaimed
@@ -390,7 +414,7 @@ static bool fault_back_region(struct hetmm_ctx *ctx, uint64_t lo,
 			continue;
 		}
 		size_t got = fault_back_run(ctx, v, hi - v, &staging,
-					    BACK_NO_WAKE);
+					    BACK_NO_WAKE, false);
 		ok |= vpn >= v && vpn < v + got;
 		v += got ? got : 1;
 	}
@@ -460,13 +484,15 @@ static bool fault_back_huge(struct hetmm_ctx *ctx, uintptr_t addr, uint64_t e)
 	    head + PMD_PAGES > hi)
 		return false;
 	void *staging = ctx->fault->staging;
-	size_t got = fault_back_run(ctx, head, PMD_PAGES, &staging, 0);
+	size_t got = fault_back_run(ctx, head, PMD_PAGES, &staging, 0, false);
 	return vpn < head + got;
 }
 
 /*
  * Bring back the faulting page and the rest of its window, a chunk at a
- * time, moving away from the faulting page in the stream's direction.
+ * time, moving away from the faulting page in the stream's direction; an
+ * asynchronous device's copies stay in flight from chunk to chunk, the
+ * queue kept full over the whole window.
  * The faulting page's chunk wakes its waiters as it lands, so the thread
  * runs on at once; the rest of the window is woken once, at the end.  A
  * thread that catches up with the handler sleeps until then: waking it
@@ -482,7 +508,7 @@ static void fault_back(struct hetmm_ctx *ctx, uintptr_t addr, uint64_t e)
 	frame_prefetch(e);
 	if (ctx->fault->npending) {
 		/* Fault-around could reach a range an event changes. */
-		fault_back_run(ctx, vpn, 1, &staging, 0);
+		fault_back_run(ctx, vpn, 1, &staging, 0, false);
 		return;
 	}
 	if (fault_back_huge(ctx, addr, e))
@@ -505,13 +531,14 @@ static void fault_back(struct hetmm_ctx *ctx, uintptr_t addr, uint64_t e)
 		unsigned how = hi == lo ? 0 : BACK_NO_WAKE;
 		size_t got;
 		if (!down) {
-			got = fault_back_run(ctx, hi, want, &staging, how);
+			got = fault_back_run(ctx, hi, want, &staging, how,
+					     true);
 			hi += got;
 		} else {
 			uint64_t top = lo == hi ? vpn : lo - 1;
 			size_t n = device_run_down(ctx, top, want);
 			got = n ? fault_back_run(ctx, top + 1 - n, n, &staging,
-						 how) : 0;
+						 how, true) : 0;
 			if (got < n) {
 				/* raced: the run is not whole (a failed
 				 * copy's pages wait for fault_back_failed) */
@@ -532,6 +559,8 @@ static void fault_back(struct hetmm_ctx *ctx, uintptr_t addr, uint64_t e)
 		if (got < want)
 			break;
 	}
+	/* The window's copies in flight land before it is woken. */
+	fault_back_drain(ctx);
 	if (lo < woke_lo)
 		uffd_wake(ctx->uffd.fd, vpn_to_addr(lo),
 			  (woke_lo - lo) * PAGE_SIZE);
@@ -693,7 +722,7 @@ static void fault_back_failed(struct hetmm_ctx *ctx, const struct uffd_msg *m,
 		if (!still_on_device(ctx, vpn))
 			return;   /* back, or someone else's now */
 		ctx->fault->copy_failed = false;
-		fault_back_run(ctx, vpn, 1, &staging, 0);
+		fault_back_run(ctx, vpn, 1, &staging, 0, false);
 		if (!ctx->fault->copy_failed)
 			return;
 	}
@@ -952,6 +981,7 @@ int fault_engine_create(struct hetmm_ctx *ctx)
 	pthread_mutex_init(&f->exit_lock, NULL);
 	pthread_cond_init(&f->exit_cond, NULL);
 	ctx->fault = f;
+	back_pipe_init(&f->bp, ctx, true, NULL, 0);
 	/* Everything the fault path needs is allocated here, not there. */
 	f->staging = staging_map();
 	f->claims = calloc(CHUNK_PAGES, sizeof(uint64_t));

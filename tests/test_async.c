@@ -207,6 +207,132 @@ static void discard_racing(void)
 	down();
 }
 
+/* ------------------------------------------------------------------------
+ * The pipeline kept full across chunks
+ */
+
+/* Pieces of one chunk (512 pages, base.h): no more could be in flight if
+ * each chunk's copies were waited for before the next chunk's. */
+#define CHUNK_PIECES (512 / HETMM_COPY_MAX_PAGES)
+
+/* The deepest queue, and copies slow enough (1 ms) to pile up in it. */
+static void deep_up(void)
+{
+	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
+	REQUIRE_OK(adrv_create(ctx, &dev, 2 * NP, true, 1000000,
+			       HETMM_COPY_DEPTH_MAX,
+			       HETMM_COPY_TIMEOUT_DEFAULT_MS * t_time_scale(),
+			       0));
+}
+
+static unsigned most_in_flight(const char *what)
+{
+	unsigned m = atomic_load(&dev.max_in_flight);
+	printf("  %s: most in flight %u (a chunk has %u pieces)\n", what, m,
+	       CHUNK_PIECES);
+	atomic_store(&dev.max_in_flight, 0);
+	return m;
+}
+
+/* A migration back and a fault-around window of several chunks each keep
+ * more than one chunk's copies in flight, and every byte arrives. */
+static void pipeline_depth(void)
+{
+	deep_up();
+	char *p = t_map(NP);
+	t_fill(p, NP, 6);
+	CHECK_OK(hetmm_migrate_to_device(dev.pg, p, NP * PS, NULL));
+	most_in_flight("to the device");
+	struct hetmm_migrate_report rep = { 0 };
+	CHECK_OK(hetmm_migrate_to_system(ctx, p, NP * PS, &rep));
+	CHECK_EQ(rep.moved, NP);
+	CHECK(most_in_flight("migration back") > CHUNK_PIECES);
+	CHECK_EQ(t_verify(p, NP, 6), 0);
+
+	CHECK_OK(hetmm_migrate_to_device(dev.pg, p, NP * PS, NULL));
+	most_in_flight("to the device");
+	CHECK_EQ(t_verify(p, NP, 6), 0);      /* sequential faults */
+	CHECK_EQ(t_count_on_device(ctx, p, NP), 0);
+	CHECK(most_in_flight("fault-around") > CHUNK_PIECES);
+	t_unmap(p, NP);
+	down();
+}
+
+/* Pages [from, to) read right, skipping those on the device. */
+static size_t verify_back(struct hetmm_ctx *c, const char *p, size_t from,
+			  size_t to, uint64_t seed)
+{
+	size_t bad = 0;
+	for (size_t i = from; i < to; i++)
+		if (!t_count_on_device(c, p + i * PS, 1))
+			bad += t_verify_from(p + i * PS, 1, seed, i);
+	return bad;
+}
+
+/* A copy that fails in the middle of a long pipeline leaves its piece on
+ * the device, whole, and every other page right: explicit migration back
+ * (-EIO, SKIP_ERROR for that piece alone) and a fault-around window. */
+static void pipeline_error(void)
+{
+	deep_up();
+	char *p = t_map(NP);
+	t_fill(p, NP, 7);
+	size_t bad = NP / 2 + 10;
+	CHECK_OK(hetmm_migrate_to_device(dev.pg, p, NP * PS, NULL));
+	int64_t idx = adrv_index_at(ctx, p + bad * PS);
+	REQUIRE(idx >= 0);
+	atomic_store(&dev.bad_index, idx);
+	uint8_t *st = calloc(NP, 1);
+	REQUIRE(st);
+	struct hetmm_migrate_report rep = { .status = st };
+	CHECK_EQ(hetmm_migrate_to_system(ctx, p, NP * PS, &rep), -EIO);
+	size_t failed = 0, lo = NP, hi = 0;
+	for (size_t i = 0; i < NP; i++) {
+		if (st[i] != HETMM_MIGRATE_SKIP_ERROR) {
+			CHECK_EQ(st[i], HETMM_MIGRATE_MOVED);
+			continue;
+		}
+		failed++;
+		lo = i < lo ? i : lo;
+		hi = i + 1;
+	}
+	/* One piece, holding the bad page, and nothing else. */
+	CHECK_EQ(st[bad], HETMM_MIGRATE_SKIP_ERROR);
+	CHECK(failed >= 1 && failed <= HETMM_COPY_MAX_PAGES);
+	CHECK_EQ(hi - lo, failed);
+	CHECK_EQ(rep.moved, NP - failed);
+	CHECK_EQ(t_count_on_device(ctx, p, NP), failed);
+	CHECK_EQ(t_count_on_device(ctx, p + lo * PS, failed), failed);
+	CHECK_EQ(verify_back(ctx, p, 0, NP, 7), 0);
+	atomic_store(&dev.bad_index, -1);
+	CHECK_EQ(t_verify(p, NP, 7), 0);      /* the piece comes back now */
+
+	/* The same on the fault path: sequential reads up to the bad
+	 * page's piece grow a window over it and past it. */
+	CHECK_OK(hetmm_migrate_to_device(dev.pg, p, NP * PS, NULL));
+	idx = adrv_index_at(ctx, p + bad * PS);
+	REQUIRE(idx >= 0);
+	atomic_store(&dev.bad_index, idx);
+	size_t before = bad - HETMM_COPY_MAX_PAGES;
+	CHECK_EQ(t_verify(p, before, 7), 0);
+	size_t left = t_count_on_device(ctx, p, NP);
+	printf("  after the window: %zu pages on the device\n", left);
+	CHECK(t_count_on_device(ctx, p + bad * PS, 1) == 1);
+	CHECK(left < NP - before);           /* the window went past it */
+	CHECK_EQ(verify_back(ctx, p, 0, NP, 7), 0);
+	CHECK_EQ(t_verify_from(p + (bad + HETMM_COPY_MAX_PAGES) * PS,
+			       NP - bad - HETMM_COPY_MAX_PAGES, 7,
+			       bad + HETMM_COPY_MAX_PAGES), 0);
+	atomic_store(&dev.bad_index, -1);
+	CHECK_EQ(t_verify(p, NP, 7), 0);
+	CHECK_EQ(t_count_on_device(ctx, p, NP), 0);
+	free(st);
+	t_unmap(p, NP);
+	REQUIRE_OK(hetmm_ctx_destroy(ctx));
+	adrv_destroy(&dev);
+	CHECK_EQ(atomic_load(&dev.done_errors), 0);
+}
+
 int main(int argc, char **argv)
 {
 	RUN(sequential);
@@ -214,5 +340,7 @@ int main(int argc, char **argv)
 	RUN(threads);
 	RUN(scattered);
 	RUN(discard_racing);
+	RUN(pipeline_depth);
+	RUN(pipeline_error);
 	return t_done();
 }
