@@ -375,6 +375,7 @@ struct drv {
 	bool own;            /* mapped by the harness (else world pages) */
 	int fd;              /* the memfd behind mem, or -1 */
 	hetmm_pfn_t first;
+	bool placed;         /* HETMM_PAGEMAP_PLACED: frames named */
 };
 
 static struct drv drvs[MAX_DRV];
@@ -500,7 +501,7 @@ static void op_pagemap(struct input *in)
 	uint8_t nm = in_u8(in);
 	static const uint64_t bad_nr[] = { 0, (1ULL << 32) + 1, UINT64_MAX };
 	bool nr_ok = nm % 8 != 0;
-	desc.nr_pages = nr_ok ? 1 + in_u8(in) % DRV_MAX_PAGES
+	desc.nr_pages = nr_ok ? 1u + in_u8(in) % DRV_MAX_PAGES
 			      : bad_nr[in_u8(in) % 3];
 	uint8_t om = in_u8(in);
 	d->ops = (struct hetmm_pagemap_ops){
@@ -512,7 +513,8 @@ static void op_pagemap(struct input *in)
 	};
 	desc.ops = om & 0x80 ? NULL : &d->ops;
 	uint8_t fm = in_u8(in);
-	desc.flags = fm & 0x80 ? in_u32(in) : fm & 3;
+	desc.flags = fm & 0x80 ? in_u32(in) :
+		     (fm & 3) | (fm & 0x40 ? HETMM_PAGEMAP_PLACED : 0);
 	desc.owner = fm & 4 ? (void *)d : (void *)emu_p;  /* another's */
 	desc.drvdata = d;
 	d->type = desc.type;
@@ -582,6 +584,7 @@ static void op_pagemap(struct input *in)
 		    (hetmm_pfn_flags(info.first_pfn) & HETMM_PFN_DEV),
 		    "hetmm_pagemap_get_info disagrees with the description");
 	d->first = info.first_pfn;
+	d->placed = desc.flags & HETMM_PAGEMAP_PLACED;
 	check_none("hetmm_pagemap_add");
 }
 
@@ -692,6 +695,16 @@ static void op_migrate(struct input *in, bool to_device)
 		len += in_u16(in) % PS;
 	uint64_t npages = len / PS;
 	uint8_t rm = in_u8(in);
+	/* Or to frames the input names (HETMM_PAGEMAP_PLACED). */
+	bool frames = to_device && (rm & 0x10);
+	uint64_t index = frames ? in_u8(in) % (DRV_MAX_PAGES + 8) : 0;
+	uint32_t fflags = rm & 0x40 ? in_u32(in) :
+			  rm & 0x20 ? HETMM_MIGRATE_POPULATED : 0;
+	struct drv *pd = NULL;
+	for (int i = 0; i < MAX_DRV; i++)
+		if (pg && drvs[i].pg == pg)
+			pd = &drvs[i];
+	bool placed = pd && pd->placed;
 	struct hetmm_migrate_report rep = { 7, 7, NULL }, *r = NULL;
 	if (rm % 4) {
 		r = &rep;
@@ -700,13 +713,15 @@ static void op_migrate(struct input *in, bool to_device)
 	}
 	char what[64];
 	snprintf(what, sizeof(what), "hetmm_migrate_to_%s",
-		 to_device ? "device" : "system");
+		 frames ? "frames" : to_device ? "device" : "system");
 
 	TRACE("calling %s(%s, %#" PRIxPTR ", %#" PRIx64 ")", what,
 	      to_device ? name_of(pg) : name_of(c), addr, len);
 	counters_save();
-	int rc = to_device ? hetmm_migrate_to_device(pg, (void *)addr, len, r)
-			   : hetmm_migrate_to_system(c, (void *)addr, len, r);
+	int rc = frames ? hetmm_migrate_to_frames(pg, (void *)addr, len,
+						  index, fflags, r) :
+		 to_device ? hetmm_migrate_to_device(pg, (void *)addr, len, r) :
+			     hetmm_migrate_to_system(c, (void *)addr, len, r);
 	TRACE("%s(%s, %#" PRIxPTR ", %#" PRIx64 ", %s) = %d", what,
 	      to_device ? name_of(pg) : name_of(c), addr, len,
 	      !r ? "NULL" : rep.status ? "report+status" : "report", rc);
@@ -721,8 +736,36 @@ static void op_migrate(struct input *in, bool to_device)
 			    "%s(%#" PRIxPTR ", %#" PRIx64 "): the range has "
 			    "a hole or PROT_NONE pages: %d, want -EINVAL",
 			    what, addr, len, rc);
+	else if (to_device && frames != placed)
+		FUZZ_ASSERT(rc == -EOPNOTSUPP || (frames && rc == -EINVAL),
+			    "%s to a pagemap %s HETMM_PAGEMAP_PLACED: %d, want "
+			    "-EOPNOTSUPP", what, placed ? "with" : "without",
+			    rc);
+	else if (frames && ((fflags & ~HETMM_MIGRATE_POPULATED) ||
+			    index + npages > pd->nr))
+		FUZZ_ASSERT(rc == -EINVAL, "%s(index %" PRIu64 ", %" PRIu64
+			    " pages, flags %#x) of %" PRIu64 " frames: %d, "
+			    "want -EINVAL", what, index, npages, fflags,
+			    pd->nr, rc);
 	if (r)
 		check_report(r, npages, rc, what);
+	/* Pages moved to frames are on the frames named. */
+	if (frames && rc == 0 && rep.status) {
+		for (uint64_t i = 0; i < npages; i++) {
+			hetmm_pfn_t pfn;
+			/* (A custom pagemap may be ctx2's: only pages
+			 * found on it are checked.) */
+			if (rep.status[i] != HETMM_MIGRATE_MOVED ||
+			    hetmm_addr_to_pfn(ctx_of_pagemap(pg),
+					      (void *)(addr + i * PS), &pfn) ||
+			    pfn_owner(pfn) != pg)
+				continue;
+			FUZZ_ASSERT(hetmm_pfn_number(pfn) ==
+				    hetmm_pfn_number(pd->first) + index + i,
+				    "%s: page %" PRIu64 " is on frame %#" PRIx64
+				    ", not the one named", what, i, pfn.val);
+		}
+	}
 	/* Where the pages are now. */
 	if (to_device && rc == 0 && rep.status && !range_invalid(addr, len)) {
 		struct hetmm_ctx *pc = ctx_of_pagemap(pg);
@@ -816,7 +859,7 @@ static void op_mirror(struct input *in, int kind)
 	uint64_t faults = 0;
 	uint64_t *fp = in_u8(in) & 1 ? &faults : NULL;
 
-	static uint8_t src[(WORLD_PAGES + BUF_MAX_PAGES) * HETMM_PAGE_SIZE];
+	static uint8_t src[(WORLD_PAGES + BUF_MAX_PAGES) * PS_MAX];
 	bool small = len_ok && npages <= WORLD_PAGES + BUF_MAX_PAGES;
 	bool overlap = buf && ranges_overlap(addr, len, (uintptr_t)buf, blen);
 	bool known = false;
@@ -1257,6 +1300,7 @@ static void op_pfn(struct input *in)
 
 struct nf {
 	struct hetmm_notifier *n;
+	struct hetmm_ctx *c;
 	uintptr_t start, end;
 };
 static struct nf nfs[MAX_NOTIFIERS];
@@ -1308,6 +1352,7 @@ static void op_notifier(struct input *in)
 		if (rc == 0) {
 			FUZZ_ASSERT(n, "hetmm_notifier_insert: no notifier");
 			f->n = n;
+			f->c = c;
 		}
 		break;
 	}
@@ -1335,6 +1380,294 @@ static void op_notifier(struct input *in)
 	}
 	}
 	check_none("a notifier call");
+}
+
+/* ------------------------------------------------------------------------
+ * Range faults, exclusive access, peers
+ */
+
+static uint64_t pfns_buf[PAGES_MAX];
+static hetmm_pfn_t frames_buf[PAGES_MAX];
+
+/* npages of a range call: past the buffers only where the call must
+ * refuse the range anyway. */
+static uint64_t clamp_npages(uint64_t npages, bool refused)
+{
+	return npages > PAGES_MAX && !refused ? 1 + npages % PAGES_MAX
+					      : npages;
+}
+
+/* An entry of a range-fault request: nothing, a fault, a write fault, or
+ * raw bits. */
+static uint64_t gen_req(struct input *in)
+{
+	static const uint64_t reqs[] = {
+		0, HETMM_RANGE_REQ_FAULT,
+		HETMM_RANGE_REQ_FAULT | HETMM_RANGE_REQ_WRITE,
+		HETMM_RANGE_REQ_WRITE,
+	};
+	uint8_t k = in_u8(in);
+	return k & 0x80 ? in_u64(in) : reqs[k % 4];
+}
+
+/* Entry i of a successful range fault over addr, checked against the
+ * world: what it says of the page must be true. */
+static void check_range_entry(uintptr_t addr, uint64_t i, uint64_t e,
+			      uint64_t asked)
+{
+	uintptr_t a = addr + i * PS;
+	const struct wpage *w = in_world(a) ? &W.pg[world_index(a)] : NULL;
+	bool fault = asked & HETMM_RANGE_REQ_FAULT;
+	if (e & HETMM_RANGE_ERROR) {
+		FUZZ_ASSERT(!fault, "hetmm_range_fault: 0, yet page %" PRIu64
+			    " asked to fault is ERROR", i);
+		FUZZ_ASSERT(!w || !w->mapped || !w->readable,
+			    "hetmm_range_fault: page %" PRIu64 " at %#" PRIxPTR
+			    " is readable, reported ERROR", i, a);
+		return;
+	}
+	if (!(e & HETMM_RANGE_VALID)) {
+		FUZZ_ASSERT(!fault, "hetmm_range_fault: 0, yet page %" PRIu64
+			    " asked to fault is not present", i);
+		return;
+	}
+	FUZZ_ASSERT(!w || (w->mapped && w->readable),
+		    "hetmm_range_fault: page %" PRIu64 " at %#" PRIxPTR
+		    " reported VALID, but it is not readable", i, a);
+	if ((asked & HETMM_RANGE_REQ_WRITE) && fault)
+		FUZZ_ASSERT(e & HETMM_RANGE_WRITE, "hetmm_range_fault: page %"
+			    PRIu64 " asked to fault for writing is not "
+			    "writable", i);
+	if (e & HETMM_RANGE_WRITE)
+		FUZZ_ASSERT(!w || w->writable, "hetmm_range_fault: page %"
+			    PRIu64 " at %#" PRIxPTR " reported WRITE in a "
+			    "read-only mapping", i, a);
+	if (e & HETMM_RANGE_DEVICE) {
+		FUZZ_ASSERT(pfn_owner(hetmm_range_pfn(e)),
+			    "hetmm_range_fault: page %" PRIu64 " on frame %#"
+			    PRIx64 " of no live pagemap", i,
+			    (uint64_t)(e & HETMM_RANGE_NUMBER_MASK));
+		return;
+	}
+	FUZZ_ASSERT((e & HETMM_RANGE_NUMBER_MASK) == a / PS,
+		    "hetmm_range_fault: system page %" PRIu64 " at %#" PRIxPTR
+		    " numbered %#" PRIx64, i, a,
+		    (uint64_t)(e & HETMM_RANGE_NUMBER_MASK));
+}
+
+static void op_range(struct input *in)
+{
+	uint8_t k = in_u8(in);
+	struct nf *f = &nfs[in_u8(in) % MAX_NOTIFIERS];
+	uintptr_t addr = gen_addr(in);
+	uint64_t npages = gen_npages(in);
+	uint64_t dflt = gen_req(in), mask = gen_req(in);
+	uint64_t asks[16];
+	for (int i = 0; i < 16; i++)
+		asks[i] = gen_req(in);
+	const uint64_t reqs = HETMM_RANGE_REQ_FAULT | HETMM_RANGE_REQ_WRITE;
+	struct hetmm_notifier *n = k & 0x80 ? NULL : f->n;
+	bool bad = (k & 0x08) || !n || (k & 0x20) ||
+		   range_invalid(addr, npages * PS) ||
+		   npages > UINT64_MAX / PS || addr < f->start ||
+		   addr + npages * PS > f->end || (dflt & ~reqs);
+	npages = clamp_npages(npages, bad);
+	for (uint64_t i = 0; i < npages && i < PAGES_MAX; i++)
+		pfns_buf[i] = asks[i % 16];
+	uint8_t om = in_u8(in);
+	struct hetmm_range r = {
+		.notifier = n,
+		.start = (void *)addr,
+		.npages = npages,
+		.pfns = k & 0x20 ? NULL : pfns_buf,
+		.default_flags = dflt,
+		.pfn_flags_mask = mask,
+		.dev_private_owner = om % 4 == 0 ? NULL : om % 4 == 1 ?
+			(const void *)emu_p : (const void *)(uintptr_t)om,
+	};
+	if (r.notifier && hetmm_notifier_read_begin(r.notifier,
+						    &r.notifier_seq))
+		fuzz_fail("hetmm_notifier_read_begin of a live notifier");
+	if (k & 0x10)
+		r.notifier_seq += 1 + in_u8(in);   /* stale */
+	counters_save();
+	int rc = hetmm_range_fault(k & 0x08 ? NULL : &r);
+	TRACE("hetmm_range_fault(%p, %#" PRIxPTR ", %" PRIu64 " pages, "
+	      "default %#" PRIx64 ", mask %#" PRIx64 ") = %d",
+	      (void *)r.notifier, addr, npages, dflt, mask, rc);
+	CHECK_RC(rc, "hetmm_range_fault");
+	counters_same(rc, "hetmm_range_fault");
+	FUZZ_ASSERT(rc == 0 || rc == -EBUSY || rc == -EFAULT ||
+		    rc == -EPERM || rc == -EINVAL,
+		    "hetmm_range_fault: %d, not an errno it documents", rc);
+	if (bad)
+		FUZZ_ASSERT(rc == -EINVAL, "hetmm_range_fault: bad arguments, "
+			    "%d, want -EINVAL", rc);
+	if (rc == 0) {
+		for (uint64_t i = 0; i < npages; i++)
+			check_range_entry(addr, i, pfns_buf[i],
+					  (asks[i % 16] & mask) | dflt);
+	}
+	check_none("hetmm_range_fault");
+}
+
+static void op_exclusive(struct input *in)
+{
+	uint8_t k = in_u8(in);
+	struct nf *f = &nfs[in_u8(in) % MAX_NOTIFIERS];
+	struct hetmm_pagemap *pg = pick_pagemap(in);
+	uintptr_t addr = gen_addr(in);
+	uint64_t npages = gen_npages(in);
+	hetmm_pfn_t *pfns = k & 0x20 ? NULL : frames_buf;
+	uint64_t seq = 0;
+	struct hetmm_notifier *n = k & 0x80 ? NULL : f->n;
+	bool bad = !pg || !n || !pfns || (k & 0x10) ||
+		   range_invalid(addr, npages * PS) ||
+		   npages > UINT64_MAX / PS || addr < f->start ||
+		   addr + npages * PS > f->end;
+	npages = clamp_npages(npages, bad);
+	counters_save();
+	int rc = hetmm_make_device_exclusive(pg, n, (void *)addr, npages,
+					     pfns, k & 0x10 ? NULL : &seq);
+	TRACE("hetmm_make_device_exclusive(%s, %p, %#" PRIxPTR ", %" PRIu64
+	      ") = %d", name_of(pg), (void *)n, addr, npages, rc);
+	CHECK_RC(rc, "hetmm_make_device_exclusive");
+	counters_same(rc, "hetmm_make_device_exclusive");
+	FUZZ_ASSERT(rc == 0 || rc == -EFAULT || rc == -EPERM ||
+		    rc == -EOPNOTSUPP || rc == -ENOMEM || rc == -ENXIO ||
+		    rc == -EBUSY || rc == -EINVAL,
+		    "hetmm_make_device_exclusive: %d, not an errno it "
+		    "documents", rc);
+	if (bad)
+		FUZZ_ASSERT(rc == -EINVAL, "hetmm_make_device_exclusive: bad "
+			    "arguments, %d, want -EINVAL", rc);
+	else if (range_has_hole(addr, npages * PS))
+		FUZZ_ASSERT(rc == -EFAULT || rc == -EINVAL ||
+			    rc == -EOPNOTSUPP,
+			    "hetmm_make_device_exclusive: a range with a hole: "
+			    "%d, want -EFAULT", rc);
+	if (rc == 0) {
+		FUZZ_ASSERT(ctx_of_pagemap(pg) == f->c || drv_of(pg),
+			    "hetmm_make_device_exclusive: a pagemap of "
+			    "another context than the notifier's taken");
+		for (uint64_t i = 0; i < npages; i++) {
+			uintptr_t a = addr + i * PS;
+			FUZZ_ASSERT(pfn_owner(pfns[i]) == pg,
+				    "hetmm_make_device_exclusive: page %"
+				    PRIu64 " given frame %#" PRIx64 ", not "
+				    "the pagemap's", i, pfns[i].val);
+			if (in_world(a)) {
+				const struct wpage *w =
+					&W.pg[world_index(a)];
+				FUZZ_ASSERT(w->priv_anon && w->writable,
+					    "hetmm_make_device_exclusive: "
+					    "page %" PRIu64 " taken from a "
+					    "mapping that is not private "
+					    "anonymous and writable", i);
+			}
+		}
+	}
+	check_none("hetmm_make_device_exclusive");
+}
+
+/* Peer pairs made and not yet removed (a pagemap's removal ends its
+ * pairs too: only pairs of the long-lived pagemaps are relied on). */
+#define MAX_PEERS 8
+static struct peer { struct hetmm_pagemap *a, *b; } peers[MAX_PEERS];
+
+static bool lasting(struct hetmm_pagemap *p)
+{
+	return p && (p == pg_p || p == pg_c || p == pg_x);
+}
+
+static struct peer *peer_find(struct hetmm_pagemap *a,
+			      struct hetmm_pagemap *b)
+{
+	for (int i = 0; i < MAX_PEERS; i++)
+		if ((peers[i].a == a && peers[i].b == b) ||
+		    (peers[i].a == b && peers[i].b == a))
+			return &peers[i];
+	return NULL;
+}
+
+static void op_peer(struct input *in)
+{
+	uint8_t k = in_u8(in);
+	struct hetmm_pagemap *a = pick_pagemap(in), *b = pick_pagemap(in);
+	bool both_lasting = lasting(a) && lasting(b) && a != b;
+	bool two_ctx = (a == pg_x) != (b == pg_x);
+	switch (k % 3) {
+	case 0: {
+		int rc = hetmm_p2pdma_add_peer(a, b);
+		TRACE("hetmm_p2pdma_add_peer(%s, %s) = %d", name_of(a),
+		      name_of(b), rc);
+		CHECK_RC(rc, "hetmm_p2pdma_add_peer");
+		if (!a || !b || a == b || (both_lasting && two_ctx))
+			FUZZ_ASSERT(rc == -EINVAL, "hetmm_p2pdma_add_peer: "
+				    "bad arguments, %d", rc);
+		else if (both_lasting)
+			FUZZ_ASSERT(rc == 0, "hetmm_p2pdma_add_peer: %d", rc);
+		struct peer *p = rc ? NULL : peer_find(a, b);
+		if (!rc && !p && (p = peer_find(NULL, NULL)))
+			*p = (struct peer){ a, b };
+		break;
+	}
+	case 1: {
+		int rc = hetmm_p2pdma_remove_peer(a, b);
+		TRACE("hetmm_p2pdma_remove_peer(%s, %s) = %d", name_of(a),
+		      name_of(b), rc);
+		CHECK_RC(rc, "hetmm_p2pdma_remove_peer");
+		struct peer *p = a && b ? peer_find(a, b) : NULL;
+		if (!a || !b || a == b || (both_lasting && two_ctx))
+			FUZZ_ASSERT(rc == -EINVAL, "hetmm_p2pdma_remove_peer: "
+				    "bad arguments, %d", rc);
+		else if (both_lasting)
+			FUZZ_ASSERT(p ? rc == 0 : rc == -ENOENT,
+				    "hetmm_p2pdma_remove_peer: %d (%s peers)",
+				    rc, p ? "were" : "were not");
+		if (p && (rc == 0 || rc == -ENOENT || rc == -EINVAL))
+			*p = (struct peer){ NULL, NULL };
+		break;
+	}
+	default: {
+		hetmm_pfn_t pfn = { in_u64(in) };
+		uintptr_t at = gen_addr(in);
+		if (!(k & 0x80) && hetmm_addr_to_pfn(ctx, (void *)at, &pfn))
+			pfn.val = in_u64(in);
+		uint64_t bus = 0;
+		int rc = hetmm_p2pdma_bus_addr(a, pfn, k & 0x40 ? NULL : &bus);
+		TRACE("hetmm_p2pdma_bus_addr(%s, %#" PRIx64 ") = %d",
+		      name_of(a), pfn.val, rc);
+		CHECK_RC(rc, "hetmm_p2pdma_bus_addr");
+		struct hetmm_pagemap *o = pfn_owner(pfn);
+		if (!a || (k & 0x40))
+			FUZZ_ASSERT(rc == -EINVAL, "hetmm_p2pdma_bus_addr: bad "
+				    "arguments, %d", rc);
+		else if (!o && lasting(a))
+			FUZZ_ASSERT(rc == -ENXIO || rc == -EINVAL,
+				    "hetmm_p2pdma_bus_addr: frame %#" PRIx64
+				    " of no live pagemap: %d", pfn.val, rc);
+		if (rc == 0 && lasting(a) && lasting(o))
+			FUZZ_ASSERT(o == a || peer_find(a, o),
+				    "hetmm_p2pdma_bus_addr: %s reaches a frame "
+				    "of %s, no peer of it", name_of(a),
+				    name_of(o));
+		break;
+	}
+	}
+	check_none("a peer call");
+}
+
+/* The long-lived pagemaps' pairs end with the input. */
+static void peers_end(void)
+{
+	for (int i = 0; i < MAX_PEERS; i++) {
+		struct peer *p = &peers[i];
+		if (lasting(p->a) && lasting(p->b))
+			FUZZ_ASSERT(hetmm_p2pdma_remove_peer(p->a, p->b) == 0,
+				    "hetmm_p2pdma_remove_peer at the end");
+		*p = (struct peer){ NULL, NULL };
+	}
 }
 
 /* ------------------------------------------------------------------------
@@ -1478,6 +1811,7 @@ static void op_objects(struct input *in)
 static void end_of_input(void)
 {
 	release_all_holds();
+	peers_end();
 	for (int i = 0; i < MAX_NOTIFIERS; i++) {
 		if (nfs[i].n)
 			FUZZ_ASSERT(hetmm_notifier_remove(nfs[i].n) == 0,
@@ -1508,7 +1842,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	stats_monotonic();
 	TRACE("input of %zu bytes", size);
 	for (int op = 0; op < MAX_OPS && !in_empty(&in); op++) {
-		switch (in_u8(&in) % 16) {
+		switch (in_u8(&in) % 19) {
 		case 0: case 1:
 			op_migrate(&in, true);
 			break;
@@ -1547,6 +1881,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			break;
 		case 14:
 			op_objects(&in);
+			break;
+		case 16:
+			op_range(&in);
+			break;
+		case 17:
+			op_exclusive(&in);
+			break;
+		case 18:
+			op_peer(&in);
 			break;
 		default:
 			world_cpu_op(&in);

@@ -269,7 +269,7 @@ static void do_dmirror(struct input *in)
 	uint64_t esize = eff.npages << HETMM_PAGE_SHIFT;
 
 	/* What the command may write, and what it should write there. */
-	static uint8_t src[(WORLD_PAGES + BUF_MAX_PAGES) * HETMM_PAGE_SIZE];
+	static uint8_t src[(WORLD_PAGES + BUF_MAX_PAGES) * PS_MAX];
 	bool small = readable && eff.npages <= WORLD_PAGES + BUF_MAX_PAGES;
 	bool src_known = false;
 	struct asked asked;
@@ -414,7 +414,7 @@ static void do_gup(struct input *in)
 					  (sm & 0x80 ? in_u16(in) % PS : 0);
 	uint8_t pm = in_u8(in);
 	g.nr_pages_per_call = pm % 4 == 0 ? in_u32(in) : pm % 4 == 1 ? 0 :
-			      1 + in_u8(in) % (WORLD_PAGES + 2);
+			      1u + in_u8(in) % (WORLD_PAGES + 2u);
 	uint8_t fm = in_u8(in);
 	g.gup_flags = fm % 4 == 0 ? in_u32(in) :
 		      (fm & 4 ? SHIM_FOLL_WRITE : 0) |
@@ -497,9 +497,9 @@ static void do_mmap(struct input *in)
 	/* Lengths that fail the rounding, or a few pages: the driver gives
 	 * every page of a mapping memory of its own at once, so a huge one
 	 * is the caller asking for that much memory. */
-	static const size_t odd_len[] = { 0, 1, PS - 1, PS + 1, SIZE_MAX,
-					  SIZE_MAX - PS + 2,
-					  SIZE_MAX & ~(size_t)(PS - 1) };
+	const size_t odd_len[] = { 0, 1, PS - 1, PS + 1, SIZE_MAX,
+				   SIZE_MAX - PS + 2,
+				   SIZE_MAX & ~(size_t)(PS - 1) };
 	size_t len = lm % 4 == 0 ?
 		     odd_len[in_u8(in) % (sizeof(odd_len) / sizeof(size_t))] :
 		     (size_t)(1 + in_u8(in) % 8) * PS -

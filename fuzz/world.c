@@ -547,7 +547,7 @@ void world_check(const struct asked *a, bool ok, const char *what)
 		/* What the page would hold with the call's bytes in, and
 		 * which bytes anything goes for. */
 		uint8_t *want = W.scratch;
-		static uint8_t any[HETMM_PAGE_SIZE];
+		static uint8_t any[PS_MAX];
 		memcpy(want, old, PS);
 		memset(any, 0, PS);
 		for (int r = 0; r < a->n; r++) {
@@ -797,7 +797,9 @@ static void remap(struct input *in)
  * its fault served, as the kernel serves a fault on a device-private page
  * from any thread.  A library thread that takes the signal and then faults
  * on memory only it can bring back stops the process; that is reported
- * after two seconds instead of hanging.
+ * after two seconds instead of hanging.  The harness keeps a thread of
+ * its own that takes signals (sig_taker), so that one is always there:
+ * under libFuzzer its threads take them too, in a replay nobody else.
  */
 static volatile uintptr_t sig_page;
 static volatile size_t sig_index;
@@ -814,6 +816,14 @@ static void sig_handler(int sig)
 	sig_done = 1;
 }
 
+static void *sig_taker(void *arg)
+{
+	(void)arg;
+	for (;;)
+		pause();
+	return NULL;
+}
+
 static void signal_read(size_t i)
 {
 	static bool installed;
@@ -825,6 +835,9 @@ static void signal_read(size_t i)
 	    (ent >> 63))
 		return;   /* present: nothing to fault */
 	if (!installed) {
+		pthread_t th;
+		if (pthread_create(&th, NULL, sig_taker, NULL))
+			fuzz_fail("pthread_create: the signal taker");
 		struct sigaction sa;
 		memset(&sa, 0, sizeof(sa));
 		sa.sa_handler = sig_handler;

@@ -35,6 +35,9 @@
 #include "hetmm.h"
 
 #define PS ((size_t)HETMM_PAGE_SIZE)
+/* The largest page size hetmm runs at (arm64's 64 KiB): static buffers
+ * of a page or more, since the page size is known at run time only. */
+#define PS_MAX ((size_t)65536)
 
 #define SLOT_PAGES 4
 #define WORLD_SLOTS 12

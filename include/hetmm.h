@@ -93,6 +93,7 @@
 #ifndef HETMM_H
 #define HETMM_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -561,6 +562,22 @@ struct hetmm_pagemap_desc {
  * tell).
  */
 int hetmm_copy_done(struct hetmm_copy *copy, int error);
+
+/*
+ * Start a driver's thread (its copy engine, completion reaper, progress
+ * or eviction thread) as hetmm starts its own: with every asynchronous
+ * signal blocked, those the CPU raises on the thread itself (SIGSEGV,
+ * SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS) left open.  The kernel gives a
+ * process-directed signal to any thread that does not block it; were that
+ * a driver's thread whose copy the fault handler waits for, and the
+ * signal's handler touched a page on the device, the thread would fault
+ * and wait for the handler, which waits for it: the context would hang.
+ * The kernel's own drivers run in kernel threads, which take no signals.
+ * Start every thread a driver's copies can wait on this way.  The
+ * caller's signal mask is unchanged.  Returns 0; -EINVAL for NULL thread
+ * or fn; pthread_create's errno, negated (-EAGAIN).
+ */
+int hetmm_thread_create(pthread_t *thread, void *(*fn)(void *), void *arg);
 
 /*
  * The device memory is private anonymous memory of this process at the

@@ -1015,34 +1015,6 @@ void fault_engine_destroy(struct hetmm_ctx *ctx)
 }
 
 /*
- * The handler must never take the application's asynchronous signals.
- * The kernel gives a process-directed signal to any thread that does not
- * block it; a handler run on this thread that touches a device page would
- * fault, and only this thread can serve that fault: the context would
- * hang.  So it starts with every signal blocked but those the CPU raises
- * on the thread itself (a crash of ours must still be reported, and the
- * kernel kills the process outright for a blocked one), and the creating
- * thread gets its own mask back.  (glibc keeps its internal signals, for
- * cancellation and setxid, unblocked.)
- */
-static int start_signal_free_thread(pthread_t *th, void *(*fn)(void *),
-				    void *arg)
-{
-	static const int synchronous[] = { SIGSEGV, SIGBUS, SIGFPE, SIGILL,
-					   SIGTRAP, SIGSYS };
-	sigset_t all, old;
-	sigfillset(&all);
-	for (size_t i = 0; i < sizeof(synchronous) / sizeof(*synchronous); i++)
-		sigdelset(&all, synchronous[i]);
-	int rc = pthread_sigmask(SIG_SETMASK, &all, &old);
-	if (rc)
-		return -rc;
-	rc = pthread_create(th, NULL, fn, arg);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	return -rc;
-}
-
-/*
  * The handler's stack is memory hetmm owns: a thread's stack is anonymous
  * memory the kernel may merge with a mapping of the process's, and were
  * it registered with the rest (watch.c), the handler would take a missing
@@ -1065,8 +1037,9 @@ static int own_handler_stack(struct hetmm_ctx *ctx)
 
 int fault_handler_start(struct hetmm_ctx *ctx)
 {
-	int rc = start_signal_free_thread(&ctx->fault->handler,
-					  fault_handler_main, ctx);
+	/* Never the application's signals: thread.c says why. */
+	int rc = hetmm_thread_create(&ctx->fault->handler, fault_handler_main,
+				     ctx);
 	if (rc)
 		return rc;
 	ctx->fault->handler_running = true;

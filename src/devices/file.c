@@ -425,9 +425,9 @@ static int uring_start(struct hetmm_file *f)
 		f->staging_len = pi.copy_staging_len;
 		f->info.fixed_buffers = 1;
 	}
-	rc = pthread_create(&f->reaper, NULL, uring_reaper, f);
+	rc = hetmm_thread_create(&f->reaper, uring_reaper, f);
 	if (rc)
-		return -rc;
+		return rc;
 	f->reaper_up = true;
 	return 0;
 }
@@ -882,9 +882,9 @@ static int attach_start(struct hetmm_file *f, uint64_t max_resident)
 				     HETMM_MIGRATE_POPULATED, NULL);
 	if (rc)
 		return rc;
-	rc = pthread_create(&a->evictor, NULL, evictor_main, f);
+	rc = hetmm_thread_create(&a->evictor, evictor_main, f);
 	if (rc)
-		return -rc;
+		return rc;
 	a->evictor_up = true;
 	return 0;
 }

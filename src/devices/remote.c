@@ -771,7 +771,7 @@ static int remote_open(struct hetmm_remote *dev,
 	rc = remote_connect(dev, d, timeout);
 	if (rc)
 		return rc;
-	rc = -pthread_create(&dev->thread, NULL, progress_thread, dev);
+	rc = hetmm_thread_create(&dev->thread, progress_thread, dev);
 	if (rc)
 		return rc;
 	dev->thread_started = true;
