@@ -1580,8 +1580,24 @@ int hetmm_file_sync(struct hetmm_file *file);
  *
  * Several servers.  nr_pages device pages are striped over the servers
  * in runs of HETMM_REMOTE_STRIPE_PAGES, each server holding its share,
- * so capacity and bandwidth add up.  There is no replica: a page lives
- * on one server.
+ * so capacity and bandwidth add up.
+ *
+ * Replicas.  With replicas 2, each page is on two servers: stripe k on
+ * servers k mod N and k + 1 mod N, so each server holds twice its share.
+ * A copy to the device (a migration) puts the pages to both and is done
+ * when both have flushed them; a copy back (a fault, a migration back,
+ * an eviction) gets them from the first of the two alive, and a get
+ * that fails there (the server died under it) is sent to the other at
+ * once.  A server that fails a copy, or whose connection goes, is taken
+ * for dead for good and gets no more copies, so a copy it missed is never
+ * read from it; from then on its stripes live on one server, and a copy
+ * to the device is done when that one has them.  So the loss of one server
+ * loses no byte and the run goes on: a fault in flight on the dead
+ * server's pages waits for the death to be noticed (a killed server's
+ * connection closes at once; a silent one takes TCP keepalive's 4 s,
+ * under the replicas' default timeout of 6 s) and one more get.  Only a
+ * page whose two servers are both dead is lost, as below.  What it
+ * costs: a migration sends every byte twice (docs/PERFORMANCE.md).
  *
  * Failure.  A device's TCP connection to each server is its lease: when
  * a client ends or dies, its server frees its region; when a server's
@@ -1591,12 +1607,14 @@ int hetmm_file_sync(struct hetmm_file *file);
  * fault there gets SIGBUS (see "Device errors on the fault path"),
  * migrations to the device keep those pages
  * (HETMM_MIGRATE_SKIP_ERROR), hetmm_migrate_to_system() gives -EIO; the
- * pages of the other servers go on working.  A copy that hangs fails
- * after timeout_ms (then the pagemap takes no new migration: see
+ * pages of the other servers go on working.  (With replicas, this is
+ * the fate of the pages whose servers are all dead.)  A copy that hangs
+ * fails after timeout_ms (then the pagemap takes no new migration: see
  * copy_timeout_ms).  Nothing waits longer than that.
  */
 #define HETMM_REMOTE_MAX_SERVERS 16
 #define HETMM_REMOTE_STRIPE_PAGES 64
+#define HETMM_REMOTE_MAX_REPLICAS 2
 
 struct hetmm_remote;
 
@@ -1607,15 +1625,20 @@ struct hetmm_remote_desc {
 	uint64_t nr_pages;           /* device pages, 1 to 2^32 */
 	const char *secret_file;     /* the servers' secret, mode 0600 */
 	/* Connecting and the handshake, per server; and the pagemap's
-	 * copy_timeout_ms.  0: 2000 ms; at most 600000. */
+	 * copy_timeout_ms.  0: 2000 ms (6000 ms with replicas); at most
+	 * 600000. */
 	uint32_t timeout_ms;
+	/* Servers holding each page: 0 or 1, one; 2 (at most
+	 * HETMM_REMOTE_MAX_REPLICAS, at most nr_servers), two. */
+	uint32_t replicas;
 };
 
 /*
  * Connect to every server, prove the secret, get a region on each, and
  * hot-add the pagemap (hetmm_remote_pagemap gives it).  Returns 0;
  * -EINVAL for NULL, a bad desc (no servers or too many, an address not
- * HOST:PORT, no pages or too many, unknown flags); -EOPNOTSUPP if libucp
+ * HOST:PORT, no pages or too many, unknown flags, replicas above 2 or
+ * above nr_servers); -EOPNOTSUPP if libucp
  * can't be loaded (not installed, or hetmm built without UCX); -EACCES
  * if the secret file is readable by others or not the caller's, if a
  * server refused the proof, or a server could not prove the secret
@@ -1649,6 +1672,11 @@ struct hetmm_remote_stats {
 	uint64_t pages_put;          /* copied to the servers, flushed */
 	uint64_t pages_got;          /* copied back */
 	uint64_t copy_errors;        /* copies that failed */
+	uint64_t replica_reads;      /* pages got from their second server,
+					the first being dead */
+	uint64_t failovers;          /* gets that failed and went to the
+					other server */
+	uint32_t replicas;           /* servers holding each page */
 };
 
 /* -EINVAL for NULL or a device that is not live, -ECHILD. */

@@ -12,8 +12,14 @@
  * page the server never got is never counted moved.
  *
  * Pages are striped over the servers in runs of HETMM_REMOTE_STRIPE_PAGES
- * (one asynchronous copy's most), so a copy reaches at most two servers
- * and a sequential stream keeps them all busy.
+ * (one asynchronous copy's most), so a copy reaches at most two stripes
+ * and a sequential stream keeps every server busy.  With replicas, each
+ * stripe is on two servers (locate): puts go to both, and the copy is
+ * done when every server alive among them has flushed them; a get goes
+ * to the first alive, and to the other if it fails.  A server that
+ * fails a part of a copy is dead for good (usable), which is what makes
+ * reading either copy safe: a server never misses a put and stays in
+ * use.
  *
  * The device's own thread drives UCX: it progresses the worker while
  * copies are in flight, and otherwise sleeps in poll() on the worker's
@@ -91,7 +97,12 @@ int hetmm_remote_get_stats(struct hetmm_remote *dev,
 #define STRIPE HETMM_REMOTE_STRIPE_PAGES
 #define REMOTE_TIMEOUT_DEFAULT_MS 2000
 #define REMOTE_KEEPALIVE_S 1            /* idle, interval; 3 probes */
+/* With a replica, a copy waits out the time TCP keepalive takes to find a
+ * silent server dead (about 4 s), and then goes to the other copy, rather
+ * than time out and stop the pagemap's migrations. */
+#define REMOTE_TIMEOUT_REPLICA_MS 6000
 #define REMOTE_QUEUE HETMM_COPY_DEPTH_MAX
+_Static_assert(HETMM_COPY_MAX_PAGES <= STRIPE, "a copy spans two stripes");
 /* Copy slots: a queue's worth, twice, as copies that timed out may hold
  * theirs until their server is declared dead. */
 #define REMOTE_SLOTS (2 * REMOTE_QUEUE)
@@ -110,14 +121,33 @@ struct server {
 	bool closed;                  /* ep and rkey released */
 };
 
-/* One copy in flight: the parts (puts' flushes, gets) it waits for. */
+/* A part of a copy in flight, waited for: a get of a run of pages from
+ * one copy of their stripe, or the flush of one server's puts. */
+struct rpart {
+	struct rop *op;
+	struct rpart *next_retry;     /* a failed get, to send elsewhere */
+	char *buf;                    /* a get's: where its pages go */
+	uint64_t index;               /* a get's first page */
+	uint32_t n;                   /* a get's pages; 0 for a flush */
+	uint8_t server;               /* the server it waits on */
+	uint8_t tried;                /* a get's copies tried, a bit each */
+};
+
+/* A copy (at most STRIPE pages) spans two stripes at most: two gets, or
+ * a flush of each server holding a copy of either. */
+#define ROP_PARTS (2 * HETMM_REMOTE_MAX_REPLICAS)
+
+/* One copy in flight: the parts it waits for. */
 struct rop {
 	struct hetmm_remote *dev;
 	struct hetmm_copy *copy;
+	uint64_t index;
+	size_t nr;
 	unsigned pending;
 	int error;
-	size_t nr;
 	bool to_device;
+	unsigned nparts;
+	struct rpart parts[ROP_PARTS];
 	struct rop *next_free;
 };
 
@@ -140,9 +170,13 @@ struct hetmm_remote {
 	struct rop slots[REMOTE_SLOTS];
 	struct rop *free_slots;
 	atomic_uint inflight;
+	struct rpart *retries;        /* failed gets, for the thread */
 	uint32_t nr_servers;
+	uint32_t replicas;            /* copies of each page */
+	uint64_t per_server;          /* stripes of one copy per server */
 	struct server srv[HETMM_REMOTE_MAX_SERVERS];
 	atomic_uint_fast64_t pages_put, pages_got, copy_errors;
+	atomic_uint_fast64_t replica_reads, failovers;
 };
 
 /* The live devices, so that a stale handle is refused. */
@@ -154,10 +188,64 @@ static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
  * Copies
  */
 
+/* Page index to the server holding its copy r, and the byte offset in
+ * that server's region; *run is how many pages from index stay in that
+ * stripe.  Stripe k's copy r is on server (k + r) % N, in the r-th part
+ * of its region (per_server stripes a part), so that the copies of a
+ * stripe are on as many servers and a sequential stream keeps them all
+ * busy. */
+static unsigned locate(const struct hetmm_remote *dev, uint64_t index,
+		       unsigned r, uint64_t *off, uint64_t *run)
+{
+	uint64_t k = index / STRIPE, in = index % STRIPE;
+
+	*off = ((r * dev->per_server + k / dev->nr_servers) * STRIPE + in) *
+	       PS;
+	*run = STRIPE - in;
+	return (unsigned)((k + r) % dev->nr_servers);
+}
+
+/* Under the lock.  A server is taken for dead for good: it never gets
+ * another copy, so a copy it missed is never read from it. */
+static bool usable(const struct hetmm_remote *dev, unsigned i)
+{
+	return !atomic_load(&dev->srv[i].dead) && !dev->srv[i].closed;
+}
+
+static void server_fail(struct hetmm_remote *dev, unsigned i)
+{
+	atomic_store(&dev->srv[i].dead, true);
+}
+
+/* Every stripe of [index, index + nr) has a copy on a live server. */
+static bool range_held(const struct hetmm_remote *dev, uint64_t index,
+		       size_t nr)
+{
+	while (nr) {
+		uint64_t off, run = 0;
+		bool any = false;
+		for (unsigned r = 0; r < dev->replicas && !any; r++)
+			any = usable(dev, locate(dev, index, r, &off, &run));
+		if (!any)
+			return false;
+		run = run < nr ? run : nr;
+		index += run;
+		nr -= run;
+	}
+	return true;
+}
+
+/* Under the lock, as every rop_ and part function. */
 static void rop_finish(struct rop *op)
 {
 	struct hetmm_remote *dev = op->dev;
 
+	/* A copy to the device is done when every stripe of it is on a
+	 * server still alive, every server alive having flushed it: the
+	 * failure of one replica's server costs nothing. */
+	if (!op->error && op->to_device &&
+	    !range_held(dev, op->index, op->nr))
+		op->error = -EIO;
 	if (op->error)
 		atomic_fetch_add(&dev->copy_errors, 1);
 	else if (op->to_device)
@@ -171,74 +259,57 @@ static void rop_finish(struct rop *op)
 	atomic_fetch_sub(&dev->inflight, 1);
 }
 
-/* A part of op finished (under the device's lock). */
-static void rop_part_done(struct rop *op, ucs_status_t st)
+/* A part of op finished. */
+static void rop_part_done(struct rop *op, int error)
 {
-	if (st != UCS_OK && !op->error)
-		op->error = -EIO;
+	if (error && !op->error)
+		op->error = error;
 	if (--op->pending == 0)
 		rop_finish(op);
 }
 
+/* A part's request finished.  A failed one takes its server for dead;
+ * a failed get goes to the thread, to be sent to another copy. */
 static void part_cb(void *req, ucs_status_t st, void *arg)
 {
-	struct rop *op = arg;
+	struct rpart *pt = arg;
+	struct rop *op = pt->op;
 	struct hetmm_remote *dev = op->dev;
 
-	rop_part_done(op, st);
 	dev->u->ucp_request_free(req);
-}
-
-/* What a posted operation returned: done now, failed, or pending (its
- * callback counts it then). */
-static void rop_account(struct rop *op, ucs_status_ptr_t r)
-{
-	if (UCS_PTR_IS_ERR(r)) {
-		op->error = -EIO;
-	} else if (r) {
-		op->pending++;
+	if (st != UCS_OK) {
+		server_fail(dev, pt->server);
+		if (!op->to_device) {
+			pt->next_retry = dev->retries;
+			dev->retries = pt;
+			return;
+		}
 	}
+	rop_part_done(op, 0);
 }
 
-static ucp_request_param_t rop_param(struct rop *op)
+static ucp_request_param_t part_param(struct rpart *pt)
 {
 	ucp_request_param_t p = {
 		.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
 				UCP_OP_ATTR_FIELD_USER_DATA,
 		.cb.send = part_cb,
-		.user_data = op,
+		.user_data = pt,
 	};
 	return p;
 }
 
-/* Page index to (server, byte offset in its region); *run is how many
- * pages from index stay in that stripe. */
-static struct server *locate(struct hetmm_remote *dev, uint64_t index,
-			     uint64_t *off, uint64_t *run)
+static struct rpart *rop_part(struct rop *op, unsigned server, char *buf,
+			      uint64_t index, size_t n)
 {
-	uint64_t k = index / STRIPE, in = index % STRIPE;
-
-	*off = ((k / dev->nr_servers) * STRIPE + in) * PS;
-	*run = STRIPE - in;
-	return &dev->srv[k % dev->nr_servers];
-}
-
-static bool range_alive(struct hetmm_remote *dev, uint64_t index, size_t nr)
-{
-	while (nr) {
-		uint64_t off, run;
-		struct server *s = locate(dev, index, &off, &run);
-		if (atomic_load(&s->dead) || s->closed)
-			return false;
-		run = run < nr ? run : nr;
-		index += run;
-		nr -= run;
-	}
-	return true;
+	struct rpart *pt = &op->parts[op->nparts++];
+	*pt = (struct rpart){ .op = op, .buf = buf, .index = index,
+			      .n = (uint32_t)n, .server = (uint8_t)server };
+	return pt;
 }
 
 static struct rop *rop_get(struct hetmm_remote *dev,
-			   struct hetmm_copy *copy, size_t nr,
+			   struct hetmm_copy *copy, uint64_t index, size_t nr,
 			   bool to_device)
 {
 	struct rop *op = dev->free_slots;
@@ -246,14 +317,131 @@ static struct rop *rop_get(struct hetmm_remote *dev,
 		return NULL;
 	dev->free_slots = op->next_free;
 	op->copy = copy;
+	op->index = index;
 	op->nr = nr;
 	op->to_device = to_device;
 	op->error = 0;
+	op->nparts = 0;
 	/* One for the submit itself, so that parts done at once can't
 	 * finish the copy before every part is posted. */
 	op->pending = 1;
 	atomic_fetch_add(&dev->inflight, 1);
 	return op;
+}
+
+/* Put the pages on every live server holding a copy of their stripe,
+ * then flush each server put to: the flushes are the parts waited for. */
+static void post_puts(struct hetmm_remote *dev, struct rop *op,
+		      const char *p)
+{
+	const struct ucx_api *u = dev->u;
+	bool flush[HETMM_REMOTE_MAX_SERVERS] = { false };
+	uint64_t index = op->index;
+	size_t nr = op->nr;
+
+	while (nr) {
+		uint64_t off, run = 0;
+		for (unsigned r = 0; r < dev->replicas; r++) {
+			unsigned i = locate(dev, index, r, &off, &run);
+			struct server *s = &dev->srv[i];
+			if (!usable(dev, i))
+				continue;
+			/* No callback: the flush stands for it. */
+			ucp_request_param_t none = { .op_attr_mask = 0 };
+			size_t n = run < nr ? (size_t)run : nr;
+			ucs_status_ptr_t x = u->ucp_put_nbx(
+				s->ep, p, n * PS, s->base + off, s->rkey,
+				&none);
+			if (UCS_PTR_IS_ERR(x)) {
+				server_fail(dev, i);
+				continue;
+			}
+			if (x)
+				u->ucp_request_free(x);
+			flush[i] = true;
+		}
+		run = run < nr ? run : nr;
+		p += run * PS;
+		index += run;
+		nr -= run;
+	}
+	for (unsigned i = 0; i < dev->nr_servers; i++) {
+		if (!flush[i] || !usable(dev, i))
+			continue;
+		struct rpart *pt = rop_part(op, i, NULL, 0, 0);
+		ucp_request_param_t prm = part_param(pt);
+		ucs_status_ptr_t x = u->ucp_ep_flush_nbx(dev->srv[i].ep, &prm);
+		if (UCS_PTR_IS_ERR(x))
+			server_fail(dev, i);
+		else if (x)
+			op->pending++;
+	}
+}
+
+/* Send pt's get to the first copy of its stripe not tried yet whose
+ * server is alive; false if none is left. */
+static bool get_post(struct hetmm_remote *dev, struct rpart *pt)
+{
+	const struct ucx_api *u = dev->u;
+
+	for (unsigned r = 0; r < dev->replicas; r++) {
+		uint64_t off, run;
+		unsigned i = locate(dev, pt->index, r, &off, &run);
+		struct server *s = &dev->srv[i];
+
+		if (pt->tried & (1u << r))
+			continue;
+		pt->tried |= (uint8_t)(1u << r);
+		if (!usable(dev, i))
+			continue;
+		pt->server = (uint8_t)i;
+		ucp_request_param_t prm = part_param(pt);
+		ucs_status_ptr_t x = u->ucp_get_nbx(s->ep, pt->buf, pt->n * PS,
+						    s->base + off, s->rkey,
+						    &prm);
+		if (UCS_PTR_IS_ERR(x)) {
+			server_fail(dev, i);
+			continue;
+		}
+		if (r)
+			atomic_fetch_add(&dev->replica_reads, pt->n);
+		if (x)
+			pt->op->pending++;
+		return true;
+	}
+	return false;
+}
+
+static void post_gets(struct hetmm_remote *dev, struct rop *op, char *p)
+{
+	uint64_t index = op->index;
+	size_t nr = op->nr;
+
+	while (nr && !op->error) {
+		uint64_t off, run;
+		locate(dev, index, 0, &off, &run);
+		size_t n = run < nr ? (size_t)run : nr;
+		if (!get_post(dev, rop_part(op, 0, p, index, n)))
+			op->error = -EIO;
+		p += n * PS;
+		index += n;
+		nr -= n;
+	}
+}
+
+/* Gets that failed (their server died under them), each sent to another
+ * copy of its pages, or failed for good when none is left. */
+static void retry_gets(struct hetmm_remote *dev)
+{
+	struct rpart *pt;
+
+	while ((pt = dev->retries)) {
+		dev->retries = pt->next_retry;
+		bool sent = get_post(dev, pt);
+		if (sent)
+			atomic_fetch_add(&dev->failovers, 1);
+		rop_part_done(pt->op, sent ? 0 : -EIO);
+	}
 }
 
 /* Wake the thread to progress what is pending. */
@@ -267,54 +455,26 @@ static int remote_submit(struct hetmm_pagemap *pgmap, uint64_t index,
 			 bool to_device)
 {
 	struct hetmm_remote *dev = hetmm_pagemap_drvdata(pgmap);
-	const struct ucx_api *u = dev->u;
-	bool flush[HETMM_REMOTE_MAX_SERVERS] = { false };
-	char *p = buf;
 
+	if (nr > STRIPE)        /* the core's copies are never longer */
+		return -EINVAL;
 	pthread_mutex_lock(&dev->lock);
-	if (!range_alive(dev, index, nr)) {
+	if (!range_held(dev, index, nr)) {
 		pthread_mutex_unlock(&dev->lock);
 		atomic_fetch_add(&dev->copy_errors, 1);
 		return -EIO;
 	}
-	struct rop *op = rop_get(dev, copy, nr, to_device);
+	struct rop *op = rop_get(dev, copy, index, nr, to_device);
 	if (!op) {
 		pthread_mutex_unlock(&dev->lock);
 		return -EAGAIN;
 	}
-	while (nr && !op->error) {
-		uint64_t off, run;
-		struct server *s = locate(dev, index, &off, &run);
-		size_t n = run < nr ? (size_t)run : nr;
-		if (to_device) {
-			/* No callback: the flush below stands for it. */
-			ucp_request_param_t none = { .op_attr_mask = 0 };
-			ucs_status_ptr_t r = u->ucp_put_nbx(
-				s->ep, p, n * PS, s->base + off, s->rkey,
-				&none);
-			if (UCS_PTR_IS_ERR(r))
-				op->error = -EIO;
-			else if (r)
-				u->ucp_request_free(r);
-			flush[s - dev->srv] = true;
-		} else {
-			ucp_request_param_t prm = rop_param(op);
-			rop_account(op, u->ucp_get_nbx(s->ep, p, n * PS,
-						       s->base + off, s->rkey,
-						       &prm));
-		}
-		p += n * PS;
-		index += n;
-		nr -= n;
-	}
-	for (uint32_t i = 0; i < dev->nr_servers && to_device; i++) {
-		if (!flush[i] || op->error)
-			continue;
-		ucp_request_param_t prm = rop_param(op);
-		rop_account(op, u->ucp_ep_flush_nbx(dev->srv[i].ep, &prm));
-	}
+	if (to_device)
+		post_puts(dev, op, buf);
+	else
+		post_gets(dev, op, buf);
 	bool pending = op->pending > 1;
-	rop_part_done(op, UCS_OK);
+	rop_part_done(op, 0);
 	pthread_mutex_unlock(&dev->lock);
 	if (pending)
 		kick(dev);
@@ -568,6 +728,7 @@ static void *progress_thread(void *arg)
 		for (uint32_t i = 0; i < n; i++)
 			if (atomic_load(&dev->srv[i].dead))
 				server_close(dev, &dev->srv[i]);
+		retry_gets(dev);
 		/* Copies in flight: keep progressing, for latency; the
 		 * connections are looked at every so often meanwhile. */
 		if (!atomic_load(&dev->inflight))
@@ -609,6 +770,7 @@ static void remote_free(struct hetmm_remote *dev)
 		pthread_mutex_lock(&dev->lock);
 		for (uint32_t i = 0; i < dev->nr_servers; i++)
 			server_close(dev, &dev->srv[i]);
+		retry_gets(dev);        /* none is left to go to */
 		pthread_mutex_unlock(&dev->lock);
 		dev->u->ucp_worker_destroy(dev->worker);
 		dev->u->ucp_cleanup(dev->ucp);
@@ -653,7 +815,9 @@ static int check_desc(const struct hetmm_remote_desc *d)
 	if (!d || !d->servers || !d->nr_servers ||
 	    d->nr_servers > HETMM_REMOTE_MAX_SERVERS || !d->nr_pages ||
 	    d->nr_pages > (1ULL << 32) || !d->secret_file ||
-	    (d->flags & ~HETMM_PAGEMAP_EVICT) || d->timeout_ms > 600000)
+	    (d->flags & ~HETMM_PAGEMAP_EVICT) || d->timeout_ms > 600000 ||
+	    d->replicas > HETMM_REMOTE_MAX_REPLICAS ||
+	    d->replicas > d->nr_servers)
 		return -EINVAL;
 	for (uint32_t i = 0; i < d->nr_servers; i++) {
 		char h[256], p[32];
@@ -665,13 +829,23 @@ static int check_desc(const struct hetmm_remote_desc *d)
 	return 0;
 }
 
-/* Pages server i holds: its stripes, whole. */
-static uint64_t server_pages(const struct hetmm_remote_desc *d, uint32_t i)
+static uint64_t stripes_of(const struct hetmm_remote_desc *d)
 {
-	uint64_t stripes = (d->nr_pages + STRIPE - 1) / STRIPE;
-	uint64_t mine = stripes / d->nr_servers +
-			(i < stripes % d->nr_servers ? 1 : 0);
-	return (mine ? mine : 1) * STRIPE;
+	return (d->nr_pages + STRIPE - 1) / STRIPE;
+}
+
+/* Pages server i holds (see locate): a part of per_server stripes for
+ * each copy but the last, then the last copy's stripes, whole. */
+static uint64_t server_pages(const struct hetmm_remote *dev,
+			     const struct hetmm_remote_desc *d, uint32_t i)
+{
+	uint32_t n = dev->nr_servers, last = dev->replicas - 1;
+	uint64_t stripes = stripes_of(d);
+	/* The last copy's stripes k here: k % n == (i - last) mod n. */
+	uint32_t first = (i + n - last) % n;
+	uint64_t mine = stripes / n + (first < stripes % n ? 1 : 0);
+
+	return (last * dev->per_server + (mine ? mine : 1)) * STRIPE;
 }
 
 static int remote_connect(struct hetmm_remote *dev,
@@ -683,7 +857,7 @@ static int remote_connect(struct hetmm_remote *dev,
 	pthread_mutex_lock(&open_lock);
 	for (uint32_t i = 0; i < d->nr_servers && !rc; i++)
 		rc = server_open(dev, &dev->srv[i], secret,
-				 server_pages(d, i), timeout_ms);
+				 server_pages(dev, d, i), timeout_ms);
 	pthread_mutex_unlock(&open_lock);
 	if (secret) {
 		memset(secret, 0, sizeof(*secret));
@@ -700,6 +874,8 @@ static struct hetmm_remote *remote_alloc(const struct hetmm_remote_desc *d)
 	pthread_mutex_init(&dev->lock, NULL);
 	dev->stopfd = -1;
 	dev->nr_servers = d->nr_servers;
+	dev->replicas = d->replicas ? d->replicas : 1;
+	dev->per_server = (stripes_of(d) + d->nr_servers - 1) / d->nr_servers;
 	for (uint32_t i = 0; i < d->nr_servers; i++) {
 		dev->srv[i].fd = -1;
 		strcpy(dev->srv[i].name, d->servers[i]);
@@ -785,7 +961,8 @@ static int remote_start(struct hetmm_remote *dev,
 			const struct hetmm_remote_desc *d)
 {
 	int timeout = d->timeout_ms ? (int)d->timeout_ms :
-				      REMOTE_TIMEOUT_DEFAULT_MS;
+		      dev->replicas > 1 ? REMOTE_TIMEOUT_REPLICA_MS :
+					  REMOTE_TIMEOUT_DEFAULT_MS;
 	struct ucx_maps maps;
 	int rc = ucx_maps_before(&maps);
 	if (rc)
@@ -904,11 +1081,14 @@ int hetmm_remote_get_stats(struct hetmm_remote *dev,
 		return rc;
 	memset(st, 0, sizeof(*st));
 	st->nr_servers = dev->nr_servers;
+	st->replicas = dev->replicas;
 	for (uint32_t i = 0; i < dev->nr_servers; i++)
 		st->servers_alive += !atomic_load(&dev->srv[i].dead);
 	st->pages_put = atomic_load(&dev->pages_put);
 	st->pages_got = atomic_load(&dev->pages_got);
 	st->copy_errors = atomic_load(&dev->copy_errors);
+	st->replica_reads = atomic_load(&dev->replica_reads);
+	st->failovers = atomic_load(&dev->failovers);
 	return 0;
 }
 #endif
