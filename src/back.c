@@ -575,6 +575,8 @@ static void back_pipe_finish(void *arg, const struct copy_req *r, int err,
 	back_status(bp, vpn + gone, r->nr - gone, HETMM_MIGRATE_SKIP_BUSY);
 	bp->left += gone;
 	bp->installed += installed;
+	TEST_HOOK(TEST_HOOK_BACK_PIECE_DONE, vpn_to_addr(vpn),
+		  r->nr * PAGE_SIZE);
 }
 
 void back_runs_async(struct back_pipe *bp, struct hetmm_pagemap *pgmap,

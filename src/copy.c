@@ -68,6 +68,26 @@ struct copyq {
 /* Queues of removed pagemaps a driver's late done may still reach. */
 static _Atomic(struct copyq *) kept_queues;
 
+static long futex(_Atomic uint32_t *word, int op, uint32_t val,
+		  const struct timespec *ts)
+{
+	return syscall(SYS_futex, word, op, val, ts, NULL, 0);
+}
+
+/* Wait while *word is val, until deadline (monotonic ms). */
+static void futex_wait_until(_Atomic uint32_t *word, uint32_t val,
+			     uint64_t deadline)
+{
+	uint64_t now = monotonic_ms();
+	if (now >= deadline)
+		return;
+	struct timespec ts = {
+		.tv_sec = (time_t)((deadline - now) / 1000),
+		.tv_nsec = (long)((deadline - now) % 1000) * 1000000,
+	};
+	futex(word, FUTEX_WAIT_PRIVATE, val, &ts);
+}
+
 bool copy_is_async(const struct hetmm_pagemap *pgmap)
 {
 	return pgmap->copyq != NULL;
@@ -123,6 +143,28 @@ int copyq_create(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	return 0;
 }
 
+/*
+ * Wait until every slot is back: true, or false once a copy was abandoned
+ * (its slot comes back only with the driver's late done).  A pipeline
+ * hands a completed piece on (its pages installed, their frames free)
+ * before it gives the slot back, so a remover that saw every frame free
+ * may still find a slot out, for as long as the pipeline takes to return
+ * it or to give up on its copy.
+ */
+static bool copyq_slots_back(struct copyq *q)
+{
+	uint64_t all = q->depth == 64 ? ~0ULL : (1ULL << q->depth) - 1;
+	for (;;) {
+		uint32_t seen = atomic_load(&q->released);
+		if (atomic_load(&q->dead))
+			return false;
+		if (atomic_load(&q->free_mask) == all)
+			return true;
+		futex_wait_until(&q->released, seen,
+				 monotonic_ms() + q->timeout_ms);
+	}
+}
+
 void copyq_destroy(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap)
 {
 	struct copyq *q = pgmap->copyq;
@@ -132,7 +174,7 @@ void copyq_destroy(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap)
 	/* A copy that timed out, even one completed since, may still be
 	 * in hetmm_copy_done() on the driver's thread: the queue is kept,
 	 * listed so that it is not a leak either. */
-	if (atomic_load(&q->dead)) {
+	if (!copyq_slots_back(q)) {
 		q->kept_next = atomic_load(&kept_queues);
 		while (!atomic_compare_exchange_weak(&kept_queues,
 						     &q->kept_next, q))
@@ -147,26 +189,6 @@ void copyq_destroy(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap)
 	free(q);
 }
 
-static long futex(_Atomic uint32_t *word, int op, uint32_t val,
-		  const struct timespec *ts)
-{
-	return syscall(SYS_futex, word, op, val, ts, NULL, 0);
-}
-
-/* Wait while *word is val, until deadline (monotonic ms). */
-static void futex_wait_until(_Atomic uint32_t *word, uint32_t val,
-			     uint64_t deadline)
-{
-	uint64_t now = monotonic_ms();
-	if (now >= deadline)
-		return;
-	struct timespec ts = {
-		.tv_sec = (time_t)((deadline - now) / 1000),
-		.tv_nsec = (long)((deadline - now) % 1000) * 1000000,
-	};
-	futex(word, FUTEX_WAIT_PRIVATE, val, &ts);
-}
-
 static void slot_release(struct hetmm_copy *s)
 {
 	struct copyq *q = s->q;
@@ -174,8 +196,10 @@ static void slot_release(struct hetmm_copy *s)
 	atomic_store_explicit(&s->state, SLOT_FREE, memory_order_relaxed);
 	atomic_fetch_or(&q->free_mask, 1ULL << s->bit);
 	atomic_fetch_add(&q->released, 1);
-	pthread_mutex_unlock(&q->release_lock);
+	/* Woken under the lock: once the remover has taken it after the
+	 * last release, nothing touches the queue any more. */
 	futex(&q->released, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
+	pthread_mutex_unlock(&q->release_lock);
 }
 
 /* A free slot, if more than reserve are free. */

@@ -43,6 +43,10 @@ enum test_hook_point {
 	/* It moved or copied them out (and zapped them), and publishes
 	 * them next. */
 	TEST_HOOK_TO_DEVICE_COPIED,
+	/* A piece that came back through a driver's asynchronous copies is
+	 * done with at [addr, addr + len) (installed, its frames free, or
+	 * kept on the device): its copy slot goes back to the queue next. */
+	TEST_HOOK_BACK_PIECE_DONE,
 };
 
 #ifdef HETMM_TEST_HOOKS

@@ -29,11 +29,17 @@
  *
  * Part 5, mremap of pages a migration to a device holds, before and
  * after it took them out of the process: every byte at the new address.
+ *
+ * Part 6, hot-remove while a fault-back through a driver's asynchronous
+ * copies has installed its last piece (every frame free) but not yet
+ * given its copy slot back: the removal waits for the slot instead of
+ * freeing the queue under it (test_file died of that under load).
  */
 #include <pthread.h>
 #include <sched.h>
 #include <stdbool.h>
 
+#include "adrv.h"
 #include "t.h"
 #include "compat.h"
 #include "pagemap.h"
@@ -667,6 +673,56 @@ static void part3(void)
 	CHECK_OK(hetmm_emu_destroy(emu));
 }
 
+/* ------------------------------------------------------------------------
+ * Part 6: hot-remove against a fault-back's copy slot.
+ */
+
+static void *touch_page(void *arg)
+{
+	return (void *)(uintptr_t)*(volatile char *)arg;
+}
+
+static int p6_rc;                  /* hetmm_pagemap_remove's */
+static atomic_bool p6_returned;
+
+static void *remove_pagemap(void *arg)
+{
+	p6_rc = hetmm_pagemap_remove(arg);
+	atomic_store(&p6_returned, true);
+	return NULL;
+}
+
+static void part6(void)
+{
+	struct adrv dev;
+	pthread_t toucher, remover;
+	char *p = t_map(1);
+
+	fprintf(stderr, "part 6: hot-remove against a fault-back's copy\n");
+	atomic_store(&p6_returned, false);
+	REQUIRE_OK(adrv_create(ctx, &dev, 16, true, 0, 4,
+			       HETMM_COPY_TIMEOUT_DEFAULT_MS * t_time_scale(),
+			       0));
+	t_fill(p, 1, 61);
+	REQUIRE_OK(hetmm_migrate_to_device(dev.pg, p, PS, NULL));
+	stop_arm(0, TEST_HOOK_BACK_PIECE_DONE, p, 1);
+	REQUIRE(pthread_create(&toucher, NULL, touch_page, p) == 0);
+	stop_wait(0);
+	/* The page is home and its frame free; the handler holds its
+	 * slot.  The removal must not end (nor free the queue) before the
+	 * slot is back. */
+	REQUIRE(pthread_create(&remover, NULL, remove_pagemap, dev.pg) == 0);
+	usleep(500000);
+	CHECK(!atomic_load(&p6_returned));
+	stop_release(0);
+	join(remover);
+	CHECK_OK(p6_rc);
+	join(toucher);
+	CHECK_EQ(t_verify(p, 1, 61), 0);
+	adrv_destroy(&dev);
+	t_unmap(p, 1);
+}
+
 int main(void)
 {
 	uint64_t features;
@@ -687,6 +743,7 @@ int main(void)
 		part3();
 		part4();
 		part5();
+		part6();
 		CHECK_OK(hetmm_ctx_destroy(ctx));
 	}
 	__atomic_store_n(&test_hook, NULL, __ATOMIC_RELEASE);
