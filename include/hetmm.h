@@ -243,7 +243,8 @@ struct hetmm_ctx_params {
 	 * on while the handler brings back the rest.  Faults in no sequence
 	 * bring back the largest aligned region of their chunk of which
 	 * more than half was faulted on (at most 512 pages, and this
-	 * bound). */
+	 * bound).  A huge device page comes back whole on any fault, as the
+	 * kernel's device THP does: it is one page, not a window. */
 	uint32_t fault_around_max;
 	uint32_t flags;              /* must be 0 */
 };

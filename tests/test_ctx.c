@@ -331,6 +331,11 @@ static int random_block_reads(uint32_t fault_around_max, size_t stride,
 	char *blk = (char *)(((uintptr_t)map + B * PS - 1) & ~(B * PS - 1));
 	size_t order[B], n = 0;
 	uint64_t rng = 0x2545f4914f6cdd1dULL + stride;
+	/* Base pages, whatever the kernel's THP setting: a transparent
+	 * huge page (THP "always", Debian's default) would go to the
+	 * device as one huge page and come back whole on one fault, as
+	 * the kernel's device THP does (test_thp). */
+	REQUIRE(madvise(blk, 2 * B * PS, MADV_NOHUGEPAGE) == 0);
 	struct hetmm_ctx *ctx = ctx_with_pages_on_device(fault_around_max, blk,
 							 2 * B, 11, &emu);
 
