@@ -111,6 +111,21 @@ static const uint8_t DEV_HUGE = HETMM_PROT_DEV_PRIVATE_LOCAL |
 static const uint8_t DEV_BASE = HETMM_PROT_DEV_PRIVATE_LOCAL |
 				HETMM_PROT_WRITE;
 
+/* An emulated device of d, its pagemap and a mirror of it. */
+static void device_up(const struct hetmm_emu_desc *d, struct hetmm_emu **emu,
+		      struct hetmm_pagemap **pg, struct hetmm_mirror **m)
+{
+	REQUIRE_OK(hetmm_emu_create_desc(ctx, d, emu));
+	REQUIRE_OK(hetmm_emu_pagemap(*emu, pg));
+	REQUIRE_OK(hetmm_mirror_create(*emu, m));
+}
+
+static void device_down(struct hetmm_emu *emu, struct hetmm_mirror *m)
+{
+	CHECK_OK(hetmm_mirror_destroy(m));
+	CHECK_OK(hetmm_emu_destroy(emu));
+}
+
 /*
  * To the device and back by a CPU fault: one huge device page, then one
  * THP again, every byte where it was.  how says which device.
@@ -123,9 +138,7 @@ static void round_trip(uint32_t emu_flags, const char *how)
 	struct hetmm_mirror *m;
 	struct hetmm_emu_desc d = { HETMM_MEMORY_DEVICE_PRIVATE, 4 * npmd,
 				    emu_flags };
-	REQUIRE_OK(hetmm_emu_create_desc(ctx, &d, &emu));
-	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
-	REQUIRE_OK(hetmm_mirror_create(emu, &m));
+	device_up(&d, &emu, &pg, &m);
 
 	char *a = thp_filled(11);
 	CHECK_OK(hetmm_migrate_to_device(pg, a, pmd, NULL));
@@ -148,8 +161,7 @@ static void round_trip(uint32_t emu_flags, const char *how)
 	CHECK_EQ(t_verify(a, npmd, 11), 0);
 
 	munmap(a, pmd);
-	CHECK_OK(hetmm_mirror_destroy(m));
-	CHECK_OK(hetmm_emu_destroy(emu));
+	device_down(emu, m);
 }
 
 /* A coherent device holds a THP as one huge page too, mapped in place;
@@ -160,10 +172,8 @@ static void coherent(void)
 	struct hetmm_emu *emu;
 	struct hetmm_pagemap *pg;
 	struct hetmm_mirror *m;
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_COHERENT,
-				    2 * npmd, &emu));
-	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
-	REQUIRE_OK(hetmm_mirror_create(emu, &m));
+	struct hetmm_emu_desc d = { HETMM_MEMORY_DEVICE_COHERENT, 2 * npmd, 0 };
+	device_up(&d, &emu, &pg, &m);
 	char *a = thp_filled(16);
 	CHECK_OK(hetmm_migrate_to_device(pg, a, pmd, NULL));
 	check_snapshot(m, a, HETMM_PROT_DEV_COHERENT_LOCAL | HETMM_PROT_WRITE |
@@ -173,8 +183,7 @@ static void coherent(void)
 	CHECK_EQ(anon_huge_kb(a), (long)(pmd >> 10));
 	CHECK_EQ(t_verify(a, npmd, 16), 0);
 	munmap(a, pmd);
-	CHECK_OK(hetmm_mirror_destroy(m));
-	CHECK_OK(hetmm_emu_destroy(emu));
+	device_down(emu, m);
 }
 
 /* Base pages stay base pages on the device. */
@@ -184,10 +193,8 @@ static void base_pages(void)
 	struct hetmm_emu *emu;
 	struct hetmm_pagemap *pg;
 	struct hetmm_mirror *m;
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE,
-				    2 * npmd, &emu));
-	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
-	REQUIRE_OK(hetmm_mirror_create(emu, &m));
+	struct hetmm_emu_desc d = { HETMM_MEMORY_DEVICE_PRIVATE, 2 * npmd, 0 };
+	device_up(&d, &emu, &pg, &m);
 	char *a = map_pmd();
 	REQUIRE_OK(madvise(a, pmd, MADV_NOHUGEPAGE) ? -errno : 0);
 	t_fill(a, npmd, 12);
@@ -196,8 +203,7 @@ static void base_pages(void)
 	check_snapshot(m, a, DEV_BASE);
 	CHECK_EQ(t_verify(a, npmd, 12), 0);
 	munmap(a, pmd);
-	CHECK_OK(hetmm_mirror_destroy(m));
-	CHECK_OK(hetmm_emu_destroy(emu));
+	device_down(emu, m);
 }
 
 /*
@@ -210,10 +216,8 @@ static void fragmented_device(void)
 	struct hetmm_emu *emu;
 	struct hetmm_pagemap *pg;
 	struct hetmm_mirror *m;
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE,
-				    2 * npmd, &emu));
-	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
-	REQUIRE_OK(hetmm_mirror_create(emu, &m));
+	struct hetmm_emu_desc d = { HETMM_MEMORY_DEVICE_PRIVATE, 2 * npmd, 0 };
+	device_up(&d, &emu, &pg, &m);
 	/* Fill the device with base pages, then free every other one: a
 	 * PMD's worth free, no aligned run of it. */
 	char *holder = mmap(NULL, 2 * pmd, PROT_READ | PROT_WRITE,
@@ -233,8 +237,7 @@ static void fragmented_device(void)
 	CHECK_EQ(t_verify(holder, 2 * npmd, 13), 0);
 	munmap(a, pmd);
 	munmap(holder, 2 * pmd);
-	CHECK_OK(hetmm_mirror_destroy(m));
-	CHECK_OK(hetmm_emu_destroy(emu));
+	device_down(emu, m);
 }
 
 /* Half of a huge page back: the other half is base pages on the device
@@ -245,10 +248,8 @@ static void split(void)
 	struct hetmm_emu *emu;
 	struct hetmm_pagemap *pg;
 	struct hetmm_mirror *m;
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE,
-				    2 * npmd, &emu));
-	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
-	REQUIRE_OK(hetmm_mirror_create(emu, &m));
+	struct hetmm_emu_desc d = { HETMM_MEMORY_DEVICE_PRIVATE, 2 * npmd, 0 };
+	device_up(&d, &emu, &pg, &m);
 	char *a = thp_filled(15);
 	CHECK_OK(hetmm_migrate_to_device(pg, a, pmd, NULL));
 	check_snapshot(m, a, DEV_HUGE);
@@ -268,8 +269,7 @@ static void split(void)
 	(void)c;
 	CHECK_EQ(t_verify(a, npmd, 15), 0);
 	munmap(a, pmd);
-	CHECK_OK(hetmm_mirror_destroy(m));
-	CHECK_OK(hetmm_emu_destroy(emu));
+	device_down(emu, m);
 }
 
 int main(void)
