@@ -456,9 +456,11 @@ struct hetmm_copy;
  * Asynchronous copies (the kernel's dmaengine: a descriptor submitted,
  * its completion callback later).  hetmm keeps up to the desc's
  * queue_depth copies of a pagemap in flight, each of at most
- * HETMM_COPY_MAX_PAGES pages: a migration copies the pieces of a chunk at
- * once, and a fault brings its fault-around window back piece by piece,
- * installing each as it completes.  A submit op returns 0 once the copy
+ * HETMM_COPY_MAX_PAGES pages: a migration to the device copies the
+ * pieces of a 2 MiB chunk at once; a migration back, an eviction and a
+ * fault's fault-around window keep the queue full across their chunks,
+ * installing each piece as it completes, in the order they were
+ * submitted.  A submit op returns 0 once the copy
  * is started, and the driver then calls hetmm_copy_done(copy, ...)
  * exactly once, from any thread (its completion thread, or this one
  * before the op returns), in any order; src and dst stay valid until

@@ -490,16 +490,17 @@ static bool fault_back_huge(struct hetmm_ctx *ctx, uintptr_t addr, uint64_t e)
 
 /*
  * Bring back the faulting page and the rest of its window, a chunk at a
- * time, moving away from the faulting page in the stream's direction; an
- * asynchronous device's copies stay in flight from chunk to chunk, the
- * queue kept full over the whole window.
+ * time, moving away from the faulting page in the stream's direction.
  * The faulting page's chunk wakes its waiters as it lands, so the thread
  * runs on at once; the rest of the window is woken once, at the end.  A
  * thread that catches up with the handler sleeps until then: waking it
  * chunk by chunk costs a cross-CPU wake-up per chunk, as long as moving
- * the chunk itself on these machines.  A chunk that comes up short
- * (someone holds the next page, or an event waits to be read and the rest
- * was woken to fault again after it) ends the window.
+ * the chunk itself on these machines.  An asynchronous device's copies
+ * stay in flight from chunk to chunk, its queue full over the whole
+ * window, and each of its pieces wakes as it lands (fault_back_claimed):
+ * there a wake costs little beside the device's copy.  A chunk that comes
+ * up short (someone holds the next page, or an event waits to be read and
+ * the rest was woken to fault again after it) ends the window.
  */
 static void fault_back(struct hetmm_ctx *ctx, uintptr_t addr, uint64_t e)
 {
