@@ -441,6 +441,22 @@ struct hetmm_copy;
  * batch them.  Calls may come from the fault handler thread and from any
  * thread that migrates, concurrently, for distinct pages.
  *
+ * What a driver's own threads may touch.  A thread of the driver's (its
+ * completion or progress thread, or a thread a copy op waits for) may
+ * fault on process memory while hetmm waits for its copy: hetmm
+ * registers whole mappings, and the kernel merges a library's anonymous
+ * memory (a transport's buffer pool, a malloc arena) into them.  A fault
+ * on a page that is on no device is served meanwhile, as the kernel would
+ * serve it (zeroes for a hole), though only after the handler has waited
+ * some tens of milliseconds: a driver that cares for speed touches its
+ * pools once before use.  A driver's threads must not touch a page that
+ * is on a device of the context (this driver's or another's) while the
+ * handler may be waiting for them: bringing that page back needs the
+ * handler, and a copy from this very driver; the handler waits until the
+ * copy times out (asynchronous copies) or for ever (synchronous ones).
+ * The kernel's rule is the same: a driver's migrate_to_ram cannot fault
+ * on device-private pages.
+ *
  * Copies, synchronous or asynchronous.  A DEVICE_PRIVATE or
  * DEVICE_COHERENT pagemap gives either pair:
  *

@@ -20,6 +20,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "away.h"
 #include "back.h"
 #include "coherent.h"
 #include "compat.h"
@@ -282,6 +283,19 @@ void *staging_map(void)
 	return a;
 }
 
+/* A synchronous driver's copy back into dst, counted if it fails; away
+ * for the handler (away.h): the driver may wait on a thread of its own. */
+static int copy_from_sync(struct hetmm_pagemap *pgmap, void *dst,
+			  uint64_t idx0, size_t n)
+{
+	away_begin();
+	int rc = pgmap->ops->copy_from_device(pgmap, dst, idx0, n);
+	away_end();
+	if (rc)
+		STAT_ADD(pgmap->ctx, copy_errors, 1);
+	return rc;
+}
+
 /* Source for UFFDIO_COPY of a run: the device itself, or staging. */
 static uintptr_t copy_source(struct hetmm_pagemap *pgmap, uint64_t idx0,
 			     size_t run, void **staging)
@@ -290,10 +304,8 @@ static uintptr_t copy_source(struct hetmm_pagemap *pgmap, uint64_t idx0,
 		return (uintptr_t)pgmap->ops->page_address(pgmap, idx0);
 	if (!*staging && !(*staging = staging_map()))
 		return 0;
-	if (pgmap->ops->copy_from_device(pgmap, *staging, idx0, run)) {
-		STAT_ADD(pgmap->ctx, copy_errors, 1);
+	if (copy_from_sync(pgmap, *staging, idx0, run))
 		return 0;
-	}
 	return (uintptr_t)*staging;
 }
 
@@ -340,9 +352,7 @@ static uintptr_t thp_source(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	if (pgmap->ops->page_address) {
 		memcpy(*staging, pgmap->ops->page_address(pgmap, idx0),
 		       PMD_SIZE);
-	} else if (pgmap->ops->copy_from_device(pgmap, *staging, idx0,
-						PMD_PAGES)) {
-		STAT_ADD(pgmap->ctx, copy_errors, 1);
+	} else if (copy_from_sync(pgmap, *staging, idx0, PMD_PAGES)) {
 		return 0;
 	}
 	return (uintptr_t)*staging;

@@ -11,7 +11,9 @@
  * out of use until the driver's late done frees it, so that late bytes
  * land in staging nobody reads.  Waits are futex waits on the slot's
  * state word, bounded by the pagemap's copy timeout: a driver that never
- * completes costs the caller one timeout, never a hang.
+ * completes costs the caller one timeout, never a hang.  The fault
+ * handler marks each wait and each submit op away (away.h), so that its
+ * deputy serves the faults a driver's thread may raise meanwhile.
  */
 #include <errno.h>
 #include <limits.h>
@@ -22,6 +24,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "away.h"
 #include "copy.h"
 #include "ctx.h"
 #include "entry.h"
@@ -299,7 +302,9 @@ static void pipe_complete_oldest(struct copy_pipe *p)
 	struct hetmm_copy *s = p->slot[p->head];
 	p->head = (p->head + 1) % HETMM_COPY_DEPTH_MAX;
 	p->count--;
+	away_begin();
 	int err = slot_wait(s);
+	away_end();
 	if (err == -ETIMEDOUT) {
 		pipe_fail(p, &s->req, err);   /* s is abandoned */
 		return;
@@ -321,8 +326,12 @@ static struct hetmm_copy *pipe_slot(struct copy_pipe *p)
 		struct hetmm_copy *s = slot_try_get(q, p->reserve);
 		if (s)
 			return s;
-		if (!p->count)
-			return slot_get_wait(q, p->reserve);
+		if (!p->count) {
+			away_begin();
+			s = slot_get_wait(q, p->reserve);
+			away_end();
+			return s;
+		}
 		pipe_complete_oldest(p);
 	}
 }
@@ -344,10 +353,12 @@ static void pipe_start(struct copy_pipe *p, const struct copy_req *r)
 	}
 	p->slot[(p->head + p->count) % HETMM_COPY_DEPTH_MAX] = s;
 	p->count++;
+	away_begin();   /* a driver's submit may wait on its own thread */
 	int rc = p->to_device ?
 		pgmap->ops->submit_to_device(pgmap, r->index, r->mem, r->nr, s) :
 		pgmap->ops->submit_from_device(pgmap, s->staging, r->index,
 					       r->nr, s);
+	away_end();
 	if (rc) {
 		/* Not started: no done will come.  It is the newest. */
 		p->count--;

@@ -14,8 +14,14 @@
  * set BUSY wakes the range when it lets go.  It allocates nothing and
  * takes no lock on the fault path, except the mirrors' when a page leaves
  * a device that mirrors may be using.
+ *
+ * While it runs a driver's code or waits for a driver's copy (away.h), a
+ * second thread, the deputy, serves the faults that need no device page:
+ * the driver's own thread may be waiting in one.
  */
 #include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +29,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "away.h"
 #include "back.h"
 #include "coherent.h"
 #include "compat.h"
@@ -38,6 +45,16 @@
 
 #define FAULT_AROUND_GROWTH 8
 #define FAULT_READ_BATCH 32
+
+/* The deputy looks every tick, serves once the handler has been away on
+ * one trip for a whole tick, and parks after a second with no trip. */
+#define DEPUTY_TICK_MS 10
+#define DEPUTY_PARK_TICKS 100
+/* Messages the deputy keeps for the handler; faults may take all but
+ * the last quarter, which is left to events (a fault it can't keep is
+ * woken to come again; an event can't be). */
+#define DEPUTY_KEPT 1024
+#define DEPUTY_KEPT_FAULTS (DEPUTY_KEPT * 3 / 4)
 
 /* One sequential stream the fault-around logic is following, upward or
  * downward (memcpy runs backwards for some alignments). */
@@ -93,12 +110,25 @@ struct fault_engine {
 	 * batch: answered at the batch's end. */
 	uintptr_t syncs[MAX_MIGRATORS];
 	unsigned nsyncs;
+	/* The message being handled: the deputy leaves everything to the
+	 * handler while that is an event. */
+	const struct uffd_msg *current;
 	/* Allocated with the engine: the fault path allocates nothing. */
 	uint64_t *claims;                 /* CHUNK_PAGES entries */
 	void *staging;                    /* CHUNK_PAGES pages */
 	/* Pages coming back by a driver's asynchronous copies. */
 	struct back_pipe bp;
 	struct own_range own_doorbell, own_staging, own_stack;
+
+	/* The deputy (below) and what it read but left to the handler, in
+	 * the order read, while the handler was away. */
+	struct handler_away away;
+	pthread_t deputy;
+	bool deputy_running;
+	atomic_bool deputy_stop;
+	struct uffd_msg kept[DEPUTY_KEPT];
+	size_t nkept, kept_faults;
+	struct own_range own_recall, own_deputy_stack;
 };
 
 /*
@@ -692,7 +722,7 @@ static void fault_sigbus(struct hetmm_ctx *ctx, const struct uffd_msg *m,
 {
 	STAT_ADD(ctx, fault_sigbus, 1);
 	if ((ctx->uffd.features & UFFD_FEATURE_POISON) && !TEST_NO_POISON() &&
-	    uffd_poison(ctx->uffd.fd, addr, PAGE_SIZE) == 0)
+	    uffd_poison(ctx->uffd.fd, addr, PAGE_SIZE, FILL_ONCE) == 0)
 		return;
 	pid_t tid = (pid_t)m->arg.pagefault.feat.ptid;
 	if (tid) {
@@ -733,12 +763,12 @@ static void fault_back_failed(struct hetmm_ctx *ctx, const struct uffd_msg *m,
 		uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
 }
 
-/* Does an event read after the current message of the batch change the
- * mapping of addr (for mremap, its old place or its new one)? */
-static bool event_pending_at(const struct hetmm_ctx *ctx, uintptr_t addr)
+/* Does an event among msgs[0, n) change the mapping of addr (for
+ * mremap, its old place or its new one)? */
+static bool event_at(const struct uffd_msg *msgs, size_t n, uintptr_t addr)
 {
-	for (size_t k = 0; k < ctx->fault->npending; k++) {
-		const struct uffd_msg *m = &ctx->fault->pending[k];
+	for (size_t k = 0; k < n; k++) {
+		const struct uffd_msg *m = &msgs[k];
 		uintptr_t lo, hi;
 		switch (m->event) {
 		case UFFD_EVENT_UNMAP:
@@ -759,6 +789,13 @@ static bool event_pending_at(const struct hetmm_ctx *ctx, uintptr_t addr)
 			return true;
 	}
 	return false;
+}
+
+/* Does an event read after the current message of the batch change the
+ * mapping of addr? */
+static bool event_pending_at(const struct hetmm_ctx *ctx, uintptr_t addr)
+{
+	return event_at(ctx->fault->pending, ctx->fault->npending, addr);
 }
 
 /* Lift a sync page's protection; if the kernel says an event waits to be
@@ -912,6 +949,160 @@ static void handler_wait_exit(struct fault_engine *f)
 	pthread_mutex_unlock(&f->exit_lock);
 }
 
+/* ------------------------------------------------------------------------
+ * The deputy: while the handler is away (away.h), it reads the
+ * userfaultfd and serves the faults that need no device page, as
+ * fault_zero and fault_unprotect serve them for the handler: a hole gets
+ * zeroes, a page already there its thread's wake, a write-protected page
+ * no migration holds its protection lifted.  What needs the handler (a
+ * device page, a claimed page, an event, a sync, the doorbell) it keeps,
+ * in order, for the handler to take as its next batches.  Not device
+ * pages, even another device's: bringing one back is ordered with events
+ * through the handler (handler_sync), which is away.
+ */
+
+static long futex_word(_Atomic uint32_t *w, int op, uint32_t val,
+		       const struct timespec *ts)
+{
+	return syscall(SYS_futex, w, op, val, ts, NULL, 0);
+}
+
+/*
+ * May the deputy serve fault m itself?  A fault on a page with no entry,
+ * none of whose events is read but not handled (the handler's, later in
+ * its batch; the deputy's, kept), and not while the handler is in the
+ * middle of an event.  Handled at once, such a page could land after a
+ * discard's zap or where an mremap's device pages are about to go: see
+ * fault_handler_main().
+ */
+static bool deputy_may_serve(struct hetmm_ctx *ctx, const struct uffd_msg *m,
+			     uintptr_t addr)
+{
+	struct fault_engine *f = ctx->fault;
+	return m->event == UFFD_EVENT_PAGEFAULT &&
+	       (!f->current || f->current->event == UFFD_EVENT_PAGEFAULT) &&
+	       addr != (uintptr_t)f->doorbell && !is_sync_page(ctx, addr) &&
+	       !event_pending_at(ctx, addr) &&
+	       !event_at(f->kept, f->nkept, addr) &&
+	       shadow_get(&ctx->shadow, addr_to_vpn(addr)) == 0;
+}
+
+/* A message the deputy read: served, or kept for the handler. */
+static void deputy_take(struct hetmm_ctx *ctx, const struct uffd_msg *m)
+{
+	struct fault_engine *f = ctx->fault;
+	uintptr_t addr = (uintptr_t)m->arg.pagefault.address & PAGE_MASK;
+	if (deputy_may_serve(ctx, m, addr)) {
+		uint64_t flags = m->arg.pagefault.flags;
+		STAT_ADD(ctx, faults, 1);
+		TRACE2(fault, addr, flags);
+		if (flags & UFFD_PAGEFAULT_FLAG_WP)
+			fault_unprotect(ctx, addr);
+		else
+			fault_zero(ctx, addr, flags & UFFD_PAGEFAULT_FLAG_WRITE);
+		return;
+	}
+	bool event = m->event != UFFD_EVENT_PAGEFAULT;
+	if (!event && f->kept_faults == DEPUTY_KEPT_FAULTS) {
+		uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);   /* it comes again */
+		return;
+	}
+	f->kept[f->nkept++] = *m;
+	f->kept_faults += !event;
+	if (event)
+		atomic_store(&f->away.events_held, true);
+}
+
+/* Read and serve until the handler's recall (away_end) is read.  With
+ * the kept messages all events (threads each blocked in munmap, madvise
+ * or mremap, DEPUTY_KEPT - DEPUTY_KEPT_FAULTS of them), it reads no
+ * more, and the handler's recall waits for the handler's return. */
+static void deputy_serve(struct hetmm_ctx *ctx)
+{
+	struct fault_engine *f = ctx->fault;
+	struct uffd_msg msgs[FAULT_READ_BATCH];
+	uintptr_t recall = (uintptr_t)f->away.recall;
+	bool recalled = false;
+	while (!recalled && f->nkept < DEPUTY_KEPT) {
+		size_t want = MIN(DEPUTY_KEPT - f->nkept, (size_t)FAULT_READ_BATCH);
+		ssize_t got = read(ctx->uffd.fd, msgs, want * sizeof(msgs[0]));
+		if (got < 0 && errno != EINTR && errno != EAGAIN)
+			break;
+		for (size_t i = 0; got > 0 && i < (size_t)got / sizeof(msgs[0]);
+		     i++) {
+			const struct uffd_msg *m = &msgs[i];
+			if (m->event == UFFD_EVENT_REMOVE &&
+			    m->arg.remove.start == recall)
+				recalled = true;
+			else
+				deputy_take(ctx, m);
+		}
+	}
+}
+
+/*
+ * The deputy's thread: a look every tick at the handler's word.  The
+ * handler away on the same trip as a tick ago: serve until recalled.
+ * Never away for DEPUTY_PARK_TICKS: park until the handler next leaves
+ * (away_begin wakes it), so that an idle context costs no wake-ups.
+ */
+static void *deputy_main(void *arg)
+{
+	struct hetmm_ctx *ctx = arg;
+	struct fault_engine *f = ctx->fault;
+	_Atomic uint32_t *word = &f->away.word;
+	uint32_t last = atomic_load(word);
+	unsigned idle = 0;
+	while (!atomic_load(&f->deputy_stop)) {
+		struct timespec tick = { 0, DEPUTY_TICK_MS * 1000000L };
+		futex_word(word, FUTEX_WAIT_PRIVATE, last, &tick);
+		uint32_t now = atomic_load(word);
+		if (now != last) {
+			idle = 0;
+		} else if (now & AWAY_OUT) {
+			if (atomic_compare_exchange_strong(word, &now,
+							   now | AWAY_SERVING)) {
+				deputy_serve(ctx);
+				atomic_fetch_and(word, ~AWAY_SERVING);
+				futex_word(word, FUTEX_WAKE_PRIVATE, INT_MAX,
+					   NULL);
+			}
+		} else if (++idle >= DEPUTY_PARK_TICKS) {
+			idle = 0;
+			if (atomic_compare_exchange_strong(word, &now,
+							   now | AWAY_PARKED)) {
+				futex_word(word, FUTEX_WAIT_PRIVATE,
+					   now | AWAY_PARKED, NULL);
+				atomic_fetch_and(word, ~AWAY_PARKED);
+			}
+		}
+		last = atomic_load(word);
+	}
+	return NULL;
+}
+
+/* The handler's next batch from what the deputy kept, at most
+ * FAULT_READ_BATCH messages, oldest first; 0 if it kept none.  Events
+ * still kept after them hold the handler's fills back (away.h). */
+static size_t kept_take(struct fault_engine *f, struct uffd_msg *msgs)
+{
+	size_t n = MIN(f->nkept, (size_t)FAULT_READ_BATCH);
+	if (!n)
+		return 0;
+	memcpy(msgs, f->kept, n * sizeof(*msgs));
+	f->nkept -= n;
+	memmove(f->kept, f->kept + n, f->nkept * sizeof(*msgs));
+	bool events = false;
+	f->kept_faults = 0;
+	for (size_t i = 0; i < f->nkept; i++) {
+		bool event = f->kept[i].event != UFFD_EVENT_PAGEFAULT;
+		events |= event;
+		f->kept_faults += !event;
+	}
+	atomic_store(&f->away.events_held, events);
+	return n;
+}
+
 static void *fault_handler_main(void *arg)
 {
 	struct hetmm_ctx *ctx = arg;
@@ -920,16 +1111,23 @@ static void *fault_handler_main(void *arg)
 	uint32_t last_tid = 0;
 	uint64_t last_addr = 0;
 
+	away_attach(&ctx->fault->away);
 	/* Leave only once the doorbell fault is served: leaving on the
 	 * stop flag alone could strand the thread that rang it. */
 	while (!ctx->fault->doorbell_served) {
-		ssize_t got = read(ctx->uffd.fd, msgs, want * sizeof(msgs[0]));
-		if (got < 0) {
-			if (errno == EINTR || errno == EAGAIN)
-				continue;
-			break;
+		/* What the deputy kept was read after everything before. */
+		size_t n = kept_take(ctx->fault, msgs);
+		bool kept = n;
+		if (!kept) {
+			ssize_t got = read(ctx->uffd.fd, msgs,
+					   want * sizeof(msgs[0]));
+			if (got < 0) {
+				if (errno == EINTR || errno == EAGAIN)
+					continue;
+				break;
+			}
+			n = (size_t)got / sizeof(msgs[0]);
 		}
-		size_t n = (size_t)got / sizeof(msgs[0]);
 		if (!n)
 			continue;
 		/*
@@ -952,15 +1150,18 @@ static void *fault_handler_main(void *arg)
 		for (size_t i = 0; i < n; i++) {
 			ctx->fault->pending = &msgs[i + 1];
 			ctx->fault->npending = i < events ? events - i - 1 : 0;
+			ctx->fault->current = &msgs[i];
 			handle_msg(ctx, &msgs[i]);
 		}
+		ctx->fault->current = NULL;
 		ctx->fault->npending = 0;
 		for (unsigned k = 0; k < ctx->fault->nsyncs; k++)
 			sync_answer(ctx, ctx->fault->syncs[k]);
 		ctx->fault->nsyncs = 0;
 		if (ctx->vacated.nrescue)
 			lifecycle_retry(ctx);
-		want = read_want(msgs, n, &last_tid, &last_addr);
+		if (!kept)
+			want = read_want(msgs, n, &last_tid, &last_addr);
 	}
 	handler_wait_exit(ctx->fault);
 	return NULL;
@@ -987,13 +1188,22 @@ int fault_engine_create(struct hetmm_ctx *ctx)
 	f->staging = staging_map();
 	f->claims = calloc(CHUNK_PAGES, sizeof(uint64_t));
 	f->doorbell = map_pages(1, PROT_READ);
-	if (!f->staging || !f->claims || !f->doorbell)
+	f->away.recall = map_pages(1, PROT_READ);
+	if (!f->staging || !f->claims || !f->doorbell || !f->away.recall)
 		return -ENOMEM;
 	touch_pages(f->claims, CHUNK_PAGES * sizeof(uint64_t));
 	entry_own(ctx, &f->own_doorbell, f->doorbell, PAGE_SIZE);
 	entry_own(ctx, &f->own_staging, f->staging, CHUNK_PAGES * PAGE_SIZE);
-	return uffd_register(ctx->uffd.fd, (uintptr_t)f->doorbell, PAGE_SIZE,
-			     UFFDIO_REGISTER_MODE_MISSING, NULL);
+	entry_own(ctx, &f->own_recall, f->away.recall, PAGE_SIZE);
+	int rc = uffd_register(ctx->uffd.fd, (uintptr_t)f->doorbell, PAGE_SIZE,
+			       UFFDIO_REGISTER_MODE_MISSING, NULL);
+	/* Registered, its discard raises the event that recalls the
+	 * deputy (away.c). */
+	if (!rc)
+		rc = uffd_register(ctx->uffd.fd, (uintptr_t)f->away.recall,
+				   PAGE_SIZE, UFFDIO_REGISTER_MODE_MISSING,
+				   NULL);
+	return rc;
 }
 
 void fault_engine_destroy(struct hetmm_ctx *ctx)
@@ -1004,8 +1214,12 @@ void fault_engine_destroy(struct hetmm_ctx *ctx)
 	entry_disown(ctx, &f->own_doorbell);   /* harmless if never owned */
 	entry_disown(ctx, &f->own_staging);
 	entry_disown(ctx, &f->own_stack);
+	entry_disown(ctx, &f->own_recall);
+	entry_disown(ctx, &f->own_deputy_stack);
 	if (f->doorbell)
 		munmap(f->doorbell, PAGE_SIZE);
+	if (f->away.recall)
+		munmap(f->away.recall, PAGE_SIZE);
 	if (f->staging)
 		munmap(f->staging, CHUNK_PAGES * PAGE_SIZE);
 	free(f->claims);
@@ -1016,35 +1230,58 @@ void fault_engine_destroy(struct hetmm_ctx *ctx)
 }
 
 /*
- * The handler's stack is memory hetmm owns: a thread's stack is anonymous
- * memory the kernel may merge with a mapping of the process's, and were
- * it registered with the rest (watch.c), the handler would take a missing
- * fault on its own stack as it grows, and wait for itself.
+ * The handler's stack, and the deputy's, are memory hetmm owns: a
+ * thread's stack is anonymous memory the kernel may merge with a mapping
+ * of the process's, and were it registered with the rest (watch.c), the
+ * thread would take a missing fault on its own stack as it grows, and
+ * wait for itself.
  */
-static int own_handler_stack(struct hetmm_ctx *ctx)
+static int own_thread_stack(struct hetmm_ctx *ctx, pthread_t th,
+			    struct own_range *own)
 {
 	pthread_attr_t a;
 	void *addr;
 	size_t size;
-	int rc = -pthread_getattr_np(ctx->fault->handler, &a);
+	int rc = -pthread_getattr_np(th, &a);
 	if (rc)
 		return rc;
 	rc = -pthread_attr_getstack(&a, &addr, &size);
 	if (!rc)
-		entry_own(ctx, &ctx->fault->own_stack, addr, size);
+		entry_own(ctx, own, addr, size);
 	pthread_attr_destroy(&a);
 	return rc;
 }
 
 int fault_handler_start(struct hetmm_ctx *ctx)
 {
+	struct fault_engine *f = ctx->fault;
 	/* Never the application's signals: thread.c says why. */
-	int rc = hetmm_thread_create(&ctx->fault->handler, fault_handler_main,
-				     ctx);
+	int rc = hetmm_thread_create(&f->handler, fault_handler_main, ctx);
 	if (rc)
 		return rc;
-	ctx->fault->handler_running = true;
-	return own_handler_stack(ctx);
+	f->handler_running = true;
+	rc = own_thread_stack(ctx, f->handler, &f->own_stack);
+	/* The deputy is recalled by a REMOVE event (away.c). */
+	if (rc || !(ctx->uffd.features & UFFD_FEATURE_EVENT_REMOVE))
+		return rc;
+	rc = hetmm_thread_create(&f->deputy, deputy_main, ctx);
+	if (rc)
+		return rc;
+	f->deputy_running = true;
+	return own_thread_stack(ctx, f->deputy, &f->own_deputy_stack);
+}
+
+/* The handler reads no more: nothing is away.  The stop flag, then a
+ * trip of the word that the deputy's wait compares (parked or not). */
+static void deputy_stop(struct fault_engine *f)
+{
+	if (!f->deputy_running)
+		return;
+	atomic_store(&f->deputy_stop, true);
+	atomic_fetch_add(&f->away.word, AWAY_TRIP);
+	futex_word(&f->away.word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
+	pthread_join(f->deputy, NULL);
+	f->deputy_running = false;
 }
 
 /*
@@ -1066,6 +1303,7 @@ void fault_handler_stop(struct hetmm_ctx *ctx)
 	pthread_mutex_lock(&f->exit_lock);
 	while (!f->reading_done)
 		pthread_cond_wait(&f->exit_cond, &f->exit_lock);
+	deputy_stop(f);
 	uffd_close(&ctx->uffd);
 	f->may_exit = true;
 	pthread_cond_broadcast(&f->exit_cond);

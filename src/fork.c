@@ -81,7 +81,7 @@ static void poison_failed(struct hetmm_ctx *ctx, uintptr_t a,
 		if (rc != -EIO)
 			continue;
 		if (ctx->uffd.features & UFFD_FEATURE_POISON)
-			uffd_poison(ctx->uffd.fd, p, PAGE_SIZE);
+			uffd_poison(ctx->uffd.fd, p, PAGE_SIZE, 0);
 	}
 }
 

@@ -15,6 +15,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "away.h"
 #include "compat.h"
 #include "uffd.h"
 
@@ -137,6 +138,8 @@ int uffd_writeprotect(int fd, uintptr_t start, size_t len, unsigned flags)
 		.range = { .start = start, .len = len },
 		.mode = (flags & WP_ON) ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
 	};
+	if ((flags & FILL_ONCE) && away_events_held())
+		return -EAGAIN;
 	for (;;) {
 		if (ioctl(fd, UFFDIO_WRITEPROTECT, &w) == 0)
 			return 0;
@@ -194,6 +197,8 @@ long uffd_fill(int fd, enum uffd_fill op, uintptr_t dst, uintptr_t src,
 {
 	bool wake = flags & FILL_WAKE;
 	size_t done = 0;
+	if ((flags & FILL_ONCE) && away_events_held())
+		return -EAGAIN;
 	while (done < len) {
 		long got = fill_once(fd, op, dst + done,
 				     op == FILL_ZERO ? 0 : src + done,
@@ -215,13 +220,15 @@ int uffd_wake(int fd, uintptr_t start, size_t len)
 	return ioctl(fd, UFFDIO_WAKE, &r) < 0 ? -errno : 0;
 }
 
-int uffd_poison(int fd, uintptr_t start, size_t len)
+int uffd_poison(int fd, uintptr_t start, size_t len, unsigned flags)
 {
 	struct uffdio_poison p = {
 		.range = { .start = start, .len = len },
 	};
+	if ((flags & FILL_ONCE) && away_events_held())
+		return -EAGAIN;
 	while (ioctl(fd, UFFDIO_POISON, &p) < 0) {
-		if (errno != EAGAIN)
+		if (errno != EAGAIN || (flags & FILL_ONCE))
 			return -errno;
 	}
 	return 0;

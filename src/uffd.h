@@ -38,7 +38,8 @@ long uffd_fill(int fd, enum uffd_fill op, uintptr_t dst, uintptr_t src,
 	       size_t len, unsigned flags);
 int uffd_wake(int fd, uintptr_t start, size_t len);
 /* UFFDIO_POISON (6.6, UFFD_FEATURE_POISON): an access to the range gets
- * SIGBUS until a fill replaces the marker; wakes the range. */
-int uffd_poison(int fd, uintptr_t start, size_t len);
+ * SIGBUS until a fill replaces the marker; wakes the range.  flags:
+ * FILL_ONCE. */
+int uffd_poison(int fd, uintptr_t start, size_t len, unsigned flags);
 
 #endif /* HETMM_UFFD_H */
