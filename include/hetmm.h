@@ -695,7 +695,8 @@ int hetmm_pagemap_add(struct hetmm_ctx *ctx,
 /*
  * Hot-remove: new migrations to the pagemap are refused, every resident
  * page is migrated back to system memory, then its frame numbers stop
- * resolving and the metadata is freed.  Threads faulting on its pages
+ * resolving and the metadata is freed.  Pages the process unmapped
+ * before the call are not resident: they are freed, never copied back.  Threads faulting on its pages
  * meanwhile get them back with their data.  DEVICE_PRIVATE pages are never
  * pinned (a pin migrates them back first), so nothing holds the removal
  * up.  FS_DAX and GENERIC pages stay where they are and may be pinned:

@@ -19,8 +19,10 @@
 #include "copy.h"
 #include "ctx.h"
 #include "entry.h"
+#include "fault.h"
 #include "fixed.h"
 #include "hotplug.h"
+#include "order.h"
 #include "pagemap.h"
 
 static bool type_is_valid(enum hetmm_memory_type type)
@@ -274,6 +276,14 @@ int hotplug_remove(struct hetmm_pagemap *pgmap)
 	/* No new migrations now; let those in flight finish. */
 	while (atomic_load(&pgmap->users))
 		sched_yield();
+	/* munmap returns once its UNMAP is read, not handled: pages the
+	 * process unmapped just before are not its own any more, and must
+	 * not be brought back (from a device that may be dead, for -EIO)
+	 * as if they were resident.  After a sync every event read before
+	 * is handled.  (The handler itself can't wait for itself; a driver
+	 * removing its pagemap from a callback on it gets no sync.) */
+	if (!fault_on_handler(ctx))
+		handler_sync(ctx);
 
 	rc = pagemap_is_fixed(pgmap) ? fixed_drain(pgmap)
 					 : pagemap_evacuate(pgmap);

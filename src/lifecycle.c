@@ -273,6 +273,7 @@ static bool unmap_parked(struct hetmm_ctx *ctx, uintptr_t start,
 
 void lifecycle_unmap(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 {
+	TEST_HOOK(TEST_HOOK_EVENT_UNMAP, start, end - start);
 	/* A coherent mapping swapped by a migrator: nothing was lost. */
 	if (migrators_own(ctx, start, end))
 		return;

@@ -36,6 +36,8 @@ enum test_hook_point {
 	 * read already, so the mremap may have returned). */
 	TEST_HOOK_EVENT_DISCARD,
 	TEST_HOOK_EVENT_REMAP,
+	/* ... munmap (UNMAP; read already, so munmap has returned). */
+	TEST_HOOK_EVENT_UNMAP,
 	/* A migration to a device claimed the system pages of its chunk
 	 * [addr, addr + len) and has their frames: it moves or copies
 	 * them next. */

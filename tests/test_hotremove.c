@@ -212,6 +212,75 @@ static void test_fixed(enum hetmm_memory_type type)
 	td_free(&d);
 }
 
+#ifdef HETMM_TEST_HOOKS
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "testhook.h"
+
+/*
+ * Removal right after a munmap of device pages.  munmap returns once the
+ * handler has read its UNMAP, not handled it: the hook holds the
+ * handler there a while, as a loaded machine would.  The pages are the
+ * process's no more: the removal must not bring them back (here the
+ * device is dead by then, as a remote server may be, and every copy back
+ * fails: the removal would return -EIO for pages nobody is owed), and
+ * the UNMAP frees them, as discarded pages.
+ */
+static _Atomic uintptr_t slow_unmap_at;
+static atomic_bool dead;
+static atomic_uint copies_back;
+
+static void slow_unmap(enum test_hook_point point, uintptr_t addr,
+		       size_t len)
+{
+	(void)len;
+	if (point == TEST_HOOK_EVENT_UNMAP &&
+	    addr == atomic_load(&slow_unmap_at))
+		usleep(200000);
+}
+
+static int dying_copy_from(struct hetmm_pagemap *pg, void *dst,
+			   uint64_t index, size_t nr)
+{
+	atomic_fetch_add(&copies_back, 1);
+	return atomic_load(&dead) ? -EIO : td_copy_from(pg, dst, index, nr);
+}
+
+static const struct hetmm_pagemap_ops dying_ops = {
+	.copy_to_device = td_copy_to,
+	.copy_from_device = dying_copy_from,
+};
+
+static void test_remove_after_munmap(void)
+{
+	struct td d;
+	struct hetmm_pagemap_info info;
+	struct hetmm_page *pg;
+	REQUIRE_OK(td_add_ops(ctx, &d, 64, TD_COPY,
+			      HETMM_MEMORY_DEVICE_PRIVATE, 0, &dying_ops));
+	REQUIRE_OK(hetmm_pagemap_get_info(d.pg, &info));
+	char *p = t_map(64);
+	t_fill(p, 64, SEED);
+	REQUIRE_OK(hetmm_migrate_to_device(d.pg, p, 64 * PS, NULL));
+	struct hetmm_stats before = t_stats(ctx);
+	atomic_store(&slow_unmap_at, (uintptr_t)p);
+	__atomic_store_n(&test_hook, slow_unmap, __ATOMIC_RELEASE);
+	t_unmap(p, 64);
+	atomic_store(&dead, true);
+	atomic_store(&copies_back, 0);
+	CHECK_OK(hetmm_pagemap_remove(d.pg));
+	__atomic_store_n(&test_hook, NULL, __ATOMIC_RELEASE);
+	CHECK_EQ(atomic_load(&copies_back), 0);
+	CHECK_EQ(hetmm_pfn_to_page(info.first_pfn, &pg), -ENXIO);
+	struct hetmm_stats st = t_stats(ctx);
+	CHECK_EQ(st.device_resident, before.device_resident - 64);
+	CHECK_EQ(st.to_system_pages, before.to_system_pages);
+	CHECK_EQ(st.discarded_pages, before.discarded_pages + 64);
+	td_free(&d);
+}
+#endif
+
 int main(void)
 {
 	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
@@ -219,6 +288,9 @@ int main(void)
 	test_private(TD_COPY);
 	test_fixed(HETMM_MEMORY_FS_DAX);
 	test_fixed(HETMM_MEMORY_GENERIC);
+#ifdef HETMM_TEST_HOOKS
+	test_remove_after_munmap();
+#endif
 	CHECK_OK(hetmm_ctx_destroy(ctx));
 	return t_done();
 }
