@@ -1527,10 +1527,11 @@ int hetmm_file_inject_error(struct hetmm_file *file, int write,
  * The resident bound.  With desc->max_resident, once more pages than
  * that have been faulted in, the device's own thread sends the oldest
  * faulted in back to the file (first in, first out: a userspace driver
- * sees faults, not the accesses that follow them), down to the bound,
- * in runs.  A page nobody wrote since it came in is clean and goes
- * without a write (its block has its bytes); a written page is written
- * first.  The bound is kept within a window (a fault-around chunk or
+ * sees faults, not the accesses that follow them), down to an eighth
+ * under the bound (2048 pages under at most), in runs of whole
+ * migration chunks where it can.  A page nobody wrote since it came in
+ * is clean and goes without a write (its block has its bytes); a
+ * written page is written first.  The bound is kept within a window (a fault-around chunk or
  * so) behind the faults, not before each one.  Fault-around brings up
  * to the context's fault_around_max pages at once: give the context a
  * window well under the bound (a quarter, say), or a scan's read-ahead
