@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "t.h"
 
@@ -68,6 +69,38 @@ static inline void t_remote_cleanup(void)
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", t_dir);
 	if (system(cmd) != 0)
 		fprintf(stderr, "could not remove %s\n", t_dir);
+}
+
+/*
+ * A remote test's main: run(tls) for each transport, shared memory and
+ * TCP (argv[2] picks one), each in a child of its own so that UCX's state
+ * and a failed transport end with it.  Returns the test's exit status.
+ */
+static inline int t_remote_main(int argc, char **argv,
+				int (*run)(const char *tls))
+{
+	static const char *const tls[] = { "shm", "tcp" };
+	int failed = 0;
+
+	t_remote_setup(argc, argv);
+	for (size_t i = 0; i < 2; i++) {
+		if (argc > 2 && strcmp(argv[2], tls[i]))
+			continue;
+		fprintf(stderr, "-- UCX_TLS=%s\n", tls[i]);
+		pid_t c = fork();
+		REQUIRE(c >= 0);
+		if (c == 0)
+			_exit(run(tls[i]));
+		int st;
+		REQUIRE(waitpid(c, &st, 0) == c);
+		if (!WIFEXITED(st) || WEXITSTATUS(st)) {
+			fprintf(stderr, "UCX_TLS=%s: failed (status 0x%x)\n",
+				tls[i], st);
+			failed++;
+		}
+	}
+	t_remote_cleanup();
+	return failed ? 1 : t_done();
 }
 
 /* Read what the server said within ms; 1 if it said `what`. */

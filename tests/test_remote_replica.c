@@ -325,26 +325,5 @@ static int run(const char *tls)
 
 int main(int argc, char **argv)
 {
-	static const char *const tls[] = { "shm", "tcp" };
-	int failed = 0;
-
-	t_remote_setup(argc, argv);
-	for (size_t i = 0; i < 2; i++) {
-		if (argc > 2 && strcmp(argv[2], tls[i]))
-			continue;
-		fprintf(stderr, "-- UCX_TLS=%s\n", tls[i]);
-		pid_t c = fork();
-		REQUIRE(c >= 0);
-		if (c == 0)
-			_exit(run(tls[i]));
-		int st;
-		REQUIRE(waitpid(c, &st, 0) == c);
-		if (!WIFEXITED(st) || WEXITSTATUS(st)) {
-			fprintf(stderr, "UCX_TLS=%s: failed (status 0x%x)\n",
-				tls[i], st);
-			failed++;
-		}
-	}
-	t_remote_cleanup();
-	return failed ? 1 : t_done();
+	return t_remote_main(argc, argv, run);
 }
