@@ -449,7 +449,8 @@ static void emu_life(struct hetmm_notifier *n, uintptr_t start,
 	if (why != HETMM_EVENT_RELEASE)
 		return;
 	struct hetmm_emu *emu = arg;
-	emu_unlist(emu);
+	if (!emu_unlist(emu))
+		return;   /* a destroy took it out: it frees it */
 	emu_drop_mirrors(emu, false);
 	emu_free(emu);
 }

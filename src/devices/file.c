@@ -979,8 +979,8 @@ static void file_life(struct hetmm_notifier *n, uintptr_t start,
 	if (why != HETMM_EVENT_RELEASE)
 		return;
 	struct hetmm_file *f = arg;
-	file_unlist(f);
-	file_free(f);
+	if (file_unlist(f))   /* else a destroy took it out: it frees it */
+		file_free(f);
 }
 
 static const struct hetmm_notifier_ops file_life_ops = {
