@@ -642,42 +642,30 @@ static void print_json(const struct storage_row *rows, int n)
 	printf("{\"storage\": [");
 	for (int i = 0; i < n; i++) {
 		const struct storage_row *r = &rows[i];
-		printf("%s{\"size\": %zu, \"uring_cold_gbps\": ", i ? ", " : "",
-		       r->size);
-		json_num(stdout, r->uring_cold, 3);
-		printf(", \"uring_warm_gbps\": ");
-		json_num(stdout, r->uring_warm, 3);
-		printf(", \"mmap_seq_cold_gbps\": ");
-		json_num(stdout, r->mmap_seq_cold, 3);
-		printf(", \"mmap_seq_warm_gbps\": ");
-		json_num(stdout, r->mmap_seq_warm, 3);
-		printf(", \"hetmm_seq_gbps\": ");
-		json_num(stdout, r->hetmm_seq, 3);
-		printf(", \"first_touch_gbps\": ");
-		json_num(stdout, r->first_touch, 3);
-		printf(", \"uring_4k_us\": ");
-		json_num(stdout, r->uring_4k_us, 2);
-		printf(", \"uffd_round_trip_us\": ");
-		json_num(stdout, r->uffd_rt_us, 2);
-		printf(", \"hetmm_rand_us\": ");
-		json_num(stdout, r->hetmm_rand_us, 2);
-		printf(", \"mmap_rand_cold_us\": ");
-		json_num(stdout, r->mmap_rand_cold_us, 2);
-		printf(", \"mmap_rand_warm_us\": ");
-		json_num(stdout, r->mmap_rand_warm_us, 3);
+		printf("%s{\"size\": %zu", i ? ", " : "", r->size);
+		json_field(stdout, "uring_cold_gbps", r->uring_cold, 3);
+		json_field(stdout, "uring_warm_gbps", r->uring_warm, 3);
+		json_field(stdout, "mmap_seq_cold_gbps", r->mmap_seq_cold, 3);
+		json_field(stdout, "mmap_seq_warm_gbps", r->mmap_seq_warm, 3);
+		json_field(stdout, "hetmm_seq_gbps", r->hetmm_seq, 3);
+		json_field(stdout, "first_touch_gbps", r->first_touch, 3);
+		json_field(stdout, "uring_4k_us", r->uring_4k_us, 2);
+		json_field(stdout, "uffd_round_trip_us", r->uffd_rt_us, 2);
+		json_field(stdout, "hetmm_rand_us", r->hetmm_rand_us, 2);
+		json_field(stdout, "mmap_rand_cold_us", r->mmap_rand_cold_us, 2);
+		json_field(stdout, "mmap_rand_warm_us", r->mmap_rand_warm_us, 3);
 		printf(", \"bounds\": [");
 		for (int b = 0; b < MAX_BOUNDS; b++) {
-			printf("%s{\"pct\": %d, \"hetmm_gbps\": ", b ? ", " : "",
-			       bound_pct[b]);
-			json_num(stdout, r->hetmm_bound[b], 3);
-			printf(", \"hetmm_reads\": ");
-			json_num(stdout, r->hetmm_bound_reads[b], 3);
-			printf(", \"mmap_cgroup_gbps\": ");
-			json_num(stdout, r->mmap_cgroup[b], 3);
-			printf(", \"hetmm_rand_us\": ");
-			json_num(stdout, r->hetmm_bound_rand_us[b], 2);
-			printf(", \"mmap_cgroup_rand_us\": ");
-			json_num(stdout, r->mmap_cgroup_rand_us[b], 2);
+			printf("%s{\"pct\": %d", b ? ", " : "", bound_pct[b]);
+			json_field(stdout, "hetmm_gbps", r->hetmm_bound[b], 3);
+			json_field(stdout, "hetmm_reads",
+				   r->hetmm_bound_reads[b], 3);
+			json_field(stdout, "mmap_cgroup_gbps", r->mmap_cgroup[b],
+				   3);
+			json_field(stdout, "hetmm_rand_us",
+				   r->hetmm_bound_rand_us[b], 2);
+			json_field(stdout, "mmap_cgroup_rand_us",
+				   r->mmap_cgroup_rand_us[b], 2);
 			printf("}");
 		}
 		printf("]}");

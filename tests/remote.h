@@ -199,14 +199,17 @@ static inline int t_server_stop(struct t_server *s, int sig)
 	return st;
 }
 
-/* A device of n pages on the servers given. */
-static inline int t_remote_make(struct hetmm_ctx *ctx,
-				struct t_server *srv, unsigned nsrv,
-				uint64_t pages, uint32_t flags,
-				const char *secret, struct hetmm_remote **dev)
+/* A device of n pages on the servers given, each stripe kept on
+ * `replicas` of them (0: one). */
+static inline int t_remote_make_replicated(struct hetmm_ctx *ctx,
+					   struct t_server *srv, unsigned nsrv,
+					   uint64_t pages, uint32_t flags,
+					   uint32_t replicas,
+					   const char *secret,
+					   struct hetmm_remote **dev)
 {
 	const char *addrs[HETMM_REMOTE_MAX_SERVERS];
-	for (unsigned i = 0; i < nsrv; i++)
+	for (unsigned i = 0; i < nsrv && i < HETMM_REMOTE_MAX_SERVERS; i++)
 		addrs[i] = srv[i].addr;
 	struct hetmm_remote_desc d = {
 		.servers = addrs,
@@ -214,8 +217,18 @@ static inline int t_remote_make(struct hetmm_ctx *ctx,
 		.flags = flags,
 		.nr_pages = pages,
 		.secret_file = secret,
+		.replicas = replicas,
 	};
 	return hetmm_remote_create(ctx, &d, dev);
+}
+
+static inline int t_remote_make(struct hetmm_ctx *ctx,
+				struct t_server *srv, unsigned nsrv,
+				uint64_t pages, uint32_t flags,
+				const char *secret, struct hetmm_remote **dev)
+{
+	return t_remote_make_replicated(ctx, srv, nsrv, pages, flags, 0,
+					secret, dev);
 }
 
 static inline struct hetmm_pagemap *t_remote_pg(struct hetmm_remote *dev)

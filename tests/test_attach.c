@@ -8,11 +8,11 @@
  * made under /tmp (ext4 where this was written).
  */
 #include <pthread.h>
-#include <setjmp.h>
 #include <signal.h>
 #include <sched.h>
 
 #include "t.h"
+#include "tbus.h"
 
 static char dir[] = "/tmp/hetmm-test-attach-XXXXXX";
 static char path[128];
@@ -243,41 +243,6 @@ static void discard_unmap(void)
 /* ------------------------------------------------------------------------
  * Errors
  */
-static __thread sigjmp_buf bus_jmp;
-static __thread volatile int bus_armed;
-
-static void on_sigbus(int sig, siginfo_t *si, void *uc)
-{
-	(void)sig;
-	(void)si;
-	(void)uc;
-	if (bus_armed)
-		siglongjmp(bus_jmp, 1);
-	_exit(99);
-}
-
-static void *touch_thread(void *arg)
-{
-	volatile char *addr = arg;
-	bus_armed = 1;
-	intptr_t bus = 0;
-	if (sigsetjmp(bus_jmp, 1) == 0)
-		(void)*addr;
-	else
-		bus = 1;
-	bus_armed = 0;
-	return (void *)bus;
-}
-
-static int touch_bus(char *addr)
-{
-	pthread_t th;
-	void *ret;
-	REQUIRE(pthread_create(&th, NULL, touch_thread, addr) == 0);
-	pthread_join(th, &ret);
-	return ret != NULL;
-}
-
 /* A read error: SIGBUS, as a failed read of an mmap'd file gives.  A
  * write error: the page stays in memory, dirty, and sync says -EIO
  * until the disk writes again. */
@@ -287,7 +252,7 @@ static void io_errors(uint32_t flags)
 	char *p;
 	struct hetmm_file *f = attach(64, 0, flags, &p);
 	REQUIRE_OK(hetmm_file_inject_error(f, 0, 10, 1, -EIO));
-	CHECK_EQ(touch_bus(p + 10 * PS), 1);
+	CHECK_EQ(t_touch_bus(p + 10 * PS), 1);
 	REQUIRE_OK(hetmm_file_inject_error(f, 0, 0, 0, 0));
 	/* Poisoned where the kernel can: a migration back ends it. */
 	REQUIRE_OK(hetmm_migrate_to_system(ctx, p + 10 * PS, PS, NULL));
@@ -363,11 +328,7 @@ int main(int argc, char **argv)
 {
 	REQUIRE(mkdtemp(dir));
 	atexit(cleanup);
-	struct sigaction sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_sigaction = on_sigbus;
-	sa.sa_flags = SA_SIGINFO;
-	REQUIRE(sigaction(SIGBUS, &sa, NULL) == 0);
+	t_bus_catch();
 	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
 	RUN(every_byte_uring);
 	RUN(every_byte_pread);

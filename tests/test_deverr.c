@@ -10,13 +10,12 @@
  * never completes (bounded wait, -EIO).  Every other byte is checked.
  */
 #include <pthread.h>
-#include <setjmp.h>
 #include <signal.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "adrv.h"
 #include "t.h"
+#include "tbus.h"
 #include "testhook.h"
 
 #define NP 64
@@ -42,67 +41,6 @@ static char *filled(size_t n, uint64_t seed)
 	char *p = t_map(n);
 	t_fill(p, n, seed);
 	return p;
-}
-
-/* ------------------------------------------------------------------------
- * SIGBUS in the faulting thread
- */
-
-static __thread sigjmp_buf bus_jmp;
-static __thread volatile int bus_armed;
-static volatile pid_t bus_tid;
-static volatile uintptr_t bus_addr;
-static volatile int bus_code, bus_count;
-
-static void on_sigbus(int sig, siginfo_t *si, void *uc)
-{
-	(void)sig;
-	(void)uc;
-	bus_tid = (pid_t)syscall(SYS_gettid);
-	bus_addr = (uintptr_t)si->si_addr;
-	bus_code = si->si_code;
-	bus_count++;
-	if (bus_armed)
-		siglongjmp(bus_jmp, 1);
-	_exit(99);   /* unexpected: fail loudly */
-}
-
-struct toucher {
-	volatile char *addr;
-	pid_t tid;
-	int got_bus;
-	char value;
-};
-
-/* Read *addr in this thread; got_bus if SIGBUS ended the read. */
-static void *touch_thread(void *arg)
-{
-	struct toucher *t = arg;
-	t->tid = (pid_t)syscall(SYS_gettid);
-	bus_armed = 1;
-	if (sigsetjmp(bus_jmp, 1) == 0)
-		t->value = *t->addr;
-	else
-		t->got_bus = 1;
-	bus_armed = 0;
-	return NULL;
-}
-
-static void touch_in_thread(struct toucher *t)
-{
-	pthread_t th;
-	REQUIRE(pthread_create(&th, NULL, touch_thread, t) == 0);
-	pthread_join(th, NULL);
-}
-
-static void sigbus_install(void)
-{
-	struct sigaction sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_sigaction = on_sigbus;
-	sa.sa_flags = SA_SIGINFO;
-	sigemptyset(&sa.sa_mask);
-	REQUIRE(sigaction(SIGBUS, &sa, NULL) == 0);
 }
 
 /* ------------------------------------------------------------------------
@@ -207,20 +145,20 @@ static void fault_back_fails(bool async, bool poison)
 	fail_back_at(p + 7 * PS);
 	uint64_t sig0 = t_stats(ctx).fault_sigbus;
 
-	struct toucher t = { .addr = p + 7 * PS + 123 };
-	bus_count = 0;
-	touch_in_thread(&t);
-	CHECK_EQ(t.got_bus, 1);
-	CHECK_EQ(bus_count, 1);
-	CHECK_EQ(bus_tid, t.tid);
-	CHECK_EQ(bus_addr, (uintptr_t)(p + 7 * PS + 123));
+	struct t_touch t = { .addr = p + 7 * PS + 123 };
+	t_bus_count = 0;
+	t_touch(&t);
+	CHECK_EQ(t.bus, 1);
+	CHECK_EQ(t_bus_count, 1);
+	CHECK_EQ(t_bus_tid, t.tid);
+	CHECK_EQ(t_bus_addr, (uintptr_t)(p + 7 * PS + 123));
 	/* The kernel's own SIGBUS for a poisoned page: BUS_ADRERR, as for
 	 * VM_FAULT_SIGBUS (6.18; kernels that report it as memory failure
 	 * say BUS_MCEERR_AR); the signal older kernels get: SI_QUEUE. */
 	if (poison)
-		CHECK(bus_code == BUS_ADRERR || bus_code == BUS_MCEERR_AR);
+		CHECK(t_bus_code == BUS_ADRERR || t_bus_code == BUS_MCEERR_AR);
 	else
-		CHECK_EQ(bus_code, SI_QUEUE);
+		CHECK_EQ(t_bus_code, SI_QUEUE);
 	CHECK_EQ(t_stats(ctx).fault_sigbus, sig0 + 1);
 	/* Still on the device, whole; everything else reads right (the
 	 * fault-around of a neighbour that takes in page 7 fails for it,
@@ -232,17 +170,17 @@ static void fault_back_fails(bool async, bool poison)
 
 	/* Again from this thread: SIGBUS again (poisoned: without a fault;
 	 * else the copy is tried and fails again). */
-	t = (struct toucher){ .addr = p + 7 * PS };
-	touch_in_thread(&t);
-	CHECK_EQ(t.got_bus, 1);
-	CHECK_EQ(bus_addr, (uintptr_t)(p + 7 * PS));
+	t = (struct t_touch){ .addr = p + 7 * PS };
+	t_touch(&t);
+	CHECK_EQ(t.bus, 1);
+	CHECK_EQ(t_bus_addr, (uintptr_t)(p + 7 * PS));
 
 	/* The device recovers: an explicit migration back brings it (over
 	 * the poison marker), byte for byte. */
 	atomic_store(&dev.bad_index, -1);
 	CHECK_OK(hetmm_migrate_to_system(ctx, p + 7 * PS, PS, NULL));
 	CHECK_EQ(t_verify_from(p + 7 * PS, 1, 21, 7), 0);
-	CHECK_EQ(bus_count, 2);
+	CHECK_EQ(t_bus_count, 2);
 	__atomic_store_n(&test_no_poison, false, __ATOMIC_RELAXED);
 	t_unmap(p, NP);
 	dev_down();
@@ -257,13 +195,13 @@ static void fault_back_recovers(bool async)
 	__atomic_store_n(&test_no_poison, true, __ATOMIC_RELAXED);
 	char *p = on_device(async, 31);
 	fail_back_at(p + 3 * PS);
-	struct toucher t = { .addr = p + 3 * PS };
-	touch_in_thread(&t);
-	CHECK_EQ(t.got_bus, 1);
+	struct t_touch t = { .addr = p + 3 * PS };
+	t_touch(&t);
+	CHECK_EQ(t.bus, 1);
 	atomic_store(&dev.bad_index, -1);
-	t = (struct toucher){ .addr = p + 3 * PS + 1 };
-	touch_in_thread(&t);
-	CHECK_EQ(t.got_bus, 0);
+	t = (struct t_touch){ .addr = p + 3 * PS + 1 };
+	t_touch(&t);
+	CHECK_EQ(t.bus, 0);
 	CHECK_EQ(t_verify(p, NP, 31), 0);
 	__atomic_store_n(&test_no_poison, false, __ATOMIC_RELAXED);
 	t_unmap(p, NP);
@@ -369,11 +307,11 @@ static void hung_device(void)
 	CHECK_EQ(hetmm_migrate_to_device(dev.pg, p, NP * PS, NULL), -EIO);
 
 	/* Back from a hung device: SIGBUS, bounded. */
-	struct toucher t = { .addr = q + 9 * PS + 5 };
-	touch_in_thread(&t);
-	CHECK_EQ(t.got_bus, 1);
-	CHECK_EQ(bus_tid, t.tid);
-	CHECK_EQ(bus_addr, (uintptr_t)(q + 9 * PS + 5));
+	struct t_touch t = { .addr = q + 9 * PS + 5 };
+	t_touch(&t);
+	CHECK_EQ(t.bus, 1);
+	CHECK_EQ(t_bus_tid, t.tid);
+	CHECK_EQ(t_bus_addr, (uintptr_t)(q + 9 * PS + 5));
 
 	/* It comes back: late completions land in memory nobody uses. */
 	adrv_unstall(&dev);
@@ -393,10 +331,10 @@ static char *fork_buf;
 static void fork_child(void *arg)
 {
 	(void)arg;
-	struct toucher t = { .addr = fork_buf + 3 * PS + 8 };
-	touch_thread(&t);   /* no thread of its own: TSan follows no child's */
-	CHECK_EQ(t.got_bus, 1);
-	CHECK_EQ(bus_addr, (uintptr_t)(fork_buf + 3 * PS + 8));
+	struct t_touch t = { .addr = fork_buf + 3 * PS + 8 };
+	t_touch_here(&t);   /* no thread of its own: TSan follows no child's */
+	CHECK_EQ(t.bus, 1);
+	CHECK_EQ(t_bus_addr, (uintptr_t)(fork_buf + 3 * PS + 8));
 	CHECK_EQ(t_verify(fork_buf, 3, 81), 0);
 	CHECK_EQ(t_verify_from(fork_buf + 4 * PS, NP - 4, 81, 4), 0);
 }
@@ -426,9 +364,9 @@ static void fork_fails(bool async)
 	t_reap(t_spawn(fork_child, NULL));
 	/* The parent: the same, until the device gives the page back. */
 	CHECK(t_on_device(ctx, fork_buf + 3 * PS));
-	struct toucher t = { .addr = fork_buf + 3 * PS };
-	touch_in_thread(&t);
-	CHECK_EQ(t.got_bus, 1);
+	struct t_touch t = { .addr = fork_buf + 3 * PS };
+	t_touch(&t);
+	CHECK_EQ(t.bus, 1);
 	atomic_store(&dev.bad_index, -1);
 	CHECK_OK(hetmm_migrate_to_system(ctx, fork_buf, NP * PS, NULL));
 	CHECK_EQ(t_verify(fork_buf, NP, 81), 0);
@@ -479,7 +417,7 @@ static void fault_back_signal_async(void) { fault_back_fails(true, false); }
 
 int main(int argc, char **argv)
 {
-	sigbus_install();
+	t_bus_catch();
 	RUN(to_device_fails_sync);
 	RUN(to_device_fails_async);
 	RUN(fault_back_poison_sync);

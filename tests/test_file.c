@@ -8,12 +8,11 @@
  * HETMM_FILE_IO=pread environment a container without io_uring gets.
  */
 #include <pthread.h>
-#include <setjmp.h>
 #include <signal.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 
 #include "t.h"
+#include "tbus.h"
 
 static char dir[] = "/tmp/hetmm-test-file-XXXXXX";
 static struct hetmm_ctx *ctx;
@@ -210,46 +209,6 @@ static void discard(void)
  * Errors
  */
 
-static __thread sigjmp_buf bus_jmp;
-static __thread volatile int bus_armed;
-static volatile uintptr_t bus_addr;
-
-static void on_sigbus(int sig, siginfo_t *si, void *uc)
-{
-	(void)sig;
-	(void)uc;
-	bus_addr = (uintptr_t)si->si_addr;
-	if (bus_armed)
-		siglongjmp(bus_jmp, 1);
-	_exit(99);
-}
-
-struct toucher {
-	volatile char *addr;
-	int got_bus;
-};
-
-static void *touch_thread(void *arg)
-{
-	struct toucher *t = arg;
-	bus_armed = 1;
-	if (sigsetjmp(bus_jmp, 1) == 0)
-		(void)*t->addr;
-	else
-		t->got_bus = 1;
-	bus_armed = 0;
-	return NULL;
-}
-
-static int touch(volatile char *addr)
-{
-	struct toucher t = { addr, 0 };
-	pthread_t th;
-	REQUIRE(pthread_create(&th, NULL, touch_thread, &t) == 0);
-	pthread_join(th, NULL);
-	return t.got_bus;
-}
-
 /* A read error on the way back: SIGBUS for the toucher, the page stays
  * on the device, and comes back whole once the disk reads again.  A
  * write error on the way out: the page stays in memory, untouched. */
@@ -268,8 +227,8 @@ static void io_error(uint32_t flags)
 	CHECK_EQ(rep.moved, 64);
 
 	REQUIRE_OK(hetmm_file_inject_error(f, 0, 40, 1, -EIO));
-	CHECK_EQ(touch(p + 40 * PS + 5), 1);
-	CHECK_EQ(bus_addr, (uintptr_t)(p + 40 * PS + 5));
+	CHECK_EQ(t_touch_bus(p + 40 * PS + 5), 1);
+	CHECK_EQ(t_bus_addr, (uintptr_t)(p + 40 * PS + 5));
 	CHECK(file_info(f).io_errors > 0);
 	REQUIRE_OK(hetmm_file_inject_error(f, 0, 0, 0, 0));
 	/* The disk reads again: the page comes back, every byte. */
@@ -355,11 +314,7 @@ int main(int argc, char **argv)
 {
 	REQUIRE(mkdtemp(dir));
 	atexit(cleanup);
-	struct sigaction sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_sigaction = on_sigbus;
-	sa.sa_flags = SA_SIGINFO;
-	REQUIRE(sigaction(SIGBUS, &sa, NULL) == 0);
+	t_bus_catch();
 	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
 	RUN(round_trip_uring);
 	RUN(round_trip_pread);

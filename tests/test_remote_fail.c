@@ -7,10 +7,9 @@
  * working; nothing hangs.  On shared memory and TCP over loopback.
  */
 #include <pthread.h>
-#include <setjmp.h>
-#include <sys/syscall.h>
 
 #include "remote.h"
+#include "tbus.h"
 
 /* The bounds asserted: the device notices a killed server (its TCP
  * connection closes) and a fault on its pages ends in SIGBUS. */
@@ -18,50 +17,6 @@
 #define SIGBUS_BOUND_S 5.0
 
 static struct hetmm_ctx *ctx;
-
-static __thread sigjmp_buf bus_jmp;
-static __thread volatile int bus_armed;
-
-static void on_sigbus(int sig, siginfo_t *si, void *uc)
-{
-	(void)sig;
-	(void)si;
-	(void)uc;
-	if (bus_armed)
-		siglongjmp(bus_jmp, 1);
-	_exit(99);
-}
-
-struct toucher {
-	volatile char *addr;
-	int got_bus;
-	double seconds;
-};
-
-static void *touch_thread(void *arg)
-{
-	struct toucher *t = arg;
-	double t0 = t_now();
-	bus_armed = 1;
-	if (sigsetjmp(bus_jmp, 1) == 0)
-		(void)*t->addr;
-	else
-		t->got_bus = 1;
-	bus_armed = 0;
-	t->seconds = t_now() - t0;
-	return NULL;
-}
-
-/* Read addr in a thread of its own: 1 if it got SIGBUS. */
-static int touch(void *addr, double *seconds)
-{
-	struct toucher t = { .addr = addr };
-	pthread_t th;
-	REQUIRE(pthread_create(&th, NULL, touch_thread, &t) == 0);
-	pthread_join(th, NULL);
-	*seconds = t.seconds;
-	return t.got_bus;
-}
 
 static unsigned server_of(size_t page, unsigned nsrv)
 {
@@ -97,12 +52,14 @@ static void server_dies(unsigned nsrv)
 
 	/* Its pages: SIGBUS, in bounded time; the other server's: back,
 	 * every byte. */
-	double worst = 0, s;
+	double worst = 0;
 	size_t bus = 0;
 	for (size_t i = 0; i < n; i += 16) {
 		if (server_of(i, nsrv) == 0) {
-			bus += (size_t)touch(p + i * PS, &s);
-			worst = s > worst ? s : worst;
+			struct t_touch t = { .addr = p + i * PS };
+			t_touch(&t);
+			bus += (size_t)t.bus;
+			worst = t.seconds > worst ? t.seconds : worst;
 		}
 	}
 	fprintf(stderr, "  SIGBUS on %zu pages, the slowest in %.1f ms\n",
@@ -153,21 +110,15 @@ static void server_gone(void)
 
 static int run(const char *tls)
 {
-	struct sigaction sa;
-
 	setenv("UCX_TLS", tls, 1);
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_sigaction = on_sigbus;
-	sa.sa_flags = SA_SIGINFO;
-	REQUIRE(sigaction(SIGBUS, &sa, NULL) == 0);
+	t_bus_catch();
 	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
 	server_dies(1);
 	server_dies(2);
 	server_gone();
 	REQUIRE_OK(hetmm_ctx_destroy(ctx));
 	/* UCX did not take SIGBUS from us when it loaded. */
-	REQUIRE(sigaction(SIGBUS, NULL, &sa) == 0);
-	CHECK(sa.sa_sigaction == on_sigbus);
+	CHECK(t_bus_caught());
 	return t_done();
 }
 

@@ -9,9 +9,9 @@
  * within the keepalive bound and faults get SIGBUS, nothing hangs.
  */
 #include <pthread.h>
-#include <setjmp.h>
 
 #include "remote.h"
+#include "tbus.h"
 
 #define SKIP 77
 /* The device's TCP keepalive gives up on a silent peer in about 4 s
@@ -81,44 +81,6 @@ static const char *net_up(void)
 	return NULL;
 }
 
-static __thread sigjmp_buf bus_jmp;
-static __thread volatile int bus_armed;
-
-static void on_sigbus(int sig)
-{
-	(void)sig;
-	if (bus_armed)
-		siglongjmp(bus_jmp, 1);
-	_exit(99);
-}
-
-struct toucher {
-	volatile char *addr;
-	int got_bus;
-};
-
-static void *touch_thread(void *arg)
-{
-	struct toucher *t = arg;
-	bus_armed = 1;
-	if (sigsetjmp(bus_jmp, 1) == 0)
-		(void)*t->addr;
-	else
-		t->got_bus = 1;
-	bus_armed = 0;
-	return NULL;
-}
-
-/* Read addr in a thread of its own: 1 if it got SIGBUS. */
-static int touch(void *addr)
-{
-	struct toucher t = { .addr = addr };
-	pthread_t th;
-	REQUIRE(pthread_create(&th, NULL, touch_thread, &t) == 0);
-	pthread_join(th, NULL);
-	return t.got_bus;
-}
-
 int main(int argc, char **argv)
 {
 	struct hetmm_ctx *ctx;
@@ -137,7 +99,7 @@ int main(int argc, char **argv)
 		return SKIP;
 	}
 	setenv("UCX_TLS", "tcp", 1);
-	signal(SIGBUS, on_sigbus);
+	t_bus_catch();
 	snprintf(listen, sizeof(listen), "10.233.%u.2:0", subnet);
 	t_server_start_in(&srv, ns, listen, "64M", t_secret);
 	fprintf(stderr, "server in %s at %s\n", ns, srv.addr);
@@ -184,7 +146,7 @@ int main(int argc, char **argv)
 	CHECK_EQ(st.servers_alive, 0);
 	CHECK(cut < CUT_BOUND_S);
 	t0 = t_now();
-	CHECK_EQ(touch(p), 1);
+	CHECK_EQ(t_touch_bus(p), 1);
 	fprintf(stderr, "then a fault got SIGBUS in %.1f ms\n",
 		(t_now() - t0) * 1e3);
 	t_unmap(p, n);

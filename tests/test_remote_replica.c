@@ -10,11 +10,11 @@
  * counts are refused.  On shared memory and TCP over loopback.
  */
 #include <pthread.h>
-#include <setjmp.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 
 #include "remote.h"
+#include "tbus.h"
 
 #define NT 4
 #define PER 1024                /* pages each thread owns */
@@ -27,23 +27,6 @@
 
 static struct hetmm_ctx *ctx;
 static atomic_bool stop;
-
-static int make(struct t_server *srv, unsigned nsrv, uint64_t pages,
-		uint32_t flags, uint32_t replicas, struct hetmm_remote **dev)
-{
-	const char *addrs[HETMM_REMOTE_MAX_SERVERS];
-	for (unsigned i = 0; i < nsrv; i++)
-		addrs[i] = srv[i].addr;
-	struct hetmm_remote_desc d = {
-		.servers = addrs,
-		.nr_servers = nsrv,
-		.flags = flags,
-		.nr_pages = pages,
-		.secret_file = t_secret,
-		.replicas = replicas,
-	};
-	return hetmm_remote_create(ctx, &d, dev);
-}
 
 /* Wait until the device takes one server for dead; seconds since t0. */
 static double wait_dead(struct hetmm_remote *dev, uint32_t alive_before,
@@ -118,46 +101,6 @@ static void wait_rounds(struct worker *w, unsigned rounds)
 	REQUIRE(min_rounds(w) >= rounds);
 }
 
-static __thread sigjmp_buf bus_jmp;
-static __thread volatile int bus_armed;
-
-static void on_sigbus(int sig, siginfo_t *si, void *uc)
-{
-	(void)sig;
-	(void)si;
-	(void)uc;
-	if (bus_armed)
-		siglongjmp(bus_jmp, 1);
-	_exit(99);      /* SIGBUS where none was due */
-}
-
-struct toucher {
-	char *addr;
-	int got_bus;
-};
-
-static void *touch_thread(void *arg)
-{
-	struct toucher *t = arg;
-	bus_armed = 1;
-	if (sigsetjmp(bus_jmp, 1) == 0)
-		(void)*(volatile char *)t->addr;
-	else
-		t->got_bus = 1;
-	bus_armed = 0;
-	return NULL;
-}
-
-/* Read addr in a thread of its own: 1 if it got SIGBUS. */
-static int touch(char *addr)
-{
-	struct toucher t = { addr, 0 };
-	pthread_t th;
-	REQUIRE(pthread_create(&th, NULL, touch_thread, &t) == 0);
-	pthread_join(th, NULL);
-	return t.got_bus;
-}
-
 static void kill_one_of_two(void)
 {
 	struct t_server srv[2];
@@ -167,7 +110,9 @@ static void kill_one_of_two(void)
 
 	t_server_start(&srv[0], "64M");
 	t_server_start(&srv[1], "64M");
-	REQUIRE_OK(make(srv, 2, DEV_PAGES, HETMM_PAGEMAP_EVICT, 2, &dev));
+	REQUIRE_OK(t_remote_make_replicated(ctx, srv, 2, DEV_PAGES,
+					    HETMM_PAGEMAP_EVICT, 2, t_secret,
+					    &dev));
 	/* Each server holds both copies' share: the whole device. */
 	for (int i = 0; i < 2; i++)
 		CHECK(t_server_wait_log(&srv[i], "region of 8.0 MiB", 1000));
@@ -220,7 +165,7 @@ static void kill_one_of_two(void)
 	CHECK_EQ(t_count_on_device(ctx, w[0].p, PER), PER);
 	t_server_stop(&srv[1], SIGKILL);
 	wait_dead(dev, 1, t_now());
-	CHECK_EQ(touch(w[0].p + 5 * PS), 1);
+	CHECK_EQ(t_touch_bus(w[0].p + 5 * PS), 1);
 	CHECK_EQ(hetmm_migrate_to_system(ctx, w[0].p, PER * PS, NULL), -EIO);
 	for (int i = 0; i < NT; i++)
 		t_unmap(w[i].p, PER);
@@ -255,7 +200,8 @@ static void three_servers(void)
 
 	for (int i = 0; i < 3; i++)
 		t_server_start(&srv[i], "16M");
-	REQUIRE_OK(make(srv, 3, n, 0, 2, &dev));
+	REQUIRE_OK(t_remote_make_replicated(ctx, srv, 3, n, 0, 2, t_secret,
+					    &dev));
 	struct hetmm_pagemap *pg = t_remote_pg(dev);
 	char *p = t_map(n);
 	t_fill(p, n, 61);
@@ -299,8 +245,10 @@ static void bad_counts(void)
 
 	t_server_start(&srv[0], "16M");
 	srv[1] = srv[0];
-	CHECK_EQ(make(srv, 1, 64, 0, 2, &dev), -EINVAL);
-	CHECK_EQ(make(srv, 2, 64, 0, 3, &dev), -EINVAL);
+	CHECK_EQ(t_remote_make_replicated(ctx, srv, 1, 64, 0, 2, t_secret,
+					  &dev), -EINVAL);
+	CHECK_EQ(t_remote_make_replicated(ctx, srv, 2, 64, 0, 3, t_secret,
+					  &dev), -EINVAL);
 	CHECK(dev == NULL);
 	CHECK_EQ(t_server_count_log(&srv[0], "connected"), 0);
 	CHECK_EQ(t_server_stop(&srv[0], SIGTERM), 0);
@@ -308,13 +256,8 @@ static void bad_counts(void)
 
 static int run(const char *tls)
 {
-	struct sigaction sa;
-
 	setenv("UCX_TLS", tls, 1);
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_sigaction = on_sigbus;
-	sa.sa_flags = SA_SIGINFO;
-	REQUIRE(sigaction(SIGBUS, &sa, NULL) == 0);
+	t_bus_catch();
 	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
 	bad_counts();
 	kill_one_of_two();

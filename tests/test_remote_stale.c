@@ -44,14 +44,11 @@ static pid_t client(struct t_server *srv, unsigned nsrv, uint32_t replicas,
 	if (c)
 		return c;
 	prctl(PR_SET_PDEATHSIG, SIGKILL);       /* stopped, too */
-	const char *addrs[2] = { srv[0].addr, nsrv > 1 ? srv[1].addr : 0 };
-	struct hetmm_remote_desc d = {
-		.servers = addrs, .nr_servers = nsrv, .nr_pages = n,
-		.secret_file = t_secret, .replicas = replicas,
-	};
 	struct hetmm_ctx *cc;
 	struct hetmm_remote *dev;
-	if (hetmm_ctx_create(&cc, NULL) || hetmm_remote_create(cc, &d, &dev))
+	if (hetmm_ctx_create(&cc, NULL) ||
+	    t_remote_make_replicated(cc, srv, nsrv, n, 0, replicas, t_secret,
+				     &dev))
 		_exit(10);
 	char *p = t_map(n);
 	t_fill(p, n, 81);
