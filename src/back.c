@@ -408,17 +408,25 @@ size_t back_install(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	bool single = false;
 	uint64_t inst[RUN_WORDS] = { 0 };
 	unsigned wp = back_fill_wp(ctx, pgmap, op, vpn, idx0, run);
+	unsigned once = (how & BACK_ONCE) ? FILL_ONCE : 0, refused = 0;
 	while (done < run) {
 		size_t off = done * PAGE_SIZE;
+		size_t len = (single ? 1 : run - done) * PAGE_SIZE;
 		long got = uffd_fill(ctx->uffd.fd, op, dst + off,
-				     src ? src + off : 0,
-				     (single ? 1 : run - done) * PAGE_SIZE,
-				     ((how & BACK_ONCE) ? FILL_ONCE : 0) |
-				     (op == FILL_COPY ? wp : 0));
+				     src ? src + off : 0, len,
+				     once | (op == FILL_COPY ? wp : 0));
 		if (got > 0) {
 			run_set(inst, done, (size_t)got / PAGE_SIZE);
 			installed += (size_t)got / PAGE_SIZE;
 			done += (size_t)got / PAGE_SIZE;
+			continue;
+		}
+		/* An event waits to be read: the handler reads it, and the
+		 * run goes in once the kernel lets it, if the event leaves
+		 * it alone (fault.c); else the rest stays on the device. */
+		if (got == -EAGAIN && once && ctx->handler_refused &&
+		    ctx->handler_refused(ctx, dst + off, len, refused++)) {
+			once |= FILL_EVENTS_SEEN;
 			continue;
 		}
 		/* The page is there already: the kernel moved it and still

@@ -62,8 +62,15 @@ struct hetmm_ctx {
 	 * page still write-protected, that frame holds its bytes. */
 	struct vtab placed_src;
 
-	/* fault.c: the handler thread and its fault-around state. */
+	/* fault.c: the handler thread and its fault-around state; and, on
+	 * the handler, what to do when the kernel refused an install of
+	 * its (BACK_ONCE) because an event waits to be read: read the
+	 * events and say whether to try again (tries: how many times it
+	 * was asked about this install).  A pointer because back.c, which
+	 * asks, lies below fault.c. */
 	struct fault_engine *fault;
+	bool (*handler_refused)(struct hetmm_ctx *ctx, uintptr_t start,
+				size_t len, unsigned tries);
 
 	/* order.c: threads in a copy-to-device phase, and the handler's
 	 * ordering with them. */

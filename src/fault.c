@@ -20,6 +20,7 @@
  * the driver's own thread may be waiting in one.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <signal.h>
@@ -27,6 +28,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "away.h"
@@ -128,6 +130,8 @@ struct fault_engine {
 	atomic_bool deputy_stop;
 	struct uffd_msg kept[DEPUTY_KEPT];
 	size_t nkept, kept_faults;
+	/* handler_refused(): until when it tries an install again. */
+	uint64_t refused_until;
 	struct own_range own_recall, own_deputy_stack;
 };
 
@@ -763,32 +767,44 @@ static void fault_back_failed(struct hetmm_ctx *ctx, const struct uffd_msg *m,
 		uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
 }
 
-/* Does an event among msgs[0, n) change the mapping of addr (for
- * mremap, its old place or its new one)? */
-static bool event_at(const struct uffd_msg *msgs, size_t n, uintptr_t addr)
+static bool overlap(uintptr_t a, uintptr_t a_end, uintptr_t b,
+		    uintptr_t b_end)
+{
+	return a < b_end && b < a_end;
+}
+
+/* Does an event among msgs[0, n) change the mapping of a page of
+ * [start, end) (for mremap, its old place or its new one)? */
+static bool event_in(const struct uffd_msg *msgs, size_t n, uintptr_t start,
+		     uintptr_t end)
 {
 	for (size_t k = 0; k < n; k++) {
 		const struct uffd_msg *m = &msgs[k];
-		uintptr_t lo, hi;
 		switch (m->event) {
 		case UFFD_EVENT_UNMAP:
 		case UFFD_EVENT_REMOVE:
-			lo = m->arg.remove.start;
-			hi = m->arg.remove.end;
+			if (overlap(start, end, m->arg.remove.start,
+				    m->arg.remove.end))
+				return true;
 			break;
 		case UFFD_EVENT_REMAP:
-			if (addr - m->arg.remap.to < m->arg.remap.len)
+			if (overlap(start, end, m->arg.remap.from,
+				    m->arg.remap.from + m->arg.remap.len) ||
+			    overlap(start, end, m->arg.remap.to,
+				    m->arg.remap.to + m->arg.remap.len))
 				return true;
-			lo = m->arg.remap.from;
-			hi = lo + m->arg.remap.len;
 			break;
 		default:
-			continue;
+			break;
 		}
-		if (addr >= lo && addr < hi)
-			return true;
 	}
 	return false;
+}
+
+/* The same for the page at addr. */
+static bool event_at(const struct uffd_msg *msgs, size_t n, uintptr_t addr)
+{
+	return event_in(msgs, n, addr, addr + PAGE_SIZE);
 }
 
 /* Does an event read after the current message of the batch change the
@@ -987,10 +1003,27 @@ static bool deputy_may_serve(struct hetmm_ctx *ctx, const struct uffd_msg *m,
 	       shadow_get(&ctx->shadow, addr_to_vpn(addr)) == 0;
 }
 
+/* Keep message m for the handler, after the current batch (there is
+ * room: nkept < DEPUTY_KEPT); a fault beyond DEPUTY_KEPT_FAULTS is woken
+ * to come again instead. */
+static void kept_add(struct hetmm_ctx *ctx, const struct uffd_msg *m)
+{
+	struct fault_engine *f = ctx->fault;
+	bool event = m->event != UFFD_EVENT_PAGEFAULT;
+	if (!event && f->kept_faults >= DEPUTY_KEPT_FAULTS) {
+		uffd_wake(ctx->uffd.fd, m->arg.pagefault.address & PAGE_MASK,
+			  PAGE_SIZE);   /* it comes again */
+		return;
+	}
+	f->kept[f->nkept++] = *m;
+	f->kept_faults += !event;
+	if (event)
+		atomic_store(&f->away.events_held, true);
+}
+
 /* A message the deputy read: served, or kept for the handler. */
 static void deputy_take(struct hetmm_ctx *ctx, const struct uffd_msg *m)
 {
-	struct fault_engine *f = ctx->fault;
 	uintptr_t addr = (uintptr_t)m->arg.pagefault.address & PAGE_MASK;
 	if (deputy_may_serve(ctx, m, addr)) {
 		uint64_t flags = m->arg.pagefault.flags;
@@ -1002,15 +1035,7 @@ static void deputy_take(struct hetmm_ctx *ctx, const struct uffd_msg *m)
 			fault_zero(ctx, addr, flags & UFFD_PAGEFAULT_FLAG_WRITE);
 		return;
 	}
-	bool event = m->event != UFFD_EVENT_PAGEFAULT;
-	if (!event && f->kept_faults == DEPUTY_KEPT_FAULTS) {
-		uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);   /* it comes again */
-		return;
-	}
-	f->kept[f->nkept++] = *m;
-	f->kept_faults += !event;
-	if (event)
-		atomic_store(&f->away.events_held, true);
+	kept_add(ctx, m);
 }
 
 /* Read and serve until the handler's recall (away_end) is read.  With
@@ -1103,6 +1128,72 @@ static size_t kept_take(struct fault_engine *f, struct uffd_msg *msgs)
 	return n;
 }
 
+/*
+ * Read what waits on the userfaultfd, without waiting, and keep it for
+ * after the current batch, as the deputy keeps what it reads; events
+ * kept hold the handler's fills back (away.h).  The file's flags are
+ * the deputy's too, but it reads only while the handler is away, and
+ * the handler is not.
+ */
+static void handler_keep_waiting(struct hetmm_ctx *ctx)
+{
+	struct fault_engine *f = ctx->fault;
+	int fd = ctx->uffd.fd, fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+		return;
+	struct uffd_msg msgs[FAULT_READ_BATCH];
+	while (f->nkept < DEPUTY_KEPT) {
+		size_t want = MIN(DEPUTY_KEPT - f->nkept, (size_t)FAULT_READ_BATCH);
+		ssize_t got = read(fd, msgs, want * sizeof(msgs[0]));
+		if (got <= 0)
+			break;
+		for (size_t i = 0; i < (size_t)got / sizeof(msgs[0]); i++)
+			kept_add(ctx, &msgs[i]);
+	}
+	fcntl(fd, F_SETFL, fl);
+}
+
+/* How long the handler waits, at most, for the kernel to let an install
+ * in once it has read the events that held it back. */
+#define REFUSED_WAIT_MS 50
+
+/*
+ * The kernel refused an install of the handler's into [start, start +
+ * len) (EAGAIN): an event waits to be read, or uffd.c refused it for an
+ * event the deputy read and the handler has not handled (away.h).
+ * Giving up would leave the rest of a fault-around window on the
+ * device, to be copied back again when its thread faults again: under
+ * a resident bound each eviction's zap raises such an event, and a
+ * bounded scan read a good part of its file twice (docs/PERFORMANCE.md,
+ * "Storage").  So the handler reads what waits, keeps it for after the
+ * batch, and says to try again unless an event read but not handled
+ * changes the range (its install could outlive a zap, or land where a
+ * mapping left: see fault_handler_main) or the kernel still refuses
+ * after REFUSED_WAIT_MS (it does until the thread that raised the event
+ * has run again after the read).  Then the rest stays on the device, as
+ * before.
+ */
+static bool handler_refused(struct hetmm_ctx *ctx, uintptr_t start,
+			    size_t len, unsigned tries)
+{
+	struct fault_engine *f = ctx->fault;
+	uint64_t now = monotonic_ms();
+	if (!tries) {
+		f->refused_until = now + REFUSED_WAIT_MS;
+	} else {
+		/* Sleep, not spin: the thread to run may want this CPU. */
+		struct timespec nap = { 0, 1000L * MIN(20u << MIN(tries, 6u),
+						       1000u) };
+		if (now > f->refused_until || f->nkept == DEPUTY_KEPT)
+			return false;
+		nanosleep(&nap, NULL);
+	}
+	handler_keep_waiting(ctx);
+	uintptr_t end = start + len;
+	return !event_in(f->kept, f->nkept, start, end) &&
+	       !event_in(f->pending, f->npending, start, end);
+}
+
 static void *fault_handler_main(void *arg)
 {
 	struct hetmm_ctx *ctx = arg;
@@ -1184,6 +1275,7 @@ int fault_engine_create(struct hetmm_ctx *ctx)
 	pthread_cond_init(&f->exit_cond, NULL);
 	ctx->fault = f;
 	back_pipe_init(&f->bp, ctx, true, NULL, 0);
+	ctx->handler_refused = handler_refused;
 	/* Everything the fault path needs is allocated here, not there. */
 	f->staging = staging_map();
 	f->claims = calloc(CHUNK_PAGES, sizeof(uint64_t));

@@ -197,7 +197,8 @@ long uffd_fill(int fd, enum uffd_fill op, uintptr_t dst, uintptr_t src,
 {
 	bool wake = flags & FILL_WAKE;
 	size_t done = 0;
-	if ((flags & FILL_ONCE) && away_events_held())
+	if ((flags & FILL_ONCE) && !(flags & FILL_EVENTS_SEEN) &&
+	    away_events_held())
 		return -EAGAIN;
 	while (done < len) {
 		long got = fill_once(fd, op, dst + done,

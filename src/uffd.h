@@ -30,6 +30,10 @@ enum uffd_fill { FILL_COPY, FILL_ZERO, FILL_MOVE };
  * madvise, mremap) waits to be read; only the handler reads events, so
  * the handler must give up, read, and let the thread fault again. */
 #define FILL_ONCE (1u << 1)
+/* With FILL_ONCE, on the handler: it has read the events that wait, and
+ * those it has not handled yet (away.h) touch none of the range, so the
+ * kernel alone says whether the fill may go in. */
+#define FILL_EVENTS_SEEN (1u << 4)
 /* UFFDIO_COPY only: the page is installed write-protected. */
 #define FILL_WP (1u << 3)
 /* Fill [dst, dst + len) by UFFDIO_COPY/ZEROPAGE/MOVE from src: bytes

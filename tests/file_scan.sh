@@ -5,8 +5,8 @@
 # sequence and in a shuffled order, and with no bound: the sum and largest
 # of the file's 64-bit words must be what Python reads with plain I/O
 # (the file is not a whole number of pages: its tail is read too), pages
-# must have gone back under the bound without a write, and the file must
-# be unchanged.  Bad input exits 1 or 2 with a message.
+# must have gone back under the bound without a write, each read from the
+# file once in a sequential scan, and the file must be unchanged.  Bad input exits 1 or 2 with a message.
 set -euo pipefail
 bin=${1:?usage: file_scan.sh HETMM_BINARY PYTHON3}
 py=${2:?usage: file_scan.sh HETMM_BINARY PYTHON3}
@@ -65,6 +65,20 @@ for order in "" --random; do
 		fail "file-scan --bound 1M $order: evictions '$ev', want > 0"
 	[ "$(field bound "$out")" = $((1024 * 1024 / $(getconf PAGESIZE))) ] ||
 		fail "file-scan --bound 1M $order: bound '$(field bound "$out")'"
+done
+# Under the bound, each page is read from the file once (issue 22): an
+# eviction's zap raises an event, and the handler must read it and
+# install the window it has read, not give the window up to be read
+# again (2280-3409 pages read of 2048 here when it did).  A window's
+# slack (a quarter of the bound) for the handler giving up once, when
+# the thread that raised the event gets no CPU for a while (fault.c,
+# REFUSED_WAIT_MS).  Three runs: one could be lucky.
+window=$((1024 * 1024 / $(getconf PAGESIZE) / 4))
+for run in 1 2 3; do
+	scan --bound 1M || continue
+	read=$(field 'pages read' "$out")
+	[ "$read" -le $((pages + window)) ] ||
+		fail "file-scan --bound 1M (run $run): pages read $read, want <= $pages + $window"
 done
 if scan --bound 0; then
 	[ "$(field evictions "$out")" = 0 ] ||

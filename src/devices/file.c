@@ -583,9 +583,9 @@ static uint64_t evict_low_mark(uint64_t max_resident)
  * the bound: pages go back in whole chunks, not a few after each fault.
  * Each migration call zaps its runs, and each zap raises a userfaultfd
  * event during which the kernel refuses the fault handler's installs
- * (EAGAIN): a fault-around window in flight comes up short and is read
- * again (docs/PERFORMANCE.md, "Storage").  Fewer, whole-chunk calls
- * raise fewer such events.
+ * (EAGAIN) until the handler has read it and the zapping thread has run
+ * again: a fault-around window in flight waits (docs/PERFORMANCE.md,
+ * "Storage").  Fewer, whole-chunk calls raise fewer such events.
  */
 static uint64_t attach_over(struct file_attach *a)
 {
