@@ -33,8 +33,10 @@
  * of it then fails with EBUSY.  Each context records the ranges it was
  * asked to watch (followed through munmap and mremap), so the range is
  * handed over when no other context was asked for any of it and none
- * holds a page there, and refused otherwise.  Memory any context owns is
- * left out of every whole registration.
+ * holds a page there, and refused otherwise: with it the widest span of
+ * the mapping around it that no other context holds anything in, so
+ * that the mapping the process made stays whole.  Memory any context
+ * owns is left out of every whole registration.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -144,17 +146,6 @@ static bool asked_remove_locked(struct watch_asked *a, uintptr_t start,
 	return spans_splice(a, i, j, keep, k);
 }
 
-static bool asked_overlaps(struct hetmm_ctx *ctx, uintptr_t start,
-			   uintptr_t end)
-{
-	struct watch_asked *a = &ctx->asked;
-	pthread_mutex_lock(&a->lock);
-	size_t i = span_after(a, start, false);
-	bool any = i < a->n && a->v[i].start < end;
-	pthread_mutex_unlock(&a->lock);
-	return any;
-}
-
 void watch_forget(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 {
 	pthread_mutex_lock(&ctx->asked.lock);
@@ -212,23 +203,57 @@ void watch_forget_all(void)
 	pthread_mutex_init(&watchers_lock, NULL);
 }
 
-static int any_entry(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
+/* Entries met walking a range: the first, and one past the last. */
+struct entry_bounds {
+	uint64_t first, end;
+	bool first_only;
+};
+
+static int note_entry(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
 {
-	(void)arg;
-	(void)vpn;
+	struct entry_bounds *b = arg;
 	(void)slot;
-	return 1;
+	if (!b->end)
+		b->first = vpn;
+	b->end = vpn + 1;
+	return b->first_only;
 }
 
-/* Was other asked for nothing in [start, end), and has it nothing there:
- * no page of its, no memory it uses itself? */
+/*
+ * Was other asked for nothing in [start, end), and has it nothing there:
+ * no page of its, no memory it uses itself?  If so, narrow [*lo, *hi),
+ * which holds [start, end), to the widest span around it where that is
+ * true too.
+ */
 static bool holds_nothing(struct hetmm_ctx *other, uintptr_t start,
-			  uintptr_t end)
+			  uintptr_t end, uintptr_t *lo, uintptr_t *hi)
 {
-	return !asked_overlaps(other, start, end) &&
-	       entry_user_range(other, (void *)start, end - start) == 0 &&
-	       !shadow_for_each(&other->shadow, addr_to_vpn(start),
-				addr_to_vpn(end), any_entry, NULL);
+	struct watch_asked *a = &other->asked;
+	pthread_mutex_lock(&a->lock);
+	size_t i = span_after(a, start, false);
+	bool asked = i < a->n && a->v[i].start < end;
+	if (i > 0)
+		*lo = MAX(*lo, a->v[i - 1].end);
+	if (i < a->n)
+		*hi = MIN(*hi, a->v[i].start);
+	pthread_mutex_unlock(&a->lock);
+	if (asked || entry_user_range(other, (void *)start, end - start))
+		return false;
+	entry_unowned_span(other, start, end, lo, hi);
+
+	struct entry_bounds below = { 0 }, here = { .first_only = true },
+			    above = { .first_only = true };
+	shadow_for_each(&other->shadow, addr_to_vpn(*lo), addr_to_vpn(start),
+			note_entry, &below);
+	shadow_for_each(&other->shadow, addr_to_vpn(start), addr_to_vpn(end),
+			note_entry, &here);
+	shadow_for_each(&other->shadow, addr_to_vpn(end), addr_to_vpn(*hi),
+			note_entry, &above);
+	if (below.end)
+		*lo = vpn_to_addr(below.end);
+	if (above.end)
+		*hi = vpn_to_addr(above.first);
+	return !here.end;
 }
 
 /*
@@ -236,30 +261,38 @@ static bool holds_nothing(struct hetmm_ctx *other, uintptr_t start,
  * context's, which registered it as part of a mapping it registered
  * whole, the kernel having merged the two contexts' memory.  If every
  * other context holds nothing there (holds_nothing), the range is handed
- * over, so that each keeps its own; otherwise -EBUSY stands.  Each other
+ * over, so that each keeps its own; otherwise -EBUSY stands.  What is
+ * handed over is the widest span of [lo, hi) (the mapping, less memory
+ * hetmm owns) around the range that no other context holds anything in:
+ * the range alone would split the mapping the process made, which it
+ * then could not mremap whole (the kernel had merged its mapping with
+ * the other context's, which registered both whole).  Each other
  * context's userfaultfd lets go (Linux 6.1 lets any userfaultfd
  * unregister any; later kernels only the one that registered it).  A
  * process with one context keeps -EBUSY: the registration is the
  * program's own.
  */
-static int take_over(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
+static int take_over(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end,
+		     uintptr_t lo, uintptr_t hi)
 {
 	int rc = -EBUSY;
 	pthread_mutex_lock(&watchers_lock);
 	bool others = false, free = true;
-	for (struct hetmm_ctx *o = watchers; o; o = o->watch_next) {
+	for (struct hetmm_ctx *o = watchers; o && free; o = o->watch_next) {
 		if (o == ctx)
 			continue;
 		others = true;
-		free = free && holds_nothing(o, start, end);
+		free = holds_nothing(o, start, end, &lo, &hi);
 	}
 	if (others && free) {
 		for (struct hetmm_ctx *o = watchers; o; o = o->watch_next)
 			if (o != ctx)
-				uffd_unregister(o->uffd.fd, start,
-						end - start);
-		rc = uffd_register(ctx->uffd.fd, start, end - start,
-				   WATCH_MODE, NULL);
+				uffd_unregister(o->uffd.fd, lo, hi - lo);
+		rc = uffd_register(ctx->uffd.fd, lo, hi - lo, WATCH_MODE,
+				   NULL);
+		if (rc)   /* the mapping changed meanwhile */
+			rc = uffd_register(ctx->uffd.fd, start, end - start,
+					   WATCH_MODE, NULL);
 	}
 	pthread_mutex_unlock(&watchers_lock);
 	return rc;
@@ -290,15 +323,19 @@ int watch_vma(struct hetmm_ctx *ctx, const struct vma *v, uintptr_t start,
 		return -ENOMEM;
 	uintptr_t lo = v->start, hi = v->end;
 	unowned_span(start, end, &lo, &hi);
-	if (!(v->flags & VMA_HEAP_STACK) &&
-	    uffd_register(ctx->uffd.fd, lo, hi - lo, WATCH_MODE, NULL) == 0)
+	if (v->flags & VMA_HEAP_STACK) {
+		lo = start;
+		hi = end;
+	} else if (uffd_register(ctx->uffd.fd, lo, hi - lo, WATCH_MODE,
+				 NULL) == 0) {
 		return 0;
+	}
 	/* Part of the mapping is another userfaultfd's, or it changed
 	 * since v was read: register what was asked, which fails as the
 	 * caller needs to hear if that is gone too. */
 	int rc = uffd_register(ctx->uffd.fd, start, end - start, WATCH_MODE,
 			       NULL);
-	return rc == -EBUSY ? take_over(ctx, start, end) : rc;
+	return rc == -EBUSY ? take_over(ctx, start, end, lo, hi) : rc;
 }
 
 void watch_range(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)

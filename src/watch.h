@@ -28,8 +28,10 @@ void watch_fini(struct hetmm_ctx *ctx);
 
 /* Register v, a private anonymous mapping holding [start, end), whole
  * (less memory hetmm owns), for MISSING and WP faults; the part in
- * [start, end) alone if v changed since it was looked up, or part of it
- * is another context's.  0 or -errno (-ENOMEM: no room to record it). */
+ * [start, end) alone if v changed since it was looked up; if part of it
+ * is another context's, the widest span around [start, end) that no
+ * other context holds anything in.  0 or -errno (-ENOMEM: no room to
+ * record it). */
 int watch_vma(struct hetmm_ctx *ctx, const struct vma *v, uintptr_t start,
 	      uintptr_t end);
 /* The same for every private anonymous mapping [start, end) reaches;

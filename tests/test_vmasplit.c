@@ -246,6 +246,47 @@ static void own_memory_is_left_alone(void)
 }
 
 /*
+ * Two contexts on two mappings the kernel merged into one: the second
+ * context registers the merged mapping whole for pages of its own in
+ * other, then the first is asked for part of p.  It takes over the
+ * widest span nobody else holds: p whole, so that p stays one mapping
+ * (split only where the process's two mappings meet) and mremap moves
+ * it whole.  Before, it took the two pages it was asked for and p was
+ * three mappings: mremap failed with EFAULT (F5 with several contexts).
+ */
+static void merged_with_another_contexts(struct hetmm_ctx *ctx2,
+					 struct hetmm_pagemap *pg2)
+{
+	enum { N = 8, M = 4 };
+	char *g = mmap(NULL, (N + M + 2) * PS, PROT_NONE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *p = g + PS, *other = p + N * PS, *r;
+
+	REQUIRE(g != MAP_FAILED);
+	REQUIRE(mmap(p, N * PS, PROT_READ | PROT_WRITE,
+		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == p);
+	REQUIRE(mmap(other, M * PS, PROT_READ | PROT_WRITE,
+		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == other);
+	REQUIRE(maps_in(p, N + M) == 1);   /* merged */
+	t_fill(p, N, 30);
+	t_fill(other, M, 31);
+	t_to_device(pg2, other, M);
+	t_to_device(pg, p + 2 * PS, 2);
+	CHECK_EQ(t_count_on_device(ctx, p, N), 2);
+	CHECK_EQ(maps_in(p, N), 1);
+	CHECK_EQ(maps_in(other, M), 1);
+	r = grow_and_verify(p, N, 30);
+	if (r) {
+		CHECK_EQ(maps_in(r, 2 * N), 1);
+		t_unmap(r, 2 * N);
+	}
+	CHECK_EQ(t_count_on_device(ctx2, other, M), M);
+	CHECK_EQ(t_verify(other, M, 31), 0);
+	t_unmap(g, 1);
+	t_unmap(other, M + 1);
+}
+
+/*
  * Several contexts: the cases above again with a second context in use
  * on memory of its own (its registrations must not make the first one's
  * exact); then two contexts on one mapping.  The first one was asked for
@@ -300,6 +341,8 @@ static void several_contexts(void)
 		CHECK_EQ(t_count_on_device(ctx2, r, N), 0);
 		t_unmap(r, 2 * N);
 	}
+
+	merged_with_another_contexts(ctx2, pg2);
 
 	CHECK_EQ(t_verify(other, 4, 20), 0);
 	t_unmap(other, 4);
