@@ -1103,6 +1103,7 @@ static void *deputy_main(void *arg)
 		}
 		last = atomic_load(word);
 	}
+	TEST_HOOK(TEST_HOOK_DEPUTY_EXIT, 0, 0);
 	return NULL;
 }
 
@@ -1372,7 +1373,12 @@ static void deputy_stop(struct fault_engine *f)
 	atomic_store(&f->deputy_stop, true);
 	atomic_fetch_add(&f->away.word, AWAY_TRIP);
 	futex_word(&f->away.word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
-	pthread_join(f->deputy, NULL);
+}
+
+static void deputy_join(struct fault_engine *f)
+{
+	if (f->deputy_running)
+		pthread_join(f->deputy, NULL);
 	f->deputy_running = false;
 }
 
@@ -1381,10 +1387,11 @@ static void deputy_stop(struct fault_engine *f)
  * Touch the doorbell page: the handler resolves that last fault and
  * leaves its loop.  The doorbell stays mapped: unmapping a registered page
  * now would wait for a reader that is gone, so the userfaultfd is closed
- * first.  And closed before the handler thread exits: what the thread's
- * exit unmaps (a sanitizer's per-thread memory, say) may lie in a mapping
- * registered whole (watch.c), and its event would wait for the thread
- * itself to read it.
+ * first.  And closed before the handler thread or the deputy exits: what
+ * a thread's exit unmaps (a sanitizer's per-thread memory, say) may lie
+ * in a mapping registered whole (watch.c), and its event would wait for
+ * a handler that reads no more (the deputy's exit under ASan: 1 run of
+ * 4 of test_window hung so, under load).
  */
 void fault_handler_stop(struct hetmm_ctx *ctx)
 {
@@ -1400,6 +1407,7 @@ void fault_handler_stop(struct hetmm_ctx *ctx)
 	f->may_exit = true;
 	pthread_cond_broadcast(&f->exit_cond);
 	pthread_mutex_unlock(&f->exit_lock);
+	deputy_join(f);
 	pthread_join(f->handler, NULL);
 	f->handler_running = false;
 }

@@ -49,6 +49,10 @@ enum test_hook_point {
 	 * done with at [addr, addr + len) (installed, its frames free, or
 	 * kept on the device): its copy slot goes back to the queue next. */
 	TEST_HOOK_BACK_PIECE_DONE,
+	/* The handler's deputy returns: its thread exits next (addr and
+	 * len 0).  A sanitizer's exit unmaps memory of the thread's then,
+	 * which may lie in a mapping registered whole. */
+	TEST_HOOK_DEPUTY_EXIT,
 };
 
 #ifdef HETMM_TEST_HOOKS
