@@ -15,7 +15,7 @@
  * end: no frame leaked, nothing device resident, no pin left.
  *
  * HETMM_STRESS_SECONDS sets the duration (default 2); `make soak` runs it
- * for 300.  HETMM_STRESS_OPS (a bit mask) picks the ops: see op_mask.
+ * for SOAK_SECONDS (1800).  HETMM_STRESS_OPS (a bit mask) picks the ops: see op_mask.
  */
 #include <pthread.h>
 

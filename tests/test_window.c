@@ -400,6 +400,23 @@ static char task_state(pid_t tid)
 	return s && s[1] == ' ' ? s[2] : '?';
 }
 
+/* Wait until the remapper thread runs the test's code: its start is
+ * over, and with it what a sanitizer maps for the thread itself.  Under
+ * load ASan mapped the second remapper's own memory late, in the range
+ * the first had just vacated; the thread moved Z over it, and its exit
+ * unmapped it, Z's pages with it (1 run of 6 died of SEGV reading X). */
+static pid_t remapper_ready(struct remapper *m)
+{
+	double until = t_now() + 20;
+	pid_t tid;
+
+	while (!(tid = __atomic_load_n(&m->tid, __ATOMIC_ACQUIRE))) {
+		REQUIRE(t_now() < until);
+		usleep(100);
+	}
+	return tid;
+}
+
 static bool mapped(const void *p, size_t npages)
 {
 	unsigned char vec[P2_PAGES];
@@ -408,9 +425,9 @@ static bool mapped(const void *p, size_t npages)
 }
 
 /*
- * Let a remapper thread (started beforehand: a thread's start maps its
- * stack and more, which could take the range the first remapper
- * vacates) go, and wait until the kernel moved the mapping and the thread
+ * Let a remapper thread (started and ready beforehand: a thread's start
+ * maps its stack and more, which could take the range the first
+ * remapper vacates) go, and wait until the kernel moved the mapping and the thread
  * waits for its REMAP to be read.  'D' alone does not say so: a thread
  * waiting for the mmap lock (khugepaged, another thread's fault) is in
  * 'D' too, before its move, and the second remapper could then take the
@@ -425,8 +442,7 @@ static void start_remapper(struct remapper *m)
 	double until = t_now() + 20;
 	pid_t tid;
 
-	while (!(tid = __atomic_load_n(&m->tid, __ATOMIC_ACQUIRE)))
-		usleep(100);
+	tid = remapper_ready(m);
 	__atomic_store_n(&m->go, 1, __ATOMIC_RELEASE);
 	while (mapped(m->from, P2_PAGES) || !mapped(m->to, P2_PAGES) ||
 	       task_state(tid) != 'D') {
@@ -469,6 +485,8 @@ static void part2(void)
 
 	REQUIRE(pthread_create(&th1, NULL, remapper_main, &m1) == 0);
 	REQUIRE(pthread_create(&th2, NULL, remapper_main, &m2) == 0);
+	remapper_ready(&m1);
+	remapper_ready(&m2);
 	/* Hold the handler on the trigger's REMOVE event. */
 	hook_arm(TEST_HOOK_EVENT_DISCARD, trig, 1);
 	REQUIRE(pthread_create(&thd, NULL, discard_main, trig) == 0);
@@ -535,6 +553,8 @@ static void part4(void)
 
 	REQUIRE(pthread_create(&th1, NULL, remapper_main, &m1) == 0);
 	REQUIRE(pthread_create(&th2, NULL, remapper_main, &m2) == 0);
+	remapper_ready(&m1);
+	remapper_ready(&m2);
 	hook_arm(TEST_HOOK_EVENT_DISCARD, trig, 1);
 	REQUIRE(pthread_create(&thd, NULL, discard_main, trig) == 0);
 	hook_wait_stopped();
