@@ -851,10 +851,13 @@ struct hetmm_migrate_report {
  * copied and collapsed with MADV_COLLAPSE), where the block lies in one
  * mapping; so does hetmm_migrate_to_system of the whole block.  Once
  * some of its pages have left, or mremap moved it off PMD alignment, the
- * rest are base pages.  Only where the kernel shows huge mappings
- * (hetmm_kernel_info.has_page_state) and a PMD is 512 pages (4 KiB pages:
- * migrations work in chunks of 512 pages); elsewhere every page moves as
- * a base page.
+ * rest are base pages.  At any page size (a PMD of 512 pages at 4 KiB,
+ * 2048 at 16 KiB, 8192 at 64 KiB: there the huge page is claimed whole,
+ * then copied in pieces, and published huge only if all of it arrived;
+ * it comes back as base pages collapsed into a THP with MADV_COLLAPSE).
+ * Only where the kernel shows huge mappings
+ * (hetmm_kernel_info.has_page_state); elsewhere every page moves as a
+ * base page.
  */
 int hetmm_migrate_to_device(struct hetmm_pagemap *pgmap, void *addr,
 			    size_t len, struct hetmm_migrate_report *report);

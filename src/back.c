@@ -680,10 +680,42 @@ void migrate_back_claimed(struct back_pipe *bp, uint64_t vpn, size_t n,
 	}
 }
 
+/*
+ * A huge device page of several chunks (16 and 64 KiB pages: base.h)
+ * whose whole block is asked for, from vpn (entry e), comes back whole:
+ * every page claimed first (into *big, allocated at the first), brought
+ * back a chunk at a time, then collapsed into one THP.  Returns the
+ * pages claimed; 0 if this is no such page, and the caller goes on a
+ * chunk at a time.
+ */
+static size_t back_huge_block(struct back_pipe *bp, uint64_t vpn, uint64_t e,
+			      uint64_t last, uint64_t **big, void **staging)
+{
+	struct hetmm_ctx *ctx = bp->ctx;
+	uint64_t idx;
+	struct hetmm_pagemap *pgmap = pfn_pagemap(shadow_pfn(e), &idx);
+	if (PMD_PAGES <= CHUNK_PAGES || vpn % PMD_PAGES ||
+	    last - vpn < PMD_PAGES || !pgmap ||
+	    !pagemap_block_huge(pgmap, idx) ||
+	    (!*big && !(*big = malloc(PMD_PAGES * sizeof(**big)))))
+		return 0;
+	size_t n = claim_device_run(&ctx->shadow, vpn, PMD_PAGES, *big);
+	size_t left = bp->left;
+	for (size_t off = 0; off < n; off += CHUNK_PAGES)
+		migrate_back_claimed(bp, vpn + off,
+				     MIN((size_t)CHUNK_PAGES, n - off),
+				     *big + off, staging);
+	back_pipe_drain(bp);
+	if (bp->left - left == PMD_PAGES)
+		madvise((void *)vpn_to_addr(vpn), PMD_SIZE, MADV_COLLAPSE);
+	return n;
+}
+
 int migrate_back_range(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end,
 		       struct hetmm_migrate_report *rep)
 {
 	uint64_t claims[CHUNK_PAGES];
+	uint64_t *big = NULL;
 	void *staging = NULL;
 	uint64_t first = addr_to_vpn(start), last = addr_to_vpn(end);
 	int spins_left = SHADOW_FILLING_SPINS;
@@ -705,14 +737,19 @@ int migrate_back_range(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end,
 			vpn++;
 			continue;
 		}
-		size_t want = MIN((size_t)(last - vpn), (size_t)CHUNK_PAGES);
-		size_t n = claim_device_run(&ctx->shadow, vpn, want, claims);
-		if (n == 0)
-			continue;   /* lost a race; look at the page again */
-		migrate_back_claimed(&bp, vpn, n, claims, &staging);
+		size_t n = back_huge_block(&bp, vpn, e, last, &big, &staging);
+		if (!n) {
+			size_t want = MIN((size_t)(last - vpn),
+					  (size_t)CHUNK_PAGES);
+			n = claim_device_run(&ctx->shadow, vpn, want, claims);
+			if (n == 0)
+				continue;   /* lost a race; look again */
+			migrate_back_claimed(&bp, vpn, n, claims, &staging);
+		}
 		vpn += n;
 	}
 	back_pipe_drain(&bp);
+	free(big);
 	if (staging)
 		munmap(staging, CHUNK_PAGES * PAGE_SIZE);
 	if (bp.failed)

@@ -55,7 +55,10 @@ static inline unsigned int pmd_order(void)
  * stay bounded (a chunk is 8 MiB of a 32 MiB PMD at 16 KiB, 32 MiB of a
  * 512 MiB one at 64 KiB).  Never more than PMD_PAGES.
  */
+#ifndef CHUNK_PAGES       /* smaller in a test build: the 16 and 64 KiB
+			  * paths (a PMD of several chunks) at 4 KiB */
 #define CHUNK_PAGES 512
+#endif
 #define CHUNK_SIZE ((size_t)CHUNK_PAGES << PAGE_SHIFT)
 /* A fault brings back at most this many pages, a chunk at a time. */
 #define FAULT_AROUND_MAX (16 * CHUNK_PAGES)

@@ -67,6 +67,9 @@ struct fault_stream {
 };
 
 #define FAULT_STREAMS 4
+/* Claims the fault path holds at once: a chunk, or a huge page of
+ * several (fault_back_huge). */
+#define CLAIMS_MAX MAX((size_t)CHUNK_PAGES, PMD_PAGES)
 
 /*
  * Which pages of one chunk-sized block of virtual memory (base.h) the
@@ -116,7 +119,7 @@ struct fault_engine {
 	 * handler while that is an event. */
 	const struct uffd_msg *current;
 	/* Allocated with the engine: the fault path allocates nothing. */
-	uint64_t *claims;                 /* CHUNK_PAGES entries */
+	uint64_t *claims;                 /* CLAIMS_MAX entries */
 	void *staging;                    /* CHUNK_PAGES pages */
 	/* Pages coming back by a driver's asynchronous copies. */
 	struct back_pipe bp;
@@ -501,6 +504,39 @@ static void frame_prefetch(uint64_t e)
 }
 
 /*
+ * A huge device page of several chunks (16 and 64 KiB pages: base.h),
+ * claimed whole from head (got pages): it comes back a chunk at a time,
+ * unwoken, and is collapsed into one THP once all of it is back; then
+ * the block is woken.  True if vpn came back.
+ */
+static bool fault_back_block(struct hetmm_ctx *ctx, uint64_t head,
+			     size_t got, uint64_t vpn)
+{
+	void *staging = ctx->fault->staging;
+	size_t left = ctx->fault->bp.left, back = 0;
+	for (size_t off = 0; off < got; off += CHUNK_PAGES)
+		back += fault_back_claimed(ctx, head + off,
+					   MIN((size_t)CHUNK_PAGES, got - off),
+					   ctx->fault->claims + off, &staging,
+					   BACK_NO_WAKE);
+	back += fault_back_drain(ctx) - left;
+	if (back == PMD_PAGES)
+		madvise((void *)vpn_to_addr(head), PMD_SIZE, MADV_COLLAPSE);
+	bool ok = !shadow_claimable(shadow_get(&ctx->shadow, vpn));
+	if (!ok && ctx->fault->copy_failed) {
+		/* The faulting thread stays in its fault: see
+		 * fault_back_failed(). */
+		uffd_wake(ctx->uffd.fd, vpn_to_addr(head),
+			  (vpn - head) * PAGE_SIZE);
+		uffd_wake(ctx->uffd.fd, vpn_to_addr(vpn + 1),
+			  (head + got - vpn - 1) * PAGE_SIZE);
+		return false;
+	}
+	uffd_wake(ctx->uffd.fd, vpn_to_addr(head), got * PAGE_SIZE);
+	return ok;
+}
+
+/*
  * A fault on a huge device page brings the whole page back, as one THP
  * (back.c), where its PMD block lies within the faulting page's mapping:
  * the kernel's migrate_to_ram of a device THP.  False leaves the fault
@@ -518,8 +554,14 @@ static bool fault_back_huge(struct hetmm_ctx *ctx, uintptr_t addr, uint64_t e)
 	    head + PMD_PAGES > hi)
 		return false;
 	void *staging = ctx->fault->staging;
-	size_t got = fault_back_run(ctx, head, PMD_PAGES, &staging, 0, false);
-	return vpn < head + got;
+	if (PMD_PAGES == CHUNK_PAGES) {
+		size_t got = fault_back_run(ctx, head, PMD_PAGES, &staging, 0,
+					    false);
+		return vpn < head + got;
+	}
+	size_t got = claim_device_run(&ctx->shadow, head, PMD_PAGES,
+				      ctx->fault->claims);
+	return got && fault_back_block(ctx, head, got, vpn);
 }
 
 /*
@@ -1279,12 +1321,12 @@ int fault_engine_create(struct hetmm_ctx *ctx)
 	ctx->handler_refused = handler_refused;
 	/* Everything the fault path needs is allocated here, not there. */
 	f->staging = staging_map();
-	f->claims = calloc(CHUNK_PAGES, sizeof(uint64_t));
+	f->claims = calloc(CLAIMS_MAX, sizeof(uint64_t));
 	f->doorbell = map_pages(1, PROT_READ);
 	f->away.recall = map_pages(1, PROT_READ);
 	if (!f->staging || !f->claims || !f->doorbell || !f->away.recall)
 		return -ENOMEM;
-	touch_pages(f->claims, CHUNK_PAGES * sizeof(uint64_t));
+	touch_pages(f->claims, CLAIMS_MAX * sizeof(uint64_t));
 	entry_own(ctx, &f->own_doorbell, f->doorbell, PAGE_SIZE);
 	entry_own(ctx, &f->own_staging, f->staging, CHUNK_PAGES * PAGE_SIZE);
 	entry_own(ctx, &f->own_recall, f->away.recall, PAGE_SIZE);

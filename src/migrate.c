@@ -3,7 +3,8 @@
  * migrate.c - moving process pages to device memory.
  *
  * To the device, per chunk of at most CHUNK_PAGES (base.h), in the
- * kernel's three phases:
+ * kernel's three phases (a PMD block of several chunks that a THP maps
+ * goes through them as one: block_to_device):
  *
  *   collect  claim each page's shadow entry (0 -> BUSY); pages that are
  *            pinned, on a device or claimed by someone else are skipped.
@@ -246,23 +247,52 @@ static void chunk_name_claims(struct hetmm_ctx *ctx,
 }
 
 /*
- * Is the chunk, every page of it claimed, one transparent huge page
- * mapped by its PMD?  Only a chunk that is a whole PMD can be (4 KiB
- * pages: base.h), and only where the kernel shows huge mappings
- * (PAGEMAP_SCAN, or kpageflags as root: vma.h); elsewhere its pages go
- * as base pages.
+ * Is every page of the chunk claimed and mapped by a transparent huge
+ * page's PMD?  Only where the kernel shows huge mappings (PAGEMAP_SCAN,
+ * or kpageflags as root: vma.h); elsewhere its pages go as base pages.
  */
-static bool chunk_is_thp(struct hetmm_ctx *ctx, struct chunk *c,
-			 size_t claimed)
+static bool chunk_all_thp(struct hetmm_ctx *ctx, struct chunk *c,
+			  size_t claimed)
 {
-	if (c->n != PMD_PAGES || claimed != c->n ||
-	    (c->start & (PMD_SIZE - 1)) ||
+	if (claimed != c->n ||
 	    vma_page_flags(&ctx->vmaq, c->vma, c->start, c->n, c->pflags))
 		return false;
 	for (size_t i = 0; i < c->n; i++)
 		if (!(c->pflags[i] & PG_HUGE))
 			return false;
 	return true;
+}
+
+/* Is the chunk a whole PMD-aligned THP?  Only a chunk that is a whole
+ * PMD can be (4 KiB pages: base.h; larger ones: block_to_device). */
+static bool chunk_is_thp(struct hetmm_ctx *ctx, struct chunk *c,
+			 size_t claimed)
+{
+	return c->n == PMD_PAGES && !(c->start & (PMD_SIZE - 1)) &&
+	       chunk_all_thp(ctx, c, claimed);
+}
+
+/* Give the chunk's pending pages the frames in c->frames (c->nframes of
+ * them), in order; the pages left without one are let go of. */
+static void chunk_assign_frames(struct hetmm_ctx *ctx,
+				struct hetmm_pagemap *pgmap, struct chunk *c)
+{
+	size_t k = 0;
+	bool unclaimed = false;
+	for (size_t i = 0; i < c->n; i++) {
+		if (!st_pending(c->status[i]))
+			continue;
+		if (k < c->nframes) {
+			c->frame[i] = c->frames[k++];
+			continue;
+		}
+		shadow_store(&ctx->shadow, c->vpn + i, 0);
+		c->status[i] = HETMM_MIGRATE_SKIP_NOMEM;
+		unclaimed = true;
+	}
+	if (unclaimed)
+		chunk_wake(ctx, c);
+	chunk_name_claims(ctx, pgmap, c);
 }
 
 /*
@@ -282,22 +312,7 @@ static void chunk_alloc_frames(struct hetmm_ctx *ctx,
 	if (c->nframes < claimed && (pgmap->flags & HETMM_PAGEMAP_EVICT))
 		c->nframes += pagemap_alloc_evict(pgmap, c->frames + c->nframes,
 						  claimed - c->nframes);
-	size_t k = 0;
-	bool unclaimed = false;
-	for (size_t i = 0; i < c->n; i++) {
-		if (!st_pending(c->status[i]))
-			continue;
-		if (k < c->nframes) {
-			c->frame[i] = c->frames[k++];
-			continue;
-		}
-		shadow_store(&ctx->shadow, c->vpn + i, 0);
-		c->status[i] = HETMM_MIGRATE_SKIP_NOMEM;
-		unclaimed = true;
-	}
-	if (unclaimed)
-		chunk_wake(ctx, c);
-	chunk_name_claims(ctx, pgmap, c);
+	chunk_assign_frames(ctx, pgmap, c);
 }
 
 /* A placed pagemap's frames, by name: a page whose frame is in use is
@@ -749,12 +764,13 @@ static bool chunk_whole(const struct chunk *c)
 	return true;
 }
 
-/* Commit: metadata, then publish, then wake everyone who waited. */
-static size_t chunk_commit(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
-			   struct chunk *c)
+/* Commit, but for the wake: metadata, then publish.  huge: PAGE_HUGE
+ * for every frame (the chunks of a huge device page all arrived).
+ * Returns the pages moved. */
+static size_t chunk_publish(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+			    struct chunk *c, uint64_t huge)
 {
 	size_t moved = 0;
-	uint64_t huge = c->huge && chunk_whole(c) ? PAGE_HUGE : 0;
 	chunk_unprotect(ctx, pgmap, c);
 	for (size_t i = 0; i < c->n; i++) {
 		uint8_t st = c->status[i];
@@ -787,11 +803,16 @@ static size_t chunk_commit(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		c->status[i] = HETMM_MIGRATE_MOVED;
 		moved++;
 	}
+	return moved;
+}
+
+/* The commit's end: wake everyone who waited, and count. */
+static void chunk_done(struct hetmm_ctx *ctx, struct chunk *c, size_t moved)
+{
 	chunk_wake(ctx, c);
 	atomic_fetch_add(&ctx->stats.device_resident, (int64_t)moved);
 	STAT_ADD(ctx, to_device_pages, moved);
 	TRACE3(migrate_to_device, vpn_to_addr(c->vpn), c->n, moved);
-	return moved;
 }
 
 /* Give back every claim and frame: nothing of the chunk moved yet. */
@@ -805,20 +826,24 @@ static void chunk_abort(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	chunk_wake(ctx, c);
 }
 
-static int chunk_to_device(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
-			   struct chunk *c)
+/* Claim the chunk's pages: how many it holds. */
+static size_t chunk_begin(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+			  struct chunk *c)
 {
 	memset(c->wp, 0, c->n);
-	size_t claimed = chunk_collect(ctx, pgmap, c);
-	if (!claimed)
-		return 0;
-	if (pagemap_is_placed(pgmap))
-		chunk_take_frames(ctx, pgmap, c);
-	else
-		chunk_alloc_frames(ctx, pgmap, c, claimed);
-	if (!c->nframes)
-		return 0;
+	c->huge = false;
+	c->nframes = 0;
+	return chunk_collect(ctx, pgmap, c);
+}
 
+/*
+ * Everything between the frames and the commit: register, look, copy.
+ * On an error the chunk is given back (chunk_abort) and the error
+ * returned.
+ */
+static int chunk_work(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+		      struct chunk *c)
+{
 	/* The whole mapping, so that the process can still mremap it. */
 	int rc = watch_vma(ctx, c->vma, c->start, c->start + c->n * PAGE_SIZE);
 	if (!rc)
@@ -843,8 +868,137 @@ static int chunk_to_device(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		chunk_copy(ctx, pgmap, c);
 	}
 	TEST_HOOK(TEST_HOOK_TO_DEVICE_COPIED, c->start, c->n * PAGE_SIZE);
-	chunk_commit(ctx, pgmap, c);
 	return 0;
+}
+
+static int chunk_to_device(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+			   struct chunk *c)
+{
+	size_t claimed = chunk_begin(ctx, pgmap, c);
+	if (!claimed)
+		return 0;
+	if (pagemap_is_placed(pgmap))
+		chunk_take_frames(ctx, pgmap, c);
+	else
+		chunk_alloc_frames(ctx, pgmap, c, claimed);
+	if (!c->nframes)
+		return 0;
+	int rc = chunk_work(ctx, pgmap, c);
+	if (rc)
+		return rc;
+	uint64_t huge = c->huge && chunk_whole(c) ? PAGE_HUGE : 0;
+	chunk_done(ctx, c, chunk_publish(ctx, pgmap, c, huge));
+	return 0;
+}
+
+/*
+ * A PMD block of several chunks (16 and 64 KiB pages: base.h), worked
+ * together so that a transparent huge page mapping it moves as one huge
+ * device page, as one chunk does at 4 KiB pages: every page of every
+ * chunk is claimed before any frame is taken; if all are, and all are
+ * mapped by the THP's PMD, a huge page's frames (pagemap_alloc_huge) are
+ * dealt to the chunks in order; each chunk is copied; only then are all
+ * published, PAGE_HUGE on every frame if every page arrived, and only
+ * then woken.  Anything short of that (a page someone else holds, no
+ * aligned run of free frames, a page that failed) leaves base pages: the
+ * kernel's split.  chunks[] are the block's, start, vpn and n set.
+ */
+struct block {
+	struct chunk *chunks;             /* PMD_PAGES / CHUNK_PAGES */
+	size_t nchunks;
+	size_t *count;                    /* per chunk: claimed, then moved */
+	uint32_t *frames;                 /* PMD_PAGES, the huge page's */
+};
+
+static struct block *block_new(void)
+{
+	struct block *b = calloc(1, sizeof(*b));
+	if (!b)
+		return NULL;
+	b->nchunks = PMD_PAGES / CHUNK_PAGES;
+	b->chunks = calloc(b->nchunks, sizeof(*b->chunks));
+	b->count = calloc(b->nchunks, sizeof(*b->count));
+	b->frames = calloc(PMD_PAGES, sizeof(*b->frames));
+	if (!b->chunks || !b->count || !b->frames) {
+		free(b->chunks);
+		free(b->count);
+		free(b->frames);
+		free(b);
+		return NULL;
+	}
+	return b;
+}
+
+static void block_free(struct block *b)
+{
+	if (!b)
+		return;
+	free(b->chunks);
+	free(b->count);
+	free(b->frames);
+	free(b);
+}
+
+/* Claimed whole, and one THP mapped by its PMD? */
+static bool block_is_thp(struct hetmm_ctx *ctx, struct block *b)
+{
+	for (size_t j = 0; j < b->nchunks; j++)
+		if (!chunk_all_thp(ctx, &b->chunks[j], b->count[j]))
+			return false;
+	return true;
+}
+
+/* Frames for each chunk: its share of a huge page's, or its own. */
+static void block_frames(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+			 struct block *b, bool huge)
+{
+	for (size_t j = 0; j < b->nchunks; j++) {
+		struct chunk *c = &b->chunks[j];
+		if (!huge) {
+			if (b->count[j])
+				chunk_alloc_frames(ctx, pgmap, c, b->count[j]);
+			continue;
+		}
+		memcpy(c->frames, b->frames + j * CHUNK_PAGES,
+		       CHUNK_PAGES * sizeof(*c->frames));
+		c->nframes = CHUNK_PAGES;
+		chunk_assign_frames(ctx, pgmap, c);
+	}
+}
+
+static int block_to_device(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+			   struct block *b)
+{
+	size_t claimed = 0;
+	for (size_t j = 0; j < b->nchunks; j++)
+		claimed += b->count[j] = chunk_begin(ctx, pgmap,
+						       &b->chunks[j]);
+	bool huge = claimed == PMD_PAGES && block_is_thp(ctx, b) &&
+		    pagemap_alloc_huge(pgmap, b->frames);
+	block_frames(ctx, pgmap, b, huge);
+
+	int rc = 0;
+	size_t worked = 0;   /* chunks copied, to be committed */
+	for (; worked < b->nchunks && !rc; worked++)
+		if (b->chunks[worked].nframes)
+			rc = chunk_work(ctx, pgmap, &b->chunks[worked]);
+	if (rc) {
+		/* chunk worked - 1 gave itself back; the rest never began */
+		for (size_t j = worked; j < b->nchunks; j++)
+			chunk_abort(ctx, pgmap, &b->chunks[j]);
+		worked--;
+	}
+	huge &= !rc;
+	for (size_t j = 0; huge && j < b->nchunks; j++)
+		huge = chunk_whole(&b->chunks[j]);
+	for (size_t j = 0; j < worked; j++)
+		b->count[j] = b->chunks[j].nframes ?
+			      chunk_publish(ctx, pgmap, &b->chunks[j],
+					    huge ? PAGE_HUGE : 0) : 0;
+	for (size_t j = 0; j < worked; j++)
+		if (b->chunks[j].nframes)
+			chunk_done(ctx, &b->chunks[j], b->count[j]);
+	return rc;
 }
 
 struct to_device_totals {
@@ -894,7 +1048,8 @@ static void report_mapped(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 }
 
 /* Chunks end at chunk-aligned boundaries so that huge pages move whole
- * where a chunk is a PMD (4 KiB pages: base.h). */
+ * where a chunk is a PMD (4 KiB pages: base.h), and a PMD block of
+ * several chunks starts at one (block_to_device). */
 static size_t chunk_pages(uintptr_t a, uintptr_t end)
 {
 	uintptr_t boundary = (a + CHUNK_SIZE) & ~(uintptr_t)(CHUNK_SIZE - 1);
@@ -908,6 +1063,43 @@ struct placement {
 	bool populated;
 };
 
+/* Work the PMD block at a as one (block_to_device)?  Where a PMD is
+ * several chunks, the block lies whole in [a, end) and its first page is
+ * mapped by a PMD: a look before the claims, which decide. */
+static bool block_wanted(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+			 const struct vma *v, uintptr_t a, uintptr_t end)
+{
+	uint8_t pf = 0;
+	return PMD_PAGES > CHUNK_PAGES && !pagemap_is_placed(pgmap) &&
+	       !(a & (PMD_SIZE - 1)) && end - a >= PMD_SIZE &&
+	       !vma_page_flags(&ctx->vmaq, v, a, 1, &pf) && (pf & PG_HUGE);
+}
+
+/* The PMD block at a, reported as migrate_segment reports a chunk. */
+static int migrate_block(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+			 const struct vma *v, struct block *b, uintptr_t a,
+			 size_t page0, struct hetmm_migrate_report *rep,
+			 struct to_device_totals *t)
+{
+	for (size_t j = 0; j < b->nchunks; j++) {
+		struct chunk *c = &b->chunks[j];
+		memset(c, 0, sizeof(*c));
+		c->vma = v;
+		c->start = a + j * CHUNK_SIZE;
+		c->vpn = addr_to_vpn(c->start);
+		c->n = CHUNK_PAGES;
+	}
+	int rc = block_to_device(ctx, pgmap, b);
+	if (rc)
+		return rc;
+	for (size_t j = 0; j < b->nchunks; j++) {
+		struct chunk *c = &b->chunks[j];
+		peer_migrate(ctx, pgmap, c->start, c->n, c->status);
+		chunk_report(c, page0 + j * CHUNK_PAGES, rep, t, ctx);
+	}
+	return 0;
+}
+
 static int migrate_segment(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			   const struct vma *v, uintptr_t a, uintptr_t end,
 			   size_t page0, struct hetmm_migrate_report *rep,
@@ -915,21 +1107,31 @@ static int migrate_segment(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			   const struct placement *pl)
 {
 	struct chunk c = { .vma = v, .populated = pl->populated };
-	while (a < end) {
+	struct block *b = NULL;   /* allocated at the first block, if any */
+	int rc = 0;
+	while (a < end && !rc) {
+		if (block_wanted(ctx, pgmap, v, a, end) &&
+		    (b || (b = block_new()))) {
+			rc = migrate_block(ctx, pgmap, v, b, a, page0, rep, t);
+			page0 += PMD_PAGES;
+			a += PMD_SIZE;
+			continue;
+		}
 		c.place = pl->place + page0;
 		c.start = a;
 		c.vpn = addr_to_vpn(a);
 		c.n = chunk_pages(a, end);
-		int rc = chunk_to_device(ctx, pgmap, &c);
+		rc = chunk_to_device(ctx, pgmap, &c);
 		if (rc)
-			return rc;
+			break;
 		/* Pages on a peer device come straight across. */
 		peer_migrate(ctx, pgmap, c.start, c.n, c.status);
 		chunk_report(&c, page0, rep, t, ctx);
 		page0 += c.n;
 		a += c.n * PAGE_SIZE;
 	}
-	return 0;
+	block_free(b);
+	return rc;
 }
 
 static int migrate_to(struct hetmm_pagemap *pgmap, void *addr, size_t len,

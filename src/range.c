@@ -260,7 +260,7 @@ static bool device_block_huge(struct shadow *sh, uint64_t vpn, uint64_t e)
 {
 	uint64_t head = vpn & ~(uint64_t)(PMD_PAGES - 1);
 	uint64_t pfn0 = shadow_pfn(e) - (vpn - head), idx0;
-	if (PMD_PAGES > CHUNK_PAGES || shadow_pfn(e) < vpn - head)
+	if (shadow_pfn(e) < vpn - head)
 		return false;
 	struct hetmm_pagemap *pgmap = pfn_pagemap(pfn0, &idx0);
 	if (!pgmap)

@@ -7,14 +7,17 @@
  * explicit migration back, by UFFDIO_MOVE out of the device's frames or
  * through a THP-backed copy (HETMM_EMU_COPY_ONLY); a coherent device's
  * likewise, mapped in place while there.  A device with no
- * aligned run of free frames takes it as base pages; a block part of
- * which left is base pages from then on.  THP-ness is read from
+ * aligned run of free frames takes it as base pages, as it does a THP
+ * of which one page can't move (pinned); a block part of which left is
+ * base pages from then on.  THP-ness is read from
  * /proc/self/smaps (AnonHugePages of the mapping), every byte checked.
  *
+ * At 16 and 64 KiB pages a PMD is several migration chunks (base.h), and
+ * each case checks the same: the huge page moves and comes back whole.
+ *
  * Needs a kernel that shows huge mappings to hetmm (PAGEMAP_SCAN, or root
- * for kpageflags) and THP enabled; 4 KiB pages (a migration chunk is a
- * PMD only there: base.h).  Elsewhere it says why and exits 77, which
- * ctest counts as skipped (SKIP_RETURN_CODE), not passed.
+ * for kpageflags) and THP enabled.  Elsewhere it says why and exits 77,
+ * which ctest counts as skipped (SKIP_RETURN_CODE), not passed.
  */
 #include <stdbool.h>
 #include <sys/mman.h>
@@ -240,6 +243,45 @@ static void fragmented_device(void)
 	device_down(emu, m);
 }
 
+/*
+ * A huge page is claimed whole or not at all: with its last page pinned
+ * (in the last migration chunk of the block, where a PMD is several) no
+ * page of it becomes huge on the device, every other page moves as a
+ * base page, and every byte comes back.
+ */
+static void held_page(void)
+{
+	fprintf(stderr, "held page\n");
+	struct hetmm_emu *emu;
+	struct hetmm_pagemap *pg;
+	struct hetmm_mirror *m;
+	struct hetmm_emu_desc d = { HETMM_MEMORY_DEVICE_PRIVATE, 2 * npmd, 0 };
+	device_up(&d, &emu, &pg, &m);
+	char *a = thp_filled(17);
+	void *held[1];
+	CHECK_EQ(hetmm_pin_user_pages(ctx, a + pmd - PS, 1, 0, held), 1);
+	uint8_t *st = malloc(npmd);
+	REQUIRE(st != NULL);
+	struct hetmm_migrate_report rep = { 0, 0, st };
+	CHECK_OK(hetmm_migrate_to_device(pg, a, pmd, &rep));
+	CHECK_EQ(rep.moved, npmd - 1);
+	CHECK_EQ(st[npmd - 1], HETMM_MIGRATE_SKIP_PINNED);
+	uint8_t *prot = malloc(npmd);
+	REQUIRE(prot != NULL);
+	CHECK_OK(hetmm_mirror_snapshot(m, a, npmd, prot));
+	size_t base = 0;
+	for (size_t i = 0; i + 1 < npmd; i++)
+		base += prot[i] == DEV_BASE;
+	CHECK_EQ(base, npmd - 1);
+	CHECK_EQ(prot[npmd - 1] & HETMM_PROT_DEV_PRIVATE_LOCAL, 0);
+	CHECK_OK(hetmm_unpin_user_pages(ctx, held, 1));
+	CHECK_EQ(t_verify(a, npmd, 17), 0);
+	free(prot);
+	free(st);
+	munmap(a, pmd);
+	device_down(emu, m);
+}
+
 /* Half of a huge page back: the other half is base pages on the device
  * (a split), and a fault there brings back base pages only. */
 static void split(void)
@@ -278,12 +320,13 @@ int main(void)
 	REQUIRE_OK(hetmm_kernel_probe(&ki));
 	pmd = hetmm_pmd_size();
 	npmd = pmd / PS;
-	if (!ki.has_thp || !ki.has_page_state || npmd != 512) {
-		fprintf(stderr, "SKIP: needs THP (%d), huge mappings shown "
-			"(PAGEMAP_SCAN or root: %d) and 4 KiB pages (%zu)\n",
-			ki.has_thp, ki.has_page_state, PS);
+	if (!ki.has_thp || !ki.has_page_state) {
+		fprintf(stderr, "SKIP: needs THP (%d) and huge mappings shown "
+			"(PAGEMAP_SCAN or root: %d)\n", ki.has_thp,
+			ki.has_page_state);
 		return 77;
 	}
+	fprintf(stderr, "%zu KiB pages, PMD %zu pages\n", PS >> 10, npmd);
 	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
 	round_trip(0, "moved out of the frames (UFFDIO_MOVE)");
 	round_trip(HETMM_EMU_COPY_ONLY, "copied (THP-backed fill)");
@@ -291,6 +334,7 @@ int main(void)
 	base_pages();
 	fragmented_device();
 	split();
+	held_page();
 	CHECK_OK(hetmm_ctx_destroy(ctx));
 	return t_done();
 }
