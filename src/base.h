@@ -53,7 +53,8 @@ static inline unsigned int pmd_order(void)
  * size: a PMD's worth (2 MiB) at 4 KiB pages, so that huge pages move
  * whole; a fixed count at any page size, so that the per-chunk arrays
  * stay bounded (a chunk is 8 MiB of a 32 MiB PMD at 16 KiB, 32 MiB of a
- * 512 MiB one at 64 KiB).  Never more than PMD_PAGES.
+ * 512 MiB one at 64 KiB: there a huge page moves as a block of chunks,
+ * migrate.c's block_to_device).  Never more than PMD_PAGES.
  */
 #ifndef CHUNK_PAGES       /* smaller in a test build: the 16 and 64 KiB
 			  * paths (a PMD of several chunks) at 4 KiB */
