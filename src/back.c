@@ -623,6 +623,17 @@ void back_runs_async(struct back_pipe *bp, struct hetmm_pagemap *pgmap,
 	}
 }
 
+/* Did mremap carry the claim to where the coherent device's mapping went
+ * along (a shared mapping there, not the private memory of a swap)? */
+static bool carried_mapped(struct hetmm_ctx *ctx, uint64_t vpn,
+			   uint64_t claim)
+{
+	uint64_t to = claim_owner_vpn(claim);
+	struct vma v;
+	return to != vpn && vma_find(&ctx->vmaq, vpn_to_addr(to), &v) == 0 &&
+	       v.start <= vpn_to_addr(to) && (v.flags & VMA_SHARED);
+}
+
 /* Bring one run back, moving it where the pagemap allows; what could not
  * leave stays on the device. */
 static void back_run(struct back_pipe *bp, struct hetmm_pagemap *pgmap,
@@ -645,6 +656,49 @@ static void back_run(struct back_pipe *bp, struct hetmm_pagemap *pgmap,
 	bp->left += gone;
 }
 
+/*
+ * A coherent run: private anonymous memory takes the device's mapping's
+ * place first (coherent.c), then the pages come back as any run.  The
+ * process may have mremapped the mapping just before the swap: the
+ * claims went along (the handler has handled that REMAP when the swap
+ * returns), and the device's pages are mapped at their new place, where
+ * they stay; the swap found the old place empty, or took the empty range
+ * MREMAP_DONTUNMAP left, which reads as zeroes as the old range of an
+ * mremap does.  Copied back to the old place instead, their frames freed
+ * under the new one, the process lost them (test_window part 1,
+ * coherent).  Moved after the swap, the private memory took the claims
+ * along and they come back there, as for any device page.  Returns the
+ * pages of the run done with.
+ */
+static size_t back_coherent_run(struct back_pipe *bp,
+				struct hetmm_pagemap *pgmap, uint64_t vpn,
+				uint64_t idx0, size_t run,
+				const uint64_t *claims, void **staging)
+{
+	struct hetmm_ctx *ctx = bp->ctx;
+	size_t k = coherent_unmap(ctx, vpn_to_addr(vpn), run);
+	if (!k) {
+		back_keep(ctx, vpn, claims, run);
+		back_status(bp, vpn, run, HETMM_MIGRATE_SKIP_BUSY);
+		return run;
+	}
+	for (size_t j = 0, n; j < k; j += n) {
+		bool away = carried_mapped(ctx, vpn + j, claims[j]);
+		for (n = 1; j + n < k &&
+			    carried_mapped(ctx, vpn + j + n, claims[j + n]) == away;
+		     n++)
+			;
+		if (away) {
+			back_keep(ctx, vpn + j, claims + j, n);
+			back_status(bp, vpn + j, n, HETMM_MIGRATE_SKIP_BUSY);
+		} else {
+			back_run(bp, pgmap, vpn + j, idx0 + j, n, claims + j,
+				 staging);
+		}
+	}
+	return k;
+}
+
 void migrate_back_claimed(struct back_pipe *bp, uint64_t vpn, size_t n,
 			  const uint64_t *claims, void **staging)
 {
@@ -665,18 +719,13 @@ void migrate_back_claimed(struct back_pipe *bp, uint64_t vpn, size_t n,
 			continue;
 		}
 		size_t run = back_frame_run(claims, i, n, pgmap, idx0);
-		/* Private anonymous memory takes a coherent mapping's place
-		 * first; if it can't, the run stays on the device. */
-		size_t k = pagemap_is_coherent(pgmap) ?
-			   coherent_unmap(ctx, vpn_to_addr(vpn + i), run) : run;
-		if (k) {
-			back_run(bp, pgmap, vpn + i, idx0, k, claims + i,
-				 staging);
-		} else {
-			back_keep(ctx, vpn + i, claims + i, run);
-			back_status(bp, vpn + i, run, HETMM_MIGRATE_SKIP_BUSY);
+		if (pagemap_is_coherent(pgmap)) {
+			i += back_coherent_run(bp, pgmap, vpn + i, idx0, run,
+					       claims + i, staging);
+			continue;
 		}
-		i += k ? k : run;
+		back_run(bp, pgmap, vpn + i, idx0, run, claims + i, staging);
+		i += run;
 	}
 }
 

@@ -39,6 +39,7 @@
 #include "order.h"
 #include "pagemap.h"
 #include "shadow.h"
+#include "testhook.h"
 
 struct hetmm_pagemap *coherent_pagemap(uint64_t e, uint64_t *idx)
 {
@@ -60,11 +61,15 @@ static int vma_prot(const struct vma *v)
 static int own_remap(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
 		     size_t len)
 {
+	/* The process's events before the swap are handled without the
+	 * record: an UNMAP of the range is not ours. */
+	handler_sync(ctx);
 	struct migrator *m = migrator_enter(ctx, gettid());
 	atomic_store(&m->own_end[0], to + len);
 	atomic_store(&m->own_start[0], to);
 	atomic_store(&m->own_end[1], from + len);
 	atomic_store(&m->own_start[1], from);
+	TEST_HOOK(TEST_HOOK_OWN_REMAP, to, len);
 	void *p = mremap((void *)from, len, len, MREMAP_MAYMOVE | MREMAP_FIXED,
 			 (void *)to);
 	int rc = p == MAP_FAILED ? -errno : 0;

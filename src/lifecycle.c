@@ -275,7 +275,7 @@ void lifecycle_unmap(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 {
 	TEST_HOOK(TEST_HOOK_EVENT_UNMAP, start, end - start);
 	/* A coherent mapping swapped by a migrator: nothing was lost. */
-	if (migrators_own(ctx, start, end))
+	if (migrators_own(ctx, start, end, false))
 		return;
 	if (ctx->vacated.nrescue)
 		rescue_cancel(ctx, start, end);
@@ -634,9 +634,9 @@ static void moved_piece(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t end,
 void lifecycle_remap(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
 		     size_t len)
 {
-	if (migrators_own(ctx, from, from + len))
-		return;   /* a coherent mapping swapped into place */
 	TEST_HOOK(TEST_HOOK_EVENT_REMAP, from, len);
+	if (migrators_own(ctx, from, from + len, true))
+		return;   /* a coherent mapping swapped into place */
 	if (ctx->vacated.nrescue) {
 		rescue_cancel(ctx, from, from + len);
 		rescue_cancel(ctx, to, to + len);

@@ -129,11 +129,12 @@ static bool recorded_covers(_Atomic uintptr_t *rs, _Atomic uintptr_t *re,
 	return s && s <= start && end <= e;
 }
 
-bool migrators_own(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
+bool migrators_own(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end,
+		   bool remap_from)
 {
 	for (unsigned i = 0; i < MAX_MIGRATORS; i++) {
 		struct migrator *m = &ctx->order.migrators[i];
-		for (unsigned k = 0; k < 2; k++)
+		for (unsigned k = remap_from; k < 2; k++)
 			if (recorded_covers(&m->own_start[k], &m->own_end[k],
 					    start, end))
 				return true;

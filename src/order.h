@@ -36,7 +36,9 @@ struct migrator {
 	_Atomic uintptr_t copy_start;
 	_Atomic uintptr_t copy_end;
 	/* A coherent remap of ours (coherent.c): the UNMAP and REMAP events
-	 * it raises for these two ranges are not the process's doing. */
+	 * it raises for these two ranges are not the process's doing.
+	 * [0] is the range it remaps over, [1] the prepared one it moves
+	 * there. */
 	_Atomic uintptr_t own_start[2];
 	_Atomic uintptr_t own_end[2];
 };
@@ -69,8 +71,13 @@ int migrator_zap(struct hetmm_ctx *ctx, struct migrator *m, uintptr_t start,
 void handler_sync(struct hetmm_ctx *ctx);
 /* A fault on a sync page: handler_sync's, not the process's. */
 bool is_sync_page(const struct hetmm_ctx *ctx, uintptr_t addr);
-/* Is [start, end) inside a range a migrator remaps on its own account? */
-bool migrators_own(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end);
+/* Is [start, end) inside a range a migrator remaps on its own account:
+ * either of the two for an UNMAP, only the prepared one for the old range
+ * of a REMAP (remap_from)?  A REMAP from the range remapped over is the
+ * process's own mremap of the mapping being swapped, which it may make
+ * just before the swap; its claims must follow it. */
+bool migrators_own(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end,
+		   bool remap_from);
 /*
  * Migrator m's asynchronous copies of [start, end) run (start 0: they
  * are over): a driver's thread that reads a page the process discarded

@@ -53,6 +53,10 @@ enum test_hook_point {
 	 * len 0).  A sanitizer's exit unmaps memory of the thread's then,
 	 * which may lie in a mapping registered whole. */
 	TEST_HOOK_DEPUTY_EXIT,
+	/* A migrator recorded the coherent swap of [addr, addr + len) as
+	 * its own doing (coherent.c) and moves the prepared range there
+	 * next. */
+	TEST_HOOK_OWN_REMAP,
 };
 
 #ifdef HETMM_TEST_HOOKS

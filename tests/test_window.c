@@ -10,7 +10,10 @@
  * and after the holder installed them; or the holder installs them and
  * lets go while the handler, having read the REMAP, has not handled it
  * yet.  Every byte must be at the new address, the old range (DONTUNMAP)
- * empty, no frame lost.
+ * empty, no frame lost.  The same on a coherent device, whose pages are
+ * its memory mapped shared at the process's addresses, swapped for
+ * private memory by the holder, before and after the swap, and while
+ * the handler holds the REMAP the holder's swap must not take for its own.
  *
  * Part 2, mremap's late UNMAP: the handler is held on an event while one
  * thread mremaps X away and another mremaps Z onto the vacated X; the
@@ -330,10 +333,93 @@ static void remap_while_held(struct hetmm_pagemap *pg, bool evict,
 	CHECK_EQ(t_stats(ctx).device_resident, 0);
 }
 
+/*
+ * The same on a coherent device, whose pages are the device's own memory
+ * mapped shared at the process's addresses: the holder swaps private
+ * memory in for the mapping, then installs the bytes.  Moved before the
+ * swap, the mapping takes the pages along, mapped, and they stay on the
+ * device there; moved after, the private memory takes them along and
+ * they come back there.  Either way every byte is at the new address,
+ * the old range (DONTUNMAP) empty, no frame lost.  Before, moved with
+ * MREMAP_DONTUNMAP before the swap, the bytes went back to the old
+ * range and the frames were freed under the new one (16 pages read
+ * zeroes there).
+ */
+static void remap_coherent_while_held(struct hetmm_pagemap *pg,
+				      bool dontunmap, enum when when)
+{
+	const uint64_t seed = 0xc0e0 + dontunmap * 4 + (uint64_t)when;
+	const bool stays = when != HELD_INSTALLED;
+	char *p = map_apart(P1_PAGES);
+	char *q = reserve(P1_PAGES);
+	struct back_job j = { .p = p };
+	struct p1_remap m = { .from = p, .to = q,
+			      .flags = dontunmap ? MREMAP_DONTUNMAP : 0 };
+	pthread_t th;
+	struct hetmm_pagemap_info info;
+
+	fprintf(stderr, "part 1: coherent, %s, %s\n",
+		dontunmap ? "MREMAP_DONTUNMAP" : "plain mremap",
+		when_name[when]);
+	t_fill(p, P1_PAGES, seed);
+	REQUIRE_OK(hetmm_migrate_to_device(pg, p, P1_PAGES * PS, NULL));
+	REQUIRE(t_count_on_device(ctx, p, P1_PAGES) == P1_PAGES);
+	stop_arm(0, when == HELD_INSTALLED ? TEST_HOOK_BACK_INSTALLED :
+		 TEST_HOOK_BACK_CLAIMED, p, P1_PAGES);
+	REQUIRE(pthread_create(&th, NULL, migrate_back_main, &j) == 0);
+	stop_wait(0);
+	if (when != HANDLER_LATE) {
+		p1_remap_main(&m);
+		stop_release(0);
+		join(th);
+	} else {
+		/* The handler holds the REMAP it read while the holder
+		 * swaps: the REMAP is still the process's, not the swap's
+		 * (it was taken for the swap's own, and skipped).  The
+		 * holder waits for the handler before it records the swap
+		 * as its own; the note waits a second to see if it does. */
+		pthread_t tr;
+		double until;
+
+		stop_arm(1, TEST_HOOK_EVENT_REMAP, p, P1_PAGES);
+		note_arm(2, TEST_HOOK_OWN_REMAP, p, P1_PAGES);
+		REQUIRE(pthread_create(&tr, NULL, p1_remap_main, &m) == 0);
+		stop_wait(1);
+		stop_release(0);
+		until = t_now() + 1;
+		while (__atomic_load_n(&stops[2].state, __ATOMIC_ACQUIRE) != 1 &&
+		       t_now() < until)
+			usleep(1000);
+		stop_release(1);
+		join(th);
+		join(tr);
+		stop_release(2);
+	}
+	REQUIRE(m.r == q);
+	CHECK_EQ(j.rc, stays ? -ENOENT : 0);
+	CHECK_OK(hetmm_ctx_sync(ctx));
+
+	CHECK_EQ(t_count_on_device(ctx, q, P1_PAGES), stays ? P1_PAGES : 0);
+	CHECK_EQ(t_verify(q, P1_PAGES, seed), 0);
+	if (dontunmap) {
+		CHECK_EQ(t_nonzero_pages(p, P1_PAGES), 0);
+		t_unmap(p, P1_PAGES);
+	}
+	/* Those that stayed come back from their new place. */
+	CHECK_EQ(hetmm_migrate_to_system(ctx, q, P1_PAGES * PS, NULL),
+		 stays ? 0 : -ENOENT);
+	CHECK_EQ(t_count_on_device(ctx, q, P1_PAGES), 0);
+	CHECK_EQ(t_verify(q, P1_PAGES, seed), 0);
+	t_unmap(q, P1_PAGES);
+	REQUIRE_OK(hetmm_pagemap_get_info(pg, &info));
+	CHECK_EQ(t_settled_free(pg, info.nr_pages), info.nr_pages);
+	CHECK_EQ(t_stats(ctx).device_resident, 0);
+}
+
 static void part1(void)
 {
-	struct hetmm_emu *emu;
-	struct hetmm_pagemap *pg;
+	struct hetmm_emu *emu, *cemu;
+	struct hetmm_pagemap *pg, *cpg;
 	struct td copying, evicting;
 
 	/* Pages move back by UFFDIO_MOVE (emulated), or are copied from a
@@ -346,6 +432,13 @@ static void part1(void)
 			  HETMM_MEMORY_DEVICE_PRIVATE, 0));
 	REQUIRE_OK(td_add(ctx, &evicting, P1_PAGES, TD_REMAP,
 			  HETMM_MEMORY_DEVICE_PRIVATE, HETMM_PAGEMAP_EVICT));
+	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_COHERENT, 64,
+				    &cemu));
+	REQUIRE_OK(hetmm_emu_pagemap(cemu, &cpg));
+	for (int dontunmap = 0; dontunmap < 2; dontunmap++)
+		for (enum when w = HELD_CLAIMED; w <= HANDLER_LATE; w++)
+			remap_coherent_while_held(cpg, dontunmap, w);
+	CHECK_OK(hetmm_emu_destroy(cemu));
 	for (int dontunmap = 0; dontunmap < 2; dontunmap++)
 		for (enum when w = HELD_CLAIMED; w <= HANDLER_LATE; w++) {
 			remap_while_held(pg, false, dontunmap, w);
