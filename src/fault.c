@@ -1429,11 +1429,15 @@ static void deputy_join(struct fault_engine *f)
  * Touch the doorbell page: the handler resolves that last fault and
  * leaves its loop.  The doorbell stays mapped: unmapping a registered page
  * now would wait for a reader that is gone, so the userfaultfd is closed
- * first.  And closed before the handler thread or the deputy exits: what
- * a thread's exit unmaps (a sanitizer's per-thread memory, say) may lie
- * in a mapping registered whole (watch.c), and its event would wait for
- * a handler that reads no more (the deputy's exit under ASan: 1 run of
- * 4 of test_window hung so, under load).
+ * first.  And closed before the handler thread or the deputy exits, and
+ * before either join: what a thread's exit unmaps (a sanitizer's
+ * per-thread memory, say), and the oldest stacks glibc keeps for reuse,
+ * which it unmaps once a joined thread's stack takes them past its cap,
+ * may lie in a mapping registered whole (watch.c), and their event would
+ * wait for a handler that reads no more (the deputy's exit under ASan: 1
+ * run of 4 of test_window hung so, under load; its join on 6.1, where a
+ * thread stack's mapping merges with its neighbours: test_stress, every
+ * run).
  */
 void fault_handler_stop(struct hetmm_ctx *ctx)
 {

@@ -4,6 +4,8 @@
  * refuse bad parameters, report their userfaultfd, keep separate counters,
  * and bring resident device pages home when destroyed.
  */
+#include <pthread.h>
+
 #include "compat.h"
 #include "t.h"
 
@@ -255,6 +257,67 @@ static void destroy_with_resident_pages(void)
 }
 
 /*
+ * glibc keeps the stacks of joined threads for reuse, up to 40 MiB, and
+ * unmaps the oldest when a join takes it past that.  A cached stack is
+ * process memory like any other, and lies in a mapping the context
+ * registered once a page of it went to a device.  The context's destroy
+ * joins its own threads: that join may unmap such a stack, and its UNMAP
+ * event needs a reader.  (Before 6.7 a stack's mapping merges with the
+ * anonymous mappings next to it, MAP_STACK or not: test_stress hung so on
+ * Debian 12's 6.1, its workers' stacks merged with its regions.)  A
+ * thread with a 36 MiB stack (more than 4 times a default one: never
+ * reused for the context's threads) exits before the context is made; a
+ * page of its stack goes to the device and back by a fault, bytes
+ * checked; then the destroy must return (before the fix it waited for
+ * ever in the deputy's join, whose munmap of that stack raised an UNMAP
+ * nobody read).
+ */
+#define BIG_STACK (36u << 20)
+
+static void *note_stack(void *arg)
+{
+	pthread_attr_t a;
+	void *addr;
+	size_t size;
+
+	REQUIRE(pthread_getattr_np(pthread_self(), &a) == 0);
+	REQUIRE(pthread_attr_getstack(&a, &addr, &size) == 0);
+	pthread_attr_destroy(&a);
+	*(char **)arg = (char *)addr + size / 2;
+	return NULL;
+}
+
+static void destroy_frees_a_cached_stack(void)
+{
+	struct hetmm_ctx *ctx;
+	struct hetmm_emu *emu;
+	struct hetmm_pagemap *pg;
+	pthread_attr_t a;
+	pthread_t th;
+	char *page = NULL;
+
+	REQUIRE(pthread_attr_init(&a) == 0);
+	REQUIRE(pthread_attr_setstacksize(&a, BIG_STACK) == 0);
+	REQUIRE(pthread_create(&th, &a, note_stack, &page) == 0);
+	REQUIRE(pthread_join(th, NULL) == 0);
+	pthread_attr_destroy(&a);
+	page = (char *)((uintptr_t)page & ~(uintptr_t)(PS - 1));
+
+	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
+	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 16,
+				    &emu));
+	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	t_fill(page, 1, 77);
+	t_to_device(pg, page, 1);
+	CHECK_EQ(t_verify(page, 1, 77), 0);   /* back by a fault */
+	CHECK_OK(hetmm_emu_destroy(emu));
+	/* A hang here fails the test (SIGALRM) instead of its timeout. */
+	alarm(30 * t_time_scale());
+	CHECK_OK(hetmm_ctx_destroy(ctx));
+	alarm(0);
+}
+
+/*
  * A context made with fault_around_max and an emulated private device of
  * n pages, the n pages at buf filled with seed's pattern and on it.
  */
@@ -407,6 +470,7 @@ int main(void)
 	uffd_info_and_stats();
 	two_contexts();
 	destroy_with_resident_pages();
+	destroy_frees_a_cached_stack();
 	fault_around();
 	dense_fault_around();
 
