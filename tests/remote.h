@@ -201,6 +201,23 @@ static inline int t_server_stop(struct t_server *s, int sig)
 	return st;
 }
 
+/* Wait (10 s at most, scaled) until the device takes one more server
+ * for dead than the alive_before it had; seconds since t0.  A death is
+ * noticed asynchronously: on shm a dead server's memory stays mapped in
+ * the client, so only UCX's peer-failure check tells. */
+static inline double t_remote_wait_dead(struct hetmm_remote *dev,
+					uint32_t alive_before, double t0)
+{
+	struct hetmm_remote_stats st;
+
+	do {
+		REQUIRE_OK(hetmm_remote_get_stats(dev, &st));
+	} while (st.servers_alive == alive_before &&
+		 t_now() - t0 < 10.0 * t_time_scale() && !usleep(1000));
+	CHECK_EQ(st.servers_alive, alive_before - 1);
+	return t_now() - t0;
+}
+
 /* A device of n pages on the servers given, each stripe kept on
  * `replicas` of them (0: one). */
 static inline int t_remote_make_replicated(struct hetmm_ctx *ctx,

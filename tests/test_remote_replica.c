@@ -29,19 +29,6 @@ static struct hetmm_ctx *ctx;
 static atomic_bool stop;
 
 /* Wait until the device takes one server for dead; seconds since t0. */
-static double wait_dead(struct hetmm_remote *dev, uint32_t alive_before,
-			double t0)
-{
-	struct hetmm_remote_stats st;
-
-	do {
-		REQUIRE_OK(hetmm_remote_get_stats(dev, &st));
-	} while (st.servers_alive == alive_before && t_now() - t0 < 10 &&
-		 !usleep(1000));
-	CHECK_EQ(st.servers_alive, alive_before - 1);
-	return t_now() - t0;
-}
-
 struct worker {
 	pthread_t th;
 	struct hetmm_pagemap *pg;
@@ -128,7 +115,7 @@ static void kill_one_of_two(void)
 	wait_rounds(w, 2);
 	double t0 = t_now();
 	t_server_stop(&srv[0], SIGKILL);
-	double detect = wait_dead(dev, 2, t0);
+	double detect = t_remote_wait_dead(dev, 2, t0);
 	wait_rounds(w, min_rounds(w) + 3);
 	atomic_store(&stop, true);
 
@@ -164,7 +151,7 @@ static void kill_one_of_two(void)
 	t_to_device(pg, w[0].p, PER);
 	CHECK_EQ(t_count_on_device(ctx, w[0].p, PER), PER);
 	t_server_stop(&srv[1], SIGKILL);
-	wait_dead(dev, 1, t_now());
+	t_remote_wait_dead(dev, 1, t_now());
 	CHECK_EQ(t_touch_bus(w[0].p + 5 * PS), 1);
 	CHECK_EQ(hetmm_migrate_to_system(ctx, w[0].p, PER * PS, NULL), -EIO);
 	for (int i = 0; i < NT; i++)
@@ -213,7 +200,7 @@ static void three_servers(void)
 	REQUIRE(pthread_create(&th, NULL, read_pages, &r) == 0);
 	usleep(200 * 1000);
 	t_server_stop(&srv[1], SIGKILL);
-	wait_dead(dev, 3, t_now());
+	t_remote_wait_dead(dev, 3, t_now());
 	pthread_join(th, NULL);
 	CHECK_EQ(r.bad, 0);
 	REQUIRE_OK(hetmm_remote_get_stats(dev, &st));
