@@ -136,6 +136,21 @@ void populate(void *p, size_t len, int byte)
 
 volatile uint64_t g_sink;
 
+double first_touch_ns(size_t len)
+{
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	if (p == MAP_FAILED)
+		return NAN;
+	uint64_t sum = 0, t0 = now_ns();
+	for (size_t o = 0; o < len; o += PAGE)
+		sum += (uint8_t)p[o];
+	double ns = (double)(now_ns() - t0);
+	g_sink += sum;
+	munmap(p, len);
+	return ns;
+}
+
 const char *fmt_size(size_t sz, char *buf, size_t n)
 {
 	if (sz >= ((size_t)1 << 30) && !(sz & (((size_t)1 << 30) - 1)))

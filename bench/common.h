@@ -43,6 +43,15 @@ double ns_per_page(size_t bytes, double ns);
 void *map_anon(size_t len, int thp);
 /* Populate with real (non-zero) pages. */
 void populate(void *p, size_t len, int byte);
+/*
+ * ns to read a byte a page of len bytes of anonymous memory the kernel
+ * populated (MAP_POPULATE): the first touch of pages someone else
+ * mapped, as a thread finds the pages hetmm installs.  No I/O and no
+ * fault: the CPU's cost of a fresh mapping alone, a ceiling for any
+ * pass over pages newly mapped (a virtual machine with shadow page
+ * tables pays an exit per page here).  NAN if it can't map.
+ */
+double first_touch_ns(size_t len);
 extern volatile uint64_t g_sink;
 const char *fmt_size(size_t sz, char *buf, size_t n);
 uint64_t rng_next(uint64_t *s);

@@ -291,24 +291,6 @@ static double touch(const char *p, size_t size, int random)
 	return ns;
 }
 
-/*
- * A byte a page of anonymous memory the kernel populated (MAP_POPULATE):
- * the first touch of pages someone else mapped, as a thread finds the
- * pages hetmm installs.  No disk and no fault: the CPU's cost of a fresh
- * mapping alone, a ceiling for any scan that maps new pages (a virtual
- * machine with shadow page tables pays an exit per page here).
- */
-static double first_touch(size_t size)
-{
-	char *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-	if (p == MAP_FAILED)
-		return NAN;
-	double ns = touch(p, size, 0);
-	munmap(p, size);
-	return ns;
-}
-
 /* The order's touches: ns of the timed part. */
 static double touch_order(const char *p, size_t size, enum order o)
 {
@@ -520,7 +502,7 @@ static double m_mmap_rand(void *a)
 static double m_first_touch(void *a)
 {
 	struct m_arg *m = a;
-	return gbps(m->size, first_touch(m->size));
+	return gbps(m->size, first_touch_ns(m->size));
 }
 
 static double m_hetmm_seq(void *a)
