@@ -167,11 +167,17 @@ static void ucx_stop(void)
 }
 
 /* Progress until idle, then arm the event fd: true if it is armed (poll
- * may sleep on it). */
+ * may sleep on it).  At most UCX_PROGRESS_ROUNDS rounds before the
+ * sockets get their turn: a transport that reports progress on every
+ * round (a send to a stopped client retried) must not keep the server
+ * from admitting others; false then, and poll does not sleep. */
+#define UCX_PROGRESS_ROUNDS 1024
+
 static bool ucx_idle(void)
 {
-	while (ucp_worker_progress(S.worker))
-		;
+	for (unsigned i = 0; ucp_worker_progress(S.worker); i++)
+		if (i == UCX_PROGRESS_ROUNDS)
+			return false;
 	return ucp_worker_arm(S.worker) != UCS_ERR_BUSY;
 }
 
