@@ -862,6 +862,8 @@ static void sync_answer(struct hetmm_ctx *ctx, uintptr_t addr)
 {
 	if (uffd_writeprotect(ctx->uffd.fd, addr, PAGE_SIZE, FILL_ONCE))
 		uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
+	else
+		lifecycle_settled(ctx);
 }
 
 /* A claim of a migration to a device: a bare one, or its page's device

@@ -16,7 +16,9 @@
  *              UNMAP of the old range that comes after spares what
  *              other REMAPs put there meanwhile.  A REMAP read before
  *              an earlier move away from its new range parks the
- *              entries it finds there for that move's REMAP.
+ *              entries it finds there for that move's REMAP; one read
+ *              after a later move away from its new range follows that
+ *              move on.
  *
  * A coherent page a short-term pin holds outlives its munmap (orphan).
  *
@@ -504,6 +506,124 @@ static bool unmap_parked(struct hetmm_ctx *ctx, uintptr_t start,
 }
 
 /* ------------------------------------------------------------------------
+ * A move onto a range that had moved on
+ *
+ * Thread B moves Z onto X while X is still mapped, then thread A moves X
+ * (Z's pages now) on to Y.  The kernel queues each thread's events only
+ * after its move, in the thread's order: B's early UNMAP of X, its REMAP
+ * Z -> X only once that is read, its UNMAP of Z; A's REMAP X -> Y, its
+ * UNMAP of X.  So the handler can read X -> Y before Z -> X: it finds no
+ * entries at X then (the UNMAP dropped them), and Z -> X, carried to X,
+ * would leave Z's entries where the kernel has nothing, while Y, which
+ * has Z's pages, read zeroes where they were on a device.  Nothing in
+ * the events tells that order from the other (A first, Z moved onto the
+ * vacated X: the entries belong at X), so the kernel's mappings as they
+ * are when Z -> X is read decide: each REMAP read leaves a record X ->
+ * Y, and a REMAP onto exactly X follows it on to Y if X is mapped no
+ * more, Y is, and Y lacks every page Z has on a private device (such a
+ * page is never present: the kernel moved Z's holes along).  Had A moved
+ * first, Z's mapping would be at X, unless a third thread unmapped or
+ * moved it since (that event still to come): a race of three threads on
+ * one range this does not tell apart.  The records go once a sync
+ * through the handler succeeds: the kernel refuses it while an event of
+ * any move waits to be read, so a REMAP read after that is of a later
+ * move than every one recorded.  Entries the REMAP X -> Y carried before
+ * B's UNMAP of X was read (X's own, stale) are parked at Y as any met
+ * there (park_stale), and freed with Y.
+ */
+
+static void forward_note(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
+			 size_t len)
+{
+	struct vacated_ranges *vr = &ctx->vacated;
+	vr->fwd[vr->fwd_next++ % FORWARD_MAX] =
+		(struct forward){ .from = from, .to = to, .len = len };
+}
+
+void lifecycle_settled(struct hetmm_ctx *ctx)
+{
+	struct vacated_ranges *vr = &ctx->vacated;
+	if (!vr->fwd_next)
+		return;
+	memset(vr->fwd, 0, sizeof(vr->fwd));
+	vr->fwd_next = 0;
+}
+
+static bool range_unmapped(struct vmaq *q, uintptr_t start, uintptr_t end)
+{
+	struct vma v;
+	return vma_find_next(q, start, &v) < 0 || v.start >= end;
+}
+
+static bool range_mapped(struct vmaq *q, uintptr_t start, uintptr_t end)
+{
+	struct vma v;
+	for (uintptr_t a = start; a < end; a = v.end)
+		if (vma_find(q, a, &v) < 0)
+			return false;
+	return true;
+}
+
+/* Device entries of the old range met where the new one has a page. */
+struct presence_check {
+	uint64_t first;                   /* vpn of pf[0] */
+	const uint8_t *pf;
+	size_t entries;
+};
+
+static int present_under_entry(void *arg, uint64_t vpn,
+			       _Atomic uint64_t *slot)
+{
+	struct presence_check *c = arg;
+	uint64_t e = atomic_load(slot);
+	if (!shadow_on_device(e) || shadow_is_coherent(e))
+		return 0;
+	c->entries++;
+	return (c->pf[vpn - c->first] & PG_PRESENT) != 0;
+}
+
+/* Does [to, to + len) hold the mapping with from's private device
+ * entries, and are there any?  Its pages there are all missing. */
+static bool holds_moved_entries(struct hetmm_ctx *ctx, uintptr_t from,
+				uintptr_t to, size_t len)
+{
+	uint8_t pf[CHUNK_PAGES];
+	size_t entries = 0;
+	for (size_t off = 0; off < len;) {
+		size_t n = MIN((len - off) >> PAGE_SHIFT, (size_t)CHUNK_PAGES);
+		struct presence_check c = { .first = addr_to_vpn(from + off),
+					    .pf = pf };
+		if (vma_page_presence(&ctx->vmaq, to + off, n, pf) ||
+		    shadow_for_each(&ctx->shadow, c.first, c.first + n,
+				    present_under_entry, &c))
+			return false;
+		entries += c.entries;
+		off += n * PAGE_SIZE;
+	}
+	return entries > 0;
+}
+
+/* Where a REMAP from -> to read now puts from's entries: to, or where
+ * the kernel moved the mapping on since (see above). */
+static uintptr_t forward_follow(struct hetmm_ctx *ctx, uintptr_t from,
+				uintptr_t to, size_t len)
+{
+	struct vacated_ranges *vr = &ctx->vacated;
+	for (unsigned k = 1; k <= FORWARD_MAX; k++) {   /* newest first */
+		struct forward *f = &vr->fwd[(vr->fwd_next - k) % FORWARD_MAX];
+		if (f->len != len || f->from != to)
+			continue;
+		if (!range_unmapped(&ctx->vmaq, to, to + len) ||
+		    !range_mapped(&ctx->vmaq, f->to, f->to + len) ||
+		    !holds_moved_entries(ctx, from, f->to, len))
+			return to;
+		f->len = 0;
+		return f->to;
+	}
+	return to;
+}
+
+/* ------------------------------------------------------------------------
  * mremap
  */
 
@@ -637,6 +757,7 @@ void lifecycle_remap(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
 	TEST_HOOK(TEST_HOOK_EVENT_REMAP, from, len);
 	if (migrators_own(ctx, from, from + len, true))
 		return;   /* a coherent mapping swapped into place */
+	to = forward_follow(ctx, from, to, len);
 	if (ctx->vacated.nrescue) {
 		rescue_cancel(ctx, from, from + len);
 		rescue_cancel(ctx, to, to + len);
@@ -671,6 +792,7 @@ void lifecycle_remap(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
 	outside_overlaps(ctx, from, from + len, ov, r.nparked, to,
 			 moved_piece);
 	vacated_note(ctx, from, to, len);
+	forward_note(ctx, from, to, len);
 	/* Its late UNMAP spares what was put there before it. */
 	if (r.nparked) {
 		struct vacated *v = &ctx->vacated.r[(ctx->vacated.next - 1) %

@@ -40,6 +40,15 @@ struct parked {
 };
 #define PARKED_MAX 16
 
+/* A REMAP the handler read: a REMAP onto exactly [from, from + len) read
+ * later may be of a move the kernel made before this one (lifecycle.c,
+ * "A move onto a range that had moved on"). */
+struct forward {
+	uintptr_t from, to;
+	size_t len;                       /* none while 0 */
+};
+#define FORWARD_MAX 16
+
 struct vacated_ranges {
 	struct vacated r[VACATED_MAX];
 	unsigned next;                    /* the slot to reuse next */
@@ -48,6 +57,8 @@ struct vacated_ranges {
 	struct parked parked[PARKED_MAX]; /* disjoint */
 	unsigned nparked;
 	struct vtab parked_tab;
+	struct forward fwd[FORWARD_MAX];
+	unsigned fwd_next;                /* the slot to reuse next */
 };
 
 void lifecycle_unmap(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end);
@@ -57,5 +68,8 @@ void lifecycle_remap(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
 /* After a batch of messages: pages an mremap left behind that the kernel
  * would not let us move yet (an event was waiting to be read). */
 void lifecycle_retry(struct hetmm_ctx *ctx);
+/* A sync through the handler succeeded: the kernel had no event of any
+ * mremap left to hand out, and the handler has handled all it read. */
+void lifecycle_settled(struct hetmm_ctx *ctx);
 
 #endif /* HETMM_LIFECYCLE_H */

@@ -41,6 +41,15 @@
  * Part 7, a context's end while its deputy's exit unmaps memory in a
  * mapping registered whole (ASan's per-thread memory): the end must not
  * wait for a handler that reads no more.
+ *
+ * Part 8, two mremaps in the other order than part 2's: Z moves onto the
+ * still-mapped X first, then X (Z's pages now) moves on to Y; the handler
+ * reads the REMAP of X to Y before the REMAP of Z to X.  Z's pages must
+ * be at Y, where the kernel put them.
+ *
+ * Part 9, the late UNMAP of an mremap's old range against a fresh mapping
+ * there, migrated while the handler holds the REMAP it read: the
+ * migration must not publish its pages before that UNMAP is handled.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -675,6 +684,158 @@ static void part4(void)
 }
 
 /* ------------------------------------------------------------------------
+ * Part 8: Z moves onto the still-mapped X, then X on to Y.  The kernel
+ * does Z -> X (its early UNMAP of X first) and then X -> Y, so Y holds
+ * Z's pages; the handler reads UNMAP(X), REMAP(X -> Y), then REMAP(Z ->
+ * X), UNMAP(X), UNMAP(Z).  Before, it moved nothing at REMAP(X -> Y) and
+ * put Z's entries at X, where the kernel has nothing: 16 pages read
+ * zeroes at Y.
+ */
+static void part8(void)
+{
+	struct hetmm_emu *emu;
+	struct hetmm_pagemap *pg;
+	struct hetmm_pagemap_info info;
+	char *trig = map_apart(1);
+	char *x = map_apart(P2_PAGES), *z = map_apart(P2_PAGES);
+	char *y = reserve(P2_PAGES);
+	struct remapper m1 = { .from = x, .to = y };
+	struct remapper m2 = { .from = z, .to = x };
+	pthread_t th1, th2, thd;
+
+	fprintf(stderr, "part 8: Z onto the mapped X, then X to Y\n");
+	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64,
+				    &emu));
+	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	t_fill(x, P2_PAGES, 81);
+	t_fill(z, P2_PAGES, 82);
+	t_fill(trig, 1, 83);
+	REQUIRE_OK(hetmm_migrate_to_device(pg, x, P2_PAGES * PS, NULL));
+	REQUIRE_OK(hetmm_migrate_to_device(pg, z, P2_PAGES * PS, NULL));
+	REQUIRE_OK(hetmm_migrate_to_device(pg, trig, PS, NULL));
+	REQUIRE_OK(hetmm_migrate_to_system(ctx, trig, PS, NULL));
+
+	REQUIRE(pthread_create(&th1, NULL, remapper_main, &m1) == 0);
+	REQUIRE(pthread_create(&th2, NULL, remapper_main, &m2) == 0);
+	remapper_ready(&m1);
+	remapper_ready(&m2);
+	hook_arm(TEST_HOOK_EVENT_DISCARD, trig, 1);
+	REQUIRE(pthread_create(&thd, NULL, discard_main, trig) == 0);
+	hook_wait_stopped();
+	join(thd);
+	/* Z onto X: the thread waits for its UNMAP of X to be read.  Then
+	 * X (Z's mapping now) to Y: its REMAP queues behind that UNMAP,
+	 * before Z's REMAP. */
+	start_remapper(&m2);
+	start_remapper(&m1);
+	hook_release();
+	join(th1);
+	join(th2);
+	REQUIRE(m2.r == x);
+	REQUIRE(m1.r == y);
+	CHECK_OK(hetmm_ctx_sync(ctx));
+
+	CHECK(!mapped(x, P2_PAGES));
+	CHECK_EQ(t_verify(y, P2_PAGES, 82), 0);
+	CHECK_EQ(t_count_on_device(ctx, y, P2_PAGES), 0);
+	t_unmap(y, P2_PAGES);
+	t_unmap(trig, 1);
+	REQUIRE_OK(hetmm_pagemap_get_info(pg, &info));
+	CHECK_EQ(t_settled_free(pg, info.nr_pages), info.nr_pages);
+	CHECK_EQ(t_stats(ctx).device_resident, 0);
+	CHECK_OK(hetmm_emu_destroy(emu));
+}
+
+/* ------------------------------------------------------------------------
+ * Part 9: the late UNMAP of X, which X's mremap queues only once its
+ * REMAP is read, against a fresh mapping at X migrated meanwhile.  The
+ * handler holds the REMAP it read; the migration of the new X waits for
+ * the handler before it takes any page (handler_sync).
+ */
+struct p9_fresh {
+	char *x;
+	struct hetmm_pagemap *pg;
+	int ready, go;
+	int rc;
+};
+
+/* Started before X is vacated, as the remappers are (see
+ * remapper_ready): a thread's start maps memory of its own. */
+static void *p9_fresh_main(void *arg)
+{
+	struct p9_fresh *f = arg;
+
+	__atomic_store_n(&f->ready, 1, __ATOMIC_RELEASE);
+	while (!__atomic_load_n(&f->go, __ATOMIC_ACQUIRE))
+		usleep(100);
+	REQUIRE(mmap(f->x, P2_PAGES * PS, PROT_READ | PROT_WRITE,
+		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1,
+		     0) == f->x);
+	t_fill(f->x, P2_PAGES, 92);
+	f->rc = hetmm_migrate_to_device(f->pg, f->x, P2_PAGES * PS, NULL);
+	return NULL;
+}
+
+static void part9(void)
+{
+	struct hetmm_emu *emu;
+	struct hetmm_pagemap *pg;
+	struct hetmm_pagemap_info info;
+	char *x = map_apart(P2_PAGES), *y = reserve(P2_PAGES);
+	struct remapper m1 = { .from = x, .to = y };
+	struct p9_fresh f = { .x = x };
+	pthread_t th1, thf;
+	double until;
+
+	fprintf(stderr, "part 9: late UNMAP against a fresh mapping\n");
+	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64,
+				    &emu));
+	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	f.pg = pg;
+	t_fill(x, P2_PAGES, 91);
+	REQUIRE_OK(hetmm_migrate_to_device(pg, x, P2_PAGES * PS, NULL));
+
+	REQUIRE(pthread_create(&th1, NULL, remapper_main, &m1) == 0);
+	REQUIRE(pthread_create(&thf, NULL, p9_fresh_main, &f) == 0);
+	remapper_ready(&m1);
+	until = t_now() + 20;
+	while (!__atomic_load_n(&f.ready, __ATOMIC_ACQUIRE)) {
+		REQUIRE(t_now() < until);
+		usleep(100);
+	}
+	/* The handler holds X's REMAP, read: X is vacated, its UNMAP is
+	 * queued once the thread runs again. */
+	hook_arm(TEST_HOOK_EVENT_REMAP, x, P2_PAGES);
+	__atomic_store_n(&m1.go, 1, __ATOMIC_RELEASE);
+	hook_wait_stopped();
+	until = t_now() + 20;
+	while (task_state(m1.tid) != 'D') {
+		REQUIRE(t_now() < until);
+		usleep(200);
+	}
+	/* A fresh mapping at X, migrated by another thread; it waits for
+	 * the handler, which goes on after a while. */
+	__atomic_store_n(&f.go, 1, __ATOMIC_RELEASE);
+	usleep(200000);
+	hook_release();
+	join(thf);
+	join(th1);
+	REQUIRE(m1.r == y);
+	CHECK_OK(f.rc);
+	CHECK_OK(hetmm_ctx_sync(ctx));
+
+	CHECK_EQ(t_verify(y, P2_PAGES, 91), 0);
+	CHECK_EQ(t_count_on_device(ctx, x, P2_PAGES), P2_PAGES);
+	CHECK_EQ(t_verify(x, P2_PAGES, 92), 0);
+	t_unmap(x, P2_PAGES);
+	t_unmap(y, P2_PAGES);
+	REQUIRE_OK(hetmm_pagemap_get_info(pg, &info));
+	CHECK_EQ(t_settled_free(pg, info.nr_pages), info.nr_pages);
+	CHECK_EQ(t_stats(ctx).device_resident, 0);
+	CHECK_OK(hetmm_emu_destroy(emu));
+}
+
+/* ------------------------------------------------------------------------
  * Part 5: mremap of pages a migration to a device holds, before it moved
  * them out of the process (claimed) or after (copied), with and without
  * MREMAP_DONTUNMAP.  Every byte must be at the new address, on the
@@ -944,6 +1105,8 @@ int main(void)
 		part4();
 		part5();
 		part6();
+		part8();
+		part9();
 		CHECK_OK(hetmm_ctx_destroy(ctx));
 	}
 	part7();
