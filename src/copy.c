@@ -11,9 +11,13 @@
  * out of use until the driver's late done frees it, so that late bytes
  * land in staging nobody reads.  Waits are futex waits on the slot's
  * state word, bounded by the pagemap's copy timeout: a driver that never
- * completes costs the caller one timeout, never a hang.  The fault
- * handler marks each wait and each submit op away (away.h), so that its
- * deputy serves the faults a driver's thread may raise meanwhile.
+ * completes costs the caller one timeout, never a hang.  A done call or a
+ * slot's release wakes only a waiter that said it waits: a copy done
+ * before anyone waits for it (a driver that copies in its submit op, as
+ * the file device does a lone page) and a release nobody waits for cost
+ * no system call, on the path of a random fault.  The fault handler
+ * marks each wait and each submit op away (away.h), so that its deputy
+ * serves the faults a driver's thread may raise meanwhile.
  */
 #include <errno.h>
 #include <limits.h>
@@ -40,6 +44,9 @@ enum slot_state {
 /* A done slot's state word holds its error too, so that a done call
  * changes one word: SLOT_DONE | -error << SLOT_ERROR_SHIFT. */
 #define SLOT_ERROR_SHIFT 8
+/* Or'ed into SLOT_IN_FLIGHT by a waiter about to sleep on the word: the
+ * done call wakes it. */
+#define SLOT_WAITED 0x80u
 
 struct hetmm_copy {
 	struct copyq *q;
@@ -57,6 +64,7 @@ struct copyq {
 	uint32_t timeout_ms;
 	_Atomic uint64_t free_mask;
 	_Atomic uint32_t released;        /* futex word: bumped per free */
+	_Atomic uint32_t release_waiters; /* threads waiting on released */
 	atomic_bool dead;                 /* a copy timed out */
 	/* Held by a slot's release, so that the queue's destruction comes
 	 * after the last one in an order a race detector can see too (the
@@ -157,15 +165,23 @@ int copyq_create(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 static bool copyq_slots_back(struct copyq *q)
 {
 	uint64_t all = q->depth == 64 ? ~0ULL : (1ULL << q->depth) - 1;
+	bool back;
+	atomic_fetch_add(&q->release_waiters, 1);
 	for (;;) {
 		uint32_t seen = atomic_load(&q->released);
-		if (atomic_load(&q->dead))
-			return false;
-		if (atomic_load(&q->free_mask) == all)
-			return true;
+		if (atomic_load(&q->dead)) {
+			back = false;
+			break;
+		}
+		if (atomic_load(&q->free_mask) == all) {
+			back = true;
+			break;
+		}
 		futex_wait_until(&q->released, seen,
 				 monotonic_ms() + q->timeout_ms);
 	}
+	atomic_fetch_sub(&q->release_waiters, 1);
+	return back;
 }
 
 void copyq_destroy(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap)
@@ -192,6 +208,13 @@ void copyq_destroy(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap)
 	free(q);
 }
 
+/*
+ * A waiter on released counts itself in release_waiters before it reads
+ * released and looks at the slots; a release bumps released before it
+ * reads release_waiters (both sequentially consistent).  So either the
+ * release sees the waiter and wakes it, or the waiter's read of released
+ * comes after the bump and it finds the slot free without sleeping.
+ */
 static void slot_release(struct hetmm_copy *s)
 {
 	struct copyq *q = s->q;
@@ -201,7 +224,8 @@ static void slot_release(struct hetmm_copy *s)
 	atomic_fetch_add(&q->released, 1);
 	/* Woken under the lock: once the remover has taken it after the
 	 * last release, nothing touches the queue any more. */
-	futex(&q->released, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
+	if (atomic_load(&q->release_waiters))
+		futex(&q->released, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
 	pthread_mutex_unlock(&q->release_lock);
 }
 
@@ -226,13 +250,19 @@ static struct hetmm_copy *slot_try_get(struct copyq *q, unsigned reserve)
 static struct hetmm_copy *slot_get_wait(struct copyq *q, unsigned reserve)
 {
 	uint64_t deadline = monotonic_ms() + q->timeout_ms;
+	struct hetmm_copy *s = slot_try_get(q, reserve);
+	if (s)
+		return s;
+	atomic_fetch_add(&q->release_waiters, 1);
 	for (;;) {
 		uint32_t seen = atomic_load(&q->released);
-		struct hetmm_copy *s = slot_try_get(q, reserve);
+		s = slot_try_get(q, reserve);
 		if (s || monotonic_ms() >= deadline)
-			return s;
+			break;
 		futex_wait_until(&q->released, seen, deadline);
 	}
+	atomic_fetch_sub(&q->release_waiters, 1);
+	return s;
 }
 
 /* Wait for slot s to complete: its error, or -ETIMEDOUT (the slot is
@@ -242,15 +272,21 @@ static int slot_wait(struct hetmm_copy *s)
 	struct copyq *q = s->q;
 	uint64_t deadline = monotonic_ms() + q->timeout_ms;
 	uint32_t st;
-	while ((st = atomic_load_explicit(&s->state, memory_order_acquire)) ==
-	       SLOT_IN_FLIGHT) {
+	while (((st = atomic_load_explicit(&s->state, memory_order_acquire)) &
+		~SLOT_WAITED) == SLOT_IN_FLIGHT) {
 		if (monotonic_ms() >= deadline &&
 		    atomic_compare_exchange_strong(&s->state, &st,
 						   SLOT_ABANDONED)) {
 			atomic_store(&q->dead, true);
 			return -ETIMEDOUT;
 		}
-		futex_wait_until(&s->state, SLOT_IN_FLIGHT, deadline);
+		if (st == SLOT_IN_FLIGHT &&
+		    !atomic_compare_exchange_strong(&s->state, &st,
+						    SLOT_IN_FLIGHT |
+						    SLOT_WAITED))
+			continue;   /* done meanwhile */
+		futex_wait_until(&s->state, SLOT_IN_FLIGHT | SLOT_WAITED,
+				 deadline);
 	}
 	return -(int)(st >> SLOT_ERROR_SHIFT);
 }
@@ -259,11 +295,15 @@ int hetmm_copy_done(struct hetmm_copy *copy, int error)
 {
 	if (!copy || error > 0 || error < -4095)
 		return -EINVAL;
-	uint32_t st = SLOT_IN_FLIGHT;
 	uint32_t done = SLOT_DONE | (uint32_t)-error << SLOT_ERROR_SHIFT;
-	if (atomic_compare_exchange_strong_explicit(&copy->state, &st, done,
-			memory_order_release, memory_order_relaxed)) {
-		futex(&copy->state, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
+	uint32_t st = atomic_load_explicit(&copy->state, memory_order_relaxed);
+	while ((st & ~SLOT_WAITED) == SLOT_IN_FLIGHT) {
+		if (!atomic_compare_exchange_weak_explicit(&copy->state, &st,
+				done, memory_order_release,
+				memory_order_relaxed))
+			continue;
+		if (st & SLOT_WAITED)
+			futex(&copy->state, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
 		return 0;
 	}
 	if (st == SLOT_ABANDONED) {
@@ -400,4 +440,43 @@ size_t copy_pipe(struct hetmm_pagemap *pgmap, bool to_device,
 	while (next(arg, &r))
 		copy_pipe_add(&p, &r);
 	return copy_pipe_drain(&p);
+}
+
+/* ------------------------------------------------------------------------
+ * One copy from the device, waited for
+ */
+
+int copy_from_device_wait(struct hetmm_pagemap *pgmap, uint64_t index,
+			  size_t nr, struct hetmm_copy **slotp, void **bytes)
+{
+	away_begin();
+	struct hetmm_copy *s = slot_get_wait(pgmap->copyq, 0);
+	away_end();
+	if (!s) {
+		STAT_ADD(pgmap->ctx, copy_errors, 1);
+		return -ETIMEDOUT;
+	}
+	away_begin();
+	int rc = pgmap->ops->submit_from_device(pgmap, s->staging, index, nr,
+						s);
+	bool started = rc == 0;
+	if (started)
+		rc = slot_wait(s);
+	away_end();
+	if (!rc) {
+		*slotp = s;
+		*bytes = s->staging;
+		return 0;
+	}
+	/* As pipe_complete_oldest: a copy that timed out keeps its slot
+	 * (abandoned) until the driver's late done. */
+	if (!started || rc != -ETIMEDOUT)
+		slot_release(s);
+	STAT_ADD(pgmap->ctx, copy_errors, 1);
+	return rc < 0 ? rc : -EIO;
+}
+
+void copy_slot_put(struct hetmm_copy *slot)
+{
+	slot_release(slot);
 }

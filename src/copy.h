@@ -93,4 +93,15 @@ size_t copy_pipe(struct hetmm_pagemap *pgmap, bool to_device,
 		 bool (*next)(void *arg, struct copy_req *r),
 		 copy_finish_fn *finish, void *arg);
 
+/*
+ * One copy of nr pages from the device at index, started in a free slot
+ * (the fault handler's: it may take every slot) and waited for: 0 with
+ * *bytes, the slot's staging, holding them until copy_slot_put(*slotp);
+ * or the copy's error (counted in copy_errors), nothing held.  For a
+ * page the caller installs itself, as soon as it lands.
+ */
+int copy_from_device_wait(struct hetmm_pagemap *pgmap, uint64_t index,
+			  size_t nr, struct hetmm_copy **slotp, void **bytes);
+void copy_slot_put(struct hetmm_copy *slot);
+
 #endif /* HETMM_COPY_H */

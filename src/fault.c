@@ -174,6 +174,9 @@ static void count_fault_back(struct hetmm_ctx *ctx, int64_t installed,
 	STAT_ADD(ctx, fault_pages, (uint64_t)installed);
 }
 
+static bool handler_refused(struct hetmm_ctx *ctx, uintptr_t start,
+			    size_t len, unsigned tries);
+
 /*
  * A lone page a thread waits for, on the fault path (a random access).
  * The fill itself wakes the thread: a UFFDIO_WAKE after it would be one
@@ -183,8 +186,11 @@ static void count_fault_back(struct hetmm_ctx *ctx, int64_t installed,
  * bare BUSY (a system page being filled, which every claimer waits out,
  * as for a hole: fault_zero), the counters move, and its frame says free
  * and counts as free (an allocation short of frames waits for it).  The
- * frame goes back to the pool after the fill, which reads it.  Returns
- * as back_install().
+ * frame goes back to the pool after the fill, which reads it.  A fill
+ * the kernel refuses while an event waits is tried again as a window's
+ * is (handler_refused): given up, the page would be copied from its
+ * device again when the thread faults again, a second read of a file.
+ * Returns as back_install().
  */
 static size_t fault_back_lone(struct hetmm_ctx *ctx,
 			      struct hetmm_pagemap *pgmap, uint64_t vpn,
@@ -196,9 +202,17 @@ static size_t fault_back_lone(struct hetmm_ctx *ctx,
 	count_fault_back(ctx, 1, 1);
 	struct frame_owner was = pagemap_leave_begin(pgmap, (uint32_t)idx,
 			back_free_flags(pgmap, op, true));
-	long got = uffd_fill(ctx->uffd.fd, op, dst, src, PAGE_SIZE,
-			     FILL_ONCE | FILL_WAKE |
-			     back_fill_wp(ctx, pgmap, op, vpn, idx, 1));
+	unsigned flags = FILL_ONCE | FILL_WAKE |
+			 back_fill_wp(ctx, pgmap, op, vpn, idx, 1);
+	TEST_HOOK(TEST_HOOK_FAULT_LONE, dst, PAGE_SIZE);
+	long got;
+	for (unsigned tries = 0;; tries++) {
+		got = uffd_fill(ctx->uffd.fd, op, dst, src, PAGE_SIZE, flags);
+		if (got != -EAGAIN || !handler_refused(ctx, dst, PAGE_SIZE,
+						       tries))
+			break;
+		flags |= FILL_EVENTS_SEEN;
+	}
 	/* As in back_install: there already, refused for good, or not now. */
 	bool installed = got > 0 || vma_page_present(&ctx->vmaq, dst);
 	if (!installed && got != -EEXIST && got != -ENOENT && got != -EFAULT) {
@@ -214,6 +228,35 @@ static size_t fault_back_lone(struct hetmm_ctx *ctx,
 	if (got <= 0)
 		uffd_wake(ctx->uffd.fd, dst, PAGE_SIZE);
 	return 1;
+}
+
+/*
+ * A lone page of a device with asynchronous copies (the file device's
+ * random fault): copied in one slot of its queue and waited for, then
+ * installed as any lone page is, the fill waking the thread.  In the
+ * window's pipeline it would be installed unwoken and woken after, one
+ * more system call between the read and the thread's resuming.
+ */
+static size_t fault_back_lone_async(struct hetmm_ctx *ctx,
+				    struct hetmm_pagemap *pgmap, uint64_t vpn,
+				    uint64_t idx, uint64_t claim)
+{
+	struct hetmm_copy *slot;
+	void *bytes;
+	if (copy_from_device_wait(pgmap, idx, 1, &slot, &bytes)) {
+		/* The faulting thread stays in its fault: see
+		 * fault_back_failed(). */
+		back_keep_quiet(ctx, vpn, &claim, 1);
+		ctx->fault->copy_failed = true;
+		return 0;
+	}
+	size_t gone = fault_back_lone(ctx, pgmap, vpn, idx, claim, FILL_COPY,
+				      (uintptr_t)bytes);
+	if (!gone)
+		back_keep(ctx, vpn, &claim, 1);
+	TEST_HOOK(TEST_HOOK_BACK_PIECE_DONE, vpn_to_addr(vpn), PAGE_SIZE);
+	copy_slot_put(slot);
+	return gone;
 }
 
 /*
@@ -276,6 +319,12 @@ static size_t fault_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn,
 		uint64_t idx0;
 		struct hetmm_pagemap *pgmap =
 			pfn_pagemap(shadow_pfn(claims[i]), &idx0);
+		if (back_is_async(pgmap, idx0) && n == 1 &&
+		    !(how & BACK_NO_WAKE)) {
+			left += fault_back_lone_async(ctx, pgmap, vpn, idx0,
+						      claims[0]);
+			break;
+		}
 		if (back_is_async(pgmap, idx0)) {
 			/* Its runs from here join the pipeline, each piece
 			 * installed and woken as it lands: a thread that

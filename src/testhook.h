@@ -45,9 +45,10 @@ enum test_hook_point {
 	/* It moved or copied them out (and zapped them), and publishes
 	 * them next. */
 	TEST_HOOK_TO_DEVICE_COPIED,
-	/* A piece that came back through a driver's asynchronous copies is
-	 * done with at [addr, addr + len) (installed, its frames free, or
-	 * kept on the device): its copy slot goes back to the queue next. */
+	/* A piece that came back through a driver's asynchronous copies
+	 * (a window's, or a lone page's) is done with at [addr, addr + len)
+	 * (installed, its frames free, or kept on the device): its copy
+	 * slot goes back to the queue next. */
 	TEST_HOOK_BACK_PIECE_DONE,
 	/* The handler's deputy returns: its thread exits next (addr and
 	 * len 0).  A sanitizer's exit unmaps memory of the thread's then,
@@ -57,6 +58,9 @@ enum test_hook_point {
 	 * its own doing (coherent.c) and moves the prepared range there
 	 * next. */
 	TEST_HOOK_OWN_REMAP,
+	/* The handler has a lone page the CPU faulted on, copied back from
+	 * its device for [addr, addr + len), and installs it next. */
+	TEST_HOOK_FAULT_LONE,
 };
 
 #ifdef HETMM_TEST_HOOKS

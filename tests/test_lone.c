@@ -1,0 +1,137 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_lone - a lone page faulted back (a random access) is copied from
+ * its device once.  The handler installs it with the fill that wakes the
+ * faulting thread; while an event of another thread's waits to be read,
+ * the kernel refuses that fill (EAGAIN).  Given up there, the page stays
+ * on the device, its thread faults again and the page is copied a second
+ * time: a second read of a file for the file device.  The handler reads
+ * the event and installs the page it holds once the kernel lets it in.
+ *
+ * The window is opened on purpose: at the hook before the fill
+ * (TEST_HOOK_FAULT_LONE) a helper thread discards another page of the
+ * range (MADV_DONTNEED, a REMOVE event), and the hook returns once the
+ * event waits on the userfaultfd.  With a driver whose copies are
+ * synchronous (copy ops) and one whose copies are asynchronous (submit
+ * ops: the lone page goes through one slot of its queue).
+ */
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "adrv.h"
+#include "ctx.h"
+#include "t.h"
+#include "testhook.h"
+
+#define NP 64
+
+static struct hetmm_ctx *ctx;
+static struct adrv dev;
+static char *p;
+
+/* The hook's state: the page it fires for, once. */
+static uintptr_t lone_at;
+static atomic_int hook_state;        /* 0 armed, 1 fired, 2 event seen */
+static atomic_int discard_go;
+
+static void *discarder(void *arg)
+{
+	(void)arg;
+	double until = t_now() + 20 * t_time_scale();
+	while (!atomic_load(&discard_go) && t_now() < until)
+		usleep(100);
+	/* Returns once the handler has read the REMOVE event. */
+	CHECK_OK(madvise(p + (NP - 1) * PS, PS, MADV_DONTNEED));
+	return NULL;
+}
+
+/* An event waits to be read on the context's userfaultfd.  On the
+ * handler, which alone reads it here: a userfaultfd polls only while
+ * non-blocking, as the handler makes it to read what waits. */
+static bool event_waits(void)
+{
+	int fd = ctx->uffd.fd, fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+		return false;
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	bool in = poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLIN);
+	fcntl(fd, F_SETFL, fl);
+	return in;
+}
+
+static void lone_hook(enum test_hook_point point, uintptr_t addr, size_t len)
+{
+	int armed = 0;
+	if (point != TEST_HOOK_FAULT_LONE || addr != lone_at || len != PS ||
+	    !atomic_compare_exchange_strong(&hook_state, &armed, 1))
+		return;
+	atomic_store(&discard_go, 1);
+	double until = t_now() + 20 * t_time_scale();
+	while (!event_waits() && t_now() < until)
+		usleep(100);
+	if (event_waits())
+		atomic_store(&hook_state, 2);
+}
+
+static void lone_once(bool async)
+{
+	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
+	REQUIRE_OK(adrv_create(ctx, &dev, NP, async, 0, async ? 4 : 0,
+			       async ? HETMM_COPY_TIMEOUT_DEFAULT_MS *
+				       t_time_scale() : 0, 0));
+	p = t_map(NP);
+	CHECK_OK(madvise(p, NP * PS, MADV_NOHUGEPAGE));
+	t_fill(p, NP, 5);
+	CHECK_OK(hetmm_migrate_to_device(dev.pg, p, NP * PS, NULL));
+	CHECK_EQ(t_count_on_device(ctx, p, NP), NP);
+
+	size_t pg = NP / 2;
+	lone_at = (uintptr_t)(p + pg * PS);
+	atomic_store(&hook_state, 0);
+	atomic_store(&discard_go, 0);
+	pthread_t th;
+	REQUIRE(pthread_create(&th, NULL, discarder, NULL) == 0);
+	unsigned copies = atomic_load(&dev.copies);
+	__atomic_store_n(&test_hook, lone_hook, __ATOMIC_RELEASE);
+	CHECK_EQ(t_verify_from(p + pg * PS, 1, 5, pg), 0);
+	__atomic_store_n(&test_hook, NULL, __ATOMIC_RELEASE);
+	atomic_store(&discard_go, 1);
+	pthread_join(th, NULL);
+	printf("  %s driver: hook %d, copies back for the page %u\n",
+	       async ? "asynchronous" : "synchronous",
+	       atomic_load(&hook_state), atomic_load(&dev.copies) - copies);
+	/* The event waited while the fill was tried: the window was open. */
+	CHECK_EQ(atomic_load(&hook_state), 2);
+	CHECK_EQ(atomic_load(&dev.copies) - copies, 1);
+	CHECK_EQ(t_count_on_device(ctx, p + pg * PS, 1), 0);
+	/* The discarded page reads zeroes; the rest is as it was. */
+	CHECK_OK(hetmm_ctx_sync(ctx));
+	CHECK_EQ(t_nonzero_pages(p + (NP - 1) * PS, 1), 0);
+	CHECK_EQ(t_verify(p, NP - 1, 5), 0);
+
+	t_unmap(p, NP);
+	REQUIRE_OK(hetmm_ctx_destroy(ctx));
+	adrv_destroy(&dev);
+	CHECK_EQ(atomic_load(&dev.done_errors), 0);
+	CHECK_EQ(atomic_load(&dev.failures), 0);
+}
+
+static void refused_sync(void)
+{
+	lone_once(false);
+}
+
+static void refused_async(void)
+{
+	lone_once(true);
+}
+
+int main(int argc, char **argv)
+{
+	RUN(refused_sync);
+	RUN(refused_async);
+	return t_done();
+}
