@@ -48,8 +48,9 @@
  * be at Y, where the kernel put them.
  *
  * Part 9, the late UNMAP of an mremap's old range against a fresh mapping
- * there, migrated while the handler holds the REMAP it read: the
- * migration must not publish its pages before that UNMAP is handled.
+ * there, whose migration syncs with the handler before the REMAP is read
+ * and so before that UNMAP is queued: the migration must not publish its
+ * pages before the UNMAP is handled.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -749,13 +750,17 @@ static void part8(void)
 /* ------------------------------------------------------------------------
  * Part 9: the late UNMAP of X, which X's mremap queues only once its
  * REMAP is read, against a fresh mapping at X migrated meanwhile.  The
- * handler holds the REMAP it read; the migration of the new X waits for
- * the handler before it takes any page (handler_sync).
+ * handler is held before it reads the REMAP; the migration's sync fault
+ * is queued before the REMAP is read, so before that UNMAP is queued.
+ * The kernel prepared the UNMAP with the move and refuses to lift the
+ * sync's protection until it is read: the migration must not publish a
+ * page before the handler has handled it.
  */
 struct p9_fresh {
 	char *x;
 	struct hetmm_pagemap *pg;
-	int ready, go;
+	pid_t tid;
+	int go, done;
 	int rc;
 };
 
@@ -765,7 +770,7 @@ static void *p9_fresh_main(void *arg)
 {
 	struct p9_fresh *f = arg;
 
-	__atomic_store_n(&f->ready, 1, __ATOMIC_RELEASE);
+	__atomic_store_n(&f->tid, gettid(), __ATOMIC_RELEASE);
 	while (!__atomic_load_n(&f->go, __ATOMIC_ACQUIRE))
 		usleep(100);
 	REQUIRE(mmap(f->x, P2_PAGES * PS, PROT_READ | PROT_WRITE,
@@ -773,7 +778,26 @@ static void *p9_fresh_main(void *arg)
 		     0) == f->x);
 	t_fill(f->x, P2_PAGES, 92);
 	f->rc = hetmm_migrate_to_device(f->pg, f->x, P2_PAGES * PS, NULL);
+	__atomic_store_n(&f->done, 1, __ATOMIC_RELEASE);
 	return NULL;
+}
+
+/* Is the thread waiting for the handler: in a userfault (the sync's),
+ * or for an event of its own to be read? */
+static bool waits_for_handler(pid_t tid)
+{
+	char path[64], buf[64] = "";
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/wchan", (int)tid);
+	f = fopen(path, "r");
+	if (!f)
+		return false;
+	if (!fgets(buf, sizeof(buf), f))
+		buf[0] = 0;
+	fclose(f);
+	return strcmp(buf, "handle_userfault") == 0 ||
+	       strcmp(buf, "userfaultfd_event_wait_completion") == 0;
 }
 
 static void part9(void)
@@ -781,10 +805,11 @@ static void part9(void)
 	struct hetmm_emu *emu;
 	struct hetmm_pagemap *pg;
 	struct hetmm_pagemap_info info;
+	char *trig = map_apart(1);
 	char *x = map_apart(P2_PAGES), *y = reserve(P2_PAGES);
 	struct remapper m1 = { .from = x, .to = y };
 	struct p9_fresh f = { .x = x };
-	pthread_t th1, thf;
+	pthread_t th1, thf, thd;
 	double until;
 
 	fprintf(stderr, "part 9: late UNMAP against a fresh mapping\n");
@@ -793,30 +818,34 @@ static void part9(void)
 	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
 	f.pg = pg;
 	t_fill(x, P2_PAGES, 91);
+	t_fill(trig, 1, 93);
 	REQUIRE_OK(hetmm_migrate_to_device(pg, x, P2_PAGES * PS, NULL));
+	REQUIRE_OK(hetmm_migrate_to_device(pg, trig, PS, NULL));
+	REQUIRE_OK(hetmm_migrate_to_system(ctx, trig, PS, NULL));
 
 	REQUIRE(pthread_create(&th1, NULL, remapper_main, &m1) == 0);
 	REQUIRE(pthread_create(&thf, NULL, p9_fresh_main, &f) == 0);
 	remapper_ready(&m1);
 	until = t_now() + 20;
-	while (!__atomic_load_n(&f.ready, __ATOMIC_ACQUIRE)) {
+	while (!__atomic_load_n(&f.tid, __ATOMIC_ACQUIRE)) {
 		REQUIRE(t_now() < until);
 		usleep(100);
 	}
-	/* The handler holds X's REMAP, read: X is vacated, its UNMAP is
-	 * queued once the thread runs again. */
-	hook_arm(TEST_HOOK_EVENT_REMAP, x, P2_PAGES);
-	__atomic_store_n(&m1.go, 1, __ATOMIC_RELEASE);
+	hook_arm(TEST_HOOK_EVENT_DISCARD, trig, 1);
+	REQUIRE(pthread_create(&thd, NULL, discard_main, trig) == 0);
 	hook_wait_stopped();
+	join(thd);
+	/* X moves to Y; its REMAP waits to be read, its UNMAP of X is
+	 * queued only after that. */
+	start_remapper(&m1);
+	/* A fresh mapping at X, migrated: its sync waits for the handler. */
+	__atomic_store_n(&f.go, 1, __ATOMIC_RELEASE);
 	until = t_now() + 20;
-	while (task_state(m1.tid) != 'D') {
+	while (!waits_for_handler(f.tid) &&
+	       !__atomic_load_n(&f.done, __ATOMIC_ACQUIRE)) {
 		REQUIRE(t_now() < until);
 		usleep(200);
 	}
-	/* A fresh mapping at X, migrated by another thread; it waits for
-	 * the handler, which goes on after a while. */
-	__atomic_store_n(&f.go, 1, __ATOMIC_RELEASE);
-	usleep(200000);
 	hook_release();
 	join(thf);
 	join(th1);
@@ -829,6 +858,7 @@ static void part9(void)
 	CHECK_EQ(t_verify(x, P2_PAGES, 92), 0);
 	t_unmap(x, P2_PAGES);
 	t_unmap(y, P2_PAGES);
+	t_unmap(trig, 1);
 	REQUIRE_OK(hetmm_pagemap_get_info(pg, &info));
 	CHECK_EQ(t_settled_free(pg, info.nr_pages), info.nr_pages);
 	CHECK_EQ(t_stats(ctx).device_resident, 0);
