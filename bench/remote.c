@@ -28,7 +28,9 @@
  *
  * Each figure is the median of --reps repetitions (default 5) over a
  * buffer of --mib MiB (default 64); for each transport of --tls (default
- * "shm,tcp"; UCX_TLS for both ends).
+ * "shm,tcp"; UCX_TLS for both ends).  --thp: the buffer migrated and
+ * read back is madvised MADV_HUGEPAGE (transparent huge pages, where
+ * the system's setting is "madvise").
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -369,12 +371,15 @@ struct hres {
 	double touch[MAXREPS];            /* first touch, GB/s */
 };
 
+/* --thp: the buffer of hetmm_pass in huge pages. */
+static int pass_thp;
+
 /* The buffer of len bytes to pg, then read back in sequence: GB/s of
  * each. */
 static int hetmm_pass(struct hetmm_pagemap *pg, size_t len, int byte,
 		      double *mig, double *back)
 {
-	char *buf = map_anon(len, 0);
+	char *buf = map_anon(len, pass_thp);
 	if (!buf)
 		return -ENOMEM;
 	populate(buf, len, byte);
@@ -529,7 +534,8 @@ static int bench_one(const char *tls, size_t len, int reps)
 		back[c] = median(h.back[c], reps);
 		mig[c] = median(h.mig[c], reps);
 	}
-	printf("UCX_TLS=%s, %zu MiB, median of %d\n", tls, len / MIB, reps);
+	printf("UCX_TLS=%s, %zu MiB%s, median of %d\n", tls, len / MIB,
+	       pass_thp ? " (THP buffer)" : "", reps);
 	printf("  bare ucp_get of a page               %8.1f us\n",
 	       get_ns / 1e3);
 	printf("  bare userfaultfd round trip          %8.1f us\n",
@@ -589,7 +595,7 @@ static int bench_one(const char *tls, size_t len, int reps)
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: hetmm bench-remote [--tls shm,tcp] [--mib N] "
-		"[--reps N]\n"
+		"[--reps N] [--thp]\n"
 		"  the remote device against UCX itself on the same "
 		"transport,\n"
 		"  with hetmm-memd servers started on loopback (see "
@@ -612,6 +618,8 @@ int hetmm_bench_remote_main(int argc, char **argv)
 			mib = strtoul(argv[++i], NULL, 10);
 		} else if (!strcmp(argv[i], "--reps") && i + 1 < argc) {
 			reps = atoi(argv[++i]);
+		} else if (!strcmp(argv[i], "--thp")) {
+			pass_thp = 1;
 		} else {
 			usage(stderr);
 			return 2;

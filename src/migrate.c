@@ -68,6 +68,7 @@ struct chunk {
 	uint32_t frames[CHUNK_PAGES];   /* as allocated */
 	size_t nframes;
 	uint8_t pflags[CHUNK_PAGES];
+	bool thp;                       /* one THP, mapped by its PMD */
 	bool huge;                      /* a THP, given a huge page's frames */
 	struct migrator *migrator;      /* while in the copy path */
 	/* HETMM_PAGEMAP_PLACED: page i goes to frame place + i; and with
@@ -305,8 +306,8 @@ static void chunk_alloc_frames(struct hetmm_ctx *ctx,
 			       struct hetmm_pagemap *pgmap, struct chunk *c,
 			       size_t claimed)
 {
-	c->huge = chunk_is_thp(ctx, c, claimed) &&
-		  pagemap_alloc_huge(pgmap, c->frames);
+	c->thp = chunk_is_thp(ctx, c, claimed);
+	c->huge = c->thp && pagemap_alloc_huge(pgmap, c->frames);
 	c->nframes = c->huge ? PMD_PAGES :
 		     pagemap_alloc(pgmap, c->frames, claimed);
 	if (c->nframes < claimed && (pgmap->flags & HETMM_PAGEMAP_EVICT))
@@ -521,10 +522,14 @@ static int run_wp(struct hetmm_ctx *ctx, struct chunk *c, size_t i, size_t n)
 				 n * PAGE_SIZE, WP_ON);
 }
 
+/* Take a run of copied pages out of the process: a THP copied whole by
+ * a move of its PMD (no event to wait for: order.c), the rest zapped. */
 static int run_zap(struct hetmm_ctx *ctx, struct chunk *c, size_t i, size_t n)
 {
-	return migrator_zap(ctx, c->migrator, chunk_addr(c, i),
-			    chunk_addr(c, i + n));
+	uintptr_t start = chunk_addr(c, i), end = chunk_addr(c, i + n);
+	if (c->thp && n == c->n)
+		start += migrator_take(ctx, c->migrator, start);
+	return start == end ? 0 : migrator_zap(ctx, c->migrator, start, end);
 }
 
 /* A run's copy ended: copied, or failed (the pages stay in system
@@ -831,7 +836,7 @@ static size_t chunk_begin(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			  struct chunk *c)
 {
 	memset(c->wp, 0, c->n);
-	c->huge = false;
+	c->thp = c->huge = false;
 	c->nframes = 0;
 	return chunk_collect(ctx, pgmap, c);
 }

@@ -15,9 +15,41 @@
 #include "order.h"
 
 #define SYNC_LEN (MAX_MIGRATORS * PAGE_SIZE)
+#define SINK_LEN (MAX_MIGRATORS * PMD_SIZE)
+
+/*
+ * The sink, PMD-aligned so that a huge page moves there whole (one PMD,
+ * not 512 page table entries).  Registered in write-protect mode, as
+ * device memory pages move into is (hotplug.c): nothing protects it, so
+ * nothing there ever faults.  A fork child needs none of it.  Without
+ * UFFDIO_MOVE, or without the memory, migrators zap.
+ */
+static void sink_init(struct hetmm_ctx *ctx)
+{
+	if (ctx->frames.fd < 0 || CHUNK_PAGES != PMD_PAGES)
+		return;   /* nothing to move, or no chunk a huge page */
+	char *p = mmap(NULL, SINK_LEN + PMD_SIZE, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return;
+	char *a = (char *)(((uintptr_t)p + PMD_SIZE - 1) &
+			   ~(uintptr_t)(PMD_SIZE - 1));
+	if (a > p)
+		munmap(p, (size_t)(a - p));
+	munmap(a + SINK_LEN, (size_t)(p + PMD_SIZE - a));
+	if (uffd_register(ctx->frames.fd, (uintptr_t)a, SINK_LEN,
+			  UFFDIO_REGISTER_MODE_WP, NULL)) {
+		munmap(a, SINK_LEN);
+		return;
+	}
+	madvise(a, SINK_LEN, MADV_DONTFORK);
+	ctx->order.sink = a;
+	entry_own(ctx, &ctx->order.sink_own, a, SINK_LEN);
+}
 
 int order_init(struct hetmm_ctx *ctx)
 {
+	sink_init(ctx);
 	void *p = mmap(NULL, SYNC_LEN, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED)
@@ -39,6 +71,10 @@ void order_fini(struct hetmm_ctx *ctx)
 	if (ctx->order.sync_pages) {
 		entry_disown(ctx, &ctx->order.own);
 		munmap(ctx->order.sync_pages, SYNC_LEN);
+	}
+	if (ctx->order.sink) {
+		entry_disown(ctx, &ctx->order.sink_own);
+		munmap(ctx->order.sink, SINK_LEN);
 	}
 }
 
@@ -113,6 +149,30 @@ int migrator_zap(struct hetmm_ctx *ctx, struct migrator *m, uintptr_t start,
 	atomic_store(&m->zap_start, 0);
 	atomic_store(&m->zap_end, 0);
 	return rc;
+}
+
+/*
+ * A zap waits for the handler twice (madvise until it reads the REMOVE,
+ * the sync until it handles it): under load, milliseconds.  A huge page
+ * moves out as one PMD and is freed in the sink as one, which costs
+ * about what the zap's own page table work does (docs/PERFORMANCE.md),
+ * and no wait.  Base pages would move one by one, a lock, a reverse map
+ * update and a TLB flush each, and free apart: slower than the zap with
+ * its waits, so they are zapped.
+ */
+size_t migrator_take(struct hetmm_ctx *ctx, struct migrator *m,
+		     uintptr_t start)
+{
+	if (!ctx->order.sink)
+		return 0;
+	uintptr_t dst = (uintptr_t)ctx->order.sink +
+			(size_t)(m - ctx->order.migrators) * PMD_SIZE;
+	long got = uffd_fill(ctx->frames.fd, FILL_MOVE, dst, start, PMD_SIZE,
+			     0);
+	if (got <= 0)
+		return 0;
+	madvise((void *)dst, (size_t)got, MADV_DONTNEED);
+	return (size_t)got;
 }
 
 bool is_sync_page(const struct hetmm_ctx *ctx, uintptr_t addr)

@@ -25,7 +25,8 @@ struct hetmm_ctx;
  * the handler tells them by the zap range, and the migrator publishes
  * the pages only once the handler has handled them all (migrator_zap),
  * so that the handler cannot take its own zap for the process
- * discarding them.
+ * discarding them.  A huge page it moves out instead (migrator_take),
+ * which raises no event.
  */
 struct migrator {
 	_Atomic pid_t tid;
@@ -48,9 +49,16 @@ struct handler_order {
 					   * protected: see handler_sync() */
 	struct migrator migrators[MAX_MIGRATORS];
 	struct own_range own;             /* the sync pages */
+	/* A PMD per migrator slot, registered with the frames userfaultfd
+	 * (ctx.h), which has no events: huge pages the copy path took out
+	 * of the process move there and are freed (migrator_take).  NULL
+	 * where the kernel cannot move pages. */
+	char *sink;
+	struct own_range sink_own;
 };
 
-/* Map and protect the sync pages (ctx's userfaultfd is open). */
+/* Map and protect the sync pages, map the sink (ctx's userfaultfds are
+ * open). */
 int order_init(struct hetmm_ctx *ctx);
 /* After the userfaultfd is closed. */
 void order_fini(struct hetmm_ctx *ctx);
@@ -62,6 +70,17 @@ bool is_migrator(struct hetmm_ctx *ctx, pid_t tid);
  * the handler has seen the REMOVE events it raised. */
 int migrator_zap(struct hetmm_ctx *ctx, struct migrator *m, uintptr_t start,
 		 uintptr_t end);
+/*
+ * Take the huge page mapped at start (PMD-aligned) out of the process
+ * for migrator m with no event: UFFDIO_MOVE into m's sink, where it is
+ * freed.  Returns the bytes taken from start on: PMD_SIZE, or less (0
+ * without UFFDIO_MOVE) where the kernel stopped, at a page shared with
+ * a fork child, say, or at a hole (the process discarded or moved the
+ * page meanwhile); the rest is for migrator_zap, whose sync orders the
+ * process's events that made a hole before the commit.
+ */
+size_t migrator_take(struct hetmm_ctx *ctx, struct migrator *m,
+		     uintptr_t start);
 /*
  * Return once the handler has processed every event the kernel handed it
  * before this call.  munmap returns when its event is read, not handled:

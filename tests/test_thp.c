@@ -9,7 +9,10 @@
  * likewise, mapped in place while there.  A device with no
  * aligned run of free frames takes it as base pages, as it does a THP
  * of which one page can't move (pinned); a block part of which left is
- * base pages from then on.  THP-ness is read from
+ * base pages from then on.  A THP that takes the copy path leaves the
+ * process by a move of its PMD where the kernel has UFFDIO_MOVE (no
+ * REMOVE event: the test hooks count them), by a zap where a fork child
+ * shares it, and each side keeps its bytes.  THP-ness is read from
  * /proc/self/smaps (AnonHugePages of the mapping), every byte checked.
  *
  * At 16 and 64 KiB pages a PMD is several migration chunks (base.h), and
@@ -19,21 +22,27 @@
  * for kpageflags) and THP enabled.  Elsewhere it says why and exits 77,
  * which ctest counts as skipped (SKIP_RETURN_CODE), not passed.
  */
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 
+#include "base.h"
 #include "t.h"
+#include "testhook.h"
 
 #ifndef MADV_COLLAPSE
 #define MADV_COLLAPSE 25
 #endif
 
 static struct hetmm_ctx *ctx;
+static struct hetmm_kernel_info ki;
 static size_t pmd;
 static size_t npmd;          /* pages in a PMD */
 
-/* AnonHugePages of the mapping holding p, in kB; -1 if not found. */
-static long anon_huge_kb(const void *p)
+/* The smaps field (with its colon) of the mapping holding p, in kB; -1
+ * if not found. */
+static long smaps_kb(const void *p, const char *field)
 {
 	FILE *f = fopen("/proc/self/smaps", "r");
 	char line[256];
@@ -47,11 +56,19 @@ static long anon_huge_kb(const void *p)
 			in = (uintptr_t)p >= a && (uintptr_t)p < b;
 			continue;
 		}
-		if (in && sscanf(line, "AnonHugePages: %ld", &kb) == 1)
+		size_t n = strlen(field);
+		if (in && !strncmp(line, field, n) &&
+		    sscanf(line + n, "%ld", &kb) == 1)
 			break;
 	}
 	fclose(f);
 	return kb;
+}
+
+/* AnonHugePages of the mapping holding p, in kB; -1 if not found. */
+static long anon_huge_kb(const void *p)
+{
+	return smaps_kb(p, "AnonHugePages:");
 }
 
 /* A PMD-aligned PMD of private anonymous memory, in a mapping of its
@@ -314,9 +331,110 @@ static void split(void)
 	device_down(emu, m);
 }
 
+#ifdef HETMM_TEST_HOOKS
+/* REMOVE events the handler handled over [watch_lo, watch_lo + pmd). */
+static atomic_size_t discards;
+static _Atomic uintptr_t watch_lo;
+
+static void count_discards(enum test_hook_point point, uintptr_t addr,
+			   size_t len)
+{
+	uintptr_t lo = atomic_load(&watch_lo);
+	if (point == TEST_HOOK_EVENT_DISCARD && addr < lo + pmd &&
+	    addr + len > lo)
+		atomic_fetch_add(&discards, 1);
+}
+
+/* a's THP to a copy-path device: the REMOVE events its leaving raised
+ * (the migration waits for the handler to handle those: order.c). */
+static size_t migrate_counting(struct hetmm_pagemap *pg, char *a)
+{
+	atomic_store(&discards, 0);
+	atomic_store(&watch_lo, (uintptr_t)a);
+	__atomic_store_n(&test_hook, count_discards, __ATOMIC_RELEASE);
+	CHECK_OK(hetmm_migrate_to_device(pg, a, pmd, NULL));
+	__atomic_store_n(&test_hook, NULL, __ATOMIC_RELEASE);
+	return atomic_load(&discards);
+}
+
+/*
+ * A THP copied to the device whole leaves the process by a move of its
+ * PMD into the migrator's sink (UFFDIO_MOVE, where a chunk is a PMD):
+ * no REMOVE event, nothing of it left mapped, every byte on the device
+ * and back.  Without UFFDIO_MOVE it is zapped: one event at least.
+ */
+static void taken(void)
+{
+	fprintf(stderr, "copied THP taken out of the process\n");
+	struct hetmm_emu *emu;
+	struct hetmm_pagemap *pg;
+	struct hetmm_mirror *m;
+	struct hetmm_emu_desc d = { HETMM_MEMORY_DEVICE_PRIVATE, 2 * npmd,
+				    HETMM_EMU_COPY_ONLY };
+	device_up(&d, &emu, &pg, &m);
+	bool moves = ki.has_move && CHUNK_PAGES == npmd;
+	for (uint64_t seed = 21; seed < 24; seed++) {   /* the sink reused */
+		char *a = thp_filled(seed);
+		size_t events = migrate_counting(pg, a);
+		if (moves)
+			CHECK_EQ(events, 0);
+		else
+			CHECK(events >= 1);
+		CHECK_EQ(smaps_kb(a, "Rss:"), 0);
+		check_snapshot(m, a, DEV_HUGE);
+		check_device_bytes(m, a, seed);
+		CHECK_EQ(t_verify(a, npmd, seed), 0);
+		CHECK_EQ(anon_huge_kb(a), (long)(pmd >> 10));
+		munmap(a, pmd);
+	}
+	device_down(emu, m);
+}
+
+/*
+ * The same THP shared with a fork child: the kernel will not move a
+ * page another process maps, so it is zapped (the event seen), and
+ * each side keeps its bytes: the parent's from the device, the child's
+ * its own, written after the migration.
+ */
+static void shared_with_child(void)
+{
+	fprintf(stderr, "copied THP shared with a fork child\n");
+	struct hetmm_emu *emu;
+	struct hetmm_pagemap *pg;
+	struct hetmm_mirror *m;
+	struct hetmm_emu_desc d = { HETMM_MEMORY_DEVICE_PRIVATE, 2 * npmd,
+				    HETMM_EMU_COPY_ONLY };
+	device_up(&d, &emu, &pg, &m);
+	char *a = thp_filled(31);
+	int go[2];
+	REQUIRE_OK(pipe(go) ? -errno : 0);
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		char c;
+		close(go[1]);
+		int ok = read(go[0], &c, 1) == 1 &&
+			 t_verify(a, npmd, 31) == 0;
+		t_fill(a, npmd, 32);
+		_exit(ok && t_verify(a, npmd, 32) == 0 ? 0 : 1);
+	}
+	close(go[0]);
+	CHECK(migrate_counting(pg, a) >= 1);
+	CHECK_EQ(smaps_kb(a, "Rss:"), 0);
+	check_device_bytes(m, a, 31);
+	REQUIRE(write(go[1], "g", 1) == 1);
+	close(go[1]);
+	int status = 0;
+	REQUIRE(waitpid(pid, &status, 0) == pid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	CHECK_EQ(t_verify(a, npmd, 31), 0);
+	munmap(a, pmd);
+	device_down(emu, m);
+}
+#endif
+
 int main(void)
 {
-	struct hetmm_kernel_info ki;
 	REQUIRE_OK(hetmm_kernel_probe(&ki));
 	pmd = hetmm_pmd_size();
 	npmd = pmd / PS;
@@ -335,6 +453,10 @@ int main(void)
 	fragmented_device();
 	split();
 	held_page();
+#ifdef HETMM_TEST_HOOKS
+	taken();
+	shared_with_child();
+#endif
 	CHECK_OK(hetmm_ctx_destroy(ctx));
 	return t_done();
 }
