@@ -383,6 +383,10 @@ static int hetmm_pass(struct hetmm_pagemap *pg, size_t len, int byte,
 	if (!buf)
 		return -ENOMEM;
 	populate(buf, len, byte);
+	/* Advised after it is populated: the pages go to the device as base
+	 * pages, as before, and may come back as THPs (THP "madvise" mode
+	 * gives those only to a mapping that asks). */
+	(void)madvise(buf, len, MADV_HUGEPAGE);
 	uint64_t t0 = now_ns();
 	int rc = hetmm_migrate_to_device(pg, buf, len, NULL);
 	uint64_t t1 = now_ns();

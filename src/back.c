@@ -148,9 +148,8 @@ void back_count(struct hetmm_ctx *ctx, int64_t installed, int64_t left)
 	atomic_fetch_sub(&ctx->stats.device_resident, left);
 }
 
-/* The pages left the device: free the frames (their entries are 0). */
-static void release_frames(struct hetmm_pagemap *pgmap, uint64_t idx0,
-			   size_t run, uint64_t free_flags)
+void back_release_frames(struct hetmm_pagemap *pgmap, uint64_t idx0,
+			 size_t run, uint64_t free_flags)
 {
 	uint32_t idx[CHUNK_PAGES];
 	for (size_t k = 0; k < run; k++)
@@ -267,17 +266,17 @@ static int64_t let_go_run(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	return delta;
 }
 
-void *staging_map(void)
+void *staging_map(size_t n)
 {
-	size_t size = CHUNK_PAGES * PAGE_SIZE;
-	char *p = mmap(NULL, 2 * size, PROT_READ | PROT_WRITE,
+	size_t align = CHUNK_SIZE, size = n * CHUNK_SIZE;
+	char *p = mmap(NULL, size + align, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED)
 		return NULL;
-	char *a = (char *)(((uintptr_t)p + size - 1) & ~(uintptr_t)(size - 1));
+	char *a = (char *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
 	if (a > p)
 		munmap(p, (size_t)(a - p));
-	munmap(a + size, (size_t)(p + size - a));
+	munmap(a + size, (size_t)(p + align - a));
 	madvise(a, size, MADV_HUGEPAGE);
 	madvise(a, size, MADV_DONTFORK);
 	return a;
@@ -302,7 +301,7 @@ static uintptr_t copy_source(struct hetmm_pagemap *pgmap, uint64_t idx0,
 {
 	if (pgmap->ops->page_address)
 		return (uintptr_t)pgmap->ops->page_address(pgmap, idx0);
-	if (!*staging && !(*staging = staging_map()))
+	if (!*staging && !(*staging = staging_map(1)))
 		return 0;
 	if (copy_from_sync(pgmap, *staging, idx0, run))
 		return 0;
@@ -347,7 +346,7 @@ static uintptr_t thp_source(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 {
 	if (ctx->frames.fd < 0 || PMD_PAGES != CHUNK_PAGES)
 		return 0;
-	if (!*staging && !(*staging = staging_map()))
+	if (!*staging && !(*staging = staging_map(1)))
 		return 0;
 	if (pgmap->ops->page_address) {
 		memcpy(*staging, pgmap->ops->page_address(pgmap, idx0),
@@ -483,8 +482,8 @@ size_t back_install(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	if (op == FILL_COPY && (pgmap->flags & HETMM_PAGEMAP_REMAP) &&
 	    !(how & BACK_LAZY_EMPTY))
 		madvise((void *)src, done * PAGE_SIZE, MADV_DONTNEED);
-	release_frames(pgmap, idx0, done,
-		       back_free_flags(pgmap, op, how & BACK_LAZY_EMPTY));
+	back_release_frames(pgmap, idx0, done,
+			    back_free_flags(pgmap, op, how & BACK_LAZY_EMPTY));
 	/* A huge page back whole is a THP: moved as one PMD already (a
 	 * microsecond's look), or its base pages collapsed now. */
 	if (huge && installed == run)
@@ -567,16 +566,34 @@ static void back_status(struct back_pipe *bp, uint64_t vpn, size_t n,
 		report_page(bp->rep, vpn - bp->rep_vpn + k, st);
 }
 
+void back_piece_install(struct back_pipe *bp, struct hetmm_pagemap *pgmap,
+			uint64_t vpn, uint64_t idx0, size_t nr,
+			const uint64_t *keep, enum uffd_fill op,
+			uintptr_t src, unsigned how)
+{
+	size_t installed = 0;
+	size_t gone = back_install(bp->ctx, pgmap, vpn, idx0, nr, op, src, how,
+				   &installed);
+	back_keep(bp->ctx, vpn + gone, keep + gone, nr - gone);
+	back_status(bp, vpn, gone, HETMM_MIGRATE_MOVED);
+	back_status(bp, vpn + gone, nr - gone, HETMM_MIGRATE_SKIP_BUSY);
+	bp->left += gone;
+	bp->installed += installed;
+}
+
 /* A piece completed: install it from staging, or keep it on the device
  * if its copy failed (quietly for the handler: its faulting thread stays
- * in its fault, fault.c's fault_back_failed). */
+ * in its fault, fault.c's fault_back_failed).  A piece of a block coming
+ * back as one THP is its block's business. */
 static void back_pipe_finish(void *arg, const struct copy_req *r, int err,
 			     void *staging)
 {
 	struct back_pipe *bp = arg;
-	struct hetmm_pagemap *pgmap = bp->cp.pgmap;
 	uint64_t vpn = r->tag;
-	size_t gone = 0, installed = 0;
+	if (r->flags & BACK_PMD) {
+		bp->pmd_piece(bp, r, err);
+		return;
+	}
 	bp->in_flight -= r->nr;
 	if (err) {
 		if (bp->handler)
@@ -586,26 +603,26 @@ static void back_pipe_finish(void *arg, const struct copy_req *r, int err,
 		back_status(bp, vpn, r->nr, HETMM_MIGRATE_SKIP_ERROR);
 		return;
 	}
-	gone = back_install(bp->ctx, pgmap, vpn, r->index, r->nr, FILL_COPY,
-			    (uintptr_t)staging, r->flags, &installed);
-	back_keep(bp->ctx, vpn + gone, r->keep + gone, r->nr - gone);
-	back_status(bp, vpn, gone, HETMM_MIGRATE_MOVED);
-	back_status(bp, vpn + gone, r->nr - gone, HETMM_MIGRATE_SKIP_BUSY);
-	bp->left += gone;
-	bp->installed += installed;
+	back_piece_install(bp, bp->cp.pgmap, vpn, r->index, r->nr, r->keep,
+			   FILL_COPY, (uintptr_t)staging, r->flags);
 	TEST_HOOK(TEST_HOOK_BACK_PIECE_DONE, vpn_to_addr(vpn),
 		  r->nr * PAGE_SIZE);
+}
+
+void back_pipe_use(struct back_pipe *bp, struct hetmm_pagemap *pgmap)
+{
+	if (bp->cp.pgmap == pgmap)
+		return;
+	back_pipe_drain(bp);
+	copy_pipe_open(&bp->cp, pgmap, false, bp->handler, back_pipe_finish,
+		       bp);
 }
 
 void back_runs_async(struct back_pipe *bp, struct hetmm_pagemap *pgmap,
 		     uint64_t vpn, const uint64_t *claims, size_t *i,
 		     size_t n, unsigned how)
 {
-	if (bp->cp.pgmap != pgmap) {
-		back_pipe_drain(bp);
-		copy_pipe_open(&bp->cp, pgmap, false, bp->handler,
-			       back_pipe_finish, bp);
-	}
+	back_pipe_use(bp, pgmap);
 	if (bp->handler)
 		how |= BACK_ONCE;
 	uint64_t idx0;

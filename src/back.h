@@ -16,11 +16,12 @@
 struct hetmm_ctx;
 struct hetmm_pagemap;
 
-/* Staging for copies out of a device: CHUNK_PAGES pages, aligned to
- * their size and advised MADV_HUGEPAGE, so that a huge page can come back
- * through it as a THP (back.c, thp_source); not inherited by a fork
- * child.  NULL if it can't be mapped; unmapped by its user. */
-void *staging_map(void);
+/* Staging for copies out of a device: n chunks of CHUNK_PAGES pages,
+ * aligned to a chunk's size and advised MADV_HUGEPAGE, so that a huge
+ * page can come back through it as a THP (back.c, thp_source; pmdback.c);
+ * not inherited by a fork child.  NULL if it can't be mapped; unmapped by
+ * its user. */
+void *staging_map(size_t n);
 
 /* Move every device page of [start, end) back; -ENOENT if none moved. */
 int migrate_back_range(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end,
@@ -52,6 +53,17 @@ bool back_can_move(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap);
 /* A frame copied out of keeps its bytes (PAGE_STALE) until a page next
  * moves into it, instead of being emptied now. */
 #define BACK_LAZY_EMPTY (1u << 2)
+/* A PMD-aligned block may come back as one THP (pmdback.c); its pieces
+ * carry it through the pipeline. */
+#define BACK_PMD (1u << 3)
+
+struct back_pipe;
+struct copy_req;
+/* What finishes a piece of a BACK_PMD block (pmdback.c, which lies above
+ * back.c: hence a pointer), with its state. */
+struct back_pmd;
+typedef void back_pmd_piece_fn(struct back_pipe *bp, const struct copy_req *r,
+			       int err);
 
 /*
  * Pages coming back, their asynchronous copies kept in flight across
@@ -73,6 +85,8 @@ struct back_pipe {
 	size_t failed;                    /* pages whose copy failed */
 	size_t queued;                    /* pages ever handed to copies */
 	size_t in_flight;                 /* of those, not finished yet */
+	struct back_pmd *pmd;             /* the handler's, or NULL */
+	back_pmd_piece_fn *pmd_piece;
 };
 
 void back_pipe_init(struct back_pipe *bp, struct hetmm_ctx *ctx,
@@ -80,6 +94,19 @@ void back_pipe_init(struct back_pipe *bp, struct hetmm_ctx *ctx,
 		    uint64_t rep_vpn);
 /* Finish every piece in flight. */
 void back_pipe_drain(struct back_pipe *bp);
+/* Open bp's pipeline on pgmap, the one open drained first if another. */
+void back_pipe_use(struct back_pipe *bp, struct hetmm_pagemap *pgmap);
+/* A piece [vpn, vpn + nr) of claims keep, frames from idx0 on, whose
+ * bytes are at src: installed by op, what could not leave kept on the
+ * device, its status and counts in bp. */
+void back_piece_install(struct back_pipe *bp, struct hetmm_pagemap *pgmap,
+			uint64_t vpn, uint64_t idx0, size_t nr,
+			const uint64_t *keep, enum uffd_fill op,
+			uintptr_t src, unsigned how);
+/* Frames [idx0, idx0 + run) of pages that left the device are free
+ * (their entries are 0), as back_free_flags() says. */
+void back_release_frames(struct hetmm_pagemap *pgmap, uint64_t idx0,
+			 size_t run, uint64_t free_flags);
 
 /*
  * Bring the claimed pages [vpn, vpn + n) back to system memory.  claims[i]

@@ -353,8 +353,14 @@ static void pipe_complete_oldest(struct copy_pipe *p)
 		pipe_fail(p, &s->req, err < 0 ? err : -EIO);
 	else
 		p->finish(p->arg, &s->req, 0,
-			  p->to_device ? NULL : s->staging);
+			  p->to_device ? NULL : s->req.mem);
 	slot_release(s);
+}
+
+void copy_pipe_finish_oldest(struct copy_pipe *p)
+{
+	if (p->count)
+		pipe_complete_oldest(p);
 }
 
 /* A slot for the next piece: a free one, else the oldest of ours once it
@@ -385,7 +391,7 @@ static void pipe_start(struct copy_pipe *p, const struct copy_req *r)
 		return;
 	}
 	s->req = *r;
-	if (!p->to_device)
+	if (!p->to_device && !r->mem)
 		s->req.mem = s->staging;
 	if (r->keep) {
 		memcpy(s->keep, r->keep, r->nr * sizeof(*r->keep));
@@ -396,7 +402,7 @@ static void pipe_start(struct copy_pipe *p, const struct copy_req *r)
 	away_begin();   /* a driver's submit may wait on its own thread */
 	int rc = p->to_device ?
 		pgmap->ops->submit_to_device(pgmap, r->index, r->mem, r->nr, s) :
-		pgmap->ops->submit_from_device(pgmap, s->staging, r->index,
+		pgmap->ops->submit_from_device(pgmap, s->req.mem, r->index,
 					       r->nr, s);
 	away_end();
 	if (rc) {

@@ -31,7 +31,8 @@ bool copyq_dead(const struct hetmm_pagemap *pgmap);
 void *copyq_staging(const struct hetmm_pagemap *pgmap, size_t *len);
 
 /* One copy the pipeline makes: index and mem (source to the device, or
- * destination from it; NULL: the slot's staging) of nr pages; tag and
+ * destination from it; NULL: the slot's staging; a caller's own
+ * destination must stay outside every registered range) of nr pages; tag and
  * flags are the caller's (the piece's first page, say); keep, if not
  * NULL, nr words the pipeline keeps with each piece and hands back to
  * finish() (the claims of the pages it copies, say), so that the
@@ -55,8 +56,8 @@ typedef void copy_finish_fn(void *arg, const struct copy_req *r, int err,
  * slot is free; with none free, the oldest piece in flight is waited for
  * and finished first.  finish() is called for every piece, in the order
  * the pieces were added, with 0 or the piece's error (-ETIMEDOUT if it did
- * not complete in time) and, from the device, the staging memory holding
- * its bytes (valid during the call only).  Lives on the caller's stack or
+ * not complete in time) and, from the device, the memory holding its
+ * bytes (the slot's staging: valid during the call only).  Lives on the caller's stack or
  * in its state: nothing is allocated.
  *
  * The fault handler's pipelines (handler) may take every slot; others
@@ -80,6 +81,8 @@ void copy_pipe_open(struct copy_pipe *p, struct hetmm_pagemap *pgmap,
 /* Start the copy r (in pieces), finishing older pieces as slots are
  * needed. */
 void copy_pipe_add(struct copy_pipe *p, const struct copy_req *r);
+/* Wait for the oldest piece in flight, if any, and finish it. */
+void copy_pipe_finish_oldest(struct copy_pipe *p);
 /* Wait for and finish every piece in flight; the pipeline is closed.
  * Returns the number of pieces that failed since it was opened. */
 size_t copy_pipe_drain(struct copy_pipe *p);

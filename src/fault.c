@@ -41,6 +41,7 @@
 #include "lifecycle.h"
 #include "order.h"
 #include "pagemap.h"
+#include "pmdback.h"
 #include "shadow.h"
 #include "testhook.h"
 #include "trace.h"
@@ -64,6 +65,10 @@ struct fault_stream {
 	uintptr_t next;                   /* where an upward scan faults next */
 	uintptr_t prev;                   /* where a downward one does */
 	uint32_t window;
+	/* Whether the mapping [thp_lo, thp_hi) (page numbers; thp_hi 0:
+	 * not asked yet) may have THPs: asked once per stream. */
+	uint64_t thp_lo, thp_hi;
+	bool thp;
 };
 
 #define FAULT_STREAMS 4
@@ -121,8 +126,10 @@ struct fault_engine {
 	/* Allocated with the engine: the fault path allocates nothing. */
 	uint64_t *claims;                 /* CLAIMS_MAX entries */
 	void *staging;                    /* CHUNK_PAGES pages */
-	/* Pages coming back by a driver's asynchronous copies. */
+	/* Pages coming back by a driver's asynchronous copies, and blocks
+	 * of them as whole THPs (NULL: not here). */
 	struct back_pipe bp;
+	struct back_pmd *pmd;
 	struct own_range own_doorbell, own_staging, own_stack;
 
 	/* The deputy (below) and what it read but left to the handler, in
@@ -161,6 +168,7 @@ static struct fault_stream *fault_stream_of(struct hetmm_ctx *ctx,
 	struct fault_engine *f = ctx->fault;
 	struct fault_stream *s = &f->streams[f->stream_next++ % FAULT_STREAMS];
 	s->window = 1;
+	s->thp_hi = 0;
 	*down = false;
 	return s;
 }
@@ -347,6 +355,13 @@ static size_t fault_back_claimed(struct hetmm_ctx *ctx, uint64_t vpn,
 	return left;
 }
 
+/* The handler's pipeline, empty. */
+static void handler_pipe_init(struct hetmm_ctx *ctx)
+{
+	back_pipe_init(&ctx->fault->bp, ctx, true, NULL, 0);
+	back_pmd_attach(&ctx->fault->bp, ctx->fault->pmd);
+}
+
 /* Finish the asynchronous copies in flight: their pages are installed,
  * or stay on the device (copy_failed).  Returns the pages that left
  * since the last drain. */
@@ -357,7 +372,7 @@ static size_t fault_back_drain(struct hetmm_ctx *ctx)
 	size_t left = bp->left;
 	STAT_ADD(ctx, fault_pages, bp->installed);
 	ctx->fault->copy_failed |= bp->failed != 0;
-	back_pipe_init(bp, ctx, true, NULL, 0);
+	handler_pipe_init(ctx);
 	return left;
 }
 
@@ -365,7 +380,9 @@ static size_t fault_back_drain(struct hetmm_ctx *ctx)
  * Claim and bring back up to n device pages from vpn upward; returns how
  * many left the device.  With more, the caller brings back more runs
  * after this one and then calls fault_back_drain(): the asynchronous
- * copies of this run stay in flight meanwhile, and count as left.
+ * copies of this run stay in flight meanwhile, and count as left.  With
+ * BACK_PMD in how, a whole PMD-aligned block claimed comes back as one
+ * THP where it fits (pmdback.c), woken as it lands.
  */
 static size_t fault_back_run(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 			     void **staging, unsigned how, bool more)
@@ -375,8 +392,12 @@ static size_t fault_back_run(struct hetmm_ctx *ctx, uint64_t vpn, size_t n,
 	if (!got)
 		return 0;
 	size_t queued = bp->queued, left = bp->left;
-	got = fault_back_claimed(ctx, vpn, got, ctx->fault->claims, staging,
-				 how);
+	if ((how & BACK_PMD) && got == PMD_PAGES &&
+	    back_pmd_start(bp, vpn, ctx->fault->claims, 0))
+		got = 0;   /* counted as queued */
+	else
+		got = fault_back_claimed(ctx, vpn, got, ctx->fault->claims,
+					 staging, how & ~BACK_PMD);
 	if (more)
 		return got + (bp->queued - queued);
 	return got + (fault_back_drain(ctx) - left);
@@ -604,13 +625,36 @@ static bool fault_back_huge(struct hetmm_ctx *ctx, uintptr_t addr, uint64_t e)
 		return false;
 	void *staging = ctx->fault->staging;
 	if (PMD_PAGES == CHUNK_PAGES) {
-		size_t got = fault_back_run(ctx, head, PMD_PAGES, &staging, 0,
-					    false);
+		/* An asynchronous device's copies land in a THP (BACK_PMD):
+		 * the page was one when it left. */
+		size_t got = fault_back_run(ctx, head, PMD_PAGES, &staging,
+					    BACK_PMD, false);
 		return vpn < head + got;
 	}
 	size_t got = claim_device_run(&ctx->shadow, head, PMD_PAGES,
 				      ctx->fault->claims);
 	return got && fault_back_block(ctx, head, got, vpn);
+}
+
+/*
+ * May the window of stream s, in the mapping [vma_lo, vma_hi), come back
+ * in whole PMDs?  Only a window grown to a PMD or more (a random access
+ * never fetches 2 MiB), where the handler can (f->pmd) and the mapping
+ * may have THPs.  Asked of the kernel once per stream: a mapping's
+ * MADV_NOHUGEPAGE given in the middle of a stream holds from the next.
+ */
+static bool window_in_pmds(struct hetmm_ctx *ctx, struct fault_stream *s,
+			   uint64_t vma_lo, uint64_t vma_hi)
+{
+	if (!ctx->fault->pmd || s->window < PMD_PAGES ||
+	    vma_hi - vma_lo < PMD_PAGES)
+		return false;
+	if (s->thp_lo != vma_lo || s->thp_hi != vma_hi) {
+		s->thp_lo = vma_lo;
+		s->thp_hi = vma_hi;
+		s->thp = vma_thp_allowed(vpn_to_addr(vma_lo));
+	}
+	return s->thp;
 }
 
 /*
@@ -646,15 +690,20 @@ static void fault_back(struct hetmm_ctx *ctx, uintptr_t addr, uint64_t e)
 	uint64_t lo = vpn, hi = vpn;     /* [lo, hi) is back */
 	uint64_t woke_lo = vpn, woke_hi = vpn;
 	uint64_t vma_lo = 0, vma_hi = UINT64_MAX;   /* unbounded if unknown */
-	if (s->window > 1)
-		(void)fault_vma(ctx, addr, &vma_lo, &vma_hi);
+	unsigned pmd = 0;
+	if (s->window > 1 && fault_vma(ctx, addr, &vma_lo, &vma_hi) && !down &&
+	    window_in_pmds(ctx, s, vma_lo, vma_hi))
+		pmd = BACK_PMD;
 	while (hi - lo < s->window) {
 		size_t want = MIN(s->window - (hi - lo), (size_t)CHUNK_PAGES);
 		want = MIN(want, down ? (lo == hi ? vpn + 1 : lo) - vma_lo
 				      : vma_hi - hi);
+		/* In PMDs, the first chunk ends at a PMD's boundary. */
+		if (pmd && hi % PMD_PAGES)
+			want = MIN(want, PMD_PAGES - hi % PMD_PAGES);
 		if (!want)
 			break;
-		unsigned how = hi == lo ? 0 : BACK_NO_WAKE;
+		unsigned how = (hi == lo ? 0 : BACK_NO_WAKE) | pmd;
 		size_t got;
 		if (!down) {
 			got = fault_back_run(ctx, hi, want, &staging, how,
@@ -1368,10 +1417,11 @@ int fault_engine_create(struct hetmm_ctx *ctx)
 	pthread_mutex_init(&f->exit_lock, NULL);
 	pthread_cond_init(&f->exit_cond, NULL);
 	ctx->fault = f;
-	back_pipe_init(&f->bp, ctx, true, NULL, 0);
+	f->pmd = back_pmd_create(ctx);
+	handler_pipe_init(ctx);
 	ctx->handler_refused = handler_refused;
 	/* Everything the fault path needs is allocated here, not there. */
-	f->staging = staging_map();
+	f->staging = staging_map(1);
 	f->claims = calloc(CLAIMS_MAX, sizeof(uint64_t));
 	f->doorbell = map_pages(1, PROT_READ);
 	f->away.recall = map_pages(1, PROT_READ);
@@ -1409,6 +1459,7 @@ void fault_engine_destroy(struct hetmm_ctx *ctx)
 	if (f->staging)
 		munmap(f->staging, CHUNK_PAGES * PAGE_SIZE);
 	free(f->claims);
+	back_pmd_destroy(ctx, f->pmd);
 	pthread_cond_destroy(&f->exit_cond);
 	pthread_mutex_destroy(&f->exit_lock);
 	free(f);

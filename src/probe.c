@@ -32,21 +32,6 @@ static uint64_t probe_range_ioctls(int fd)
 	return ioctls;
 }
 
-static bool thp_enabled(void)
-{
-	char buf[128] = "";
-	int fd = open("/sys/kernel/mm/transparent_hugepage/enabled",
-		      O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return false;
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return false;
-	buf[n] = 0;
-	return !strstr(buf, "[never]");
-}
-
 int hetmm_kernel_probe(struct hetmm_kernel_info *info)
 {
 	if (!info)
@@ -78,7 +63,7 @@ int hetmm_kernel_probe(struct hetmm_kernel_info *info)
 		info->has_page_state = q.has_scan || kframes_usable(&q.kf);
 		vmaq_close(&q);
 	}
-	info->has_thp = thp_enabled();
+	info->has_thp = vma_thp_enabled();
 
 	struct utsname uts;
 	if (uname(&uts) == 0)

@@ -50,6 +50,10 @@ enum test_hook_point {
 	 * (installed, its frames free, or kept on the device): its copy
 	 * slot goes back to the queue next. */
 	TEST_HOOK_BACK_PIECE_DONE,
+	/* The handler moved a block of pages back as one PMD into [addr,
+	 * addr + len) (len 0: the kernel moved none of it whole), and a
+	 * placed pagemap's block is write-protected next (pmdback.c). */
+	TEST_HOOK_BACK_PMD_MOVED,
 	/* The handler's deputy returns: its thread exits next (addr and
 	 * len 0).  A sanitizer's exit unmaps memory of the thread's then,
 	 * which may lie in a mapping registered whole. */

@@ -363,3 +363,92 @@ int vma_page_flags(struct vmaq *q, const struct vma *v, uintptr_t start,
 		rc = page_flags_scan(q, start, npages, flags);
 	return rc;
 }
+
+/* THP's mode (sysfs "enabled"): 'a'lways, 'm'advise, 'n'ever, or 0 if
+ * it can't be read. */
+static char thp_mode(void)
+{
+	char buf[128] = "";
+	int fd = open("/sys/kernel/mm/transparent_hugepage/enabled",
+		      O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	const char *sel = strchr(buf, '[');
+	return sel ? sel[1] : 0;
+}
+
+bool vma_thp_enabled(void)
+{
+	char m = thp_mode();
+	return m == 'a' || m == 'm';
+}
+
+/* One line of smaps: is it a mapping's header ("start-end perms ..."),
+ * and does it hold addr?  Sets *in accordingly.  Else, in addr's
+ * mapping, is it its VmFlags line: *flags then points at its flags.
+ * Returns whether they are found. */
+static bool smaps_line(char *line, uintptr_t addr, bool *in, char **flags)
+{
+	unsigned long a, b;
+	char c;
+	if (sscanf(line, "%lx-%lx %c", &a, &b, &c) == 3) {
+		*in = addr >= a && addr < b;
+		return false;
+	}
+	if (!*in || strncmp(line, "VmFlags:", 8))
+		return false;
+	*flags = line + 8;
+	return true;
+}
+
+/* The kernel's rule for a mapping's THPs: in mode "always" any mapping
+ * not advised MADV_NOHUGEPAGE ("nh"), in mode "madvise" those advised
+ * MADV_HUGEPAGE ("hg").  (Elsewhere its faults take a page table for
+ * base pages, which a huge page moved in later would be split into.) */
+static bool thp_flags_allow(char mode, const char *flags)
+{
+	if (strstr(flags, " nh"))
+		return false;
+	return mode == 'a' || (mode == 'm' && strstr(flags, " hg"));
+}
+
+bool vma_thp_allowed(uintptr_t addr)
+{
+	char mode = thp_mode();
+	if (mode != 'a' && mode != 'm')
+		return false;
+	int fd = open("/proc/self/smaps", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	/* Lines read into a buffer on the stack: the fault handler asks,
+	 * and allocates nothing. */
+	char buf[4096];   /* pagecheck: bytes of text */
+	size_t have = 0;
+	bool in = false, allowed = false, done = false;
+	while (!done) {
+		ssize_t n = read(fd, buf + have, sizeof(buf) - 1 - have);
+		if (n <= 0)
+			break;
+		have += (size_t)n;
+		buf[have] = 0;
+		char *line = buf, *nl, *flags;
+		while (!done && (nl = strchr(line, '\n'))) {
+			*nl = 0;
+			done = smaps_line(line, addr, &in, &flags);
+			if (done)
+				allowed = thp_flags_allow(mode, flags);
+			line = nl + 1;
+		}
+		have -= (size_t)(line - buf);
+		memmove(buf, line, have);
+		if (have == sizeof(buf) - 1)
+			have = 0;   /* a line longer than the buffer: skipped */
+	}
+	close(fd);
+	return allowed;
+}

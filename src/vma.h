@@ -85,6 +85,16 @@ int vma_page_flags(struct vmaq *q, const struct vma *v, uintptr_t start,
 int vma_page_presence(struct vmaq *q, uintptr_t start, size_t npages,
 		      uint8_t *flags);
 
+/* Transparent huge pages are enabled (sysfs: not "never"). */
+bool vma_thp_enabled(void);
+/* May the mapping holding addr have transparent huge pages, by the
+ * kernel's rule: THP "always" and the mapping not advised
+ * MADV_NOHUGEPAGE, or "madvise" and the mapping advised MADV_HUGEPAGE
+ * (its VmFlags in /proc/self/smaps)?  A read of smaps (the kernel walks
+ * the page tables of every mapping up to addr's): for a sequential
+ * stream, not a fault.  False if unknown. */
+bool vma_thp_allowed(uintptr_t addr);
+
 /* Is the page at addr present in the process page tables? */
 static inline bool vma_page_present(struct vmaq *q, uintptr_t addr)
 {

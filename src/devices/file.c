@@ -854,6 +854,28 @@ static void attach_free(struct hetmm_file *f)
 	f->att = NULL;
 }
 
+/*
+ * The attached range: aligned to a PMD and advised MADV_HUGEPAGE, so that
+ * a sequential scan's pages come back in whole huge pages (hetmm brings
+ * a block back as one THP where the mapping may have them, which THP's
+ * "madvise" mode asks to be said), one first touch per PMD instead of
+ * one per page.  NULL if it can't be mapped.
+ */
+static void *map_huge_aligned(size_t len)
+{
+	size_t pmd = hetmm_pmd_size();
+	char *r = mmap(NULL, len + pmd, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (r == MAP_FAILED)
+		return NULL;
+	char *p = (char *)(((uintptr_t)r + pmd - 1) & ~(uintptr_t)(pmd - 1));
+	if (p > r)
+		munmap(r, (size_t)(p - r));
+	munmap(p + len, (size_t)(r + pmd - p));
+	madvise(p, len, MADV_HUGEPAGE);
+	return p;
+}
+
 /* The range, its pages on their blocks, its notifier, its evictor. */
 static int attach_start(struct hetmm_file *f, uint64_t max_resident)
 {
@@ -869,9 +891,8 @@ static int attach_start(struct hetmm_file *f, uint64_t max_resident)
 	a->queue = malloc(f->nr_pages * sizeof(*a->queue));
 	if (!a->state || !a->queue)
 		return -ENOMEM;
-	void *p = mmap(NULL, f->nr_pages * PS, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (p == MAP_FAILED)
+	void *p = map_huge_aligned(f->nr_pages * PS);
+	if (!p)
 		return -ENOMEM;
 	a->addr = p;
 	int rc = hetmm_notifier_insert(f->ctx, p, f->nr_pages * PS,

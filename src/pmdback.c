@@ -1,0 +1,293 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pmdback.c - a PMD-aligned block of device pages back as one
+ * transparent huge page, for a device whose copies are asynchronous (the
+ * file device's io_uring reads, the remote device's ucp_get).
+ *
+ * Why: on a VM with shadow page tables a thread's first touch of each
+ * PTE someone else installed costs an exit (the bench's "first touch of
+ * mapped pages", ~0.3-0.6 GB/s here), and that, not the device, bounded
+ * a sequential fault-in.  A PMD costs one such touch per 2 MiB.
+ *
+ * How: the block's copies land in a staging block of the handler's, a
+ * PMD-aligned range advised MADV_HUGEPAGE, so that the device's first
+ * store into it makes the kernel back it with a THP; when the last piece
+ * has landed, one UFFDIO_MOVE takes the PMD into the process's range.
+ * Pieces finish in the pipeline's order (copy.h), so a block is done when
+ * its last page's piece is, and several blocks stay in flight as chunks
+ * do.  Anything else (the kernel moves less than the PMD: an event waits
+ * to be read, the staging got base pages) falls back to installing the
+ * block's pages from staging as any piece (back_piece_install).
+ *
+ * Where the staging THPs come from: nowhere ahead of time.  The move
+ * leaves the staging block empty, and the next copy into it faults a
+ * fresh THP in, zeroed by the kernel on the thread that stores (the
+ * device's: io_uring's, UCX's progress thread), not on the handler.  A
+ * pool refilled ahead would zero the same 2 MiB, on some thread, for the
+ * same copy: it saves nothing the device's thread does not already hide,
+ * and would hold memory while idle.
+ *
+ * Dirty tracking.  A placed pagemap's pages (the file device) come back
+ * write-protected, to be told clean (back.c, back_fill_wp), but a move
+ * can't write-protect: the PMD lands writable, and is write-protected
+ * whole right after.  A thread that first touches the block between the
+ * two writes without a fault.  So the block's bytes as read are kept (a
+ * memcpy before the move) and compared after the protection: a page that
+ * differs was written, and is left dirty (no frame noted in placed_src),
+ * so its bytes reach the file.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "back.h"
+#include "copy.h"
+#include "ctx.h"
+#include "entry.h"
+#include "pagemap.h"
+#include "pmdback.h"
+#include "shadow.h"
+#include "testhook.h"
+#include "vma.h"
+
+/* Blocks in flight at once: a queue of HETMM_COPY_DEPTH_DEFAULT pieces
+ * holds two; more blocks than the queue holds only wait. */
+#define PMD_BLOCKS 4
+
+struct pmd_block {
+	uint64_t head;                    /* first page number */
+	struct hetmm_pagemap *pgmap;
+	char *staging;                    /* PMD_SIZE of its own */
+	size_t left;                      /* pages whose copy is out */
+	int err;                          /* a piece's error */
+	unsigned how;
+	uint64_t *claims;                 /* PMD_PAGES */
+};
+
+struct back_pmd {
+	struct pmd_block blk[PMD_BLOCKS];
+	unsigned oldest, count;           /* blocks in flight, a ring */
+	char *area;                       /* PMD_BLOCKS + 1 PMDs: staging,
+					   * then the check copy */
+	char *check;                      /* a placed block as read */
+	uint64_t *claims;
+	struct own_range own;
+};
+
+struct back_pmd *back_pmd_create(struct hetmm_ctx *ctx)
+{
+	if (ctx->frames.fd < 0 || PMD_PAGES != CHUNK_PAGES ||
+	    !vma_thp_enabled())
+		return NULL;
+	struct back_pmd *m = calloc(1, sizeof(*m));
+	if (!m)
+		return NULL;
+	m->area = staging_map(PMD_BLOCKS + 1);
+	m->claims = calloc(PMD_BLOCKS * PMD_PAGES, sizeof(uint64_t));
+	if (!m->area || !m->claims) {
+		back_pmd_destroy(ctx, m);
+		return NULL;
+	}
+	touch_pages(m->claims, PMD_BLOCKS * PMD_PAGES * sizeof(uint64_t));
+	/* The handler installs from it: no call may ever register it. */
+	entry_own(ctx, &m->own, m->area, (PMD_BLOCKS + 1) * PMD_SIZE);
+	for (unsigned i = 0; i < PMD_BLOCKS; i++) {
+		m->blk[i].staging = m->area + i * PMD_SIZE;
+		m->blk[i].claims = m->claims + i * PMD_PAGES;
+	}
+	m->check = m->area + PMD_BLOCKS * PMD_SIZE;
+	return m;
+}
+
+void back_pmd_destroy(struct hetmm_ctx *ctx, struct back_pmd *m)
+{
+	if (!m)
+		return;
+	if (m->own.end)
+		entry_disown(ctx, &m->own);
+	if (m->area)
+		munmap(m->area, (PMD_BLOCKS + 1) * PMD_SIZE);
+	free(m->claims);
+	free(m);
+}
+
+static void pmd_piece(struct back_pipe *bp, const struct copy_req *r,
+		      int err);
+
+void back_pmd_attach(struct back_pipe *bp, struct back_pmd *m)
+{
+	bp->pmd = m;
+	bp->pmd_piece = m ? pmd_piece : NULL;
+}
+
+/* Do claims [0, PMD_PAGES) all come back by pgmap's asynchronous copies
+ * (each run of frames checked once: back_frame_run keeps zero pages and
+ * data apart)? */
+static bool block_fits(const uint64_t *claims, struct hetmm_pagemap **pgmapp)
+{
+	uint64_t idx;
+	struct hetmm_pagemap *pgmap = pfn_pagemap(shadow_pfn(claims[0]), &idx);
+	for (size_t i = 0; i < PMD_PAGES; i += back_frame_run(claims, i,
+				PMD_PAGES, pgmap, idx))
+		if (pfn_pagemap(shadow_pfn(claims[i]), &idx) != pgmap ||
+		    !pgmap || !back_is_async(pgmap, idx))
+			return false;
+	*pgmapp = pgmap;
+	return true;
+}
+
+bool back_pmd_start(struct back_pipe *bp, uint64_t head,
+		    const uint64_t *claims, unsigned how)
+{
+	struct back_pmd *m = bp->pmd;
+	struct hetmm_pagemap *pgmap;
+	if (!m || head % PMD_PAGES || !block_fits(claims, &pgmap))
+		return false;
+	back_pipe_use(bp, pgmap);
+	while (m->count == PMD_BLOCKS)
+		copy_pipe_finish_oldest(&bp->cp);
+	struct pmd_block *b = &m->blk[(m->oldest + m->count++) % PMD_BLOCKS];
+	b->head = head;
+	b->pgmap = pgmap;
+	b->left = PMD_PAGES;
+	b->err = 0;
+	b->how = how;
+	memcpy(b->claims, claims, PMD_PAGES * sizeof(*claims));
+	/* Devices stop using the pages before their contents move. */
+	back_invalidate(bp->ctx, head, PMD_PAGES, b->claims);
+	bp->queued += PMD_PAGES;
+	bp->in_flight += PMD_PAGES;
+	uint64_t idx;
+	for (size_t i = 0, run; i < PMD_PAGES; i += run) {
+		pfn_pagemap(shadow_pfn(b->claims[i]), &idx);
+		run = back_frame_run(b->claims, i, PMD_PAGES, pgmap, idx);
+		struct copy_req r = { .index = idx,
+				      .mem = b->staging + i * PAGE_SIZE,
+				      .nr = run, .tag = head + i,
+				      .flags = BACK_PMD };
+		copy_pipe_add(&bp->cp, &r);
+	}
+	return true;
+}
+
+/*
+ * The block's pages, write-protected whole (wp) or not, are clean where
+ * their bytes are still those read (check): their frames are noted, as
+ * back_fill_wp notes a copy's; every other page's note is cleared, so
+ * that it counts as written.
+ */
+static void note_clean(struct hetmm_ctx *ctx, struct back_pmd *m,
+		       struct pmd_block *b, bool wp)
+{
+	_Atomic uint64_t *slot = NULL;
+	const char *dst = (const char *)vpn_to_addr(b->head);
+	for (size_t k = 0; k < PMD_PAGES; k++) {
+		slot = vtab_next(&ctx->placed_src, slot, b->head + k, false);
+		if (!slot)
+			continue;
+		bool clean = wp && !memcmp(dst + k * PAGE_SIZE,
+					   m->check + k * PAGE_SIZE, PAGE_SIZE);
+		atomic_store_explicit(slot, clean ? shadow_pfn(b->claims[k]) : 0,
+				      memory_order_relaxed);
+	}
+}
+
+/* A slot in placed_src for every page of the block, so that none is
+ * left holding an old note: false if one can't be had. */
+static bool notes_ready(struct hetmm_ctx *ctx, uint64_t head)
+{
+	_Atomic uint64_t *slot = NULL;
+	for (size_t k = 0; k < PMD_PAGES; k++)
+		if (!(slot = vtab_next(&ctx->placed_src, slot, head + k, true)))
+			return false;
+	return true;
+}
+
+/* The PMD moved in whole: the pages are the process's now. */
+static void block_settle(struct back_pipe *bp, struct back_pmd *m,
+			 struct pmd_block *b)
+{
+	struct hetmm_ctx *ctx = bp->ctx;
+	uintptr_t dst = vpn_to_addr(b->head);
+	if (pagemap_is_placed(b->pgmap)) {
+		bool ready = notes_ready(ctx, b->head);
+		note_clean(ctx, m, b, ready &&
+			   uffd_writeprotect(ctx->uffd.fd, dst, PMD_SIZE,
+					     WP_ON | FILL_ONCE) == 0);
+	}
+	/* Wake only once the shadow says "system" (back_install). */
+	uint64_t idx;
+	for (size_t i = 0, run; i < PMD_PAGES; i += run) {
+		pfn_pagemap(shadow_pfn(b->claims[i]), &idx);
+		run = back_frame_run(b->claims, i, PMD_PAGES, b->pgmap, idx);
+		shadow_store_run(&ctx->shadow, b->head + i, run, 0);
+		back_release_frames(b->pgmap, idx, run, 0);
+	}
+	back_count(ctx, (int64_t)PMD_PAGES, (int64_t)PMD_PAGES);
+	bp->left += PMD_PAGES;
+	bp->installed += PMD_PAGES;
+	if (!(b->how & BACK_NO_WAKE))
+		uffd_wake(ctx->uffd.fd, dst, PMD_SIZE);
+}
+
+/* The kernel moved less than the PMD: every page not in place yet is
+ * copied from staging as a piece's would be (a placed pagemap's
+ * write-protected, to be told clean). */
+static void block_fallback(struct back_pipe *bp, struct pmd_block *b)
+{
+	uint64_t idx;
+	for (size_t i = 0, run; i < PMD_PAGES; i += run) {
+		pfn_pagemap(shadow_pfn(b->claims[i]), &idx);
+		run = back_frame_run(b->claims, i, PMD_PAGES, b->pgmap, idx);
+		back_piece_install(bp, b->pgmap, b->head + i, idx, run,
+				   b->claims + i, FILL_COPY,
+				   (uintptr_t)b->staging + i * PAGE_SIZE,
+				   b->how | BACK_ONCE);
+	}
+}
+
+/* Every piece of block b landed (or one failed). */
+static void block_done(struct back_pipe *bp, struct back_pmd *m,
+		       struct pmd_block *b)
+{
+	struct hetmm_ctx *ctx = bp->ctx;
+	uintptr_t dst = vpn_to_addr(b->head);
+	if (b->err) {
+		/* The faulting thread stays in its fault: fault.c's
+		 * fault_back_failed tries its page alone. */
+		back_keep_quiet(ctx, b->head, b->claims, PMD_PAGES);
+		bp->failed += PMD_PAGES;
+		return;
+	}
+	if (pagemap_is_placed(b->pgmap))
+		memcpy(m->check, b->staging, PMD_SIZE);
+	long got = uffd_fill(ctx->uffd.fd, FILL_MOVE, dst,
+			     (uintptr_t)b->staging, PMD_SIZE, FILL_ONCE);
+	TEST_HOOK(TEST_HOOK_BACK_PMD_MOVED, dst, got > 0 ? (size_t)got : 0);
+	if (got == (long)PMD_SIZE)
+		block_settle(bp, m, b);
+	else
+		block_fallback(bp, b);
+	/* Staging empty again, its page table too (a move the kernel made
+	 * page by page leaves one, and base pages would follow). */
+	madvise(b->staging, PMD_SIZE, MADV_DONTNEED);
+}
+
+/* A piece of a block finished (in the pipeline's order: the oldest
+ * block's). */
+static void pmd_piece(struct back_pipe *bp, const struct copy_req *r, int err)
+{
+	struct back_pmd *m = bp->pmd;
+	struct pmd_block *b = &m->blk[m->oldest];
+	bp->in_flight -= r->nr;
+	b->left -= r->nr;
+	if (err)
+		b->err = err;
+	if (b->left)
+		return;
+	block_done(bp, m, b);
+	m->oldest = (m->oldest + 1) % PMD_BLOCKS;
+	m->count--;
+	TEST_HOOK(TEST_HOOK_BACK_PIECE_DONE, vpn_to_addr(b->head), PMD_SIZE);
+}
