@@ -250,6 +250,39 @@ static inline void t_unmap(void *p, size_t npages)
 	REQUIRE(munmap(p, npages * PS) == 0);
 }
 
+/*
+ * A range for a test's "nothing is mapped here" cases.  Unmapped once and
+ * left so, it would not stay a hole: the kernel puts a later mmap in the
+ * highest gap it fits, and glibc's malloc mmaps every block of 128 KiB or
+ * more (16 pages at 16 KiB pages), so on arm64 a test's own buffer filled
+ * its hole and the "unmapped" read succeeded.  So the range is held by a
+ * PROT_NONE reservation and unmapped only while its cases run:
+ * t_hole_open() before them, t_hole_close() after (which stops the test
+ * if anything was mapped there meanwhile).
+ */
+static inline void t_hole_close(void *p, size_t npages)
+{
+	void *r = mmap(p, npages * PS, PROT_NONE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE |
+			       MAP_FIXED_NOREPLACE, -1, 0);
+
+	REQUIRE(r == p);
+}
+
+static inline void *t_hole(size_t npages)
+{
+	void *p = mmap(NULL, npages * PS, PROT_NONE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	REQUIRE(p != MAP_FAILED);
+	return p;
+}
+
+static inline void t_hole_open(void *p, size_t npages)
+{
+	t_unmap(p, npages);
+}
+
 /* As t_map, placed so that page first starts a chunk boundary (512
  * pages, 2 MiB at 4 KiB pages): where a migration starts a new chunk. */
 static inline void *t_map_chunk_at(size_t npages, size_t first)

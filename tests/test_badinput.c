@@ -19,7 +19,7 @@ static struct hetmm_emu *emu, *emu2;
 static struct hetmm_pagemap *pg, *pg2;
 static struct hetmm_mirror *mir, *mir2;
 static char *buf;
-static char *hole;       /* an unmapped range of N pages */
+static char *hole;       /* N pages, unmapped while their cases run */
 static hetmm_pfn_t pfns[N / 2];
 
 static struct {
@@ -96,9 +96,10 @@ static void setup(void)
 	REQUIRE_OK(hetmm_mirror_create(emu, &mir));
 	REQUIRE_OK(hetmm_mirror_create(emu2, &mir2));
 
-	/* N pages, and N unmapped pages right after them. */
+	/* N pages, and N right after them kept for a hole (t_hole). */
 	buf = t_map(2 * N);
 	t_unmap(buf + N * PS, N);
+	t_hole_close(buf + N * PS, N);
 	t_fill(buf, N, SEED);
 	/* All of it goes through ctx once (so ctx watches the whole range),
 	 * then the second half comes back. */
@@ -112,8 +113,7 @@ static void setup(void)
 	for (size_t i = 0; i < N / 2; i++)
 		REQUIRE_OK(hetmm_addr_to_pfn(ctx, buf + i * PS, &pfns[i]));
 
-	hole = t_map(N);
-	t_unmap(hole, N);
+	hole = t_hole(N);
 	save_state();
 	check_unchanged();
 }
@@ -160,7 +160,9 @@ static void no_context_calls(void)
 	REFUSED_WITH(hetmm_addr_to_pfn(NULL, buf, &pfn), -EINVAL);
 	REFUSED_WITH(hetmm_addr_to_pfn(ctx, buf, NULL), -EINVAL);
 	REFUSED(hetmm_addr_to_pfn(ctx, (void *)~(uintptr_t)(PS - 1), &pfn));
+	t_hole_open(hole, N);
 	REFUSED(hetmm_addr_to_pfn(ctx, hole, &pfn));
+	t_hole_close(hole, N);
 	/* The other context doesn't know ctx's pages. */
 	REFUSED_WITH(hetmm_addr_to_pfn(ctx2, buf, &pfn), -ENOENT);
 }
@@ -248,6 +250,8 @@ static void migrate_calls(void)
 		{ buf, 2 * N * PS, -EINVAL },
 	};
 
+	t_hole_open(hole, N);
+	t_hole_open(buf + N * PS, N);
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		int rc;
 
@@ -268,6 +272,8 @@ static void migrate_calls(void)
 			fprintf(stderr, "  (case %zu: addr %p len 0x%zx)\n", i,
 				cases[i].addr, cases[i].len);
 	}
+	t_hole_close(buf + N * PS, N);
+	t_hole_close(hole, N);
 
 	memset(&rep, 0, sizeof(rep));
 	REFUSED_WITH(hetmm_migrate_to_device(NULL, buf, PS, &rep), -EINVAL);
@@ -327,6 +333,7 @@ static void mirror_calls(void)
 		{ hole + PS, 1, -EFAULT },
 	};
 
+	t_hole_open(hole, N);
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		uint64_t n = cases[i].npages;
 
@@ -347,6 +354,7 @@ static void mirror_calls(void)
 			check_unchanged();
 		}
 	}
+	t_hole_close(hole, N);
 	for (size_t i = 0; i < N * PS; i++) {
 		if ((unsigned char)out[i] != 0xab) {
 			t_fail(__FILE__, __LINE__,
@@ -526,6 +534,6 @@ int main(void)
 	CHECK_OK(hetmm_emu_destroy(emu2));
 	CHECK_OK(hetmm_ctx_destroy(ctx));
 	CHECK_OK(hetmm_ctx_destroy(ctx2));
-	t_unmap(buf, N);
+	t_unmap(buf, 2 * N);
 	return t_done();
 }
