@@ -435,29 +435,14 @@ static void emu_drop_mirrors(struct hetmm_emu *emu, bool remove_notifiers)
 	}
 }
 
-/*
- * The device's own notifier: at the context's release its pagemap is gone
- * already, every page home; the notifiers, the mirrors' too, are freed by
- * the context as their callbacks return.
- */
-static void emu_life(struct hetmm_notifier *n, uintptr_t start,
-		     uintptr_t end, enum hetmm_event why, void *arg)
+/* The context's release (drv_life_insert): the notifiers, the mirrors'
+ * too, are freed by the context as their callbacks return. */
+static void emu_release(struct drv_handle *h)
 {
-	(void)n;
-	(void)start;
-	(void)end;
-	if (why != HETMM_EVENT_RELEASE)
-		return;
-	struct hetmm_emu *emu = arg;
-	if (!emu_unlist(emu))
-		return;   /* a destroy took it out: it frees it */
+	struct hetmm_emu *emu = (struct hetmm_emu *)h;   /* handle is first */
 	emu_drop_mirrors(emu, false);
 	emu_free(emu);
 }
-
-static const struct hetmm_notifier_ops emu_life_ops = {
-	.invalidate = emu_life,
-};
 
 /* The flags the device takes: hetmm's, passed on, and its own. */
 #define EMU_PAGEMAP_FLAGS (HETMM_PAGEMAP_EVICT | HETMM_PAGEMAP_ALTMAP)
@@ -535,8 +520,8 @@ int hetmm_emu_create_desc(struct hetmm_ctx *ctx,
 	}
 	rc = hetmm_pagemap_get_info(emu->pgmap, &info);
 	if (!rc)
-		rc = hetmm_notifier_insert(ctx, emu_quiet_page(emu), PS,
-					   &emu_life_ops, emu, &emu->life);
+		rc = drv_life_insert(ctx, emu_quiet_page(emu), &emus,
+				     &emu->handle, emu_release, &emu->life);
 	if (rc) {
 		hetmm_pagemap_remove_managed(emu->pgmap, emu);
 		emu_free(emu);
@@ -631,7 +616,7 @@ static void mirror_invalidate(struct hetmm_notifier *n, uintptr_t start,
 {
 	(void)n;
 	/* The context's release: the device frees its mirrors itself
-	 * (emu_life), perhaps before this. */
+	 * (emu_release), perhaps before this. */
 	if (why == HETMM_EVENT_RELEASE)
 		return;
 	struct hetmm_mirror *m = arg;

@@ -990,23 +990,11 @@ static void file_free(struct hetmm_file *f)
 	free(f);
 }
 
-/* The context is going: its pagemap is gone already (every page home). */
-static void file_life(struct hetmm_notifier *n, uintptr_t start,
-		      uintptr_t end, enum hetmm_event why, void *arg)
+/* The context's release (drv_life_insert). */
+static void file_release(struct drv_handle *h)
 {
-	(void)n;
-	(void)start;
-	(void)end;
-	if (why != HETMM_EVENT_RELEASE)
-		return;
-	struct hetmm_file *f = arg;
-	if (file_unlist(f))   /* else a destroy took it out: it frees it */
-		file_free(f);
+	file_free((struct hetmm_file *)h);   /* handle is first */
 }
-
-static const struct hetmm_notifier_ops file_life_ops = {
-	.invalidate = file_life,
-};
 
 #define FILE_FLAGS (HETMM_PAGEMAP_EVICT | HETMM_FILE_PREAD | \
 		    HETMM_FILE_BUFFERED)
@@ -1138,8 +1126,8 @@ static int file_make(struct hetmm_ctx *ctx, const struct hetmm_file_desc *d,
 	if (f->info.io == HETMM_FILE_IO_URING)
 		rc = uring_start(f);
 	if (!rc)
-		rc = hetmm_notifier_insert(ctx, f->quiet, PS, &file_life_ops,
-					   f, &f->life);
+		rc = drv_life_insert(ctx, f->quiet, &files, &f->handle,
+				     file_release, &f->life);
 	if (!rc && attach)
 		rc = attach_start(f, d->max_resident);
 	if (rc) {

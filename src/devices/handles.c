@@ -5,6 +5,8 @@
  */
 #include "handles.h"
 
+#include <hetmm.h>
+
 void drv_handles_add(struct drv_handles *reg, struct drv_handle *h)
 {
 	pthread_mutex_lock(&reg->lock);
@@ -36,4 +38,31 @@ bool drv_handles_take(struct drv_handles *reg, struct drv_handle *h)
 	}
 	pthread_mutex_unlock(&reg->lock);
 	return found;
+}
+
+static void drv_life(struct hetmm_notifier *n, uintptr_t start,
+		     uintptr_t end, enum hetmm_event why, void *arg)
+{
+	struct drv_handle *h = arg;
+
+	(void)n;
+	(void)start;
+	(void)end;
+	if (why == HETMM_EVENT_RELEASE && drv_handles_take(h->reg, h))
+		h->release(h);
+}
+
+static const struct hetmm_notifier_ops drv_life_ops = {
+	.invalidate = drv_life,
+};
+
+int drv_life_insert(struct hetmm_ctx *ctx, void *quiet,
+		    struct drv_handles *reg, struct drv_handle *h,
+		    void (*release)(struct drv_handle *h),
+		    struct hetmm_notifier **lifep)
+{
+	h->reg = reg;
+	h->release = release;
+	return hetmm_notifier_insert(ctx, quiet, HETMM_PAGE_SIZE, &drv_life_ops,
+				     h, lifep);
 }

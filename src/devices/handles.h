@@ -9,6 +9,7 @@
  * its calls look the handle up before they touch anything; its destroy and
  * its context's release take it out, and only the caller that took it out
  * frees the device (so a destroy racing the context's end frees it once).
+ * The context's release reaches every device the same way (drv_life_insert).
  */
 #ifndef HETMM_DEVICES_HANDLES_H
 #define HETMM_DEVICES_HANDLES_H
@@ -16,8 +17,14 @@
 #include <pthread.h>
 #include <stdbool.h>
 
+struct hetmm_ctx;
+struct hetmm_notifier;
+struct drv_handles;
+
 struct drv_handle {
 	struct drv_handle *next;
+	struct drv_handles *reg;                 /* for drv_life_insert */
+	void (*release)(struct drv_handle *h);
 };
 
 struct drv_handles {
@@ -33,5 +40,19 @@ void drv_handles_add(struct drv_handles *reg, struct drv_handle *h);
 bool drv_handles_has(struct drv_handles *reg, const struct drv_handle *h);
 /* Take h out: true if it was registered (the caller now owns its end). */
 bool drv_handles_take(struct drv_handles *reg, struct drv_handle *h);
+
+/*
+ * The device's end at its context's release: a notifier over quiet, a
+ * page of the device's own that no change of the process touches, so
+ * that it hears the release only.  Then h is taken out of reg and, if it
+ * was still there, release(h) frees the device: its pagemap is gone
+ * already, every page home, and the context frees the notifiers itself.
+ * (A destroy that took h out first removes the notifier, and frees the
+ * device, itself.)  0 or hetmm_notifier_insert's errno.
+ */
+int drv_life_insert(struct hetmm_ctx *ctx, void *quiet,
+		    struct drv_handles *reg, struct drv_handle *h,
+		    void (*release)(struct drv_handle *h),
+		    struct hetmm_notifier **lifep);
 
 #endif /* HETMM_DEVICES_HANDLES_H */

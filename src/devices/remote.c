@@ -793,22 +793,11 @@ static bool remote_listed(struct hetmm_remote *dev, bool unlist)
 		      : drv_handles_has(&devs, &dev->handle);
 }
 
-/* The context's release: its pagemap is gone, every page home. */
-static void remote_life(struct hetmm_notifier *n, uintptr_t start,
-			uintptr_t end, enum hetmm_event why, void *arg)
+/* The context's release (drv_life_insert). */
+static void remote_release(struct drv_handle *h)
 {
-	(void)n;
-	(void)start;
-	(void)end;
-	if (why != HETMM_EVENT_RELEASE)
-		return;
-	if (remote_listed(arg, true))
-		remote_free(arg);
+	remote_free((struct hetmm_remote *)h);   /* handle is first */
 }
-
-static const struct hetmm_notifier_ops remote_life_ops = {
-	.invalidate = remote_life,
-};
 
 static int check_desc(const struct hetmm_remote_desc *d)
 {
@@ -995,8 +984,8 @@ static int remote_start(struct hetmm_remote *dev,
 		rc = -ENOMEM;
 	} else {
 		madvise(dev->quiet, PS, MADV_DONTFORK);
-		rc = hetmm_notifier_insert(dev->ctx, dev->quiet, PS,
-					   &remote_life_ops, dev, &dev->life);
+		rc = drv_life_insert(dev->ctx, dev->quiet, &devs, &dev->handle,
+				     remote_release, &dev->life);
 	}
 	if (rc) {
 		hetmm_pagemap_remove_managed(dev->pgmap, dev);
