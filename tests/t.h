@@ -250,26 +250,28 @@ static inline void t_unmap(void *p, size_t npages)
 	REQUIRE(munmap(p, npages * PS) == 0);
 }
 
-/*
- * A range for a test's "nothing is mapped here" cases.  Unmapped once and
- * left so, it would not stay a hole: the kernel puts a later mmap in the
- * highest gap it fits, and glibc's malloc mmaps every block of 128 KiB or
- * more (16 pages at 16 KiB pages), so on arm64 a test's own buffer filled
- * its hole and the "unmapped" read succeeded.  So the range is held by a
- * PROT_NONE reservation and unmapped only while its cases run:
- * t_hole_open() before them, t_hole_close() after (which stops the test
- * if anything was mapped there meanwhile).
- */
-static inline void t_hole_close(void *p, size_t npages)
+/* An emulated device of type with npages in ctx, and its pagemap. */
+static inline void t_emu_add(struct hetmm_ctx *ctx,
+			     enum hetmm_memory_type type, uint64_t npages,
+			     struct hetmm_emu **emu, struct hetmm_pagemap **pg)
 {
-	void *r = mmap(p, npages * PS, PROT_NONE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE |
-			       MAP_FIXED_NOREPLACE, -1, 0);
-
-	REQUIRE(r == p);
+	REQUIRE_OK(hetmm_emu_create(ctx, type, npages, emu));
+	REQUIRE_OK(hetmm_emu_pagemap(*emu, pg));
 }
 
-static inline void *t_hole(size_t npages)
+/* The set-up most tests start from: a context (params may be NULL) with
+ * an emulated private device of npages, and the device's pagemap. */
+static inline void t_emu_up(struct hetmm_ctx **ctx,
+			    const struct hetmm_ctx_params *params,
+			    uint64_t npages, struct hetmm_emu **emu,
+			    struct hetmm_pagemap **pg)
+{
+	REQUIRE_OK(hetmm_ctx_create(ctx, params));
+	t_emu_add(*ctx, HETMM_MEMORY_DEVICE_PRIVATE, npages, emu, pg);
+}
+
+/* A reservation of npages nobody else will map over: PROT_NONE. */
+static inline void *t_reserve(size_t npages)
 {
 	void *p = mmap(NULL, npages * PS, PROT_NONE,
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -278,9 +280,27 @@ static inline void *t_hole(size_t npages)
 	return p;
 }
 
-static inline void t_hole_open(void *p, size_t npages)
+/*
+ * A hole for a test's "nothing is mapped here" cases: a reservation,
+ * unmapped only while they run.  Unmapped once and left so, a range
+ * would not stay a hole: the kernel puts a later mmap in the highest gap
+ * it fits, and glibc's malloc mmaps every block of 128 KiB or more (16
+ * pages at 16 KiB pages), so on arm64 a test's own buffer filled its
+ * hole and the "unmapped" read succeeded.  t_hole_close() reserves it
+ * again, and stops the test if anything was mapped there meanwhile.
+ */
+static inline void t_hole_open(void *reserved, size_t npages)
 {
-	t_unmap(p, npages);
+	t_unmap(reserved, npages);
+}
+
+static inline void t_hole_close(void *p, size_t npages)
+{
+	void *r = mmap(p, npages * PS, PROT_NONE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE |
+			       MAP_FIXED_NOREPLACE, -1, 0);
+
+	REQUIRE(r == p);
 }
 
 /* As t_map, placed so that page first starts a chunk boundary (512

@@ -177,8 +177,7 @@ static void test_fsdax_file(void)
 	CHECK(pi.owner == (uintptr_t)(d.mem + res * PS));
 	struct hetmm_emu *emu;
 	struct hetmm_pagemap *epg;
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 16, &emu));
-	REQUIRE_OK(hetmm_emu_pagemap(emu, &epg));
+	t_emu_add(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 16, &emu, &epg);
 	CHECK_EQ(hetmm_migrate_to_device(epg, d.mem, PS, NULL), -EINVAL);
 	CHECK_EQ(hetmm_migrate_to_device(epg, d.mem + (res - 1) * PS, 2 * PS,
 					 NULL), -EINVAL);

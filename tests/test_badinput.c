@@ -86,17 +86,12 @@ static void setup(void)
 {
 	struct hetmm_migrate_report rep;
 
-	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
-	REQUIRE_OK(hetmm_ctx_create(&ctx2, NULL));
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64, &emu));
-	REQUIRE_OK(hetmm_emu_create(ctx2, HETMM_MEMORY_DEVICE_PRIVATE, 64,
-				    &emu2));
-	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
-	REQUIRE_OK(hetmm_emu_pagemap(emu2, &pg2));
+	t_emu_up(&ctx, NULL, 64, &emu, &pg);
+	t_emu_up(&ctx2, NULL, 64, &emu2, &pg2);
 	REQUIRE_OK(hetmm_mirror_create(emu, &mir));
 	REQUIRE_OK(hetmm_mirror_create(emu2, &mir2));
 
-	/* N pages, and N right after them kept for a hole (t_hole). */
+	/* N pages, and N right after them reserved for a hole. */
 	buf = t_map(2 * N);
 	t_unmap(buf + N * PS, N);
 	t_hole_close(buf + N * PS, N);
@@ -113,7 +108,7 @@ static void setup(void)
 	for (size_t i = 0; i < N / 2; i++)
 		REQUIRE_OK(hetmm_addr_to_pfn(ctx, buf + i * PS, &pfns[i]));
 
-	hole = t_hole(N);
+	hole = t_reserve(N);
 	save_state();
 	check_unchanged();
 }

@@ -317,8 +317,7 @@ static void test_remove_pinned(void)
 	char *p = t_map(4);
 	void *pages[1];
 
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_COHERENT, 64, &e));
-	REQUIRE_OK(hetmm_emu_pagemap(e, &ep));
+	t_emu_add(ctx, HETMM_MEMORY_DEVICE_COHERENT, 64, &e, &ep);
 	t_fill(p, 4, 30);
 	REQUIRE_OK(hetmm_migrate_to_device(ep, p, 4 * PS, NULL));
 	CHECK_EQ(hetmm_pin_user_pages(ctx, p + PS, 1, 0, pages), 1);
@@ -397,11 +396,9 @@ int main(void)
 		return 0;
 	}
 	REQUIRE_OK(rc);
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_COHERENT, 64, &coh2));
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 256, &priv));
 	REQUIRE_OK(hetmm_emu_pagemap(coh, &pg));
-	REQUIRE_OK(hetmm_emu_pagemap(coh2, &pg2));
-	REQUIRE_OK(hetmm_emu_pagemap(priv, &pgp));
+	t_emu_add(ctx, HETMM_MEMORY_DEVICE_COHERENT, 64, &coh2, &pg2);
+	t_emu_add(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 256, &priv, &pgp);
 
 	test_basic();
 	test_lifecycle();

@@ -158,12 +158,8 @@ static void two_contexts(void)
 	char *ba = t_map(NA), *bb = t_map(NB);
 	hetmm_pfn_t pfn;
 
-	REQUIRE_OK(hetmm_ctx_create(&a, NULL));
-	REQUIRE_OK(hetmm_ctx_create(&b, NULL));
-	REQUIRE_OK(hetmm_emu_create(a, HETMM_MEMORY_DEVICE_PRIVATE, 64, &ea));
-	REQUIRE_OK(hetmm_emu_create(b, HETMM_MEMORY_DEVICE_PRIVATE, 64, &eb));
-	REQUIRE_OK(hetmm_emu_pagemap(ea, &pa));
-	REQUIRE_OK(hetmm_emu_pagemap(eb, &pb));
+	t_emu_up(&a, NULL, 64, &ea, &pa);
+	t_emu_up(&b, NULL, 64, &eb, &pb);
 
 	t_fill(ba, NA, 0xa);
 	t_fill(bb, NB, 0xb);
@@ -230,10 +226,7 @@ static void destroy_with_resident_pages(void)
 		size_t present = 0;
 
 		t_fill(buf, N, 100 + round);
-		REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
-		REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE,
-					    N, &emu));
-		REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+		t_emu_up(&ctx, NULL, N, &emu, &pg);
 		t_to_device(pg, buf, N);
 		for (size_t i = 0; i < N; i++)
 			present += (size_t)t_present(buf + i * PS);
@@ -303,10 +296,7 @@ static void destroy_frees_a_cached_stack(void)
 	pthread_attr_destroy(&a);
 	page = (char *)((uintptr_t)page & ~(uintptr_t)(PS - 1));
 
-	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 16,
-				    &emu));
-	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	t_emu_up(&ctx, NULL, 16, &emu, &pg);
 	t_fill(page, 1, 77);
 	t_to_device(pg, page, 1);
 	CHECK_EQ(t_verify(page, 1, 77), 0);   /* back by a fault */
@@ -332,9 +322,7 @@ static struct hetmm_ctx *ctx_with_pages_on_device(uint32_t fault_around_max,
 
 	memset(&params, 0, sizeof(params));
 	params.fault_around_max = fault_around_max;
-	REQUIRE_OK(hetmm_ctx_create(&ctx, &params));
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, n, emu));
-	REQUIRE_OK(hetmm_emu_pagemap(*emu, &pg));
+	t_emu_up(&ctx, &params, n, emu, &pg);
 	t_fill(buf, n, seed);
 	t_to_device(pg, buf, n);
 	return ctx;

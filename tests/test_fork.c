@@ -172,9 +172,7 @@ static void own_child(void *v)
 	uint64_t faults = 0;
 	struct hetmm_stats s;
 
-	REQUIRE_OK(hetmm_ctx_create(&c, NULL));
-	REQUIRE_OK(hetmm_emu_create(c, HETMM_MEMORY_DEVICE_PRIVATE, 64, &e));
-	REQUIRE_OK(hetmm_emu_pagemap(e, &cp));
+	t_emu_up(&c, NULL, 64, &e, &cp);
 	REQUIRE_OK(hetmm_mirror_create(e, &m));
 
 	/* Inherited memory migrates to the child's device. */
@@ -387,9 +385,7 @@ static void outlives_middle(void *v)
 	pid_t me = getpid(), gc;
 
 	/* The middle process has a device of its own, with the pages on it. */
-	REQUIRE_OK(hetmm_ctx_create(&c, NULL));
-	REQUIRE_OK(hetmm_emu_create(c, HETMM_MEMORY_DEVICE_PRIVATE, 64, &e));
-	REQUIRE_OK(hetmm_emu_pagemap(e, &cp));
+	t_emu_up(&c, NULL, 64, &e, &cp);
 	t_fill(a->p, a->n, 400);
 	t_to_device(cp, a->p, a->n);
 	REQUIRE(pipe(gone) == 0);
@@ -680,10 +676,7 @@ static void mt_fork(void)
 
 int main(int argc, char **argv)
 {
-	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, NDEV,
-				    &emu));
-	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	t_emu_up(&ctx, NULL, NDEV, &emu, &pg);
 	REQUIRE_OK(hetmm_mirror_create(emu, &mir));
 
 	RUN(at_fork);

@@ -193,10 +193,7 @@ static void mprotect_then_read(void)
 
 int main(void)
 {
-	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, NDEV,
-				    &emu));
-	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	t_emu_up(&ctx, NULL, NDEV, &emu, &pg);
 	REQUIRE_OK(hetmm_mirror_create(emu, &mir));
 
 	fork_keeps_bytes();

@@ -523,8 +523,7 @@ static void zero_and_data_frames(void)
 	struct hetmm_mirror *mir;
 	char *p = t_map(N);
 
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, N, &emu));
-	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	t_emu_add(ctx, HETMM_MEMORY_DEVICE_PRIVATE, N, &emu, &pg);
 	REQUIRE_OK(hetmm_mirror_create(emu, &mir));
 	for (size_t i = 0; i < N; i++)
 		if (i % 3)
@@ -546,9 +545,7 @@ static void device_full(void)
 	char *p = t_map(N), *q = t_map(4);
 	size_t moved = 0, nomem = 0;
 
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, NSMALL,
-				    &small));
-	REQUIRE_OK(hetmm_emu_pagemap(small, &pg));
+	t_emu_add(ctx, HETMM_MEMORY_DEVICE_PRIVATE, NSMALL, &small, &pg);
 	t_fill(p, N, 10);
 	t_fill(q, 4, 11);
 
@@ -615,8 +612,7 @@ static void hot_remove(void)
 
 	t_fill(p, N, 12);
 	s0 = t_stats(ctx);
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64, &e));
-	REQUIRE_OK(hetmm_emu_pagemap(e, &pg));
+	t_emu_add(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64, &e, &pg);
 	t_to_device(pg, p, N);
 	/* Some come back by fault before the removal. */
 	CHECK_EQ(t_verify_from(p + 5 * PS, 1, 12, 5), 0);
@@ -865,8 +861,7 @@ static void fault_leaves_nothing_behind(void)
 	REQUIRE_OK(hetmm_ctx_create(&c, NULL));
 	pin_new_threads(old, nold, sched_getcpu());
 	/* Exactly as many frames as pages: full once they are all there. */
-	REQUIRE_OK(hetmm_emu_create(c, HETMM_MEMORY_DEVICE_PRIVATE, N, &e));
-	REQUIRE_OK(hetmm_emu_pagemap(e, &pg));
+	t_emu_add(c, HETMM_MEMORY_DEVICE_PRIVATE, N, &e, &pg);
 	t_fill(p, N, 41);
 	t_fill(q, 1, 42);
 	t_to_device(pg, p, N);
@@ -931,13 +926,8 @@ static void fault_leaves_nothing_behind(void)
 
 int main(void)
 {
-	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, NDEV,
-				    &emu0));
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, NDEV,
-				    &emu1));
-	REQUIRE_OK(hetmm_emu_pagemap(emu0, &pg0));
-	REQUIRE_OK(hetmm_emu_pagemap(emu1, &pg1));
+	t_emu_up(&ctx, NULL, NDEV, &emu0, &pg0);
+	t_emu_add(ctx, HETMM_MEMORY_DEVICE_PRIVATE, NDEV, &emu1, &pg1);
 	REQUIRE_OK(hetmm_mirror_create(emu0, &mir0));
 	REQUIRE_OK(hetmm_mirror_create(emu1, &mir1));
 

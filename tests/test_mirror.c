@@ -639,13 +639,8 @@ static void snapshot_of_a_hole(void)
 
 int main(void)
 {
-	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64,
-				    &emu0));
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64,
-				    &emu1));
-	REQUIRE_OK(hetmm_emu_pagemap(emu0, &pg0));
-	REQUIRE_OK(hetmm_emu_pagemap(emu1, &pg1));
+	t_emu_up(&ctx, NULL, 64, &emu0, &pg0);
+	t_emu_add(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64, &emu1, &pg1);
 	REQUIRE_OK(hetmm_mirror_create(emu0, &m0));
 	REQUIRE_OK(hetmm_mirror_create(emu1, &m1));
 

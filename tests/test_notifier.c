@@ -660,10 +660,7 @@ static void mirror_never_stale(void)
 
 int main(int argc, char **argv)
 {
-	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, NDEV,
-				    &emu));
-	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	t_emu_up(&ctx, NULL, NDEV, &emu, &pg);
 	REQUIRE_OK(hetmm_mirror_create(emu, &mir));
 	barrier_page = t_map(1);
 

@@ -125,10 +125,7 @@ static void fault_is_a_page(void)
 	struct hetmm_pagemap *pg;
 	enum { N = 4 };
 
-	REQUIRE_OK(hetmm_ctx_create(&ctx, &params));
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64,
-				    &emu));
-	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	t_emu_up(&ctx, &params, 64, &emu, &pg);
 	char *p = t_map(N);
 	t_fill(p, N, 7);
 	CHECK_OK(hetmm_migrate_to_device(pg, p, N * PS, NULL));

@@ -513,10 +513,7 @@ int main(void)
 {
 	struct hetmm_emu *emu;
 
-	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 1024,
-				    &emu));
-	REQUIRE_OK(hetmm_emu_pagemap(emu, &dev));
+	t_emu_up(&ctx, NULL, 1024, &emu, &dev);
 	struct hetmm_stats s0 = t_stats(ctx);
 
 	test_basic();

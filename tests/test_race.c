@@ -592,9 +592,7 @@ static void batch_claims(void)
 	uint64_t rounds = 0;
 	double deadline;
 
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE,
-				    CL_PAGES, &emu));
-	REQUIRE_OK(hetmm_emu_pagemap(emu, &cl_pg));
+	t_emu_add(ctx, HETMM_MEMORY_DEVICE_PRIVATE, CL_PAGES, &emu, &cl_pg);
 	cl = t_map(CL_PAGES);
 	t_fill(cl, CL_PAGES, CL_SEED);
 	REQUIRE(pthread_barrier_init(&cl_start, NULL, NTH + 1) == 0);
@@ -654,13 +652,8 @@ int main(void)
 {
 	struct hetmm_emu *e0, *e1;
 
-	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 256,
-				    &e0));
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 256,
-				    &e1));
-	REQUIRE_OK(hetmm_emu_pagemap(e0, &pg0));
-	REQUIRE_OK(hetmm_emu_pagemap(e1, &pg1));
+	t_emu_up(&ctx, NULL, 256, &e0, &pg0);
+	t_emu_add(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 256, &e1, &pg1);
 
 	{
 		struct hetmm_pagemap_desc desc;

@@ -319,10 +319,7 @@ int main(void)
 	uint64_t ref = reference_mask();
 	nbefore = task_ids(before);
 	uint64_t own_mask = blocked_mask(gettid());
-	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 16,
-				    &emu));
-	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	t_emu_up(&ctx, NULL, 16, &emu, &pg);
 	serve_one_fault();
 	start_driver_threads();
 	check_library_masks(before, nbefore, own_mask, ref);

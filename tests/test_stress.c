@@ -384,13 +384,8 @@ int main(void)
 	if (op_mask != OPS_ALL)
 		fprintf(stderr, "stress: ops 0x%x of 0x%x (see op_mask)\n",
 			op_mask, OPS_ALL);
-	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, NDEV_A,
-				    &emu_a));
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, NDEV_B,
-				    &emu_b));
-	REQUIRE_OK(hetmm_emu_pagemap(emu_a, &pg_a));
-	REQUIRE_OK(hetmm_emu_pagemap(emu_b, &pg_b));
+	t_emu_up(&ctx, NULL, NDEV_A, &emu_a, &pg_a);
+	t_emu_add(ctx, HETMM_MEMORY_DEVICE_PRIVATE, NDEV_B, &emu_b, &pg_b);
 	REQUIRE_OK(hetmm_mirror_create(emu_a, &mir_a));
 	REQUIRE_OK(hetmm_mirror_create(emu_b, &mir_b));
 

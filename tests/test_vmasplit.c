@@ -312,10 +312,7 @@ static void several_contexts(void)
 
 	REQUIRE(guarded != MAP_FAILED);
 	REQUIRE(mprotect(p, N * PS, PROT_READ | PROT_WRITE) == 0);
-	REQUIRE_OK(hetmm_ctx_create(&ctx2, NULL));
-	REQUIRE_OK(hetmm_emu_create(ctx2, HETMM_MEMORY_DEVICE_PRIVATE, 64,
-				    &emu2));
-	REQUIRE_OK(hetmm_emu_pagemap(emu2, &pg2));
+	t_emu_up(&ctx2, NULL, 64, &emu2, &pg2);
 	t_fill(other, 4, 20);
 	t_to_device(pg2, other, 4);
 
@@ -361,9 +358,7 @@ int main(void)
 
 	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
 	t_unmap(above_zero_src, HOLD);
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, NDEV,
-				    &emu));
-	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	t_emu_add(ctx, HETMM_MEMORY_DEVICE_PRIVATE, NDEV, &emu, &pg);
 	REQUIRE_OK(hetmm_mirror_create(emu, &mir));
 
 	own_memory_is_left_alone();

@@ -177,7 +177,6 @@ static void hook_release(void)
 	stop_release(0);
 }
 
-/* A reservation of npages nobody else will map over: PROT_NONE. */
 /*
  * The test's mappings, each between PROT_NONE guard pages.  hetmm
  * registers whole mappings, and one the kernel had merged with the
@@ -197,13 +196,27 @@ static char *map_apart(size_t npages)
 	return g + PS;
 }
 
-static char *reserve(size_t npages)
+/* A thread running fn(arg), stopped at the hook point over npages at p. */
+static pthread_t start_stopped(void *(*fn)(void *), void *arg,
+			       enum test_hook_point point, const void *p,
+			       size_t npages)
 {
-	void *p = mmap(NULL, npages * PS, PROT_NONE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	pthread_t th;
 
-	REQUIRE(p != MAP_FAILED);
-	return p;
+	stop_arm(0, point, p, npages);
+	REQUIRE(pthread_create(&th, NULL, fn, arg) == 0);
+	stop_wait(0);
+	return th;
+}
+
+/* Every frame of pg free again, nothing of ctx's left on a device. */
+static void check_all_home(struct hetmm_pagemap *pg)
+{
+	struct hetmm_pagemap_info info;
+
+	REQUIRE_OK(hetmm_pagemap_get_info(pg, &info));
+	CHECK_EQ(t_settled_free(pg, info.nr_pages), info.nr_pages);
+	CHECK_EQ(t_stats(ctx).device_resident, 0);
 }
 
 /* ------------------------------------------------------------------------
@@ -262,42 +275,58 @@ static void *p1_remap_main(void *arg)
 	return NULL;
 }
 
+/*
+ * p's pages, filled with seed's pattern, to pg's device; then the holder,
+ * fn(j), started and stopped with them claimed (and installed, for
+ * HELD_INSTALLED).
+ */
+static pthread_t p1_hold(struct hetmm_pagemap *pg, char *p, uint64_t seed,
+			 enum when when, void *(*fn)(void *),
+			 struct back_job *j)
+{
+	t_fill(p, P1_PAGES, seed);
+	REQUIRE_OK(hetmm_migrate_to_device(pg, p, P1_PAGES * PS, NULL));
+	REQUIRE(t_count_on_device(ctx, p, P1_PAGES) == P1_PAGES);
+	return start_stopped(fn, j, when == HELD_INSTALLED ?
+				    TEST_HOOK_BACK_INSTALLED :
+				    TEST_HOOK_BACK_CLAIMED,
+			     p, P1_PAGES);
+}
+
+/* The mremap under the feet of the stopped thread, which then goes on. */
+static void p1_remap_under(struct p1_remap *m, pthread_t stopped)
+{
+	p1_remap_main(m);
+	stop_release(0);
+	join(stopped);
+}
+
 static void remap_while_held(struct hetmm_pagemap *pg, bool evict,
 			     bool dontunmap, enum when when)
 {
 	const uint64_t seed = 0xa110 + (uint64_t)evict * 8 + dontunmap * 4 +
 			      (uint64_t)when;
 	char *p = map_apart(P1_PAGES);
-	char *q = reserve(P1_PAGES);
+	char *q = t_reserve(P1_PAGES);
 	struct back_job j = { .pg = pg, .p = p };
 	struct p1_remap m = { .from = p, .to = q,
 			      .flags = dontunmap ? MREMAP_DONTUNMAP : 0 };
 	pthread_t th, tr;
-	struct hetmm_pagemap_info info;
 
 	fprintf(stderr, "part 1: %s, %s, %s\n",
 		evict ? "eviction" : "migration back",
 		dontunmap ? "MREMAP_DONTUNMAP" : "plain mremap",
 		when_name[when]);
-	t_fill(p, P1_PAGES, seed);
-	REQUIRE_OK(hetmm_migrate_to_device(pg, p, P1_PAGES * PS, NULL));
-	REQUIRE(t_count_on_device(ctx, p, P1_PAGES) == P1_PAGES);
 	if (evict) {
 		j.filler = map_apart(P1_PAGES);
 		t_fill(j.filler, P1_PAGES, seed + 100);
 	}
-
-	stop_arm(0, when == HELD_INSTALLED ? TEST_HOOK_BACK_INSTALLED :
-		 TEST_HOOK_BACK_CLAIMED, p, P1_PAGES);
-	REQUIRE(pthread_create(&th, NULL, evict ? evict_main :
-			       migrate_back_main, &j) == 0);
-	stop_wait(0);
+	th = p1_hold(pg, p, seed, when, evict ? evict_main : migrate_back_main,
+		     &j);
 	if (when != HANDLER_LATE) {
 		/* The pages are claimed (and installed, for the second
 		 * point): move the range under the holder's feet. */
-		p1_remap_main(&m);
-		stop_release(0);
-		join(th);
+		p1_remap_under(&m, th);
 	} else {
 		/* Hold the handler once it has read the REMAP (so the
 		 * mremap may return), and let the holder run meanwhile. */
@@ -338,9 +367,7 @@ static void remap_while_held(struct hetmm_pagemap *pg, bool evict,
 	}
 	CHECK_EQ(t_count_on_device(ctx, q, P1_PAGES), 0);
 	t_unmap(q, P1_PAGES);
-	REQUIRE_OK(hetmm_pagemap_get_info(pg, &info));
-	CHECK_EQ(t_settled_free(pg, info.nr_pages), info.nr_pages);
-	CHECK_EQ(t_stats(ctx).device_resident, 0);
+	check_all_home(pg);
 }
 
 /*
@@ -361,27 +388,18 @@ static void remap_coherent_while_held(struct hetmm_pagemap *pg,
 	const uint64_t seed = 0xc0e0 + dontunmap * 4 + (uint64_t)when;
 	const bool stays = when != HELD_INSTALLED;
 	char *p = map_apart(P1_PAGES);
-	char *q = reserve(P1_PAGES);
+	char *q = t_reserve(P1_PAGES);
 	struct back_job j = { .p = p };
 	struct p1_remap m = { .from = p, .to = q,
 			      .flags = dontunmap ? MREMAP_DONTUNMAP : 0 };
 	pthread_t th;
-	struct hetmm_pagemap_info info;
 
 	fprintf(stderr, "part 1: coherent, %s, %s\n",
 		dontunmap ? "MREMAP_DONTUNMAP" : "plain mremap",
 		when_name[when]);
-	t_fill(p, P1_PAGES, seed);
-	REQUIRE_OK(hetmm_migrate_to_device(pg, p, P1_PAGES * PS, NULL));
-	REQUIRE(t_count_on_device(ctx, p, P1_PAGES) == P1_PAGES);
-	stop_arm(0, when == HELD_INSTALLED ? TEST_HOOK_BACK_INSTALLED :
-		 TEST_HOOK_BACK_CLAIMED, p, P1_PAGES);
-	REQUIRE(pthread_create(&th, NULL, migrate_back_main, &j) == 0);
-	stop_wait(0);
+	th = p1_hold(pg, p, seed, when, migrate_back_main, &j);
 	if (when != HANDLER_LATE) {
-		p1_remap_main(&m);
-		stop_release(0);
-		join(th);
+		p1_remap_under(&m, th);
 	} else {
 		/* The handler holds the REMAP it read while the holder
 		 * swaps: the REMAP is still the process's, not the swap's
@@ -421,9 +439,7 @@ static void remap_coherent_while_held(struct hetmm_pagemap *pg,
 	CHECK_EQ(t_count_on_device(ctx, q, P1_PAGES), 0);
 	CHECK_EQ(t_verify(q, P1_PAGES, seed), 0);
 	t_unmap(q, P1_PAGES);
-	REQUIRE_OK(hetmm_pagemap_get_info(pg, &info));
-	CHECK_EQ(t_settled_free(pg, info.nr_pages), info.nr_pages);
-	CHECK_EQ(t_stats(ctx).device_resident, 0);
+	check_all_home(pg);
 }
 
 static void part1(void)
@@ -435,16 +451,12 @@ static void part1(void)
 	/* Pages move back by UFFDIO_MOVE (emulated), or are copied from a
 	 * staging copy (copying); the evicting device holds exactly one
 	 * range, so that the filler evicts it all. */
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64,
-				    &emu));
-	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	t_emu_add(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64, &emu, &pg);
 	REQUIRE_OK(td_add(ctx, &copying, 64, TD_COPY,
 			  HETMM_MEMORY_DEVICE_PRIVATE, 0));
 	REQUIRE_OK(td_add(ctx, &evicting, P1_PAGES, TD_REMAP,
 			  HETMM_MEMORY_DEVICE_PRIVATE, HETMM_PAGEMAP_EVICT));
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_COHERENT, 64,
-				    &cemu));
-	REQUIRE_OK(hetmm_emu_pagemap(cemu, &cpg));
+	t_emu_add(ctx, HETMM_MEMORY_DEVICE_COHERENT, 64, &cemu, &cpg);
 	for (int dontunmap = 0; dontunmap < 2; dontunmap++)
 		for (enum when w = HELD_CLAIMED; w <= HANDLER_LATE; w++)
 			remap_coherent_while_held(cpg, dontunmap, w);
@@ -560,62 +572,85 @@ static void *discard_main(void *arg)
 	return NULL;
 }
 
-static void part2(void)
+/*
+ * The first remapper's move, then the second's, while the handler is held
+ * on the discard of the trigger page (registered): their events queue
+ * behind it, in the order the kernel raises them, and the handler reads
+ * them once let go.  Both remappers are started, and ready, before the
+ * handler is held.
+ */
+static void remap_two_while_held(struct remapper *first,
+				 struct remapper *second, char *trig)
 {
-	struct hetmm_emu *emu;
-	struct hetmm_pagemap *pg;
-	struct hetmm_pagemap_info info;
-	char *trig = map_apart(1);
-	char *x = map_apart(P2_PAGES), *z = map_apart(P2_PAGES);
-	char *y = reserve(P2_PAGES), *z_to;
-	struct remapper m1 = { .from = x, .to = y };
-	struct remapper m2 = { .from = z, .to = x };
 	pthread_t th1, th2, thd;
 
-	fprintf(stderr, "part 2: late UNMAP of a vacated range\n");
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64,
-				    &emu));
-	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
-	t_fill(x, P2_PAGES, 21);
-	t_fill(z, P2_PAGES, 22);
-	t_fill(trig, 1, 23);
-	REQUIRE_OK(hetmm_migrate_to_device(pg, x, P2_PAGES * PS, NULL));
-	REQUIRE_OK(hetmm_migrate_to_device(pg, z, P2_PAGES * PS, NULL));
-	/* The trigger page is registered with the userfaultfd once it has
-	 * been on a device: its discard reaches the handler. */
-	REQUIRE_OK(hetmm_migrate_to_device(pg, trig, PS, NULL));
-	REQUIRE_OK(hetmm_migrate_to_system(ctx, trig, PS, NULL));
-
-	REQUIRE(pthread_create(&th1, NULL, remapper_main, &m1) == 0);
-	REQUIRE(pthread_create(&th2, NULL, remapper_main, &m2) == 0);
-	remapper_ready(&m1);
-	remapper_ready(&m2);
-	/* Hold the handler on the trigger's REMOVE event. */
+	REQUIRE(pthread_create(&th1, NULL, remapper_main, first) == 0);
+	REQUIRE(pthread_create(&th2, NULL, remapper_main, second) == 0);
+	remapper_ready(first);
+	remapper_ready(second);
 	hook_arm(TEST_HOOK_EVENT_DISCARD, trig, 1);
 	REQUIRE(pthread_create(&thd, NULL, discard_main, trig) == 0);
 	hook_wait_stopped();
 	join(thd);
-	/* X moves to Y: its REMAP waits to be read, its UNMAP of X will
-	 * follow only then.  Z moves onto the vacated X: its REMAP queues
-	 * before that UNMAP. */
-	start_remapper(&m1);
-	start_remapper(&m2);
+	start_remapper(first);
+	start_remapper(second);
 	hook_release();
 	join(th1);
 	join(th2);
-	REQUIRE(m1.r == y);
-	REQUIRE(m2.r == x);
-	z_to = x;
+	REQUIRE(first->r == first->to);
+	REQUIRE(second->r == second->to);
+}
 
-	CHECK_EQ(t_verify(y, P2_PAGES, 21), 0);
-	CHECK_EQ(t_verify(z_to, P2_PAGES, 22), 0);
+/*
+ * X's and Z's pages, filled with seed's and seed + 1's patterns, on pg's
+ * device, and the trigger page registered with the userfaultfd (it has
+ * been on a device): its discard reaches the handler.
+ */
+static void p2_on_device(struct hetmm_pagemap *pg, char *x, char *z,
+			 char *trig, uint64_t seed)
+{
+	t_fill(x, P2_PAGES, seed);
+	t_fill(z, P2_PAGES, seed + 1);
+	t_fill(trig, 1, seed + 2);
+	REQUIRE_OK(hetmm_migrate_to_device(pg, x, P2_PAGES * PS, NULL));
+	REQUIRE_OK(hetmm_migrate_to_device(pg, z, P2_PAGES * PS, NULL));
+	REQUIRE_OK(hetmm_migrate_to_device(pg, trig, PS, NULL));
+	REQUIRE_OK(hetmm_migrate_to_system(ctx, trig, PS, NULL));
+}
+
+/* Both moves survived, X's pages (seed) at Y, Z's at X; then the test's
+ * mappings go, and the device with them, every frame home first. */
+static void p2_check_moved(struct hetmm_emu *emu, struct hetmm_pagemap *pg,
+			   char *x, char *y, char *trig, uint64_t seed)
+{
+	CHECK_EQ(t_verify(y, P2_PAGES, seed), 0);
+	CHECK_EQ(t_verify(x, P2_PAGES, seed + 1), 0);
 	t_unmap(y, P2_PAGES);
-	t_unmap(z_to, P2_PAGES);
+	t_unmap(x, P2_PAGES);
 	t_unmap(trig, 1);
-	REQUIRE_OK(hetmm_pagemap_get_info(pg, &info));
-	CHECK_EQ(t_settled_free(pg, info.nr_pages), info.nr_pages);
-	CHECK_EQ(t_stats(ctx).device_resident, 0);
+	check_all_home(pg);
 	CHECK_OK(hetmm_emu_destroy(emu));
+}
+
+static void part2(void)
+{
+	struct hetmm_emu *emu;
+	struct hetmm_pagemap *pg;
+	char *trig = map_apart(1);
+	char *x = map_apart(P2_PAGES), *z = map_apart(P2_PAGES);
+	char *y = t_reserve(P2_PAGES);
+	struct remapper m1 = { .from = x, .to = y };
+	struct remapper m2 = { .from = z, .to = x };
+
+	fprintf(stderr, "part 2: late UNMAP of a vacated range\n");
+	t_emu_add(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64, &emu, &pg);
+	p2_on_device(pg, x, z, trig, 21);
+
+	/* X moves to Y: its REMAP waits to be read, its UNMAP of X will
+	 * follow only then.  Z moves onto the vacated X: its REMAP queues
+	 * before that UNMAP. */
+	remap_two_while_held(&m1, &m2, trig);
+	p2_check_moved(emu, pg, x, y, trig, 21);
 }
 
 /* ------------------------------------------------------------------------
@@ -631,57 +666,24 @@ static void part4(void)
 {
 	struct hetmm_emu *emu;
 	struct hetmm_pagemap *pg;
-	struct hetmm_pagemap_info info;
 	char *trig = map_apart(1);
 	char *x = map_apart(P2_PAGES), *z = map_apart(P2_PAGES);
 	char *y = map_apart(P2_PAGES);
 	struct remapper m1 = { .from = x, .to = y };
 	struct remapper m2 = { .from = z, .to = x };
-	pthread_t th1, th2, thd;
 
 	fprintf(stderr, "part 4: two REMAPs read in the other order\n");
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64,
-				    &emu));
-	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
-	t_fill(x, P2_PAGES, 41);
-	t_fill(z, P2_PAGES, 42);
-	t_fill(y, P2_PAGES, 43);
-	t_fill(trig, 1, 44);
-	REQUIRE_OK(hetmm_migrate_to_device(pg, x, P2_PAGES * PS, NULL));
-	REQUIRE_OK(hetmm_migrate_to_device(pg, z, P2_PAGES * PS, NULL));
+	t_emu_add(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64, &emu, &pg);
+	p2_on_device(pg, x, z, trig, 41);
 	/* Registered, so that moving X over it raises an UNMAP first. */
+	t_fill(y, P2_PAGES, 44);
 	REQUIRE_OK(hetmm_migrate_to_device(pg, y, P2_PAGES * PS, NULL));
-	REQUIRE_OK(hetmm_migrate_to_device(pg, trig, PS, NULL));
-	REQUIRE_OK(hetmm_migrate_to_system(ctx, trig, PS, NULL));
 
-	REQUIRE(pthread_create(&th1, NULL, remapper_main, &m1) == 0);
-	REQUIRE(pthread_create(&th2, NULL, remapper_main, &m2) == 0);
-	remapper_ready(&m1);
-	remapper_ready(&m2);
-	hook_arm(TEST_HOOK_EVENT_DISCARD, trig, 1);
-	REQUIRE(pthread_create(&thd, NULL, discard_main, trig) == 0);
-	hook_wait_stopped();
-	join(thd);
 	/* X is at Y once the first waits (for its UNMAP of Y to be read,
 	 * its REMAP still to queue); Z then moves onto X. */
-	start_remapper(&m1);
-	start_remapper(&m2);
-	hook_release();
-	join(th1);
-	join(th2);
-	REQUIRE(m1.r == y);
-	REQUIRE(m2.r == x);
+	remap_two_while_held(&m1, &m2, trig);
 	CHECK_OK(hetmm_ctx_sync(ctx));
-
-	CHECK_EQ(t_verify(y, P2_PAGES, 41), 0);
-	CHECK_EQ(t_verify(x, P2_PAGES, 42), 0);
-	t_unmap(y, P2_PAGES);
-	t_unmap(x, P2_PAGES);
-	t_unmap(trig, 1);
-	REQUIRE_OK(hetmm_pagemap_get_info(pg, &info));
-	CHECK_EQ(t_settled_free(pg, info.nr_pages), info.nr_pages);
-	CHECK_EQ(t_stats(ctx).device_resident, 0);
-	CHECK_OK(hetmm_emu_destroy(emu));
+	p2_check_moved(emu, pg, x, y, trig, 41);
 }
 
 /* ------------------------------------------------------------------------
@@ -696,44 +698,20 @@ static void part8(void)
 {
 	struct hetmm_emu *emu;
 	struct hetmm_pagemap *pg;
-	struct hetmm_pagemap_info info;
 	char *trig = map_apart(1);
 	char *x = map_apart(P2_PAGES), *z = map_apart(P2_PAGES);
-	char *y = reserve(P2_PAGES);
+	char *y = t_reserve(P2_PAGES);
 	struct remapper m1 = { .from = x, .to = y };
 	struct remapper m2 = { .from = z, .to = x };
-	pthread_t th1, th2, thd;
 
 	fprintf(stderr, "part 8: Z onto the mapped X, then X to Y\n");
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64,
-				    &emu));
-	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
-	t_fill(x, P2_PAGES, 81);
-	t_fill(z, P2_PAGES, 82);
-	t_fill(trig, 1, 83);
-	REQUIRE_OK(hetmm_migrate_to_device(pg, x, P2_PAGES * PS, NULL));
-	REQUIRE_OK(hetmm_migrate_to_device(pg, z, P2_PAGES * PS, NULL));
-	REQUIRE_OK(hetmm_migrate_to_device(pg, trig, PS, NULL));
-	REQUIRE_OK(hetmm_migrate_to_system(ctx, trig, PS, NULL));
+	t_emu_add(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64, &emu, &pg);
+	p2_on_device(pg, x, z, trig, 81);
 
-	REQUIRE(pthread_create(&th1, NULL, remapper_main, &m1) == 0);
-	REQUIRE(pthread_create(&th2, NULL, remapper_main, &m2) == 0);
-	remapper_ready(&m1);
-	remapper_ready(&m2);
-	hook_arm(TEST_HOOK_EVENT_DISCARD, trig, 1);
-	REQUIRE(pthread_create(&thd, NULL, discard_main, trig) == 0);
-	hook_wait_stopped();
-	join(thd);
 	/* Z onto X: the thread waits for its UNMAP of X to be read.  Then
 	 * X (Z's mapping now) to Y: its REMAP queues behind that UNMAP,
 	 * before Z's REMAP. */
-	start_remapper(&m2);
-	start_remapper(&m1);
-	hook_release();
-	join(th1);
-	join(th2);
-	REQUIRE(m2.r == x);
-	REQUIRE(m1.r == y);
+	remap_two_while_held(&m2, &m1, trig);
 	CHECK_OK(hetmm_ctx_sync(ctx));
 
 	CHECK(!mapped(x, P2_PAGES));
@@ -741,9 +719,7 @@ static void part8(void)
 	CHECK_EQ(t_count_on_device(ctx, y, P2_PAGES), 0);
 	t_unmap(y, P2_PAGES);
 	t_unmap(trig, 1);
-	REQUIRE_OK(hetmm_pagemap_get_info(pg, &info));
-	CHECK_EQ(t_settled_free(pg, info.nr_pages), info.nr_pages);
-	CHECK_EQ(t_stats(ctx).device_resident, 0);
+	check_all_home(pg);
 	CHECK_OK(hetmm_emu_destroy(emu));
 }
 
@@ -804,18 +780,15 @@ static void part9(void)
 {
 	struct hetmm_emu *emu;
 	struct hetmm_pagemap *pg;
-	struct hetmm_pagemap_info info;
 	char *trig = map_apart(1);
-	char *x = map_apart(P2_PAGES), *y = reserve(P2_PAGES);
+	char *x = map_apart(P2_PAGES), *y = t_reserve(P2_PAGES);
 	struct remapper m1 = { .from = x, .to = y };
 	struct p9_fresh f = { .x = x };
 	pthread_t th1, thf, thd;
 	double until;
 
 	fprintf(stderr, "part 9: late UNMAP against a fresh mapping\n");
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64,
-				    &emu));
-	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	t_emu_add(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64, &emu, &pg);
 	f.pg = pg;
 	t_fill(x, P2_PAGES, 91);
 	t_fill(trig, 1, 93);
@@ -859,9 +832,7 @@ static void part9(void)
 	t_unmap(x, P2_PAGES);
 	t_unmap(y, P2_PAGES);
 	t_unmap(trig, 1);
-	REQUIRE_OK(hetmm_pagemap_get_info(pg, &info));
-	CHECK_EQ(t_settled_free(pg, info.nr_pages), info.nr_pages);
-	CHECK_EQ(t_stats(ctx).device_resident, 0);
+	check_all_home(pg);
 	CHECK_OK(hetmm_emu_destroy(emu));
 }
 
@@ -889,11 +860,10 @@ static void remap_while_migrating(struct hetmm_pagemap *pg, bool copied,
 				  bool dontunmap)
 {
 	const uint64_t seed = 0x5150 + copied * 2 + dontunmap;
-	char *p = map_apart(P1_PAGES), *q = reserve(P1_PAGES);
+	char *p = map_apart(P1_PAGES), *q = t_reserve(P1_PAGES);
 	struct to_dev_job j = { .pg = pg, .p = p };
 	struct p1_remap m = { .from = p, .to = q,
 			      .flags = dontunmap ? MREMAP_DONTUNMAP : 0 };
-	struct hetmm_pagemap_info info;
 	pthread_t th;
 
 	fprintf(stderr, "part 5: mremap of pages a migration %s, %s\n",
@@ -904,13 +874,11 @@ static void remap_while_migrating(struct hetmm_pagemap *pg, bool copied,
 	 * own before the hook. */
 	REQUIRE_OK(hetmm_migrate_to_device(pg, p, PS, NULL));
 	REQUIRE_OK(hetmm_migrate_to_system(ctx, p, PS, NULL));
-	stop_arm(0, copied ? TEST_HOOK_TO_DEVICE_COPIED :
-		 TEST_HOOK_TO_DEVICE_CLAIMED, p, P1_PAGES);
-	REQUIRE(pthread_create(&th, NULL, to_device_main, &j) == 0);
-	stop_wait(0);
-	p1_remap_main(&m);
-	stop_release(0);
-	join(th);
+	th = start_stopped(to_device_main, &j,
+			   copied ? TEST_HOOK_TO_DEVICE_COPIED :
+				    TEST_HOOK_TO_DEVICE_CLAIMED,
+			   p, P1_PAGES);
+	p1_remap_under(&m, th);
 	REQUIRE(m.r == q);
 	CHECK_OK(hetmm_ctx_sync(ctx));
 
@@ -921,9 +889,7 @@ static void remap_while_migrating(struct hetmm_pagemap *pg, bool copied,
 		t_unmap(p, P1_PAGES);
 	}
 	t_unmap(q, P1_PAGES);
-	REQUIRE_OK(hetmm_pagemap_get_info(pg, &info));
-	CHECK_EQ(t_settled_free(pg, info.nr_pages), info.nr_pages);
-	CHECK_EQ(t_stats(ctx).device_resident, 0);
+	check_all_home(pg);
 }
 
 static void part5(void)
@@ -931,9 +897,7 @@ static void part5(void)
 	struct hetmm_emu *emu;
 	struct hetmm_pagemap *pg;
 
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64,
-				    &emu));
-	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	t_emu_add(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64, &emu, &pg);
 	for (int copied = 0; copied < 2; copied++)
 		for (int dontunmap = 0; dontunmap < 2; dontunmap++)
 			remap_while_migrating(pg, copied, dontunmap);
@@ -948,11 +912,6 @@ static void part5(void)
 static const uint64_t *frame_bytes(struct hetmm_pagemap *pg, uint64_t idx)
 {
 	return pg->ops->page_address(pg, idx);
-}
-
-static uint64_t settled_free(struct hetmm_pagemap *pg, uint64_t want)
-{
-	return t_settled_free(pg, want);
 }
 
 static void part3(void)
@@ -970,9 +929,7 @@ static void part3(void)
 	uint64_t want[PS / 8];
 
 	fprintf(stderr, "part 3: munmap of a pinned coherent page\n");
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_COHERENT,
-				    P3_FRAMES, &emu));
-	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	t_emu_add(ctx, HETMM_MEMORY_DEVICE_COHERENT, P3_FRAMES, &emu, &pg);
 	REQUIRE_OK(hetmm_pagemap_get_info(pg, &pinfo));
 	t_fill(p, 4, 31);
 	memcpy(want, p + PS, PS);
@@ -987,7 +944,7 @@ static void part3(void)
 
 	t_unmap(p, 4);
 	/* The three unpinned frames are free, the pinned one is not. */
-	CHECK_EQ(settled_free(pg, P3_FRAMES - 1), P3_FRAMES - 1);
+	CHECK_EQ(t_settled_free(pg, P3_FRAMES - 1), P3_FRAMES - 1);
 	REQUIRE_OK(hetmm_pfn_to_page(pfn, &page));
 	REQUIRE_OK(hetmm_page_get_info(page, &info));
 	CHECK(info.flags & HETMM_PAGE_ALLOCATED);
@@ -1013,7 +970,7 @@ static void part3(void)
 	REQUIRE_OK(hetmm_page_get_info(page, &info));
 	CHECK(!(info.flags & HETMM_PAGE_ALLOCATED));
 	CHECK_EQ(info.pincount, 0);
-	CHECK_EQ(settled_free(pg, 1), 1);
+	CHECK_EQ(t_settled_free(pg, 1), 1);
 	/* And the new page at the address migrates like any other. */
 	t_fill(p, 4, 33);
 	t_unmap(filler, P3_FRAMES);
@@ -1021,7 +978,7 @@ static void part3(void)
 	CHECK_EQ(t_count_on_device(ctx, p, 4), 4);
 	CHECK_EQ(t_verify(p, 4, 33), 0);
 	t_unmap(p, 4);
-	CHECK_EQ(settled_free(pg, P3_FRAMES), P3_FRAMES);
+	CHECK_EQ(t_settled_free(pg, P3_FRAMES), P3_FRAMES);
 	CHECK_EQ(t_stats(ctx).device_resident, 0);
 	CHECK_OK(hetmm_emu_destroy(emu));
 }
@@ -1098,9 +1055,7 @@ static void part7(void)
 	pthread_t th;
 
 	fprintf(stderr, "part 7: the deputy's exit unmaps registered memory\n");
-	REQUIRE_OK(hetmm_ctx_create(&c, NULL));
-	REQUIRE_OK(hetmm_emu_create(c, HETMM_MEMORY_DEVICE_PRIVATE, 4, &emu));
-	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	t_emu_up(&c, NULL, 4, &emu, &pg);
 	t_fill(p, 2, 71);
 	/* Registered whole once a page of it has been on the device. */
 	REQUIRE_OK(hetmm_migrate_to_device(pg, p, PS, NULL));
