@@ -321,9 +321,9 @@ void lifecycle_discard(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
  * carries the parked entries, leaves Z's where they are, and its late
  * UNMAP spares them; the next UNMAP (a munmap of X that raced B the same
  * way) frees them instead.  Entries someone holds stay (the page moving
- * onto one is dropped, as without parking).  Still open: if X had no
- * device entries nothing says that A's REMAP is to come, and it takes
- * Z's entries to Y.
+ * onto one is dropped, as without parking).  If X had no device entries
+ * nothing is parked, and the kernel's mappings when A's REMAP is read
+ * tell whether what stands at X is Z's (moved_in_later, below).
  */
 
 /* Sorted overlaps of [start, end) with parked ranges, clipped to it. */
@@ -564,43 +564,59 @@ static bool range_mapped(struct vmaq *q, uintptr_t start, uintptr_t end)
 	return true;
 }
 
-/* Device entries of the old range met where the new one has a page. */
+/* The private device entries of a range nobody holds (a holder may have
+ * installed its page already), and how many of their pages another
+ * range (or the same) has present. */
 struct presence_check {
 	uint64_t first;                   /* vpn of pf[0] */
 	const uint8_t *pf;
-	size_t entries;
+	size_t entries, present;
 };
 
-static int present_under_entry(void *arg, uint64_t vpn,
-			       _Atomic uint64_t *slot)
+static int count_present(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
 {
 	struct presence_check *c = arg;
 	uint64_t e = atomic_load(slot);
-	if (!shadow_on_device(e) || shadow_is_coherent(e))
+	if (!shadow_on_device(e) || shadow_is_coherent(e) ||
+	    shadow_is_busy(e))
 		return 0;
 	c->entries++;
-	return (c->pf[vpn - c->first] & PG_PRESENT) != 0;
+	c->present += (c->pf[vpn - c->first] & PG_PRESENT) != 0;
+	return 0;
 }
 
-/* Does [to, to + len) hold the mapping with from's private device
- * entries, and are there any?  Its pages there are all missing. */
-static bool holds_moved_entries(struct hetmm_ctx *ctx, uintptr_t from,
-				uintptr_t to, size_t len)
+/* from's private device entries, and how many of their pages at has
+ * present; false if the kernel would not say. */
+static bool entries_presence(struct hetmm_ctx *ctx, uintptr_t from,
+			     uintptr_t at, size_t len, size_t *entries,
+			     size_t *present)
 {
 	uint8_t pf[CHUNK_PAGES];
-	size_t entries = 0;
+	*entries = *present = 0;
 	for (size_t off = 0; off < len;) {
 		size_t n = MIN((len - off) >> PAGE_SHIFT, (size_t)CHUNK_PAGES);
 		struct presence_check c = { .first = addr_to_vpn(from + off),
 					    .pf = pf };
-		if (vma_page_presence(&ctx->vmaq, to + off, n, pf) ||
-		    shadow_for_each(&ctx->shadow, c.first, c.first + n,
-				    present_under_entry, &c))
+		if (vma_page_presence(&ctx->vmaq, at + off, n, pf))
 			return false;
-		entries += c.entries;
+		shadow_for_each(&ctx->shadow, c.first, c.first + n,
+				count_present, &c);
+		*entries += c.entries;
+		*present += c.present;
 		off += n * PAGE_SIZE;
 	}
-	return entries > 0;
+	return true;
+}
+
+/* Does at hold the mapping with from's private device entries (their
+ * pages all missing there, the kernel moved its holes along), and are
+ * there any? */
+static bool holds_moved_entries(struct hetmm_ctx *ctx, uintptr_t from,
+				uintptr_t at, size_t len)
+{
+	size_t entries, present;
+	return entries_presence(ctx, from, at, len, &entries, &present) &&
+	       entries && !present;
 }
 
 /* Where a REMAP from -> to read now puts from's entries: to, or where
@@ -621,6 +637,32 @@ static uintptr_t forward_follow(struct hetmm_ctx *ctx, uintptr_t from,
 		return f->to;
 	}
 	return to;
+}
+
+/*
+ * The other way round (part 4's order, with nothing of X's to park):
+ * the handler reads Z -> X, then X -> Y, whose move came first.  What is
+ * at X is Z's, not X -> Y's to carry, if X is mapped now and holds the
+ * mapping with those entries, and Y does not (it has a page where one of
+ * them is on a device).  Where Y lacks them all the two orders look
+ * alike, and X -> Y carries them, as before.
+ */
+static bool moved_in_later(struct hetmm_ctx *ctx, uintptr_t from,
+			   uintptr_t to, size_t len)
+{
+	struct vacated_ranges *vr = &ctx->vacated;
+	size_t entries, present;
+	for (unsigned k = 1; k <= FORWARD_MAX; k++) {
+		struct forward *f = &vr->fwd[(vr->fwd_next - k) % FORWARD_MAX];
+		if (f->len != len || f->to != from)
+			continue;
+		return range_mapped(&ctx->vmaq, from, from + len) &&
+		       holds_moved_entries(ctx, from, from, len) &&
+		       entries_presence(ctx, from, to, len, &entries,
+					&present) &&
+		       present;
+	}
+	return false;
 }
 
 /* ------------------------------------------------------------------------
@@ -776,6 +818,11 @@ void lifecycle_remap(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
 	if (ctx->vacated.nparked)
 		r.nparked = parked_overlaps(&ctx->vacated, from, from + len,
 					    ov);
+	/* Nothing parked, but all of it another's: the same, unparked. */
+	if (!r.nparked && moved_in_later(ctx, from, to, len)) {
+		ov[0] = (struct parked){ from, from + len };
+		r.nparked = 1;
+	}
 	for (unsigned i = 0; i < r.nparked; i++) {
 		struct unpark u = { .ctx = ctx, .carry = true,
 				    .delta = (int64_t)(r.to_vpn - r.from_vpn) };

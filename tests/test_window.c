@@ -51,6 +51,9 @@
  * there, whose migration syncs with the handler before the REMAP is read
  * and so before that UNMAP is queued: the migration must not publish its
  * pages before the UNMAP is handled.
+ *
+ * Part 10, part 4's order with nothing of X's on a device: Z's pages must
+ * stay at X, X's at Y.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -837,6 +840,71 @@ static void part9(void)
 }
 
 /* ------------------------------------------------------------------------
+ * Part 10: part 4's order with no device page at X.  X (its pages all in
+ * memory, the mapping registered) moves onto a registered Y, whose UNMAP
+ * holds its REMAP back, while Z moves onto the vacated X: the handler
+ * reads Z -> X, then X -> Y, and X has no entries of its own to park.
+ * Before, X -> Y took Z's entries on to Y, where the kernel has X's
+ * pages: 16 pages read zeroes at X.
+ */
+static void part10(void)
+{
+	struct hetmm_emu *emu;
+	struct hetmm_pagemap *pg;
+	struct hetmm_pagemap_info info;
+	char *trig = map_apart(1);
+	char *x = map_apart(P2_PAGES), *z = map_apart(P2_PAGES);
+	char *y = map_apart(P2_PAGES);
+	struct remapper m1 = { .from = x, .to = y };
+	struct remapper m2 = { .from = z, .to = x };
+	pthread_t th1, th2, thd;
+
+	fprintf(stderr, "part 10: part 4 with nothing of X's on the device\n");
+	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64,
+				    &emu));
+	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	t_fill(x, P2_PAGES, 101);
+	t_fill(z, P2_PAGES, 102);
+	t_fill(y, P2_PAGES, 103);
+	t_fill(trig, 1, 104);
+	/* X registered, its pages back in memory. */
+	REQUIRE_OK(hetmm_migrate_to_device(pg, x, P2_PAGES * PS, NULL));
+	REQUIRE_OK(hetmm_migrate_to_system(ctx, x, P2_PAGES * PS, NULL));
+	REQUIRE_OK(hetmm_migrate_to_device(pg, z, P2_PAGES * PS, NULL));
+	REQUIRE_OK(hetmm_migrate_to_device(pg, y, P2_PAGES * PS, NULL));
+	REQUIRE_OK(hetmm_migrate_to_device(pg, trig, PS, NULL));
+	REQUIRE_OK(hetmm_migrate_to_system(ctx, trig, PS, NULL));
+
+	REQUIRE(pthread_create(&th1, NULL, remapper_main, &m1) == 0);
+	REQUIRE(pthread_create(&th2, NULL, remapper_main, &m2) == 0);
+	remapper_ready(&m1);
+	remapper_ready(&m2);
+	hook_arm(TEST_HOOK_EVENT_DISCARD, trig, 1);
+	REQUIRE(pthread_create(&thd, NULL, discard_main, trig) == 0);
+	hook_wait_stopped();
+	join(thd);
+	start_remapper(&m1);
+	start_remapper(&m2);
+	hook_release();
+	join(th1);
+	join(th2);
+	REQUIRE(m1.r == y);
+	REQUIRE(m2.r == x);
+	CHECK_OK(hetmm_ctx_sync(ctx));
+
+	CHECK_EQ(t_verify(y, P2_PAGES, 101), 0);
+	CHECK_EQ(t_verify(x, P2_PAGES, 102), 0);
+	CHECK_EQ(t_count_on_device(ctx, y, P2_PAGES), 0);
+	t_unmap(y, P2_PAGES);
+	t_unmap(x, P2_PAGES);
+	t_unmap(trig, 1);
+	REQUIRE_OK(hetmm_pagemap_get_info(pg, &info));
+	CHECK_EQ(t_settled_free(pg, info.nr_pages), info.nr_pages);
+	CHECK_EQ(t_stats(ctx).device_resident, 0);
+	CHECK_OK(hetmm_emu_destroy(emu));
+}
+
+/* ------------------------------------------------------------------------
  * Part 5: mremap of pages a migration to a device holds, before it moved
  * them out of the process (claimed) or after (copied), with and without
  * MREMAP_DONTUNMAP.  Every byte must be at the new address, on the
@@ -1092,6 +1160,7 @@ int main(void)
 		part6();
 		part8();
 		part9();
+		part10();
 		CHECK_OK(hetmm_ctx_destroy(ctx));
 	}
 	part7();
