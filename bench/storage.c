@@ -22,8 +22,11 @@
  * read; a random 4 KiB fault <= 1.2 x (one io_uring read + the bare round
  * trip); under a resident bound, a sequential scan faster than mmap under
  * the same cgroup limit, and random touches (after a scan has filled the
- * bound) no slower.  Figures are medians of reps runs.  The file is made
- * in $TMPDIR or /tmp and removed after.
+ * bound) no slower.  Figures are medians of reps runs.  For the random
+ * 4 KiB row each touch, read and round trip is timed too, and their
+ * medians are printed besides: a mean is the disk's tail as much as
+ * anything, and a disk shared with other work moves it between runs.
+ * The file is made in $TMPDIR or /tmp and removed after.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -65,6 +68,8 @@ struct storage_row {
 	double first_touch;                     /* GB/s */
 	double uring_4k_us, uffd_rt_us;         /* per read, per fault */
 	double hetmm_rand_us, mmap_rand_cold_us, mmap_rand_warm_us;
+	/* Medians of every touch, read or round trip of the reps. */
+	double uring_4k_med_us, uffd_rt_med_us, hetmm_rand_med_us;
 	double hetmm_bound[MAX_BOUNDS];         /* GB/s, scan */
 	double hetmm_bound_reads[MAX_BOUNDS];   /* pages read / pages */
 	double mmap_cgroup[MAX_BOUNDS];         /* GB/s, NAN if none */
@@ -73,6 +78,34 @@ struct storage_row {
 };
 
 static char path[PATH_MAX];
+
+/*
+ * Each timed operation of the random row, in us, over the reps (the
+ * first POOL_REPS of them): one pool for hetmm's touches, the io_uring
+ * reads and the bare round trips.  rec, when set, is the pool the
+ * running measurement records into.
+ */
+#define POOL_REPS 8
+struct lat_pool {
+	double v[POOL_REPS * RAND_N];
+	int n;
+};
+static struct lat_pool pool_hetmm, pool_uring, pool_uffd;
+static struct lat_pool *rec;
+
+static void rec_add(uint64_t ns)
+{
+	if (rec && rec->n < POOL_REPS * RAND_N)
+		rec->v[rec->n++] = (double)ns / 1e3;
+}
+
+/* The pool's median, and the pool emptied. */
+static double pool_median(struct lat_pool *p)
+{
+	double m = median(p->v, p->n);
+	p->n = 0;
+	return m;
+}
 static const char *cgroup_why = "not tried";
 
 static int make_file(size_t size)
@@ -175,6 +208,7 @@ static double uring_rand(size_t size)
 	bool ok = true;
 	for (int i = 0; i < RAND_N && ok; i++) {
 		size_t pg = rng_next(&seed) % (size / PAGE);
+		uint64_t t = now_ns();
 		struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
 		io_uring_prep_read(sqe, fd, buf, (unsigned)PAGE, pg * PAGE);
 		io_uring_submit(&ring);
@@ -184,6 +218,7 @@ static double uring_rand(size_t size)
 		if (!ok)
 			break;
 		io_uring_cqe_seen(&ring, cqe);
+		rec_add(now_ns() - t);
 	}
 	double us = (double)(now_ns() - t0) / 1e3 / RAND_N;
 	io_uring_queue_exit(&ring);
@@ -251,8 +286,11 @@ static double uffd_round_trip(void)
 	    pthread_create(&th, NULL, rt_handler, &r) == 0) {
 		populate(r.src, PAGE, 3);
 		uint64_t t0 = now_ns();
-		for (size_t i = 0; i < RAND_N; i++)
+		for (size_t i = 0; i < RAND_N; i++) {
+			uint64_t t = now_ns();
 			g_sink += (uint8_t)p[i * PAGE];
+			rec_add(now_ns() - t);
+		}
 		us = (double)(now_ns() - t0) / 1e3 / RAND_N;
 		r.stop = 1;
 		pthread_join(th, NULL);
@@ -284,7 +322,13 @@ static double touch(const char *p, size_t size, int random)
 	uint64_t t0 = now_ns();
 	for (size_t i = 0; i < n; i++) {
 		size_t pg = random ? rng_next(&seed) % (size / PAGE) : i;
-		sum += (uint8_t)p[pg * PAGE];
+		if (random && rec) {
+			uint64_t t = now_ns();
+			sum += (uint8_t)p[pg * PAGE];
+			rec_add(now_ns() - t);
+		} else {
+			sum += (uint8_t)p[pg * PAGE];
+		}
 	}
 	double ns = (double)(now_ns() - t0);
 	g_sink += sum;
@@ -516,19 +560,29 @@ static double m_hetmm_seq(void *a)
 static double m_hetmm_rand(void *a)
 {
 	struct m_arg *m = a;
-	return hetmm_touch(m->ctx, m->size, m->bound ? SEQ_THEN_RAND : RAND,
-			   m->bound, NULL) / 1e3 / RAND_N;
+	rec = m->bound ? NULL : &pool_hetmm;
+	double us = hetmm_touch(m->ctx, m->size,
+				m->bound ? SEQ_THEN_RAND : RAND, m->bound,
+				NULL) / 1e3 / RAND_N;
+	rec = NULL;
+	return us;
 }
 
 static double m_uring_rand(void *a)
 {
-	return uring_rand(((struct m_arg *)a)->size);
+	rec = &pool_uring;
+	double us = uring_rand(((struct m_arg *)a)->size);
+	rec = NULL;
+	return us;
 }
 
 static double m_uffd(void *a)
 {
 	(void)a;
-	return uffd_round_trip();
+	rec = &pool_uffd;
+	double us = uffd_round_trip();
+	rec = NULL;
+	return us;
 }
 
 /* The bound on the file's pages plus room for the process itself (a
@@ -558,8 +612,11 @@ static void measure_size(struct hetmm_ctx *ctx, size_t size, int reps,
 	r->first_touch = med_of(reps, m_first_touch, &m);
 	r->mmap_rand_cold_us = med_of(reps, m_mmap_rand, &m);
 	r->hetmm_rand_us = med_of(reps, m_hetmm_rand, &m);
+	r->hetmm_rand_med_us = pool_median(&pool_hetmm);
 	r->uring_4k_us = med_of(reps, m_uring_rand, &m);
+	r->uring_4k_med_us = pool_median(&pool_uring);
 	r->uffd_rt_us = med_of(reps, m_uffd, &m);
+	r->uffd_rt_med_us = pool_median(&pool_uffd);
 	m.mode = 1;
 	r->uring_warm = med_of(reps, m_uring, &m);
 	r->mmap_seq_warm = med_of(reps, m_mmap_seq, &m);
@@ -600,6 +657,10 @@ static void print_row(const struct storage_row *r)
 	       "(target <= 1.2: %s)\n", r->hetmm_rand_us,
 	       r->hetmm_rand_us / rand_base,
 	       r->hetmm_rand_us <= 1.2 * rand_base ? "met" : "NOT met");
+	printf("    medians of each       hetmm %.1f us = %.2f x (read %.1f + "
+	       "round trip %.1f)\n", r->hetmm_rand_med_us,
+	       r->hetmm_rand_med_us / (r->uring_4k_med_us + r->uffd_rt_med_us),
+	       r->uring_4k_med_us, r->uffd_rt_med_us);
 	printf("  scan under a bound      bound  hetmm GB/s  (reads)  mmap in "
 	       "cgroup GB/s  ratio (target > 1)\n");
 	for (int b = 0; b < MAX_BOUNDS; b++)
@@ -634,6 +695,10 @@ static void print_json(const struct storage_row *rows, int n)
 		json_field(stdout, "uring_4k_us", r->uring_4k_us, 2);
 		json_field(stdout, "uffd_round_trip_us", r->uffd_rt_us, 2);
 		json_field(stdout, "hetmm_rand_us", r->hetmm_rand_us, 2);
+		json_field(stdout, "uring_4k_med_us", r->uring_4k_med_us, 2);
+		json_field(stdout, "uffd_round_trip_med_us", r->uffd_rt_med_us,
+			   2);
+		json_field(stdout, "hetmm_rand_med_us", r->hetmm_rand_med_us, 2);
 		json_field(stdout, "mmap_rand_cold_us", r->mmap_rand_cold_us, 2);
 		json_field(stdout, "mmap_rand_warm_us", r->mmap_rand_warm_us, 3);
 		printf(", \"bounds\": [");
