@@ -383,13 +383,15 @@ static int hetmm_pass(struct hetmm_pagemap *pg, size_t len, int byte,
 	if (!buf)
 		return -ENOMEM;
 	populate(buf, len, byte);
-	/* Advised after it is populated: the pages go to the device as base
-	 * pages, as before, and may come back as THPs (THP "madvise" mode
-	 * gives those only to a mapping that asks). */
-	(void)madvise(buf, len, MADV_HUGEPAGE);
 	uint64_t t0 = now_ns();
 	int rc = hetmm_migrate_to_device(pg, buf, len, NULL);
 	uint64_t t1 = now_ns();
+	/* Advised once its pages are on the device (as base pages, as
+	 * before; and khugepaged can't collapse them meanwhile): they may
+	 * come back as THPs, which THP "madvise" mode gives only to a
+	 * mapping that asks. */
+	(void)madvise(buf, len, MADV_HUGEPAGE);
+	t1 = now_ns();
 	for (size_t o = 0; o < len && !rc; o += PAGE)
 		(void)*(volatile char *)(buf + o);
 	uint64_t t2 = now_ns();
