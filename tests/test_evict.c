@@ -114,16 +114,42 @@ struct thrash {
 	uint64_t seed;
 };
 
+/*
+ * One run of 32 pages to the device: moved (0), or the device full
+ * (-ENOMEM).  The other thread's eviction may still hold pages of ours
+ * it brought home: their PTEs are in, so our reads went on, but its
+ * claims go only once it publishes them.  Such a run is skipped whole
+ * (-ENOENT, every page HETMM_MIGRATE_SKIP_BUSY, as the kernel's
+ * migrate_vma skips pages another migration has locked); the hold must
+ * end, so the run is asked again, for at most 10 s.
+ */
+static void thrash_run(struct thrash *t, size_t a)
+{
+	uint8_t st[32];
+	struct hetmm_migrate_report rep = { 0, 0, st };
+	int rc, tries;
+	for (tries = 0; tries < 10000; tries++) {
+		rc = hetmm_migrate_to_device(t->pg, t->buf + a * PS, 32 * PS,
+					     &rep);
+		if (rc != -ENOENT)
+			break;
+		for (size_t i = 0; i < 32; i++)
+			CHECK_EQ(st[i], HETMM_MIGRATE_SKIP_BUSY);
+		usleep(1000);
+	}
+	if (tries)
+		fprintf(stderr, "  run at page %zu held, asked %d times\n", a,
+			tries + 1);
+	CHECK(rc == 0 || rc == -ENOMEM);
+}
+
 static void *thrasher(void *arg)
 {
 	struct thrash *t = arg;
 
 	for (int round = 0; round < 20; round++) {
-		for (size_t a = 0; a < DATA_PAGES; a += 32) {
-			int rc = hetmm_migrate_to_device(t->pg, t->buf + a * PS,
-							 32 * PS, NULL);
-			CHECK(rc == 0 || rc == -ENOMEM);
-		}
+		for (size_t a = 0; a < DATA_PAGES; a += 32)
+			thrash_run(t, a);
 		t_verify(t->buf, DATA_PAGES, t->seed);
 	}
 	return NULL;
