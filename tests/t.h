@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -386,6 +387,46 @@ static inline int t_thp_at(const void *addr)
 	int rc = t_kpageflags_at(addr, &flags);
 
 	return rc <= 0 ? rc : (int)(flags >> 22 & 1);
+}
+
+/* The smaps field (with its colon, "Rss:") of the mapping holding p,
+ * in kB; -1 if not found. */
+static inline long t_smaps_kb(const void *p, const char *field)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	char line[256];
+	long kb = -1;
+	bool in = false;
+	size_t n = strlen(field);
+	REQUIRE(f != NULL);
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long a, b;
+		char c;
+		if (sscanf(line, "%lx-%lx %c", &a, &b, &c) == 3) {
+			in = (uintptr_t)p >= a && (uintptr_t)p < b;
+			continue;
+		}
+		if (in && !strncmp(line, field, n) &&
+		    sscanf(line + n, "%ld", &kb) == 1)
+			break;
+	}
+	fclose(f);
+	return kb;
+}
+
+/* AnonHugePages of the mapping holding p, in kB; -1 if not found. */
+static inline long t_anon_huge_kb(const void *p)
+{
+	return t_smaps_kb(p, "AnonHugePages:");
+}
+
+/* The first npages of the file fd hold t_fill's pattern for seed. */
+static inline void t_write_pattern(int fd, size_t npages, uint64_t seed)
+{
+	char *buf = t_map(npages);
+	t_fill(buf, npages, seed);
+	REQUIRE(pwrite(fd, buf, npages * PS, 0) == (ssize_t)(npages * PS));
+	t_unmap(buf, npages);
 }
 
 /*

@@ -22,13 +22,10 @@ static struct hetmm_ctx *ctx;
 static void make_file(const char *name, size_t n, uint64_t seed)
 {
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	char *buf = t_map(n);
-	t_fill(buf, n, seed);
 	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
 	REQUIRE(fd >= 0);
-	REQUIRE(pwrite(fd, buf, n * PS, 0) == (ssize_t)(n * PS));
+	t_write_pattern(fd, n, seed);
 	close(fd);
-	t_unmap(buf, n);
 }
 
 /* The file's pages [first, first + n), read with plain read(). */

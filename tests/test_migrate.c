@@ -241,14 +241,10 @@ static int make_file(size_t npages, uint64_t seed)
 {
 	char path[] = "/tmp/hetmm-test-XXXXXX";
 	int fd = mkstemp(path);
-	char *tmp = malloc(npages * PS);
 
 	REQUIRE(fd >= 0);
-	REQUIRE(tmp != NULL);
 	unlink(path);
-	t_fill(tmp, npages, seed);
-	REQUIRE(pwrite(fd, tmp, npages * PS, 0) == (ssize_t)(npages * PS));
-	free(tmp);
+	t_write_pattern(fd, npages, seed);
 	return fd;
 }
 

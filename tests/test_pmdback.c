@@ -29,28 +29,6 @@ static char path[160];
 static struct hetmm_ctx *ctx;
 static bool pmds;                    /* whole PMDs are expected */
 
-/* AnonHugePages of the mapping holding p, in kB; -1 if not found. */
-static long anon_huge_kb(const void *p)
-{
-	FILE *f = fopen("/proc/self/smaps", "r");
-	char line[256];
-	long kb = -1;
-	bool in = false;
-	REQUIRE(f != NULL);
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long a, b;
-		char c;
-		if (sscanf(line, "%lx-%lx %c", &a, &b, &c) == 3) {
-			in = (uintptr_t)p >= a && (uintptr_t)p < b;
-			continue;
-		}
-		if (in && sscanf(line, "AnonHugePages: %ld", &kb) == 1)
-			break;
-	}
-	fclose(f);
-	return kb;
-}
-
 /* A sequential scan's window reaches a PMD after its first few faults
  * (1, 8, 64, 512 pages ...): here all but the first three PMDs of n
  * pages come back whole, or none where they can't.  How soon the window
@@ -59,7 +37,7 @@ static long anon_huge_kb(const void *p)
  * 13.  At least half is asked (none came whole before pmdback.c). */
 static void check_pmds(const char *what, const void *p, size_t n)
 {
-	long kb = anon_huge_kb(p);
+	long kb = t_anon_huge_kb(p);
 	long want = (long)((n / NPMD / 2) * NPMD * PS / 1024);
 	fprintf(stderr, "  %s: AnonHugePages %ld kB of %zu\n", what, kb,
 		n * PS / 1024);
@@ -70,13 +48,10 @@ static void check_pmds(const char *what, const void *p, size_t n)
 static void make_file(const char *name, size_t n, uint64_t seed)
 {
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	char *buf = t_map(n);
-	t_fill(buf, n, seed);
 	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
 	REQUIRE(fd >= 0);
-	REQUIRE(pwrite(fd, buf, n * PS, 0) == (ssize_t)(n * PS));
+	t_write_pattern(fd, n, seed);
 	close(fd);
-	t_unmap(buf, n);
 }
 
 /* The file's pages [0, n) hold seed's pattern (plain pread). */
@@ -220,7 +195,7 @@ static void file_nohuge(void)
 	struct hetmm_file *f = attach(ctx, NP, 0, &p);
 	REQUIRE(madvise(p, NP * PS, MADV_NOHUGEPAGE) == 0);
 	CHECK_EQ(t_verify(p, NP, 41), 0);
-	CHECK_EQ(anon_huge_kb(p), 0);
+	CHECK_EQ(t_anon_huge_kb(p), 0);
 	CHECK_OK(hetmm_file_destroy(f));
 }
 

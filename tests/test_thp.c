@@ -40,37 +40,6 @@ static struct hetmm_kernel_info ki;
 static size_t pmd;
 static size_t npmd;          /* pages in a PMD */
 
-/* The smaps field (with its colon) of the mapping holding p, in kB; -1
- * if not found. */
-static long smaps_kb(const void *p, const char *field)
-{
-	FILE *f = fopen("/proc/self/smaps", "r");
-	char line[256];
-	long kb = -1;
-	bool in = false;
-	REQUIRE(f != NULL);
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long a, b;
-		char c;
-		if (sscanf(line, "%lx-%lx %c", &a, &b, &c) == 3) {
-			in = (uintptr_t)p >= a && (uintptr_t)p < b;
-			continue;
-		}
-		size_t n = strlen(field);
-		if (in && !strncmp(line, field, n) &&
-		    sscanf(line + n, "%ld", &kb) == 1)
-			break;
-	}
-	fclose(f);
-	return kb;
-}
-
-/* AnonHugePages of the mapping holding p, in kB; -1 if not found. */
-static long anon_huge_kb(const void *p)
-{
-	return smaps_kb(p, "AnonHugePages:");
-}
-
 /* A PMD-aligned PMD of private anonymous memory, in a mapping of its
  * own (two PMDs mapped, the rest unmapped). */
 static char *map_pmd(void)
@@ -91,9 +60,9 @@ static char *thp_filled(uint64_t seed)
 	char *a = map_pmd();
 	REQUIRE_OK(madvise(a, pmd, MADV_HUGEPAGE) ? -errno : 0);
 	t_fill(a, npmd, seed);
-	if (anon_huge_kb(a) != (long)(pmd >> 10))
+	if (t_anon_huge_kb(a) != (long)(pmd >> 10))
 		REQUIRE_OK(madvise(a, pmd, MADV_COLLAPSE) ? -errno : 0);
-	REQUIRE(anon_huge_kb(a) == (long)(pmd >> 10));
+	REQUIRE(t_anon_huge_kb(a) == (long)(pmd >> 10));
 	return a;
 }
 
@@ -162,14 +131,14 @@ static void round_trip(uint32_t emu_flags, const char *how)
 
 	char *a = thp_filled(11);
 	CHECK_OK(hetmm_migrate_to_device(pg, a, pmd, NULL));
-	CHECK_EQ(anon_huge_kb(a), 0);
+	CHECK_EQ(t_anon_huge_kb(a), 0);
 	check_snapshot(m, a, DEV_HUGE);
 	check_device_bytes(m, a, 11);
 
 	/* One byte faults the whole huge page back, as a THP. */
 	volatile char c = a[pmd / 2 + 5];
 	(void)c;
-	CHECK_EQ(anon_huge_kb(a), (long)(pmd >> 10));
+	CHECK_EQ(t_anon_huge_kb(a), (long)(pmd >> 10));
 	CHECK_EQ(t_verify(a, npmd, 11), 0);
 	check_snapshot(m, a, HETMM_PROT_WRITE | HETMM_PROT_PMD);
 
@@ -177,7 +146,7 @@ static void round_trip(uint32_t emu_flags, const char *how)
 	CHECK_OK(hetmm_migrate_to_device(pg, a, pmd, NULL));
 	check_snapshot(m, a, DEV_HUGE);
 	CHECK_OK(hetmm_migrate_to_system(ctx, a, pmd, NULL));
-	CHECK_EQ(anon_huge_kb(a), (long)(pmd >> 10));
+	CHECK_EQ(t_anon_huge_kb(a), (long)(pmd >> 10));
 	CHECK_EQ(t_verify(a, npmd, 11), 0);
 
 	munmap(a, pmd);
@@ -200,7 +169,7 @@ static void coherent(void)
 			     HETMM_PROT_PMD);
 	CHECK_EQ(t_verify(a, npmd, 16), 0);
 	CHECK_OK(hetmm_migrate_to_system(ctx, a, pmd, NULL));
-	CHECK_EQ(anon_huge_kb(a), (long)(pmd >> 10));
+	CHECK_EQ(t_anon_huge_kb(a), (long)(pmd >> 10));
 	CHECK_EQ(t_verify(a, npmd, 16), 0);
 	munmap(a, pmd);
 	device_down(emu, m);
@@ -218,7 +187,7 @@ static void base_pages(void)
 	char *a = map_pmd();
 	REQUIRE_OK(madvise(a, pmd, MADV_NOHUGEPAGE) ? -errno : 0);
 	t_fill(a, npmd, 12);
-	CHECK_EQ(anon_huge_kb(a), 0);
+	CHECK_EQ(t_anon_huge_kb(a), 0);
 	CHECK_OK(hetmm_migrate_to_device(pg, a, pmd, NULL));
 	check_snapshot(m, a, DEV_BASE);
 	CHECK_EQ(t_verify(a, npmd, 12), 0);
@@ -380,11 +349,11 @@ static void taken(void)
 			CHECK_EQ(events, 0);
 		else
 			CHECK(events >= 1);
-		CHECK_EQ(smaps_kb(a, "Rss:"), 0);
+		CHECK_EQ(t_smaps_kb(a, "Rss:"), 0);
 		check_snapshot(m, a, DEV_HUGE);
 		check_device_bytes(m, a, seed);
 		CHECK_EQ(t_verify(a, npmd, seed), 0);
-		CHECK_EQ(anon_huge_kb(a), (long)(pmd >> 10));
+		CHECK_EQ(t_anon_huge_kb(a), (long)(pmd >> 10));
 		munmap(a, pmd);
 	}
 	device_down(emu, m);
@@ -420,7 +389,7 @@ static void shared_with_child(void)
 	}
 	close(go[0]);
 	CHECK(migrate_counting(pg, a) >= 1);
-	CHECK_EQ(smaps_kb(a, "Rss:"), 0);
+	CHECK_EQ(t_smaps_kb(a, "Rss:"), 0);
 	check_device_bytes(m, a, 31);
 	REQUIRE(write(go[1], "g", 1) == 1);
 	close(go[1]);
