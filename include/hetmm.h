@@ -1069,9 +1069,12 @@ int hetmm_notifier_read_retry(const struct hetmm_notifier *n, uint64_t seq);
  * the notifiers after.  A driver that uses entries of its own page table
  * without a range fault (which does this itself) calls it first where a
  * late invalidation would matter: entries naming device frames, which a
- * late munmap frees.  Not from a pagemap op or a notifier callback: on
- * the handler thread it returns -EDEADLK, on a migrating thread it would
- * wait for the migration it is part of.  -ECHILD in a fork child.
+ * late munmap frees, and any entry whose presence the device reports
+ * (an entry kept past a munmap makes a new mapping there look mirrored
+ * already, where the kernel's device would fault it).  Not from a
+ * pagemap op or a notifier callback: on the handler thread it returns
+ * -EDEADLK, on a migrating thread it would wait for the migration it is
+ * part of.  -ECHILD in a fork child.
  */
 int hetmm_ctx_sync(struct hetmm_ctx *ctx);
 

@@ -212,6 +212,68 @@ static void invalidations(void)
 	t_unmap(p, N);
 }
 
+#ifdef HETMM_TEST_HOOKS
+#include "testhook.h"
+
+/*
+ * The kernel's anon_read_multiple: a buffer mapped, read by the mirror,
+ * unmapped, a round at a time, one fault a round.  munmap returns once
+ * the handler has read its UNMAP, not handled it; the hook holds the
+ * handler there (until the test lets go, 500 ms at most) while the next
+ * round maps the same address and the mirror reads it.  The read must
+ * wait for the invalidation, as it would have run inside munmap in the
+ * kernel, and then fault: the old round's entries must not make the new
+ * mapping look mirrored.
+ */
+static _Atomic uintptr_t held_unmap_at;
+static atomic_bool unmap_let_go, unmap_handled;
+
+static void hold_unmap(enum test_hook_point point, uintptr_t addr,
+		       size_t len)
+{
+	(void)len;
+	if (point != TEST_HOOK_EVENT_UNMAP ||
+	    addr != atomic_load(&held_unmap_at))
+		return;
+	double end = t_now() + 0.5;
+	while (!atomic_load(&unmap_let_go) && t_now() < end)
+		usleep(1000);
+	atomic_store(&unmap_handled, true);
+}
+
+static void read_after_munmap(void)
+{
+	enum { N = 8 };
+	char *p = t_map(N), *out = t_alloc_pages(N);
+	uint64_t faults;
+
+	t_fill(p, N, 30);
+	CHECK_OK(hetmm_mirror_read(m0, p, out, N, &faults));
+	CHECK_EQ(faults, 1);
+
+	atomic_store(&held_unmap_at, (uintptr_t)p);
+	atomic_store(&unmap_let_go, false);
+	atomic_store(&unmap_handled, false);
+	__atomic_store_n(&test_hook, hold_unmap, __ATOMIC_RELEASE);
+	t_unmap(p, N);
+	REQUIRE(mmap(p, N * PS, PROT_READ | PROT_WRITE,
+		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+		     -1, 0) == p);
+	t_fill(p, N, 31);
+	faults = 99;
+	CHECK_OK(hetmm_mirror_read(m0, p, out, N, &faults));
+	CHECK(atomic_load(&unmap_handled));   /* before the read returned */
+	atomic_store(&unmap_let_go, true);
+	CHECK_OK(hetmm_ctx_sync(ctx));
+	__atomic_store_n(&test_hook, NULL, __ATOMIC_RELEASE);
+	CHECK_EQ(faults, 1);
+	CHECK_EQ(t_verify(out, N, 31), 0);
+
+	free(out);
+	t_unmap(p, N);
+}
+#endif
+
 /* Device pages: used in place on their own device, brought back for
  * another. */
 static void device_pages(void)
@@ -648,6 +710,9 @@ int main(void)
 	write_then_cpu_reads();
 	no_access();
 	invalidations();
+#ifdef HETMM_TEST_HOOKS
+	read_after_munmap();
+#endif
 	device_pages();
 	other_context();
 	snapshot();

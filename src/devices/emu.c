@@ -954,6 +954,20 @@ static int mirror_access(struct hetmm_mirror *m, uintptr_t addr, char *buf,
 			synced = true;   /* the range fault caught up */
 			continue;
 		}
+		/* A munmap, madvise or mremap that returned before this
+		 * call may not have reached our notifier yet: its entries
+		 * would stand for pages gone (the kernel's notifiers run
+		 * before such a call returns).  A new mapping at the address
+		 * would then read as mirrored, not fault, and a frame that
+		 * is no longer the page's would be used.  Once per call. */
+		if (!synced) {
+			pthread_mutex_unlock(&m->lock);
+			rc = hetmm_ctx_sync(m->emu->ctx);
+			if (rc)
+				break;
+			synced = true;
+			continue;
+		}
 		if (!(e & ENT_DEVICE)) {
 			size_t n = system_run(m, vpn + i,
 					      MIN(npages - i, (uint64_t)EMU_CHUNK),
@@ -968,17 +982,6 @@ static int mirror_access(struct hetmm_mirror *m, uintptr_t addr, char *buf,
 			/* The CPU side changed under the entry: refault. */
 			mirror_drop(m, vpn + i);
 			retries++;
-			continue;
-		}
-		/* A device entry: a munmap or madvise that returned before
-		 * this call may not have reached our notifier yet, and with
-		 * it gone the frame isn't the page's.  Once per call. */
-		if (!synced) {
-			pthread_mutex_unlock(&m->lock);
-			rc = hetmm_ctx_sync(m->emu->ctx);
-			if (rc)
-				break;
-			synced = true;
 			continue;
 		}
 		if (write && (e & ENT_EXCL) && excl_ok != vpn + i) {
