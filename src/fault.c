@@ -958,6 +958,7 @@ static bool event_pending_at(const struct hetmm_ctx *ctx, uintptr_t addr)
  * read, the thread faults again and asks anew. */
 static void sync_answer(struct hetmm_ctx *ctx, uintptr_t addr)
 {
+	handler_sync_answering(ctx);
 	if (uffd_writeprotect(ctx->uffd.fd, addr, PAGE_SIZE, FILL_ONCE))
 		uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
 	else
@@ -966,15 +967,18 @@ static void sync_answer(struct hetmm_ctx *ctx, uintptr_t addr)
 
 /* A claim of a migration to a device: a bare one, or its page's device
  * entry before the commit (the frame is not allocated yet). */
-static bool claimed_to_device(uint64_t e)
+static bool claimed_to_device(uint64_t e, uintptr_t addr)
 {
 	uint64_t idx;
 	struct hetmm_pagemap *pgmap;
 	if (!shadow_on_device(e))
 		return true;
 	pgmap = pfn_pagemap(shadow_pfn(e), &idx);
-	return pgmap && !(atomic_load(&pagemap_page(pgmap, idx)->owner) &
-			  HETMM_PAGE_ALLOCATED);
+	if (!pgmap)
+		return false;
+	TEST_HOOK(TEST_HOOK_FAULT_CLAIMED_FRAME, addr, PAGE_SIZE);
+	return !(atomic_load(&pagemap_page(pgmap, idx)->owner) &
+		 HETMM_PAGE_ALLOCATED);
 }
 
 static void handle_pagefault(struct hetmm_ctx *ctx, const struct uffd_msg *m)
@@ -1022,7 +1026,7 @@ static void handle_pagefault(struct hetmm_ctx *ctx, const struct uffd_msg *m)
 		/* A migrating thread, or a driver's thread copying for
 		 * one, reading a page the process zapped under it: the
 		 * kernel would have read zeroes. */
-		if (claimed_to_device(e) &&
+		if (claimed_to_device(e, addr) &&
 		    (is_migrator(ctx, (pid_t)m->arg.pagefault.feat.ptid) ||
 		     migrators_copying(ctx, addr, addr + PAGE_SIZE)))
 			if (uffd_fill(ctx->uffd.fd, FILL_ZERO, addr, 0,

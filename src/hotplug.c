@@ -305,13 +305,22 @@ int hotplug_remove(struct hetmm_pagemap *pgmap)
 		peer_set(p, pgmap->section, false);
 	pthread_mutex_unlock(&ctx->lock);
 
+	/* Its frame numbers name nothing from now on.  The handler may
+	 * still be looking at it through one it read before, in a shadow
+	 * entry someone else held (a fault on a page this removal was
+	 * bringing back: claimed_to_device, frame_prefetch): a sync waits
+	 * until it is done with the message it is on, and every later look
+	 * finds no pagemap. */
+	pagemap_section_free(pgmap);
+	if (!fault_on_handler(ctx))
+		handler_sync(ctx);
+
 	/* The memory is the driver's again, registered nowhere. */
 	if (pgmap->flags & HETMM_PAGEMAP_REMAP) {
 		pagemap_unregister_remap(ctx, pgmap);
 		entry_disown(ctx, &pgmap->own);
 	}
 	copyq_destroy(ctx, pgmap);
-	pagemap_section_free(pgmap);
 	altmap_release(ctx, pgmap);
 	pagemap_destroy(pgmap);
 	return 0;

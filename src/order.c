@@ -118,7 +118,15 @@ static void sync_through(struct hetmm_ctx *ctx, struct migrator *m)
 {
 	char *page = ctx->order.sync_pages + (m - ctx->order.migrators) * PAGE_SIZE;
 	*(volatile char *)page = 1;
+	(void)atomic_load_explicit(&ctx->order.syncs_answered,
+				   memory_order_acquire);
 	uffd_writeprotect(ctx->uffd.fd, (uintptr_t)page, PAGE_SIZE, WP_ON);
+}
+
+void handler_sync_answering(struct hetmm_ctx *ctx)
+{
+	atomic_fetch_add_explicit(&ctx->order.syncs_answered, 1,
+				  memory_order_release);
 }
 
 void handler_sync(struct hetmm_ctx *ctx)

@@ -55,6 +55,9 @@ struct handler_order {
 	 * where the kernel cannot move pages. */
 	char *sink;
 	struct own_range sink_own;
+	/* Bumped by the handler as it answers a sync: see
+	 * handler_sync_answering(). */
+	_Atomic uint64_t syncs_answered;
 };
 
 /* Map and protect the sync pages, map the sink (ctx's userfaultfds are
@@ -88,6 +91,15 @@ size_t migrator_take(struct hetmm_ctx *ctx, struct migrator *m,
  * once could meet the late UNMAP meant for the old mapping.
  */
 void handler_sync(struct hetmm_ctx *ctx);
+/*
+ * The handler is about to answer a sync.  The kernel's wake orders what
+ * it did before with the synced thread's return, but not where the C
+ * memory model, and so a race detector, can see: this release, and the
+ * synced thread's acquire, make it a happens-before.  Whoever frees what
+ * the handler may have looked at until then (a pagemap hot-remove
+ * unpublished, say) relies on it.
+ */
+void handler_sync_answering(struct hetmm_ctx *ctx);
 /* A fault on a sync page: handler_sync's, not the process's. */
 bool is_sync_page(const struct hetmm_ctx *ctx, uintptr_t addr);
 /* Is [start, end) inside a range a migrator remaps on its own account:

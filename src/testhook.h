@@ -65,6 +65,11 @@ enum test_hook_point {
 	/* The handler has a lone page the CPU faulted on, copied back from
 	 * its device for [addr, addr + len), and installs it next. */
 	TEST_HOOK_FAULT_LONE,
+	/* The handler has a fault at [addr, addr + len) on a device page
+	 * another thread holds claimed, has looked up the frame's pagemap
+	 * (nothing it holds keeps that alive) and reads the frame's
+	 * metadata next. */
+	TEST_HOOK_FAULT_CLAIMED_FRAME,
 };
 
 #ifdef HETMM_TEST_HOOKS

@@ -279,6 +279,81 @@ static void test_remove_after_munmap(void)
 	CHECK_EQ(st.discarded_pages, before.discarded_pages + 64);
 	td_free(&d);
 }
+
+/*
+ * Removal while the handler looks at one of the pagemap's frames: a
+ * thread touches a page the removal holds claimed on its way back, and
+ * the handler, serving that fault, looks the claim's frame up (no claim
+ * of its own keeps the pagemap alive) and reads its metadata.  The hooks
+ * stop the removal once it has claimed the page until the handler is
+ * there, and hold the handler between the look-up and the read (500 ms
+ * at most).  The removal must not free the pagemap meanwhile: it has to
+ * wait for the handler to be done with that fault, as the kernel's
+ * memunmap_pages waits for its references.  (Freed, the read is a use
+ * after free: ASan's report, TSan's race.)
+ */
+static pthread_t remover;
+static _Atomic(char *) touched;
+static atomic_bool touch_now, handler_there, removed, handler_done;
+static atomic_bool freed_under_handler;
+
+static void claimed_frame(enum test_hook_point point, uintptr_t addr,
+			  size_t len)
+{
+	uintptr_t at = (uintptr_t)atomic_load(&touched);
+	if (point == TEST_HOOK_BACK_CLAIMED && at >= addr &&
+	    at < addr + len && pthread_equal(pthread_self(), remover) &&
+	    !atomic_exchange(&touch_now, true)) {
+		for (double end = t_now() + 10.0;
+		     !atomic_load(&handler_there) && t_now() < end;)
+			usleep(1000);
+	} else if (point == TEST_HOOK_FAULT_CLAIMED_FRAME && addr == at &&
+		   !atomic_exchange(&handler_there, true)) {
+		for (double end = t_now() + 0.5;
+		     !atomic_load(&removed) && t_now() < end;)
+			usleep(1000);
+		atomic_store(&freed_under_handler, atomic_load(&removed));
+		atomic_store(&handler_done, true);
+	}
+}
+
+static void *toucher(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&touch_now))
+		usleep(100);
+	return (void *)(uintptr_t)t_verify(atomic_load(&touched), 1, SEED);
+}
+
+static void test_remove_under_handler(void)
+{
+	struct td d;
+	pthread_t th;
+	void *bad;
+	REQUIRE_OK(td_add(ctx, &d, 64, TD_COPY, HETMM_MEMORY_DEVICE_PRIVATE,
+			  0));
+	char *p = t_map(64);
+	t_fill(p, 64, SEED);
+	REQUIRE_OK(hetmm_migrate_to_device(d.pg, p, 64 * PS, NULL));
+	remover = pthread_self();
+	atomic_store(&touched, p);
+	REQUIRE(pthread_create(&th, NULL, toucher, NULL) == 0);
+	__atomic_store_n(&test_hook, claimed_frame, __ATOMIC_RELEASE);
+	CHECK_OK(hetmm_pagemap_remove(d.pg));
+	atomic_store(&removed, true);
+	pthread_join(th, &bad);
+	for (double end = t_now() + 10.0;
+	     !atomic_load(&handler_done) && t_now() < end;)
+		usleep(1000);
+	__atomic_store_n(&test_hook, NULL, __ATOMIC_RELEASE);
+	CHECK(atomic_load(&touch_now));
+	CHECK(atomic_load(&handler_done));
+	CHECK(!atomic_load(&freed_under_handler));
+	CHECK_EQ((uintptr_t)bad, 0);
+	CHECK_EQ(t_verify(p, 64, SEED), 0);
+	t_unmap(p, 64);
+	td_free(&d);
+}
 #endif
 
 int main(void)
@@ -290,6 +365,7 @@ int main(void)
 	test_fixed(HETMM_MEMORY_GENERIC);
 #ifdef HETMM_TEST_HOOKS
 	test_remove_after_munmap();
+	test_remove_under_handler();
 #endif
 	CHECK_OK(hetmm_ctx_destroy(ctx));
 	return t_done();
