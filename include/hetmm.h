@@ -1580,8 +1580,11 @@ int hetmm_file_attach(struct hetmm_ctx *ctx, const struct hetmm_file_desc *desc,
  *
  * Returns 0; -EIO if a page could not be written: it stays in memory,
  * dirty, every byte, and a later sync tries it again; fdatasync's errno
- * (-EIO, -ENOSPC); -EBUSY if pages stayed held (pinned) or kept being
- * claimed; -EINVAL for a device not attached or not live; -ECHILD.
+ * (-EIO, -ENOSPC); -EBUSY if pages stayed held (pinned), or claimed by
+ * other threads for 10 s on end (pages the attachment's own threads
+ * hold, its evictor writing them or a fault-around reading them in, are
+ * waited for: those holds end with their I/O); -EINVAL for a device not
+ * attached or not live; -ECHILD.
  */
 int hetmm_file_sync(struct hetmm_file *file);
 

@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sched.h>
+#include <stdatomic.h>
 
 #include "t.h"
 #include "tbus.h"
@@ -305,6 +306,68 @@ static void bad_input(void)
 	t_unmap(m, 8);
 }
 
+#ifdef HETMM_TEST_HOOKS
+#include "testhook.h"
+
+/*
+ * A sync while the evictor holds pages it is writing back: they are the
+ * attachment's own, and the hold ends with the write, so the sync waits
+ * for them instead of giving up with -EBUSY (a thousand yields were its
+ * only wait: make test's test_attach failed so in bound(), once).  The
+ * pages written first are the oldest, so the evictor's next run is of
+ * them, while the test reads others in; the hook holds it there, once
+ * it has claimed the run, until the sync returns (2 s at most).
+ */
+static pthread_t syncer;
+static _Atomic uintptr_t held_lo, held_hi;
+static atomic_bool evictor_held, sync_returned;
+
+static void hold_evictor(enum test_hook_point point, uintptr_t addr,
+			 size_t len)
+{
+	if (point != TEST_HOOK_TO_DEVICE_CLAIMED ||
+	    pthread_equal(pthread_self(), syncer) ||
+	    addr < atomic_load(&held_lo) ||
+	    addr + len > atomic_load(&held_hi) ||
+	    atomic_exchange(&evictor_held, true))
+		return;
+	for (double end = t_now() + 2.0;
+	     !atomic_load(&sync_returned) && t_now() < end;)
+		usleep(1000);
+}
+
+static void sync_while_evicting(void)
+{
+	enum { N = 512, H = N / 2 };
+	const uint64_t B = 64;
+	make_file("held", N, 14);
+	char *p;
+	struct hetmm_file *f = attach(N, B, 0, &p);
+	for (size_t pg = H; pg < N; pg++)
+		t_fill_from(p + pg * PS, 1, 15, pg);
+	CHECK(settle(f, B) <= B);
+
+	syncer = pthread_self();
+	atomic_store(&held_lo, (uintptr_t)p + H * PS);
+	atomic_store(&held_hi, (uintptr_t)p + N * PS);
+	__atomic_store_n(&test_hook, hold_evictor, __ATOMIC_RELEASE);
+	for (size_t pg = 0; pg < H; pg++)
+		CHECK_EQ(t_verify_from(p + pg * PS, 1, 14, pg), 0);
+	for (int i = 0; i < 10000 && !atomic_load(&evictor_held); i++)
+		usleep(1000);
+	CHECK(atomic_load(&evictor_held));
+	CHECK_OK(hetmm_file_sync(f));
+	atomic_store(&sync_returned, true);
+	__atomic_store_n(&test_hook, NULL, __ATOMIC_RELEASE);
+
+	char *file = read_file(0, N);
+	CHECK_EQ(t_verify(file, H, 14), 0);
+	CHECK_EQ(t_verify_from(file + H * PS, H, 15, H), 0);
+	t_unmap(file, N);
+	CHECK_OK(hetmm_file_destroy(f));
+}
+#endif
+
 static void cleanup(void)
 {
 	DIR *d = opendir(dir);
@@ -333,6 +396,9 @@ int main(int argc, char **argv)
 	RUN(write_sync);
 	RUN(fork_attached);
 	RUN(discard_unmap);
+#ifdef HETMM_TEST_HOOKS
+	RUN(sync_while_evicting);
+#endif
 	RUN(io_errors_uring);
 	RUN(io_errors_pread);
 	RUN(bad_input);

@@ -1003,6 +1003,16 @@ static int attach_start(struct hetmm_file *f, uint64_t max_resident)
 	return 0;
 }
 
+/*
+ * How long a sync waits out pages other threads hold claimed: this
+ * attachment's evictor writing them back, a fault-around window still
+ * reading them in.  Such holds end once the device's I/O does, which
+ * under load can be far longer than a thousand yields (the bound there
+ * was before: -EBUSY in test_attach's bound(), while the evictor wrote).
+ */
+#define SYNC_BUSY_WAIT_NS (10ULL * 1000000000ULL)
+#define SYNC_BUSY_YIELDS 100
+
 /* Every page of the range on the file: see hetmm_file_sync(). */
 static int attach_sync(struct hetmm_file *f)
 {
@@ -1011,7 +1021,8 @@ static int attach_sync(struct hetmm_file *f)
 	if (!status)
 		return -ENOMEM;
 	int rc = 0;
-	for (int tries = 0; tries < 1000; tries++) {
+	uint64_t t0 = now_ns();
+	for (unsigned tries = 0; now_ns() - t0 < SYNC_BUSY_WAIT_NS; tries++) {
 		memset(status, 0, f->nr_pages);
 		rc = attach_put_back(f, 0, f->nr_pages, status);
 		if (rc == -EINVAL) {
@@ -1036,7 +1047,10 @@ static int attach_sync(struct hetmm_file *f)
 		if (!again || error || held)
 			break;
 		rc = -EBUSY;
-		sched_yield();
+		if (tries < SYNC_BUSY_YIELDS)
+			sched_yield();
+		else
+			usleep(1000);
 	}
 	free(status);
 	/* What did reach the file is made durable either way. */
