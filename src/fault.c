@@ -676,15 +676,22 @@ static void fault_back(struct hetmm_ctx *ctx, uintptr_t addr, uint64_t e)
 	uint64_t vpn = addr_to_vpn(addr);
 	void *staging = ctx->fault->staging;
 	frame_prefetch(e);
+	bool down;
+	struct fault_stream *s;
 	if (ctx->fault->npending) {
-		/* Fault-around could reach a range an event changes. */
-		fault_back_run(ctx, vpn, 1, &staging, 0, false);
+		/* Fault-around could reach a range an event changes: the
+		 * page alone.  Its stream goes on past it, so that the next
+		 * fault of a scan gets the whole window again, where it
+		 * would start over at one page (under a resident bound
+		 * every eviction's zap raises such an event). */
+		s = fault_stream_of(ctx, addr, &down);
+		if (fault_back_run(ctx, vpn, 1, &staging, 0, false))
+			fault_around_done(ctx, s, vpn, vpn + 1);
 		return;
 	}
 	if (fault_back_huge(ctx, addr, e))
 		return;
-	bool down;
-	struct fault_stream *s = fault_stream_of(ctx, addr, &down);
+	s = fault_stream_of(ctx, addr, &down);
 	if (s->window == 1 && fault_back_dense(ctx, addr, s))
 		return;
 	uint64_t lo = vpn, hi = vpn;     /* [lo, hi) is back */
