@@ -882,10 +882,13 @@ static int chunk_to_device(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	size_t claimed = chunk_begin(ctx, pgmap, c);
 	if (!claimed)
 		return 0;
-	if (pagemap_is_placed(pgmap))
+	if (pagemap_is_placed(pgmap)) {
+		/* A THP goes whole (run_zap) to its blocks too. */
+		c->thp = chunk_is_thp(ctx, c, claimed);
 		chunk_take_frames(ctx, pgmap, c);
-	else
+	} else {
 		chunk_alloc_frames(ctx, pgmap, c, claimed);
+	}
 	if (!c->nframes)
 		return 0;
 	int rc = chunk_work(ctx, pgmap, c);
