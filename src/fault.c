@@ -506,31 +506,47 @@ static unsigned dense_region(struct hetmm_ctx *ctx, uint64_t vpn,
 	return best;
 }
 
-/* Bring back every device page of [lo, hi), run by run, waking no one;
- * true if vpn came back (or was back already). */
+/* Bring back every device page of [lo, hi), waking no one, the runs'
+ * copies in flight together (the region's pages need not follow one
+ * another: one copy after the other, a region of a random access's
+ * block took a read per run); true if vpn came back (or was back
+ * already). */
 static bool fault_back_region(struct hetmm_ctx *ctx, uint64_t lo,
 			      uint64_t hi, uint64_t vpn)
 {
 	void *staging = ctx->fault->staging;
-	bool ok = false;
 	for (uint64_t v = lo; v < hi;) {
-		uint64_t e = shadow_get(&ctx->shadow, v);
-		if (!shadow_claimable(e)) {
-			ok |= v == vpn && !shadow_is_busy(e);
+		if (!shadow_claimable(shadow_get(&ctx->shadow, v))) {
 			v++;
 			continue;
 		}
 		size_t got = fault_back_run(ctx, v, hi - v, &staging,
-					    BACK_NO_WAKE, false);
-		ok |= vpn >= v && vpn < v + got;
+					    BACK_NO_WAKE, true);
 		v += got ? got : 1;
 	}
-	return ok;
+	fault_back_drain(ctx);
+	uint64_t e = shadow_get(&ctx->shadow, vpn);
+	return !shadow_claimable(e) && !shadow_is_busy(e);
+}
+
+/* Is a page of [lo, hi) other than vpn on a device, to come back? */
+static bool region_has_more(struct hetmm_ctx *ctx, uint64_t lo, uint64_t hi,
+			    uint64_t vpn)
+{
+	for (uint64_t v = lo; v < hi; v++)
+		if (v != vpn && shadow_claimable(shadow_get(&ctx->shadow, v)))
+			return true;
+	return false;
 }
 
 /*
  * If the fault's block is dense enough, bring back its region and wake
- * it; false leaves the fault to the one-page path.
+ * it; false leaves the fault to the one-page path.  So does a region in
+ * which only the faulting page is left on the device (a random access
+ * whose neighbours came back before it): the one-page path installs it
+ * with the fill that wakes its thread, where the region's way waits for
+ * its copies and wakes after them, for an asynchronous device a wake-up
+ * of the handler by the device's completion thread more.
  */
 static bool fault_back_dense(struct hetmm_ctx *ctx, uintptr_t addr,
 			     struct fault_stream *s)
@@ -543,6 +559,8 @@ static bool fault_back_dense(struct hetmm_ctx *ctx, uintptr_t addr,
 		return false;
 	uint64_t lo = MAX(vpn & ~(uint64_t)(size - 1), vma_lo);
 	uint64_t hi = MIN((vpn | (size - 1)) + 1, vma_hi);
+	if (!region_has_more(ctx, lo, hi, vpn))
+		return false;
 	bool back = fault_back_region(ctx, lo, hi, vpn);
 	if (!back && ctx->fault->copy_failed) {
 		/* The faulting thread stays in its fault: see

@@ -4,7 +4,10 @@
  * only) whose own thread completes copies late and out of order.
  * Migration to the device, fault-back with fault-around (sequential,
  * random, several threads at once) and explicit migration back keep many
- * copies in flight, and every byte arrives.
+ * copies in flight, and every byte arrives.  A random access's dense
+ * region comes back with its copies in flight together, and a region
+ * with nothing left on the device but the faulting page comes back as a
+ * lone page (dense_region).
  */
 #include <pthread.h>
 #include <unistd.h>
@@ -380,6 +383,74 @@ static void pipeline_error(void)
 	CHECK_EQ(atomic_load(&dev.done_errors), 0);
 }
 
+/* dense_region: the page a lone fault in it was for, and whether one
+ * was. */
+static uintptr_t lone_page;
+static atomic_int lone_seen;
+
+static void lone_hook(enum test_hook_point point, uintptr_t addr, size_t len)
+{
+	if (point == TEST_HOOK_FAULT_LONE && addr == lone_page && len == PS)
+		atomic_store(&lone_seen, 1);
+}
+
+/* A density block of fault.c's, in pages (a migration chunk). */
+#define DENSE_BLOCK 512
+
+/* Faults at pages no stream predicts, in a block of their own: every
+ * stream forgotten (fault.c keeps 4), the next fault's is new. */
+static void forget_streams(char *p, size_t block)
+{
+	for (size_t k = 0; k < 8; k++)
+		CHECK_EQ(t_verify_from(p + (block + 64 * k) * PS, 1, 7,
+				       block + 64 * k), 0);
+}
+
+/*
+ * Pages 0, 2, 4 and 6 faulted alone (one in two of each pair and four:
+ * no region more than half asked for), then 1: five of [0, 8) asked for,
+ * the region comes back, its four pages left on the device in four runs
+ * of one, copied together (one after the other before: four latencies
+ * for a random access).  Then 100 alone, and 101: both of their pair
+ * asked for, but only 101 is left, and it comes back as a lone page,
+ * installed by the fill that wakes its thread.
+ */
+static void dense_region(void)
+{
+	up(100 * 1000 * 1000);   /* 100 ms a copy: the four overlap, or not */
+	char *p = t_map(2 * DENSE_BLOCK);
+	CHECK_OK(madvise(p, 2 * DENSE_BLOCK * PS, MADV_NOHUGEPAGE));
+	t_fill(p, 2 * DENSE_BLOCK, 7);
+	CHECK_OK(hetmm_migrate_to_device(dev.pg, p, 2 * DENSE_BLOCK * PS,
+					 NULL));
+	for (size_t pg = 0; pg < 8; pg += 2)
+		CHECK_EQ(t_verify_from(p + pg * PS, 1, 7, pg), 0);
+	CHECK_EQ(t_count_on_device(ctx, p, 8), 4);
+	forget_streams(p, DENSE_BLOCK);
+	atomic_store(&dev.max_in_flight, 0);
+	CHECK_EQ(t_verify_from(p + PS, 1, 7, 1), 0);
+	/* Woken as its own copy landed: the others may still land. */
+	unsigned most = atomic_load(&dev.max_in_flight);
+	printf("  a region's 4 runs: most in flight %u\n", most);
+	CHECK(most >= 4);
+	CHECK_EQ(t_verify(p, 8, 7), 0);
+
+	CHECK_EQ(t_verify_from(p + 100 * PS, 1, 7, 100), 0);
+	forget_streams(p, DENSE_BLOCK + 32);
+	CHECK_EQ(t_count_on_device(ctx, p + 101 * PS, 1), 1);
+	lone_page = (uintptr_t)(p + 101 * PS);
+	atomic_store(&lone_seen, 0);
+	__atomic_store_n(&test_hook, lone_hook, __ATOMIC_RELEASE);
+	CHECK_EQ(t_verify_from(p + 101 * PS, 1, 7, 101), 0);
+	__atomic_store_n(&test_hook, NULL, __ATOMIC_RELEASE);
+	printf("  a region of the faulting page alone: lone %d\n",
+	       atomic_load(&lone_seen));
+	CHECK_EQ(atomic_load(&lone_seen), 1);
+	CHECK_EQ(t_verify(p, 2 * DENSE_BLOCK, 7), 0);
+	t_unmap(p, 2 * DENSE_BLOCK);
+	down();
+}
+
 int main(int argc, char **argv)
 {
 	RUN(sequential);
@@ -389,5 +460,6 @@ int main(int argc, char **argv)
 	RUN(discard_racing);
 	RUN(pipeline_depth);
 	RUN(pipeline_error);
+	RUN(dense_region);
 	return t_done();
 }
