@@ -171,6 +171,8 @@ static void drop_add(struct drop_batch *b, uint64_t vpn, uint64_t claim)
 struct discard {
 	struct drop_batch drop;
 	bool unmap;                       /* mark claimed pages GONE too */
+	bool process;                     /* the process's, not a migrator's
+					   * own zap (order.c) */
 };
 
 /*
@@ -203,18 +205,37 @@ static bool orphan_if_held(struct hetmm_ctx *ctx, _Atomic uint64_t *slot,
 	return true;
 }
 
+/* Is e a page a migration to a device holds, its frame named but not yet
+ * published (chunk_claim in migrate.c)? */
+static bool migrating_to_device(uint64_t e)
+{
+	uint64_t idx;
+	struct hetmm_pagemap *pgmap;
+	if (!shadow_is_busy(e) || !shadow_on_device(e))
+		return false;
+	pgmap = pfn_pagemap(shadow_pfn(e), &idx);
+	return pgmap && !(atomic_load(&pagemap_page(pgmap, idx)->owner) &
+			  HETMM_PAGE_ALLOCATED);
+}
+
 /*
  * Claim a device page for discarding.  A page someone else holds is
  * theirs to finish: on munmap it is marked GONE, so that they drop it
- * rather than publish it; madvise leaves it alone, since our own
+ * rather than publish it.  madvise leaves it alone, since our own
  * migrations zap pages they hold and that comes back as REMOVE too (and
- * they wait for the handler to see it before they publish: order.c).
+ * they wait for the handler to see it before they publish: order.c);
+ * but a page the process itself discards while a migration to a device
+ * holds it is marked GONE as well: the migration may have copied its
+ * bytes before the discard, and must not publish them (the kernel's
+ * migration finds its migration entry zapped and leaves the page out).
  */
 static int discard_one(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
 {
 	struct discard *d = arg;
 	uint64_t claim;
-	if (!shadow_claim_to_drop(&d->drop.ctx->shadow, vpn, slot, d->unmap,
+	bool mark_gone = d->unmap ||
+			 (d->process && migrating_to_device(atomic_load(slot)));
+	if (!shadow_claim_to_drop(&d->drop.ctx->shadow, vpn, slot, mark_gone,
 				  &claim))
 		return 0;
 	if (d->unmap && shadow_is_coherent(claim) &&
@@ -232,12 +253,13 @@ static int discard_one(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
 }
 
 static void discard_range(struct hetmm_ctx *ctx, uintptr_t start,
-			  uintptr_t end, bool unmap)
+			  uintptr_t end, bool unmap, bool process)
 {
 	struct discard d = {
 		.drop = { .ctx = ctx, .why = unmap ? HETMM_EVENT_UNMAP
 						   : HETMM_EVENT_DISCARD },
 		.unmap = unmap,
+		.process = process,
 	};
 	shadow_for_each(&ctx->shadow, addr_to_vpn(start), addr_to_vpn(end),
 		      discard_one, &d);
@@ -251,7 +273,7 @@ static void unmap_range(struct hetmm_ctx *ctx, uintptr_t start,
 	if (start >= end)
 		return;
 	notifiers_invalidate(ctx, start, end, HETMM_EVENT_UNMAP);
-	discard_range(ctx, start, end, true);
+	discard_range(ctx, start, end, true, true);
 	watch_forget(ctx, start, end);
 }
 
@@ -301,9 +323,10 @@ void lifecycle_discard(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 		rescue_cancel(ctx, start, end);
 	/* A migrator's own zap of pages it copied to a device: the
 	 * migration told notifiers already. */
-	if (!migrators_zapping(ctx, start, end))
+	bool process = !migrators_zapping(ctx, start, end);
+	if (process)
 		notifiers_invalidate(ctx, start, end, HETMM_EVENT_DISCARD);
-	discard_range(ctx, start, end, false);
+	discard_range(ctx, start, end, false, process);
 }
 
 /* ------------------------------------------------------------------------
