@@ -363,6 +363,15 @@ void copy_pipe_finish_oldest(struct copy_pipe *p)
 		pipe_complete_oldest(p);
 }
 
+void copy_pipe_finish_done(struct copy_pipe *p)
+{
+	while (p->count &&
+	       (atomic_load_explicit(&p->slot[p->head]->state,
+				     memory_order_acquire) & ~SLOT_WAITED) !=
+	       SLOT_IN_FLIGHT)
+		pipe_complete_oldest(p);
+}
+
 /* A slot for the next piece: a free one, else the oldest of ours once it
  * completes, else (we hold none) one another thread gives back. */
 static struct hetmm_copy *pipe_slot(struct copy_pipe *p)

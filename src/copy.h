@@ -83,6 +83,8 @@ void copy_pipe_open(struct copy_pipe *p, struct hetmm_pagemap *pgmap,
 void copy_pipe_add(struct copy_pipe *p, const struct copy_req *r);
 /* Wait for the oldest piece in flight, if any, and finish it. */
 void copy_pipe_finish_oldest(struct copy_pipe *p);
+/* Finish the oldest pieces that are complete already, waiting for none. */
+void copy_pipe_finish_done(struct copy_pipe *p);
 /* Wait for and finish every piece in flight; the pipeline is closed.
  * Returns the number of pieces that failed since it was opened. */
 size_t copy_pipe_drain(struct copy_pipe *p);

@@ -75,6 +75,11 @@ struct chunk {
 	 * HETMM_MIGRATE_POPULATED holes take their frame's bytes. */
 	uint64_t place;
 	bool populated;
+	/* In a train (below): its first page's index in the call, pages of
+	 * its copies still in flight, its protection's error. */
+	size_t page0;
+	size_t copying;
+	int protect_rc;
 };
 
 static bool st_claimed(uint8_t st)
@@ -664,25 +669,24 @@ static void chunk_keep_zapped(struct hetmm_ctx *ctx, struct chunk *c)
 			c->status[i] = ST_DONE_DATA;
 }
 
-/*
- * The copy path, for pages that could not be moved: write-protect, copy,
- * zap.  A write racing it waits in a write-protect fault until the commit
- * lifts the protection, then faults the page back with the write to come.
- */
-static void chunk_copy(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
-		       struct chunk *c)
+/* Write-protect the pages to copy. */
+static int chunk_protect(struct hetmm_ctx *ctx, struct chunk *c)
 {
-	int rc = for_each_run(ctx, c, st_pending, run_mark_wp);
-	c->migrator = migrator_enter(ctx, gettid());
-	if (rc == 0) {
-		if (copy_is_async(pgmap))
-			migrator_copying(c->migrator, c->start,
-					 chunk_addr(c, c->n));
-		chunk_copy_pending(pgmap, c);
-		migrator_copying(c->migrator, 0, 0);
-		rc = for_each_run(ctx, c, st_copied, run_zap);
-	}
-	migrator_leave(c->migrator);
+	return for_each_run(ctx, c, st_pending, run_mark_wp);
+}
+
+/* Zap the copied pages, for c->migrator (the sync is the caller's). */
+static int chunk_zap(struct hetmm_ctx *ctx, struct chunk *c)
+{
+	return for_each_run(ctx, c, st_copied, run_zap);
+}
+
+/* The copy path's end, its zaps synced (or its error rc): copied pages
+ * are on the device; those whose copy failed or that could not be
+ * zapped are let go of. */
+static void chunk_copy_end(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+			   struct chunk *c, int rc)
+{
 	if (rc) {
 		chunk_keep_zapped(ctx, c);
 		chunk_drop_unfinished(ctx, pgmap, c);
@@ -693,6 +697,29 @@ static void chunk_copy(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			c->status[i] = ST_DONE_DATA;
 	/* Pages whose copy failed are still mapped: let them go. */
 	chunk_drop_unfinished(ctx, pgmap, c);
+}
+
+/*
+ * The copy path, for pages that could not be moved: write-protect, copy,
+ * zap.  A write racing it waits in a write-protect fault until the commit
+ * lifts the protection, then faults the page back with the write to come.
+ */
+static void chunk_copy(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+		       struct chunk *c)
+{
+	int rc = chunk_protect(ctx, c);
+	c->migrator = migrator_enter(ctx, gettid());
+	if (rc == 0) {
+		if (copy_is_async(pgmap))
+			migrator_copying(c->migrator, c->start,
+					 chunk_addr(c, c->n));
+		chunk_copy_pending(pgmap, c);
+		migrator_copying(c->migrator, 0, 0);
+		rc = chunk_zap(ctx, c);
+		migrator_zap_sync(ctx, c->migrator);
+	}
+	migrator_leave(c->migrator);
+	chunk_copy_end(ctx, pgmap, c, rc);
 }
 
 /* Map runs of copied pages with consecutive frames over their addresses. */
@@ -842,11 +869,10 @@ static size_t chunk_begin(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 }
 
 /*
- * Everything between the frames and the commit: register, look, copy.
- * On an error the chunk is given back (chunk_abort) and the error
- * returned.
+ * Between the frames and the copy: register, look.  On an error the
+ * chunk is given back (chunk_abort) and the error returned.
  */
-static int chunk_work(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+static int chunk_look(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		      struct chunk *c)
 {
 	/* The whole mapping, so that the process can still mremap it. */
@@ -865,6 +891,20 @@ static int chunk_work(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	chunk_mark_holes(c);
 	TEST_HOOK(TEST_HOOK_TO_DEVICE_CLAIMED, c->start, c->n * PAGE_SIZE);
 	chunk_mark_clean(ctx, pgmap, c);
+	return 0;
+}
+
+/*
+ * Everything between the frames and the commit: register, look, copy.
+ * On an error the chunk is given back (chunk_abort) and the error
+ * returned.
+ */
+static int chunk_work(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+		      struct chunk *c)
+{
+	int rc = chunk_look(ctx, pgmap, c);
+	if (rc)
+		return rc;
 	if (pagemap_is_coherent(pgmap)) {
 		chunk_copy_coherent(ctx, pgmap, c);
 	} else {
@@ -876,12 +916,14 @@ static int chunk_work(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	return 0;
 }
 
-static int chunk_to_device(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
-			   struct chunk *c)
+/* Claim the chunk's pages and give them frames: false if it holds
+ * none. */
+static bool chunk_take(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+		       struct chunk *c)
 {
 	size_t claimed = chunk_begin(ctx, pgmap, c);
 	if (!claimed)
-		return 0;
+		return false;
 	if (pagemap_is_placed(pgmap)) {
 		/* A THP goes whole (run_zap) to its blocks too. */
 		c->thp = chunk_is_thp(ctx, c, claimed);
@@ -889,13 +931,26 @@ static int chunk_to_device(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	} else {
 		chunk_alloc_frames(ctx, pgmap, c, claimed);
 	}
-	if (!c->nframes)
+	return c->nframes != 0;
+}
+
+/* The commit: publish and wake. */
+static void chunk_commit(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+			 struct chunk *c)
+{
+	uint64_t huge = c->huge && chunk_whole(c) ? PAGE_HUGE : 0;
+	chunk_done(ctx, c, chunk_publish(ctx, pgmap, c, huge));
+}
+
+static int chunk_to_device(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+			   struct chunk *c)
+{
+	if (!chunk_take(ctx, pgmap, c))
 		return 0;
 	int rc = chunk_work(ctx, pgmap, c);
 	if (rc)
 		return rc;
-	uint64_t huge = c->huge && chunk_whole(c) ? PAGE_HUGE : 0;
-	chunk_done(ctx, c, chunk_publish(ctx, pgmap, c, huge));
+	chunk_commit(ctx, pgmap, c);
 	return 0;
 }
 
@@ -1108,15 +1163,204 @@ static int migrate_block(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	return 0;
 }
 
+/* ------------------------------------------------------------------------
+ * A train of chunks: asynchronous copies kept in flight across chunks
+ *
+ * Chunk by chunk, the copy path of an asynchronous pagemap fills the
+ * queue with one chunk's copies (8 of HETMM_COPY_MAX_PAGES) and lets it
+ * drain before the next chunk is claimed, and each chunk waits for the
+ * handler twice in its zap (madvise until the REMOVE is read, the sync
+ * until it is handled).  A train keeps up to TRAIN_CHUNKS chunks claimed
+ * at once: each is claimed, looked at and protected, and its copies join
+ * one pipeline (copy.h) that stays full across chunks, as a transport's
+ * own stream is kept full.  The oldest chunks retire as soon as their
+ * copies are done, those done together with one sync for all their zaps
+ * (migrator_zap_sync), then each committed, while the newer chunks'
+ * copies are in flight.  Retiring no later keeps short the time a zap's
+ * range stands for the migrator's (migrators_zapping), in which a
+ * discard of the process's there is taken for the zap's and lost.
+ *
+ * Not for a pagemap that evicts to make room: the eviction's own copies
+ * would wait for queue slots the train holds.
+ */
+/* More chunks than a full queue's copies span (48 of 64 pages: 6). */
+#define TRAIN_CHUNKS 8
+
+struct train {
+	struct hetmm_ctx *ctx;
+	struct hetmm_pagemap *pgmap;
+	struct migrator *m;          /* for the copies and the zaps */
+	struct copy_pipe pipe;
+	struct chunk *c;             /* cap of them, a ring */
+	size_t cap, head, count;     /* chunks in the train, oldest first */
+	struct hetmm_migrate_report *rep;
+	struct to_device_totals *t;
+};
+
+static bool train_wanted(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap)
+{
+	return copy_is_async(pgmap) && !pagemap_is_coherent(pgmap) &&
+	       !back_can_move(ctx, pgmap) &&
+	       !(pgmap->flags & HETMM_PAGEMAP_EVICT) &&
+	       PMD_PAGES <= CHUNK_PAGES;   /* no PMD block of chunks */
+}
+
+/* The k-th oldest chunk of the train. */
+static struct chunk *train_chunk(struct train *tr, size_t k)
+{
+	return &tr->c[(tr->head + k) % tr->cap];
+}
+
+/* A piece of chunk r->flags is copied, or failed. */
+static void train_copied(void *arg, const struct copy_req *r, int err,
+			 void *staging)
+{
+	(void)staging;
+	struct chunk *c = &((struct train *)arg)->c[r->flags];
+	chunk_copied(c, r->tag, r->nr, err);
+	c->copying -= r->nr;
+}
+
+/* The pages the driver may be copying (migrator_copying): the train's
+ * chunks from the k-th oldest on, one run of addresses. */
+static void train_copying(struct train *tr, size_t k)
+{
+	if (k >= tr->count) {
+		migrator_copying(tr->m, 0, 0);
+		return;
+	}
+	struct chunk *last = train_chunk(tr, tr->count - 1);
+	migrator_copying(tr->m, train_chunk(tr, k)->start,
+			 chunk_addr(last, last->n));
+}
+
+/* The train's newest chunk c: claimed, looked at, protected, its copies
+ * started.  An error gives the chunk back (chunk_look). */
+static int train_start(struct train *tr, struct chunk *c)
+{
+	if (!chunk_take(tr->ctx, tr->pgmap, c))
+		return 0;
+	int rc = chunk_look(tr->ctx, tr->pgmap, c);
+	if (rc)
+		return rc;
+	c->protect_rc = chunk_protect(tr->ctx, c);
+	if (c->protect_rc)
+		return 0;
+	train_copying(tr, 0);
+	struct chunk_pipe p = { c, 0 };
+	struct copy_req r;
+	while (chunk_next_run(&p, &r)) {
+		r.flags = (unsigned)(c - tr->c);
+		c->copying += r.nr;
+		copy_pipe_add(&tr->pipe, &r);
+	}
+	return 0;
+}
+
+/* How many of the oldest chunks have their copies done. */
+static size_t train_done(struct train *tr)
+{
+	copy_pipe_finish_done(&tr->pipe);
+	size_t n = 0;
+	while (n < tr->count && !train_chunk(tr, n)->copying)
+		n++;
+	return n;
+}
+
+/* Retire the n oldest chunks: wait for their copies, zap them with one
+ * sync for all, commit and report each. */
+static void train_retire(struct train *tr, size_t n)
+{
+	struct hetmm_ctx *ctx = tr->ctx;
+	int rc[TRAIN_CHUNKS];
+	if (!n)
+		return;
+	for (size_t k = 0; k < n; k++)
+		while (train_chunk(tr, k)->copying)
+			copy_pipe_finish_oldest(&tr->pipe);
+	train_copying(tr, n);   /* before the zap: see migrator_copying */
+	for (size_t k = 0; k < n; k++) {
+		struct chunk *c = train_chunk(tr, k);
+		rc[k] = c->protect_rc;
+		c->migrator = tr->m;
+		if (c->nframes && !rc[k])
+			rc[k] = chunk_zap(ctx, c);
+	}
+	migrator_zap_sync(ctx, tr->m);
+	for (size_t k = 0; k < n; k++) {
+		struct chunk *c = train_chunk(tr, k);
+		if (c->nframes) {
+			chunk_copy_end(ctx, tr->pgmap, c, rc[k]);
+			TEST_HOOK(TEST_HOOK_TO_DEVICE_COPIED, c->start,
+				  c->n * PAGE_SIZE);
+			chunk_commit(ctx, tr->pgmap, c);
+		}
+		peer_migrate(ctx, tr->pgmap, c->start, c->n, c->status);
+		chunk_report(c, c->page0, tr->rep, tr->t, ctx);
+	}
+	tr->head = (tr->head + n) % tr->cap;
+	tr->count -= n;
+}
+
+/*
+ * The segment [a, end) through a train, reported as migrate_segment
+ * reports it: false, having done nothing, if there is no memory for one.
+ */
+static bool train_segment(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+			  const struct vma *v, uintptr_t a, uintptr_t end,
+			  size_t page0, struct hetmm_migrate_report *rep,
+			  struct to_device_totals *t,
+			  const struct placement *pl, int *rcp)
+{
+	size_t chunks = (end - a + CHUNK_SIZE - 1) / CHUNK_SIZE + 1;
+	struct train tr = { .ctx = ctx, .pgmap = pgmap, .rep = rep, .t = t,
+			    .cap = MIN(chunks, (size_t)TRAIN_CHUNKS) };
+	tr.c = malloc(tr.cap * sizeof(*tr.c));
+	if (!tr.c)
+		return false;
+	tr.m = migrator_enter(ctx, gettid());
+	copy_pipe_open(&tr.pipe, pgmap, true, false, train_copied, &tr);
+	int rc = 0;
+	while (a < end && !rc) {
+		if (tr.count == tr.cap)
+			train_retire(&tr, 1);   /* waits for its copies */
+		struct chunk *c = train_chunk(&tr, tr.count++);
+		c->vma = v;
+		c->start = a;
+		c->vpn = addr_to_vpn(a);
+		c->n = chunk_pages(a, end);
+		c->place = pl->place + page0;
+		c->populated = pl->populated;
+		c->page0 = page0;
+		c->copying = 0;
+		c->protect_rc = 0;
+		rc = train_start(&tr, c);
+		if (rc)
+			tr.count--;     /* given back, not reported */
+		page0 += c->n;
+		a += c->n * PAGE_SIZE;
+		train_retire(&tr, train_done(&tr));
+	}
+	train_retire(&tr, tr.count);
+	copy_pipe_drain(&tr.pipe);
+	migrator_leave(tr.m);
+	free(tr.c);
+	*rcp = rc;
+	return true;
+}
+
 static int migrate_segment(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			   const struct vma *v, uintptr_t a, uintptr_t end,
 			   size_t page0, struct hetmm_migrate_report *rep,
 			   struct to_device_totals *t,
 			   const struct placement *pl)
 {
+	int rc = 0;
+	if (train_wanted(ctx, pgmap) &&
+	    train_segment(ctx, pgmap, v, a, end, page0, rep, t, pl, &rc))
+		return rc;
 	struct chunk c = { .vma = v, .populated = pl->populated };
 	struct block *b = NULL;   /* allocated at the first block, if any */
-	int rc = 0;
 	while (a < end && !rc) {
 		if (block_wanted(ctx, pgmap, v, a, end) &&
 		    (b || (b = block_new()))) {

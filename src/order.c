@@ -124,26 +124,41 @@ void handler_sync(struct hetmm_ctx *ctx)
 }
 
 /*
- * Zap [start, end) and return only once the handler has handled every
- * REMOVE event the zap raised: until then it could take one of them,
+ * The pages of a zap are published only once the handler has handled
+ * every REMOVE event it raised: until then it could take one of them,
  * handled after our commit, for the process discarding the pages we
  * just published.  madvise returns once the handler has read the
- * events, so a sync through the handler after it is enough.  Counting
- * the events' bytes is not: a zap that fails on a hole (the process
- * unmapped a page meanwhile) has zapped the rest without an event for
- * the hole, and madvise repeats an event for the part of a range whose
- * mapping was split while it waited for the first one to be read.
+ * events, so a sync through the handler after it is enough, and one
+ * sync after several zaps serves them all (a chunk's each, for the
+ * chunks a migration publishes together: migrate.c).  The zaps stay
+ * recorded until then, since the handler may handle an event of the
+ * first after the last is made.  Counting the events' bytes is not
+ * enough: a zap that fails on a hole (the process unmapped a page
+ * meanwhile) has zapped the rest without an event for the hole, and
+ * madvise repeats an event for the part of a range whose mapping was
+ * split while it waited for the first one to be read.
  */
 int migrator_zap(struct hetmm_ctx *ctx, struct migrator *m, uintptr_t start,
 		 uintptr_t end)
 {
-	atomic_store(&m->zap_end, end);
-	atomic_store(&m->zap_start, start);
-	int rc = madvise((void *)start, end - start, MADV_DONTNEED) ? -errno : 0;
+	if (m->nzaps == MIGRATOR_ZAPS)
+		migrator_zap_sync(ctx, m);
+	unsigned k = m->nzaps++;
+	atomic_store(&m->zap_end[k], end);
+	atomic_store(&m->zap_start[k], start);
+	return madvise((void *)start, end - start, MADV_DONTNEED) ? -errno : 0;
+}
+
+void migrator_zap_sync(struct hetmm_ctx *ctx, struct migrator *m)
+{
+	if (!m->nzaps)
+		return;
 	sync_through(ctx, m);
-	atomic_store(&m->zap_start, 0);
-	atomic_store(&m->zap_end, 0);
-	return rc;
+	for (unsigned k = 0; k < m->nzaps; k++) {
+		atomic_store(&m->zap_start[k], 0);
+		atomic_store(&m->zap_end[k], 0);
+	}
+	m->nzaps = 0;
 }
 
 /*
@@ -219,8 +234,10 @@ bool migrators_zapping(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 {
 	for (unsigned i = 0; i < MAX_MIGRATORS; i++) {
 		struct migrator *m = &ctx->order.migrators[i];
-		if (recorded_covers(&m->zap_start, &m->zap_end, start, end))
-			return true;
+		for (unsigned k = 0; k < MIGRATOR_ZAPS; k++)
+			if (recorded_covers(&m->zap_start[k], &m->zap_end[k],
+					    start, end))
+				return true;
 	}
 	return false;
 }

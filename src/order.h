@@ -16,22 +16,26 @@
 #include "base.h"
 
 #define MAX_MIGRATORS 16
+/* Zaps a migrator makes before one sync covers them all (migrator_zap). */
+#define MIGRATOR_ZAPS 16
 
 struct hetmm_ctx;
 
 /*
- * A thread in the copy path of a migration to a device.  Its zap of the
- * copied pages (MADV_DONTNEED) raises REMOVE events like any madvise;
- * the handler tells them by the zap range, and the migrator publishes
- * the pages only once the handler has handled them all (migrator_zap),
+ * A thread in the copy path of a migration to a device.  Its zaps of the
+ * copied pages (MADV_DONTNEED) raise REMOVE events like any madvise; the
+ * handler tells them by their ranges, and the migrator publishes the
+ * pages only once the handler has handled them all (migrator_zap_sync),
  * so that the handler cannot take its own zap for the process
  * discarding them.  A huge page it moves out instead (migrator_take),
  * which raises no event.
  */
 struct migrator {
 	_Atomic pid_t tid;
-	_Atomic uintptr_t zap_start;
-	_Atomic uintptr_t zap_end;
+	/* The zaps since the last sync (nzaps of them, the migrator's). */
+	_Atomic uintptr_t zap_start[MIGRATOR_ZAPS];
+	_Atomic uintptr_t zap_end[MIGRATOR_ZAPS];
+	unsigned nzaps;
 	/* Pages an asynchronous driver's own threads are copying for us:
 	 * they read them as the migrator would (migrator_copying). */
 	_Atomic uintptr_t copy_start;
@@ -70,10 +74,15 @@ void order_fini(struct hetmm_ctx *ctx);
 struct migrator *migrator_enter(struct hetmm_ctx *ctx, pid_t tid);
 void migrator_leave(struct migrator *m);
 bool is_migrator(struct hetmm_ctx *ctx, pid_t tid);
-/* madvise(MADV_DONTNEED) of [start, end) by migrator m, returning once
- * the handler has seen the REMOVE events it raised. */
+/* madvise(MADV_DONTNEED) of [start, end) by migrator m, its REMOVE
+ * events known to the handler for the migrator's until the next
+ * migrator_zap_sync(), which the pages must wait for before they are
+ * published. */
 int migrator_zap(struct hetmm_ctx *ctx, struct migrator *m, uintptr_t start,
 		 uintptr_t end);
+/* Return once the handler has handled the REMOVE events of every zap of
+ * m's since the last sync: one wait for any number of zaps. */
+void migrator_zap_sync(struct hetmm_ctx *ctx, struct migrator *m);
 /*
  * Take the huge page mapped at start (PMD-aligned) out of the process
  * for migrator m with no event: UFFDIO_MOVE into the pool (pool.h), or
