@@ -36,9 +36,11 @@
  * holds a page there, and refused otherwise: with it the widest span of
  * the mapping around it that no other context holds anything in, so
  * that the mapping the process made stays whole.  Memory any context
- * owns is left out of every whole registration.
+ * owns is left out of every whole registration, and so is every loaded
+ * object's .bss (below).
  */
 #include <errno.h>
+#include <link.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -298,8 +300,51 @@ static int take_over(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end,
 	return rc;
 }
 
+/*
+ * A loaded object's .bss (the executable's, a library's: hetmm's own, a
+ * sanitizer runtime's) is anonymous memory the loader mapped, and the
+ * kernel merges it with an anonymous mapping the process makes right
+ * after it.  Registered whole with that mapping, its untouched pages
+ * become holes only the handler fills, and the handler's own thread
+ * touches them: hetmm's statics, or TSan's stack depot (tens of MiB of
+ * libtsan's .bss, written at a thread's first lock of a mutex), which it
+ * would wait for itself to fill (TSan runs hung so: test_notifier,
+ * test_pin, test_pagemap, test_file); and LeakSanitizer's exit check,
+ * which stops every thread, reads them with the handler stopped.  So a
+ * whole registration stops at the bounds of every object's .bss: asked
+ * for, the .bss itself is registered, never one beside what was asked.
+ */
+struct cut {
+	uintptr_t start, end;
+	uintptr_t *lo, *hi;
+};
+
+static void cut_at(struct cut *c, uintptr_t at)
+{
+	if (at <= c->start && at > *c->lo)
+		*c->lo = at;
+	if (at >= c->end && at < *c->hi)
+		*c->hi = at;
+}
+
+/* The loader maps a segment's file bytes to the page holding its last
+ * one and zero-filled memory from the next page to its memory size. */
+static int cut_at_bss(struct dl_phdr_info *info, size_t size, void *arg)
+{
+	(void)size;
+	for (size_t i = 0; i < info->dlpi_phnum; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+		if (ph->p_type != PT_LOAD || ph->p_memsz <= ph->p_filesz)
+			continue;
+		uintptr_t at = info->dlpi_addr + ph->p_vaddr;
+		cut_at(arg, (at + ph->p_filesz + PAGE_SIZE - 1) & PAGE_MASK);
+		cut_at(arg, (at + ph->p_memsz + PAGE_SIZE - 1) & PAGE_MASK);
+	}
+	return 0;
+}
+
 /* Narrow [*lo, *hi) around [start, end) to leave out memory any context
- * owns. */
+ * owns and the loaded objects' .bss. */
 static void unowned_span(uintptr_t start, uintptr_t end, uintptr_t *lo,
 			 uintptr_t *hi)
 {
@@ -307,6 +352,8 @@ static void unowned_span(uintptr_t start, uintptr_t end, uintptr_t *lo,
 	for (struct hetmm_ctx *o = watchers; o; o = o->watch_next)
 		entry_unowned_span(o, start, end, lo, hi);
 	pthread_mutex_unlock(&watchers_lock);
+	struct cut c = { .start = start, .end = end, .lo = lo, .hi = hi };
+	dl_iterate_phdr(cut_at_bss, &c);
 }
 
 int watch_vma(struct hetmm_ctx *ctx, const struct vma *v, uintptr_t start,
