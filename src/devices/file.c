@@ -860,13 +860,27 @@ static uint64_t chunk_left(const struct file_attach *a, uint64_t i)
 	return EVICT_RUN - ((uintptr_t)a->addr / PS + i) % EVICT_RUN;
 }
 
+/*
+ * May a run of the drain go on past what the drain needs, to its chunk's
+ * end?  While more than half the bound stays.  A drain cut anywhere
+ * leaves the next one starting in the middle of a chunk, and each chunk
+ * sent back in two runs is two zaps, each an event during which the
+ * handler may install nothing (attach_over), where one whole chunk is
+ * one zap, or none: a whole THP leaves by a move, which raises no event.
+ */
+static bool evict_may_round(const struct file_attach *a, uint64_t run)
+{
+	return run && a->nr_in - run > a->max_resident / 2;
+}
+
 /* The oldest queued pages still in memory, a run of consecutive ones
  * within one migration chunk: its first page, its length (0: none). */
 static uint64_t evictor_pick(struct hetmm_file *f, uint64_t *first)
 {
 	struct file_attach *a = f->att;
 	uint64_t run = 0;
-	while (a->q_len && run < EVICT_RUN && run < attach_over(a)) {
+	while (a->q_len && run < EVICT_RUN &&
+	       (run < attach_over(a) || evict_may_round(a, run))) {
 		uint32_t i = a->queue[a->q_head];
 		if (!(a->state[i] & PG_IN) || (a->state[i] & PG_GONE)) {
 			a->state[i] &= (uint8_t)~PG_QUEUED;
