@@ -27,7 +27,13 @@
  *              replica costs.
  *
  * Each figure is the median of --reps repetitions (default 5) over a
- * buffer of --mib MiB (default 64); for each transport of --tls (default
+ * buffer of --mib MiB (default 64).  UCX's own streams are measured in
+ * each repetition just before hetmm's passes, and every ratio between
+ * two streams is the median of the per-repetition ratios: on a machine
+ * shared with other work the load moves between seconds apart, and a
+ * baseline measured before all of hetmm's passes compared a quiet
+ * moment with a busy one (UCX's put stream over shared memory ran at
+ * 3.3 to 9.2 GB/s from one run to the next).  For each transport of --tls (default
  * "shm,tcp"; UCX_TLS for both ends).  --thp: the buffer migrated and
  * read back is madvised MADV_HUGEPAGE (transparent huge pages, where
  * the system's setting is "madvise").
@@ -369,7 +375,28 @@ struct hres {
 	double fault_ns;
 	double mig[NCONF][MAXREPS], back[NCONF][MAXREPS];   /* GB/s */
 	double touch[MAXREPS];            /* first touch, GB/s */
+	/* UCX's own get and put streams to one and to two servers, GB/s,
+	 * in the same repetitions. */
+	double g1[MAXREPS], p1[MAXREPS], g2[MAXREPS], p2[MAXREPS];
 };
+
+/* UCX's own streams of rep i (< 0: a warm-up) from the bare client b,
+ * through its buffer buf. */
+static void bare_streams(struct bare *b, char *buf, size_t len, int i,
+			 struct hres *r)
+{
+	const size_t msg = HETMM_COPY_MAX_PAGES * PAGE;
+	const int depth = HETMM_COPY_DEPTH_MAX;
+	double x[4] = {
+		bare_stream(b, 1, buf, len, msg, depth, 0),
+		bare_stream(b, 1, buf, len, msg, depth, 1),
+		bare_stream(b, 2, buf, len, msg, depth, 0),
+		bare_stream(b, 2, buf, len, msg, depth, 1),
+	};
+	if (i >= 0)
+		r->g1[i] = x[0], r->p1[i] = x[1], r->g2[i] = x[2],
+		r->p2[i] = x[3];
+}
 
 /* --thp: the buffer of hetmm_pass in huge pages. */
 static int pass_thp;
@@ -423,10 +450,11 @@ static int hetmm_latency(struct hetmm_pagemap *pg, size_t len, double *ns)
 }
 
 /* Every device made at once and measured in turn, repetition by
- * repetition, so that the ratios between them compare passes minutes
- * apart at most, not a run before a load and one after. */
+ * repetition, each after UCX's own streams (the bare client b, through
+ * buf), so that the ratios between them compare passes seconds apart,
+ * not a run before a load and one after. */
 static int hetmm_run(struct server *srv, size_t len, int reps,
-		     struct hres *r)
+		     struct bare *b, char *buf, struct hres *r)
 {
 	struct hetmm_ctx *ctx;
 	struct hetmm_remote *dev[NCONF] = { 0 };
@@ -446,11 +474,12 @@ static int hetmm_run(struct server *srv, size_t len, int reps,
 			rc = hetmm_remote_pagemap(dev[c], &pg[c]);
 	}
 	for (int i = 0; i <= reps && !rc; i++) {   /* the first: a warm-up */
+		bare_streams(b, buf, len, i - 1, r);
 		for (int c = 0; c < NCONF && !rc; c++) {
-			double m = 0, b = 0;
-			rc = hetmm_pass(pg[c], len, i + 1, &m, &b);
+			double m = 0, back = 0;
+			rc = hetmm_pass(pg[c], len, i + 1, &m, &back);
 			if (i)
-				r->mig[c][i - 1] = m, r->back[c][i - 1] = b;
+				r->mig[c][i - 1] = m, r->back[c][i - 1] = back;
 		}
 		if (i)
 			r->touch[i - 1] = gbps(len, first_touch_ns(len));
@@ -489,8 +518,8 @@ static int bench_one(const char *tls, size_t len, int reps)
 	int rc;
 
 	setenv("UCX_TLS", tls, 1);
-	/* The first server holds all three devices, and maybe the bare
-	 * client's region still, freed as its connection's close comes. */
+	/* The first server holds all three devices and the bare client's
+	 * region. */
 	snprintf(cap, sizeof(cap), "%zuM", 4 * len / MIB + 16);
 	if ((rc = server_start(&srv[0], cap)) ||
 	    (rc = server_start(&srv[1], cap))) {
@@ -501,38 +530,21 @@ static int bench_one(const char *tls, size_t len, int reps)
 	}
 	char *buf = map_anon(len, 0);
 	populate(buf, len, 3);
-	const size_t msg = HETMM_COPY_MAX_PAGES * PAGE;
-	const int depth = HETMM_COPY_DEPTH_MAX;
-	double get_ns = NAN, uffd_ns, g1[MAXREPS], p1[MAXREPS], g2[MAXREPS],
-	       p2[MAXREPS];
+	double get_ns = NAN, uffd_ns = uffd_latency(len);
 	if ((rc = bare_open(&b, srv, 2, len / PAGE)) == 0) {
 		get_ns = bare_get_latency(&b, buf);
-		for (int i = 0; i <= reps; i++) {  /* the first: a warm-up */
-			double x[4] = {
-				bare_stream(&b, 1, buf, len, msg, depth, 0),
-				bare_stream(&b, 1, buf, len, msg, depth, 1),
-				bare_stream(&b, 2, buf, len, msg, depth, 0),
-				bare_stream(&b, 2, buf, len, msg, depth, 1),
-			};
-			if (i) {
-				g1[i - 1] = x[0], p1[i - 1] = x[1];
-				g2[i - 1] = x[2], p2[i - 1] = x[3];
-			}
-		}
+		rc = hetmm_run(srv, len, reps, &b, buf, &h);
 	}
 	bare_close(&b);
 	munmap(buf, len);
-	uffd_ns = uffd_latency(len);
-	if (rc || (rc = hetmm_run(srv, len, reps, &h))) {
-		fprintf(stderr, "bench-remote: %s\n", hetmm_strerror(rc));
-		server_stop(&srv[0]);
-		server_stop(&srv[1]);
-		return 1;
-	}
 	server_stop(&srv[0]);
 	server_stop(&srv[1]);
+	if (rc) {
+		fprintf(stderr, "bench-remote: %s\n", hetmm_strerror(rc));
+		return 1;
+	}
 
-	double g = median(g1, reps), p = median(p1, reps);
+	double g = median(h.g1, reps), p = median(h.p1, reps);
 	double back[NCONF], mig[NCONF];
 	for (int c = 0; c < NCONF; c++) {
 		back[c] = median(h.back[c], reps);
@@ -547,9 +559,9 @@ static int bench_one(const char *tls, size_t len, int reps)
 	printf("  hetmm random fault, 1 page           %8.1f us\n",
 	       h.fault_ns / 1e3);
 	printf("  bare ucp_get stream (%zu KiB)         %8.2f GB/s\n",
-	       msg / 1024, g);
+	       (size_t)HETMM_COPY_MAX_PAGES * PAGE / 1024, g);
 	printf("  bare ucp_get stream, 2 servers       %8.2f GB/s\n",
-	       median(g2, reps));
+	       median(h.g2, reps));
 	printf("  hetmm fault-back, 1 server           %8.2f GB/s\n",
 	       back[ONE]);
 	printf("  hetmm fault-back, 2 servers          %8.2f GB/s\n",
@@ -560,7 +572,7 @@ static int bench_one(const char *tls, size_t len, int reps)
 	       median(h.touch, reps));
 	printf("  bare ucp_put stream + flush          %8.2f GB/s\n", p);
 	printf("  bare ucp_put stream, 2 servers       %8.2f GB/s\n",
-	       median(p2, reps));
+	       median(h.p2, reps));
 	printf("  hetmm migrate, 1 server              %8.2f GB/s\n",
 	       mig[ONE]);
 	printf("  hetmm migrate, 2 servers             %8.2f GB/s\n",
@@ -569,12 +581,14 @@ static int bench_one(const char *tls, size_t len, int reps)
 	       mig[REPL]);
 	verdict("fault / (ucp_get + uffd)", h.fault_ns / (get_ns + uffd_ns),
 		1.2, 0);
-	verdict("fault-back / ucp_get stream", back[ONE] / g, 0.8, 1);
+	verdict("fault-back / ucp_get stream", ratio(h.back[ONE], h.g1, reps),
+		0.8, 1);
 	/* What holds fault-back where a fresh mapping is dear: the pass
 	 * can't beat its own first touches. */
 	printf("  %-36s %6.2f x   (its ceiling here)\n",
 	       "fault-back / first touch", ratio(h.back[ONE], h.touch, reps));
-	verdict("migrate / ucp_put stream", mig[ONE] / p, 0.8, 1);
+	verdict("migrate / ucp_put stream", ratio(h.mig[ONE], h.p1, reps),
+		0.8, 1);
 	/* Ratios of passes measured side by side, their median. */
 	verdict("fault-back, 2 servers / 1",
 		ratio(h.back[TWO], h.back[ONE], reps), 1.6, 1);
@@ -584,9 +598,11 @@ static int bench_one(const char *tls, size_t len, int reps)
 	 * two rows above: where UCX itself does not scale (client and
 	 * servers on the same CPUs), hetmm can't. */
 	printf("  %-36s %6.2f x   (UCX's own)\n",
-	       "ucp_get stream, 2 servers / 1", ratio(g2, g1, reps));
+	       "ucp_get stream, 2 servers / 1",
+	       ratio(h.g2, h.g1, reps));
 	printf("  %-36s %6.2f x   (UCX's own)\n",
-	       "ucp_put stream, 2 servers / 1", ratio(p2, p1, reps));
+	       "ucp_put stream, 2 servers / 1",
+	       ratio(h.p2, h.p1, reps));
 	/* What a replica costs: every byte put twice. */
 	printf("  %-36s %6.2f x\n", "migrate, replica / none (2 servers)",
 	       ratio(h.mig[REPL], h.mig[TWO], reps));
