@@ -27,6 +27,7 @@
 #include "copy.h"
 #include "ctx.h"
 #include "entry.h"
+#include "marker.h"
 #include "notifier.h"
 #include "order.h"
 #include "pagemap.h"
@@ -203,7 +204,8 @@ static bool move_installed(struct hetmm_ctx *ctx, uintptr_t from,
 			   uintptr_t to)
 {
 	if (ctx->frames.fd >= 0 &&
-	    uffd_fill(ctx->uffd.fd, FILL_MOVE, to, from, PAGE_SIZE, 0) > 0)
+	    uffd_fill(ctx->uffd.fd, FILL_MOVE, to, from, PAGE_SIZE,
+		      markers_fill(ctx)) > 0)
 		return true;
 	if (uffd_fill(ctx->uffd.fd, FILL_COPY, to, from, PAGE_SIZE, 0) <= 0)
 		return false;
@@ -231,7 +233,8 @@ static bool relocate(struct hetmm_ctx *ctx, uint64_t from_vpn,
 	 * unless the move took it. */
 	if (op == FILL_MOVE && here)
 		return false;
-	return uffd_fill(ctx->uffd.fd, op, to, src, PAGE_SIZE, 0) > 0 ||
+	return uffd_fill(ctx->uffd.fd, op, to, src, PAGE_SIZE,
+			 markers_fill(ctx)) > 0 ||
 	       vma_page_present(&ctx->vmaq, to);
 }
 
@@ -407,13 +410,14 @@ size_t back_install(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	bool single = false;
 	uint64_t inst[RUN_WORDS] = { 0 };
 	unsigned wp = back_fill_wp(ctx, pgmap, op, vpn, idx0, run);
-	unsigned once = (how & BACK_ONCE) ? FILL_ONCE : 0, refused = 0;
+	unsigned fill = ((how & BACK_ONCE) ? FILL_ONCE : 0) | markers_fill(ctx);
+	unsigned refused = 0;
 	while (done < run) {
 		size_t off = done * PAGE_SIZE;
 		size_t len = (single ? 1 : run - done) * PAGE_SIZE;
 		long got = uffd_fill(ctx->uffd.fd, op, dst + off,
 				     src ? src + off : 0, len,
-				     once | (op == FILL_COPY ? wp : 0));
+				     fill | (op == FILL_COPY ? wp : 0));
 		if (got > 0) {
 			run_set(inst, done, (size_t)got / PAGE_SIZE);
 			installed += (size_t)got / PAGE_SIZE;
@@ -423,9 +427,10 @@ size_t back_install(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		/* An event waits to be read: the handler reads it, and the
 		 * run goes in once the kernel lets it, if the event leaves
 		 * it alone (fault.c); else the rest stays on the device. */
-		if (got == -EAGAIN && once && ctx->handler_refused &&
+		if (got == -EAGAIN && (fill & FILL_ONCE) &&
+		    ctx->handler_refused &&
 		    ctx->handler_refused(ctx, dst + off, len, refused++)) {
-			once |= FILL_EVENTS_SEEN;
+			fill |= FILL_EVENTS_SEEN;
 			continue;
 		}
 		/* The page is there already: the kernel moved it and still

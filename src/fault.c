@@ -39,6 +39,7 @@
 #include "entry.h"
 #include "fault.h"
 #include "lifecycle.h"
+#include "marker.h"
 #include "order.h"
 #include "pagemap.h"
 #include "pmdback.h"
@@ -210,7 +211,7 @@ static size_t fault_back_lone(struct hetmm_ctx *ctx,
 	count_fault_back(ctx, 1, 1);
 	struct frame_owner was = pagemap_leave_begin(pgmap, (uint32_t)idx,
 			back_free_flags(pgmap, op, true));
-	unsigned flags = FILL_ONCE | FILL_WAKE |
+	unsigned flags = FILL_ONCE | FILL_WAKE | markers_fill(ctx) |
 			 back_fill_wp(ctx, pgmap, op, vpn, idx, 1);
 	TEST_HOOK(TEST_HOOK_FAULT_LONE, dst, PAGE_SIZE);
 	long got;
@@ -787,7 +788,8 @@ static void fault_zero_held(struct hetmm_ctx *ctx, _Atomic uint64_t *slot,
 		return;
 	}
 	if (uffd_fill(ctx->uffd.fd, write ? FILL_COPY : FILL_ZERO, addr,
-		      (uintptr_t)ctx->zero_src, PAGE_SIZE, FILL_ONCE) > 0)
+		      (uintptr_t)ctx->zero_src, PAGE_SIZE,
+		      FILL_ONCE | markers_fill(ctx)) > 0)
 		STAT_ADD(ctx, fault_zero, 1);
 	/* Our reference goes before the thread resumes: it may release its
 	 * own hold and expect the word back where it left it. */
@@ -824,7 +826,7 @@ static void fault_zero(struct hetmm_ctx *ctx, uintptr_t addr, bool write)
 	 * so give it a private zeroed page at once. */
 	long rc = uffd_fill(ctx->uffd.fd, write ? FILL_COPY : FILL_ZERO, addr,
 			    (uintptr_t)ctx->zero_src, PAGE_SIZE,
-			    FILL_WAKE | FILL_ONCE);
+			    FILL_WAKE | FILL_ONCE | markers_fill(ctx));
 	atomic_store_explicit(slot, 0, memory_order_release);
 	if (rc < 0)
 		uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
@@ -891,7 +893,8 @@ static void fault_sigbus(struct hetmm_ctx *ctx, const struct uffd_msg *m,
 {
 	STAT_ADD(ctx, fault_sigbus, 1);
 	if ((ctx->uffd.features & UFFD_FEATURE_POISON) && !TEST_NO_POISON() &&
-	    uffd_poison(ctx->uffd.fd, addr, PAGE_SIZE, FILL_ONCE) == 0)
+	    uffd_poison(ctx->uffd.fd, addr, PAGE_SIZE,
+			FILL_ONCE | markers_fill(ctx)) == 0)
 		return;
 	pid_t tid = (pid_t)m->arg.pagefault.feat.ptid;
 	if (tid) {
@@ -1055,7 +1058,8 @@ static void handle_pagefault(struct hetmm_ctx *ctx, const struct uffd_msg *m)
 		    (is_migrator(ctx, (pid_t)m->arg.pagefault.feat.ptid) ||
 		     migrators_copying(ctx, addr, addr + PAGE_SIZE)))
 			if (uffd_fill(ctx->uffd.fd, FILL_ZERO, addr, 0,
-				      PAGE_SIZE, FILL_WAKE | FILL_ONCE) < 0)
+				      PAGE_SIZE, FILL_WAKE | FILL_ONCE |
+				      markers_fill(ctx)) < 0)
 				uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
 		return;
 	}

@@ -27,6 +27,7 @@
 #include "ctx.h"
 #include "entry.h"
 #include "fork.h"
+#include "marker.h"
 #include "notifier.h"
 #include "shadow.h"
 #include "watch.h"
@@ -81,7 +82,8 @@ static void poison_failed(struct hetmm_ctx *ctx, uintptr_t a,
 		if (rc != -EIO)
 			continue;
 		if (ctx->uffd.features & UFFD_FEATURE_POISON)
-			uffd_poison(ctx->uffd.fd, p, PAGE_SIZE, 0);
+			uffd_poison(ctx->uffd.fd, p, PAGE_SIZE,
+				    markers_fill(ctx));
 	}
 }
 

@@ -36,6 +36,7 @@
 #include "coherent.h"
 #include "ctx.h"
 #include "lifecycle.h"
+#include "marker.h"
 #include "notifier.h"
 #include "order.h"
 #include "pagemap.h"
@@ -87,7 +88,7 @@ static void rescue_end(struct hetmm_ctx *ctx, const struct rescue *q)
 static bool rescue_try(struct hetmm_ctx *ctx, const struct rescue *q)
 {
 	long got = uffd_fill(ctx->uffd.fd, FILL_MOVE, q->to, q->from,
-			     PAGE_SIZE, FILL_ONCE);
+			     PAGE_SIZE, FILL_ONCE | markers_fill(ctx));
 	if (got == -EAGAIN)
 		return false;
 	rescue_end(ctx, q);
@@ -294,6 +295,8 @@ static bool vacated_take(struct hetmm_ctx *ctx, uintptr_t start,
 
 static bool unmap_parked(struct hetmm_ctx *ctx, uintptr_t start,
 			 uintptr_t end);
+static bool park_unmapped(struct hetmm_ctx *ctx, uintptr_t start,
+			  uintptr_t end);
 
 void lifecycle_unmap(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 {
@@ -308,12 +311,17 @@ void lifecycle_unmap(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 	/* The late UNMAP of an mremap's old range: the REMAP carried what
 	 * was there; what later REMAPs put there stays. */
 	struct vacated v;
-	if (vacated_take(ctx, start, end, &v) && v.keep_lo < v.keep_hi) {
-		unmap_range(ctx, start, v.keep_lo);
-		unmap_range(ctx, v.keep_hi, end);
+	if (vacated_take(ctx, start, end, &v)) {
+		if (v.keep_lo < v.keep_hi) {
+			unmap_range(ctx, start, v.keep_lo);
+			unmap_range(ctx, v.keep_hi, end);
+		} else {
+			unmap_range(ctx, start, end);
+		}
 		return;
 	}
-	unmap_range(ctx, start, end);
+	if (!park_unmapped(ctx, start, end))
+		unmap_range(ctx, start, end);
 }
 
 void lifecycle_discard(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
@@ -359,7 +367,8 @@ static unsigned parked_overlaps(const struct vacated_ranges *vr,
 		const struct parked *p = &vr->parked[i];
 		if (p->end <= start || p->start >= end)
 			continue;
-		struct parked o = { MAX(p->start, start), MIN(p->end, end) };
+		struct parked o = { MAX(p->start, start), MIN(p->end, end),
+				    p->unmapped };
 		unsigned k = n++;
 		for (; k && ov[k - 1].start > o.start; k--)
 			ov[k] = ov[k - 1];
@@ -434,6 +443,14 @@ static int unpark_one(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
 	return 0;
 }
 
+/* The parked entries of [start, end) freed. */
+static void parked_free(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	struct unpark u = { .ctx = ctx };
+	vtab_for_each(&ctx->vacated.parked_tab, addr_to_vpn(start),
+		      addr_to_vpn(end), unpark_one, &u);
+}
+
 /* [start, end) is no longer parked; a piece left over with no room to
  * note it has its entries freed. */
 static void parked_cut(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
@@ -446,7 +463,8 @@ static void parked_cut(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 			continue;
 		}
 		vr->parked[i] = vr->parked[--vr->nparked];
-		struct parked rest[2] = { { p.start, start }, { end, p.end } };
+		struct parked rest[2] = { { p.start, start, p.unmapped },
+					  { end, p.end, p.unmapped } };
 		for (int k = 0; k < 2; k++) {
 			if (rest[k].start >= rest[k].end)
 				continue;
@@ -454,10 +472,7 @@ static void parked_cut(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 				vr->parked[vr->nparked++] = rest[k];
 				continue;
 			}
-			struct unpark u = { .ctx = ctx };
-			vtab_for_each(&vr->parked_tab,
-				      addr_to_vpn(rest[k].start),
-				      addr_to_vpn(rest[k].end), unpark_one, &u);
+			parked_free(ctx, rest[k].start, rest[k].end);
 		}
 		/* Pieces put back at the end are past i, and disjoint from
 		 * [start, end): looked at again, they are kept. */
@@ -502,7 +517,8 @@ static void park_stale(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 	shadow_for_each(&ctx->shadow, addr_to_vpn(start), addr_to_vpn(end),
 			park_one, &k);
 	if (k.parked)
-		vr->parked[vr->nparked++] = (struct parked){ start, end };
+		vr->parked[vr->nparked++] =
+			(struct parked){ start, end, false };
 }
 
 /* An UNMAP of [start, end) that meets parked ranges: it is the event
@@ -517,11 +533,9 @@ static bool unmap_parked(struct hetmm_ctx *ctx, uintptr_t start,
 	if (!n)
 		return false;
 	for (unsigned i = 0; i < n; i++) {
-		struct unpark u = { .ctx = ctx };
 		notifiers_invalidate(ctx, ov[i].start, ov[i].end,
 				     HETMM_EVENT_UNMAP);
-		vtab_for_each(&vr->parked_tab, addr_to_vpn(ov[i].start),
-			      addr_to_vpn(ov[i].end), unpark_one, &u);
+		parked_free(ctx, ov[i].start, ov[i].end);
 		parked_cut(ctx, ov[i].start, ov[i].end);
 	}
 	outside_overlaps(ctx, start, end, ov, n, 0, unmap_piece);
@@ -561,15 +575,6 @@ static void forward_note(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
 	struct vacated_ranges *vr = &ctx->vacated;
 	vr->fwd[vr->fwd_next++ % FORWARD_MAX] =
 		(struct forward){ .from = from, .to = to, .len = len };
-}
-
-void lifecycle_settled(struct hetmm_ctx *ctx)
-{
-	struct vacated_ranges *vr = &ctx->vacated;
-	if (!vr->fwd_next)
-		return;
-	memset(vr->fwd, 0, sizeof(vr->fwd));
-	vr->fwd_next = 0;
 }
 
 static bool range_unmapped(struct vmaq *q, uintptr_t start, uintptr_t end)
@@ -686,6 +691,153 @@ static bool moved_in_later(struct hetmm_ctx *ctx, uintptr_t from,
 		       present;
 	}
 	return false;
+}
+
+/* ------------------------------------------------------------------------
+ * An UNMAP read while a move is in flight
+ *
+ * Thread A moves X to Y with MREMAP_DONTUNMAP, which leaves an empty
+ * mapping at X; thread B then moves Z onto X, unmapping that first.
+ * Each thread's events queue once it drops the mmap lock, so the handler
+ * can read B's UNMAP of X and Z -> X before A's X -> Y: freed at that
+ * UNMAP, X's entries, whose pages the kernel had taken to Y, would be
+ * lost (Y reading zeroes), and X -> Y would take Z's on to Y.  B moving
+ * first and A then moving X, Z's pages by then, gives the same events in
+ * the same order, and there X's entries are to be freed and Z's go to
+ * Y.  Where the pages were on a device the mappings cannot tell the two
+ * apart; the markers the kernel moved can (marker.h).  So an UNMAP of a
+ * range that is mapped again (something moved or was mapped onto it),
+ * read while the kernel still counts an event pending (a REMAP may be
+ * in flight), parks the range's private device entries instead of
+ * freeing them.  A REMAP from the range decides (parked_went_along): A
+ * first left X empty and Z's pages moved in after, so X has markers of
+ * the entries there now; or, with none of those, Y has markers where
+ * the parked entries were.  Then the parked entries go to Y and what is
+ * at X stays; else the parked ones are freed and X's go to Y, as before.
+ * A sync through the handler that succeeds frees what is still parked:
+ * no move is left to claim it.  Without markers (before Linux 6.5) the
+ * UNMAP frees, as before.
+ */
+
+static int park_device_one(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
+{
+	uint64_t e = atomic_load(slot);
+	if (!shadow_on_device(e) || shadow_is_coherent(e))
+		return 0;
+	return park_one(arg, vpn, slot);
+}
+
+/* The UNMAP of [start, end), if a move may have taken its entries: they
+ * are parked, and the rest unmapped as usual.  False if not. */
+static bool park_unmapped(struct hetmm_ctx *ctx, uintptr_t start,
+			  uintptr_t end)
+{
+	struct vacated_ranges *vr = &ctx->vacated;
+	if (!markers_kept(ctx) || vr->nparked == PARKED_MAX ||
+	    !range_mapped(&ctx->vmaq, start, end) ||
+	    !uffd_events_pending(ctx->uffd.fd))
+		return false;
+	struct park k = { .ctx = ctx };
+	notifiers_invalidate(ctx, start, end, HETMM_EVENT_UNMAP);
+	shadow_for_each(&ctx->shadow, addr_to_vpn(start), addr_to_vpn(end),
+			park_device_one, &k);
+	if (k.parked)
+		vr->parked[vr->nparked++] = (struct parked){ start, end, true };
+	discard_range(ctx, start, end, true, true);   /* held: GONE */
+	watch_forget(ctx, start, end);
+	return true;
+}
+
+/* Entries (of the shadow or the parked table) whose page is marked. */
+struct marked_count {
+	uint64_t first;                   /* vpn of marks[0] */
+	const bool *marks;
+	size_t n;
+};
+
+static int count_marked(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
+{
+	struct marked_count *m = arg;
+	uint64_t e = atomic_load(slot);
+	if (shadow_on_device(e) && !shadow_is_coherent(e) &&
+	    !shadow_is_busy(e))
+		m->n += m->marks[vpn - m->first];
+	return 0;
+}
+
+/* Of n pages from vpn first: the entries now there (else the parked
+ * ones) whose page marks says is marked. */
+static size_t marked_entries(struct hetmm_ctx *ctx, bool parked,
+			     uint64_t first, size_t n, const bool *marks)
+{
+	struct marked_count m = { .first = first, .marks = marks };
+	if (parked)
+		vtab_for_each(&ctx->vacated.parked_tab, first, first + n,
+			      count_marked, &m);
+	else
+		shadow_for_each(&ctx->shadow, first, first + n, count_marked,
+				&m);
+	return m.n;
+}
+
+/* Did the entries an UNMAP parked in ov go along with the REMAP that
+ * moves ov delta bytes on?  (See above.)  No if pagemap won't say. */
+static bool parked_went_along(struct hetmm_ctx *ctx, const struct parked *ov,
+			      uintptr_t delta)
+{
+	bool at_x[CHUNK_PAGES], at_y[CHUNK_PAGES];
+	size_t here_x = 0, here_y = 0, parked_y = 0;
+	for (uintptr_t a = ov->start; a < ov->end;) {
+		size_t n = MIN((ov->end - a) >> PAGE_SHIFT,
+			       (size_t)CHUNK_PAGES);
+		uint64_t v = addr_to_vpn(a);
+		if (markers_read(ctx, a, n, at_x) ||
+		    markers_read(ctx, a + delta, n, at_y))
+			return false;
+		here_x += marked_entries(ctx, false, v, n, at_x);
+		here_y += marked_entries(ctx, false, v, n, at_y);
+		parked_y += marked_entries(ctx, true, v, n, at_y);
+		a += n * PAGE_SIZE;
+	}
+	return here_x || (!here_y && parked_y);
+}
+
+/* A REMAP from -> to meets the parked ranges ov (n of them): those an
+ * UNMAP parked whose entries did not go along are freed, and what is at
+ * their place now is the REMAP's to carry.  Returns how many are left
+ * in ov, in order. */
+static unsigned parked_judge(struct hetmm_ctx *ctx, struct parked *ov,
+			     unsigned n, uintptr_t from, uintptr_t to)
+{
+	unsigned left = 0;
+	for (unsigned i = 0; i < n; i++) {
+		if (ov[i].unmapped &&
+		    !parked_went_along(ctx, &ov[i], to - from)) {
+			parked_free(ctx, ov[i].start, ov[i].end);
+			parked_cut(ctx, ov[i].start, ov[i].end);
+			continue;
+		}
+		ov[left++] = ov[i];
+	}
+	return left;
+}
+
+void lifecycle_settled(struct hetmm_ctx *ctx)
+{
+	struct vacated_ranges *vr = &ctx->vacated;
+	if (vr->fwd_next) {
+		memset(vr->fwd, 0, sizeof(vr->fwd));
+		vr->fwd_next = 0;
+	}
+	for (unsigned i = 0; i < vr->nparked;) {
+		struct parked p = vr->parked[i];
+		if (!p.unmapped) {
+			i++;
+			continue;
+		}
+		parked_free(ctx, p.start, p.end);
+		vr->parked[i] = vr->parked[--vr->nparked];
+	}
 }
 
 /* ------------------------------------------------------------------------
@@ -839,11 +991,13 @@ void lifecycle_remap(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
 	/* Parked entries of the old range are this REMAP's to carry; what
 	 * is there now is another's. */
 	if (ctx->vacated.nparked)
-		r.nparked = parked_overlaps(&ctx->vacated, from, from + len,
-					    ov);
+		r.nparked = parked_judge(ctx, ov,
+					 parked_overlaps(&ctx->vacated, from,
+							 from + len, ov),
+					 from, to);
 	/* Nothing parked, but all of it another's: the same, unparked. */
 	if (!r.nparked && moved_in_later(ctx, from, to, len)) {
-		ov[0] = (struct parked){ from, from + len };
+		ov[0] = (struct parked){ from, from + len, false };
 		r.nparked = 1;
 	}
 	for (unsigned i = 0; i < r.nparked; i++) {

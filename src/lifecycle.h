@@ -34,9 +34,13 @@ struct rescue {
 /* A range a REMAP moved pages onto while device entries of what was
  * there still stood: the event that took that away is still to come
  * (lifecycle.c, "REMAPs read out of order").  Those entries wait in
- * vacated_ranges.parked_tab, by page number, for it. */
+ * vacated_ranges.parked_tab, by page number, for it.  Or (unmapped) a
+ * range an UNMAP was read for while an mremap's REMAP may still have
+ * been to come, whose entries that REMAP may have taken along
+ * (lifecycle.c, "An UNMAP read while a move is in flight"). */
 struct parked {
 	uintptr_t start, end;
+	bool unmapped;
 };
 #define PARKED_MAX 16
 
@@ -69,7 +73,8 @@ void lifecycle_remap(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
  * would not let us move yet (an event was waiting to be read). */
 void lifecycle_retry(struct hetmm_ctx *ctx);
 /* A sync through the handler succeeded: the kernel had no event of any
- * mremap left to hand out, and the handler has handled all it read. */
+ * mremap left to hand out, and the handler has handled all it read.
+ * Entries an UNMAP parked are freed: no REMAP is left to claim them. */
 void lifecycle_settled(struct hetmm_ctx *ctx);
 
 #endif /* HETMM_LIFECYCLE_H */

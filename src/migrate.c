@@ -38,6 +38,7 @@
 #include "ctx.h"
 #include "entry.h"
 #include "evict.h"
+#include "marker.h"
 #include "notifier.h"
 #include "order.h"
 #include "pagemap.h"
@@ -95,6 +96,11 @@ static bool st_pending(uint8_t st)
 static bool st_copied(uint8_t st)
 {
 	return st == ST_COPIED;
+}
+
+static bool st_done(uint8_t st)
+{
+	return st == ST_DONE_DATA || st == ST_DONE_ZERO;
 }
 
 /* The run from page i of pages in pred's state whose frames follow on
@@ -796,6 +802,47 @@ static bool chunk_whole(const struct chunk *c)
 	return true;
 }
 
+/* Did the chunk have a page in the process when it was collected? */
+static bool chunk_had_pages(const struct chunk *c)
+{
+	for (size_t i = 0; i < c->n; i++)
+		if (page_has_data(c->pflags[i]))
+			return true;
+	return false;
+}
+
+/*
+ * Markers where the chunk's pages left the process for a private device
+ * (marker.h), one ioctl per run, before publication: until then a fault
+ * there waits for the claim, so nothing is installed that the ioctl
+ * would write-protect instead.  Where mremap took a page away meanwhile
+ * (MREMAP_DONTUNMAP: its old place stays mapped, empty) the marker
+ * lands at the old place with no device page behind it: a fault there
+ * fills zeroes over it as over a hole (asking the kernel where each
+ * claim is now cost a tenth of the migration).  A marker keeps a page
+ * table, where a PMD whose pages all left would otherwise have none (a
+ * THP taken whole, a chunk that was all holes, base pages zapped by a
+ * kernel that frees empty page tables), and a PMD with a page table
+ * takes no THP back whole: so none on those chunks, nor on a device
+ * with asynchronous copies, whose pages come back in whole PMDs
+ * (pmdback.c).  lifecycle.c decides on the markers there are.
+ */
+static void chunk_mark(struct hetmm_ctx *ctx,
+		       const struct hetmm_pagemap *pgmap, const struct chunk *c)
+{
+	if (!markers_kept(ctx) || pagemap_is_coherent(pgmap) ||
+	    copy_is_async(pgmap) || c->thp || !chunk_had_pages(c))
+		return;
+	for (size_t i = 0; i < c->n;) {
+		size_t run = 0;
+		while (i + run < c->n && st_done(c->status[i + run]))
+			run++;
+		if (run)
+			markers_set(ctx, chunk_addr(c, i), run);
+		i += run ? run : 1;
+	}
+}
+
 /* Commit, but for the wake: metadata, then publish.  huge: PAGE_HUGE
  * for every frame (the chunks of a huge device page all arrived).
  * Returns the pages moved. */
@@ -804,6 +851,7 @@ static size_t chunk_publish(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 {
 	size_t moved = 0;
 	chunk_unprotect(ctx, pgmap, c);
+	chunk_mark(ctx, pgmap, c);
 	for (size_t i = 0; i < c->n; i++) {
 		uint8_t st = c->status[i];
 		if (st != ST_DONE_DATA && st != ST_DONE_ZERO)

@@ -192,6 +192,23 @@ static long fill_once(int fd, enum uffd_fill op, uintptr_t dst, uintptr_t src,
 	return progress > 0 ? progress : -errno;
 }
 
+/* UFFDIO_WRITEPROTECT mode 0 turns a marker back into an empty entry;
+ * the range's waiters stay asleep (the move that follows wakes them). */
+static int lift_markers(int fd, uintptr_t dst, size_t len, unsigned once)
+{
+	struct uffdio_writeprotect w = {
+		.range = { .start = dst, .len = len },
+		.mode = UFFDIO_WRITEPROTECT_MODE_DONTWAKE,
+	};
+	while (ioctl(fd, UFFDIO_WRITEPROTECT, &w) < 0) {
+		if (errno != EAGAIN)
+			return 0;   /* the move says what is wrong */
+		if (once)
+			return -EAGAIN;
+	}
+	return 0;
+}
+
 long uffd_fill(int fd, enum uffd_fill op, uintptr_t dst, uintptr_t src,
 	       size_t len, unsigned flags)
 {
@@ -200,6 +217,16 @@ long uffd_fill(int fd, enum uffd_fill op, uintptr_t dst, uintptr_t src,
 	if ((flags & FILL_ONCE) && !(flags & FILL_EVENTS_SEEN) &&
 	    away_events_held())
 		return -EAGAIN;
+	/* A device page's move in lifts its marker first: every such page
+	 * has one.  A zero page meets one only where the marked page was a
+	 * zero page on the device, or a migration's write protection met
+	 * a page zapped under it: lifted when the kernel says so. */
+	bool unmark = flags & FILL_UNMARK;
+	if (op == FILL_MOVE && unmark) {
+		int rc = lift_markers(fd, dst, len, flags & FILL_ONCE);
+		if (rc)
+			return rc;
+	}
 	while (done < len) {
 		long got = fill_once(fd, op, dst + done,
 				     op == FILL_ZERO ? 0 : src + done,
@@ -210,6 +237,13 @@ long uffd_fill(int fd, enum uffd_fill op, uintptr_t dst, uintptr_t src,
 		}
 		if (got == -EAGAIN && !(flags & FILL_ONCE))
 			continue;
+		if (got == -EEXIST && op == FILL_ZERO && unmark) {
+			unmark = false;
+			got = lift_markers(fd, dst + done, len - done,
+					   flags & FILL_ONCE);
+			if (!got)
+				continue;
+		}
 		return done ? (long)done : got;
 	}
 	return (long)done;
@@ -221,6 +255,17 @@ int uffd_wake(int fd, uintptr_t start, size_t len)
 	return ioctl(fd, UFFDIO_WAKE, &r) < 0 ? -errno : 0;
 }
 
+bool uffd_events_pending(int fd)
+{
+	/* Page 1 is never mapped (mmap_min_addr), so the ioctl changes
+	 * nothing once the kernel lets it through: it answers ENOENT. */
+	struct uffdio_writeprotect w = {
+		.range = { .start = PAGE_SIZE, .len = PAGE_SIZE },
+		.mode = UFFDIO_WRITEPROTECT_MODE_DONTWAKE,
+	};
+	return ioctl(fd, UFFDIO_WRITEPROTECT, &w) < 0 && errno == EAGAIN;
+}
+
 int uffd_poison(int fd, uintptr_t start, size_t len, unsigned flags)
 {
 	struct uffdio_poison p = {
@@ -228,6 +273,11 @@ int uffd_poison(int fd, uintptr_t start, size_t len, unsigned flags)
 	};
 	if ((flags & FILL_ONCE) && away_events_held())
 		return -EAGAIN;
+	if (flags & FILL_UNMARK) {
+		int rc = lift_markers(fd, start, len, flags & FILL_ONCE);
+		if (rc)
+			return rc;
+	}
 	while (ioctl(fd, UFFDIO_POISON, &p) < 0) {
 		if (errno != EAGAIN || (flags & FILL_ONCE))
 			return -errno;

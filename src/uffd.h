@@ -36,14 +36,25 @@ enum uffd_fill { FILL_COPY, FILL_ZERO, FILL_MOVE };
 #define FILL_EVENTS_SEEN (1u << 4)
 /* UFFDIO_COPY only: the page is installed write-protected. */
 #define FILL_WP (1u << 3)
+/* Lift the range's uffd-wp markers (marker.h), which UFFDIO_MOVE,
+ * _ZEROPAGE and _POISON take for a page there (EEXIST): before a move or
+ * a poison, and on EEXIST before a zero page's second try.  UFFDIO_COPY
+ * replaces a marker. */
+#define FILL_UNMARK (1u << 5)
 /* Fill [dst, dst + len) by UFFDIO_COPY/ZEROPAGE/MOVE from src: bytes
  * done, or -errno if it stopped at the first page. */
 long uffd_fill(int fd, enum uffd_fill op, uintptr_t dst, uintptr_t src,
 	       size_t len, unsigned flags);
 int uffd_wake(int fd, uintptr_t start, size_t len);
+/* Does an event of the process's (munmap, madvise, mremap) wait to be
+ * read, or has one been read so late that its caller has not gone on
+ * yet?  The kernel refuses every ioctl that changes the address space
+ * while one does (EAGAIN); this asks with one that changes nothing. */
+bool uffd_events_pending(int fd);
 /* UFFDIO_POISON (6.6, UFFD_FEATURE_POISON): an access to the range gets
  * SIGBUS until a fill replaces the marker; wakes the range.  flags:
- * FILL_ONCE. */
+ * FILL_ONCE, FILL_UNMARK (the kernel refuses to poison over a uffd-wp
+ * marker). */
 int uffd_poison(int fd, uintptr_t start, size_t len, unsigned flags);
 
 #endif /* HETMM_UFFD_H */

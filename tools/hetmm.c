@@ -344,6 +344,11 @@ static int cmd_info(void)
 		printf("context features    0x%016" PRIx64
 		       " (enabled on the context's userfaultfd)\n", feats);
 		print_features("  ", feats);
+		printf("uffd-wp markers     %s\n",
+		       (feats & UFFD_FEATURE_WP_UNPOPULATED) ?
+		       "yes (on private device pages; mremap races told "
+		       "apart by them)" :
+		       "no (needs WP_UNPOPULATED, Linux 6.5)");
 	}
 	fflush(stdout);
 	info_step = "the file device";
