@@ -592,35 +592,39 @@ static bool range_mapped(struct vmaq *q, uintptr_t start, uintptr_t end)
 	return true;
 }
 
-/* The private device entries of a range nobody holds (a holder may have
- * installed its page already), and how many of their pages another
- * range (or the same) has present. */
+/* The device entries of a range nobody holds (a holder may have
+ * installed its page already), and how many of the private ones' pages
+ * another range (or the same) has present. */
 struct presence_check {
 	uint64_t first;                   /* vpn of pf[0] */
 	const uint8_t *pf;
-	size_t entries, present;
+	size_t entries, present;          /* private */
+	size_t coherent;
 };
 
 static int count_present(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
 {
 	struct presence_check *c = arg;
 	uint64_t e = atomic_load(slot);
-	if (!shadow_on_device(e) || shadow_is_coherent(e) ||
-	    shadow_is_busy(e))
+	if (!shadow_on_device(e) || shadow_is_busy(e))
 		return 0;
+	if (shadow_is_coherent(e)) {
+		c->coherent++;
+		return 0;
+	}
 	c->entries++;
 	c->present += (c->pf[vpn - c->first] & PG_PRESENT) != 0;
 	return 0;
 }
 
-/* from's private device entries, and how many of their pages at has
- * present; false if the kernel would not say. */
+/* from's device entries, and what at has of their pages (above); false
+ * if the kernel would not say. */
 static bool entries_presence(struct hetmm_ctx *ctx, uintptr_t from,
-			     uintptr_t at, size_t len, size_t *entries,
-			     size_t *present)
+			     uintptr_t at, size_t len,
+			     struct presence_check *sum)
 {
 	uint8_t pf[CHUNK_PAGES];
-	*entries = *present = 0;
+	*sum = (struct presence_check){ 0 };
 	for (size_t off = 0; off < len;) {
 		size_t n = MIN((len - off) >> PAGE_SHIFT, (size_t)CHUNK_PAGES);
 		struct presence_check c = { .first = addr_to_vpn(from + off),
@@ -629,22 +633,33 @@ static bool entries_presence(struct hetmm_ctx *ctx, uintptr_t from,
 			return false;
 		shadow_for_each(&ctx->shadow, c.first, c.first + n,
 				count_present, &c);
-		*entries += c.entries;
-		*present += c.present;
+		sum->entries += c.entries;
+		sum->present += c.present;
+		sum->coherent += c.coherent;
 		off += n * PAGE_SIZE;
 	}
 	return true;
 }
 
-/* Does at hold the mapping with from's private device entries (their
- * pages all missing there, the kernel moved its holes along), and are
- * there any? */
+/* Is [at, at + len) one shared mapping: a coherent device's pages,
+ * mapped at the process's addresses (coherent.c)? */
+static bool range_shared(struct vmaq *q, uintptr_t at, size_t len)
+{
+	struct vma v;
+	return vma_find(q, at, &v) == 0 && v.end >= at + len &&
+	       !vma_is_private_anon(&v);
+}
+
+/* Does at hold the mapping with from's device entries (the pages of the
+ * private ones all missing there, the kernel moved its holes along; the
+ * coherent ones' shared mapping moved there), and are there any? */
 static bool holds_moved_entries(struct hetmm_ctx *ctx, uintptr_t from,
 				uintptr_t at, size_t len)
 {
-	size_t entries, present;
-	return entries_presence(ctx, from, at, len, &entries, &present) &&
-	       entries && !present;
+	struct presence_check s;
+	return entries_presence(ctx, from, at, len, &s) &&
+	       (s.entries || s.coherent) && !s.present &&
+	       (!s.coherent || range_shared(&ctx->vmaq, at, len));
 }
 
 /* Where a REMAP from -> to read now puts from's entries: to, or where
@@ -679,16 +694,14 @@ static bool moved_in_later(struct hetmm_ctx *ctx, uintptr_t from,
 			   uintptr_t to, size_t len)
 {
 	struct vacated_ranges *vr = &ctx->vacated;
-	size_t entries, present;
+	struct presence_check s;
 	for (unsigned k = 1; k <= FORWARD_MAX; k++) {
 		struct forward *f = &vr->fwd[(vr->fwd_next - k) % FORWARD_MAX];
 		if (f->len != len || f->to != from)
 			continue;
 		return range_mapped(&ctx->vmaq, from, from + len) &&
 		       holds_moved_entries(ctx, from, from, len) &&
-		       entries_presence(ctx, from, to, len, &entries,
-					&present) &&
-		       present;
+		       entries_presence(ctx, from, to, len, &s) && s.present;
 	}
 	return false;
 }

@@ -45,7 +45,8 @@
  * Part 8, two mremaps in the other order than part 2's: Z moves onto the
  * still-mapped X first, then X (Z's pages now) moves on to Y; the handler
  * reads the REMAP of X to Y before the REMAP of Z to X.  Z's pages must
- * be at Y, where the kernel put them.
+ * be at Y, where the kernel put them; on a private device and on a
+ * coherent one.
  *
  * Part 9, the late UNMAP of an mremap's old range against a fresh mapping
  * there, whose migration syncs with the handler before the REMAP is read
@@ -708,7 +709,7 @@ static void part4(void)
  * put Z's entries at X, where the kernel has nothing: 16 pages read
  * zeroes at Y.
  */
-static void part8(void)
+static void part8_type(enum hetmm_memory_type type)
 {
 	struct hetmm_emu *emu;
 	struct hetmm_pagemap *pg;
@@ -718,8 +719,9 @@ static void part8(void)
 	struct remapper m1 = { .from = x, .to = y };
 	struct remapper m2 = { .from = z, .to = x };
 
-	fprintf(stderr, "part 8: Z onto the mapped X, then X to Y\n");
-	t_emu_add(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64, &emu, &pg);
+	fprintf(stderr, "part 8: Z onto the mapped X, then X to Y (%s)\n",
+		type == HETMM_MEMORY_DEVICE_COHERENT ? "coherent" : "private");
+	t_emu_add(ctx, type, 64, &emu, &pg);
 	p2_on_device(pg, x, z, trig, 81);
 
 	/* Z onto X: the thread waits for its UNMAP of X to be read.  Then
@@ -730,11 +732,21 @@ static void part8(void)
 
 	CHECK(!mapped(x, P2_PAGES));
 	CHECK_EQ(t_verify(y, P2_PAGES, 82), 0);
-	CHECK_EQ(t_count_on_device(ctx, y, P2_PAGES), 0);
+	/* A coherent device's pages moved with their mapping, still its. */
+	CHECK_EQ(t_count_on_device(ctx, y, P2_PAGES),
+		 type == HETMM_MEMORY_DEVICE_COHERENT ? P2_PAGES : 0);
 	t_unmap(y, P2_PAGES);
 	t_unmap(trig, 1);
 	check_all_home(pg);
 	CHECK_OK(hetmm_emu_destroy(emu));
+}
+
+static void part8(void)
+{
+	part8_type(HETMM_MEMORY_DEVICE_PRIVATE);
+	/* Before, Z's coherent entries went to X, where the kernel has
+	 * nothing: their 16 frames stayed allocated after Y's munmap. */
+	part8_type(HETMM_MEMORY_DEVICE_COHERENT);
 }
 
 /* ------------------------------------------------------------------------
