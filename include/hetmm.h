@@ -293,9 +293,6 @@ struct hetmm_stats {
 				      * completed (struct hetmm_pagemap_ops) */
 	uint64_t fault_sigbus;       /* faults answered with SIGBUS: the
 				      * page could not come back */
-	uint64_t recycled_pages;     /* pages brought back into a huge page
-				      * a migration had taken out of the
-				      * process, not one zeroed afresh */
 };
 
 /* A snapshot of the counters; -EINVAL for NULL, -ECHILD. */

@@ -22,7 +22,6 @@
 #include "hotplug.h"
 #include "notifier.h"
 #include "order.h"
-#include "pool.h"
 #include "testhook.h"
 #include "watch.h"
 
@@ -80,7 +79,6 @@ static void ctx_free(struct hetmm_ctx *ctx)
 	uffd_close(&ctx->uffd);
 	uffd_close(&ctx->frames);
 	order_fini(ctx);
-	pool_fini(ctx);
 	fault_engine_destroy(ctx);
 	vmaq_close(&ctx->vmaq);
 	shadow_destroy(&ctx->shadow);
@@ -139,7 +137,6 @@ int hetmm_ctx_create(struct hetmm_ctx **ctxp,
 		goto fail;
 	if (ctx->uffd.features & UFFD_FEATURE_MOVE)
 		open_frames_uffd(ctx);
-	pool_init(ctx);
 	rc = order_init(ctx);
 	if (!rc)
 		rc = fault_engine_create(ctx);
@@ -219,7 +216,6 @@ int hetmm_ctx_get_stats(struct hetmm_ctx *ctx, struct hetmm_stats *st)
 	st->pins = STAT_LOAD(ctx, pins);
 	st->copy_errors = STAT_LOAD(ctx, copy_errors);
 	st->fault_sigbus = STAT_LOAD(ctx, fault_sigbus);
-	st->recycled_pages = STAT_LOAD(ctx, recycled_pages);
 	return 0;
 }
 

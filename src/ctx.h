@@ -13,7 +13,6 @@
 #include "base.h"
 #include "lifecycle.h"
 #include "order.h"
-#include "pool.h"
 #include "shadow.h"
 #include "uffd.h"
 #include "vma.h"
@@ -35,7 +34,6 @@ struct hetmm_stats_atomic {
 	atomic_uint_fast64_t pins;
 	atomic_uint_fast64_t copy_errors;
 	atomic_uint_fast64_t fault_sigbus;
-	atomic_uint_fast64_t recycled_pages;
 };
 
 #define STAT_ADD(ctx, field, n) \
@@ -77,8 +75,6 @@ struct hetmm_ctx {
 	/* order.c: threads in a copy-to-device phase, and the handler's
 	 * ordering with them. */
 	struct handler_order order;
-	/* pool.c: huge pages the process gave up, to stage fault-back in. */
-	struct thp_pool pool;
 
 	/* hotplug.c: the pagemaps, under lock. */
 	pthread_mutex_t lock;

@@ -972,13 +972,10 @@ static bool chunk_take(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	size_t claimed = chunk_begin(ctx, pgmap, c);
 	if (!claimed)
 		return false;
-	if (pagemap_is_placed(pgmap)) {
-		/* A THP goes whole (run_zap) to its blocks too. */
-		c->thp = chunk_is_thp(ctx, c, claimed);
+	if (pagemap_is_placed(pgmap))
 		chunk_take_frames(ctx, pgmap, c);
-	} else {
+	else
 		chunk_alloc_frames(ctx, pgmap, c, claimed);
-	}
 	return c->nframes != 0;
 }
 

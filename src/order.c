@@ -13,25 +13,38 @@
 #include "ctx.h"
 #include "entry.h"
 #include "order.h"
-#include "pool.h"
 
 #define SYNC_LEN (MAX_MIGRATORS * PAGE_SIZE)
 #define SINK_LEN (MAX_MIGRATORS * PMD_SIZE)
 
 /*
- * The sink, a PMD per migrator slot, so that a huge page moves there
- * whole (one PMD, not 512 page table entries) when the pool has no room
- * for it (pool.h).  A fork child needs none of it.  Without UFFDIO_MOVE,
- * or without the memory, migrators zap.
+ * The sink, PMD-aligned so that a huge page moves there whole (one PMD,
+ * not 512 page table entries).  Registered in write-protect mode, as
+ * device memory pages move into is (hotplug.c): nothing protects it, so
+ * nothing there ever faults.  A fork child needs none of it.  Without
+ * UFFDIO_MOVE, or without the memory, migrators zap.
  */
 static void sink_init(struct hetmm_ctx *ctx)
 {
-	if (CHUNK_PAGES != PMD_PAGES)
-		return;   /* no chunk a huge page */
-	ctx->order.sink = frames_area_map(ctx, MAX_MIGRATORS);
-	if (ctx->order.sink)
-		entry_own(ctx, &ctx->order.sink_own, ctx->order.sink,
-			  SINK_LEN);
+	if (ctx->frames.fd < 0 || CHUNK_PAGES != PMD_PAGES)
+		return;   /* nothing to move, or no chunk a huge page */
+	char *p = mmap(NULL, SINK_LEN + PMD_SIZE, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return;
+	char *a = (char *)(((uintptr_t)p + PMD_SIZE - 1) &
+			   ~(uintptr_t)(PMD_SIZE - 1));
+	if (a > p)
+		munmap(p, (size_t)(a - p));
+	munmap(a + SINK_LEN, (size_t)(p + PMD_SIZE - a));
+	if (uffd_register(ctx->frames.fd, (uintptr_t)a, SINK_LEN,
+			  UFFDIO_REGISTER_MODE_WP, NULL)) {
+		munmap(a, SINK_LEN);
+		return;
+	}
+	madvise(a, SINK_LEN, MADV_DONTFORK);
+	ctx->order.sink = a;
+	entry_own(ctx, &ctx->order.sink_own, a, SINK_LEN);
 }
 
 int order_init(struct hetmm_ctx *ctx)
@@ -164,19 +177,17 @@ void migrator_zap_sync(struct hetmm_ctx *ctx, struct migrator *m)
 /*
  * A zap waits for the handler twice (madvise until it reads the REMOVE,
  * the sync until it handles it): under load, milliseconds.  A huge page
- * moves out as one PMD, into the pool (a fault-back's staging to be) or
- * else into the sink, freed there as one, which costs about what the
- * zap's own page table work does (docs/PERFORMANCE.md), and no wait.
- * Base pages would move one by one, a lock, a reverse map update and a
- * TLB flush each, and free apart: slower than the zap with its waits,
- * so they are zapped.
+ * moves out as one PMD and is freed in the sink as one, which costs
+ * about what the zap's own page table work does (docs/PERFORMANCE.md),
+ * and no wait.  Base pages would move one by one, a lock, a reverse map
+ * update and a TLB flush each, and free apart: slower than the zap with
+ * its waits, so they are zapped.
  */
 size_t migrator_take(struct hetmm_ctx *ctx, struct migrator *m,
 		     uintptr_t start)
 {
-	size_t kept = pool_give(ctx, start);
-	if (kept || !ctx->order.sink)
-		return kept;
+	if (!ctx->order.sink)
+		return 0;
 	uintptr_t dst = (uintptr_t)ctx->order.sink +
 			(size_t)(m - ctx->order.migrators) * PMD_SIZE;
 	long got = uffd_fill(ctx->frames.fd, FILL_MOVE, dst, start, PMD_SIZE,

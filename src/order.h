@@ -55,8 +55,7 @@ struct handler_order {
 	struct own_range own;             /* the sync pages */
 	/* A PMD per migrator slot, registered with the frames userfaultfd
 	 * (ctx.h), which has no events: huge pages the copy path took out
-	 * of the process and the pool has no room for move there and are
-	 * freed (migrator_take).  NULL
+	 * of the process move there and are freed (migrator_take).  NULL
 	 * where the kernel cannot move pages. */
 	char *sink;
 	struct own_range sink_own;
@@ -85,8 +84,8 @@ int migrator_zap(struct hetmm_ctx *ctx, struct migrator *m, uintptr_t start,
 void migrator_zap_sync(struct hetmm_ctx *ctx, struct migrator *m);
 /*
  * Take the huge page mapped at start (PMD-aligned) out of the process
- * for migrator m with no event: UFFDIO_MOVE into the pool (pool.h), or
- * where it is full into m's sink, where it is freed.  Returns the bytes taken from start on: PMD_SIZE, or less (0
+ * for migrator m with no event: UFFDIO_MOVE into m's sink, where it is
+ * freed.  Returns the bytes taken from start on: PMD_SIZE, or less (0
  * without UFFDIO_MOVE) where the kernel stopped, at a page shared with
  * a fork child, say, or at a hole (the process discarded or moved the
  * page meanwhile); the rest is for migrator_zap, whose sync orders the

@@ -19,17 +19,13 @@
  * to be read, the staging got base pages) falls back to installing the
  * block's pages from staging as any piece (back_piece_install).
  *
- * Where the staging THPs come from: a THP the process gave up (a
- * migration or an eviction took it out whole: pool.h) if the pool keeps
- * one, moved into the block's staging before its reads, so that they
- * land in populated memory; else nowhere ahead of time: the copy into
- * the empty block faults a fresh THP in, zeroed by the kernel on the
- * thread that stores (the device's: io_uring's, UCX's progress thread).
- * A kept THP holds another address's bytes, and a block only ever moves
- * in after a read of every one of its pages succeeded (block_fits, and
- * a failed block stays out), so none of them reaches the process.  A
- * pool refilled ahead with fresh THPs would zero the same 2 MiB, on
- * some thread, for the same copy: tried and not kept (PERFORMANCE.md).
+ * Where the staging THPs come from: nowhere ahead of time.  The move
+ * leaves the staging block empty, and the next copy into it faults a
+ * fresh THP in, zeroed by the kernel on the thread that stores (the
+ * device's: io_uring's, UCX's progress thread), not on the handler.  A
+ * pool refilled ahead would zero the same 2 MiB, on some thread, for the
+ * same copy: it saves nothing the device's thread does not already hide,
+ * and would hold memory while idle.
  *
  * Dirty tracking.  A placed pagemap's pages (the file device) come back
  * write-protected, to be told clean (back.c, back_fill_wp), but a move
@@ -51,7 +47,6 @@
 #include "entry.h"
 #include "pagemap.h"
 #include "pmdback.h"
-#include "pool.h"
 #include "shadow.h"
 #include "testhook.h"
 #include "vma.h"
@@ -88,8 +83,7 @@ struct back_pmd *back_pmd_create(struct hetmm_ctx *ctx)
 	struct back_pmd *m = calloc(1, sizeof(*m));
 	if (!m)
 		return NULL;
-	/* Registered, so that a kept THP may move in (pool_take). */
-	m->area = frames_area_map(ctx, PMD_BLOCKS + 1);
+	m->area = staging_map(PMD_BLOCKS + 1);
 	m->claims = calloc(PMD_BLOCKS * PMD_PAGES, sizeof(uint64_t));
 	if (!m->area || !m->claims) {
 		back_pmd_destroy(ctx, m);
@@ -160,7 +154,6 @@ bool back_pmd_start(struct back_pipe *bp, uint64_t head,
 	b->err = 0;
 	b->how = how;
 	memcpy(b->claims, claims, PMD_PAGES * sizeof(*claims));
-	pool_take(bp->ctx, (uintptr_t)b->staging);
 	/* Devices stop using the pages before their contents move. */
 	back_invalidate(bp->ctx, head, PMD_PAGES, b->claims);
 	bp->queued += PMD_PAGES;
@@ -288,12 +281,19 @@ static void block_fallback(struct back_pipe *bp, struct pmd_block *b)
 	}
 }
 
-/* Every piece of block b landed: into place. */
-static void block_move(struct back_pipe *bp, struct back_pmd *m,
+/* Every piece of block b landed (or one failed). */
+static void block_done(struct back_pipe *bp, struct back_pmd *m,
 		       struct pmd_block *b)
 {
 	struct hetmm_ctx *ctx = bp->ctx;
 	uintptr_t dst = vpn_to_addr(b->head);
+	if (b->err) {
+		/* The faulting thread stays in its fault: fault.c's
+		 * fault_back_failed tries its page alone. */
+		back_keep_quiet(ctx, b->head, b->claims, PMD_PAGES);
+		bp->failed += PMD_PAGES;
+		return;
+	}
 	if (pagemap_is_placed(b->pgmap))
 		memcpy(m->check, b->staging, PMD_SIZE);
 	long got = uffd_fill(ctx->uffd.fd, FILL_MOVE, dst,
@@ -303,23 +303,8 @@ static void block_move(struct back_pipe *bp, struct back_pmd *m,
 		block_settle(bp, m, b);
 	else
 		block_fallback(bp, b);
-}
-
-/* Every piece of block b landed (or one failed). */
-static void block_done(struct back_pipe *bp, struct back_pmd *m,
-		       struct pmd_block *b)
-{
-	if (b->err) {
-		/* The faulting thread stays in its fault: fault.c's
-		 * fault_back_failed tries its page alone. */
-		back_keep_quiet(bp->ctx, b->head, b->claims, PMD_PAGES);
-		bp->failed += PMD_PAGES;
-	} else {
-		block_move(bp, m, b);
-	}
 	/* Staging empty again, its page table too (a move the kernel made
-	 * page by page leaves one, and base pages would follow; a kept THP
-	 * moves in only where nothing is mapped). */
+	 * page by page leaves one, and base pages would follow). */
 	madvise(b->staging, PMD_SIZE, MADV_DONTNEED);
 }
 

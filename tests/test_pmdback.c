@@ -9,10 +9,9 @@
  * resident bound evicts THPs and loses nothing; a write that lands
  * between the PMD's move and its write protection (a test hook holds
  * that window) reaches the file too; a mapping advised MADV_NOHUGEPAGE
- * gets none; THPs a sync gave up stage a later scan's blocks (src/pool.c)
- * and none of their bytes shows, and a fork child inherits none.  Where
- * the kernel can't move pages (before 6.8) or THP is off, or pages are
- * not 4 KiB, the PMD counts are not asked for and the rest still is.
+ * gets none.  Where the kernel can't move pages (before 6.8) or THP is
+ * off, or pages are not 4 KiB, the PMD counts are not asked for and the
+ * rest still is.
  */
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -200,90 +199,6 @@ static void file_nohuge(void)
 	CHECK_OK(hetmm_file_destroy(f));
 }
 
-/* AnonHugePages of the whole process, kB. */
-static long anon_huge_total_kb(void)
-{
-	FILE *f = fopen("/proc/self/smaps_rollup", "r");
-	char line[256];
-	long kb = -1;
-	REQUIRE(f != NULL);
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "AnonHugePages: %ld", &kb) == 1)
-			break;
-	fclose(f);
-	return kb;
-}
-
-/* In a fork child: none of the kept THPs (the parent holds one at
- * least: 2 MiB of its AnonHugePages at the fork, *arg).  Every other THP
- * of the parent's the child may share (THP "always" gives them to any
- * mapping). */
-static void child_has_no_kept_thp(void *arg)
-{
-	long parent = *(long *)arg, kb = anon_huge_total_kb();
-	fprintf(stderr, "  fork child: AnonHugePages %ld kB, parent %ld\n",
-		kb, parent);
-	CHECK(kb <= parent - (long)(NPMD * PS / 1024));
-}
-
-/*
- * THPs the process gives up are kept (src/pool.c) and staged in again
- * with no fresh zeroing: a sync takes the scanned range's clean THPs out
- * whole (order.c, migrator_take), and the scan of another file after it
- * brings blocks back in them (hetmm_stats.recycled_pages).  A kept THP
- * holds the first file's bytes: every byte of the second range right
- * says none reached it.  A read error on one page of block 2 (the first
- * the window brings back whole here: its window reaches a PMD at about
- * page 585) fails its block, which must stay out whole, none of its
- * pages in place with a kept THP's bytes; the scan stops short of that
- * page while the error lasts.  A fork child has none of the kept THPs.
- */
-static void file_recycle(void)
-{
-	fprintf(stderr, "-- file_recycle\n");
-	make_file("given", NP, 61);
-	char *p;
-	struct hetmm_file *f = attach(ctx, NP, 0, &p);
-	CHECK_EQ(t_verify(p, NP, 61), 0);
-	check_pmds("given up", p, NP);
-	CHECK_OK(hetmm_file_sync(f));
-	CHECK_EQ(info(f).resident, 0);
-	uint64_t r0 = t_stats(ctx).recycled_pages;
-
-	make_file("taken", NP, 62);
-	char *q;
-	struct hetmm_file *g = attach(ctx, NP, 0, &q);
-	size_t bad = 2 * NPMD + 100;
-	REQUIRE_OK(hetmm_file_inject_error(g, 0, bad, 1, -EIO));
-	for (size_t i = 0; i < bad; i++)
-		(void)*(volatile char *)(q + i * PS);
-	REQUIRE_OK(hetmm_file_inject_error(g, 0, 0, 0, 0));
-	CHECK_EQ(t_verify(q, NP, 62), 0);
-	uint64_t used = t_stats(ctx).recycled_pages - r0;
-	fprintf(stderr, "  recycled %" PRIu64 " pages, read errors %" PRIu64
-		"\n", used, info(g).io_errors);
-	CHECK(info(g).io_errors > 0);
-	if (pmds)
-		CHECK(used >= NPMD);
-	else
-		CHECK_EQ(used, 0);
-	check_pmds("taken", q, NP);
-	CHECK_OK(hetmm_file_destroy(g));
-	CHECK_OK(hetmm_file_destroy(f));
-
-	/* The pool refilled, the ranges gone: the child has none of it. */
-	make_file("again", NP, 63);
-	f = attach(ctx, NP, 0, &p);
-	CHECK_EQ(t_verify(p, NP, 63), 0);
-	CHECK_OK(hetmm_file_sync(f));
-	CHECK_OK(hetmm_file_destroy(f));
-	if (!pmds)
-		return;
-	long kb = anon_huge_total_kb();
-	fprintf(stderr, "  kept: AnonHugePages %ld kB\n", kb);
-	t_reap(t_spawn(child_has_no_kept_thp, &kb));
-}
-
 /* Pages migrated to the remote device over shared memory, scanned: as
  * base pages (filled before the mapping is advised MADV_HUGEPAGE, which
  * THP "madvise" asks for), brought back in whole PMDs by the scan's
@@ -343,7 +258,6 @@ int main(int argc, char **argv)
 	file_bound();
 	file_window();
 	file_nohuge();
-	file_recycle();
 	if (argc > 1) {
 		t_remote_setup(argc, argv);
 		remote_scan();

@@ -10,10 +10,8 @@
  * It prints what it read (bytes, the sum and largest of the words, which
  * any other reader of the file can check), the time the scan took, and
  * what it cost: faults, pages read, pages sent back under the bound,
- * pages written, and pages brought back into huge pages the bound had
- * sent back (hetmm_stats.recycled_pages: no fresh one zeroed).  The
- * file must exist; it is opened read-write (the file device's way) and
- * left as it was.  Whole pages are attached; a tail
+ * pages written.  The file must exist; it is opened read-write (the file
+ * device's way) and left as it was.  Whole pages are attached; a tail
  * shorter than a page is read with pread().
  */
 #include <errno.h>
@@ -254,7 +252,6 @@ static int scan_attached(const struct scan_opts *o, uint64_t size,
 	print_u64("pages read", fi.pages_read);
 	print_u64("evictions", fi.evicted);
 	print_u64("pages written", fi.pages_written);
-	print_u64("pages recycled", st.recycled_pages);
 	if ((rc = hetmm_file_destroy(f)))
 		status = fail("hetmm_file_destroy", rc);
 out:
