@@ -71,16 +71,30 @@ static bool event_waits(void)
 	return in;
 }
 
-static void lone_hook(enum test_hook_point point, uintptr_t addr, size_t len)
+/*
+ * On the handler, at the lone fault of lone_at, once: let the discarder
+ * go and wait (until *until) for its event to be queued.  False for any
+ * other hook call.
+ */
+static bool discard_at_lone_fault(enum test_hook_point point, uintptr_t addr,
+				  size_t len, double *until)
 {
 	int armed = 0;
 	if (point != TEST_HOOK_FAULT_LONE || addr != lone_at || len != PS ||
 	    !atomic_compare_exchange_strong(&hook_state, &armed, 1))
-		return;
+		return false;
 	atomic_store(&discard_go, 1);
-	double until = t_now() + 20 * t_time_scale();
-	while (!event_waits() && t_now() < until)
+	*until = t_now() + 20 * t_time_scale();
+	while (!event_waits() && t_now() < *until)
 		usleep(100);
+	return true;
+}
+
+static void lone_hook(enum test_hook_point point, uintptr_t addr, size_t len)
+{
+	double until;
+	if (!discard_at_lone_fault(point, addr, len, &until))
+		return;
 	if (event_waits())
 		atomic_store(&hook_state, 2);
 }
@@ -174,14 +188,9 @@ static int thread_sleeps(pid_t tid)
 static void stream_hook(enum test_hook_point point, uintptr_t addr,
 			size_t len)
 {
-	int armed = 0;
-	if (point != TEST_HOOK_FAULT_LONE || addr != lone_at || len != PS ||
-	    !atomic_compare_exchange_strong(&hook_state, &armed, 1))
+	double until;
+	if (!discard_at_lone_fault(point, addr, len, &until))
 		return;
-	atomic_store(&discard_go, 1);
-	double until = t_now() + 20 * t_time_scale();
-	while (!event_waits() && t_now() < until)
-		usleep(100);
 	atomic_store(&scan_go, 1);
 	/* The scanner spins until told, so asleep it is in its fault. */
 	while (thread_sleeps(scanner_tid) != 1 && t_now() < until)

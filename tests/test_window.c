@@ -233,6 +233,14 @@ static void check_all_home(struct hetmm_pagemap *pg)
 	CHECK_EQ(t_stats(ctx).device_resident, 0);
 }
 
+/* The npages at p that a move emptied (MREMAP_DONTUNMAP's old range):
+ * zeroes to read, and no entry of ctx's on a device. */
+static void check_left_empty(const void *p, size_t npages)
+{
+	CHECK_EQ(t_nonzero_pages(p, npages), 0);
+	CHECK_EQ(t_count_on_device(ctx, p, npages), 0);
+}
+
 /* ------------------------------------------------------------------------
  * Part 1: mremap while another thread holds the pages.
  */
@@ -1069,8 +1077,7 @@ static void p11_b(struct hetmm_pagemap *pg, bool some)
 	CHECK_OK(hetmm_ctx_sync(ctx));
 
 	CHECK_EQ(t_verify(y, P2_PAGES, seed + 1), 0);
-	CHECK_EQ(t_nonzero_pages(x, P2_PAGES), 0);
-	CHECK_EQ(t_count_on_device(ctx, x, P2_PAGES), 0);
+	check_left_empty(x, P2_PAGES);
 	t_unmap(y, P2_PAGES);
 	t_unmap(x, P2_PAGES);
 	check_all_home(pg);
@@ -1149,8 +1156,7 @@ static void remap_while_migrating(struct hetmm_pagemap *pg, bool copied,
 
 	CHECK_EQ(t_verify(q, P1_PAGES, seed), 0);
 	if (dontunmap) {
-		CHECK_EQ(t_nonzero_pages(p, P1_PAGES), 0);
-		CHECK_EQ(t_count_on_device(ctx, p, P1_PAGES), 0);
+		check_left_empty(p, P1_PAGES);
 		t_unmap(p, P1_PAGES);
 	}
 	t_unmap(q, P1_PAGES);
