@@ -1528,9 +1528,12 @@ int hetmm_file_inject_error(struct hetmm_file *file, int write,
  * HETMM_MIGRATE_POPULATED).  Attaching reads nothing; a CPU touch faults
  * the file's bytes in, with hetmm's fault-around.  The range is aligned
  * to hetmm_pmd_size() and advised MADV_HUGEPAGE: where the kernel has
- * UFFDIO_MOVE and THP is enabled, a sequential scan's window brings it
- * back in whole transparent huge pages, each one first touch instead of
- * one per page (MADV_NOHUGEPAGE on it keeps base pages).  desc->flags takes
+ * UFFDIO_MOVE, THP is enabled and a thread's first touch of a mapped
+ * page is dear (a VM that shadows page tables; measured once per
+ * process, or HETMM_PMD_BACK=always or never in the environment), a
+ * sequential scan's window brings it back in whole transparent huge
+ * pages, each one first touch instead of one per page (MADV_NOHUGEPAGE
+ * on it keeps base pages).  desc->flags takes
  * HETMM_FILE_PREAD and HETMM_FILE_BUFFERED; a file shorter than the
  * range is grown (the rest reads as zeroes).
  *

@@ -99,12 +99,18 @@ static inline void touch_pages(void *p, size_t len)
 		*((volatile char *)p + len - 1) = *((volatile char *)p + len - 1);
 }
 
-/* Milliseconds of CLOCK_MONOTONIC, for bounded waits. */
-static inline uint64_t monotonic_ms(void)
+/* Nanoseconds of CLOCK_MONOTONIC. */
+static inline uint64_t monotonic_ns(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Milliseconds of CLOCK_MONOTONIC, for bounded waits. */
+static inline uint64_t monotonic_ms(void)
+{
+	return monotonic_ns() / 1000000;
 }
 
 #endif /* HETMM_BASE_H */

@@ -27,6 +27,21 @@
  * same copy: it saves nothing the device's thread does not already hide,
  * and would hold memory while idle.
  *
+ * Which pagemaps.  Per 2 MiB a block costs a fresh THP zeroed and a
+ * move, where a piece's install costs a copy and, on such a VM, a first
+ * touch per page.  A placed pagemap's block (below) costs two passes
+ * more, a copy aside and a comparison, and a device that copies by DMA
+ * (the file device: io_uring O_DIRECT) leaves the install copy as the
+ * only CPU pass of a base-page window.  So a placed pagemap's blocks
+ * come back whole only where a first touch is dear (placed_whole):
+ * elsewhere the block costs three passes over 2 MiB against one.  On a
+ * VM whose first touch costs a TLB miss (160 GB/s) with free page
+ * reporting, whose THPs come back from the host unbacked and zero at
+ * 1-6 GB/s, a 256 MiB file's sequential fault-in went from 0.22-0.92x
+ * to 0.82-1.14x of io_uring O_DIRECT without them (docs/PERFORMANCE.md,
+ * "Storage").  HETMM_PMD_BACK=always or never in the environment
+ * overrides the choice (tests, measurements).
+ *
  * Dirty tracking.  A placed pagemap's pages (the file device) come back
  * write-protected, to be told clean (back.c, back_fill_wp), but a move
  * can't write-protect: the PMD lands writable, and is write-protected
@@ -37,6 +52,7 @@
  * so its bytes reach the file.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -66,6 +82,7 @@ struct pmd_block {
 };
 
 struct back_pmd {
+	bool placed_whole;                /* placed pagemaps' blocks too */
 	struct pmd_block blk[PMD_BLOCKS];
 	unsigned oldest, count;           /* blocks in flight, a ring */
 	char *area;                       /* PMD_BLOCKS + 1 PMDs: staging,
@@ -75,14 +92,66 @@ struct back_pmd {
 	struct own_range own;
 };
 
+/* Pages first_touch_dear() touches per round, and the cost per page
+ * above which a first touch is dear: a TLB miss costs tens of ns, an
+ * exit to a hypervisor that shadows page tables about 10 us. */
+#define TOUCH_PROBE_PAGES 32
+#define TOUCH_DEAR_NS 1000u
+
+/*
+ * Does a thread's first touch of a page the kernel mapped cost it an
+ * exit to the hypervisor (shadowed page tables)?  Measured once per
+ * process: the cheapest of three rounds, since a preemption can only
+ * make a round dearer.
+ */
+static bool first_touch_dear(void)
+{
+	static atomic_int known;          /* 0 not yet, 1 cheap, 2 dear */
+	int k = atomic_load_explicit(&known, memory_order_relaxed);
+	if (k)
+		return k == 2;
+	uint64_t best = UINT64_MAX;
+	for (int round = 0; round < 3; round++) {
+		size_t len = TOUCH_PROBE_PAGES * PAGE_SIZE;
+		volatile char *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+					MAP_PRIVATE | MAP_ANONYMOUS |
+					MAP_POPULATE, -1, 0);
+		if (p == MAP_FAILED)
+			return false;
+		uint64_t t0 = monotonic_ns();
+		for (size_t off = 0; off < len; off += PAGE_SIZE)
+			(void)p[off];
+		best = MIN(best, monotonic_ns() - t0);
+		munmap((void *)p, len);
+	}
+	k = best > (uint64_t)TOUCH_PROBE_PAGES * TOUCH_DEAR_NS ? 2 : 1;
+	atomic_store_explicit(&known, k, memory_order_relaxed);
+	return k == 2;
+}
+
+/* Whether a placed pagemap's blocks come back whole: HETMM_PMD_BACK in
+ * the environment ("always", "never"), else where a first touch is
+ * dear.  *none: no block comes back whole at all ("never"). */
+static bool placed_whole(bool *none)
+{
+	const char *env = getenv("HETMM_PMD_BACK");
+	*none = env && !strcmp(env, "never");
+	if (env && !strcmp(env, "always"))
+		return true;
+	return !*none && first_touch_dear();
+}
+
 struct back_pmd *back_pmd_create(struct hetmm_ctx *ctx)
 {
-	if (ctx->frames.fd < 0 || PMD_PAGES != CHUNK_PAGES ||
+	bool none;
+	bool placed = placed_whole(&none);
+	if (none || ctx->frames.fd < 0 || PMD_PAGES != CHUNK_PAGES ||
 	    !vma_thp_enabled())
 		return NULL;
 	struct back_pmd *m = calloc(1, sizeof(*m));
 	if (!m)
 		return NULL;
+	m->placed_whole = placed;
 	m->area = staging_map(PMD_BLOCKS + 1);
 	m->claims = calloc(PMD_BLOCKS * PMD_PAGES, sizeof(uint64_t));
 	if (!m->area || !m->claims) {
@@ -123,8 +192,9 @@ void back_pmd_attach(struct back_pipe *bp, struct back_pmd *m)
 
 /* Do claims [0, PMD_PAGES) all come back by pgmap's asynchronous copies
  * (each run of frames checked once: back_frame_run keeps zero pages and
- * data apart)? */
-static bool block_fits(const uint64_t *claims, struct hetmm_pagemap **pgmapp)
+ * data apart), pgmap not a placed one unless m takes those? */
+static bool block_fits(const struct back_pmd *m, const uint64_t *claims,
+		       struct hetmm_pagemap **pgmapp)
 {
 	uint64_t idx;
 	struct hetmm_pagemap *pgmap = pfn_pagemap(shadow_pfn(claims[0]), &idx);
@@ -133,6 +203,8 @@ static bool block_fits(const uint64_t *claims, struct hetmm_pagemap **pgmapp)
 		if (pfn_pagemap(shadow_pfn(claims[i]), &idx) != pgmap ||
 		    !pgmap || !back_is_async(pgmap, idx))
 			return false;
+	if (pagemap_is_placed(pgmap) && !m->placed_whole)
+		return false;
 	*pgmapp = pgmap;
 	return true;
 }
@@ -142,7 +214,7 @@ bool back_pmd_start(struct back_pipe *bp, uint64_t head,
 {
 	struct back_pmd *m = bp->pmd;
 	struct hetmm_pagemap *pgmap;
-	if (!m || head % PMD_PAGES || !block_fits(claims, &pgmap))
+	if (!m || head % PMD_PAGES || !block_fits(m, claims, &pgmap))
 		return false;
 	back_pipe_use(bp, pgmap);
 	while (m->count == PMD_BLOCKS)

@@ -12,7 +12,9 @@ struct hetmm_ctx;
 
 /* The handler's blocks and their staging; NULL where no block can come
  * back whole (no UFFDIO_MOVE, THP disabled, a PMD of several chunks, no
- * memory): fault-around then brings pages back as before. */
+ * memory, HETMM_PMD_BACK=never): fault-around then brings pages back as
+ * before.  A placed pagemap's blocks come whole only where a thread's
+ * first touch of a mapped page is dear, or HETMM_PMD_BACK=always. */
 struct back_pmd *back_pmd_create(struct hetmm_ctx *ctx);
 void back_pmd_destroy(struct hetmm_ctx *ctx, struct back_pmd *m);
 /* bp (the handler's, just initialised) takes m's blocks. */

@@ -9,7 +9,10 @@
  * resident bound evicts THPs and loses nothing; a write that lands
  * between the PMD's move and its write protection (a test hook holds
  * that window) reaches the file too; a mapping advised MADV_NOHUGEPAGE
- * gets none.  Where the kernel can't move pages (before 6.8) or THP is
+ * gets none, nor does a context made with HETMM_PMD_BACK=never (the
+ * rest of the test asks for "always": a placed pagemap's blocks come
+ * whole by default only where a first touch is dear).  Where the kernel
+ * can't move pages (before 6.8) or THP is
  * off, or pages are not 4 KiB, the PMD counts are not asked for and the
  * rest still is.
  */
@@ -199,6 +202,27 @@ static void file_nohuge(void)
 	CHECK_OK(hetmm_file_destroy(f));
 }
 
+/* HETMM_PMD_BACK=never: a context made so brings no block back whole
+ * (every byte right, read once, and clean: sync writes none). */
+static void file_never(void)
+{
+	fprintf(stderr, "-- file_never\n");
+	make_file("never", NP, 61);
+	setenv("HETMM_PMD_BACK", "never", 1);
+	struct hetmm_ctx *c;
+	REQUIRE_OK(hetmm_ctx_create(&c, NULL));
+	setenv("HETMM_PMD_BACK", "always", 1);
+	char *p;
+	struct hetmm_file *f = attach(c, NP, 0, &p);
+	CHECK_EQ(t_verify(p, NP, 61), 0);
+	CHECK_EQ(t_anon_huge_kb(p), 0);
+	CHECK_EQ(info(f).pages_read, NP);
+	CHECK_OK(hetmm_file_sync(f));
+	CHECK_EQ(info(f).pages_written, 0);
+	CHECK_OK(hetmm_file_destroy(f));
+	REQUIRE_OK(hetmm_ctx_destroy(c));
+}
+
 /* Pages migrated to the remote device over shared memory, scanned: as
  * base pages (filled before the mapping is advised MADV_HUGEPAGE, which
  * THP "madvise" asks for), brought back in whole PMDs by the scan's
@@ -252,12 +276,16 @@ int main(int argc, char **argv)
 		fprintf(stderr, "no whole PMDs here (UFFDIO_MOVE %d, THP %d, "
 			"PMD of %zu pages): bytes checked only\n",
 			ki.has_move, ki.has_thp, hetmm_pmd_size() / PS);
+	/* A placed pagemap's blocks come back whole only where a first
+	 * touch is dear (pmdback.c), unless asked: this test asks. */
+	setenv("HETMM_PMD_BACK", "always", 1);
 	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
 	/* argv[1] is hetmm-memd's path (remote.h), not a case's name. */
 	file_scan();
 	file_bound();
 	file_window();
 	file_nohuge();
+	file_never();
 	if (argc > 1) {
 		t_remote_setup(argc, argv);
 		remote_scan();
