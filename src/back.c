@@ -763,11 +763,8 @@ static size_t back_huge_block(struct back_pipe *bp, uint64_t vpn, uint64_t e,
 			      uint64_t last, uint64_t **big, void **staging)
 {
 	struct hetmm_ctx *ctx = bp->ctx;
-	uint64_t idx;
-	struct hetmm_pagemap *pgmap = pfn_pagemap(shadow_pfn(e), &idx);
 	if (PMD_PAGES <= CHUNK_PAGES || vpn % PMD_PAGES ||
-	    last - vpn < PMD_PAGES || !pgmap ||
-	    !pagemap_block_huge(pgmap, idx) ||
+	    last - vpn < PMD_PAGES || !pfn_block_huge(shadow_pfn(e)) ||
 	    (!*big && !(*big = malloc(PMD_PAGES * sizeof(**big)))))
 		return 0;
 	size_t n = claim_device_run(&ctx->shadow, vpn, PMD_PAGES, *big);

@@ -50,7 +50,8 @@ static void excl_repatriate(struct hetmm_ctx *ctx, struct hetmm_pagemap *pg,
 	for (uint64_t i = 0; i < n; i++) {
 		uint64_t e = shadow_get(&ctx->shadow, vpn + i);
 		uint64_t idx;
-		if (shadow_on_device(e) && pfn_pagemap(shadow_pfn(e), &idx) != pg)
+		if (shadow_on_device(e) &&
+		    !pagemap_has_pfn(pg, shadow_pfn(e), &idx))
 			migrate_back_range(ctx, vpn_to_addr(vpn + i),
 					   vpn_to_addr(vpn + i + 1), NULL);
 	}
@@ -72,7 +73,7 @@ static int excl_mark(struct hetmm_ctx *ctx, struct hetmm_pagemap *pg,
 		uint64_t e = shadow_get(&ctx->shadow, vpn + i);
 		uint64_t idx;
 		if (!shadow_claimable(e) ||
-		    pfn_pagemap(shadow_pfn(e), &idx) != pg)
+		    !pagemap_has_pfn(pg, shadow_pfn(e), &idx))
 			return -EAGAIN;
 		atomic_fetch_or(&pg->pages[idx].owner,
 				(uint64_t)HETMM_PAGE_EXCLUSIVE);

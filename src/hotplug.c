@@ -305,12 +305,14 @@ int hotplug_remove(struct hetmm_pagemap *pgmap)
 		peer_set(p, pgmap->section, false);
 	pthread_mutex_unlock(&ctx->lock);
 
-	/* Its frame numbers name nothing from now on.  The handler may
-	 * still be looking at it through one it read before, in a shadow
-	 * entry someone else held (a fault on a page this removal was
-	 * bringing back: claimed_to_device, frame_prefetch): a sync waits
-	 * until it is done with the message it is on, and every later look
-	 * finds no pagemap. */
+	/* Its frame numbers name nothing from now on, and the threads
+	 * that looked it up under the sections' lock, holding nothing of
+	 * it (a range fault: pfn_block_huge), are done with it once this
+	 * returns.  The handler may still be looking at it through one it
+	 * read before, in a shadow entry someone else held (a fault on a
+	 * page this removal was bringing back: claimed_to_device,
+	 * frame_prefetch): a sync waits until it is done with the message
+	 * it is on, and every later look finds no pagemap. */
 	pagemap_section_free(pgmap);
 	if (!fault_on_handler(ctx))
 		handler_sync(ctx);

@@ -149,7 +149,7 @@ static enum hetmm_migrate_status classify_unclaimable(uint64_t e,
 		return HETMM_MIGRATE_SKIP_BUSY;
 	if (shadow_on_device(e) || shadow_is_fixed(e)) {
 		uint64_t idx;
-		if (pfn_pagemap(shadow_pfn(e), &idx) != pgmap)
+		if (!pagemap_has_pfn(pgmap, shadow_pfn(e), &idx))
 			return HETMM_MIGRATE_SKIP_OTHER_DEVICE;
 		/* Asked for again: the eviction clock spares it once. */
 		atomic_fetch_or(&pagemap_page(pgmap, idx)->owner,

@@ -18,6 +18,7 @@
 #include "ctx.h"
 #include "entry.h"
 #include "pagemap.h"
+#include "testhook.h"
 
 static pthread_rwlock_t sections_lock = PTHREAD_RWLOCK_INITIALIZER;
 static _Atomic(struct hetmm_pagemap *) sections[PFN_MAX_SECTIONS];
@@ -25,6 +26,7 @@ static _Atomic(struct hetmm_pagemap *) sections[PFN_MAX_SECTIONS];
  * lookup that holds no claim must not touch a pagemap hot-remove may be
  * freeing. */
 _Atomic int section_types[PFN_MAX_SECTIONS];
+_Atomic(const void *) section_owners[PFN_MAX_SECTIONS];
 
 int hetmm_page_metadata_size(void)
 {
@@ -40,6 +42,7 @@ int pagemap_section_alloc(struct hetmm_pagemap *pgmap)
 		if (atomic_load(&sections[s]))
 			continue;
 		pgmap->section = s;
+		atomic_store(&section_owners[s], pgmap->owner);
 		atomic_store(&section_types[s], (int)pgmap->type);
 		atomic_store_explicit(&sections[s], pgmap, memory_order_release);
 		rc = 0;
@@ -49,12 +52,15 @@ int pagemap_section_alloc(struct hetmm_pagemap *pgmap)
 	return rc;
 }
 
+/* The write lock waits out every call that found the pagemap under the
+ * read lock. */
 void pagemap_section_free(struct hetmm_pagemap *pgmap)
 {
 	pthread_rwlock_wrlock(&sections_lock);
 	atomic_store_explicit(&sections[pgmap->section], NULL,
 			      memory_order_release);
 	atomic_store(&section_types[pgmap->section], 0);
+	atomic_store(&section_owners[pgmap->section], NULL);
 	pthread_rwlock_unlock(&sections_lock);
 }
 
@@ -150,22 +156,36 @@ int hetmm_p2pdma_bus_addr(struct hetmm_pagemap *client, hetmm_pfn_t pfn,
 	return rc;
 }
 
-int hetmm_page_get_info(const struct hetmm_page *page,
-			struct hetmm_page_info *info)
+/* The live pagemap that page is the metadata of, with the sections' lock
+ * read-held; NULL and *rc -ENXIO (none) or -ECHILD (in a fork child). */
+static struct hetmm_pagemap *page_pagemap_locked(const struct hetmm_page *page,
+						 int *rc)
 {
-	if (!page || !info)
-		return -EINVAL;
-	int rc = -ENXIO;
-	pthread_rwlock_rdlock(&sections_lock);
+	*rc = -ENXIO;
 	for (unsigned s = 1; s < PFN_MAX_SECTIONS; s++) {
 		struct hetmm_pagemap *pgmap = atomic_load(&sections[s]);
 		if (!pgmap || page < pgmap->pages ||
 		    page >= pgmap->pages + pgmap->nr_pages)
 			continue;
 		if (ctx_forked(pgmap->ctx)) {
-			rc = -ECHILD;
-			break;
+			*rc = -ECHILD;
+			return NULL;
 		}
+		*rc = 0;
+		return pgmap;
+	}
+	return NULL;
+}
+
+int hetmm_page_get_info(const struct hetmm_page *page,
+			struct hetmm_page_info *info)
+{
+	if (!page || !info)
+		return -EINVAL;
+	int rc;
+	pthread_rwlock_rdlock(&sections_lock);
+	struct hetmm_pagemap *pgmap = page_pagemap_locked(page, &rc);
+	if (pgmap) {
 		uint64_t owner = atomic_load(&page->owner);
 		info->refcount = atomic_load(&page->refcount);
 		info->pincount = atomic_load(&page->pincount);
@@ -174,8 +194,6 @@ int hetmm_page_get_info(const struct hetmm_page *page,
 				      ~PAGE_ORPHAN & ~PAGE_HUGE);
 		info->pagemap = pgmap;
 		info->index = (uint64_t)(page - pgmap->pages);
-		rc = 0;
-		break;
 	}
 	pthread_rwlock_unlock(&sections_lock);
 	return rc;
@@ -350,6 +368,20 @@ bool pagemap_block_huge(struct hetmm_pagemap *pgmap, uint64_t idx0)
 	return true;
 }
 
+bool pfn_block_huge(uint64_t pfn0)
+{
+	uint64_t idx0;
+	bool huge = false;
+	pthread_rwlock_rdlock(&sections_lock);
+	struct hetmm_pagemap *pgmap = pfn_pagemap(pfn0, &idx0);
+	if (pgmap) {
+		TEST_HOOK(TEST_HOOK_PAGEMAP_LOOK, (uintptr_t)pfn0, PMD_PAGES);
+		huge = pagemap_block_huge(pgmap, idx0);
+	}
+	pthread_rwlock_unlock(&sections_lock);
+	return huge;
+}
+
 /* The frame's metadata says free; returns what it said before. */
 static struct frame_owner frame_unown(struct hetmm_pagemap *pgmap,
 				      uint32_t idx, uint64_t free_flags)
@@ -423,11 +455,23 @@ void pagemap_leave_undo(struct hetmm_pagemap *pgmap, uint32_t idx,
 	atomic_fetch_sub(&pgmap->nr_leaving, 1);
 }
 
-void pagemap_page_written(struct hetmm_pagemap *pgmap, struct hetmm_page *p)
+/* Under the sections' lock: a hot-remove frees neither the metadata
+ * nor the count meanwhile. */
+int pagemap_page_written(struct hetmm_page *p)
 {
-	if (atomic_fetch_and(&p->owner, ~(uint64_t)HETMM_PAGE_ZERO) &
-	    HETMM_PAGE_ZERO)
-		atomic_fetch_sub(&pgmap->nr_zero, 1);
+	int rc;
+	pthread_rwlock_rdlock(&sections_lock);
+	struct hetmm_pagemap *pgmap = page_pagemap_locked(p, &rc);
+	if (pgmap) {
+		uint64_t idx = (uint64_t)(p - pgmap->pages);
+		TEST_HOOK(TEST_HOOK_PAGEMAP_LOOK,
+			  (uintptr_t)pagemap_pfn(pgmap, idx), 1);
+		if (atomic_fetch_and(&p->owner, ~(uint64_t)HETMM_PAGE_ZERO) &
+		    HETMM_PAGE_ZERO)
+			atomic_fetch_sub(&pgmap->nr_zero, 1);
+	}
+	pthread_rwlock_unlock(&sections_lock);
+	return rc;
 }
 
 int pagemap_get(struct hetmm_pagemap *pgmap)

@@ -147,13 +147,30 @@ static inline uintptr_t pagemap_remap_addr(const struct hetmm_pagemap *pgmap,
  */
 
 /* Internal pfn (number only) to its pagemap and index; NULL if unknown.
- * The caller must keep the pagemap alive (hold a claim on a page of it). */
+ * The caller must keep the pagemap alive (hold a claim on a page of it,
+ * or be the handler, which a removal syncs with before it frees). */
 struct hetmm_pagemap *pfn_pagemap(uint64_t pfn, uint64_t *index);
 
-/* Each live section's memory type (0 for none), readable without the
- * pagemap: a lookup that holds no claim must not touch a pagemap
- * hot-remove may be freeing. */
+/* Is frame pfn one of pgmap's, a pagemap the caller keeps alive?  Its
+ * index in *index.  Reads nothing of any other pagemap, so it is safe
+ * whatever pfn names, removed or not. */
+static inline bool pagemap_has_pfn(const struct hetmm_pagemap *pgmap,
+				   uint64_t pfn, uint64_t *index)
+{
+	uint64_t idx = pfn & ((1ULL << PFN_SECTION_SHIFT) - 1);
+	if (pfn >> PFN_SECTION_SHIFT != pgmap->section ||
+	    idx >= pgmap->nr_pages)
+		return false;
+	*index = idx;
+	return true;
+}
+
+/* Each live section's memory type (0 for none) and owner
+ * (hetmm_pagemap_desc.owner), readable without the pagemap: a lookup
+ * that holds no claim must not touch a pagemap hot-remove may be
+ * freeing. */
 extern _Atomic int section_types[PFN_MAX_SECTIONS];
+extern _Atomic(const void *) section_owners[PFN_MAX_SECTIONS];
 
 static inline int pagemap_section_type(uint64_t pfn)
 {
@@ -161,6 +178,14 @@ static inline int pagemap_section_type(uint64_t pfn)
 	return s < PFN_MAX_SECTIONS ?
 	       atomic_load_explicit(&section_types[s], memory_order_relaxed) :
 	       0;
+}
+
+/* Is frame pfn in a live section of owner's? */
+static inline bool pagemap_section_owned(uint64_t pfn, const void *owner)
+{
+	return pagemap_section_type(pfn) &&
+	       atomic_load_explicit(&section_owners[pfn >> PFN_SECTION_SHIFT],
+				    memory_order_relaxed) == owner;
 }
 
 /* ------------------------------------------------------------------------
@@ -204,6 +229,11 @@ bool pagemap_alloc_huge(struct hetmm_pagemap *pgmap, uint32_t *idx);
 /* Do the PMD_PAGES frames from idx0 all carry PAGE_HUGE (one huge page,
  * none of whose pages has left)? */
 bool pagemap_block_huge(struct hetmm_pagemap *pgmap, uint64_t idx0);
+/* The same for the block from frame pfn0, for a thread that holds
+ * nothing of its pagemap (an entry read unclaimed): false if the frame
+ * names no live pagemap.  Looked at under the sections' lock, which a
+ * hot-remove takes before it frees the pagemap. */
+bool pfn_block_huge(uint64_t pfn0);
 /* Give frames back; free_flags is 0, or PAGE_STALE for frames whose
  * memory still holds the page copied out of them. */
 void pagemap_free(struct hetmm_pagemap *pgmap, const uint32_t *idx,
@@ -223,8 +253,9 @@ struct frame_owner pagemap_leave_begin(struct hetmm_pagemap *pgmap,
 void pagemap_leave_done(struct hetmm_pagemap *pgmap, uint32_t idx);
 void pagemap_leave_undo(struct hetmm_pagemap *pgmap, uint32_t idx,
 			struct frame_owner was);
-/* A device write gave the page data: it is no zero page any more. */
-void pagemap_page_written(struct hetmm_pagemap *pgmap, struct hetmm_page *p);
+/* A device write gave the page data: it is no zero page any more.  0,
+ * or -ENXIO if p is no live pagemap's, -ECHILD in a fork child. */
+int pagemap_page_written(struct hetmm_page *p);
 /* Enter/leave a migration to pgmap; enter fails with -ENXIO if dying. */
 int pagemap_get(struct hetmm_pagemap *pgmap);
 void pagemap_put(struct hetmm_pagemap *pgmap);

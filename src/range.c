@@ -48,31 +48,18 @@ int hetmm_ctx_sync(struct hetmm_ctx *ctx)
 
 int hetmm_page_written(struct hetmm_page *page)
 {
-	struct hetmm_page_info info;
-	if (!page)
-		return -EINVAL;
-	/* Finds the page's pagemap, or -ENXIO, -ECHILD. */
-	int rc = hetmm_page_get_info(page, &info);
-	if (rc)
-		return rc;
-	pagemap_page_written(info.pagemap, page);
-	return 0;
+	return page ? pagemap_page_written(page) : -EINVAL;
 }
 
-/* The pagemap of the device entry e, or NULL if its frame is gone. */
-static struct hetmm_pagemap *entry_pagemap(uint64_t e)
-{
-	uint64_t idx;
-	return pfn_pagemap(shadow_pfn(e), &idx);
-}
-
-/* On a device owned by owner, and nobody holds it: used where it is. */
+/*
+ * On a device owned by owner, and nobody holds it: used where it is.
+ * The entry is read unclaimed, and a hot-remove may be freeing its
+ * pagemap: the owner is the section table's (a removed one has none).
+ */
 static bool is_local(uint64_t e, const void *owner)
 {
-	if (!shadow_claimable(e))
-		return false;
-	struct hetmm_pagemap *pgmap = entry_pagemap(e);
-	return pgmap && pgmap->owner == owner;
+	return shadow_claimable(e) &&
+	       pagemap_section_owned(shadow_pfn(e), owner);
 }
 
 /*
@@ -238,14 +225,14 @@ static int chunk_populate(const struct chunk *c)
 static uint64_t report_device(uint64_t e, const void *owner,
 			      const struct vma *v)
 {
-	struct hetmm_pagemap *pgmap = entry_pagemap(e);
-	if (!pgmap)
-		return 0;
-	bool local = pgmap->owner == owner;
+	int type = pagemap_section_type(shadow_pfn(e));
+	if (!type)
+		return 0;   /* its pagemap is gone */
+	bool local = pagemap_section_owned(shadow_pfn(e), owner);
 	uint64_t out = HETMM_RANGE_VALID | HETMM_RANGE_DEVICE | shadow_pfn(e) |
 		       ((v->flags & VMA_WRITE) ? HETMM_RANGE_WRITE : 0) |
 		       (local ? HETMM_RANGE_LOCAL : 0);
-	if (pgmap->type == HETMM_MEMORY_DEVICE_COHERENT)
+	if (type == HETMM_MEMORY_DEVICE_COHERENT)
 		return out | HETMM_RANGE_COHERENT;
 	return local ? out : 0;
 }
@@ -259,18 +246,15 @@ static uint64_t report_device(uint64_t e, const void *owner,
 static bool device_block_huge(struct shadow *sh, uint64_t vpn, uint64_t e)
 {
 	uint64_t head = vpn & ~(uint64_t)(PMD_PAGES - 1);
-	uint64_t pfn0 = shadow_pfn(e) - (vpn - head), idx0;
+	uint64_t pfn0 = shadow_pfn(e) - (vpn - head);
 	if (shadow_pfn(e) < vpn - head)
-		return false;
-	struct hetmm_pagemap *pgmap = pfn_pagemap(pfn0, &idx0);
-	if (!pgmap)
 		return false;
 	for (uint64_t k = 0; k < PMD_PAGES; k++) {
 		uint64_t ek = shadow_get(sh, head + k);
 		if (!shadow_on_device(ek) || shadow_pfn(ek) != pfn0 + k)
 			return false;
 	}
-	return pagemap_block_huge(pgmap, idx0);
+	return pfn_block_huge(pfn0);
 }
 
 /* A device page's mapping order, once per PMD block of a chunk. */

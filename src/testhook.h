@@ -70,6 +70,12 @@ enum test_hook_point {
 	 * (nothing it holds keeps that alive) and reads the frame's
 	 * metadata next. */
 	TEST_HOOK_FAULT_CLAIMED_FRAME,
+	/* A thread that holds nothing of a pagemap found it, and reads
+	 * the metadata of frames [addr, addr + len) (frame numbers) next:
+	 * whether they are one huge page (pfn_block_huge: a range fault, a
+	 * migration back), or a page a driver wrote (pagemap_page_written,
+	 * len 1). */
+	TEST_HOOK_PAGEMAP_LOOK,
 };
 
 #ifdef HETMM_TEST_HOOKS

@@ -354,6 +354,157 @@ static void test_remove_under_handler(void)
 	t_unmap(p, 64);
 	td_free(&d);
 }
+
+/*
+ * Removal while another thread looks at the pagemap with nothing of it
+ * held.  The hook holds the looker between finding the pagemap and
+ * reading it (500 ms at most); meanwhile the removal brings every page
+ * home and takes the section out.  It must not free the pagemap until
+ * the look is over: it returns after the looker read it.  (Freed, the
+ * read is a use after free: ASan's report, TSan's race.)  The lookers:
+ *
+ *   - a range fault reports a PMD block of device pages on consecutive
+ *     frames, read unclaimed, and asks the frames' metadata whether they
+ *     are one huge page (range.c: device_block_huge); once a report,
+ *     once a fault asked for (the pages are the caller's: they stay);
+ *   - a driver tells hetmm_page_written() of a page of the pagemap, by
+ *     the metadata address it got before.
+ */
+struct looker {
+	pthread_t th;
+	atomic_bool go, held, over, removed, freed_under;
+	void *(*look)(struct looker *);
+	struct hetmm_range r;             /* range_look */
+	struct hetmm_page *page;          /* written_look */
+	int rc;
+};
+static struct looker *the_looker;
+
+static void held_look(enum test_hook_point point, uintptr_t addr, size_t len)
+{
+	struct looker *l = __atomic_load_n(&the_looker, __ATOMIC_ACQUIRE);
+	(void)addr;
+	(void)len;
+	if (point != TEST_HOOK_PAGEMAP_LOOK || !l ||
+	    !pthread_equal(pthread_self(), l->th) ||
+	    atomic_exchange(&l->held, true))
+		return;
+	for (double end = t_now() + 0.5;
+	     !atomic_load(&l->removed) && t_now() < end;)
+		usleep(1000);
+	atomic_store(&l->freed_under, atomic_load(&l->removed));
+	atomic_store(&l->over, true);
+}
+
+static void *run_looker(void *arg)
+{
+	struct looker *l = arg;
+	while (!atomic_load(&l->go))
+		usleep(100);
+	return l->look(l);
+}
+
+/* Start l's look, remove d's pagemap under it, check. */
+static void remove_under_look(struct td *d, struct looker *l)
+{
+	REQUIRE(pthread_create(&l->th, NULL, run_looker, l) == 0);
+	__atomic_store_n(&the_looker, l, __ATOMIC_RELEASE);
+	__atomic_store_n(&test_hook, held_look, __ATOMIC_RELEASE);
+	atomic_store(&l->go, true);
+	for (double end = t_now() + 10.0;
+	     !atomic_load(&l->held) && t_now() < end;)
+		usleep(1000);
+	CHECK(atomic_load(&l->held));
+	CHECK_OK(hetmm_pagemap_remove(d->pg));
+	/* Returned only once the look was over. */
+	CHECK(atomic_load(&l->over));
+	atomic_store(&l->removed, true);
+	pthread_join(l->th, NULL);
+	__atomic_store_n(&test_hook, NULL, __ATOMIC_RELEASE);
+	__atomic_store_n(&the_looker, NULL, __ATOMIC_RELEASE);
+	CHECK(!atomic_load(&l->freed_under));
+}
+
+static void no_invalidate(struct hetmm_notifier *n, uintptr_t start,
+			  uintptr_t end, enum hetmm_event why, void *arg)
+{
+	(void)n;
+	(void)start;
+	(void)end;
+	(void)why;
+	(void)arg;
+}
+
+static const struct hetmm_notifier_ops quiet_ops = {
+	.invalidate = no_invalidate,
+};
+
+static void *range_look(struct looker *l)
+{
+	l->rc = hetmm_notifier_read_begin(l->r.notifier, &l->r.notifier_seq);
+	if (!l->rc)
+		l->rc = hetmm_range_fault(&l->r);
+	return NULL;
+}
+
+static void test_remove_under_range_fault(uint64_t req)
+{
+	const size_t pmd = hetmm_pmd_size() / PS;
+	struct td d;
+	struct hetmm_notifier *n;
+	uint64_t *pfns = calloc(pmd, sizeof(*pfns));
+	REQUIRE(pfns != NULL);
+	REQUIRE_OK(td_add(ctx, &d, pmd, TD_COPY, HETMM_MEMORY_DEVICE_PRIVATE,
+			  0));
+	/* A PMD-aligned block, on frames 0 to pmd - 1 of a fresh device. */
+	char *m = t_map(2 * pmd);
+	char *p = (char *)(((uintptr_t)m + pmd * PS - 1) &
+			   ~(uintptr_t)(pmd * PS - 1));
+	t_fill(p, pmd, SEED);
+	REQUIRE_OK(hetmm_migrate_to_device(d.pg, p, pmd * PS, NULL));
+	REQUIRE_OK(hetmm_notifier_insert(ctx, p, pmd * PS, &quiet_ops, NULL,
+					 &n));
+	struct looker l = { .look = range_look,
+			    .r = { .notifier = n, .start = p, .npages = pmd,
+				   .pfns = pfns, .default_flags = req,
+				   .dev_private_owner = &d } };
+	remove_under_look(&d, &l);
+	/* The removal moved the pages meanwhile: the fault may be told to
+	 * look again. */
+	CHECK(l.rc == 0 || l.rc == -EBUSY);
+	CHECK_EQ(t_verify(p, pmd, SEED), 0);
+	CHECK_OK(hetmm_notifier_remove(n));
+	t_unmap(m, 2 * pmd);
+	td_free(&d);
+	free(pfns);
+}
+
+static void *written_look(struct looker *l)
+{
+	l->rc = hetmm_page_written(l->page);
+	return NULL;
+}
+
+static void test_remove_under_page_written(void)
+{
+	struct td d;
+	struct hetmm_pagemap_info info;
+	REQUIRE_OK(td_add(ctx, &d, 64, TD_COPY, HETMM_MEMORY_DEVICE_PRIVATE,
+			  0));
+	char *p = t_map(64);
+	t_fill(p, 64, SEED);
+	REQUIRE_OK(hetmm_migrate_to_device(d.pg, p, 64 * PS, NULL));
+	REQUIRE_OK(hetmm_pagemap_get_info(d.pg, &info));
+	struct looker l = { .look = written_look };
+	REQUIRE_OK(hetmm_pfn_to_page(info.first_pfn, &l.page));
+	remove_under_look(&d, &l);
+	/* Found live, before the removal. */
+	CHECK_OK(l.rc);
+	CHECK_EQ(hetmm_page_written(l.page), -ENXIO);
+	CHECK_EQ(t_verify(p, 64, SEED), 0);
+	t_unmap(p, 64);
+	td_free(&d);
+}
 #endif
 
 int main(void)
@@ -366,6 +517,9 @@ int main(void)
 #ifdef HETMM_TEST_HOOKS
 	test_remove_after_munmap();
 	test_remove_under_handler();
+	test_remove_under_range_fault(0);
+	test_remove_under_range_fault(HETMM_RANGE_REQ_FAULT);
+	test_remove_under_page_written();
 #endif
 	CHECK_OK(hetmm_ctx_destroy(ctx));
 	return t_done();
