@@ -543,6 +543,22 @@ struct hetmm_pagemap_ops {
 	 * device to device (a migration between peers, below). */
 	int (*copy_from_peer)(struct hetmm_pagemap *pgmap, uint64_t index,
 			      uint64_t bus_addr, size_t nr);
+	/* Optional, DEVICE_PRIVATE: how many pages a CPU fault on device
+	 * page index may bring back now, its fault-around included (a
+	 * driver that bounds the memory its pages take in the process:
+	 * the file device's attached files).  0 holds the fault back: its
+	 * thread waits in it while the handler serves everything else,
+	 * and the fault is tried again after every batch of messages the
+	 * handler reads and whenever the driver calls
+	 * hetmm_pagemap_room_made(), which a driver that answered 0 must
+	 * call once it has room (from its own thread: the fault's wait
+	 * must not depend on another fault).  The kernel's counterpart is
+	 * a fault that reclaims past a memory cgroup's limit before it
+	 * maps its page.  Called on the fault handler's thread: no call
+	 * into hetmm that waits for it (hetmm.h, "What a driver's own
+	 * threads may touch").  Without it, or with 64 faults of the
+	 * context held back already, a fault is served at once. */
+	size_t (*fault_room)(struct hetmm_pagemap *pgmap, uint64_t index);
 };
 
 struct hetmm_pagemap_desc {
@@ -581,6 +597,14 @@ struct hetmm_pagemap_desc {
  * tell).
  */
 int hetmm_copy_done(struct hetmm_copy *copy, int error);
+
+/*
+ * The driver has room again for the faults its fault_room op held back
+ * (see there): the handler tries them again.  Callable from any thread,
+ * the handler's included, with no lock of hetmm's held; it never blocks.
+ * -EINVAL for NULL, -ECHILD in a fork child.
+ */
+int hetmm_pagemap_room_made(struct hetmm_pagemap *pgmap);
 
 /*
  * Start a driver's thread (its copy engine, completion reaper, progress

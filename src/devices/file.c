@@ -158,6 +158,7 @@ static int io_whole(int fd, bool write, char *buf, size_t len, off_t off)
 
 static void attach_faulted_in(struct hetmm_file *f, uint64_t index,
 			      size_t nr);
+static size_t file_fault_room(struct hetmm_pagemap *pgmap, uint64_t index);
 static void punch_cancel(struct hetmm_file *f, uint64_t index, size_t nr);
 
 /* ------------------------------------------------------------------------
@@ -259,6 +260,7 @@ static const struct hetmm_pagemap_ops file_pread_ops = {
 	.copy_to_device = file_copy_to,
 	.copy_from_device = file_copy_from,
 	.page_free = file_page_free,
+	.fault_room = file_fault_room,
 };
 
 /* ------------------------------------------------------------------------
@@ -463,6 +465,7 @@ static const struct hetmm_pagemap_ops file_uring_ops = {
 	.submit_to_device = uring_submit_to,
 	.submit_from_device = uring_submit_from,
 	.page_free = file_page_free,
+	.fault_room = file_fault_room,
 };
 
 /* io_uring asked not to be used: the flag, or HETMM_FILE_IO=pread. */
@@ -626,10 +629,15 @@ static void file_io_free(struct hetmm_file *f)
 /* Discarded ranges waiting to go back on the file; more at once make
  * the whole range wait. */
 #define REDO_SLOTS 16
-/* Pages one eviction call takes at most: a migration chunk (512 pages
- * at any page size), which hetmm zaps with one madvise when the run is
- * the whole chunk. */
+/* A migration chunk (512 pages at any page size), which hetmm zaps with
+ * one madvise when a run is the whole chunk. */
 #define EVICT_RUN 512
+/* Pages one migration call sends back at most: several chunks, so that a
+ * drain of several is one call.  Each call syncs with the fault handler
+ * (hetmm_migrate_to_frames), and each sync waits for the fault-around
+ * window it is reading, when a scan is on: 64 MiB under 16 and 32 MiB
+ * bounds, 13 and 6-10 calls where one chunk a call took 25 and 18. */
+#define EVICT_CALL (4 * EVICT_RUN)
 
 struct page_range {
 	uint64_t first, end;
@@ -652,12 +660,14 @@ struct file_attach {
 	bool redo_all;
 	bool stop;
 	bool stalled;                   /* the last pass freed nothing */
+	bool refused;                   /* a fault held back: room to be
+					 * made (file_fault_room) */
 	bool draining;                  /* over the bound, not yet down to
 					 * low_mark */
 	pthread_t evictor;
 	bool evictor_up;
 	atomic_uint_fast64_t evicted;
-	uint8_t status[EVICT_RUN];      /* the evictor's reports */
+	uint8_t status[EVICT_CALL];     /* the evictor's reports */
 };
 
 /* How far under the bound a drain goes: an eighth of it, EVICT_LOW_MOST
@@ -689,6 +699,58 @@ static uint64_t attach_over(struct file_attach *a)
 	if (a->draining && a->nr_in <= a->low_mark)
 		a->draining = false;
 	return a->draining ? a->nr_in - a->low_mark : 0;
+}
+
+/*
+ * How far past the bound a fault may take the range: an eighth of the
+ * bound, a migration chunk at most.  The pages a drain sends back last
+ * past the bound, from the bound to the low mark, so that a scan reads
+ * while the evictor drains; a chunk at most, because that is what the
+ * evictor takes in one call (and a THP that comes back whole).
+ */
+static uint64_t attach_slack(uint64_t max_resident)
+{
+	uint64_t slack = max_resident / 8;
+	return slack < 1 ? 1 : slack < EVICT_RUN ? slack : EVICT_RUN;
+}
+
+/*
+ * The bound kept during a scan, not only behind it: a fault once the
+ * range holds max_resident pages is held back (0) until the evictor has
+ * sent some back (attach_room_made), and one under it brings back no
+ * more than the slack past the bound (its fault-around cut short).
+ * The kernel's fault reclaims past a memory cgroup's limit the same way
+ * before it maps its page.  An evictor stalled (pages held, writes
+ * failing) holds nothing back: it tries again after the next fault,
+ * which waiting for it would never come.
+ */
+static size_t file_fault_room(struct hetmm_pagemap *pgmap, uint64_t index)
+{
+	(void)index;
+	struct hetmm_file *f = file_of(pgmap);
+	struct file_attach *a = f ? f->att : NULL;
+	if (!a || !a->max_resident)
+		return SIZE_MAX;
+	pthread_mutex_lock(&a->lock);
+	uint64_t top = a->max_resident + attach_slack(a->max_resident);
+	size_t room = a->stalled ? 1
+		      : a->nr_in <= a->max_resident ? top - a->nr_in : 0;
+	a->refused |= !room;
+	pthread_mutex_unlock(&a->lock);
+	return room;
+}
+
+/* Tell hetmm a fault held back may come now (under a->lock, which it
+ * drops for the call). */
+static void attach_room_made(struct hetmm_file *f)
+{
+	struct file_attach *a = f->att;
+	if (!a->refused || (a->nr_in > a->max_resident && !a->stalled))
+		return;
+	a->refused = false;
+	pthread_mutex_unlock(&a->lock);
+	hetmm_pagemap_room_made(f->pgmap);
+	pthread_mutex_lock(&a->lock);
 }
 
 static bool evictor_has_work(struct file_attach *a)
@@ -775,7 +837,7 @@ static const struct hetmm_notifier_ops attach_ops = {
 /*
  * Send [first, end) back to the file, skipping pages unmapped since,
  * with hetmm_migrate_to_frames (holes: the file's bytes again), in runs
- * of at most EVICT_RUN.  status, if given, gets each page's outcome.
+ * of at most EVICT_CALL.  status, if given, gets each page's outcome.
  * Returns 0 or the first error other than "nothing to move" (-ENOENT).
  */
 static int attach_put_back(struct hetmm_file *f, uint64_t first,
@@ -789,7 +851,7 @@ static int attach_put_back(struct hetmm_file *f, uint64_t first,
 			if (status)
 				status[i - first] = 0;
 		uint64_t run = 0;
-		while (i + run < end && run < EVICT_RUN &&
+		while (i + run < end && run < EVICT_CALL &&
 		       !(a->state[i + run] & PG_GONE))
 			run++;
 		pthread_mutex_unlock(&a->lock);
@@ -853,8 +915,8 @@ static void evictor_redo(struct hetmm_file *f)
 }
 
 /* Pages from page i of the range to the end of its migration chunk
- * (chunks are aligned in the address space).  A run across the boundary
- * is zapped in two calls, and each raises a userfaultfd event. */
+ * (chunks are aligned in the address space).  A chunk sent back in two
+ * runs is zapped twice, and each zap raises a userfaultfd event. */
 static uint64_t chunk_left(const struct file_attach *a, uint64_t i)
 {
 	return EVICT_RUN - ((uintptr_t)a->addr / PS + i) % EVICT_RUN;
@@ -873,14 +935,19 @@ static bool evict_may_round(const struct file_attach *a, uint64_t run)
 	return run && a->nr_in - run > a->max_resident / 2;
 }
 
-/* The oldest queued pages still in memory, a run of consecutive ones
- * within one migration chunk: its first page, its length (0: none). */
+/* The oldest queued pages still in memory, a run of consecutive ones,
+ * EVICT_CALL at most, that goes on past what the drain needs to the end
+ * of its migration chunk (evict_may_round) and no further: its first
+ * page, its length (0: none). */
 static uint64_t evictor_pick(struct hetmm_file *f, uint64_t *first)
 {
 	struct file_attach *a = f->att;
 	uint64_t run = 0;
-	while (a->q_len && run < EVICT_RUN &&
+	while (a->q_len && run < EVICT_CALL &&
 	       (run < attach_over(a) || evict_may_round(a, run))) {
+		if (run && run >= attach_over(a) &&
+		    chunk_left(a, *first + run) == EVICT_RUN)
+			break;   /* rounded up to a chunk's end */
 		uint32_t i = a->queue[a->q_head];
 		if (!(a->state[i] & PG_IN) || (a->state[i] & PG_GONE)) {
 			a->state[i] &= (uint8_t)~PG_QUEUED;
@@ -888,7 +955,7 @@ static uint64_t evictor_pick(struct hetmm_file *f, uint64_t *first)
 			a->q_len--;
 			continue;
 		}
-		if (run && (i != *first + run || run == chunk_left(a, *first)))
+		if (run && i != *first + run)
 			break;
 		if (!run)
 			*first = i;
@@ -930,8 +997,10 @@ static void *evictor_main(void *arg)
 			evictor_redo(f);
 		/* A pass that frees nothing (write errors, pages held)
 		 * waits for the next fault before trying again. */
-		while (attach_over(a) && !a->stop && !a->stalled)
+		while (attach_over(a) && !a->stop && !a->stalled) {
 			a->stalled = !evictor_pass(f);
+			attach_room_made(f);
+		}
 	}
 	pthread_mutex_unlock(&a->lock);
 	return NULL;
@@ -1049,6 +1118,7 @@ static int attach_sync(struct hetmm_file *f)
 		bool again = false, error = false, held = false;
 		pthread_mutex_lock(&a->lock);
 		attach_settle(f, 0, f->nr_pages, status, false);
+		attach_room_made(f);
 		for (uint64_t i = 0; i < f->nr_pages; i++) {
 			if (a->state[i] & PG_GONE)
 				continue;
