@@ -1568,11 +1568,16 @@ int hetmm_file_inject_error(struct hetmm_file *file, int write,
  * under the bound (2048 pages under at most), in runs of whole
  * migration chunks where it can.  A page nobody wrote since it came in
  * is clean and goes without a write (its block has its bytes); a
- * written page is written first.  The bound is kept within a window (a fault-around chunk or
- * so) behind the faults, not before each one.  Fault-around brings up
- * to the context's fault_around_max pages at once: give the context a
- * window well under the bound (a quarter, say), or a scan's read-ahead
- * goes back to the file before the scan reaches it.
+ * written page is written first.  The bound holds during a scan too,
+ * give or take a slack of an eighth of it (a migration chunk, 512
+ * pages, at most): a fault once the range holds max_resident pages
+ * waits until the device's thread has sent some back (the fault
+ * handler serves everything else meanwhile), and fault-around stops at
+ * max_resident plus the slack, as a fault in a memory cgroup reclaims
+ * before it maps its page.  Fault-around brings up to the context's
+ * fault_around_max pages at once: give the context a window well under
+ * the bound (a quarter, say), or a scan's read-ahead goes back to the
+ * file before the scan reaches it.
  *
  * What the process does to the range:
  *   - writes are kept in memory until the page goes back to the file
