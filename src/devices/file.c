@@ -636,7 +636,7 @@ static void file_io_free(struct hetmm_file *f)
  * drain of several is one call.  Each call syncs with the fault handler
  * (hetmm_migrate_to_frames), and each sync waits for the fault-around
  * window it is reading, when a scan is on: 64 MiB under 16 and 32 MiB
- * bounds, 13 and 6-10 calls where one chunk a call took 25 and 18. */
+ * bounds, 12-16 and 6-10 calls where one chunk a call took 25 and 18. */
 #define EVICT_CALL (4 * EVICT_RUN)
 
 struct page_range {
@@ -702,11 +702,10 @@ static uint64_t attach_over(struct file_attach *a)
 }
 
 /*
- * How far past the bound a fault may take the range: an eighth of the
- * bound, a migration chunk at most.  The pages a drain sends back last
- * past the bound, from the bound to the low mark, so that a scan reads
- * while the evictor drains; a chunk at most, because that is what the
- * evictor takes in one call (and a THP that comes back whole).
+ * How far past the bound a fault's window may take the range: an eighth
+ * of the bound, as far as a drain goes under it, so that a window that
+ * reaches the bound is not cut to a few pages; a migration chunk at
+ * most (the evictor's unit, and a THP's worth); a page at least.
  */
 static uint64_t attach_slack(uint64_t max_resident)
 {
