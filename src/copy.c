@@ -266,14 +266,16 @@ static struct hetmm_copy *slot_get_wait(struct copyq *q, unsigned reserve)
 }
 
 /* Wait for slot s to complete: its error, or -ETIMEDOUT (the slot is
- * then abandoned, and the caller must not touch it again). */
-static int slot_wait(struct hetmm_copy *s)
+ * then abandoned if abandon, and the caller must not touch it again). */
+static int slot_wait(struct hetmm_copy *s, bool abandon)
 {
 	struct copyq *q = s->q;
 	uint64_t deadline = monotonic_ms() + q->timeout_ms;
 	uint32_t st;
 	while (((st = atomic_load_explicit(&s->state, memory_order_acquire)) &
 		~SLOT_WAITED) == SLOT_IN_FLIGHT) {
+		if (monotonic_ms() >= deadline && !abandon)
+			return -ETIMEDOUT;
 		if (monotonic_ms() >= deadline &&
 		    atomic_compare_exchange_strong(&s->state, &st,
 						   SLOT_ABANDONED)) {
@@ -343,7 +345,7 @@ static void pipe_complete_oldest(struct copy_pipe *p)
 	p->head = (p->head + 1) % HETMM_COPY_DEPTH_MAX;
 	p->count--;
 	away_begin();
-	int err = slot_wait(s);
+	int err = slot_wait(s, true);
 	away_end();
 	if (err == -ETIMEDOUT) {
 		pipe_fail(p, &s->req, err);   /* s is abandoned */
@@ -361,6 +363,18 @@ void copy_pipe_finish_oldest(struct copy_pipe *p)
 {
 	if (p->count)
 		pipe_complete_oldest(p);
+}
+
+void copy_pipe_wait_until(struct copy_pipe *p, uint64_t added)
+{
+	uint64_t oldest = p->added - p->count;
+	if (added <= oldest || added > p->added)
+		return;   /* finished already, or never started */
+	struct hetmm_copy *s = p->slot[(p->head + (added - 1 - oldest)) %
+				       HETMM_COPY_DEPTH_MAX];
+	away_begin();
+	slot_wait(s, false);   /* a timeout is the finish's to tell */
+	away_end();
 }
 
 void copy_pipe_finish_done(struct copy_pipe *p)
@@ -408,6 +422,7 @@ static void pipe_start(struct copy_pipe *p, const struct copy_req *r)
 	}
 	p->slot[(p->head + p->count) % HETMM_COPY_DEPTH_MAX] = s;
 	p->count++;
+	p->added++;
 	away_begin();   /* a driver's submit may wait on its own thread */
 	int rc = p->to_device ?
 		pgmap->ops->submit_to_device(pgmap, r->index, r->mem, r->nr, s) :
@@ -417,6 +432,7 @@ static void pipe_start(struct copy_pipe *p, const struct copy_req *r)
 	if (rc) {
 		/* Not started: no done will come.  It is the newest. */
 		p->count--;
+		p->added--;
 		slot_release(s);
 		pipe_fail(p, r, rc < 0 ? rc : -EIO);
 	}
@@ -476,7 +492,7 @@ int copy_from_device_wait(struct hetmm_pagemap *pgmap, uint64_t index,
 						s);
 	bool started = rc == 0;
 	if (started)
-		rc = slot_wait(s);
+		rc = slot_wait(s, true);
 	away_end();
 	if (!rc) {
 		*slotp = s;

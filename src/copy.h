@@ -72,6 +72,7 @@ struct copy_pipe {
 	void *arg;
 	struct hetmm_copy *slot[HETMM_COPY_DEPTH_MAX];
 	unsigned head, count;             /* pieces in flight, oldest first */
+	uint64_t added;                   /* pieces started since opened */
 	size_t failed;                    /* pieces that failed */
 };
 
@@ -83,6 +84,17 @@ void copy_pipe_open(struct copy_pipe *p, struct hetmm_pagemap *pgmap,
 void copy_pipe_add(struct copy_pipe *p, const struct copy_req *r);
 /* Wait for the oldest piece in flight, if any, and finish it. */
 void copy_pipe_finish_oldest(struct copy_pipe *p);
+/* How many pieces were started so far: read after adding a request, the
+ * number its last piece has, for copy_pipe_wait_until(). */
+static inline uint64_t copy_pipe_added(const struct copy_pipe *p)
+{
+	return p->added;
+}
+/* Wait, finishing none, until the pieces up to the added-th are
+ * complete (or one timed out): one sleep for a request of several
+ * pieces, where finishing its oldest piece in turn sleeps on each that
+ * is not done yet (and its driver wakes each). */
+void copy_pipe_wait_until(struct copy_pipe *p, uint64_t added);
 /* Finish the oldest pieces that are complete already, waiting for none. */
 void copy_pipe_finish_done(struct copy_pipe *p);
 /* Wait for and finish every piece in flight; the pipeline is closed.

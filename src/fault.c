@@ -381,6 +381,7 @@ static void handler_pipe_init(struct hetmm_ctx *ctx)
 static size_t fault_back_drain(struct hetmm_ctx *ctx)
 {
 	struct back_pipe *bp = &ctx->fault->bp;
+	back_pmd_drain(bp);
 	back_pipe_drain(bp);
 	size_t left = bp->left;
 	STAT_ADD(ctx, fault_pages, bp->installed);

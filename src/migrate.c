@@ -80,6 +80,7 @@ struct chunk {
 	 * its copies still in flight, its protection's error. */
 	size_t page0;
 	size_t copying;
+	uint64_t last_piece;          /* its last copy's copy_pipe_added */
 	int protect_rc;
 };
 
@@ -1284,7 +1285,7 @@ static void train_copying(struct train *tr, size_t k)
 static int train_start(struct train *tr, struct chunk *c)
 {
 	if (!chunk_take(tr->ctx, tr->pgmap, c))
-		return 0;
+		return 0;   /* nothing to copy: its last_piece an older's */
 	int rc = chunk_look(tr->ctx, tr->pgmap, c);
 	if (rc)
 		return rc;
@@ -1299,6 +1300,7 @@ static int train_start(struct train *tr, struct chunk *c)
 		c->copying += r.nr;
 		copy_pipe_add(&tr->pipe, &r);
 	}
+	c->last_piece = copy_pipe_added(&tr->pipe);
 	return 0;
 }
 
@@ -1320,6 +1322,8 @@ static void train_retire(struct train *tr, size_t n)
 	int rc[TRAIN_CHUNKS];
 	if (!n)
 		return;
+	/* One wait for the lot, not one per copy (copy_pipe_wait_until). */
+	copy_pipe_wait_until(&tr->pipe, train_chunk(tr, n - 1)->last_piece);
 	for (size_t k = 0; k < n; k++)
 		while (train_chunk(tr, k)->copying)
 			copy_pipe_finish_oldest(&tr->pipe);
@@ -1378,6 +1382,7 @@ static bool train_segment(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		c->populated = pl->populated;
 		c->page0 = page0;
 		c->copying = 0;
+		c->last_piece = copy_pipe_added(&tr.pipe);
 		c->protect_rc = 0;
 		rc = train_start(&tr, c);
 		if (rc)

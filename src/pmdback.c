@@ -10,8 +10,8 @@
  * a sequential fault-in.  A PMD costs one such touch per 2 MiB.
  *
  * How: the block's copies land in a staging block of the handler's, a
- * PMD-aligned range advised MADV_HUGEPAGE, so that the device's first
- * store into it makes the kernel back it with a THP; when the last piece
+ * PMD-aligned range advised MADV_HUGEPAGE, which the kernel backs with a
+ * THP (see below); when the last piece
  * has landed, one UFFDIO_MOVE takes the PMD into the process's range.
  * Pieces finish in the pipeline's order (copy.h), so a block is done when
  * its last page's piece is, and several blocks stay in flight as chunks
@@ -19,13 +19,15 @@
  * to be read, the staging got base pages) falls back to installing the
  * block's pages from staging as any piece (back_piece_install).
  *
- * Where the staging THPs come from: nowhere ahead of time.  The move
- * leaves the staging block empty, and the next copy into it faults a
- * fresh THP in, zeroed by the kernel on the thread that stores (the
- * device's: io_uring's, UCX's progress thread), not on the handler.  A
- * pool refilled ahead would zero the same 2 MiB, on some thread, for the
- * same copy: it saves nothing the device's thread does not already hide,
- * and would hold memory while idle.
+ * Where the staging THPs come from: the handler faults one into the
+ * block (MADV_POPULATE_WRITE) as it starts the block's copies, and the
+ * move leaves the block empty again.  The kernel zeroes a fresh THP, at
+ * about the cost of copying it; left to the device's first store, the
+ * zeroing would come on top of the copy on the device's thread, where
+ * the remote device copies over shared memory (a memcpy on its own
+ * thread), so the handler zeroes block N + 1 while it copies block N.
+ * A pool refilled ahead would zero the same 2 MiB for the same copy,
+ * and hold memory while idle.
  *
  * Which pagemaps.  Per 2 MiB a block costs a fresh THP zeroed and a
  * move, where a piece's install costs a copy and, on such a VM, a first
@@ -79,6 +81,7 @@ struct pmd_block {
 	int err;                          /* a piece's error */
 	unsigned how;
 	uint64_t *claims;                 /* PMD_PAGES */
+	uint64_t last_piece;              /* copy_pipe_added after its own */
 };
 
 struct back_pmd {
@@ -209,6 +212,17 @@ static bool block_fits(const struct back_pmd *m, const uint64_t *claims,
 	return true;
 }
 
+/* Wait for the oldest block's copies, then finish it (and any older
+ * piece of the pipeline): one wait for the block, where waiting for
+ * each piece in turn sleeps and is woken up to once a piece. */
+static void block_finish_oldest(struct back_pipe *bp, struct back_pmd *m)
+{
+	unsigned count = m->count;
+	copy_pipe_wait_until(&bp->cp, m->blk[m->oldest].last_piece);
+	while (m->count == count && bp->cp.count)
+		copy_pipe_finish_oldest(&bp->cp);
+}
+
 bool back_pmd_start(struct back_pipe *bp, uint64_t head,
 		    const uint64_t *claims, unsigned how)
 {
@@ -217,9 +231,12 @@ bool back_pmd_start(struct back_pipe *bp, uint64_t head,
 	if (!m || head % PMD_PAGES || !block_fits(m, claims, &pgmap))
 		return false;
 	back_pipe_use(bp, pgmap);
-	while (m->count == PMD_BLOCKS)
-		copy_pipe_finish_oldest(&bp->cp);
+	if (m->count == PMD_BLOCKS)
+		block_finish_oldest(bp, m);
 	struct pmd_block *b = &m->blk[(m->oldest + m->count++) % PMD_BLOCKS];
+	/* Its THP faulted in (zeroed) here rather than by the device's
+	 * first store (see the top of the file). */
+	(void)madvise(b->staging, PMD_SIZE, MADV_POPULATE_WRITE);
 	b->head = head;
 	b->pgmap = pgmap;
 	b->left = PMD_PAGES;
@@ -240,7 +257,14 @@ bool back_pmd_start(struct back_pipe *bp, uint64_t head,
 				      .flags = BACK_PMD };
 		copy_pipe_add(&bp->cp, &r);
 	}
+	b->last_piece = copy_pipe_added(&bp->cp);
 	return true;
+}
+
+void back_pmd_drain(struct back_pipe *bp)
+{
+	while (bp->pmd && bp->pmd->count)
+		block_finish_oldest(bp, bp->pmd);
 }
 
 /*

@@ -32,5 +32,8 @@ void back_pmd_attach(struct back_pipe *bp, struct back_pmd *m);
  */
 bool back_pmd_start(struct back_pipe *bp, uint64_t head,
 		    const uint64_t *claims, unsigned how);
+/* Finish bp's blocks in flight, oldest first, before its pipeline is
+ * drained. */
+void back_pmd_drain(struct back_pipe *bp);
 
 #endif /* HETMM_PMDBACK_H */

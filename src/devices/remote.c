@@ -21,10 +21,22 @@
  * reading either copy safe: a server never misses a put and stays in
  * use.
  *
- * The device's own thread drives UCX: it progresses the worker while
+ * The device's own thread drives UCX: it posts the copies of many pages
+ * handed to it (REMOTE_HANDOFF_PAGES), progresses the worker while
  * copies are in flight, and otherwise sleeps in poll() on the worker's
  * event fd, the servers' TCP connections and a stop eventfd.  Every call
  * on the worker is made under the device's lock (a SERIALIZED worker).
+ *
+ * Over shared memory every server's region is mapped into this process
+ * too (ucp_rkey_ptr), and a get or put would be UCX's memcpy from or to
+ * it on the calling thread, under the device's lock: the device makes
+ * that memcpy itself, with no lock (copy_local), so that two threads
+ * copy at once: the submitting thread (the fault handler, a migration)
+ * and the device's own, which takes a copy of many pages while it has
+ * fewer than REMOTE_LOCAL_QUEUE waiting (submit_local).  The submitter then overlaps its own work
+ * (zeroing staging, installing, zapping) with the copies on the other
+ * core where one is free, and where none is (a busy machine), it copies
+ * the rest itself rather than sleep until the device's thread runs.
  * A server whose connection closes or errs (its process died; TCP
  * keepalive gives up on a silent host after REMOTE_KEEPALIVE_S seconds)
  * is dead: its endpoint is closed, copies in flight to it fail, and every
@@ -106,6 +118,22 @@ _Static_assert(HETMM_COPY_MAX_PAGES <= STRIPE, "a copy spans two stripes");
 /* Copy slots: a queue's worth, twice, as copies that timed out may hold
  * theirs until their server is declared dead. */
 #define REMOTE_SLOTS (2 * REMOTE_QUEUE)
+/* A copy of at least this many pages may go to the device's thread (on
+ * TCP always, over shared memory while it has fewer than
+ * REMOTE_LOCAL_QUEUE waiting): the threads that submit many pages (the
+ * fault handler bringing a range back, a migration) have work of their
+ * own to overlap with it (zeroing staging, installing the pages copied
+ * before, zapping those sent).  A copy of a few pages (a lone fault's),
+ * waited for at once, is made or posted in the submit: no hand-off on a
+ * fault's latency. */
+#define REMOTE_HANDOFF_PAGES 16
+/* Over shared memory, copies handed over wait for the device's thread at
+ * most this many at once (the submitter copies the next ones itself),
+ * and a submitter takes back one that waited longer than
+ * REMOTE_STALE_NS: the thread is not running (a busy machine), and the
+ * submitter would only wait for it later. */
+#define REMOTE_LOCAL_QUEUE 2
+#define REMOTE_STALE_NS 200000
 
 /* Longest "host:port" a server is named by, with its NUL. */
 #define SERVER_NAME_MAX 128
@@ -116,9 +144,10 @@ struct server {
 	ucp_ep_h ep;                  /* NULL once closed */
 	ucp_rkey_h rkey;
 	uint64_t base;                /* the region's address there */
+	char *local;                  /* the region mapped here, or NULL */
 	uint64_t bytes;
 	atomic_bool dead;
-	bool closed;                  /* ep and rkey released */
+	atomic_bool closed;           /* ep (and rkey) released */
 };
 
 /* A part of a copy in flight, waited for: a get of a run of pages from
@@ -141,6 +170,8 @@ struct rpart {
 struct rop {
 	struct hetmm_remote *dev;
 	struct hetmm_copy *copy;
+	char *buf;                    /* the pages' memory here */
+	int64_t queued_ns;            /* handed over when */
 	uint64_t index;
 	size_t nr;
 	unsigned pending;
@@ -148,7 +179,7 @@ struct rop {
 	bool to_device;
 	unsigned nparts;
 	struct rpart parts[ROP_PARTS];
-	struct rop *next_free;
+	struct rop *next_free;        /* in free_slots, or queued */
 };
 
 struct hetmm_remote {
@@ -166,10 +197,19 @@ struct hetmm_remote {
 	bool thread_started;
 	atomic_bool stop;
 	atomic_bool thread_ready;
-	pthread_mutex_t lock;         /* the worker, slots, servers' eps */
+	pthread_mutex_t lock;         /* the worker, servers' eps */
 	struct rop slots[REMOTE_SLOTS];
+	/* Taken alone by a submit, or under lock, never the other way:
+	 * the thread holds lock while it posts (a memcpy, over shared
+	 * memory), and a submit that hands its copy over must not wait
+	 * for that. */
+	pthread_mutex_t qlock;        /* free_slots, queued */
 	struct rop *free_slots;
-	atomic_uint inflight;
+	struct rop *queued;           /* copies for the thread to post */
+	struct rop **queued_tail;
+	unsigned nqueued;
+	bool local;                   /* every server's region mapped here */
+	atomic_uint inflight;         /* copies taken, queued or posted */
 	struct rpart *retries;        /* failed gets, for the thread */
 	uint32_t nr_servers;
 	uint32_t replicas;            /* copies of each page */
@@ -205,11 +245,12 @@ static unsigned locate(const struct hetmm_remote *dev, uint64_t index,
 	return (unsigned)((k + r) % dev->nr_servers);
 }
 
-/* Under the lock.  A server is taken for dead for good: it never gets
- * another copy, so a copy it missed is never read from it. */
+/* A server is taken for dead for good: it never gets another copy, so a
+ * copy it missed is never read from it. */
 static bool usable(const struct hetmm_remote *dev, unsigned i)
 {
-	return !atomic_load(&dev->srv[i].dead) && !dev->srv[i].closed;
+	return !atomic_load(&dev->srv[i].dead) &&
+	       !atomic_load(&dev->srv[i].closed);
 }
 
 static void server_fail(struct hetmm_remote *dev, unsigned i)
@@ -235,7 +276,20 @@ static bool range_held(const struct hetmm_remote *dev, uint64_t index,
 	return true;
 }
 
-/* Under the lock, as every rop_ and part function. */
+/* A copy of nr pages ended with err: counted. */
+static void copy_count(struct hetmm_remote *dev, size_t nr, bool to_device,
+		       int err)
+{
+	if (err)
+		atomic_fetch_add(&dev->copy_errors, 1);
+	else if (to_device)
+		atomic_fetch_add(&dev->pages_put, nr);
+	else
+		atomic_fetch_add(&dev->pages_got, nr);
+}
+
+/* Under the lock, as every rop_ and part function (but rop_local's, over
+ * shared memory, with none). */
 static void rop_finish(struct rop *op)
 {
 	struct hetmm_remote *dev = op->dev;
@@ -246,16 +300,13 @@ static void rop_finish(struct rop *op)
 	if (!op->error && op->to_device &&
 	    !range_held(dev, op->index, op->nr))
 		op->error = -EIO;
-	if (op->error)
-		atomic_fetch_add(&dev->copy_errors, 1);
-	else if (op->to_device)
-		atomic_fetch_add(&dev->pages_put, op->nr);
-	else
-		atomic_fetch_add(&dev->pages_got, op->nr);
+	copy_count(dev, op->nr, op->to_device, op->error);
 	hetmm_copy_done(op->copy, op->error);
 	op->copy = NULL;
+	pthread_mutex_lock(&dev->qlock);
 	op->next_free = dev->free_slots;
 	dev->free_slots = op;
+	pthread_mutex_unlock(&dev->qlock);
 	atomic_fetch_sub(&dev->inflight, 1);
 }
 
@@ -308,24 +359,29 @@ static struct rpart *rop_part(struct rop *op, unsigned server, char *buf,
 	return pt;
 }
 
+/* A free slot for a copy of nr pages at index to or from buf; under
+ * qlock.  Counted in flight from now, so that the thread keeps
+ * progressing until it is done; *idle says whether it was the only one
+ * (the thread may be asleep). */
 static struct rop *rop_get(struct hetmm_remote *dev,
-			   struct hetmm_copy *copy, uint64_t index, size_t nr,
-			   bool to_device)
+			   struct hetmm_copy *copy, char *buf, uint64_t index,
+			   size_t nr, bool to_device, bool *idle)
 {
 	struct rop *op = dev->free_slots;
 	if (!op)
 		return NULL;
 	dev->free_slots = op->next_free;
 	op->copy = copy;
+	op->buf = buf;
 	op->index = index;
 	op->nr = nr;
 	op->to_device = to_device;
 	op->error = 0;
 	op->nparts = 0;
-	/* One for the submit itself, so that parts done at once can't
+	/* One for the posting itself, so that parts done at once can't
 	 * finish the copy before every part is posted. */
 	op->pending = 1;
-	atomic_fetch_add(&dev->inflight, 1);
+	*idle = atomic_fetch_add(&dev->inflight, 1) == 0;
 	return op;
 }
 
@@ -450,6 +506,200 @@ static void kick(struct hetmm_remote *dev)
 	dev->u->ucp_worker_signal(dev->worker);
 }
 
+/* Post op's parts (under the lock): true if some are still to complete,
+ * for the thread to progress.  A copy whose pages lost every server
+ * fails at once. */
+static bool rop_post(struct hetmm_remote *dev, struct rop *op)
+{
+	if (!range_held(dev, op->index, op->nr))
+		op->error = -EIO;
+	else if (op->to_device)
+		post_puts(dev, op, op->buf);
+	else
+		post_gets(dev, op, op->buf);
+	bool pending = op->pending > 1;
+	rop_part_done(op, 0);
+	return pending;
+}
+
+/* Over shared memory, the copy by the calling thread, with no lock: a
+ * memcpy from the first live copy of each stripe, or to every live
+ * copy.  -EIO if a stripe has no server left. */
+static int copy_local(struct hetmm_remote *dev, char *buf, uint64_t index,
+		      size_t nr, bool to_device)
+{
+	while (nr) {
+		uint64_t off, run = 0;
+		bool any = false;
+		for (unsigned r = 0; r < dev->replicas && (to_device || !any);
+		     r++) {
+			unsigned i = locate(dev, index, r, &off, &run);
+			if (!usable(dev, i))
+				continue;
+			size_t n = run < nr ? (size_t)run : nr;
+			if (to_device)
+				memcpy(dev->srv[i].local + off, buf, n * PS);
+			else
+				memcpy(buf, dev->srv[i].local + off, n * PS);
+			if (r && !to_device)
+				atomic_fetch_add(&dev->replica_reads, n);
+			any = true;
+		}
+		if (!any)
+			return -EIO;
+		run = run < nr ? run : nr;
+		buf += run * PS;
+		index += run;
+		nr -= run;
+	}
+	return 0;
+}
+
+/* A handed-over copy over shared memory, made by whoever takes it. */
+static void rop_local(struct hetmm_remote *dev, struct rop *op)
+{
+	op->error = copy_local(dev, op->buf, op->index, op->nr,
+			       op->to_device);
+	rop_finish(op);
+}
+
+/* The oldest copy handed over and not taken yet, taken (under qlock);
+ * NULL if none. */
+static struct rop *queue_take(struct hetmm_remote *dev)
+{
+	struct rop *op = dev->queued;
+	if (op) {
+		dev->nqueued--;
+		if (!(dev->queued = op->next_free))
+			dev->queued_tail = &dev->queued;
+	}
+	return op;
+}
+
+static struct rop *queue_pop(struct hetmm_remote *dev)
+{
+	pthread_mutex_lock(&dev->qlock);
+	struct rop *op = queue_take(dev);
+	pthread_mutex_unlock(&dev->qlock);
+	return op;
+}
+
+/* The device's thread: the copies handed over, in the order given. */
+static void run_queued(struct hetmm_remote *dev)
+{
+	struct rop *op;
+	while ((op = queue_pop(dev))) {
+		if (dev->local) {
+			rop_local(dev, op);
+			continue;
+		}
+		pthread_mutex_lock(&dev->lock);
+		rop_post(dev, op);
+		pthread_mutex_unlock(&dev->lock);
+	}
+}
+
+/* At the end: copies handed over that nobody took fail. */
+static void fail_queued(struct hetmm_remote *dev)
+{
+	struct rop *op;
+	while ((op = queue_pop(dev))) {
+		op->error = -EIO;
+		rop_finish(op);
+	}
+}
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* A copy for the thread (REMOTE_HANDOFF_PAGES), under qlock; NULL if no
+ * slot is free.  *kick: the thread may be asleep, to be woken. */
+static struct rop *queue_add(struct hetmm_remote *dev,
+			     struct hetmm_copy *copy, char *buf,
+			     uint64_t index, size_t nr, bool to_device,
+			     bool *kick)
+{
+	struct rop *op = rop_get(dev, copy, buf, index, nr, to_device, kick);
+	if (op) {
+		op->queued_ns = now_ns();
+		op->next_free = NULL;
+		*dev->queued_tail = op;
+		dev->queued_tail = &op->next_free;
+		dev->nqueued++;
+	}
+	return op;
+}
+
+/* The thread sleeps only once nothing is in flight (progress_thread):
+ * with other copies in flight, it is awake, or woken by the one that was
+ * first. */
+static int submit_handoff(struct hetmm_remote *dev, struct hetmm_copy *copy,
+			  char *buf, uint64_t index, size_t nr, bool to_device)
+{
+	bool idle = false;
+	pthread_mutex_lock(&dev->qlock);
+	struct rop *op = queue_add(dev, copy, buf, index, nr, to_device,
+				   &idle);
+	pthread_mutex_unlock(&dev->qlock);
+	if (!op)
+		return -EAGAIN;
+	if (idle)
+		kick(dev);
+	return 0;
+}
+
+/*
+ * Over shared memory, a copy of many pages goes to the thread while it
+ * has fewer than REMOTE_LOCAL_QUEUE waiting; else the caller makes it,
+ * and first the oldest waiting, if it waited too long (REMOTE_STALE_NS).
+ * True if handed over; else *stale is the one taken back, or NULL.
+ */
+static bool local_handoff(struct hetmm_remote *dev, struct hetmm_copy *copy,
+			  char *buf, uint64_t index, size_t nr, bool to_device,
+			  struct rop **stale)
+{
+	bool idle = false;
+	struct rop *op = NULL;
+	*stale = NULL;
+	pthread_mutex_lock(&dev->qlock);
+	if (dev->nqueued < REMOTE_LOCAL_QUEUE)
+		op = queue_add(dev, copy, buf, index, nr, to_device, &idle);
+	else if (now_ns() - dev->queued->queued_ns > REMOTE_STALE_NS)
+		*stale = queue_take(dev);
+	pthread_mutex_unlock(&dev->qlock);
+	if (idle)
+		kick(dev);
+	return op != NULL;
+}
+
+/* A copy over shared memory: handed over, or made here. */
+static int submit_local(struct hetmm_remote *dev, struct hetmm_copy *copy,
+			char *buf, uint64_t index, size_t nr, bool to_device)
+{
+	if (!range_held(dev, index, nr)) {
+		atomic_fetch_add(&dev->copy_errors, 1);
+		return -EIO;
+	}
+	if (nr >= REMOTE_HANDOFF_PAGES) {
+		struct rop *stale;
+		if (local_handoff(dev, copy, buf, index, nr, to_device,
+				  &stale))
+			return 0;
+		if (stale)
+			rop_local(dev, stale);
+	}
+	int err = copy_local(dev, buf, index, nr, to_device);
+	if (!err && to_device && !range_held(dev, index, nr))
+		err = -EIO;   /* as rop_finish */
+	copy_count(dev, nr, to_device, err);
+	hetmm_copy_done(copy, err);
+	return 0;
+}
+
 static int remote_submit(struct hetmm_pagemap *pgmap, uint64_t index,
 			 void *buf, size_t nr, struct hetmm_copy *copy,
 			 bool to_device)
@@ -458,24 +708,24 @@ static int remote_submit(struct hetmm_pagemap *pgmap, uint64_t index,
 
 	if (nr > STRIPE)        /* the core's copies are never longer */
 		return -EINVAL;
+	if (dev->local)
+		return submit_local(dev, copy, buf, index, nr, to_device);
+	if (nr >= REMOTE_HANDOFF_PAGES)
+		return submit_handoff(dev, copy, buf, index, nr, to_device);
 	pthread_mutex_lock(&dev->lock);
 	if (!range_held(dev, index, nr)) {
 		pthread_mutex_unlock(&dev->lock);
 		atomic_fetch_add(&dev->copy_errors, 1);
 		return -EIO;
 	}
-	struct rop *op = rop_get(dev, copy, index, nr, to_device);
-	if (!op) {
-		pthread_mutex_unlock(&dev->lock);
-		return -EAGAIN;
-	}
-	if (to_device)
-		post_puts(dev, op, buf);
-	else
-		post_gets(dev, op, buf);
-	bool pending = op->pending > 1;
-	rop_part_done(op, 0);
+	bool idle;
+	pthread_mutex_lock(&dev->qlock);
+	struct rop *op = rop_get(dev, copy, buf, index, nr, to_device, &idle);
+	pthread_mutex_unlock(&dev->qlock);
+	bool pending = op && rop_post(dev, op);
 	pthread_mutex_unlock(&dev->lock);
+	if (!op)
+		return -EAGAIN;
 	if (pending)
 		kick(dev);
 	return 0;
@@ -514,15 +764,17 @@ static void ep_err_cb(void *arg, ucp_ep_h ep, ucs_status_t st)
 	atomic_store(&s->dead, true);
 }
 
-/* Release a server's endpoint and key (under the lock).  Copies in flight
- * to it complete with an error as the endpoint closes. */
+/* Release a server's endpoint, and its key unless its region is mapped
+ * here: a copy_local may be reading it, and the mapping goes with the
+ * key (server_drop_key, once no copy is).  Under the lock.  Copies in
+ * flight to it complete with an error as the endpoint closes. */
 static void server_close(struct hetmm_remote *dev, struct server *s)
 {
 	const struct ucx_api *u = dev->u;
 
-	if (s->closed)
+	if (atomic_load(&s->closed))
 		return;
-	s->closed = true;
+	atomic_store(&s->closed, true);
 	if (s->ep) {
 		ucp_request_param_t prm = {
 			.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
@@ -536,16 +788,23 @@ static void server_close(struct hetmm_remote *dev, struct server *s)
 			u->ucp_request_free(r);
 		s->ep = NULL;
 	}
-	if (s->rkey)
+	if (s->rkey && !s->local) {
 		u->ucp_rkey_destroy(s->rkey);
+		s->rkey = NULL;
+	}
+}
+
+static void server_drop_key(struct hetmm_remote *dev, struct server *s)
+{
+	if (s->rkey)
+		dev->u->ucp_rkey_destroy(s->rkey);
 	s->rkey = NULL;
+	s->local = NULL;
 }
 
 static int64_t now_ms(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return now_ns() / 1000000;
 }
 
 /* A TCP connection to addr within timeout_ms, with keepalive on. */
@@ -686,6 +945,9 @@ static int server_open(struct hetmm_remote *dev, struct server *s,
 		s->rkey = NULL;
 		return -EPROTO;
 	}
+	void *local;
+	if (dev->u->ucp_rkey_ptr(s->rkey, s->base, &local) == UCS_OK)
+		s->local = local;
 	return 0;
 }
 
@@ -722,6 +984,7 @@ static void *progress_thread(void *arg)
 	while (!atomic_load(&dev->stop)) {
 		bool armed = false;
 
+		run_queued(dev);
 		pthread_mutex_lock(&dev->lock);
 		while (u->ucp_worker_progress(dev->worker))
 			;
@@ -771,6 +1034,9 @@ static void remote_free(struct hetmm_remote *dev)
 		for (uint32_t i = 0; i < dev->nr_servers; i++)
 			server_close(dev, &dev->srv[i]);
 		retry_gets(dev);        /* none is left to go to */
+		fail_queued(dev);
+		for (uint32_t i = 0; i < dev->nr_servers; i++)
+			server_drop_key(dev, &dev->srv[i]);
 		pthread_mutex_unlock(&dev->lock);
 		dev->u->ucp_worker_destroy(dev->worker);
 		dev->u->ucp_cleanup(dev->ucp);
@@ -783,6 +1049,7 @@ static void remote_free(struct hetmm_remote *dev)
 		close(dev->stopfd);
 	if (dev->quiet)
 		munmap(dev->quiet, PS);
+	pthread_mutex_destroy(&dev->qlock);
 	pthread_mutex_destroy(&dev->lock);
 	free(dev);
 }
@@ -852,6 +1119,10 @@ static int remote_connect(struct hetmm_remote *dev,
 		memset(secret, 0, sizeof(*secret));
 		free(secret);
 	}
+	/* Over shared memory every region is mapped here (copy_local). */
+	dev->local = rc == 0;
+	for (uint32_t i = 0; i < d->nr_servers; i++)
+		dev->local = dev->local && dev->srv[i].local;
 	return rc;
 }
 
@@ -861,6 +1132,8 @@ static struct hetmm_remote *remote_alloc(const struct hetmm_remote_desc *d)
 	if (!dev)
 		return NULL;
 	pthread_mutex_init(&dev->lock, NULL);
+	pthread_mutex_init(&dev->qlock, NULL);
+	dev->queued_tail = &dev->queued;
 	dev->stopfd = -1;
 	dev->nr_servers = d->nr_servers;
 	dev->replicas = d->replicas ? d->replicas : 1;

@@ -84,6 +84,7 @@ static void load(void)
 	SYM(ucp_ep_close_nbx);
 	SYM(ucp_ep_rkey_unpack);
 	SYM(ucp_rkey_destroy);
+	SYM(ucp_rkey_ptr);
 	SYM(ucp_put_nbx);
 	SYM(ucp_get_nbx);
 	SYM(ucp_ep_flush_nbx);

@@ -34,6 +34,7 @@ struct ucx_api {
 	UCX_FN(ucp_ep_close_nbx);
 	UCX_FN(ucp_ep_rkey_unpack);
 	UCX_FN(ucp_rkey_destroy);
+	UCX_FN(ucp_rkey_ptr);
 	UCX_FN(ucp_put_nbx);
 	UCX_FN(ucp_get_nbx);
 	UCX_FN(ucp_ep_flush_nbx);
