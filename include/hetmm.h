@@ -1630,7 +1630,9 @@ int hetmm_file_sync(struct hetmm_file *file);
  * InfiniBand or RoCE): pages migrated to it are put into the servers'
  * memory with ucp_put_nbx and come back on a CPU fault with ucp_get_nbx,
  * up to HETMM_COPY_DEPTH_MAX copies in flight, driven by a thread of the
- * device's own.  libucp (Debian's libucx0) is loaded at run time, the
+ * device's own (over shared memory, where UCX maps a server's region
+ * into the process, the device copies to and from that mapping itself,
+ * on the thread that asks and on its own at once).  libucp (Debian's libucx0) is loaded at run time, the
  * first time a device is made: a build or a machine without it gives
  * -EOPNOTSUPP here and nothing else changes.
  *
