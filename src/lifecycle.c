@@ -682,26 +682,39 @@ static uintptr_t forward_follow(struct hetmm_ctx *ctx, uintptr_t from,
 	return to;
 }
 
+/* Does at hold another mapping than the one with from's device entries:
+ * a page present where a private one is on a device, or, where there
+ * are coherent ones, not their shared mapping? */
+static bool lacks_moved_entries(struct hetmm_ctx *ctx, uintptr_t from,
+				uintptr_t at, size_t len)
+{
+	struct presence_check s;
+	return entries_presence(ctx, from, at, len, &s) &&
+	       (s.present ||
+		(s.coherent && !range_shared(&ctx->vmaq, at, len)));
+}
+
 /*
  * The other way round (part 4's order, with nothing of X's to park):
  * the handler reads Z -> X, then X -> Y, whose move came first.  What is
  * at X is Z's, not X -> Y's to carry, if X is mapped now and holds the
- * mapping with those entries, and Y does not (it has a page where one of
- * them is on a device).  Where Y lacks them all the two orders look
- * alike, and X -> Y carries them, as before.
+ * mapping with those entries, and Y does not (it has a page where a
+ * private one is on a device, or is no shared mapping where there are
+ * coherent ones: X's private memory the kernel moved there).  Where Y
+ * lacks every private one's page the two orders look alike, and X -> Y
+ * carries them, as before.
  */
 static bool moved_in_later(struct hetmm_ctx *ctx, uintptr_t from,
 			   uintptr_t to, size_t len)
 {
 	struct vacated_ranges *vr = &ctx->vacated;
-	struct presence_check s;
 	for (unsigned k = 1; k <= FORWARD_MAX; k++) {
 		struct forward *f = &vr->fwd[(vr->fwd_next - k) % FORWARD_MAX];
 		if (f->len != len || f->to != from)
 			continue;
 		return range_mapped(&ctx->vmaq, from, from + len) &&
 		       holds_moved_entries(ctx, from, from, len) &&
-		       entries_presence(ctx, from, to, len, &s) && s.present;
+		       lacks_moved_entries(ctx, from, to, len);
 	}
 	return false;
 }

@@ -54,7 +54,7 @@
  * pages before the UNMAP is handled.
  *
  * Part 10, part 4's order with nothing of X's on a device: Z's pages must
- * stay at X, X's at Y.
+ * stay at X, X's at Y; on a private device and on a coherent one.
  *
  * Part 11, MREMAP_DONTUNMAP of X to Y racing a move of Z onto the empty
  * mapping it leaves at X, the handler reading Z's move (its UNMAP of X
@@ -876,24 +876,24 @@ static void part9(void)
  * holds its REMAP back, while Z moves onto the vacated X: the handler
  * reads Z -> X, then X -> Y, and X has no entries of its own to park.
  * Before, X -> Y took Z's entries on to Y, where the kernel has X's
- * pages: 16 pages read zeroes at X.
+ * pages: 16 pages read zeroes at X.  On a coherent device Z's pages are
+ * a shared mapping of the device's memory, which the kernel moved to X:
+ * their entries must stay there too.
  */
-static void part10(void)
+static void part10_type(enum hetmm_memory_type type)
 {
 	struct hetmm_emu *emu;
 	struct hetmm_pagemap *pg;
-	struct hetmm_pagemap_info info;
 	char *trig = map_apart(1);
 	char *x = map_apart(P2_PAGES), *z = map_apart(P2_PAGES);
 	char *y = map_apart(P2_PAGES);
 	struct remapper m1 = { .from = x, .to = y };
 	struct remapper m2 = { .from = z, .to = x };
-	pthread_t th1, th2, thd;
 
-	fprintf(stderr, "part 10: part 4 with nothing of X's on the device\n");
-	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64,
-				    &emu));
-	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	fprintf(stderr, "part 10: part 4 with nothing of X's on the device "
+		"(%s)\n",
+		type == HETMM_MEMORY_DEVICE_COHERENT ? "coherent" : "private");
+	t_emu_add(ctx, type, 64, &emu, &pg);
 	t_fill(x, P2_PAGES, 101);
 	t_fill(z, P2_PAGES, 102);
 	t_fill(y, P2_PAGES, 103);
@@ -906,33 +906,28 @@ static void part10(void)
 	REQUIRE_OK(hetmm_migrate_to_device(pg, trig, PS, NULL));
 	REQUIRE_OK(hetmm_migrate_to_system(ctx, trig, PS, NULL));
 
-	REQUIRE(pthread_create(&th1, NULL, remapper_main, &m1) == 0);
-	REQUIRE(pthread_create(&th2, NULL, remapper_main, &m2) == 0);
-	remapper_ready(&m1);
-	remapper_ready(&m2);
-	hook_arm(TEST_HOOK_EVENT_DISCARD, trig, 1);
-	REQUIRE(pthread_create(&thd, NULL, discard_main, trig) == 0);
-	hook_wait_stopped();
-	join(thd);
-	start_remapper(&m1);
-	start_remapper(&m2);
-	hook_release();
-	join(th1);
-	join(th2);
-	REQUIRE(m1.r == y);
-	REQUIRE(m2.r == x);
+	/* X is at Y once the first waits (for its UNMAP of Y to be read,
+	 * its REMAP still to queue); Z then moves onto X. */
+	remap_two_while_held(&m1, &m2, trig);
 	CHECK_OK(hetmm_ctx_sync(ctx));
 
-	CHECK_EQ(t_verify(y, P2_PAGES, 101), 0);
-	CHECK_EQ(t_verify(x, P2_PAGES, 102), 0);
 	CHECK_EQ(t_count_on_device(ctx, y, P2_PAGES), 0);
+	CHECK_EQ(t_count_on_device(ctx, x, P2_PAGES), P2_PAGES);
+	CHECK_EQ(t_verify(y, P2_PAGES, 101), 0);
+	/* Y's munmap frees no frame of Z's (a coherent one X maps). */
 	t_unmap(y, P2_PAGES);
+	CHECK_EQ(t_settled_free(pg, 64 - P2_PAGES), 64 - P2_PAGES);
+	CHECK_EQ(t_verify(x, P2_PAGES, 102), 0);
 	t_unmap(x, P2_PAGES);
 	t_unmap(trig, 1);
-	REQUIRE_OK(hetmm_pagemap_get_info(pg, &info));
-	CHECK_EQ(t_settled_free(pg, info.nr_pages), info.nr_pages);
-	CHECK_EQ(t_stats(ctx).device_resident, 0);
+	check_all_home(pg);
 	CHECK_OK(hetmm_emu_destroy(emu));
+}
+
+static void part10(void)
+{
+	part10_type(HETMM_MEMORY_DEVICE_PRIVATE);
+	part10_type(HETMM_MEMORY_DEVICE_COHERENT);
 }
 
 /* ------------------------------------------------------------------------
