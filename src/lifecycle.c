@@ -297,6 +297,8 @@ static bool unmap_parked(struct hetmm_ctx *ctx, uintptr_t start,
 			 uintptr_t end);
 static bool park_unmapped(struct hetmm_ctx *ctx, uintptr_t start,
 			  uintptr_t end);
+static void forward_unmapped(struct hetmm_ctx *ctx, uintptr_t start,
+			     uintptr_t end);
 
 void lifecycle_unmap(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 {
@@ -304,6 +306,7 @@ void lifecycle_unmap(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 	/* A coherent mapping swapped by a migrator: nothing was lost. */
 	if (migrators_own(ctx, start, end, false))
 		return;
+	forward_unmapped(ctx, start, end);
 	if (ctx->vacated.nrescue)
 		rescue_cancel(ctx, start, end);
 	if (unmap_parked(ctx, start, end))
@@ -567,14 +570,38 @@ static bool unmap_parked(struct hetmm_ctx *ctx, uintptr_t start,
  * move than every one recorded.  Entries the REMAP X -> Y carried before
  * B's UNMAP of X was read (X's own, stale) are parked at Y as any met
  * there (park_stale), and freed with Y.
+ *
+ * B's UNMAP of X is read before Z -> X, its REMAP queuing only then:
+ * so a record whose REMAP carried entries is followed only once an
+ * UNMAP of its old range was read after it (those entries were stale).
+ * Else they were X's own, A moved first, and a third thread C unmapped
+ * or moved X (Z's mapping) since, before Z -> X was read (test_window
+ * part 12): followed, Z's entries would take the place of X's at Y, and
+ * Y read Z's bytes.  Not told apart still: A's late UNMAP of X read
+ * before B's move, then C's; the events and the mappings are those of
+ * B's early UNMAP read after X -> Y.
  */
 
 static void forward_note(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
-			 size_t len)
+			 size_t len, bool carried)
 {
 	struct vacated_ranges *vr = &ctx->vacated;
-	vr->fwd[vr->fwd_next++ % FORWARD_MAX] =
-		(struct forward){ .from = from, .to = to, .len = len };
+	vr->fwd[vr->fwd_next++ % FORWARD_MAX] = (struct forward){
+		.from = from, .to = to, .len = len, .carried = carried };
+}
+
+/* An UNMAP of [start, end) read: what a record's REMAP from there
+ * carried may have been stale (B's early UNMAP read late), and the
+ * record may be followed from now on. */
+static void forward_unmapped(struct hetmm_ctx *ctx, uintptr_t start,
+			     uintptr_t end)
+{
+	struct vacated_ranges *vr = &ctx->vacated;
+	for (unsigned k = 0; k < FORWARD_MAX && k < vr->fwd_next; k++) {
+		struct forward *f = &vr->fwd[k];
+		if (f->len && f->from < end && start < f->from + f->len)
+			f->unmapped = true;
+	}
 }
 
 static bool range_unmapped(struct vmaq *q, uintptr_t start, uintptr_t end)
@@ -672,7 +699,8 @@ static uintptr_t forward_follow(struct hetmm_ctx *ctx, uintptr_t from,
 		struct forward *f = &vr->fwd[(vr->fwd_next - k) % FORWARD_MAX];
 		if (f->len != len || f->from != to)
 			continue;
-		if (!range_unmapped(&ctx->vmaq, to, to + len) ||
+		if ((f->carried && !f->unmapped) ||
+		    !range_unmapped(&ctx->vmaq, to, to + len) ||
 		    !range_mapped(&ctx->vmaq, f->to, f->to + len) ||
 		    !holds_moved_entries(ctx, from, f->to, len))
 			return to;
@@ -1042,7 +1070,7 @@ void lifecycle_remap(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
 	outside_overlaps(ctx, from, from + len, ov, r.nparked, to,
 			 moved_piece);
 	vacated_note(ctx, from, to, len);
-	forward_note(ctx, from, to, len);
+	forward_note(ctx, from, to, len, r.moved != 0);
 	/* Its late UNMAP spares what was put there before it. */
 	if (r.nparked) {
 		struct vacated *v = &ctx->vacated.r[(ctx->vacated.next - 1) %

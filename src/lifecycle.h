@@ -50,6 +50,8 @@ struct parked {
 struct forward {
 	uintptr_t from, to;
 	size_t len;                       /* none while 0 */
+	bool carried;                     /* it moved entries on */
+	bool unmapped;                    /* an UNMAP of from read since */
 };
 #define FORWARD_MAX 16
 

@@ -61,6 +61,10 @@
  * first) before X's: X's pages must be at Y, Z's at X.  And the same
  * read order from the moves made the other way round (Z onto X, then X
  * to Y): Z's pages at Y, X empty, X's first pages freed.
+ *
+ * Part 12, part 2's order with a third thread unmapping X, or moving it
+ * on, after Z moved onto it and before Z's move is read: X's pages must
+ * be at Y, Z's gone with X or where X went.
  */
 #include <poll.h>
 #include <pthread.h>
@@ -502,7 +506,7 @@ static void part1(void)
 #define P2_PAGES 16
 
 struct remapper {
-	char *from, *to;
+	char *from, *to;           /* to NULL: munmap from instead */
 	int flags;                 /* MREMAP_DONTUNMAP, or 0 */
 	pid_t tid;
 	int go;
@@ -516,8 +520,11 @@ static void *remapper_main(void *arg)
 	__atomic_store_n(&m->tid, gettid(), __ATOMIC_RELEASE);
 	while (!__atomic_load_n(&m->go, __ATOMIC_ACQUIRE))
 		usleep(100);
-	m->r = mremap(m->from, P2_PAGES * PS, P2_PAGES * PS,
-		      MREMAP_MAYMOVE | MREMAP_FIXED | m->flags, m->to);
+	if (!m->to)
+		m->r = munmap(m->from, P2_PAGES * PS) ? MAP_FAILED : NULL;
+	else
+		m->r = mremap(m->from, P2_PAGES * PS, P2_PAGES * PS,
+			      MREMAP_MAYMOVE | MREMAP_FIXED | m->flags, m->to);
 	return NULL;
 }
 
@@ -582,7 +589,8 @@ static void start_remapper(struct remapper *m)
 
 	tid = remapper_ready(m);
 	__atomic_store_n(&m->go, 1, __ATOMIC_RELEASE);
-	while (mapped(m->from, P2_PAGES) || !mapped(m->to, P2_PAGES) ||
+	while (mapped(m->from, P2_PAGES) ||
+	       (m->to && !mapped(m->to, P2_PAGES)) ||
 	       task_state(tid) != 'D') {
 		REQUIRE(t_now() < until);
 		usleep(200);
@@ -596,32 +604,39 @@ static void *discard_main(void *arg)
 }
 
 /*
- * The first remapper's move, then the second's, while the handler is held
+ * The remappers' moves (or munmaps), in turn, while the handler is held
  * on the discard of the trigger page (registered): their events queue
  * behind it, in the order the kernel raises them, and the handler reads
- * them once let go.  Both remappers are started, and ready, before the
- * handler is held.
+ * them once let go.  All are started, and ready, before the handler is
+ * held.
  */
-static void remap_two_while_held(struct remapper *first,
-				 struct remapper *second, char *trig)
+static void remaps_while_held(struct remapper *const *m, int n, char *trig)
 {
-	pthread_t th1, th2, thd;
+	pthread_t th[3], thd;
 
-	REQUIRE(pthread_create(&th1, NULL, remapper_main, first) == 0);
-	REQUIRE(pthread_create(&th2, NULL, remapper_main, second) == 0);
-	remapper_ready(first);
-	remapper_ready(second);
+	REQUIRE(n <= 3);
+	for (int i = 0; i < n; i++)
+		REQUIRE(pthread_create(&th[i], NULL, remapper_main, m[i]) == 0);
+	for (int i = 0; i < n; i++)
+		remapper_ready(m[i]);
 	hook_arm(TEST_HOOK_EVENT_DISCARD, trig, 1);
 	REQUIRE(pthread_create(&thd, NULL, discard_main, trig) == 0);
 	hook_wait_stopped();
 	join(thd);
-	start_remapper(first);
-	start_remapper(second);
+	for (int i = 0; i < n; i++)
+		start_remapper(m[i]);
 	hook_release();
-	join(th1);
-	join(th2);
-	REQUIRE(first->r == first->to);
-	REQUIRE(second->r == second->to);
+	for (int i = 0; i < n; i++) {
+		join(th[i]);
+		REQUIRE(m[i]->r == m[i]->to);
+	}
+}
+
+static void remap_two_while_held(struct remapper *first,
+				 struct remapper *second, char *trig)
+{
+	remaps_while_held((struct remapper *const[]){ first, second }, 2,
+			  trig);
 }
 
 /*
@@ -1104,6 +1119,59 @@ static void part11(void)
 }
 
 /* ------------------------------------------------------------------------
+ * Part 12: part 2's order, and a third thread.  A moves X to Y (its
+ * REMAP read first), B moves Z onto the vacated X, then C unmaps X (Z's
+ * pages now) or moves it on to W, all before Z -> X is read.  Z -> X
+ * then finds X unmapped and Y holding a mapping that lacks every page
+ * Z has on the device, as when B had moved first (part 8): before, it
+ * followed the record X -> Y and put Z's entries in place of X's at Y
+ * (16 pages of Y read Z's bytes; with C's move W read 16 pages of
+ * zeroes; no frame lost, X's parked at Y and freed with it).  X's pages
+ * must be at Y, Z's at W or freed with C's munmap.
+ */
+static void part12_third(bool move)
+{
+	struct hetmm_emu *emu;
+	struct hetmm_pagemap *pg;
+	char *trig = map_apart(1);
+	char *x = map_apart(P2_PAGES), *z = map_apart(P2_PAGES);
+	char *y = t_reserve(P2_PAGES), *w = t_reserve(P2_PAGES);
+	struct remapper a = { .from = x, .to = y };
+	struct remapper b = { .from = z, .to = x };
+	struct remapper c = { .from = x, .to = move ? w : NULL };
+
+	fprintf(stderr, "part 12: X to Y, Z onto X, then X %s, "
+		"Z's move read last\n", move ? "to W" : "unmapped");
+	t_emu_add(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64, &emu, &pg);
+	p2_on_device(pg, x, z, trig, 121);
+
+	remaps_while_held((struct remapper *const[]){ &a, &b, &c }, 3, trig);
+	CHECK_OK(hetmm_ctx_sync(ctx));
+
+	CHECK(!mapped(x, P2_PAGES));
+	CHECK_EQ(t_count_on_device(ctx, y, P2_PAGES), P2_PAGES);
+	if (move)
+		CHECK_EQ(t_count_on_device(ctx, w, P2_PAGES), P2_PAGES);
+	/* Z's frames went with C's munmap; X's (Z's at W) remain. */
+	CHECK_EQ(t_settled_free(pg, 64 - P2_PAGES * (1 + move)),
+		 64 - P2_PAGES * (1 + move));
+	CHECK_EQ(t_verify(y, P2_PAGES, 121), 0);
+	if (move)
+		CHECK_EQ(t_verify(w, P2_PAGES, 122), 0);
+	t_unmap(y, P2_PAGES);
+	t_unmap(w, P2_PAGES);
+	t_unmap(trig, 1);
+	check_all_home(pg);
+	CHECK_OK(hetmm_emu_destroy(emu));
+}
+
+static void part12(void)
+{
+	part12_third(false);
+	part12_third(true);
+}
+
+/* ------------------------------------------------------------------------
  * Part 5: mremap of pages a migration to a device holds, before it moved
  * them out of the process (claimed) or after (copied), with and without
  * MREMAP_DONTUNMAP.  Every byte must be at the new address, on the
@@ -1360,6 +1428,7 @@ int main(void)
 		part9();
 		part10();
 		part11();
+		part12();
 		CHECK_OK(hetmm_ctx_destroy(ctx));
 	}
 	part7();
