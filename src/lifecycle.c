@@ -524,15 +524,23 @@ static void park_stale(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 			(struct parked){ start, end, false };
 }
 
-/* An UNMAP of [start, end) that meets parked ranges: it is the event
- * they waited for, and frees their entries; the rest of the range is
- * unmapped as usual.  False if it meets none. */
+/* An UNMAP of [start, end) that meets ranges a REMAP parked: it is the
+ * event they waited for, and frees their entries; the rest of the range
+ * is unmapped as usual.  False if it meets none.  Those an UNMAP parked
+ * wait for a REMAP from the range, or the settle, not for this: a third
+ * thread unmapped what was moved there since (parked_judge). */
 static bool unmap_parked(struct hetmm_ctx *ctx, uintptr_t start,
 			 uintptr_t end)
 {
 	struct vacated_ranges *vr = &ctx->vacated;
 	struct parked ov[PARKED_MAX];
-	unsigned n = vr->nparked ? parked_overlaps(vr, start, end, ov) : 0;
+	unsigned n = 0;
+	if (vr->nparked) {
+		unsigned all = parked_overlaps(vr, start, end, ov);
+		for (unsigned i = 0; i < all; i++)
+			if (!ov[i].unmapped)
+				ov[n++] = ov[i];
+	}
 	if (!n)
 		return false;
 	for (unsigned i = 0; i < n; i++) {
@@ -767,10 +775,13 @@ static bool moved_in_later(struct hetmm_ctx *ctx, uintptr_t from,
  * first left X empty and Z's pages moved in after, so X has markers of
  * the entries there now; or, with none of those, Y has markers where
  * the parked entries were.  Then the parked entries go to Y and what is
- * at X stays; else the parked ones are freed and X's go to Y, as before.
- * A sync through the handler that succeeds frees what is still parked:
- * no move is left to claim it.  Without markers (before Linux 6.5) the
- * UNMAP frees, as before.
+ * at X stays; else X's go to Y, as before, and the parked ones wait on:
+ * a third thread C may have moved Z's mapping on from X (this REMAP)
+ * before A's REMAP was read.  For the same reason C's UNMAP of X frees
+ * what is there, not what is parked (unmap_parked).  A sync through the
+ * handler that succeeds frees what is still parked: no move is left to
+ * claim it.  Without markers (before Linux 6.5) the UNMAP frees, as
+ * before.
  */
 
 static int park_device_one(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
@@ -787,7 +798,9 @@ static bool park_unmapped(struct hetmm_ctx *ctx, uintptr_t start,
 			  uintptr_t end)
 {
 	struct vacated_ranges *vr = &ctx->vacated;
+	struct parked ov[PARKED_MAX];
 	if (!markers_kept(ctx) || vr->nparked == PARKED_MAX ||
+	    parked_overlaps(vr, start, end, ov) ||
 	    !range_mapped(&ctx->vmaq, start, end) ||
 	    !uffd_events_pending(ctx->uffd.fd))
 		return false;
@@ -856,23 +869,20 @@ static bool parked_went_along(struct hetmm_ctx *ctx, const struct parked *ov,
 	return here_x || (!here_y && parked_y);
 }
 
-/* A REMAP from -> to meets the parked ranges ov (n of them): those an
- * UNMAP parked whose entries did not go along are freed, and what is at
- * their place now is the REMAP's to carry.  Returns how many are left
- * in ov, in order. */
+/* A REMAP from -> to meets the parked ranges ov (n of them): what is at
+ * the place of those an UNMAP parked whose entries did not go along is
+ * the REMAP's to carry.  They stay parked: a third thread may have
+ * moved on what was moved into the range since, before the REMAP they
+ * belong to was read; the settle frees them if none is.  Returns how
+ * many are left in ov, in order. */
 static unsigned parked_judge(struct hetmm_ctx *ctx, struct parked *ov,
 			     unsigned n, uintptr_t from, uintptr_t to)
 {
 	unsigned left = 0;
-	for (unsigned i = 0; i < n; i++) {
-		if (ov[i].unmapped &&
-		    !parked_went_along(ctx, &ov[i], to - from)) {
-			parked_free(ctx, ov[i].start, ov[i].end);
-			parked_cut(ctx, ov[i].start, ov[i].end);
-			continue;
-		}
-		ov[left++] = ov[i];
-	}
+	for (unsigned i = 0; i < n; i++)
+		if (!ov[i].unmapped ||
+		    parked_went_along(ctx, &ov[i], to - from))
+			ov[left++] = ov[i];
 	return left;
 }
 

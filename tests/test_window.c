@@ -62,6 +62,10 @@
  * read order from the moves made the other way round (Z onto X, then X
  * to Y): Z's pages at Y, X empty, X's first pages freed.
  *
+ * And, Z's move read first, a third thread unmapping X or moving it on
+ * before A's move is read: X's pages at Y, Z's gone with X or where X
+ * went.
+ *
  * Part 12, part 2's order with a third thread unmapping X, or moving it
  * on, after Z moved onto it and before Z's move is read: X's pages must
  * be at Y, Z's gone with X or where X went.
@@ -1093,6 +1097,69 @@ static void p11_b(struct hetmm_pagemap *pg, bool some)
 	check_all_home(pg);
 }
 
+/*
+ * Timeline (a) with a third thread C: once B's events are read, before
+ * A's REMAP is, C unmaps X (Z's pages now) or moves it on to W.  Before,
+ * C's UNMAP of X freed the entries B's UNMAP had parked (X's, at Y now)
+ * and spared Z's, which A's REMAP then took to Y: Y read Z's bytes where
+ * X's pages were on the device.  C's REMAP judged the parked entries not
+ * its own and freed them: Y read zeroes there.  X's pages must be at Y,
+ * Z's at W or gone with X.
+ */
+static void p11_third(struct hetmm_pagemap *pg, bool move, bool some)
+{
+	const uint64_t seed = 0x11c0 + move * 4 + some * 2;
+	const size_t x_on = P2_PAGES - some * P11_SOME;
+	char *x = map_apart(P2_PAGES), *z = map_apart(P2_PAGES);
+	char *y = map_apart(P2_PAGES), *w = t_reserve(P2_PAGES);
+	struct remapper a = { .from = x, .to = y, .flags = MREMAP_DONTUNMAP };
+	struct remapper b = { .from = z, .to = x };
+	struct remapper c = { .from = x, .to = move ? w : NULL };
+	pthread_t tha, thb, thc;
+	pid_t ta;
+	int gate;
+
+	fprintf(stderr, "part 11: DONTUNMAP X to Y, then Z onto X, then X "
+		"%s, X's pages %s the device; A's move read last\n",
+		move ? "to W" : "unmapped", some ? "partly on" : "all on");
+	p11_on_device(pg, x, z, seed, some);
+	gate = p11_gate_open(y);
+	REQUIRE(pthread_create(&tha, NULL, remapper_main, &a) == 0);
+	REQUIRE(pthread_create(&thb, NULL, remapper_main, &b) == 0);
+	REQUIRE(pthread_create(&thc, NULL, remapper_main, &c) == 0);
+	ta = remapper_ready(&a);
+	remapper_ready(&b);
+	remapper_ready(&c);
+	/* A moves X to Y and waits at the gate; B's events, then C's, are
+	 * read meanwhile. */
+	__atomic_store_n(&a.go, 1, __ATOMIC_RELEASE);
+	p11_gate_wait(gate, ta);
+	__atomic_store_n(&b.go, 1, __ATOMIC_RELEASE);
+	join(thb);
+	REQUIRE(b.r == x);
+	__atomic_store_n(&c.go, 1, __ATOMIC_RELEASE);
+	join(thc);
+	REQUIRE(c.r == c.to);
+	p11_gate_release(gate);
+	join(tha);
+	REQUIRE(a.r == y);
+	CHECK_OK(hetmm_ctx_sync(ctx));
+
+	CHECK(!mapped(x, P2_PAGES));
+	CHECK_EQ(t_count_on_device(ctx, y, P2_PAGES), x_on);
+	if (move)
+		CHECK_EQ(t_count_on_device(ctx, w, P2_PAGES), P2_PAGES);
+	/* Z's frames went with C's munmap, or are W's. */
+	CHECK_EQ(t_settled_free(pg, 64 - x_on - move * P2_PAGES),
+		 64 - x_on - move * P2_PAGES);
+	CHECK_EQ(t_verify(y, P2_PAGES, seed), 0);
+	if (move)
+		CHECK_EQ(t_verify(w, P2_PAGES, seed + 1), 0);
+	t_unmap(y, P2_PAGES);
+	t_unmap(w, P2_PAGES);
+	check_all_home(pg);
+}
+
 static void part11(void)
 {
 	struct hetmm_emu *emu;
@@ -1105,6 +1172,8 @@ static void part11(void)
 		for (int some = 0; some < 2; some++) {
 			p11_a(pg, false, some);
 			p11_a(pg, true, some);
+			for (int move = 0; move < 2; move++)
+				p11_third(pg, move, some);
 		}
 	} else {
 		fprintf(stderr, "part 11: DONTUNMAP X to Y, then Z onto X, "
