@@ -27,11 +27,33 @@ void away_attach(struct handler_away *a)
 	away_self = a;
 }
 
-static void futex_wake_all(_Atomic uint32_t *w)
+NO_TSAN static void futex_wake_all(_Atomic uint32_t *w)
 {
 	syscall(SYS_futex, w, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 }
 
+/*
+ * The deputy is serving: make it read its way out, and wait until it
+ * is done.  A rescuing deputy may stop by itself meanwhile (a
+ * compare-and-swap that fails once AWAY_RECALL is set): then nobody
+ * would read the recall's event, and madvise would wait for ever.
+ * NO_TSAN, raw system calls: away_read_begin's.  recall_len: the page
+ * size, which page_shift() would read in instrumented code.
+ */
+NO_TSAN static void away_recall(struct handler_away *a)
+{
+	uint32_t w = atomic_fetch_or(&a->word, AWAY_RECALL);
+	if (w & AWAY_SERVING) {
+		syscall(SYS_madvise, a->recall, a->recall_len, MADV_DONTNEED);
+		while ((w = atomic_load(&a->word)) & AWAY_SERVING)
+			syscall(SYS_futex, &a->word, FUTEX_WAIT_PRIVATE, w,
+				NULL, NULL, 0);
+	}
+	atomic_fetch_and(&a->word, ~AWAY_RECALL);
+}
+
+/* A trip into a driver while the deputy rescues the handler: the
+ * deputy comes back to its ticks, from which it serves a trip. */
 void away_begin(void)
 {
 	struct handler_away *a = away_self;
@@ -40,17 +62,8 @@ void away_begin(void)
 	uint32_t old = atomic_fetch_add(&a->word, AWAY_TRIP | AWAY_OUT);
 	if (unlikely(old & AWAY_PARKED))
 		futex_wake_all(&a->word);
-}
-
-/* The deputy is serving: make it read its way out, and wait until it
- * is done. */
-static void away_recall(struct handler_away *a)
-{
-	madvise(a->recall, PAGE_SIZE, MADV_DONTNEED);
-	uint32_t w;
-	while ((w = atomic_load(&a->word)) & AWAY_SERVING)
-		syscall(SYS_futex, &a->word, FUTEX_WAIT_PRIVATE, w, NULL,
-			NULL, 0);
+	if (unlikely(old & AWAY_SERVING))
+		away_recall(a);
 }
 
 void away_end(void)
@@ -59,13 +72,46 @@ void away_end(void)
 	if (!a || --a->depth)
 		return;
 	uint32_t old = atomic_fetch_and(&a->word, ~AWAY_OUT);
+	if (unlikely(old & AWAY_SERVING)) {
+		away_recall(a);
+		/* What the deputy put away happens before what follows, to
+		 * ThreadSanitizer too (away_recall's loads are hidden). */
+		(void)atomic_load(&a->word);
+	}
+}
+
+NO_TSAN void away_read_begin(struct handler_away *a)
+{
+	uint32_t old = atomic_fetch_and(&a->word, ~AWAY_BUSY);
 	if (unlikely(old & AWAY_SERVING))
 		away_recall(a);
+}
+
+/* BUSY is clear here: the add sets it. */
+NO_TSAN void away_read_end(struct handler_away *a)
+{
+	uint32_t old = atomic_fetch_add(&a->word, AWAY_TRIP | AWAY_BUSY);
+	if (unlikely(old & AWAY_PARKED))
+		futex_wake_all(&a->word);
+}
+
+NO_TSAN void away_keep_begin(struct handler_away *a)
+{
+	uint32_t old = atomic_fetch_or(&a->word, AWAY_KEEPING);
+	if (unlikely(old & AWAY_SERVING))
+		away_recall(a);
+}
+
+NO_TSAN void away_keep_end(struct handler_away *a)
+{
+	atomic_fetch_and(&a->word, ~AWAY_KEEPING);
 }
 
 bool away_events_held(void)
 {
 	struct handler_away *a = away_self;
-	return a && atomic_load_explicit(&a->events_held,
-					 memory_order_relaxed);
+	return a && (atomic_load_explicit(&a->events_held,
+					  memory_order_relaxed) ||
+		     atomic_load_explicit(&a->events_rescued,
+					  memory_order_relaxed));
 }

@@ -16,6 +16,30 @@
 #define unlikely(x) __builtin_expect(!!(x), 0)
 
 /*
+ * Built with ThreadSanitizer (gcc says so with __SANITIZE_THREAD__,
+ * clang with __has_feature), and NO_TSAN: a function it must not
+ * instrument at all, not even its entry and its atomics, because the
+ * runtime's own memory is where the function must not go (fault.c, the
+ * deputy's rescue).  Such a function calls only NO_TSAN functions and
+ * raw system calls (syscall(2)), none of the libc calls the runtime
+ * intercepts.
+ */
+#if defined(__SANITIZE_THREAD__)
+#define UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define UNDER_TSAN 1
+#endif
+#endif
+#if !defined(UNDER_TSAN)
+#define NO_TSAN
+#elif defined(__clang__) && __has_attribute(disable_sanitizer_instrumentation)
+#define NO_TSAN __attribute__((disable_sanitizer_instrumentation))
+#else
+#define NO_TSAN __attribute__((no_sanitize("thread")))
+#endif
+
+/*
  * The page size is the kernel's, read at run time (page.c): never a
  * constant, so nothing sized in bytes or pages may be a constant
  * expression of it.  page_shift_now and pmd_order_now are 0 until

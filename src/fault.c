@@ -17,7 +17,9 @@
  *
  * While it runs a driver's code or waits for a driver's copy (away.h), a
  * second thread, the deputy, serves the faults that need no device page:
- * the driver's own thread may be waiting in one.
+ * the driver's own thread may be waiting in one.  And when the handler's
+ * own thread waits in a fault on a hole, the deputy fills it (the
+ * rescue).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -66,6 +68,12 @@
  * processes; past it, faults are served (a bound overshot, not a
  * thread left waiting for a slot). */
 #define FAULT_HELD_MAX 64
+
+/* Messages read and kept for the handler, in the order read. */
+struct msg_queue {
+	struct uffd_msg m[DEPUTY_KEPT];
+	size_t n, faults;
+};
 
 /* One sequential stream the fault-around logic is following, upward or
  * downward (memcpy runs backwards for some alignments). */
@@ -140,14 +148,21 @@ struct fault_engine {
 	struct back_pmd *pmd;
 	struct own_range own_doorbell, own_staging, own_stack;
 
-	/* The deputy (below) and what it read but left to the handler, in
-	 * the order read, while the handler was away. */
+	/* The deputy (below) and what it read but left to the handler:
+	 * kept, while the handler was away (or by the handler itself, in
+	 * the middle of a batch), and rescued, by a rescue, which alone
+	 * touches them while it reads; the handler moves them over to kept
+	 * (rescued_merge) where no rescue can run. */
 	struct handler_away away;
 	pthread_t deputy;
 	bool deputy_running;
 	atomic_bool deputy_stop;
-	struct uffd_msg kept[DEPUTY_KEPT];
-	size_t nkept, kept_faults;
+	struct msg_queue kept, rescued;
+	/* For the rescue: the handler's thread id (0 until it runs; the
+	 * messages name it where the kernel gives UFFD_FEATURE_THREAD_ID),
+	 * and the page mask, which the deputy reads nowhere else then. */
+	_Atomic uint32_t handler_tid;
+	uintptr_t page_mask;
 	/* handler_refused(): until when it tries an install again. */
 	uint64_t refused_until;
 	/* Faults their devices held back (fault_admit), oldest first,
@@ -1231,10 +1246,17 @@ static void handler_wait_exit(struct fault_engine *f)
  * through the handler (handler_sync), which is away.
  */
 
-static long futex_word(_Atomic uint32_t *w, int op, uint32_t val,
-		       const struct timespec *ts)
+NO_TSAN static long futex_word(_Atomic uint32_t *w, int op, uint32_t val,
+			       const struct timespec *ts)
 {
 	return syscall(SYS_futex, w, op, val, ts, NULL, 0);
+}
+
+/* uffd_wake for the deputy's rescue: no intercepted ioctl (base.h). */
+NO_TSAN static void raw_wake(int fd, uintptr_t addr, uintptr_t len)
+{
+	struct uffdio_range r = { .start = addr, .len = len };
+	syscall(SYS_ioctl, fd, UFFDIO_WAKE, &r);
 }
 
 /*
@@ -1253,43 +1275,105 @@ static bool deputy_may_serve(struct hetmm_ctx *ctx, const struct uffd_msg *m,
 	       (!f->current || f->current->event == UFFD_EVENT_PAGEFAULT) &&
 	       addr != (uintptr_t)f->doorbell && !is_sync_page(ctx, addr) &&
 	       !event_pending_at(ctx, addr) &&
-	       !event_at(f->kept, f->nkept, addr) &&
+	       !event_at(f->kept.m, f->kept.n, addr) &&
+	       !event_at(f->rescued.m, f->rescued.n, addr) &&
 	       shadow_get(&ctx->shadow, addr_to_vpn(addr)) == 0;
 }
 
-/* Keep message m for the handler, after the current batch (there is
- * room: nkept < DEPUTY_KEPT); a fault beyond DEPUTY_KEPT_FAULTS is woken
- * to come again instead. */
-static void kept_add(struct hetmm_ctx *ctx, const struct uffd_msg *m)
+/* Keep message m for the handler in q, after the current batch (there
+ * is room: q->n < DEPUTY_KEPT); a fault beyond DEPUTY_KEPT_FAULTS is
+ * woken to come again instead.  An event kept holds the handler's fills
+ * back (*held, away.h).  The rescue's too: NO_TSAN. */
+NO_TSAN static void queue_add(struct hetmm_ctx *ctx, struct msg_queue *q,
+			      atomic_bool *held, const struct uffd_msg *m)
 {
-	struct fault_engine *f = ctx->fault;
 	bool event = m->event != UFFD_EVENT_PAGEFAULT;
-	if (!event && f->kept_faults >= DEPUTY_KEPT_FAULTS) {
-		uffd_wake(ctx->uffd.fd, m->arg.pagefault.address & PAGE_MASK,
-			  PAGE_SIZE);   /* it comes again */
+	if (!event && q->faults >= DEPUTY_KEPT_FAULTS) {
+		uintptr_t mask = ctx->fault->page_mask; /* it comes again: */
+		raw_wake(ctx->uffd.fd, m->arg.pagefault.address & mask,
+			 ~mask + 1);
 		return;
 	}
-	f->kept[f->nkept++] = *m;
-	f->kept_faults += !event;
+	q->m[q->n++] = *m;
+	q->faults += !event;
 	if (event)
+		atomic_store(held, true);
+}
+
+NO_TSAN static void kept_add(struct hetmm_ctx *ctx, const struct uffd_msg *m)
+{
+	queue_add(ctx, &ctx->fault->kept, &ctx->fault->away.events_held, m);
+}
+
+/*
+ * Move what a rescue kept over to kept, after what is there (the rescue
+ * read it later), as much as fits; whether none is left.  Only where no
+ * rescue runs: on the handler between its batches or while it keeps
+ * (away.h), on the deputy serving a trip.
+ */
+NO_TSAN static bool rescued_merge(struct fault_engine *f)
+{
+	struct msg_queue *k = &f->kept, *r = &f->rescued;
+	size_t n = 0;
+	bool events = false;
+	for (; n < r->n && k->n < DEPUTY_KEPT; n++) {
+		bool event = r->m[n].event != UFFD_EVENT_PAGEFAULT;
+		k->m[k->n++] = r->m[n];
+		k->faults += !event;
+		r->faults -= !event;
+		events |= event;
+	}
+	for (size_t i = n; i < r->n; i++)
+		r->m[i - n] = r->m[i];
+	r->n -= n;
+	if (events)
 		atomic_store(&f->away.events_held, true);
+	if (!r->n)
+		atomic_store(&f->away.events_rescued, false);
+	return !r->n;
+}
+
+/* Serve message m if the deputy may: whether it did. */
+static bool deputy_served(struct hetmm_ctx *ctx, const struct uffd_msg *m)
+{
+	uintptr_t addr = (uintptr_t)m->arg.pagefault.address & PAGE_MASK;
+	if (!deputy_may_serve(ctx, m, addr))
+		return false;
+	uint64_t flags = m->arg.pagefault.flags;
+	STAT_ADD(ctx, faults, 1);
+	TRACE2(fault, addr, flags);
+	if (flags & UFFD_PAGEFAULT_FLAG_WP)
+		fault_unprotect(ctx, addr);
+	else
+		fault_zero(ctx, addr, flags & UFFD_PAGEFAULT_FLAG_WRITE);
+	return true;
 }
 
 /* A message the deputy read: served, or kept for the handler. */
 static void deputy_take(struct hetmm_ctx *ctx, const struct uffd_msg *m)
 {
-	uintptr_t addr = (uintptr_t)m->arg.pagefault.address & PAGE_MASK;
-	if (deputy_may_serve(ctx, m, addr)) {
-		uint64_t flags = m->arg.pagefault.flags;
-		STAT_ADD(ctx, faults, 1);
-		TRACE2(fault, addr, flags);
-		if (flags & UFFD_PAGEFAULT_FLAG_WP)
-			fault_unprotect(ctx, addr);
-		else
-			fault_zero(ctx, addr, flags & UFFD_PAGEFAULT_FLAG_WRITE);
-		return;
+	if (!deputy_served(ctx, m))
+		kept_add(ctx, m);
+}
+
+/* Serve what the deputy may of the faults a rescue kept (deputy_rescue
+ * serves the handler's own alone): a driver's thread may wait in one
+ * for the trip that begins. */
+static void kept_serve(struct hetmm_ctx *ctx)
+{
+	struct msg_queue *k = &ctx->fault->kept;
+	size_t j = 0;
+	rescued_merge(ctx->fault);
+	k->faults = 0;
+	for (size_t i = 0; i < k->n; i++) {
+		struct uffd_msg m = k->m[i];
+		bool fault = m.event == UFFD_EVENT_PAGEFAULT;
+		if (fault && deputy_served(ctx, &m))
+			continue;
+		k->m[j++] = m;
+		k->faults += fault;
 	}
-	kept_add(ctx, m);
+	k->n = j;
 }
 
 /* Read and serve until the handler's recall (away_end) is read.  With
@@ -1302,8 +1386,9 @@ static void deputy_serve(struct hetmm_ctx *ctx)
 	struct uffd_msg msgs[FAULT_READ_BATCH];
 	uintptr_t recall = (uintptr_t)f->away.recall;
 	bool recalled = false;
-	while (!recalled && f->nkept < DEPUTY_KEPT) {
-		size_t want = MIN(DEPUTY_KEPT - f->nkept, (size_t)FAULT_READ_BATCH);
+	kept_serve(ctx);
+	while (!recalled && f->kept.n < DEPUTY_KEPT && !f->rescued.n) {
+		size_t want = MIN(DEPUTY_KEPT - f->kept.n, (size_t)FAULT_READ_BATCH);
 		ssize_t got = read(ctx->uffd.fd, msgs, want * sizeof(msgs[0]));
 		if (got < 0 && errno != EINTR && errno != EAGAIN)
 			break;
@@ -1319,17 +1404,164 @@ static void deputy_serve(struct hetmm_ctx *ctx)
 	}
 }
 
+/* The deputy's thread exits next (its main is NO_TSAN: a test's hook
+ * is not). */
+static void deputy_exit_hook(void)
+{
+	TEST_HOOK(TEST_HOOK_DEPUTY_EXIT, 0, 0);
+}
+
+/* The deputy serves the handler's trip, seen on the same trip a tick
+ * ago, unless the handler came back meanwhile. */
+static void deputy_away(struct hetmm_ctx *ctx, uint32_t now)
+{
+	_Atomic uint32_t *word = &ctx->fault->away.word;
+	if (!atomic_compare_exchange_strong(word, &now, now | AWAY_SERVING))
+		return;
+	deputy_serve(ctx);
+	atomic_fetch_and(word, ~AWAY_SERVING);
+	futex_word(word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
+}
+
+/* The decimal digits of v at the end of buf[0, n): where they start. */
+NO_TSAN static char *decimal_tail(char *buf, size_t n, uint32_t v)
+{
+	char *p = buf + n;
+	do
+		*--p = (char)('0' + v % 10);
+	while ((v /= 10) && p > buf);
+	return p;
+}
+
+/*
+ * Does thread tid sleep in a userfault?  The kernel names the function
+ * a sleeping thread waits in (/proc, "wchan"); where it names none
+ * (no symbols) this says no, and nothing is rescued.
+ */
+NO_TSAN static bool thread_in_userfault(uint32_t tid)
+{
+	static const char want[] = "handle_userfault";
+	char path[64] = "/proc/self/task/", num[12], got[sizeof(want) + 1];
+	char *d = decimal_tail(num, sizeof(num), tid), *p = path + 16;
+	while (d < num + sizeof(num))
+		*p++ = *d++;
+	const char *tail = "/wchan";
+	while ((*p++ = *tail++))
+		;
+	long fd = syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	long n = syscall(SYS_read, fd, got, sizeof(got));
+	syscall(SYS_close, fd);
+	if (n != (long)sizeof(want) - 1)
+		return false;
+	for (long i = 0; i < n; i++)
+		if (got[i] != want[i])
+			return false;
+	return true;
+}
+
+/* Fill the handler's own fault at addr, a hole: 0, or -EAGAIN while an
+ * event waits to be read.  A page there already, or gone, is woken. */
+NO_TSAN static int rescue_fill(int fd, uintptr_t addr, uintptr_t page)
+{
+	struct uffdio_zeropage z = { .range = { .start = addr, .len = page } };
+	if (syscall(SYS_ioctl, fd, UFFDIO_ZEROPAGE, &z) == 0)
+		return 0;
+	if (errno == EAGAIN)
+		return -EAGAIN;
+	raw_wake(fd, addr, page);
+	return 0;
+}
+
+/*
+ * The rescue (away.h): the handler has been busy on one batch for a
+ * tick, asleep in a userfault.  Read as the deputy serving a trip does,
+ * but serve only the handler's own missing fault, a hole of a mapping
+ * registered whole that no asked range of any context's reaches (its
+ * own code touches only memory hetmm owns, its thread's stack and a
+ * runtime's or a malloc arena's pages the kernel merged there), with
+ * the zeroes the kernel would have given it.  Everything else is kept
+ * for the handler, as a trip's messages are: events the rescue read
+ * hold the handler's fills back (uffd.c), and a sync read after an
+ * event is answered after it.  Stop once that fault is filled, unless
+ * the handler is recalling (then read on until its event).  NO_TSAN:
+ * under ThreadSanitizer the handler waits on the runtime's memory, and
+ * so would the deputy.
+ */
+NO_TSAN static void deputy_rescue(struct hetmm_ctx *ctx, uint32_t now)
+{
+	struct fault_engine *f = ctx->fault;
+	_Atomic uint32_t *word = &f->away.word;
+	if (!atomic_compare_exchange_strong(word, &now, now | AWAY_SERVING))
+		return;
+	uint32_t tid = atomic_load(&f->handler_tid);
+	uintptr_t mask = f->page_mask, recall = (uintptr_t)f->away.recall;
+	uintptr_t own = 0;
+	bool filled = false, recalled = false;
+	int fd = ctx->uffd.fd;
+	long fl = syscall(SYS_fcntl, fd, F_GETFL);
+	struct uffd_msg msgs[FAULT_READ_BATCH];
+	struct msg_queue *q = &f->rescued;
+	while (!recalled && q->n < DEPUTY_KEPT) {
+		size_t want = DEPUTY_KEPT - q->n;
+		if (want > FAULT_READ_BATCH)
+			want = FAULT_READ_BATCH;
+		/* With the handler's fault refused, read only what waits:
+		 * the kernel refuses fills until the thread whose event was
+		 * read has run (handler_refused), and may have nothing more
+		 * to say.  The handler, asleep, is not reading meanwhile. */
+		if (own && fl >= 0)
+			syscall(SYS_fcntl, fd, F_SETFL, fl | O_NONBLOCK);
+		long got = syscall(SYS_read, fd, msgs, want * sizeof(msgs[0]));
+		if (own && fl >= 0)
+			syscall(SYS_fcntl, fd, F_SETFL, fl);
+		for (long i = 0; got > 0 && i < got / (long)sizeof(msgs[0]);
+		     i++) {
+			const struct uffd_msg *m = &msgs[i];
+			if (m->event == UFFD_EVENT_REMOVE &&
+			    m->arg.remove.start == recall)
+				recalled = true;
+			else if (m->event == UFFD_EVENT_PAGEFAULT &&
+				 m->arg.pagefault.feat.ptid == tid &&
+				 !(m->arg.pagefault.flags &
+				   UFFD_PAGEFAULT_FLAG_WP))
+				own = m->arg.pagefault.address & mask;
+			else
+				queue_add(ctx, q, &f->away.events_rescued, m);
+		}
+		if (own && rescue_fill(fd, own, ~mask + 1) == 0) {
+			own = 0;
+			filled = true;
+		} else if (own) {
+			struct timespec nap = { 0, 100000 };
+			syscall(SYS_nanosleep, &nap, NULL);
+		}
+		uint32_t w = atomic_load(word);
+		if (filled && !recalled && !(w & AWAY_RECALL) &&
+		    atomic_compare_exchange_strong(word, &w, w & ~AWAY_SERVING))
+			return;
+	}
+	atomic_fetch_and(word, ~AWAY_SERVING);
+	futex_word(word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
+}
+
 /*
  * The deputy's thread: a look every tick at the handler's word.  The
  * handler away on the same trip as a tick ago: serve until recalled.
- * Never away for DEPUTY_PARK_TICKS: park until the handler next leaves
- * (away_begin wakes it), so that an idle context costs no wake-ups.
+ * Busy on the same batch, asleep in a userfault: the rescue.  Neither
+ * busy nor away for DEPUTY_PARK_TICKS: park until the handler next
+ * leaves or reads a batch (away.c wakes it), so that an idle context
+ * costs no wake-ups.  NO_TSAN, so that its ticks never take it into the
+ * runtime's memory while the handler waits there (deputy_serve, for a
+ * trip, is instrumented as the handler's code is).
  */
-static void *deputy_main(void *arg)
+NO_TSAN static void *deputy_main(void *arg)
 {
 	struct hetmm_ctx *ctx = arg;
 	struct fault_engine *f = ctx->fault;
 	_Atomic uint32_t *word = &f->away.word;
+	bool rescue = ctx->uffd.features & UFFD_FEATURE_THREAD_ID;
 	uint32_t last = atomic_load(word);
 	unsigned idle = 0;
 	while (!atomic_load(&f->deputy_stop)) {
@@ -1339,13 +1571,11 @@ static void *deputy_main(void *arg)
 		if (now != last) {
 			idle = 0;
 		} else if (now & AWAY_OUT) {
-			if (atomic_compare_exchange_strong(word, &now,
-							   now | AWAY_SERVING)) {
-				deputy_serve(ctx);
-				atomic_fetch_and(word, ~AWAY_SERVING);
-				futex_word(word, FUTEX_WAKE_PRIVATE, INT_MAX,
-					   NULL);
-			}
+			deputy_away(ctx, now);
+		} else if (now & AWAY_BUSY) {
+			if (rescue && !(now & AWAY_KEEPING) &&
+			    thread_in_userfault(atomic_load(&f->handler_tid)))
+				deputy_rescue(ctx, now);
 		} else if (++idle >= DEPUTY_PARK_TICKS) {
 			idle = 0;
 			if (atomic_compare_exchange_strong(word, &now,
@@ -1357,7 +1587,7 @@ static void *deputy_main(void *arg)
 		}
 		last = atomic_load(word);
 	}
-	TEST_HOOK(TEST_HOOK_DEPUTY_EXIT, 0, 0);
+	deputy_exit_hook();
 	return NULL;
 }
 
@@ -1366,18 +1596,19 @@ static void *deputy_main(void *arg)
  * still kept after them hold the handler's fills back (away.h). */
 static size_t kept_take(struct fault_engine *f, struct uffd_msg *msgs)
 {
-	size_t n = MIN(f->nkept, (size_t)FAULT_READ_BATCH);
+	struct msg_queue *k = &f->kept;
+	size_t n = MIN(k->n, (size_t)FAULT_READ_BATCH);
 	if (!n)
 		return 0;
-	memcpy(msgs, f->kept, n * sizeof(*msgs));
-	f->nkept -= n;
-	memmove(f->kept, f->kept + n, f->nkept * sizeof(*msgs));
+	memcpy(msgs, k->m, n * sizeof(*msgs));
+	k->n -= n;
+	memmove(k->m, k->m + n, k->n * sizeof(*msgs));
 	bool events = false;
-	f->kept_faults = 0;
-	for (size_t i = 0; i < f->nkept; i++) {
-		bool event = f->kept[i].event != UFFD_EVENT_PAGEFAULT;
+	k->faults = 0;
+	for (size_t i = 0; i < k->n; i++) {
+		bool event = k->m[i].event != UFFD_EVENT_PAGEFAULT;
 		events |= event;
-		f->kept_faults += !event;
+		k->faults += !event;
 	}
 	atomic_store(&f->away.events_held, events);
 	return n;
@@ -1387,25 +1618,33 @@ static size_t kept_take(struct fault_engine *f, struct uffd_msg *msgs)
  * Read what waits on the userfaultfd, without waiting, and keep it for
  * after the current batch, as the deputy keeps what it reads; events
  * kept hold the handler's fills back (away.h).  The file's flags are
- * the deputy's too, but it reads only while the handler is away, and
- * the handler is not.
+ * the deputy's too, but it reads only while the handler is away or
+ * rescued, and the handler is neither: a rescue is recalled first, and
+ * what it kept goes first.  NO_TSAN, raw system calls: no rescue starts
+ * meanwhile (away.h), so nothing here may fault.
  */
-static void handler_keep_waiting(struct hetmm_ctx *ctx)
+NO_TSAN static void handler_keep_waiting(struct hetmm_ctx *ctx)
 {
 	struct fault_engine *f = ctx->fault;
-	int fd = ctx->uffd.fd, fl = fcntl(fd, F_GETFL);
-	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
-		return;
-	struct uffd_msg msgs[FAULT_READ_BATCH];
-	while (f->nkept < DEPUTY_KEPT) {
-		size_t want = MIN(DEPUTY_KEPT - f->nkept, (size_t)FAULT_READ_BATCH);
-		ssize_t got = read(fd, msgs, want * sizeof(msgs[0]));
-		if (got <= 0)
-			break;
-		for (size_t i = 0; i < (size_t)got / sizeof(msgs[0]); i++)
-			kept_add(ctx, &msgs[i]);
+	int fd = ctx->uffd.fd;
+	away_keep_begin(&f->away);
+	long fl = syscall(SYS_fcntl, fd, F_GETFL);
+	if (rescued_merge(f) && fl >= 0 &&
+	    syscall(SYS_fcntl, fd, F_SETFL, fl | O_NONBLOCK) == 0) {
+		struct uffd_msg msgs[FAULT_READ_BATCH];
+		while (f->kept.n < DEPUTY_KEPT) {
+			size_t want = MIN(DEPUTY_KEPT - f->kept.n,
+					  (size_t)FAULT_READ_BATCH);
+			long got = syscall(SYS_read, fd, msgs,
+					   want * sizeof(msgs[0]));
+			if (got <= 0)
+				break;
+			for (long i = 0; i < got / (long)sizeof(msgs[0]); i++)
+				kept_add(ctx, &msgs[i]);
+		}
+		syscall(SYS_fcntl, fd, F_SETFL, fl);
 	}
-	fcntl(fd, F_SETFL, fl);
+	away_keep_end(&f->away);
 }
 
 /* How long the handler waits, at most, for the kernel to let an install
@@ -1439,42 +1678,72 @@ static bool handler_refused(struct hetmm_ctx *ctx, uintptr_t start,
 		/* Sleep, not spin: the thread to run may want this CPU. */
 		struct timespec nap = { 0, 1000L * MIN(20u << MIN(tries, 6u),
 						       1000u) };
-		if (now > f->refused_until || f->nkept == DEPUTY_KEPT)
+		if (now > f->refused_until || f->kept.n == DEPUTY_KEPT)
 			return false;
 		nanosleep(&nap, NULL);
 	}
 	handler_keep_waiting(ctx);
 	uintptr_t end = start + len;
-	return !event_in(f->kept, f->nkept, start, end) &&
+	return !event_in(f->kept.m, f->kept.n, start, end) &&
 	       !event_in(f->pending, f->npending, start, end);
 }
 
 /*
- * The handler's next messages, as read(2) gives them.  With faults held
- * back it waits for a message or for a device to make room
- * (hetmm_pagemap_room_made), whichever comes first, and room made, tries
- * the held faults again (-1, EAGAIN if no message came).  A userfaultfd
- * polls only while it does not block (poll says POLLERR otherwise), and
- * a fault may be woken between the poll and the read: both go
- * O_NONBLOCK, the flags put back before the held faults are tried (the
- * deputy, serving while the handler waits for a copy, reads blocking).
+ * The handler's next messages, as read(2) gives them, or 0 and nothing
+ * read when it found messages a rescue kept (now the handler's:
+ * kept_take).  With faults held back it waits for a message or for a
+ * device to make room (hetmm_pagemap_room_made), whichever comes first,
+ * and room made, tries the held faults again (-1, EAGAIN if no message
+ * came).  A userfaultfd polls only while it does not block (poll says
+ * POLLERR otherwise), and a fault may be woken between the poll and the
+ * read: both go O_NONBLOCK, the flags put back before the held faults
+ * are tried (the deputy, serving while the handler waits for a copy,
+ * reads blocking).  Not busy between away_read_begin and away_read_end
+ * (away.h), so nothing there may fault: no rescue would come (NO_TSAN,
+ * raw system calls).
  */
+NO_TSAN static ssize_t handler_wait(struct hetmm_ctx *ctx,
+				    struct uffd_msg *msgs, size_t want,
+				    bool *room)
+{
+	struct fault_engine *f = ctx->fault;
+	int fd = ctx->uffd.fd;
+	ssize_t got = 0;
+	away_read_begin(&f->away);
+	long fl = f->nheld && !f->rescued.n ? syscall(SYS_fcntl, fd, F_GETFL)
+					     : -1;
+	if (f->rescued.n) {
+		rescued_merge(f);
+	} else if (fl < 0 ||
+		   syscall(SYS_fcntl, fd, F_SETFL, fl | O_NONBLOCK) != 0) {
+		got = syscall(SYS_read, fd, msgs, want * sizeof(*msgs));
+	} else {
+		struct pollfd p[2] = { { .fd = fd, .events = POLLIN },
+				       { .fd = f->room_fd, .events = POLLIN } };
+		got = -1;
+		errno = EAGAIN;
+		if (syscall(SYS_ppoll, p, 2, NULL, NULL, 0) > 0 &&
+		    p[0].revents)
+			got = syscall(SYS_read, fd, msgs, want * sizeof(*msgs));
+		int err = errno;
+		syscall(SYS_fcntl, fd, F_SETFL, fl);
+		errno = err;
+		*room = p[1].revents;
+	}
+	int err = errno;
+	away_read_end(&f->away);
+	errno = err;
+	return got;
+}
+
 static ssize_t handler_read(struct hetmm_ctx *ctx, struct uffd_msg *msgs,
 			    size_t want)
 {
 	struct fault_engine *f = ctx->fault;
-	int fd = ctx->uffd.fd, fl = f->nheld ? fcntl(fd, F_GETFL) : -1;
-	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
-		return read(fd, msgs, want * sizeof(*msgs));
-	struct pollfd p[2] = { { .fd = fd, .events = POLLIN },
-			       { .fd = f->room_fd, .events = POLLIN } };
-	ssize_t got = -1;
-	errno = EAGAIN;
-	if (poll(p, 2, -1) > 0 && p[0].revents)
-		got = read(fd, msgs, want * sizeof(*msgs));
+	bool room = false;
+	ssize_t got = handler_wait(ctx, msgs, want, &room);
 	int err = errno;
-	fcntl(fd, F_SETFL, fl);
-	if (p[1].revents) {
+	if (room) {
 		uint64_t rung;
 		ssize_t rc = read(f->room_fd, &rung, sizeof(rung));
 		(void)rc;   /* emptied: rung again, it wakes the next poll */
@@ -1493,6 +1762,8 @@ static void *fault_handler_main(void *arg)
 	uint64_t last_addr = 0;
 
 	away_attach(&ctx->fault->away);
+	atomic_store(&ctx->fault->handler_tid, (uint32_t)syscall(SYS_gettid));
+	away_read_end(&ctx->fault->away);   /* busy from here */
 	/* Leave only once the doorbell fault is served: leaving on the
 	 * stop flag alone could strand the thread that rang it. */
 	while (!ctx->fault->doorbell_served) {
@@ -1545,6 +1816,7 @@ static void *fault_handler_main(void *arg)
 		if (!kept)
 			want = read_want(msgs, n, &last_tid, &last_addr);
 	}
+	away_read_begin(&ctx->fault->away);
 	handler_wait_exit(ctx->fault);
 	return NULL;
 }
@@ -1562,6 +1834,8 @@ int fault_engine_create(struct hetmm_ctx *ctx)
 	if (!f)
 		return -ENOMEM;
 	touch_pages(f, sizeof(*f));
+	f->page_mask = PAGE_MASK;
+	f->away.recall_len = PAGE_SIZE;
 	pthread_mutex_init(&f->exit_lock, NULL);
 	pthread_cond_init(&f->exit_cond, NULL);
 	ctx->fault = f;

@@ -273,16 +273,8 @@ void back_pmd_drain(struct back_pipe *bp)
  * touches after the move, before the protection): that write is what
  * the comparison is there to catch, so the read races it by design.
  * ThreadSanitizer is told not to see it (its memcmp interceptor would):
- * a word loop it does not instrument, in its builds alone (gcc says so
- * with __SANITIZE_THREAD__, clang with __has_feature).
+ * a word loop it does not instrument, in its builds alone (base.h).
  */
-#if defined(__SANITIZE_THREAD__)
-#define UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define UNDER_TSAN 1
-#endif
-#endif
 #ifdef UNDER_TSAN
 __attribute__((no_sanitize("thread")))
 static bool page_unchanged(const char *dst, const char *check)

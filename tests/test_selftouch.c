@@ -1,0 +1,204 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_selftouch - the fault handler's own thread touches a hole of a
+ * mapping hetmm registered whole (issue 18).
+ *
+ * hetmm registers a whole mapping with userfaultfd (watch.c), and the
+ * kernel merges other anonymous memory into a process's mapping: a
+ * malloc arena, a block of the sanitizer runtime's.  The handler's own
+ * code may touch such memory (ThreadSanitizer's instrumentation does,
+ * on any access), and where the page was never touched the fault goes
+ * to the userfaultfd only the handler reads: it waited on itself for
+ * ever.  Here a test hook on the handler, while it handles a discard,
+ * touches a never-touched page of the mapping's half that was never
+ * migrated (no hetmm entry: a hole).
+ *
+ * Checked: the touch is served (zeroes, or the handler's write), the
+ * discard that ran the hook is handled, and in "queued" a fault on a
+ * device page and a discard of another, raised while the handler is
+ * held in its own fault, are handled after it as usual (the page's
+ * bytes back, the discarded page zeroes).  Each case runs in a child
+ * under a watchdog: a hang fails the case.
+ */
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "ctx.h"
+#include "fault.h"
+#include "t.h"
+#include "testhook.h"
+
+#define NP 64                /* the mapping; the first half migrates */
+#define NMIGRATE 32
+#define DISCARDED 0          /* discarded by the test: runs the hook */
+#define FAULTED 5            /* "queued": a helper faults it back */
+#define DISCARDED2 6         /* "queued": a helper discards it */
+#define SEED 11
+
+struct tcase {
+	const char *name;
+	bool write;                  /* the handler writes the hole */
+	bool queued;                 /* others' messages queue meanwhile */
+};
+
+static const struct tcase *tc;
+static struct hetmm_ctx *ctx;
+static char *p;
+static char *hole;               /* the page the handler touches */
+static atomic_int hook_state;    /* 0 armed, 1 touching, 2 touched */
+static int seen;                 /* what the handler read there */
+static pthread_t helpers[2];
+
+/* A message waits on the context's userfaultfd (a userfaultfd polls
+ * only while non-blocking).  On the handler, before it is held. */
+static bool message_waits(void)
+{
+	int fd = ctx->uffd.fd, fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+		return false;
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	bool in = poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLIN);
+	fcntl(fd, F_SETFL, fl);
+	return in;
+}
+
+static void *fault_back(void *arg)
+{
+	(void)arg;
+	CHECK_EQ(t_verify_from(p + FAULTED * PS, 1, SEED, FAULTED), 0);
+	return NULL;
+}
+
+static void *discard(void *arg)
+{
+	(void)arg;
+	CHECK_OK(madvise(p + DISCARDED2 * PS, PS, MADV_DONTNEED));
+	return NULL;
+}
+
+/* Queue a fault on a device page, and a discard, behind the handler's
+ * own fault to come.  The fault waits before the hook goes on; the
+ * discard may come before the handler's fault or after it. */
+static void queue_others(void)
+{
+	REQUIRE(pthread_create(&helpers[0], NULL, fault_back, NULL) == 0);
+	double until = t_now() + 10 * t_time_scale();
+	while (!message_waits() && t_now() < until)
+		usleep(100);
+	CHECK(message_waits());
+	REQUIRE(pthread_create(&helpers[1], NULL, discard, NULL) == 0);
+	usleep(10000);
+}
+
+/* On the handler, handling the test's discard: touch the hole, once. */
+static void touch_hook(enum test_hook_point point, uintptr_t addr,
+		       size_t len)
+{
+	int armed = 0;
+	if (point != TEST_HOOK_EVENT_DISCARD ||
+	    addr != (uintptr_t)(p + DISCARDED * PS) || len != PS ||
+	    !atomic_compare_exchange_strong(&hook_state, &armed, 1))
+		return;
+	CHECK(fault_on_handler(ctx));
+	if (tc->queued)
+		queue_others();
+	volatile char *h = hole;
+	if (tc->write)
+		*h = 0x5a;
+	seen = *h;
+	atomic_store(&hook_state, 2);
+}
+
+static int run_case(void)
+{
+	struct hetmm_emu *emu;
+	struct hetmm_pagemap *pg;
+	t_emu_up(&ctx, NULL, NMIGRATE, &emu, &pg);
+	p = t_map(NP);
+	CHECK_OK(madvise(p, NP * PS, MADV_NOHUGEPAGE));
+	t_fill(p, NMIGRATE, SEED);
+	/* Registers the whole mapping, the second half with it. */
+	CHECK_OK(hetmm_migrate_to_device(pg, p, NMIGRATE * PS, NULL));
+	CHECK_EQ(t_count_on_device(ctx, p, NMIGRATE), NMIGRATE);
+	hole = p + (NMIGRATE + 8) * PS;
+	CHECK_EQ(t_present(hole), 0);
+
+	__atomic_store_n(&test_hook, touch_hook, __ATOMIC_RELEASE);
+	/* Returns once the handler has read the event, before the hook. */
+	CHECK_OK(madvise(p + DISCARDED * PS, PS, MADV_DONTNEED));
+	/* Answered once the handler has handled the discard. */
+	CHECK_OK(hetmm_ctx_sync(ctx));
+	__atomic_store_n(&test_hook, NULL, __ATOMIC_RELEASE);
+	CHECK_EQ(atomic_load(&hook_state), 2);
+	CHECK_EQ(seen, tc->write ? 0x5a : 0);
+	CHECK_EQ(*hole, tc->write ? 0x5a : 0);
+	if (tc->queued) {
+		pthread_join(helpers[0], NULL);
+		pthread_join(helpers[1], NULL);
+		CHECK_OK(hetmm_ctx_sync(ctx));
+		CHECK_EQ(t_count_on_device(ctx, p + FAULTED * PS, 1), 0);
+		CHECK_EQ(t_count_on_device(ctx, p + DISCARDED2 * PS, 1), 0);
+		CHECK_EQ(t_nonzero_pages(p + DISCARDED2 * PS, 1), 0);
+	}
+	CHECK_EQ(t_count_on_device(ctx, p + DISCARDED * PS, 1), 0);
+	CHECK_EQ(t_nonzero_pages(p + DISCARDED * PS, 1), 0);
+	/* Every other page as it was, brought back now. */
+	for (size_t i = 1; i < NMIGRATE; i++)
+		if (!tc->queued || i != DISCARDED2)
+			CHECK_EQ(t_verify_from(p + i * PS, 1, SEED, i), 0);
+
+	struct hetmm_stats st;
+	CHECK_OK(hetmm_ctx_get_stats(ctx, &st));
+	CHECK_EQ(st.fault_sigbus, 0);
+	CHECK_OK(hetmm_ctx_destroy(ctx));
+	t_unmap(p, NP);
+	return t_failures ? 1 : 0;
+}
+
+/* Run c in a child; a child that does not finish in time hangs. */
+static void run_watched(const struct tcase *c)
+{
+	unsigned limit = 20 * t_time_scale();
+	fprintf(stderr, "case %s\n", c->name);
+	tc = c;
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0)
+		_exit(run_case());
+	int status = 0;
+	double end = t_now() + limit;
+	pid_t got;
+	while ((got = waitpid(pid, &status, WNOHANG)) == 0 && t_now() < end)
+		usleep(10000);
+	if (got == 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+		t_fail(__FILE__, __LINE__, "%s: hung (killed after %u s)",
+		       c->name, limit);
+		return;
+	}
+	if (!WIFEXITED(status) || WEXITSTATUS(status))
+		t_fail(__FILE__, __LINE__, "%s: child %s %d", c->name,
+		       WIFEXITED(status) ? "exited" : "killed by signal",
+		       WIFEXITED(status) ? WEXITSTATUS(status)
+					 : WTERMSIG(status));
+}
+
+int main(void)
+{
+	static const struct tcase cases[] = {
+		{ "read_hole", false, false },
+		{ "write_hole", true, false },
+		{ "queued", false, true },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		run_watched(&cases[i]);
+	return t_done();
+}
