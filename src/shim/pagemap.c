@@ -12,8 +12,8 @@
  * field 0: the kernel shows a swap entry's type and offset to root only,
  * and hetmm's frame is no swap offset).  hetmm's own reads of pagemap,
  * through the same calls from inside this library, are left alone, told
- * by the caller's address.  Entries read with read(2) after lseek are not
- * changed (the tests use pread).
+ * by the caller's address or the path's (shim_pagemap_opened).  Entries
+ * read with read(2) after lseek are not changed (the tests use pread).
  */
 #include <dlfcn.h>
 #include <stdatomic.h>
@@ -44,10 +44,15 @@ static bool is_own_pagemap(const char *path)
 			!strcmp(path, "/proc/thread-self/pagemap"));
 }
 
+/* hetmm's own open: called from this library, or, where a sanitizer's
+ * interceptor calls us (ThreadSanitizer's open), with a path this
+ * library holds.  Tracked under TSan, hetmm's own descriptor had the
+ * handler take proc_lock on every pread, which a thread of the test held
+ * while it waited in a fault on the runtime's memory (test_shim hung). */
 void shim_pagemap_opened(int fd, const char *path, const void *caller)
 {
 	if (fd >= 0 && fd < TRACKED_FDS && is_own_pagemap(path) &&
-	    !ours(caller))
+	    !ours(caller) && !ours(path))
 		atomic_store(&tracked[fd], true);
 }
 
