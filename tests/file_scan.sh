@@ -86,6 +86,14 @@ if scan --bound 0; then
 	[ "$(field 'pages read' "$out")" = "$pages" ] ||
 		fail "file-scan --bound 0: pages read '$(field 'pages read' "$out")', want $pages"
 fi
+# A relative path names the file too (hetmm_file_attach takes absolute
+# ones only: the CLI resolves it).
+if out=$(cd "$dir" && "$bin" file-scan "${file##*/}" --bound 0); then
+	[ "$(field sum "$out") $(field max "$out")" = "$want" ] ||
+		fail "file-scan by a relative path: sum/max '$(field sum "$out") $(field max "$out")', want '$want'"
+else
+	fail "file-scan by a relative path exited non-zero"
+fi
 [ "$(sha256sum "$file")" = "$sum_before" ] || fail "the file changed"
 
 # Bad input: a usage error exits 2, a file that can't be scanned 1.

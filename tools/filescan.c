@@ -16,6 +16,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -283,6 +284,14 @@ int hetmm_file_scan_main(int argc, char **argv)
 			"with data\n", o.path);
 		return 1;
 	}
+	/* hetmm_file_attach takes an absolute path only. */
+	char full[PATH_MAX];
+	if (!realpath(o.path, full)) {
+		fprintf(stderr, "hetmm file-scan: %s: %s\n", o.path,
+			strerror(errno));
+		return 1;
+	}
+	o.path = full;
 	struct scan_sum r = { 0, 0 };
 	uint64_t size = (uint64_t)st.st_size;
 	int status = 0;
