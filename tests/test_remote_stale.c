@@ -59,17 +59,21 @@ static pid_t client(struct t_server *srv, unsigned nsrv, uint32_t replicas,
 }
 
 /* Resumed after its server was replaced: every byte (from the replica),
- * and on to the device and back again, on the one server alive. */
+ * and on to the device and back again, on the one server alive.  The
+ * reads wait until the device has seen its server's connection close:
+ * over shared memory the old server's region stays mapped here (copies
+ * are the device's own memcpy), so a read made before would be served
+ * from it, rightly, and the replica never asked. */
 static int after_restart(struct hetmm_remote *dev, char *p, size_t n)
 {
 	struct hetmm_remote_stats st;
 
 	raise(SIGSTOP);
+	t_remote_wait_dead(dev, 2, t_now());
 	t_verify(p, n, 81);
 	t_fill(p, n, 82);
 	t_to_device(t_remote_pg(dev), p, n);
 	t_verify(p, n, 82);
-	t_remote_wait_dead(dev, 2, t_now());
 	REQUIRE_OK(hetmm_remote_get_stats(dev, &st));
 	CHECK_EQ(st.copy_errors, 0);
 	CHECK(st.replica_reads > 0);
