@@ -1091,12 +1091,13 @@ static void fault_serve(struct hetmm_ctx *ctx, const struct uffd_msg *m)
 		return;
 	}
 	if (shadow_is_busy(e)) {
-		/* A migrating thread, or a driver's thread copying for
-		 * one, reading a page the process zapped under it: the
-		 * kernel would have read zeroes. */
+		/* A migration's copy (its thread's, or a driver's thread
+		 * copying for it) reading a page the process zapped under
+		 * it: the kernel would have read zeroes.  Only a copy: see
+		 * migrators_copying. */
 		if (claimed_to_device(e, addr) &&
-		    (is_migrator(ctx, (pid_t)m->arg.pagefault.feat.ptid) ||
-		     migrators_copying(ctx, addr, addr + PAGE_SIZE)))
+		    migrators_copying(ctx, addr, addr + PAGE_SIZE,
+				      (pid_t)m->arg.pagefault.feat.ptid))
 			if (uffd_fill(ctx->uffd.fd, FILL_ZERO, addr, 0,
 				      PAGE_SIZE, FILL_WAKE | FILL_ONCE |
 				      markers_fill(ctx)) < 0)

@@ -717,11 +717,10 @@ static void chunk_copy(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	int rc = chunk_protect(ctx, c);
 	c->migrator = migrator_enter(ctx, gettid());
 	if (rc == 0) {
-		if (copy_is_async(pgmap))
-			migrator_copying(c->migrator, c->start,
-					 chunk_addr(c, c->n));
+		migrator_copying(c->migrator, c->start, chunk_addr(c, c->n),
+				 copy_is_async(pgmap));
 		chunk_copy_pending(pgmap, c);
-		migrator_copying(c->migrator, 0, 0);
+		migrator_copying(c->migrator, 0, 0, false);
 		rc = chunk_zap(ctx, c);
 		migrator_zap_sync(ctx, c->migrator);
 	}
@@ -1272,12 +1271,12 @@ static void train_copied(void *arg, const struct copy_req *r, int err,
 static void train_copying(struct train *tr, size_t k)
 {
 	if (k >= tr->count) {
-		migrator_copying(tr->m, 0, 0);
+		migrator_copying(tr->m, 0, 0, false);
 		return;
 	}
 	struct chunk *last = train_chunk(tr, tr->count - 1);
 	migrator_copying(tr->m, train_chunk(tr, k)->start,
-			 chunk_addr(last, last->n));
+			 chunk_addr(last, last->n), true);
 }
 
 /* The train's newest chunk c: claimed, looked at, protected, its copies

@@ -98,14 +98,6 @@ void migrator_leave(struct migrator *m)
 	atomic_store(&m->tid, 0);
 }
 
-bool is_migrator(struct hetmm_ctx *ctx, pid_t tid)
-{
-	for (unsigned i = 0; i < MAX_MIGRATORS; i++)
-		if (atomic_load(&ctx->order.migrators[i].tid) == tid)
-			return true;
-	return false;
-}
-
 /*
  * A write to the slot's own write-protected sync page is a fault.  The
  * kernel refuses to lift the protection while an event raised before
@@ -225,17 +217,22 @@ bool migrators_own(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end,
 	return false;
 }
 
-void migrator_copying(struct migrator *m, uintptr_t start, uintptr_t end)
+void migrator_copying(struct migrator *m, uintptr_t start, uintptr_t end,
+		      bool by_driver)
 {
+	atomic_store(&m->copy_by_driver, by_driver);
 	atomic_store(&m->copy_end, end);
 	atomic_store(&m->copy_start, start);
 }
 
-bool migrators_copying(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
+bool migrators_copying(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end,
+		       pid_t tid)
 {
 	for (unsigned i = 0; i < MAX_MIGRATORS; i++) {
 		struct migrator *m = &ctx->order.migrators[i];
-		if (recorded_covers(&m->copy_start, &m->copy_end, start, end))
+		if (recorded_covers(&m->copy_start, &m->copy_end, start, end) &&
+		    (atomic_load(&m->copy_by_driver) ||
+		     atomic_load(&m->tid) == tid))
 			return true;
 	}
 	return false;

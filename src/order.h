@@ -36,10 +36,12 @@ struct migrator {
 	_Atomic uintptr_t zap_start[MIGRATOR_ZAPS];
 	_Atomic uintptr_t zap_end[MIGRATOR_ZAPS];
 	unsigned nzaps;
-	/* Pages an asynchronous driver's own threads are copying for us:
-	 * they read them as the migrator would (migrator_copying). */
+	/* Pages being copied to a device for us, read by this thread (a
+	 * synchronous driver's copy) or, copy_by_driver, by an
+	 * asynchronous driver's own threads (migrator_copying). */
 	_Atomic uintptr_t copy_start;
 	_Atomic uintptr_t copy_end;
+	_Atomic bool copy_by_driver;
 	/* A coherent remap of ours (coherent.c): the UNMAP and REMAP events
 	 * it raises for these two ranges are not the process's doing.
 	 * [0] is the range it remaps over, [1] the prepared one it moves
@@ -72,7 +74,6 @@ void order_fini(struct hetmm_ctx *ctx);
 
 struct migrator *migrator_enter(struct hetmm_ctx *ctx, pid_t tid);
 void migrator_leave(struct migrator *m);
-bool is_migrator(struct hetmm_ctx *ctx, pid_t tid);
 /* madvise(MADV_DONTNEED) of [start, end) by migrator m, its REMOVE
  * events known to the handler for the migrator's until the next
  * migrator_zap_sync(), which the pages must wait for before they are
@@ -119,15 +120,30 @@ bool is_sync_page(const struct hetmm_ctx *ctx, uintptr_t addr);
 bool migrators_own(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end,
 		   bool remap_from);
 /*
- * Migrator m's asynchronous copies of [start, end) run (start 0: they
- * are over): a driver's thread that reads a page the process discarded
- * meanwhile gets zeroes, as the migrator itself would, instead of waiting
- * for a commit that waits for it.  Cleared before the zap, whose REMOVE
- * event the handler reads only after any zero page it gave such a read.
+ * Migrator m's copies of [start, end) run (start 0: they are over), on
+ * its own thread or, by_driver, on an asynchronous driver's threads too:
+ * a copy that reads a page the process discarded meanwhile gets zeroes,
+ * as the kernel's would, instead of waiting for a commit that waits for
+ * it.  Cleared before the zap, whose REMOVE event the handler reads only
+ * after any zero page it gave such a read.
  */
-void migrator_copying(struct migrator *m, uintptr_t start, uintptr_t end);
+void migrator_copying(struct migrator *m, uintptr_t start, uintptr_t end,
+		      bool by_driver);
+/*
+ * Is a missing fault of thread tid on [start, end) such a copy's read?
+ * Being in a migrator slot is not enough: a thread is in one for every
+ * sync with the handler, and a fault the handler read may be stale by
+ * the time it is served (its thread woken meanwhile, by a signal or
+ * another install's wake, and gone on, to a sync say), while the page
+ * is out of the process on its way to a device: a zero page there would
+ * stand over the device page once published (test_stale).  A copy
+ * reads only the pages of its chunk, after its migration's first sync,
+ * which the handler answers only once every fault it read before is
+ * served: so a fault of the copying thread itself on its own range is
+ * not stale.
+ */
 bool migrators_copying(struct hetmm_ctx *ctx, uintptr_t start,
-		       uintptr_t end);
+		       uintptr_t end, pid_t tid);
 /* [start, end) lies within a migrator's zap under way. */
 bool migrators_zapping(struct hetmm_ctx *ctx, uintptr_t start,
 		       uintptr_t end);

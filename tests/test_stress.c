@@ -45,7 +45,11 @@ static double deadline;
  * handler could still complete before an event the kernel queued before
  * it, read later in the same batch, was handled (the kernel hands out
  * faults before events; fixed in fault.c); test_window covers the
- * mremap races this test used to steer clear of.
+ * mremap races this test used to steer clear of.  A fault the handler
+ * read went stale (its thread woken by another's install and gone on to
+ * a sync, so in a migrator slot) and was answered with a zero page over
+ * a page on its way to a device, as a migrator's copy reading a page
+ * zapped under it is (fixed in order.c, migrators_copying; test_stale).
  */
 #define OPS_ALL 0xffu
 #define OPS_DEFAULT OPS_ALL
