@@ -24,7 +24,15 @@
  *              one worker, say (the baseline, in the same run);
  *   replica    migration and fault-back striped over two servers with
  *              each page on both (replicas 2) against without: what a
- *              replica costs.
+ *              replica costs;
+ *   new memory UCX's get stream into a new buffer (its pages faulted in
+ *              by the stream, as fault-back must put the bytes in pages
+ *              the process did not have), its put stream out of a
+ *              buffer then freed (as a migration frees its source), and
+ *              fault-back and migration against those (fresh_streams):
+ *              evidence of what new memory costs on the machine, beside
+ *              the targets, which stay against the streams that reuse
+ *              one populated buffer.
  *
  * Each figure is the median of --reps repetitions (default 5) over a
  * buffer of --mib MiB (default 64).  UCX's own streams are measured in
@@ -378,6 +386,9 @@ struct hres {
 	/* UCX's own get and put streams to one and to two servers, GB/s,
 	 * in the same repetitions. */
 	double g1[MAXREPS], p1[MAXREPS], g2[MAXREPS], p2[MAXREPS];
+	/* The same get stream into new memory, and put stream out of a
+	 * buffer then freed, as hetmm's passes must (fresh_streams). */
+	double g1new[MAXREPS], p1free[MAXREPS];
 };
 
 /* UCX's own streams of rep i (< 0: a warm-up) from the bare client b,
@@ -400,6 +411,39 @@ static void bare_streams(struct bare *b, char *buf, size_t len, int i,
 
 /* --thp: the buffer of hetmm_pass in huge pages. */
 static int pass_thp;
+
+/*
+ * UCX's own one-server streams under what hetmm's passes cannot avoid,
+ * GB/s into *g and *p (NAN where a buffer can't be had): the get stream
+ * into a new buffer of len bytes, advised as hetmm_pass advises its
+ * buffer before reading it back, so that its pages are faulted in (a
+ * zeroed THP or base page each) by the stream's own stores; the put
+ * stream out of a populated buffer whose pages are then freed
+ * (MADV_DONTNEED, timed), as a migration frees its source.  The rows
+ * beside them (bare_streams) reuse one populated buffer: no page is
+ * allocated or freed there.  Evidence of where new memory, not the
+ * device, is the limit; the targets stay against bare_streams'.
+ */
+static void fresh_streams(struct bare *b, size_t len, double *g, double *p)
+{
+	const size_t msg = HETMM_COPY_MAX_PAGES * PAGE;
+	const int depth = HETMM_COPY_DEPTH_MAX;
+	char *buf = map_anon(len, 1);
+
+	*g = *p = NAN;
+	if (!buf)
+		return;
+	*g = bare_stream(b, 1, buf, len, msg, depth, 0);
+	munmap(buf, len);
+	if (!(buf = map_anon(len, pass_thp)))
+		return;
+	populate(buf, len, 9);
+	uint64_t t0 = now_ns();
+	if (!isnan(bare_stream(b, 1, buf, len, msg, depth, 1)) &&
+	    !madvise(buf, len, MADV_DONTNEED))
+		*p = gbps(len, (double)(now_ns() - t0));
+	munmap(buf, len);
+}
 
 /* The buffer of len bytes to pg, then read back in sequence: GB/s of
  * each. */
@@ -475,6 +519,10 @@ static int hetmm_run(struct server *srv, size_t len, int reps,
 	}
 	for (int i = 0; i <= reps && !rc; i++) {   /* the first: a warm-up */
 		bare_streams(b, buf, len, i - 1, r);
+		double g = 0, p = 0;
+		fresh_streams(b, len, &g, &p);
+		if (i)
+			r->g1new[i - 1] = g, r->p1free[i - 1] = p;
 		for (int c = 0; c < NCONF && !rc; c++) {
 			double m = 0, back = 0;
 			rc = hetmm_pass(pg[c], len, i + 1, &m, &back);
@@ -562,6 +610,8 @@ static int bench_one(const char *tls, size_t len, int reps)
 	       (size_t)HETMM_COPY_MAX_PAGES * PAGE / 1024, g);
 	printf("  bare ucp_get stream, 2 servers       %8.2f GB/s\n",
 	       median(h.g2, reps));
+	printf("  bare ucp_get stream into new memory  %8.2f GB/s\n",
+	       median(h.g1new, reps));
 	printf("  hetmm fault-back, 1 server           %8.2f GB/s\n",
 	       back[ONE]);
 	printf("  hetmm fault-back, 2 servers          %8.2f GB/s\n",
@@ -573,6 +623,8 @@ static int bench_one(const char *tls, size_t len, int reps)
 	printf("  bare ucp_put stream + flush          %8.2f GB/s\n", p);
 	printf("  bare ucp_put stream, 2 servers       %8.2f GB/s\n",
 	       median(h.p2, reps));
+	printf("  bare ucp_put stream, source freed    %8.2f GB/s\n",
+	       median(h.p1free, reps));
 	printf("  hetmm migrate, 1 server              %8.2f GB/s\n",
 	       mig[ONE]);
 	printf("  hetmm migrate, 2 servers             %8.2f GB/s\n",
@@ -589,6 +641,15 @@ static int bench_one(const char *tls, size_t len, int reps)
 	       "fault-back / first touch", ratio(h.back[ONE], h.touch, reps));
 	verdict("migrate / ucp_put stream", ratio(h.mig[ONE], h.p1, reps),
 		0.8, 1);
+	/* The same two against UCX's streams that allocate and free pages
+	 * as hetmm's passes do (fresh_streams): not the targets, what the
+	 * machine's new memory leaves of them. */
+	printf("  %-36s %6.2f x   (UCX's own: %.2f x)\n",
+	       "fault-back / ucp_get into new memory",
+	       ratio(h.back[ONE], h.g1new, reps), ratio(h.g1new, h.g1, reps));
+	printf("  %-36s %6.2f x   (UCX's own: %.2f x)\n",
+	       "migrate / ucp_put, source freed",
+	       ratio(h.mig[ONE], h.p1free, reps), ratio(h.p1free, h.p1, reps));
 	/* Ratios of passes measured side by side, their median. */
 	verdict("fault-back, 2 servers / 1",
 		ratio(h.back[TWO], h.back[ONE], reps), 1.6, 1);
