@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * away.c - the fault handler's leaving for a driver and coming back: see
- * away.h.  The deputy's side is in fault.c.
+ * away.h.  The deputy's side is in deputy.c.
  *
  * The deputy starts serving with a compare-and-swap that succeeds only
  * while the handler is still out on the same trip; the handler comes

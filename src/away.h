@@ -7,7 +7,7 @@
  * registered whole (its library's pool, merged there by the kernel)
  * while the handler waits for that thread's copy; neither would move.
  * So the handler says when it leaves (away_begin) and comes back
- * (away_end), and the context's deputy thread (fault.c), once the
+ * (away_end), and the context's deputy thread (deputy.c), once the
  * handler has been away a while, reads the userfaultfd for it and serves
  * the faults that need no device page; the rest it keeps for the
  * handler, which takes them before it reads again.  Only the handler
@@ -25,7 +25,7 @@
  * malloc arena's or of a sanitizer's runtime the kernel merged there)
  * and wait for itself.  So the deputy, once the handler has been busy
  * with the same batch for a tick and sleeps in a userfault, reads the
- * userfaultfd for it (fault.c, the rescue): it fills the handler's own
+ * userfaultfd for it (deputy.c, the rescue): it fills the handler's own
  * fault and keeps everything else apart.  It stops as soon as it has
  * filled it, unless the handler is recalling it already.  While the
  * handler reads what waits by itself in the middle of a batch
@@ -58,7 +58,7 @@ struct handler_away {
 	 * kernel no longer refuses the handler's fills, so uffd.c refuses
 	 * them as the kernel would have while the event waited. */
 	atomic_bool events_held;
-	/* The same for the messages a rescue kept (fault.c). */
+	/* The same for the messages a rescue kept (deputy.c). */
 	atomic_bool events_rescued;
 	/* A page of the handler's, registered: its madvise raises an event
 	 * that ends the deputy's reading (away_end). */

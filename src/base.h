@@ -8,7 +8,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "hetmm.h"
 
@@ -19,8 +21,8 @@
  * Built with ThreadSanitizer (gcc says so with __SANITIZE_THREAD__,
  * clang with __has_feature), and NO_TSAN: a function it must not
  * instrument at all, not even its entry and its atomics, because the
- * runtime's own memory is where the function must not go (fault.c, the
- * deputy's rescue).  Such a function calls only NO_TSAN functions and
+ * runtime's own memory is where the function must not go (deputy.c,
+ * the rescue).  Such a function calls only NO_TSAN functions and
  * raw system calls (syscall(2)), none of the libc calls the runtime
  * intercepts.
  */
@@ -38,6 +40,13 @@
 #else
 #define NO_TSAN __attribute__((no_sanitize("thread")))
 #endif
+
+/* futex(2) on a word, a raw system call that NO_TSAN code may make. */
+NO_TSAN static inline long futex_word(_Atomic uint32_t *w, int op,
+				      uint32_t val, const struct timespec *ts)
+{
+	return syscall(SYS_futex, w, op, val, ts, NULL, 0);
+}
 
 /*
  * The page size is the kernel's, read at run time (page.c): never a

@@ -85,3 +85,26 @@ int entry_user_range(struct hetmm_ctx *ctx, const void *addr, size_t len)
 	uintptr_t start = (uintptr_t)addr;
 	return owns_any(ctx, start, start + len) ? -EINVAL : 0;
 }
+
+/*
+ * The handler's stack, and the deputy's, are memory hetmm owns: a
+ * thread's stack is anonymous memory the kernel may merge with a mapping
+ * of the process's, and were it registered with the rest (watch.c), the
+ * thread would take a missing fault on its own stack as it grows, and
+ * wait for itself.
+ */
+int entry_own_thread_stack(struct hetmm_ctx *ctx, pthread_t th,
+			   struct own_range *own)
+{
+	pthread_attr_t a;
+	void *addr;
+	size_t size;
+	int rc = -pthread_getattr_np(th, &a);
+	if (rc)
+		return rc;
+	rc = -pthread_attr_getstack(&a, &addr, &size);
+	if (!rc)
+		entry_own(ctx, own, addr, size);
+	pthread_attr_destroy(&a);
+	return rc;
+}

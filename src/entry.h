@@ -36,6 +36,10 @@ int check_user_range(const void *addr, size_t len);
 void entry_own(struct hetmm_ctx *ctx, struct own_range *r, const void *addr,
 	       size_t len);
 void entry_disown(struct hetmm_ctx *ctx, struct own_range *r);
+/* The same for the stack of thread th, one of hetmm's own: 0 or
+ * -errno. */
+int entry_own_thread_stack(struct hetmm_ctx *ctx, pthread_t th,
+			   struct own_range *own);
 /* Narrow [*lo, *hi), which holds [start, end) and no memory hetmm owns
  * there, to the largest span around [start, end) with none at all. */
 void entry_unowned_span(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end,

@@ -19,7 +19,8 @@
  * second thread, the deputy, serves the faults that need no device page:
  * the driver's own thread may be waiting in one.  And when the handler's
  * own thread waits in a fault on a hole, the deputy fills it (the
- * rescue).
+ * rescue).  The deputy is deputy.c's; what it may serve, and how, this
+ * file says (deputy_fault).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -40,6 +41,7 @@
 #include "coherent.h"
 #include "compat.h"
 #include "ctx.h"
+#include "deputy.h"
 #include "entry.h"
 #include "fault.h"
 #include "lifecycle.h"
@@ -52,28 +54,11 @@
 #include "trace.h"
 
 #define FAULT_AROUND_GROWTH 8
-#define FAULT_READ_BATCH 32
-
-/* The deputy looks every tick, serves once the handler has been away on
- * one trip for a whole tick, and parks after a second with no trip. */
-#define DEPUTY_TICK_MS 10
-#define DEPUTY_PARK_TICKS 100
-/* Messages the deputy keeps for the handler; faults may take all but
- * the last quarter, which is left to events (a fault it can't keep is
- * woken to come again; an event can't be). */
-#define DEPUTY_KEPT 1024
-#define DEPUTY_KEPT_FAULTS (DEPUTY_KEPT * 3 / 4)
 /* Faults the handler holds back for their devices (fault_room) at
  * once: one per thread that faults on such a device, in most
  * processes; past it, faults are served (a bound overshot, not a
  * thread left waiting for a slot). */
 #define FAULT_HELD_MAX 64
-
-/* Messages read and kept for the handler, in the order read. */
-struct msg_queue {
-	struct uffd_msg m[DEPUTY_KEPT];
-	size_t n, faults;
-};
 
 /* One sequential stream the fault-around logic is following, upward or
  * downward (memcpy runs backwards for some alignments). */
@@ -148,21 +133,10 @@ struct fault_engine {
 	struct back_pmd *pmd;
 	struct own_range own_doorbell, own_staging, own_stack;
 
-	/* The deputy (below) and what it read but left to the handler:
-	 * kept, while the handler was away (or by the handler itself, in
-	 * the middle of a batch), and rescued, by a rescue, which alone
-	 * touches them while it reads; the handler moves them over to kept
-	 * (rescued_merge) where no rescue can run. */
+	/* The handler's trips and batches, and its deputy (deputy.c),
+	 * which keeps what it read but left to the handler. */
 	struct handler_away away;
-	pthread_t deputy;
-	bool deputy_running;
-	atomic_bool deputy_stop;
-	struct msg_queue kept, rescued;
-	/* For the rescue: the handler's thread id (0 until it runs; the
-	 * messages name it where the kernel gives UFFD_FEATURE_THREAD_ID),
-	 * and the page mask, which the deputy reads nowhere else then. */
-	_Atomic uint32_t handler_tid;
-	uintptr_t page_mask;
+	struct deputy *deputy;
 	/* handler_refused(): until when it tries an install again. */
 	uint64_t refused_until;
 	/* Faults their devices held back (fault_admit), oldest first,
@@ -170,7 +144,7 @@ struct fault_engine {
 	struct uffd_msg held[FAULT_HELD_MAX];
 	size_t nheld;
 	int room_fd;
-	struct own_range own_recall, own_deputy_stack;
+	struct own_range own_recall;
 };
 
 /*
@@ -967,51 +941,12 @@ static void fault_back_failed(struct hetmm_ctx *ctx, const struct uffd_msg *m,
 		uffd_wake(ctx->uffd.fd, addr, PAGE_SIZE);
 }
 
-static bool overlap(uintptr_t a, uintptr_t a_end, uintptr_t b,
-		    uintptr_t b_end)
-{
-	return a < b_end && b < a_end;
-}
-
-/* Does an event among msgs[0, n) change the mapping of a page of
- * [start, end) (for mremap, its old place or its new one)? */
-static bool event_in(const struct uffd_msg *msgs, size_t n, uintptr_t start,
-		     uintptr_t end)
-{
-	for (size_t k = 0; k < n; k++) {
-		const struct uffd_msg *m = &msgs[k];
-		switch (m->event) {
-		case UFFD_EVENT_UNMAP:
-		case UFFD_EVENT_REMOVE:
-			if (overlap(start, end, m->arg.remove.start,
-				    m->arg.remove.end))
-				return true;
-			break;
-		case UFFD_EVENT_REMAP:
-			if (overlap(start, end, m->arg.remap.from,
-				    m->arg.remap.from + m->arg.remap.len) ||
-			    overlap(start, end, m->arg.remap.to,
-				    m->arg.remap.to + m->arg.remap.len))
-				return true;
-			break;
-		default:
-			break;
-		}
-	}
-	return false;
-}
-
-/* The same for the page at addr. */
-static bool event_at(const struct uffd_msg *msgs, size_t n, uintptr_t addr)
-{
-	return event_in(msgs, n, addr, addr + PAGE_SIZE);
-}
-
 /* Does an event read after the current message of the batch change the
  * mapping of addr? */
 static bool event_pending_at(const struct hetmm_ctx *ctx, uintptr_t addr)
 {
-	return event_at(ctx->fault->pending, ctx->fault->npending, addr);
+	return uffd_event_in(ctx->fault->pending, ctx->fault->npending, addr,
+			     addr + PAGE_SIZE);
 }
 
 /* Lift a sync page's protection; if the kernel says an event waits to be
@@ -1223,24 +1158,33 @@ static size_t read_want(const struct uffd_msg *msgs, size_t n,
 	return alone ? 1 : FAULT_READ_BATCH;
 }
 
-/* The handler reads no more: wait until it may exit (see
- * fault_handler_stop). */
-/* ------------------------------------------------------------------------
- * The deputy: while the handler is away (away.h), it reads the
- * userfaultfd and serves the faults that need no device page, as
- * fault_zero and fault_unprotect serve them for the handler: a hole gets
- * zeroes, a page already there its thread's wake, a write-protected page
- * no migration holds its protection lifted.  What needs the handler (a
- * device page, a claimed page, an event, a sync, the doorbell) it keeps,
- * in order, for the handler to take as its next batches.  Not device
- * pages, even another device's: bringing one back is ordered with events
- * through the handler (handler_sync), which is away.
+/*
+ * The deputy's serving of fault m, read while the handler is away
+ * (deputy.c): a fault on a page with no entry, none of whose events is
+ * read but not handled (the handler's, later in its batch; the deputy
+ * checks its own kept ones first), and not while the handler is in the
+ * middle of an event.  Handled at once, such a page could land after a
+ * discard's zap or where an mremap's device pages are about to go: see
+ * fault_handler_main().  Served as fault_zero and fault_unprotect serve
+ * it for the handler; whether it was.
  */
-
-NO_TSAN static long futex_word(_Atomic uint32_t *w, int op, uint32_t val,
-			       const struct timespec *ts)
+static bool deputy_fault(struct hetmm_ctx *ctx, const struct uffd_msg *m)
 {
-	return syscall(SYS_futex, w, op, val, ts, NULL, 0);
+	struct fault_engine *f = ctx->fault;
+	uintptr_t addr = (uintptr_t)m->arg.pagefault.address & PAGE_MASK;
+	if (!((!f->current || f->current->event == UFFD_EVENT_PAGEFAULT) &&
+	      addr != (uintptr_t)f->doorbell && !is_sync_page(ctx, addr) &&
+	      !event_pending_at(ctx, addr) &&
+	      shadow_get(&ctx->shadow, addr_to_vpn(addr)) == 0))
+		return false;
+	uint64_t flags = m->arg.pagefault.flags;
+	STAT_ADD(ctx, faults, 1);
+	TRACE2(fault, addr, flags);
+	if (flags & UFFD_PAGEFAULT_FLAG_WP)
+		fault_unprotect(ctx, addr);
+	else
+		fault_zero(ctx, addr, flags & UFFD_PAGEFAULT_FLAG_WRITE);
+	return true;
 }
 
 enum { EXIT_READING, EXIT_DONE, EXIT_GO };
@@ -1254,401 +1198,6 @@ NO_TSAN static void handler_wait_exit(struct fault_engine *f)
 	futex_word(&f->exit_word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
 	while (atomic_load(&f->exit_word) != EXIT_GO)
 		futex_word(&f->exit_word, FUTEX_WAIT_PRIVATE, EXIT_DONE, NULL);
-}
-
-/* uffd_wake for the deputy's rescue: no intercepted ioctl (base.h). */
-NO_TSAN static void raw_wake(int fd, uintptr_t addr, uintptr_t len)
-{
-	struct uffdio_range r = { .start = addr, .len = len };
-	syscall(SYS_ioctl, fd, UFFDIO_WAKE, &r);
-}
-
-/*
- * May the deputy serve fault m itself?  A fault on a page with no entry,
- * none of whose events is read but not handled (the handler's, later in
- * its batch; the deputy's, kept), and not while the handler is in the
- * middle of an event.  Handled at once, such a page could land after a
- * discard's zap or where an mremap's device pages are about to go: see
- * fault_handler_main().
- */
-static bool deputy_may_serve(struct hetmm_ctx *ctx, const struct uffd_msg *m,
-			     uintptr_t addr)
-{
-	struct fault_engine *f = ctx->fault;
-	return m->event == UFFD_EVENT_PAGEFAULT &&
-	       (!f->current || f->current->event == UFFD_EVENT_PAGEFAULT) &&
-	       addr != (uintptr_t)f->doorbell && !is_sync_page(ctx, addr) &&
-	       !event_pending_at(ctx, addr) &&
-	       !event_at(f->kept.m, f->kept.n, addr) &&
-	       !event_at(f->rescued.m, f->rescued.n, addr) &&
-	       shadow_get(&ctx->shadow, addr_to_vpn(addr)) == 0;
-}
-
-/* Keep message m for the handler in q, after the current batch (there
- * is room: q->n < DEPUTY_KEPT); a fault beyond DEPUTY_KEPT_FAULTS is
- * woken to come again instead.  An event kept holds the handler's fills
- * back (*held, away.h).  The rescue's too: NO_TSAN. */
-NO_TSAN static void queue_add(struct hetmm_ctx *ctx, struct msg_queue *q,
-			      atomic_bool *held, const struct uffd_msg *m)
-{
-	bool event = m->event != UFFD_EVENT_PAGEFAULT;
-	if (!event && q->faults >= DEPUTY_KEPT_FAULTS) {
-		uintptr_t mask = ctx->fault->page_mask; /* it comes again: */
-		raw_wake(ctx->uffd.fd, m->arg.pagefault.address & mask,
-			 ~mask + 1);
-		return;
-	}
-	q->m[q->n++] = *m;
-	q->faults += !event;
-	if (event)
-		atomic_store(held, true);
-}
-
-NO_TSAN static void kept_add(struct hetmm_ctx *ctx, const struct uffd_msg *m)
-{
-	queue_add(ctx, &ctx->fault->kept, &ctx->fault->away.events_held, m);
-}
-
-/*
- * Move what a rescue kept over to kept, after what is there (the rescue
- * read it later), as much as fits; whether none is left.  Only where no
- * rescue runs: on the handler between its batches or while it keeps
- * (away.h), on the deputy serving a trip.
- */
-NO_TSAN static bool rescued_merge(struct fault_engine *f)
-{
-	struct msg_queue *k = &f->kept, *r = &f->rescued;
-	size_t n = 0;
-	bool events = false;
-	for (; n < r->n && k->n < DEPUTY_KEPT; n++) {
-		bool event = r->m[n].event != UFFD_EVENT_PAGEFAULT;
-		k->m[k->n++] = r->m[n];
-		k->faults += !event;
-		r->faults -= !event;
-		events |= event;
-	}
-	for (size_t i = n; i < r->n; i++)
-		r->m[i - n] = r->m[i];
-	r->n -= n;
-	if (events)
-		atomic_store(&f->away.events_held, true);
-	if (!r->n)
-		atomic_store(&f->away.events_rescued, false);
-	return !r->n;
-}
-
-/* Serve message m if the deputy may: whether it did. */
-static bool deputy_served(struct hetmm_ctx *ctx, const struct uffd_msg *m)
-{
-	uintptr_t addr = (uintptr_t)m->arg.pagefault.address & PAGE_MASK;
-	if (!deputy_may_serve(ctx, m, addr))
-		return false;
-	uint64_t flags = m->arg.pagefault.flags;
-	STAT_ADD(ctx, faults, 1);
-	TRACE2(fault, addr, flags);
-	if (flags & UFFD_PAGEFAULT_FLAG_WP)
-		fault_unprotect(ctx, addr);
-	else
-		fault_zero(ctx, addr, flags & UFFD_PAGEFAULT_FLAG_WRITE);
-	return true;
-}
-
-/* A message the deputy read: served, or kept for the handler. */
-static void deputy_take(struct hetmm_ctx *ctx, const struct uffd_msg *m)
-{
-	if (!deputy_served(ctx, m))
-		kept_add(ctx, m);
-}
-
-/* Serve what the deputy may of the faults a rescue kept (deputy_rescue
- * serves the handler's own alone): a driver's thread may wait in one
- * for the trip that begins. */
-static void kept_serve(struct hetmm_ctx *ctx)
-{
-	struct msg_queue *k = &ctx->fault->kept;
-	size_t j = 0;
-	rescued_merge(ctx->fault);
-	k->faults = 0;
-	for (size_t i = 0; i < k->n; i++) {
-		struct uffd_msg m = k->m[i];
-		bool fault = m.event == UFFD_EVENT_PAGEFAULT;
-		if (fault && deputy_served(ctx, &m))
-			continue;
-		k->m[j++] = m;
-		k->faults += fault;
-	}
-	k->n = j;
-}
-
-/* Read and serve until the handler's recall (away_end) is read.  With
- * the kept messages all events (threads each blocked in munmap, madvise
- * or mremap, DEPUTY_KEPT - DEPUTY_KEPT_FAULTS of them), it reads no
- * more, and the handler's recall waits for the handler's return. */
-static void deputy_serve(struct hetmm_ctx *ctx)
-{
-	struct fault_engine *f = ctx->fault;
-	struct uffd_msg msgs[FAULT_READ_BATCH];
-	uintptr_t recall = (uintptr_t)f->away.recall;
-	bool recalled = false;
-	kept_serve(ctx);
-	while (!recalled && f->kept.n < DEPUTY_KEPT && !f->rescued.n) {
-		size_t want = MIN(DEPUTY_KEPT - f->kept.n, (size_t)FAULT_READ_BATCH);
-		ssize_t got = read(ctx->uffd.fd, msgs, want * sizeof(msgs[0]));
-		if (got < 0 && errno != EINTR && errno != EAGAIN)
-			break;
-		for (size_t i = 0; got > 0 && i < (size_t)got / sizeof(msgs[0]);
-		     i++) {
-			const struct uffd_msg *m = &msgs[i];
-			if (m->event == UFFD_EVENT_REMOVE &&
-			    m->arg.remove.start == recall)
-				recalled = true;
-			else
-				deputy_take(ctx, m);
-		}
-	}
-}
-
-/* The deputy's thread exits next (its main is NO_TSAN: a test's hook
- * is not). */
-static void deputy_exit_hook(void)
-{
-	TEST_HOOK(TEST_HOOK_DEPUTY_EXIT, 0, 0);
-}
-
-/* The deputy serves the handler's trip, seen on the same trip a tick
- * ago, unless the handler came back meanwhile. */
-static void deputy_away(struct hetmm_ctx *ctx, uint32_t now)
-{
-	_Atomic uint32_t *word = &ctx->fault->away.word;
-	if (!atomic_compare_exchange_strong(word, &now, now | AWAY_SERVING))
-		return;
-	deputy_serve(ctx);
-	atomic_fetch_and(word, ~AWAY_SERVING);
-	futex_word(word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
-}
-
-/* The decimal digits of v at the end of buf[0, n): where they start. */
-NO_TSAN static char *decimal_tail(char *buf, size_t n, uint32_t v)
-{
-	char *p = buf + n;
-	do
-		*--p = (char)('0' + v % 10);
-	while ((v /= 10) && p > buf);
-	return p;
-}
-
-/*
- * Does thread tid sleep in a userfault?  The kernel names the function
- * a sleeping thread waits in (/proc, "wchan"); where it names none
- * (no symbols) this says no, and nothing is rescued.
- */
-NO_TSAN static bool thread_in_userfault(uint32_t tid)
-{
-	static const char want[] = "handle_userfault";
-	char path[64] = "/proc/self/task/", num[12], got[sizeof(want) + 1];
-	char *d = decimal_tail(num, sizeof(num), tid), *p = path + 16;
-	while (d < num + sizeof(num))
-		*p++ = *d++;
-	const char *tail = "/wchan";
-	while ((*p++ = *tail++))
-		;
-	long fd = syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return false;
-	long n = syscall(SYS_read, fd, got, sizeof(got));
-	syscall(SYS_close, fd);
-	if (n != (long)sizeof(want) - 1)
-		return false;
-	for (long i = 0; i < n; i++)
-		if (got[i] != want[i])
-			return false;
-	return true;
-}
-
-/* Fill the handler's own fault at addr, a hole: 0, or -EAGAIN while an
- * event waits to be read.  A page there already, or gone, is woken. */
-NO_TSAN static int rescue_fill(int fd, uintptr_t addr, uintptr_t page)
-{
-	struct uffdio_zeropage z = { .range = { .start = addr, .len = page } };
-	if (syscall(SYS_ioctl, fd, UFFDIO_ZEROPAGE, &z) == 0)
-		return 0;
-	if (errno == EAGAIN)
-		return -EAGAIN;
-	raw_wake(fd, addr, page);
-	return 0;
-}
-
-/*
- * The rescue (away.h): the handler has been busy on one batch for a
- * tick, asleep in a userfault.  Read as the deputy serving a trip does,
- * but serve only the handler's own missing fault, a hole of a mapping
- * registered whole that no asked range of any context's reaches (its
- * own code touches only memory hetmm owns, its thread's stack and a
- * runtime's or a malloc arena's pages the kernel merged there), with
- * the zeroes the kernel would have given it.  Everything else is kept
- * for the handler, as a trip's messages are: events the rescue read
- * hold the handler's fills back (uffd.c), and a sync read after an
- * event is answered after it.  Stop once that fault is filled, unless
- * the handler is recalling (then read on until its event).  NO_TSAN:
- * under ThreadSanitizer the handler waits on the runtime's memory, and
- * so would the deputy.
- */
-NO_TSAN static void deputy_rescue(struct hetmm_ctx *ctx, uint32_t now)
-{
-	struct fault_engine *f = ctx->fault;
-	_Atomic uint32_t *word = &f->away.word;
-	if (!atomic_compare_exchange_strong(word, &now, now | AWAY_SERVING))
-		return;
-	uint32_t tid = atomic_load(&f->handler_tid);
-	uintptr_t mask = f->page_mask, recall = (uintptr_t)f->away.recall;
-	uintptr_t own = 0;
-	bool filled = false, recalled = false;
-	int fd = ctx->uffd.fd;
-	long fl = syscall(SYS_fcntl, fd, F_GETFL);
-	struct uffd_msg msgs[FAULT_READ_BATCH];
-	struct msg_queue *q = &f->rescued;
-	while (!recalled && q->n < DEPUTY_KEPT) {
-		size_t want = DEPUTY_KEPT - q->n;
-		if (want > FAULT_READ_BATCH)
-			want = FAULT_READ_BATCH;
-		/* With the handler's fault refused, read only what waits:
-		 * the kernel refuses fills until the thread whose event was
-		 * read has run (handler_refused), and may have nothing more
-		 * to say.  The handler, asleep, is not reading meanwhile. */
-		if (own && fl >= 0)
-			syscall(SYS_fcntl, fd, F_SETFL, fl | O_NONBLOCK);
-		long got = syscall(SYS_read, fd, msgs, want * sizeof(msgs[0]));
-		if (own && fl >= 0)
-			syscall(SYS_fcntl, fd, F_SETFL, fl);
-		for (long i = 0; got > 0 && i < got / (long)sizeof(msgs[0]);
-		     i++) {
-			const struct uffd_msg *m = &msgs[i];
-			if (m->event == UFFD_EVENT_REMOVE &&
-			    m->arg.remove.start == recall)
-				recalled = true;
-			else if (m->event == UFFD_EVENT_PAGEFAULT &&
-				 m->arg.pagefault.feat.ptid == tid &&
-				 !(m->arg.pagefault.flags &
-				   UFFD_PAGEFAULT_FLAG_WP))
-				own = m->arg.pagefault.address & mask;
-			else
-				queue_add(ctx, q, &f->away.events_rescued, m);
-		}
-		if (own && rescue_fill(fd, own, ~mask + 1) == 0) {
-			own = 0;
-			filled = true;
-		} else if (own) {
-			struct timespec nap = { 0, 100000 };
-			syscall(SYS_nanosleep, &nap, NULL);
-		}
-		uint32_t w = atomic_load(word);
-		if (filled && !recalled && !(w & AWAY_RECALL) &&
-		    atomic_compare_exchange_strong(word, &w, w & ~AWAY_SERVING))
-			return;
-	}
-	atomic_fetch_and(word, ~AWAY_SERVING);
-	futex_word(word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
-}
-
-/*
- * The deputy's thread: a look every tick at the handler's word.  The
- * handler away on the same trip as a tick ago: serve until recalled.
- * Busy on the same batch, asleep in a userfault: the rescue.  Neither
- * busy nor away for DEPUTY_PARK_TICKS: park until the handler next
- * leaves or reads a batch (away.c wakes it), so that an idle context
- * costs no wake-ups.  NO_TSAN, so that its ticks never take it into the
- * runtime's memory while the handler waits there (deputy_serve, for a
- * trip, is instrumented as the handler's code is).
- */
-NO_TSAN static void *deputy_main(void *arg)
-{
-	struct hetmm_ctx *ctx = arg;
-	struct fault_engine *f = ctx->fault;
-	_Atomic uint32_t *word = &f->away.word;
-	bool rescue = ctx->uffd.features & UFFD_FEATURE_THREAD_ID;
-	uint32_t last = atomic_load(word);
-	unsigned idle = 0;
-	while (!atomic_load(&f->deputy_stop)) {
-		struct timespec tick = { 0, DEPUTY_TICK_MS * 1000000L };
-		futex_word(word, FUTEX_WAIT_PRIVATE, last, &tick);
-		uint32_t now = atomic_load(word);
-		if (now != last) {
-			idle = 0;
-		} else if (now & AWAY_OUT) {
-			deputy_away(ctx, now);
-		} else if (now & AWAY_BUSY) {
-			if (rescue && !(now & AWAY_KEEPING) &&
-			    thread_in_userfault(atomic_load(&f->handler_tid)))
-				deputy_rescue(ctx, now);
-		} else if (++idle >= DEPUTY_PARK_TICKS) {
-			idle = 0;
-			if (atomic_compare_exchange_strong(word, &now,
-							   now | AWAY_PARKED)) {
-				futex_word(word, FUTEX_WAIT_PRIVATE,
-					   now | AWAY_PARKED, NULL);
-				atomic_fetch_and(word, ~AWAY_PARKED);
-			}
-		}
-		last = atomic_load(word);
-	}
-	deputy_exit_hook();
-	return NULL;
-}
-
-/* The handler's next batch from what the deputy kept, at most
- * FAULT_READ_BATCH messages, oldest first; 0 if it kept none.  Events
- * still kept after them hold the handler's fills back (away.h). */
-static size_t kept_take(struct fault_engine *f, struct uffd_msg *msgs)
-{
-	struct msg_queue *k = &f->kept;
-	size_t n = MIN(k->n, (size_t)FAULT_READ_BATCH);
-	if (!n)
-		return 0;
-	memcpy(msgs, k->m, n * sizeof(*msgs));
-	k->n -= n;
-	memmove(k->m, k->m + n, k->n * sizeof(*msgs));
-	bool events = false;
-	k->faults = 0;
-	for (size_t i = 0; i < k->n; i++) {
-		bool event = k->m[i].event != UFFD_EVENT_PAGEFAULT;
-		events |= event;
-		k->faults += !event;
-	}
-	atomic_store(&f->away.events_held, events);
-	return n;
-}
-
-/*
- * Read what waits on the userfaultfd, without waiting, and keep it for
- * after the current batch, as the deputy keeps what it reads; events
- * kept hold the handler's fills back (away.h).  The file's flags are
- * the deputy's too, but it reads only while the handler is away or
- * rescued, and the handler is neither: a rescue is recalled first, and
- * what it kept goes first.  NO_TSAN, raw system calls: no rescue starts
- * meanwhile (away.h), so nothing here may fault.
- */
-NO_TSAN static void handler_keep_waiting(struct hetmm_ctx *ctx)
-{
-	struct fault_engine *f = ctx->fault;
-	int fd = ctx->uffd.fd;
-	away_keep_begin(&f->away);
-	long fl = syscall(SYS_fcntl, fd, F_GETFL);
-	if (rescued_merge(f) && fl >= 0 &&
-	    syscall(SYS_fcntl, fd, F_SETFL, fl | O_NONBLOCK) == 0) {
-		struct uffd_msg msgs[FAULT_READ_BATCH];
-		while (f->kept.n < DEPUTY_KEPT) {
-			size_t want = MIN(DEPUTY_KEPT - f->kept.n,
-					  (size_t)FAULT_READ_BATCH);
-			long got = syscall(SYS_read, fd, msgs,
-					   want * sizeof(msgs[0]));
-			if (got <= 0)
-				break;
-			for (long i = 0; i < got / (long)sizeof(msgs[0]); i++)
-				kept_add(ctx, &msgs[i]);
-		}
-		syscall(SYS_fcntl, fd, F_SETFL, fl);
-	}
-	away_keep_end(&f->away);
 }
 
 /* How long the handler waits, at most, for the kernel to let an install
@@ -1682,14 +1231,14 @@ static bool handler_refused(struct hetmm_ctx *ctx, uintptr_t start,
 		/* Sleep, not spin: the thread to run may want this CPU. */
 		struct timespec nap = { 0, 1000L * MIN(20u << MIN(tries, 6u),
 						       1000u) };
-		if (now > f->refused_until || f->kept.n == DEPUTY_KEPT)
+		if (now > f->refused_until || kept_full(f->deputy))
 			return false;
 		nanosleep(&nap, NULL);
 	}
-	handler_keep_waiting(ctx);
+	kept_read_waiting(f->deputy);
 	uintptr_t end = start + len;
-	return !event_in(f->kept.m, f->kept.n, start, end) &&
-	       !event_in(f->pending, f->npending, start, end);
+	return !kept_event_in(f->deputy, start, end) &&
+	       !uffd_event_in(f->pending, f->npending, start, end);
 }
 
 /*
@@ -1714,10 +1263,10 @@ NO_TSAN static ssize_t handler_wait(struct hetmm_ctx *ctx,
 	int fd = ctx->uffd.fd;
 	ssize_t got = 0;
 	away_read_begin(&f->away);
-	long fl = f->nheld && !f->rescued.n ? syscall(SYS_fcntl, fd, F_GETFL)
-					     : -1;
-	if (f->rescued.n) {
-		rescued_merge(f);
+	bool rescued = rescued_pending(f->deputy);
+	long fl = f->nheld && !rescued ? syscall(SYS_fcntl, fd, F_GETFL) : -1;
+	if (rescued) {
+		rescued_merge(f->deputy);
 	} else if (fl < 0 ||
 		   syscall(SYS_fcntl, fd, F_SETFL, fl | O_NONBLOCK) != 0) {
 		got = syscall(SYS_read, fd, msgs, want * sizeof(*msgs));
@@ -1766,13 +1315,13 @@ static void *fault_handler_main(void *arg)
 	uint64_t last_addr = 0;
 
 	away_attach(&ctx->fault->away);
-	atomic_store(&ctx->fault->handler_tid, (uint32_t)syscall(SYS_gettid));
+	deputy_attach(ctx->fault->deputy);
 	away_read_end(&ctx->fault->away);   /* busy from here */
 	/* Leave only once the doorbell fault is served: leaving on the
 	 * stop flag alone could strand the thread that rang it. */
 	while (!ctx->fault->doorbell_served) {
 		/* What the deputy kept was read after everything before. */
-		size_t n = kept_take(ctx->fault, msgs);
+		size_t n = kept_take(ctx->fault->deputy, msgs);
 		bool kept = n;
 		if (!kept) {
 			ssize_t got = handler_read(ctx, msgs, want);
@@ -1838,12 +1387,14 @@ int fault_engine_create(struct hetmm_ctx *ctx)
 	if (!f)
 		return -ENOMEM;
 	touch_pages(f, sizeof(*f));
-	f->page_mask = PAGE_MASK;
 	f->away.recall_len = PAGE_SIZE;
 	ctx->fault = f;
 	f->room_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (f->room_fd < 0)
 		return -errno;
+	f->deputy = deputy_create(ctx, &f->away, deputy_fault);
+	if (!f->deputy)
+		return -ENOMEM;
 	f->pmd = back_pmd_create(ctx);
 	handler_pipe_init(ctx);
 	ctx->handler_refused = handler_refused;
@@ -1878,7 +1429,7 @@ void fault_engine_destroy(struct hetmm_ctx *ctx)
 	entry_disown(ctx, &f->own_staging);
 	entry_disown(ctx, &f->own_stack);
 	entry_disown(ctx, &f->own_recall);
-	entry_disown(ctx, &f->own_deputy_stack);
+	deputy_destroy(f->deputy);
 	if (f->doorbell)
 		munmap(f->doorbell, PAGE_SIZE);
 	if (f->away.recall)
@@ -1893,29 +1444,6 @@ void fault_engine_destroy(struct hetmm_ctx *ctx)
 	ctx->fault = NULL;
 }
 
-/*
- * The handler's stack, and the deputy's, are memory hetmm owns: a
- * thread's stack is anonymous memory the kernel may merge with a mapping
- * of the process's, and were it registered with the rest (watch.c), the
- * thread would take a missing fault on its own stack as it grows, and
- * wait for itself.
- */
-static int own_thread_stack(struct hetmm_ctx *ctx, pthread_t th,
-			    struct own_range *own)
-{
-	pthread_attr_t a;
-	void *addr;
-	size_t size;
-	int rc = -pthread_getattr_np(th, &a);
-	if (rc)
-		return rc;
-	rc = -pthread_attr_getstack(&a, &addr, &size);
-	if (!rc)
-		entry_own(ctx, own, addr, size);
-	pthread_attr_destroy(&a);
-	return rc;
-}
-
 int fault_handler_start(struct hetmm_ctx *ctx)
 {
 	struct fault_engine *f = ctx->fault;
@@ -1925,37 +1453,11 @@ int fault_handler_start(struct hetmm_ctx *ctx)
 	if (rc)
 		return rc;
 	f->handler_running = true;
-	rc = own_thread_stack(ctx, f->handler, &f->own_stack);
+	rc = entry_own_thread_stack(ctx, f->handler, &f->own_stack);
 	/* The deputy is recalled by a REMOVE event (away.c). */
 	if (rc || !(ctx->uffd.features & UFFD_FEATURE_EVENT_REMOVE))
 		return rc;
-	rc = hetmm_thread_create(&f->deputy, deputy_main, ctx);
-	if (rc)
-		return rc;
-	f->deputy_running = true;
-	return own_thread_stack(ctx, f->deputy, &f->own_deputy_stack);
-}
-
-/* The handler reads no more: nothing is away.  The stop flag, then a
- * trip of the word that the deputy's wait compares (parked or not).
- * NO_TSAN: nobody reads the userfaultfd now, and the flag's first
- * instrumented access (the deputy's loads are NO_TSAN) took the
- * destroying thread into the runtime's memory, a hole of a mapping
- * registered whole: test_deverr hung so under TSan, 1 run in 7. */
-NO_TSAN static void deputy_stop(struct fault_engine *f)
-{
-	if (!f->deputy_running)
-		return;
-	atomic_store(&f->deputy_stop, true);
-	atomic_fetch_add(&f->away.word, AWAY_TRIP);
-	futex_word(&f->away.word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
-}
-
-static void deputy_join(struct fault_engine *f)
-{
-	if (f->deputy_running)
-		pthread_join(f->deputy, NULL);
-	f->deputy_running = false;
+	return deputy_start(f->deputy);
 }
 
 /*
@@ -1988,7 +1490,7 @@ NO_TSAN static void handler_release(struct hetmm_ctx *ctx)
 	while (atomic_load(&f->exit_word) != EXIT_DONE)
 		futex_word(&f->exit_word, FUTEX_WAIT_PRIVATE, EXIT_READING,
 			   NULL);
-	deputy_stop(f);
+	deputy_stop(f->deputy);
 	if (ctx->uffd.fd >= 0)
 		syscall(SYS_close, ctx->uffd.fd);
 	ctx->uffd.fd = -1;
@@ -2003,7 +1505,7 @@ void fault_handler_stop(struct hetmm_ctx *ctx)
 		return;
 	(void)*(volatile const char *)f->doorbell;
 	handler_release(ctx);
-	deputy_join(f);
+	deputy_join(f->deputy);
 	pthread_join(f->handler, NULL);
 	f->handler_running = false;
 }

@@ -302,3 +302,35 @@ int uffd_poison(int fd, uintptr_t start, size_t len, unsigned flags)
 	}
 	return 0;
 }
+
+static bool overlap(uintptr_t a, uintptr_t a_end, uintptr_t b,
+		    uintptr_t b_end)
+{
+	return a < b_end && b < a_end;
+}
+
+bool uffd_event_in(const struct uffd_msg *msgs, size_t n, uintptr_t start,
+		   uintptr_t end)
+{
+	for (size_t k = 0; k < n; k++) {
+		const struct uffd_msg *m = &msgs[k];
+		switch (m->event) {
+		case UFFD_EVENT_UNMAP:
+		case UFFD_EVENT_REMOVE:
+			if (overlap(start, end, m->arg.remove.start,
+				    m->arg.remove.end))
+				return true;
+			break;
+		case UFFD_EVENT_REMAP:
+			if (overlap(start, end, m->arg.remap.from,
+				    m->arg.remap.from + m->arg.remap.len) ||
+			    overlap(start, end, m->arg.remap.to,
+				    m->arg.remap.to + m->arg.remap.len))
+				return true;
+			break;
+		default:
+			break;
+		}
+	}
+	return false;
+}

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * uffd.h - opening and driving a userfaultfd: the best route to one, and
- * the COPY/ZEROPAGE/MOVE/WRITEPROTECT/WAKE ioctls with their retries.
+ * the COPY/ZEROPAGE/MOVE/WRITEPROTECT/WAKE ioctls with their retries;
+ * which of its event messages change a range.
  */
 #ifndef HETMM_UFFD_H
 #define HETMM_UFFD_H
@@ -56,5 +57,12 @@ bool uffd_events_pending(int fd);
  * FILL_ONCE, FILL_UNMARK (the kernel refuses to poison over a uffd-wp
  * marker). */
 int uffd_poison(int fd, uintptr_t start, size_t len, unsigned flags);
+
+struct uffd_msg;
+/* Does an event among msgs[0, n) (munmap, madvise, mremap) change the
+ * mapping of a page of [start, end) (for mremap, its old place or its
+ * new one)? */
+bool uffd_event_in(const struct uffd_msg *msgs, size_t n, uintptr_t start,
+		   uintptr_t end);
 
 #endif /* HETMM_UFFD_H */
