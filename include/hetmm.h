@@ -1520,7 +1520,8 @@ struct hetmm_file_info {
 	int direct;             /* 1: O_DIRECT; 0: the page cache */
 	int direct_errno;       /* why not O_DIRECT (0 if not asked) */
 	int fixed_buffers;      /* 1: reads land in registered buffers */
-	uint64_t pages_read;    /* pages read from the file */
+	uint64_t pages_read;    /* pages read from the file (read
+				 * ahead: once copied out to memory) */
 	uint64_t pages_written; /* pages written to it */
 	uint64_t io_errors;     /* reads and writes that failed */
 	uint64_t holes_punched; /* frames whose blocks were freed */
@@ -1578,6 +1579,13 @@ int hetmm_file_inject_error(struct hetmm_file *file, int write,
  * fault_around_max pages at once: give the context a window well under
  * the bound (a quarter, say), or a scan's read-ahead goes back to the
  * file before the scan reaches it.
+ *
+ * Read-ahead.  With io_uring, a read that goes on from where the last
+ * one ended (a sequential scan's windows) has the device read the next
+ * 2 MiB of pages not in memory into buffers of its own, outside the
+ * bound, while the window is installed and, under a bound, while pages
+ * go back to the file; the next window is copied from there by the
+ * device's thread.  A write to the file drops what it overlaps.
  *
  * What the process does to the range:
  *   - writes are kept in memory until the page goes back to the file

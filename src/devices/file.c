@@ -53,14 +53,44 @@ struct file_fault {
 };
 
 #ifdef HETMM_HAVE_LIBURING
+struct file_seg;
+
 /* One request in flight: what to finish if the kernel cuts it short. */
 struct file_req {
-	struct file_req *next_free;
+	struct file_req *next_free;       /* or the next job */
 	struct hetmm_copy *copy;
+	struct file_seg *seg;             /* a read ahead's (copy NULL) */
 	char *buf;
 	uint64_t off;
 	size_t len;
 	bool write;
+	/* A job (ahead_job): frames [index, index + nr) into buf, got
+	 * copied so far. */
+	uint64_t index;
+	size_t nr, got;
+};
+
+/* Read-ahead (attached files): AHEAD_SEGS segments of AHEAD_SEG pages
+ * each at most, 2 MiB in all, past where a sequential scan reads. */
+#define AHEAD_SEG HETMM_COPY_MAX_PAGES
+#define AHEAD_SEGS 8
+
+enum seg_state {
+	SEG_FREE,
+	SEG_READING,
+	SEG_READY,
+	SEG_DROPPED,      /* reading, but its bytes may be stale: freed
+			   * when the read completes */
+};
+
+/* Frames [first, first + nr) read ahead into buf. */
+struct file_seg {
+	struct file_req req;
+	char *buf;
+	uint64_t first;
+	size_t nr;
+	enum seg_state state;
+	int err;
 };
 #endif
 
@@ -99,6 +129,16 @@ struct hetmm_file {
 	bool lone_up;
 	pthread_mutex_t lone_lock;
 	uint64_t lone_ns;                 /* a lone read's time, averaged */
+	/* Read-ahead, an attached file's only (NULL buf: none): see
+	 * ahead_fill().  Under sq_lock. */
+	struct file_seg ahead[AHEAD_SEGS];
+	char *ahead_buf;
+	int ahead_fixed;                  /* its fixed buffer, or -1 */
+	uint64_t ahead_next;              /* where the last read ended */
+	unsigned ahead_reading;           /* segments in flight */
+	struct file_req *jobs, **jobs_end; /* reads the segments serve */
+	unsigned writes;                  /* writes in flight */
+	pthread_cond_t ahead_done;        /* a segment's read completed */
 #endif
 };
 
@@ -160,6 +200,7 @@ static void attach_faulted_in(struct hetmm_file *f, uint64_t index,
 			      size_t nr);
 static size_t file_fault_room(struct hetmm_pagemap *pgmap, uint64_t index);
 static void punch_cancel(struct hetmm_file *f, uint64_t index, size_t nr);
+static size_t attach_absent(struct hetmm_file *f, uint64_t index, size_t nr);
 
 /* ------------------------------------------------------------------------
  * Synchronous copies: pread/pwrite
@@ -268,8 +309,253 @@ static const struct hetmm_pagemap_ops file_pread_ops = {
  */
 #ifdef HETMM_HAVE_LIBURING
 
-/* user_data of the request that stops the completion thread. */
+/* user_data of the request that stops the completion thread, and of
+ * the one that has it look at the jobs (ahead_job). */
 #define REAPER_STOP 1
+#define AHEAD_KICK 2
+
+/*
+ * Read-ahead.  A sequential scan of an attached file faults window after
+ * window, and between two windows the disk has nothing to do: the
+ * handler installs the window, the scanning thread runs through it and
+ * faults again, and under a resident bound the evictor sends pages back
+ * before a fault held for room may go on (docs/PERFORMANCE.md,
+ * "Storage": the disk was busy 15% of a bounded scan, and never while
+ * the scan ran).  So a read that goes on from where the last one ended
+ * reads the next AHEAD_SEGS segments past it into the device's own
+ * buffers, and a read they hold is a memcpy.  Only pages not in memory
+ * are read ahead, only while no write is in flight, and a write drops
+ * what it overlaps: a segment never holds bytes older than the file's.
+ * All under sq_lock.
+ */
+
+static int uring_submit(struct hetmm_file *f, bool write, char *buf,
+			uint64_t index, size_t nr, struct hetmm_copy *copy);
+
+/* The segment reading or holding frame i, or NULL. */
+static struct file_seg *ahead_at(struct hetmm_file *f, uint64_t i)
+{
+	for (unsigned k = 0; k < AHEAD_SEGS; k++) {
+		struct file_seg *s = &f->ahead[k];
+		if ((s->state == SEG_READING || s->state == SEG_READY) &&
+		    i >= s->first && i < s->first + s->nr)
+			return s;
+	}
+	return NULL;
+}
+
+/* Segment s no longer serves: free, or dropped while it reads. */
+static void ahead_forget(struct file_seg *s)
+{
+	if (s->state == SEG_READING)
+		s->state = SEG_DROPPED;
+	else if (s->state == SEG_READY)
+		s->state = SEG_FREE;
+}
+
+/* A write of frames [index, index + nr) is submitted: what the segments
+ * hold of them is stale. */
+static void ahead_written(struct hetmm_file *f, uint64_t index, size_t nr)
+{
+	f->writes++;
+	for (unsigned k = 0; f->ahead_buf && k < AHEAD_SEGS; k++) {
+		struct file_seg *s = &f->ahead[k];
+		if (s->first < index + nr && index < s->first + s->nr)
+			ahead_forget(s);
+	}
+}
+
+/* Start reading segment s: whether it went. */
+static bool ahead_start(struct hetmm_file *f, struct file_seg *s)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&f->ring);
+	if (!sqe)
+		return false;
+	s->req = (struct file_req){ .seg = s, .buf = s->buf,
+				    .off = (uint64_t)frame_off(f, s->first),
+				    .len = s->nr * PS };
+	if (f->ahead_fixed >= 0)
+		io_uring_prep_read_fixed(sqe, 0, s->buf, (unsigned)s->req.len,
+					 s->req.off, f->ahead_fixed);
+	else
+		io_uring_prep_read(sqe, 0, s->buf, (unsigned)s->req.len,
+				   s->req.off);
+	sqe->flags |= IOSQE_FIXED_FILE;
+	io_uring_sqe_set_data(sqe, &s->req);
+	s->state = SEG_READING;
+	s->err = 0;
+	f->ahead_reading++;
+	return true;
+}
+
+/* Does a job still want what segment s holds? */
+static bool ahead_needed(struct hetmm_file *f, const struct file_seg *s)
+{
+	for (struct file_req *r = f->jobs; r; r = r->next_free)
+		if (r->index + r->got < s->first + s->nr &&
+		    s->first < r->index + r->nr)
+			return true;
+	return false;
+}
+
+/*
+ * A read of frames [index, next) was just started or served: if it went
+ * on from where the last ended, read ahead of next until AHEAD_SEGS
+ * segments' worth are, stopping at a page in memory.  Segments behind
+ * next, or beyond that reach (another stream's), are forgotten.  The
+ * reads are the caller's to submit.
+ */
+static void ahead_fill(struct hetmm_file *f, uint64_t index, uint64_t next)
+{
+	bool on = index == f->ahead_next;
+	uint64_t reach = next + AHEAD_SEGS * AHEAD_SEG, end = next;
+	f->ahead_next = next;
+	for (unsigned k = 0; k < AHEAD_SEGS; k++) {
+		struct file_seg *s = &f->ahead[k];
+		if (s->state != SEG_READING && s->state != SEG_READY)
+			continue;
+		if ((!on || s->first + s->nr <= next || s->first >= reach) &&
+		    !ahead_needed(f, s))
+			ahead_forget(s);
+		else if (s->first + s->nr > end)
+			end = s->first + s->nr;
+	}
+	if (!on || f->writes)
+		return;
+	reach = reach < f->nr_pages ? reach : f->nr_pages;
+	for (unsigned k = 0; k < AHEAD_SEGS && end < reach; k++) {
+		struct file_seg *s = &f->ahead[k];
+		if (s->state != SEG_FREE)
+			continue;
+		uint64_t want = reach - end < AHEAD_SEG ? reach - end : AHEAD_SEG;
+		s->first = end;
+		s->nr = attach_absent(f, end, (size_t)want);
+		if (!s->nr || !ahead_start(f, s))
+			break;
+		end += s->nr;
+	}
+}
+
+/* A segment's read completed (on the completion thread), res as the
+ * kernel gave it. */
+static void ahead_complete(struct hetmm_file *f, struct file_seg *s, int res)
+{
+	pthread_mutex_lock(&f->sq_lock);
+	char *buf = s->buf;
+	size_t len = s->nr * PS;
+	off_t off = frame_off(f, s->first);
+	pthread_mutex_unlock(&f->sq_lock);
+	/* A short read (a signal) is finished as a copy's is; only this
+	 * thread touches the segment while it reads. */
+	int err = res < 0 ? res : 0;
+	if (!err && (size_t)res < len)
+		err = io_whole(f->fd, false, buf + res, len - (size_t)res,
+			       off + res);
+	pthread_mutex_lock(&f->sq_lock);
+	s->state = s->state == SEG_DROPPED ? SEG_FREE : SEG_READY;
+	s->err = err;
+	f->ahead_reading--;
+	pthread_cond_broadcast(&f->ahead_done);
+	pthread_mutex_unlock(&f->sq_lock);
+}
+
+/*
+ * A read the segments hold, from its first page on, is a job for the
+ * completion thread, which copies it out of them (ahead_jobs): the
+ * copy is not the fault handler's to make, whose own work (installing
+ * the pages) is a scan's bottleneck.  When the segment is read already,
+ * a no-op request wakes that thread: the caller submits it, with the
+ * next segments to read (one system call, as the read's would be).
+ * Whether it took the read.
+ */
+static bool ahead_job(struct hetmm_file *f, char *dst, uint64_t index,
+		      size_t nr, struct hetmm_copy *copy)
+{
+	struct file_seg *s = ahead_at(f, index);
+	struct file_req *r = f->free_reqs;
+	if (!s || s->err || !r)
+		return false;
+	if (s->state == SEG_READY) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&f->ring);
+		if (!sqe)
+			return false;
+		io_uring_prep_nop(sqe);
+		io_uring_sqe_set_data(sqe, (void *)(uintptr_t)AHEAD_KICK);
+	}
+	f->free_reqs = r->next_free;
+	*r = (struct file_req){ .copy = copy, .buf = dst, .index = index,
+				.nr = nr };
+	*f->jobs_end = r;
+	f->jobs_end = &r->next_free;
+	return true;
+}
+
+/* Copy what the segments hold of job r: whether it is over (all of it
+ * copied, or the rest not read ahead, to be read), not waiting for a
+ * segment's read.  A segment copied to its end is free. */
+static bool ahead_copy(struct hetmm_file *f, struct file_req *r)
+{
+	while (r->got < r->nr) {
+		struct file_seg *s = ahead_at(f, r->index + r->got);
+		if (s && s->state == SEG_READING)
+			return false;
+		if (!s || s->err)
+			return true;
+		size_t off = r->index + r->got - s->first;
+		size_t n = s->nr - off < r->nr - r->got ? s->nr - off
+							: r->nr - r->got;
+		memcpy(r->buf + r->got * PS, s->buf + off * PS, n * PS);
+		r->got += n;
+		if (off + n == s->nr)
+			s->state = SEG_FREE;
+	}
+	return true;
+}
+
+/* The rest of job r from the file, here: its read could not start. */
+static void finish_read(struct hetmm_file *f, const struct file_req *r)
+{
+	size_t left = r->nr - r->got;
+	int err = io_whole(f->fd, false, r->buf + r->got * PS, left * PS,
+			   frame_off(f, r->index + r->got));
+	count_done(f, false, left, err);
+	hetmm_copy_done(r->copy, err);
+}
+
+/* The jobs' copies, on the completion thread: the jobs over are done,
+ * or the rest of each read from the file. */
+static void ahead_jobs(struct hetmm_file *f)
+{
+	struct file_req over[HETMM_COPY_DEPTH_MAX];   /* the jobs at most */
+	size_t n = 0;
+	pthread_mutex_lock(&f->sq_lock);
+	for (struct file_req **pr = &f->jobs; *pr;) {
+		struct file_req *r = *pr;
+		if (!ahead_copy(f, r)) {
+			pr = &r->next_free;
+			continue;
+		}
+		*pr = r->next_free;
+		if (f->jobs_end == &r->next_free)
+			f->jobs_end = pr;
+		over[n++] = *r;
+		r->next_free = f->free_reqs;
+		f->free_reqs = r;
+	}
+	if (n)
+		pthread_cond_broadcast(&f->ahead_done);   /* uring_stop */
+	pthread_mutex_unlock(&f->sq_lock);
+	for (size_t k = 0; k < n; k++) {
+		struct file_req *r = &over[k];
+		count_done(f, false, r->got, 0);
+		if (r->got == r->nr)
+			hetmm_copy_done(r->copy, 0);
+		else if (uring_submit(f, false, r->buf + r->got * PS,
+				      r->index + r->got, r->nr - r->got,
+				      r->copy))
+			finish_read(f, r);
+	}
+}
 
 /* Start one read or write: 0, or a negative errno (nothing started). */
 static int uring_submit(struct hetmm_file *f, bool write, char *buf,
@@ -298,6 +584,8 @@ static int uring_submit(struct hetmm_file *f, bool write, char *buf,
 	*r = (struct file_req){ .copy = copy, .buf = buf,
 				.off = (uint64_t)frame_off(f, index),
 				.len = nr * PS, .write = write };
+	if (write)
+		ahead_written(f, index, nr);
 	bool fixed = !write && f->staging && buf >= f->staging &&
 		     buf + r->len <= f->staging + f->staging_len;
 	if (write)
@@ -314,6 +602,7 @@ static int uring_submit(struct hetmm_file *f, bool write, char *buf,
 		/* The request never reached the kernel: take it back. */
 		r->next_free = f->free_reqs;
 		f->free_reqs = r;
+		f->writes -= write;
 	}
 	pthread_mutex_unlock(&f->sq_lock);
 	return rc < 0 ? rc : 0;
@@ -402,13 +691,9 @@ static bool lone_read(struct hetmm_file *f, char *buf, uint64_t index,
  * read on a loaded machine (docs/PERFORMANCE.md, "Storage").  Larger
  * reads go in flight.
  */
-static int uring_submit_from(struct hetmm_pagemap *pgmap, void *dst,
-			     uint64_t index, size_t nr,
-			     struct hetmm_copy *copy)
+static int uring_read(struct hetmm_file *f, char *dst, uint64_t index,
+		      size_t nr, struct hetmm_copy *copy)
 {
-	struct hetmm_file *f = file_of(pgmap);
-	if (!f)
-		return -EINVAL;
 	if (nr == 1) {
 		attach_faulted_in(f, index, 1);
 		int err = fault_for(f, false, index, 1);
@@ -422,6 +707,34 @@ static int uring_submit_from(struct hetmm_pagemap *pgmap, void *dst,
 	return uring_submit(f, false, dst, index, nr, copy);
 }
 
+/* A read, from what was read ahead (an attached file's: ahead_job) or
+ * from the file; then more read ahead. */
+static int uring_submit_from(struct hetmm_pagemap *pgmap, void *dst,
+			     uint64_t index, size_t nr,
+			     struct hetmm_copy *copy)
+{
+	struct hetmm_file *f = file_of(pgmap);
+	if (!f)
+		return -EINVAL;
+	if (!f->ahead_buf)
+		return uring_read(f, dst, index, nr, copy);
+	int rc = 0;
+	bool taken = false;
+	if (!fault_for(f, false, index, nr)) {
+		attach_faulted_in(f, index, nr);
+		pthread_mutex_lock(&f->sq_lock);
+		taken = ahead_job(f, dst, index, nr, copy);
+		pthread_mutex_unlock(&f->sq_lock);
+	}
+	if (!taken)
+		rc = uring_read(f, dst, index, nr, copy);   /* read first */
+	pthread_mutex_lock(&f->sq_lock);
+	ahead_fill(f, index, index + nr);
+	io_uring_submit(&f->ring);
+	pthread_mutex_unlock(&f->sq_lock);
+	return rc;
+}
+
 /* A completion: finish a short transfer, then tell hetmm.  The request
  * is read under the lock it was written under: the kernel orders the
  * two, which a race detector can't see. */
@@ -430,13 +743,26 @@ static void uring_complete(struct hetmm_file *f, struct file_req *req,
 {
 	pthread_mutex_lock(&f->sq_lock);
 	struct file_req r = *req;
-	req->next_free = f->free_reqs;
-	f->free_reqs = req;
+	if (!r.seg) {
+		req->next_free = f->free_reqs;
+		f->free_reqs = req;
+	}
 	pthread_mutex_unlock(&f->sq_lock);
+	if (r.seg) {
+		ahead_complete(f, r.seg, res);
+		ahead_jobs(f);
+		return;
+	}
 	int err = res < 0 ? res : 0;
 	if (!err && (size_t)res < r.len)
 		err = io_whole(f->fd, r.write, r.buf + res,
 			       r.len - (size_t)res, (off_t)(r.off + res));
+	if (r.write) {
+		/* Read-ahead may go on: the file has the bytes. */
+		pthread_mutex_lock(&f->sq_lock);
+		f->writes--;
+		pthread_mutex_unlock(&f->sq_lock);
+	}
 	count_done(f, r.write, r.len / PS, err);
 	hetmm_copy_done(r.copy, err);
 }
@@ -456,7 +782,10 @@ static void *uring_reaper(void *arg)
 		io_uring_cqe_seen(&f->ring, cqe);
 		if ((uintptr_t)data == REAPER_STOP)
 			break;
-		uring_complete(f, data, res);
+		if ((uintptr_t)data == AHEAD_KICK)
+			ahead_jobs(f);
+		else
+			uring_complete(f, data, res);
 	}
 	return NULL;
 }
@@ -478,7 +807,7 @@ static bool uring_declined(uint32_t flags)
 /* A ring of depth entries with the file registered, or the errno. */
 static int uring_open(struct hetmm_file *f, uint32_t depth)
 {
-	int rc = io_uring_queue_init(depth, &f->ring, 0);
+	int rc = io_uring_queue_init(depth + AHEAD_SEGS, &f->ring, 0);
 	if (rc < 0)
 		return rc;
 	f->ring_up = true;
@@ -500,21 +829,47 @@ static int uring_open(struct hetmm_file *f, uint32_t depth)
 	return 0;
 }
 
-/* Register the pagemap's staging as fixed buffer 0 and start the
- * completion thread.  A registration refused (RLIMIT_MEMLOCK) leaves
- * reads unregistered. */
-static int uring_start(struct hetmm_file *f)
+/* The buffers an attached file reads ahead into (ahead_fill); none if
+ * they can't be had. */
+static void ahead_init(struct hetmm_file *f)
+{
+	char *p = mmap(NULL, AHEAD_SEGS * AHEAD_SEG * PS,
+		       PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+		       -1, 0);
+	if (p == MAP_FAILED)
+		return;
+	f->ahead_buf = p;
+	for (unsigned k = 0; k < AHEAD_SEGS; k++)
+		f->ahead[k].buf = p + (size_t)k * AHEAD_SEG * PS;
+}
+
+/* Register the pagemap's staging as fixed buffer 0, and an attached
+ * file's read-ahead buffers after it, and start the completion thread.
+ * A registration refused (RLIMIT_MEMLOCK) leaves reads unregistered. */
+static int uring_start(struct hetmm_file *f, bool attach)
 {
 	struct hetmm_pagemap_info pi;
 	int rc = hetmm_pagemap_get_info(f->pgmap, &pi);
 	if (rc)
 		return rc;
-	struct iovec iov = { pi.copy_staging, pi.copy_staging_len };
-	if (pi.copy_staging &&
-	    io_uring_register_buffers(&f->ring, &iov, 1) == 0) {
-		f->staging = pi.copy_staging;
-		f->staging_len = pi.copy_staging_len;
-		f->info.fixed_buffers = 1;
+	if (attach)
+		ahead_init(f);
+	struct iovec iov[2];
+	unsigned n = 0;
+	if (pi.copy_staging)
+		iov[n++] = (struct iovec){ pi.copy_staging,
+					   pi.copy_staging_len };
+	if (f->ahead_buf)
+		iov[n++] = (struct iovec){ f->ahead_buf,
+					   AHEAD_SEGS * AHEAD_SEG * PS };
+	if (n && io_uring_register_buffers(&f->ring, iov, n) == 0) {
+		if (pi.copy_staging) {
+			f->staging = pi.copy_staging;
+			f->staging_len = pi.copy_staging_len;
+			f->info.fixed_buffers = 1;
+		}
+		if (f->ahead_buf)
+			f->ahead_fixed = (int)n - 1;
 	}
 	rc = hetmm_thread_create(&f->reaper, uring_reaper, f);
 	if (rc)
@@ -528,6 +883,9 @@ static void uring_stop(struct hetmm_file *f)
 {
 	if (f->reaper_up) {
 		pthread_mutex_lock(&f->sq_lock);
+		/* Reads into buffers freed below, copies out of them. */
+		while (f->ahead_reading || f->jobs)
+			pthread_cond_wait(&f->ahead_done, &f->sq_lock);
 		struct io_uring_sqe *sqe;
 		while (!(sqe = io_uring_get_sqe(&f->ring)))
 			io_uring_submit(&f->ring);
@@ -546,6 +904,9 @@ static void uring_stop(struct hetmm_file *f)
 	f->lone_up = false;
 	free(f->reqs);
 	f->reqs = NULL;
+	if (f->ahead_buf)
+		munmap(f->ahead_buf, AHEAD_SEGS * AHEAD_SEG * PS);
+	f->ahead_buf = NULL;
 }
 
 /* The ops to hot-add with: io_uring's unless refused or declined. */
@@ -553,6 +914,9 @@ static void file_io_init(struct hetmm_file *f)
 {
 	pthread_mutex_init(&f->sq_lock, NULL);
 	pthread_mutex_init(&f->lone_lock, NULL);
+	pthread_cond_init(&f->ahead_done, NULL);
+	f->ahead_fixed = -1;
+	f->jobs_end = &f->jobs;
 }
 
 static const struct hetmm_pagemap_ops *file_choose_io(struct hetmm_file *f,
@@ -575,6 +939,7 @@ static void file_io_free(struct hetmm_file *f)
 	uring_stop(f);
 	pthread_mutex_destroy(&f->sq_lock);
 	pthread_mutex_destroy(&f->lone_lock);
+	pthread_cond_destroy(&f->ahead_done);
 }
 
 #else /* !HETMM_HAVE_LIBURING */
@@ -593,9 +958,10 @@ static const struct hetmm_pagemap_ops *file_choose_io(struct hetmm_file *f,
 	return &file_pread_ops;
 }
 
-static int uring_start(struct hetmm_file *f)
+static int uring_start(struct hetmm_file *f, bool attach)
 {
 	(void)f;
+	(void)attach;
 	return 0;
 }
 
@@ -780,6 +1146,21 @@ static void attach_faulted_in(struct hetmm_file *f, uint64_t index,
 	if (evictor_has_work(a))
 		pthread_cond_signal(&a->wake);
 	pthread_mutex_unlock(&a->lock);
+}
+
+/* How many of the nr pages from index on are not in memory, up to the
+ * first that is: what may be read ahead (all of them, unattached). */
+static size_t attach_absent(struct hetmm_file *f, uint64_t index, size_t nr)
+{
+	struct file_attach *a = f->att;
+	if (!a)
+		return nr;
+	size_t n = 0;
+	pthread_mutex_lock(&a->lock);
+	while (n < nr && !(a->state[index + n] & PG_IN))
+		n++;
+	pthread_mutex_unlock(&a->lock);
+	return n;
 }
 
 /* Pages [first, end) left memory (a discard, an unmap); gone: for good. */
@@ -1314,7 +1695,7 @@ static int file_make(struct hetmm_ctx *ctx, const struct hetmm_file_desc *d,
 		return rc;
 	}
 	if (f->info.io == HETMM_FILE_IO_URING)
-		rc = uring_start(f);
+		rc = uring_start(f, attach);
 	if (!rc)
 		rc = drv_life_insert(ctx, f->quiet, &files, &f->handle,
 				     file_release, &f->life);
