@@ -27,11 +27,6 @@ void away_attach(struct handler_away *a)
 	away_self = a;
 }
 
-NO_TSAN static void futex_wake_all(_Atomic uint32_t *w)
-{
-	syscall(SYS_futex, w, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
-}
-
 /*
  * The deputy is serving: make it read its way out, and wait until it
  * is done.  A rescuing deputy may stop by itself meanwhile (a
@@ -46,8 +41,7 @@ NO_TSAN static void away_recall(struct handler_away *a)
 	if (w & AWAY_SERVING) {
 		syscall(SYS_madvise, a->recall, a->recall_len, MADV_DONTNEED);
 		while ((w = atomic_load(&a->word)) & AWAY_SERVING)
-			syscall(SYS_futex, &a->word, FUTEX_WAIT_PRIVATE, w,
-				NULL, NULL, 0);
+			futex_word(&a->word, FUTEX_WAIT_PRIVATE, w, NULL);
 	}
 	atomic_fetch_and(&a->word, ~AWAY_RECALL);
 }
@@ -61,7 +55,7 @@ void away_begin(void)
 		return;
 	uint32_t old = atomic_fetch_add(&a->word, AWAY_TRIP | AWAY_OUT);
 	if (unlikely(old & AWAY_PARKED))
-		futex_wake_all(&a->word);
+		futex_word(&a->word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
 	if (unlikely(old & AWAY_SERVING))
 		away_recall(a);
 }
@@ -92,7 +86,7 @@ NO_TSAN void away_read_end(struct handler_away *a)
 {
 	uint32_t old = atomic_fetch_add(&a->word, AWAY_TRIP | AWAY_BUSY);
 	if (unlikely(old & AWAY_PARKED))
-		futex_wake_all(&a->word);
+		futex_word(&a->word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
 }
 
 NO_TSAN void away_keep_begin(struct handler_away *a)

@@ -19,6 +19,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -234,6 +236,73 @@ static inline unsigned t_time_scale(void)
 	unsigned long v = s ? strtoul(s, NULL, 10) : 1;
 
 	return v >= 1 && v <= 1000 ? (unsigned)v : 1;
+}
+
+/*
+ * Run fn(arg) in a child, as case name: the child's exit status is its
+ * result (0 if every check passed).  A child that does not finish within
+ * limit seconds hangs: it is killed, and that is a failure, as is a child
+ * that exits non-zero or dies of a signal.
+ */
+static inline void t_run_child_at(const char *name, int (*fn)(const void *),
+				  const void *arg, unsigned limit,
+				  const char *file, int line)
+{
+	fprintf(stderr, "case %s\n", name);
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0)
+		_exit(fn(arg));
+	int status = 0;
+	double end = t_now() + limit;
+	pid_t got;
+	while ((got = waitpid(pid, &status, WNOHANG)) == 0 && t_now() < end)
+		usleep(10000);
+	if (got == 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+		t_fail(file, line, "%s: hung (killed after %u s)", name, limit);
+		return;
+	}
+	if (!WIFEXITED(status) || WEXITSTATUS(status))
+		t_fail(file, line, "%s: child %s %d", name,
+		       WIFEXITED(status) ? "exited" : "killed by signal",
+		       WIFEXITED(status) ? WEXITSTATUS(status)
+					 : WTERMSIG(status));
+}
+
+#define t_run_child(name, fn, arg, limit)                                 \
+	t_run_child_at((name), (fn), (arg), (limit), __FILE__, __LINE__)
+
+/* Remove dir, a test's temporary directory, and the files in it. */
+static inline void t_rmdir_files(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	struct dirent *e;
+	char p[300];
+	while ((e = readdir(d)))
+		if (e->d_name[0] != '.') {
+			snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+			unlink(p);
+		}
+	closedir(d);
+	rmdir(dir);
+}
+
+/* A message waits on userfaultfd fd.  A userfaultfd polls only while
+ * non-blocking, as the fault handler makes it to read what waits: call
+ * it on the handler, which alone reads the file meanwhile. */
+static inline bool t_uffd_waits(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+		return false;
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	bool in = poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLIN);
+	fcntl(fd, F_SETFL, fl);
+	return in;
 }
 
 /* A private anonymous read-write mapping of npages, never touched. */

@@ -489,18 +489,7 @@ static void whole_chunks(void)
 
 static void cleanup(void)
 {
-	DIR *d = opendir(dir);
-	if (!d)
-		return;
-	struct dirent *e;
-	char p[300];
-	while ((e = readdir(d)))
-		if (e->d_name[0] != '.') {
-			snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
-			unlink(p);
-		}
-	closedir(d);
-	rmdir(dir);
+	t_rmdir_files(dir);
 }
 
 int main(int argc, char **argv)

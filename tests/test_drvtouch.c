@@ -28,7 +28,6 @@
  * tested here.
  */
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 
@@ -221,9 +220,10 @@ struct tcase {
 	enum touch_kind kind;
 };
 
-/* One case, in a child: 0 if every check passed. */
-static int run_case(const struct tcase *c)
+/* One case, arg, in a child: 0 if every check passed. */
+static int run_case(const void *arg)
 {
+	const struct tcase *c = arg;
 	struct hetmm_ctx *ctx;
 	struct tdev d;
 	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
@@ -267,34 +267,6 @@ static int run_case(const struct tcase *c)
 	return t_failures ? 1 : 0;
 }
 
-/* Run c in a child; a child that does not finish in time hangs. */
-static void run_watched(const struct tcase *c)
-{
-	unsigned limit = 20 * t_time_scale();
-	fprintf(stderr, "case %s\n", c->name);
-	pid_t pid = fork();
-	REQUIRE(pid >= 0);
-	if (pid == 0)
-		_exit(run_case(c));
-	int status = 0;
-	double end = t_now() + limit;
-	pid_t got;
-	while ((got = waitpid(pid, &status, WNOHANG)) == 0 && t_now() < end)
-		usleep(10000);
-	if (got == 0) {
-		kill(pid, SIGKILL);
-		waitpid(pid, &status, 0);
-		t_fail(__FILE__, __LINE__, "%s: hung (killed after %u s)",
-		       c->name, limit);
-		return;
-	}
-	if (!WIFEXITED(status) || WEXITSTATUS(status))
-		t_fail(__FILE__, __LINE__, "%s: child %s %d", c->name,
-		       WIFEXITED(status) ? "exited" : "killed by signal",
-		       WIFEXITED(status) ? WEXITSTATUS(status)
-					 : WTERMSIG(status));
-}
-
 int main(void)
 {
 	static const struct tcase cases[] = {
@@ -305,6 +277,7 @@ int main(void)
 		{ "sync_write_discarded", false, true, TOUCH_DISCARDED },
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
-		run_watched(&cases[i]);
+		t_run_child(cases[i].name, run_case, &cases[i],
+			    20 * t_time_scale());
 	return t_done();
 }

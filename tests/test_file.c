@@ -296,18 +296,7 @@ static void ctx_goes(void)
 
 static void cleanup(void)
 {
-	DIR *d = opendir(dir);
-	if (!d)
-		return;
-	struct dirent *e;
-	char path[300];
-	while ((e = readdir(d)))
-		if (e->d_name[0] != '.') {
-			snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-			unlink(path);
-		}
-	closedir(d);
-	rmdir(dir);
+	t_rmdir_files(dir);
 }
 
 int main(int argc, char **argv)

@@ -22,8 +22,6 @@
  * resident bound every eviction's zap raises such an event, and a scan
  * that started over at one page each time took 2-5 times the faults.
  */
-#include <fcntl.h>
-#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -57,20 +55,6 @@ static void *discarder(void *arg)
 	return NULL;
 }
 
-/* An event waits to be read on the context's userfaultfd.  On the
- * handler, which alone reads it here: a userfaultfd polls only while
- * non-blocking, as the handler makes it to read what waits. */
-static bool event_waits(void)
-{
-	int fd = ctx->uffd.fd, fl = fcntl(fd, F_GETFL);
-	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
-		return false;
-	struct pollfd pfd = { .fd = fd, .events = POLLIN };
-	bool in = poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLIN);
-	fcntl(fd, F_SETFL, fl);
-	return in;
-}
-
 /*
  * On the handler, at the lone fault of lone_at, once: let the discarder
  * go and wait (until *until) for its event to be queued.  False for any
@@ -85,7 +69,7 @@ static bool discard_at_lone_fault(enum test_hook_point point, uintptr_t addr,
 		return false;
 	atomic_store(&discard_go, 1);
 	*until = t_now() + 20 * t_time_scale();
-	while (!event_waits() && t_now() < *until)
+	while (!t_uffd_waits(ctx->uffd.fd) && t_now() < *until)
 		usleep(100);
 	return true;
 }
@@ -95,7 +79,7 @@ static void lone_hook(enum test_hook_point point, uintptr_t addr, size_t len)
 	double until;
 	if (!discard_at_lone_fault(point, addr, len, &until))
 		return;
-	if (event_waits())
+	if (t_uffd_waits(ctx->uffd.fd))
 		atomic_store(&hook_state, 2);
 }
 
@@ -195,7 +179,7 @@ static void stream_hook(enum test_hook_point point, uintptr_t addr,
 	/* The scanner spins until told, so asleep it is in its fault. */
 	while (thread_sleeps(scanner_tid) != 1 && t_now() < until)
 		usleep(100);
-	if (event_waits() && thread_sleeps(scanner_tid) == 1)
+	if (t_uffd_waits(ctx->uffd.fd) && thread_sleeps(scanner_tid) == 1)
 		atomic_store(&hook_state, 2);
 }
 

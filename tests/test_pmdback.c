@@ -259,10 +259,7 @@ static void remote_scan(void)
 
 static void cleanup(void)
 {
-	char cmd[200];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", dir);
+	t_rmdir_files(dir);
 }
 
 int main(int argc, char **argv)

@@ -20,14 +20,10 @@
  * bytes back, the discarded page zeroes).  Each case runs in a child
  * under a watchdog: a hang fails the case.
  */
-#include <fcntl.h>
-#include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <sys/mman.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "ctx.h"
@@ -56,19 +52,6 @@ static atomic_int hook_state;    /* 0 armed, 1 touching, 2 touched */
 static int seen;                 /* what the handler read there */
 static pthread_t helpers[2];
 
-/* A message waits on the context's userfaultfd (a userfaultfd polls
- * only while non-blocking).  On the handler, before it is held. */
-static bool message_waits(void)
-{
-	int fd = ctx->uffd.fd, fl = fcntl(fd, F_GETFL);
-	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
-		return false;
-	struct pollfd pfd = { .fd = fd, .events = POLLIN };
-	bool in = poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLIN);
-	fcntl(fd, F_SETFL, fl);
-	return in;
-}
-
 static void *fault_back(void *arg)
 {
 	(void)arg;
@@ -90,9 +73,9 @@ static void queue_others(void)
 {
 	REQUIRE(pthread_create(&helpers[0], NULL, fault_back, NULL) == 0);
 	double until = t_now() + 10 * t_time_scale();
-	while (!message_waits() && t_now() < until)
+	while (!t_uffd_waits(ctx->uffd.fd) && t_now() < until)
 		usleep(100);
-	CHECK(message_waits());
+	CHECK(t_uffd_waits(ctx->uffd.fd));
 	REQUIRE(pthread_create(&helpers[1], NULL, discard, NULL) == 0);
 	usleep(10000);
 }
@@ -116,10 +99,12 @@ static void touch_hook(enum test_hook_point point, uintptr_t addr,
 	atomic_store(&hook_state, 2);
 }
 
-static int run_case(void)
+/* One case, c, in a child: 0 if every check passed. */
+static int run_case(const void *c)
 {
 	struct hetmm_emu *emu;
 	struct hetmm_pagemap *pg;
+	tc = c;
 	t_emu_up(&ctx, NULL, NMIGRATE, &emu, &pg);
 	p = t_map(NP);
 	CHECK_OK(madvise(p, NP * PS, MADV_NOHUGEPAGE));
@@ -162,35 +147,6 @@ static int run_case(void)
 	return t_failures ? 1 : 0;
 }
 
-/* Run c in a child; a child that does not finish in time hangs. */
-static void run_watched(const struct tcase *c)
-{
-	unsigned limit = 20 * t_time_scale();
-	fprintf(stderr, "case %s\n", c->name);
-	tc = c;
-	pid_t pid = fork();
-	REQUIRE(pid >= 0);
-	if (pid == 0)
-		_exit(run_case());
-	int status = 0;
-	double end = t_now() + limit;
-	pid_t got;
-	while ((got = waitpid(pid, &status, WNOHANG)) == 0 && t_now() < end)
-		usleep(10000);
-	if (got == 0) {
-		kill(pid, SIGKILL);
-		waitpid(pid, &status, 0);
-		t_fail(__FILE__, __LINE__, "%s: hung (killed after %u s)",
-		       c->name, limit);
-		return;
-	}
-	if (!WIFEXITED(status) || WEXITSTATUS(status))
-		t_fail(__FILE__, __LINE__, "%s: child %s %d", c->name,
-		       WIFEXITED(status) ? "exited" : "killed by signal",
-		       WIFEXITED(status) ? WEXITSTATUS(status)
-					 : WTERMSIG(status));
-}
-
 int main(void)
 {
 	static const struct tcase cases[] = {
@@ -199,6 +155,7 @@ int main(void)
 		{ "queued", false, true },
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
-		run_watched(&cases[i]);
+		t_run_child(cases[i].name, run_case, &cases[i],
+			    20 * t_time_scale());
 	return t_done();
 }

@@ -1023,6 +1023,41 @@ static void p11_on_device(struct hetmm_pagemap *pg, char *x, char *z,
 						   P11_SOME * PS, NULL));
 }
 
+/*
+ * The moves of part 11's threads: A moves X to Y and waits at the gate
+ * (y's), its REMAP not queued; B moves Z onto X meanwhile (its UNMAP of
+ * X, Z -> X and UNMAP of Z read), then C, if any, makes its move; then
+ * A's REMAP is read.
+ */
+static void p11_moves(struct remapper *a, struct remapper *b,
+		      struct remapper *c, int gate)
+{
+	pthread_t tha, thb, thc;
+	pid_t ta;
+
+	REQUIRE(pthread_create(&tha, NULL, remapper_main, a) == 0);
+	REQUIRE(pthread_create(&thb, NULL, remapper_main, b) == 0);
+	if (c)
+		REQUIRE(pthread_create(&thc, NULL, remapper_main, c) == 0);
+	ta = remapper_ready(a);
+	remapper_ready(b);
+	if (c)
+		remapper_ready(c);
+	__atomic_store_n(&a->go, 1, __ATOMIC_RELEASE);
+	p11_gate_wait(gate, ta);
+	__atomic_store_n(&b->go, 1, __ATOMIC_RELEASE);
+	join(thb);
+	REQUIRE(b->r == b->to);
+	if (c) {
+		__atomic_store_n(&c->go, 1, __ATOMIC_RELEASE);
+		join(thc);
+		REQUIRE(c->r == c->to);
+	}
+	p11_gate_release(gate);
+	join(tha);
+	REQUIRE(a->r == a->to);
+}
+
 /* Timeline (a): A first, its REMAP read last. */
 static void p11_a(struct hetmm_pagemap *pg, bool y_registered, bool some)
 {
@@ -1031,8 +1066,6 @@ static void p11_a(struct hetmm_pagemap *pg, bool y_registered, bool some)
 	char *y = map_apart(P2_PAGES);
 	struct remapper a = { .from = x, .to = y, .flags = MREMAP_DONTUNMAP };
 	struct remapper b = { .from = z, .to = x };
-	pthread_t tha, thb;
-	pid_t ta;
 	int gate;
 
 	fprintf(stderr, "part 11: DONTUNMAP X to Y (%s), then Z onto X, "
@@ -1047,20 +1080,7 @@ static void p11_a(struct hetmm_pagemap *pg, bool y_registered, bool some)
 						   NULL));
 	}
 
-	REQUIRE(pthread_create(&tha, NULL, remapper_main, &a) == 0);
-	REQUIRE(pthread_create(&thb, NULL, remapper_main, &b) == 0);
-	ta = remapper_ready(&a);
-	remapper_ready(&b);
-	/* A moves X to Y and waits at the gate, its REMAP not queued. */
-	__atomic_store_n(&a.go, 1, __ATOMIC_RELEASE);
-	p11_gate_wait(gate, ta);
-	/* B moves Z onto X: its UNMAP of X, Z -> X and UNMAP of Z read. */
-	__atomic_store_n(&b.go, 1, __ATOMIC_RELEASE);
-	join(thb);
-	REQUIRE(b.r == x);
-	p11_gate_release(gate);
-	join(tha);
-	REQUIRE(a.r == y);
+	p11_moves(&a, &b, NULL, gate);
 	CHECK_OK(hetmm_ctx_sync(ctx));
 
 	CHECK_EQ(t_verify(y, P2_PAGES, seed), 0);
@@ -1115,8 +1135,6 @@ static void p11_third(struct hetmm_pagemap *pg, bool move, bool some)
 	struct remapper a = { .from = x, .to = y, .flags = MREMAP_DONTUNMAP };
 	struct remapper b = { .from = z, .to = x };
 	struct remapper c = { .from = x, .to = move ? w : NULL };
-	pthread_t tha, thb, thc;
-	pid_t ta;
 	int gate;
 
 	fprintf(stderr, "part 11: DONTUNMAP X to Y, then Z onto X, then X "
@@ -1124,25 +1142,7 @@ static void p11_third(struct hetmm_pagemap *pg, bool move, bool some)
 		move ? "to W" : "unmapped", some ? "partly on" : "all on");
 	p11_on_device(pg, x, z, seed, some);
 	gate = p11_gate_open(y);
-	REQUIRE(pthread_create(&tha, NULL, remapper_main, &a) == 0);
-	REQUIRE(pthread_create(&thb, NULL, remapper_main, &b) == 0);
-	REQUIRE(pthread_create(&thc, NULL, remapper_main, &c) == 0);
-	ta = remapper_ready(&a);
-	remapper_ready(&b);
-	remapper_ready(&c);
-	/* A moves X to Y and waits at the gate; B's events, then C's, are
-	 * read meanwhile. */
-	__atomic_store_n(&a.go, 1, __ATOMIC_RELEASE);
-	p11_gate_wait(gate, ta);
-	__atomic_store_n(&b.go, 1, __ATOMIC_RELEASE);
-	join(thb);
-	REQUIRE(b.r == x);
-	__atomic_store_n(&c.go, 1, __ATOMIC_RELEASE);
-	join(thc);
-	REQUIRE(c.r == c.to);
-	p11_gate_release(gate);
-	join(tha);
-	REQUIRE(a.r == y);
+	p11_moves(&a, &b, &c, gate);
 	CHECK_OK(hetmm_ctx_sync(ctx));
 
 	CHECK(!mapped(x, P2_PAGES));
