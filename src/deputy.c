@@ -133,6 +133,77 @@ NO_TSAN bool rescued_pending(const struct deputy *d)
 	return d->rescued.n;
 }
 
+/* Read up to want messages from the userfaultfd; with nonblock, only
+ * what waits (the file's flags put back after).  Raw system calls. */
+NO_TSAN static long deputy_read(struct deputy *d, struct uffd_msg *msgs,
+				size_t want, bool nonblock)
+{
+	int fd = d->ctx->uffd.fd;
+	long fl = nonblock ? syscall(SYS_fcntl, fd, F_GETFL) : -1;
+	if (fl >= 0)
+		syscall(SYS_fcntl, fd, F_SETFL, fl | O_NONBLOCK);
+	long got = syscall(SYS_read, fd, msgs, want * sizeof(*msgs));
+	int err = errno;
+	if (fl >= 0)
+		syscall(SYS_fcntl, fd, F_SETFL, fl);
+	errno = err;
+	return got;
+}
+
+/*
+ * Take the handler's own missing faults out of batch m[0, n), the rest
+ * left in order: their count.  The page of the last in *own (the
+ * handler waits in one fault at a time).  Such a fault is on a hole of
+ * a mapping registered whole that no asked range of any context's
+ * reaches: the handler's code touches only memory hetmm owns, its
+ * thread's stack, and a runtime's or a malloc arena's (or a driver's
+ * pool's) pages the kernel merged there.
+ */
+NO_TSAN static size_t own_faults_take(const struct deputy *d,
+				      struct uffd_msg *m, size_t n,
+				      uintptr_t *own)
+{
+	uint32_t tid = atomic_load(&d->handler_tid);
+	size_t j = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (tid && m[i].event == UFFD_EVENT_PAGEFAULT &&
+		    m[i].arg.pagefault.feat.ptid == tid &&
+		    !(m[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP))
+			*own = m[i].arg.pagefault.address & d->page_mask;
+		else
+			m[j++] = m[i];
+	}
+	return j;
+}
+
+/* Fill the handler's own fault at addr, a hole: 0, or -EAGAIN while an
+ * event waits to be read.  A page there already, or gone, is woken. */
+NO_TSAN static int rescue_fill(int fd, uintptr_t addr, uintptr_t page)
+{
+	struct uffdio_zeropage z = { .range = { .start = addr, .len = page } };
+	if (syscall(SYS_ioctl, fd, UFFDIO_ZEROPAGE, &z) == 0)
+		return 0;
+	if (errno == EAGAIN)
+		return -EAGAIN;
+	raw_wake(fd, addr, page);
+	return 0;
+}
+
+/* Fill the handler's own fault at *own (then 0), or, while the kernel
+ * refuses it (rescue_fill), nap: the deputy reads only what waits
+ * meanwhile, as the handler's fault will not come again.  Whether it
+ * filled. */
+NO_TSAN static bool own_fill(struct deputy *d, uintptr_t *own)
+{
+	if (rescue_fill(d->ctx->uffd.fd, *own, ~d->page_mask + 1) == 0) {
+		*own = 0;
+		return true;
+	}
+	struct timespec nap = { 0, 100000 };
+	syscall(SYS_nanosleep, &nap, NULL);
+	return false;
+}
+
 /*
  * Serve message m if the deputy may: whether it did.  A fault on a page
  * none of whose events it keeps (nor a rescue), and then as the engine
@@ -143,11 +214,12 @@ NO_TSAN bool rescued_pending(const struct deputy *d)
 static bool deputy_served(struct deputy *d, const struct uffd_msg *m)
 {
 	uintptr_t addr = (uintptr_t)m->arg.pagefault.address & PAGE_MASK;
-	return m->event == UFFD_EVENT_PAGEFAULT &&
-	       !uffd_event_in(d->kept.m, d->kept.n, addr, addr + PAGE_SIZE) &&
-	       !uffd_event_in(d->rescued.m, d->rescued.n, addr,
-			      addr + PAGE_SIZE) &&
-	       d->serve(d->ctx, m);
+	if (m->event != UFFD_EVENT_PAGEFAULT ||
+	    uffd_event_in(d->kept.m, d->kept.n, addr, addr + PAGE_SIZE) ||
+	    uffd_event_in(d->rescued.m, d->rescued.n, addr, addr + PAGE_SIZE))
+		return false;
+	TEST_HOOK(TEST_HOOK_DEPUTY_SERVE, addr, PAGE_SIZE);
+	return d->serve(d->ctx, m);
 }
 
 /* A message the deputy read: served, or kept for the handler. */
@@ -177,24 +249,41 @@ static void kept_serve(struct deputy *d)
 	k->n = j;
 }
 
-/* Read and serve until the handler's recall (away_end) is read.  With
+/*
+ * Read and serve until the handler's recall (away_end) is read.  With
  * the kept messages all events (threads each blocked in munmap, madvise
  * or mremap, DEPUTY_KEPT - DEPUTY_KEPT_FAULTS of them), it reads no
- * more, and the handler's recall waits for the handler's return. */
+ * more, and the handler's recall waits for the handler's return.
+ *
+ * A missing fault of the handler's own thread (a driver's code it runs,
+ * or its own, touching a hole of a mapping registered whole) is filled
+ * as the rescue fills it, first, before anything instrumented runs for
+ * the batch: under ThreadSanitizer the engine's serving code records
+ * stacks and sync objects in the runtime's blocks, and the handler's
+ * fault may be on the very page it would record them in (test_deverr
+ * hung so, 2 full `make tsan` runs in 3: the handler, the deputy in
+ * fault_zero's compare-and-swap and the main thread all waiting in a
+ * userfault on one new page of the stack depot, merged into the test's
+ * mapping).
+ */
 static void deputy_serve(struct deputy *d)
 {
 	struct uffd_msg msgs[FAULT_READ_BATCH];
-	uintptr_t recall = (uintptr_t)d->away->recall;
+	uintptr_t recall = (uintptr_t)d->away->recall, own = 0;
 	bool recalled = false;
 	kept_serve(d);
-	while (!recalled && d->kept.n < DEPUTY_KEPT && !d->rescued.n) {
+	while ((!recalled || own) && d->kept.n < DEPUTY_KEPT &&
+	       !d->rescued.n) {
 		size_t want = MIN(DEPUTY_KEPT - d->kept.n, (size_t)FAULT_READ_BATCH);
-		ssize_t got = read(d->ctx->uffd.fd, msgs,
-				   want * sizeof(msgs[0]));
+		long got = deputy_read(d, msgs, want, own != 0);
 		if (got < 0 && errno != EINTR && errno != EAGAIN)
 			break;
-		for (size_t i = 0; got > 0 && i < (size_t)got / sizeof(msgs[0]);
-		     i++) {
+		size_t n = own_faults_take(d, msgs,
+					   got > 0 ? (size_t)got / sizeof(msgs[0]) : 0,
+					   &own);
+		if (own)
+			own_fill(d, &own);
+		for (size_t i = 0; i < n; i++) {
 			const struct uffd_msg *m = &msgs[i];
 			if (m->event == UFFD_EVENT_REMOVE &&
 			    m->arg.remove.start == recall)
@@ -262,19 +351,6 @@ NO_TSAN static bool thread_in_userfault(uint32_t tid)
 	return true;
 }
 
-/* Fill the handler's own fault at addr, a hole: 0, or -EAGAIN while an
- * event waits to be read.  A page there already, or gone, is woken. */
-NO_TSAN static int rescue_fill(int fd, uintptr_t addr, uintptr_t page)
-{
-	struct uffdio_zeropage z = { .range = { .start = addr, .len = page } };
-	if (syscall(SYS_ioctl, fd, UFFDIO_ZEROPAGE, &z) == 0)
-		return 0;
-	if (errno == EAGAIN)
-		return -EAGAIN;
-	raw_wake(fd, addr, page);
-	return 0;
-}
-
 /*
  * The rescue (away.h): the handler has been busy on one batch for a
  * tick, asleep in a userfault.  Read as the deputy serving a trip does,
@@ -295,12 +371,8 @@ NO_TSAN static void deputy_rescue(struct deputy *d, uint32_t now)
 	_Atomic uint32_t *word = &d->away->word;
 	if (!atomic_compare_exchange_strong(word, &now, now | AWAY_SERVING))
 		return;
-	uint32_t tid = atomic_load(&d->handler_tid);
-	uintptr_t mask = d->page_mask, recall = (uintptr_t)d->away->recall;
-	uintptr_t own = 0;
+	uintptr_t recall = (uintptr_t)d->away->recall, own = 0;
 	bool filled = false, recalled = false;
-	int fd = d->ctx->uffd.fd;
-	long fl = syscall(SYS_fcntl, fd, F_GETFL);
 	struct uffd_msg msgs[FAULT_READ_BATCH];
 	struct msg_queue *q = &d->rescued;
 	while (!recalled && q->n < DEPUTY_KEPT) {
@@ -311,32 +383,20 @@ NO_TSAN static void deputy_rescue(struct deputy *d, uint32_t now)
 		 * the kernel refuses fills until the thread whose event was
 		 * read has run (handler_refused), and may have nothing more
 		 * to say.  The handler, asleep, is not reading meanwhile. */
-		if (own && fl >= 0)
-			syscall(SYS_fcntl, fd, F_SETFL, fl | O_NONBLOCK);
-		long got = syscall(SYS_read, fd, msgs, want * sizeof(msgs[0]));
-		if (own && fl >= 0)
-			syscall(SYS_fcntl, fd, F_SETFL, fl);
-		for (long i = 0; got > 0 && i < got / (long)sizeof(msgs[0]);
-		     i++) {
+		long got = deputy_read(d, msgs, want, own != 0);
+		size_t n = own_faults_take(d, msgs,
+					   got > 0 ? (size_t)got / sizeof(msgs[0]) : 0,
+					   &own);
+		for (size_t i = 0; i < n; i++) {
 			const struct uffd_msg *m = &msgs[i];
 			if (m->event == UFFD_EVENT_REMOVE &&
 			    m->arg.remove.start == recall)
 				recalled = true;
-			else if (m->event == UFFD_EVENT_PAGEFAULT &&
-				 m->arg.pagefault.feat.ptid == tid &&
-				 !(m->arg.pagefault.flags &
-				   UFFD_PAGEFAULT_FLAG_WP))
-				own = m->arg.pagefault.address & mask;
 			else
 				queue_add(d, q, &d->away->events_rescued, m);
 		}
-		if (own && rescue_fill(fd, own, ~mask + 1) == 0) {
-			own = 0;
-			filled = true;
-		} else if (own) {
-			struct timespec nap = { 0, 100000 };
-			syscall(SYS_nanosleep, &nap, NULL);
-		}
+		if (own)
+			filled |= own_fill(d, &own);
 		uint32_t w = atomic_load(word);
 		if (filled && !recalled && !(w & AWAY_RECALL) &&
 		    atomic_compare_exchange_strong(word, &w, w & ~AWAY_SERVING))

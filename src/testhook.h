@@ -58,6 +58,11 @@ enum test_hook_point {
 	 * len 0).  A sanitizer's exit unmaps memory of the thread's then,
 	 * which may lie in a mapping registered whole. */
 	TEST_HOOK_DEPUTY_EXIT,
+	/* The deputy, serving the handler's trip, serves the fault at
+	 * [addr, addr + len) through the engine next (fault_zero or
+	 * fault_unprotect).  Under TSan that code may touch the runtime's
+	 * memory: the page itself, if the fault was on a new one. */
+	TEST_HOOK_DEPUTY_SERVE,
 	/* A migrator recorded the coherent swap of [addr, addr + len) as
 	 * its own doing (coherent.c) and moves the prepared range there
 	 * next. */

@@ -17,8 +17,19 @@
  * discard that ran the hook is handled, and in "queued" a fault on a
  * device page and a discard of another, raised while the handler is
  * held in its own fault, are handled after it as usual (the page's
- * bytes back, the discarded page zeroes).  Each case runs in a child
- * under a watchdog: a hang fails the case.
+ * bytes back, the discarded page zeroes).
+ *
+ * "away": the handler touches the hole away, in a driver's copy back
+ * (a driver's code, or the runtime's under TSan, may touch such memory
+ * there too), so that its deputy, serving the trip, reads the fault.
+ * A hook on the deputy touches the page of each fault it is about to
+ * serve through the engine, as ThreadSanitizer's runtime did when the
+ * handler's fault was on a new page of its stack depot (the engine's
+ * compare-and-swap records its stack there): the handler's own fault
+ * must be filled without the engine, or the deputy waits on itself.
+ * Checked as above, and that the page came back.
+ *
+ * Each case runs in a child under a watchdog: a hang fails the case.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -28,7 +39,7 @@
 
 #include "ctx.h"
 #include "fault.h"
-#include "t.h"
+#include "tdrv.h"
 #include "testhook.h"
 
 #define NP 64                /* the mapping; the first half migrates */
@@ -42,6 +53,7 @@ struct tcase {
 	const char *name;
 	bool write;                  /* the handler writes the hole */
 	bool queued;                 /* others' messages queue meanwhile */
+	bool away;                   /* ... in a driver's copy back */
 };
 
 static const struct tcase *tc;
@@ -51,6 +63,7 @@ static char *hole;               /* the page the handler touches */
 static atomic_int hook_state;    /* 0 armed, 1 touching, 2 touched */
 static int seen;                 /* what the handler read there */
 static pthread_t helpers[2];
+static atomic_int deputy_touched; /* the deputy's hook touched the hole */
 
 static void *fault_back(void *arg)
 {
@@ -80,14 +93,11 @@ static void queue_others(void)
 	usleep(10000);
 }
 
-/* On the handler, handling the test's discard: touch the hole, once. */
-static void touch_hook(enum test_hook_point point, uintptr_t addr,
-		       size_t len)
+/* On the handler: touch the hole, once. */
+static void touch_hole(void)
 {
 	int armed = 0;
-	if (point != TEST_HOOK_EVENT_DISCARD ||
-	    addr != (uintptr_t)(p + DISCARDED * PS) || len != PS ||
-	    !atomic_compare_exchange_strong(&hook_state, &armed, 1))
+	if (!atomic_compare_exchange_strong(&hook_state, &armed, 1))
 		return;
 	CHECK(fault_on_handler(ctx));
 	if (tc->queued)
@@ -99,12 +109,87 @@ static void touch_hook(enum test_hook_point point, uintptr_t addr,
 	atomic_store(&hook_state, 2);
 }
 
+/* On the handler, handling the test's discard. */
+static void touch_hook(enum test_hook_point point, uintptr_t addr,
+		       size_t len)
+{
+	if (point == TEST_HOOK_EVENT_DISCARD &&
+	    addr == (uintptr_t)(p + DISCARDED * PS) && len == PS)
+		touch_hole();
+}
+
+/* On the deputy, about to serve a fault through the engine: touch its
+ * page, as the runtime's instrumentation would (file comment). */
+static void deputy_hook(enum test_hook_point point, uintptr_t addr,
+			size_t len)
+{
+	if (point != TEST_HOOK_DEPUTY_SERVE || addr != (uintptr_t)hole ||
+	    len != PS)
+		return;
+	atomic_store(&deputy_touched, 1);
+	volatile char *h = hole;
+	(void)*h;
+}
+
+/* The driver's copy back: on the handler, away, it touches the hole
+ * first, once armed. */
+static int copy_from_touching(struct hetmm_pagemap *pg, void *dst,
+			      uint64_t index, size_t nr)
+{
+	if (atomic_load(&hook_state) == 0 && fault_on_handler(ctx))
+		touch_hole();
+	return td_copy_from(pg, dst, index, nr);
+}
+
+static const struct hetmm_pagemap_ops touching_ops = {
+	.copy_to_device = td_copy_to,
+	.copy_from_device = copy_from_touching,
+};
+
+static int run_away_case(void)
+{
+	struct td dev;
+	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
+	REQUIRE_OK(td_add_ops(ctx, &dev, NMIGRATE, TD_COPY,
+			      HETMM_MEMORY_DEVICE_PRIVATE, 0, &touching_ops));
+	p = t_map(NP);
+	CHECK_OK(madvise(p, NP * PS, MADV_NOHUGEPAGE));
+	t_fill(p, NMIGRATE, SEED);
+	/* Registers the whole mapping, the second half with it. */
+	CHECK_OK(hetmm_migrate_to_device(dev.pg, p, NMIGRATE * PS, NULL));
+	CHECK_EQ(t_count_on_device(ctx, p, NMIGRATE), NMIGRATE);
+	hole = p + (NMIGRATE + 8) * PS;
+	CHECK_EQ(t_present(hole), 0);
+
+	atomic_store(&hook_state, 0);   /* armed: hole and ctx published */
+	__atomic_store_n(&test_hook, deputy_hook, __ATOMIC_RELEASE);
+	/* Brought back by the handler, whose copy touches the hole. */
+	CHECK_EQ(t_verify_from(p, 1, SEED, 0), 0);
+	__atomic_store_n(&test_hook, NULL, __ATOMIC_RELEASE);
+	CHECK_EQ(atomic_load(&hook_state), 2);
+	CHECK_EQ(atomic_load(&deputy_touched), 0);
+	CHECK_EQ(seen, tc->write ? 0x5a : 0);
+	CHECK_EQ(*hole, tc->write ? 0x5a : 0);
+	for (size_t i = 1; i < NMIGRATE; i++)
+		CHECK_EQ(t_verify_from(p + i * PS, 1, SEED, i), 0);
+
+	struct hetmm_stats st;
+	CHECK_OK(hetmm_ctx_get_stats(ctx, &st));
+	CHECK_EQ(st.fault_sigbus, 0);
+	CHECK_OK(hetmm_ctx_destroy(ctx));
+	td_free(&dev);
+	t_unmap(p, NP);
+	return t_failures ? 1 : 0;
+}
+
 /* One case, c, in a child: 0 if every check passed. */
 static int run_case(const void *c)
 {
 	struct hetmm_emu *emu;
 	struct hetmm_pagemap *pg;
 	tc = c;
+	if (tc->away)
+		return run_away_case();
 	t_emu_up(&ctx, NULL, NMIGRATE, &emu, &pg);
 	p = t_map(NP);
 	CHECK_OK(madvise(p, NP * PS, MADV_NOHUGEPAGE));
@@ -150,9 +235,11 @@ static int run_case(const void *c)
 int main(void)
 {
 	static const struct tcase cases[] = {
-		{ "read_hole", false, false },
-		{ "write_hole", true, false },
-		{ "queued", false, true },
+		{ "read_hole", false, false, false },
+		{ "write_hole", true, false, false },
+		{ "queued", false, true, false },
+		{ "away", false, false, true },
+		{ "away_write", true, false, true },
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
 		t_run_child(cases[i].name, run_case, &cases[i],
