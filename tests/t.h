@@ -498,6 +498,17 @@ static inline void t_write_pattern(int fd, size_t npages, uint64_t seed)
 	t_unmap(buf, npages);
 }
 
+/* A file at path, made anew, of npages holding t_fill's pattern for
+ * seed. */
+static inline void t_pattern_file(const char *path, size_t npages,
+				  uint64_t seed)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	REQUIRE(fd >= 0);
+	t_write_pattern(fd, npages, seed);
+	close(fd);
+}
+
 /*
  * A PMD-sized block (hetmm_pmd_size(): 2 MiB at 4 KiB pages, 32 MiB at
  * 16 KiB), aligned, of private anonymous memory that the kernel backs

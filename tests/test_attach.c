@@ -23,10 +23,7 @@ static struct hetmm_ctx *ctx;
 static void make_file(const char *name, size_t n, uint64_t seed)
 {
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
-	REQUIRE(fd >= 0);
-	t_write_pattern(fd, n, seed);
-	close(fd);
+	t_pattern_file(path, n, seed);
 }
 
 /* The file's pages [first, first + n), read with plain read(). */

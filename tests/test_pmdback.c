@@ -51,10 +51,7 @@ static void check_pmds(const char *what, const void *p, size_t n)
 static void make_file(const char *name, size_t n, uint64_t seed)
 {
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
-	REQUIRE(fd >= 0);
-	t_write_pattern(fd, n, seed);
-	close(fd);
+	t_pattern_file(path, n, seed);
 }
 
 /* The file's pages [0, n) hold seed's pattern (plain pread). */

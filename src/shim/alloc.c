@@ -34,10 +34,6 @@
 #define MAX_EXTENTS 1024
 #define HUGE_BLOCK hetmm_pmd_size()   /* a huge page */
 
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
-
 struct extent {
 	uintptr_t start;
 	size_t len;

@@ -40,13 +40,6 @@
 
 #include "shim.h"
 
-#ifndef MADV_POPULATE_READ
-#define MADV_POPULATE_READ 22
-#endif
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
-
 #define PS HETMM_PAGE_SIZE
 
 static uint64_t now_usec(void)

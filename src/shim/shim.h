@@ -26,9 +26,18 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/mman.h>
 #include <sys/types.h>
 
 #include "hetmm.h"
+
+/* madvise(2)'s populating advice (5.14), for headers that predate it. */
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
 
 /* The ABI, from the kernel's uapi headers' published values. */
 struct shim_dmirror_cmd {
