@@ -607,6 +607,21 @@ static void chunk_copy_pending(struct hetmm_pagemap *pgmap, struct chunk *c)
 	}
 }
 
+/*
+ * chunk_copy_pending as c->migrator's copy (migrator_copying): a read of
+ * a page the process discarded meanwhile gets zeroes, as the kernel's
+ * copy would, instead of waiting on the chunk's claim for a commit that
+ * waits for the copy.
+ */
+static void chunk_copy_recorded(struct hetmm_pagemap *pgmap, struct chunk *c)
+{
+	migrator_copying(c->migrator, c->start, chunk_addr(c, c->n),
+			 copy_is_async(pgmap));
+	TEST_HOOK(TEST_HOOK_TO_DEVICE_COPYING, c->start, c->n * PAGE_SIZE);
+	chunk_copy_pending(pgmap, c);
+	migrator_copying(c->migrator, 0, 0, false);
+}
+
 static int run_mark_wp(struct hetmm_ctx *ctx, struct chunk *c, size_t i,
 		       size_t n)
 {
@@ -717,10 +732,7 @@ static void chunk_copy(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	int rc = chunk_protect(ctx, c);
 	c->migrator = migrator_enter(ctx, gettid());
 	if (rc == 0) {
-		migrator_copying(c->migrator, c->start, chunk_addr(c, c->n),
-				 copy_is_async(pgmap));
-		chunk_copy_pending(pgmap, c);
-		migrator_copying(c->migrator, 0, 0, false);
+		chunk_copy_recorded(pgmap, c);
 		rc = chunk_zap(ctx, c);
 		migrator_zap_sync(ctx, c->migrator);
 	}
@@ -767,7 +779,9 @@ static void chunk_copy_coherent(struct hetmm_ctx *ctx,
 	}
 	int rc = for_each_run(ctx, c, st_pending, run_mark_wp);
 	if (rc == 0) {
-		chunk_copy_pending(pgmap, c);
+		c->migrator = migrator_enter(ctx, gettid());
+		chunk_copy_recorded(pgmap, c);
+		migrator_leave(c->migrator);
 		chunk_map_coherent(ctx, pgmap, c);
 	}
 	/* What could not be mapped stays in system memory. */

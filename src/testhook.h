@@ -45,6 +45,10 @@ enum test_hook_point {
 	/* It moved or copied them out (and zapped them), and publishes
 	 * them next. */
 	TEST_HOOK_TO_DEVICE_COPIED,
+	/* It has write-protected the pages of [addr, addr + len) it could
+	 * not move, and its copy reads them next (on its own thread, or
+	 * an asynchronous driver's). */
+	TEST_HOOK_TO_DEVICE_COPYING,
 	/* A piece that came back through a driver's asynchronous copies
 	 * (a window's, or a lone page's) is done with at [addr, addr + len)
 	 * (installed, its frames free, or kept on the device): its copy
