@@ -228,14 +228,24 @@ static bool migrating_to_device(uint64_t e)
  * but a page the process itself discards while a migration to a device
  * holds it is marked GONE as well: the migration may have copied its
  * bytes before the discard, and must not publish them (the kernel's
- * migration finds its migration entry zapped and leaves the page out).
+ * migration finds its migration entry zapped and leaves the page out;
+ * a coherent page already mapped reads zeroes: migrate.c).  Such a hold
+ * is a device entry claimed with its frame not yet published, or a bare
+ * claim: the only ones left at a discard are migrations' (collect's,
+ * and a coherent device's throughout), as the handler's own fills are
+ * done and its rescues in the range cancelled before this.
  */
+static bool migration_holds(uint64_t e)
+{
+	return shadow_is_filling(e) || migrating_to_device(e);
+}
+
 static int discard_one(void *arg, uint64_t vpn, _Atomic uint64_t *slot)
 {
 	struct discard *d = arg;
 	uint64_t claim;
 	bool mark_gone = d->unmap ||
-			 (d->process && migrating_to_device(atomic_load(slot)));
+			 (d->process && migration_holds(atomic_load(slot)));
 	if (!shadow_claim_to_drop(&d->drop.ctx->shadow, vpn, slot, mark_gone,
 				  &claim))
 		return 0;

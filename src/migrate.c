@@ -740,10 +740,32 @@ static void chunk_copy(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	chunk_copy_end(ctx, pgmap, c, rc);
 }
 
+/*
+ * Let go of the copied pages the process discarded or unmapped since the
+ * claim (lifecycle.c marks their claims GONE), once the handler has
+ * handled every event raised so far: they stay in system memory, zapped
+ * (reading zeroes) or gone, as the kernel's migration leaves out a page
+ * whose migration entry was zapped.  Mapped, their frames would show the
+ * bytes copied before the discard.  A discard after this look meets the
+ * page mapped: chunk_publish_coherent.
+ */
+static void chunk_drop_gone(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+			    struct chunk *c)
+{
+	handler_sync(ctx);
+	bool drop[CHUNK_PAGES];
+	for (size_t i = 0; i < c->n; i++)
+		drop[i] = st_copied(c->status[i]) &&
+			  shadow_claim_at(&ctx->shadow, c->vpn + i,
+					  shadow_filling()) == LET_GO_GONE;
+	chunk_let_go(ctx, pgmap, c, drop);
+}
+
 /* Map runs of copied pages with consecutive frames over their addresses. */
 static void chunk_map_coherent(struct hetmm_ctx *ctx,
 			       struct hetmm_pagemap *pgmap, struct chunk *c)
 {
+	chunk_drop_gone(ctx, pgmap, c);
 	for (size_t i = 0; i < c->n;) {
 		if (!st_copied(c->status[i])) {
 			i++;
@@ -857,6 +879,29 @@ static void chunk_mark(struct hetmm_ctx *ctx,
 	}
 }
 
+/*
+ * Publish coherent page i as e.  Its mapping is in place, the frame's: if
+ * the process discarded the page since chunk_drop_gone looked (its claim
+ * marked GONE), it reads zeroes, as a discarded coherent page does
+ * (lifecycle.c), and is published all the same.  One it unmapped is
+ * dropped.  A write the process made after its discard and before this
+ * is lost, as one made before the handler handles the discard of a
+ * published coherent page is.
+ */
+static bool chunk_publish_coherent(struct hetmm_ctx *ctx,
+				   struct hetmm_pagemap *pgmap,
+				   const struct chunk *c, size_t i, uint64_t e)
+{
+	uint64_t vpn = c->vpn + i, claim = shadow_filling();
+	enum shadow_let_go st = shadow_try_release(&ctx->shadow, vpn, claim, e);
+	if (st == LET_GO_DONE)
+		return true;
+	if (st != LET_GO_GONE || range_has_gap(chunk_addr(c, i), 1))
+		return publish_or_drop(ctx, vpn, claim, e, false);
+	memset(pgmap->ops->page_address(pgmap, c->frame[i]), 0, PAGE_SIZE);
+	return shadow_publish_gone(&ctx->shadow, vpn, claim, e);
+}
+
 /* Commit, but for the wake: metadata, then publish.  huge: PAGE_HUGE
  * for every frame (the chunks of a huge device page all arrived).
  * Returns the pages moved. */
@@ -888,9 +933,11 @@ static size_t chunk_publish(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 				(o & PAGE_MASK) | HETMM_PAGE_ALLOCATED |
 				(st == ST_DONE_ZERO ? HETMM_PAGE_ZERO : 0) | huge))
 			;
-		if (!publish_or_drop(ctx, c->vpn + i, chunk_claim(pgmap, c, i),
-				shadow_device(pagemap_pfn(pgmap, c->frame[i])),
-				false)) {
+		uint64_t e = shadow_device(pagemap_pfn(pgmap, c->frame[i]));
+		if (pagemap_is_coherent(pgmap) ?
+		    !chunk_publish_coherent(ctx, pgmap, c, i, e) :
+		    !publish_or_drop(ctx, c->vpn + i, chunk_claim(pgmap, c, i),
+				     e, false)) {
 			c->status[i] = HETMM_MIGRATE_SKIP_BUSY;  /* unmapped */
 			continue;
 		}

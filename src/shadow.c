@@ -188,8 +188,8 @@ enum shadow_let_go shadow_claim_at(struct shadow *sh, uint64_t vpn,
 	return v == (claim | SHADOW_GONE_) ? LET_GO_GONE : LET_GO_MOVED;
 }
 
-enum shadow_let_go shadow_release(struct shadow *sh, uint64_t vpn,
-				  uint64_t claim, uint64_t e)
+enum shadow_let_go shadow_try_release(struct shadow *sh, uint64_t vpn,
+				      uint64_t claim, uint64_t e)
 {
 	_Atomic uint64_t *slot = shadow_slot(sh, vpn, false);
 	for (;;) {
@@ -199,12 +199,28 @@ enum shadow_let_go shadow_release(struct shadow *sh, uint64_t vpn,
 		v = claim_settled(slot, claim);
 		if (v == claim)
 			continue;   /* a carry that gave up */
-		if (v != (claim | SHADOW_GONE_))
-			return LET_GO_MOVED;
-		/* Only the claimer clears a claim marked GONE. */
-		atomic_store_explicit(slot, 0, memory_order_release);
-		return LET_GO_GONE;
+		return v == (claim | SHADOW_GONE_) ? LET_GO_GONE
+						   : LET_GO_MOVED;
 	}
+}
+
+enum shadow_let_go shadow_release(struct shadow *sh, uint64_t vpn,
+				  uint64_t claim, uint64_t e)
+{
+	enum shadow_let_go st = shadow_try_release(sh, vpn, claim, e);
+	/* Only the claimer clears a claim marked GONE. */
+	if (st == LET_GO_GONE)
+		atomic_store_explicit(shadow_slot(sh, vpn, false), 0,
+				      memory_order_release);
+	return st;
+}
+
+bool shadow_publish_gone(struct shadow *sh, uint64_t vpn, uint64_t claim,
+			 uint64_t e)
+{
+	uint64_t v = claim | SHADOW_GONE_;
+	return atomic_compare_exchange_strong(shadow_slot(sh, vpn, false), &v,
+					      e);
 }
 
 bool shadow_carry_begin(_Atomic uint64_t *from, uint64_t claim,

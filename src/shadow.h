@@ -15,7 +15,9 @@
  *                           a fault brought back, whose thread may run
  *                           already (0 in a moment)
  *   BUSY | GONE [| ...]     claimed, and the process unmapped the page
- *                           meanwhile: the claimer must not publish it
+ *                           meanwhile, or discarded it while a migration
+ *                           to a device held it: the claimer must not
+ *                           publish it as it is
  *   BUSY | MOVED | ...      for a moment, while the handler carries a
  *                           claimed device page to where mremap moved
  *                           its process page (shadow_carry_begin); then
@@ -250,7 +252,8 @@ bool claim_system_page(_Atomic uint64_t *slot, uint64_t *e);
 /* Where a claim is when its claimer lets go of it. */
 enum shadow_let_go {
 	LET_GO_DONE,      /* here: e published */
-	LET_GO_GONE,      /* the process unmapped the page: entry cleared */
+	LET_GO_GONE,      /* the process unmapped the page (or discarded
+			   * it, under a migration): entry cleared */
 	LET_GO_MOVED,     /* mremap carried the claim to the address its
 			   * frame's owner names: this word, untouched, is
 			   * someone else's now; let go of it there */
@@ -263,6 +266,15 @@ enum shadow_let_go {
  */
 enum shadow_let_go shadow_release(struct shadow *sh, uint64_t vpn,
 				  uint64_t claim, uint64_t e);
+/* The same, but a claim marked GONE is left so (LET_GO_GONE), for its
+ * claimer to look at the page first (a coherent one, still mapped, was
+ * discarded, not unmapped: migrate.c). */
+enum shadow_let_go shadow_try_release(struct shadow *sh, uint64_t vpn,
+				      uint64_t claim, uint64_t e);
+/* Publish e over the claimer's claim marked GONE, which nobody else
+ * changes; false if the entry is not that. */
+bool shadow_publish_gone(struct shadow *sh, uint64_t vpn, uint64_t claim,
+			 uint64_t e);
 /* The same look without letting go: DONE if the claim is still at vpn. */
 enum shadow_let_go shadow_claim_at(struct shadow *sh, uint64_t vpn,
 				   uint64_t claim);

@@ -41,6 +41,9 @@ static char *pages;
 static pthread_t migrator;
 static _Atomic pid_t toucher_tid;
 static atomic_bool copy_reached, touch_done;
+/* Where the migration is held: TEST_HOOK_TO_DEVICE_COPYING, or
+ * TEST_HOOK_TO_DEVICE_COPIED (copied and mapped, not yet published). */
+static enum test_hook_point hold_at;
 
 static void wait_for(atomic_bool *flag, double secs)
 {
@@ -68,7 +71,7 @@ static bool thread_sleeps(pid_t tid)
 static void hook(enum test_hook_point point, uintptr_t addr, size_t len)
 {
 	uintptr_t at = (uintptr_t)pages + TARGET * PS;
-	if (point != TEST_HOOK_TO_DEVICE_COPYING || at < addr ||
+	if (point != hold_at || at < addr ||
 	    at >= addr + len || !pthread_equal(pthread_self(), migrator))
 		return;
 	atomic_store(&copy_reached, true);
@@ -114,8 +117,10 @@ static void *writer_watch(void *arg)
 }
 
 /* Migrate the chunk with the hook set while thread fn touches page
- * TARGET (watch, if any, says when it has). */
-static void migrate_touched(void *(*fn)(void *), void *(*watch)(void *))
+ * TARGET (watch, if any, says when it has); moved: how many pages must
+ * reach the device (all but TARGET if it is left out). */
+static void migrate_touched(void *(*fn)(void *), void *(*watch)(void *),
+			    size_t moved)
 {
 	pthread_t t, w;
 	pages = t_map(NPAGES);
@@ -133,8 +138,9 @@ static void migrate_touched(void *(*fn)(void *), void *(*watch)(void *))
 		REQUIRE(pthread_join(w, NULL) == 0);
 	CHECK(atomic_load(&copy_reached));
 	CHECK(atomic_load(&touch_done));
-	CHECK_EQ(rep.moved, NPAGES);
-	CHECK_EQ(t_count_on_device(ctx, pages, NPAGES), NPAGES);
+	CHECK_EQ(rep.moved, moved);
+	CHECK_EQ(t_count_on_device(ctx, pages, NPAGES), moved);
+	CHECK_EQ(t_on_device(ctx, pages + TARGET * PS), moved == NPAGES);
 }
 
 /* The other pages keep their bytes, on the device and back. */
@@ -145,11 +151,27 @@ static void verify_others(void)
 			CHECK_EQ(t_verify_from(pages + i * PS, 1, SEED, i), 0);
 }
 
-/* A page discarded before the copy read it: on the device as zeroes
- * (before: the copy waited on its own claim, for good). */
+/* A page discarded before the copy read it: left out of the migration,
+ * as the kernel leaves out a page whose migration entry was zapped, and
+ * reading zeroes (before: the copy waited on its own claim, for good). */
 static void discard_before_copy(void)
 {
-	migrate_touched(discarder_main, NULL);
+	hold_at = TEST_HOOK_TO_DEVICE_COPYING;
+	migrate_touched(discarder_main, NULL, NPAGES - 1);
+	CHECK_EQ(t_nonzero_pages(pages + TARGET * PS, 1), 0);
+	verify_others();
+	CHECK_OK(hetmm_migrate_to_system(ctx, pages, NPAGES * PS, NULL));
+	CHECK_EQ(t_nonzero_pages(pages + TARGET * PS, 1), 0);
+	verify_others();
+}
+
+/* A page discarded once copied and mapped, before the migration
+ * published it: on the device, reading zeroes, as a discarded coherent
+ * page does (before: the bytes copied before the discard). */
+static void discard_after_copy(void)
+{
+	hold_at = TEST_HOOK_TO_DEVICE_COPIED;
+	migrate_touched(discarder_main, NULL, NPAGES);
 	CHECK_EQ(t_nonzero_pages(pages + TARGET * PS, 1), 0);
 	verify_others();
 	CHECK_OK(hetmm_migrate_to_system(ctx, pages, NPAGES * PS, NULL));
@@ -172,7 +194,8 @@ static void check_written(void)
 /* A write while the copy runs: it waits, and lands on the device. */
 static void write_during_copy(void)
 {
-	migrate_touched(writer_main, writer_watch);
+	hold_at = TEST_HOOK_TO_DEVICE_COPYING;
+	migrate_touched(writer_main, writer_watch, NPAGES);
 	check_written();
 	verify_others();
 	CHECK_OK(hetmm_migrate_to_system(ctx, pages, NPAGES * PS, NULL));
@@ -234,6 +257,7 @@ int main(void)
 		fprintf(stderr, "test_cohcopy: no coherent devices here\n");
 		return 77;
 	}
+	run_part(discard_after_copy, "discard after the copy");
 	run_part(write_during_copy, "write during the copy");
 	return t_done();
 }
