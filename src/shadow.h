@@ -260,14 +260,17 @@ enum shadow_let_go {
 };
 /*
  * Let go of the claim (an entry with BUSY) on vpn by publishing e, unless
- * the process unmapped the page meanwhile and marked the claim GONE (the
- * entry is cleared) or mremap carried it elsewhere (see the enum).  A
+ * the process unmapped the page meanwhile (or discarded it, under a
+ * migration) and the claim is marked GONE (the entry is cleared) or mremap carried it elsewhere (see the enum).  A
  * carry under way is waited out: the handler finishes it at once.
  */
 enum shadow_let_go shadow_release(struct shadow *sh, uint64_t vpn,
 				  uint64_t claim, uint64_t e);
-/* The same, but a claim marked GONE is left so (LET_GO_GONE), for its
- * claimer to look at the page first (a coherent one, still mapped, was
+/* The same look without letting go: DONE if the claim is still at vpn. */
+enum shadow_let_go shadow_claim_at(struct shadow *sh, uint64_t vpn,
+				   uint64_t claim);
+/* shadow_release, but a claim marked GONE is left so (LET_GO_GONE), for
+ * its claimer to look at the page first (a coherent one still mapped was
  * discarded, not unmapped: migrate.c). */
 enum shadow_let_go shadow_try_release(struct shadow *sh, uint64_t vpn,
 				      uint64_t claim, uint64_t e);
@@ -275,9 +278,6 @@ enum shadow_let_go shadow_try_release(struct shadow *sh, uint64_t vpn,
  * changes; false if the entry is not that. */
 bool shadow_publish_gone(struct shadow *sh, uint64_t vpn, uint64_t claim,
 			 uint64_t e);
-/* The same look without letting go: DONE if the claim is still at vpn. */
-enum shadow_let_go shadow_claim_at(struct shadow *sh, uint64_t vpn,
-				   uint64_t claim);
 /*
  * mremap moved the process page of the claimed device entry claim from
  * *from to the address of *to (the handler, lifecycle.c): mark the claim
