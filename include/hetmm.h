@@ -1063,6 +1063,9 @@ struct hetmm_notifier_ops {
 	 * thread that migrates, possibly concurrently for different ranges.
 	 * It must not touch process memory that may fault, nor munmap or
 	 * madvise memory of the context: the handler may be waiting on it.
+	 * Nor may a lock it takes be held across such a touch: a page a
+	 * malloc arena hands out may be one never touched of a mapping
+	 * hetmm registered whole, which only the handler fills.
 	 */
 	void (*invalidate)(struct hetmm_notifier *n, uintptr_t start,
 			   uintptr_t end, enum hetmm_event why, void *arg);

@@ -99,16 +99,33 @@ union pt_node {
 #define ENT_EXCL (1ULL << 60)     /* held exclusive (make_exclusive) */
 #define ENT_INDEX_MASK ((1ULL << 48) - 1)
 
-static uint64_t *pt_slot(union pt_node **root, uint64_t vpn, bool create)
+/*
+ * Nodes the table takes under the mirror's lock come from spares,
+ * allocated and written without it (mirror_fill_spare): memory a malloc
+ * arena hands out may lie in a mapping hetmm registered whole (the
+ * kernel merged the arena's mapping with the process's), where a page
+ * never touched is a hole that only the fault handler fills, and the
+ * handler may be waiting for this very lock meanwhile, in
+ * mirror_invalidate (test_mirrorlock: neither moved again).  A store of
+ * EMU_CHUNK pages at most spans two leaves: a root and two paths below.
+ */
+#define PT_SPARE (1 + 2 * (PT_LEVELS - 1))
+
+struct pt_spare {
+	union pt_node *node[PT_SPARE];
+	unsigned n;
+};
+
+/* The entry of vpn; with spare, made (NULL if the spares run out). */
+static uint64_t *pt_slot(union pt_node **root, uint64_t vpn,
+			 struct pt_spare *spare)
 {
 	union pt_node **np = root;
 	for (int level = PT_LEVELS - 1;; level--) {
 		if (!*np) {
-			if (!create)
+			if (!spare || !spare->n)
 				return NULL;
-			*np = calloc(1, sizeof(union pt_node));
-			if (!*np)
-				return NULL;
+			*np = spare->node[--spare->n];
 		}
 		unsigned i = (unsigned)(vpn >> (level * PT_SHIFT)) &
 			     (PT_SLOTS - 1);
@@ -120,8 +137,42 @@ static uint64_t *pt_slot(union pt_node **root, uint64_t vpn, bool create)
 
 static uint64_t pt_get(union pt_node **root, uint64_t vpn)
 {
-	uint64_t *slot = pt_slot(root, vpn, false);
+	uint64_t *slot = pt_slot(root, vpn, NULL);
 	return slot ? *slot : 0;
+}
+
+/* Put n entries from vpn: -EAGAIN if the spares ran out first. */
+static int pt_put(union pt_node **root, struct pt_spare *spare, uint64_t vpn,
+		  size_t n, const uint64_t *ents)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint64_t *slot = pt_slot(root, vpn + i, spare);
+		if (!slot)
+			return -EAGAIN;
+		*slot = ents[i];
+	}
+	return 0;
+}
+
+/* A new node, every page of it written: see PT_SPARE.  Atomic stores:
+ * the compiler drops plain ones, even volatile ones, as calloc's memory
+ * reads zero already. */
+static union pt_node *pt_node_new(void)
+{
+	union pt_node *node = calloc(1, sizeof(*node));
+	if (!node)
+		return NULL;
+	char *p = (char *)node;
+	for (size_t off = 0; off < sizeof(*node); off += PS)
+		__atomic_store_n(&p[off], 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&p[sizeof(*node) - 1], 0, __ATOMIC_RELAXED);
+	return node;
+}
+
+static void pt_spare_free(struct pt_spare *spare)
+{
+	while (spare->n)
+		free(spare->node[--spare->n]);
 }
 
 /* Clear [first, last) in the subtree of node, whose slot 0 is page base;
@@ -183,6 +234,7 @@ struct hetmm_mirror {
 	struct hetmm_notifier *notifier;  /* the whole address space */
 	pthread_mutex_t lock;             /* the device page table */
 	union pt_node *pt;
+	struct pt_spare spare;            /* its next nodes, under the lock */
 	atomic_uint_fast64_t faults;
 	atomic_uint_fast64_t events[HETMM_EVENT_COUNT];
 };
@@ -416,6 +468,7 @@ static void mirror_free(struct hetmm_mirror *m, bool remove_notifier)
 	if (remove_notifier)
 		hetmm_notifier_remove(m->notifier);
 	pt_free(m->pt, PT_LEVELS - 1);
+	pt_spare_free(&m->spare);
 	pthread_mutex_destroy(&m->lock);
 	free(m);
 }
@@ -713,17 +766,42 @@ static uint64_t entry_from_range(struct hetmm_emu *emu, uint64_t r)
 	return ENT_VALID | w;
 }
 
-/* Store the entries of one range fault, under the mirror lock. */
-static int mirror_store(struct hetmm_mirror *m, uint64_t vpn, size_t n,
-			const uint64_t *ents)
+/* Top the spare nodes up, without the lock (PT_SPARE). */
+static int mirror_fill_spare(struct hetmm_mirror *m)
 {
-	for (size_t i = 0; i < n; i++) {
-		uint64_t *slot = pt_slot(&m->pt, vpn + i, true);
-		if (!slot)
-			return -ENOMEM;
-		*slot = entry_from_range(m->emu, ents[i]);
-	}
+	struct pt_spare fresh = { .n = 0 };
+	while (fresh.n < PT_SPARE &&
+	       (fresh.node[fresh.n] = pt_node_new()) != NULL)
+		fresh.n++;
+	if (!fresh.n)
+		return -ENOMEM;
+	pthread_mutex_lock(&m->lock);
+	while (fresh.n && m->spare.n < PT_SPARE)
+		m->spare.node[m->spare.n++] = fresh.node[--fresh.n];
+	pthread_mutex_unlock(&m->lock);
+	pt_spare_free(&fresh);
 	return 0;
+}
+
+/*
+ * Put the device's entries ents of n pages from vpn into its page table,
+ * under the lock, unless an invalidation came since seq (-EBUSY).
+ */
+static int mirror_store(struct hetmm_mirror *m, uint64_t seq, uint64_t vpn,
+			size_t n, const uint64_t *ents)
+{
+	for (;;) {
+		int rc = -EBUSY;
+		pthread_mutex_lock(&m->lock);
+		if (!hetmm_notifier_read_retry(m->notifier, seq))
+			rc = pt_put(&m->pt, &m->spare, vpn, n, ents);
+		pthread_mutex_unlock(&m->lock);
+		if (rc != -EAGAIN)
+			return rc;
+		rc = mirror_fill_spare(m);
+		if (rc)
+			return rc;
+	}
 }
 
 /* How long a range fault keeps retrying while invalidations undo it,
@@ -764,14 +842,11 @@ static int mirror_range(struct hetmm_mirror *m, uint64_t vpn, size_t n,
 		if (!rc && !store)
 			return 0;
 		if (!rc) {
-			pthread_mutex_lock(&m->lock);
-			if (!hetmm_notifier_read_retry(m->notifier,
-						       r.notifier_seq)) {
-				rc = mirror_store(m, vpn, n, ents);
-				pthread_mutex_unlock(&m->lock);
+			for (size_t i = 0; i < n; i++)
+				ents[i] = entry_from_range(m->emu, ents[i]);
+			rc = mirror_store(m, r.notifier_seq, vpn, n, ents);
+			if (rc != -EBUSY)
 				return rc;
-			}
-			pthread_mutex_unlock(&m->lock);
 		}
 		if (now_ns() > deadline)
 			return -EBUSY;
@@ -1135,6 +1210,7 @@ static int mirror_excl_chunk(struct hetmm_mirror *m, uint64_t vpn, size_t n)
 {
 	struct hetmm_emu *emu = m->emu;
 	hetmm_pfn_t pfns[EMU_CHUNK];
+	uint64_t ents[EMU_CHUNK];
 	for (int tries = 0; tries < EXCL_TRIES; tries++) {
 		uint64_t seq;
 		int rc = hetmm_make_device_exclusive(emu->pgmap, m->notifier,
@@ -1142,24 +1218,19 @@ static int mirror_excl_chunk(struct hetmm_mirror *m, uint64_t vpn, size_t n)
 						     pfns, &seq);
 		if (rc)
 			return rc;
-		pthread_mutex_lock(&m->lock);
-		if (!hetmm_notifier_read_retry(m->notifier, seq)) {
-			for (size_t i = 0; i < n && !rc; i++) {
-				uint64_t idx = hetmm_pfn_number(pfns[i]) -
-					       emu->first_pfn;
-				uint64_t *slot = pt_slot(&m->pt, vpn + i, true);
-				if (!slot)
-					rc = -ENOMEM;
-				else if (idx >= emu->nr_pages)
-					rc = -EIO;   /* not our frame */
-				else
-					*slot = ENT_VALID | ENT_WRITE |
-						ENT_DEVICE | ENT_EXCL | idx;
-			}
-			pthread_mutex_unlock(&m->lock);
-			return rc;
+		/* Entries up to the first frame not ours (-EIO). */
+		size_t k = 0;
+		for (; k < n; k++) {
+			uint64_t idx = hetmm_pfn_number(pfns[k]) -
+				       emu->first_pfn;
+			if (idx >= emu->nr_pages)
+				break;
+			ents[k] = ENT_VALID | ENT_WRITE | ENT_DEVICE |
+				  ENT_EXCL | idx;
 		}
-		pthread_mutex_unlock(&m->lock);
+		rc = mirror_store(m, seq, vpn, k, ents);
+		if (rc != -EBUSY)
+			return rc ? rc : k < n ? -EIO : 0;
 		sched_yield();
 	}
 	return -EBUSY;
