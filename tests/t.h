@@ -22,6 +22,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -273,6 +274,45 @@ static inline void t_run_child_at(const char *name, int (*fn)(const void *),
 
 #define t_run_child(name, fn, arg, limit)                                 \
 	t_run_child_at((name), (fn), (arg), (limit), __FILE__, __LINE__)
+
+/* Wait up to secs for *flag. */
+static inline void t_wait_flag(atomic_bool *flag, double secs)
+{
+	for (double end = t_now() + secs; !atomic_load(flag) && t_now() < end;)
+		usleep(1000);
+}
+
+/* /proc/self/task/<tid>/<file> into buf (at most len - 1 bytes, ended by
+ * a 0); no allocation, so that the fault handler may call it (in a test
+ * hook or notifier). */
+static inline void t_task_file(pid_t tid, const char *file, char *buf,
+			       size_t len)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/self/task/%d/%s", (int)tid, file);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd < 0 ? -1 : read(fd, buf, len - 1);
+	if (fd >= 0)
+		close(fd);
+	buf[n > 0 ? n : 0] = 0;
+}
+
+/* Is thread tid asleep ('S' in its stat)? */
+static inline bool t_thread_sleeps(pid_t tid)
+{
+	char buf[256];
+	t_task_file(tid, "stat", buf, sizeof(buf));
+	const char *s = strrchr(buf, ')');
+	return s && s[1] == ' ' && s[2] == 'S';
+}
+
+/* Is thread tid waiting in a userfault (its wchan)? */
+static inline bool t_in_userfault(pid_t tid)
+{
+	char buf[64];
+	t_task_file(tid, "wchan", buf, sizeof(buf));
+	return strcmp(buf, "handle_userfault") == 0;
+}
 
 /* Remove dir, a test's temporary directory, and the files in it. */
 static inline void t_rmdir_files(const char *dir)

@@ -17,14 +17,12 @@
  * copy is about to read (TEST_HOOK_TO_DEVICE_COPYING) while a second
  * thread discards or writes, and goes on only once the handler has
  * handled that (a sync through it) or the writer waits in its fault.
- * Each part runs in a child, so that a hang is a failure after a
- * timeout, not a stuck test.
+ * Each part runs in a child (t_run_child), so that a hang is a failure
+ * after a timeout, not a stuck test.
  */
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "t.h"
@@ -45,27 +43,6 @@ static atomic_bool copy_reached, touch_done;
  * TEST_HOOK_TO_DEVICE_COPIED (copied and mapped, not yet published). */
 static enum test_hook_point hold_at;
 
-static void wait_for(atomic_bool *flag, double secs)
-{
-	for (double end = t_now() + secs; !atomic_load(flag) && t_now() < end;)
-		usleep(1000);
-}
-
-/* Is thread tid asleep (in a fault's wait, once it said it touches)? */
-static bool thread_sleeps(pid_t tid)
-{
-	char path[64], buf[256];
-	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return false;
-	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = 0;
-	const char *s = strrchr(buf, ')');
-	return s && s[1] == ' ' && s[2] == 'S';
-}
-
 /* The migration's copy reads the chunk next: hold it until the second
  * thread has touched the page. */
 static void hook(enum test_hook_point point, uintptr_t addr, size_t len)
@@ -75,7 +52,7 @@ static void hook(enum test_hook_point point, uintptr_t addr, size_t len)
 	    at >= addr + len || !pthread_equal(pthread_self(), migrator))
 		return;
 	atomic_store(&copy_reached, true);
-	wait_for(&touch_done, 10.0 * t_time_scale());
+	t_wait_flag(&touch_done, 10.0 * t_time_scale());
 }
 
 /* The process discards the page while the copy is held, and syncs: the
@@ -83,7 +60,7 @@ static void hook(enum test_hook_point point, uintptr_t addr, size_t len)
 static void *discarder_main(void *arg)
 {
 	(void)arg;
-	wait_for(&copy_reached, 10.0 * t_time_scale());
+	t_wait_flag(&copy_reached, 10.0 * t_time_scale());
 	CHECK(madvise(pages + TARGET * PS, PS, MADV_DONTNEED) == 0);
 	CHECK_OK(hetmm_ctx_sync(ctx));
 	atomic_store(&touch_done, true);
@@ -96,7 +73,7 @@ static void *writer_main(void *arg)
 {
 	(void)arg;
 	atomic_store(&toucher_tid, gettid());
-	wait_for(&copy_reached, 10.0 * t_time_scale());
+	t_wait_flag(&copy_reached, 10.0 * t_time_scale());
 	/* Atomic, as the device's copy engine reads (emu.c): the write
 	 * protection that orders the two is hidden from a race detector. */
 	__atomic_store_n((uint64_t *)(pages + TARGET * PS), WRITTEN,
@@ -107,9 +84,9 @@ static void *writer_main(void *arg)
 static void *writer_watch(void *arg)
 {
 	(void)arg;
-	wait_for(&copy_reached, 10.0 * t_time_scale());
+	t_wait_flag(&copy_reached, 10.0 * t_time_scale());
 	for (double end = t_now() + 10.0 * t_time_scale();
-	     !thread_sleeps(atomic_load(&toucher_tid)) && t_now() < end;)
+	     !t_thread_sleeps(atomic_load(&toucher_tid)) && t_now() < end;)
 		usleep(1000);
 	usleep(20000);   /* in its fault, not on its way */
 	atomic_store(&touch_done, true);
@@ -203,61 +180,54 @@ static void write_during_copy(void)
 	verify_others();
 }
 
-/*
- * Run part in a child with its own context and coherent device: 0 if it
- * passed, 77 if the kernel gives no coherent devices, else failed; a
- * child that outlives the timeout hung, and is killed.
- */
-static int run_part(void (*part)(void), const char *name)
+/* A part, for t_run_child: its own context and coherent device, in a
+ * child, whose exit status is its result. */
+struct part {
+	void (*fn)(void);
+};
+
+static int part_child(const void *arg)
 {
+	struct hetmm_emu *emu;
+	t_failures = 0;   /* the child's own checks */
+	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
+	REQUIRE_OK(hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_COHERENT, 64,
+				    &emu));
+	REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
+	((const struct part *)arg)->fn();
+	CHECK_OK(hetmm_emu_destroy(emu));
+	CHECK_OK(hetmm_ctx_destroy(ctx));
 	fflush(NULL);
-	pid_t pid = fork();
-	REQUIRE(pid >= 0);
-	if (pid == 0) {
-		struct hetmm_emu *emu;
-		t_failures = 0;   /* the child's own checks */
-		REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
-		int rc = hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_COHERENT,
-					  64, &emu);
-		if (rc == -EOPNOTSUPP)
-			_exit(77);
-		REQUIRE_OK(rc);
-		REQUIRE_OK(hetmm_emu_pagemap(emu, &pg));
-		part();
+	return t_failures != 0;
+}
+
+/* Does this kernel give coherent devices? */
+static bool coherent_here(void)
+{
+	struct hetmm_emu *emu;
+	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
+	int rc = hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_COHERENT, 64, &emu);
+	if (!rc)
 		CHECK_OK(hetmm_emu_destroy(emu));
-		CHECK_OK(hetmm_ctx_destroy(ctx));
-		fflush(NULL);
-		_exit(t_failures != 0);
-	}
-	int st = 0;
-	pid_t r;
-	double end = t_now() + 30.0 * t_time_scale();
-	while ((r = waitpid(pid, &st, WNOHANG)) == 0 && t_now() < end)
-		usleep(10000);
-	if (r == 0) {
-		kill(pid, SIGKILL);
-		REQUIRE(waitpid(pid, &st, 0) == pid);
-		t_fail(__FILE__, __LINE__, "%s: hung, killed", name);
-		return 1;
-	}
-	REQUIRE(r == pid);
-	if (WIFEXITED(st) && WEXITSTATUS(st) == 77)
-		return 77;
-	if (!WIFEXITED(st) || WEXITSTATUS(st)) {
-		t_fail(__FILE__, __LINE__, "%s: failed (status %#x)", name, st);
-		return 1;
-	}
-	fprintf(stderr, "%s: ok\n", name);
-	return 0;
+	CHECK_OK(hetmm_ctx_destroy(ctx));
+	if (rc != -EOPNOTSUPP)
+		REQUIRE_OK(rc);
+	return rc == 0;
 }
 
 int main(void)
 {
-	if (run_part(discard_before_copy, "discard before the copy") == 77) {
+	static const struct part before = { discard_before_copy },
+				 after = { discard_after_copy },
+				 write = { write_during_copy };
+	unsigned limit = 30 * t_time_scale();
+	if (!coherent_here()) {
 		fprintf(stderr, "test_cohcopy: no coherent devices here\n");
 		return 77;
 	}
-	run_part(discard_after_copy, "discard after the copy");
-	run_part(write_during_copy, "write during the copy");
+	fflush(NULL);
+	t_run_child("discard before the copy", part_child, &before, limit);
+	t_run_child("discard after the copy", part_child, &after, limit);
+	t_run_child("write during the copy", part_child, &write, limit);
 	return t_done();
 }

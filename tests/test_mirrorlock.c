@@ -22,12 +22,9 @@
  * returned, the child is killed.)  The allocator replaced, this runs
  * without sanitizers only: their runtimes own calloc() and free().
  */
-#include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "t.h"
@@ -64,12 +61,6 @@ static struct hetmm_ctx *ctx;
 static struct hetmm_mirror *mirror;
 static char *data;
 
-static void wait_for(atomic_bool *flag, double secs)
-{
-	for (double end = t_now() + secs; !atomic_load(flag) && t_now() < end;)
-		usleep(1000);
-}
-
 static bool in_arena(const void *p)
 {
 	return arena && (const char *)p >= arena &&
@@ -87,7 +78,7 @@ void *calloc(size_t n, size_t size)
 	    atomic_load(&arena_next) == ARENA_PAGES)
 		return __libc_calloc(n, size);
 	if (!atomic_exchange(&in_calloc, true))
-		wait_for(&in_invalidate, 10.0 * t_time_scale());
+		t_wait_flag(&in_invalidate, 10.0 * t_time_scale());
 	return arena + atomic_fetch_add(&arena_next, 1) * PS;
 }
 
@@ -95,21 +86,6 @@ void free(void *p)
 {
 	if (!in_arena(p))
 		__libc_free(p);
-}
-
-/* Is thread tid waiting in a userfault?  Asked on the handler: no
- * allocation. */
-static bool in_userfault(pid_t tid)
-{
-	char path[64], buf[64];
-	snprintf(path, sizeof(path), "/proc/self/task/%d/wchan", (int)tid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return false;
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	buf[n > 0 ? n : 0] = 0;
-	return strstr(buf, "userfault") != NULL;
 }
 
 /* Called before the mirror's (notifiers are called newest first): hold
@@ -123,7 +99,7 @@ static void hold_invalidate(struct hetmm_notifier *n, uintptr_t start,
 		return;
 	for (double t = t_now() + 10.0 * t_time_scale();
 	     !atomic_load(&reader_done) &&
-	     !in_userfault(atomic_load(&reader_tid)) && t_now() < t;)
+	     !t_in_userfault(atomic_load(&reader_tid)) && t_now() < t;)
 		usleep(1000);
 }
 
@@ -143,8 +119,9 @@ static void *reader_main(void *arg)
 }
 
 /* A discard while the mirror's thread stores a range fault's entries. */
-static void discard_while_mirror_stores(void)
+static int discard_while_mirror_stores(const void *arg)
 {
+	(void)arg;
 	struct hetmm_emu *emu;
 	struct hetmm_pagemap *pg;
 	struct hetmm_notifier *hold;
@@ -167,7 +144,7 @@ static void discard_while_mirror_stores(void)
 	REQUIRE(pthread_create(&reader, NULL, reader_main, buf) == 0);
 
 	/* The mirror's thread holds its lock, in calloc: discard. */
-	wait_for(&in_calloc, 10.0 * t_time_scale());
+	t_wait_flag(&in_calloc, 10.0 * t_time_scale());
 	CHECK(atomic_load(&in_calloc));
 	CHECK(madvise(data + PS, PS, MADV_DONTNEED) == 0);
 	REQUIRE(pthread_join(reader, NULL) == 0);
@@ -180,31 +157,15 @@ static void discard_while_mirror_stores(void)
 	CHECK_OK(hetmm_mirror_destroy(mirror));
 	CHECK_OK(hetmm_emu_destroy(emu));
 	CHECK_OK(hetmm_ctx_destroy(ctx));
+	fflush(NULL);
+	return t_failures != 0;
 }
 
 int main(void)
 {
 	fflush(NULL);
-	pid_t pid = fork();
-	REQUIRE(pid >= 0);
-	if (pid == 0) {
-		discard_while_mirror_stores();
-		fflush(NULL);
-		_exit(t_failures != 0);
-	}
-	int st = 0;
-	pid_t r;
-	double end = t_now() + 30.0 * t_time_scale();
-	while ((r = waitpid(pid, &st, WNOHANG)) == 0 && t_now() < end)
-		usleep(10000);
-	if (r == 0) {
-		kill(pid, SIGKILL);
-		REQUIRE(waitpid(pid, &st, 0) == pid);
-		t_fail(__FILE__, __LINE__, "hung: the mirror's read never "
-			       "returned, killed");
-	} else if (!WIFEXITED(st) || WEXITSTATUS(st)) {
-		t_fail(__FILE__, __LINE__, "child failed (status %#x)", st);
-	}
+	t_run_child("discard while the mirror stores",
+		    discard_while_mirror_stores, NULL, 30 * t_time_scale());
 	return t_done();
 }
 #endif

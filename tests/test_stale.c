@@ -56,27 +56,6 @@ static void reader_signal(int sig)
 	siglongjmp(reader_env, 1);
 }
 
-/* Is thread tid asleep (in its sync's fault, once it said it syncs)? */
-static bool thread_sleeps(pid_t tid)
-{
-	char path[64], buf[256];
-	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return false;
-	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = 0;
-	const char *s = strrchr(buf, ')');
-	return s && s[1] == ' ' && s[2] == 'S';
-}
-
-static void wait_for(atomic_bool *flag, double secs)
-{
-	for (double end = t_now() + secs; !atomic_load(flag) && t_now() < end;)
-		usleep(1000);
-}
-
 static void hook(enum test_hook_point point, uintptr_t addr, size_t len)
 {
 	uintptr_t at = (uintptr_t)page;
@@ -85,15 +64,15 @@ static void hook(enum test_hook_point point, uintptr_t addr, size_t len)
 		/* The page has left; hold the commit until the reader's
 		 * fault is served and its sync answered. */
 		atomic_store(&moved, true);
-		wait_for(&reader_synced, 10.0);
+		t_wait_flag(&reader_synced, 10.0);
 	} else if (point == TEST_HOOK_FAULT_CLAIMED_FRAME && addr == at &&
 		   !atomic_exchange(&handler_there, true)) {
 		/* The handler serves the reader's fault: end the reader's
 		 * wait, and let it reach its sync first. */
 		pthread_kill(reader, SIGUSR1);
-		wait_for(&reader_jumped, 10.0);
+		t_wait_flag(&reader_jumped, 10.0);
 		for (double end = t_now() + 10.0;
-		     !thread_sleeps(atomic_load(&reader_tid)) &&
+		     !t_thread_sleeps(atomic_load(&reader_tid)) &&
 		     t_now() < end;)
 			usleep(1000);
 		usleep(20000);   /* in the sync's fault, not on its way */
@@ -104,7 +83,7 @@ static void *reader_main(void *arg)
 {
 	(void)arg;
 	atomic_store(&reader_tid, gettid());
-	wait_for(&moved, 10.0);
+	t_wait_flag(&moved, 10.0);
 	if (!sigsetjmp(reader_env, 1)) {
 		/* Faults: the page is on its way to the device. */
 		(void)*(volatile uint64_t *)page;
