@@ -176,6 +176,28 @@ NO_TSAN static size_t own_faults_take(const struct deputy *d,
 	return j;
 }
 
+/* Read a batch of at most room messages (FAULT_READ_BATCH at most),
+ * only what waits while the handler's own fault *own is unfilled, and
+ * take the handler's own faults out of it: the rest's count, or -1 with
+ * errno. */
+NO_TSAN static long deputy_read_batch(struct deputy *d, struct uffd_msg *msgs,
+				      size_t room, uintptr_t *own)
+{
+	long got = deputy_read(d, msgs, MIN(room, (size_t)FAULT_READ_BATCH),
+			       *own != 0);
+	if (got < 0)
+		return got;
+	return (long)own_faults_take(d, msgs, (size_t)got / sizeof(msgs[0]),
+				     own);
+}
+
+/* The event that recalls the deputy: the handler's discard of its
+ * recall page (away.h, away_end). */
+NO_TSAN static bool is_recall(const struct uffd_msg *m, uintptr_t recall)
+{
+	return m->event == UFFD_EVENT_REMOVE && m->arg.remove.start == recall;
+}
+
 /* Fill the handler's own fault at addr, a hole: 0, or -EAGAIN while an
  * event waits to be read.  A page there already, or gone, is woken. */
 NO_TSAN static int rescue_fill(int fd, uintptr_t addr, uintptr_t page)
@@ -274,22 +296,17 @@ static void deputy_serve(struct deputy *d)
 	kept_serve(d);
 	while ((!recalled || own) && d->kept.n < DEPUTY_KEPT &&
 	       !d->rescued.n) {
-		size_t want = MIN(DEPUTY_KEPT - d->kept.n, (size_t)FAULT_READ_BATCH);
-		long got = deputy_read(d, msgs, want, own != 0);
-		if (got < 0 && errno != EINTR && errno != EAGAIN)
-			break;
-		size_t n = own_faults_take(d, msgs,
-					   got > 0 ? (size_t)got / sizeof(msgs[0]) : 0,
+		long n = deputy_read_batch(d, msgs, DEPUTY_KEPT - d->kept.n,
 					   &own);
+		if (n < 0 && errno != EINTR && errno != EAGAIN)
+			break;
 		if (own)
 			own_fill(d, &own);
-		for (size_t i = 0; i < n; i++) {
-			const struct uffd_msg *m = &msgs[i];
-			if (m->event == UFFD_EVENT_REMOVE &&
-			    m->arg.remove.start == recall)
+		for (long i = 0; i < n; i++) {
+			if (is_recall(&msgs[i], recall))
 				recalled = true;
 			else
-				deputy_take(d, m);
+				deputy_take(d, &msgs[i]);
 		}
 	}
 }
@@ -376,24 +393,17 @@ NO_TSAN static void deputy_rescue(struct deputy *d, uint32_t now)
 	struct uffd_msg msgs[FAULT_READ_BATCH];
 	struct msg_queue *q = &d->rescued;
 	while (!recalled && q->n < DEPUTY_KEPT) {
-		size_t want = DEPUTY_KEPT - q->n;
-		if (want > FAULT_READ_BATCH)
-			want = FAULT_READ_BATCH;
 		/* With the handler's fault refused, read only what waits:
 		 * the kernel refuses fills until the thread whose event was
 		 * read has run (handler_refused), and may have nothing more
 		 * to say.  The handler, asleep, is not reading meanwhile. */
-		long got = deputy_read(d, msgs, want, own != 0);
-		size_t n = own_faults_take(d, msgs,
-					   got > 0 ? (size_t)got / sizeof(msgs[0]) : 0,
-					   &own);
-		for (size_t i = 0; i < n; i++) {
-			const struct uffd_msg *m = &msgs[i];
-			if (m->event == UFFD_EVENT_REMOVE &&
-			    m->arg.remove.start == recall)
+		long n = deputy_read_batch(d, msgs, DEPUTY_KEPT - q->n, &own);
+		for (long i = 0; i < n; i++) {
+			if (is_recall(&msgs[i], recall))
 				recalled = true;
 			else
-				queue_add(d, q, &d->away->events_rescued, m);
+				queue_add(d, q, &d->away->events_rescued,
+					  &msgs[i]);
 		}
 		if (own)
 			filled |= own_fill(d, &own);

@@ -128,6 +128,17 @@ static void verify_others(void)
 			CHECK_EQ(t_verify_from(pages + i * PS, 1, SEED, i), 0);
 }
 
+/* The discarded page reads zeroes and the others their bytes, on the
+ * device and back in system memory. */
+static void check_discarded(void)
+{
+	CHECK_EQ(t_nonzero_pages(pages + TARGET * PS, 1), 0);
+	verify_others();
+	CHECK_OK(hetmm_migrate_to_system(ctx, pages, NPAGES * PS, NULL));
+	CHECK_EQ(t_nonzero_pages(pages + TARGET * PS, 1), 0);
+	verify_others();
+}
+
 /* A page discarded before the copy read it: left out of the migration,
  * as the kernel leaves out a page whose migration entry was zapped, and
  * reading zeroes (before: the copy waited on its own claim, for good). */
@@ -135,11 +146,7 @@ static void discard_before_copy(void)
 {
 	hold_at = TEST_HOOK_TO_DEVICE_COPYING;
 	migrate_touched(discarder_main, NULL, NPAGES - 1);
-	CHECK_EQ(t_nonzero_pages(pages + TARGET * PS, 1), 0);
-	verify_others();
-	CHECK_OK(hetmm_migrate_to_system(ctx, pages, NPAGES * PS, NULL));
-	CHECK_EQ(t_nonzero_pages(pages + TARGET * PS, 1), 0);
-	verify_others();
+	check_discarded();
 }
 
 /* A page discarded once copied and mapped, before the migration
@@ -149,11 +156,7 @@ static void discard_after_copy(void)
 {
 	hold_at = TEST_HOOK_TO_DEVICE_COPIED;
 	migrate_touched(discarder_main, NULL, NPAGES);
-	CHECK_EQ(t_nonzero_pages(pages + TARGET * PS, 1), 0);
-	verify_others();
-	CHECK_OK(hetmm_migrate_to_system(ctx, pages, NPAGES * PS, NULL));
-	CHECK_EQ(t_nonzero_pages(pages + TARGET * PS, 1), 0);
-	verify_others();
+	check_discarded();
 }
 
 /* Page TARGET holds the writer's word, and its own bytes after it. */
