@@ -224,6 +224,11 @@ struct hetmm_kernel_info {
 	 * /proc/kpageflags, which only root (CAP_SYS_ADMIN) may read.  0:
 	 * neither, and pages are reported without ZERO and order 0. */
 	int has_page_state;
+	/* process_vm_readv(2) on the process's own pid works, so that
+	 * hetmm_copy_from_process() fails rather than faults; 0: a seccomp
+	 * filter refuses it, and a munmap racing a copy to the device
+	 * kills the process (SIGSEGV in the driver's copy). */
+	int has_process_read;
 };
 
 /* Probe what the running kernel offers; needs no context.  -EINVAL for a
@@ -496,11 +501,22 @@ struct hetmm_copy;
  * (the pagemap takes no new migration from then on: -EIO), and keeps the
  * pagemap's queue (its depth times HETMM_COPY_MAX_PAGES pages of staging)
  * for the process's life, so that a late done is harmless even after
- * hot-remove.  A late copy to the device still reads src, the process's
- * own memory, which is the process's again and may be unmapped by then:
- * a driver whose copies can run that late reads it with a call that
- * fails rather than faults (process_vm_readv(2) on its own pid, or a
- * DMA engine's own mapping of the pages).
+ * hot-remove.
+ *
+ * Process memory.  src of every copy to the device is the process's own
+ * memory, which another thread may munmap or mremap at any moment, while
+ * the copy runs too (and a late copy reads it after hetmm gave up on
+ * it).  The kernel's copy reads the pages it isolated and never meets
+ * that; a driver reads src with a call that fails rather than faults:
+ * hetmm_copy_from_process() (or a DMA engine's own mapping of the pages),
+ * never a plain load or memcpy, which would take SIGSEGV and kill the
+ * process.  Where that read fails, the copy fails with -EFAULT (the op's
+ * return, or its done), and hetmm takes it for what it is: not a device
+ * error (not counted in copy_errors, never -EIO) but pages the process
+ * took away, which the migration leaves out as the kernel's leaves out
+ * pages unmapped under it, HETMM_MIGRATE_SKIP_BUSY, with the rest of that
+ * copy's pages, which stay in system memory, untouched.  Pages mremap
+ * moved are whole at their new address, in system memory.
  */
 struct hetmm_pagemap_ops {
 	/* Copy nr pages of system memory at src into device pages.  0, or
@@ -597,6 +613,23 @@ struct hetmm_pagemap_desc {
  * tell).
  */
 int hetmm_copy_done(struct hetmm_copy *copy, int error);
+
+/*
+ * A driver's read of process memory (the src of a copy to the device:
+ * see "Process memory" above): len bytes from src to dst, 0, or -EFAULT
+ * where part of src has no readable mapping any more (unmapped, moved
+ * by mremap, PROT_NONE): dst then holds what was read before it, and
+ * the copy is to fail with -EFAULT.  A page of src on a device or
+ * discarded is faulted in as by any access.  It is process_vm_readv(2)
+ * on the process's own pid, which pins the pages while it reads: a
+ * copy-on-write page shared with a fork child is unshared first (the
+ * process gets its own copy, as with any pin).  Where a seccomp filter
+ * refuses the call, it is a memcpy, which faults as before
+ * (hetmm_kernel_probe: has_process_read).
+ * Callable from any thread, with no lock of hetmm's held (the read may
+ * wait for the fault handler); -EINVAL for a NULL dst or src.
+ */
+int hetmm_copy_from_process(void *dst, const void *src, size_t len);
 
 /*
  * The driver has room again for the faults its fault_room op held back

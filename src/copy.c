@@ -334,7 +334,10 @@ void copy_pipe_open(struct copy_pipe *p, struct hetmm_pagemap *pgmap,
 static void pipe_fail(struct copy_pipe *p, const struct copy_req *r, int err)
 {
 	p->failed++;
-	STAT_ADD(p->pgmap->ctx, copy_errors, 1);
+	/* A copy to the device whose source the process took away (hetmm.h,
+	 * "Process memory") is no device error. */
+	if (!p->to_device || err != -EFAULT)
+		STAT_ADD(p->pgmap->ctx, copy_errors, 1);
 	p->finish(p->arg, r, err, NULL);
 }
 

@@ -56,6 +56,9 @@ enum {
 	ST_COPIED,           /* copied; still mapped until the zap */
 	ST_FAILED,           /* the driver's copy failed: stays in system
 			      * memory (HETMM_MIGRATE_SKIP_ERROR) */
+	ST_VANISHED,         /* its copy could not read it (-EFAULT): the
+			      * process unmapped or moved pages under it,
+			      * and they are left out (SKIP_BUSY) */
 };
 
 struct chunk {
@@ -545,10 +548,12 @@ static int run_zap(struct hetmm_ctx *ctx, struct chunk *c, size_t i, size_t n)
 }
 
 /* A run's copy ended: copied, or failed (the pages stay in system
- * memory). */
+ * memory).  -EFAULT: its source went away under the copy (hetmm.h,
+ * "Process memory"), which is the process's doing, not the device's. */
 static void chunk_copied(struct chunk *c, size_t i, size_t n, int err)
 {
-	memset(&c->status[i], err ? ST_FAILED : ST_COPIED, n);
+	memset(&c->status[i], !err ? ST_COPIED :
+	       err == -EFAULT ? ST_VANISHED : ST_FAILED, n);
 }
 
 /* Asynchronous copies: the chunk's pending runs, from page *next on. */
@@ -600,7 +605,7 @@ static void chunk_copy_pending(struct hetmm_pagemap *pgmap, struct chunk *c)
 		size_t run = chunk_frame_run(c, i, st_pending);
 		int rc = pgmap->ops->copy_to_device(pgmap, c->frame[i],
 				(const void *)chunk_addr(c, i), run);
-		if (rc)
+		if (rc && rc != -EFAULT)
 			STAT_ADD(pgmap->ctx, copy_errors, 1);
 		chunk_copied(c, i, run, rc);
 		i += run;
@@ -662,7 +667,8 @@ static void chunk_unprotect(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 }
 
 /* Let go of the pages the copy path could not finish, or whose copy
- * failed. */
+ * failed: in system memory, wherever mremap took them (chunk_unclaim
+ * follows their claims). */
 static void chunk_drop_unfinished(struct hetmm_ctx *ctx,
 				  struct hetmm_pagemap *pgmap, struct chunk *c)
 {
@@ -671,7 +677,8 @@ static void chunk_drop_unfinished(struct hetmm_ctx *ctx,
 	for (size_t i = 0; i < c->n; i++)
 		drop[i] = st_pending(c->status[i]) ||
 			  st_copied(c->status[i]) ||
-			  c->status[i] == ST_FAILED;
+			  c->status[i] == ST_FAILED ||
+			  c->status[i] == ST_VANISHED;
 	chunk_let_go(ctx, pgmap, c, drop);
 }
 
@@ -1353,6 +1360,7 @@ static int train_start(struct train *tr, struct chunk *c)
 	if (c->protect_rc)
 		return 0;
 	train_copying(tr, 0);
+	TEST_HOOK(TEST_HOOK_TO_DEVICE_COPYING, c->start, c->n * PAGE_SIZE);
 	struct chunk_pipe p = { c, 0 };
 	struct copy_req r;
 	while (chunk_next_run(&p, &r)) {

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "compat.h"
+#include "procread.h"
 #include "uffd.h"
 #include "vma.h"
 
@@ -64,6 +65,7 @@ int hetmm_kernel_probe(struct hetmm_kernel_info *info)
 		vmaq_close(&q);
 	}
 	info->has_thp = vma_thp_enabled();
+	info->has_process_read = procread_safe();
 
 	struct utsname uts;
 	if (uname(&uts) == 0)

@@ -128,10 +128,12 @@ static inline int adrv_copy(struct adrv *d, bool to_device, uint64_t index,
 		return rc;
 	}
 	unsigned char *dev = d->mem + index * HETMM_PAGE_SIZE;
+	/* The source of a copy to the device is the process's, which it
+	 * may unmap under the copy (hetmm.h, "Process memory"). */
 	if (to_device)
-		memcpy(dev, mem, nr * HETMM_PAGE_SIZE);
-	else
-		memcpy(mem, dev, nr * HETMM_PAGE_SIZE);
+		return hetmm_copy_from_process(dev, mem,
+					       nr * HETMM_PAGE_SIZE);
+	memcpy(mem, dev, nr * HETMM_PAGE_SIZE);
 	return 0;
 }
 

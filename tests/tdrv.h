@@ -35,8 +35,7 @@ static inline int td_copy_to(struct hetmm_pagemap *pg, uint64_t index,
 
 	if (!d || index + nr > d->nr)
 		return -EINVAL;
-	memcpy(d->mem + index * PS, src, nr * PS);
-	return 0;
+	return hetmm_copy_from_process(d->mem + index * PS, src, nr * PS);
 }
 
 static inline int td_copy_from(struct hetmm_pagemap *pg, void *dst,

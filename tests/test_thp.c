@@ -360,10 +360,13 @@ static void taken(void)
 }
 
 /*
- * The same THP shared with a fork child: the kernel will not move a
- * page another process maps, so it is zapped (the event seen), and
- * each side keeps its bytes: the parent's from the device, the child's
- * its own, written after the migration.
+ * The same THP shared with a fork child, and each side keeps its bytes:
+ * the parent's from the device, the child's its own, written after the
+ * migration.  The kernel will not move a page another process maps; but
+ * the copy's read (process_vm_readv, hetmm_copy_from_process) pins the
+ * page, and the kernel unshares a copy-on-write page it pins, so the
+ * parent's is its own by the time it leaves the process: moved where
+ * pages move, else zapped (the event seen).
  */
 static void shared_with_child(void)
 {
@@ -388,7 +391,9 @@ static void shared_with_child(void)
 		_exit(ok && t_verify(a, npmd, 32) == 0 ? 0 : 1);
 	}
 	close(go[0]);
-	CHECK(migrate_counting(pg, a) >= 1);
+	size_t events = migrate_counting(pg, a);
+	if (!(ki.has_move && CHUNK_PAGES == npmd))
+		CHECK(events >= 1);
 	CHECK_EQ(t_smaps_kb(a, "Rss:"), 0);
 	check_device_bytes(m, a, 31);
 	REQUIRE(write(go[1], "g", 1) == 1);

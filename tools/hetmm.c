@@ -320,6 +320,10 @@ static int cmd_info(void)
 	       ki.has_page_state ? (ki.has_pagemap_scan ? "yes (PAGEMAP_SCAN)"
 					: "yes (pagemap frames, kpageflags)")
 			  : "no (needs PAGEMAP_SCAN, or root)");
+	printf("process_vm_readv    %s\n", ki.has_process_read ?
+	       "yes (a munmap under a copy to a device fails the copy)" :
+	       "refused (seccomp?): a munmap under a copy to a device "
+	       "kills the process");
 	printf("metadata per page   %d bytes\n", hetmm_page_metadata_size());
 	printf("remote device (UCX) %s\n", remote_state());
 	if (!ki.route)

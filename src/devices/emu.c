@@ -261,9 +261,11 @@ static int emu_copy_to_device(struct hetmm_pagemap *pgmap, uint64_t index,
 	struct hetmm_emu *emu = emu_of(pgmap);
 	if (!emu || index + nr > emu->nr_pages)
 		return -EINVAL;
-	memcpy(emu_page(emu, index), src, nr * PS);
-	emu_count(&emu->copied_to, nr);
-	return 0;
+	/* src is the process's: it may be unmapped under us. */
+	int rc = hetmm_copy_from_process(emu_page(emu, index), src, nr * PS);
+	if (!rc)
+		emu_count(&emu->copied_to, nr);
+	return rc;
 }
 
 static int emu_copy_from_device(struct hetmm_pagemap *pgmap, void *dst,
@@ -346,27 +348,8 @@ static void emu_page_free(struct hetmm_pagemap *pgmap, uint64_t index)
 			  (off_t)(index * PS), PS);
 }
 
-/*
- * The copy engine of the coherent device reads process pages that other
- * threads may be writing: the write protection hetmm set makes those
- * writes wait, which a race detector can't see; word loads it can.
- */
-static int emu_coherent_copy_to(struct hetmm_pagemap *pgmap, uint64_t index,
-				const void *src, size_t nr)
-{
-	struct hetmm_emu *emu = emu_of(pgmap);
-	if (!emu || index + nr > emu->nr_pages)
-		return -EINVAL;
-	const uint64_t *s = src;
-	uint64_t *d = (uint64_t *)emu_page(emu, index);
-	for (size_t w = 0; w < nr * (PS / 8); w++)
-		d[w] = __atomic_load_n(&s[w], __ATOMIC_RELAXED);
-	emu_count(&emu->copied_to, nr);
-	return 0;
-}
-
 static const struct hetmm_pagemap_ops emu_coherent_ops = {
-	.copy_to_device = emu_coherent_copy_to,
+	.copy_to_device = emu_copy_to_device,
 	.copy_from_device = emu_copy_from_device,
 	.page_address = emu_page_address,
 	.page_free = emu_page_free,

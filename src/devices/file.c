@@ -169,6 +169,8 @@ static int fault_for(struct hetmm_file *f, bool write, uint64_t index,
 
 static void count_done(struct hetmm_file *f, bool write, size_t nr, int err)
 {
+	if (write && err == -EFAULT)
+		return;   /* the process took the source away: no error */
 	if (err)
 		atomic_fetch_add(&f->io_errors, 1);
 	else

@@ -280,6 +280,8 @@ static bool range_held(const struct hetmm_remote *dev, uint64_t index,
 static void copy_count(struct hetmm_remote *dev, size_t nr, bool to_device,
 		       int err)
 {
+	if (err == -EFAULT)
+		return;   /* the process took the source away: no error */
 	if (err)
 		atomic_fetch_add(&dev->copy_errors, 1);
 	else if (to_device)
@@ -523,8 +525,10 @@ static bool rop_post(struct hetmm_remote *dev, struct rop *op)
 }
 
 /* Over shared memory, the copy by the calling thread, with no lock: a
- * memcpy from the first live copy of each stripe, or to every live
- * copy.  -EIO if a stripe has no server left. */
+ * memcpy from the first live copy of each stripe, or to every live copy
+ * a read of the process's pages that fails rather than faults (they may
+ * be unmapped under us: -EFAULT).  -EIO if a stripe has no server
+ * left. */
 static int copy_local(struct hetmm_remote *dev, char *buf, uint64_t index,
 		      size_t nr, bool to_device)
 {
@@ -537,10 +541,14 @@ static int copy_local(struct hetmm_remote *dev, char *buf, uint64_t index,
 			if (!usable(dev, i))
 				continue;
 			size_t n = run < nr ? (size_t)run : nr;
-			if (to_device)
-				memcpy(dev->srv[i].local + off, buf, n * PS);
-			else
+			if (to_device) {
+				int rc = hetmm_copy_from_process(
+					dev->srv[i].local + off, buf, n * PS);
+				if (rc)
+					return rc;
+			} else {
 				memcpy(buf, dev->srv[i].local + off, n * PS);
+			}
 			if (r && !to_device)
 				atomic_fetch_add(&dev->replica_reads, n);
 			any = true;
