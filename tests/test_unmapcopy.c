@@ -30,7 +30,8 @@
  * (test_no_move: as on 6.1), the coherent one (where the kernel gives
  * coherent devices), an asynchronous driver (adrv.h), the file device
  * (io_uring, and pwrite) and, given hetmm-memd's path, the remote
- * device over shared memory.
+ * device over shared memory and over TCP (whose puts UCX reads with
+ * plain loads: staged, put_staged).
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -319,10 +320,15 @@ int main(int argc, char **argv)
 	/* argv[1] is hetmm-memd's path (remote.h), if given. */
 	if (argc > 1) {
 		t_remote_setup(argc, argv);
-		setenv("UCX_TLS", "shm", 1);
-		t_server_start(&srv, "16M");
-		run_device("remote (shm)", DEV_REMOTE);
-		CHECK_EQ(t_server_stop(&srv, SIGTERM), 0);
+		static const char *const tls[] = { "shm", "tcp" };
+		for (size_t i = 0; i < 2; i++) {
+			char name[32];
+			setenv("UCX_TLS", tls[i], 1);
+			t_server_start(&srv, "16M");
+			snprintf(name, sizeof(name), "remote (%s)", tls[i]);
+			run_device(name, DEV_REMOTE);
+			CHECK_EQ(t_server_stop(&srv, SIGTERM), 0);
+		}
 		t_remote_cleanup();
 	}
 	return t_done();

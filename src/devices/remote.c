@@ -118,6 +118,9 @@ _Static_assert(HETMM_COPY_MAX_PAGES <= STRIPE, "a copy spans two stripes");
 /* Copy slots: a queue's worth, twice, as copies that timed out may hold
  * theirs until their server is declared dead. */
 #define REMOTE_SLOTS (2 * REMOTE_QUEUE)
+/* Their staging for puts not over shared memory (put_staged): address
+ * space, touched only by the slots in use (the free list is a stack). */
+#define PUT_STAGE_BYTES ((size_t)REMOTE_SLOTS * STRIPE * PS)
 /* A copy of at least this many pages may go to the device's thread (on
  * TCP always, over shared memory while it has fewer than
  * REMOTE_LOCAL_QUEUE waiting): the threads that submit many pages (the
@@ -209,6 +212,7 @@ struct hetmm_remote {
 	struct rop **queued_tail;
 	unsigned nqueued;
 	bool local;                   /* every server's region mapped here */
+	char *put_stage;              /* else: STRIPE pages a slot (put_staged) */
 	atomic_uint inflight;         /* copies taken, queued or posted */
 	struct rpart *retries;        /* failed gets, for the thread */
 	uint32_t nr_servers;
@@ -508,6 +512,23 @@ static void kick(struct hetmm_remote *dev)
 	dev->u->ucp_worker_signal(dev->worker);
 }
 
+/*
+ * A put's source is the process's memory, which it may unmap under the
+ * copy (hetmm.h, "Process memory"), and UCX reads it with plain loads:
+ * over TCP a munmap there killed the process (SIGSEGV, test_unmapcopy).
+ * So the pages are read into the slot's staging first, with a read that
+ * fails rather than faults (-EFAULT: the copy fails, no server does),
+ * and put from there; the slot and its staging stay the copy's until
+ * it is done.
+ */
+static void put_staged(struct hetmm_remote *dev, struct rop *op)
+{
+	char *stage = dev->put_stage + (size_t)(op - dev->slots) * STRIPE * PS;
+	op->error = hetmm_copy_from_process(stage, op->buf, op->nr * PS);
+	if (!op->error)
+		post_puts(dev, op, stage);
+}
+
 /* Post op's parts (under the lock): true if some are still to complete,
  * for the thread to progress.  A copy whose pages lost every server
  * fails at once. */
@@ -516,7 +537,7 @@ static bool rop_post(struct hetmm_remote *dev, struct rop *op)
 	if (!range_held(dev, op->index, op->nr))
 		op->error = -EIO;
 	else if (op->to_device)
-		post_puts(dev, op, op->buf);
+		put_staged(dev, op);
 	else
 		post_gets(dev, op, op->buf);
 	bool pending = op->pending > 1;
@@ -1057,6 +1078,8 @@ static void remote_free(struct hetmm_remote *dev)
 		close(dev->stopfd);
 	if (dev->quiet)
 		munmap(dev->quiet, PS);
+	if (dev->put_stage)
+		munmap(dev->put_stage, PUT_STAGE_BYTES);
 	pthread_mutex_destroy(&dev->qlock);
 	pthread_mutex_destroy(&dev->lock);
 	free(dev);
@@ -1131,6 +1154,14 @@ static int remote_connect(struct hetmm_remote *dev,
 	dev->local = rc == 0;
 	for (uint32_t i = 0; i < d->nr_servers; i++)
 		dev->local = dev->local && dev->srv[i].local;
+	if (rc == 0 && !dev->local) {
+		void *p = mmap(NULL, PUT_STAGE_BYTES, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+			       -1, 0);
+		if (p == MAP_FAILED)
+			return -ENOMEM;
+		dev->put_stage = p;
+	}
 	return rc;
 }
 
