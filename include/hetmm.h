@@ -537,7 +537,13 @@ struct hetmm_pagemap_ops {
 				  uint64_t index, size_t nr,
 				  struct hetmm_copy *copy);
 	/* Optional: a CPU-readable address of a device page, so that the
-	 * handler can install it with one kernel copy instead of two. */
+	 * handler can install it with one kernel copy instead of two.  A
+	 * DEVICE_PRIVATE pagemap's may return NULL for a page it can't
+	 * give now (its memory lost): hetmm takes that for a failed copy
+	 * back (the device-error path: SIGBUS for a fault, -EIO for an
+	 * explicit migration).  Every other type's, the CPU's own view of
+	 * the memory, which hetmm zeroes and maps through, must give every
+	 * page's address for as long as the pagemap lives. */
 	void *(*page_address)(struct hetmm_pagemap *pgmap, uint64_t index);
 	/* Optional: a page went back to the free pool (page_free). */
 	void (*page_free)(struct hetmm_pagemap *pgmap, uint64_t index);

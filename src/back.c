@@ -298,7 +298,8 @@ static int copy_from_sync(struct hetmm_pagemap *pgmap, void *dst,
 	return rc;
 }
 
-/* Source for UFFDIO_COPY of a run: the device itself, or staging. */
+/* Source for UFFDIO_COPY of a run: the device itself, or staging; 0 if
+ * the copy failed (page_address NULL: a page the device can't give). */
 static uintptr_t copy_source(struct hetmm_pagemap *pgmap, uint64_t idx0,
 			     size_t run, void **staging)
 {
@@ -352,8 +353,12 @@ static uintptr_t thp_source(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	if (!*staging && !(*staging = staging_map(1)))
 		return 0;
 	if (pgmap->ops->page_address) {
-		memcpy(*staging, pgmap->ops->page_address(pgmap, idx0),
-		       PMD_SIZE);
+		/* NULL: a page the device can't give now, a failed copy
+		 * (hetmm.h); the caller's copy_source fails it so. */
+		const void *from = pgmap->ops->page_address(pgmap, idx0);
+		if (!from)
+			return 0;
+		memcpy(*staging, from, PMD_SIZE);
 	} else if (copy_from_sync(pgmap, *staging, idx0, PMD_PAGES)) {
 		return 0;
 	}

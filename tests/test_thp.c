@@ -29,6 +29,8 @@
 
 #include "base.h"
 #include "t.h"
+#include "tbus.h"
+#include "tdrv.h"
 #include "testhook.h"
 
 #ifndef MADV_COLLAPSE
@@ -407,6 +409,62 @@ static void shared_with_child(void)
 }
 #endif
 
+/*
+ * A driver whose page_address() gives NULL for the pages it lost: for a
+ * DEVICE_PRIVATE pagemap, a failed copy back (hetmm.h).  A huge device
+ * page of them, whose THP comes back from that address, gives -EIO to an
+ * explicit migration back and SIGBUS to a thread that touches it, and
+ * stays on the device (before: a read of NULL in the handler, the
+ * process killed); once the driver has them again, a touch brings the
+ * page back whole, as a THP.
+ */
+static atomic_bool pages_lost;
+
+static void *lost_address(struct hetmm_pagemap *pg, uint64_t index)
+{
+	return atomic_load(&pages_lost) ? NULL : td_address(pg, index);
+}
+
+static const struct hetmm_pagemap_ops lost_ops = {
+	.copy_to_device = td_copy_to,
+	.copy_from_device = td_copy_from,
+	.page_address = lost_address,
+};
+
+static void lost_huge_page(void)
+{
+	fprintf(stderr, "huge page the driver lost (page_address NULL)\n");
+	struct td d;
+	REQUIRE_OK(td_add_ops(ctx, &d, 4 * npmd, TD_COPY,
+			      HETMM_MEMORY_DEVICE_PRIVATE, 0, &lost_ops));
+	char *a = thp_filled(41);
+	CHECK_OK(hetmm_migrate_to_device(d.pg, a, pmd, NULL));
+	CHECK_EQ(t_anon_huge_kb(a), 0);
+	atomic_store(&pages_lost, true);
+	CHECK_EQ(hetmm_migrate_to_system(ctx, a, pmd, NULL), -EIO);
+	CHECK_EQ(t_count_on_device(ctx, a, npmd), npmd);
+	atomic_store(&pages_lost, false);
+	CHECK_EQ(t_verify(a, npmd, 41), 0);
+	CHECK_EQ(t_anon_huge_kb(a), (long)(pmd >> 10));
+
+	/* A thread's touch: SIGBUS; then unmapped, as a page poisoned
+	 * inside a huge device page (UFFDIO_POISON, where the kernel has
+	 * it) does not come back over its marker yet: the move of the
+	 * PMD is refused there, and the page dropped. */
+	CHECK_OK(hetmm_migrate_to_device(d.pg, a, pmd, NULL));
+	atomic_store(&pages_lost, true);
+	t_bus_catch();
+	struct t_touch t = { .addr = a + 5 * PS + 3 };
+	t_touch(&t);
+	CHECK_EQ(t.bus, 1);
+	CHECK_EQ(t_bus_addr, (uintptr_t)(a + 5 * PS + 3));
+	CHECK(t_on_device(ctx, a + 5 * PS));
+	munmap(a, pmd);
+	atomic_store(&pages_lost, false);
+	CHECK_OK(hetmm_pagemap_remove(d.pg));
+	td_free(&d);
+}
+
 int main(void)
 {
 	REQUIRE_OK(hetmm_kernel_probe(&ki));
@@ -427,6 +485,7 @@ int main(void)
 	fragmented_device();
 	split();
 	held_page();
+	lost_huge_page();
 #ifdef HETMM_TEST_HOOKS
 	taken();
 	shared_with_child();
