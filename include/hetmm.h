@@ -543,7 +543,9 @@ struct hetmm_pagemap_ops {
 	 * back (the device-error path: SIGBUS for a fault, -EIO for an
 	 * explicit migration).  Every other type's, the CPU's own view of
 	 * the memory, which hetmm zeroes and maps through, must give every
-	 * page's address for as long as the pagemap lives. */
+	 * page's address for as long as the pagemap lives
+	 * (hetmm_pagemap_add refuses one that gives none for its first or
+	 * last page, -EINVAL). */
 	void *(*page_address)(struct hetmm_pagemap *pgmap, uint64_t index);
 	/* Optional: a page went back to the free pool (page_free). */
 	void (*page_free)(struct hetmm_pagemap *pgmap, uint64_t index);

@@ -112,6 +112,18 @@ static int pagemap_register_remap(struct hetmm_ctx *ctx,
 			     UFFDIO_REGISTER_MODE_WP, NULL);
 }
 
+/* A coherent device's own view of its memory, through which hetmm zeroes
+ * and copies its pages, with no failure to fall back on: refused without
+ * an address for its first or last page (hetmm.h: every page has one). */
+static int check_coherent_view(struct hetmm_pagemap *pgmap)
+{
+	if (!pagemap_is_coherent(pgmap))
+		return 0;
+	return pgmap->ops->page_address(pgmap, 0) &&
+	       pgmap->ops->page_address(pgmap, pgmap->nr_pages - 1) ?
+	       0 : -EINVAL;
+}
+
 /* Undo pagemap_register_remap(). */
 static void pagemap_unregister_remap(struct hetmm_ctx *ctx,
 				     struct hetmm_pagemap *pgmap)
@@ -151,6 +163,8 @@ int hetmm_pagemap_add(struct hetmm_ctx *ctx,
 		return rc;
 	rc = pagemap_is_fixed(pgmap) ? fixed_check_mapping(ctx, pgmap)
 				     : pagemap_register_remap(ctx, pgmap);
+	if (!rc)
+		rc = check_coherent_view(pgmap);
 	if (!rc && (pgmap->flags & HETMM_PAGEMAP_ALTMAP))
 		rc = altmap_place(ctx, pgmap);
 	if (rc)

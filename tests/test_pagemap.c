@@ -164,6 +164,23 @@ static hetmm_pfn_t pfn_plus(hetmm_pfn_t p, int64_t delta)
 /* ------------------------------------------------------------------------
  */
 
+/* A driver that lost every page's address, and has no file for them
+ * (never asked: the add is refused before). */
+static void *no_address(struct hetmm_pagemap *pg, uint64_t index)
+{
+	(void)pg;
+	(void)index;
+	return NULL;
+}
+
+static int no_fd(struct hetmm_pagemap *pg, uint64_t index, uint64_t *off)
+{
+	(void)pg;
+	(void)index;
+	(void)off;
+	return -EBADF;
+}
+
 static void add_validation(struct hetmm_ctx *ctx)
 {
 	static const struct hetmm_pagemap_ops no_to = {
@@ -238,6 +255,25 @@ static void add_validation(struct hetmm_ctx *ctx)
 	desc.ops = &no_from;
 	CHECK_EQ(hetmm_pagemap_add(ctx, &desc, &pg), -EINVAL);
 	desc.ops = &ops_plain;
+
+	/* A coherent device with no address for its pages: hetmm zeroes
+	 * and copies them through it (hetmm.h), so it is refused, where
+	 * the kernel lets coherent memory be hosted at all. */
+	{
+		static const struct hetmm_pagemap_ops no_view = {
+			.copy_to_device = tdev_copy_to,
+			.copy_from_device = tdev_copy_from,
+			.page_address = no_address,
+			.page_fd = no_fd,
+		};
+		desc.type = HETMM_MEMORY_DEVICE_COHERENT;
+		desc.ops = &no_view;
+		int rc = hetmm_pagemap_add(ctx, &desc, &pg);
+		if (rc != -EOPNOTSUPP)
+			CHECK_EQ(rc, -EINVAL);
+		desc.type = HETMM_MEMORY_DEVICE_PRIVATE;
+		desc.ops = &ops_plain;
+	}
 
 	/* Unknown flags; remapping without a page address to remap to. */
 	desc.flags = 1u << 7;
