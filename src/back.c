@@ -402,6 +402,25 @@ int back_source(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	return 0;
 }
 
+/*
+ * A page a move was refused for (EEXIST) may have only a marker there:
+ * the poison of a fault that got SIGBUS while the device failed
+ * (fault.c, fault_sigbus).  The kernel moves nothing over a marker but
+ * copies over one, so the page goes in by a copy from where the move
+ * would have taken it (staging, or a remapped frame, which is emptied
+ * then as a moved one is); a real page there refuses the copy too.
+ */
+static bool copy_over_marker(struct hetmm_ctx *ctx,
+			     struct hetmm_pagemap *pgmap, uintptr_t dst,
+			     uintptr_t src, unsigned fill)
+{
+	if (uffd_fill(ctx->uffd.fd, FILL_COPY, dst, src, PAGE_SIZE, fill) <= 0)
+		return false;
+	if (pgmap->flags & HETMM_PAGEMAP_REMAP)
+		madvise((void *)src, PAGE_SIZE, MADV_DONTNEED);
+	return true;
+}
+
 size_t back_install(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		    uint64_t vpn, uint64_t idx0, size_t run,
 		    enum uffd_fill op, uintptr_t src, unsigned how,
@@ -455,6 +474,13 @@ size_t back_install(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		}
 		if (got != -EEXIST && got != -ENOENT && got != -EFAULT)
 			break;
+		if (single && got == -EEXIST && op == FILL_MOVE &&
+		    copy_over_marker(ctx, pgmap, dst + off, src + off, fill)) {
+			run_set(inst, done, 1);
+			installed++;
+			done++;
+			continue;
+		}
 		/* A run can span two mappings (its frames were consecutive,
 		 * its pages in adjacent VMAs): the kernel refuses the whole
 		 * request (ENOENT: not within one VMA), which says nothing

@@ -416,7 +416,7 @@ static void shared_with_child(void)
  * explicit migration back and SIGBUS to a thread that touches it, and
  * stays on the device (before: a read of NULL in the handler, the
  * process killed); once the driver has them again, a touch brings the
- * page back whole, as a THP.
+ * page back whole, as a THP, and so does a migration after a SIGBUS.
  */
 static atomic_bool pages_lost;
 
@@ -447,10 +447,10 @@ static void lost_huge_page(void)
 	CHECK_EQ(t_verify(a, npmd, 41), 0);
 	CHECK_EQ(t_anon_huge_kb(a), (long)(pmd >> 10));
 
-	/* A thread's touch: SIGBUS; then unmapped, as a page poisoned
-	 * inside a huge device page (UFFDIO_POISON, where the kernel has
-	 * it) does not come back over its marker yet: the move of the
-	 * PMD is refused there, and the page dropped. */
+	/* A thread's touch: SIGBUS, its page poisoned where the kernel
+	 * can (UFFDIO_POISON).  Back once the driver has them again: the
+	 * poisoned page too, whose marker refuses the PMD's move (it was
+	 * dropped, and stayed poisoned, before back.c copied over it). */
 	CHECK_OK(hetmm_migrate_to_device(d.pg, a, pmd, NULL));
 	atomic_store(&pages_lost, true);
 	t_bus_catch();
@@ -459,8 +459,16 @@ static void lost_huge_page(void)
 	CHECK_EQ(t.bus, 1);
 	CHECK_EQ(t_bus_addr, (uintptr_t)(a + 5 * PS + 3));
 	CHECK(t_on_device(ctx, a + 5 * PS));
-	munmap(a, pmd);
 	atomic_store(&pages_lost, false);
+	CHECK_OK(hetmm_migrate_to_system(ctx, a, pmd, NULL));
+	CHECK_EQ(t_count_on_device(ctx, a, npmd), 0);
+	t = (struct t_touch){ .addr = a + 5 * PS };
+	t_touch(&t);
+	CHECK_EQ(t.bus, 0);
+	CHECK_EQ(t_verify(a, npmd, 41), 0);
+	fprintf(stderr, "  back over the poison: AnonHugePages %ld kB\n",
+		t_anon_huge_kb(a));
+	munmap(a, pmd);
 	CHECK_OK(hetmm_pagemap_remove(d.pg));
 	td_free(&d);
 }
