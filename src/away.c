@@ -109,3 +109,38 @@ bool away_events_held(void)
 		     atomic_load_explicit(&a->events_rescued,
 					  memory_order_relaxed));
 }
+
+/* The handler waits for a lock away (away.h).  Elsewhere: the lock. */
+#define AWAY_LOCK(trylock, lock, unlock, l)                              \
+	do {                                                              \
+		if (!trylock(l))                                          \
+			return;                                           \
+		if (!away_self) {                                         \
+			lock(l);                                          \
+			return;                                           \
+		}                                                         \
+		do {                                                      \
+			away_begin();                                     \
+			lock(l);                                          \
+			unlock(l);                                        \
+			away_end();                                       \
+		} while (trylock(l));                                     \
+	} while (0)
+
+void away_mutex_lock(pthread_mutex_t *m)
+{
+	AWAY_LOCK(pthread_mutex_trylock, pthread_mutex_lock,
+		  pthread_mutex_unlock, m);
+}
+
+void away_rdlock(pthread_rwlock_t *l)
+{
+	AWAY_LOCK(pthread_rwlock_tryrdlock, pthread_rwlock_rdlock,
+		  pthread_rwlock_unlock, l);
+}
+
+void away_wrlock(pthread_rwlock_t *l)
+{
+	AWAY_LOCK(pthread_rwlock_trywrlock, pthread_rwlock_wrlock,
+		  pthread_rwlock_unlock, l);
+}

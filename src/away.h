@@ -36,6 +36,7 @@
 #ifndef HETMM_AWAY_H
 #define HETMM_AWAY_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -86,5 +87,21 @@ void away_keep_end(struct handler_away *a);
 /* On the handler: did the deputy read an event the handler has not
  * handled yet?  (uffd.c refuses the handler's FILL_ONCE calls then.) */
 bool away_events_held(void);
+
+/*
+ * Locks an application thread can hold (hetmm's own, taken on the
+ * handler and on the process's threads alike).  The holder may wait in
+ * a fault on a hole of a mapping registered whole (under a sanitizer,
+ * any access can touch a new page of its runtime's; in any build, memory
+ * a malloc arena hands out), which only a reader of the userfaultfd
+ * fills: the handler waiting for the lock would wait for itself.  So on
+ * the handler a lock that is not free at once is waited for away, the
+ * deputy serving meanwhile; then tried again, as the handler does not
+ * hold it while it recalls the deputy (whose serving may take it).
+ * Uncontended, or on any other thread, one trylock more than the lock.
+ */
+void away_mutex_lock(pthread_mutex_t *m);
+void away_rdlock(pthread_rwlock_t *l);
+void away_wrlock(pthread_rwlock_t *l);
 
 #endif /* HETMM_AWAY_H */

@@ -218,7 +218,7 @@ void copyq_destroy(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap)
 static void slot_release(struct hetmm_copy *s)
 {
 	struct copyq *q = s->q;
-	pthread_mutex_lock(&q->release_lock);
+	away_mutex_lock(&q->release_lock);
 	atomic_store_explicit(&s->state, SLOT_FREE, memory_order_relaxed);
 	atomic_fetch_or(&q->free_mask, 1ULL << s->bit);
 	atomic_fetch_add(&q->released, 1);

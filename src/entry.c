@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 
+#include "away.h"
 #include "entry.h"
 
 atomic_uint fork_generation;
@@ -36,7 +37,7 @@ void entry_own(struct hetmm_ctx *ctx, struct own_range *r, const void *addr,
 {
 	r->start = (uintptr_t)addr;
 	r->end = r->start + len;
-	pthread_mutex_lock(&ctx->own_lock);
+	away_mutex_lock(&ctx->own_lock);
 	r->next = ctx->own;
 	ctx->own = r;
 	pthread_mutex_unlock(&ctx->own_lock);
@@ -44,7 +45,7 @@ void entry_own(struct hetmm_ctx *ctx, struct own_range *r, const void *addr,
 
 void entry_disown(struct hetmm_ctx *ctx, struct own_range *r)
 {
-	pthread_mutex_lock(&ctx->own_lock);
+	away_mutex_lock(&ctx->own_lock);
 	for (struct own_range **pp = &ctx->own; *pp; pp = &(*pp)->next) {
 		if (*pp == r) {
 			*pp = r->next;
@@ -57,7 +58,7 @@ void entry_disown(struct hetmm_ctx *ctx, struct own_range *r)
 static bool owns_any(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 {
 	bool owned = false;
-	pthread_mutex_lock(&ctx->own_lock);
+	away_mutex_lock(&ctx->own_lock);
 	for (struct own_range *r = ctx->own; r && !owned; r = r->next)
 		owned = start < r->end && r->start < end;
 	pthread_mutex_unlock(&ctx->own_lock);
@@ -67,7 +68,7 @@ static bool owns_any(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 void entry_unowned_span(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end,
 			uintptr_t *lo, uintptr_t *hi)
 {
-	pthread_mutex_lock(&ctx->own_lock);
+	away_mutex_lock(&ctx->own_lock);
 	for (struct own_range *r = ctx->own; r; r = r->next) {
 		if (r->end <= start && r->end > *lo)
 			*lo = r->end;

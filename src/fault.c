@@ -1014,7 +1014,9 @@ static bool fault_admit(struct hetmm_ctx *ctx, const struct uffd_msg *m,
 	*room = SIZE_MAX;
 	if (!pgmap || !pgmap->ops->fault_room)
 		return true;
+	away_begin();   /* a driver's op, its locks: see notifier_call */
 	*room = pgmap->ops->fault_room(pgmap, idx);
+	away_end();
 	if (*room)
 		return true;
 	uint64_t addr = m->arg.pagefault.address & PAGE_MASK;
@@ -1177,23 +1179,40 @@ static size_t read_want(const struct uffd_msg *msgs, size_t n,
 }
 
 /*
+ * Is addr a page the event the handler is in the middle of may still
+ * change?  Its range, for a discard or an unmap: their handling takes
+ * entries away only (device pages' and parked ones'), and the kernel
+ * changes nothing outside it, so a hole elsewhere is one the handler
+ * would fill the same way after the event.  Every page, for an mremap:
+ * its handling gives entries to pages that had none, and not only in
+ * its message's two ranges (a mapping moved on since, forward_follow;
+ * pieces parked, unpark_one).
+ */
+static bool current_event_at(const struct hetmm_ctx *ctx, uintptr_t addr)
+{
+	const struct uffd_msg *m = ctx->fault->current;
+	return m && (m->event == UFFD_EVENT_REMAP ||
+		     uffd_event_in(m, 1, addr, addr + PAGE_SIZE));
+}
+
+/*
  * The deputy's serving of fault m, read while the handler is away
  * (deputy.c): a fault on a page with no entry, none of whose events is
  * read but not handled (the handler's, later in its batch; the deputy
- * checks its own kept ones first), and not while the handler is in the
- * middle of an event.  Handled at once, such a page could land after a
- * discard's zap or where an mremap's device pages are about to go: see
- * fault_handler_main().  Served as fault_zero and fault_unprotect serve
- * it for the handler; whether it was.
+ * checks its own kept ones first), nor in the middle of being handled
+ * (current_event_at: the handler waits for a driver's lock there, or
+ * one of its own, away).  Handled at once, such a page could land after
+ * a discard's zap or where an mremap's device pages are about to go:
+ * see fault_handler_main().  Served as fault_zero and fault_unprotect
+ * serve it for the handler; whether it was.
  */
 static bool deputy_fault(struct hetmm_ctx *ctx, const struct uffd_msg *m)
 {
 	struct fault_engine *f = ctx->fault;
 	uintptr_t addr = (uintptr_t)m->arg.pagefault.address & PAGE_MASK;
-	if (!((!f->current || f->current->event == UFFD_EVENT_PAGEFAULT) &&
-	      addr != (uintptr_t)f->doorbell && !is_sync_page(ctx, addr) &&
-	      !event_pending_at(ctx, addr) &&
-	      shadow_get(&ctx->shadow, addr_to_vpn(addr)) == 0))
+	if (current_event_at(ctx, addr) || addr == (uintptr_t)f->doorbell ||
+	    is_sync_page(ctx, addr) || event_pending_at(ctx, addr) ||
+	    shadow_get(&ctx->shadow, addr_to_vpn(addr)) != 0)
 		return false;
 	uint64_t flags = m->arg.pagefault.flags;
 	STAT_ADD(ctx, faults, 1);

@@ -10,6 +10,7 @@
 #include <sched.h>
 #include <stdlib.h>
 
+#include "away.h"
 #include "ctx.h"
 #include "entry.h"
 #include "notifier.h"
@@ -53,7 +54,7 @@ int hetmm_notifier_insert(struct hetmm_ctx *ctx, const void *addr, size_t len,
 	n->end = n->start + len;
 	n->ops = ops;
 	n->arg = arg;
-	pthread_rwlock_wrlock(&ctx->notifiers_lock);
+	away_wrlock(&ctx->notifiers_lock);
 	n->next = ctx->notifiers;
 	ctx->notifiers = n;
 	pthread_rwlock_unlock(&ctx->notifiers_lock);
@@ -66,7 +67,7 @@ static bool notifier_unlink(struct hetmm_notifier *n)
 {
 	struct hetmm_ctx *ctx = n->ctx;
 	bool found = false;
-	pthread_rwlock_wrlock(&ctx->notifiers_lock);
+	away_wrlock(&ctx->notifiers_lock);
 	for (struct hetmm_notifier **pp = &ctx->notifiers; *pp;
 	     pp = &(*pp)->next) {
 		if (*pp == n) {
@@ -123,8 +124,13 @@ static void notifier_call(struct hetmm_notifier *n, uintptr_t start,
 	atomic_fetch_add(&n->active, 1);
 	atomic_fetch_add(&n->seq, 1);
 	TRACE3(invalidate, MAX(start, n->start), MIN(end, n->end), why);
+	/* The driver's callback takes its own locks, which its threads may
+	 * hold while they wait in a fault on a hole (away.h): the handler
+	 * runs it away, as it runs a driver's copy. */
+	away_begin();
 	n->ops->invalidate(n, MAX(start, n->start), MIN(end, n->end), why,
 			   n->arg);
+	away_end();
 	atomic_fetch_sub(&n->active, 1);
 }
 
@@ -133,7 +139,7 @@ void notifiers_invalidate(struct hetmm_ctx *ctx, uintptr_t start,
 {
 	if (!event_is_valid(why) || start >= end)
 		return;
-	pthread_rwlock_rdlock(&ctx->notifiers_lock);
+	away_rdlock(&ctx->notifiers_lock);
 	for (struct hetmm_notifier *n = ctx->notifiers; n; n = n->next)
 		if (start < n->end && n->start < end)
 			notifier_call(n, start, end, why);
@@ -142,7 +148,7 @@ void notifiers_invalidate(struct hetmm_ctx *ctx, uintptr_t start,
 
 void notifiers_release(struct hetmm_ctx *ctx)
 {
-	pthread_rwlock_wrlock(&ctx->notifiers_lock);
+	away_wrlock(&ctx->notifiers_lock);
 	struct hetmm_notifier *n = ctx->notifiers;
 	ctx->notifiers = NULL;
 	pthread_rwlock_unlock(&ctx->notifiers_lock);

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "away.h"
 #include "altmap.h"
 #include "copy.h"
 #include "ctx.h"
@@ -36,7 +37,7 @@ int hetmm_page_metadata_size(void)
 int pagemap_section_alloc(struct hetmm_pagemap *pgmap)
 {
 	int rc = -ENOSPC;
-	pthread_rwlock_wrlock(&sections_lock);
+	away_wrlock(&sections_lock);
 	/* Section 0 stays empty so that frame number 0 is never valid. */
 	for (unsigned s = 1; s < PFN_MAX_SECTIONS; s++) {
 		if (atomic_load(&sections[s]))
@@ -56,7 +57,7 @@ int pagemap_section_alloc(struct hetmm_pagemap *pgmap)
  * read lock. */
 void pagemap_section_free(struct hetmm_pagemap *pgmap)
 {
-	pthread_rwlock_wrlock(&sections_lock);
+	away_wrlock(&sections_lock);
 	atomic_store_explicit(&sections[pgmap->section], NULL,
 			      memory_order_release);
 	atomic_store(&section_types[pgmap->section], 0);
@@ -82,7 +83,7 @@ bool coherent_page_held(uint64_t pfn)
 {
 	bool held = false;
 	uint64_t idx;
-	pthread_rwlock_rdlock(&sections_lock);
+	away_rdlock(&sections_lock);
 	struct hetmm_pagemap *pgmap = pfn_pagemap(pfn, &idx);
 	if (pgmap && pagemap_is_coherent(pgmap)) {
 		struct hetmm_page *p = &pgmap->pages[idx];
@@ -105,7 +106,7 @@ static struct hetmm_pagemap *live_frame_lock(hetmm_pfn_t pfn, uint64_t *idx,
 	*rc = -ENXIO;
 	if (!(hetmm_pfn_flags(pfn) & HETMM_PFN_DEV))
 		return NULL;
-	pthread_rwlock_rdlock(&sections_lock);
+	away_rdlock(&sections_lock);
 	struct hetmm_pagemap *pgmap = pfn_pagemap(hetmm_pfn_number(pfn), idx);
 	if (pgmap && ctx_forked(pgmap->ctx))
 		*rc = -ECHILD;
@@ -183,7 +184,7 @@ int hetmm_page_get_info(const struct hetmm_page *page,
 	if (!page || !info)
 		return -EINVAL;
 	int rc;
-	pthread_rwlock_rdlock(&sections_lock);
+	away_rdlock(&sections_lock);
 	struct hetmm_pagemap *pgmap = page_pagemap_locked(page, &rc);
 	if (pgmap) {
 		uint64_t owner = atomic_load(&page->owner);
@@ -288,7 +289,7 @@ size_t pagemap_alloc(struct hetmm_pagemap *pgmap, uint32_t *idx, size_t nr)
 	if (pgmap->placed_free)
 		return 0;
 	for (;;) {
-		pthread_mutex_lock(&pgmap->free_lock);
+		away_mutex_lock(&pgmap->free_lock);
 		size_t n = MIN(nr, pgmap->nr_free);
 		/* Short, with frames on their way back: those count as
 		 * free, so wait for them rather than come up short. */
@@ -307,7 +308,7 @@ size_t pagemap_alloc(struct hetmm_pagemap *pgmap, uint32_t *idx, size_t nr)
 
 bool pagemap_take(struct hetmm_pagemap *pgmap, uint32_t idx)
 {
-	pthread_mutex_lock(&pgmap->free_lock);
+	away_mutex_lock(&pgmap->free_lock);
 	bool free = pgmap->placed_free[idx];
 	if (free) {
 		pgmap->placed_free[idx] = 0;
@@ -341,7 +342,7 @@ bool pagemap_alloc_huge(struct hetmm_pagemap *pgmap, uint32_t *idx)
 	bool found = false;
 	if (!pgmap->free_stack)
 		return false;   /* HETMM_PAGEMAP_PLACED: frames by name */
-	pthread_mutex_lock(&pgmap->free_lock);
+	away_mutex_lock(&pgmap->free_lock);
 	for (size_t top = pgmap->nr_free; top-- > 0 && !found;) {
 		if (!stack_run_at(pgmap, top))
 			continue;
@@ -372,7 +373,7 @@ bool pfn_block_huge(uint64_t pfn0)
 {
 	uint64_t idx0;
 	bool huge = false;
-	pthread_rwlock_rdlock(&sections_lock);
+	away_rdlock(&sections_lock);
 	struct hetmm_pagemap *pgmap = pfn_pagemap(pfn0, &idx0);
 	if (pgmap) {
 		TEST_HOOK(TEST_HOOK_PAGEMAP_LOOK, (uintptr_t)pfn0, PMD_PAGES);
@@ -405,12 +406,15 @@ static struct frame_owner frame_unown(struct hetmm_pagemap *pgmap,
 static void frames_push(struct hetmm_pagemap *pgmap, const uint32_t *idx,
 			size_t nr, size_t left)
 {
-	if (pgmap->ops->page_free)
+	if (pgmap->ops->page_free) {
+		away_begin();   /* a driver's op: see notifier_call */
 		for (size_t i = 0; i < nr; i++)
 			pgmap->ops->page_free(pgmap, idx[i]);
+		away_end();
+	}
 	/* Push in reverse so the run pops in its order again: a freed run
 	 * is handed out as a run, which the move and copy paths batch. */
-	pthread_mutex_lock(&pgmap->free_lock);
+	away_mutex_lock(&pgmap->free_lock);
 	for (size_t i = nr; i-- > 0;) {
 		if (pgmap->placed_free)
 			pgmap->placed_free[idx[i]] = 1;
@@ -460,7 +464,7 @@ void pagemap_leave_undo(struct hetmm_pagemap *pgmap, uint32_t idx,
 int pagemap_page_written(struct hetmm_page *p)
 {
 	int rc;
-	pthread_rwlock_rdlock(&sections_lock);
+	away_rdlock(&sections_lock);
 	struct hetmm_pagemap *pgmap = page_pagemap_locked(p, &rc);
 	if (pgmap) {
 		uint64_t idx = (uint64_t)(p - pgmap->pages);
@@ -491,7 +495,7 @@ void pagemap_put(struct hetmm_pagemap *pgmap)
 
 bool pagemap_all_free(struct hetmm_pagemap *pgmap)
 {
-	pthread_mutex_lock(&pgmap->free_lock);
+	away_mutex_lock(&pgmap->free_lock);
 	bool all = pgmap->nr_free == pgmap->nr_pages - pgmap->nr_reserved;
 	pthread_mutex_unlock(&pgmap->free_lock);
 	return all;
@@ -502,7 +506,7 @@ int pagemap_hold(uint64_t pfn, _Atomic uint64_t *slot, uint64_t e, bool pin,
 {
 	uint64_t idx;
 	int rc = -EAGAIN;
-	pthread_rwlock_rdlock(&sections_lock);
+	away_rdlock(&sections_lock);
 	struct hetmm_pagemap *pgmap = pfn_pagemap(pfn, &idx);
 	if (!pgmap || !(pagemap_is_fixed(pgmap) || (pagemap_is_coherent(pgmap)
 			&& !longterm)) || atomic_load(slot) != e)
@@ -554,7 +558,7 @@ int pagemap_unhold(uint64_t pfn, bool pin)
 {
 	uint32_t floor = 0;
 	int rc = -EINVAL;
-	pthread_rwlock_rdlock(&sections_lock);
+	away_rdlock(&sections_lock);
 	_Atomic uint32_t *cnt = hold_count(pfn, pin, &floor);
 	uint32_t v = cnt ? atomic_load(cnt) : 0;
 	while (cnt && v > floor) {
@@ -589,7 +593,7 @@ enum pagemap_orphan pagemap_orphan(uint64_t pfn)
 {
 	enum pagemap_orphan r = ORPHAN_NOT_HELD;
 	uint64_t idx;
-	pthread_rwlock_rdlock(&sections_lock);
+	away_rdlock(&sections_lock);
 	struct hetmm_pagemap *pgmap = pfn_pagemap(pfn, &idx);
 	if (pgmap && pagemap_is_coherent(pgmap)) {
 		struct hetmm_page *p = &pgmap->pages[idx];
@@ -607,7 +611,7 @@ bool pagemap_is_orphan(uint64_t pfn)
 {
 	uint64_t idx;
 	bool orphan = false;
-	pthread_rwlock_rdlock(&sections_lock);
+	away_rdlock(&sections_lock);
 	struct hetmm_pagemap *pgmap = pfn_pagemap(pfn, &idx);
 	if (pgmap)
 		orphan = atomic_load(&pgmap->pages[idx].owner) & PAGE_ORPHAN;
@@ -619,7 +623,7 @@ int pagemap_hold_counts(uint64_t pfn, uint64_t *refs, uint64_t *pins)
 {
 	uint32_t floor = 0;
 	int rc = -EINVAL;
-	pthread_rwlock_rdlock(&sections_lock);
+	away_rdlock(&sections_lock);
 	_Atomic uint32_t *r = hold_count(pfn, false, &floor);
 	if (r) {
 		uint32_t v = atomic_load(r);
@@ -641,7 +645,7 @@ int hetmm_pagemap_get_info(struct hetmm_pagemap *pgmap,
 	info->type = pgmap->type;
 	info->nr_pages = pgmap->nr_pages;
 	info->nr_reserved = pgmap->nr_reserved;
-	pthread_mutex_lock(&pgmap->free_lock);
+	away_mutex_lock(&pgmap->free_lock);
 	info->nr_free = pgmap->nr_free + atomic_load(&pgmap->nr_leaving);
 	pthread_mutex_unlock(&pgmap->free_lock);
 	info->first_pfn.val = HETMM_PFN_DEV | pagemap_pfn(pgmap, 0);

@@ -45,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "away.h"
 #include "compat.h"
 #include "entry.h"
 #include "shadow.h"
@@ -150,7 +151,7 @@ static bool asked_remove_locked(struct watch_asked *a, uintptr_t start,
 
 void watch_forget(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end)
 {
-	pthread_mutex_lock(&ctx->asked.lock);
+	away_mutex_lock(&ctx->asked.lock);
 	asked_remove_locked(&ctx->asked, start, end);
 	pthread_mutex_unlock(&ctx->asked.lock);
 }
@@ -161,7 +162,7 @@ void watch_moved(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
 		 size_t len)
 {
 	struct watch_asked *a = &ctx->asked;
-	pthread_mutex_lock(&a->lock);
+	away_mutex_lock(&a->lock);
 	for (;;) {
 		size_t i = span_after(a, from, false);
 		if (i == a->n || a->v[i].start >= from + len)
@@ -181,7 +182,7 @@ void watch_moved(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
 
 void watch_join(struct hetmm_ctx *ctx)
 {
-	pthread_mutex_lock(&watchers_lock);
+	away_mutex_lock(&watchers_lock);
 	ctx->watch_next = watchers;
 	watchers = ctx;
 	pthread_mutex_unlock(&watchers_lock);
@@ -189,7 +190,7 @@ void watch_join(struct hetmm_ctx *ctx)
 
 void watch_leave(struct hetmm_ctx *ctx)
 {
-	pthread_mutex_lock(&watchers_lock);
+	away_mutex_lock(&watchers_lock);
 	for (struct hetmm_ctx **pp = &watchers; *pp; pp = &(*pp)->watch_next) {
 		if (*pp == ctx) {
 			*pp = ctx->watch_next;
@@ -231,7 +232,7 @@ static bool holds_nothing(struct hetmm_ctx *other, uintptr_t start,
 			  uintptr_t end, uintptr_t *lo, uintptr_t *hi)
 {
 	struct watch_asked *a = &other->asked;
-	pthread_mutex_lock(&a->lock);
+	away_mutex_lock(&a->lock);
 	size_t i = span_after(a, start, false);
 	bool asked = i < a->n && a->v[i].start < end;
 	if (i > 0)
@@ -278,7 +279,7 @@ static int take_over(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end,
 		     uintptr_t lo, uintptr_t hi)
 {
 	int rc = -EBUSY;
-	pthread_mutex_lock(&watchers_lock);
+	away_mutex_lock(&watchers_lock);
 	bool others = false, free = true;
 	for (struct hetmm_ctx *o = watchers; o && free; o = o->watch_next) {
 		if (o == ctx)
@@ -348,7 +349,7 @@ static int cut_at_bss(struct dl_phdr_info *info, size_t size, void *arg)
 static void unowned_span(uintptr_t start, uintptr_t end, uintptr_t *lo,
 			 uintptr_t *hi)
 {
-	pthread_mutex_lock(&watchers_lock);
+	away_mutex_lock(&watchers_lock);
 	for (struct hetmm_ctx *o = watchers; o; o = o->watch_next)
 		entry_unowned_span(o, start, end, lo, hi);
 	pthread_mutex_unlock(&watchers_lock);
@@ -363,7 +364,7 @@ int watch_vma(struct hetmm_ctx *ctx, const struct vma *v, uintptr_t start,
 	end = MIN(end, v->end);
 	/* Recorded first: a context taking the range over meanwhile sees
 	 * it asked for, and leaves it. */
-	pthread_mutex_lock(&ctx->asked.lock);
+	away_mutex_lock(&ctx->asked.lock);
 	bool recorded = asked_add_locked(&ctx->asked, start, end);
 	pthread_mutex_unlock(&ctx->asked.lock);
 	if (!recorded)
