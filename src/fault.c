@@ -1237,10 +1237,6 @@ NO_TSAN static void handler_wait_exit(struct fault_engine *f)
 		futex_word(&f->exit_word, FUTEX_WAIT_PRIVATE, EXIT_DONE, NULL);
 }
 
-/* How long the handler waits, at most, for the kernel to let an install
- * in once it has read the events that held it back. */
-#define REFUSED_WAIT_MS 50
-
 /*
  * The kernel refused an install of the handler's into [start, start +
  * len) (EAGAIN): an event waits to be read, or uffd.c refused it for an

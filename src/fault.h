@@ -10,6 +10,11 @@
 
 struct hetmm_ctx;
 
+/* How long the handler waits, at most, for the kernel to let an install
+ * in once it has read the events that held it back (fault.c,
+ * handler_refused; test_lone allows a second copy past it). */
+#define REFUSED_WAIT_MS 50
+
 /* The engine's state, its buffers and its doorbell page, registered with
  * the context's userfaultfd (which must be open). */
 int fault_engine_create(struct hetmm_ctx *ctx);

@@ -140,7 +140,19 @@ struct churn {
 	unsigned char *mem;
 	size_t n;
 	unsigned seed;
+	/* When the pin or get in hand was asked for (ms, t_now; 0: none
+	 * in hand), and when the last one asked for before the removal
+	 * began was let go. */
+	_Atomic uint64_t asked_ms, held_until_ms;
 };
+
+/* When the removal began (ms, t_now; 0: not yet). */
+static _Atomic uint64_t removal_ms;
+
+static uint64_t now_ms(void)
+{
+	return (uint64_t)(t_now() * 1000) + 1;
+}
 
 static void *churner(void *arg)
 {
@@ -151,6 +163,8 @@ static void *churner(void *arg)
 	do {
 		s = s * 1103515245u + 12345u;
 		size_t a = (s >> 8) % (c->n - 4);
+		uint64_t asked = now_ms();
+		atomic_store(&c->asked_ms, asked);
 		long got = (s & 1) ?
 			hetmm_pin_user_pages_fast(ctx, c->mem + a * PS, 4, 0, pages) :
 			hetmm_get_user_pages(ctx, c->mem + a * PS, 4, 0, pages);
@@ -161,8 +175,43 @@ static void *churner(void *arg)
 		t_verify_from(c->mem + a * PS, (size_t)got, SEED + 1, a);
 		CHECK_OK((s & 1) ? hetmm_unpin_user_pages(ctx, pages, (size_t)got)
 				 : hetmm_put_user_pages(ctx, pages, (size_t)got));
+		uint64_t began = atomic_load(&removal_ms);
+		if (began && asked <= began)
+			atomic_store(&c->held_until_ms, now_ms());
+		atomic_store(&c->asked_ms, 0);
 	} while (!stopped());
 	return NULL;
+}
+
+/*
+ * Remove d's pagemap while the churners c[0, 2) pin and let go.  A short
+ * pin is gone within HETMM_REMOVE_PIN_WAIT_MS unless the thread holding
+ * it does not run meanwhile: under TSan at load 13.8 a churner went 500
+ * ms without the CPU, and the removal rightly said -EBUSY (1 full `make
+ * tsan` run in 5).  A caller tries again then, and so does this, then
+ * only: the removal waited its whole time, and a churner held through
+ * it a pin asked for before it began.
+ */
+static int remove_churned(struct td *d, struct churn *c)
+{
+	for (int tries = 0;; tries++) {
+		uint64_t t0 = now_ms();
+		atomic_store(&removal_ms, t0);
+		int rc = hetmm_pagemap_remove(d->pg);
+		uint64_t t1 = now_ms();
+		bool starved = false;
+		for (int i = 0; i < 2; i++) {
+			uint64_t a = atomic_load(&c[i].asked_ms);
+			starved |= (a && a <= t0) ||
+				   atomic_load(&c[i].held_until_ms) >= t1;
+		}
+		atomic_store(&removal_ms, 0);
+		if (rc != -EBUSY || !starved || tries == 5 ||
+		    t1 - t0 < HETMM_REMOVE_PIN_WAIT_MS)
+			return rc;
+		fprintf(stderr, "removal: a churner held its pin through the "
+			"wait (%" PRIu64 " ms): again\n", t1 - t0);
+	}
 }
 
 static void test_fixed(enum hetmm_memory_type type)
@@ -192,12 +241,12 @@ static void test_fixed(enum hetmm_memory_type type)
 	/* Short pins and gets churning: removal waits them out. */
 	__atomic_store_n(&stop, 0, __ATOMIC_RELEASE);
 	for (unsigned i = 0; i < 2; i++) {
-		c[i] = (struct churn){ d.mem, n, 17 + i };
+		c[i] = (struct churn){ d.mem, n, 17 + i, 0, 0 };
 		REQUIRE(pthread_create(&th[i], NULL, churner, &c[i]) == 0);
 	}
 	struct timespec nap = { 0, 2000000 };
 	nanosleep(&nap, NULL);   /* let them start: not a timing assert */
-	CHECK_OK(hetmm_pagemap_remove(d.pg));
+	CHECK_OK(remove_churned(&d, c));
 	__atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
 	for (int i = 0; i < 2; i++)
 		pthread_join(th[i], NULL);

@@ -30,6 +30,7 @@
 
 #include "adrv.h"
 #include "ctx.h"
+#include "fault.h"
 #include "t.h"
 #include "testhook.h"
 
@@ -43,6 +44,7 @@ static char *p;
 static uintptr_t lone_at;
 static atomic_int hook_state;        /* 0 armed, 1 fired, 2 event seen */
 static atomic_int discard_go;
+static _Atomic double hook_left;     /* when the hook returned */
 
 static void *discarder(void *arg)
 {
@@ -81,6 +83,7 @@ static void lone_hook(enum test_hook_point point, uintptr_t addr, size_t len)
 		return;
 	if (t_uffd_waits(ctx->uffd.fd))
 		atomic_store(&hook_state, 2);
+	atomic_store(&hook_left, t_now());
 }
 
 static void lone_once(bool async)
@@ -104,15 +107,24 @@ static void lone_once(bool async)
 	unsigned copies = atomic_load(&dev.copies);
 	__atomic_store_n(&test_hook, lone_hook, __ATOMIC_RELEASE);
 	CHECK_EQ(t_verify_from(p + pg * PS, 1, 5, pg), 0);
+	double fill_ms = (t_now() - atomic_load(&hook_left)) * 1000;
 	__atomic_store_n(&test_hook, NULL, __ATOMIC_RELEASE);
 	atomic_store(&discard_go, 1);
 	pthread_join(th, NULL);
-	printf("  %s driver: hook %d, copies back for the page %u\n",
+	unsigned back = atomic_load(&dev.copies) - copies;
+	printf("  %s driver: hook %d, copies back for the page %u, "
+	       "%.1f ms from the hook to the page\n",
 	       async ? "asynchronous" : "synchronous",
-	       atomic_load(&hook_state), atomic_load(&dev.copies) - copies);
+	       atomic_load(&hook_state), back, fill_ms);
 	/* The event waited while the fill was tried: the window was open. */
 	CHECK_EQ(atomic_load(&hook_state), 2);
-	CHECK_EQ(atomic_load(&dev.copies) - copies, 1);
+	/* Copied once: the handler kept the page until the kernel let it
+	 * in, which it does once the discarder has run again.  A second
+	 * copy only where the handler gave up after its whole wait: on a
+	 * machine slow enough the discarder does not run within it (a
+	 * guest under emulation 20 times slower, once in 12 runs). */
+	if (back != 2 || fill_ms < REFUSED_WAIT_MS)
+		CHECK_EQ(back, 1);
 	CHECK_EQ(t_count_on_device(ctx, p + pg * PS, 1), 0);
 	/* The discarded page reads zeroes; the rest is as it was. */
 	CHECK_OK(hetmm_ctx_sync(ctx));
