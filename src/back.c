@@ -407,17 +407,17 @@ int back_source(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
  * the poison of a fault that got SIGBUS while the device failed
  * (fault.c, fault_sigbus).  The kernel moves nothing over a marker but
  * copies over one, so the page goes in by a copy from where the move
- * would have taken it (staging, or a remapped frame, which is emptied
- * then as a moved one is); a real page there refuses the copy too.
+ * would have taken it, which is then emptied as a move leaves it (a
+ * remapped frame goes back free; the handler's staging must hold no
+ * page, or the next huge page staged there is base pages); a real page
+ * there refuses the copy too.
  */
-static bool copy_over_marker(struct hetmm_ctx *ctx,
-			     struct hetmm_pagemap *pgmap, uintptr_t dst,
+static bool copy_over_marker(struct hetmm_ctx *ctx, uintptr_t dst,
 			     uintptr_t src, unsigned fill)
 {
 	if (uffd_fill(ctx->uffd.fd, FILL_COPY, dst, src, PAGE_SIZE, fill) <= 0)
 		return false;
-	if (pgmap->flags & HETMM_PAGEMAP_REMAP)
-		madvise((void *)src, PAGE_SIZE, MADV_DONTNEED);
+	madvise((void *)src, PAGE_SIZE, MADV_DONTNEED);
 	return true;
 }
 
@@ -475,7 +475,7 @@ size_t back_install(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		if (got != -EEXIST && got != -ENOENT && got != -EFAULT)
 			break;
 		if (single && got == -EEXIST && op == FILL_MOVE &&
-		    copy_over_marker(ctx, pgmap, dst + off, src + off, fill)) {
+		    copy_over_marker(ctx, dst + off, src + off, fill)) {
 			run_set(inst, done, 1);
 			installed++;
 			done++;
