@@ -9,7 +9,12 @@
  */
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
+
+#ifndef HETMM_TEST_NO_URING
+#include <liburing.h>
+#endif
 
 #include "t.h"
 #include "tbus.h"
@@ -241,6 +246,71 @@ static void io_error(uint32_t flags)
 static void io_error_uring(void) { io_error(0); }
 static void io_error_pread(void) { io_error(HETMM_FILE_PREAD); }
 
+#ifndef HETMM_TEST_NO_URING
+/*
+ * The library's io_uring_submit calls come here (the link's --wrap:
+ * tests/CMakeLists.txt).  Armed, the next submit whose newest request
+ * reads more than a page fails with -EAGAIN, as the kernel's does short
+ * of memory: the requests stay in the ring, to go with the next submit
+ * (a failed submit has put them in the ring the kernel reads; here they
+ * are put there by that next one, which sends them just the same).
+ */
+int __real_io_uring_submit(struct io_uring *ring);
+int __wrap_io_uring_submit(struct io_uring *ring);
+
+static atomic_int refuse_armed, refused;
+
+int __wrap_io_uring_submit(struct io_uring *ring)
+{
+	struct io_uring_sq *sq = &ring->sq;
+	if (atomic_load(&refuse_armed) && sq->sqe_tail != sq->sqe_head) {
+		const struct io_uring_sqe *last =
+			&sq->sqes[(sq->sqe_tail - 1) & sq->ring_mask];
+		if ((last->opcode == IORING_OP_READ ||
+		     last->opcode == IORING_OP_READ_FIXED) && last->len > PS &&
+		    atomic_exchange(&refuse_armed, 0)) {
+			atomic_fetch_add(&refused, 1);
+			return -EAGAIN;
+		}
+	}
+	return __real_io_uring_submit(ring);
+}
+
+/*
+ * A window's read whose submit fails: the piece is not started, its
+ * pages stay on the device, and every byte comes back (each page read
+ * at least once: where the window's pages come back in whole PMD
+ * blocks, a block with a failed piece is read again whole).  The failed
+ * request's entry in the ring goes with the next submit; were it still
+ * the read it was, its completion would finish the request that reused
+ * its slot, and the device's queue goes wrong from there (a copy done
+ * twice: the migration below fails with -EIO).  A round without a
+ * refusal then reads each page exactly once.
+ */
+static void submit_refused(void)
+{
+	struct hetmm_file *f = file_up("refused", NP, 0);
+	REQUIRE(file_info(f).io == HETMM_FILE_IO_URING);
+	char *p = t_map(NP);
+	t_fill(p, NP, 11);
+	REQUIRE_OK(hetmm_migrate_to_device(pgmap_of(f), p, NP * PS, NULL));
+	atomic_store(&refused, 0);
+	atomic_store(&refuse_armed, 1);
+	CHECK_EQ(t_verify(p, NP, 11), 0);
+	CHECK_EQ(atomic_load(&refused), 1);   /* a read was refused */
+	struct hetmm_file_info fi = file_info(f);
+	CHECK(fi.pages_read >= NP);
+	CHECK_EQ(fi.io_errors, 0);
+	/* The device goes on: out and back again, each page read once. */
+	REQUIRE_OK(hetmm_migrate_to_device(pgmap_of(f), p, NP * PS, NULL));
+	CHECK_EQ(t_verify(p, NP, 11), 0);
+	CHECK_EQ(file_info(f).pages_read - fi.pages_read, NP);
+	CHECK_EQ(file_info(f).io_errors, 0);
+	CHECK_OK(hetmm_file_destroy(f));
+	t_unmap(p, NP);
+}
+#endif
+
 static void bad_input(void)
 {
 	struct hetmm_file *f;
@@ -313,6 +383,9 @@ int main(int argc, char **argv)
 	RUN(discard);
 	RUN(io_error_uring);
 	RUN(io_error_pread);
+#ifndef HETMM_TEST_NO_URING
+	RUN(submit_refused);
+#endif
 	RUN(bad_input);
 	RUN(ctx_goes);
 	REQUIRE_OK(hetmm_ctx_destroy(ctx));

@@ -208,17 +208,32 @@ static size_t attach_absent(struct hetmm_file *f, uint64_t index, size_t nr);
  * Synchronous copies: pread/pwrite
  */
 
-static int file_sync_io(struct hetmm_pagemap *pgmap, bool write, char *buf,
-			uint64_t index, size_t nr)
+/*
+ * A copy of frames [index, index + nr) begins, synchronous or not: false
+ * if they are not the device's.  Else a read counts against an attached
+ * file's bound, a write takes the frames off the punch list (every byte
+ * is rewritten), and *err is the error injected for them, or 0.
+ */
+static bool copy_begin(struct hetmm_file *f, bool write, uint64_t index,
+		       size_t nr, int *err)
 {
-	struct hetmm_file *f = file_of(pgmap);
-	if (!f || index + nr > f->nr_pages)
-		return -EINVAL;
+	if (index + nr > f->nr_pages)
+		return false;
 	if (!write)
 		attach_faulted_in(f, index, nr);
 	else
 		punch_cancel(f, index, nr);
-	int err = fault_for(f, write, index, nr);
+	*err = fault_for(f, write, index, nr);
+	return true;
+}
+
+static int file_sync_io(struct hetmm_pagemap *pgmap, bool write, char *buf,
+			uint64_t index, size_t nr)
+{
+	struct hetmm_file *f = file_of(pgmap);
+	int err;
+	if (!f || !copy_begin(f, write, index, nr, &err))
+		return -EINVAL;
 	if (!err)
 		err = io_whole(f->fd, write, buf, nr * PS, frame_off(f, index));
 	count_done(f, write, nr, err);
@@ -311,10 +326,12 @@ static const struct hetmm_pagemap_ops file_pread_ops = {
  */
 #ifdef HETMM_HAVE_LIBURING
 
-/* user_data of the request that stops the completion thread, and of
- * the one that has it look at the jobs (ahead_job). */
+/* user_data of the request that stops the completion thread, of the
+ * one that has it look at the jobs (ahead_job), and of a request taken
+ * back (uring_submit), whose completion it ignores. */
 #define REAPER_STOP 1
 #define AHEAD_KICK 2
+#define URING_VOID 3
 
 /*
  * Read-ahead.  A sequential scan of an attached file faults window after
@@ -563,13 +580,9 @@ static void ahead_jobs(struct hetmm_file *f)
 static int uring_submit(struct hetmm_file *f, bool write, char *buf,
 			uint64_t index, size_t nr, struct hetmm_copy *copy)
 {
-	if (index + nr > f->nr_pages)
+	int err;
+	if (!copy_begin(f, write, index, nr, &err))
 		return -EINVAL;
-	if (!write)
-		attach_faulted_in(f, index, nr);
-	else
-		punch_cancel(f, index, nr);
-	int err = fault_for(f, write, index, nr);
 	if (err) {
 		count_done(f, write, nr, err);
 		hetmm_copy_done(copy, err);
@@ -601,7 +614,12 @@ static int uring_submit(struct hetmm_file *f, bool write, char *buf,
 	io_uring_sqe_set_data(sqe, r);
 	int rc = io_uring_submit(&f->ring);
 	if (rc < 0) {
-		/* The request never reached the kernel: take it back. */
+		/* The request never reached the kernel: take it back.  Its
+		 * SQE stays in the ring all the same, to go with the next
+		 * submit: there a no-op the completion thread ignores, not
+		 * a transfer for a request used again by then. */
+		io_uring_prep_nop(sqe);
+		io_uring_sqe_set_data(sqe, (void *)(uintptr_t)URING_VOID);
 		r->next_free = f->free_reqs;
 		f->free_reqs = r;
 		f->writes -= write;
@@ -697,8 +715,9 @@ static int uring_read(struct hetmm_file *f, char *dst, uint64_t index,
 		      size_t nr, struct hetmm_copy *copy)
 {
 	if (nr == 1) {
-		attach_faulted_in(f, index, 1);
-		int err = fault_for(f, false, index, 1);
+		int err;
+		if (!copy_begin(f, false, index, 1, &err))
+			return -EINVAL;
 		if (!err && !lone_read(f, dst, index, &err))
 			err = io_whole(f->fd, false, dst, PS,
 				       frame_off(f, index));
@@ -786,7 +805,7 @@ static void *uring_reaper(void *arg)
 			break;
 		if ((uintptr_t)data == AHEAD_KICK)
 			ahead_jobs(f);
-		else
+		else if ((uintptr_t)data != URING_VOID)
 			uring_complete(f, data, res);
 	}
 	return NULL;
@@ -885,9 +904,13 @@ static void uring_stop(struct hetmm_file *f)
 {
 	if (f->reaper_up) {
 		pthread_mutex_lock(&f->sq_lock);
-		/* Reads into buffers freed below, copies out of them. */
-		while (f->ahead_reading || f->jobs)
+		/* Reads into buffers freed below, copies out of them; a
+		 * segment's read left in the ring by a submit that failed
+		 * goes now, or it would never complete. */
+		while (f->ahead_reading || f->jobs) {
+			io_uring_submit(&f->ring);
 			pthread_cond_wait(&f->ahead_done, &f->sq_lock);
+		}
 		struct io_uring_sqe *sqe;
 		while (!(sqe = io_uring_get_sqe(&f->ring)))
 			io_uring_submit(&f->ring);
