@@ -1626,10 +1626,11 @@ int hetmm_file_inject_error(struct hetmm_file *file, int write,
  *
  * Read-ahead.  With io_uring, a read that goes on from where the last
  * one ended (a sequential scan's windows) has the device read the next
- * 2 MiB of pages not in memory into buffers of its own, outside the
- * bound, while the window is installed and, under a bound, while pages
- * go back to the file; the next window is copied from there by the
- * device's thread.  A write to the file drops what it overlaps.
+ * 8 MiB (the file's size at most) of pages not in memory into buffers
+ * of its own, outside the bound, while the window is installed and,
+ * under a bound, while pages go back to the file; the next window is
+ * copied from there by the device's thread.  A write to the file drops
+ * what it overlaps.
  *
  * What the process does to the range:
  *   - writes are kept in memory until the page goes back to the file

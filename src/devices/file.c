@@ -71,9 +71,10 @@ struct file_req {
 };
 
 /* Read-ahead (attached files): AHEAD_SEGS segments of AHEAD_SEG pages
- * each at most, 2 MiB in all, past where a sequential scan reads. */
+ * each at most, 8 MiB in all (fewer for a smaller file), past where a
+ * sequential scan reads: see ahead_fill. */
 #define AHEAD_SEG HETMM_COPY_MAX_PAGES
-#define AHEAD_SEGS 8
+#define AHEAD_SEGS 32
 
 enum seg_state {
 	SEG_FREE,
@@ -132,6 +133,7 @@ struct hetmm_file {
 	/* Read-ahead, an attached file's only (NULL buf: none): see
 	 * ahead_fill().  Under sq_lock. */
 	struct file_seg ahead[AHEAD_SEGS];
+	unsigned ahead_nr;                /* of them in use */
 	char *ahead_buf;
 	int ahead_fixed;                  /* its fixed buffer, or -1 */
 	uint64_t ahead_next;              /* where the last read ended */
@@ -342,7 +344,13 @@ static const struct hetmm_pagemap_ops file_pread_ops = {
  * "Storage": the disk was busy 15% of a bounded scan, and never while
  * the scan ran).  So a read that goes on from where the last one ended
  * reads the next AHEAD_SEGS segments past it into the device's own
- * buffers, and a read they hold is a memcpy.  Only pages not in memory
+ * buffers, and a read they hold is a memcpy.  8 MiB of them, not 2: a
+ * fault held for room waits for the evictor, whose calls wait for the
+ * handler, and 2 MiB were read before that wait was over, the disk idle
+ * for the rest of it (64 MiB under a 50% bound: 2 MiB ahead 1.42 GB/s,
+ * 8 MiB 1.59-1.63, docs/PERFORMANCE.md "Storage"); 8 MiB is also how
+ * far the kernel's own read-ahead went on that disk (read_ahead_kb).
+ * Only pages not in memory
  * are read ahead, only while no write is in flight, and a write drops
  * what it overlaps: a segment never holds bytes older than the file's.
  * All under sq_lock.
@@ -354,7 +362,7 @@ static int uring_submit(struct hetmm_file *f, bool write, char *buf,
 /* The segment reading or holding frame i, or NULL. */
 static struct file_seg *ahead_at(struct hetmm_file *f, uint64_t i)
 {
-	for (unsigned k = 0; k < AHEAD_SEGS; k++) {
+	for (unsigned k = 0; k < f->ahead_nr; k++) {
 		struct file_seg *s = &f->ahead[k];
 		if ((s->state == SEG_READING || s->state == SEG_READY) &&
 		    i >= s->first && i < s->first + s->nr)
@@ -377,7 +385,7 @@ static void ahead_forget(struct file_seg *s)
 static void ahead_written(struct hetmm_file *f, uint64_t index, size_t nr)
 {
 	f->writes++;
-	for (unsigned k = 0; f->ahead_buf && k < AHEAD_SEGS; k++) {
+	for (unsigned k = 0; k < f->ahead_nr; k++) {
 		struct file_seg *s = &f->ahead[k];
 		if (s->first < index + nr && index < s->first + s->nr)
 			ahead_forget(s);
@@ -427,9 +435,9 @@ static bool ahead_needed(struct hetmm_file *f, const struct file_seg *s)
 static void ahead_fill(struct hetmm_file *f, uint64_t index, uint64_t next)
 {
 	bool on = index == f->ahead_next;
-	uint64_t reach = next + AHEAD_SEGS * AHEAD_SEG, end = next;
+	uint64_t reach = next + f->ahead_nr * AHEAD_SEG, end = next;
 	f->ahead_next = next;
-	for (unsigned k = 0; k < AHEAD_SEGS; k++) {
+	for (unsigned k = 0; k < f->ahead_nr; k++) {
 		struct file_seg *s = &f->ahead[k];
 		if (s->state != SEG_READING && s->state != SEG_READY)
 			continue;
@@ -442,7 +450,7 @@ static void ahead_fill(struct hetmm_file *f, uint64_t index, uint64_t next)
 	if (!on || f->writes)
 		return;
 	reach = reach < f->nr_pages ? reach : f->nr_pages;
-	for (unsigned k = 0; k < AHEAD_SEGS && end < reach; k++) {
+	for (unsigned k = 0; k < f->ahead_nr && end < reach; k++) {
 		struct file_seg *s = &f->ahead[k];
 		if (s->state != SEG_FREE)
 			continue;
@@ -854,19 +862,22 @@ static int uring_open(struct hetmm_file *f, uint32_t depth)
  * they can't be had. */
 static void ahead_init(struct hetmm_file *f)
 {
-	char *p = mmap(NULL, AHEAD_SEGS * AHEAD_SEG * PS,
-		       PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-		       -1, 0);
+	uint64_t segs = (f->nr_pages + AHEAD_SEG - 1) / AHEAD_SEG;
+	unsigned nr = segs < AHEAD_SEGS ? (unsigned)segs : AHEAD_SEGS;
+	char *p = mmap(NULL, nr * AHEAD_SEG * PS, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED)
 		return;
 	f->ahead_buf = p;
-	for (unsigned k = 0; k < AHEAD_SEGS; k++)
+	f->ahead_nr = nr;
+	for (unsigned k = 0; k < nr; k++)
 		f->ahead[k].buf = p + (size_t)k * AHEAD_SEG * PS;
 }
 
 /* Register the pagemap's staging as fixed buffer 0, and an attached
  * file's read-ahead buffers after it, and start the completion thread.
- * A registration refused (RLIMIT_MEMLOCK) leaves reads unregistered. */
+ * Registered buffers are locked memory: refused both (RLIMIT_MEMLOCK),
+ * the staging alone is tried; refused that, reads go unregistered. */
 static int uring_start(struct hetmm_file *f, bool attach)
 {
 	struct hetmm_pagemap_info pi;
@@ -877,20 +888,27 @@ static int uring_start(struct hetmm_file *f, bool attach)
 		ahead_init(f);
 	struct iovec iov[2];
 	unsigned n = 0;
+	int ahead = -1;
 	if (pi.copy_staging)
 		iov[n++] = (struct iovec){ pi.copy_staging,
 					   pi.copy_staging_len };
-	if (f->ahead_buf)
+	if (f->ahead_buf) {
+		ahead = (int)n;
 		iov[n++] = (struct iovec){ f->ahead_buf,
-					   AHEAD_SEGS * AHEAD_SEG * PS };
-	if (n && io_uring_register_buffers(&f->ring, iov, n) == 0) {
+					   f->ahead_nr * AHEAD_SEG * PS };
+	}
+	int reg = n ? io_uring_register_buffers(&f->ring, iov, n) : -1;
+	if (reg && n == 2) {
+		ahead = -1;   /* the staging alone */
+		reg = io_uring_register_buffers(&f->ring, iov, 1);
+	}
+	if (reg == 0) {
 		if (pi.copy_staging) {
 			f->staging = pi.copy_staging;
 			f->staging_len = pi.copy_staging_len;
 			f->info.fixed_buffers = 1;
 		}
-		if (f->ahead_buf)
-			f->ahead_fixed = (int)n - 1;
+		f->ahead_fixed = ahead;
 	}
 	rc = hetmm_thread_create(&f->reaper, uring_reaper, f);
 	if (rc)
@@ -930,8 +948,9 @@ static void uring_stop(struct hetmm_file *f)
 	free(f->reqs);
 	f->reqs = NULL;
 	if (f->ahead_buf)
-		munmap(f->ahead_buf, AHEAD_SEGS * AHEAD_SEG * PS);
+		munmap(f->ahead_buf, f->ahead_nr * AHEAD_SEG * PS);
 	f->ahead_buf = NULL;
+	f->ahead_nr = 0;
 }
 
 /* The ops to hot-add with: io_uring's unless refused or declined. */
