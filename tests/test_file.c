@@ -279,8 +279,8 @@ int __wrap_io_uring_submit(struct io_uring *ring)
 /*
  * A window's read whose submit fails: the piece is not started, its
  * pages stay on the device, and every byte comes back (each page read
- * at least once: where the window's pages come back in whole PMD
- * blocks, a block with a failed piece is read again whole).  The failed
+ * at least once: what else the window read may be read again, as
+ * Debian's 6.12 did in a guest, 1472 pages of 1024).  The failed
  * request's entry in the ring goes with the next submit; were it still
  * the read it was, its completion would finish the request that reused
  * its slot, and the device's queue goes wrong from there (a copy done
