@@ -489,7 +489,8 @@ struct hetmm_copy;
  * follows) and counts as its failure.  hetmm allocates nothing per copy.
  *
  * Device errors.  A copy that fails (an op returning non-zero, done with
- * an error) or that does not complete within the desc's copy_timeout_ms
+ * an error; -EFAULT to the device is not one: "Process memory", below)
+ * or that does not complete within the desc's copy_timeout_ms
  * (asynchronous copies only) changes nothing: to the device, the page
  * stays in system memory, untouched, reported HETMM_MIGRATE_SKIP_ERROR;
  * back, it stays on the device, whole, and is tried again on its next

@@ -331,12 +331,15 @@ void copy_pipe_open(struct copy_pipe *p, struct hetmm_pagemap *pgmap,
 	};
 }
 
+bool copy_error_is_device(bool to_device, int err)
+{
+	return !to_device || err != -EFAULT;
+}
+
 static void pipe_fail(struct copy_pipe *p, const struct copy_req *r, int err)
 {
 	p->failed++;
-	/* A copy to the device whose source the process took away (hetmm.h,
-	 * "Process memory") is no device error. */
-	if (!p->to_device || err != -EFAULT)
+	if (copy_error_is_device(p->to_device, err))
 		STAT_ADD(p->pgmap->ctx, copy_errors, 1);
 	p->finish(p->arg, r, err, NULL);
 }

@@ -16,6 +16,11 @@ struct copyq;
 /* Does pgmap copy asynchronously (submit ops)? */
 bool copy_is_async(const struct hetmm_pagemap *pgmap);
 
+/* Is a copy that failed with err the device's failure, counted in
+ * copy_errors?  Not one to the device that could not read its source
+ * (-EFAULT): the process took it away (hetmm.h, "Process memory"). */
+bool copy_error_is_device(bool to_device, int err);
+
 /* The queue for an asynchronous pagemap at hot-add (depth and timeout
  * from its desc, checked by the caller); 0 and nothing for others. */
 int copyq_create(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,

@@ -605,7 +605,7 @@ static void chunk_copy_pending(struct hetmm_pagemap *pgmap, struct chunk *c)
 		size_t run = chunk_frame_run(c, i, st_pending);
 		int rc = pgmap->ops->copy_to_device(pgmap, c->frame[i],
 				(const void *)chunk_addr(c, i), run);
-		if (rc && rc != -EFAULT)
+		if (rc && copy_error_is_device(true, rc))
 			STAT_ADD(pgmap->ctx, copy_errors, 1);
 		chunk_copied(c, i, run, rc);
 		i += run;

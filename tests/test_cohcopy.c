@@ -74,8 +74,8 @@ static void *writer_main(void *arg)
 	(void)arg;
 	atomic_store(&toucher_tid, gettid());
 	t_wait_flag(&copy_reached, 10.0 * t_time_scale());
-	/* Atomic, as the device's copy engine reads (emu.c): the write
-	 * protection that orders the two is hidden from a race detector. */
+	/* Atomic: the write protection that orders it after the copy's
+	 * read is hidden from a race detector. */
 	__atomic_store_n((uint64_t *)(pages + TARGET * PS), WRITTEN,
 			 __ATOMIC_RELAXED);
 	return NULL;
