@@ -1688,7 +1688,11 @@ int hetmm_file_sync(struct hetmm_file *file);
  * into the process, the device copies to and from that mapping itself,
  * on the thread that asks and on its own at once).  libucp (Debian's libucx0) is loaded at run time, the
  * first time a device is made: a build or a machine without it gives
- * -EOPNOTSUPP here and nothing else changes.
+ * -EOPNOTSUPP here and nothing else changes.  UCX's memory hooks (which
+ * patch the process's mmap, munmap and mremap, and with which an
+ * application's mremap(MREMAP_FIXED) fails: UCX 1.13 returns NULL) are
+ * left off (UCX_MEM_EVENTS=n, unless the environment says otherwise):
+ * the device moves bytes only through memory it mapped with ucp_mem_map.
  *
  * Who may connect.  Server and device read the same secret from a file
  * of their user's with no access for group or others (mode 0600), 16 to

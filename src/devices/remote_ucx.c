@@ -48,6 +48,13 @@ static void load(void)
 		/* Nor warn that a TCP-only run leaves them unused. */
 		setenv("UCX_WARN_UNUSED_ENV_VARS", "n", 0);
 	}
+	/* UCX's memory hooks (libucm) patch the process's mmap, munmap
+	 * and mremap to tell its registration cache of unmaps; with them,
+	 * the application's mremap(MREMAP_FIXED) fails (UCX 1.13: NULL,
+	 * ENOMEM).  The device's transfers use only memory it mapped with
+	 * ucp_mem_map itself, which needs no such cache: off, unless the
+	 * user said otherwise. */
+	setenv("UCX_MEM_EVENTS", "n", 0);
 	/* TCP's buffer pools made large at their first growth, which
 	 * remote.c forces before it settles the maps (remote_ucx.h). */
 	setenv("UCX_TCP_RX_BUFS_GROW", "64", 0);
