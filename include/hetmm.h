@@ -1692,7 +1692,9 @@ int hetmm_file_sync(struct hetmm_file *file);
  * patch the process's mmap, munmap and mremap, and with which an
  * application's mremap(MREMAP_FIXED) fails: UCX 1.13 returns NULL) are
  * left off (UCX_MEM_EVENTS=n, unless the environment says otherwise):
- * the device moves bytes only through memory it mapped with ucp_mem_map.
+ * over shared memory and TCP nothing on this side is registered; over
+ * RDMA, UCX then registers the device's buffers per transfer instead of
+ * caching them.
  *
  * Who may connect.  Server and device read the same secret from a file
  * of their user's with no access for group or others (mode 0600), 16 to

@@ -51,9 +51,10 @@ static void load(void)
 	/* UCX's memory hooks (libucm) patch the process's mmap, munmap
 	 * and mremap to tell its registration cache of unmaps; with them,
 	 * the application's mremap(MREMAP_FIXED) fails (UCX 1.13: NULL,
-	 * ENOMEM).  The device's transfers use only memory it mapped with
-	 * ucp_mem_map itself, which needs no such cache: off, unless the
-	 * user said otherwise. */
+	 * ENOMEM).  Off, unless the user said otherwise: shared memory and
+	 * TCP register nothing on this side, and over RDMA UCX then
+	 * registers the buffers it sends from or reads into per transfer
+	 * instead of caching them (slower there, still correct). */
 	setenv("UCX_MEM_EVENTS", "n", 0);
 	/* TCP's buffer pools made large at their first growth, which
 	 * remote.c forces before it settles the maps (remote_ucx.h). */
