@@ -369,6 +369,22 @@ static inline void t_emu_add(struct hetmm_ctx *ctx,
 	REQUIRE_OK(hetmm_emu_pagemap(*emu, pg));
 }
 
+/* Does this kernel give coherent devices?  (A context of its own, made
+ * and destroyed; any error but -EOPNOTSUPP fails the test.) */
+static inline bool t_coherent_here(void)
+{
+	struct hetmm_ctx *c;
+	struct hetmm_emu *emu;
+	REQUIRE_OK(hetmm_ctx_create(&c, NULL));
+	int rc = hetmm_emu_create(c, HETMM_MEMORY_DEVICE_COHERENT, 64, &emu);
+	if (!rc)
+		CHECK_OK(hetmm_emu_destroy(emu));
+	CHECK_OK(hetmm_ctx_destroy(c));
+	if (rc != -EOPNOTSUPP)
+		REQUIRE_OK(rc);
+	return rc == 0;
+}
+
 /* The set-up most tests start from: a context (params may be NULL) with
  * an emulated private device of npages, and the device's pagemap. */
 static inline void t_emu_up(struct hetmm_ctx **ctx,

@@ -204,27 +204,13 @@ static int part_child(const void *arg)
 	return t_failures != 0;
 }
 
-/* Does this kernel give coherent devices? */
-static bool coherent_here(void)
-{
-	struct hetmm_emu *emu;
-	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
-	int rc = hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_COHERENT, 64, &emu);
-	if (!rc)
-		CHECK_OK(hetmm_emu_destroy(emu));
-	CHECK_OK(hetmm_ctx_destroy(ctx));
-	if (rc != -EOPNOTSUPP)
-		REQUIRE_OK(rc);
-	return rc == 0;
-}
-
 int main(void)
 {
 	static const struct part before = { discard_before_copy },
 				 after = { discard_after_copy },
 				 write = { write_during_copy };
 	unsigned limit = 30 * t_time_scale();
-	if (!coherent_here()) {
+	if (!t_coherent_here()) {
 		fprintf(stderr, "test_cohcopy: no coherent devices here\n");
 		return 77;
 	}

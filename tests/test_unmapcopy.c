@@ -265,20 +265,6 @@ static int part_child(const void *arg)
 	return t_failures != 0;
 }
 
-/* Does this kernel give coherent devices? */
-static bool coherent_here(void)
-{
-	struct hetmm_emu *emu;
-	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
-	int rc = hetmm_emu_create(ctx, HETMM_MEMORY_DEVICE_COHERENT, 64, &emu);
-	if (!rc)
-		CHECK_OK(hetmm_emu_destroy(emu));
-	CHECK_OK(hetmm_ctx_destroy(ctx));
-	if (rc != -EOPNOTSUPP)
-		REQUIRE_OK(rc);
-	return rc == 0;
-}
-
 static void run_device(const char *dev_name, enum dev_kind kind)
 {
 	static const char *const act_name[] = {
@@ -305,7 +291,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "test_unmapcopy: process_vm_readv refused\n");
 		return 77;
 	}
-	have_coherent = coherent_here();
+	have_coherent = t_coherent_here();
 	run_device("private", DEV_PRIVATE);
 	if (have_coherent)
 		run_device("coherent", DEV_COHERENT);
