@@ -249,31 +249,54 @@ static void io_error_pread(void) { io_error(HETMM_FILE_PREAD); }
 #ifndef HETMM_TEST_NO_URING
 /*
  * The library's io_uring_submit calls come here (the link's --wrap:
- * tests/CMakeLists.txt).  Armed, the next submit whose newest request
- * reads more than a page fails with -EAGAIN, as the kernel's does short
- * of memory: the requests stay in the ring, to go with the next submit
- * (a failed submit has put them in the ring the kernel reads; here they
- * are put there by that next one, which sends them just the same).
+ * tests/CMakeLists.txt).  Armed, the next submit that carries what
+ * refuse_what asks for fails with -EAGAIN, as the kernel's does short of
+ * memory: the requests stay in the ring, to go with the next submit (a
+ * failed submit has put them in the ring the kernel reads; here they are
+ * put there by that next one, which sends them just the same).
  */
 int __real_io_uring_submit(struct io_uring *ring);
 int __wrap_io_uring_submit(struct io_uring *ring);
 
+enum refuse_what {
+	REFUSE_READ,    /* its newest request reads more than a page */
+	REFUSE_NOP,     /* a no-op among its requests */
+};
 static atomic_int refuse_armed, refused;
+static enum refuse_what refuse_what;
+
+static bool submit_to_refuse(const struct io_uring_sq *sq)
+{
+	if (sq->sqe_tail == sq->sqe_head)
+		return false;
+	if (refuse_what == REFUSE_READ) {
+		const struct io_uring_sqe *last =
+			&sq->sqes[(sq->sqe_tail - 1) & sq->ring_mask];
+		return (last->opcode == IORING_OP_READ ||
+			last->opcode == IORING_OP_READ_FIXED) &&
+		       last->len > PS;
+	}
+	for (unsigned i = sq->sqe_head; i != sq->sqe_tail; i++)
+		if (sq->sqes[i & sq->ring_mask].opcode == IORING_OP_NOP)
+			return true;
+	return false;
+}
 
 int __wrap_io_uring_submit(struct io_uring *ring)
 {
-	struct io_uring_sq *sq = &ring->sq;
-	if (atomic_load(&refuse_armed) && sq->sqe_tail != sq->sqe_head) {
-		const struct io_uring_sqe *last =
-			&sq->sqes[(sq->sqe_tail - 1) & sq->ring_mask];
-		if ((last->opcode == IORING_OP_READ ||
-		     last->opcode == IORING_OP_READ_FIXED) && last->len > PS &&
-		    atomic_exchange(&refuse_armed, 0)) {
-			atomic_fetch_add(&refused, 1);
-			return -EAGAIN;
-		}
+	if (atomic_load(&refuse_armed) && submit_to_refuse(&ring->sq) &&
+	    atomic_exchange(&refuse_armed, 0)) {
+		atomic_fetch_add(&refused, 1);
+		return -EAGAIN;
 	}
 	return __real_io_uring_submit(ring);
+}
+
+static void refuse_next(enum refuse_what what)
+{
+	atomic_store(&refused, 0);
+	refuse_what = what;
+	atomic_store(&refuse_armed, 1);
 }
 
 /*
@@ -294,8 +317,7 @@ static void submit_refused(void)
 	char *p = t_map(NP);
 	t_fill(p, NP, 11);
 	REQUIRE_OK(hetmm_migrate_to_device(pgmap_of(f), p, NP * PS, NULL));
-	atomic_store(&refused, 0);
-	atomic_store(&refuse_armed, 1);
+	refuse_next(REFUSE_READ);
 	CHECK_EQ(t_verify(p, NP, 11), 0);
 	CHECK_EQ(atomic_load(&refused), 1);   /* a read was refused */
 	struct hetmm_file_info fi = file_info(f);
@@ -309,6 +331,52 @@ static void submit_refused(void)
 	CHECK_OK(hetmm_file_destroy(f));
 	t_unmap(p, NP);
 }
+
+/*
+ * An attached file's scan reads ahead into the device's segments, and a
+ * fault whose pages a segment holds already is a job for the completion
+ * thread, woken by a no-op that goes with the submit of the next
+ * segments' reads.  Here the first fault's submit of segment reads is
+ * refused (they do not begin: the next faults read their pages, and
+ * read ahead again), then a submit carrying a no-op.  That job is done
+ * all the same, at once: left in the ring, the no-op would wait for the
+ * next submit or completion, and with the scanning thread held in its
+ * fault (a window of 16 pages, one copy) and the file read ahead whole
+ * (1 MiB, given 100 ms) there is none; the copy timed out (5 s), a copy
+ * error, and the pagemap took no new migration from then on.  Each page
+ * is read once.
+ */
+static void ahead_submit_refused(void)
+{
+	enum { N = 256 };
+	struct hetmm_ctx_params cp = { .fault_around_max = 16 };
+	struct hetmm_ctx *own;
+	REQUIRE_OK(hetmm_ctx_create(&own, &cp));
+	char path[128];
+	path_of(path, sizeof(path), "ahead");
+	t_pattern_file(path, N, 17);
+	struct hetmm_file_desc d = { .path = path, .nr_pages = N };
+	struct hetmm_file *f;
+	char *p;
+	REQUIRE_OK(hetmm_file_attach(own, &d, &f, (void **)&p));
+	REQUIRE(file_info(f).io == HETMM_FILE_IO_URING);
+	refuse_next(REFUSE_READ);
+	CHECK_EQ(t_verify(p, 2, 17), 0);   /* then the rest read ahead */
+	CHECK_EQ(atomic_load(&refused), 1);
+	usleep(100000);
+	refuse_next(REFUSE_NOP);
+	CHECK_EQ(t_verify(p, N, 17), 0);
+	CHECK_EQ(atomic_load(&refused), 1);
+	atomic_store(&refuse_armed, 0);
+	struct hetmm_stats st;
+	REQUIRE_OK(hetmm_ctx_get_stats(own, &st));
+	CHECK_EQ(st.copy_errors, 0);
+	CHECK_EQ(file_info(f).io_errors, 0);
+	CHECK_EQ(file_info(f).pages_read, N);
+	CHECK_OK(hetmm_file_destroy(f));
+	REQUIRE_OK(hetmm_ctx_destroy(own));
+}
+
 #endif
 
 static void bad_input(void)
@@ -385,6 +453,7 @@ int main(int argc, char **argv)
 	RUN(io_error_pread);
 #ifndef HETMM_TEST_NO_URING
 	RUN(submit_refused);
+	RUN(ahead_submit_refused);
 #endif
 	RUN(bad_input);
 	RUN(ctx_goes);

@@ -584,6 +584,44 @@ static void ahead_jobs(struct hetmm_file *f)
 	}
 }
 
+/*
+ * A submit failed.  What it had for the kernel is in the ring all the
+ * same, to go with the next submit, which may be long in coming: a
+ * fault's copy from a segment (ahead_job) would wait for its kick until
+ * then, or until hetmm's copy timeout.  So each request not sent is made
+ * a no-op the completion thread ignores, and what it started is undone:
+ * a copy's request is taken back (its caller says the copy did not
+ * start), a segment's read did not begin (a job that wants its pages
+ * reads them from the file), a kick is the caller's to give
+ * (ahead_jobs, on its own thread).  Under sq_lock, which every submit
+ * holds: nothing takes requests from the ring meanwhile.
+ */
+static void uring_unsend(struct hetmm_file *f)
+{
+	struct io_uring_sq *sq = &f->ring.sq;
+	for (unsigned i = io_uring_smp_load_acquire(sq->khead);
+	     i != sq->sqe_tail; i++) {
+		struct io_uring_sqe *sqe = &sq->sqes[i & sq->ring_mask];
+		uintptr_t data = (uintptr_t)sqe->user_data;
+		if (data == REAPER_STOP)
+			continue;
+		io_uring_prep_nop(sqe);
+		io_uring_sqe_set_data(sqe, (void *)(uintptr_t)URING_VOID);
+		if (data == URING_VOID || data == AHEAD_KICK)
+			continue;
+		struct file_req *r = (struct file_req *)data;
+		if (r->seg) {
+			r->seg->state = SEG_FREE;
+			f->ahead_reading--;
+			pthread_cond_broadcast(&f->ahead_done);   /* uring_stop */
+		} else {
+			f->writes -= r->write;
+			r->next_free = f->free_reqs;
+			f->free_reqs = r;
+		}
+	}
+}
+
 /* Start one read or write: 0, or a negative errno (nothing started). */
 static int uring_submit(struct hetmm_file *f, bool write, char *buf,
 			uint64_t index, size_t nr, struct hetmm_copy *copy)
@@ -621,17 +659,8 @@ static int uring_submit(struct hetmm_file *f, bool write, char *buf,
 	sqe->flags |= IOSQE_FIXED_FILE;
 	io_uring_sqe_set_data(sqe, r);
 	int rc = io_uring_submit(&f->ring);
-	if (rc < 0) {
-		/* The request never reached the kernel: take it back.  Its
-		 * SQE stays in the ring all the same, to go with the next
-		 * submit: there a no-op the completion thread ignores, not
-		 * a transfer for a request used again by then. */
-		io_uring_prep_nop(sqe);
-		io_uring_sqe_set_data(sqe, (void *)(uintptr_t)URING_VOID);
-		r->next_free = f->free_reqs;
-		f->free_reqs = r;
-		f->writes -= write;
-	}
+	if (rc < 0)
+		uring_unsend(f);   /* r among them: taken back */
 	pthread_mutex_unlock(&f->sq_lock);
 	return rc < 0 ? rc : 0;
 }
@@ -759,8 +788,12 @@ static int uring_submit_from(struct hetmm_pagemap *pgmap, void *dst,
 		rc = uring_read(f, dst, index, nr, copy);   /* read first */
 	pthread_mutex_lock(&f->sq_lock);
 	ahead_fill(f, index, index + nr);
-	io_uring_submit(&f->ring);
+	bool refused = io_uring_submit(&f->ring) < 0;
+	if (refused)
+		uring_unsend(f);
 	pthread_mutex_unlock(&f->sq_lock);
+	if (refused)
+		ahead_jobs(f);   /* the kick's work, and reads not begun */
 	return rc;
 }
 
@@ -922,13 +955,9 @@ static void uring_stop(struct hetmm_file *f)
 {
 	if (f->reaper_up) {
 		pthread_mutex_lock(&f->sq_lock);
-		/* Reads into buffers freed below, copies out of them; a
-		 * segment's read left in the ring by a submit that failed
-		 * goes now, or it would never complete. */
-		while (f->ahead_reading || f->jobs) {
-			io_uring_submit(&f->ring);
+		/* Reads into buffers freed below, copies out of them. */
+		while (f->ahead_reading || f->jobs)
 			pthread_cond_wait(&f->ahead_done, &f->sq_lock);
-		}
 		struct io_uring_sqe *sqe;
 		while (!(sqe = io_uring_get_sqe(&f->ring)))
 			io_uring_submit(&f->ring);
