@@ -60,6 +60,11 @@ struct deputy {
 	 * it reads; the handler moves them over to kept (rescued_merge)
 	 * where no rescue can run. */
 	struct msg_queue kept, rescued;
+	/* The handler's batch after its current message (deputy_batch_rest):
+	 * read before anything kept, touched by the deputy only while it
+	 * serves a trip. */
+	struct uffd_msg *rest;
+	size_t nrest;
 	/* For the rescue: the handler's thread id (0 until it runs; the
 	 * messages name it where the kernel gives UFFD_FEATURE_THREAD_ID),
 	 * and the page mask, which the deputy reads nowhere else then. */
@@ -251,6 +256,25 @@ static void deputy_take(struct deputy *d, const struct uffd_msg *m)
 		kept_add(d, m);
 }
 
+/*
+ * Serve what the deputy may of the handler's own batch, which the
+ * handler read before the deputy read anything it keeps: a thread may
+ * hold the lock the handler waits for away while it waits in one of
+ * those faults.  Under ThreadSanitizer test_stress hung so in about 1
+ * run of 30: a worker in the emulated mirror's lock, holding the
+ * runtime's deadlock detector's lock in a userfault on a new page of
+ * the detector's graph, that fault in the handler's batch after the
+ * fault back whose invalidation waited for the mirror's lock.
+ */
+static void batch_serve(struct deputy *d)
+{
+	for (size_t i = 0; i < d->nrest; i++) {
+		struct uffd_msg *m = &d->rest[i];
+		if (deputy_served(d, m))
+			m->event = MSG_SERVED;
+	}
+}
+
 /* Serve what the deputy may of the faults a rescue kept (deputy_rescue
  * serves the handler's own alone): a driver's thread may wait in one
  * for the trip that begins. */
@@ -293,6 +317,7 @@ static void deputy_serve(struct deputy *d)
 	struct uffd_msg msgs[FAULT_READ_BATCH];
 	uintptr_t recall = (uintptr_t)d->away->recall, own = 0;
 	bool recalled = false;
+	batch_serve(d);
 	kept_serve(d);
 	while ((!recalled || own) && d->kept.n < DEPUTY_KEPT &&
 	       !d->rescued.n) {
@@ -458,6 +483,12 @@ NO_TSAN static void *deputy_main(void *arg)
 	}
 	deputy_exit_hook();
 	return NULL;
+}
+
+void deputy_batch_rest(struct deputy *d, struct uffd_msg *rest, size_t n)
+{
+	d->rest = rest;
+	d->nrest = n;
 }
 
 /* Events still kept after the batch taken hold the handler's fills

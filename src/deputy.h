@@ -43,6 +43,13 @@ int deputy_start(struct deputy *d);
 NO_TSAN void deputy_stop(struct deputy *d);
 void deputy_join(struct deputy *d);
 
+/* On the handler, before each message of a batch it read: the messages
+ * after it, not handled yet.  A trip the deputy serves serves from them
+ * too, as a thread may hold the lock the handler waits for away while
+ * it waits in one of them (deputy.c), and marks those it served
+ * MSG_SERVED, which no userfaultfd event is: the handler skips them. */
+#define MSG_SERVED 0
+void deputy_batch_rest(struct deputy *d, struct uffd_msg *rest, size_t n);
 /* The handler's next batch from what the deputy kept, at most
  * FAULT_READ_BATCH messages, oldest first; 0 if it kept none. */
 size_t kept_take(struct deputy *d, struct uffd_msg *msgs);

@@ -1149,7 +1149,7 @@ static void handle_msg(struct hetmm_ctx *ctx, const struct uffd_msg *m)
 		lifecycle_remap(ctx, m->arg.remap.from, m->arg.remap.to,
 				m->arg.remap.len);
 		break;
-	default:
+	default:        /* MSG_SERVED: the deputy served it (deputy.h) */
 		break;
 	}
 }
@@ -1388,10 +1388,13 @@ static void *fault_handler_main(void *arg)
 			ctx->fault->pending = &msgs[i + 1];
 			ctx->fault->npending = i < events ? events - i - 1 : 0;
 			ctx->fault->current = &msgs[i];
+			deputy_batch_rest(ctx->fault->deputy, &msgs[i + 1],
+					  n - i - 1);
 			handle_msg(ctx, &msgs[i]);
 		}
 		ctx->fault->current = NULL;
 		ctx->fault->npending = 0;
+		deputy_batch_rest(ctx->fault->deputy, NULL, 0);
 		for (unsigned k = 0; k < ctx->fault->nsyncs; k++)
 			sync_answer(ctx, ctx->fault->syncs[k]);
 		ctx->fault->nsyncs = 0;

@@ -39,7 +39,7 @@ _Static_assert(VTAB_FANOUT * sizeof(void *) == VTAB_NODE, "node size");
 void vtab_init(struct vtab *t)
 {
 	atomic_init(&t->root, NULL);
-	pthread_mutex_init(&t->pool_lock, NULL);
+	atomic_init(&t->pool_lock.word, 0);
 	t->chunks = t->spare = NULL;
 	t->next = t->end = NULL;
 }
@@ -79,7 +79,7 @@ static void chunk_unmap(char *c)
 static void *node_alloc(struct vtab *t)
 {
 	void *n = NULL;
-	pthread_mutex_lock(&t->pool_lock);
+	wordlock_lock(&t->pool_lock);
 	if (t->spare) {
 		n = t->spare;
 		t->spare = *(void **)n;
@@ -99,16 +99,16 @@ static void *node_alloc(struct vtab *t)
 			t->next += VTAB_NODE;
 		}
 	}
-	pthread_mutex_unlock(&t->pool_lock);
+	wordlock_unlock(&t->pool_lock);
 	return n;
 }
 
 static void node_give_back(struct vtab *t, void *n)
 {
-	pthread_mutex_lock(&t->pool_lock);
+	wordlock_lock(&t->pool_lock);
 	*(void **)n = t->spare;
 	t->spare = n;
-	pthread_mutex_unlock(&t->pool_lock);
+	wordlock_unlock(&t->pool_lock);
 }
 
 void vtab_destroy(struct vtab *t)
@@ -121,7 +121,6 @@ void vtab_destroy(struct vtab *t)
 	}
 	t->next = t->end = NULL;
 	t->spare = NULL;
-	pthread_mutex_destroy(&t->pool_lock);
 }
 
 /* Load or, when asked, create the child behind *slot. */

@@ -9,19 +9,20 @@
 #ifndef HETMM_VTAB_H
 #define HETMM_VTAB_H
 
-#include <pthread.h>
 #include <stdatomic.h>
 
 #include "base.h"
+#include "wordlock.h"
 
 /* Nodes come from chunks mapped populated, between guard pages, never
  * from malloc: the fault handler stores entries, and a page it touched
  * for the first time in a malloc arena that the kernel merged into a
  * mapping registered whole would be a missing fault only the handler
- * itself could serve. */
+ * itself could serve.  The pool's lock is a wordlock (wordlock.h): the
+ * deputy takes it when a hole it fills needs a new node. */
 struct vtab {
 	_Atomic(void *) root;
-	pthread_mutex_t pool_lock;
+	struct wordlock pool_lock;
 	void *chunks;           /* list through each chunk's first node */
 	char *next, *end;       /* the current chunk's unused nodes */
 	void *spare;            /* nodes that lost a race, for reuse */

@@ -14,7 +14,7 @@
  * the same lock), and then touches a page never touched of a mapping
  * registered whole, as a thread of a driver's library would touch memory
  * its malloc arena hands out (test_mirrorlock: the emulated mirror's page
- * table did).  Public API only.
+ * table did).  Public API only, but for the last case's hook.
  *
  * And what the deputy must not serve while the handler is in the middle
  * of an event: a fault on a page the event moves device pages to.  An
@@ -22,6 +22,15 @@
  * the new range and a few of the deputy's ticks have gone by: the page
  * must come with the device's bytes, not the zeroes the deputy would
  * have given the hole it looks like until the handler moves the entries.
+ *
+ * And the hole in the handler's own batch: the driver's thread faults on
+ * it, holding its lock, after another thread's fault on a device page
+ * was queued, and the handler reads both in one batch.  The fault back
+ * waits for the lock away, the deputy reads nothing new, and the hole
+ * is behind the fault back in the handler's batch: the deputy must serve
+ * it from there (before the fix, hung: test_stress did so under TSan,
+ * with the runtime's own lock).  A test hook holds the handler, busy,
+ * while both faults queue, in that order.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -30,6 +39,7 @@
 #include <unistd.h>
 
 #include "t.h"
+#include "testhook.h"
 
 #define ARENA_PAGES 16
 #define DATA_PAGES 4
@@ -205,6 +215,96 @@ static int remap_kept(const void *arg)
 	return t_failures != 0;
 }
 
+/* The hole in the handler's batch: the thread that faults on the device
+ * page (backer), the driver's thread (holder), and the discard whose
+ * handling holds the handler until both wait in their faults. */
+static _Atomic pid_t backer_tid, holder_tid;
+static atomic_bool in_hook;
+static _Atomic uintptr_t hold_at;       /* the discard to hold on */
+
+static void wait_in_userfault(_Atomic pid_t *tid)
+{
+	double limit = t_now() + 10.0 * t_time_scale();
+	while (!(atomic_load(tid) && t_in_userfault(atomic_load(tid))) &&
+	       t_now() < limit)
+		usleep(1000);
+}
+
+static void hold_handler(enum test_hook_point point, uintptr_t addr,
+			 size_t len)
+{
+	(void)len;
+	if (point != TEST_HOOK_EVENT_DISCARD || addr != atomic_load(&hold_at))
+		return;
+	atomic_store(&in_hook, true);
+	wait_in_userfault(&holder_tid);
+}
+
+static void *backer_main(void *arg)
+{
+	volatile char *page = arg;
+	t_wait_flag(&in_hook, 10.0 * t_time_scale());
+	atomic_store(&backer_tid, gettid());
+	(void)page[0];
+	return NULL;
+}
+
+static void *holder_main(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&drv_lock);
+	wait_in_userfault(&backer_tid);
+	atomic_store(&holder_tid, gettid());
+	volatile char *hole = arena + PS;
+	hole[0] = 5;
+	atomic_store(&touched, true);
+	pthread_mutex_unlock(&drv_lock);
+	return NULL;
+}
+
+static int hole_in_batch(const void *arg)
+{
+	(void)arg;
+	struct hetmm_ctx *ctx;
+	struct hetmm_emu *emu;
+	struct hetmm_pagemap *pg;
+	struct hetmm_notifier *n;
+	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
+	t_emu_add(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64, &emu, &pg);
+	arena = t_map(ARENA_PAGES);
+	arena[0] = 1;
+	t_to_device(pg, arena, 1);
+	char *data = t_map(DATA_PAGES);
+	t_fill(data, DATA_PAGES, 7);
+	t_to_device(pg, data, DATA_PAGES);
+	REQUIRE_OK(hetmm_notifier_insert(ctx, data, DATA_PAGES * PS,
+					 &lock_ops, NULL, &n));
+	atomic_store(&armed, (int)HETMM_EVENT_MIGRATE);
+
+	pthread_t backer, holder;
+	REQUIRE(pthread_create(&holder, NULL, holder_main, NULL) == 0);
+	REQUIRE(pthread_create(&backer, NULL, backer_main, data) == 0);
+	char *discard = arena + 2 * PS;         /* a hole: nothing to lose */
+	atomic_store(&hold_at, (uintptr_t)discard);
+	__atomic_store_n(&test_hook, hold_handler, __ATOMIC_RELEASE);
+	CHECK(madvise(discard, PS, MADV_DONTNEED) == 0);
+	REQUIRE(pthread_join(backer, NULL) == 0);
+	REQUIRE(pthread_join(holder, NULL) == 0);
+	__atomic_store_n(&test_hook, NULL, __ATOMIC_RELEASE);
+	atomic_store(&armed, -1);
+	CHECK(atomic_load(&in_hook));
+	CHECK(atomic_load(&in_invalidate));
+	CHECK(atomic_load(&touched));
+	CHECK_EQ(arena[PS], 5);
+	CHECK_EQ(t_verify(data, DATA_PAGES, 7), 0);
+
+	CHECK_OK(hetmm_notifier_remove(n));
+	CHECK_OK(hetmm_emu_destroy(emu));
+	CHECK_OK(hetmm_ctx_destroy(ctx));
+	fflush(NULL);
+	return t_failures != 0;
+}
+
 int main(void)
 {
 	static const enum trigger discard = T_DISCARD, unmap = T_UNMAP,
@@ -215,5 +315,7 @@ int main(void)
 	t_run_child("unmap", lock_across_hole, &unmap, limit);
 	t_run_child("fault back", lock_across_hole, &back, limit);
 	t_run_child("mremap's new range kept", remap_kept, NULL, limit);
+	t_run_child("the hole in the handler's batch", hole_in_batch, NULL,
+		    limit);
 	return t_done();
 }
