@@ -1183,16 +1183,23 @@ static size_t read_want(const struct uffd_msg *msgs, size_t n,
  * change?  Its range, for a discard or an unmap: their handling takes
  * entries away only (device pages' and parked ones'), and the kernel
  * changes nothing outside it, so a hole elsewhere is one the handler
- * would fill the same way after the event.  Every page, for an mremap:
- * its handling gives entries to pages that had none, and not only in
- * its message's two ranges (a mapping moved on since, forward_follow;
- * pieces parked, unpark_one).
+ * would fill the same way after the event.  For an mremap, its old
+ * range and the one it gives entries to pages in: not always its
+ * message's new range (a mapping moved on since, forward_follow), so
+ * every page until the handler knows which (lifecycle_remap_dest).
+ * Parked pieces it carries go there too (unpark_one).
  */
 static bool current_event_at(const struct hetmm_ctx *ctx, uintptr_t addr)
 {
 	const struct uffd_msg *m = ctx->fault->current;
-	return m && (m->event == UFFD_EVENT_REMAP ||
-		     uffd_event_in(m, 1, addr, addr + PAGE_SIZE));
+	if (!m)
+		return false;
+	if (uffd_event_in(m, 1, addr, addr + PAGE_SIZE))
+		return true;
+	if (m->event != UFFD_EVENT_REMAP)
+		return false;
+	uintptr_t dest = lifecycle_remap_dest(ctx);
+	return !dest || addr - dest < m->arg.remap.len;
 }
 
 /*

@@ -1049,6 +1049,7 @@ void lifecycle_remap(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
 	if (migrators_own(ctx, from, from + len, true))
 		return;   /* a coherent mapping swapped into place */
 	to = forward_follow(ctx, from, to, len);
+	atomic_store(&ctx->vacated.remap_dest, to);
 	if (ctx->vacated.nrescue) {
 		rescue_cancel(ctx, from, from + len);
 		rescue_cancel(ctx, to, to + len);
@@ -1098,5 +1099,11 @@ void lifecycle_remap(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
 		v->keep_lo = ov[0].start;
 		v->keep_hi = ov[r.nparked - 1].end;
 	}
+	atomic_store(&ctx->vacated.remap_dest, 0);
+}
+
+uintptr_t lifecycle_remap_dest(const struct hetmm_ctx *ctx)
+{
+	return atomic_load(&ctx->vacated.remap_dest);
 }
 

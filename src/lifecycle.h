@@ -65,12 +65,19 @@ struct vacated_ranges {
 	struct vtab parked_tab;
 	struct forward fwd[FORWARD_MAX];
 	unsigned fwd_next;                /* the slot to reuse next */
+	/* Where the REMAP being handled puts the old range's entries,
+	 * once forward_follow said; 0 before and after. */
+	_Atomic uintptr_t remap_dest;
 };
 
 void lifecycle_unmap(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end);
 void lifecycle_discard(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end);
 void lifecycle_remap(struct hetmm_ctx *ctx, uintptr_t from, uintptr_t to,
 		     size_t len);
+/* On the deputy, while the handler is away in the middle of a REMAP:
+ * where it puts the old range's entries, the one range besides the old
+ * one where it gives entries to pages; 0 while it does not know yet. */
+uintptr_t lifecycle_remap_dest(const struct hetmm_ctx *ctx);
 /* After a batch of messages: pages an mremap left behind that the kernel
  * would not let us move yet (an event was waiting to be read). */
 void lifecycle_retry(struct hetmm_ctx *ctx);

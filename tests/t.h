@@ -252,8 +252,10 @@ static inline void t_run_child_at(const char *name, int (*fn)(const void *),
 	fprintf(stderr, "case %s\n", name);
 	pid_t pid = fork();
 	REQUIRE(pid >= 0);
-	if (pid == 0)
+	if (pid == 0) {
+		t_failures = 0;   /* the case's own, not earlier cases' */
 		_exit(fn(arg));
+	}
 	int status = 0;
 	double end = t_now() + limit;
 	pid_t got;

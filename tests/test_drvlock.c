@@ -7,7 +7,8 @@
  * for the lock: before the fix neither moved, for good (the child is
  * killed).  Now the handler runs a driver's callbacks away (away.h), and
  * the deputy fills the hole meanwhile, in the middle of a discard, of an
- * unmap and of a fault-back's migration alike.
+ * unmap, of an mremap (outside its two ranges) and of a fault-back's
+ * migration alike.
  *
  * The window is opened on purpose: a driver's thread takes its lock,
  * waits until the handler is in the driver's invalidation (which takes
@@ -44,12 +45,13 @@
 #define ARENA_PAGES 16
 #define DATA_PAGES 4
 
-enum trigger { T_DISCARD, T_UNMAP, T_FAULT_BACK };
+enum trigger { T_DISCARD, T_UNMAP, T_FAULT_BACK, T_REMAP };
 
 static const enum hetmm_event trigger_event[] = {
 	[T_DISCARD] = HETMM_EVENT_DISCARD,
 	[T_UNMAP] = HETMM_EVENT_UNMAP,
 	[T_FAULT_BACK] = HETMM_EVENT_MIGRATE,
+	[T_REMAP] = HETMM_EVENT_REMAP,
 };
 
 /* The driver's lock, and the window's flags. */
@@ -128,8 +130,20 @@ static int lock_across_hole(const void *arg)
 	case T_FAULT_BACK:
 		CHECK_EQ(t_verify(data, DATA_PAGES, 7), 0);
 		break;
+	case T_REMAP: {
+		/* Onto a reservation (not registered): moved for sure. */
+		char *dst = t_reserve(DATA_PAGES);
+		char *to = mremap(data, DATA_PAGES * PS, DATA_PAGES * PS,
+				  MREMAP_MAYMOVE | MREMAP_FIXED, dst);
+		REQUIRE(to == dst);
+		data = to;
+		REQUIRE(pthread_join(drv, NULL) == 0);
+		CHECK_EQ(t_verify(data, DATA_PAGES, 7), 0);
+		break;
 	}
-	REQUIRE(pthread_join(drv, NULL) == 0);
+	}
+	if (how != T_REMAP)
+		REQUIRE(pthread_join(drv, NULL) == 0);
 	atomic_store(&armed, -1);
 	CHECK(atomic_load(&in_invalidate));
 	CHECK(atomic_load(&touched));
@@ -308,12 +322,13 @@ static int hole_in_batch(const void *arg)
 int main(void)
 {
 	static const enum trigger discard = T_DISCARD, unmap = T_UNMAP,
-				  back = T_FAULT_BACK;
+				  back = T_FAULT_BACK, remap = T_REMAP;
 	unsigned limit = 30 * t_time_scale();
 	fflush(NULL);
 	t_run_child("discard", lock_across_hole, &discard, limit);
 	t_run_child("unmap", lock_across_hole, &unmap, limit);
 	t_run_child("fault back", lock_across_hole, &back, limit);
+	t_run_child("mremap", lock_across_hole, &remap, limit);
 	t_run_child("mremap's new range kept", remap_kept, NULL, limit);
 	t_run_child("the hole in the handler's batch", hole_in_batch, NULL,
 		    limit);
