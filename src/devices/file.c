@@ -696,8 +696,8 @@ static uint64_t now_ns(void)
  * path, as dear as the read itself on these machines.  2000 random
  * faults on a 64 MiB file: median fault 144-175 us asleep, 116-130
  * polling (docs/PERFORMANCE.md, "Storage"); the cost is the reader's CPU
- * for the read's time.  The kernel posts the completion by task work,
- * which interrupts the polling thread as a signal does.
+ * for the read's time.  The kernel posts the completion by task work on
+ * the polling thread, flagged on the ring rather than sent (lone_open).
  */
 static bool lone_read(struct hetmm_file *f, char *buf, uint64_t index,
 		      int *err)
@@ -866,6 +866,27 @@ static bool uring_declined(uint32_t flags)
 	return (flags & HETMM_FILE_PREAD) || (env && !strcmp(env, "pread"));
 }
 
+/*
+ * The lone ring.  Its reader polls for the completion (lone_read), and
+ * the kernel posts a read's completion by task work on the thread that
+ * submitted it, which by default it interrupts at once: an IPI when the
+ * disk's interrupt came to another CPU, about 15 us on this VM (a 4 KiB
+ * O_DIRECT read, polled on the other CPU than the interrupt's: median
+ * 67-69 us so, 52-54 without; on the interrupt's CPU 49-50 either way).
+ * With IORING_SETUP_COOP_TASKRUN (Linux 5.19) the kernel sends none, and
+ * IORING_SETUP_TASKRUN_FLAG has it flag the ring instead, which
+ * io_uring_peek_cqe looks at and enters the kernel for.  A thread asleep
+ * in io_uring_wait_cqe is woken either way.  An older kernel refuses the
+ * flags: the ring is made without them.
+ */
+static int lone_open(struct io_uring *ring)
+{
+	if (io_uring_queue_init(2, ring, IORING_SETUP_COOP_TASKRUN |
+				IORING_SETUP_TASKRUN_FLAG) == 0)
+		return 0;
+	return io_uring_queue_init(2, ring, 0);
+}
+
 /* A ring of depth entries with the file registered, or the errno. */
 static int uring_open(struct hetmm_file *f, uint32_t depth)
 {
@@ -876,7 +897,7 @@ static int uring_open(struct hetmm_file *f, uint32_t depth)
 	rc = io_uring_register_files(&f->ring, &f->fd, 1);
 	if (rc < 0)
 		return rc;
-	if (io_uring_queue_init(2, &f->lone, 0) == 0) {
+	if (lone_open(&f->lone) == 0) {
 		f->lone_up = io_uring_register_files(&f->lone, &f->fd, 1) == 0;
 		if (!f->lone_up)
 			io_uring_queue_exit(&f->lone);
