@@ -301,9 +301,13 @@ static void refuse_next(enum refuse_what what)
 
 /*
  * A window's read whose submit fails: the piece is not started, its
- * pages stay on the device, and every byte comes back (each page read
- * at least once: what else the window read may be read again, as
- * Debian's 6.12 did in a guest, 1472 pages of 1024).  The failed
+ * pages stay on the device, and every byte comes back, each page read
+ * at least once.  Where the range gets THPs (the guests' THP "always";
+ * here madvise) the window comes back in whole 2 MiB blocks (pmdback.c),
+ * and a block one of whose pieces failed is read again whole: 1472
+ * pages of 1024 in Debian's 6.12, 1024 + 7 pieces of 64 (MADV_HUGEPAGE
+ * on this range gives the same here).  Without THPs the pieces that
+ * landed are installed, and each page is read exactly once.  The failed
  * request's entry in the ring goes with the next submit; were it still
  * the read it was, its completion would finish the request that reused
  * its slot, and the device's queue goes wrong from there (a copy done
