@@ -409,6 +409,29 @@ static inline void *t_reserve(size_t npages)
 }
 
 /*
+ * Like t_map, but a mapping of its own between two PROT_NONE guard
+ * pages, which no neighbour merges with: for a test that counts faults
+ * exactly.  hetmm registers whole mappings, and under ThreadSanitizer
+ * the runtime's own memory, merged into a test's mapping, takes faults
+ * of its own there (its deadlock detector's graph growing under a lock
+ * a migration takes).  Unmapped with t_unmap_alone.
+ */
+static inline void *t_map_alone(size_t npages)
+{
+	char *r = t_reserve(npages + 2);
+	void *p = mmap(r + PS, npages * PS, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+
+	REQUIRE(p == r + PS);
+	return p;
+}
+
+static inline void t_unmap_alone(void *p, size_t npages)
+{
+	t_unmap((char *)p - PS, npages + 2);
+}
+
+/*
  * A hole for a test's "nothing is mapped here" cases: a reservation,
  * unmapped only while they run.  Unmapped once and left so, a range
  * would not stay a hole: the kernel puts a later mmap in the highest gap

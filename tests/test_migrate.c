@@ -68,7 +68,7 @@ static void check_snapshot(struct hetmm_mirror *m, const char *p, size_t n,
 static void basic_round_trip(void)
 {
 	enum { N = 64 };
-	char *buf = t_map(N);
+	char *buf = t_map_alone(N);   /* faults counted */
 	uint8_t status[N];
 	struct hetmm_migrate_report rep;
 	struct hetmm_stats s0, s1, s2;
@@ -158,13 +158,13 @@ static void basic_round_trip(void)
 			t_word(t_page_seed(1, i), 3);
 	CHECK_EQ(t_verify(buf, N, 1), 0);
 	CHECK_EQ(t_count_on_device(ctx, buf, N), 0);
-	t_unmap(buf, N);
+	t_unmap_alone(buf, N);
 }
 
 static void explicit_to_system(void)
 {
 	enum { N = 48 };
-	char *buf = t_map(N);
+	char *buf = t_map_alone(N);   /* faults counted */
 	uint8_t status[N];
 	struct hetmm_migrate_report rep;
 	struct hetmm_stats s0, s1;
@@ -234,7 +234,7 @@ static void explicit_to_system(void)
 	CHECK_EQ(t_count_on_device(ctx, buf, N / 2), N / 2);
 	CHECK_EQ(count_present(buf + N / 2 * PS, N / 2), N / 2);
 	CHECK_EQ(t_verify(buf, N, 2), 0);
-	t_unmap(buf, N);
+	t_unmap_alone(buf, N);
 }
 
 static int make_file(size_t npages, uint64_t seed)
@@ -604,7 +604,7 @@ static void hot_remove(void)
 	struct hetmm_emu *e;
 	struct hetmm_pagemap *pg;
 	struct hetmm_stats s0, s1;
-	char *p = t_map(N);
+	char *p = t_map_alone(N);   /* faults counted */
 
 	t_fill(p, N, 12);
 	s0 = t_stats(ctx);
@@ -622,7 +622,7 @@ static void hot_remove(void)
 	CHECK_EQ(t_verify(p, N, 12), 0);
 	/* No fault was needed to read them. */
 	CHECK_EQ(t_stats(ctx).faults, s1.faults);
-	t_unmap(p, N);
+	t_unmap_alone(p, N);
 }
 
 /*
