@@ -381,6 +381,38 @@ static void ahead_submit_refused(void)
 	REQUIRE_OK(hetmm_ctx_destroy(own));
 }
 
+/*
+ * The completion thread's stop is a no-op it reads from the ring; its
+ * submit refused (-EAGAIN), nothing else would follow to carry it, and
+ * destroy waited for that thread for ever.  Sent again now: destroy
+ * returns.  Destroyed on a thread of the test's, so that a hang fails
+ * the case instead of the run.
+ */
+static atomic_bool destroyed;
+static _Atomic int destroy_rc;
+
+static void *destroy_main(void *arg)
+{
+	atomic_store(&destroy_rc, hetmm_file_destroy(arg));
+	atomic_store(&destroyed, true);
+	return NULL;
+}
+
+static void stop_refused(void)
+{
+	struct hetmm_file *f = file_up("stop", NP, 0);
+	REQUIRE(file_info(f).io == HETMM_FILE_IO_URING);
+	refuse_next(REFUSE_NOP);
+	pthread_t t;
+	REQUIRE(pthread_create(&t, NULL, destroy_main, f) == 0);
+	t_wait_flag(&destroyed, 30.0 * t_time_scale());
+	REQUIRE(atomic_load(&destroyed));   /* else hung: no join */
+	REQUIRE(pthread_join(t, NULL) == 0);
+	CHECK_OK(atomic_load(&destroy_rc));
+	CHECK_EQ(atomic_load(&refused), 1);
+	atomic_store(&refuse_armed, 0);
+}
+
 #endif
 
 static void bad_input(void)
@@ -458,6 +490,7 @@ int main(int argc, char **argv)
 #ifndef HETMM_TEST_NO_URING
 	RUN(submit_refused);
 	RUN(ahead_submit_refused);
+	RUN(stop_refused);
 #endif
 	RUN(bad_input);
 	RUN(ctx_goes);

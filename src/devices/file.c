@@ -972,6 +972,24 @@ static int uring_start(struct hetmm_file *f, bool attach)
 }
 
 /* Stop the completion thread: a no-op request it reads last. */
+/*
+ * Send the reaper's stop, under sq_lock.  Nothing else will follow it
+ * to carry it along: refused for want of memory (-EAGAIN) or of room
+ * for completions (-EBUSY, which the reaper frees without sq_lock), or
+ * interrupted, it is sent again, until it goes.  Any other error means
+ * a broken ring, which the reaper's wait fails on too, and it returns.
+ */
+static void submit_stop(struct hetmm_file *f)
+{
+	int rc;
+	while ((rc = io_uring_submit(&f->ring)) == -EAGAIN || rc == -EBUSY ||
+	       rc == -EINTR) {
+		pthread_mutex_unlock(&f->sq_lock);
+		usleep(1000);
+		pthread_mutex_lock(&f->sq_lock);
+	}
+}
+
 static void uring_stop(struct hetmm_file *f)
 {
 	if (f->reaper_up) {
@@ -984,7 +1002,7 @@ static void uring_stop(struct hetmm_file *f)
 			io_uring_submit(&f->ring);
 		io_uring_prep_nop(sqe);
 		io_uring_sqe_set_data(sqe, (void *)(uintptr_t)REAPER_STOP);
-		io_uring_submit(&f->ring);
+		submit_stop(f);
 		pthread_mutex_unlock(&f->sq_lock);
 		pthread_join(f->reaper, NULL);
 		f->reaper_up = false;
