@@ -517,7 +517,11 @@ struct hetmm_copy;
  * took away, which the migration leaves out as the kernel's leaves out
  * pages unmapped under it, HETMM_MIGRATE_SKIP_BUSY, with the rest of that
  * copy's pages, which stay in system memory, untouched.  Pages mremap
- * moved are whole at their new address, in system memory.
+ * moved are whole at their new address, in system memory.  src may also
+ * be hetmm's own staging of the pages (where the kernel has UFFDIO_MOVE,
+ * a migration moves them out of the process before the copy), which no
+ * application call can unmap: hetmm_copy_from_process() reads it with a
+ * memcpy, and its address says nothing about the page's.
  */
 struct hetmm_pagemap_ops {
 	/* Copy nr pages of system memory at src into device pages.  0, or
@@ -632,7 +636,8 @@ int hetmm_copy_done(struct hetmm_copy *copy, int error);
  * discarded is faulted in as by any access.  It is process_vm_readv(2)
  * on the process's own pid, which pins the pages while it reads: a
  * copy-on-write page shared with a fork child is unshared first (the
- * process gets its own copy, as with any pin).  Where a seccomp filter
+ * process gets its own copy, as with any pin).  Memory of hetmm's own
+ * staging (see "Process memory") is read with a memcpy.  Where a seccomp filter
  * refuses the call, it is a memcpy, which faults as before
  * (hetmm_kernel_probe: has_process_read).
  * Callable from any thread, with no lock of hetmm's held (the read may

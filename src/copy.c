@@ -184,6 +184,11 @@ static bool copyq_slots_back(struct copyq *q)
 	return back;
 }
 
+bool copyq_some_kept(void)
+{
+	return atomic_load(&kept_queues) != NULL;
+}
+
 void copyq_destroy(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap)
 {
 	struct copyq *q = pgmap->copyq;

@@ -28,6 +28,9 @@ int copyq_create(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 /* At hot-remove.  A queue with a copy that timed out is kept, so that
  * its late completion finds valid memory. */
 void copyq_destroy(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap);
+/* Has a queue been kept because a copy of its timed out (and may still
+ * read its source)? */
+bool copyq_some_kept(void);
 /* A copy of the pagemap timed out: it takes no migration any more. */
 bool copyq_dead(const struct hetmm_pagemap *pgmap);
 

@@ -59,6 +59,8 @@ enum {
 	ST_VANISHED,         /* its copy could not read it (-EFAULT): the
 			      * process unmapped or moved pages under it,
 			      * and they are left out (SKIP_BUSY) */
+	ST_STAGED,           /* moved out of the process into the chunk's
+			      * stage, not copied yet (chunk_stage) */
 };
 
 struct chunk {
@@ -67,6 +69,9 @@ struct chunk {
 	uint64_t vpn;
 	size_t n;
 	bool wp[CHUNK_PAGES];           /* we write-protected the page */
+	bool staged[CHUNK_PAGES];       /* in the stage since chunk_stage */
+	char *stage;                    /* a PMD of the sink, or NULL */
+	unsigned stage_slot;            /* its migrator's stage number */
 	uint8_t status[CHUNK_PAGES];
 	uint32_t frame[CHUNK_PAGES];    /* per page */
 	uint32_t frames[CHUNK_PAGES];   /* as allocated */
@@ -102,6 +107,11 @@ static bool st_copied(uint8_t st)
 	return st == ST_COPIED;
 }
 
+static bool st_staged(uint8_t st)
+{
+	return st == ST_STAGED;
+}
+
 static bool st_done(uint8_t st)
 {
 	return st == ST_DONE_DATA || st == ST_DONE_ZERO;
@@ -122,6 +132,13 @@ static size_t chunk_frame_run(const struct chunk *c, size_t i,
 static uintptr_t chunk_addr(const struct chunk *c, size_t i)
 {
 	return c->start + i * PAGE_SIZE;
+}
+
+/* Where page i waits in the chunk's stage: at its offset in its PMD, so
+ * that a THP's PMD moves there whole. */
+static uintptr_t stage_addr(const struct chunk *c, size_t i)
+{
+	return (uintptr_t)c->stage + (chunk_addr(c, i) & (PMD_SIZE - 1));
 }
 
 /* Apply fn to each maximal run of pages whose status satisfies pred. */
@@ -566,13 +583,17 @@ static bool chunk_next_run(void *arg, struct copy_req *r)
 {
 	struct chunk_pipe *p = arg;
 	struct chunk *c = p->c;
-	while (p->next < c->n && !st_pending(c->status[p->next]))
+	while (p->next < c->n && !st_pending(c->status[p->next]) &&
+	       !st_staged(c->status[p->next]))
 		p->next++;
 	if (p->next >= c->n)
 		return false;
-	size_t i = p->next, run = chunk_frame_run(c, i, st_pending);
+	size_t i = p->next;
+	bool staged = st_staged(c->status[i]);
+	size_t run = chunk_frame_run(c, i, staged ? st_staged : st_pending);
 	*r = (struct copy_req){ .index = c->frame[i],
-				.mem = (void *)chunk_addr(c, i),
+				.mem = (void *)(staged ? stage_addr(c, i) :
+						chunk_addr(c, i)),
 				.nr = run, .tag = i };
 	p->next = i + run;
 	return true;
@@ -710,12 +731,42 @@ static int chunk_zap(struct hetmm_ctx *ctx, struct chunk *c)
 	return for_each_run(ctx, c, st_copied, run_zap);
 }
 
+/*
+ * Empty the chunk's stage: staged pages that did not reach the device
+ * (all of them, before any copy) go back where their claims are (mremap
+ * may have carried them), pending again or failed, before the claims
+ * are let go of: until then a fault there waits.  A page the process
+ * unmapped meanwhile is gone with its mapping.  The rest are freed with
+ * the stage (no event: the frames userfaultfd has none).
+ */
+static void chunk_unstage(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+			  struct chunk *c)
+{
+	if (!c->stage)
+		return;
+	migrator_staged(c->migrator, c->stage_slot, 0, 0);
+	for (size_t i = 0; i < c->n; i++) {
+		if (!c->staged[i] || st_copied(c->status[i]))
+			continue;
+		uint64_t at = chunk_claim_vpn(ctx, pgmap, c, i);
+		if (at)
+			uffd_fill(ctx->uffd.fd, FILL_MOVE, vpn_to_addr(at),
+				  stage_addr(c, i), PAGE_SIZE, 0);
+		if (st_staged(c->status[i]))
+			c->status[i] = ST_PENDING;
+	}
+	madvise(c->stage, PMD_SIZE, MADV_DONTNEED);
+	memset(c->staged, 0, c->n);
+	c->stage = NULL;
+}
+
 /* The copy path's end, its zaps synced (or its error rc): copied pages
  * are on the device; those whose copy failed or that could not be
  * zapped are let go of. */
 static void chunk_copy_end(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			   struct chunk *c, int rc)
 {
+	chunk_unstage(ctx, pgmap, c);
 	if (rc) {
 		chunk_keep_zapped(ctx, c);
 		chunk_drop_unfinished(ctx, pgmap, c);
@@ -979,6 +1030,8 @@ static size_t chunk_begin(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 			  struct chunk *c)
 {
 	memset(c->wp, 0, c->n);
+	memset(c->staged, 0, c->n);
+	c->stage = NULL;
 	c->thp = c->huge = false;
 	c->nframes = 0;
 	return chunk_collect(ctx, pgmap, c);
@@ -1298,6 +1351,8 @@ static int migrate_block(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
  */
 /* More chunks than a full queue's copies span (48 of 64 pages: 6). */
 #define TRAIN_CHUNKS 8
+/* A stage each (chunk_stage). */
+_Static_assert(TRAIN_CHUNKS <= MIGRATOR_STAGES, "a stage per chunk");
 
 struct train {
 	struct hetmm_ctx *ctx;
@@ -1347,6 +1402,87 @@ static void train_copying(struct train *tr, size_t k)
 			 chunk_addr(last, last->n), true);
 }
 
+/* Move the pending run of pages [*i, *i + run) into the chunk's stage,
+ * *i past those moved and the first the kernel would not take: false if
+ * it refused it (a hole the process made meanwhile is not refused). */
+static bool stage_run(struct hetmm_ctx *ctx, struct chunk *c, size_t *ip,
+		      size_t run)
+{
+	size_t i = *ip;
+	long got = uffd_fill(ctx->frames.fd, FILL_MOVE, stage_addr(c, i),
+			     chunk_addr(c, i), run * PAGE_SIZE, 0);
+	size_t moved = got > 0 ? (size_t)got / PAGE_SIZE : 0;
+	memset(&c->status[i], ST_STAGED, moved);
+	memset(&c->staged[i], 1, moved);
+	*ip = i += moved;
+	if (moved == run)
+		return true;
+	/* Stopped at page i: got is its error if it was the first, else
+	 * ask again about that page alone. */
+	if (moved)
+		got = uffd_fill(ctx->frames.fd, FILL_MOVE, stage_addr(c, i),
+				chunk_addr(c, i), PAGE_SIZE, 0);
+	*ip = i + 1;
+	if (got > 0) {
+		c->status[i] = ST_STAGED;
+		c->staged[i] = true;
+	} else if (got == -ENOENT) {   /* a hole now: discarded */
+		c->status[i] = c->populated ? ST_DONE_DATA : ST_DONE_ZERO;
+	}
+	return got > 0 || got == -ENOENT;
+}
+
+/*
+ * Move the chunk's pending pages into its stage, a PMD of the sink
+ * (order.h, migrator_stage), for the copy to read there.  UFFDIO_MOVE is
+ * atomic per page: a CPU access then misses and waits on BUSY, as it
+ * would on the write protection, so the pages need none.  No munmap of
+ * the process's can pull them from under the copy, so the driver's
+ * hetmm_copy_from_process is a memcpy (procread.c), not the pinning
+ * process_vm_readv.  The pages leave an empty page table, which the zap
+ * still frees (a PMD with a table takes no THP back whole: pmdback.c),
+ * with no page to free.  Not a THP: moved into a stage whose PMD has a
+ * page table (base pages were there, and 6.12 keeps empty tables where
+ * 6.18 frees them) it would be split, and its PMD in the process keep
+ * a table too; it takes the copy path, and leaves by migrator_take.
+ * Nor a placed pagemap's chunk, whose frames are taken by name and
+ * which is not looked at for a THP (chunk_take_frames).
+ *
+ * All of the chunk or none of it: the handler must tell the process's
+ * fault on a staged page (to wait for the commit) from the driver's
+ * read of a page the process zapped under a copy (to fill with zeroes:
+ * migrators_copying), and it tells them by the chunk's range
+ * (migrator_staged).  So where the kernel refuses a page (shared with a
+ * fork child, pinned, mlocked), the staged ones go back and the whole
+ * chunk takes the copy path.
+ */
+static void chunk_stage(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
+			struct chunk *c, struct migrator *m, unsigned k)
+{
+	if (c->thp || pagemap_is_placed(pgmap))
+		return;
+	c->stage = migrator_stage(ctx, m, k);
+	if (!c->stage)
+		return;
+	c->migrator = m;
+	c->stage_slot = k;
+	bool whole = true;
+	for (size_t i = 0; i < c->n && whole;) {
+		size_t run = 0;
+		while (i + run < c->n && st_pending(c->status[i + run]))
+			run++;
+		if (!run)
+			i++;
+		else
+			whole = stage_run(ctx, c, &i, run);
+	}
+	if (!whole) {
+		chunk_unstage(ctx, pgmap, c);
+		return;
+	}
+	migrator_staged(m, k, c->start, chunk_addr(c, c->n));
+}
+
 /* The train's newest chunk c: claimed, looked at, protected, its copies
  * started.  An error gives the chunk back (chunk_look). */
 static int train_start(struct train *tr, struct chunk *c)
@@ -1356,6 +1492,7 @@ static int train_start(struct train *tr, struct chunk *c)
 	int rc = chunk_look(tr->ctx, tr->pgmap, c);
 	if (rc)
 		return rc;
+	chunk_stage(tr->ctx, tr->pgmap, c, tr->m, (unsigned)(c - tr->c));
 	c->protect_rc = chunk_protect(tr->ctx, c);
 	if (c->protect_rc)
 		return 0;

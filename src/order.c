@@ -10,26 +10,33 @@
 #include <unistd.h>
 
 #include "compat.h"
+#include "copy.h"
 #include "ctx.h"
 #include "entry.h"
 #include "order.h"
+#include "procread.h"
 
 #define SYNC_LEN (MAX_MIGRATORS * PAGE_SIZE)
-#define SINK_LEN (MAX_MIGRATORS * PMD_SIZE)
+/* Per migrator slot: a PMD for migrator_take, then its stages. */
+#define SINK_PMDS (1 + MIGRATOR_STAGES)
+#define SINK_LEN ((size_t)MAX_MIGRATORS * SINK_PMDS * PMD_SIZE)
 
 /*
  * The sink, PMD-aligned so that a huge page moves there whole (one PMD,
  * not 512 page table entries).  Registered in write-protect mode, as
  * device memory pages move into is (hotplug.c): nothing protects it, so
  * nothing there ever faults.  A fork child needs none of it.  Without
- * UFFDIO_MOVE, or without the memory, migrators zap.
+ * UFFDIO_MOVE, or without the memory, migrators zap, and copy from the
+ * process.  No application call can unmap it, so copies read it with a
+ * memcpy (procread_hold).  Address space only (MAP_NORESERVE): pages
+ * stay there for a migration's copies at most.
  */
 static void sink_init(struct hetmm_ctx *ctx)
 {
 	if (ctx->frames.fd < 0 || CHUNK_PAGES != PMD_PAGES)
 		return;   /* nothing to move, or no chunk a huge page */
 	char *p = mmap(NULL, SINK_LEN + PMD_SIZE, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (p == MAP_FAILED)
 		return;
 	char *a = (char *)(((uintptr_t)p + PMD_SIZE - 1) &
@@ -44,7 +51,22 @@ static void sink_init(struct hetmm_ctx *ctx)
 	}
 	madvise(a, SINK_LEN, MADV_DONTFORK);
 	ctx->order.sink = a;
+	ctx->order.sink_held = procread_hold(a, SINK_LEN);
 	entry_own(ctx, &ctx->order.sink_own, a, SINK_LEN);
+}
+
+/* A copy that timed out may still read a stage (copy.h): then the sink
+ * stays mapped, emptied, for the process's life, as its queue does. */
+static void sink_fini(struct hetmm_ctx *ctx)
+{
+	entry_disown(ctx, &ctx->order.sink_own);
+	if (copyq_some_kept()) {
+		madvise(ctx->order.sink, SINK_LEN, MADV_DONTNEED);
+		return;
+	}
+	if (ctx->order.sink_held)
+		procread_release(ctx->order.sink);
+	munmap(ctx->order.sink, SINK_LEN);
 }
 
 int order_init(struct hetmm_ctx *ctx)
@@ -72,10 +94,8 @@ void order_fini(struct hetmm_ctx *ctx)
 		entry_disown(ctx, &ctx->order.own);
 		munmap(ctx->order.sync_pages, SYNC_LEN);
 	}
-	if (ctx->order.sink) {
-		entry_disown(ctx, &ctx->order.sink_own);
-		munmap(ctx->order.sink, SINK_LEN);
-	}
+	if (ctx->order.sink)
+		sink_fini(ctx);
 }
 
 
@@ -166,6 +186,21 @@ void migrator_zap_sync(struct hetmm_ctx *ctx, struct migrator *m)
 	m->nzaps = 0;
 }
 
+/* Migrator m's part of the sink: its take PMD, then its stages. */
+static char *migrator_sink(struct hetmm_ctx *ctx, const struct migrator *m)
+{
+	return ctx->order.sink +
+	       (size_t)(m - ctx->order.migrators) * SINK_PMDS * PMD_SIZE;
+}
+
+char *migrator_stage(struct hetmm_ctx *ctx, const struct migrator *m,
+		     unsigned k)
+{
+	if (!ctx->order.sink || k >= MIGRATOR_STAGES)
+		return NULL;
+	return migrator_sink(ctx, m) + (1 + (size_t)k) * PMD_SIZE;
+}
+
 /*
  * A zap waits for the handler twice (madvise until it reads the REMOVE,
  * the sync until it handles it): under load, milliseconds.  A huge page
@@ -180,8 +215,7 @@ size_t migrator_take(struct hetmm_ctx *ctx, struct migrator *m,
 {
 	if (!ctx->order.sink)
 		return 0;
-	uintptr_t dst = (uintptr_t)ctx->order.sink +
-			(size_t)(m - ctx->order.migrators) * PMD_SIZE;
+	uintptr_t dst = (uintptr_t)migrator_sink(ctx, m);
 	long got = uffd_fill(ctx->frames.fd, FILL_MOVE, dst, start, PMD_SIZE,
 			     0);
 	if (got <= 0)
@@ -225,6 +259,27 @@ void migrator_copying(struct migrator *m, uintptr_t start, uintptr_t end,
 	atomic_store(&m->copy_start, start);
 }
 
+void migrator_staged(struct migrator *m, unsigned k, uintptr_t start,
+		     uintptr_t end)
+{
+	atomic_store(&m->staged_start[k], 0);
+	atomic_store(&m->staged_end[k], end);
+	atomic_store(&m->staged_start[k], start);
+}
+
+/* Are [start, end)'s pages in one of m's stages? */
+static bool migrator_has_staged(struct migrator *m, uintptr_t start,
+				uintptr_t end)
+{
+	for (unsigned k = 0; k < MIGRATOR_STAGES; k++)
+		if (recorded_covers(&m->staged_start[k], &m->staged_end[k],
+				    start, end))
+			return true;
+	return false;
+}
+
+/* A staged page is not read where it was: a fault there is the
+ * process's, to wait for the commit like any on a claimed page. */
 bool migrators_copying(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end,
 		       pid_t tid)
 {
@@ -232,7 +287,8 @@ bool migrators_copying(struct hetmm_ctx *ctx, uintptr_t start, uintptr_t end,
 		struct migrator *m = &ctx->order.migrators[i];
 		if (recorded_covers(&m->copy_start, &m->copy_end, start, end) &&
 		    (atomic_load(&m->copy_by_driver) ||
-		     atomic_load(&m->tid) == tid))
+		     atomic_load(&m->tid) == tid) &&
+		    !migrator_has_staged(m, start, end))
 			return true;
 	}
 	return false;

@@ -18,6 +18,8 @@
 #define MAX_MIGRATORS 16
 /* Zaps a migrator makes before one sync covers them all (migrator_zap). */
 #define MIGRATOR_ZAPS 16
+/* PMDs of the sink a migrator may stage pages in (migrator_stage). */
+#define MIGRATOR_STAGES 8
 
 struct hetmm_ctx;
 
@@ -42,6 +44,10 @@ struct migrator {
 	_Atomic uintptr_t copy_start;
 	_Atomic uintptr_t copy_end;
 	_Atomic bool copy_by_driver;
+	/* The chunks whose pages wait in its stages (migrator_staged):
+	 * nobody's copy reads the process there. */
+	_Atomic uintptr_t staged_start[MIGRATOR_STAGES];
+	_Atomic uintptr_t staged_end[MIGRATOR_STAGES];
 	/* A coherent remap of ours (coherent.c): the UNMAP and REMAP events
 	 * it raises for these two ranges are not the process's doing.
 	 * [0] is the range it remaps over, [1] the prepared one it moves
@@ -55,12 +61,14 @@ struct handler_order {
 					   * protected: see handler_sync() */
 	struct migrator migrators[MAX_MIGRATORS];
 	struct own_range own;             /* the sync pages */
-	/* A PMD per migrator slot, registered with the frames userfaultfd
-	 * (ctx.h), which has no events: huge pages the copy path took out
-	 * of the process move there and are freed (migrator_take).  NULL
-	 * where the kernel cannot move pages. */
+	/* 1 + MIGRATOR_STAGES PMDs per migrator slot, registered with the
+	 * frames userfaultfd (ctx.h), which has no events: huge pages the
+	 * copy path took out of the process move there and are freed
+	 * (migrator_take), and pages to copy are staged there
+	 * (migrator_stage).  NULL where the kernel cannot move pages. */
 	char *sink;
 	struct own_range sink_own;
+	bool sink_held;                   /* procread_hold took it */
 	/* Bumped by the handler as it answers a sync: see
 	 * handler_sync_answering(). */
 	_Atomic uint64_t syncs_answered;
@@ -94,6 +102,18 @@ void migrator_zap_sync(struct hetmm_ctx *ctx, struct migrator *m);
  */
 size_t migrator_take(struct hetmm_ctx *ctx, struct migrator *m,
 		     uintptr_t start);
+/*
+ * Migrator m's k-th stage (k < MIGRATOR_STAGES): a PMD of the sink that
+ * pages to copy move into by UFFDIO_MOVE (frames userfaultfd), out of
+ * the process's reach, for the copy to read with a memcpy.  NULL without
+ * a sink.  The migrator empties it (MADV_DONTNEED: no event).
+ */
+char *migrator_stage(struct hetmm_ctx *ctx, const struct migrator *m,
+		     unsigned k);
+/* Stage k of m holds the pages to copy of [start, end), all of them
+ * (0, 0: none), so that no copy reads the process there. */
+void migrator_staged(struct migrator *m, unsigned k, uintptr_t start,
+		     uintptr_t end);
 /*
  * Return once the handler has processed every event the kernel handed it
  * before this call.  munmap returns when its event is read, not handled:

@@ -13,8 +13,9 @@
  * batch in flight, not per copy.  Synchronous mode sleeps L in each op.
  *
  * Errors on command (set any time; atomics):
- *   bad_src      a copy to the device whose source covers this address
- *                fails (-EIO)
+ *   bad_word     a copy to the device of a page whose first 8 bytes are
+ *                this word fails (-EIO): by content, since the source
+ *                may be the process's pages or hetmm's stage of them
  *   bad_index    a copy back of a range holding this frame fails
  *   fail_back    every copy back fails (a dead device)
  *   stall        asynchronous copies are taken but never completed
@@ -57,7 +58,7 @@ struct adrv {
 	uint64_t latency_ns;
 	struct hetmm_pagemap *pg;
 
-	_Atomic uintptr_t bad_src;            /* 0: none */
+	_Atomic uint64_t bad_word;            /* 0: none */
 	_Atomic int64_t bad_index;            /* -1: none */
 	atomic_bool fail_back;
 	atomic_bool stall;
@@ -97,17 +98,9 @@ static inline struct adrv *adrv_of(struct hetmm_pagemap *pg)
 	return hetmm_pagemap_drvdata(pg);
 }
 
-/* Does the copy fail on command?  -EIO if so. */
-static inline int adrv_fault(struct adrv *d, bool to_device, uint64_t index,
-			     const void *mem, size_t nr)
+/* Does the copy back fail on command?  -EIO if so. */
+static inline int adrv_fault_back(struct adrv *d, uint64_t index, size_t nr)
 {
-	if (to_device) {
-		uintptr_t bad = atomic_load(&d->bad_src);
-		uintptr_t s = (uintptr_t)mem;
-		if (bad && bad >= s && bad < s + nr * HETMM_PAGE_SIZE)
-			return -EIO;
-		return 0;
-	}
 	int64_t bi = atomic_load(&d->bad_index);
 	if (atomic_load(&d->fail_back) ||
 	    (bi >= 0 && (uint64_t)bi >= index && (uint64_t)bi < index + nr))
@@ -115,26 +108,37 @@ static inline int adrv_fault(struct adrv *d, bool to_device, uint64_t index,
 	return 0;
 }
 
-/* Make the copy: 0, or its error (nothing copied). */
+/* A copy to the device at dev: the source is the process's, which it
+ * may unmap under the copy (hetmm.h, "Process memory").  -EIO on
+ * command (bad_word): the device memory's bytes then don't count. */
+static inline int adrv_copy_to(struct adrv *d, unsigned char *dev,
+			       const void *src, size_t nr)
+{
+	int rc = hetmm_copy_from_process(dev, src, nr * HETMM_PAGE_SIZE);
+	uint64_t bad = atomic_load(&d->bad_word), w;
+	for (size_t i = 0; !rc && bad && i < nr; i++) {
+		memcpy(&w, dev + i * HETMM_PAGE_SIZE, sizeof(w));
+		if (w == bad)
+			rc = -EIO;
+	}
+	return rc;
+}
+
+/* Make the copy: 0, or its error (a failed copy back copies nothing). */
 static inline int adrv_copy(struct adrv *d, bool to_device, uint64_t index,
 			    void *mem, size_t nr)
 {
 	if (index + nr > d->nr)
 		return -EINVAL;
 	atomic_fetch_add(&d->copies, 1);
-	int rc = adrv_fault(d, to_device, index, mem, nr);
-	if (rc) {
-		atomic_fetch_add(&d->failures, 1);
-		return rc;
-	}
 	unsigned char *dev = d->mem + index * HETMM_PAGE_SIZE;
-	/* The source of a copy to the device is the process's, which it
-	 * may unmap under the copy (hetmm.h, "Process memory"). */
-	if (to_device)
-		return hetmm_copy_from_process(dev, mem,
-					       nr * HETMM_PAGE_SIZE);
-	memcpy(mem, dev, nr * HETMM_PAGE_SIZE);
-	return 0;
+	int rc = to_device ? adrv_copy_to(d, dev, mem, nr) :
+		 adrv_fault_back(d, index, nr);
+	if (rc == -EIO)
+		atomic_fetch_add(&d->failures, 1);
+	if (!rc && !to_device)
+		memcpy(mem, dev, nr * HETMM_PAGE_SIZE);
+	return rc;
 }
 
 static inline int adrv_sync_to(struct hetmm_pagemap *pg, uint64_t index,

@@ -9,7 +9,11 @@
  * with nothing left on the device but the faulting page comes back as a
  * lone page (dense_region).
  */
+#include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "adrv.h"
@@ -208,6 +212,98 @@ static void discard_racing(void)
 		}
 	}
 	CHECK_EQ(t_stats(ctx).copy_errors, 0);
+	t_unmap(p, NP);
+	down();
+}
+
+/* A thread that writes its round into the first word of every page,
+ * again and again, until told to stop. */
+struct writer {
+	char *p;
+	atomic_bool stop;
+	uint64_t rounds;
+};
+
+static void *write_loop(void *arg)
+{
+	struct writer *w = arg;
+	while (!atomic_load(&w->stop)) {
+		w->rounds++;
+		for (size_t i = 0; i < NP; i++)
+			memcpy(w->p + i * PS, &w->rounds, sizeof(w->rounds));
+	}
+	return NULL;
+}
+
+/*
+ * The process writes pages while they move to the device: where the
+ * kernel moves pages (UFFDIO_MOVE), a chunk's pages leave the process
+ * for hetmm's stage before the driver copies them, and a write there
+ * faults and must wait for the commit, then land on the page brought
+ * back.  Taken for the driver's own read of a page the process
+ * discarded (the zero fill of discard_racing), the write landed on a
+ * zero page that the migration then zapped: lost.  Every page ends
+ * with the writer's last round and the rest of its bytes as filled.
+ */
+static void writes_racing(void)
+{
+	up(500000);
+	char *p = t_map(NP);
+	t_fill(p, NP, 6);
+	struct writer w = { .p = p };
+	pthread_t th;
+	REQUIRE(pthread_create(&th, NULL, write_loop, &w) == 0);
+	/* The first moves every page; a later one may find none the writer
+	 * brought back yet (-ENOENT, under emulation). */
+	CHECK_OK(hetmm_migrate_to_device(dev.pg, p, NP * PS, NULL));
+	for (int round = 1; round < 10; round++) {
+		int rc = hetmm_migrate_to_device(dev.pg, p, NP * PS, NULL);
+		CHECK(rc == 0 || rc == -ENOENT);
+	}
+	atomic_store(&w.stop, true);
+	pthread_join(th, NULL);
+	printf("  %" PRIu64 " write rounds\n", w.rounds);
+	size_t bad = 0;
+	for (size_t i = 0; i < NP; i++) {
+		uint64_t got;
+		memcpy(&got, p + i * PS, sizeof(got));
+		uint64_t want = t_word(t_page_seed(6, i), 0);
+		memcpy(p + i * PS, &want, sizeof(want));
+		bad += got != w.rounds || t_verify_from(p + i * PS, 1, 6, i);
+	}
+	CHECK_EQ(bad, 0);
+	CHECK_EQ(t_stats(ctx).copy_errors, 0);
+	t_unmap(p, NP);
+	down();
+}
+
+/*
+ * Pages the kernel will not move (shared with a fork child) take the
+ * copy path, and so does the rest of their chunk: a chunk is staged
+ * whole or not at all (migrate.c, chunk_stage), so the pages it staged
+ * before the refused one go back first.  Here every chunk's first 100
+ * pages are the parent's own (written after the fork) and the rest
+ * shared: each chunk stages 100 pages, meets a refusal, and gives them
+ * back.  Every page reaches the device, and every byte comes back.
+ */
+static void shared_with_child(void)
+{
+	up(50000);
+	char *p = t_map(NP);
+	t_fill(p, NP, 7);
+	pid_t child = fork();
+	REQUIRE(child >= 0);
+	if (child == 0) {
+		pause();
+		_exit(0);
+	}
+	for (size_t c = 0; c < NP; c += 512)
+		t_fill_from(p + c * PS, 100, 7, c);
+	CHECK_OK(hetmm_migrate_to_device(dev.pg, p, NP * PS, NULL));
+	CHECK_EQ(t_count_on_device(ctx, p, NP), NP);
+	CHECK_EQ(t_verify(p, NP, 7), 0);
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
 	t_unmap(p, NP);
 	down();
 }
@@ -458,6 +554,8 @@ int main(int argc, char **argv)
 	RUN(threads);
 	RUN(scattered);
 	RUN(discard_racing);
+	RUN(writes_racing);
+	RUN(shared_with_child);
 	RUN(pipeline_depth);
 	RUN(pipeline_error);
 	RUN(dense_region);

@@ -98,7 +98,9 @@ static void to_device_fails(bool async)
 	char *p = filled(NP, 11);
 	uint8_t st[NP];
 	struct hetmm_migrate_report rep = { 0, 0, st };
-	atomic_store(&dev.bad_src, (uintptr_t)(p + 5 * PS + 17));
+	uint64_t w5;
+	memcpy(&w5, p + 5 * PS, sizeof(w5));
+	atomic_store(&dev.bad_word, w5);
 	int rc = hetmm_migrate_to_device(dev.pg, p, NP * PS, &rep);
 	/* The whole run (one copy) failed, or only its piece. */
 	CHECK(rc == 0 || rc == -EIO);
@@ -118,7 +120,7 @@ static void to_device_fails(bool async)
 	CHECK_EQ(p[5 * PS], 'w');
 	t_fill(p, NP, 11);
 	/* The device works again: everything moves, every byte comes back. */
-	atomic_store(&dev.bad_src, 0);
+	atomic_store(&dev.bad_word, 0);
 	CHECK_OK(hetmm_migrate_to_device(dev.pg, p, NP * PS, NULL));
 	CHECK_EQ(t_count_on_device(ctx, p, NP), NP);
 	CHECK_EQ(t_verify(p, NP, 11), 0);
