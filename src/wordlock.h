@@ -10,7 +10,7 @@
  * registered mapping; the deputy serving that fault must then not
  * wait on the detector.  TSan sees these atomics as synchronisation,
  * so races are still checked; only lock-order checking is lost, for
- * a lock that nests under no other.
+ * a lock under which no other is taken.
  *
  * The word: 0 free, 1 held, 2 held with waiters (a waiter sets 2 and
  * sleeps; the unlock that finds 2 wakes one).

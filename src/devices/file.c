@@ -971,7 +971,6 @@ static int uring_start(struct hetmm_file *f, bool attach)
 	return 0;
 }
 
-/* Stop the completion thread: a no-op request it reads last. */
 /*
  * Send the reaper's stop, under sq_lock.  Nothing else will follow it
  * to carry it along: refused for want of memory (-EAGAIN) or of room
@@ -990,6 +989,7 @@ static void submit_stop(struct hetmm_file *f)
 	}
 }
 
+/* Stop the completion thread: a no-op request it reads last. */
 static void uring_stop(struct hetmm_file *f)
 {
 	if (f->reaper_up) {
