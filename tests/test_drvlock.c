@@ -76,6 +76,16 @@ static const struct hetmm_notifier_ops lock_ops = {
 	.invalidate = lock_invalidate,
 };
 
+/* The driver's thread, holding its lock: touch the arena's hole, then
+ * let go of the lock. */
+static void touch_hole_and_unlock(void)
+{
+	volatile char *hole = arena + PS;
+	hole[0] = 5;
+	atomic_store(&touched, true);
+	pthread_mutex_unlock(&drv_lock);
+}
+
 /* The driver's thread: under its lock, once the handler is in the
  * invalidation, a hole of the arena. */
 static void *driver_main(void *arg)
@@ -84,33 +94,56 @@ static void *driver_main(void *arg)
 	pthread_mutex_lock(&drv_lock);
 	atomic_store(&holding, true);
 	t_wait_flag(&in_invalidate, 10.0 * t_time_scale());
-	volatile char *hole = arena + PS;
-	hole[0] = 5;
-	atomic_store(&touched, true);
-	pthread_mutex_unlock(&drv_lock);
+	touch_hole_and_unlock();
 	return NULL;
+}
+
+/* A context with an emulated device; the arena registered whole by the
+ * migration of its first page, the rest never touched; DATA_PAGES of
+ * data (seed 7) on the device, under the driver's locking notifier. */
+struct rig {
+	struct hetmm_ctx *ctx;
+	struct hetmm_emu *emu;
+	struct hetmm_pagemap *pg;
+	struct hetmm_notifier *n;
+	char *data;
+};
+
+static void rig_up(struct rig *r)
+{
+	REQUIRE_OK(hetmm_ctx_create(&r->ctx, NULL));
+	t_emu_add(r->ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64, &r->emu, &r->pg);
+	arena = t_map(ARENA_PAGES);
+	arena[0] = 1;
+	t_to_device(r->pg, arena, 1);
+	r->data = t_map(DATA_PAGES);
+	t_fill(r->data, DATA_PAGES, 7);
+	t_to_device(r->pg, r->data, DATA_PAGES);
+	REQUIRE_OK(hetmm_notifier_insert(r->ctx, r->data, DATA_PAGES * PS,
+					 &lock_ops, NULL, &r->n));
+}
+
+/* Every case's end: the hole was touched under the lock, in the driver's
+ * invalidation; the rig goes; the child's verdict. */
+static int rig_down(struct rig *r)
+{
+	atomic_store(&armed, -1);
+	CHECK(atomic_load(&in_invalidate));
+	CHECK(atomic_load(&touched));
+	CHECK_EQ(arena[PS], 5);
+	CHECK_OK(hetmm_notifier_remove(r->n));
+	CHECK_OK(hetmm_emu_destroy(r->emu));
+	CHECK_OK(hetmm_ctx_destroy(r->ctx));
+	fflush(NULL);
+	return t_failures != 0;
 }
 
 static int lock_across_hole(const void *arg)
 {
 	enum trigger how = *(const enum trigger *)arg;
-	struct hetmm_ctx *ctx;
-	struct hetmm_emu *emu;
-	struct hetmm_pagemap *pg;
-	struct hetmm_notifier *n;
-	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
-	t_emu_add(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64, &emu, &pg);
-
-	/* The arena: registered whole by the migration of its first page,
-	 * the rest never touched. */
-	arena = t_map(ARENA_PAGES);
-	arena[0] = 1;
-	t_to_device(pg, arena, 1);
-	char *data = t_map(DATA_PAGES);
-	t_fill(data, DATA_PAGES, 7);
-	t_to_device(pg, data, DATA_PAGES);
-	REQUIRE_OK(hetmm_notifier_insert(ctx, data, DATA_PAGES * PS,
-					 &lock_ops, NULL, &n));
+	struct rig r;
+	rig_up(&r);
+	char *data = r.data;
 
 	pthread_t drv;
 	REQUIRE(pthread_create(&drv, NULL, driver_main, NULL) == 0);
@@ -144,16 +177,7 @@ static int lock_across_hole(const void *arg)
 	}
 	if (how != T_REMAP)
 		REQUIRE(pthread_join(drv, NULL) == 0);
-	atomic_store(&armed, -1);
-	CHECK(atomic_load(&in_invalidate));
-	CHECK(atomic_load(&touched));
-	CHECK_EQ(arena[PS], 5);
-
-	CHECK_OK(hetmm_notifier_remove(n));
-	CHECK_OK(hetmm_emu_destroy(emu));
-	CHECK_OK(hetmm_ctx_destroy(ctx));
-	fflush(NULL);
-	return t_failures != 0;
+	return rig_down(&r);
 }
 
 /* The mremap case: the thread that touches the new range. */
@@ -269,35 +293,20 @@ static void *holder_main(void *arg)
 	pthread_mutex_lock(&drv_lock);
 	wait_in_userfault(&backer_tid);
 	atomic_store(&holder_tid, gettid());
-	volatile char *hole = arena + PS;
-	hole[0] = 5;
-	atomic_store(&touched, true);
-	pthread_mutex_unlock(&drv_lock);
+	touch_hole_and_unlock();
 	return NULL;
 }
 
 static int hole_in_batch(const void *arg)
 {
 	(void)arg;
-	struct hetmm_ctx *ctx;
-	struct hetmm_emu *emu;
-	struct hetmm_pagemap *pg;
-	struct hetmm_notifier *n;
-	REQUIRE_OK(hetmm_ctx_create(&ctx, NULL));
-	t_emu_add(ctx, HETMM_MEMORY_DEVICE_PRIVATE, 64, &emu, &pg);
-	arena = t_map(ARENA_PAGES);
-	arena[0] = 1;
-	t_to_device(pg, arena, 1);
-	char *data = t_map(DATA_PAGES);
-	t_fill(data, DATA_PAGES, 7);
-	t_to_device(pg, data, DATA_PAGES);
-	REQUIRE_OK(hetmm_notifier_insert(ctx, data, DATA_PAGES * PS,
-					 &lock_ops, NULL, &n));
+	struct rig r;
+	rig_up(&r);
 	atomic_store(&armed, (int)HETMM_EVENT_MIGRATE);
 
 	pthread_t backer, holder;
 	REQUIRE(pthread_create(&holder, NULL, holder_main, NULL) == 0);
-	REQUIRE(pthread_create(&backer, NULL, backer_main, data) == 0);
+	REQUIRE(pthread_create(&backer, NULL, backer_main, r.data) == 0);
 	char *discard = arena + 2 * PS;         /* a hole: nothing to lose */
 	atomic_store(&hold_at, (uintptr_t)discard);
 	__atomic_store_n(&test_hook, hold_handler, __ATOMIC_RELEASE);
@@ -307,16 +316,8 @@ static int hole_in_batch(const void *arg)
 	__atomic_store_n(&test_hook, NULL, __ATOMIC_RELEASE);
 	atomic_store(&armed, -1);
 	CHECK(atomic_load(&in_hook));
-	CHECK(atomic_load(&in_invalidate));
-	CHECK(atomic_load(&touched));
-	CHECK_EQ(arena[PS], 5);
-	CHECK_EQ(t_verify(data, DATA_PAGES, 7), 0);
-
-	CHECK_OK(hetmm_notifier_remove(n));
-	CHECK_OK(hetmm_emu_destroy(emu));
-	CHECK_OK(hetmm_ctx_destroy(ctx));
-	fflush(NULL);
-	return t_failures != 0;
+	CHECK_EQ(t_verify(r.data, DATA_PAGES, 7), 0);
+	return rig_down(&r);
 }
 
 int main(void)
