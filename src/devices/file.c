@@ -125,11 +125,10 @@ struct hetmm_file {
 	pthread_t reaper;
 	bool reaper_up;
 	/* Lone pages (a random fault's) are read on a ring of their own,
-	 * by the thread that waits for them, polling: see lone_read(). */
+	 * by the thread that waits for them: see lone_read(). */
 	struct io_uring lone;
 	bool lone_up;
 	pthread_mutex_t lone_lock;
-	uint64_t lone_ns;                 /* a lone read's time, averaged */
 	/* Read-ahead, an attached file's only (NULL buf: none): see
 	 * ahead_fill().  Under sq_lock. */
 	struct file_seg ahead[AHEAD_SEGS];
@@ -680,24 +679,22 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* The longest a lone read's completion is polled for. */
-#define LONE_POLL_MAX_NS 200000u
-
 /*
  * Read the page at frame index into buf on the lone ring and wait for
  * it: true with *err 0 or a negative errno; false if the ring is busy
  * (another thread reads on it) or out of use, for the caller to read
  * the page otherwise.
  *
- * The reader polls the ring's completion queue for up to twice the
- * average lone read (LONE_POLL_MAX_NS at most) before it sleeps: a
- * thread waits in its fault for this page, and a sleeping reader is
- * woken only once the read is done, one more wake-up on the fault's
- * path, as dear as the read itself on these machines.  2000 random
- * faults on a 64 MiB file: median fault 144-175 us asleep, 116-130
- * polling (docs/PERFORMANCE.md, "Storage"); the cost is the reader's CPU
- * for the read's time.  The kernel posts the completion by task work on
- * the polling thread, flagged on the ring rather than sent (lone_open).
+ * The reader sleeps until the read is done; it does not poll.  A thread
+ * waits in its fault for this page, and where it and the reader (the
+ * handler) share a CPU both wake-ups of the fault are local; apart, each
+ * is a cross-CPU one, about 25 us on a VM whose idle vCPUs halt.  The
+ * scheduler keeps a reader that sleeps through its reads on the faulting
+ * thread's CPU, and moves one that polls for them (busy for the read's
+ * time each fault) to the other: 2 x 2000 random faults of a 64 MiB
+ * file on an idle machine, median 68-71 us sleeping against 118-121
+ * polling for up to twice the average read (docs/PERFORMANCE.md,
+ * "Storage").
  */
 static bool lone_read(struct hetmm_file *f, char *buf, uint64_t index,
 		      int *err)
@@ -712,21 +709,14 @@ static bool lone_read(struct hetmm_file *f, char *buf, uint64_t index,
 	off_t off = frame_off(f, index);
 	io_uring_prep_read(sqe, 0, buf, (unsigned)PS, (uint64_t)off);
 	sqe->flags |= IOSQE_FIXED_FILE;
-	uint64_t t0 = now_ns();
-	uint64_t poll = 2 * f->lone_ns < LONE_POLL_MAX_NS ? 2 * f->lone_ns
-							  : LONE_POLL_MAX_NS;
 	struct io_uring_cqe *cqe;
 	int rc = io_uring_submit(&f->lone) == 1 ? -EAGAIN : -EIO;
-	while (rc == -EAGAIN && now_ns() - t0 < poll)
-		rc = io_uring_peek_cqe(&f->lone, &cqe);
 	while (rc == -EAGAIN || rc == -EINTR)
 		rc = io_uring_wait_cqe(&f->lone, &cqe);
 	int res = 0;
 	if (rc == 0) {
 		res = cqe->res;
 		io_uring_cqe_seen(&f->lone, cqe);
-		uint64_t took = now_ns() - t0;
-		f->lone_ns = f->lone_ns ? (7 * f->lone_ns + took) / 8 : took;
 	} else {
 		/* Not started, or its completion not to be had: a request
 		 * may be left on the ring, which serves no more. */
@@ -867,17 +857,14 @@ static bool uring_declined(uint32_t flags)
 }
 
 /*
- * The lone ring.  Its reader polls for the completion (lone_read), and
- * the kernel posts a read's completion by task work on the thread that
- * submitted it, which by default it interrupts at once: an IPI when the
- * disk's interrupt came to another CPU, about 15 us on this VM (a 4 KiB
- * O_DIRECT read, polled on the other CPU than the interrupt's: median
- * 67-69 us so, 52-54 without; on the interrupt's CPU 49-50 either way).
- * With IORING_SETUP_COOP_TASKRUN (Linux 5.19) the kernel sends none, and
- * IORING_SETUP_TASKRUN_FLAG has it flag the ring instead, which
- * io_uring_peek_cqe looks at and enters the kernel for.  A thread asleep
- * in io_uring_wait_cqe is woken either way.  An older kernel refuses the
- * flags: the ring is made without them.
+ * The lone ring.  The kernel posts a read's completion by task work on
+ * the thread that submitted it, and by default interrupts that thread
+ * for it at once if it runs: an IPI when the disk's interrupt came to
+ * another CPU, about 15 us on this VM.  With IORING_SETUP_COOP_TASKRUN
+ * (Linux 5.19) it sends none and, with IORING_SETUP_TASKRUN_FLAG, flags
+ * the ring, which liburing looks at; a reader asleep in
+ * io_uring_wait_cqe (lone_read) is woken either way.  An older kernel
+ * refuses the flags: the ring is made without them.
  */
 static int lone_open(struct io_uring *ring)
 {
