@@ -70,7 +70,7 @@ struct copyq {
 	 * after the last one in an order a race detector can see too (the
 	 * handler's releases reach the remover through the kernel). */
 	pthread_mutex_t release_lock;
-	struct hetmm_ctx *ctx;
+	_Atomic(struct hetmm_ctx *) ctx; /* NULL once a kept queue's is gone */
 	void *staging;
 	struct own_range own;
 	struct copyq *kept_next;          /* kept_queues */
@@ -131,7 +131,7 @@ int copyq_create(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 		return -ENOMEM;
 	q->depth = depth ? depth : HETMM_COPY_DEPTH_DEFAULT;
 	q->timeout_ms = timeout_ms ? timeout_ms : HETMM_COPY_TIMEOUT_DEFAULT_MS;
-	q->ctx = ctx;
+	atomic_init(&q->ctx, ctx);
 	pthread_mutex_init(&q->release_lock, NULL);
 	void *p = mmap(NULL, staging_bytes(q->depth), PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -184,9 +184,15 @@ static bool copyq_slots_back(struct copyq *q)
 	return back;
 }
 
-bool copyq_some_kept(void)
+bool copyq_kept_forget(struct hetmm_ctx *ctx)
 {
-	return atomic_load(&kept_queues) != NULL;
+	bool kept = false;
+	for (struct copyq *q = atomic_load(&kept_queues); q; q = q->kept_next) {
+		struct hetmm_ctx *mine = ctx;
+		if (atomic_compare_exchange_strong(&q->ctx, &mine, NULL))
+			kept = true;
+	}
+	return kept;
 }
 
 void copyq_destroy(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap)

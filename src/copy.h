@@ -28,9 +28,11 @@ int copyq_create(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 /* At hot-remove.  A queue with a copy that timed out is kept, so that
  * its late completion finds valid memory. */
 void copyq_destroy(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap);
-/* Has a queue been kept because a copy of its timed out (and may still
- * read its source)? */
-bool copyq_some_kept(void);
+/* Was a queue of ctx's kept because a copy of its timed out (and may
+ * still read its source)?  Asked once, as ctx goes: the kept queues
+ * forget ctx then, so that a context made later at the same address is
+ * not taken for it. */
+bool copyq_kept_forget(struct hetmm_ctx *ctx);
 /* A copy of the pagemap timed out: it takes no migration any more. */
 bool copyq_dead(const struct hetmm_pagemap *pgmap);
 

@@ -55,12 +55,13 @@ static void sink_init(struct hetmm_ctx *ctx)
 	entry_own(ctx, &ctx->order.sink_own, a, SINK_LEN);
 }
 
-/* A copy that timed out may still read a stage (copy.h): then the sink
- * stays mapped, emptied, for the process's life, as its queue does. */
-static void sink_fini(struct hetmm_ctx *ctx)
+/* A copy of this context's that timed out may still read a stage
+ * (copy.h): then the sink stays mapped, emptied, for the process's life,
+ * as the copy's queue does. */
+static void sink_fini(struct hetmm_ctx *ctx, bool copy_kept)
 {
 	entry_disown(ctx, &ctx->order.sink_own);
-	if (copyq_some_kept()) {
+	if (copy_kept) {
 		madvise(ctx->order.sink, SINK_LEN, MADV_DONTNEED);
 		return;
 	}
@@ -94,8 +95,9 @@ void order_fini(struct hetmm_ctx *ctx)
 		entry_disown(ctx, &ctx->order.own);
 		munmap(ctx->order.sync_pages, SYNC_LEN);
 	}
+	bool copy_kept = copyq_kept_forget(ctx);
 	if (ctx->order.sink)
-		sink_fini(ctx);
+		sink_fini(ctx, copy_kept);
 }
 
 
