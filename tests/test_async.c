@@ -11,6 +11,7 @@
  */
 #include <inttypes.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -217,10 +218,11 @@ static void discard_racing(void)
 }
 
 /* A thread that writes its round into the first word of every page,
- * again and again, until told to stop. */
+ * again and again, until told to stop; `written` once the first round
+ * is in every page. */
 struct writer {
 	char *p;
-	atomic_bool stop;
+	atomic_bool stop, written;
 	uint64_t rounds;
 };
 
@@ -231,6 +233,7 @@ static void *write_loop(void *arg)
 		w->rounds++;
 		for (size_t i = 0; i < NP; i++)
 			memcpy(w->p + i * PS, &w->rounds, sizeof(w->rounds));
+		atomic_store(&w->written, true);
 	}
 	return NULL;
 }
@@ -253,6 +256,11 @@ static void writes_racing(void)
 	struct writer w = { .p = p };
 	pthread_t th;
 	REQUIRE(pthread_create(&th, NULL, write_loop, &w) == 0);
+	/* The writer is under way before the first migration: on a loaded
+	 * machine it did not run before the last (0 write rounds), nothing
+	 * raced, and its pages held the fill, not a round. */
+	while (!atomic_load(&w.written))
+		sched_yield();
 	/* The first moves every page; a later one may find none the writer
 	 * brought back yet (-ENOENT, under emulation). */
 	CHECK_OK(hetmm_migrate_to_device(dev.pg, p, NP * PS, NULL));
