@@ -33,7 +33,7 @@
  * that memcpy itself, with no lock (copy_local), so that two threads
  * copy at once: the submitting thread (the fault handler, a migration)
  * and the device's own, which takes a copy of many pages while it has
- * fewer than REMOTE_LOCAL_GETS or REMOTE_LOCAL_PUTS waiting
+ * fewer than REMOTE_LOCAL_QUEUE waiting
  * (submit_local).  The submitter then overlaps its own work
  * (zeroing staging, installing, zapping) with the copies on the other
  * core where one is free, and where none is (a busy machine), it copies
@@ -124,7 +124,7 @@ _Static_assert(HETMM_COPY_MAX_PAGES <= STRIPE, "a copy spans two stripes");
 #define PUT_STAGE_BYTES ((size_t)REMOTE_SLOTS * STRIPE * PS)
 /* A copy of at least this many pages may go to the device's thread (on
  * TCP always, over shared memory while it has fewer than
- * REMOTE_LOCAL_GETS or _PUTS waiting): the threads that submit many
+ * REMOTE_LOCAL_QUEUE waiting): the threads that submit many
  * pages (the fault handler bringing a range back, a migration) have work
  * of their own to overlap with it (zeroing staging, installing the pages
  * copied before, zapping those sent).  A copy of a few pages (a lone
@@ -135,16 +135,17 @@ _Static_assert(HETMM_COPY_MAX_PAGES <= STRIPE, "a copy spans two stripes");
  * most this many at once (the submitter copies the next ones itself),
  * and a submitter takes back one that waited longer than
  * REMOTE_STALE_NS: the thread is not running (a busy machine), and the
- * submitter would only wait for it later.  Gets: a whole PMD block's
- * copies of fault-back (pmdback.c: 8 of 64 pages), since the handler's
- * own work per block, faulting the next block's staging THP in (the
- * kernel zeroes it, slower than the copy on these VMs), is the longer
- * of the two: with 2 the handler also made most of the copies while the
- * device's thread idled (docs/PERFORMANCE.md, "Remote": about a tenth
- * more fault-back with 8).  Puts: a migration has less of its own to
- * overlap (8 measured no better). */
-#define REMOTE_LOCAL_GETS 8
-#define REMOTE_LOCAL_PUTS 2
+ * submitter would only wait for it later.  A whole PMD block's copies
+ * (8 of 64 pages), in both directions, since the submitter's own work
+ * per block is as long as the copy or longer: fault-back's handler
+ * faults the next block's staging THP in (the kernel zeroes it, slower
+ * than the copy on these VMs); a migration claims the next chunk, reads
+ * its presence, moves its pages into a stage, and frees and zaps the
+ * chunks sent.  With 2, the submitter made most of the copies itself
+ * while the device's thread idled: a tenth less fault-back, and a
+ * migration on one thread (89% of its samples), 0.57-0.60x of UCX's put
+ * stream against 0.60-0.71x with 8 (docs/PERFORMANCE.md, "Remote"). */
+#define REMOTE_LOCAL_QUEUE 8
 #define REMOTE_STALE_NS 200000
 
 /* Longest "host:port" a server is named by, with its NUL. */
@@ -692,7 +693,7 @@ static int submit_handoff(struct hetmm_remote *dev, struct hetmm_copy *copy,
 
 /*
  * Over shared memory, a copy of many pages goes to the thread while it
- * has fewer than REMOTE_LOCAL_GETS or _PUTS waiting; else the caller
+ * has fewer than REMOTE_LOCAL_QUEUE waiting; else the caller
  * makes it, and first the oldest waiting, if it waited too long
  * (REMOTE_STALE_NS).
  * True if handed over; else *stale is the one taken back, or NULL.
@@ -705,7 +706,7 @@ static bool local_handoff(struct hetmm_remote *dev, struct hetmm_copy *copy,
 	struct rop *op = NULL;
 	*stale = NULL;
 	pthread_mutex_lock(&dev->qlock);
-	if (dev->nqueued < (to_device ? REMOTE_LOCAL_PUTS : REMOTE_LOCAL_GETS))
+	if (dev->nqueued < REMOTE_LOCAL_QUEUE)
 		op = queue_add(dev, copy, buf, index, nr, to_device, &idle);
 	else if (now_ns() - dev->queued->queued_ns > REMOTE_STALE_NS)
 		*stale = queue_take(dev);
