@@ -288,7 +288,7 @@ static bool chunk_all_thp(struct hetmm_ctx *ctx, struct chunk *c,
 			  size_t claimed)
 {
 	if (claimed != c->n ||
-	    vma_page_flags(&ctx->vmaq, c->vma, c->start, c->n, c->pflags))
+	    vma_page_huge(&ctx->vmaq, c->vma, c->start, c->n, c->pflags))
 		return false;
 	for (size_t i = 0; i < c->n; i++)
 		if (!(c->pflags[i] & PG_HUGE))
@@ -1301,7 +1301,7 @@ static bool block_wanted(struct hetmm_ctx *ctx, struct hetmm_pagemap *pgmap,
 	uint8_t pf = 0;
 	return PMD_PAGES > CHUNK_PAGES && !pagemap_is_placed(pgmap) &&
 	       !(a & (PMD_SIZE - 1)) && end - a >= PMD_SIZE &&
-	       !vma_page_flags(&ctx->vmaq, v, a, 1, &pf) && (pf & PG_HUGE);
+	       !vma_page_huge(&ctx->vmaq, v, a, 1, &pf) && (pf & PG_HUGE);
 }
 
 /* The PMD block at a, reported as migrate_segment reports a chunk. */

@@ -4,9 +4,9 @@
  *
  * VMAs come from the PROCMAP_QUERY ioctl when the kernel has it (one VMA
  * per call, no text) and from /proc/self/maps otherwise.  Page presence
- * comes from /proc/self/pagemap; zero-page and huge-page state from the
- * PAGEMAP_SCAN ioctl where it exists, else from the frames pagemap shows
- * root (kframes.c).
+ * and zero-page and huge-page state come from the PAGEMAP_SCAN ioctl
+ * where it exists (6.7); else presence from /proc/self/pagemap, and the
+ * rest from the frames pagemap shows root (kframes.c).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -310,38 +310,33 @@ static int page_entries(struct vmaq *q, const struct vma *v, uintptr_t start,
 	return 0;
 }
 
-int vma_page_presence(struct vmaq *q, uintptr_t start, size_t npages,
-		      uint8_t *flags)
-{
-	return page_entries(q, NULL, start, npages, flags);
-}
-
-/* Zero-page and huge-page state, which plain pagemap doesn't tell. */
-static int page_flags_scan(struct vmaq *q, uintptr_t start, size_t npages,
-			   uint8_t *flags)
+/*
+ * Or into flags[i], for each page i of npages from start that PAGEMAP_SCAN
+ * finds in any of the categories anyof, what to_flags makes of the
+ * categories of its region (those of ret); others are left alone.  Runs
+ * of pages alike come back as one region.
+ */
+static int scan_pages(struct vmaq *q, uintptr_t start, size_t npages,
+		      uint64_t anyof, uint64_t ret,
+		      uint8_t (*to_flags)(uint64_t), uint8_t *flags)
 {
 	struct page_region regs[64];
 	uintptr_t end = start + npages * PAGE_SIZE;
-	uintptr_t cur = start;
-	while (cur < end) {
+	for (uintptr_t cur = start; cur < end;) {
 		struct pm_scan_arg arg = {
 			.size = sizeof(arg),
 			.start = cur,
 			.end = end,
 			.vec = (uintptr_t)regs,
 			.vec_len = 64,
-			.category_anyof_mask = PAGE_IS_PFNZERO | PAGE_IS_HUGE,
-			.return_mask = PAGE_IS_PFNZERO | PAGE_IS_HUGE,
+			.category_anyof_mask = anyof,
+			.return_mask = ret,
 		};
 		long n = ioctl(q->pagemap_fd, PAGEMAP_SCAN, &arg);
 		if (n < 0)
 			return -errno;
 		for (long r = 0; r < n; r++) {
-			uint8_t f = 0;
-			if (regs[r].categories & PAGE_IS_PFNZERO)
-				f |= PG_ZERO;
-			if (regs[r].categories & PAGE_IS_HUGE)
-				f |= PG_HUGE;
+			uint8_t f = to_flags(regs[r].categories);
 			for (uintptr_t a = regs[r].start; a < regs[r].end;
 			     a += PAGE_SIZE)
 				flags[(a - start) >> PAGE_SHIFT] |= f;
@@ -353,15 +348,89 @@ static int page_flags_scan(struct vmaq *q, uintptr_t start, size_t npages,
 	return 0;
 }
 
+/* The bits vma_page_presence gives, from a pagemap entry's or a scan's. */
+#define PRESENCE_FLAGS (PG_PRESENT | PG_SWAPPED | PG_UFFD_WP)
+
+/* What PAGEMAP_SCAN says of a region's presence: a page that is not
+ * "written" is write-protected by userfaultfd, as a marker is (the
+ * kernel shows a marker as swapped, as pagemap does). */
+static uint8_t scan_presence(uint64_t categories)
+{
+	uint8_t f = 0;
+	if (categories & PAGE_IS_PRESENT)
+		f |= PG_PRESENT;
+	if (categories & PAGE_IS_SWAPPED)
+		f |= PG_SWAPPED;
+	if (!(categories & PAGE_IS_WRITTEN))
+		f |= PG_UFFD_WP;
+	return f;
+}
+
+/*
+ * Presence by PAGEMAP_SCAN: the kernel looks up no page (no file or
+ * exclusive bit asked for), where a pread of pagemap fills an entry per
+ * page and looks each present page up for its map count: the pread was
+ * 6% of a migration's samples, two per chunk (docs/PERFORMANCE.md,
+ * "Remote").
+ */
+static int presence_scan(struct vmaq *q, uintptr_t start, size_t npages,
+			 uint8_t *flags)
+{
+	memset(flags, 0, npages);
+	return scan_pages(q, start, npages, PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+			  PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_WRITTEN,
+			  scan_presence, flags);
+}
+
+int vma_page_presence(struct vmaq *q, uintptr_t start, size_t npages,
+		      uint8_t *flags)
+{
+	if (q->has_scan)
+		return presence_scan(q, start, npages, flags);
+	int rc = page_entries(q, NULL, start, npages, flags);
+	for (size_t i = 0; i < npages && !rc; i++)
+		flags[i] &= PRESENCE_FLAGS;
+	return rc;
+}
+
+/* What PAGEMAP_SCAN says of a region's zero-page and huge-page state,
+ * which plain pagemap doesn't tell. */
+static uint8_t scan_zero_huge(uint64_t categories)
+{
+	uint8_t f = 0;
+	if (categories & PAGE_IS_PFNZERO)
+		f |= PG_ZERO;
+	if (categories & PAGE_IS_HUGE)
+		f |= PG_HUGE;
+	return f;
+}
+
+static int page_flags_scan(struct vmaq *q, uintptr_t start, size_t npages,
+			   uint8_t *flags)
+{
+	return scan_pages(q, start, npages, PAGE_IS_PFNZERO | PAGE_IS_HUGE,
+			  PAGE_IS_PFNZERO | PAGE_IS_HUGE, scan_zero_huge,
+			  flags);
+}
+
 int vma_page_flags(struct vmaq *q, const struct vma *v, uintptr_t start,
 		   size_t npages, uint8_t *flags)
 {
 	if (!q->has_scan)
 		return page_entries(q, v, start, npages, flags);
-	int rc = vma_page_presence(q, start, npages, flags);
+	int rc = page_entries(q, NULL, start, npages, flags);
 	if (rc == 0)
 		rc = page_flags_scan(q, start, npages, flags);
 	return rc;
+}
+
+int vma_page_huge(struct vmaq *q, const struct vma *v, uintptr_t start,
+		  size_t npages, uint8_t *flags)
+{
+	if (!q->has_scan)
+		return page_entries(q, v, start, npages, flags);
+	memset(flags, 0, npages);
+	return page_flags_scan(q, start, npages, flags);
 }
 
 /* THP's mode (sysfs "enabled"): 'a'lways, 'm'advise, 'n'ever, or 0 if

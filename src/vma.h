@@ -80,8 +80,13 @@ static inline bool vma_is_private_anon(const struct vma *v)
  * may see them (kframes.c); nothing tells them otherwise. */
 int vma_page_flags(struct vmaq *q, const struct vma *v, uintptr_t start,
 		   size_t npages, uint8_t *flags);
-/* PG_PRESENT, PG_SWAPPED, PG_EXCLUSIVE, PG_FILE and PG_UFFD_WP only: one
- * pread, no scan. */
+/* PG_HUGE and PG_ZERO as vma_page_flags tells them, and the rest only
+ * where the kernel has no PAGEMAP_SCAN: one scan, no pread (a migration
+ * asks whether a chunk is a THP before it reads the chunk's presence). */
+int vma_page_huge(struct vmaq *q, const struct vma *v, uintptr_t start,
+		  size_t npages, uint8_t *flags);
+/* PG_PRESENT, PG_SWAPPED and PG_UFFD_WP only: one PAGEMAP_SCAN walk
+ * where the kernel has it, else one pread of /proc/self/pagemap. */
 int vma_page_presence(struct vmaq *q, uintptr_t start, size_t npages,
 		      uint8_t *flags);
 

@@ -243,11 +243,102 @@ static void frames(void)
 	vmaq_close(&q);
 }
 
+/* Presence as vma_page_presence tells it by PAGEMAP_SCAN and by a pread
+ * of pagemap (kernels before 6.7): both ways agree, page by page. */
+static void presence_agrees(struct vmaq *q, struct vmaq *fb, void *addr,
+			    size_t n, uint8_t *got)
+{
+	CHECK_OK(vma_page_presence(fb, (uintptr_t)addr, n, got));
+	if (!q->has_scan)
+		return;
+	uint8_t *scan = malloc(n);
+	REQUIRE(scan);
+	CHECK_OK(vma_page_presence(q, (uintptr_t)addr, n, scan));
+	for (size_t i = 0; i < n; i++)
+		if (got[i] != scan[i])
+			t_fail(__FILE__, __LINE__, "page %zu of %p: pagemap says"
+			       " %#x, PAGEMAP_SCAN %#x", i, addr, got[i],
+			       scan[i]);
+	free(scan);
+}
+
+/*
+ * Page by page, in a range registered for write protection: 0 written,
+ * 1 a hole, 2 written and write-protected, 3 a hole write-protected (a
+ * marker, where the kernel has them: 6.5), 4 the zero page, 5 a hole,
+ * 6-7 written; and a THP, written then write-protected whole.
+ */
+static void presence(void)
+{
+	struct vmaq q, fb;
+	struct uffd u;
+	char *p = t_map(8);
+	uint8_t f[8];
+
+	REQUIRE_OK(vmaq_open(&q));
+	fb = q;
+	fb.has_scan = false;
+	REQUIRE_OK(uffd_open(&u, UFFD_FEATURE_PAGEFAULT_FLAG_WP |
+			     UFFD_FEATURE_WP_UNPOPULATED));
+	for (int i = 0; i < 8; i++)
+		if (i != 1 && i != 3 && i != 4 && i != 5)
+			p[i * PS] = 1;
+	REQUIRE_OK(uffd_register(u.fd, (uintptr_t)p, 8 * PS,
+				 UFFDIO_REGISTER_MODE_MISSING |
+				 UFFDIO_REGISTER_MODE_WP, NULL));
+	REQUIRE(uffd_fill(u.fd, FILL_ZERO, (uintptr_t)p + 4 * PS, 0, PS, 0) ==
+		(long)PS);
+	REQUIRE_OK(uffd_writeprotect(u.fd, (uintptr_t)p + 2 * PS, 2 * PS,
+				     WP_ON));
+	bool markers = u.features & UFFD_FEATURE_WP_UNPOPULATED;
+	presence_agrees(&q, &fb, p, 8, f);
+	const uint8_t want[8] = {
+		PG_PRESENT, 0, PG_PRESENT | PG_UFFD_WP,
+		markers ? PG_SWAPPED | PG_UFFD_WP : 0, PG_PRESENT, 0,
+		PG_PRESENT, PG_PRESENT,
+	};
+	for (int i = 0; i < 8; i++)
+		if (f[i] != want[i])
+			t_fail(__FILE__, __LINE__, "page %d: %#x, want %#x", i,
+			       f[i], want[i]);
+	/* Pieces of it, starting and ending anywhere. */
+	presence_agrees(&q, &fb, p + 3 * PS, 3, f);
+	CHECK_EQ(f[2], 0);
+	presence_agrees(&q, &fb, p + 5 * PS, 1, f);
+	CHECK_EQ(f[0], 0);
+	uffd_unregister(u.fd, (uintptr_t)p, 8 * PS);
+	t_unmap(p, 8);
+
+	char *map;
+	char *h = t_thp_block(&map);
+	uint8_t *hf = malloc(PMD_PAGES);
+	REQUIRE(hf);
+	if (h) {
+		REQUIRE_OK(uffd_register(u.fd, (uintptr_t)h, PMD_SIZE,
+					 UFFDIO_REGISTER_MODE_MISSING |
+					 UFFDIO_REGISTER_MODE_WP, NULL));
+		REQUIRE_OK(uffd_writeprotect(u.fd, (uintptr_t)h, PMD_SIZE,
+					     WP_ON));
+		presence_agrees(&q, &fb, h, PMD_PAGES, hf);
+		for (size_t i = 0; i < PMD_PAGES; i++)
+			CHECK_EQ(hf[i], PG_PRESENT | PG_UFFD_WP);
+		uffd_unregister(u.fd, (uintptr_t)h, PMD_SIZE);
+		REQUIRE(munmap(map, 2 * PMD_SIZE) == 0);
+	} else {
+		fprintf(stderr, "presence: no transparent huge page here; "
+			"the THP case not run\n");
+	}
+	free(hf);
+	uffd_close(&u);
+	vmaq_close(&q);
+}
+
 int main(int argc, char **argv)
 {
 	RUN(both_ways_agree);
 	RUN(ordinary_memory_is_not_special);
 	RUN(next_vma);
 	RUN(frames);
+	RUN(presence);
 	return t_done();
 }
