@@ -23,9 +23,11 @@
  *
  * The device's own thread drives UCX: it posts the copies of many pages
  * handed to it (REMOTE_HANDOFF_PAGES), progresses the worker while
- * copies are in flight, and otherwise sleeps in poll() on the worker's
- * event fd, the servers' TCP connections and a stop eventfd.  Every call
- * on the worker is made under the device's lock (a SERIALIZED worker).
+ * copies are in flight, and otherwise sleeps in poll() on the servers'
+ * TCP connections and an eventfd its submitters kick.  A get of a few
+ * pages, which its submitter waits for at once (a random fault), is
+ * progressed by the submitter itself (get_progress).  Every call on the
+ * worker is made under the device's lock (a SERIALIZED worker).
  *
  * Over shared memory every server's region is mapped into this process
  * too (ucp_rkey_ptr), and a get or put would be UCX's memcpy from or to
@@ -147,6 +149,12 @@ _Static_assert(HETMM_COPY_MAX_PAGES <= STRIPE, "a copy spans two stripes");
  * stream against 0.60-0.71x with 8 (docs/PERFORMANCE.md, "Remote"). */
 #define REMOTE_LOCAL_QUEUE 8
 #define REMOTE_STALE_NS 200000
+/* The longest a submitter progresses its own get of a few pages
+ * (get_progress) before it leaves it to the device's thread: a TCP get
+ * of a page takes 8-25 us here, and a thread that polls much longer
+ * than that is moved off the faulting thread's vCPU by the scheduler
+ * (docs/PERFORMANCE.md, "Remote"). */
+#define REMOTE_LONE_SPIN_NS 50000
 
 /* Longest "host:port" a server is named by, with its NUL. */
 #define SERVER_NAME_MAX 128
@@ -190,6 +198,7 @@ struct rop {
 	unsigned pending;
 	int error;
 	bool to_device;
+	bool *done;                   /* set true when done (get_progress) */
 	unsigned nparts;
 	struct rpart parts[ROP_PARTS];
 	struct rop *next_free;        /* in free_slots, or queued */
@@ -204,8 +213,7 @@ struct hetmm_remote {
 	const struct ucx_api *u;
 	ucp_context_h ucp;
 	ucp_worker_h worker;
-	int efd;                      /* the worker's event fd */
-	int stopfd;                   /* eventfd: the thread stops */
+	int wakefd;                   /* eventfd: the thread wakes (kick) */
 	pthread_t thread;
 	bool thread_started;
 	atomic_bool stop;
@@ -319,6 +327,9 @@ static void rop_finish(struct rop *op)
 	copy_count(dev, op->nr, op->to_device, op->error);
 	hetmm_copy_done(op->copy, op->error);
 	op->copy = NULL;
+	if (op->done)
+		*op->done = true;
+	op->done = NULL;
 	pthread_mutex_lock(&dev->qlock);
 	op->next_free = dev->free_slots;
 	dev->free_slots = op;
@@ -392,6 +403,7 @@ static struct rop *rop_get(struct hetmm_remote *dev,
 	op->index = index;
 	op->nr = nr;
 	op->to_device = to_device;
+	op->done = NULL;
 	op->error = 0;
 	op->nparts = 0;
 	/* One for the posting itself, so that parts done at once can't
@@ -516,10 +528,12 @@ static void retry_gets(struct hetmm_remote *dev)
 	}
 }
 
-/* Wake the thread to progress what is pending. */
+/* Wake the thread to progress what is pending (or to stop). */
 static void kick(struct hetmm_remote *dev)
 {
-	dev->u->ucp_worker_signal(dev->worker);
+	uint64_t one = 1;
+	/* Fails only with the counter full: the thread is woken then. */
+	(void)!write(dev->wakefd, &one, sizeof(one));
 }
 
 /*
@@ -716,6 +730,40 @@ static bool local_handoff(struct hetmm_remote *dev, struct hetmm_copy *copy,
 	return op != NULL;
 }
 
+/*
+ * A get of a few pages, which its submitter waits for at once (a random
+ * fault's), progressed here by that thread until it is done, as UCX's
+ * own client waits for a get: handed to the device's thread, it cost
+ * two more wake-ups a fault (the thread woken to progress it, the
+ * submitter woken by its completion), and the thread's polling made
+ * the scheduler put the fault's threads on two vCPUs
+ * (docs/PERFORMANCE.md, "Remote").  A get not done within
+ * REMOTE_LONE_SPIN_NS (a busy machine, a silent server) is left to the
+ * thread, and the submitter waits for it as for any copy, within the
+ * pagemap's copy timeout.  Called and returns with the lock held; true
+ * if done (*done).
+ */
+static bool get_progress(struct hetmm_remote *dev, struct rop *op,
+			 bool *done)
+{
+	int64_t end = now_ns() + REMOTE_LONE_SPIN_NS;
+	for (;;) {
+		dev->u->ucp_worker_progress(dev->worker);
+		retry_gets(dev);
+		if (*done)
+			return true;
+		if (now_ns() > end) {
+			op->done = NULL;   /* still ours: not finished */
+			return false;
+		}
+		/* Not held between rounds: the device's thread, busy with
+		 * other copies, is not held up by a submitter that the
+		 * scheduler preempted (and may finish this get for it). */
+		pthread_mutex_unlock(&dev->lock);
+		pthread_mutex_lock(&dev->lock);
+	}
+}
+
 /* A copy over shared memory: handed over, or made here. */
 static int submit_local(struct hetmm_remote *dev, struct hetmm_copy *copy,
 			char *buf, uint64_t index, size_t nr, bool to_device)
@@ -758,15 +806,21 @@ static int remote_submit(struct hetmm_pagemap *pgmap, uint64_t index,
 		atomic_fetch_add(&dev->copy_errors, 1);
 		return -EIO;
 	}
-	bool idle;
+	bool idle, done = false;
 	pthread_mutex_lock(&dev->qlock);
 	struct rop *op = rop_get(dev, copy, buf, index, nr, to_device, &idle);
 	pthread_mutex_unlock(&dev->qlock);
+	if (op && !to_device)
+		op->done = &done;
 	bool pending = op && rop_post(dev, op);
+	if (pending && !to_device)
+		pending = !get_progress(dev, op, &done);
 	pthread_mutex_unlock(&dev->lock);
 	if (!op)
 		return -EAGAIN;
-	if (pending)
+	/* A get progressed here was counted in flight meanwhile: a copy
+	 * handed over then took the thread for awake and did not kick it. */
+	if (pending || (!to_device && atomic_load(&dev->inflight)))
 		kick(dev);
 	return 0;
 }
@@ -1004,6 +1058,22 @@ static void check_control(struct hetmm_remote *dev, struct pollfd *pfd)
 			atomic_store(&dev->srv[i].dead, true);
 }
 
+/* The kicks that woke the thread, taken: it looks for work after. */
+static void drain(struct hetmm_remote *dev, const struct pollfd *wake)
+{
+	uint64_t kicks;
+	if (wake->revents & POLLIN)
+		(void)!read(dev->wakefd, &kicks, sizeof(kicks));
+}
+
+/*
+ * Idle (nothing in flight), the thread sleeps on its kicks and the
+ * servers' connections, not on the worker's event fd: the only traffic
+ * then is the reply to a get its submitter progresses itself
+ * (get_progress), which would wake the thread for nothing and have it
+ * wait for the lock the submitter holds.  A server's death is seen on
+ * its connection.
+ */
 static void *progress_thread(void *arg)
 {
 	struct hetmm_remote *dev = arg;
@@ -1019,11 +1089,8 @@ static void *progress_thread(void *arg)
 	for (uint32_t i = 0; i < n; i++)
 		pfd[i] = (struct pollfd){ .fd = dev->srv[i].fd,
 					  .events = POLLIN | POLLRDHUP };
-	pfd[n] = (struct pollfd){ .fd = dev->efd, .events = POLLIN };
-	pfd[n + 1] = (struct pollfd){ .fd = dev->stopfd, .events = POLLIN };
+	pfd[n] = (struct pollfd){ .fd = dev->wakefd, .events = POLLIN };
 	while (!atomic_load(&dev->stop)) {
-		bool armed = false;
-
 		run_queued(dev);
 		pthread_mutex_lock(&dev->lock);
 		while (u->ucp_worker_progress(dev->worker))
@@ -1034,15 +1101,16 @@ static void *progress_thread(void *arg)
 		retry_gets(dev);
 		/* Copies in flight: keep progressing, for latency; the
 		 * connections are looked at every so often meanwhile. */
-		if (!atomic_load(&dev->inflight))
-			armed = u->ucp_worker_arm(dev->worker) == UCS_OK;
+		bool idle = !atomic_load(&dev->inflight);
 		pthread_mutex_unlock(&dev->lock);
-		if (!armed && ++spins % 256) {
+		if (!idle && ++spins % 256) {
 			sched_yield();
 			continue;
 		}
-		if (poll(pfd, n + 2, armed ? -1 : 0) > 0)
+		if (poll(pfd, n + 1, idle ? -1 : 0) > 0) {
 			check_control(dev, pfd);
+			drain(dev, &pfd[n]);
+		}
 		for (uint32_t i = 0; i < n; i++)
 			if (atomic_load(&dev->srv[i].dead))
 				pfd[i].fd = -1;
@@ -1063,10 +1131,8 @@ static int ctx_usable(struct hetmm_ctx *ctx)
 static void remote_free(struct hetmm_remote *dev)
 {
 	if (dev->thread_started) {
-		uint64_t one = 1;
 		atomic_store(&dev->stop, true);
-		if (write(dev->stopfd, &one, sizeof(one)) < 0)
-			kick(dev);
+		kick(dev);
 		pthread_join(dev->thread, NULL);
 	}
 	if (dev->worker) {
@@ -1085,8 +1151,8 @@ static void remote_free(struct hetmm_remote *dev)
 	for (uint32_t i = 0; i < dev->nr_servers; i++)
 		if (dev->srv[i].fd >= 0)
 			close(dev->srv[i].fd);
-	if (dev->stopfd >= 0)
-		close(dev->stopfd);
+	if (dev->wakefd >= 0)
+		close(dev->wakefd);
 	if (dev->quiet)
 		munmap(dev->quiet, PS);
 	if (dev->put_stage)
@@ -1184,7 +1250,7 @@ static struct hetmm_remote *remote_alloc(const struct hetmm_remote_desc *d)
 	pthread_mutex_init(&dev->lock, NULL);
 	pthread_mutex_init(&dev->qlock, NULL);
 	dev->queued_tail = &dev->queued;
-	dev->stopfd = -1;
+	dev->wakefd = -1;
 	dev->nr_servers = d->nr_servers;
 	dev->replicas = d->replicas ? d->replicas : 1;
 	dev->per_server = (stripes_of(d) + d->nr_servers - 1) / d->nr_servers;
@@ -1251,10 +1317,8 @@ static int remote_open(struct hetmm_remote *dev,
 	int rc = ucx_open(dev->u, &dev->ucp, &dev->worker);
 	if (rc)
 		return rc;
-	if (dev->u->ucp_worker_get_efd(dev->worker, &dev->efd) != UCS_OK)
-		return -EOPNOTSUPP;
-	dev->stopfd = eventfd(0, EFD_CLOEXEC);
-	if (dev->stopfd < 0)
+	dev->wakefd = eventfd(0, EFD_CLOEXEC);
+	if (dev->wakefd < 0)
 		return -errno;
 	rc = remote_connect(dev, d, timeout);
 	if (rc)

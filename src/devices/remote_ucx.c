@@ -85,9 +85,6 @@ static void load(void)
 	SYM(ucp_worker_create);
 	SYM(ucp_worker_destroy);
 	SYM(ucp_worker_progress);
-	SYM(ucp_worker_get_efd);
-	SYM(ucp_worker_arm);
-	SYM(ucp_worker_signal);
 	SYM(ucp_ep_create);
 	SYM(ucp_ep_close_nbx);
 	SYM(ucp_ep_rkey_unpack);
@@ -119,7 +116,7 @@ int ucx_open(const struct ucx_api *u, ucp_context_h *ctx,
 	ucp_config_t *cfg;
 	ucp_params_t params = {
 		.field_mask = UCP_PARAM_FIELD_FEATURES,
-		.features = UCP_FEATURE_RMA | UCP_FEATURE_WAKEUP,
+		.features = UCP_FEATURE_RMA,
 	};
 	/* The device's lock serialises every call on the worker. */
 	ucp_worker_params_t wp = {

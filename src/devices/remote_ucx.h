@@ -27,9 +27,6 @@ struct ucx_api {
 	UCX_FN(ucp_worker_create);
 	UCX_FN(ucp_worker_destroy);
 	UCX_FN(ucp_worker_progress);
-	UCX_FN(ucp_worker_get_efd);
-	UCX_FN(ucp_worker_arm);
-	UCX_FN(ucp_worker_signal);
 	UCX_FN(ucp_ep_create);
 	UCX_FN(ucp_ep_close_nbx);
 	UCX_FN(ucp_ep_rkey_unpack);
