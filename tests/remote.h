@@ -219,13 +219,14 @@ static inline double t_remote_wait_dead(struct hetmm_remote *dev,
 }
 
 /* A device of n pages on the servers given, each stripe kept on
- * `replicas` of them (0: one). */
-static inline int t_remote_make_replicated(struct hetmm_ctx *ctx,
-					   struct t_server *srv, unsigned nsrv,
-					   uint64_t pages, uint32_t flags,
-					   uint32_t replicas,
-					   const char *secret,
-					   struct hetmm_remote **dev)
+ * `replicas` of them (0: one), with the desc's timeout_ms (0: the
+ * library's). */
+static inline int t_remote_make_desc(struct hetmm_ctx *ctx,
+				     struct t_server *srv, unsigned nsrv,
+				     uint64_t pages, uint32_t flags,
+				     uint32_t replicas, uint32_t timeout_ms,
+				     const char *secret,
+				     struct hetmm_remote **dev)
 {
 	const char *addrs[HETMM_REMOTE_MAX_SERVERS];
 	for (unsigned i = 0; i < nsrv && i < HETMM_REMOTE_MAX_SERVERS; i++)
@@ -236,9 +237,21 @@ static inline int t_remote_make_replicated(struct hetmm_ctx *ctx,
 		.flags = flags,
 		.nr_pages = pages,
 		.secret_file = secret,
+		.timeout_ms = timeout_ms,
 		.replicas = replicas,
 	};
 	return hetmm_remote_create(ctx, &d, dev);
+}
+
+static inline int t_remote_make_replicated(struct hetmm_ctx *ctx,
+					   struct t_server *srv, unsigned nsrv,
+					   uint64_t pages, uint32_t flags,
+					   uint32_t replicas,
+					   const char *secret,
+					   struct hetmm_remote **dev)
+{
+	return t_remote_make_desc(ctx, srv, nsrv, pages, flags, replicas, 0,
+				  secret, dev);
 }
 
 static inline int t_remote_make(struct hetmm_ctx *ctx,
