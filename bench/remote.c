@@ -481,6 +481,13 @@ static int hetmm_latency(struct hetmm_pagemap *pg, size_t len, double *ns)
 		return -ENOMEM;
 	populate(buf, len, 7);
 	int rc = hetmm_migrate_to_device(pg, buf, len, NULL);
+	/* The faults start from threads at rest, as the baselines' fresh
+	 * threads do: the scheduler places a thread by its recent load (a
+	 * half-life of about 32 ms), and right after the migration it kept
+	 * the handler apart from the faulting thread in 3 tries of 6, each
+	 * fault then paying two cross-CPU wake-ups; after 300 ms, in none
+	 * of 6 (docs/PERFORMANCE.md, "Remote"). */
+	usleep(300000);
 	for (int i = 0; i < LAT_SAMPLES && !rc; i++) {
 		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
 		volatile char *p = buf + x % (len / PAGE) * PAGE;
