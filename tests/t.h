@@ -239,6 +239,24 @@ static inline unsigned t_time_scale(void)
 	return v >= 1 && v <= 1000 ? (unsigned)v : 1;
 }
 
+/* A field of /proc/self/status that the kernel gives in kB ("VmSize",
+ * "RssAnon"), in KiB. */
+static inline long t_status_kib(const char *field)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	size_t n = strlen(field);
+	long kib = -1;
+
+	REQUIRE(f);
+	while (kib < 0 && fgets(line, sizeof(line), f))
+		if (!strncmp(line, field, n) && line[n] == ':')
+			sscanf(line + n + 1, "%ld kB", &kib);
+	fclose(f);
+	REQUIRE(kib >= 0);
+	return kib;
+}
+
 /*
  * Run fn(arg) in a child, as case name: the child's exit status is its
  * result (0 if every check passed).  A child that does not finish within

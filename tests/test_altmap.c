@@ -193,29 +193,13 @@ static void test_fsdax_file(void)
 	drv_free(&d);
 }
 
-/* RssAnon of the process, in KiB. */
-static long rss_anon_kib(void)
-{
-	FILE *f = fopen("/proc/self/status", "r");
-	char line[256];
-	long kib = -1;
-
-	REQUIRE(f);
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "RssAnon: %ld kB", &kib) == 1)
-			break;
-	fclose(f);
-	REQUIRE(kib >= 0);
-	return kib;
-}
-
 /* The anonymous memory a hot-add of nr file pages costs, in KiB. */
 static long hotadd_cost_kib(uint64_t nr, uint32_t flags, struct drv *d)
 {
 	drv_map_file(d, nr);
-	long before = rss_anon_kib();
+	long before = t_status_kib("RssAnon");
 	REQUIRE_OK(drv_add(d, HETMM_MEMORY_FS_DAX, flags));
-	return rss_anon_kib() - before;
+	return t_status_kib("RssAnon") - before;
 }
 
 static void test_system_memory(void)

@@ -36,20 +36,6 @@ static void ctx_down(void)
 	REQUIRE_OK(hetmm_ctx_destroy(ctx));
 }
 
-/* The process's mapped address space (VmSize), in KiB. */
-static size_t vm_size_kb(void)
-{
-	FILE *f = fopen("/proc/self/status", "r");
-	char line[256];
-	size_t kb = 0;
-	REQUIRE(f);
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmSize: %zu kB", &kb) == 1)
-			break;
-	fclose(f);
-	return kb;
-}
-
 static char *filled(size_t n, uint64_t seed)
 {
 	char *p = t_map(n);
@@ -342,10 +328,10 @@ static void hung_device(void)
 	/* That context's copy queue (and its stage memory, where it had
 	 * one) stays for the process's life; a later context keeps none of
 	 * its own address space after its destroy. */
-	size_t before = vm_size_kb();
+	long before = t_status_kib("VmSize");
 	ctx_up();
 	ctx_down();
-	CHECK_EQ(vm_size_kb(), before);
+	CHECK_EQ(t_status_kib("VmSize"), before);
 }
 
 static char *fork_buf;
